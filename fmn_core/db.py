@@ -1,0 +1,94 @@
+"""The process's one engine and one sessionmaker, built from the configuration.
+
+Nothing here runs at import time. Callers own transactions: one unit of work is
+one ``with sessionmaker.begin() as session:``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import Config
+
+__all__ = ["Database", "config_of", "is_postgres", "is_sqlite", "make_engine"]
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine, preparing SQLite for several threads and processes.
+
+    SQLite gets WAL (readers don't block the writer), a busy timeout (a second
+    process waits instead of failing) and enforced foreign keys; its parent
+    directory is created so the embedded default works on a fresh machine.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connect_args = kwargs.pop("connect_args", {})
+        connect_args.setdefault("timeout", 30)
+        connect_args.setdefault("check_same_thread", False)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling defers BEGIN; take it over so
+            # SQLAlchemy's BEGIN is real and writers serialize cleanly.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def is_sqlite(engine_or_session: Engine | Session) -> bool:
+    """Whether this engine (or session's bind) is SQLite."""
+    bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
+    return bind.dialect.name == "sqlite"
+
+
+def is_postgres(engine_or_session: Engine | Session) -> bool:
+    """Whether this engine (or session's bind) is PostgreSQL."""
+    bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
+    return bind.dialect.name == "postgresql"
+
+
+def config_of(session: Session) -> Config:
+    """The configuration a session was made with (the defaults if none)."""
+    config = session.info.get("config")
+    return config if isinstance(config, Config) else Config()
+
+
+class Database:
+    """One engine and one sessionmaker for a process."""
+
+    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine if engine is not None else make_engine(config.database_url)
+        # Core functions find the configuration on their session (``config_of``),
+        # so every call site needn't thread it through.
+        self.sessionmaker: sessionmaker[Session] = sessionmaker(
+            self.engine, expire_on_commit=False, info={"config": config}
+        )
+
+    def begin(self) -> Any:
+        """A new session inside a transaction: ``with db.begin() as session:``."""
+        return self.sessionmaker.begin()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

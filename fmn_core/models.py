@@ -1,0 +1,345 @@
+"""fmn's database model (SQLAlchemy 2.x typed ORM).
+
+Only Alembic changes the schema (``alembic/``); a test checks that the models and
+the migrations agree. No ``__repr__`` here shows an address or a secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Base",
+    "ChangeEvent",
+    "Confirmation",
+    "Destination",
+    "Filter",
+    "Message",
+    "Notification",
+    "NotificationState",
+    "PackageOwner",
+    "Preference",
+    "Rule",
+    "Template",
+    "User",
+    "utcnow",
+]
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite has no timezone type; without this, values would come back naive there
+    and aware on PostgreSQL, and comparisons would break on one of them.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+intpk = Annotated[int, mapped_column(primary_key=True)]
+bigpk = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)]
+timestamp = Annotated[dt.datetime, mapped_column(UTCDateTime)]
+created = Annotated[dt.datetime, mapped_column(UTCDateTime, default=utcnow)]
+name64 = Annotated[str, mapped_column(String(64))]
+name255 = Annotated[str, mapped_column(String(255))]
+jsondict = Annotated[dict[str, Any], mapped_column(JSON)]
+
+
+class Base(DeclarativeBase):
+    """The declarative base; its naming convention gives Alembic stable names."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dt.datetime: UTCDateTime}
+
+
+class User(Base):
+    """A Fedora account, created the first time it is seen."""
+
+    __tablename__ = "users"
+
+    id: Mapped[intpk]
+    name: Mapped[name64] = mapped_column(unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[created]
+    #: Confirmation-code guessing: failures in the current window, and the lockout end.
+    confirm_failures: Mapped[int] = mapped_column(default=0)
+    confirm_locked_until: Mapped[dt.datetime | None]
+    #: Everything is held back (but kept) until this time; IRC ``fmn mute``.
+    muted_until: Mapped[dt.datetime | None]
+
+    preferences: Mapped[list[Preference]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", order_by="Preference.context"
+    )
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, name={self.name!r})"
+
+
+class Preference(Base):
+    """One user's settings for one delivery context."""
+
+    __tablename__ = "preferences"
+    __table_args__ = (UniqueConstraint("user_id", "context"),)
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    context: Mapped[name64]
+    enabled: Mapped[bool] = mapped_column(default=True)
+    #: Digest policy: send at most every N minutes and/or after K notifications; 0 = off.
+    digest_minutes: Mapped[int] = mapped_column(default=0)
+    digest_count: Mapped[int] = mapped_column(default=0)
+
+    user: Mapped[User] = relationship(back_populates="preferences")
+    filters: Mapped[list[Filter]] = relationship(
+        back_populates="preference", cascade="all, delete-orphan", order_by="Filter.position"
+    )
+    destinations: Mapped[list[Destination]] = relationship(
+        back_populates="preference", cascade="all, delete-orphan", order_by="Destination.id"
+    )
+
+    def __repr__(self) -> str:
+        return f"Preference(id={self.id!r}, user_id={self.user_id!r}, context={self.context!r})"
+
+
+class Destination(Base):
+    """Where a context delivers for its user: private, usable only once confirmed."""
+
+    __tablename__ = "destinations"
+    __table_args__ = (UniqueConstraint("preference_id", "address"),)
+
+    id: Mapped[intpk]
+    preference_id: Mapped[int] = mapped_column(ForeignKey("preferences.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(2048))
+    confirmed: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[created]
+
+    preference: Mapped[Preference] = relationship(back_populates="destinations")
+    confirmation: Mapped[Confirmation | None] = relationship(
+        back_populates="destination", cascade="all, delete-orphan", uselist=False
+    )
+
+    def __repr__(self) -> str:
+        return f"Destination(id={self.id!r}, confirmed={self.confirmed!r})"
+
+
+class Confirmation(Base):
+    """A pending proof that a user owns a destination; the secret is stored hashed."""
+
+    __tablename__ = "confirmations"
+
+    id: Mapped[intpk]
+    destination_id: Mapped[int] = mapped_column(
+        ForeignKey("destinations.id", ondelete="CASCADE"), unique=True
+    )
+    secret_hash: Mapped[str] = mapped_column(String(128), index=True)
+    #: The code in clear only until a sender has delivered it, then NULL: the code
+    #: has to leave the process that made it (the daemon or the bot sends it).
+    outgoing_code: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[timestamp]
+    sent_count: Mapped[int] = mapped_column(default=0)
+    last_sent_at: Mapped[dt.datetime | None]
+    created_at: Mapped[created]
+
+    destination: Mapped[Destination] = relationship(back_populates="confirmation")
+
+    def __repr__(self) -> str:
+        return f"Confirmation(id={self.id!r}, destination_id={self.destination_id!r})"
+
+
+class Filter(Base):
+    """A named list of rules, AND'd; a context's filters are OR'd."""
+
+    __tablename__ = "filters"
+    __table_args__ = (UniqueConstraint("preference_id", "name"),)
+
+    id: Mapped[intpk]
+    preference_id: Mapped[int] = mapped_column(ForeignKey("preferences.id", ondelete="CASCADE"))
+    name: Mapped[name255]
+    active: Mapped[bool] = mapped_column(default=True)
+    oneshot: Mapped[bool] = mapped_column(default=False)
+    position: Mapped[int] = mapped_column(default=0)
+
+    preference: Mapped[Preference] = relationship(back_populates="filters")
+    rules: Mapped[list[Rule]] = relationship(
+        back_populates="filter", cascade="all, delete-orphan", order_by="Rule.position"
+    )
+
+    def __repr__(self) -> str:
+        return f"Filter(id={self.id!r}, name={self.name!r})"
+
+
+class Rule(Base):
+    """One condition of a filter: a catalog rule, its arguments, maybe negated."""
+
+    __tablename__ = "rules"
+
+    id: Mapped[intpk]
+    filter_id: Mapped[int] = mapped_column(ForeignKey("filters.id", ondelete="CASCADE"))
+    #: The rule's catalog name (``app_is``, or ``module:function`` for third-party rules).
+    name: Mapped[name255]
+    arguments: Mapped[jsondict] = mapped_column(default=dict)
+    negated: Mapped[bool] = mapped_column(default=False)
+    position: Mapped[int] = mapped_column(default=0)
+
+    filter: Mapped[Filter] = relationship(back_populates="rules")
+
+    def __repr__(self) -> str:
+        return f"Rule(id={self.id!r}, name={self.name!r}, negated={self.negated!r})"
+
+
+class Template(Base):
+    """A named starting profile (a list of filters) a user can clone into a context."""
+
+    __tablename__ = "templates"
+
+    name: Mapped[name64] = mapped_column(primary_key=True)
+    title: Mapped[name255]
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: ``{"filters": [{"name", "active", "oneshot", "rules": [{"rule", "args", "negated"}]}]}``
+    definition: Mapped[jsondict]
+
+    def __repr__(self) -> str:
+        return f"Template(name={self.name!r})"
+
+
+class Message(Base):
+    """A bus message, stored once."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(512))
+    body: Mapped[Any] = mapped_column(JSON)
+    headers: Mapped[jsondict]
+    received_at: Mapped[created] = mapped_column(index=True)
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id!r}, topic={self.topic!r})"
+
+
+class NotificationState(enum.StrEnum):
+    """Where a notification is in the outbox."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class Notification(Base):
+    """The outbox: one row per (message, user, context), so redelivery can't duplicate."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("message_id", "user_id", "context"),
+        Index("ix_notifications_due", "state", "next_attempt_at"),
+        Index("ix_notifications_user_context", "user_id", "context", "state"),
+    )
+
+    id: Mapped[bigpk]
+    message_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    context: Mapped[name64]
+    filter_id: Mapped[int | None] = mapped_column(ForeignKey("filters.id", ondelete="SET NULL"))
+    filter_name: Mapped[name255]
+    state: Mapped[str] = mapped_column(String(16), default=NotificationState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[timestamp] = mapped_column(default=utcnow)
+    #: Who holds the row while sending, and until when (a lease, so a crash frees it).
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created]
+    sent_at: Mapped[dt.datetime | None]
+
+    message: Mapped[Message] = relationship()
+    user: Mapped[User] = relationship()
+
+    def __repr__(self) -> str:
+        return (
+            f"Notification(id={self.id!r}, message_id={self.message_id!r}, "
+            f"context={self.context!r}, state={self.state!r})"
+        )
+
+
+class ChangeEvent(Base):
+    """A user's preferences changed; matchers in every process refresh that user."""
+
+    __tablename__ = "change_events"
+
+    id: Mapped[bigpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[name64]
+    created_at: Mapped[created]
+
+    def __repr__(self) -> str:
+        return f"ChangeEvent(id={self.id!r}, user_id={self.user_id!r}, kind={self.kind!r})"
+
+
+class PackageOwner(Base):
+    """One (package, owner) pair from the package source of truth."""
+
+    __tablename__ = "package_owners"
+    __table_args__ = (
+        UniqueConstraint("namespace", "package", "owner"),
+        Index("ix_package_owners_owner", "owner"),
+    )
+
+    id: Mapped[intpk]
+    namespace: Mapped[name64]
+    package: Mapped[name255]
+    #: A username, or ``@group`` for a group.
+    owner: Mapped[name255]
+
+    def __repr__(self) -> str:
+        return f"PackageOwner({self.namespace}/{self.package} -> {self.owner})"

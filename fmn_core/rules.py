@@ -1,0 +1,326 @@
+"""The rule catalog: registered rule functions, their parameters, and validation.
+
+A rule is a plain function ``f(message, context, **arguments) -> bool`` decorated
+with :func:`rule`, which records its title, help text, typed parameters and the
+index hint the matcher uses. Catalog modules are found through the ``fmn.rules``
+entry-point group, fmn's own built-in catalog included, so a third party adds
+rules exactly the way fmn does. A rule is named by its short name (``app_is``)
+or as ``module:function``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, Literal, Protocol
+
+from .errors import InvalidArgument, UnknownRule
+from .messages import MessageFacts
+
+__all__ = [
+    "INDEX_KEYS",
+    "Catalog",
+    "IndexHint",
+    "OwnershipLookup",
+    "Parameter",
+    "RuleContext",
+    "RuleFunction",
+    "RuleSpec",
+    "default_catalog",
+    "rule",
+]
+
+log = logging.getLogger(__name__)
+
+#: The message keys the matcher can index filters by (see ``MessageFacts.index_keys``).
+INDEX_KEYS = ("app", "topic", "username", "agent", "package", "group")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@:/~-]*$")
+MAX_TEXT = 256
+
+
+class OwnershipLookup(Protocol):
+    """What rules may ask about package ownership (see ``fmn_core.ownership``)."""
+
+    def packages_of(self, owner: str) -> frozenset[str]:
+        """Packages owned by a user, or by a group given as ``@group``."""
+        ...
+
+    def owners_of(self, package: str) -> frozenset[str]:
+        """Owners of a package: usernames and ``@group`` names."""
+        ...
+
+
+class _NoOwnership:
+    def packages_of(self, owner: str) -> frozenset[str]:
+        return frozenset()
+
+    def owners_of(self, package: str) -> frozenset[str]:
+        return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """What a rule knows besides the message: whose filter it is, and who owns what."""
+
+    owner: str
+    ownership: OwnershipLookup = field(default_factory=_NoOwnership)
+
+
+ParameterKind = Literal["text", "name", "integer", "choice", "glob"]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One typed, validated argument of a rule."""
+
+    name: str
+    help: str
+    kind: ParameterKind = "name"
+    choices: tuple[str, ...] = ()
+    required: bool = True
+    default: Any = None
+
+    def validate(self, rule_name: str, value: Any) -> Any:
+        """Check and normalize one value; ``InvalidArgument`` says what is wrong."""
+        where = f"{rule_name}: {self.name}"
+        if self.kind == "integer":
+            if isinstance(value, bool):
+                raise InvalidArgument(f"{where} must be a whole number.", argument=self.name)
+            if isinstance(value, str) and re.fullmatch(r"-?\d{1,9}", value.strip()):
+                value = int(value.strip())
+            if not isinstance(value, int) or not -(10**9) < value < 10**9:
+                raise InvalidArgument(
+                    f"{where} must be a whole number, not {str(value)[:40]!r}.", argument=self.name
+                )
+            return value
+        if not isinstance(value, str):
+            raise InvalidArgument(
+                f"{where} must be text, not {type(value).__name__}.", argument=self.name
+            )
+        value = value.strip()
+        if not value:
+            raise InvalidArgument(f"{where} must not be empty.", argument=self.name)
+        if len(value) > MAX_TEXT:
+            raise InvalidArgument(
+                f"{where} is too long ({len(value)} characters; at most {MAX_TEXT}).",
+                argument=self.name,
+            )
+        if any(ord(c) < 32 for c in value):
+            raise InvalidArgument(f"{where} must not contain control characters.", argument=self.name)
+        if self.kind == "choice":
+            folded = {c.upper(): c for c in self.choices}
+            if value.upper() not in folded:
+                raise InvalidArgument(
+                    f"{where} must be one of {', '.join(self.choices)}, not {value[:40]!r}.",
+                    argument=self.name,
+                )
+            return folded[value.upper()]
+        if self.kind == "name" and not _NAME_RE.match(value):
+            raise InvalidArgument(
+                f"{where} {value[:40]!r} is not a valid name (letters, digits and ._+@:/~- only, "
+                "no spaces).",
+                argument=self.name,
+            )
+        if self.kind == "glob" and any(c.isspace() for c in value):
+            raise InvalidArgument(f"{where} must not contain spaces.", argument=self.name)
+        return value
+
+
+#: ``(arguments, context) -> index values``; ``None`` means "cannot be indexed".
+HintFunction = Callable[[Mapping[str, Any], RuleContext], Iterable[str] | None]
+
+
+@dataclass(frozen=True)
+class IndexHint:
+    """Which message key can satisfy a rule, and the values to look it up by.
+
+    A filter whose rule has this hint can only match messages whose ``key`` holds
+    one of ``values(arguments, context)``, so the matcher files it there.
+    """
+
+    key: str
+    values: HintFunction
+    #: Lower is more selective; the matcher indexes a filter by its most selective rule.
+    rank: int = 50
+
+
+RuleFunction = Callable[..., bool]
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A registered rule: the function and everything the front ends show about it."""
+
+    name: str
+    ref: str
+    function: RuleFunction
+    title: str
+    help: str
+    parameters: tuple[Parameter, ...] = ()
+    hint: IndexHint | None = None
+
+    def validate(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check arguments against the declared parameters; return normalized ones."""
+        arguments = dict(arguments or {})
+        known = {p.name for p in self.parameters}
+        unknown = sorted(set(arguments) - known)
+        if unknown:
+            expected = ", ".join(sorted(known)) or "no arguments"
+            raise InvalidArgument(
+                f"{self.name} does not take {', '.join(map(str, unknown))!s}; it takes {expected}.",
+                argument=str(unknown[0]),
+            )
+        result: dict[str, Any] = {}
+        for parameter in self.parameters:
+            if parameter.name not in arguments or arguments[parameter.name] in (None, ""):
+                if parameter.required:
+                    raise InvalidArgument(
+                        f"{self.name} needs {parameter.name}= ({parameter.help}).",
+                        argument=parameter.name,
+                    )
+                if parameter.default is not None:
+                    result[parameter.name] = parameter.default
+                continue
+            result[parameter.name] = parameter.validate(self.name, arguments[parameter.name])
+        return result
+
+    def index_values(self, arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str] | None:
+        """The values this rule is indexed by, or ``None`` when it can't be."""
+        if self.hint is None:
+            return None
+        values = self.hint.values(arguments, context)
+        return None if values is None else frozenset(values)
+
+    def describe(self, arguments: Mapping[str, Any], negated: bool = False) -> str:
+        """A short human phrase: ``not app_is app=koji``."""
+        args = " ".join(f"{k}={v}" for k, v in sorted(arguments.items()))
+        return " ".join(part for part in ("not" if negated else "", self.name, args) if part)
+
+    def __call__(self, message: MessageFacts, context: RuleContext, arguments: Mapping[str, Any]) -> bool:
+        return bool(self.function(message, context, **arguments))
+
+
+_RULE_ATTR = "__fmn_rule__"
+
+
+def rule(
+    title: str,
+    *parameters: Parameter,
+    hint: IndexHint | None = None,
+    name: str | None = None,
+) -> Callable[[RuleFunction], RuleFunction]:
+    """Register a function as a rule; its docstring is the help text."""
+
+    def decorate(function: RuleFunction) -> RuleFunction:
+        help_text = inspect.cleandoc(function.__doc__ or title)
+        spec = RuleSpec(
+            name=name or function.__name__,
+            ref=f"{function.__module__}:{function.__name__}",
+            function=function,
+            title=title,
+            help=" ".join(help_text.split()),
+            parameters=tuple(parameters),
+            hint=hint,
+        )
+        setattr(function, _RULE_ATTR, spec)
+        return function
+
+    return decorate
+
+
+def specs_in(module: ModuleType) -> list[RuleSpec]:
+    """The rules a module registers, in source order."""
+    found = [getattr(obj, _RULE_ATTR) for obj in vars(module).values() if hasattr(obj, _RULE_ATTR)]
+    return sorted(found, key=lambda s: inspect.getsourcelines(s.function)[1])
+
+
+class Catalog:
+    """All known rules, by short name and by ``module:function``."""
+
+    def __init__(self, specs: Iterable[RuleSpec] = ()) -> None:
+        self._by_name: dict[str, RuleSpec] = {}
+        self._by_ref: dict[str, RuleSpec] = {}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: RuleSpec) -> None:
+        """Register one rule; a short name already taken keeps its first owner."""
+        self._by_ref[spec.ref] = spec
+        if spec.name in self._by_name and self._by_name[spec.name].ref != spec.ref:
+            log.warning("rule name %s is taken by %s; %s is reachable as %s",
+                        spec.name, self._by_name[spec.name].ref, spec.ref, spec.ref)
+            return
+        self._by_name[spec.name] = spec
+
+    def add_module(self, module: ModuleType) -> None:
+        """Register every rule a module defines."""
+        for spec in specs_in(module):
+            self.add(spec)
+
+    @classmethod
+    def from_entry_points(cls, group: str = "fmn.rules") -> Catalog:
+        """Build the catalog from every installed ``fmn.rules`` entry point."""
+        catalog = cls()
+        loaded = False
+        for entry_point in sorted(entry_points(group=group), key=lambda e: e.name != "builtin"):
+            try:
+                module = entry_point.load()
+            except Exception:
+                log.exception("cannot load rule catalog %s (%s)", entry_point.name, entry_point.value)
+                continue
+            catalog.add_module(module)
+            loaded = loaded or entry_point.name == "builtin"
+        if not loaded:
+            # Running from a source tree that was never installed: the built-in
+            # catalog is still fmn's own.
+            catalog.add_module(importlib.import_module("fmn_core.catalog"))
+        return catalog
+
+    def get(self, name: str) -> RuleSpec:
+        """Find a rule by short name or ``module:function``; ``UnknownRule`` if none."""
+        spec = self._by_name.get(name) or self._by_ref.get(name)
+        if spec is None:
+            raise UnknownRule(name)
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._by_name or name in self._by_ref)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def search(self, words: str | Sequence[str] = "") -> list[RuleSpec]:
+        """Rules whose name, title or help contain every word (case-insensitive)."""
+        terms = words.split() if isinstance(words, str) else list(words)
+        terms = [t.lower() for t in terms]
+        return [
+            spec
+            for spec in self._by_name.values()
+            if all(t in f"{spec.name} {spec.title} {spec.help}".lower() for t in terms)
+        ]
+
+    def validate(self, name: str, arguments: Mapping[str, Any] | None) -> tuple[RuleSpec, dict[str, Any]]:
+        """Resolve a rule and validate its arguments in one step."""
+        spec = self.get(name)
+        return spec, spec.validate(arguments)
+
+
+_default: Catalog | None = None
+
+
+def default_catalog() -> Catalog:
+    """The process-wide catalog from the installed entry points, built on first use."""
+    global _default
+    if _default is None:
+        _default = Catalog.from_entry_points()
+    return _default

@@ -1,0 +1,138 @@
+"""Fixtures every test folder shares: configuration, databases, the corpus."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from fmn_core.config import Config
+from fmn_core.db import Database, make_engine
+from fmn_core.models import Base
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+SAMPLES = REPO / "fmn_daemon" / "samples" / "messages.jsonl"
+
+POSTGRES_URL = os.environ.get("FMN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+RABBITMQ_URL = os.environ.get("FMN_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def service_missing(name: str, why: str) -> None:
+    """Skip a test whose service is absent; under CI, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required under CI but is not reachable: {why}")
+    pytest.skip(f"{name} is not reachable ({why}); start it to run this test")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep tests away from the developer's own configuration and state."""
+    monkeypatch.delenv("FMN_CONFIG", raising=False)
+    monkeypatch.setenv("FMN_CONFIG_UNUSED", str(tmp_path / "does-not-exist.toml"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def corpus_lines() -> list[str]:
+    """Every line of the shared corpus (both files)."""
+    lines: list[str] = []
+    for name in ("messages.jsonl", "legacy.jsonl"):
+        lines.extend((CORPUS / name).read_text(encoding="utf-8").splitlines())
+    return lines
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    """The shared corpus's lines."""
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing at {CORPUS}")
+    return corpus_lines()
+
+
+def _postgres_engine_or_skip() -> object:
+    engine = create_engine(POSTGRES_URL, pool_pre_ping=True)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        engine.dispose()
+        service_missing("PostgreSQL", f"{POSTGRES_URL}: {exc.__class__.__name__}")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; its URL."""
+    admin = _postgres_engine_or_skip()
+    name = f"fmn_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:  # type: ignore[attr-defined]
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:  # type: ignore[attr-defined]
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_database: str) -> Iterator[object]:
+    """An engine on the session's PostgreSQL database, schema created once."""
+    engine = make_engine(postgres_database)
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A ``Database`` on SQLite (a file in tmp_path) or PostgreSQL.
+
+    On PostgreSQL each test runs inside an outer transaction that is rolled back
+    at teardown; sessions join it through savepoints, so ``Session.begin()``
+    blocks in the code under test behave as they do in production.
+    """
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+        config = Config(database_url=url)
+        engine = make_engine(url)
+        Base.metadata.create_all(engine)
+        database = Database(config, engine)
+        try:
+            yield database
+        finally:
+            engine.dispose()
+        return
+    engine = request.getfixturevalue("postgres_engine")
+    connection = engine.connect()
+    outer = connection.begin()
+    config = Config(database_url=str(engine.url))
+    database = Database(config, engine)
+    database.sessionmaker = sessionmaker(
+        bind=connection,
+        expire_on_commit=False,
+        join_transaction_mode="create_savepoint",
+        info={"config": config},
+    )
+    try:
+        yield database
+    finally:
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def session(db: Database) -> Iterator[Session]:
+    """One session in one transaction, committed at the end of the test."""
+    with db.begin() as session:
+        yield session
