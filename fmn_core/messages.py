@@ -44,15 +44,24 @@ SEVERITY_LEVELS: dict[str, int] = {
 Message = fm_message.Message
 
 
-@cache
+#: Schema class -> its checked validators. A plain dict: two threads racing on a
+#: new class only build the same validators twice.
+_VALIDATORS: dict[type[Message], tuple[Any, ...]] = {}
+
+
 def _validators(cls: type[Message]) -> tuple[Any, ...]:
     """One checked validator per schema, built once (the expensive part)."""
+    cached = _VALIDATORS.get(cls)
+    if cached is not None:
+        return cached
     built = []
-    for schema in (cls.headers_schema, Message.headers_schema, cls.body_schema, Message.body_schema):
+    schemas = (cls.headers_schema, Message.headers_schema, cls.body_schema, Message.body_schema)
+    for schema in schemas:
         validator_cls = jsonschema.validators.validator_for(schema)
         validator_cls.check_schema(schema)
         built.append(validator_cls(schema))
-    return tuple(built)
+    _VALIDATORS[cls] = tuple(built)
+    return _VALIDATORS[cls]
 
 
 def _is_valid(message: Message) -> bool:
@@ -148,10 +157,11 @@ def load_message(data: Mapping[str, Any]) -> Message:
                 severity=severity if isinstance(severity, int) else None,
             )
             valid = _is_valid(built)
-        except Exception as exc:  # noqa: BLE001 - a schema class choking on this body
+        except Exception as exc:  # a schema class choking on this body
             if not guessed:
                 raise MalformedMessage(
-                    f"the message cannot be read as {headers.get('fedora_messaging_schema')}: {exc}",
+                    f"the message cannot be read as "
+                    f"{headers.get('fedora_messaging_schema')}: {exc}",
                     message_id=message_id,
                 ) from exc
             continue
@@ -187,7 +197,7 @@ def _safe(message: Message, attribute: str, default: Any) -> Any:
     # messages that validated (a pagure issue with no assignee, say).
     try:
         value = getattr(message, attribute)
-    except Exception:  # noqa: BLE001 - any failure means "no value" for matching
+    except Exception:  # any failure means "no value" for matching
         log.debug("message %s: property %s raised", message.id, attribute, exc_info=True)
         return default
     return default if value is None else value
@@ -237,12 +247,58 @@ class MessageFacts:
         }
 
 
+#: First labels of the reversed-domain topic prefixes: ``<domain>.<env>.<app>.…``.
+_DOMAIN_ROOTS = frozenset(("org", "io", "com", "net"))
+
+
 def _app_from_topic(topic: str) -> str:
+    # Messages bridged from a STOMP broker keep its "/topic/" prefix, and UMB
+    # topics read "VirtualTopic.<env>.<app>.…".
+    topic = topic.removeprefix("/topic/")
     parts = topic.split(".")
-    # org.fedoraproject.prod.<app>.… ; other prefixes just take the first part.
-    if len(parts) > 3 and parts[0] == "org" and parts[1] in ("fedoraproject", "centos"):
+    if parts[0] == "VirtualTopic" and len(parts) > 2:
+        return parts[2]
+    # org.fedoraproject.prod.<app>.…, io.pagure.prod.pagure.…, org.release-monitoring.prod.anitya.…
+    if len(parts) > 3 and parts[0] in _DOMAIN_ROOTS:
         return parts[3]
-    return parts[0] if parts else ""
+    return parts[0]
+
+
+#: dist-git namespaces, and the fact each one's repositories belong to.
+_DISTGIT_NAMESPACES = {
+    "rpms": "packages",
+    "container": "containers",
+    "modules": "modules",
+    "flatpaks": "flatpaks",
+}
+
+
+def _distgit_artifact(topic: str, body: Any) -> tuple[str, str] | None:
+    """The dist-git repository a src.fedoraproject.org message is about, as (fact, name).
+
+    pagure's schemas have no ``packages``, so without this a pull request on
+    rpms/kernel would not be "about kernel" and package rules would miss it.
+    Only Fedora's own topics count: pagure.io publishes under ``io.pagure.*``.
+    """
+    if not (topic.startswith("org.fedoraproject.") and ".pagure." in topic):
+        return None
+    if not isinstance(body, dict):
+        return None
+    pull_request = body.get("pullrequest")
+    candidates = (
+        pull_request.get("project") if isinstance(pull_request, dict) else None,
+        body.get("project"),
+        body.get("repo"),
+    )
+    for project in candidates:
+        if not isinstance(project, dict):
+            continue
+        namespace = project.get("namespace")
+        fact = _DISTGIT_NAMESPACES.get(namespace) if isinstance(namespace, str) else None
+        name = project.get("name")
+        if fact is not None and isinstance(name, str) and name:
+            return fact, name
+    return None
 
 
 def facts_of(message: Message) -> MessageFacts:
@@ -253,17 +309,25 @@ def facts_of(message: Message) -> MessageFacts:
     url = _safe(message, "url", None)
     severity = getattr(message, "severity", fm_message.INFO)
     schema_name = fm_message._class_to_schema_name.get(type(message), "base.message")
+    artifacts = {
+        fact: _strings(_safe(message, fact, ()))
+        for fact in ("packages", "containers", "modules", "flatpaks")
+    }
+    distgit = _distgit_artifact(message.topic, message.body)
+    if distgit is not None:
+        fact, name = distgit
+        artifacts[fact] = artifacts[fact] | {name}
     return MessageFacts(
         id=str(message.id),
         topic=message.topic,
         app_name=str(app),
         agent_name=agent if isinstance(agent, str) and agent else None,
         usernames=_strings(_safe(message, "usernames", ())),
-        packages=_strings(_safe(message, "packages", ())),
+        packages=artifacts["packages"],
         groups=_strings(_safe(message, "groups", ())),
-        containers=_strings(_safe(message, "containers", ())),
-        modules=_strings(_safe(message, "modules", ())),
-        flatpaks=_strings(_safe(message, "flatpaks", ())),
+        containers=artifacts["containers"],
+        modules=artifacts["modules"],
+        flatpaks=artifacts["flatpaks"],
         severity=severity if isinstance(severity, int) else fm_message.INFO,
         summary=str(summary) if summary else "",
         url=url if isinstance(url, str) else None,

@@ -113,7 +113,9 @@ class Parameter:
                 argument=self.name,
             )
         if any(ord(c) < 32 for c in value):
-            raise InvalidArgument(f"{where} must not contain control characters.", argument=self.name)
+            raise InvalidArgument(
+                f"{where} must not contain control characters.", argument=self.name
+            )
         if self.kind == "choice":
             folded = {c.upper(): c for c in self.choices}
             if value.upper() not in folded:
@@ -191,7 +193,9 @@ class RuleSpec:
             result[parameter.name] = parameter.validate(self.name, arguments[parameter.name])
         return result
 
-    def index_values(self, arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str] | None:
+    def index_values(
+        self, arguments: Mapping[str, Any], context: RuleContext
+    ) -> frozenset[str] | None:
         """The values this rule is indexed by, or ``None`` when it can't be."""
         if self.hint is None:
             return None
@@ -203,7 +207,9 @@ class RuleSpec:
         args = " ".join(f"{k}={v}" for k, v in sorted(arguments.items()))
         return " ".join(part for part in ("not" if negated else "", self.name, args) if part)
 
-    def __call__(self, message: MessageFacts, context: RuleContext, arguments: Mapping[str, Any]) -> bool:
+    def __call__(
+        self, message: MessageFacts, context: RuleContext, arguments: Mapping[str, Any]
+    ) -> bool:
         return bool(self.function(message, context, **arguments))
 
 
@@ -273,7 +279,9 @@ class Catalog:
             try:
                 module = entry_point.load()
             except Exception:
-                log.exception("cannot load rule catalog %s (%s)", entry_point.name, entry_point.value)
+                log.exception(
+                    "cannot load rule catalog %s (%s)", entry_point.name, entry_point.value
+                )
                 continue
             catalog.add_module(module)
             loaded = loaded or entry_point.name == "builtin"
@@ -309,7 +317,9 @@ class Catalog:
             if all(t in f"{spec.name} {spec.title} {spec.help}".lower() for t in terms)
         ]
 
-    def validate(self, name: str, arguments: Mapping[str, Any] | None) -> tuple[RuleSpec, dict[str, Any]]:
+    def validate(
+        self, name: str, arguments: Mapping[str, Any] | None
+    ) -> tuple[RuleSpec, dict[str, Any]]:
         """Resolve a rule and validate its arguments in one step."""
         spec = self.get(name)
         return spec, spec.validate(arguments)

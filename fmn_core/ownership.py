@@ -1,0 +1,315 @@
+"""Who owns which package: fed from dist-git, stored in the database, cached in memory.
+
+Fedora's dist-git (Pagure) publishes every repository's maintainers as one JSON
+document, ``https://src.fedoraproject.org/extras/pagure_owner_alias.json``::
+
+    {"rpms": {"kernel": ["jforbes", "@kernel-maint", ...], ...},
+     "modules": {...}, "container": {...}, "flatpaks": {...}, ...}
+
+Each list holds usernames and, prefixed with ``@``, group names. An
+``OwnershipProvider`` turns such a source into ``(namespace, package, owner)``
+triples; ``refresh_ownership`` makes the ``package_owners`` table match them
+(inside the caller's transaction), and ``OwnershipCache.load`` reads the table
+into the lookup rules use (``packages_of``/``owners_of``).
+
+Rules compare against ``MessageFacts.packages``, which carry bare rpm names, so
+the lookup answers for the ``rpms`` namespace unless asked for another one.
+``affects_ownership`` tells the daemon which bus messages change the source, so
+it can refresh without waiting for the next scheduled run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from .config import Config
+from .errors import ConfigError
+from .messages import MessageFacts
+from .models import PackageOwner
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DistGitOwnership",
+    "OwnershipCache",
+    "OwnershipProvider",
+    "OwnershipSourceError",
+    "Triple",
+    "affects_ownership",
+    "ownership_provider",
+    "parse_owner_alias",
+    "refresh_ownership",
+]
+
+log = logging.getLogger(__name__)
+
+#: The namespace whose names ``MessageFacts.packages`` carry.
+DEFAULT_NAMESPACE = "rpms"
+
+#: ``(namespace, package, owner)``; owner is a username or ``@group``.
+Triple = tuple[str, str, str]
+
+#: Column sizes of ``package_owners`` (models.PackageOwner).
+_MAX_NAMESPACE = 64
+_MAX_NAME = 255
+#: The real document is a few MB; anything far larger is not it.
+_MAX_BYTES = 256 * 1024 * 1024
+#: Rows deleted per statement, well under every backend's parameter limit.
+_CHUNK = 500
+
+
+class OwnershipSourceError(ConfigError):
+    """The ownership source (``ownership.source``) can't be read or isn't owner-alias JSON."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__("ownership.source", f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class OwnershipProvider(Protocol):
+    """Where package ownership comes from."""
+
+    def fetch(self) -> Iterable[Triple]:
+        """Every ``(namespace, package, owner)``; raises ``OwnershipSourceError`` if it can't."""
+        ...
+
+
+class DistGitOwnership:
+    """Reads dist-git's owner-alias JSON from an http(s) URL, a file:// URL or a file path."""
+
+    def __init__(self, source: str, *, timeout: float = 60.0) -> None:
+        if not source.strip():
+            raise ConfigError("ownership.source", "is empty; give a URL or a file path")
+        self.source = source.strip()
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"DistGitOwnership({self.source!r})"
+
+    @property
+    def is_url(self) -> bool:
+        """Whether the source is fetched over HTTP rather than read from disk."""
+        return self.source.lower().startswith(("http://", "https://"))
+
+    def fetch(self) -> list[Triple]:
+        """Read, parse and check the whole document; nothing partial is ever returned."""
+        raw = self._read()
+        try:
+            document = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise OwnershipSourceError(self.source, f"is not valid JSON ({exc})") from exc
+        return parse_owner_alias(document, self.source)
+
+    def _read(self) -> bytes:
+        if not self.is_url:
+            source = self.source
+            if source.lower().startswith("file://"):
+                source = urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
+            path = Path(source).expanduser()
+            try:
+                with path.open("rb") as handle:
+                    return self._limited(handle.read(_MAX_BYTES + 1))
+            except OSError as exc:
+                raise OwnershipSourceError(
+                    self.source, f"cannot be read ({exc.strerror or exc})"
+                ) from exc
+        request = urllib.request.Request(
+            self.source, headers={"Accept": "application/json", "User-Agent": "fmn"}
+        )
+        try:
+            # Only http(s) gets here (``is_url``): urlopen's file:// and ftp:// stay unused.
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return self._limited(response.read(_MAX_BYTES + 1))
+        except urllib.error.HTTPError as exc:
+            raise OwnershipSourceError(
+                self.source, f"the server answered HTTP {exc.code} {exc.reason}"
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise OwnershipSourceError(self.source, f"cannot be fetched ({reason})") from exc
+
+    def _limited(self, data: bytes) -> bytes:
+        if len(data) > _MAX_BYTES:
+            raise OwnershipSourceError(
+                self.source, f"is larger than {_MAX_BYTES // (1024 * 1024)} MB"
+            )
+        return data
+
+
+def parse_owner_alias(document: Any, source: str = "(document)") -> list[Triple]:
+    """Check the owner-alias shape and flatten it into sorted, unique triples.
+
+    A wrong shape is an error naming where it is (``rpms/kernel``): it means the
+    format changed, and refreshing from it would wipe the table. Single names
+    too long for the database are skipped with a warning instead: one odd entry
+    must not stop every refresh.
+    """
+    if not isinstance(document, Mapping):
+        raise OwnershipSourceError(
+            source, f"expected a JSON object of namespaces, got {_kind(document)}"
+        )
+    triples: set[Triple] = set()
+    for namespace, packages in document.items():
+        if not isinstance(packages, Mapping):
+            raise OwnershipSourceError(
+                source, f"{namespace}: expected an object of packages, got {_kind(packages)}"
+            )
+        if len(namespace) > _MAX_NAMESPACE:
+            log.warning("ownership: skipping namespace %.80s...: name too long", namespace)
+            continue
+        for package, owners in packages.items():
+            if not isinstance(owners, list):
+                raise OwnershipSourceError(
+                    source,
+                    f"{namespace}/{package}: expected a list of owner names, got {_kind(owners)}",
+                )
+            for owner in owners:
+                if not isinstance(owner, str) or not owner.strip():
+                    raise OwnershipSourceError(
+                        source,
+                        f"{namespace}/{package}: owner names must be non-empty text, "
+                        f"got {_kind(owner)}",
+                    )
+                if not package or len(package) > _MAX_NAME or len(owner) > _MAX_NAME:
+                    log.warning("ownership: skipping %s/%.80s -> %.80s: name empty or too long",
+                                namespace, package, owner)
+                    continue
+                triples.add((namespace, package, owner.strip()))
+    return sorted(triples)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "text",
+             list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def ownership_provider(config: Config) -> DistGitOwnership | None:
+    """The configured provider, or ``None`` when ``ownership.source`` is empty (disabled)."""
+    source = config.ownership.source
+    return DistGitOwnership(source) if source.strip() else None
+
+
+def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
+    """Make ``package_owners`` hold exactly what the provider says; return rows changed.
+
+    The provider is read completely before the table is touched, so a source
+    that fails halfway raises with the table as it was. The change is a diff
+    (delete what went away, insert what is new) in the caller's transaction:
+    rows that didn't change keep their ids, and readers of other transactions
+    never see a half-written table. Returns added plus removed rows; 0 means the
+    table already matched.
+    """
+    wanted = set(provider.fetch())
+    current: dict[Triple, int] = {
+        (row.namespace, row.package, row.owner): row.id
+        for row in session.execute(
+            select(PackageOwner.id, PackageOwner.namespace, PackageOwner.package,
+                   PackageOwner.owner)
+        )
+    }
+    removed = [row_id for triple, row_id in current.items() if triple not in wanted]
+    added = sorted(wanted.difference(current))
+    for start in range(0, len(removed), _CHUNK):
+        session.execute(
+            delete(PackageOwner).where(PackageOwner.id.in_(removed[start : start + _CHUNK]))
+        )
+    if added:
+        session.execute(
+            insert(PackageOwner),
+            [{"namespace": ns, "package": package, "owner": owner}
+             for ns, package, owner in added],
+        )
+    log.info("ownership refreshed: %d rows added, %d removed, %d kept",
+             len(added), len(removed), len(current) - len(removed))
+    return len(added) + len(removed)
+
+
+class OwnershipCache:
+    """An in-memory ``OwnershipLookup``: owners' packages and packages' owners.
+
+    Immutable once built, so one cache may be shared by threads; a refresh builds
+    a new one and swaps it in.
+    """
+
+    def __init__(self, triples: Iterable[Triple] = ()) -> None:
+        by_owner: dict[tuple[str, str], set[str]] = defaultdict(set)
+        by_package: dict[tuple[str, str], set[str]] = defaultdict(set)
+        count = 0
+        for namespace, package, owner in triples:
+            by_owner[namespace, owner].add(package)
+            by_package[namespace, package].add(owner)
+            count += 1
+        self._by_owner = {key: frozenset(value) for key, value in by_owner.items()}
+        self._by_package = {key: frozenset(value) for key, value in by_package.items()}
+        self._count = count
+
+    @classmethod
+    def load(cls, session: Session) -> OwnershipCache:
+        """Read the whole ``package_owners`` table."""
+        rows = session.execute(
+            select(PackageOwner.namespace, PackageOwner.package, PackageOwner.owner)
+        )
+        return cls((namespace, package, owner) for namespace, package, owner in rows)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"OwnershipCache({self._count} entries)"
+
+    def packages_of(self, owner: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
+        """Packages owned by a user, or by a group given as ``@group``."""
+        return self._by_owner.get((namespace, owner), frozenset())
+
+    def owners_of(self, package: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
+        """Owners of a package: usernames and ``@group`` names."""
+        return self._by_package.get((namespace, package), frozenset())
+
+
+#: pagure topics (after ``pagure.``) that change who may commit to a repository.
+_ACL_EVENTS = frozenset(
+    (
+        "project.new",
+        "project.deleted",
+        "project.owner.updated",
+        "project.user.added",
+        "project.user.removed",
+        "project.user.access.updated",
+        "project.group.added",
+        "project.group.removed",
+        "project.group.access.updated",
+    )
+)
+#: dist-git publishes under Fedora's own prefixes (pagure.io uses io.pagure.*).
+_DISTGIT_PREFIXES = ("org.fedoraproject.prod.pagure.", "org.fedoraproject.stg.pagure.")
+_DISTGIT_NAMESPACES = frozenset(("rpms", "modules", "container", "flatpaks", "tests"))
+
+
+def affects_ownership(facts: MessageFacts) -> bool:
+    """Whether this bus message changes a dist-git repository's maintainers.
+
+    True for dist-git's project creation, deletion and ACL changes (users or
+    groups added, removed or given other access) on a package namespace; the
+    daemon refreshes ownership when it sees one. Never raises.
+    """
+    topic = facts.topic
+    prefix = next((p for p in _DISTGIT_PREFIXES if topic.startswith(p)), None)
+    if prefix is None or topic[len(prefix):] not in _ACL_EVENTS:
+        return False
+    project = facts.body.get("project") if isinstance(facts.body, Mapping) else None
+    namespace = project.get("namespace") if isinstance(project, Mapping) else None
+    return isinstance(namespace, str) and namespace in _DISTGIT_NAMESPACES

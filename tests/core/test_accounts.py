@@ -1,0 +1,230 @@
+"""The account directory (fmn_core.accounts): name syntax, the local directory, FAS2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from fmn_core.accounts import (
+    AccountDirectoryUnavailable,
+    Fas2Directory,
+    LocalDirectory,
+    account_directory,
+    check_account_name,
+)
+from fmn_core.config import AccountsConfig, Config
+from fmn_core.db import Database
+from fmn_core.errors import ConfigError, InvalidArgument
+from fmn_core.models import User
+
+from .conftest import Exchange, LocalServer
+
+# --- name syntax ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("kevin", "kevin"), ("  adamwill ", "adamwill"), ("mjg59", "mjg59"),
+     ("dummy-user", "dummy-user"), ("ke", "ke"), ("x", "x"), ("a" * 32, "a" * 32),
+     ("4thelement", "4thelement")],
+)
+def test_check_account_name_accepts_fedora_names(given: str, expected: str) -> None:
+    assert check_account_name(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("Kevin", "capital letters"),
+        ("a" * 33, "longer than 32 characters"),
+        ("jane doe", "only lowercase letters, digits and hyphens"),
+        ("-dash", "start and end with a letter or a digit"),
+        ("dash-", "start and end with a letter or a digit"),
+        ("under_score", "only lowercase letters, digits and hyphens"),
+        ("@group", "only lowercase letters"),
+        ("bob\n", None),
+    ],
+)
+def test_check_account_name_says_what_is_wrong(name: str, why: str | None) -> None:
+    if why is None:  # surrounding blanks are stripped: "bob\n" is bob
+        assert check_account_name(name) == "bob"
+        return
+    with pytest.raises(InvalidArgument) as caught:
+        check_account_name(name)
+    assert why in str(caught.value)
+    assert caught.value.argument == "user"
+
+
+# --- the local directory ----------------------------------------------------------------------
+
+
+def test_local_directory_accepts_any_valid_name() -> None:
+    directory = LocalDirectory()
+    assert directory.exists("someone-new")
+    assert not directory.exists("Not Valid")
+    assert not directory.exists("")
+    assert directory.groups_of("someone-new") == frozenset()
+
+
+def test_local_directory_knows_users_in_the_database(db: Database) -> None:
+    with db.begin() as session:
+        session.add_all([User(name="alice"), User(name="Legacy_Name")])
+    strict = LocalDirectory(db.sessionmaker, accept_any=False)
+    assert strict.exists("alice")
+    assert strict.exists("Legacy_Name")  # known to fmn, whatever its syntax
+    assert not strict.exists("bob")
+    lenient = LocalDirectory(db.sessionmaker)
+    assert lenient.exists("bob")
+    assert lenient.exists("Legacy_Name")
+    assert not lenient.exists("Other_Name")
+
+
+def test_local_directory_reads_inside_the_callers_session(db: Database) -> None:
+    with db.begin() as session:
+        session.add(User(name="carol"))
+        session.flush()
+        directory = LocalDirectory(session, accept_any=False)
+        assert directory.exists("carol")  # not committed yet: same transaction
+        assert not directory.exists("dave")
+
+
+def test_local_directory_groups_come_from_its_configuration() -> None:
+    directory = LocalDirectory(groups={"alice": ["packager", "python-sig"]})
+    assert directory.groups_of("alice") == {"packager", "python-sig"}
+    assert directory.groups_of("bob") == frozenset()
+
+
+def test_account_directory_is_local_by_default(db: Database) -> None:
+    directory = account_directory(Config(), db.sessionmaker)
+    assert isinstance(directory, LocalDirectory)
+    assert directory.exists("anyone")
+
+
+# --- FAS2 -------------------------------------------------------------------------------------
+
+PEOPLE: dict[str, dict[str, Any]] = {
+    "alice": {
+        "id": 100200,
+        "username": "alice",
+        "human_name": "Alice",
+        "email": "alice@example.org",
+        "status": "active",
+        "approved_memberships": [{"name": "packager", "id": 1}, {"name": "python-sig", "id": 2}],
+        "unapproved_memberships": [{"name": "sysadmin", "id": 3}],
+    },
+    "bob": {"id": 100201, "username": "bob", "email": "bob@example.org",
+            "approved_memberships": []},
+}
+PERSON_PATH = "/accounts/json/person_by_username"
+
+
+def fas2_route(exchange: Exchange) -> tuple[int, str, bytes]:
+    """What FAS2 answers to python-fedora's person_by_username: POSTed form, JSON back."""
+    form = {key: values[0] for key, values in parse_qs(exchange.body.decode()).items()}
+    if exchange.method != "POST" or form.get("login") != "Login":
+        return 400, "text/plain", b"bad request"
+    if (form.get("user_name"), form.get("password")) != ("fmn-bot", "s3cret"):
+        return 403, "text/plain", b"forbidden"
+    person = PEOPLE.get(form.get("username", ""))
+    answer = {"success": True, "person": person} if person else {"success": False}
+    return 200, "application/json", json.dumps(answer).encode()
+
+
+@pytest.fixture
+def fas(http_server: LocalServer) -> LocalServer:
+    http_server.routes[PERSON_PATH] = fas2_route
+    return http_server
+
+
+def _directory(server: LocalServer, password: str = "s3cret") -> Fas2Directory:
+    return Fas2Directory(f"{server.url}/accounts/", "fmn-bot", password, timeout=5)
+
+
+def test_fas2_directory_asks_the_account_system(fas: LocalServer) -> None:
+    directory = _directory(fas)
+    assert directory.exists("alice")
+    assert directory.groups_of("alice") == {"packager", "python-sig"}
+    assert directory.exists("bob")
+    assert directory.groups_of("bob") == frozenset()
+    assert not directory.exists("carol")
+    assert directory.groups_of("carol") == frozenset()
+    assert {exchange.path for exchange in fas.received} == {PERSON_PATH}
+
+
+def test_fas2_directory_remembers_answers(fas: LocalServer) -> None:
+    directory = _directory(fas)
+    for _ in range(3):
+        assert directory.exists("alice")
+        assert directory.groups_of("alice")
+        assert not directory.exists("carol")
+    assert len(fas.received) == 2  # one question per account
+
+
+def test_fas2_directory_never_looks_up_malformed_names(fas: LocalServer) -> None:
+    directory = _directory(fas)
+    assert not directory.exists("Alice Smith")
+    assert not directory.exists("")
+    assert fas.received == []
+
+
+def test_fas2_directory_reports_rejected_credentials(fas: LocalServer) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _directory(fas, password="wrong").exists("alice")
+    assert caught.value.key == "accounts.fas_username"
+
+
+def test_fas2_directory_reports_server_errors(http_server: LocalServer) -> None:
+    http_server.routes[PERSON_PATH] = lambda e: (500, "text/plain", b"oops")
+    with pytest.raises(AccountDirectoryUnavailable) as caught:
+        _directory(http_server).exists("alice")
+    assert http_server.url in str(caught.value)
+
+
+def test_fas2_directory_reports_answers_that_are_not_fas2(http_server: LocalServer) -> None:
+    http_server.routes[PERSON_PATH] = lambda e: (200, "application/json", b'{"people": []}')
+    with pytest.raises(AccountDirectoryUnavailable, match="not a FAS2 person"):
+        _directory(http_server).exists("alice")
+    http_server.routes[PERSON_PATH] = lambda e: (200, "text/html", b"<html>login</html>")
+    with pytest.raises(AccountDirectoryUnavailable):
+        _directory(http_server).exists("alice")
+
+
+def test_fas2_directory_reports_an_unreachable_server(closed_port: int) -> None:
+    directory = Fas2Directory(f"http://127.0.0.1:{closed_port}/accounts/", "fmn-bot", "s3cret",
+                              timeout=5)
+    with pytest.raises(AccountDirectoryUnavailable, match=str(closed_port)):
+        directory.exists("alice")
+
+
+def test_fas2_directory_needs_credentials_and_a_url() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Fas2Directory("https://fas.example.org/accounts/", "", "")
+    assert caught.value.key == "accounts.fas_username"
+    with pytest.raises(ConfigError) as caught:
+        Fas2Directory("fas.example.org", "fmn-bot", "s3cret")
+    assert caught.value.key == "accounts.fas_url"
+
+
+def test_fas2_directory_without_python_fedora_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None in sys.modules makes the import fail, as on a machine without python-fedora.
+    monkeypatch.setitem(sys.modules, "fedora.client.fas2", None)
+    with pytest.raises(ConfigError) as caught:
+        Fas2Directory("https://fas.example.org/accounts/", "fmn-bot", "s3cret")
+    assert caught.value.key == "accounts.provider"
+    assert "fmn[fas]" in str(caught.value)
+
+
+def test_account_directory_builds_fas2_from_the_configuration(fas: LocalServer) -> None:
+    config = Config(accounts=AccountsConfig(provider="fas2", fas_url=f"{fas.url}/accounts/",
+                                            fas_username="fmn-bot", fas_password="s3cret"))
+    directory = account_directory(config)
+    assert isinstance(directory, Fas2Directory)
+    assert directory.groups_of("alice") == {"packager", "python-sig"}

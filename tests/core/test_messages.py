@@ -1,0 +1,216 @@
+"""Reading bus messages: decoding, schema lookup and facts (fmn_core.messages)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fedora_messaging import message as fm_message
+
+from fmn_core.errors import MalformedMessage
+from fmn_core.messages import MessageFacts, facts_of, load_message, parse_line
+
+KOJI_BUILD_SCHEMA = "koji_fedoramessaging.build.BuildStateChangeV1"
+
+
+def _corpus_dicts(corpus: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in corpus]
+
+
+def _first(corpus: list[str], predicate: Any) -> dict[str, Any]:
+    for data in _corpus_dicts(corpus):
+        if predicate(data):
+            return data
+    raise AssertionError("the corpus has no such message")
+
+
+def test_parse_line_reads_every_corpus_line(corpus: list[str]) -> None:
+    parsed = 0
+    for line in corpus:
+        try:
+            message = parse_line(line)
+        except MalformedMessage as exc:
+            assert str(exc), "a MalformedMessage must say what is wrong"
+            continue
+        assert isinstance(message, fm_message.Message)
+        assert message.topic == json.loads(line)["topic"]
+        parsed += 1
+    # The corpus README promises every line loads; none may be lost to fmn.
+    assert parsed == len(corpus) > 900
+
+
+def test_parse_line_keeps_the_message_id(corpus: list[str]) -> None:
+    for line in corpus[:50]:
+        assert parse_line(line).id == json.loads(line)["id"]
+
+
+def test_facts_of_never_raises_on_corpus(corpus: list[str]) -> None:
+    for line in corpus:
+        facts = facts_of(parse_line(line))
+        assert isinstance(facts, MessageFacts)
+        assert facts.topic and facts.id
+        assert isinstance(facts.summary, str)
+        assert all(isinstance(name, str) for name in facts.usernames | facts.packages)
+        keys = facts.index_keys
+        assert keys["topic"] == frozenset((facts.topic,))
+        assert keys["app"] <= {facts.app_name.lower()}
+
+
+def test_facts_of_survives_schema_properties_that_raise(corpus: list[str]) -> None:
+    # A pagure issue-assigned message without an assignee validates but raises
+    # TypeError from .summary (see the corpus README).
+    data = _first(corpus, lambda d: d["id"] == "00847d11-6111-56db-8947-c505bb6822a2")
+    message = load_message(data)
+    with pytest.raises(TypeError):
+        _ = message.summary
+    facts = facts_of(message)
+    assert facts.summary == ""
+    assert facts.schema == "pagure.issue.assigned.added"
+    assert facts.agent_name == "dummy-user"
+
+
+def test_load_message_finds_koji_build_class_from_topic(corpus: list[str]) -> None:
+    data = _first(
+        corpus,
+        lambda d: d["topic"].endswith(".buildsys.build.state.change")
+        and "task" in d["body"]
+        and not d["headers"],
+    )
+    message = load_message(data)
+    assert type(message).__name__ == "BuildStateChangeV1"
+    assert type(message).__module__ == "koji_fedoramessaging_messages.build"
+    facts = facts_of(message)
+    assert facts.schema == KOJI_BUILD_SCHEMA
+    assert facts.packages == frozenset((data["body"]["name"],))
+    assert facts.usernames == frozenset((data["body"]["owner"],))
+
+
+def test_load_message_uses_the_schema_header(corpus: list[str]) -> None:
+    data = _first(
+        corpus, lambda d: d["headers"].get("fedora_messaging_schema") == KOJI_BUILD_SCHEMA
+    )
+    facts = facts_of(load_message(data))
+    assert facts.schema == KOJI_BUILD_SCHEMA
+    assert facts.packages
+
+
+def test_load_message_falls_back_to_base_class_when_no_schema_validates(
+    corpus: list[str],
+) -> None:
+    # packit's trimmed koji messages lack "task", which the koji schema requires.
+    data = _first(
+        corpus,
+        lambda d: d["topic"].endswith(".buildsys.build.state.change") and "task" not in d["body"],
+    )
+    message = load_message(data)
+    assert type(message) is fm_message.Message
+    assert facts_of(message).schema == "base.message"
+
+
+def test_load_message_gives_unknown_topics_the_base_class() -> None:
+    message = load_message({"topic": "org.example.prod.nothing.known", "body": {"a": 1}})
+    assert type(message) is fm_message.Message
+    assert facts_of(message).app_name == "nothing"
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        (json.dumps({"topic": "a.b", "body": [1, 2]}), "body is not a JSON object"),
+        (json.dumps({"topic": "a.b", "body": "text"}), "body is not a JSON object"),
+        (json.dumps({"body": {}}), "has no topic"),
+        (json.dumps({"topic": "", "body": {}}), "has no topic"),
+        (json.dumps({"topic": 42, "body": {}}), "has no topic"),
+        (json.dumps({"topic": "a.b", "body": {}, "headers": [1]}), "headers are not"),
+    ],
+)
+def test_parse_line_rejects_malformed_lines(line: str | bytes, words: str) -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        parse_line(line)
+    assert words in str(caught.value)
+
+
+def test_load_message_rejects_body_that_does_not_match_its_header_schema() -> None:
+    data = {
+        "id": "abc-123",
+        "topic": "org.fedoraproject.prod.buildsys.build.state.change",
+        "headers": {"fedora_messaging_schema": KOJI_BUILD_SCHEMA},
+        "body": {"name": "kernel"},
+    }
+    with pytest.raises(MalformedMessage) as caught:
+        load_message(data)
+    assert KOJI_BUILD_SCHEMA in str(caught.value)
+    assert "does not match its schema" in str(caught.value)
+    assert caught.value.message_id == "abc-123"
+
+
+@pytest.mark.parametrize(
+    ("topic", "app"),
+    [
+        ("org.fedoraproject.prod.bodhi.update.comment", "bodhi"),
+        ("org.centos.prod.cbs.build.done", "cbs"),
+        ("io.pagure.prod.pagure.issue.new", "pagure"),
+        ("org.release-monitoring.prod.anitya.project.map.new", "anitya"),
+        ("/topic/VirtualTopic.eng.bugzilla.bug.create", "bugzilla"),
+        ("VirtualTopic.eng.brew.build.tag", "brew"),
+        ("koschei.whatever", "koschei"),
+    ],
+)
+def test_facts_of_takes_app_name_from_topic_without_schema(topic: str, app: str) -> None:
+    facts = facts_of(load_message({"topic": topic, "body": {}}))
+    assert facts.app_name == app
+    assert facts.index_keys["app"] == frozenset((app,))
+
+
+def test_facts_of_adds_the_distgit_package_of_a_pull_request(corpus: list[str]) -> None:
+    data = _first(
+        corpus,
+        lambda d: d["topic"] == "org.fedoraproject.prod.pagure.pull-request.new"
+        and (d["body"].get("pullrequest") or {}).get("project", {}).get("namespace") == "rpms",
+    )
+    name = data["body"]["pullrequest"]["project"]["name"]
+    facts = facts_of(load_message(data))
+    assert facts.schema == "pagure.pull-request.new"
+    assert name in facts.packages
+    assert name in facts.index_keys["package"]
+
+
+def test_facts_of_ignores_pagure_io_projects(corpus: list[str]) -> None:
+    data = _first(corpus, lambda d: d["topic"].startswith("io.pagure.prod.pagure.pull-request"))
+    data = {**data, "body": {**data["body"], "project": {"namespace": "rpms", "name": "bash"}}}
+    assert facts_of(load_message(data)).packages == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("namespace", "fact"),
+    [("rpms", "packages"), ("container", "containers"), ("modules", "modules"),
+     ("flatpaks", "flatpaks"), ("tests", None), ("fedora-infra", None)],
+)
+def test_facts_of_files_distgit_repositories_by_namespace(namespace: str, fact: str | None) -> None:
+    body = {"agent": "pagure", "branch": "rawhide", "end_commit": "abc", "total_commits": 1,
+            "repo": {"name": "thing", "namespace": namespace}}
+    facts = facts_of(load_message({"topic": "org.fedoraproject.prod.pagure.git.receive",
+                                   "body": body}))
+    for name in ("packages", "containers", "modules", "flatpaks"):
+        expected = frozenset(("thing",)) if name == fact else frozenset()
+        assert getattr(facts, name) == expected, name
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"repo": "rpms/kernel"},
+        {"repo": {"name": 3, "namespace": "rpms"}},
+        {"repo": {"name": "", "namespace": "rpms"}},
+        {"project": ["rpms", "kernel"]},
+        {"pullrequest": "kernel", "project": {"namespace": ["rpms"], "name": "kernel"}},
+    ],
+)
+def test_facts_of_copes_with_odd_distgit_bodies(body: dict[str, Any]) -> None:
+    facts = facts_of(load_message({"topic": "org.fedoraproject.prod.pagure.git.receive",
+                                   "body": body}))
+    assert facts.packages == frozenset()

@@ -1,0 +1,321 @@
+"""Package ownership: dist-git's owner-alias JSON, the package_owners table, the cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from fmn_core.config import Config, OwnershipConfig
+from fmn_core.db import Database
+from fmn_core.errors import ConfigError
+from fmn_core.messages import MessageFacts, facts_of, load_message
+from fmn_core.models import PackageOwner
+from fmn_core.ownership import (
+    DistGitOwnership,
+    OwnershipCache,
+    OwnershipSourceError,
+    Triple,
+    affects_ownership,
+    ownership_provider,
+    parse_owner_alias,
+    refresh_ownership,
+)
+
+from .conftest import Exchange, LocalServer
+
+#: The shape https://src.fedoraproject.org/extras/pagure_owner_alias.json has.
+OWNER_ALIAS: dict[str, Any] = {
+    "rpms": {
+        "kernel": ["jforbes", "@kernel-maint", "jwboyer"],
+        "bash": ["siteshwar", "kdudka"],
+        "python3.13": ["thrnciar", "@python-packagers-sig"],
+        "orphaned": [],
+    },
+    "modules": {"nodejs": ["sgallagh"]},
+    "container": {"fedora-toolbox": ["debarshir"]},
+    "flatpaks": {"firefox": ["@flatpak-sig"]},
+}
+
+
+def _json_route(document: Any, status: int = 200) -> Any:
+    def answer(exchange: Exchange) -> tuple[int, str, bytes]:
+        return status, "application/json", json.dumps(document).encode()
+
+    return answer
+
+
+class ListProvider:
+    """A provider handing out fixed triples (the seam refresh_ownership reads through)."""
+
+    def __init__(self, triples: list[Triple]) -> None:
+        self.triples = triples
+
+    def fetch(self) -> list[Triple]:
+        return list(self.triples)
+
+
+class BrokenProvider:
+    """Yields some rows, then fails: the table must come out untouched."""
+
+    def fetch(self) -> Iterator[Triple]:
+        yield ("rpms", "zsh", "someone")
+        raise OwnershipSourceError("broken://", "the connection dropped")
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def test_parse_owner_alias_flattens_every_namespace() -> None:
+    triples = parse_owner_alias(OWNER_ALIAS)
+    assert ("rpms", "kernel", "@kernel-maint") in triples
+    assert ("rpms", "python3.13", "thrnciar") in triples
+    assert ("modules", "nodejs", "sgallagh") in triples
+    assert ("container", "fedora-toolbox", "debarshir") in triples
+    assert ("flatpaks", "firefox", "@flatpak-sig") in triples
+    assert len(triples) == 10  # "orphaned" has no owners, so no rows
+    assert triples == sorted(set(triples))
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        ([["kernel", "jforbes"]], "expected a JSON object of namespaces, got a list"),
+        ({"rpms": ["kernel"]}, "rpms: expected an object of packages, got a list"),
+        ({"rpms": {"kernel": "jforbes"}}, "rpms/kernel: expected a list of owner names, got text"),
+        ({"rpms": {"kernel": None}}, "rpms/kernel: expected a list of owner names, got null"),
+        ({"rpms": {"kernel": ["jforbes", 7]}}, "rpms/kernel: owner names must be non-empty text"),
+        ({"rpms": {"kernel": [""]}}, "rpms/kernel: owner names must be non-empty text"),
+    ],
+)
+def test_parse_owner_alias_names_what_is_wrong(document: Any, words: str) -> None:
+    with pytest.raises(OwnershipSourceError) as caught:
+        parse_owner_alias(document, "owners.json")
+    assert words in str(caught.value)
+    assert caught.value.key == "ownership.source"
+    assert "owners.json" in str(caught.value)
+
+
+def test_parse_owner_alias_skips_names_too_long_for_the_table() -> None:
+    triples = parse_owner_alias({"rpms": {"bash": ["kdudka", "x" * 300], "y" * 300: ["kdudka"]}})
+    assert triples == [("rpms", "bash", "kdudka")]
+
+
+# --- reading the source -----------------------------------------------------------------------
+
+
+def test_dist_git_ownership_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "pagure_owner_alias.json"
+    path.write_text(json.dumps(OWNER_ALIAS), encoding="utf-8")
+    assert DistGitOwnership(str(path)).fetch() == parse_owner_alias(OWNER_ALIAS)
+    assert DistGitOwnership(path.as_uri()).fetch() == parse_owner_alias(OWNER_ALIAS)
+    assert not DistGitOwnership(path.as_uri()).is_url
+
+
+def test_dist_git_ownership_fetches_a_url(http_server: LocalServer) -> None:
+    http_server.routes["/extras/pagure_owner_alias.json"] = _json_route(OWNER_ALIAS)
+    provider = DistGitOwnership(f"{http_server.url}/extras/pagure_owner_alias.json")
+    assert provider.is_url
+    assert provider.fetch() == parse_owner_alias(OWNER_ALIAS)
+    assert [(e.method, e.path) for e in http_server.received] == [
+        ("GET", "/extras/pagure_owner_alias.json")
+    ]
+
+
+def test_dist_git_ownership_reports_invalid_json_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "owners.json"
+    path.write_text('{"rpms": {"kernel": ["jforbes"', encoding="utf-8")
+    with pytest.raises(OwnershipSourceError) as caught:
+        DistGitOwnership(str(path)).fetch()
+    assert "is not valid JSON" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_dist_git_ownership_reports_invalid_json_from_a_url(http_server: LocalServer) -> None:
+    http_server.routes["/owners.json"] = lambda e: (200, "text/html", b"<html>maintenance</html>")
+    with pytest.raises(OwnershipSourceError, match="is not valid JSON"):
+        DistGitOwnership(f"{http_server.url}/owners.json").fetch()
+
+
+def test_dist_git_ownership_reports_the_wrong_shape_from_a_url(http_server: LocalServer) -> None:
+    http_server.routes["/owners.json"] = _json_route({"rpms": {"kernel": "jforbes"}})
+    with pytest.raises(OwnershipSourceError, match="rpms/kernel: expected a list"):
+        DistGitOwnership(f"{http_server.url}/owners.json").fetch()
+
+
+def test_dist_git_ownership_reports_http_errors(http_server: LocalServer) -> None:
+    with pytest.raises(OwnershipSourceError, match="HTTP 404"):
+        DistGitOwnership(f"{http_server.url}/missing.json").fetch()
+    http_server.routes["/owners.json"] = _json_route({"error": "boom"}, status=503)
+    with pytest.raises(OwnershipSourceError, match="HTTP 503"):
+        DistGitOwnership(f"{http_server.url}/owners.json").fetch()
+
+
+def test_dist_git_ownership_reports_an_unreachable_url(closed_port: int) -> None:
+    provider = DistGitOwnership(f"http://127.0.0.1:{closed_port}/owners.json", timeout=5)
+    with pytest.raises(OwnershipSourceError) as caught:
+        provider.fetch()
+    assert "cannot be fetched" in str(caught.value)
+    assert isinstance(caught.value, ConfigError)
+
+
+def test_dist_git_ownership_reports_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(OwnershipSourceError, match="cannot be read"):
+        DistGitOwnership(str(tmp_path / "nope.json")).fetch()
+
+
+def test_dist_git_ownership_refuses_an_empty_source() -> None:
+    with pytest.raises(ConfigError, match=r"ownership\.source"):
+        DistGitOwnership("  ")
+
+
+def test_ownership_provider_follows_the_configuration(tmp_path: Path) -> None:
+    assert ownership_provider(Config()) is None
+    configured = Config(ownership=OwnershipConfig(source=str(tmp_path / "o.json")))
+    provider = ownership_provider(configured)
+    assert isinstance(provider, DistGitOwnership)
+    assert provider.source == str(tmp_path / "o.json")
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def _rows(db: Database) -> dict[Triple, int]:
+    with db.begin() as session:
+        rows = session.execute(
+            select(PackageOwner.namespace, PackageOwner.package, PackageOwner.owner,
+                   PackageOwner.id)
+        )
+        return {(ns, package, who): row_id for ns, package, who, row_id in rows}
+
+
+def test_refresh_ownership_fills_then_diffs_the_table(db: Database, tmp_path: Path) -> None:
+    path = tmp_path / "owners.json"
+    path.write_text(json.dumps(OWNER_ALIAS), encoding="utf-8")
+    with db.begin() as session:
+        assert refresh_ownership(session, DistGitOwnership(str(path))) == 10
+    first = _rows(db)
+    assert set(first) == set(parse_owner_alias(OWNER_ALIAS))
+
+    changed = json.loads(json.dumps(OWNER_ALIAS))
+    changed["rpms"]["kernel"].remove("jwboyer")  # one removed
+    changed["rpms"]["bash"].append("@shells-sig")  # one added
+    path.write_text(json.dumps(changed), encoding="utf-8")
+    with db.begin() as session:
+        assert refresh_ownership(session, DistGitOwnership(str(path))) == 2
+    second = _rows(db)
+    assert ("rpms", "kernel", "jwboyer") not in second
+    assert ("rpms", "bash", "@shells-sig") in second
+    # A diff, not a rewrite: rows that stayed keep their ids.
+    kept = set(first) & set(second)
+    assert len(kept) == 9
+    assert all(first[triple] == second[triple] for triple in kept)
+
+    with db.begin() as session:
+        assert refresh_ownership(session, DistGitOwnership(str(path))) == 0
+    assert _rows(db) == second
+
+
+def test_refresh_ownership_handles_more_rows_than_one_statement(db: Database) -> None:
+    many = [("rpms", f"pkg{i}", "bulk") for i in range(1200)]
+    with db.begin() as session:
+        assert refresh_ownership(session, ListProvider(many)) == 1200
+    with db.begin() as session:
+        assert refresh_ownership(session, ListProvider(many[:100])) == 1100
+    assert len(_rows(db)) == 100
+
+
+def test_refresh_ownership_leaves_the_table_alone_when_the_source_fails(db: Database) -> None:
+    with db.begin() as session:
+        refresh_ownership(session, ListProvider([("rpms", "bash", "kdudka")]))
+    before = _rows(db)
+    with pytest.raises(OwnershipSourceError), db.begin() as session:
+        refresh_ownership(session, BrokenProvider())
+    assert _rows(db) == before
+
+
+def test_refresh_ownership_runs_inside_the_callers_transaction(db: Database) -> None:
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), db.begin() as session:
+        refresh_ownership(session, ListProvider([("rpms", "bash", "kdudka")]))
+        raise Rollback
+    assert _rows(db) == {}
+
+
+# --- the cache --------------------------------------------------------------------------------
+
+
+def test_ownership_cache_load_answers_both_ways(db: Database) -> None:
+    with db.begin() as session:
+        refresh_ownership(session, ListProvider(parse_owner_alias(OWNER_ALIAS)))
+    with db.begin() as session:
+        cache = OwnershipCache.load(session)
+    assert len(cache) == 10
+    assert cache.packages_of("jforbes") == {"kernel"}
+    assert cache.packages_of("@kernel-maint") == {"kernel"}
+    assert cache.packages_of("@python-packagers-sig") == {"python3.13"}
+    assert cache.owners_of("kernel") == {"jforbes", "@kernel-maint", "jwboyer"}
+    assert cache.owners_of("orphaned") == frozenset()
+    assert cache.packages_of("nobody") == frozenset()
+    # Other namespaces only when asked: message.packages carries rpm names.
+    assert cache.packages_of("sgallagh") == frozenset()
+    assert cache.packages_of("sgallagh", "modules") == {"nodejs"}
+    assert cache.owners_of("firefox", namespace="flatpaks") == {"@flatpak-sig"}
+
+
+def test_ownership_cache_of_an_empty_table_knows_nobody(db: Database) -> None:
+    with db.begin() as session:
+        cache = OwnershipCache.load(session)
+    assert len(cache) == 0
+    assert cache.packages_of("jforbes") == frozenset()
+
+
+# --- which messages change ownership ----------------------------------------------------------
+
+
+def _facts(topic: str, body: Any) -> MessageFacts:
+    return facts_of(load_message({"topic": topic, "body": body}))
+
+
+@pytest.mark.parametrize(
+    ("topic", "namespace", "expected"),
+    [
+        ("org.fedoraproject.prod.pagure.project.user.added", "rpms", True),
+        ("org.fedoraproject.prod.pagure.project.user.removed", "rpms", True),
+        ("org.fedoraproject.prod.pagure.project.user.access.updated", "container", True),
+        ("org.fedoraproject.prod.pagure.project.group.added", "rpms", True),
+        ("org.fedoraproject.prod.pagure.project.group.removed", "flatpaks", True),
+        ("org.fedoraproject.prod.pagure.project.owner.updated", "modules", True),
+        ("org.fedoraproject.prod.pagure.project.new", "rpms", True),
+        ("org.fedoraproject.stg.pagure.project.deleted", "rpms", True),
+        ("org.fedoraproject.prod.pagure.project.user.added", "fedora-infra", False),
+        ("org.fedoraproject.prod.pagure.project.user.added", None, False),
+        ("io.pagure.prod.pagure.project.user.added", "rpms", False),
+        ("org.fedoraproject.prod.pagure.project.edit", "rpms", False),
+        ("org.fedoraproject.prod.pagure.pull-request.new", "rpms", False),
+    ],
+)
+def test_affects_ownership_by_topic_and_namespace(
+    topic: str, namespace: str | None, expected: bool
+) -> None:
+    body = {"agent": "admin", "new_user": "jdoe",
+            "project": {"name": "kernel", "namespace": namespace, "fullname": "x/kernel"}}
+    assert affects_ownership(_facts(topic, body)) is expected
+
+
+def test_affects_ownership_on_the_corpus(corpus_facts: list[MessageFacts]) -> None:
+    hits = [facts.topic for facts in corpus_facts if affects_ownership(facts)]
+    # The only dist-git ACL-changing message on a package in the corpus is a new
+    # rpms project; pagure's own fixtures use the fedora-infra namespace.
+    assert hits == ["org.fedoraproject.prod.pagure.project.new"]
+
+
+@pytest.mark.parametrize("body", [{}, {"project": "rpms/kernel"}, {"project": {"namespace": 3}}])
+def test_affects_ownership_copes_with_odd_bodies(body: Any) -> None:
+    assert not affects_ownership(_facts("org.fedoraproject.prod.pagure.project.user.added", body))

@@ -1,0 +1,262 @@
+"""Exporting and importing preferences in the public JSON format."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from fmn_core import preferences as prefs
+from fmn_core.config import Config
+from fmn_core.db import Database, make_engine
+from fmn_core.errors import ImportRejected
+from fmn_core.models import Base, ChangeEvent, Confirmation, Destination, Filter, User
+from fmn_core.portability import ImportSummary, export_preferences, import_preferences
+from fmn_core.preferences import Actor
+
+ALICE = Actor("alice")
+BOB = Actor("bob")
+
+
+def no_dns(host: str, port: object, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+    raise OSError("no DNS in tests")
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Database]:
+    """A second, empty database to import into."""
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    try:
+        yield Database(Config(database_url=url), engine)
+    finally:
+        engine.dispose()
+
+
+def confirmed(session: Any, actor: Actor, context: str, address: str) -> None:
+    pending = prefs.set_destination(session, actor, context, address)
+    if pending.code is not None:
+        prefs.confirm(session, actor, pending.code)
+
+
+def populate(db: Database) -> None:
+    """Two users with a bit of everything, made through the preference service."""
+    with db.begin() as session:
+        prefs.add_filter(session, ALICE, "email", "my builds")
+        prefs.add_rule(session, ALICE, "email", "my builds", "app_is", {"app": "koji"})
+        prefs.add_rule(session, ALICE, "email", "my builds", "triggered_by_me", {}, negated=True)
+        prefs.add_filter(session, ALICE, "email", "errors", oneshot=True)
+        prefs.add_rule(session, ALICE, "email", "errors", "severity_at_least", {"level": "error"})
+        prefs.set_filter_active(session, ALICE, "email", "errors", False)
+        prefs.move_filter(session, ALICE, "email", "errors", 1)
+        prefs.set_digest(session, ALICE, "email", 60, 5)
+        confirmed(session, ALICE, "email", "alice@example.org")
+        confirmed(session, ALICE, "email", "alice.b@example.org")
+        confirmed(session, ALICE, "push", "ntfys://93.184.216.34/alice")
+        confirmed(session, ALICE, "rss", "")
+        # Unconfirmed: must not come out of an export.
+        prefs.set_destination(session, ALICE, "irc", "alice_")
+        prefs.set_context_enabled(session, ALICE, "irc", False)
+        prefs.use_template(session, BOB, "packager", "irc")
+        confirmed(session, BOB, "irc", "bob")
+
+
+def test_export_writes_the_public_format(db: Database) -> None:
+    with db.begin() as session:
+        prefs.add_filter(session, ALICE, "email", "my builds")
+        prefs.add_rule(session, ALICE, "email", "my builds", "app_is", {"app": "koji"})
+        prefs.add_rule(session, ALICE, "email", "my builds", "triggered_by_me", {}, negated=True)
+        confirmed(session, ALICE, "email", "alice@example.org")
+        prefs.set_destination(session, ALICE, "email", "pending@example.org")
+    with db.begin() as session:
+        document = export_preferences(session)
+    assert document == {"users": [{"name": "alice", "contexts": {"email": {
+        "enabled": True,
+        "destinations": ["alice@example.org"],
+        "digest": {"minutes": 0, "count": 0},
+        "filters": [{"name": "my builds", "active": True, "oneshot": False,
+                     "rules": [{"rule": "app_is", "args": {"app": "koji"}},
+                               {"rule": "triggered_by_me", "args": {}, "negated": True}]}],
+    }}}]}
+    json.dumps(document)  # plain JSON all the way down
+
+
+def test_export_import_round_trip(db: Database, fresh: Database) -> None:
+    populate(db)
+    with db.begin() as session:
+        exported = export_preferences(session)
+    assert [u["name"] for u in exported["users"]] == ["alice", "bob"]
+    alice = exported["users"][0]["contexts"]
+    assert list(alice) == ["email", "irc", "push", "rss"]
+    assert [f["name"] for f in alice["email"]["filters"]] == ["errors", "my builds"]
+    assert alice["email"]["destinations"] == ["alice.b@example.org", "alice@example.org"]
+    assert alice["irc"] == {"enabled": False, "destinations": [],
+                            "digest": {"minutes": 0, "count": 0}, "filters": []}
+
+    with fresh.begin() as session:
+        summary = import_preferences(session, copy.deepcopy(exported), resolver=no_dns)
+    assert summary == ImportSummary(users=2, contexts=5, filters=6, rules=14, destinations=5)
+    with fresh.begin() as session:
+        assert export_preferences(session) == exported
+        # Imported destinations are confirmed, with no code left to send.
+        assert session.scalar(select(func.count()).select_from(Confirmation)) == 0
+        assert all(session.scalars(select(Destination.confirmed)))
+
+    # Importing the same file over the original replaces rows with equal ones
+    # (same unique names and addresses) without tripping a constraint.
+    with db.begin() as session:
+        import_preferences(session, copy.deepcopy(exported), resolver=no_dns)
+    with db.begin() as session:
+        assert export_preferences(session) == exported
+
+
+def test_export_is_deterministic(db: Database) -> None:
+    populate(db)
+    with db.begin() as session:
+        first = json.dumps(export_preferences(session))
+    with db.begin() as session:
+        assert json.dumps(export_preferences(session)) == first
+
+
+def test_import_replaces_only_the_contexts_given(db: Database) -> None:
+    populate(db)
+    document = {"users": [{"name": "alice", "contexts": {"email": {
+        "filters": [{"name": "new", "rules": [{"rule": "pertains_to_me"}]}],
+    }}}]}
+    with db.begin() as session:
+        before = export_preferences(session)
+        events = session.scalar(select(func.count()).select_from(ChangeEvent))
+        summary = import_preferences(session, document)
+    assert summary == ImportSummary(users=1, contexts=1, filters=1, rules=1, destinations=0)
+    with db.begin() as session:
+        after = export_preferences(session)
+        kinds = list(session.scalars(select(ChangeEvent.kind).order_by(ChangeEvent.id)))
+    alice_before = before["users"][0]["contexts"]
+    alice_after = after["users"][0]["contexts"]
+    assert alice_after["email"] == {
+        "enabled": True, "destinations": [], "digest": {"minutes": 0, "count": 0},
+        "filters": [{"name": "new", "active": True, "oneshot": False,
+                     "rules": [{"rule": "pertains_to_me", "args": {}}]}],
+    }
+    for context in ("irc", "push", "rss"):
+        assert alice_after[context] == alice_before[context]
+    assert after["users"][1] == before["users"][1]
+    assert len(kinds) == events + 1 and kinds[-1] == "import"
+
+
+def test_import_creates_users_and_takes_destinations_as_confirmed(db: Database) -> None:
+    document = {"users": [
+        {"name": "carol", "contexts": {
+            "email": {"destinations": [" Carol@Example.org "]},
+            "irc": {"destinations": ["carol"], "enabled": False},
+        }},
+        {"name": "dave"},
+    ]}
+    with db.begin() as session:
+        import_preferences(session, document)
+    with db.begin() as session:
+        contexts = {c.context: c for c in prefs.list_contexts(session, Actor("carol"))}
+        assert [(d.address, d.confirmed) for d in contexts["email"].destinations] == [
+            ("Carol@example.org", True)
+        ]
+        assert contexts["irc"].enabled is False
+        names = set(session.scalars(select(User.name)))
+    assert names == {"carol", "dave"}
+
+
+BAD_DOCUMENT: dict[str, Any] = {"users": [
+    {"name": "alice", "contexts": {
+        "email": {
+            "enabled": "yes",
+            "destinations": ["Alice <alice@example.org>", "alice@example.org",
+                             "alice@example.org", 5],
+            "digest": {"minutes": -1, "count": "3", "hours": 1},
+            "filters": [
+                {"name": "good", "rules": [{"rule": "app_is", "args": {"app": "koji"}}]},
+                {"name": "bad", "rules": [{"rule": "app_is", "args": {"app": "two words"}},
+                                          {"rule": "no_such_rule", "args": {}}]},
+                {"name": "GOOD", "rules": []},
+            ],
+            "colour": "red",
+        },
+        "push": {"destinations": ["json://10.0.0.1/hook", "http://example.org/"]},
+        "fax": {},
+    }},
+    {"name": "Not Valid", "contexts": []},
+    {"name": "alice"},
+    "bob",
+], "version": 2}
+
+EXPECTED_PATHS = [
+    "(top).version",
+    "users[0].contexts.email.colour",
+    "users[0].contexts.email.enabled",
+    "users[0].contexts.email.digest.hours",
+    "users[0].contexts.email.digest.minutes",
+    "users[0].contexts.email.digest.count",
+    "users[0].contexts.email.destinations[0]",
+    "users[0].contexts.email.destinations[2]",
+    "users[0].contexts.email.destinations[3]",
+    "users[0].contexts.email.filters[1].rules[0].args.app",
+    "users[0].contexts.email.filters[1].rules[1].rule",
+    "users[0].contexts.email.filters[2].name",
+    "users[0].contexts.fax",
+    "users[0].contexts.push.destinations[0]",
+    "users[0].contexts.push.destinations[1]",
+    "users[1].name",
+    "users[1].contexts",
+    "users[2].name",
+    "users[3]",
+]
+
+
+def test_import_rejects_every_invalid_entry_with_its_path(db: Database) -> None:
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, BAD_DOCUMENT, resolver=no_dns)
+    problems = dict(caught.value.problems)
+    assert [path for path, _ in caught.value.problems] == EXPECTED_PATHS
+    assert "two words" in problems["users[0].contexts.email.filters[1].rules[0].args.app"]
+    assert "no_such_rule" in problems["users[0].contexts.email.filters[1].rules[1].rule"]
+    assert "private address" in problems["users[0].contexts.push.destinations[0]"]
+    assert "scheme 'http'" in problems["users[0].contexts.push.destinations[1]"]
+    assert "listed twice" in problems["users[0].contexts.email.destinations[2]"]
+    assert "already users[0]" in problems["users[2].name"]
+    message = str(caught.value)
+    assert message.startswith(f"Nothing was imported: {len(EXPECTED_PATHS)} invalid entries (")
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 0
+        assert session.scalar(select(func.count()).select_from(Filter)) == 0
+
+
+def test_import_rejects_before_writing_even_if_only_the_last_entry_is_bad(db: Database) -> None:
+    populate(db)
+    with db.begin() as session:
+        before = export_preferences(session)
+    document = copy.deepcopy(before)
+    document["users"][0]["contexts"]["email"]["filters"] = []
+    document["users"][1]["contexts"]["irc"]["filters"][0]["rules"][0]["args"] = {"x": 1}
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, document, resolver=no_dns)
+    assert [p for p, _ in caught.value.problems] == [
+        "users[1].contexts.irc.filters[0].rules[0].args.x"
+    ]
+    with db.begin() as session:
+        assert export_preferences(session) == before
+
+
+@pytest.mark.parametrize(("document", "path"), [
+    ([], "(top)"),
+    ({}, "users"),
+    ({"users": {"alice": {}}}, "users"),
+])
+def test_import_rejects_documents_of_the_wrong_shape(db: Database, document: Any,
+                                                     path: str) -> None:
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, document)
+    assert caught.value.problems[0][0] == path
