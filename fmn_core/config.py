@@ -142,6 +142,9 @@ class HttpConfig:
     port: int = 8080
     #: The public base URL used in links (feeds, unsubscribe).
     public_url: str = "http://localhost:8080"
+    #: Signs one-click unsubscribe links; empty means a key generated once and kept in
+    #: the state directory (set it when more than one machine serves these links).
+    secret_key: str = ""
 
 
 @dataclass(frozen=True)

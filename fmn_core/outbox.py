@@ -1,0 +1,710 @@
+"""The outbox: claiming due notifications, and recording what became of them.
+
+A notification row moves ``pending -> sending -> sent``; a failed send goes to
+``failed`` with a later ``next_attempt_at`` (exponential backoff with jitter)
+and, after ``max_attempts``, to ``dead``, where it stays visible until an
+operator re-queues it. ``postpone`` puts rows back to ``pending`` for later
+without counting an attempt (a muted user, a digest window, an IRC user who is
+offline).
+
+Claiming takes a lease: ``claimed_by``/``claimed_until``. A sender that crashes
+leaves its rows in ``sending``; once the lease has expired any sender may claim
+them again. On PostgreSQL the claim locks rows with ``FOR UPDATE SKIP LOCKED``,
+so several daemons share the work without waiting on each other; on SQLite the
+claim's transaction already holds the database's single write lock.
+
+What a sender needs to render and send is copied into frozen
+:class:`ClaimedNotification` objects, so nothing lazy-loads once the claiming
+transaction has ended. The daemon delivers every context but ``irc``; the IRC
+bot claims ``irc`` rows with the same functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from .db import is_postgres
+from .destinations import mask_address
+from .errors import MalformedMessage
+from .messages import MessageFacts, facts_of, load_message
+from .models import (
+    Destination,
+    Message,
+    Notification,
+    NotificationState,
+    Preference,
+    User,
+    utcnow,
+)
+
+__all__ = [
+    "ERROR_MAX_CHARS",
+    "ClaimedNotification",
+    "DeadNotification",
+    "GroupStats",
+    "SentEntry",
+    "backoff_delay",
+    "claim_due",
+    "claim_group",
+    "counts_by_state",
+    "group_stats",
+    "list_dead",
+    "mark_failed",
+    "mark_sent",
+    "owner_of_address",
+    "postpone",
+    "release",
+    "requeue_dead",
+    "scrub_error",
+    "sent_entries",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``last_error`` is cut to this many characters.
+ERROR_MAX_CHARS = 1000
+
+#: Retries wait up to this fraction longer than their nominal delay.
+_JITTER = 0.1
+_WAITING = (NotificationState.PENDING.value, NotificationState.FAILED.value)
+_EMAIL_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_URL_CREDENTIALS_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedNotification:
+    """One claimed outbox row with everything needed to render and send it.
+
+    ``destinations`` are the user's confirmed addresses for ``context``: private,
+    so they are left out of ``repr``.
+    """
+
+    id: int
+    message_id: str
+    topic: str
+    app: str
+    summary: str
+    url: str | None
+    agent: str | None
+    usernames: tuple[str, ...]
+    packages: tuple[str, ...]
+    severity: int
+    user_id: int
+    user: str
+    context: str
+    filter_name: str
+    created_at: dt.datetime
+    attempts: int
+    #: Whether the user's preference for this context is (still) turned on.
+    enabled: bool
+    digest_minutes: int
+    digest_count: int
+    muted_until: dt.datetime | None
+    destinations: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def group(self) -> tuple[int, str]:
+        """The (user id, context) pair digests and rate limits work on."""
+        return (self.user_id, self.context)
+
+    @property
+    def wants_digest(self) -> bool:
+        """Whether the user collects this context's notifications into digests."""
+        return self.digest_minutes > 0 or self.digest_count > 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """The outbox as seen by one (user, context) pair."""
+
+    #: Rows not yet sent: pending, failed (waiting to retry) or being sent.
+    waiting: int
+    #: When the oldest of those rows was created (None when there are none).
+    oldest_waiting: dt.datetime | None
+    #: Rows sent within the last hour.
+    sent_last_hour: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadNotification:
+    """A notification that exhausted its attempts (for operators)."""
+
+    id: int
+    message_id: str
+    user: str
+    context: str
+    attempts: int
+    last_error: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SentEntry:
+    """A sent notification as a feed shows it."""
+
+    id: int
+    message_id: str
+    topic: str
+    app: str
+    summary: str
+    url: str | None
+    filter_name: str
+    created_at: dt.datetime
+    sent_at: dt.datetime
+
+
+def _now(now: dt.datetime | None) -> dt.datetime:
+    return now if now is not None else utcnow()
+
+
+def _fallback_facts(message: Message) -> MessageFacts:
+    # A stored message that no longer loads (a schema package changed): show
+    # what the row itself knows rather than failing the notification.
+    parts = message.topic.split(".")
+    app = parts[3] if len(parts) > 3 and parts[0] == "org" else (parts[0] if parts else "")
+    return MessageFacts(
+        id=message.id,
+        topic=message.topic,
+        app_name=app,
+        agent_name=None,
+        usernames=frozenset(),
+        packages=frozenset(),
+        groups=frozenset(),
+        containers=frozenset(),
+        modules=frozenset(),
+        flatpaks=frozenset(),
+        severity=20,
+        summary="",
+        url=None,
+        body=message.body,
+        headers=dict(message.headers or {}),
+        schema="base.message",
+    )
+
+
+class _FactsCache:
+    """Re-parses each stored message once per claim."""
+
+    def __init__(self) -> None:
+        self._facts: dict[str, MessageFacts] = {}
+
+    def get(self, message: Message) -> MessageFacts:
+        cached = self._facts.get(message.id)
+        if cached is not None:
+            return cached
+        try:
+            facts = facts_of(
+                load_message(
+                    {
+                        "id": message.id,
+                        "topic": message.topic,
+                        "body": message.body,
+                        "headers": message.headers or {},
+                    }
+                )
+            )
+        except MalformedMessage as exc:
+            log.warning("message %s: stored message no longer loads: %s", message.id, exc)
+            facts = _fallback_facts(message)
+        self._facts[message.id] = facts
+        return facts
+
+
+def _due_condition(now: dt.datetime) -> Any:
+    return or_(
+        and_(Notification.state.in_(_WAITING), Notification.next_attempt_at <= now),
+        # Crash recovery: a sender took these and never came back.
+        and_(
+            Notification.state == NotificationState.SENDING.value,
+            Notification.claimed_until < now,
+        ),
+    )
+
+
+def _take(
+    session: Session, ids: Sequence[int], *, worker: str, lease_seconds: float, now: dt.datetime
+) -> list[ClaimedNotification]:
+    if not ids:
+        return []
+    session.execute(
+        update(Notification)
+        .where(Notification.id.in_(ids))
+        .values(
+            state=NotificationState.SENDING.value,
+            claimed_by=worker,
+            claimed_until=now + dt.timedelta(seconds=lease_seconds),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return _load_claimed(session, ids)
+
+
+def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotification]:
+    rows = session.execute(
+        select(Notification, User, Message)
+        .join(User, User.id == Notification.user_id)
+        .join(Message, Message.id == Notification.message_id)
+        .where(Notification.id.in_(ids))
+        .order_by(Notification.created_at, Notification.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    user_ids = {user.id for _, user, _ in rows}
+    preferences = {
+        (p.user_id, p.context): p
+        for p in session.scalars(select(Preference).where(Preference.user_id.in_(user_ids)))
+    }
+    addresses: dict[int, list[str]] = {}
+    if preferences:
+        for preference_id, address in session.execute(
+            select(Destination.preference_id, Destination.address)
+            .where(
+                Destination.preference_id.in_([p.id for p in preferences.values()]),
+                Destination.confirmed.is_(True),
+            )
+            .order_by(Destination.id)
+        ):
+            addresses.setdefault(preference_id, []).append(address)
+    facts = _FactsCache()
+    claimed: list[ClaimedNotification] = []
+    for notification, user, message in rows:
+        fact = facts.get(message)
+        preference = preferences.get((user.id, notification.context))
+        claimed.append(
+            ClaimedNotification(
+                id=notification.id,
+                message_id=message.id,
+                topic=message.topic,
+                app=fact.app_name,
+                # A schema whose summary property raised still gets a subject.
+                summary=fact.summary or message.topic,
+                url=fact.url,
+                agent=fact.agent_name,
+                usernames=tuple(sorted(fact.usernames)),
+                packages=tuple(sorted(fact.packages)),
+                severity=fact.severity,
+                user_id=user.id,
+                user=user.name,
+                context=notification.context,
+                filter_name=notification.filter_name,
+                created_at=notification.created_at,
+                attempts=notification.attempts,
+                enabled=preference.enabled if preference is not None else False,
+                digest_minutes=preference.digest_minutes if preference is not None else 0,
+                digest_count=preference.digest_count if preference is not None else 0,
+                muted_until=user.muted_until,
+                destinations=tuple(addresses.get(preference.id, ()))
+                if preference is not None
+                else (),
+            )
+        )
+    return claimed
+
+
+def claim_due(
+    session: Session,
+    *,
+    worker: str,
+    contexts: Sequence[str] | None = None,
+    exclude_contexts: Sequence[str] = (),
+    limit: int,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> list[ClaimedNotification]:
+    """Claim up to ``limit`` due rows for ``worker`` and return them, oldest first.
+
+    Due means pending or failed with ``next_attempt_at <= now``, or ``sending``
+    with an expired lease. ``contexts`` limits the claim to those contexts,
+    ``exclude_contexts`` leaves some out (the daemon leaves ``irc`` to the bot).
+    """
+    moment = _now(now)
+    statement = select(Notification.id).where(_due_condition(moment))
+    if contexts is not None:
+        statement = statement.where(Notification.context.in_(list(contexts)))
+    if exclude_contexts:
+        statement = statement.where(Notification.context.not_in(list(exclude_contexts)))
+    statement = statement.order_by(Notification.next_attempt_at, Notification.id).limit(limit)
+    if is_postgres(session):
+        statement = statement.with_for_update(skip_locked=True)
+    ids = list(session.scalars(statement))
+    return _take(session, ids, worker=worker, lease_seconds=lease_seconds, now=moment)
+
+
+def claim_group(
+    session: Session,
+    *,
+    worker: str,
+    user_id: int,
+    context: str,
+    lease_seconds: float,
+    limit: int = 1000,
+    now: dt.datetime | None = None,
+) -> list[ClaimedNotification]:
+    """Claim every waiting row of one user and context, due or not (a digest is due)."""
+    moment = _now(now)
+    statement = (
+        select(Notification.id)
+        .where(
+            Notification.user_id == user_id,
+            Notification.context == context,
+            Notification.state.in_(_WAITING),
+        )
+        .order_by(Notification.created_at, Notification.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        statement = statement.with_for_update(skip_locked=True)
+    ids = list(session.scalars(statement))
+    return _take(session, ids, worker=worker, lease_seconds=lease_seconds, now=moment)
+
+
+def group_stats(
+    session: Session, groups: Iterable[tuple[int, str]], now: dt.datetime | None = None
+) -> dict[tuple[int, str], GroupStats]:
+    """Waiting rows and the last hour's sends for each (user id, context) pair."""
+    wanted = set(groups)
+    if not wanted:
+        return {}
+    moment = _now(now)
+    user_ids = {user_id for user_id, _ in wanted}
+    contexts = {context for _, context in wanted}
+    scope = (Notification.user_id.in_(user_ids), Notification.context.in_(contexts))
+    waiting: dict[tuple[int, str], tuple[int, dt.datetime | None]] = {}
+    for user_id, context, count, oldest in session.execute(
+        select(
+            Notification.user_id,
+            Notification.context,
+            func.count(),
+            func.min(Notification.created_at),
+        )
+        .where(
+            *scope,
+            Notification.state.in_((*_WAITING, NotificationState.SENDING.value)),
+        )
+        .group_by(Notification.user_id, Notification.context)
+    ):
+        waiting[(user_id, context)] = (count, _aware(oldest))
+    sent: dict[tuple[int, str], int] = {}
+    for user_id, context, count in session.execute(
+        select(Notification.user_id, Notification.context, func.count())
+        .where(
+            *scope,
+            Notification.state == NotificationState.SENT.value,
+            Notification.sent_at >= moment - dt.timedelta(hours=1),
+        )
+        .group_by(Notification.user_id, Notification.context)
+    ):
+        sent[(user_id, context)] = count
+    result: dict[tuple[int, str], GroupStats] = {}
+    for key in wanted:
+        count, oldest_at = waiting.get(key, (0, None))
+        result[key] = GroupStats(
+            waiting=count, oldest_waiting=oldest_at, sent_last_hour=sent.get(key, 0)
+        )
+    return result
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    # Aggregates bypass the column type: SQLite hands back a string or a naive value.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def mark_sent(
+    session: Session,
+    ids: Iterable[int],
+    now: dt.datetime | None = None,
+    *,
+    note: str | None = None,
+) -> int:
+    """Record that these rows were delivered; returns how many rows changed.
+
+    ``note`` (masked like errors) is kept in ``last_error``: the daemon notes
+    there the destinations that failed when others took the message.
+    """
+    id_list = list(ids)
+    if not id_list:
+        return 0
+    result = session.execute(
+        update(Notification)
+        .where(Notification.id.in_(id_list))
+        .values(
+            state=NotificationState.SENT.value,
+            sent_at=_now(now),
+            claimed_by=None,
+            claimed_until=None,
+            last_error=scrub_error(note) if note is not None else None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def backoff_delay(
+    attempts: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait after the ``attempts``-th failure: doubling, capped, jittered.
+
+    The nominal delay is ``d = min(cap, base * 2**(attempts-1))``; the result is
+    drawn from ``[d, 1.1 d]``, so a retry never comes sooner than configured,
+    while rows that failed together (a mail server down) spread out instead of
+    all arriving again in one burst.
+    """
+    exponent = max(attempts - 1, 0)
+    delay = cap if exponent >= 63 else min(cap, base * (2**exponent))
+    chooser = rng if rng is not None else random
+    return delay * (1 + chooser.uniform(0, _JITTER))
+
+
+def scrub_error(text: str, addresses: Iterable[str] = (), *, context: str = "") -> str:
+    """An error text fit for ``last_error`` and logs: addresses masked, length capped.
+
+    ``addresses`` (of ``context``) are replaced by their masked form wherever they
+    appear; any other e-mail address and any credentials in a URL are masked too.
+    """
+    scrubbed = text
+    for address in sorted({a for a in addresses if a}, key=len, reverse=True):
+        scrubbed = scrubbed.replace(address, mask_address(context, address))
+    scrubbed = _EMAIL_RE.sub(lambda m: mask_address("email", m.group(0)), scrubbed)
+    scrubbed = _URL_CREDENTIALS_RE.sub(lambda m: f"{m.group('scheme')}***@", scrubbed)
+    if len(scrubbed) > ERROR_MAX_CHARS:
+        scrubbed = scrubbed[: ERROR_MAX_CHARS - 1] + "…"
+    return scrubbed
+
+
+def _addresses_of(session: Session, notification: Notification) -> list[str]:
+    return list(
+        session.scalars(
+            select(Destination.address)
+            .join(Preference, Preference.id == Destination.preference_id)
+            .where(
+                Preference.user_id == notification.user_id,
+                Preference.context == notification.context,
+            )
+        )
+    )
+
+
+def mark_failed(
+    session: Session,
+    notification_id: int,
+    error: str,
+    *,
+    max_attempts: int,
+    backoff_seconds: float,
+    backoff_max_seconds: float,
+    now: dt.datetime | None = None,
+) -> str:
+    """Count a failed attempt; retry later with backoff, or give up (``dead``).
+
+    Returns the row's new state (``failed`` or ``dead``). The error is stored with
+    the user's addresses masked and cut to :data:`ERROR_MAX_CHARS`.
+    """
+    notification = session.get(Notification, notification_id, populate_existing=True)
+    if notification is None:
+        raise LookupError(f"notification {notification_id} does not exist")
+    moment = _now(now)
+    notification.attempts += 1
+    notification.last_error = scrub_error(
+        error, _addresses_of(session, notification), context=notification.context
+    )
+    notification.claimed_by = None
+    notification.claimed_until = None
+    if notification.attempts >= max_attempts:
+        notification.state = NotificationState.DEAD.value
+    else:
+        notification.state = NotificationState.FAILED.value
+        delay = backoff_delay(notification.attempts, base=backoff_seconds, cap=backoff_max_seconds)
+        notification.next_attempt_at = moment + dt.timedelta(seconds=delay)
+    session.flush()
+    return notification.state
+
+
+def postpone(
+    session: Session,
+    ids: Iterable[int],
+    until: dt.datetime,
+    *,
+    note: str | None = None,
+) -> int:
+    """Put rows back to ``pending`` until ``until`` without counting an attempt.
+
+    ``note``, when given, is kept in ``last_error`` so operators see why a row
+    waits (masked like errors). Returns how many rows changed.
+    """
+    id_list = list(ids)
+    if not id_list:
+        return 0
+    values: dict[str, Any] = {
+        "state": NotificationState.PENDING.value,
+        "next_attempt_at": until,
+        "claimed_by": None,
+        "claimed_until": None,
+    }
+    if note is not None:
+        values["last_error"] = scrub_error(note)
+    result = session.execute(
+        update(Notification)
+        .where(Notification.id.in_(id_list))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def release(session: Session, ids: Iterable[int], *, worker: str) -> int:
+    """Give claimed rows back at once (a sender stopping before it sent them).
+
+    Only rows still held by ``worker`` are released; they become due again
+    immediately, and no attempt is counted.
+    """
+    id_list = list(ids)
+    if not id_list:
+        return 0
+    result = session.execute(
+        update(Notification)
+        .where(
+            Notification.id.in_(id_list),
+            Notification.state == NotificationState.SENDING.value,
+            Notification.claimed_by == worker,
+        )
+        .values(state=NotificationState.PENDING.value, claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def list_dead(session: Session, limit: int = 100) -> list[DeadNotification]:
+    """The most recent dead notifications, newest first."""
+    rows = session.execute(
+        select(Notification, User.name)
+        .join(User, User.id == Notification.user_id)
+        .where(Notification.state == NotificationState.DEAD.value)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        DeadNotification(
+            id=n.id,
+            message_id=n.message_id,
+            user=name,
+            context=n.context,
+            attempts=n.attempts,
+            last_error=n.last_error,
+            created_at=n.created_at,
+        )
+        for n, name in rows
+    ]
+
+
+def requeue_dead(
+    session: Session, ids: Iterable[int] | None = None, now: dt.datetime | None = None
+) -> int:
+    """Make dead rows (all, or those ``ids``) pending again with fresh attempts."""
+    statement = update(Notification).where(Notification.state == NotificationState.DEAD.value)
+    if ids is not None:
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        statement = statement.where(Notification.id.in_(id_list))
+    result = session.execute(
+        statement.values(
+            state=NotificationState.PENDING.value,
+            attempts=0,
+            next_attempt_at=_now(now),
+            last_error=None,
+            claimed_by=None,
+            claimed_until=None,
+        ).execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def counts_by_state(session: Session) -> dict[str, int]:
+    """How many rows are in each state (every state listed, zeros included)."""
+    counts = dict.fromkeys((s.value for s in NotificationState), 0)
+    for state, count in session.execute(
+        select(Notification.state, func.count()).group_by(Notification.state)
+    ):
+        counts[state] = count
+    return counts
+
+
+def owner_of_address(session: Session, context: str, address: str) -> tuple[int, str] | None:
+    """The (user id, user name) whose confirmed ``context`` destination is ``address``.
+
+    Used for secret-token destinations (feeds, the live feed): whoever holds the
+    token reads that user's notifications, and nothing else.
+    """
+    if not address:
+        return None
+    row = session.execute(
+        select(User.id, User.name)
+        .join(Preference, Preference.user_id == User.id)
+        .join(Destination, Destination.preference_id == Preference.id)
+        .where(
+            Preference.context == context,
+            Destination.address == address,
+            Destination.confirmed.is_(True),
+        )
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def sent_entries(
+    session: Session,
+    user_id: int,
+    context: str,
+    *,
+    limit: int = 50,
+    since: dt.datetime | None = None,
+    after_id: int | None = None,
+) -> list[SentEntry]:
+    """A user's sent notifications in one context, newest first (feeds, live catch-up)."""
+    statement = (
+        select(Notification, Message)
+        .join(Message, Message.id == Notification.message_id)
+        .where(
+            Notification.user_id == user_id,
+            Notification.context == context,
+            Notification.state == NotificationState.SENT.value,
+        )
+    )
+    if since is not None:
+        statement = statement.where(Notification.sent_at >= since)
+    if after_id is not None:
+        statement = statement.where(Notification.id > after_id)
+    rows = session.execute(
+        statement.order_by(Notification.sent_at.desc(), Notification.id.desc()).limit(limit)
+    ).all()
+    facts = _FactsCache()
+    entries = []
+    for notification, message in rows:
+        fact = facts.get(message)
+        entries.append(
+            SentEntry(
+                id=notification.id,
+                message_id=message.id,
+                topic=message.topic,
+                app=fact.app_name,
+                summary=fact.summary or message.topic,
+                url=fact.url,
+                filter_name=notification.filter_name,
+                created_at=notification.created_at,
+                sent_at=notification.sent_at or notification.created_at,
+            )
+        )
+    return entries

@@ -1,0 +1,322 @@
+"""Turning claimed notifications into messages: subject, text, headers, entries.
+
+One :class:`Rendered` serves every transport: email uses the subject, the text
+and the headers; push services the subject and the short text; the live feed
+and feeds the structured :class:`Entry` objects.
+
+Links that act on an account (one-click unsubscribe) carry a token signed with
+the server's secret (:class:`Links`), so nobody can forge one for another user.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from .config import Config
+from .outbox import ClaimedNotification
+
+__all__ = [
+    "Entry",
+    "Links",
+    "Rendered",
+    "load_secret_key",
+    "render",
+    "render_confirmation",
+    "render_digest",
+]
+
+log = logging.getLogger(__name__)
+
+_SECRET_FILE = "http-secret-key"
+_SIGNATURE_BYTES = 16
+
+
+def load_secret_key(config: Config) -> bytes:
+    """The key that signs account links (unsubscribe).
+
+    ``http.secret_key`` from the configuration when set (required when several
+    machines serve links). Otherwise a random key kept in the state directory
+    (``<state>/fmn/http-secret-key``, mode 0600), created on first use, so every
+    daemon on one machine agrees and links survive restarts.
+    """
+    configured = config.http.secret_key
+    if configured:
+        return configured.encode("utf-8")
+    path = Path(platformdirs.user_state_dir("fmn")) / _SECRET_FILE
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing.encode("ascii")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = secrets.token_urlsafe(32)
+    try:
+        # O_EXCL: two daemons starting together must end up with one key.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip().encode("ascii")
+    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        handle.write(fresh)
+    log.warning(
+        "http.secret_key is not set; generated one in %s. Set http.secret_key when "
+        "more than one machine serves unsubscribe links.",
+        path,
+    )
+    return fresh.encode("ascii")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Links:
+    """Public URLs for messages, and the signed tokens inside them."""
+
+    public_url: str
+    secret: bytes = field(repr=False)
+    #: ``List-Id`` is ``<context.fmn.DOMAIN>``.
+    list_domain: str = "fedoraproject.org"
+
+    @classmethod
+    def from_config(cls, config: Config, secret: bytes | None = None) -> Links:
+        """Links for this deployment (the secret from :func:`load_secret_key` if not given)."""
+        domain = config.smtp.from_address.rpartition("@")[2] or (
+            urlsplit(config.http.public_url).hostname or "localhost"
+        )
+        return cls(
+            public_url=config.http.public_url.rstrip("/"),
+            secret=secret if secret is not None else load_secret_key(config),
+            list_domain=domain,
+        )
+
+    def _signature(self, payload: bytes) -> bytes:
+        digest = hmac.new(self.secret, b"fmn-unsubscribe\0" + payload, hashlib.sha256).digest()
+        return digest[:_SIGNATURE_BYTES]
+
+    def unsubscribe_token(self, user: str, context: str) -> str:
+        """A token that lets its holder turn off ``context`` for ``user``, and nothing else."""
+        payload = f"{user}\0{context}".encode()
+        return f"{_b64(payload)}.{_b64(self._signature(payload))}"
+
+    def verify_unsubscribe_token(self, token: str) -> tuple[str, str] | None:
+        """The (user, context) a genuine token names; None for a forged or garbled one."""
+        encoded, dot, signature = token.partition(".")
+        if not dot or not encoded or not signature:
+            return None
+        try:
+            payload = _unb64(encoded)
+            given = _unb64(signature)
+        except (binascii.Error, ValueError):
+            return None
+        if not hmac.compare_digest(given, self._signature(payload)):
+            return None
+        user, separator, context = payload.decode("utf-8", "replace").partition("\0")
+        if not separator or not user or not context:
+            return None
+        return user, context
+
+    def unsubscribe_url(self, user: str, context: str) -> str:
+        """The one-click unsubscribe URL for ``user``'s ``context``."""
+        return f"{self.public_url}/unsubscribe/{self.unsubscribe_token(user, context)}"
+
+    def list_id(self, context: str) -> str:
+        """The ``List-Id`` header value for a context."""
+        return f"<{context}.fmn.{self.list_domain}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One notification as structured data (live feed JSON, feed items)."""
+
+    id: int
+    message_id: str
+    topic: str
+    app: str
+    summary: str
+    url: str | None
+    filter: str
+    created: dt.datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """The live feed's JSON object."""
+        return {
+            "id": self.id,
+            "message_id": self.message_id,
+            "topic": self.topic,
+            "summary": self.summary,
+            "url": self.url,
+            "app": self.app,
+            "filter": self.filter,
+            "created": self.created.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for any transport."""
+
+    subject: str
+    #: The full plain-text body (email).
+    text: str
+    #: A one-or-two-line body for push services.
+    short: str
+    #: Extra email headers (``X-Fedmsg-*``, ``List-*``); read-only.
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    entries: tuple[Entry, ...] = ()
+    #: The link to the thing the message is about, when there is one.
+    url: str | None = None
+
+
+_FOOTER = (
+    "You get this because of your fmn filter {filter!r} for {context}.\n"
+    "To change what you receive, use the fmn TUI or send `fmn help` to the fmn bot on IRC."
+)
+
+
+def _clean(text: str) -> str:
+    # Summaries come from message bodies: keep subjects on one line.
+    return " ".join(text.split())
+
+
+def _entry(notification: ClaimedNotification) -> Entry:
+    return Entry(
+        id=notification.id,
+        message_id=notification.message_id,
+        topic=notification.topic,
+        app=notification.app,
+        summary=_clean(notification.summary) or notification.topic,
+        url=notification.url,
+        filter=notification.filter_name,
+        created=notification.created_at,
+    )
+
+
+def _headers(
+    notification: ClaimedNotification,
+    links: Links | None,
+    *,
+    digest: bool = False,
+) -> dict[str, str]:
+    headers: dict[str, str] = {
+        "X-Fedmsg-Topic": notification.topic if not digest else "digest",
+        "X-Fedmsg-Category": notification.app if not digest else "digest",
+    }
+    if not digest:
+        if notification.agent:
+            headers["X-Fedmsg-Username"] = notification.agent
+        if notification.packages:
+            headers["X-Fedmsg-Package"] = ", ".join(notification.packages)
+        headers["X-Fedmsg-Id"] = notification.message_id
+    if links is not None:
+        headers["List-Id"] = links.list_id(notification.context)
+        headers["List-Unsubscribe"] = (
+            f"<{links.unsubscribe_url(notification.user, notification.context)}>"
+        )
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+def _footer(notification: ClaimedNotification, links: Links | None, filters: str) -> str:
+    footer = _FOOTER.format(filter=filters, context=notification.context)
+    if links is not None:
+        url = links.unsubscribe_url(notification.user, notification.context)
+        footer += f"\nTo stop all {notification.context} from fmn in one click: {url}"
+    return footer
+
+
+def render(notification: ClaimedNotification, links: Links | None = None) -> Rendered:
+    """Render one notification: ``[app] summary``, the details, and a footer."""
+    entry = _entry(notification)
+    subject = f"[{entry.app}] {entry.summary}" if entry.app else entry.summary
+    lines = [notification.summary.strip() or entry.summary, ""]
+    if entry.url:
+        lines.append(f"Link: {entry.url}")
+    lines.append(f"Topic: {entry.topic}")
+    if notification.agent:
+        lines.append(f"By: {notification.agent}")
+    if notification.packages:
+        lines.append(f"Packages: {', '.join(notification.packages)}")
+    lines.append(f"Matched filter: {entry.filter}")
+    lines.extend(["", "-- ", _footer(notification, links, entry.filter)])
+    short = entry.summary if not entry.url else f"{entry.summary}\n{entry.url}"
+    return Rendered(
+        subject=subject,
+        text="\n".join(lines) + "\n",
+        short=short,
+        headers=MappingProxyType(_headers(notification, links)),
+        entries=(entry,),
+        url=entry.url,
+    )
+
+
+def render_digest(
+    notifications: Sequence[ClaimedNotification], links: Links | None = None
+) -> Rendered:
+    """Render several notifications of one user and context as one digest message."""
+    if not notifications:
+        raise ValueError("a digest needs at least one notification")
+    if len(notifications) == 1:
+        return render(notifications[0], links)
+    ordered = sorted(notifications, key=lambda n: (n.created_at, n.id))
+    first = ordered[0]
+    entries = tuple(_entry(n) for n in ordered)
+    apps = sorted({e.app for e in entries if e.app})
+    subject = f"[fmn] {len(entries)} notifications" + (f" ({', '.join(apps[:4])})" if apps else "")
+    lines = [f"{len(entries)} notifications since {first.created_at:%Y-%m-%d %H:%M} UTC:", ""]
+    for entry in entries:
+        prefix = f"[{entry.app}] " if entry.app else ""
+        lines.append(f"* {prefix}{entry.summary}")
+        if entry.url:
+            lines.append(f"  {entry.url}")
+        lines.append(f"  {entry.topic} (filter {entry.filter!r})")
+    filters = ", ".join(sorted({e.filter for e in entries}))
+    lines.extend(["", "-- ", _footer(first, links, filters)])
+    return Rendered(
+        subject=subject,
+        text="\n".join(lines) + "\n",
+        short=f"{len(entries)} notifications: "
+        + "; ".join(e.summary for e in entries[:3])
+        + ("; …" if len(entries) > 3 else ""),
+        headers=MappingProxyType(_headers(first, links, digest=True)),
+        entries=entries,
+        url=None,
+    )
+
+
+def render_confirmation(context: str, code: str, *, public_url: str | None = None) -> Rendered:
+    """The message that carries a destination's confirmation code."""
+    text = (
+        f"Someone (hopefully you) asked fmn to send {context} notifications here.\n\n"
+        f"To confirm, run:  fmn confirm {code}\n"
+        "in the fmn TUI or with the fmn bot on IRC. If this wasn't you, ignore this "
+        "message: nothing is sent here until the code is confirmed.\n"
+    )
+    if public_url:
+        text += f"\n-- \nfmn at {public_url}\n"
+    return Rendered(
+        subject="[fmn] Confirm this address",
+        text=text,
+        short=f"fmn confirmation code: {code}",
+        headers=MappingProxyType({"X-Fedmsg-Category": "fmn"}),
+    )

@@ -1,0 +1,555 @@
+"""The daemon's senders: claim due outbox rows, render, send, record the outcome.
+
+Every context but ``irc`` is delivered here (the IRC bot claims ``irc`` rows).
+Each round claims a batch (one transaction), decides what to do with each
+(user, context) group of it (a second transaction), sends with at most
+``delivery.senders`` sends in flight, and records each outcome in its own
+short transaction as soon as it is known.
+
+What happens to a claimed group, in this order:
+
+- **muted user**: postponed until ``muted_until`` (not an attempt).
+- **context turned off** (say by one-click unsubscribe after the row was
+  written): ``dead`` at once, with the reason; nothing is sent.
+- **no confirmed destination**: a failed attempt with the error
+  :data:`NO_ADDRESS_ERROR`, retried hourly (:data:`NO_ADDRESS_RETRY_SECONDS`) so
+  that confirming the address soon still delivers, and ``dead`` after
+  ``delivery.max_attempts`` (re-playable with ``requeue_dead``).
+- **digest** (``digest_minutes`` and/or ``digest_count``): rows wait (postponed)
+  until the oldest waiting row is ``digest_minutes`` old or ``digest_count`` rows
+  wait; then every waiting row of the group goes out as ONE message. With only a
+  count, a lone row waits at most :data:`COUNT_ONLY_MAX_WAIT`.
+- **rate limit**: when a user's context had more than
+  ``delivery.rate_limit_per_hour`` sends in the last hour, its new rows are
+  collected into a digest every :data:`RATE_LIMIT_DIGEST_MINUTES` minutes instead
+  of being dropped.
+- otherwise each row is sent on its own.
+
+A message goes to every confirmed destination of the context, each in its own
+``try``: one failing destination never stops the others. Outcome of a row:
+
+- every destination took it, or at least one did: **sent**. The destinations
+  that failed are noted (masked) in ``last_error`` and logged, but the row is not
+  retried, because a retry would send it again to those that took it.
+- every destination failed: **failed**, retried with backoff, ``dead`` after
+  ``delivery.max_attempts``; ``last_error`` holds the reasons.
+- fmn refused every destination (an unsafe or unusable address, see
+  ``TransportRefused``): **dead** at once; retrying cannot help.
+
+Confirmation codes for non-IRC destinations go out through the same
+transports on every round; a code that fails is retried a minute later.
+
+Stopping (``stop`` set): no new claims; sends in flight get
+``delivery.shutdown_grace_seconds`` to finish, the rest are cancelled and their
+rows released at once (back to ``pending``, no attempt counted) rather than
+left to their lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from fmn_core import outbox, preferences
+from fmn_core.config import Config
+from fmn_core.db import Database
+from fmn_core.destinations import mask_address
+from fmn_core.models import utcnow
+from fmn_core.outbox import ClaimedNotification
+from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
+
+from .metrics import Metrics
+from .service import in_thread
+from .transports import Transport, TransportError, TransportRefused, build_transports
+from .transports.live import LiveHub
+
+__all__ = [
+    "COUNT_ONLY_MAX_WAIT",
+    "DELIVERED_CONTEXTS_EXCLUDE",
+    "NO_ADDRESS_ERROR",
+    "NO_ADDRESS_RETRY_SECONDS",
+    "RATE_LIMIT_DIGEST_MINUTES",
+    "Delivery",
+]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: The bot delivers these.
+DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
+NO_ADDRESS_ERROR = "no confirmed address for this context; confirm one to receive these"
+NO_ADDRESS_RETRY_SECONDS = 3600.0
+DISABLED_ERROR = "this context is turned off for the user; nothing was sent"
+RATE_LIMIT_DIGEST_MINUTES = 15
+COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
+CODE_RETRY_SECONDS = 60.0
+_DB_BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One message to send: a single row, or a digest of a group's rows."""
+
+    rows: tuple[ClaimedNotification, ...]
+    digest: bool
+
+    @property
+    def ids(self) -> list[int]:
+        return [r.id for r in self.rows]
+
+    @property
+    def head(self) -> ClaimedNotification:
+        return self.rows[0]
+
+
+@dataclass
+class _Round:
+    """What one round decided: jobs to send, and how many rows were settled without sending."""
+
+    jobs: list[_Job]
+    settled: int
+
+
+class Delivery:
+    """Claims and sends every context but ``irc``; see the module docstring."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        metrics: Metrics,
+        live: LiveHub | None = None,
+        *,
+        transports: Mapping[str, Transport] | None = None,
+        links: Links | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.metrics = metrics
+        self.live = live
+        self.transports: Mapping[str, Transport] = (
+            transports if transports is not None else build_transports(config, live)
+        )
+        self.links = links if links is not None else Links.from_config(config)
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
+        self._senders = asyncio.Semaphore(config.delivery.senders)
+        self._inflight: dict[asyncio.Task[None], _Job] = {}
+        self._code_retry_at: dict[int, float] = {}
+
+    # -- the one way into core ------------------------------------------------
+
+    async def _core(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``function(session, *args, **kwargs)`` in a worker thread, in one transaction."""
+        return await in_thread(self._unit, function, args, kwargs)
+
+    def _unit(self, function: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        with self.db.begin() as session:
+            return function(session, *args, **kwargs)
+
+    # -- running ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, then finish or release what is in flight.
+
+        Cancelling the task (a forced stop) skips the grace period: sends in
+        flight are cancelled at once and their rows released.
+        """
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    handled = await self.round(stop)
+                    failures = 0
+                except SQLAlchemyError as exc:
+                    failures += 1
+                    self.metrics.inc("db_errors")
+                    delay = min(
+                        _DB_BACKOFF_MAX, self.config.delivery.idle_poll_seconds * 2**failures
+                    )
+                    log.warning(
+                        "delivery: database error (%s); retrying in %.1fs",
+                        exc.__class__.__name__,
+                        delay,
+                    )
+                    await _wait(stop, delay)
+                    continue
+                if handled == 0:
+                    await _wait(stop, self.config.delivery.idle_poll_seconds)
+        except BaseException:
+            await self._finish(0.0)
+            raise
+        await self._finish(self.config.delivery.shutdown_grace_seconds)
+
+    async def drain(self, timeout: float) -> int:
+        """Deliver until no row is due (and no code waits); returns rows handled.
+
+        For the demo and tests; raises ``TimeoutError`` if rows keep coming after
+        ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        total = 0
+        while True:
+            handled = await self.round()
+            total += handled
+            if handled == 0:
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rows were still due after {timeout}s ({total} handled)")
+
+    async def round(self, stop: asyncio.Event | None = None) -> int:
+        """One round: send pending codes, claim a batch, settle and send it.
+
+        Returns how many rows and codes it handled (0 means there was nothing to do).
+        """
+        handled = await self._send_codes()
+        delivery = self.config.delivery
+        claimed = await self._core(
+            outbox.claim_due,
+            worker=self.worker,
+            exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
+            limit=delivery.batch_size,
+            lease_seconds=delivery.claim_lease_seconds,
+        )
+        if not claimed:
+            return handled
+        plan = await self._core(self._plan, claimed)
+        if plan.settled:
+            log.debug("delivery: %d claimed rows settled without sending", plan.settled)
+        # One semaphore per round: a round waits for its sends, and a fresh one
+        # never belongs to another event loop (drain() from a new loop in tests).
+        self._senders = asyncio.Semaphore(delivery.senders)
+        for job in plan.jobs:
+            task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
+            self._inflight[task] = job
+            task.add_done_callback(self._done)
+        await self._await_inflight(stop)
+        claimed_ids = {c.id for c in claimed}
+        # Digests may have pulled in waiting rows that were not due yet.
+        extra = sum(1 for job in plan.jobs for row in job.rows if row.id not in claimed_ids)
+        return handled + len(claimed) + extra
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        job = self._inflight.pop(task, None)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            # Recording the outcome failed (the database went away): the rows stay
+            # claimed and are sent again once their lease expires.
+            log.error(
+                "delivery: could not record the outcome for rows %s: %r",
+                job.ids if job else "?",
+                error,
+            )
+
+    async def _await_inflight(self, stop: asyncio.Event | None) -> None:
+        """Wait for this round's sends; return early (leaving them to ``_finish``) on stop."""
+        if not self._inflight:
+            return
+        if stop is None:
+            await asyncio.wait(list(self._inflight))
+            return
+        stopper = asyncio.create_task(stop.wait(), name="delivery-stop-wait")
+        try:
+            while self._inflight and not stop.is_set():
+                await asyncio.wait([*self._inflight, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            await asyncio.gather(stopper, return_exceptions=True)
+
+    async def _finish(self, grace: float) -> None:
+        """Give sends in flight ``grace`` seconds, cancel the rest, release their rows."""
+        if not self._inflight:
+            return
+        _, pending = (
+            await asyncio.wait(list(self._inflight), timeout=grace)
+            if grace > 0
+            else (set(), set(self._inflight))
+        )
+        if not pending:
+            return
+        log.warning("delivery: cancelling %d sends still running after %.0fs", len(pending), grace)
+        ids = [i for task in pending if task in self._inflight for i in self._inflight[task].ids]
+        for task in pending:
+            task.cancel("the daemon is stopping")
+        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            released = await self._core(outbox.release, ids, worker=self.worker)
+            log.info("delivery: released %d unsent rows", released)
+        except SQLAlchemyError:
+            log.warning("delivery: could not release %d rows; their lease will expire", len(ids))
+
+    # -- deciding ---------------------------------------------------------------
+
+    def _plan(self, session: Session, claimed: Sequence[ClaimedNotification]) -> _Round:
+        """Settle what needs no sending; group the rest into jobs (one transaction)."""
+        delivery = self.config.delivery
+        now = utcnow()
+        groups: dict[tuple[int, str], list[ClaimedNotification]] = {}
+        for row in claimed:
+            groups.setdefault(row.group, []).append(row)
+        stats = outbox.group_stats(session, groups, now=now)
+        jobs: list[_Job] = []
+        settled = 0
+        for key, rows in groups.items():
+            head = rows[0]
+            ids = [r.id for r in rows]
+            if head.muted_until is not None and head.muted_until > now:
+                outbox.postpone(
+                    session,
+                    ids,
+                    head.muted_until,
+                    note=f"held: the user muted fmn until {head.muted_until:%Y-%m-%d %H:%M} UTC",
+                )
+                settled += len(ids)
+                continue
+            if not head.enabled:
+                for row_id in ids:
+                    outbox.mark_failed(
+                        session,
+                        row_id,
+                        DISABLED_ERROR,
+                        max_attempts=1,
+                        backoff_seconds=0,
+                        backoff_max_seconds=0,
+                        now=now,
+                    )
+                self.metrics.inc("notifications_dead", len(ids))
+                settled += len(ids)
+                continue
+            if not head.destinations:
+                for row_id in ids:
+                    state = outbox.mark_failed(
+                        session,
+                        row_id,
+                        NO_ADDRESS_ERROR,
+                        max_attempts=delivery.max_attempts,
+                        backoff_seconds=NO_ADDRESS_RETRY_SECONDS,
+                        backoff_max_seconds=NO_ADDRESS_RETRY_SECONDS,
+                        now=now,
+                    )
+                    self._count_failure(state)
+                log.info(
+                    "delivery: user %s has no confirmed %s address; %d rows wait",
+                    head.user,
+                    head.context,
+                    len(ids),
+                )
+                settled += len(ids)
+                continue
+            stat = stats[key]
+            limited = stat.sent_last_hour + len(rows) > delivery.rate_limit_per_hour
+            if head.wants_digest or limited:
+                job = self._digest_or_wait(session, rows, stat, limited, now)
+                if job is None:
+                    settled += len(ids)
+                else:
+                    jobs.append(job)
+                continue
+            jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+        return _Round(jobs=jobs, settled=settled)
+
+    def _digest_or_wait(
+        self,
+        session: Session,
+        rows: list[ClaimedNotification],
+        stat: outbox.GroupStats,
+        limited: bool,
+        now: dt.datetime,
+    ) -> _Job | None:
+        head = rows[0]
+        minutes = head.digest_minutes
+        if limited:
+            minutes = max(minutes, RATE_LIMIT_DIGEST_MINUTES)
+        window = dt.timedelta(minutes=minutes) if minutes > 0 else COUNT_ONLY_MAX_WAIT
+        oldest = min(stat.oldest_waiting or head.created_at, head.created_at)
+        count_reached = head.digest_count > 0 and stat.waiting >= head.digest_count
+        if oldest + window <= now or count_reached:
+            more = outbox.claim_group(
+                session,
+                worker=self.worker,
+                user_id=head.user_id,
+                context=head.context,
+                lease_seconds=self.config.delivery.claim_lease_seconds,
+                now=now,
+            )
+            seen = {r.id for r in rows}
+            everything = sorted(
+                [*rows, *(r for r in more if r.id not in seen)], key=lambda r: (r.created_at, r.id)
+            )
+            return _Job(rows=tuple(everything), digest=True)
+        until = oldest + window
+        why = "rate limit" if limited and not head.wants_digest else "digest"
+        outbox.postpone(
+            session,
+            [r.id for r in rows],
+            until,
+            note=f"held for a {why} until {until:%Y-%m-%d %H:%M} UTC",
+        )
+        return None
+
+    # -- sending ----------------------------------------------------------------
+
+    def _render(self, job: _Job) -> Rendered:
+        links = self.links if job.head.context == "email" else None
+        return render_digest(job.rows, links) if job.digest else render(job.head, links)
+
+    async def _deliver(self, job: _Job) -> None:
+        async with self._senders:
+            head = job.head
+            transport = self.transports.get(head.context)
+            errors: list[str] = []
+            refused: list[str] = []
+            accepted = 0
+            if transport is None:
+                errors.append(f"this daemon does not deliver {head.context}")
+            else:
+                rendered = self._render(job)
+                for destination in head.destinations:
+                    masked = mask_address(head.context, destination)
+                    try:
+                        await transport.send(destination, rendered)
+                    except TransportRefused as exc:
+                        refused.append(f"{masked}: {exc.reason}")
+                    except TransportError as exc:
+                        errors.append(f"{masked}: {exc.reason}")
+                    except Exception:  # a transport's bug must not stop the other destinations
+                        reference = uuid.uuid4().hex[:8]
+                        log.exception(
+                            "delivery: internal error %s sending message %s to %s",
+                            reference,
+                            head.message_id,
+                            masked,
+                        )
+                        errors.append(f"{masked}: internal error (reference {reference})")
+                    else:
+                        accepted += 1
+            # Recorded inside the slot, so at most ``senders`` sessions are busy at
+            # once. Cancelled while recording (a forced stop), the worker thread
+            # still commits; the release that follows leaves recorded rows alone.
+            await self._record(job, accepted, errors, refused)
+
+    async def _record(
+        self, job: _Job, accepted: int, errors: list[str], refused: list[str]
+    ) -> None:
+        head = job.head
+        ids = job.ids
+        problems = errors + refused
+        if accepted:
+            note = None
+            if problems:
+                note = f"delivered to {accepted} of {accepted + len(problems)} destinations; " + (
+                    "; ".join(problems)
+                )
+                log.warning(
+                    "delivery: message %s for %s/%s: %s",
+                    head.message_id,
+                    head.user,
+                    head.context,
+                    note,
+                )
+            await self._core(outbox.mark_sent, ids, note=note)
+            self.metrics.inc("notifications_sent", len(ids))
+            log.info(
+                "delivery: sent message %s to %s/%s (%d rows%s)",
+                head.message_id,
+                head.user,
+                head.context,
+                len(ids),
+                ", digest" if job.digest else "",
+            )
+            return
+        error = "; ".join(problems) or "no destination took the message"
+        delivery = self.config.delivery
+        max_attempts = 1 if refused and not errors else delivery.max_attempts
+        states = await self._core(self._fail_all, ids, error, max_attempts)
+        for state in states:
+            self._count_failure(state)
+        log.warning(
+            "delivery: message %s for %s/%s failed (%s): %s",
+            head.message_id,
+            head.user,
+            head.context,
+            states[0] if states else "?",
+            error,
+        )
+
+    def _fail_all(
+        self, session: Session, ids: list[int], error: str, max_attempts: int
+    ) -> list[str]:
+        delivery = self.config.delivery
+        return [
+            outbox.mark_failed(
+                session,
+                row_id,
+                error,
+                max_attempts=max_attempts,
+                backoff_seconds=delivery.backoff_seconds,
+                backoff_max_seconds=delivery.backoff_max_seconds,
+            )
+            for row_id in ids
+        ]
+
+    def _count_failure(self, state: str) -> None:
+        self.metrics.inc("notifications_dead" if state == "dead" else "notifications_failed")
+
+    # -- confirmation codes -------------------------------------------------------
+
+    async def _send_codes(self) -> int:
+        codes = await self._core(preferences.pending_confirmation_codes, contexts=self.contexts)
+        sent = 0
+        now = time.monotonic()
+        for code in codes:
+            if self._code_retry_at.get(code.destination_id, 0.0) > now:
+                continue
+            transport = self.transports.get(code.context)
+            if transport is None:
+                continue
+            masked = mask_address(code.context, code.address)
+            rendered = render_confirmation(
+                code.context, code.code, public_url=self.config.http.public_url
+            )
+            try:
+                await transport.send(code.address, rendered)
+            except TransportError as exc:
+                self._code_retry_at[code.destination_id] = now + CODE_RETRY_SECONDS
+                log.warning(
+                    "delivery: confirmation code for %s/%s to %s not sent: %s",
+                    code.user,
+                    code.context,
+                    masked,
+                    exc.reason,
+                )
+                continue
+            self._code_retry_at.pop(code.destination_id, None)
+            await self._core(preferences.mark_code_sent, code.destination_id)
+            log.info(
+                "delivery: sent a confirmation code for %s/%s to %s",
+                code.user,
+                code.context,
+                masked,
+            )
+            sent += 1
+        return sent
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,76 @@
+"""Transports: the one seam between rendered notifications and the outside world.
+
+Every transport has one method, ``async send(destination, rendered)``, which
+returns when the destination accepted the message and raises
+:class:`TransportError` with a reason a user can read when it did not. Tests and
+other backends plug in by implementing the same method.
+
+::
+
+    TransportError          the destination did not take the message
+    └── TransportRefused    fmn refused to send there (bad or unsafe address);
+                            retrying cannot help
+
+Which transport serves which context is decided in :func:`build_transports`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from fmn_core.config import Config
+from fmn_core.rendering import Rendered
+
+if TYPE_CHECKING:
+    from .live import LiveHub
+
+__all__ = [
+    "Transport",
+    "TransportError",
+    "TransportRefused",
+    "build_transports",
+]
+
+
+class TransportError(Exception):
+    """A destination did not accept a message; ``str()`` says why, for users."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r})"
+
+
+class TransportRefused(TransportError):
+    """fmn will not send to this destination (unsafe or unusable); do not retry."""
+
+
+class Transport(Protocol):
+    """Sends one rendered message to one destination."""
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        """Deliver, or raise :class:`TransportError` with a readable reason."""
+        ...
+
+
+def build_transports(config: Config, live: LiveHub | None = None) -> Mapping[str, Transport]:
+    """The transport for each context the daemon delivers (``irc`` is the bot's)."""
+    from .email import EmailTransport
+    from .feed import FeedTransport
+    from .live import LiveTransport
+    from .push import AndroidTransport, PushTransport
+
+    push = PushTransport(config.push)
+    transports: dict[str, Transport] = {
+        "email": EmailTransport(config.smtp),
+        "push": push,
+        "desktop": push,
+        "android": AndroidTransport(push, config.fcm, config.push),
+        "rss": FeedTransport(),
+    }
+    if live is not None:
+        transports["live"] = LiveTransport(live)
+    return {context: t for context, t in transports.items() if context in config.contexts}

@@ -1,0 +1,90 @@
+"""The one place fmn calls Apprise: a single service, one notification, a reason on failure."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import apprise
+
+from fmn_core.outbox import scrub_error
+
+__all__ = ["asset", "notify_once", "plugin_for"]
+
+_PATH_RE = re.compile(r"\b(url|path): ?/\S*", re.IGNORECASE)
+_URL_RE = re.compile(
+    r"\b([a-z][a-z0-9+.-]*)://([^/\s'\"?@]*@)?([^/\s'\"?]*)[^\s'\"]*", re.IGNORECASE
+)
+
+
+class _MaskAddresses(logging.Filter):
+    """Apprise logs the addresses and URLs it sends to; fmn's logs must not show them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = _URL_RE.sub(lambda m: f"{m.group(1)}://{m.group(3)}/***", record.getMessage())
+        text = _PATH_RE.sub(lambda m: f"{m.group(1)}: /***", text)
+        record.msg = scrub_error(text)
+        record.args = ()
+        return True
+
+
+_MASK = _MaskAddresses()
+
+
+def _mask_apprise_logs() -> None:
+    apprise_logger = logging.getLogger("apprise")
+    if _MASK not in apprise_logger.filters:
+        apprise_logger.addFilter(_MASK)
+
+
+#: Apprise's own logging of why a send failed (captured into the result).
+_CAPTURE_LEVEL = logging.DEBUG
+_USEFUL_LEVELS = ("WARNING", "ERROR", "CRITICAL")
+
+
+def asset() -> apprise.AppriseAsset:
+    """fmn's Apprise asset: no redirects by default, no persistent storage."""
+    _mask_apprise_logs()
+    return apprise.AppriseAsset(
+        app_id="fmn",
+        app_desc="Fedora Notifications",
+        http_redirects=False,
+        storage_mode="memory",
+    )
+
+
+def plugin_for(url: str) -> Any:
+    """The Apprise plugin for ``url``, or None when Apprise cannot use it."""
+    return apprise.Apprise.instantiate(url, asset=asset(), suppress_exceptions=True)
+
+
+def _reason(result: Any) -> str:
+    warnings: list[str] = []
+    details: list[str] = []
+    for entry in result.logs():
+        message = " ".join(str(entry.message).split())
+        if not message:
+            continue
+        if entry.level in _USEFUL_LEVELS:
+            warnings.append(message)
+        elif "exception" in message.lower() or "error" in message.lower():
+            details.append(message)
+    parts = list(dict.fromkeys(warnings[:3] + details[:2]))
+    return "; ".join(parts) if parts else f"Apprise reported {result.status.name}"
+
+
+def notify_once(target: str | Any, *, title: str, body: str) -> str | None:
+    """Send through one Apprise service (a URL or a prepared plugin); None on
+    success, otherwise Apprise's own account of what went wrong."""
+    plugin = plugin_for(target) if isinstance(target, str) else target
+    if plugin is None:
+        return "Apprise cannot use this URL"
+    notifier = apprise.Apprise(asset=plugin.asset)
+    notifier.add(plugin)
+    with notifier.notify(
+        body=body, title=title, body_format="text", log_level=_CAPTURE_LEVEL
+    ) as result:
+        if result:
+            return None
+        return _reason(result)

@@ -1,0 +1,73 @@
+"""RSS/Atom feeds: per user, behind a secret token, built from sent notifications.
+
+"Sending" an ``rss`` notification only marks it sent: a feed reader polls, so
+the feed (``/feeds/<token>.atom`` or ``.rss``) is built on request from that
+user's newest sent ``rss`` notifications (see :func:`build_feed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from feedgen.feed import FeedGenerator
+
+from fmn_core.destinations import check_feed_token
+from fmn_core.errors import InvalidDestination
+from fmn_core.outbox import SentEntry
+from fmn_core.rendering import Rendered
+
+from . import TransportRefused
+
+__all__ = ["FEED_LIMIT", "FeedTransport", "build_feed"]
+
+#: How many notifications a feed shows.
+FEED_LIMIT = 50
+
+
+class FeedTransport:
+    """Accepts ``rss`` notifications; the feed endpoint serves them once sent."""
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        """Nothing to push: the row being marked sent is what puts it in the feed."""
+        try:
+            check_feed_token(destination)
+        except InvalidDestination as exc:
+            raise TransportRefused(str(exc)) from None
+
+
+def build_feed(
+    user: str,
+    entries: Sequence[SentEntry],
+    *,
+    feed_url: str,
+    kind: Literal["atom", "rss"],
+) -> bytes:
+    """The feed document for ``user``'s entries (newest first)."""
+    generator = FeedGenerator()
+    generator.id(feed_url)
+    generator.title(f"fmn notifications for {user}")
+    generator.author({"name": "fmn"})
+    generator.link(href=feed_url, rel="self")
+    generator.description(f"Fedora bus messages that matched {user}'s fmn filters")
+    generator.language("en")
+    if entries:
+        generator.updated(max(e.sent_at for e in entries))
+    # feedgen prepends each new entry: add oldest first so the document lists newest first.
+    for entry in reversed(entries):
+        item = generator.add_entry()
+        item.id(f"{feed_url}#{entry.id}")
+        item.guid(f"{feed_url}#{entry.id}", permalink=False)
+        title = f"[{entry.app}] {entry.summary}" if entry.app else entry.summary
+        item.title(title)
+        if entry.url:
+            item.link(href=entry.url)
+        item.description(f"{entry.summary} (topic {entry.topic}, filter {entry.filter_name!r})")
+        item.category(term=entry.app or "fedora")
+        item.published(entry.created_at)
+        item.updated(entry.sent_at)
+    if kind == "atom":
+        return bytes(generator.atom_str(pretty=True))
+    # RSS needs a channel link even when no item has one.
+    generator.link(href=feed_url, rel="alternate")
+    return bytes(generator.rss_str(pretty=True))

@@ -1,0 +1,180 @@
+"""Push, desktop and Android notifications through users' Apprise URLs, and FCM.
+
+A user's push URL was checked when it was saved; it is checked again here at
+send time (``fmn_core.destinations.check_push_url``), because the operator's
+allowed schemes may have changed since, and the host it names is resolved again
+and every address it resolves to must be public (``is_public_address``) unless
+``push.allow_private_hosts`` is set. HTTP redirects are never followed: the
+plugin's ``redirects`` switch (which every HTTP plugin fmn allows passes to
+``requests`` as ``allow_redirects``) is forced off, whatever the URL says.
+
+Known limit: Apprise's plugins resolve the host again when they connect, so a
+name whose DNS answer changes within the second between the check and the
+connection (DNS rebinding) can still reach a private address. Closing that
+window needs an egress firewall or proxy for the daemon, which operators of
+exposed deployments should have anyway.
+
+Android: an Apprise URL (ntfy/UnifiedPush...) goes the same way as push. A bare
+Firebase device token (``fcm:TOKEN``) is sent through Apprise's ``fcm://``
+plugin with the operator's Firebase project and service-account key, and only
+when ``[fcm] project`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from fmn_core.config import FcmConfig, PushConfig
+from fmn_core.destinations import address_problem, check_push_url, mask_address
+from fmn_core.errors import InvalidDestination
+from fmn_core.outbox import scrub_error
+from fmn_core.rendering import Rendered
+
+from . import TransportError, TransportRefused
+from ._apprise import notify_once, plugin_for
+
+__all__ = ["FCM_PREFIX", "AndroidTransport", "FcmTransport", "PushTransport"]
+
+log = logging.getLogger(__name__)
+
+#: An Android destination of the form ``fcm:<device token>``.
+FCM_PREFIX = "fcm:"
+_FCM_TOKEN_RE = re.compile(r"^[A-Za-z0-9_:-]{20,4096}$")
+
+#: Schemes whose plugin always talks to the service's fixed public API.
+_FIXED_ENDPOINTS = frozenset({"tgram", "pover", "pbul", "discord", "slack"})
+
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]
+
+
+class PushTransport:
+    """Sends through a user's Apprise URL, after checking where it leads."""
+
+    def __init__(self, push: PushConfig, *, resolver: Resolver | None = None) -> None:
+        self.push = push
+        self.resolver: Resolver = resolver if resolver is not None else socket.getaddrinfo
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        """Push ``rendered`` to the URL ``destination``."""
+        try:
+            url = check_push_url(destination, self.push, resolve=False)
+        except InvalidDestination as exc:
+            raise TransportRefused(str(exc)) from None
+        await asyncio.to_thread(self._send, url, rendered)
+
+    def _plugin(self, url: str) -> Any:
+        plugin = plugin_for(url)
+        if plugin is None:
+            raise TransportRefused("Apprise cannot use this push URL; set it again.")
+        # Whatever ?redirect= the URL carries: a redirect could lead anywhere.
+        plugin.redirects = False
+        plugin.socket_connect_timeout = self.push.timeout_seconds
+        plugin.socket_read_timeout = self.push.timeout_seconds
+        return plugin
+
+    def _connect_host(self, plugin: Any) -> str | None:
+        """The host the plugin will connect to, or None for a fixed public API."""
+        schema = str(getattr(plugin, "schema", "")).lower()
+        if schema in _FIXED_ENDPOINTS:
+            return None
+        if getattr(plugin, "mode", None) == "cloud":  # ntfy's public ntfy.sh
+            return None
+        host = getattr(plugin, "host", None)
+        return str(host) if host else None
+
+    def check_resolved(self, host: str) -> None:
+        """Refuse a host that resolves to any non-public address."""
+        if self.push.allow_private_hosts:
+            return
+        try:
+            results = self.resolver(host, None)
+        except (OSError, UnicodeError) as exc:
+            raise TransportError(
+                f"the push server's name {host} does not resolve ({exc})"
+            ) from None
+        if not results:
+            raise TransportError(f"the push server's name {host} does not resolve")
+        for result in results:
+            address = str(result[-1][0])
+            problem = address_problem(address)
+            if problem is not None:
+                raise TransportRefused(
+                    f"the push server {host} resolves to {problem}; fmn only sends to "
+                    "public servers. Set a push URL on a public server."
+                )
+
+    def _send(self, url: str, rendered: Rendered) -> None:
+        plugin = self._plugin(url)
+        host = self._connect_host(plugin)
+        if host is not None:
+            self.check_resolved(host)
+        problem = notify_once(plugin, title=rendered.subject, body=rendered.short)
+        if problem is not None:
+            raise TransportError(
+                scrub_error(
+                    f"the push service did not take the message ({problem})", [url], context="push"
+                )
+            )
+        log.debug("pushed to %s", mask_address("push", url))
+
+
+class FcmTransport:
+    """Firebase Cloud Messaging with the operator's Firebase project."""
+
+    def __init__(self, fcm: FcmConfig, push: PushConfig) -> None:
+        self.fcm = fcm
+        self.push = push
+
+    def url_for(self, token: str) -> str:
+        """Apprise's ``fcm://`` URL for a device token (operator settings only)."""
+        return (
+            f"fcm://{quote(self.fcm.project, safe='')}/{quote(token, safe='')}"
+            f"?mode=oauth2&keyfile={quote(self.fcm.keyfile, safe='')}"
+        )
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        """Send to the device ``destination`` (``fcm:TOKEN`` or a bare token)."""
+        if not self.fcm.project or not self.fcm.keyfile:
+            raise TransportRefused(
+                "This server does not deliver to Firebase (FCM); use an ntfy or UnifiedPush URL."
+            )
+        token = destination.removeprefix(FCM_PREFIX)
+        if not _FCM_TOKEN_RE.match(token):
+            raise TransportRefused("This is not a Firebase device token; register the app again.")
+        await asyncio.to_thread(self._send, self.url_for(token), rendered)
+
+    def _send(self, url: str, rendered: Rendered) -> None:
+        plugin = plugin_for(url)
+        if plugin is None:
+            raise TransportError(
+                "the server's Firebase settings are not usable (fcm.project, fcm.keyfile)"
+            )
+        plugin.redirects = False
+        plugin.socket_connect_timeout = self.push.timeout_seconds
+        plugin.socket_read_timeout = self.push.timeout_seconds
+        problem = notify_once(plugin, title=rendered.subject, body=rendered.short)
+        if problem is not None:
+            raise TransportError(
+                scrub_error(f"Firebase did not take the message ({problem})", [url])
+            )
+
+
+class AndroidTransport:
+    """Android: Apprise URLs like push; ``fcm:`` device tokens through FCM."""
+
+    def __init__(self, push: PushTransport, fcm: FcmConfig, push_config: PushConfig) -> None:
+        self.push = push
+        self.fcm = FcmTransport(fcm, push_config)
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        """Send to an Android device."""
+        if "://" in destination:
+            await self.push.send(destination, rendered)
+        else:
+            await self.fcm.send(destination, rendered)

@@ -1,0 +1,162 @@
+"""Rendering: subjects, bodies, headers, digests, and signed unsubscribe links."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import stat
+from pathlib import Path
+
+from fmn_core.config import Config, HttpConfig, SmtpConfig
+from fmn_core.outbox import ClaimedNotification
+from fmn_core.rendering import Links, load_secret_key, render, render_confirmation, render_digest
+
+SECRET = b"test-secret"
+
+
+def claimed(**changes: object) -> ClaimedNotification:
+    base = ClaimedNotification(
+        id=7,
+        message_id="1ad33449-4c4d-5a09-9af1-ad29487bf3e9",
+        topic="org.fedoraproject.prod.bodhi.buildroot_override.tag",
+        app="bodhi",
+        summary="lmacken submitted a buildroot override for libxcrypt-4.4.4-2.fc28",
+        url="https://bodhi.fedoraproject.org/overrides/libxcrypt-4.4.4-2.fc28",
+        agent="lmacken",
+        usernames=("lmacken",),
+        packages=("libxcrypt", "glibc"),
+        severity=20,
+        user_id=1,
+        user="jo",
+        context="email",
+        filter_name="my packages",
+        created_at=dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC),
+        attempts=0,
+        enabled=True,
+        digest_minutes=0,
+        digest_count=0,
+        muted_until=None,
+        destinations=("jo@example.org",),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def links() -> Links:
+    return Links(
+        public_url="https://fmn.example.org", secret=SECRET, list_domain="fedoraproject.org"
+    )
+
+
+def test_render_subject_body_and_footer() -> None:
+    rendered = render(claimed(), links())
+    assert rendered.subject == (
+        "[bodhi] lmacken submitted a buildroot override for libxcrypt-4.4.4-2.fc28"
+    )
+    text = rendered.text
+    assert "lmacken submitted a buildroot override" in text
+    assert "https://bodhi.fedoraproject.org/overrides/libxcrypt-4.4.4-2.fc28" in text
+    assert "org.fedoraproject.prod.bodhi.buildroot_override.tag" in text
+    assert "my packages" in text
+    assert "fmn TUI" in text and "fmn help" in text
+    assert "https://fmn.example.org/unsubscribe/" in text
+    assert rendered.short.endswith(rendered.url or "")
+    assert [e.id for e in rendered.entries] == [7]
+    assert rendered.entries[0].as_json()["filter"] == "my packages"
+
+
+def test_render_email_headers() -> None:
+    headers = render(claimed(), links()).headers
+    assert headers["X-Fedmsg-Topic"] == "org.fedoraproject.prod.bodhi.buildroot_override.tag"
+    assert headers["X-Fedmsg-Category"] == "bodhi"
+    assert headers["X-Fedmsg-Username"] == "lmacken"
+    assert headers["X-Fedmsg-Package"] == "libxcrypt, glibc"
+    assert headers["List-Id"] == "<email.fmn.fedoraproject.org>"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = headers["List-Unsubscribe"]
+    assert unsubscribe.startswith("<https://fmn.example.org/unsubscribe/") and unsubscribe.endswith(
+        ">"
+    )
+    token = unsubscribe.rsplit("/", 1)[1].rstrip(">")
+    assert links().verify_unsubscribe_token(token) == ("jo", "email")
+
+
+def test_render_without_links_has_no_unsubscribe_headers() -> None:
+    rendered = render(claimed(context="push"))
+    assert "List-Unsubscribe" not in rendered.headers
+    assert "unsubscribe" not in rendered.text
+
+
+def test_render_summary_falls_back_to_topic_and_stays_on_one_line() -> None:
+    assert render(claimed(summary="")).subject == (
+        "[bodhi] org.fedoraproject.prod.bodhi.buildroot_override.tag"
+    )
+    rendered = render(claimed(summary="line one\nBcc: evil@example.org"))
+    assert "\n" not in rendered.subject
+    assert rendered.subject == "[bodhi] line one Bcc: evil@example.org"
+
+
+def test_render_digest_lists_every_notification_in_one_message() -> None:
+    rows = [
+        claimed(id=3, summary="third", created_at=dt.datetime(2024, 5, 1, 12, 3, tzinfo=dt.UTC)),
+        claimed(
+            id=1,
+            summary="first",
+            app="koji",
+            url=None,
+            created_at=dt.datetime(2024, 5, 1, 12, 1, tzinfo=dt.UTC),
+        ),
+        claimed(
+            id=2,
+            summary="second",
+            filter_name="other",
+            created_at=dt.datetime(2024, 5, 1, 12, 2, tzinfo=dt.UTC),
+        ),
+    ]
+    rendered = render_digest(rows, links())
+    assert rendered.subject == "[fmn] 3 notifications (bodhi, koji)"
+    assert [e.id for e in rendered.entries] == [1, 2, 3]
+    text = rendered.text
+    assert text.index("first") < text.index("second") < text.index("third")
+    assert "'other'" in text and "'my packages'" in text
+    assert rendered.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert render_digest(rows[:1], links()).subject == render(rows[0], links()).subject
+
+
+def test_links_reject_tampered_and_foreign_tokens() -> None:
+    token = links().unsubscribe_token("jo", "email")
+    encoded, signature = token.split(".")
+    other = links().unsubscribe_token("al", "email")
+    forged = other.split(".")[0] + "." + signature  # al's name with jo's signature
+    assert links().verify_unsubscribe_token(forged) is None
+    assert links().verify_unsubscribe_token(encoded + "." + signature[:-2] + "AA") is None
+    assert links().verify_unsubscribe_token(encoded) is None
+    assert links().verify_unsubscribe_token("not a token at all") is None
+    other_secret = Links(public_url="https://x", secret=b"another")
+    assert other_secret.verify_unsubscribe_token(token) is None
+
+
+def test_load_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
+    config = Config()
+    first = load_secret_key(config)
+    assert len(first) >= 32
+    assert load_secret_key(config) == first
+    (key_file,) = (tmp_path / "state").rglob("http-secret-key")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    configured = Config(http=HttpConfig(secret_key="from-config"))
+    assert load_secret_key(configured) == b"from-config"
+
+
+def test_links_from_config_use_public_url_and_mail_domain() -> None:
+    config = Config(
+        http=HttpConfig(public_url="https://notify.example.org/", secret_key="k"),
+        smtp=SmtpConfig(from_address="fmn@example.org"),
+    )
+    made = Links.from_config(config)
+    assert made.unsubscribe_url("jo", "email").startswith("https://notify.example.org/unsubscribe/")
+    assert made.list_id("email") == "<email.fmn.example.org>"
+
+
+def test_render_confirmation_carries_the_code() -> None:
+    rendered = render_confirmation("email", "ABCD2345")
+    assert "fmn confirm ABCD2345" in rendered.text
+    assert "ABCD2345" in rendered.short

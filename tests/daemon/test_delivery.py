@@ -1,0 +1,429 @@
+"""The senders: real SMTP and HTTP receivers, the outbox on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from core.test_outbox import add_notification, add_user, state_of
+from sqlalchemy import select, update
+
+from daemon.conftest import PushReceiver, SmtpServer, free_port
+from fmn_core import preferences
+from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, SmtpConfig
+from fmn_core.db import Database, make_engine
+from fmn_core.models import Base, Confirmation, Notification, User, utcnow
+from fmn_core.rendering import Links, Rendered
+from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Delivery
+from fmn_daemon.metrics import Metrics
+from fmn_daemon.transports import Transport, TransportError
+from fmn_daemon.transports.live import LiveHub
+
+
+def make_config(db: Database, smtp: SmtpServer | None = None, **delivery: Any) -> Config:
+    delivery.setdefault("senders", 1)  # the PostgreSQL fixture shares one connection
+    delivery.setdefault("idle_poll_seconds", 0.05)
+    return db.config.replace(
+        smtp=SmtpConfig(
+            host="127.0.0.1", port=smtp.port if smtp else free_port(), timeout_seconds=5
+        ),
+        push=PushConfig(allow_private_hosts=True, timeout_seconds=5),
+        http=HttpConfig(public_url="https://fmn.example.org", secret_key="k"),
+        delivery=DeliveryConfig(**delivery),
+    )
+
+
+def drain(delivery: Delivery, timeout: float = 20) -> int:
+    return asyncio.run(delivery.drain(timeout))
+
+
+def sent_mail_subjects(server: SmtpServer) -> list[str]:
+    return [m.subject for m in server.messages]
+
+
+def test_delivery_sends_email_and_marks_it_sent(db: Database, smtp_server: SmtpServer) -> None:
+    with db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo")).id
+    metrics = Metrics()
+    delivery = Delivery(db, make_config(db, smtp_server), metrics, LiveHub())
+    assert drain(delivery) == 1
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["jo@example.org"]
+    assert mail.subject.startswith("[bodhi] lmacken submitted a buildroot override")
+    token = mail.message["List-Unsubscribe"].split("/unsubscribe/")[1].strip("<> \n")
+    assert Links.from_config(delivery.config).verify_unsubscribe_token(token) == ("jo", "email")
+    row = state_of(db, row_id)
+    assert row.state == "sent" and row.sent_at is not None
+    assert metrics.get("notifications_sent") == 1
+    assert drain(delivery) == 0
+
+
+def test_delivery_leaves_irc_rows_to_the_bot(db: Database, smtp_server: SmtpServer) -> None:
+    with db.begin() as session:
+        user = add_user(session, "jo", "irc", ("jo_",))
+        row_id = add_notification(session, user, "irc").id
+    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    assert state_of(db, row_id).state == "pending"
+
+
+def test_delivery_reclaims_rows_a_crashed_sender_left(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    with db.begin() as session:
+        row_id = add_notification(
+            session,
+            add_user(session, "jo"),
+            state="sending",
+            claimed_by="crashed",
+            claimed_until=utcnow() - dt.timedelta(seconds=1),
+        ).id
+    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    assert smtp_server.wait_for(1)
+    assert state_of(db, row_id).state == "sent"
+
+
+def test_delivery_one_failing_destination_does_not_block_the_others(
+    db: Database, smtp_server: SmtpServer, push_receiver: PushReceiver
+) -> None:
+    dead_end = f"json://127.0.0.1:{free_port()}/nobody"
+    good = f"json://127.0.0.1:{push_receiver.port}/jo"
+    with db.begin() as session:
+        jo = add_user(session, "jo", "push", (dead_end, good))
+        al = add_user(session, "al", "push", (dead_end,))
+        bo = add_user(session, "bo", addresses=("bo@example.org",))
+        partly = add_notification(session, jo, "push").id
+        failing = add_notification(session, al, "push").id
+        fine = add_notification(session, bo).id
+    metrics = Metrics()
+    drain(Delivery(db, make_config(db, smtp_server), metrics, LiveHub()))
+    assert len(push_receiver.wait_for(1)) == 1
+    assert smtp_server.wait_for(1)[0].rcpt_tos == ["bo@example.org"]
+    jo_row = state_of(db, partly)
+    assert jo_row.state == "sent"
+    assert jo_row.last_error is not None and "delivered to 1 of 2" in jo_row.last_error
+    assert "/nobody" not in jo_row.last_error
+    al_row = state_of(db, failing)
+    assert al_row.state == "failed" and al_row.attempts == 1
+    assert al_row.next_attempt_at > utcnow()
+    assert "/nobody" not in (al_row.last_error or "")
+    assert state_of(db, fine).state == "sent"
+    assert metrics.get("notifications_sent") == 2
+    assert metrics.get("notifications_failed") == 1
+
+
+def test_delivery_retries_with_backoff_then_goes_dead(db: Database) -> None:
+    with db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo")).id
+    metrics = Metrics()
+    config = make_config(db, None, max_attempts=3, backoff_seconds=0.001, backoff_max_seconds=0.001)
+    delivery = Delivery(db, config, metrics, LiveHub())
+    deadline = asyncio.run(_until_dead(delivery, db, row_id))
+    assert deadline
+    row = state_of(db, row_id)
+    assert row.state == "dead" and row.attempts == 3
+    assert "did not take the message" in (row.last_error or "")
+    assert "jo@example.org" not in (row.last_error or "")
+    assert metrics.get("notifications_failed") == 2
+    assert metrics.get("notifications_dead") == 1
+
+
+async def _until_dead(delivery: Delivery, db: Database, row_id: int) -> bool:
+    for _ in range(50):
+        await delivery.drain(10)
+        if state_of(db, row_id).state == "dead":
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+def test_delivery_refused_destination_is_dead_at_once(
+    db: Database, push_receiver: PushReceiver
+) -> None:
+    with db.begin() as session:
+        user = add_user(session, "jo", "push", (f"json://127.0.0.1:{push_receiver.port}/x",))
+        row_id = add_notification(session, user, "push").id
+    config = make_config(db).replace(push=PushConfig(allow_private_hosts=False))
+    drain(Delivery(db, config, Metrics(), LiveHub()))
+    row = state_of(db, row_id)
+    assert row.state == "dead" and row.attempts == 1
+    assert "loopback" in (row.last_error or "")
+    assert push_receiver.requests == []
+
+
+def test_delivery_postpones_muted_users(db: Database, smtp_server: SmtpServer) -> None:
+    until = utcnow() + dt.timedelta(hours=3)
+    with db.begin() as session:
+        user = add_user(session, "jo")
+        user.muted_until = until
+        row_id = add_notification(session, user).id
+    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    row = state_of(db, row_id)
+    assert row.state == "pending" and row.attempts == 0
+    assert row.next_attempt_at == until
+    assert smtp_server.messages == []
+
+
+def test_delivery_without_confirmed_address_waits_with_a_clear_error(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    with db.begin() as session:
+        user = add_user(session, "jo", confirmed=False)
+        row_id = add_notification(session, user).id
+    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    row = state_of(db, row_id)
+    assert row.state == "failed" and row.attempts == 1
+    assert row.last_error == NO_ADDRESS_ERROR
+    assert row.next_attempt_at > utcnow() + dt.timedelta(minutes=25)
+    assert smtp_server.messages == []
+
+
+def test_delivery_turned_off_context_is_dead_and_not_sent(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    with db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo", enabled=False)).id
+    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    assert state_of(db, row_id).state == "dead"
+    assert smtp_server.messages == []
+
+
+def test_delivery_digest_by_count_sends_one_message(db: Database, smtp_server: SmtpServer) -> None:
+    with db.begin() as session:
+        user = add_user(session, "jo", digest_count=3)
+        first = [add_notification(session, user).id for _ in range(2)]
+    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub())
+    drain(delivery)
+    assert smtp_server.messages == []
+    held = [state_of(db, i) for i in first]
+    assert all(r.state == "pending" and r.next_attempt_at > utcnow() for r in held)
+    with db.begin() as session:
+        user = session.scalars(select(User).where(User.name == "jo")).one()
+        third = add_notification(session, user).id
+    drain(delivery)
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.subject.startswith("[fmn] 3 notifications")
+    assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert all(state_of(db, i).state == "sent" for i in [*first, third])
+
+
+def test_delivery_digest_by_minutes_waits_for_the_window(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    now = utcnow()
+    with db.begin() as session:
+        user = add_user(session, "jo", digest_minutes=10)
+        recent = add_notification(session, user, created_at=now - dt.timedelta(minutes=2)).id
+    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub())
+    drain(delivery)
+    held = state_of(db, recent)
+    assert held.state == "pending"
+    expected = now - dt.timedelta(minutes=2) + dt.timedelta(minutes=10)
+    assert abs((held.next_attempt_at - expected).total_seconds()) < 2
+    assert smtp_server.messages == []
+    # The window has passed for the oldest row: everything waiting goes out together.
+    with db.begin() as session:
+        session.execute(
+            update(Notification)
+            .where(Notification.id == recent)
+            .values(created_at=now - dt.timedelta(minutes=11), next_attempt_at=now)
+        )
+        user = session.scalars(select(User).where(User.name == "jo")).one()
+        newer = add_notification(session, user, next_attempt_at=now + dt.timedelta(hours=1)).id
+    drain(delivery)
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.subject.startswith("[fmn] 2 notifications")
+    assert state_of(db, recent).state == "sent" and state_of(db, newer).state == "sent"
+
+
+def test_delivery_rate_limit_collapses_into_a_digest(db: Database, smtp_server: SmtpServer) -> None:
+    now = utcnow()
+    with db.begin() as session:
+        user = add_user(session, "jo")
+        for _ in range(2):
+            add_notification(session, user, state="sent", sent_at=now - dt.timedelta(minutes=5))
+        flood = [add_notification(session, user).id for _ in range(3)]
+    delivery = Delivery(
+        db, make_config(db, smtp_server, rate_limit_per_hour=2), Metrics(), LiveHub()
+    )
+    drain(delivery)
+    assert smtp_server.messages == []
+    rows = [state_of(db, i) for i in flood]
+    assert all(r.state == "pending" and r.attempts == 0 for r in rows)
+    assert all(
+        r.next_attempt_at > now + dt.timedelta(minutes=RATE_LIMIT_DIGEST_MINUTES - 1) for r in rows
+    )
+    with db.begin() as session:
+        session.execute(
+            update(Notification)
+            .where(Notification.id.in_(flood))
+            .values(
+                created_at=now - dt.timedelta(minutes=RATE_LIMIT_DIGEST_MINUTES + 1),
+                next_attempt_at=now,
+            )
+        )
+    drain(delivery)
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.subject.startswith("[fmn] 3 notifications")
+    assert all(state_of(db, i).state == "sent" for i in flood)
+
+
+def test_delivery_sends_confirmation_codes(db: Database, smtp_server: SmtpServer) -> None:
+    with db.begin() as session:
+        pending = preferences.set_destination(
+            session, preferences.Actor("jo"), "email", "jo@example.org"
+        )
+        user_id = session.scalars(select(User.id).where(User.name == "jo")).one()
+    assert pending.code
+    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["jo@example.org"]
+    assert pending.code in mail.message.get_content()
+    with db.begin() as session:
+        confirmation = session.scalars(select(Confirmation)).one()
+        assert confirmation.outgoing_code is None and confirmation.sent_count == 1
+        assert preferences.pending_confirmation_codes(session) == []
+    assert user_id
+
+
+def test_delivery_rss_is_marked_sent_and_live_reaches_subscribers(db: Database) -> None:
+    token_rss = "rss-token-aaaaaaaaaaaaaaaa"
+    token_live = "live-token-bbbbbbbbbbbbbbbb"
+    with db.begin() as session:
+        user = add_user(session, "jo", "rss", (token_rss,))
+        add_user(session, "jo", "live", (token_live,))
+        rss = add_notification(session, user, "rss").id
+        live = add_notification(session, user, "live").id
+        unheard = add_notification(
+            session, add_user(session, "al", "live", ("live-token-nobody-listens",)), "live"
+        ).id
+    hub = LiveHub()
+
+    async def scenario() -> dict[str, Any]:
+        with hub.subscribe(token_live) as subscription:
+            await Delivery(db, make_config(db), Metrics(), hub).drain(10)
+            return subscription.queue.get_nowait()
+
+    event = asyncio.run(scenario())
+    assert event["id"] == live
+    assert event["topic"] == "org.fedoraproject.prod.bodhi.buildroot_override.tag"
+    assert event["app"] == "bodhi" and event["filter"] == "my packages"
+    assert {"summary", "url", "created"} <= set(event)
+    assert state_of(db, rss).state == "sent"
+    assert state_of(db, live).state == "sent"
+    assert state_of(db, unheard).state == "sent"  # live means live
+
+
+# -- concurrency and stopping (SQLite file: several connections at once) -----------------------
+
+
+class _Gate:
+    """A transport that records concurrency and can hold sends until released."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.active = 0
+        self.peak = 0
+        self.sent: list[str] = []
+        self.hold = hold
+        self.started: asyncio.Event | None = None
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            if self.started is not None:
+                self.started.set()
+            if self.hold:
+                await asyncio.Event().wait()  # until cancelled
+            await asyncio.sleep(0.05)
+            if destination.startswith("fail"):
+                raise TransportError("refused by test")
+            self.sent.append(destination)
+        finally:
+            self.active -= 1
+
+
+@pytest.fixture
+def file_db(tmp_path: Path) -> Database:
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    return Database(Config(database_url=url), engine)
+
+
+def test_delivery_runs_at_most_the_configured_number_of_senders(file_db: Database) -> None:
+    with file_db.begin() as session:
+        for n in range(9):
+            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push")
+    gate = _Gate()
+    config = make_config(file_db, senders=3)
+    transports: dict[str, Transport] = {"push": gate}
+    delivery = Delivery(file_db, config, Metrics(), transports=transports)
+    assert drain(delivery) == 9
+    assert sorted(gate.sent) == sorted(f"ok-{n}" for n in range(9))
+    assert gate.peak == 3
+
+
+def test_delivery_run_stops_cleanly_and_releases_unsent_rows(file_db: Database) -> None:
+    with file_db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
+    gate = _Gate(hold=True)
+    config = make_config(file_db, shutdown_grace_seconds=0.2)
+    delivery = Delivery(file_db, config, Metrics(), transports={"push": gate})
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        gate.started = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        await asyncio.wait_for(gate.started.wait(), 10)
+        assert state_of(file_db, row_id).state == "sending"
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+
+    asyncio.run(scenario())
+    row = state_of(file_db, row_id)
+    assert row.state == "pending" and row.claimed_by is None and row.attempts == 0
+
+
+def test_delivery_run_finishes_sends_within_the_grace_period(file_db: Database) -> None:
+    with file_db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo", "push", ("ok",)), "push").id
+    gate = _Gate()
+    config = make_config(file_db, shutdown_grace_seconds=5)
+    delivery = Delivery(file_db, config, Metrics(), transports={"push": gate})
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        gate.started = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        await asyncio.wait_for(gate.started.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+
+    asyncio.run(scenario())
+    assert gate.sent == ["ok"]
+    assert state_of(file_db, row_id).state == "sent"
+
+
+def test_delivery_forced_stop_cancels_at_once_and_releases_rows(file_db: Database) -> None:
+    with file_db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
+    gate = _Gate(hold=True)
+    config = make_config(file_db, shutdown_grace_seconds=60)
+    delivery = Delivery(file_db, config, Metrics(), transports={"push": gate})
+
+    async def scenario() -> float:
+        gate.started = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(asyncio.Event()))
+        await asyncio.wait_for(gate.started.wait(), 10)
+        began = asyncio.get_running_loop().time()
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        return asyncio.get_running_loop().time() - began
+
+    assert asyncio.run(scenario()) < 5  # not the 60 s grace
+    row = state_of(file_db, row_id)
+    assert row.state == "pending" and row.claimed_by is None

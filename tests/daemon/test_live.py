@@ -1,0 +1,176 @@
+"""The live feed: WebSocket and Server-Sent Events clients against a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from core.test_outbox import add_notification, add_user
+from sqlalchemy import update
+
+from daemon.test_http import http_config, run, serving, sqlite_database
+from fmn_core.db import Database
+from fmn_core.models import Notification, utcnow
+from fmn_daemon.delivery import Delivery
+from fmn_daemon.metrics import Metrics
+from fmn_daemon.transports.live import LiveHub
+
+TOKEN = "live-token-jo-aaaaaaaaaaaaaaaa"
+EVENT_KEYS = {"id", "topic", "summary", "url", "app", "filter", "created"}
+
+
+@pytest.fixture
+def live_db(tmp_path: Path) -> Database:
+    db = sqlite_database(tmp_path)
+    with db.begin() as session:
+        add_user(session, "jo", "live", (TOKEN,))
+        add_user(session, "al", "live", ("live-token-al-bbbbbbbbbbbbbbbb",))
+    return db
+
+
+def queue_for(db: Database, user: str, count: int = 1, **values: Any) -> list[int]:
+    from fmn_core.models import User
+
+    with db.begin() as session:
+        row = session.query(User).filter_by(name=user).one()
+        return [add_notification(session, row, "live", **values).id for _ in range(count)]
+
+
+async def _wait_subscribed(hub: LiveHub, token: str) -> None:
+    for _ in range(200):
+        if hub.subscribers(token):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the client never subscribed")
+
+
+def test_live_websocket_gets_each_delivered_notification(live_db: Database) -> None:
+    config = http_config(live_db)
+    hub = LiveHub()
+    mine = queue_for(live_db, "jo", 2)
+    queue_for(live_db, "al")
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with (
+            serving(config, live_db, live=hub) as (base, client),
+            client.ws_connect(f"{base}/live/ws/{TOKEN}") as socket,
+        ):
+            await _wait_subscribed(hub, TOKEN)
+            await Delivery(live_db, config, Metrics(), hub).drain(10)
+            events = [await socket.receive_json(timeout=5) for _ in range(2)]
+            await socket.close()
+        return events
+
+    events = run(scenario)
+    assert sorted(e["id"] for e in events) == mine
+    assert all(set(e) >= EVENT_KEYS for e in events)
+    assert events[0]["topic"] == "org.fedoraproject.prod.bodhi.buildroot_override.tag"
+    assert events[0]["filter"] == "my packages"
+    assert hub.subscribers() == 0
+
+
+def test_live_sse_streams_events(live_db: Database) -> None:
+    config = http_config(live_db)
+    hub = LiveHub()
+    (row,) = queue_for(live_db, "jo")
+
+    async def scenario() -> tuple[str, list[str]]:
+        async with (
+            serving(config, live_db, live=hub) as (base, client),
+            client.get(f"{base}/live/sse/{TOKEN}") as response,
+        ):
+            content_type = response.headers["Content-Type"]
+            await _wait_subscribed(hub, TOKEN)
+            await Delivery(live_db, config, Metrics(), hub).drain(10)
+            lines: list[str] = []
+            while not any(line.startswith("data: ") for line in lines):
+                raw = await asyncio.wait_for(response.content.readline(), 5)
+                lines.append(raw.decode().rstrip("\n"))
+        return content_type, lines
+
+    content_type, lines = run(scenario)
+    assert content_type.startswith("text/event-stream")
+    assert f"id: {row}" in lines and "event: notification" in lines
+    data = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+    assert data["id"] == row and set(data) >= EVENT_KEYS
+
+
+def test_live_unknown_token_is_not_found(live_db: Database) -> None:
+    config = http_config(live_db)
+
+    async def scenario() -> list[int]:
+        async with serving(config, live_db) as (base, client):
+            statuses = []
+            for path in ("/live/ws/nope-nope-nope-nope", "/live/sse/nope-nope-nope-nope"):
+                async with client.get(f"{base}{path}") as response:
+                    statuses.append(response.status)
+            # A feed token is not a live token.
+            async with client.get(f"{base}/live/sse/{TOKEN[:-1]}x") as response:
+                statuses.append(response.status)
+        return statuses
+
+    assert run(scenario) == [404, 404, 404]
+
+
+def test_live_since_replays_what_the_client_missed(live_db: Database) -> None:
+    config = http_config(live_db)
+    now = utcnow()
+    first, second, third = queue_for(
+        live_db, "jo", 3, state="sent", sent_at=now - dt.timedelta(minutes=5)
+    )
+
+    async def scenario() -> list[int]:
+        async with (
+            serving(config, live_db) as (base, client),
+            client.ws_connect(f"{base}/live/ws/{TOKEN}?since={first}") as socket,
+        ):
+            events = [await socket.receive_json(timeout=5) for _ in range(2)]
+            await socket.close()
+        return [e["id"] for e in events]
+
+    assert run(scenario) == [second, third]
+
+
+def test_live_client_gets_rows_another_daemon_sent(live_db: Database) -> None:
+    config = http_config(live_db)
+    hub = LiveHub()
+    (row,) = queue_for(live_db, "jo")
+
+    async def scenario() -> dict[str, Any]:
+        async with (
+            serving(config, live_db, live=hub) as (base, client),
+            client.ws_connect(f"{base}/live/ws/{TOKEN}") as socket,
+        ):
+            await _wait_subscribed(hub, TOKEN)
+            # Another daemon delivered it: nothing reaches this process's hub.
+            with live_db.begin() as session:
+                session.execute(
+                    update(Notification)
+                    .where(Notification.id == row)
+                    .values(state="sent", sent_at=utcnow())
+                )
+            event: dict[str, Any] = await socket.receive_json(timeout=8)
+            await socket.close()
+        return event
+
+    assert run(scenario)["id"] == row
+
+
+def test_live_hub_fans_out_and_drops_oldest_for_slow_clients() -> None:
+    hub = LiveHub(queue_size=2)
+
+    async def scenario() -> None:
+        with hub.subscribe("t") as one, hub.subscribe("t") as two, hub.subscribe("u") as other:
+            assert hub.subscribers("t") == 2 and hub.subscribers() == 3
+            assert hub.publish("t", [{"id": 1}, {"id": 2}, {"id": 3}]) == 2
+            assert [one.queue.get_nowait()["id"] for _ in range(2)] == [2, 3]
+            assert one.dropped == 1 and two.queue.qsize() == 2
+            assert other.queue.empty()
+        assert hub.subscribers() == 0
+        assert hub.publish("t", [{"id": 4}]) == 0
+
+    asyncio.run(scenario())
