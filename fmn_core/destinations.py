@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from .config import PushConfig
+from .config import FcmConfig, PushConfig
 from .errors import InvalidDestination
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "address_problem",
     "check_destination",
     "check_email",
+    "check_fcm_token",
     "check_feed_token",
     "check_irc_nick",
     "check_push_url",
@@ -491,12 +492,34 @@ def _check_apprise_accepts(url: str, scheme: str) -> None:
 
 # --- dispatch, masking, codes ------------------------------------------------------
 
+#: An Android device registered with the operator's Firebase app: ``fcm:<device token>``.
+FCM_PREFIX = "fcm:"
+_FCM_TOKEN_RE = re.compile(r"^[A-Za-z0-9_:-]{20,4096}$")
+
+
+def check_fcm_token(address: str, fcm: FcmConfig | None) -> str:
+    """Check an ``fcm:<device token>`` destination; only where the operator set up FCM."""
+    if fcm is None or not fcm.project:
+        raise InvalidDestination(
+            "This server has no Firebase (FCM) app; for Android use an ntfy or UnifiedPush "
+            "URL such as ntfys://ntfy.sh/your-topic instead."
+        )
+    token = address.strip()[len(FCM_PREFIX):]
+    if not _FCM_TOKEN_RE.match(token):
+        raise InvalidDestination(
+            "That FCM device token is malformed; copy it again from the app "
+            "(20 or more letters, digits, '-', '_' or ':')."
+        )
+    return FCM_PREFIX + token
+
+
 
 def check_destination(
     context: str,
     address: str,
     push: PushConfig,
     *,
+    fcm: FcmConfig | None = None,
     resolve: bool = True,
     resolver: Resolver | None = None,
 ) -> str:
@@ -505,6 +528,8 @@ def check_destination(
         return check_email(address)
     if context == "irc":
         return check_irc_nick(address)
+    if context == "android" and address.strip().lower().startswith(FCM_PREFIX):
+        return check_fcm_token(address, fcm)
     if context in PUSH_CONTEXTS:
         return check_push_url(address, push, resolve=resolve, resolver=resolver)
     if context in FEED_CONTEXTS:

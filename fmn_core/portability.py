@@ -170,7 +170,7 @@ def _check_destinations(value: Any, path: str, plan: _ContextPlan, config: Confi
             problems.append((where, "must be text"))
             continue
         try:
-            normalized = check_destination(plan.context, address, config.push, resolve=resolve,
+            normalized = check_destination(plan.context, address, config.push, fcm=config.fcm, resolve=resolve,
                                            resolver=resolver)
         except InvalidArgument as error:
             problems.append((where, str(error)))

@@ -727,7 +727,7 @@ def set_destination(session: Session, actor: Actor, context: str, address: str |
     config = config_of(session)
     feed = context in FEED_CONTEXTS
     normalized = (
-        new_feed_token() if feed else check_destination(context, address or "", config.push)
+        new_feed_token() if feed else check_destination(context, address or "", config.push, fcm=config.fcm)
     )
     now = utcnow()
     preference = _find_preference(session, _find_user(session, target), context)

@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from fmn_core.config import FcmConfig, PushConfig
-from fmn_core.destinations import address_problem, check_push_url, mask_address
+from fmn_core.destinations import (
+    FCM_PREFIX,
+    address_problem,
+    check_fcm_token,
+    check_push_url,
+    mask_address,
+)
 from fmn_core.errors import InvalidDestination
 from fmn_core.outbox import scrub_error
 from fmn_core.rendering import Rendered
@@ -43,9 +48,6 @@ __all__ = ["FCM_PREFIX", "AndroidTransport", "FcmTransport", "PushTransport"]
 
 log = logging.getLogger(__name__)
 
-#: An Android destination of the form ``fcm:<device token>``.
-FCM_PREFIX = "fcm:"
-_FCM_TOKEN_RE = re.compile(r"^[A-Za-z0-9_:-]{20,4096}$")
 
 #: Schemes whose plugin always talks to the service's fixed public API.
 _FIXED_ENDPOINTS = frozenset({"tgram", "pover", "pbul", "discord", "slack"})
@@ -144,9 +146,11 @@ class FcmTransport:
             raise TransportRefused(
                 "This server does not deliver to Firebase (FCM); use an ntfy or UnifiedPush URL."
             )
-        token = destination.removeprefix(FCM_PREFIX)
-        if not _FCM_TOKEN_RE.match(token):
-            raise TransportRefused("This is not a Firebase device token; register the app again.")
+        address = destination if destination.startswith(FCM_PREFIX) else FCM_PREFIX + destination
+        try:
+            token = check_fcm_token(address, self.fcm).removeprefix(FCM_PREFIX)
+        except InvalidDestination as error:
+            raise TransportRefused(str(error)) from error
         await asyncio.to_thread(self._send, self.url_for(token), rendered)
 
     def _send(self, url: str, rendered: Rendered) -> None:

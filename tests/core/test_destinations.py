@@ -359,3 +359,21 @@ def test_hash_code_ignores_case_spaces_and_dashes() -> None:
     assert hash_code("abcd efgh") == hash_code("ABCDEFGH")
     assert hash_code("ABCDEFGH") != hash_code("ABCDEFGJ")
     assert "ABCDEFGH" not in hash_code("ABCDEFGH")
+
+
+def test_check_destination_accepts_fcm_token_only_where_fcm_is_configured() -> None:
+    from fmn_core.config import FcmConfig, PushConfig
+    from fmn_core.destinations import check_destination
+    from fmn_core.errors import InvalidDestination
+
+    token = "fcm:" + "dQw4w9WgXcQ:APA91bH" + "x" * 120
+    with pytest.raises(InvalidDestination, match="no Firebase"):
+        check_destination("android", token, PushConfig())
+    with pytest.raises(InvalidDestination, match="no Firebase"):
+        check_destination("android", token, PushConfig(), fcm=FcmConfig())
+    configured = FcmConfig(project="fedora-notify", keyfile="/etc/fmn/fcm.json")
+    assert check_destination("android", token, PushConfig(), fcm=configured) == token
+    with pytest.raises(InvalidDestination, match="malformed"):
+        check_destination("android", "fcm:short", PushConfig(), fcm=configured)
+    with pytest.raises(InvalidDestination, match="malformed"):
+        check_destination("android", "fcm:" + "a" * 30 + "/../etc", PushConfig(), fcm=configured)
