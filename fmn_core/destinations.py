@@ -32,6 +32,7 @@ from .errors import InvalidDestination
 __all__ = [
     "CODE_ALPHABET",
     "CODE_LENGTH",
+    "FCM_PREFIX",
     "FEED_CONTEXTS",
     "MAX_PUSH_URL_LENGTH",
     "PUSH_CONTEXTS",
