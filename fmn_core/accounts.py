@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Config
-from .errors import ConfigError, FmnError, InvalidArgument
+from .errors import AccountDirectoryUnavailable, ConfigError, InvalidArgument
 from .models import User
 
 __all__ = [
@@ -60,23 +60,15 @@ def check_account_name(name: str) -> str:
     elif cleaned.lower() != cleaned:
         why = "it has capital letters; account names are lowercase"
     else:
-        why = ("only lowercase letters, digits and hyphens are allowed, and it must start "
-               "and end with a letter or a digit")
-    raise InvalidArgument(f"{shown!r} is not a valid Fedora account name: {why}.",
-                          argument="user")
+        why = (
+            "only lowercase letters, digits and hyphens are allowed, and it must start "
+            "and end with a letter or a digit"
+        )
+    raise InvalidArgument(f"{shown!r} is not a valid Fedora account name: {why}.", argument="user")
 
 
 def _is_valid_name(name: str) -> bool:
     return isinstance(name, str) and bool(ACCOUNT_NAME_RE.match(name))
-
-
-class AccountDirectoryUnavailable(FmnError):
-    """The account directory could not answer (unreachable, or an answer fmn can't read)."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"the account directory at {where} could not answer: {problem}")
-        self.where = where
-        self.problem = problem
 
 
 class AccountDirectory(Protocol):

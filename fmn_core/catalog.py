@@ -71,8 +71,9 @@ def topic_matches(message: MessageFacts, context: RuleContext, pattern: str) -> 
 
 @rule(
     "Severity at least",
-    Parameter("level", "DEBUG, INFO, WARNING or ERROR", kind="choice",
-              choices=tuple(SEVERITY_LEVELS)),
+    Parameter(
+        "level", "DEBUG, INFO, WARNING or ERROR", kind="choice", choices=tuple(SEVERITY_LEVELS)
+    ),
 )
 def severity_at_least(message: MessageFacts, context: RuleContext, level: str) -> bool:
     """Messages at least this severe: DEBUG, INFO, WARNING or ERROR."""
@@ -266,8 +267,12 @@ def koji_build_failed(message: MessageFacts, context: RuleContext) -> bool:
 
 @rule(
     "Koji build state",
-    Parameter("state", "BUILDING, COMPLETE, DELETED, FAILED or CANCELED", kind="choice",
-              choices=tuple(KOJI_BUILD_STATES)),
+    Parameter(
+        "state",
+        "BUILDING, COMPLETE, DELETED, FAILED or CANCELED",
+        kind="choice",
+        choices=tuple(KOJI_BUILD_STATES),
+    ),
     hint=IndexHint("topic", _in_topics(_KOJI_BUILD), _RANK_TOPIC),
 )
 def koji_build_state(message: MessageFacts, context: RuleContext, state: str) -> bool:
@@ -282,8 +287,7 @@ def _scratch_requested(request: Any) -> bool:
     return any(isinstance(part, Mapping) and part.get("scratch") is True for part in request)
 
 
-@rule("Koji scratch build finished",
-      hint=IndexHint("topic", _in_topics(_KOJI_TASK), _RANK_TOPIC))
+@rule("Koji scratch build finished", hint=IndexHint("topic", _in_topics(_KOJI_TASK), _RANK_TOPIC))
 def koji_scratch_build(message: MessageFacts, context: RuleContext) -> bool:
     """A koji scratch build task ended (closed, failed or canceled); add "Concerns me" to
     hear only about your own."""
@@ -391,8 +395,7 @@ def bodhi_comment_on_my_update(message: MessageFacts, context: RuleContext) -> b
     return submitter == context.owner and commenter is not None and commenter != context.owner
 
 
-@rule("Negative karma on Bodhi",
-      hint=IndexHint("topic", _in_topics(_BODHI_COMMENT), _RANK_TOPIC))
+@rule("Negative karma on Bodhi", hint=IndexHint("topic", _in_topics(_BODHI_COMMENT), _RANK_TOPIC))
 def bodhi_negative_karma(message: MessageFacts, context: RuleContext) -> bool:
     """A Bodhi comment that gives an update negative karma (-1)."""
     if message.topic not in _BODHI_COMMENT:
@@ -458,8 +461,11 @@ def _project_name(project: Any) -> str | None:
 PROJECT = Parameter("project", "a project's full name, e.g. rpms/kernel or fedora-infra/ansible")
 
 
-@rule("Pagure pull request on project", PROJECT,
-      hint=IndexHint("topic", _in_topics(_PAGURE_PR), _RANK_EVENTS))
+@rule(
+    "Pagure pull request on project",
+    PROJECT,
+    hint=IndexHint("topic", _in_topics(_PAGURE_PR), _RANK_EVENTS),
+)
 def pagure_pr_on_project(message: MessageFacts, context: RuleContext, project: str) -> bool:
     """Pull-request activity on this pagure.io or dist-git project (rpms/kernel, ...)."""
     if message.topic not in _PAGURE_PR:
@@ -467,8 +473,11 @@ def pagure_pr_on_project(message: MessageFacts, context: RuleContext, project: s
     return _project_name(_get(message.body, "pullrequest", "project")) == project
 
 
-@rule("Pagure issue on project", PROJECT,
-      hint=IndexHint("topic", _in_topics(_PAGURE_ISSUE), _RANK_EVENTS))
+@rule(
+    "Pagure issue on project",
+    PROJECT,
+    hint=IndexHint("topic", _in_topics(_PAGURE_ISSUE), _RANK_EVENTS),
+)
 def pagure_issue_on_project(message: MessageFacts, context: RuleContext, project: str) -> bool:
     """Issue activity on this pagure.io or dist-git project."""
     if message.topic not in _PAGURE_ISSUE:
@@ -515,8 +524,11 @@ def _copr_status(body: Any) -> int | None:
 
 @rule(
     "Copr build in project",
-    Parameter("project", "a Copr project as owner/name, e.g. @python/python3.14; * and ? "
-              "match any text", kind="glob"),
+    Parameter(
+        "project",
+        "a Copr project as owner/name, e.g. @python/python3.14; * and ? match any text",
+        kind="glob",
+    ),
     hint=IndexHint("topic", _in_topics(_COPR_BUILD), _RANK_EVENTS),
 )
 def copr_build_in_project(message: MessageFacts, context: RuleContext, project: str) -> bool:
@@ -551,8 +563,11 @@ _ANITYA_RELEASE = _topics(
 
 @rule(
     "New upstream release",
-    Parameter("project", "an upstream project on release-monitoring.org, or the Fedora "
-              "package it maps to", kind="text"),
+    Parameter(
+        "project",
+        "an upstream project on release-monitoring.org, or the Fedora package it maps to",
+        kind="text",
+    ),
     hint=IndexHint("topic", _in_topics(_ANITYA_RELEASE), _RANK_TOPIC),
 )
 def anitya_new_release(message: MessageFacts, context: RuleContext, project: str) -> bool:
@@ -566,8 +581,7 @@ def anitya_new_release(message: MessageFacts, context: RuleContext, project: str
     return name is not None and name.lower() == project.lower()
 
 
-@rule("New upstream release of my packages",
-      hint=IndexHint("package", _owned_by_me, _RANK_PACKAGE))
+@rule("New upstream release of my packages", hint=IndexHint("package", _owned_by_me, _RANK_PACKAGE))
 def anitya_new_release_for_my_packages(message: MessageFacts, context: RuleContext) -> bool:
     """release-monitoring.org found a new upstream version of a package you maintain."""
     return message.topic in _ANITYA_RELEASE and _owns_any(message, context, context.owner)
@@ -576,8 +590,10 @@ def anitya_new_release_for_my_packages(message: MessageFacts, context: RuleConte
 # --- Containers, modules, flatpaks ----------------------------------------------
 
 
-@rule("Container involved", Parameter("container", "a container name in dist-git, e.g. "
-                                      "fedora-toolbox"))
+@rule(
+    "Container involved",
+    Parameter("container", "a container name in dist-git, e.g. fedora-toolbox"),
+)
 def container_involved(message: MessageFacts, context: RuleContext, container: str) -> bool:
     """Messages about this container (dist-git container/ repositories, Bodhi, ...)."""
     return container in message.containers
@@ -613,8 +629,11 @@ def _channel(value: str) -> str:
 
 @rule(
     "Meeting in channel",
-    Parameter("channel", "an IRC channel or Matrix room, e.g. #fedora-meeting; * and ? match "
-              "any text", kind="glob"),
+    Parameter(
+        "channel",
+        "an IRC channel or Matrix room, e.g. #fedora-meeting; * and ? match any text",
+        kind="glob",
+    ),
     hint=IndexHint("topic", _in_topics(_MEETBOT), _RANK_TOPIC),
 )
 def meetbot_meeting_on_channel(message: MessageFacts, context: RuleContext, channel: str) -> bool:
@@ -665,8 +684,7 @@ def badge_awarded_to_me(message: MessageFacts, context: RuleContext) -> bool:
     return winner == context.owner
 
 
-@rule("Group membership changed", GROUP,
-      hint=IndexHint("group", _arg("group"), _RANK_GROUP))
+@rule("Group membership changed", GROUP, hint=IndexHint("group", _arg("group"), _RANK_GROUP))
 def fas_group_membership_change(message: MessageFacts, context: RuleContext, group: str) -> bool:
     """Someone applied to, was sponsored into or was removed from this Fedora group."""
     return message.topic in _GROUP_MEMBERSHIP and group in message.groups
@@ -686,8 +704,11 @@ def my_group_membership_changed(message: MessageFacts, context: RuleContext) -> 
 
 @rule(
     "Discourse category",
-    Parameter("category", "a discussion.fedoraproject.org category: its slug as in the "
-              "address (e.g. project), or its number"),
+    Parameter(
+        "category",
+        "a discussion.fedoraproject.org category: its slug as in the "
+        "address (e.g. project), or its number",
+    ),
     hint=IndexHint("app", lambda arguments, context: ("discourse",), _RANK_APP),
 )
 def discourse_category(message: MessageFacts, context: RuleContext, category: str) -> bool:
@@ -719,8 +740,7 @@ def bugzilla_bug_on_package(message: MessageFacts, context: RuleContext, package
 _KOSCHEI_PACKAGE = _topics(_FEDORA, "koschei.package.state.change")
 
 
-@rule("Koschei package failing",
-      hint=IndexHint("topic", _in_topics(_KOSCHEI_PACKAGE), _RANK_TOPIC))
+@rule("Koschei package failing", hint=IndexHint("topic", _in_topics(_KOSCHEI_PACKAGE), _RANK_TOPIC))
 def koschei_package_failing(message: MessageFacts, context: RuleContext) -> bool:
     """Koschei's scratch rebuilds of a package started failing (its dependencies changed
     and it no longer builds); add "Package owned by me" to watch your own."""
@@ -759,8 +779,9 @@ def not_from_bot(message: MessageFacts, context: RuleContext) -> bool:
     return agent not in BOT_ACCOUNTS and not agent.endswith(("-bot", "[bot]"))
 
 
-@rule("Topic contains", Parameter("text", "a piece of the topic, e.g. .update.comment",
-                                  kind="text"))
+@rule(
+    "Topic contains", Parameter("text", "a piece of the topic, e.g. .update.comment", kind="text")
+)
 def topic_contains(message: MessageFacts, context: RuleContext, text: str) -> bool:
     """Messages whose topic contains this text (case-sensitive, like topics)."""
     return text in message.topic

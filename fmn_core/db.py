@@ -57,13 +57,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:
     """Whether this engine (or session's bind) is SQLite."""
-    bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
+    bind = (
+        engine_or_session.get_bind()
+        if isinstance(engine_or_session, Session)
+        else engine_or_session
+    )
     return bind.dialect.name == "sqlite"
 
 
 def is_postgres(engine_or_session: Engine | Session) -> bool:
     """Whether this engine (or session's bind) is PostgreSQL."""
-    bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
+    bind = (
+        engine_or_session.get_bind()
+        if isinstance(engine_or_session, Session)
+        else engine_or_session
+    )
     return bind.dialect.name == "postgresql"
 
 

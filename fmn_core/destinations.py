@@ -426,7 +426,9 @@ def check_push_url(
     ``socket.getaddrinfo``) and refuses names that lead to non-public addresses.
     """
     if not isinstance(url, str) or not url.strip():
-        raise InvalidDestination("The push URL is empty; give an Apprise URL like ntfys://ntfy.sh/topic.")
+        raise InvalidDestination(
+            "The push URL is empty; give an Apprise URL like ntfys://ntfy.sh/topic."
+        )
     url = url.strip()
     if len(url) > MAX_PUSH_URL_LENGTH:
         raise _refuse(f"it is too long ({len(url)} characters; at most {MAX_PUSH_URL_LENGTH})")
@@ -505,14 +507,13 @@ def check_fcm_token(address: str, fcm: FcmConfig | None) -> str:
             "This server has no Firebase (FCM) app; for Android use an ntfy or UnifiedPush "
             "URL such as ntfys://ntfy.sh/your-topic instead."
         )
-    token = address.strip()[len(FCM_PREFIX):]
+    token = address.strip()[len(FCM_PREFIX) :]
     if not _FCM_TOKEN_RE.match(token):
         raise InvalidDestination(
             "That FCM device token is malformed; copy it again from the app "
             "(20 or more letters, digits, '-', '_' or ':')."
         )
     return FCM_PREFIX + token
-
 
 
 def check_destination(

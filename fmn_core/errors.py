@@ -16,6 +16,8 @@ The hierarchy::
     │   ├── PermissionDenied    acting on somebody else's data
     │   └── ImportRejected      a preferences file with invalid entries
     ├── ConfigError             a bad setting; start-up stops and names the key
+    │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
+    ├── AccountDirectoryUnavailable  the account directory did not answer
     └── MalformedMessage        a bus message fmn cannot read
 
 Front ends catch ``UserError`` and show ``str(error)`` as it is: the sentence is
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AccountDirectoryUnavailable",
     "AlreadyExists",
     "ConfigError",
     "ConfirmationFailed",
@@ -37,6 +40,7 @@ __all__ = [
     "MalformedMessage",
     "NotConfirmed",
     "NotFound",
+    "OwnershipSourceError",
     "PermissionDenied",
     "RateLimited",
     "UnknownContext",
@@ -141,3 +145,21 @@ class MalformedMessage(FmnError):
     def __init__(self, message: str, *, message_id: str | None = None) -> None:
         super().__init__(message)
         self.message_id = message_id
+
+
+class OwnershipSourceError(ConfigError):
+    """The ownership source (``ownership.source``) can't be read or isn't owner-alias JSON."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__("ownership.source", f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class AccountDirectoryUnavailable(FmnError):
+    """The account directory could not answer (unreachable, or an answer fmn can't read)."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"the account directory at {where} could not answer: {problem}")
+        self.where = where
+        self.problem = problem

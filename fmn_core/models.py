@@ -76,7 +76,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 intpk = Annotated[int, mapped_column(primary_key=True)]
-bigpk = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)]
+bigpk = Annotated[
+    int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+]
 timestamp = Annotated[dt.datetime, mapped_column(UTCDateTime)]
 created = Annotated[dt.datetime, mapped_column(UTCDateTime, default=utcnow)]
 name64 = Annotated[str, mapped_column(String(64))]

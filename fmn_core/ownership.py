@@ -34,7 +34,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, OwnershipSourceError
 from .messages import MessageFacts
 from .models import PackageOwner
 
@@ -66,15 +66,6 @@ _MAX_NAME = 255
 _MAX_BYTES = 256 * 1024 * 1024
 #: Rows deleted per statement, well under every backend's parameter limit.
 _CHUNK = 500
-
-
-class OwnershipSourceError(ConfigError):
-    """The ownership source (``ownership.source``) can't be read or isn't owner-alias JSON."""
-
-    def __init__(self, source: str, problem: str) -> None:
-        super().__init__("ownership.source", f"{source}: {problem}")
-        self.source = source
-        self.problem = problem
 
 
 class OwnershipProvider(Protocol):
@@ -182,8 +173,12 @@ def parse_owner_alias(document: Any, source: str = "(document)") -> list[Triple]
                         f"got {_kind(owner)}",
                     )
                 if not package or len(package) > _MAX_NAME or len(owner) > _MAX_NAME:
-                    log.warning("ownership: skipping %s/%.80s -> %.80s: name empty or too long",
-                                namespace, package, owner)
+                    log.warning(
+                        "ownership: skipping %s/%.80s -> %.80s: name empty or too long",
+                        namespace,
+                        package,
+                        owner,
+                    )
                     continue
                 triples.add((namespace, package, owner.strip()))
     return sorted(triples)
@@ -192,8 +187,14 @@ def parse_owner_alias(document: Any, source: str = "(document)") -> list[Triple]
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "text",
-             list: "a list", dict: "an object"}
+    names = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "an object",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -217,8 +218,9 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
     current: dict[Triple, int] = {
         (row.namespace, row.package, row.owner): row.id
         for row in session.execute(
-            select(PackageOwner.id, PackageOwner.namespace, PackageOwner.package,
-                   PackageOwner.owner)
+            select(
+                PackageOwner.id, PackageOwner.namespace, PackageOwner.package, PackageOwner.owner
+            )
         )
     }
     removed = [row_id for triple, row_id in current.items() if triple not in wanted]
@@ -230,11 +232,14 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
     if added:
         session.execute(
             insert(PackageOwner),
-            [{"namespace": ns, "package": package, "owner": owner}
-             for ns, package, owner in added],
+            [{"namespace": ns, "package": package, "owner": owner} for ns, package, owner in added],
         )
-    log.info("ownership refreshed: %d rows added, %d removed, %d kept",
-             len(added), len(removed), len(current) - len(removed))
+    log.info(
+        "ownership refreshed: %d rows added, %d removed, %d kept",
+        len(added),
+        len(removed),
+        len(current) - len(removed),
+    )
     return len(added) + len(removed)
 
 
@@ -308,7 +313,7 @@ def affects_ownership(facts: MessageFacts) -> bool:
     """
     topic = facts.topic
     prefix = next((p for p in _DISTGIT_PREFIXES if topic.startswith(p)), None)
-    if prefix is None or topic[len(prefix):] not in _ACL_EVENTS:
+    if prefix is None or topic[len(prefix) :] not in _ACL_EVENTS:
         return False
     project = facts.body.get("project") if isinstance(facts.body, Mapping) else None
     namespace = project.get("namespace") if isinstance(project, Mapping) else None

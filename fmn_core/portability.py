@@ -76,8 +76,12 @@ def _export_filter(filter_: Filter) -> dict[str, Any]:
         if rule.negated:
             entry["negated"] = True
         rules.append(entry)
-    return {"name": filter_.name, "active": filter_.active, "oneshot": filter_.oneshot,
-            "rules": rules}
+    return {
+        "name": filter_.name,
+        "active": filter_.active,
+        "oneshot": filter_.oneshot,
+        "rules": rules,
+    }
 
 
 def _export_context(preference: Preference) -> dict[str, Any]:
@@ -97,7 +101,8 @@ def export_preferences(session: Session) -> dict[str, Any]:
         select(User)
         .order_by(User.name)
         .options(
-            selectinload(User.preferences).selectinload(Preference.filters)
+            selectinload(User.preferences)
+            .selectinload(Preference.filters)
             .selectinload(Filter.rules),
             selectinload(User.preferences).selectinload(Preference.destinations),
         )
@@ -135,8 +140,9 @@ class _UserPlan:
     contexts: list[_ContextPlan] = field(default_factory=list)
 
 
-def _unknown_keys(entry: Mapping[str, Any], allowed: frozenset[str], path: str, what: str,
-                  problems: Problems) -> None:
+def _unknown_keys(
+    entry: Mapping[str, Any], allowed: frozenset[str], path: str, what: str, problems: Problems
+) -> None:
     for key in sorted(set(entry) - allowed, key=str):
         problems.append((f"{path}.{key}", f"unknown key; {what} has {', '.join(sorted(allowed))}"))
 
@@ -156,22 +162,36 @@ def _check_digest(value: Any, path: str, plan: _ContextPlan, problems: Problems)
             plan.digest_count = number
 
 
-def _check_destinations(value: Any, path: str, plan: _ContextPlan, config: Config,
-                        resolve: bool, resolver: Resolver | None, problems: Problems) -> None:
+def _check_destinations(
+    value: Any,
+    path: str,
+    plan: _ContextPlan,
+    config: Config,
+    resolve: bool,
+    resolver: Resolver | None,
+    problems: Problems,
+) -> None:
     if not isinstance(value, list):
         problems.append((path, "must be a list of addresses"))
         return
     if len(value) > MAX_DESTINATIONS_PER_CONTEXT:
-        problems.append((path, f"has {len(value)} destinations; at most "
-                               f"{MAX_DESTINATIONS_PER_CONTEXT}"))
+        problems.append(
+            (path, f"has {len(value)} destinations; at most {MAX_DESTINATIONS_PER_CONTEXT}")
+        )
     for index, address in enumerate(value):
         where = f"{path}[{index}]"
         if not isinstance(address, str):
             problems.append((where, "must be text"))
             continue
         try:
-            normalized = check_destination(plan.context, address, config.push, fcm=config.fcm, resolve=resolve,
-                                           resolver=resolver)
+            normalized = check_destination(
+                plan.context,
+                address,
+                config.push,
+                fcm=config.fcm,
+                resolve=resolve,
+                resolver=resolver,
+            )
         except InvalidArgument as error:
             problems.append((where, str(error)))
             continue
@@ -181,12 +201,24 @@ def _check_destinations(value: Any, path: str, plan: _ContextPlan, config: Confi
         plan.destinations.append(normalized)
 
 
-def _check_context(name: Any, value: Any, path: str, config: Config, catalog: Catalog,
-                   resolve: bool, resolver: Resolver | None,
-                   problems: Problems) -> _ContextPlan | None:
+def _check_context(
+    name: Any,
+    value: Any,
+    path: str,
+    config: Config,
+    catalog: Catalog,
+    resolve: bool,
+    resolver: Resolver | None,
+    problems: Problems,
+) -> _ContextPlan | None:
     if name not in config.contexts:
-        problems.append((path, f"{str(name)[:40]!r} is not a context offered here; use one of "
-                               f"{', '.join(config.contexts)}"))
+        problems.append(
+            (
+                path,
+                f"{str(name)[:40]!r} is not a context offered here; use one of "
+                f"{', '.join(config.contexts)}",
+            )
+        )
         return None
     if not isinstance(value, Mapping):
         problems.append((path, "must be an object with enabled, destinations, digest, filters"))
@@ -200,14 +232,22 @@ def _check_context(name: Any, value: Any, path: str, config: Config, catalog: Ca
         problems.append((f"{path}.enabled", "must be true or false"))
     if "digest" in value:
         _check_digest(value["digest"], f"{path}.digest", plan, problems)
-    _check_destinations(value.get("destinations", []), f"{path}.destinations", plan, config,
-                        resolve, resolver, problems)
+    _check_destinations(
+        value.get("destinations", []),
+        f"{path}.destinations",
+        plan,
+        config,
+        resolve,
+        resolver,
+        problems,
+    )
     plan.filters = parse_filters(value.get("filters", []), f"{path}.filters", catalog, problems)
     return plan
 
 
-def _check_document(data: Any, config: Config, resolve: bool, resolver: Resolver | None,
-                    problems: Problems) -> list[_UserPlan]:
+def _check_document(
+    data: Any, config: Config, resolve: bool, resolver: Resolver | None, problems: Problems
+) -> list[_UserPlan]:
     if not isinstance(data, Mapping):
         problems.append(("(top)", 'must be an object like {"users": [...]}'))
         return []
@@ -241,8 +281,16 @@ def _check_document(data: Any, config: Config, resolve: bool, resolver: Resolver
             problems.append((f"{path}.contexts", "must be an object of context names"))
             contexts = {}
         for context in sorted(contexts, key=str):
-            checked = _check_context(context, contexts[context], f"{path}.contexts.{context}",
-                                     config, catalog, resolve, resolver, problems)
+            checked = _check_context(
+                context,
+                contexts[context],
+                f"{path}.contexts.{context}",
+                config,
+                catalog,
+                resolve,
+                resolver,
+                problems,
+            )
             if checked is not None:
                 plan.contexts.append(checked)
         plans.append(plan)
@@ -265,8 +313,13 @@ def _write_context(session: Session, user: User, plan: _ContextPlan) -> None:
     _add_drafts(session, preference, plan.filters)
 
 
-def import_preferences(session: Session, data: Mapping[str, Any], *, resolve: bool = True,
-                       resolver: Resolver | None = None) -> ImportSummary:
+def import_preferences(
+    session: Session,
+    data: Mapping[str, Any],
+    *,
+    resolve: bool = True,
+    resolver: Resolver | None = None,
+) -> ImportSummary:
     """Load a preferences file (an admin operation: its destinations count as confirmed).
 
     Raises ``ImportRejected`` listing every invalid entry by JSON path, such as

@@ -336,8 +336,9 @@ def _find_preference(session: Session, user: User | None, context: str) -> Prefe
 def _preference_for_write(session: Session, user: User, context: str) -> Preference:
     preference = _find_preference(session, user, context)
     if preference is None:
-        preference = Preference(user=user, context=context, enabled=True, digest_minutes=0,
-                                digest_count=0)
+        preference = Preference(
+            user=user, context=context, enabled=True, digest_minutes=0, digest_count=0
+        )
         session.add(preference)
         session.flush()
     return preference
@@ -376,8 +377,9 @@ def _lookup_filter(preference: Preference | None, context: str, name: str) -> Fi
 def _name_taken(preference: Preference | None, name: str, exclude: Filter | None = None) -> bool:
     if preference is None:
         return False
-    return any(f is not exclude and f.name.casefold() == name.casefold()
-               for f in preference.filters)
+    return any(
+        f is not exclude and f.name.casefold() == name.casefold() for f in preference.filters
+    )
 
 
 def _changed(session: Session, user: User, kind: str) -> None:
@@ -399,10 +401,22 @@ def _rule_view(number: int, rule: Rule, catalog: Catalog) -> RuleView:
         spec = catalog.get(rule.name)
     except UnknownRule:
         # A rule whose plugin is gone still shows; the matcher skips its filter.
-        return RuleView(number, rule.name, f"{rule.name} (not installed)", arguments,
-                        rule.negated, _describe(rule.name, arguments, rule.negated))
-    return RuleView(number, rule.name, spec.title, arguments, rule.negated,
-                    _describe(rule.name, arguments, rule.negated))
+        return RuleView(
+            number,
+            rule.name,
+            f"{rule.name} (not installed)",
+            arguments,
+            rule.negated,
+            _describe(rule.name, arguments, rule.negated),
+        )
+    return RuleView(
+        number,
+        rule.name,
+        spec.title,
+        arguments,
+        rule.negated,
+        _describe(rule.name, arguments, rule.negated),
+    )
 
 
 def _filter_view(context: str, filter_: Filter, catalog: Catalog | None = None) -> FilterView:
@@ -411,8 +425,9 @@ def _filter_view(context: str, filter_: Filter, catalog: Catalog | None = None) 
         _rule_view(number, rule, catalog)
         for number, rule in enumerate(_ordered_rules(filter_), start=1)
     )
-    return FilterView(filter_.id, context, filter_.name, filter_.active, filter_.oneshot,
-                      filter_.position, rules)
+    return FilterView(
+        filter_.id, context, filter_.name, filter_.active, filter_.oneshot, filter_.position, rules
+    )
 
 
 def _destination_view(context: str, destination: Destination) -> DestinationView:
@@ -439,8 +454,10 @@ def _context_view(context: str, preference: Preference | None, user: User | None
         preference.enabled,
         preference.digest_minutes,
         preference.digest_count,
-        tuple(_destination_view(context, d)
-              for d in sorted(preference.destinations, key=lambda d: d.id)),
+        tuple(
+            _destination_view(context, d)
+            for d in sorted(preference.destinations, key=lambda d: d.id)
+        ),
         tuple(_filter_view(context, f, catalog) for f in _ordered_filters(preference)),
         muted,
     )
@@ -466,8 +483,9 @@ def list_contexts(session: Session, actor: Actor, *, user: str | None = None) ->
     return [_context_view(c, stored.get(c), row) for c in config_of(session).contexts]
 
 
-def get_context(session: Session, actor: Actor, context: str, *,
-                user: str | None = None) -> ContextView:
+def get_context(
+    session: Session, actor: Actor, context: str, *, user: str | None = None
+) -> ContextView:
     """One context's settings, destinations and filters."""
     name = _target(actor, user)
     context = _context(session, context)
@@ -475,8 +493,9 @@ def get_context(session: Session, actor: Actor, context: str, *,
     return _context_view(context, _find_preference(session, row, context), row)
 
 
-def set_context_enabled(session: Session, actor: Actor, context: str, enabled: bool, *,
-                        user: str | None = None) -> ContextView:
+def set_context_enabled(
+    session: Session, actor: Actor, context: str, enabled: bool, *, user: str | None = None
+) -> ContextView:
     """Turn a whole context on or off (its filters and destinations are kept)."""
     name = _target(actor, user)
     context = _context(session, context)
@@ -488,8 +507,15 @@ def set_context_enabled(session: Session, actor: Actor, context: str, enabled: b
     return _context_view(context, preference, row)
 
 
-def set_digest(session: Session, actor: Actor, context: str, minutes: int, count: int = 0, *,
-               user: str | None = None) -> ContextView:
+def set_digest(
+    session: Session,
+    actor: Actor,
+    context: str,
+    minutes: int,
+    count: int = 0,
+    *,
+    user: str | None = None,
+) -> ContextView:
     """Collect a context's notifications: send at most every ``minutes`` and/or after
     ``count`` of them; ``0, 0`` sends each one at once."""
     name = _target(actor, user)
@@ -506,8 +532,9 @@ def set_digest(session: Session, actor: Actor, context: str, minutes: int, count
 # --- filters -----------------------------------------------------------------------
 
 
-def _existing_filter(session: Session, actor: Actor, context: str, name: str,
-                     user: str | None) -> tuple[User, Preference, Filter, str]:
+def _existing_filter(
+    session: Session, actor: Actor, context: str, name: str, user: str | None
+) -> tuple[User, Preference, Filter, str]:
     """The target user's filter, or ``NotFound``; nothing is created."""
     target = _target(actor, user)
     context = _context(session, context)
@@ -518,23 +545,32 @@ def _existing_filter(session: Session, actor: Actor, context: str, name: str,
     return row, preference, filter_, context
 
 
-def list_filters(session: Session, actor: Actor, context: str, *,
-                 user: str | None = None) -> list[FilterView]:
+def list_filters(
+    session: Session, actor: Actor, context: str, *, user: str | None = None
+) -> list[FilterView]:
     """A context's filters in order."""
     name = _target(actor, user)
     context = _context(session, context)
     return _filter_views(context, _find_preference(session, _find_user(session, name), context))
 
 
-def get_filter(session: Session, actor: Actor, context: str, name: str, *,
-               user: str | None = None) -> FilterView:
+def get_filter(
+    session: Session, actor: Actor, context: str, name: str, *, user: str | None = None
+) -> FilterView:
     """One filter by name (exact, else a unique case-insensitive match)."""
     _row, _preference, filter_, context = _existing_filter(session, actor, context, name, user)
     return _filter_view(context, filter_)
 
 
-def add_filter(session: Session, actor: Actor, context: str, name: str, *, oneshot: bool = False,
-               user: str | None = None) -> FilterView:
+def add_filter(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    *,
+    oneshot: bool = False,
+    user: str | None = None,
+) -> FilterView:
     """A new, empty, active filter at the end of the context; add rules to it next."""
     target = _target(actor, user)
     context = _context(session, context)
@@ -552,16 +588,28 @@ def add_filter(session: Session, actor: Actor, context: str, name: str, *, onesh
         )
     row = _user_for_write(session, target)
     preference = _preference_for_write(session, row, context)
-    filter_ = Filter(preference=preference, name=name, active=True, oneshot=oneshot,
-                     position=len(preference.filters) + 1)
+    filter_ = Filter(
+        preference=preference,
+        name=name,
+        active=True,
+        oneshot=oneshot,
+        position=len(preference.filters) + 1,
+    )
     session.add(filter_)
     _renumber(_ordered_filters(preference))
     _changed(session, row, "filter")
     return _filter_view(context, filter_)
 
 
-def rename_filter(session: Session, actor: Actor, context: str, name: str, new_name: str, *,
-                  user: str | None = None) -> FilterView:
+def rename_filter(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    new_name: str,
+    *,
+    user: str | None = None,
+) -> FilterView:
     """Give a filter another name."""
     new_name = check_filter_name(new_name)
     row, preference, filter_, context = _existing_filter(session, actor, context, name, user)
@@ -574,8 +622,9 @@ def rename_filter(session: Session, actor: Actor, context: str, name: str, new_n
     return _filter_view(context, filter_)
 
 
-def remove_filter(session: Session, actor: Actor, context: str, name: str, *,
-                  user: str | None = None) -> None:
+def remove_filter(
+    session: Session, actor: Actor, context: str, name: str, *, user: str | None = None
+) -> None:
     """Delete a filter and its rules; the ones after it move up."""
     row, preference, filter_, _context_name = _existing_filter(session, actor, context, name, user)
     preference.filters.remove(filter_)
@@ -583,8 +632,15 @@ def remove_filter(session: Session, actor: Actor, context: str, name: str, *,
     _changed(session, row, "filter")
 
 
-def move_filter(session: Session, actor: Actor, context: str, name: str, position: int, *,
-                user: str | None = None) -> list[FilterView]:
+def move_filter(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    position: int,
+    *,
+    user: str | None = None,
+) -> list[FilterView]:
     """Put a filter at a 1-based position; returns the context's filters in their new order."""
     row, preference, filter_, context = _existing_filter(session, actor, context, name, user)
     ordered = _ordered_filters(preference)
@@ -596,8 +652,15 @@ def move_filter(session: Session, actor: Actor, context: str, name: str, positio
     return _filter_views(context, preference)
 
 
-def set_filter_active(session: Session, actor: Actor, context: str, name: str, active: bool, *,
-                      user: str | None = None) -> FilterView:
+def set_filter_active(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    active: bool,
+    *,
+    user: str | None = None,
+) -> FilterView:
     """Switch a filter on or off without deleting it."""
     active = _bool(active, "active")
     row, _preference, filter_, context = _existing_filter(session, actor, context, name, user)
@@ -606,8 +669,15 @@ def set_filter_active(session: Session, actor: Actor, context: str, name: str, a
     return _filter_view(context, filter_)
 
 
-def set_filter_oneshot(session: Session, actor: Actor, context: str, name: str, oneshot: bool, *,
-                       user: str | None = None) -> FilterView:
+def set_filter_oneshot(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    oneshot: bool,
+    *,
+    user: str | None = None,
+) -> FilterView:
     """Make a filter switch itself off after its first notification (or not)."""
     oneshot = _bool(oneshot, "oneshot")
     row, _preference, filter_, context = _existing_filter(session, actor, context, name, user)
@@ -619,15 +689,24 @@ def set_filter_oneshot(session: Session, actor: Actor, context: str, name: str, 
 # --- rules -------------------------------------------------------------------------
 
 
-def add_rule(session: Session, actor: Actor, context: str, filter_name: str, rule: str,
-             arguments: Mapping[str, Any] | None, *, negated: bool = False,
-             user: str | None = None) -> FilterView:
+def add_rule(
+    session: Session,
+    actor: Actor,
+    context: str,
+    filter_name: str,
+    rule: str,
+    arguments: Mapping[str, Any] | None,
+    *,
+    negated: bool = False,
+    user: str | None = None,
+) -> FilterView:
     """Add a catalog rule (validated against its parameters) to the end of a filter."""
     negated = _bool(negated, "negated")
     catalog = default_catalog()
     spec, normalized = catalog.validate(rule.strip() if isinstance(rule, str) else "", arguments)
-    row, _preference, filter_, context = _existing_filter(session, actor, context, filter_name,
-                                                         user)
+    row, _preference, filter_, context = _existing_filter(
+        session, actor, context, filter_name, user
+    )
     stored = stored_rule_name(spec, catalog)
     if len(filter_.rules) >= MAX_RULES_PER_FILTER:
         raise InvalidArgument(
@@ -636,14 +715,23 @@ def add_rule(session: Session, actor: Actor, context: str, filter_name: str, rul
         )
     for existing in filter_.rules:
         if (existing.name, dict(existing.arguments or {}), existing.negated) == (
-            stored, normalized, negated
+            stored,
+            normalized,
+            negated,
         ):
             raise AlreadyExists(
                 f"Filter {filter_.name!r} already has the rule "
                 f"{_describe(stored, normalized, negated)!r}."
             )
-    session.add(Rule(filter=filter_, name=stored, arguments=normalized, negated=negated,
-                     position=len(filter_.rules) + 1))
+    session.add(
+        Rule(
+            filter=filter_,
+            name=stored,
+            arguments=normalized,
+            negated=negated,
+            position=len(filter_.rules) + 1,
+        )
+    )
     _renumber(_ordered_rules(filter_))
     _changed(session, row, "rule")
     return _filter_view(context, filter_, catalog)
@@ -659,11 +747,19 @@ def _numbered_rule(filter_: Filter, number: object) -> Rule:
     return rules[number - 1]
 
 
-def remove_rule(session: Session, actor: Actor, context: str, filter_name: str, number: int, *,
-                user: str | None = None) -> FilterView:
+def remove_rule(
+    session: Session,
+    actor: Actor,
+    context: str,
+    filter_name: str,
+    number: int,
+    *,
+    user: str | None = None,
+) -> FilterView:
     """Remove a filter's rule by its 1-based number."""
-    row, _preference, filter_, context = _existing_filter(session, actor, context, filter_name,
-                                                         user)
+    row, _preference, filter_, context = _existing_filter(
+        session, actor, context, filter_name, user
+    )
     rule = _numbered_rule(filter_, number)
     filter_.rules.remove(rule)
     _renumber(_ordered_rules(filter_))
@@ -671,12 +767,21 @@ def remove_rule(session: Session, actor: Actor, context: str, filter_name: str, 
     return _filter_view(context, filter_)
 
 
-def set_rule_negated(session: Session, actor: Actor, context: str, filter_name: str, number: int,
-                     negated: bool, *, user: str | None = None) -> FilterView:
+def set_rule_negated(
+    session: Session,
+    actor: Actor,
+    context: str,
+    filter_name: str,
+    number: int,
+    negated: bool,
+    *,
+    user: str | None = None,
+) -> FilterView:
     """Make a rule mean its opposite (``not ...``), or undo that."""
     negated = _bool(negated, "negated")
-    row, _preference, filter_, context = _existing_filter(session, actor, context, filter_name,
-                                                         user)
+    row, _preference, filter_, context = _existing_filter(
+        session, actor, context, filter_name, user
+    )
     _numbered_rule(filter_, number).negated = negated
     _changed(session, row, "rule")
     return _filter_view(context, filter_)
@@ -713,8 +818,9 @@ def _regenerate(config: Config, confirmation: Confirmation, now: dt.datetime) ->
     return code
 
 
-def set_destination(session: Session, actor: Actor, context: str, address: str | None, *,
-                    user: str | None = None) -> PendingConfirmation:
+def set_destination(
+    session: Session, actor: Actor, context: str, address: str | None, *, user: str | None = None
+) -> PendingConfirmation:
     """Add a destination to a context, unconfirmed, with a one-time code to send to it.
 
     E-mail addresses, IRC nicks and push URLs are checked first
@@ -727,7 +833,9 @@ def set_destination(session: Session, actor: Actor, context: str, address: str |
     config = config_of(session)
     feed = context in FEED_CONTEXTS
     normalized = (
-        new_feed_token() if feed else check_destination(context, address or "", config.push, fcm=config.fcm)
+        new_feed_token()
+        if feed
+        else check_destination(context, address or "", config.push, fcm=config.fcm)
     )
     now = utcnow()
     preference = _find_preference(session, _find_user(session, target), context)
@@ -760,21 +868,24 @@ def set_destination(session: Session, actor: Actor, context: str, address: str |
         )
     row = _user_for_write(session, target)
     preference = _preference_for_write(session, row, context)
-    destination = Destination(preference=preference, address=normalized, confirmed=feed,
-                              created_at=now)
+    destination = Destination(
+        preference=preference, address=normalized, confirmed=feed, created_at=now
+    )
     code: str | None = None
     if not feed:
         code, values = _new_confirmation(config, now)
         destination.confirmation = Confirmation(**values)
     session.add(destination)
     _changed(session, row, "destination")
-    log.info("user %s added %s destination %s", row.name, context,
-             mask_address(context, normalized))
+    log.info(
+        "user %s added %s destination %s", row.name, context, mask_address(context, normalized)
+    )
     return PendingConfirmation(_destination_view(context, destination), code)
 
 
-def resend_confirmation(session: Session, actor: Actor, context: str, *,
-                        user: str | None = None) -> PendingConfirmation:
+def resend_confirmation(
+    session: Session, actor: Actor, context: str, *, user: str | None = None
+) -> PendingConfirmation:
     """A fresh code (the old one stops working) for the context's newest unconfirmed
     destination; at most one per ``confirmation.resend_interval_seconds``."""
     target = _target(actor, user)
@@ -782,9 +893,11 @@ def resend_confirmation(session: Session, actor: Actor, context: str, *,
     config = config_of(session)
     row = _find_user(session, target)
     preference = _find_preference(session, row, context)
-    pending = [] if preference is None else [
-        d for d in preference.destinations if not d.confirmed and d.confirmation is not None
-    ]
+    pending = (
+        []
+        if preference is None
+        else [d for d in preference.destinations if not d.confirmed and d.confirmation is not None]
+    )
     if row is None or not pending:
         raise NotFound(
             f"Nothing in {context} is waiting for confirmation; set a destination first."
@@ -825,8 +938,9 @@ def confirm(session: Session, actor: Actor, code: str) -> DestinationView:
                 .join(Destination, Destination.id == Confirmation.destination_id)
                 .join(Preference, Preference.id == Destination.preference_id)
                 .where(Preference.user_id == row.id, Destination.confirmed.is_(False))
-                .options(selectinload(Confirmation.destination).selectinload(
-                    Destination.preference))
+                .options(
+                    selectinload(Confirmation.destination).selectinload(Destination.preference)
+                )
             )
         )
     if row is None or not pending:
@@ -843,8 +957,11 @@ def confirm(session: Session, actor: Actor, code: str) -> DestinationView:
             row.confirm_failures = 0
             row.confirm_locked_until = now + dt.timedelta(minutes=config.lockout_minutes)
             session.flush()
-            log.warning("user %s locked out of confirming after %d wrong codes", row.name,
-                        config.max_failures)
+            log.warning(
+                "user %s locked out of confirming after %d wrong codes",
+                row.name,
+                config.max_failures,
+            )
             raise RateLimited(
                 f"Too many wrong codes; wait {config.lockout_minutes} minutes, then try again."
             )
@@ -860,13 +977,18 @@ def confirm(session: Session, actor: Actor, code: str) -> DestinationView:
     row.confirm_failures = 0
     row.confirm_locked_until = None
     _changed(session, row, "confirmation")
-    log.info("user %s confirmed %s destination %s", row.name, context,
-             mask_address(context, destination.address))
+    log.info(
+        "user %s confirmed %s destination %s",
+        row.name,
+        context,
+        mask_address(context, destination.address),
+    )
     return _destination_view(context, destination)
 
 
-def remove_destination(session: Session, actor: Actor, context: str, destination_id: int, *,
-                       user: str | None = None) -> None:
+def remove_destination(
+    session: Session, actor: Actor, context: str, destination_id: int, *, user: str | None = None
+) -> None:
     """Delete one of the context's destinations (and any pending code for it)."""
     target = _target(actor, user)
     context = _context(session, context)
@@ -884,8 +1006,9 @@ def remove_destination(session: Session, actor: Actor, context: str, destination
     _changed(session, preference.user, "destination")
 
 
-def pending_confirmation_codes(session: Session,
-                               contexts: Iterable[str] | None = None) -> list[OutgoingCode]:
+def pending_confirmation_codes(
+    session: Session, contexts: Iterable[str] | None = None
+) -> list[OutgoingCode]:
     """Codes made but not yet sent (and not expired), for the daemon and the bot to
     deliver; call :func:`mark_code_sent` after each one has gone out."""
     statement = (
@@ -904,8 +1027,13 @@ def pending_confirmation_codes(session: Session,
         wanted = [contexts] if isinstance(contexts, str) else list(contexts)
         statement = statement.where(Preference.context.in_(wanted))
     return [
-        OutgoingCode(destination.id, user.name, preference.context, destination.address,
-                     str(confirmation.outgoing_code))
+        OutgoingCode(
+            destination.id,
+            user.name,
+            preference.context,
+            destination.address,
+            str(confirmation.outgoing_code),
+        )
         for confirmation, destination, preference, user in session.execute(statement)
     ]
 
@@ -937,16 +1065,29 @@ def _add_drafts(session: Session, preference: Preference, drafts: Sequence[Filte
     position = len(preference.filters)
     for draft in drafts:
         position += 1
-        filter_ = Filter(preference=preference, name=draft.name, active=draft.active,
-                         oneshot=draft.oneshot, position=position)
+        filter_ = Filter(
+            preference=preference,
+            name=draft.name,
+            active=draft.active,
+            oneshot=draft.oneshot,
+            position=position,
+        )
         session.add(filter_)
         for number, rule in enumerate(draft.rules, start=1):
-            session.add(Rule(filter=filter_, name=rule.name, arguments=dict(rule.arguments),
-                             negated=rule.negated, position=number))
+            session.add(
+                Rule(
+                    filter=filter_,
+                    name=rule.name,
+                    arguments=dict(rule.arguments),
+                    negated=rule.negated,
+                    position=number,
+                )
+            )
 
 
-def use_template(session: Session, actor: Actor, template: str, context: str, *,
-                 user: str | None = None) -> list[FilterView]:
+def use_template(
+    session: Session, actor: Actor, template: str, context: str, *, user: str | None = None
+) -> list[FilterView]:
     """Copy a template's filters to the end of a context; returns all its filters."""
     target = _target(actor, user)
     context = _context(session, context)
@@ -982,14 +1123,29 @@ def use_template(session: Session, actor: Actor, template: str, context: str, *,
 
 def _facts(message: Message) -> Any:
     try:
-        return facts_of(load_message({"id": message.id, "topic": message.topic,
-                                      "body": message.body, "headers": message.headers or {}}))
+        return facts_of(
+            load_message(
+                {
+                    "id": message.id,
+                    "topic": message.topic,
+                    "body": message.body,
+                    "headers": message.headers or {},
+                }
+            )
+        )
     except MalformedMessage:
         return None
 
 
-def preview(session: Session, actor: Actor, context: str, filter_name: str, *, limit: int = 200,
-            user: str | None = None) -> list[PreviewHit]:
+def preview(
+    session: Session,
+    actor: Actor,
+    context: str,
+    filter_name: str,
+    *,
+    limit: int = 200,
+    user: str | None = None,
+) -> list[PreviewHit]:
     """Which of the last ``limit`` stored messages (newest first) this filter matches.
 
     The filter's rules are AND'd, like the matcher does; a filter without rules
@@ -1016,22 +1172,30 @@ def preview(session: Session, actor: Actor, context: str, filter_name: str, *, l
     return hits
 
 
-def _matches(compiled: Sequence[tuple[RuleSpec, dict[str, Any], bool]], facts: Any,
-             context: RuleContext) -> bool:
+def _matches(
+    compiled: Sequence[tuple[RuleSpec, dict[str, Any], bool]], facts: Any, context: RuleContext
+) -> bool:
     for spec, arguments, negated in compiled:
         try:
             result = spec(facts, context, arguments)
         except Exception:  # a rule's failure is its filter's miss, as in the matcher
-            log.debug("rule %s raised on message %s in a preview", spec.name, facts.id,
-                      exc_info=True)
+            log.debug(
+                "rule %s raised on message %s in a preview", spec.name, facts.id, exc_info=True
+            )
             return False
         if result == negated:
             return False
     return True
 
 
-def recent_notifications(session: Session, actor: Actor, *, context: str | None = None,
-                         limit: int = 20, user: str | None = None) -> list[NotificationView]:
+def recent_notifications(
+    session: Session,
+    actor: Actor,
+    *,
+    context: str | None = None,
+    limit: int = 20,
+    user: str | None = None,
+) -> list[NotificationView]:
     """The user's latest notifications (newest first), whatever their state."""
     target = _target(actor, user)
     if context is not None:
@@ -1052,19 +1216,28 @@ def recent_notifications(session: Session, actor: Actor, *, context: str | None 
     views = []
     for notification, message in session.execute(statement):
         facts = _facts(message)
-        views.append(NotificationView(
-            notification.id, message.id, message.topic, facts.summary if facts else "",
-            notification.context, notification.filter_name, notification.state,
-            notification.created_at, notification.sent_at,
-        ))
+        views.append(
+            NotificationView(
+                notification.id,
+                message.id,
+                message.topic,
+                facts.summary if facts else "",
+                notification.context,
+                notification.filter_name,
+                notification.state,
+                notification.created_at,
+                notification.sent_at,
+            )
+        )
     return views
 
 
 # --- muting ------------------------------------------------------------------------
 
 
-def mute(session: Session, actor: Actor, until: dt.datetime | dt.timedelta, *,
-         user: str | None = None) -> dt.datetime:
+def mute(
+    session: Session, actor: Actor, until: dt.datetime | dt.timedelta, *, user: str | None = None
+) -> dt.datetime:
     """Hold back every notification (they are kept) until a time, or for a duration."""
     target = _target(actor, user)
     now = utcnow()

@@ -260,8 +260,13 @@ class Catalog:
         """Register one rule; a short name already taken keeps its first owner."""
         self._by_ref[spec.ref] = spec
         if spec.name in self._by_name and self._by_name[spec.name].ref != spec.ref:
-            log.warning("rule name %s is taken by %s; %s is reachable as %s",
-                        spec.name, self._by_name[spec.name].ref, spec.ref, spec.ref)
+            log.warning(
+                "rule name %s is taken by %s; %s is reachable as %s",
+                spec.name,
+                self._by_name[spec.name].ref,
+                spec.ref,
+                spec.ref,
+            )
             return
         self._by_name[spec.name] = spec
 

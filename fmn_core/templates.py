@@ -62,12 +62,14 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 def check_filter_name(name: object) -> str:
     """A filter name, stripped: 1 to 100 characters, no control characters."""
     if not isinstance(name, str):
-        raise InvalidArgument("A filter name must be text; give the filter a name.",
-                              argument="name")
+        raise InvalidArgument(
+            "A filter name must be text; give the filter a name.", argument="name"
+        )
     name = name.strip()
     if not name:
-        raise InvalidArgument("A filter name must not be empty; give the filter a name.",
-                              argument="name")
+        raise InvalidArgument(
+            "A filter name must not be empty; give the filter a name.", argument="name"
+        )
     if len(name) > MAX_FILTER_NAME:
         raise InvalidArgument(
             f"A filter name has at most {MAX_FILTER_NAME} characters (this one has {len(name)}); "
@@ -192,8 +194,10 @@ def parse_filters(data: Any, path: str, catalog: Catalog, problems: Problems) ->
         else:
             if len(raw_rules) > MAX_RULES_PER_FILTER:
                 problems.append(
-                    (f"{where}.rules",
-                     f"has {len(raw_rules)} rules; at most {MAX_RULES_PER_FILTER}")
+                    (
+                        f"{where}.rules",
+                        f"has {len(raw_rules)} rules; at most {MAX_RULES_PER_FILTER}",
+                    )
                 )
             for number, raw in enumerate(raw_rules):
                 draft = _parse_rule(raw, f"{where}.rules[{number}]", catalog, problems)
@@ -218,8 +222,9 @@ class TemplateDefinition:
     def parse(self, catalog: Catalog | None = None) -> list[FilterDraft]:
         """The template's filters, validated; ``InvalidArgument`` if it is broken."""
         problems: Problems = []
-        drafts = parse_filters(list(self.filters), "filters", catalog or default_catalog(),
-                               problems)
+        drafts = parse_filters(
+            list(self.filters), "filters", catalog or default_catalog(), problems
+        )
         if problems:
             where, why = problems[0]
             raise InvalidArgument(
@@ -358,14 +363,24 @@ def ensure_builtin_templates(session: Session) -> int:
         definition = _definition_json(template)
         row = existing.get(template.name)
         if row is None:
-            session.add(Template(name=template.name, title=template.title,
-                                 description=template.description, definition=definition))
+            session.add(
+                Template(
+                    name=template.name,
+                    title=template.title,
+                    description=template.description,
+                    definition=definition,
+                )
+            )
             changed += 1
         elif (row.title, row.description, row.definition) != (
-            template.title, template.description, definition
+            template.title,
+            template.description,
+            definition,
         ):
             row.title, row.description, row.definition = (
-                template.title, template.description, definition
+                template.title,
+                template.description,
+                definition,
             )
             changed += 1
     session.flush()
@@ -394,5 +409,9 @@ def find_template(session: Session, name: str) -> TemplateDefinition | None:
 
 def template_view(template: TemplateDefinition) -> TemplateView:
     """A copy of a template that front ends may keep."""
-    return TemplateView(template.name, template.title, template.description,
-                        tuple(copy.deepcopy(f) for f in template.filters))
+    return TemplateView(
+        template.name,
+        template.title,
+        template.description,
+        tuple(copy.deepcopy(f) for f in template.filters),
+    )
