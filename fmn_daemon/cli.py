@@ -1,0 +1,370 @@
+"""``fmn-daemon``: run the daemon, and the operator's tools around it.
+
+Errors are rendered here and only here: a ``ConfigError`` or ``UserError`` is
+one line on stderr and exit status 2; anything else is a bug, logged with its
+traceback, shown as "internal error" and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from fmn_core.config import Config, load_config
+from fmn_core.db import Database
+from fmn_core.errors import ConfigError, FmnError, ImportRejected, UserError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("fmn_daemon")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class SchemaMissing(UserError):
+    """The database has no (or an old) fmn schema."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fmn-daemon",
+        description="Fedora Messaging Notifications: the daemon and its tools.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="fmn's TOML configuration (default: $FMN_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("FMN_LOG_LEVEL"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log on stderr (default: INFO for run, else WARNING)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    db = commands.add_parser("db", help="the database schema")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser("upgrade", help="create or migrate the schema to the newest version")
+
+    prefs = commands.add_parser("prefs", help="export or import every user's preferences")
+    prefs_commands = prefs.add_subparsers(dest="prefs_command", metavar="ACTION", required=True)
+    export = prefs_commands.add_parser("export", help="write preferences as JSON")
+    export.add_argument("file", nargs="?", help="where to write (default: stdout)")
+    import_ = prefs_commands.add_parser(
+        "import", help="load preferences from JSON (all or nothing)"
+    )
+    import_.add_argument("file", help="the JSON file ('-' for stdin)")
+    import_.add_argument(
+        "--no-resolve",
+        action="store_true",
+        help="don't resolve push hosts while checking them (offline imports)",
+    )
+
+    replay = commands.add_parser("replay", help="run a file of bus messages through fmn")
+    replay.add_argument("file", help="one serialized fedora-messaging message per line")
+    replay.add_argument("--dry-run", action="store_true", help="only report who would be notified")
+    replay.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay.add_argument(
+        "--progress", action="store_true", help="draw a progress bar even if stderr is no terminal"
+    )
+    replay.add_argument("--batch-size", type=int, metavar="N", help="messages per transaction")
+
+    run = commands.add_parser("run", help="run the daemon (consumer, senders, HTTP)")
+    run.add_argument(
+        "--fedora-messaging-config",
+        metavar="PATH",
+        help="fedora-messaging's TOML (default: $FEDORA_MESSAGING_CONF, "
+        "else /etc/fedora-messaging/config.toml)",
+    )
+    run.add_argument("--no-consume", action="store_true", help="don't consume the bus")
+    run.add_argument("--no-deliver", action="store_true", help="don't send notifications")
+    run.add_argument("--no-http", action="store_true", help="don't serve HTTP")
+    run.add_argument(
+        "--startup-timeout", type=float, default=30.0, metavar="SECONDS", help="(default: 30)"
+    )
+
+    demo = commands.add_parser("demo", help="a self-contained tour: sample users and messages")
+    demo.add_argument("--dir", metavar="PATH", help="where to put the demo's files")
+
+    outbox = commands.add_parser("outbox", help="notifications that could not be delivered")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
+    listing = outbox_commands.add_parser("list", help="list dead notifications (the default)")
+    listing.add_argument("--limit", type=int, default=100)
+    requeue = outbox_commands.add_parser("requeue", help="make dead notifications pending again")
+    requeue.add_argument("ids", nargs="*", type=int, metavar="ID")
+    requeue.add_argument("--all", action="store_true", help="every dead notification")
+
+    ownership = commands.add_parser("ownership", help="package ownership from dist-git")
+    ownership_commands = ownership.add_subparsers(
+        dest="ownership_command", metavar="ACTION", required=True
+    )
+    refresh = ownership_commands.add_parser("refresh", help="load ownership.source now")
+    refresh.add_argument("--source", help="a URL or file instead of ownership.source")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pika logs every failed connection attempt at ERROR, with tracebacks; the
+    # consumer logs one line per attempt itself, with the cause.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # Alembic narrates every script lookup at INFO.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``fmn-daemon`` entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    noisy = args.command == "run"
+    _configure_logging(args.log_level or ("INFO" if noisy else "WARNING"))
+    try:
+        return _dispatch(args)
+    except ImportRejected as exc:
+        print(
+            f"fmn-daemon: error: nothing was imported: {len(exc.problems)} invalid entries:",
+            file=sys.stderr,
+        )
+        for path, why in exc.problems:
+            print(f"  {path}: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, UserError) as exc:
+        print(f"fmn-daemon: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FmnError as exc:
+        print(f"fmn-daemon: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("fmn-daemon: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``); nothing left to say.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        reference = f"{type(exc).__name__}-{os.getpid()}"
+        log.exception("internal error (reference %s)", reference)
+        print(
+            f"fmn-daemon: internal error (reference {reference}); see the log above",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(Path(args.dir) if args.dir else None, sys.stdout)
+    config = load_config(args.config)
+    if args.command == "db":
+        return _db_upgrade(config)
+    if args.command == "run":
+        return _run(config, args)
+    if args.command == "prefs":
+        return _prefs(config, args)
+    if args.command == "replay":
+        return _replay(config, args)
+    if args.command == "outbox":
+        return _outbox(config, args)
+    if args.command == "ownership":
+        return _ownership(config, args)
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _db_upgrade(config: Config) -> int:
+    from fmn_core.schema import upgrade
+
+    revision = upgrade(config.database_url)
+    print(f"{_masked(config.database_url)} is at schema {revision}")
+    return EXIT_OK
+
+
+def _open(config: Config) -> Database:
+    """The database, its schema checked; an empty embedded SQLite file is set up on the spot."""
+    from fmn_core.schema import current_revision, head_revision, upgrade
+
+    db = Database(config)
+    current = current_revision(db.engine)
+    if current is None and db.engine.dialect.name == "sqlite":
+        log.info("setting up the fmn schema in %s", _masked(config.database_url))
+        upgrade(config.database_url)
+        return db
+    if current != head_revision(config.database_url):
+        db.dispose()
+        raise SchemaMissing(
+            f"The database {_masked(config.database_url)} is at schema {current or '(none)'}, "
+            f"not the newest; run `fmn-daemon db upgrade` first."
+        )
+    return db
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from .service import Service
+
+    service = Service(
+        config,
+        args.fedora_messaging_config,
+        consume=not args.no_consume,
+        deliver=not args.no_deliver,
+        serve_http=False if args.no_http else None,
+        startup_timeout=args.startup_timeout,
+    )
+    return asyncio.run(service.serve())
+
+
+def _prefs(config: Config, args: argparse.Namespace) -> int:
+    from fmn_core.portability import export_preferences, import_preferences
+
+    db = _open(config)
+    try:
+        if args.prefs_command == "export":
+            with db.begin() as session:
+                document = export_preferences(session)
+            text = json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+            if args.file and args.file != "-":
+                Path(args.file).write_text(text, encoding="utf-8")
+                print(
+                    f"exported {len(document.get('users', []))} users to {args.file}",
+                    file=sys.stderr,
+                )
+            else:
+                sys.stdout.write(text)
+            return EXIT_OK
+        data = _read_json(args.file)
+        with db.begin() as session:
+            summary = import_preferences(session, data, resolve=not args.no_resolve)
+        print(
+            f"imported {summary.users} users: {summary.contexts} contexts, {summary.filters} "
+            f"filters, {summary.rules} rules, {summary.destinations} destinations"
+        )
+        return EXIT_OK
+    finally:
+        db.dispose()
+
+
+class UnreadableFile(UserError):
+    """A file named on the command line can't be read or parsed."""
+
+
+def _read_json(name: str) -> Any:
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UnreadableFile(f"Cannot read {name}: {exc.strerror}.") from exc
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"{name} is not UTF-8 text.") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UnreadableFile(f"{name} is not valid JSON: {exc}.") from exc
+
+
+def _replay(config: Config, args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    if not Path(args.file).is_file():
+        raise UnreadableFile(f"Cannot read {args.file}: no such file.")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UnreadableFile("--batch-size must be at least 1.")
+    db = _open(config)
+    try:
+        stats = replay(
+            db,
+            args.file,
+            sys.stdout,
+            dry_run=args.dry_run,
+            as_json=args.json,
+            progress=True if args.progress else None,
+            batch_size=args.batch_size,
+        )
+    finally:
+        db.dispose()
+    if not args.json:
+        written = (
+            ""
+            if args.dry_run
+            else (
+                f", {stats.notifications} notifications written, {stats.duplicates} already stored"
+            )
+        )
+        print(
+            f"{stats.messages} messages, {stats.matched} matched, {stats.recipients} recipients, "
+            f"{stats.errors} unreadable lines{written}"
+        )
+    return EXIT_OK
+
+
+def _outbox(config: Config, args: argparse.Namespace) -> int:
+    from fmn_core.outbox import list_dead, requeue_dead
+
+    db = _open(config)
+    try:
+        if args.outbox_command == "requeue":
+            if not args.ids and not args.all:
+                raise UnreadableFile("Name the notifications to requeue (IDS), or pass --all.")
+            with db.begin() as session:
+                count = requeue_dead(session, None if args.all else args.ids)
+            print(f"requeued {count} dead notifications")
+            return EXIT_OK
+        with db.begin() as session:
+            dead = list_dead(session, getattr(args, "limit", 100))
+        _print_dead(dead, sys.stdout)
+        return EXIT_OK
+    finally:
+        db.dispose()
+
+
+def _print_dead(rows: Sequence[Any], out: IO[str]) -> None:
+    if not rows:
+        out.write("no dead notifications\n")
+        return
+    out.write(f"{'ID':>8}  {'USER':<20} {'CONTEXT':<8} {'TRIES':>5}  {'CREATED':<20} LAST ERROR\n")
+    for row in rows:
+        error = (row.last_error or "").splitlines()[0][:80] if row.last_error else ""
+        out.write(
+            f"{row.id:>8}  {row.user[:20]:<20} {row.context:<8} {row.attempts:>5}  "
+            f"{row.created_at:%Y-%m-%d %H:%M:%S}  {error}\n"
+        )
+
+
+def _ownership(config: Config, args: argparse.Namespace) -> int:
+    from fmn_core.ownership import DistGitOwnership, refresh_ownership
+
+    source = args.source or config.ownership.source
+    if not source:
+        raise ConfigError("ownership.source", "is empty; set it or pass --source")
+    db = _open(config)
+    try:
+        with db.begin() as session:
+            changed = refresh_ownership(session, DistGitOwnership(source))
+    finally:
+        db.dispose()
+    print(f"ownership refreshed from {source}: {changed} rows changed")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

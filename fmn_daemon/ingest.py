@@ -1,0 +1,424 @@
+"""The ingest pipeline: store a batch of bus messages, match them, write the outbox.
+
+Everything here runs inside the caller's transaction and never commits: the
+consumer commits and only then acks, ``fmn-daemon replay`` commits per batch.
+Per batch there is a fixed number of statements, not one per message:
+
+1. one ``INSERT … ON CONFLICT (id) DO NOTHING RETURNING id`` for the messages; a
+   message that was already stored (a redelivery after a crash between commit
+   and ack) is not matched again, its outbox rows exist already;
+2. one query for the state of the filters that matched (so a filter deleted or
+   switched off since the matcher last refreshed, or a one-shot filter, is seen);
+3. one ``INSERT … ON CONFLICT (message_id, user_id, context) DO NOTHING`` for the
+   outbox rows.
+
+Muted users still get their rows; the sender holds them back until the mute ends.
+A one-shot filter that matched is switched off (plus a ``ChangeEvent`` so every
+other process's matcher refreshes its user), and this process's matcher
+refreshes that user at once, so later messages of the same batch don't match it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable, Mapping, MutableSet, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import psycopg
+from fedora_messaging import message as fm_message
+from sqlalchemy import Integer, Table, any_, bindparam, select, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from fmn_core.errors import MalformedMessage
+from fmn_core.matcher import Matcher, Recipient
+from fmn_core.messages import MessageFacts, facts_of, load_message
+from fmn_core.models import (
+    ChangeEvent,
+    Filter,
+    Message,
+    Notification,
+    NotificationState,
+    Preference,
+    utcnow,
+)
+from fmn_core.ownership import affects_ownership
+
+from .metrics import Metrics
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_TOPIC_LENGTH",
+    "IngestResult",
+    "decode_delivery",
+    "ingest_batch",
+    "json_safe",
+]
+
+log = logging.getLogger(__name__)
+
+#: The widths of ``messages.id`` and ``messages.topic``; longer values are malformed.
+MAX_ID_LENGTH = 255
+MAX_TOPIC_LENGTH = 512
+
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class IngestResult:
+    """What one batch did."""
+
+    #: Messages handed in.
+    received: int = 0
+    #: Newly stored (and matched) messages.
+    stored: int = 0
+    #: Messages that were already stored (redeliveries); not matched again.
+    duplicates: int = 0
+    #: ``(message id, reason)`` of messages refused before storing.
+    malformed: list[tuple[str, str]] = field(default_factory=list)
+    #: Stored messages with at least one recipient.
+    matched: int = 0
+    #: Outbox rows written.
+    notifications: int = 0
+    #: One-shot filters switched off by this batch.
+    oneshots_fired: list[int] = field(default_factory=list)
+    #: Whether a message in the batch changes package ownership (refresh it).
+    ownership_changed: bool = False
+    #: Recipients of each newly stored message, by message id.
+    recipients: dict[str, list[Recipient]] = field(default_factory=dict)
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-serializable copy of AMQP header values (bytes, datetimes, decimals…)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def decode_delivery(
+    routing_key: str, properties: pika.BasicProperties, body: bytes
+) -> fm_message.Message:
+    """Turn one AMQP delivery into a validated message, or raise ``MalformedMessage``.
+
+    The AMQP ``message_id`` property is the message's id; the routing key is its
+    topic; the body is JSON in the declared content encoding (UTF-8 by default).
+    """
+    message_id = properties.message_id if isinstance(properties.message_id, str) else None
+    if not message_id:
+        raise MalformedMessage("the delivery has no message_id property")
+    encoding = properties.content_encoding or "utf-8"
+    try:
+        text = body.decode(encoding)
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(
+            f"the body cannot be decoded as {encoding}: {exc}", message_id=message_id
+        ) from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MalformedMessage(f"the body is not JSON: {exc}", message_id=message_id) from exc
+    headers = json_safe(properties.headers or {})
+    return load_message({"topic": routing_key, "headers": headers, "id": message_id, "body": data})
+
+
+def _refusal(facts: MessageFacts) -> str | None:
+    if not facts.id:
+        return "the message has no id"
+    if len(facts.id) > MAX_ID_LENGTH:
+        return f"the message id is longer than {MAX_ID_LENGTH} characters"
+    if len(facts.topic) > MAX_TOPIC_LENGTH:
+        return f"the topic is longer than {MAX_TOPIC_LENGTH} characters"
+    return None
+
+
+#: Column types for the PostgreSQL bulk inserts, by table.
+_PG_TYPES: dict[str, dict[str, str]] = {
+    "messages": {
+        "id": "text",
+        "topic": "text",
+        "body": "json",
+        "headers": "json",
+        "received_at": "timestamptz",
+    },
+    "notifications": {
+        "message_id": "text",
+        "user_id": "integer",
+        "context": "text",
+        "filter_id": "integer",
+        "filter_name": "text",
+        "state": "text",
+        "attempts": "integer",
+        "next_attempt_at": "timestamptz",
+        "created_at": "timestamptz",
+    },
+}
+
+
+def _insert_new(
+    session: Session, table: Table, rows: list[dict[str, Any]], conflict: Sequence[str]
+) -> list[Any]:
+    """``INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING <primary key>`` for many rows.
+
+    Returns the primary keys of the rows actually inserted. SQLite gets one
+    multi-row ``VALUES`` statement. On PostgreSQL such a statement (thousands of
+    placeholders, a new text for every batch size) costs the driver more time
+    to parse than the database takes to run it, so:
+
+    - small rows (the outbox) travel as one array per column through ``unnest``:
+      one statement whose text never changes;
+    - messages, whose JSON bodies are large, go through psycopg's pipelined
+      ``executemany`` with one prepared statement: no round trip per row, and
+      no escaping of whole bodies into array literals.
+    """
+    key = next(iter(table.primary_key.columns))
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        insert = (
+            sqlite.insert(table)
+            .on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(key)
+        )
+        return list(session.execute(insert, rows).scalars())
+    if dialect != "postgresql":
+        raise NotImplementedError(f"fmn stores messages on SQLite or PostgreSQL, not {dialect}")
+    types = _PG_TYPES[table.name]
+    columns = list(types)
+    target = f"INSERT INTO {table.name} ({', '.join(columns)}) "
+    tail = f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
+    if "json" not in types.values():
+        params = {f"c{i}": [row[c] for row in rows] for i, c in enumerate(columns)}
+        sources = ", ".join(f"CAST(:c{i} AS {types[c]}[])" for i, c in enumerate(columns))
+        statement = text(f"{target}SELECT * FROM unnest({sources}){tail}")
+        return list(session.execute(statement, params).scalars())
+    placeholders = ", ".join(f"%s::{types[c]}" for c in columns)
+    values = [
+        tuple(json.dumps(row[c]) if types[c] == "json" else row[c] for c in columns) for row in rows
+    ]
+    # The session's own connection, so this runs inside the caller's transaction.
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    statement_text = f"{target}VALUES ({placeholders}){tail}"
+    inserted: list[Any] = []
+    try:
+        with driver.cursor() as cursor:
+            cursor.executemany(statement_text, values, returning=True)
+            while True:
+                inserted.extend(row[0] for row in cursor.fetchall())
+                if not cursor.nextset():
+                    break
+    except psycopg.Error as exc:
+        # Wrapped as SQLAlchemy wraps its own: callers sort errors by those classes.
+        raise sa_exc.DBAPIError.instance(statement_text, None, exc, psycopg.Error) from exc
+    return inserted
+
+
+def _safe_recipients(matcher: Matcher, facts: MessageFacts) -> list[Recipient]:
+    # The matcher already turns a rule's failure into its filter's miss; this
+    # guard is for a bug in the matcher itself: one message must not stop the rest.
+    try:
+        return matcher.recipients(facts)
+    except Exception:
+        log.exception("message %s: matching failed; it is stored without recipients", facts.id)
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class _FilterState:
+    user_id: int
+    active: bool
+    oneshot: bool
+
+
+def _filter_states(session: Session, ids: Iterable[int], known: dict[int, _FilterState]) -> None:
+    """Load the state of the filters in ``ids`` not in ``known`` yet (usually one query)."""
+    missing = sorted(set(ids) - known.keys())
+    postgres = session.get_bind().dialect.name == "postgresql"
+    step = 50_000 if postgres else 500
+    for start in range(0, len(missing), step):
+        chunk = missing[start : start + step]
+        # One array parameter on PostgreSQL; SQLite has no arrays (and a parameter limit).
+        wanted = (
+            Filter.id == any_(bindparam("ids", chunk, type_=postgresql.ARRAY(Integer)))
+            if postgres
+            else Filter.id.in_(chunk)
+        )
+        rows = session.execute(
+            select(Filter.id, Filter.active, Filter.oneshot, Preference.user_id)
+            .join(Preference, Preference.id == Filter.preference_id)
+            .where(wanted)
+        )
+        for row in rows:
+            known[row.id] = _FilterState(row.user_id, bool(row.active), bool(row.oneshot))
+
+
+def _affects_ownership(facts: MessageFacts) -> bool:
+    try:
+        return bool(affects_ownership(facts))
+    except Exception:
+        log.warning("message %s: cannot tell whether it changes ownership", facts.id, exc_info=True)
+        return False
+
+
+def ingest_batch(
+    session: Session,
+    matcher: Matcher,
+    messages: Sequence[fm_message.Message | MessageFacts],
+    metrics: Metrics | None = None,
+    *,
+    refreshed: MutableSet[int] | None = None,
+) -> IngestResult:
+    """Store, match and write the outbox rows for a batch, in the caller's transaction.
+
+    ``refreshed`` collects the users whose matcher entries this call refreshed
+    from uncommitted state (one-shot filters switched off): if the caller's
+    transaction rolls back, it must refresh them again from the database.
+    Counters in ``metrics`` are added when the batch has been written (a batch
+    whose commit then fails and is retried counts twice).
+    """
+    result = IngestResult(received=len(messages))
+    facts_list: list[MessageFacts] = []
+    seen: set[str] = set()
+    for item in messages:
+        facts = item if isinstance(item, MessageFacts) else facts_of(item)
+        reason = _refusal(facts)
+        if reason is not None:
+            log.warning("message %s: dropped: %s", facts.id[:MAX_ID_LENGTH] or "(none)", reason)
+            result.malformed.append((facts.id[:MAX_ID_LENGTH], reason))
+            continue
+        if facts.id in seen:  # the same id twice in one batch: store and match it once
+            result.duplicates += 1
+            continue
+        seen.add(facts.id)
+        facts_list.append(facts)
+
+    new_ids: set[str] = set()
+    if facts_list:
+        now = utcnow()
+        rows = [
+            {
+                "id": f.id,
+                "topic": f.topic,
+                "body": f.body,
+                "headers": dict(f.headers),
+                "received_at": now,
+            }
+            for f in facts_list
+        ]
+        new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"]))
+    fresh = [f for f in facts_list if f.id in new_ids]
+    result.duplicates += len(facts_list) - len(fresh)
+    result.stored = len(fresh)
+
+    matches = [_safe_recipients(matcher, f) for f in fresh]
+    matches = _check_filters(session, matcher, fresh, matches, result, refreshed)
+
+    now = utcnow()
+    outbox: list[dict[str, Any]] = []
+    for facts, recipients in zip(fresh, matches, strict=True):
+        result.recipients[facts.id] = recipients
+        if recipients:
+            result.matched += 1
+        for r in recipients:
+            outbox.append(
+                {
+                    "message_id": facts.id,
+                    "user_id": r.user_id,
+                    "context": r.context,
+                    "filter_id": r.filter_id,
+                    "filter_name": r.filter_name,
+                    "state": NotificationState.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
+    if outbox:
+        conflict = ["message_id", "user_id", "context"]
+        result.notifications = len(_insert_new(session, _NOTIFICATIONS, outbox, conflict))
+
+    result.ownership_changed = any(_affects_ownership(f) for f in fresh)
+    if metrics is not None:
+        without_schema = sum(1 for f in fresh if f.schema == "base.message")
+        metrics.inc("messages_matched", result.matched)
+        metrics.inc("messages_without_schema", without_schema)
+        metrics.inc("messages_malformed", len(result.malformed))
+        metrics.inc("notifications_created", result.notifications)
+    return result
+
+
+def _check_filters(
+    session: Session,
+    matcher: Matcher,
+    fresh: list[MessageFacts],
+    matches: list[list[Recipient]],
+    result: IngestResult,
+    refreshed: MutableSet[int] | None,
+) -> list[list[Recipient]]:
+    """Hold the matches against the filters' committed state; fire one-shot filters.
+
+    The matcher lags the database by up to a second: a filter may have been
+    removed or switched off meanwhile. Those users are refreshed and their
+    messages matched again. Then, in message order, the first message a one-shot
+    filter matches switches it off, and later messages are matched without it.
+    """
+    states: dict[int, _FilterState] = {}
+    _filter_states(session, (r.filter_id for rs in matches for r in rs), states)
+
+    stale = {
+        r.user_id
+        for rs in matches
+        for r in rs
+        if r.filter_id not in states or not states[r.filter_id].active
+    }
+    if stale:
+        log.info("refreshing %d user(s) whose filters changed since the matcher loaded", len(stale))
+        matcher.refresh_users(session, stale)
+        for i, (facts, rs) in enumerate(zip(fresh, matches, strict=True)):
+            if any(r.user_id in stale for r in rs):
+                matches[i] = _safe_recipients(matcher, facts)
+        _filter_states(session, (r.filter_id for rs in matches for r in rs), states)
+
+    def usable(r: Recipient) -> bool:
+        state = states.get(r.filter_id)
+        return state is not None and state.active
+
+    if not any(states[r.filter_id].oneshot for rs in matches for r in rs if usable(r)):
+        return [[r for r in rs if usable(r)] for rs in matches]
+
+    fired_users: set[int] = set()
+    checked: list[list[Recipient]] = []
+    for facts, rs in zip(fresh, matches, strict=True):
+        if fired_users & {r.user_id for r in rs}:
+            rs = _safe_recipients(matcher, facts)
+            _filter_states(session, (r.filter_id for r in rs), states)
+        rs = [r for r in rs if usable(r)]
+        firing = sorted({r.filter_id for r in rs if states[r.filter_id].oneshot})
+        if firing:
+            session.execute(update(Filter).where(Filter.id.in_(firing)).values(active=False))
+            users = {states[f].user_id for f in firing}
+            session.add_all(ChangeEvent(user_id=u, kind="oneshot_fired") for u in sorted(users))
+            session.flush()
+            for f in firing:
+                states[f] = _FilterState(states[f].user_id, False, True)
+                log.info("message %s: one-shot filter %d fired and is now inactive", facts.id, f)
+            result.oneshots_fired.extend(firing)
+            fired_users |= users
+            if refreshed is not None:
+                refreshed |= users
+            matcher.refresh_users(session, users)
+        checked.append(rs)
+    return checked

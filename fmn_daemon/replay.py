@@ -1,0 +1,246 @@
+"""``fmn-daemon replay``: run a file of bus messages through fmn.
+
+The file holds one serialized fedora-messaging message per line
+(``fedora_messaging.message.dumps`` of one message, or the shared corpus's
+lines). With ``dry_run`` nothing is written: each message is matched against
+the current preferences and its recipients are reported. Without it, the
+messages go through the same ingest pipeline as the bus consumer (store, match,
+outbox), one transaction per batch.
+
+The ``--json`` output is a public contract: one JSON object per line,
+``{"id", "topic", "recipients": [{"user", "context", "filter"}]}`` with the
+recipients sorted by user then context, or ``{"line": N, "error": "..."}`` for a
+line that is not a valid message (the run goes on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from fedora_messaging import message as fm_message
+
+from fmn_core.db import Database
+from fmn_core.errors import MalformedMessage
+from fmn_core.matcher import Matcher, Recipient
+from fmn_core.messages import facts_of, parse_line
+from fmn_core.ownership import OwnershipCache
+
+from .ingest import ingest_batch
+from .metrics import Metrics
+
+__all__ = ["Progress", "ReplayStats", "read_messages", "replay"]
+
+
+@dataclass
+class ReplayStats:
+    """What a replay saw and did."""
+
+    lines: int = 0
+    messages: int = 0
+    errors: int = 0
+    matched: int = 0
+    recipients: int = 0
+    #: Outbox rows written (not on a dry run).
+    notifications: int = 0
+    #: Messages already stored before (not on a dry run).
+    duplicates: int = 0
+
+
+def read_messages(
+    lines: Iterable[str | bytes],
+) -> Iterator[tuple[int, fm_message.Message | MalformedMessage]]:
+    """``(line number, message or the reason it isn't one)`` for each non-blank line."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, parse_line(line)
+        except MalformedMessage as exc:
+            yield number, exc
+
+
+class Progress:
+    """A one-line progress bar on a terminal (``\\r`` updates, at most 10 per second)."""
+
+    def __init__(self, total: int, stream: IO[str], width: int = 30) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.width = width
+        self._shown = 0.0
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._shown < 0.1:
+            return
+        self._shown = now
+        filled = int(self.width * min(done, self.total) / self.total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\rreplaying [{bar}] {done}/{self.total} lines")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        """Erase the bar, so that output to the same terminal starts on a clean line."""
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+        self._shown = 0.0
+
+    def close(self, done: int) -> None:
+        self.update(done, force=True)
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _recipients_json(recipients: Iterable[Recipient]) -> list[dict[str, Any]]:
+    ordered = sorted(recipients, key=lambda r: (r.user, r.context))
+    return [{"user": r.user, "context": r.context, "filter": r.filter_name} for r in ordered]
+
+
+def _recipients_text(recipients: Iterable[Recipient]) -> str:
+    ordered = sorted(recipients, key=lambda r: (r.user, r.context))
+    return ", ".join(f"{r.user}/{r.context} ({r.filter_name})" for r in ordered) or "-"
+
+
+class _Output:
+    def __init__(self, out: IO[str], as_json: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+        if not as_json:
+            out.write(f"{'LINE':>6}  {'MESSAGE':<36}  {'TOPIC':<50}  RECIPIENTS\n")
+
+    def error(self, number: int, error: MalformedMessage) -> None:
+        if self.as_json:
+            self.out.write(json.dumps({"line": number, "error": str(error)}) + "\n")
+        else:
+            self.out.write(f"{number:>6}  error: {error}\n")
+
+    def message(
+        self,
+        number: int,
+        msg: fm_message.Message,
+        recipients: list[Recipient],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if self.as_json:
+            record: dict[str, Any] = {
+                "id": msg.id,
+                "topic": msg.topic,
+                "recipients": _recipients_json(recipients),
+            }
+            record.update(extra or {})
+            self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            note = " (already stored)" if extra and extra.get("duplicate") else ""
+            self.out.write(
+                f"{number:>6}  {str(msg.id)[:36]:<36}  {msg.topic[:50]:<50}  "
+                f"{_recipients_text(recipients)}{note}\n"
+            )
+
+
+def replay(
+    db: Database,
+    path: str | os.PathLike[str],
+    out: IO[str],
+    *,
+    dry_run: bool,
+    as_json: bool,
+    progress: bool | None = None,
+    batch_size: int | None = None,
+    metrics: Metrics | None = None,
+    err: IO[str] | None = None,
+) -> ReplayStats:
+    """Replay the file at ``path``; write one line per message to ``out``.
+
+    ``progress`` draws a bar on ``err`` (stderr by default); ``None`` means
+    "when ``err`` is a terminal". Only used without ``dry_run``.
+    """
+    err = err if err is not None else sys.stderr
+    source = Path(path)
+    with db.begin() as session:
+        matcher = Matcher.load(session, ownership=OwnershipCache.load(session))
+    output = _Output(out, as_json)
+    stats = ReplayStats()
+    with source.open("rb") as handle:
+        if dry_run:
+            for number, item in read_messages(handle):
+                stats.lines = number
+                if isinstance(item, MalformedMessage):
+                    stats.errors += 1
+                    output.error(number, item)
+                    continue
+                recipients = matcher.recipients(facts_of(item))
+                stats.messages += 1
+                stats.matched += bool(recipients)
+                stats.recipients += len(recipients)
+                output.message(number, item, recipients)
+            return stats
+        total = sum(1 for _ in handle)
+        handle.seek(0)
+        show = err.isatty() if progress is None else progress
+        bar = Progress(total, err) if show else None
+        size = batch_size or db.config.delivery.batch_size
+        batch: list[tuple[int, fm_message.Message]] = []
+        for number, item in read_messages(handle):
+            stats.lines = number
+            if isinstance(item, MalformedMessage):
+                stats.errors += 1
+                output.error(number, item)
+                continue
+            batch.append((number, item))
+            if len(batch) >= size:
+                if bar is not None:
+                    bar.clear()
+                _ingest(db, matcher, batch, output, stats, metrics)
+                batch = []
+                if bar is not None:
+                    bar.update(number)
+        if batch:
+            if bar is not None:
+                bar.clear()
+            _ingest(db, matcher, batch, output, stats, metrics)
+        if bar is not None:
+            bar.close(total)
+    return stats
+
+
+def _ingest(
+    db: Database,
+    matcher: Matcher,
+    batch: list[tuple[int, fm_message.Message]],
+    output: _Output,
+    stats: ReplayStats,
+    metrics: Metrics | None,
+) -> None:
+    refreshed: set[int] = set()
+    try:
+        with db.begin() as session:
+            result = ingest_batch(
+                session, matcher, [m for _, m in batch], metrics, refreshed=refreshed
+            )
+    except BaseException:
+        if refreshed:  # the matcher saw one-shot filters switched off that never were
+            with db.begin() as session:
+                matcher.refresh_users(session, refreshed)
+        raise
+    refused = dict(result.malformed)
+    for number, msg in batch:
+        stats.messages += 1
+        if msg.id in refused:
+            stats.errors += 1
+            output.error(number, MalformedMessage(refused[msg.id], message_id=msg.id))
+            continue
+        recipients = result.recipients.get(msg.id)
+        if recipients is None:
+            stats.duplicates += 1
+            output.message(number, msg, [], {"duplicate": True})
+            continue
+        stats.matched += bool(recipients)
+        stats.recipients += len(recipients)
+        output.message(number, msg, recipients)
+    stats.notifications += result.notifications

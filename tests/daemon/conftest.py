@@ -1,0 +1,370 @@
+"""Fixtures for the daemon's tests: real SMTP, HTTP push and RabbitMQ on loopback.
+
+Each server listens on 127.0.0.1 on a free port, is ready before the test starts
+and is stopped in ``finally``. RabbitMQ tests get uniquely named queues and
+exchanges, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import RABBITMQ_URL, service_missing  # tests/conftest.py (tests/ is on sys.path)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+@dataclass
+class ReceivedMail:
+    """One message the SMTP server accepted."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"] or "")
+
+
+@dataclass
+class SmtpServer:
+    """A running aiosmtpd server; ``messages`` fills as mail arrives."""
+
+    host: str
+    port: int
+    messages: list[ReceivedMail] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMail]:
+        """Block until at least ``count`` messages arrived; return them all."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.messages) >= count, timeout=timeout)
+            return list(self.messages)
+
+
+class _CollectingHandler:
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+
+    async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
+        data = envelope.original_content or envelope.content
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        with self.server.arrived:
+            self.server.messages.append(
+                ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), bytes(data))
+            )
+            self.server.arrived.notify_all()
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """An aiosmtpd SMTP server on 127.0.0.1 collecting every message it gets."""
+    from aiosmtpd.controller import Controller
+
+    server = SmtpServer(host="127.0.0.1", port=free_port())
+    controller = Controller(_CollectingHandler(server), hostname=server.host, port=server.port)
+    controller.start()  # returns once the server answers
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+# --------------------------------------------------------------------------- HTTP push
+
+
+@dataclass
+class PushRequest:
+    """One request the push receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class PushReceiver:
+    """A running HTTP server recording requests; answers ``status`` to each."""
+
+    host: str
+    port: int
+    requests: list[PushRequest] = field(default_factory=list)
+    status: int = 200
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[PushRequest]:
+        """Block until at least ``count`` requests arrived; return them all."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
+            return list(self.requests)
+
+
+def _push_handler(receiver: PushReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            request = PushRequest(
+                method=self.command,
+                path=urlsplit(self.path).path if self.path.startswith("http") else self.path,
+                headers={k: v for k, v in self.headers.items()},
+                body=body,
+            )
+            with receiver.arrived:
+                receiver.requests.append(request)
+                receiver.arrived.notify_all()
+            payload = b'{"ok": true}'
+            self.send_response(receiver.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_POST = do_PUT = do_GET = _record
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def push_receiver() -> Iterator[PushReceiver]:
+    """A ThreadingHTTPServer on 127.0.0.1 recording every request it gets."""
+    receiver = PushReceiver(host="127.0.0.1", port=0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _push_handler(receiver))
+    receiver.port = int(server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, name="push-receiver", daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- RabbitMQ
+
+
+@dataclass
+class RabbitMQ:
+    """Unique names on a reachable broker, and a fedora-messaging config using them."""
+
+    amqp_url: str
+    queue: str
+    exchange: str
+    routing_key: str
+    config_path: Path
+
+    def publish_raw(
+        self,
+        body: bytes,
+        *,
+        routing_key: str | None = None,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish bytes straight to the test exchange with pika."""
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            channel = connection.channel()
+            channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+            channel.basic_publish(
+                self.exchange,
+                routing_key or self.routing_key,
+                body,
+                pika.BasicProperties(
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    headers=headers or {},
+                    message_id=(str(uuid.uuid4()) if message_id is None else message_id) or None,
+                ),
+            )
+        finally:
+            connection.close()
+
+    def queue_depth(self) -> int:
+        """How many messages are ready in the test queue (declares it if needed)."""
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            channel = connection.channel()
+            frame = channel.queue_declare(self.queue, durable=True, passive=True)
+            return int(frame.method.message_count)
+        finally:
+            connection.close()
+
+
+def write_fedora_messaging_config(
+    path: Path, amqp_url: str, queue: str, exchange: str, routing_keys: list[str]
+) -> Path:
+    """A fedora-messaging TOML file binding ``queue`` to ``exchange``."""
+    keys = ", ".join(json.dumps(k) for k in routing_keys)
+    path.write_text(
+        f"""\
+amqp_url = {json.dumps(amqp_url)}
+publish_exchange = {json.dumps(exchange)}
+passive_declares = false
+topic_prefix = ""
+
+[tls]
+ca_cert = ""
+keyfile = ""
+certfile = ""
+
+[client_properties]
+app = "fmn tests"
+
+[exchanges.{json.dumps(exchange)}]
+type = "topic"
+durable = true
+auto_delete = false
+arguments = {{}}
+
+[queues.{json.dumps(queue)}]
+durable = true
+auto_delete = false
+exclusive = false
+arguments = {{}}
+
+[[bindings]]
+queue = {json.dumps(queue)}
+exchange = {json.dumps(exchange)}
+routing_keys = [{keys}]
+
+[qos]
+prefetch_size = 0
+prefetch_count = 1000
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _probe_parameters(url: str) -> Any:
+    import pika
+
+    parameters = pika.URLParameters(url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = 3
+    return parameters
+
+
+@pytest.fixture
+def rabbitmq(tmp_path: Path) -> Iterator[RabbitMQ]:
+    """A reachable broker with a unique queue, exchange and binding; cleaned up after."""
+    import pika
+    import pika.exceptions
+
+    try:
+        probe = pika.BlockingConnection(_probe_parameters(RABBITMQ_URL))
+        probe.close()
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        service_missing("RabbitMQ", f"{RABBITMQ_URL.split('@')[-1]}: {exc.__class__.__name__}")
+    unique = uuid.uuid4().hex[:10]
+    queue = f"fmn-test-{unique}"
+    exchange = f"fmn-test-x-{unique}"
+    config_path = write_fedora_messaging_config(
+        tmp_path / "fedora-messaging.toml", RABBITMQ_URL, queue, exchange, ["#"]
+    )
+    broker = RabbitMQ(
+        amqp_url=RABBITMQ_URL,
+        queue=queue,
+        exchange=exchange,
+        routing_key=f"org.fedoraproject.test.{unique}",
+        config_path=config_path,
+    )
+    try:
+        yield broker
+    finally:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+            channel = connection.channel()
+            channel.queue_delete(queue)
+            channel.exchange_delete(exchange)
+            connection.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A brand-new, empty PostgreSQL database (no tables); dropped afterwards."""
+    from conftest import POSTGRES_URL
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"fmn_empty_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        service_missing("PostgreSQL", f"{POSTGRES_URL.split('@')[-1]}: {type(exc).__name__}")
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def write_fmn_config(path: Path, database_url: str, extra: str = "") -> Path:
+    """An fmn TOML file using ``database_url``."""
+    path.write_text(f"database_url = {json.dumps(database_url)}\n{extra}", encoding="utf-8")
+    return path

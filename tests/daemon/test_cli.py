@@ -1,0 +1,343 @@
+"""``fmn-daemon`` as an operator uses it: schema, preferences, outbox, ownership, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+
+from fmn_core.config import Config
+from fmn_core.db import Database
+from fmn_core.models import Message, Notification, NotificationState, PackageOwner, User
+from fmn_core.schema import current_revision, head_revision
+from fmn_daemon.cli import main
+
+from .conftest import write_fmn_config
+
+PREFERENCES = {
+    "users": [
+        {
+            "name": "alice",
+            "contexts": {
+                "email": {
+                    "enabled": True,
+                    "destinations": ["alice@example.org"],
+                    "digest": {"minutes": 0, "count": 0},
+                    "filters": [
+                        {
+                            "name": "my builds",
+                            "active": True,
+                            "oneshot": False,
+                            "rules": [
+                                {"rule": "app_is", "args": {"app": "koji"}},
+                                {"rule": "triggered_by_me", "args": {}, "negated": True},
+                            ],
+                        }
+                    ],
+                },
+                "rss": {
+                    "enabled": False,
+                    "destinations": [],
+                    "digest": {"minutes": 60, "count": 5},
+                    "filters": [
+                        {
+                            "name": "flatpak",
+                            "active": False,
+                            "oneshot": True,
+                            "rules": [{"rule": "package_involved", "args": {"package": "flatpak"}}],
+                        }
+                    ],
+                },
+            },
+        },
+        {
+            "name": "bob",
+            "contexts": {
+                "email": {
+                    "enabled": True,
+                    "destinations": ["bob@example.org"],
+                    "digest": {"minutes": 0, "count": 0},
+                    "filters": [
+                        {
+                            "name": "follow lmacken",
+                            "active": True,
+                            "oneshot": False,
+                            "rules": [{"rule": "user_involved", "args": {"username": "lmacken"}}],
+                        }
+                    ],
+                }
+            },
+        },
+    ]
+}
+
+
+def sqlite_config(tmp_path: Path, extra: str = "") -> Path:
+    return write_fmn_config(tmp_path / "fmn.toml", f"sqlite:///{tmp_path / 'cli.sqlite'}", extra)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_cli_db_upgrade_creates_schema_at_head(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'up.sqlite'}"
+    else:
+        url = request.getfixturevalue("empty_postgres_url")
+    config = write_fmn_config(tmp_path / "fmn.toml", url)
+
+    code, out, err = run(capsys, "--config", str(config), "db", "upgrade")
+    assert code == 0, err
+    head = head_revision(url)
+    assert head in out
+    db = Database(Config(database_url=url))
+    try:
+        assert current_revision(db.engine) == head
+        tables = set(inspect(db.engine).get_table_names())
+        assert {"users", "messages", "notifications", "filters", "package_owners"} <= tables
+    finally:
+        db.dispose()
+    # Running it again is harmless.
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+
+
+def test_cli_prefs_import_export_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    source = tmp_path / "prefs.json"
+    source.write_text(json.dumps(PREFERENCES), encoding="utf-8")
+
+    code, out, err = run(capsys, "--config", str(config), "prefs", "import", str(source))
+    assert code == 0, err
+    assert "imported 2 users" in out
+
+    exported = tmp_path / "export.json"
+    code, _, err = run(capsys, "--config", str(config), "prefs", "export", str(exported))
+    assert code == 0, err
+    assert json.loads(exported.read_text()) == PREFERENCES
+
+    # Through stdout, and a second import of the export changes nothing.
+    code, _, _ = run(capsys, "--config", str(config), "prefs", "import", str(exported))
+    assert code == 0
+    code, out, _ = run(capsys, "--config", str(config), "prefs", "export")
+    assert code == 0
+    assert json.loads(out) == PREFERENCES
+
+
+def test_cli_prefs_import_rejects_and_lists_every_invalid_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    bad = {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "filters": [{"name": "x", "rules": [{"rule": "no_such_rule", "args": {}}]}]
+                    },
+                    "pager": {},
+                },
+            },
+            {"name": "bob", "contexts": {"email": {"destinations": ["not an address"]}}},
+        ]
+    }
+    source = tmp_path / "bad.json"
+    source.write_text(json.dumps(bad), encoding="utf-8")
+
+    code, _, err = run(capsys, "--config", str(config), "prefs", "import", str(source))
+
+    assert code == 2
+    assert "Traceback" not in err
+    assert "users[0].contexts.email.filters[0].rules[0]" in err
+    assert "users[0].contexts.pager" in err
+    assert "users[1].contexts.email.destinations[0]" in err
+    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
+    try:
+        with db.begin() as session:
+            assert session.scalars(select(User)).all() == []
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        ("nonsense = 1\n", "nonsense"),
+        ("[delivery]\nbatch_size = 'many'\n", "delivery.batch_size"),
+        ("[smtp]\nsecurity = 'tls'\n", "smtp.security"),
+        ("database_url = [\n", "(file)"),
+    ],
+)
+def test_cli_bad_config_is_one_clear_line_and_exit_2(
+    content: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content, encoding="utf-8")
+    code, _, err = run(capsys, "--config", str(config), "replay", "--dry-run", str(config))
+    assert code == 2
+    assert err.count("\n") == 1
+    assert f"configuration key {key!r}" in err
+    assert "Traceback" not in err
+
+
+def test_cli_config_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path, "nonsense = 2\n")
+    monkeypatch.setenv("FMN_CONFIG", str(config))
+    code, _, err = run(capsys, "db", "upgrade")
+    assert code == 2
+    assert "'nonsense'" in err
+
+
+def test_cli_missing_config_file_and_missing_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--config", str(tmp_path / "nope.toml"), "db", "upgrade")
+    assert code == 2 and "cannot read" in err
+    config = sqlite_config(tmp_path)
+    code, _, err = run(capsys, "--config", str(config), "replay", str(tmp_path / "nope.jsonl"))
+    assert code == 2 and "no such file" in err
+    code, _, err = run(
+        capsys, "--config", str(config), "prefs", "import", str(tmp_path / "nope.json")
+    )
+    assert code == 2 and "Cannot read" in err
+
+
+@pytest.mark.postgres
+def test_cli_refuses_a_database_without_schema(
+    empty_postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_fmn_config(tmp_path / "fmn.toml", empty_postgres_url)
+    lines = tmp_path / "m.jsonl"
+    lines.write_text("", encoding="utf-8")
+    code, _, err = run(capsys, "--config", str(config), "replay", "--dry-run", str(lines))
+    assert code == 2
+    assert "fmn-daemon db upgrade" in err
+
+
+def test_cli_outbox_lists_and_requeues_dead_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
+    try:
+        with db.begin() as session:
+            user = User(name="dora")
+            session.add_all([user, Message(id="m-1", topic="t", body={}, headers={})])
+            session.flush()
+            for context in ("email", "push"):
+                session.add(
+                    Notification(
+                        message_id="m-1",
+                        user_id=user.id,
+                        context=context,
+                        filter_name="f",
+                        state=NotificationState.DEAD.value,
+                        attempts=8,
+                        last_error="SMTP said no",
+                    )
+                )
+        code, out, _ = run(capsys, "--config", str(config), "outbox")
+        assert code == 0
+        assert out.count("dora") == 2 and "SMTP said no" in out
+        with db.begin() as session:
+            first = min(session.scalars(select(Notification.id)))
+        code, out, _ = run(capsys, "--config", str(config), "outbox", "requeue", str(first))
+        assert (code, out.strip()) == (0, "requeued 1 dead notifications")
+        code, _, err = run(capsys, "--config", str(config), "outbox", "requeue")
+        assert code == 2 and "--all" in err
+        code, out, _ = run(capsys, "--config", str(config), "outbox", "requeue", "--all")
+        assert (code, out.strip()) == (0, "requeued 1 dead notifications")
+        with db.begin() as session:
+            states = session.scalars(select(Notification.state)).all()
+        assert states == ["pending", "pending"]
+        assert "no dead notifications" in run(capsys, "--config", str(config), "outbox", "list")[1]
+    finally:
+        db.dispose()
+
+
+def test_cli_ownership_refresh_from_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib.resources import files
+
+    source = files("fmn_daemon.samples") / "ownership.json"
+    config = sqlite_config(tmp_path, f"[ownership]\nsource = {json.dumps(str(source))}\n")
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    code, out, err = run(capsys, "--config", str(config), "ownership", "refresh")
+    assert code == 0, err
+    assert "rows changed" in out
+    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
+    try:
+        with db.begin() as session:
+            owners = set(
+                session.scalars(select(PackageOwner.owner).where(PackageOwner.package == "flatpak"))
+            )
+    finally:
+        db.dispose()
+    assert owners == {"alice", "@flatpak-sig"}
+    # Without a source configured: a clear error.
+    config = sqlite_config(tmp_path)
+    code, _, err = run(capsys, "--config", str(config), "ownership", "refresh")
+    assert code == 2 and "ownership.source" in err
+
+
+def test_cli_entry_point_runs(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "fmn-daemon"
+    done = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0
+    for command in ("db", "prefs", "replay", "run", "demo", "outbox", "ownership"):
+        assert command in done.stdout
+    done = subprocess.run(
+        [str(script), "frobnicate"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "invalid choice" in done.stderr
+
+
+@pytest.mark.slow
+def test_cli_demo_delivers_the_samples_by_mail_and_feed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mailbox
+
+    import feedparser
+
+    code = main(["demo", "--dir", str(tmp_path / "demo")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    box = mailbox.mbox(str(tmp_path / "demo" / "mailbox.mbox"))
+    try:
+        recipients = Counter(m["To"] for m in box)
+    finally:
+        box.close()
+    assert set(recipients) == {"alice@example.org", "bob@example.org"}
+    for user in ("alice", "carol"):
+        feed = feedparser.parse((tmp_path / "demo" / "feeds" / f"{user}.atom").read_bytes())
+        assert feed.entries, user
+    lines = {tuple(line.split()[:2]) for line in out.splitlines()}
+    assert {("alice", "email"), ("alice", "rss"), ("bob", "email"), ("carol", "rss")} <= lines
+    assert f"({sum(recipients.values())} messages)" in out
+    # The demo's database answers the operator's commands.
+    assert main(["--config", str(tmp_path / "demo" / "fmn.toml"), "outbox"]) == 0
+    assert "no dead notifications" in capsys.readouterr().out

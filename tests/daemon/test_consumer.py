@@ -1,0 +1,403 @@
+"""The batched consumer against a real RabbitMQ: store, match, commit, then ack."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from fedora_messaging import message as fm_message
+from sqlalchemy import func, select, text
+
+from fmn_core.config import Config
+from fmn_core.db import Database
+from fmn_core.models import ChangeEvent, Message, Notification, User
+from fmn_core.schema import upgrade
+from fmn_daemon.consumer import BrokerSettings, Consumer, is_transient, load_broker_settings
+from fmn_daemon.metrics import Metrics
+
+from .conftest import RabbitMQ
+from .test_ingest import add_filter
+
+pytestmark = pytest.mark.rabbitmq
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    """A committed SQLite database at the newest schema (the consumer runs its own transactions)."""
+    url = f"sqlite:///{tmp_path / 'consumer.sqlite'}"
+    upgrade(url)
+    db = Database(Config(database_url=url))
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+def publish(broker: RabbitMQ, messages: list[fm_message.Message]) -> None:
+    """Publish the way fedora-messaging does: its routing key, properties and body encoding."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for message in messages:
+            channel.basic_publish(
+                broker.exchange,
+                message._encoded_routing_key,
+                message._encoded_body,
+                message._properties,
+            )
+    finally:
+        connection.close()
+
+
+def koji(n: int = 0) -> fm_message.Message:
+    message = fm_message.Message(
+        topic="org.fedoraproject.test.koji.build.done", body={"build": n, "owner": "someone"}
+    )
+    message.id = f"test-{uuid.uuid4()}"
+    return message
+
+
+def count(db: Database, model: type[object]) -> int:
+    with db.begin() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+class Running:
+    """A consumer running in its thread, as the service runs it."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=consumer.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def halt(self, timeout: float = 15.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the consumer did not stop"
+
+
+@pytest.fixture
+def start(database: Database, rabbitmq: RabbitMQ) -> Iterator[Callable[..., Running]]:
+    running: list[Running] = []
+
+    def starter(
+        broker: BrokerSettings | None = None, *, metrics: Metrics | None = None, **kwargs: Any
+    ) -> Running:
+        settings = broker or load_broker_settings(rabbitmq.config_path)
+        consumer = Consumer(
+            database,
+            settings,
+            metrics or Metrics(),
+            backoff_initial=0.1,
+            backoff_max=0.5,
+            **kwargs,
+        )
+        consumer.load_matcher()
+        consumer.connect()
+        run = Running(consumer)
+        running.append(run)
+        return run
+
+    yield starter
+    for run in running:
+        run.halt()
+
+
+def test_load_broker_settings_reads_fedora_messaging_config(rabbitmq: RabbitMQ) -> None:
+    settings = load_broker_settings(rabbitmq.config_path)
+    assert settings.amqp_url == rabbitmq.amqp_url
+    assert list(settings.queues) == [rabbitmq.queue]
+    assert settings.bindings[0]["exchange"] == rabbitmq.exchange
+    assert settings.prefetch_count == 1000
+    assert "guest" not in settings.masked_url()
+
+
+def test_load_broker_settings_refuses_unknown_keys(tmp_path: Path) -> None:
+    from fmn_core.errors import ConfigError
+
+    bad = tmp_path / "fm.toml"
+    bad.write_text("amqp_url = 'amqp://'\nbogus_key = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bogus_key"):
+        load_broker_settings(bad)
+
+
+def test_consumer_stores_matches_commits_then_acks(
+    database: Database, rabbitmq: RabbitMQ, start: Callable[..., Running]
+) -> None:
+    with database.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], context="rss")
+    metrics = Metrics()
+    run = start(metrics=metrics)
+    messages = [koji(n) for n in range(300)]
+
+    publish(rabbitmq, messages)
+
+    wait_until(lambda: count(database, Notification) == 600)
+    wait_until(lambda: metrics.get("batches") >= 2)
+    run.halt()
+    assert count(database, Message) == 300
+    assert rabbitmq.queue_depth() == 0  # everything was acked
+    assert metrics.get("messages_in") == 300
+    assert metrics.get("notifications_created") == 600
+    with database.begin() as session:
+        stored = session.get(Message, messages[7].id)
+        assert stored is not None and stored.body == {"build": 7, "owner": "someone"}
+        assert stored.headers["fedora_messaging_schema"] == "base.message"
+
+
+def test_consumer_drops_malformed_deliveries_with_a_count(
+    database: Database,
+    rabbitmq: RabbitMQ,
+    start: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = Metrics()
+    start(metrics=metrics)
+    good = koji()
+    rabbitmq.publish_raw(b"{definitely not json", message_id="bad-json")
+    rabbitmq.publish_raw(b"\xff\xfe\x00", message_id="bad-bytes")
+    rabbitmq.publish_raw(
+        json.dumps({}).encode(),
+        headers={"fedora_messaging_schema": "bodhi.update.comment.v1"},
+        message_id="bad-schema",
+    )
+    rabbitmq.publish_raw(b"[1, 2]", message_id="bad-shape")
+    rabbitmq.publish_raw(json.dumps({"x": 1}).encode(), message_id="")
+    publish(rabbitmq, [good])
+
+    wait_until(lambda: count(database, Message) == 1 and metrics.get("messages_malformed") == 5)
+    wait_until(lambda: rabbitmq.queue_depth() == 0)
+    for ident in ("bad-json", "bad-bytes", "bad-schema", "bad-shape", "(no id)"):
+        lines = [r.getMessage() for r in caplog.records if ident in r.getMessage()]
+        assert len(lines) == 1 and "malformed" in lines[0]
+
+
+def test_consumer_never_acks_what_it_could_not_commit(
+    database: Database, rabbitmq: RabbitMQ, start: Callable[..., Running]
+) -> None:
+    with database.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    # The database breaks: the messages table is gone.
+    with database.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE messages RENAME TO messages_away"))
+    metrics = Metrics()
+    run = start(metrics=metrics)
+    messages = [koji(n) for n in range(20)]
+    publish(rabbitmq, messages)
+
+    wait_until(lambda: metrics.get("db_errors") >= 3)
+    assert run.thread.is_alive()  # an outage never ends the consumer
+    assert metrics.ready is False
+    run.halt()
+    assert rabbitmq.queue_depth() == 20  # nothing acked: all back in the queue
+
+    with database.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE messages_away RENAME TO messages"))
+    start()
+    wait_until(lambda: count(database, Notification) == 20)
+    wait_until(lambda: rabbitmq.queue_depth() == 0)
+    assert count(database, Message) == 20
+
+
+def test_consumer_recovers_when_the_database_comes_back_while_running(
+    database: Database, rabbitmq: RabbitMQ, start: Callable[..., Running]
+) -> None:
+    with database.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    with database.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE notifications RENAME TO notifications_away"))
+    metrics = Metrics()
+    start(metrics=metrics)
+    publish(rabbitmq, [koji(n) for n in range(5)])
+    wait_until(lambda: metrics.get("db_errors") >= 2)
+    with database.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE notifications_away RENAME TO notifications"))
+    wait_until(lambda: count(database, Notification) == 5)
+    wait_until(lambda: rabbitmq.queue_depth() == 0)
+
+
+def test_consumer_picks_up_preference_changes_within_seconds(
+    database: Database, rabbitmq: RabbitMQ, start: Callable[..., Running]
+) -> None:
+    start(changes_interval=0.2)
+    publish(rabbitmq, [koji()])
+    wait_until(lambda: count(database, Message) == 1)
+    assert count(database, Notification) == 0
+
+    with database.begin() as session:  # what the preference service writes
+        add_filter(session, "bob", [("app_is", {"app": "koji"})])
+        session.add(
+            ChangeEvent(
+                user_id=session.scalar(select(User.id).where(User.name == "bob")), kind="test"
+            )
+        )
+    time.sleep(0.6)
+    publish(rabbitmq, [koji()])
+    wait_until(lambda: count(database, Notification) == 1)
+
+
+class FlakyProxy:
+    """A TCP proxy to the broker whose connections can be cut, as a network would."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets += [client, upstream]
+                self.accepted += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for s in (source, target):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self.sockets = []
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def test_consumer_reconnects_after_losing_the_broker(
+    database: Database, rabbitmq: RabbitMQ, start: Callable[..., Running]
+) -> None:
+    with database.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    params = pika.URLParameters(rabbitmq.amqp_url)
+    proxy = FlakyProxy((params.host, params.port))
+    try:
+        settings = load_broker_settings(rabbitmq.config_path)
+        proxied = BrokerSettings(
+            amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F",
+            exchanges=settings.exchanges,
+            queues=settings.queues,
+            bindings=settings.bindings,
+        )
+        metrics = Metrics()
+        run = start(proxied, metrics=metrics)
+        publish(rabbitmq, [koji(1)])
+        wait_until(lambda: count(database, Notification) == 1)
+
+        proxy.cut()
+        publish(rabbitmq, [koji(2), koji(3)])
+        wait_until(lambda: proxy.accepted >= 2)  # it came back by itself
+        wait_until(lambda: count(database, Notification) == 3)
+        wait_until(lambda: rabbitmq.queue_depth() == 0)
+        assert run.thread.is_alive()
+    finally:
+        proxy.close()
+
+
+def test_consumer_asks_for_an_ownership_refresh_on_acl_changes(
+    database: Database, rabbitmq: RabbitMQ, start: Callable[..., Running]
+) -> None:
+    asked = threading.Event()
+    start(on_ownership_change=asked.set)
+    acl = fm_message.Message(
+        topic="org.fedoraproject.prod.pagure.project.user.added",
+        body={"project": {"namespace": "rpms", "name": "kernel"}, "new_user": "alice"},
+    )
+    publish(rabbitmq, [koji()])
+    wait_until(lambda: count(database, Message) == 1)
+    assert not asked.is_set()
+    publish(rabbitmq, [acl])
+    assert asked.wait(10)
+
+
+def test_is_transient_sorts_database_errors() -> None:
+    from sqlalchemy import exc
+
+    assert is_transient(exc.OperationalError("s", {}, Exception("connection refused")))
+    assert is_transient(exc.ProgrammingError("s", {}, Exception("no such table")))
+    assert not is_transient(exc.DataError("s", {}, Exception("value too long")))
+    assert not is_transient(exc.IntegrityError("s", {}, Exception("fk")))
+    assert is_transient(RuntimeError("bug"))
+
+
+@pytest.mark.postgres
+def test_consumer_drops_only_the_message_the_database_refuses(
+    empty_postgres_url: str, rabbitmq: RabbitMQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL refuses a NUL in text: that message alone is dropped, its batch goes on."""
+    upgrade(empty_postgres_url)
+    db = Database(Config(database_url=empty_postgres_url))
+    try:
+        with db.begin() as session:
+            add_filter(session, "alice", [("app_is", {"app": "koji"})])
+        metrics = Metrics()
+        consumer = Consumer(
+            db,
+            load_broker_settings(rabbitmq.config_path),
+            metrics,
+            backoff_initial=0.1,
+            backoff_max=0.5,
+            batch_wait=0.5,
+        )
+        consumer.load_matcher()
+        consumer.connect()
+        good = [koji(n) for n in range(5)]
+        rabbitmq.publish_raw(
+            b'{"n": 99}',
+            routing_key="org.fedoraproject.test.koji.bad\x00key",
+            message_id="poison-1",
+        )
+        publish(rabbitmq, good)
+        run = Running(consumer)
+        try:
+            wait_until(lambda: count(db, Notification) == 5)
+            wait_until(lambda: rabbitmq.queue_depth() == 0)
+        finally:
+            run.halt()
+        assert metrics.get("messages_malformed") == 1
+        assert count(db, Message) == 5
+        refused = [r.getMessage() for r in caplog.records if "poison-1" in r.getMessage()]
+        assert any("refuses it; dropped" in line for line in refused)
+    finally:
+        db.dispose()

@@ -1,0 +1,314 @@
+"""The ingest pipeline on SQLite and PostgreSQL: store once, match, outbox, one-shot filters."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pika
+import pytest
+from fedora_messaging import message as fm_message
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from fmn_core.db import Database
+from fmn_core.errors import MalformedMessage
+from fmn_core.matcher import Matcher
+from fmn_core.models import (
+    ChangeEvent,
+    Filter,
+    Message,
+    Notification,
+    Preference,
+    Rule,
+    User,
+    utcnow,
+)
+from fmn_daemon.ingest import decode_delivery, ingest_batch, json_safe
+from fmn_daemon.metrics import Metrics
+
+
+def add_filter(
+    session: Session,
+    user: str,
+    rules: list[tuple[str, dict[str, str]]],
+    *,
+    context: str = "email",
+    name: str = "f",
+    oneshot: bool = False,
+    position: int = 0,
+) -> Filter:
+    """Write a filter straight into the tables (the preference service has its own tests)."""
+    account = session.scalar(select(User).where(User.name == user))
+    if account is None:
+        account = User(name=user)
+        session.add(account)
+        session.flush()
+    preference = session.scalar(
+        select(Preference).where(Preference.user_id == account.id, Preference.context == context)
+    )
+    if preference is None:
+        preference = Preference(user_id=account.id, context=context)
+        session.add(preference)
+        session.flush()
+    filter_ = Filter(preference_id=preference.id, name=name, oneshot=oneshot, position=position)
+    session.add(filter_)
+    session.flush()
+    for i, (rule, args) in enumerate(rules):
+        session.add(Rule(filter_id=filter_.id, name=rule, arguments=args, position=i))
+    session.flush()
+    return filter_
+
+
+def message(
+    app: str = "koji", *, ident: str | None = None, body: dict[str, object] | None = None
+) -> fm_message.Message:
+    msg = fm_message.Message(
+        topic=f"org.fedoraproject.test.{app}.thing.happened", body=body or {"n": 1}
+    )
+    msg.id = ident or str(uuid.uuid4())
+    return msg
+
+
+def load_matcher(db: Database) -> Matcher:
+    with db.begin() as session:
+        return Matcher.load(session)
+
+
+def count(db: Database, model: type[object]) -> int:
+    with db.begin() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_ingest_stores_message_and_writes_outbox_rows(db: Database) -> None:
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], name="koji")
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], context="rss", name="koji-feed")
+        add_filter(session, "bob", [("app_is", {"app": "bodhi"})])
+    matcher = load_matcher(db)
+    metrics = Metrics()
+    koji, bodhi, other = message("koji"), message("bodhi"), message("pagure")
+
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [koji, bodhi, other], metrics)
+
+    assert (result.received, result.stored, result.matched, result.notifications) == (3, 3, 2, 3)
+    with db.begin() as session:
+        rows = session.execute(
+            select(
+                Notification.message_id,
+                User.name,
+                Notification.context,
+                Notification.filter_name,
+                Notification.state,
+            )
+            .join(User, User.id == Notification.user_id)
+            .order_by(User.name, Notification.context)
+        ).all()
+        stored = session.get(Message, koji.id)
+        assert stored is not None and stored.topic == koji.topic and stored.body == {"n": 1}
+    assert [tuple(r) for r in rows] == [
+        (koji.id, "alice", "email", "koji", "pending"),
+        (koji.id, "alice", "rss", "koji-feed", "pending"),
+        (bodhi.id, "bob", "email", "f", "pending"),
+    ]
+    assert count(db, Message) == 3
+    snapshot = metrics.snapshot()
+    assert snapshot["notifications_created"] == 3
+    assert snapshot["messages_matched"] == 2
+    assert snapshot["messages_without_schema"] == 3
+
+
+def test_ingest_redelivery_creates_no_duplicates(db: Database) -> None:
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    matcher = load_matcher(db)
+    first, second = message("koji"), message("koji")
+
+    with db.begin() as session:
+        one = ingest_batch(session, matcher, [first, first], Metrics())
+    # A crash between commit and ack: the broker delivers the same ids again.
+    with db.begin() as session:
+        two = ingest_batch(session, matcher, [first, second], Metrics())
+
+    assert (one.stored, one.duplicates, one.notifications) == (1, 1, 1)
+    assert (two.stored, two.duplicates, two.notifications) == (1, 1, 1)
+    assert first.id not in two.recipients
+    assert count(db, Message) == 2
+    assert count(db, Notification) == 2
+
+
+def test_ingest_existing_outbox_row_is_not_duplicated(db: Database) -> None:
+    """Even if a message row went missing, the outbox's unique key holds."""
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    matcher = load_matcher(db)
+    msg = message("koji")
+    with db.begin() as session:
+        ingest_batch(session, matcher, [msg])
+    with db.begin() as session:
+        # Only the message row's body changes; the outbox row stays.
+        session.execute(update(Message).where(Message.id == msg.id).values(topic=msg.topic))
+        assert ingest_batch(session, matcher, [msg]).notifications == 0
+    assert count(db, Notification) == 1
+
+
+def test_ingest_oneshot_filter_fires_once_and_is_deactivated(db: Database) -> None:
+    with db.begin() as session:
+        once = add_filter(
+            session, "carol", [("app_is", {"app": "koji"})], name="once", oneshot=True
+        )
+        add_filter(session, "dave", [("app_is", {"app": "koji"})], name="always")
+        once_id = once.id
+    matcher = load_matcher(db)
+    batch = [message("koji"), message("koji"), message("koji")]
+
+    refreshed: set[int] = set()
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, batch, Metrics(), refreshed=refreshed)
+
+    assert result.oneshots_fired == [once_id]
+    assert [r.user for r in result.recipients[batch[0].id]] == ["carol", "dave"]
+    assert [r.user for r in result.recipients[batch[1].id]] == ["dave"]
+    with db.begin() as session:
+        filter_ = session.get(Filter, once_id)
+        assert filter_ is not None and filter_.active is False
+        carol = session.scalar(select(User.id).where(User.name == "carol"))
+        kinds = session.scalars(select(ChangeEvent.kind).where(ChangeEvent.user_id == carol)).all()
+        assert kinds == ["oneshot_fired"]
+        carol_rows = session.scalar(
+            select(func.count()).select_from(Notification).where(Notification.user_id == carol)
+        )
+    assert carol_rows == 1
+    assert refreshed == {carol}
+    # The in-process matcher forgot the filter at once; a later batch doesn't match it.
+    with db.begin() as session:
+        later = ingest_batch(session, matcher, [message("koji")])
+    assert [r.user for rs in later.recipients.values() for r in rs] == ["dave"]
+
+
+def test_ingest_oneshot_falls_back_to_the_users_next_filter(db: Database) -> None:
+    with db.begin() as session:
+        add_filter(
+            session, "erin", [("app_is", {"app": "koji"})], name="once", oneshot=True, position=0
+        )
+        add_filter(session, "erin", [("app_is", {"app": "koji"})], name="steady", position=1)
+    matcher = load_matcher(db)
+    batch = [message("koji"), message("koji")]
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, batch)
+    assert [r.filter_name for r in result.recipients[batch[0].id]] == ["once"]
+    assert [r.filter_name for r in result.recipients[batch[1].id]] == ["steady"]
+    assert result.notifications == 2
+
+
+def test_ingest_ignores_filter_switched_off_since_the_matcher_loaded(db: Database) -> None:
+    with db.begin() as session:
+        stale = add_filter(session, "frank", [("app_is", {"app": "koji"})])
+        stale_id = stale.id
+    matcher = load_matcher(db)
+    with db.begin() as session:  # no change event: the matcher can't know yet
+        session.execute(update(Filter).where(Filter.id == stale_id).values(active=False))
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [message("koji")])
+    assert result.notifications == 0
+    assert count(db, Notification) == 0
+
+
+def test_ingest_muted_user_still_gets_outbox_rows(db: Database) -> None:
+    with db.begin() as session:
+        add_filter(session, "gina", [("app_is", {"app": "koji"})])
+        session.execute(
+            update(User).where(User.name == "gina").values(muted_until=utcnow().replace(year=2999))
+        )
+    matcher = load_matcher(db)
+    with db.begin() as session:
+        assert ingest_batch(session, matcher, [message("koji")]).notifications == 1
+
+
+def test_ingest_malformed_messages_are_counted_and_skipped(db: Database) -> None:
+    with db.begin() as session:
+        add_filter(session, "hank", [("app_is", {"app": "koji"})])
+    matcher = load_matcher(db)
+    metrics = Metrics()
+    too_long = message("koji", ident="x" * 300)
+    good = message("koji")
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [too_long, good], metrics)
+    assert result.stored == 1
+    assert [why for _, why in result.malformed] == ["the message id is longer than 255 characters"]
+    assert metrics.get("messages_malformed") == 1
+    assert count(db, Message) == 1
+
+
+def test_ingest_stores_message_with_schema_and_unicode(db: Database, corpus: list[str]) -> None:
+    from fmn_core.messages import parse_line
+
+    with db.begin() as session:
+        add_filter(session, "ivan", [("topic_matches", {"pattern": "*"})])
+    matcher = load_matcher(db)
+    loaded = []
+    for line in corpus:
+        try:
+            loaded.append(parse_line(line))
+        except MalformedMessage:
+            continue
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, loaded, Metrics())
+    assert result.stored == len({m.id for m in loaded})
+    assert result.notifications == result.stored
+
+
+def test_decode_delivery_reads_amqp_properties() -> None:
+    body = json.dumps({"msg": {"hello": "wörld"}}).encode()
+    properties = pika.BasicProperties(
+        message_id="abc-1",
+        content_encoding="utf-8",
+        headers={"fedora_messaging_severity": 20, "sent-at": b"2024-01-01", "x": [b"a"]},
+    )
+    decoded = decode_delivery("org.fedoraproject.prod.koji.x", properties, body)
+    assert decoded.id == "abc-1"
+    assert decoded.topic == "org.fedoraproject.prod.koji.x"
+    assert decoded.body == {"msg": {"hello": "wörld"}}
+    assert decoded._headers["sent-at"] == "2024-01-01"
+
+
+@pytest.mark.parametrize(
+    ("properties", "body", "reason"),
+    [
+        (pika.BasicProperties(message_id="m1"), b"{not json", "not JSON"),
+        (pika.BasicProperties(message_id="m2"), b"\xff\xfe", "cannot be decoded"),
+        (pika.BasicProperties(), b"{}", "no message_id"),
+        (pika.BasicProperties(message_id="m3"), b"[1, 2]", "not a JSON object"),
+        (
+            pika.BasicProperties(
+                message_id="m4", headers={"fedora_messaging_schema": "bodhi.update.comment.v1"}
+            ),
+            b"{}",
+            "does not match its schema",
+        ),
+    ],
+)
+def test_decode_delivery_refuses_malformed_bodies(
+    properties: pika.BasicProperties, body: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        decode_delivery("org.fedoraproject.prod.bodhi.update.comment", properties, body)
+
+
+def test_json_safe_converts_amqp_header_values() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    value = {
+        "b": b"x",
+        "d": dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+        "n": Decimal("1.5"),
+        "l": (1, b"y"),
+    }
+    assert json.loads(json.dumps(json_safe(value))) == {
+        "b": "x",
+        "d": "2024-01-02T00:00:00+00:00",
+        "n": "1.5",
+        "l": [1, "y"],
+    }
