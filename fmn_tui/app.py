@@ -1,0 +1,129 @@
+"""The fmn TUI: one person manages their own notifications, usually over ssh.
+
+The App holds who is being edited (an :class:`~fmn_tui.account.Account`), the
+configuration and the rule catalog, the named screens and the app-wide bindings,
+and it is where failures are rendered: a ``UserError`` as core wrote it, anything
+else as "internal error (ref …)" with the traceback in the log, never on screen.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from fmn_core.config import Config
+from fmn_core.errors import UserError
+from fmn_core.rules import Catalog
+
+from .account import Account
+from .commands import FmnCommands
+from .screens.contexts import ContextsScreen
+from .screens.destinations import DestinationsScreen
+from .screens.digest import DigestScreen
+from .screens.filters import FiltersScreen
+from .screens.help import HelpScreen
+from .screens.notifications import NotificationsScreen
+from .screens.templates import TemplatesScreen
+
+__all__ = ["FmnApp"]
+
+log = logging.getLogger(__name__)
+
+
+class FmnApp(App[int]):
+    """Manage your fmn notifications: contexts, filters, rules, destinations."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "fmn"
+
+    SCREENS: ClassVar[dict[str, Callable[[], Screen[Any]]]] = {"contexts": ContextsScreen}
+    """The home screen; the others are opened for one context at a time."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1,question_mark", "help", "Help", key_display="F1"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+    """Bindings available on every screen."""
+
+    COMMANDS = App.COMMANDS | {FmnCommands}
+    """The command palette offers fmn's main actions as well as Textual's own."""
+
+    def __init__(self, account: Account, config: Config, catalog: Catalog) -> None:
+        super().__init__()
+        self.account = account
+        self.config = config
+        self.catalog = catalog
+        #: The references of internal errors shown in this session (tests check it's empty).
+        self.internal_errors: list[str] = []
+        self.sub_title = account.name if account.is_own else f"{account.name} (as admin)"
+
+    def on_mount(self) -> None:
+        """Open on the contexts overview."""
+        self.push_screen("contexts")
+
+    # --- failures -----------------------------------------------------------------
+
+    def report(self, error: BaseException) -> None:
+        """Show a failure: a user error as it is, anything else as an internal error."""
+        if isinstance(error, UserError):
+            self.notify(str(error), severity="error", markup=False, timeout=8)
+            return
+        ref = self._log_internal_error(error)
+        self.notify(
+            f"internal error (ref {ref}); nothing was changed by it. "
+            "Tell the fmn operators this reference.",
+            severity="error",
+            markup=False,
+            timeout=15,
+        )
+
+    def _log_internal_error(self, error: BaseException) -> str:
+        ref = secrets.token_hex(4)
+        log.error("internal error (ref %s) for %s", ref, self.account.name, exc_info=error)
+        self.internal_errors.append(ref)
+        return ref
+
+    def _handle_exception(self, error: Exception) -> None:
+        # A bug in the UI itself (core failures are caught in the workers and
+        # reported above). Textual stops the widget whose handler raised, so the
+        # session can't go on; and its default prints a traceback with local
+        # variables (configuration included). An ssh user gets a reference instead.
+        ref = self._log_internal_error(error)
+        self.exit(
+            return_code=1,
+            message=f"fmn-tui: internal error (ref {ref}); tell the fmn operators this reference.",
+        )
+
+    # --- navigation ---------------------------------------------------------------
+
+    def action_help(self) -> None:
+        """Show every key of the current screen, and the app-wide ones."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen.for_screen(self, self.screen))
+
+    def open_filters(self, context: str) -> None:
+        """Show a context's filters."""
+        self.push_screen(FiltersScreen(context))
+
+    def open_destinations(self, context: str) -> None:
+        """Show and set a context's destination."""
+        self.push_screen(DestinationsScreen(context))
+
+    def open_digest(self, context: str) -> None:
+        """Edit a context's digest settings."""
+        self.push_screen(DigestScreen(context))
+
+    def open_templates(self, context: str) -> None:
+        """Pick a template to clone into a context."""
+        self.push_screen(TemplatesScreen(context))
+
+    def open_notifications(self, context: str | None = None) -> None:
+        """Show the recent notifications (of one context, or all)."""
+        self.push_screen(NotificationsScreen(context))

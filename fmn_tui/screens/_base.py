@@ -1,0 +1,131 @@
+"""What every screen that talks to fmn's core shares: loading and changing, off the UI thread.
+
+A screen says how to ``fetch`` its view in a session and how to ``show`` it. Reads
+run in an exclusive thread worker (a newer load supersedes an older one), in a
+transaction that is rolled back. A change runs in a thread worker of its own, as
+one unit of work, and the view is fetched again once it has committed. Errors never
+reach the user as tracebacks: a ``UserError`` is shown as core wrote it, anything
+else becomes "internal error (ref …)" through the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from sqlalchemy.orm import Session
+from textual import work
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from fmn_core.errors import UserError
+
+from ..account import Account
+
+if TYPE_CHECKING:
+    from ..app import FmnApp
+
+__all__ = ["CoreScreen"]
+
+ViewT = TypeVar("ViewT")
+ResultT = TypeVar("ResultT")
+
+#: A change: a function of the session that calls into ``fmn_core.preferences``.
+Operation = Callable[[Session], Any]
+#: Handles a refused change inline; returns whether it did (else it is notified).
+FailureHandler = Callable[[UserError], bool]
+
+
+class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
+    """A screen showing a view fetched from core, and changing it through core."""
+
+    @property
+    def fmn(self) -> FmnApp:
+        """The app, typed."""
+        return cast("FmnApp", self.app)
+
+    @property
+    def account(self) -> Account:
+        """The account being edited."""
+        return self.fmn.account
+
+    def fetch(self, session: Session) -> ViewT:
+        """Read what the screen shows (runs in a worker thread)."""
+        raise NotImplementedError
+
+    def show(self, view: ViewT) -> None:
+        """Display a freshly fetched view (runs on the UI thread)."""
+        raise NotImplementedError
+
+    def on_screen_resume(self) -> None:
+        """Fetch the view whenever the screen comes (back) to the top."""
+        self.load()
+
+    @work(thread=True, exclusive=True, group="load")
+    def load(self) -> None:
+        """Fetch and show the view.
+
+        Reads run in a transaction that is rolled back: showing never stores anything,
+        not even a draft's pending steps replayed to display them.
+        """
+        worker = get_current_worker()
+        try:
+            with self.account.trial() as session:
+                view = self.fetch(session)
+        except Exception as error:
+            if not worker.is_cancelled:
+                self.app.call_from_thread(self.fmn.report, error)
+            return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show_if_mounted, view)
+
+    # A started write can't be cancelled (its thread runs on), so changes are not
+    # exclusive: each one runs, and each ends by showing the committed state.
+    @work(thread=True, group="change")
+    def change(
+        self,
+        operation: Operation,
+        *,
+        done: Callable[[Any], None] | None = None,
+        failed: FailureHandler | None = None,
+        trial: bool = False,
+    ) -> None:
+        """Run ``operation`` in one unit of work, then fetch and show the view again.
+
+        With ``trial``, the transaction is rolled back: core checks the change and
+        ``done`` gets its result, but nothing is stored and the view is not refetched.
+        """
+        worker = get_current_worker()
+        try:
+            if trial:
+                with self.account.trial() as session:
+                    result = operation(session)
+            else:
+                with self.account.unit() as session:
+                    result = operation(session)
+                # Read back apart, like ``load``: whatever ``fetch`` replays is never stored.
+                with self.account.trial() as session:
+                    view = self.fetch(session)
+        except Exception as error:
+            if not worker.is_cancelled:
+                self.app.call_from_thread(self._failed, error, failed)
+            return
+        if worker.is_cancelled:
+            return
+        if not trial:
+            self.app.call_from_thread(self._show_if_mounted, view)
+        if done is not None:
+            self.app.call_from_thread(self._done_if_mounted, done, result)
+
+    def _show_if_mounted(self, view: ViewT) -> None:
+        if self.is_mounted:
+            self.show(view)
+
+    def _done_if_mounted(self, done: Callable[[Any], None], result: Any) -> None:
+        if self.is_mounted:
+            done(result)
+
+    def _failed(self, error: Exception, handler: FailureHandler | None) -> None:
+        if isinstance(error, UserError) and handler is not None and handler(error):
+            return
+        self.fmn.report(error)

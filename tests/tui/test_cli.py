@@ -1,0 +1,106 @@
+"""``fmn-tui`` start-up: who you are, --user for admins only, the configuration, the schema."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from fmn_core import schema
+from fmn_core.config import Config
+from fmn_core.db import Database, make_engine
+from fmn_tui import cli
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def write_config(tmp_path: Path, body: str = "") -> Path:
+    path = tmp_path / "fmn.toml"
+    path.write_text(f'database_url = "sqlite:///{tmp_path / "fmn.sqlite"}"\n{body}')
+    return path
+
+
+def test_cli_login_name_comes_from_the_user_id_not_the_environment(monkeypatch):
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert cli.login_name() == ME
+
+
+def test_cli_user_option_is_for_admins_only(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert cli.main(["--config", str(config), "--user", "bob"]) == 2
+    error = capsys.readouterr().err
+    assert "only fmn administrators may use --user" in error and "Traceback" not in error
+
+
+def test_cli_admin_may_edit_another_account(tmp_path):
+    config = write_config(tmp_path, f'admins = ["{ME}"]\n')
+    parser = cli._parser()
+    _config, account = cli._start(parser.parse_args(["--config", str(config), "--user", "bob"]))
+    try:
+        assert (account.actor.name, account.actor.is_admin, account.name) == (ME, True, "bob")
+        assert not account.is_own
+    finally:
+        account.database.dispose()
+
+
+def test_cli_bad_configuration_names_the_key(tmp_path, capsys):
+    config = write_config(tmp_path, "colour = true\n")
+    assert cli.main(["--config", str(config)]) == 2
+    assert "'colour'" in capsys.readouterr().err
+
+
+def test_cli_creates_the_schema_in_a_new_sqlite_database(tmp_path):
+    database = Database(Config(database_url=f"sqlite:///{tmp_path / 'new' / 'fmn.sqlite'}"))
+    try:
+        cli.prepare_schema(database)
+        assert schema.is_current(database.engine)
+        assert "filters" in inspect(database.engine).get_table_names()
+        cli.prepare_schema(database)  # the second start finds it in place
+    finally:
+        database.dispose()
+
+
+def test_cli_outdated_schema_asks_for_an_upgrade(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    schema.upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
+    database = Database(Config(database_url=url), engine)
+    try:
+        with pytest.raises(cli.SetupError, match="fmn-daemon db upgrade"):
+            cli.prepare_schema(database)
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_cli_postgres_without_schema_asks_for_an_upgrade(postgres_database):
+    # An empty database of its own: creating PostgreSQL schemas is the operator's job.
+    admin = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
+    name = f"fmn_tui_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_database).set(database=name).render_as_string(hide_password=False)
+    database = Database(Config(database_url=url))
+    try:
+        with pytest.raises(cli.SetupError, match="has no schema yet"):
+            cli.prepare_schema(database)
+        assert inspect(database.engine).get_table_names() == []
+    finally:
+        database.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_cli_without_a_terminal_says_so(tmp_path, capsys):
+    # pytest's stdin is not a terminal, like `ssh host fmn-tui` without -t.
+    assert cli.main(["--config", str(write_config(tmp_path))]) == 2
+    assert "needs a terminal" in capsys.readouterr().err
