@@ -216,7 +216,8 @@ def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
+    # Lone surrogates (Cs) too: they are no text and can't be stored or sent.
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in text)
 
 
 def check_email(address: str) -> str:
@@ -580,4 +581,5 @@ def normalize_code(text: str) -> str:
 
 def hash_code(code: str) -> str:
     """How a confirmation code is stored: never in clear once it has been sent."""
-    return hashlib.sha256(normalize_code(code).encode("utf-8")).hexdigest()
+    # surrogatepass: whatever was typed hashes (to a wrong code) instead of raising.
+    return hashlib.sha256(normalize_code(code).encode("utf-8", "surrogatepass")).hexdigest()

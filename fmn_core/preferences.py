@@ -923,7 +923,15 @@ def confirm(session: Session, actor: Actor, code: str) -> DestinationView:
     """
     config = config_of(session).confirmation
     name = check_account_name(actor.name)
-    row = _find_user(session, name)
+    # The user's row is locked (PostgreSQL; SQLite serializes writers anyway) and read
+    # afresh: guesses sent in parallel (the bot is threaded) would otherwise all read
+    # the same failure count, each add one to it, and guessing would be unlimited.
+    row = session.scalars(
+        select(User)
+        .where(User.name == name)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
     now = utcnow()
     if row is not None and row.confirm_locked_until is not None and row.confirm_locked_until > now:
         raise RateLimited(
@@ -1242,6 +1250,12 @@ def mute(
     target = _target(actor, user)
     now = utcnow()
     if isinstance(until, dt.timedelta):
+        # Checked before adding: a duration of a million years overflows a datetime.
+        if not dt.timedelta(0) < until <= MAX_MUTE:
+            raise InvalidArgument(
+                "A mute must end in the future and within a year; choose another time.",
+                argument="until",
+            )
         until = now + until
     if not isinstance(until, dt.datetime) or until.tzinfo is None:
         raise InvalidArgument(

@@ -112,7 +112,7 @@ class Parameter:
                 f"{where} is too long ({len(value)} characters; at most {MAX_TEXT}).",
                 argument=self.name,
             )
-        if any(ord(c) < 32 for c in value):
+        if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
             raise InvalidArgument(
                 f"{where} must not contain control characters.", argument=self.name
             )
@@ -170,7 +170,21 @@ class RuleSpec:
 
     def validate(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
         """Check arguments against the declared parameters; return normalized ones."""
+        # Front ends and imports hand in whatever they parsed: refuse anything but
+        # a mapping of names, as a user error rather than a TypeError.
+        if arguments is not None and not isinstance(arguments, Mapping):
+            raise InvalidArgument(
+                f"{self.name} takes its arguments as name=value pairs (like app=koji), "
+                f"not {type(arguments).__name__}.",
+                argument="arguments",
+            )
         arguments = dict(arguments or {})
+        named = [k for k in arguments if not isinstance(k, str)]
+        if named:
+            raise InvalidArgument(
+                f"{self.name}: argument names are words like app, not {str(named[0])[:40]!r}.",
+                argument="arguments",
+            )
         known = {p.name for p in self.parameters}
         unknown = sorted(set(arguments) - known)
         if unknown:

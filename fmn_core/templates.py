@@ -76,7 +76,9 @@ def check_filter_name(name: object) -> str:
             "choose a shorter name.",
             argument="name",
         )
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in name):
+    if any(
+        unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in _BIDI_CONTROLS for c in name
+    ):
         raise InvalidArgument(
             "A filter name must not contain control characters; type it on one line.",
             argument="name",
@@ -401,6 +403,8 @@ def all_templates(session: Session) -> list[TemplateDefinition]:
 
 def find_template(session: Session, name: str) -> TemplateDefinition | None:
     """One template by name, built-in or the operator's; None if there is none."""
+    if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return None  # NUL and lone surrogates can't even be sent to the database
     if name in _BUILTIN_BY_NAME:
         return _BUILTIN_BY_NAME[name]
     row = session.get(Template, name)
