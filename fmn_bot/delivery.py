@@ -1,0 +1,657 @@
+"""Delivering the ``irc`` context: outbox rows become private messages.
+
+One background thread claims due ``irc`` rows from fmn's outbox (the same lease
+based claim the daemon uses, so a crashed or restarted bot loses nothing: rows
+are marked sent only after their line was queued, and an expired lease makes
+them due again), decides per user what to do, and sends through an
+:class:`IrcLink` (:class:`LimnoriaLink` on a real connection: ``ISON`` for
+presence, the account Limnoria tracks for a nick, ``PRIVMSG``):
+
+* muted (``fmn mute``): postponed until the mute ends;
+* the ``irc`` context turned off: the rows go ``dead`` with that reason
+  (visible to operators, re-playable);
+* no confirmed nick: a failed attempt, tried again hourly, ``dead`` after
+  ``delivery.max_attempts``;
+* a digest policy (``fmn digest``): postponed until the digest is due, then
+  everything waiting is sent as one line;
+* the confirmed nick is not online, or another services account holds it:
+  postponed and looked up again every minute, for ``bot.offline_hold_minutes``
+  after the notification was made; after that the rows go ``dead``;
+* otherwise one line per notification, at most ``bot.burst`` lines per user per
+  round: above that the rest collapses into one "N more notifications" line.
+  Lines across all users are paced at ``bot.lines_per_second``.
+
+Muted and digest rows are looked at again every minute even when they wait
+longer, so ``fmn unmute`` and ``fmn digest irc off`` take effect within a minute. These
+outcomes match the daemon's senders for the other contexts.
+
+The same round sends IRC confirmation codes (``fmn set-address irc <nick>``) to
+nicks that are online, and marks them sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import supybot.ircmsgs as ircmsgs
+import supybot.ircutils as ircutils
+import supybot.world as world
+
+from fmn_core import outbox, preferences, rendering
+from fmn_core.config import Config
+from fmn_core.db import Database
+from fmn_core.models import utcnow
+from fmn_core.outbox import ClaimedNotification
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "RECHECK_SECONDS",
+    "Delivery",
+    "IrcLink",
+    "LimnoriaLink",
+    "Pacer",
+    "RoundReport",
+    "collapse_line",
+    "confirmation_line",
+    "digest_line",
+    "notification_line",
+]
+
+IRC = "irc"
+
+#: A PRIVMSG line has 512 bytes including the command, the target and the
+#: server's prefix on the way out; 400 bytes of text is safe on every network.
+MAX_LINE_BYTES = 400
+#: How long held notifications (offline, muted, digest) wait before they are looked at again.
+RECHECK_SECONDS = 60.0
+#: A line that could not be queued (no connection) is tried again this much later.
+SEND_RETRY_SECONDS = 30.0
+#: How long a presence question (ISON) may go unanswered.
+ISON_TIMEOUT_SECONDS = 10.0
+#: How many rows one round claims at most.
+BATCH_SIZE = 200
+#: A digest with only a count sends what it has after this long anyway.
+COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
+DISABLED_ERROR = "this context is turned off for the user; nothing was sent"
+NO_NICK_ERROR = "no confirmed IRC nick; confirm one to receive these"
+#: Rows of a user without a confirmed nick are tried again this often (then dead).
+NO_NICK_RETRY_SECONDS = 3600.0
+
+
+class IrcLink(Protocol):
+    """What delivery needs from the IRC connection."""
+
+    def online(self, nicks: Sequence[str]) -> frozenset[str] | None:
+        """The nicks (as given) that are on the network now; None if that can't be told."""
+        ...
+
+    def holder(self, nick: str) -> str | None:
+        """The Fedora account identified on ``nick``, when the bot knows it."""
+        ...
+
+    def send(self, nick: str, text: str) -> bool:
+        """Queue one private message; False when it could not be queued."""
+        ...
+
+
+def _fit(text: str, limit: int = MAX_LINE_BYTES) -> str:
+    """One IRC line: no line breaks or control characters, at most ``limit`` bytes."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(flat.encode("utf-8")) <= limit:
+        return flat
+    cut = flat.encode("utf-8")[: limit - len("…".encode())].decode("utf-8", "ignore")
+    return cut.rstrip() + "…"
+
+
+def notification_line(notification: ClaimedNotification) -> str:
+    """``[app] summary — url (filter)`` on one line."""
+    rendered = rendering.render(notification)
+    text = rendered.subject
+    if rendered.url:
+        text += f" — {rendered.url}"
+    suffix = _fit(f"({notification.filter_name})", MAX_LINE_BYTES // 4)
+    room = MAX_LINE_BYTES - len(suffix.encode("utf-8")) - 1
+    return f"{_fit(text, room)} {suffix}"
+
+
+def _by_app(notifications: Sequence[ClaimedNotification]) -> str:
+    counts = Counter(n.app or n.topic for n in notifications)
+    return ", ".join(f"{app} ({count})" for app, count in counts.most_common())
+
+
+def collapse_line(notifications: Sequence[ClaimedNotification]) -> str:
+    """The line that stands for the notifications above a user's burst."""
+    return _fit(f"{len(notifications)} more notifications: {_by_app(notifications)}")
+
+
+def digest_line(notifications: Sequence[ClaimedNotification]) -> str:
+    """One digest line: the count by application, then the first summaries."""
+    if len(notifications) == 1:
+        return notification_line(notifications[0])
+    first = "; ".join(rendering.render(n).subject for n in notifications[:3])
+    return _fit(
+        f"Digest: {len(notifications)} notifications, {_by_app(notifications)}: {first}"
+        + ("; …" if len(notifications) > 3 else "")
+    )
+
+
+def confirmation_line(user: str, code: str, bot_nick: str) -> str:
+    """The private message that carries an IRC confirmation code."""
+    return _fit(
+        f"The Fedora account {user} asked fmn to send its notifications to this nick. "
+        f"If that is you, reply (while identified as {user}): /msg {bot_nick} fmn confirm {code} "
+        "— otherwise ignore this; nothing is sent here until then."
+    )
+
+
+class Pacer:
+    """A token bucket: ``rate`` lines per second, up to ``burst`` at once."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = max(rate, 0.01)
+        self.capacity = float(max(burst, 1))
+        self._clock = clock
+        self._tokens = self.capacity
+        self._last = clock()
+
+    def delay(self) -> float:
+        """Seconds to wait before the next line may go (0 when it may go now)."""
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+    def take(self) -> None:
+        """Spend one token (call after ``delay()`` came back 0 or was waited out)."""
+        self.delay()
+        self._tokens -= 1
+
+
+@dataclass
+class RoundReport:
+    """What one delivery round did (for logs and tests)."""
+
+    sent: int = 0
+    lines: int = 0
+    postponed: int = 0
+    failed: int = 0
+    dead: int = 0
+    released: int = 0
+    codes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        """Whether the round found nothing to do."""
+        return not (
+            self.sent or self.postponed or self.failed or self.dead or self.released or self.codes
+        )
+
+
+@dataclass
+class _Group:
+    user: str
+    rows: list[ClaimedNotification]
+
+    @property
+    def first(self) -> ClaimedNotification:
+        return self.rows[0]
+
+    @property
+    def ids(self) -> list[int]:
+        return [row.id for row in self.rows]
+
+
+class Delivery:
+    """Claims the outbox's ``irc`` rows and sends them through an :class:`IrcLink`."""
+
+    def __init__(
+        self,
+        database: Database,
+        link: IrcLink,
+        *,
+        bot_nick: Callable[[], str],
+        log: logging.Logger,
+        worker: str | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.database = database
+        self.config: Config = database.config
+        self.link = link
+        self.bot_nick = bot_nick
+        self.log = log
+        self.worker = worker or f"fmn-bot:{socket.gethostname()}:{os.getpid()}"
+        self.clock = clock
+        bot = self.config.bot
+        self.pacer = Pacer(bot.lines_per_second, bot.burst)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Codes whose nick was offline: destination id -> when to ask again.
+        self._code_waits: dict[int, dt.datetime] = {}
+
+    # ------------------------------------------------------------------ thread
+
+    def start(self) -> None:
+        """Run rounds in a background thread until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="fmn-irc-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread: the round in hand gives back what it has not sent."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                self.log.warning("the IRC delivery thread did not stop within %s s", timeout)
+
+    def wake(self) -> None:
+        """Start the next round now (a new confirmation code is waiting, say)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        idle = max(self.config.delivery.idle_poll_seconds, 0.05)
+        while not self._stop.is_set():
+            try:
+                report = self.run_once()
+            except Exception:
+                self.log.exception("IRC delivery round failed; trying again shortly")
+                report = RoundReport()
+            if report.idle or report.released:
+                self._wake.wait(idle if report.idle else max(idle, 5.0))
+                self._wake.clear()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait for the pacer; False if asked to stop meanwhile."""
+        return not self._stop.wait(seconds) if seconds > 0 else not self._stop.is_set()
+
+    # ------------------------------------------------------------------- round
+
+    def run_once(self, now: dt.datetime | None = None) -> RoundReport:
+        """One round: claim due rows, decide, send; then confirmation codes."""
+        moment = now if now is not None else self.clock()
+        report = RoundReport()
+        lease = self.config.delivery.claim_lease_seconds
+        with self.database.begin() as session:
+            claimed = outbox.claim_due(
+                session,
+                worker=self.worker,
+                contexts=[IRC],
+                limit=BATCH_SIZE,
+                lease_seconds=lease,
+                now=moment,
+            )
+        with self.database.begin() as session:
+            codes = [
+                code
+                for code in preferences.pending_confirmation_codes(session, contexts=[IRC])
+                if self._code_waits.get(code.destination_id, moment) <= moment
+            ]
+        if not claimed and not codes:
+            return report
+
+        groups: dict[int, _Group] = {}
+        for row in claimed:
+            groups.setdefault(row.user_id, _Group(row.user, [])).rows.append(row)
+
+        ready: list[_Group] = []
+        for group in groups.values():
+            if self._settle_without_irc(group, moment, report):
+                continue
+            ready.append(group)
+
+        nicks = sorted(
+            {n for g in ready for n in g.first.destinations} | {c.address for c in codes}
+        )
+        online = self.link.online(nicks) if nicks else frozenset()
+        if online is None:
+            # Not connected: give everything back and try again later.
+            with self.database.begin() as session:
+                report.released += outbox.release(
+                    session, [i for g in ready for i in g.ids], worker=self.worker
+                )
+            report.notes.append("no IRC connection")
+            return report
+
+        for index, group in enumerate(ready):
+            if self._stop.is_set():
+                with self.database.begin() as session:
+                    rest = [i for g in ready[index:] for i in g.ids]
+                    report.released += outbox.release(session, rest, worker=self.worker)
+                return report
+            self._deliver(group, online, moment, report)
+
+        for code in codes:
+            if self._stop.is_set():
+                break
+            if code.address not in online or not self._held_by(code.address, code.user):
+                # Ask about this nick again later, not on every idle poll.
+                self._code_waits[code.destination_id] = moment + dt.timedelta(
+                    seconds=RECHECK_SECONDS
+                )
+                continue
+            if not self._pace():
+                break
+            if self.link.send(
+                code.address, confirmation_line(code.user, code.code, self.bot_nick())
+            ):
+                with self.database.begin() as session:
+                    preferences.mark_code_sent(session, code.destination_id)
+                report.codes += 1
+                report.lines += 1
+        return report
+
+    # ---------------------------------------------------------------- decisions
+
+    def _settle_without_irc(self, group: _Group, now: dt.datetime, report: RoundReport) -> bool:
+        """Rows that need no IRC lookup: muted, turned off, no nick, digest not due.
+
+        The same order and outcomes as the daemon's senders, so a user's
+        contexts behave alike.
+        """
+        first = group.first
+        # Held rows are looked at again within RECHECK_SECONDS even when they wait
+        # longer, so that "fmn unmute" or "fmn digest irc off" take effect soon.
+        recheck = now + dt.timedelta(seconds=RECHECK_SECONDS)
+        if first.muted_until is not None and first.muted_until > now:
+            note = f"held: the user muted fmn until {first.muted_until:%Y-%m-%d %H:%M} UTC"
+            self._postpone(group.ids, min(first.muted_until, recheck), note, report)
+            return True
+        if not first.enabled:
+            self._kill(group, DISABLED_ERROR, now, report)
+            return True
+        if not first.destinations:
+            self._fail(group, NO_NICK_ERROR, now, report)
+            return True
+        if first.wants_digest:
+            due_at = self._digest_due_at(group, now)
+            if due_at is not None:
+                note = f"held for a digest until {due_at:%Y-%m-%d %H:%M} UTC"
+                self._postpone(group.ids, min(due_at, recheck), note, report)
+                return True
+        return False
+
+    def _digest_due_at(self, group: _Group, now: dt.datetime) -> dt.datetime | None:
+        """None when the digest is due now; otherwise when it will be."""
+        first = group.first
+        with self.database.begin() as session:
+            stats = outbox.group_stats(session, [first.group], now=now)[first.group]
+        if first.digest_count and stats.waiting >= first.digest_count:
+            return None
+        window = (
+            dt.timedelta(minutes=first.digest_minutes)
+            if first.digest_minutes
+            else COUNT_ONLY_MAX_WAIT
+        )
+        oldest = min(stats.oldest_waiting or first.created_at, first.created_at)
+        due = oldest + window
+        return None if due <= now else due
+
+    def _held_by(self, nick: str, user: str) -> bool:
+        holder = self.link.holder(nick)
+        return holder is None or holder == user
+
+    def _deliver(
+        self, group: _Group, online: frozenset[str], now: dt.datetime, report: RoundReport
+    ) -> None:
+        first = group.first
+        nick = next(
+            (n for n in first.destinations if n in online and self._held_by(n, group.user)), None
+        )
+        if nick is None:
+            self._hold_offline(group, now, report)
+            return
+        rows = group.rows
+        if first.wants_digest:
+            with self.database.begin() as session:
+                rows = rows + outbox.claim_group(
+                    session,
+                    worker=self.worker,
+                    user_id=first.user_id,
+                    context=IRC,
+                    lease_seconds=self.config.delivery.claim_lease_seconds,
+                    now=now,
+                )
+            self._send_lines(nick, [(digest_line(rows), [r.id for r in rows])], report)
+            return
+        burst = max(self.config.bot.burst, 1)
+        if len(rows) <= burst:
+            batches = [(notification_line(r), [r.id]) for r in rows]
+        else:
+            head, rest = rows[: burst - 1], rows[burst - 1 :]
+            batches = [(notification_line(r), [r.id]) for r in head]
+            batches.append((collapse_line(rest), [r.id for r in rest]))
+        self._send_lines(nick, batches, report)
+
+    def _send_lines(
+        self, nick: str, batches: list[tuple[str, list[int]]], report: RoundReport
+    ) -> None:
+        for index, (line, ids) in enumerate(batches):
+            if not self._pace():
+                with self.database.begin() as session:
+                    rest = [i for _, batch in batches[index:] for i in batch]
+                    report.released += outbox.release(session, rest, worker=self.worker)
+                return
+            if self.link.send(nick, line):
+                with self.database.begin() as session:
+                    report.sent += outbox.mark_sent(session, ids)
+                report.lines += 1
+            else:
+                until = self.clock() + dt.timedelta(seconds=SEND_RETRY_SECONDS)
+                rest = [i for _, batch in batches[index:] for i in batch]
+                self._postpone(rest, until, "the IRC connection refused the line", report)
+                return
+
+    def _pace(self) -> bool:
+        delay = self.pacer.delay()
+        if not self._sleep(delay):
+            return False
+        self.pacer.take()
+        return True
+
+    def _hold_offline(self, group: _Group, now: dt.datetime, report: RoundReport) -> None:
+        hold = dt.timedelta(minutes=self.config.bot.offline_hold_minutes)
+        expired = [r.id for r in group.rows if now - r.created_at >= hold]
+        waiting = [r.id for r in group.rows if now - r.created_at < hold]
+        if expired:
+            reason = (
+                f"the recipient's IRC nick was not online for "
+                f"{self.config.bot.offline_hold_minutes} minutes"
+            )
+            self._kill(
+                _Group(group.user, [r for r in group.rows if r.id in expired]), reason, now, report
+            )
+        if waiting:
+            until = now + dt.timedelta(seconds=RECHECK_SECONDS)
+            self._postpone(waiting, until, "the recipient's IRC nick is not online", report)
+
+    def _postpone(self, ids: list[int], until: dt.datetime, note: str, report: RoundReport) -> None:
+        with self.database.begin() as session:
+            report.postponed += outbox.postpone(session, ids, until, note=note)
+
+    def _fail(self, group: _Group, reason: str, now: dt.datetime, report: RoundReport) -> None:
+        """A failed attempt for each row, retried hourly, dead after ``max_attempts``."""
+        with self.database.begin() as session:
+            for row_id in group.ids:
+                state = outbox.mark_failed(
+                    session,
+                    row_id,
+                    reason,
+                    max_attempts=self.config.delivery.max_attempts,
+                    backoff_seconds=NO_NICK_RETRY_SECONDS,
+                    backoff_max_seconds=NO_NICK_RETRY_SECONDS,
+                    now=now,
+                )
+                if state == "dead":
+                    report.dead += 1
+                else:
+                    report.failed += 1
+
+    def _kill(self, group: _Group, reason: str, now: dt.datetime, report: RoundReport) -> None:
+        """``dead`` at once, with the reason: retrying cannot help."""
+        with self.database.begin() as session:
+            for row_id in group.ids:
+                outbox.mark_failed(
+                    session,
+                    row_id,
+                    reason,
+                    max_attempts=1,
+                    backoff_seconds=0,
+                    backoff_max_seconds=0,
+                    now=now,
+                )
+                report.dead += 1
+        self.log.info(
+            "%d IRC notification(s) of %s dropped: %s", len(group.rows), group.user, reason
+        )
+
+
+# ---------------------------------------------------------- the Limnoria side
+
+
+@dataclass
+class _IsonQuery:
+    nicks: tuple[str, ...]
+    done: threading.Event = field(default_factory=threading.Event)
+    found: frozenset[str] = frozenset()
+
+
+class LimnoriaLink:
+    """Delivery's view of IRC: ISON for presence, services accounts, PRIVMSG.
+
+    Presence is asked with ``ISON`` (RFC 1459, answered by every server): it
+    sees a nick anywhere on the network, not only in channels the bot shares.
+    Replies come back in order, so each ``303`` answers the oldest question.
+    """
+
+    def __init__(
+        self,
+        *,
+        network: Callable[[], str],
+        fedora_name: Callable[[str], str],
+        log: logging.Logger,
+    ) -> None:
+        self.network = network
+        self.fedora_name = fedora_name
+        self.log = log
+        self._lock = threading.Lock()
+        self._waiting: deque[_IsonQuery] = deque()
+
+    def irc(self) -> Any | None:
+        """The connection notifications go out on, when it is up.
+
+        Up means registered with the server (its MOTD is over): lines queued
+        before that, or on a dying connection, would be lost with its queue.
+        """
+        wanted = self.network()
+        for irc in world.ircs:
+            if irc.zombie or not irc.afterConnect:
+                continue
+            if not wanted or irc.network == wanted:
+                return irc
+        return None
+
+    def online(self, nicks: Sequence[str]) -> frozenset[str] | None:
+        """See :meth:`IrcLink.online`."""
+        irc = self.irc()
+        if irc is None:
+            return None
+        queries = []
+        for chunk in _chunks(nicks):
+            query = _IsonQuery(tuple(chunk))
+            with self._lock:
+                self._waiting.append(query)
+            if not irc.queueMsg(ircmsgs.IrcMsg(command="ISON", args=tuple(chunk))):
+                self._forget(query)
+                return None
+            queries.append(query)
+        found: set[str] = set()
+        for query in queries:
+            if not query.done.wait(ISON_TIMEOUT_SECONDS):
+                self._forget(query)
+                self.log.warning("no ISON reply within %s s", ISON_TIMEOUT_SECONDS)
+                return None
+            found |= query.found
+        return frozenset(found)
+
+    def _forget(self, query: _IsonQuery) -> None:
+        with self._lock:
+            if query in self._waiting:
+                self._waiting.remove(query)
+
+    def answer(self, irc: Any, names: Sequence[str]) -> None:
+        """A ``303`` reply arrived: it answers the oldest open question."""
+        delivering = self.irc()
+        # Callbacks get a proxy of the Irc object: compare networks, not objects.
+        if delivering is None or irc.network != delivering.network:
+            return
+        with self._lock:
+            if not self._waiting:
+                return
+            query = self._waiting.popleft()
+        present = {ircutils.toLower(name) for name in names}
+        query.found = frozenset(n for n in query.nicks if ircutils.toLower(n) in present)
+        query.done.set()
+
+    def holder(self, nick: str) -> str | None:
+        """See :meth:`IrcLink.holder`."""
+        irc = self.irc()
+        if irc is None:
+            return None
+        try:
+            account = irc.state.nickToAccount(nick)
+        except KeyError:
+            return None
+        return self.fedora_name(account) if account else None
+
+    def send(self, nick: str, text: str) -> bool:
+        """See :meth:`IrcLink.send`."""
+        irc = self.irc()
+        if irc is None:
+            return False
+        return bool(irc.queueMsg(ircmsgs.privmsg(nick, text)))
+
+    def bot_nick(self) -> str:
+        """The bot's own nick on the delivery network."""
+        irc = self.irc()
+        return str(irc.nick) if irc is not None else "fmn"
+
+
+def _chunks(nicks: Sequence[str], budget: int = 400) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for nick in nicks:
+        if chunk and size + len(nick) + 1 > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(nick)
+        size += len(nick) + 1
+    if chunk:
+        yield chunk

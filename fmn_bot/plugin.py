@@ -1,0 +1,845 @@
+"""The Fmn plugin: the ``fmn`` command group, who the sender is, and IRC delivery.
+
+Every command parses its arguments with ``wrap()`` and the fmn converters
+registered below, finds the sender's Fedora account from their IRC services
+account, and makes exactly one call into :mod:`fmn_core.preferences` inside one
+unit of work. The plugin holds no preference logic: validation, ownership and
+the wording of every user error come from fmn's core, and :func:`fmn_errors`
+(around every command and converter) is the one place where a core
+``UserError`` becomes a Limnoria error reply.
+
+Private data (addresses, confirmation codes) never goes to a channel: replies
+that carry it go by private message, and ``set-address`` refuses to work in a
+channel at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import supybot.callbacks as callbacks
+import supybot.ircutils as ircutils
+from sqlalchemy.orm import Session
+from supybot.commands import addConverter, additional, rest, wrap
+from supybot.commands import any as any_of
+
+from fmn_core import preferences
+from fmn_core.config import Config, load_config
+from fmn_core.db import Database
+from fmn_core.errors import ConfigError, ConfirmationFailed, RateLimited, UserError
+from fmn_core.models import utcnow
+from fmn_core.rules import default_catalog
+
+from .delivery import Delivery, LimnoriaLink
+
+__all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
+
+NOT_IDENTIFIED = (
+    "I don't know your Fedora account: identify with NickServ (your services account) "
+    "first, then try again."
+)
+ADDRESS_IN_CHANNEL = (
+    "Addresses are private: send this command to me in a private message instead "
+    "(/msg {bot} fmn set-address <context> <address>)."
+)
+
+#: The commands as users type them, in the order ``fmn help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "help",
+    "contexts",
+    "enable",
+    "disable",
+    "filters",
+    "show",
+    "add-filter",
+    "rename-filter",
+    "remove-filter",
+    "add-rule",
+    "remove-rule",
+    "rules",
+    "set-address",
+    "confirm",
+    "digest",
+    "templates",
+    "use-template",
+    "preview",
+    "mute",
+    "unmute",
+)
+_DISPLAY = {callbacks.canonicalName(name): name for name in COMMANDS}
+#: How many preview hits a reply lists.
+PREVIEW_SHOWN = 5
+
+
+# ----------------------------------------------------------------------- identity
+
+
+def services_account(irc: Any, msg: Any, static: Sequence[str] = ()) -> str | None:
+    """The sender's IRC services account, or None when they are not identified.
+
+    The IRCv3 ``account`` message tag is the authority when the server sends it
+    (``account-tag`` acknowledged: no tag means not logged in). Without it, the
+    account Limnoria tracks from ``account-notify``, ``extended-join`` and WHOX
+    replies. ``static`` (``nick=account`` pairs from the registry) is a last
+    resort for networks without services; it is never consulted otherwise.
+    """
+    tags = msg.server_tags or {}
+    if "account" in tags:
+        tagged = str(tags["account"] or "")
+        return tagged if tagged and tagged != "*" else None
+    if "account-tag" in irc.state.capabilities_ack:
+        return None  # the server tags every identified sender: no tag, no account
+    try:
+        tracked = irc.state.nickToAccount(msg.nick)
+    except KeyError:
+        tracked = None
+    if tracked:
+        return str(tracked)
+    wanted = ircutils.toLower(msg.nick)
+    for pair in static:
+        nick, _, mapped = pair.partition("=")
+        if mapped and ircutils.toLower(nick) == wanted:
+            return mapped
+    return None
+
+
+# ------------------------------------------------------------------- the wrapper
+
+
+@contextmanager
+def fmn_errors(log: Any, what: str, *, missing_ok: bool = False) -> Iterator[None]:
+    """The one place fmn's errors become Limnoria error replies.
+
+    A core ``UserError`` is the user's to fix: its sentence goes back as is. A
+    ``callbacks.Error`` is an error reply already. Any other exception is a bug:
+    it is logged with its traceback under a short reference, and the user gets
+    only the reference. ``missing_ok`` lets a converter's ``IndexError`` through:
+    it tells Limnoria an argument is missing, which it answers with the usage.
+    """
+    try:
+        yield
+    except UserError as exc:
+        raise callbacks.Error(str(exc)) from exc
+    except callbacks.Error:
+        raise
+    except IndexError:
+        if missing_ok:
+            raise
+        raise _internal_error(log, what) from None
+    except Exception as exc:
+        raise _internal_error(log, what) from exc
+
+
+def _internal_error(log: Any, what: str) -> callbacks.Error:
+    reference = secrets.token_hex(3)
+    log.exception("fmn %s failed (ref %s)", what, reference)
+    return callbacks.Error(f"internal error (ref {reference})")
+
+
+def fmn_command(specs: list[Any]) -> Callable[[Callable[..., None]], Any]:
+    """``wrap()`` a command: its arguments parsed by ``specs``, its errors by :func:`fmn_errors`."""
+
+    def decorate(function: Callable[..., None]) -> Any:
+        what = _DISPLAY.get(function.__name__, function.__name__)
+
+        @functools.wraps(function)
+        def guarded(self: Any, irc: Any, msg: Any, args: list[str], *values: Any) -> None:
+            with fmn_errors(self.log, what):
+                function(self, irc, msg, args, *values)
+
+        return wrap(guarded, specs)
+
+    return decorate
+
+
+Converter = Callable[..., None]
+
+
+def converter(name: str) -> Callable[[Converter], Converter]:
+    """Register a converter with ``addConverter``; its errors go through :func:`fmn_errors`."""
+
+    def register(function: Converter) -> Converter:
+        @functools.wraps(function)
+        def guarded(irc: Any, msg: Any, args: list[str], state: Any, *extra: Any) -> None:
+            with fmn_errors(state.log, f"converter {name}", missing_ok=True):
+                function(irc, msg, args, state, *extra)
+
+        addConverter(name, guarded)
+        return function
+
+    return register
+
+
+# ------------------------------------------------------------------- converters
+# They only parse; what a value means (a context on offer, a rule's arguments)
+# is checked by fmn's core, which also words the error.
+
+
+def _word(args: list[str], state: Any, what: str) -> str:
+    value = args[0]
+    if not value or any_space(value):
+        state.errorInvalid(what, value, Raise=True)
+    return value
+
+
+def any_space(text: str) -> bool:
+    """Whether ``text`` contains whitespace."""
+    return len(text.split()) != 1
+
+
+@converter("fmnContext")
+def get_context(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnContext``: a delivery context's name (email, irc, push, ...)."""
+    state.args.append(_word(args, state, "context").lower())
+    del args[0]
+
+
+@converter("fmnFilter")
+def get_filter(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnFilter``: a filter's name; quote names with spaces ("my builds")."""
+    if not args[0].strip():
+        state.error("A filter name must not be empty.", Raise=True)
+    state.args.append(" ".join(args.pop(0).split()))
+
+
+@converter("fmnRule")
+def get_rule(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnRule``: a rule of the catalog, by name (``fmn rules`` lists them)."""
+    default_catalog().get(args[0])  # UnknownRule, worded by the catalog
+    state.args.append(args.pop(0))
+
+
+@converter("fmnNegation")
+def get_negation(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnNegation``: an optional ``not`` before a rule."""
+    if args and args[0].lower() == "not":
+        del args[0]
+        state.args.append(True)
+    else:
+        state.args.append(False)
+
+
+@converter("fmnArgument")
+def get_argument(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnArgument``: one ``name=value`` rule argument.
+
+    A value may be quoted whole (``"text=build failed"``) or after the equals
+    sign (``text="build failed"``), which the tokenizer leaves in pieces.
+    """
+    token = args.pop(0)
+    name, equals, value = token.partition("=")
+    if not equals or not name or any_space(name):
+        args.insert(0, token)
+        state.error(
+            f"Rule arguments are name=value pairs (like app=koji), not {token!r}.", Raise=True
+        )
+    if value.startswith('"'):
+        parts = [value]
+        while not _closed(" ".join(parts)) and args:
+            parts.append(args.pop(0))
+        value = " ".join(parts)
+        if _closed(value):
+            value = value[1:-1]
+    state.args.append((name, value))
+
+
+def _closed(text: str) -> bool:
+    return len(text) > 1 and text.startswith('"') and text.endswith('"')
+
+
+# ASCII digits only: str.isdigit() and \d also accept "²" or "٣", which int()
+# refuses or reads in ways nobody typing a duration means.
+_NUMBER_RE = re.compile(r"[0-9]{1,9}")
+_DURATION_RE = re.compile(
+    r"(?:([0-9]{1,6})w)?(?:([0-9]{1,6})d)?(?:([0-9]{1,6})h)?(?:([0-9]{1,7})m(?:in)?)?"
+)
+
+
+def parse_duration(text: str) -> dt.timedelta | None:
+    """``30m``, ``2h``, ``1d``, ``1w``, ``1h30m`` or bare minutes; None if malformed."""
+    text = text.strip().lower()
+    if _NUMBER_RE.fullmatch(text):
+        minutes = int(text)
+        return dt.timedelta(minutes=minutes) if 0 < minutes < 10**7 else None
+    match = _DURATION_RE.fullmatch(text)
+    if not text or match is None:
+        return None
+    weeks, days, hours, minutes = (int(g) if g else 0 for g in match.groups())
+    duration = dt.timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes)
+    return duration if duration > dt.timedelta(0) else None
+
+
+@converter("fmnDuration")
+def get_duration(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnDuration``: how long, like 30m, 2h or 1d."""
+    duration = parse_duration(args[0])
+    if duration is None:
+        state.error(f"{args[0]!r} is not a duration; write it like 30m, 2h or 1d.", Raise=True)
+    del args[0]
+    state.args.append(duration)
+
+
+@converter("fmnDigest")
+def get_digest(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnDigest``: minutes between digests, or ``off``."""
+    value = args[0].lower()
+    minutes: int | None
+    if value == "off":
+        minutes = None
+    elif _NUMBER_RE.fullmatch(value):
+        minutes = int(value)
+    else:
+        state.error(f"{args[0]!r} is neither a number of minutes nor 'off'.", Raise=True)
+    del args[0]
+    state.args.append(minutes)
+
+
+# -------------------------------------------------------------------- formatting
+
+
+def overview() -> str:
+    """The reply to a bare ``fmn`` or ``fmn help``."""
+    return (
+        "fmn manages your Fedora notifications. Commands: "
+        + ", ".join(COMMANDS)
+        + ". 'fmn help <command>' explains one. Each context (email, irc, ...) has "
+        "filters; a filter is a list of rules that must all match."
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    if number == 0:
+        return f"no {noun}s"
+    return f"1 {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _state(on: bool) -> str:
+    return "on" if on else "off"
+
+
+def _digest_text(view: Any) -> str:
+    if not view.digest_minutes and not view.digest_count:
+        return "no digest"
+    parts = []
+    if view.digest_minutes:
+        parts.append(f"every {view.digest_minutes} min")
+    if view.digest_count:
+        parts.append(f"after {view.digest_count} notifications")
+    return "digest " + " or ".join(parts)
+
+
+def _destination_text(destination: Any, private: bool) -> str:
+    shown = destination.address if private else destination.masked
+    if destination.confirmed:
+        return f"{shown} (confirmed)"
+    return f"{shown} (not confirmed yet)"
+
+
+def _filter_text(view: Any) -> str:
+    flags = []
+    if not view.active:
+        flags.append("off")
+    if view.oneshot:
+        flags.append("one-shot")
+    flags.append(_count(len(view.rules), "rule"))
+    return f"{view.position}. {view.name!r} ({', '.join(flags)})"
+
+
+def _rule_detail(spec: Any) -> str:
+    text = f"{spec.name}: {spec.title}. {spec.help}"
+    if spec.parameters:
+        described = "; ".join(
+            f"{p.name}= {p.help}"
+            + (f" (one of {', '.join(p.choices)})" if p.choices else "")
+            + ("" if p.required else " (optional)")
+            for p in spec.parameters
+        )
+        text += f" Arguments: {described}."
+    return text
+
+
+# ------------------------------------------------------------------- the plugin
+
+
+class Fmn(callbacks.Plugin):  # type: ignore[misc]
+    """Manage your Fedora notifications from IRC: type ``fmn help``.
+
+    Commands act on the Fedora account of your IRC services account, so
+    identify with NickServ first. The bot also delivers your ``irc`` context
+    as private messages to the nick you confirm with ``fmn set-address irc``.
+    """
+
+    threaded = True
+
+    def __init__(self, irc: Any) -> None:
+        super().__init__(irc)
+        path = self.registryValue("configFile") or None
+        self.fmn_config: Config = load_config(path)
+        try:
+            self.fedora_name("probe")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                "bot.account_format",
+                f"{self.fmn_config.bot.account_format!r} must use only {{account}}",
+            ) from exc
+        if self.registryValue("staticAccounts"):
+            self.log.warning(
+                "supybot.plugins.Fmn.staticAccounts is set: those nicks count as "
+                "identified without services. Never do this on a public network."
+            )
+        self.database = Database(self.fmn_config)
+        self.link = LimnoriaLink(
+            network=lambda: str(self.registryValue("network")),
+            fedora_name=self.fedora_name,
+            log=self.log,
+        )
+        self.delivery = Delivery(
+            self.database, self.link, bot_nick=self.link.bot_nick, log=self.log
+        )
+        self.fmn.plugin = self
+        if self.registryValue("deliver"):
+            self.delivery.start()
+
+    def die(self) -> None:
+        """Stop delivering (claimed rows are given back) and close the database."""
+        self.delivery.stop()
+        self.database.dispose()
+        super().die()
+
+    # ---------------------------------------------------------------- identity
+
+    def fedora_name(self, account: str) -> str:
+        """The Fedora account an IRC services account maps to (``bot.account_format``)."""
+        return self.fmn_config.bot.account_format.format(account=account)
+
+    def actor(self, irc: Any, msg: Any) -> preferences.Actor:
+        """Who sent ``msg``, as fmn's core sees them; an error reply if unknown."""
+        account = services_account(irc, msg, self.registryValue("staticAccounts"))
+        if account is None:
+            raise callbacks.Error(NOT_IDENTIFIED)
+        name = self.fedora_name(account)
+        return preferences.Actor(name=name, is_admin=name in self.fmn_config.admins)
+
+    @contextmanager
+    def unit(self, irc: Any, msg: Any) -> Iterator[tuple[Session, preferences.Actor]]:
+        """One bot command's unit of work, as the identified sender."""
+        actor = self.actor(irc, msg)
+        with self.database.begin() as session:
+            yield session, actor
+
+    # ------------------------------------------------------------- IRC events
+
+    def do303(self, irc: Any, msg: Any) -> None:
+        """RPL_ISON: the nicks of our last ISON question that are online."""
+        self.link.answer(irc, msg.args[-1].split())
+
+    def getCommandHelp(self, command: list[str], simpleSyntax: bool | None = None) -> str:
+        """Limnoria's help and usage replies, with the names users type (``add-filter``)."""
+        text = str(super().getCommandHelp(command, simpleSyntax))
+        if command and command[-1] in _DISPLAY:
+            typed = " ".join([*command[:-1], _DISPLAY[command[-1]]])
+            text = text.replace(callbacks.formatCommand(command), typed, 1)
+        return text
+
+    def invalidCommand(self, irc: Any, msg: Any, tokens: list[str]) -> None:
+        """``fmn <something unknown>``: say what the commands are."""
+        if not tokens or callbacks.canonicalName(tokens[0]) != "fmn":
+            return
+        if len(tokens) == 1:
+            irc.reply(overview())
+            return
+        irc.error(
+            f"'fmn {tokens[1]}' is not an fmn command. Commands: {', '.join(COMMANDS)}. "
+            "'fmn help <command>' explains one."
+        )
+
+    # ------------------------------------------------------------ the commands
+
+    class fmn(callbacks.Commands):  # type: ignore[misc]
+        """Your Fedora notifications: ``fmn help`` lists the commands."""
+
+        plugin: Fmn
+
+        @fmn_command([additional("text")])
+        def help(self, irc: Any, msg: Any, args: list[str], command: str | None) -> None:
+            """[<command>]
+
+            Lists the fmn commands, or explains one of them, for example
+            "fmn help add-rule".
+            """
+            if command is None:
+                irc.reply(overview())
+                return
+            words = command.split()
+            if words and callbacks.canonicalName(words[0]) == "fmn":
+                words = words[1:]
+            name = callbacks.canonicalName(words[0]) if words else ""
+            if name not in _DISPLAY:
+                raise callbacks.Error(
+                    f"There is no fmn command {command!r}; the commands are: {', '.join(COMMANDS)}."
+                )
+            method = getattr(self, name)
+            lines = [line.strip() for line in (method.__doc__ or "").strip().splitlines()]
+            usage, text = lines[0], " ".join(line for line in lines[1:] if line)
+            irc.reply(f"fmn {_DISPLAY[name]} {usage} -- {text}".replace("  ", " "))
+
+        @fmn_command([])
+        def contexts(self, irc: Any, msg: Any, args: list[str]) -> None:
+            """(no arguments)
+
+            Shows each delivery context: on or off, its filters, digest and
+            addresses (shown in full only in a private message).
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                views = preferences.list_contexts(session, actor)
+            private = not msg.channel
+            parts = []
+            for view in views:
+                text = (
+                    f"{view.context} {_state(view.enabled)}, {_count(len(view.filters), 'filter')}"
+                )
+                if view.digest_minutes or view.digest_count:
+                    text += f", {_digest_text(view)}"
+                if view.destinations:
+                    shown = ", ".join(_destination_text(d, private) for d in view.destinations)
+                    text += f", to {shown}"
+                else:
+                    text += ", no address"
+                parts.append(text)
+            muted = next((v.muted_until for v in views if v.muted_until), None)
+            if muted is not None and muted > utcnow():
+                parts.append(f"muted until {muted:%Y-%m-%d %H:%M} UTC")
+            irc.reply("; ".join(parts) if parts else "No delivery context is on offer here.")
+
+        @fmn_command(["fmnContext"])
+        def enable(self, irc: Any, msg: Any, args: list[str], context: str) -> None:
+            """<context>
+
+            Turns a delivery context on (email, irc, push, ...).
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.set_context_enabled(session, actor, context, True)
+            irc.reply(f"{view.context} is on.")
+
+        @fmn_command(["fmnContext"])
+        def disable(self, irc: Any, msg: Any, args: list[str], context: str) -> None:
+            """<context>
+
+            Turns a delivery context off; its filters are kept.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.set_context_enabled(session, actor, context, False)
+            irc.reply(f"{view.context} is off.")
+
+        @fmn_command([additional("fmnContext")])
+        def filters(self, irc: Any, msg: Any, args: list[str], context: str | None) -> None:
+            """[<context>]
+
+            Lists your filters in one context, or in every context.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                if context is not None:
+                    views = preferences.list_filters(session, actor, context)
+                    grouped = [(context, views)]
+                else:
+                    grouped = [
+                        (v.context, list(v.filters))
+                        for v in preferences.list_contexts(session, actor)
+                    ]
+            parts = []
+            for name, views in grouped:
+                if views:
+                    parts.append(f"{name}: " + ", ".join(_filter_text(v) for v in views))
+                elif context is not None:
+                    parts.append(f"{name}: no filters yet (fmn add-filter {name} <name>)")
+            irc.reply(
+                "; ".join(parts)
+                if parts
+                else "You have no filters yet: fmn add-filter <context> <name>."
+            )
+
+        @fmn_command(["fmnContext", rest("fmnFilter")])
+        def show(self, irc: Any, msg: Any, args: list[str], context: str, name: str) -> None:
+            """<context> <filter>
+
+            Shows one filter and its numbered rules.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.get_filter(session, actor, context, name)
+            rules = (
+                "; ".join(f"{r.number}. {r.text}" for r in view.rules)
+                or "no rules (matches nothing)"
+            )
+            irc.reply(f"{context} {_filter_text(view)}: {rules}")
+
+        @fmn_command(["fmnContext", rest("fmnFilter")])
+        def addfilter(self, irc: Any, msg: Any, args: list[str], context: str, name: str) -> None:
+            """<context> <name>
+
+            Adds an empty filter to a context; then give it rules with
+            "fmn add-rule". Quote names with spaces: "my builds".
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.add_filter(session, actor, context, name)
+            irc.reply(
+                f"Added filter {view.name!r} to {context}. Give it rules: "
+                f"fmn add-rule {context} {_quoted(view.name)} <rule> [name=value ...]"
+            )
+
+        @fmn_command(["fmnContext", "fmnFilter", rest("fmnFilter")])
+        def renamefilter(
+            self, irc: Any, msg: Any, args: list[str], context: str, name: str, new_name: str
+        ) -> None:
+            """<context> <filter> <new name>
+
+            Renames a filter. Quote names with spaces: "my builds".
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.rename_filter(session, actor, context, name, new_name)
+            irc.reply(f"Renamed {name!r} to {view.name!r} in {context}.")
+
+        @fmn_command(["fmnContext", rest("fmnFilter")])
+        def removefilter(
+            self, irc: Any, msg: Any, args: list[str], context: str, name: str
+        ) -> None:
+            """<context> <filter>
+
+            Removes a filter and its rules.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                preferences.remove_filter(session, actor, context, name)
+            irc.reply(f"Removed filter {name!r} from {context}.")
+
+        @fmn_command(["fmnContext", "fmnFilter", "fmnNegation", "fmnRule", any_of("fmnArgument")])
+        def addrule(
+            self,
+            irc: Any,
+            msg: Any,
+            args: list[str],
+            context: str,
+            name: str,
+            negated: bool,
+            rule: str,
+            arguments: list[tuple[str, str]],
+        ) -> None:
+            """<context> <filter> [not] <rule> [name=value ...]
+
+            Adds a rule to a filter; all rules of a filter must match. "not"
+            inverts the rule. "fmn rules" lists the rules and their arguments,
+            e.g. fmn add-rule irc builds app_is app=koji. Quote values with
+            spaces: "text=build failed".
+            """
+            values: dict[str, str] = {}
+            for key, value in arguments:
+                if key in values:
+                    raise callbacks.Error(f"{key}= is given twice.")
+                values[key] = value
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.add_rule(
+                    session, actor, context, name, rule, values, negated=negated
+                )
+            added = view.rules[-1] if view.rules else None
+            text = f"{added.number}. {added.text}" if added else rule
+            irc.reply(f"Filter {view.name!r} in {context} now has rule {text}.")
+
+        @fmn_command(["fmnContext", "fmnFilter", "positiveInt"])
+        def removerule(
+            self, irc: Any, msg: Any, args: list[str], context: str, name: str, number: int
+        ) -> None:
+            """<context> <filter> <rule number>
+
+            Removes a rule from a filter; "fmn show" numbers the rules.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.remove_rule(session, actor, context, name, number)
+            irc.reply(f"Removed rule {number} from {view.name!r}; {len(view.rules)} left.")
+
+        @fmn_command([additional("text", "")])
+        def rules(self, irc: Any, msg: Any, args: list[str], words: str) -> None:
+            """[<words>]
+
+            Lists the rules you can use in filters, or those whose name or help
+            contains all the words; one rule's name explains it in full.
+            """
+            catalog = default_catalog()
+            if words and words.strip() in catalog:
+                irc.reply(_rule_detail(catalog.get(words.strip())))
+                return
+            found = catalog.search(words)
+            if not found:
+                raise callbacks.Error(f"No rule matches {words!r}; 'fmn rules' lists them all.")
+            if len(found) == 1:
+                irc.reply(_rule_detail(found[0]))
+                return
+            irc.reply(
+                f"{len(found)} rules: "
+                + ", ".join(spec.name for spec in found)
+                + ". 'fmn rules <name>' explains one; 'fmn rules <words>' searches."
+            )
+
+        @fmn_command(["fmnContext", additional(rest("something"), "")])
+        def setaddress(
+            self, irc: Any, msg: Any, args: list[str], context: str, address: str
+        ) -> None:
+            """<context> <address>
+
+            Sets where a context delivers: an email address, your IRC nick, a
+            push URL (rss and live need no address: fmn makes a secret one).
+            Only in a private message. You get a code to confirm with
+            "fmn confirm <code>".
+            """
+            if msg.channel:
+                raise callbacks.Error(ADDRESS_IN_CHANNEL.format(bot=irc.nick))
+            with self.plugin.unit(irc, msg) as (session, actor):
+                pending = preferences.set_destination(session, actor, context, address)
+            destination = pending.destination
+            if destination.confirmed:
+                irc.reply(
+                    f"{context} now delivers to {destination.address} (keep it secret).",
+                    private=True,
+                )
+                return
+            if context == "irc":
+                self.plugin.delivery.wake()
+                text = (
+                    f"I'm sending a confirmation code to {destination.address} by private message"
+                )
+            else:
+                text = f"A confirmation code is on its way to {destination.address}"
+            irc.reply(f"{text}; then send me: fmn confirm <code>", private=True)
+
+        @fmn_command(["somethingWithoutSpaces"])
+        def confirm(self, irc: Any, msg: Any, args: list[str], code: str) -> None:
+            """<code>
+
+            Confirms an address with the code fmn sent to it.
+            """
+            failure: UserError | None = None
+            with self.plugin.unit(irc, msg) as (session, actor):
+                try:
+                    destination = preferences.confirm(session, actor, code)
+                except (ConfirmationFailed, RateLimited) as exc:
+                    # A wrong guess is counted in this transaction: commit it, or
+                    # guessing would be unlimited.
+                    failure = exc
+            if failure is not None:
+                raise failure
+            shown = destination.masked if msg.channel else destination.address
+            irc.reply(f"Confirmed: {destination.context} delivers to {shown}.", private=True)
+
+        @fmn_command(["fmnContext", "fmnDigest", additional("nonNegativeInt", 0)])
+        def digest(
+            self, irc: Any, msg: Any, args: list[str], context: str, minutes: int | None, count: int
+        ) -> None:
+            """<context> <minutes>|off [<count>]
+
+            Collects a context's notifications into one message at most every
+            <minutes> (and at once after <count> of them); "off" sends each
+            as it comes.
+            """
+            if minutes is None:
+                minutes, count = 0, 0
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.set_digest(session, actor, context, minutes, count)
+            irc.reply(f"{view.context}: {_digest_text(view)}.")
+
+        @fmn_command([])
+        def templates(self, irc: Any, msg: Any, args: list[str]) -> None:
+            """(no arguments)
+
+            Lists the starting profiles "fmn use-template" can copy into a context.
+            """
+            with self.plugin.database.begin() as session:
+                views = preferences.list_templates(session)
+            if not views:
+                raise callbacks.Error("There are no templates here.")
+            irc.reply(
+                "; ".join(
+                    f"{v.name}: {v.title} ({_count(len(v.filters), 'filter')})" for v in views
+                )
+                + ". fmn use-template <template> <context> copies one."
+            )
+
+        @fmn_command(["somethingWithoutSpaces", "fmnContext"])
+        def usetemplate(
+            self, irc: Any, msg: Any, args: list[str], template: str, context: str
+        ) -> None:
+            """<template> <context>
+
+            Copies a template's filters into a context ("fmn templates" lists them).
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                views = preferences.use_template(session, actor, template, context)
+            names = ", ".join(repr(v.name) for v in views)
+            irc.reply(f"{context} now has the filters of {template}: {names}.")
+
+        @fmn_command(["fmnContext", additional(rest("fmnFilter"))])
+        def preview(
+            self, irc: Any, msg: Any, args: list[str], context: str, name: str | None
+        ) -> None:
+            """<context> [<filter>]
+
+            Shows which recent messages a filter would have notified you about;
+            without a filter, how many each filter of the context matches.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                if name is not None:
+                    results = [(name, preferences.preview(session, actor, context, name))]
+                else:
+                    results = [
+                        (view.name, preferences.preview(session, actor, context, view.name))
+                        for view in preferences.list_filters(session, actor, context)
+                    ]
+            if not results:
+                raise callbacks.Error(f"{context} has no filters yet; add one with fmn add-filter.")
+            parts = []
+            if len(results) > 1 or name is None:
+                parts.append(", ".join(f"{n!r} {len(hits)}" for n, hits in results))
+            seen: dict[str, str] = {}
+            for _name, hits in results:
+                for hit in hits:
+                    seen.setdefault(hit.message_id, hit.summary or hit.topic)
+            if not seen:
+                what = repr(name) if name is not None else f"any filter of {context}"
+                irc.reply(f"No recent message matches {what}.")
+                return
+            shown = "; ".join(list(seen.values())[:PREVIEW_SHOWN])
+            more = f" (and {len(seen) - PREVIEW_SHOWN} more)" if len(seen) > PREVIEW_SHOWN else ""
+            head = f"{len(seen)} recent message(s) match"
+            if parts:
+                head += f" ({parts[0]})"
+            irc.reply(f"{head}: {shown}{more}")
+
+        @fmn_command(["fmnDuration"])
+        def mute(self, irc: Any, msg: Any, args: list[str], duration: dt.timedelta) -> None:
+            """<duration>
+
+            Holds all your notifications back (nothing is lost) for a while:
+            30m, 2h, 1d. "fmn unmute" ends it early.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                until = preferences.mute(session, actor, duration)
+            irc.reply(f"Muted until {until:%Y-%m-%d %H:%M} UTC; fmn unmute ends it early.")
+
+        @fmn_command([])
+        def unmute(self, irc: Any, msg: Any, args: list[str]) -> None:
+            """(no arguments)
+
+            Ends a mute: held notifications go out now.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                preferences.unmute(session, actor)
+            irc.reply("Unmuted.")
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"' if any_space(name) else name
+
+
+Class = Fmn

@@ -1,0 +1,270 @@
+"""Delivering the irc context: outbox rows become private messages to the confirmed nick.
+
+Rounds run against the real outbox on a real database and through the plugin's
+real IRC link; the test plays the IRC server's part (answering ISON).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+import supybot.conf as conf
+import supybot.ircmsgs as ircmsgs
+
+from fmn_bot.delivery import MAX_LINE_BYTES, Pacer, notification_line
+from fmn_core import outbox, preferences
+from fmn_core.models import NotificationState, utcnow
+
+from . import conftest
+
+SENT = NotificationState.SENT.value
+DEAD = NotificationState.DEAD.value
+PENDING = NotificationState.PENDING.value
+FAILED = NotificationState.FAILED.value
+
+_Cases = conftest.FmnCase if TYPE_CHECKING else object
+
+
+class DeliveryCases(_Cases):
+    """What a delivery round does with a user's rows (run on both databases)."""
+
+    fmn_toml = "[bot]\nlines_per_second = 200.0\nburst = 3\noffline_hold_minutes = 30\n"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.confirm_irc("alice", "alice_")
+
+    def test_notification_reaches_the_confirmed_nick_in_private(self) -> None:
+        [row] = self.add_notifications("alice", ["rnv"])
+        report, sent = self.deliver_round(online=["alice_"])
+        [line] = sent
+        assert line.command == "PRIVMSG" and line.args[0] == "alice_"
+        assert "rnv's builds are back to normal in f25" in line.args[1]
+        assert "https://koschei.fedoraproject.org/package/rnv" in line.args[1]
+        assert line.args[1].endswith("(builds)")
+        assert (report.sent, report.lines) == (1, 1)
+        [stored] = self.outbox_rows([row])
+        assert stored.state == SENT and stored.sent_at is not None
+        # Nothing is sent twice.
+        assert self.deliver_round(online=["alice_"])[1] == []
+
+    def test_offline_user_keeps_notifications_until_back(self) -> None:
+        ids = self.add_notifications("alice", ["rnv", "kernel"])
+        report, sent = self.deliver_round(online=["somebody_else"])
+        assert sent == [] and report.postponed == 2
+        for row in self.outbox_rows(ids):
+            assert row.state == PENDING and row.next_attempt_at > utcnow()
+            assert row.last_error and "not online" in row.last_error
+        # Not due yet: the next poll doesn't even ask the server.
+        assert self.deliver_round(online=["alice_"])[1] == []
+        later = utcnow() + dt.timedelta(minutes=2)
+        report, sent = self.deliver_round(online=["alice_"], now=later)
+        assert [m.args[0] for m in sent] == ["alice_", "alice_"]
+        assert {r.state for r in self.outbox_rows(ids)} == {SENT}
+
+    def test_offline_past_the_hold_goes_dead_with_a_reason(self) -> None:
+        old = self.add_notifications("alice", ["rnv"], age=dt.timedelta(minutes=31))
+        new = self.add_notifications("alice", ["kernel"], age=dt.timedelta(minutes=5))
+        report, sent = self.deliver_round(online=[])
+        assert sent == [] and report.dead == 1 and report.postponed == 1
+        [dead] = self.outbox_rows(old)
+        assert dead.state == DEAD and "not online for 30 minutes" in (dead.last_error or "")
+        assert self.outbox_rows(new)[0].state == PENDING
+
+    def test_muted_user_is_held_and_unmute_releases_soon(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        with self.database.begin() as session:
+            preferences.mute(session, preferences.Actor("alice"), dt.timedelta(hours=5))
+        report, sent = self.deliver_round(online=["alice_"])
+        assert sent == [] and report.postponed == 1
+        [row] = self.outbox_rows(ids)
+        assert row.state == PENDING and "muted" in (row.last_error or "")
+        # Held rows are looked at again within a minute, not only when the mute ends.
+        assert row.next_attempt_at <= utcnow() + dt.timedelta(seconds=61)
+        self.assertResponse("fmn unmute", "Unmuted.")
+        report, sent = self.deliver_round(online=["alice_"], now=utcnow() + dt.timedelta(minutes=2))
+        assert len(sent) == 1 and report.sent == 1
+
+    def test_burst_above_the_limit_collapses_into_one_line(self) -> None:
+        ids = self.add_notifications("alice", [f"pkg{i}" for i in range(8)])
+        report, sent = self.deliver_round(online=["alice_"])
+        texts = [m.args[1] for m in sent]
+        assert len(texts) == 3  # burst = 3: two notifications and the summary
+        assert "pkg0's builds" in texts[0] and "pkg1's builds" in texts[1]
+        assert texts[2] == "6 more notifications: Koschei (6)"
+        assert report.sent == 8 and report.lines == 3
+        assert {r.state for r in self.outbox_rows(ids)} == {SENT}
+
+    def test_turned_off_context_drops_rows_with_the_reason(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        self.assertNotError("fmn disable irc")
+        report, sent = self.deliver_round(online=["alice_"])
+        assert sent == [] and report.dead == 1
+        [row] = self.outbox_rows(ids)
+        assert row.state == DEAD and "turned off" in (row.last_error or "")
+
+    def test_user_without_a_confirmed_nick_is_retried_later(self) -> None:
+        with self.database.begin() as session:
+            preferences.add_filter(session, preferences.Actor("bob"), "irc", "builds")
+        ids = self.add_notifications("bob", ["rnv"])
+        report, sent = self.deliver_round(online=["bob"])
+        assert sent == [] and report.failed == 1
+        [row] = self.outbox_rows(ids)
+        assert row.state == FAILED and "no confirmed IRC nick" in (row.last_error or "")
+        assert row.next_attempt_at > utcnow() + dt.timedelta(minutes=29)  # an hour, jittered
+
+    def test_nick_held_by_another_account_gets_nothing(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        self.irc.feedMsg(
+            ircmsgs.IrcMsg(prefix="alice_!x@impostor.example", command="ACCOUNT", args=("mallory",))
+        )
+        report, sent = self.deliver_round(online=["alice_"])
+        assert sent == [] and report.postponed == 1
+        self.irc.feedMsg(
+            ircmsgs.IrcMsg(prefix="alice_!x@users.example.org", command="ACCOUNT", args=("alice",))
+        )
+        report, sent = self.deliver_round(online=["alice_"], now=utcnow() + dt.timedelta(minutes=2))
+        assert len(sent) == 1
+        assert self.outbox_rows(ids)[0].state == SENT
+
+    def test_digest_waits_for_its_count_then_sends_one_line(self) -> None:
+        self.assertNotError("fmn digest irc 600 3")
+        first = self.add_notifications("alice", ["rnv", "kernel"])
+        report, sent = self.deliver_round(online=["alice_"])
+        assert sent == [] and report.postponed == 2
+        third = self.add_notifications("alice", ["glibc"])
+        report, sent = self.deliver_round(online=["alice_"])
+        [line] = sent
+        assert line.args[1].startswith("Digest: 3 notifications, Koschei (3): [Koschei] ")
+        assert "rnv's builds" in line.args[1]
+        assert report.sent == 3
+        assert {r.state for r in self.outbox_rows(first + third)} == {SENT}
+
+    def test_digest_is_due_after_its_minutes(self) -> None:
+        self.assertNotError("fmn digest irc 10")
+        ids = self.add_notifications("alice", ["rnv", "kernel"], age=dt.timedelta(minutes=11))
+        report, sent = self.deliver_round(online=["alice_"])
+        assert [m.args[1][:35] for m in sent] == ["Digest: 2 notifications, Koschei (2"]
+        assert report.sent == 2
+        assert {r.state for r in self.outbox_rows(ids)} == {SENT}
+
+    def test_rows_of_a_crashed_bot_are_delivered_after_their_lease(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        with self.database.begin() as session:
+            outbox.claim_due(
+                session, worker="crashed-bot", contexts=["irc"], limit=10, lease_seconds=60
+            )
+        assert self.deliver_round(online=["alice_"])[1] == []
+        _report, sent = self.deliver_round(
+            online=["alice_"], now=utcnow() + dt.timedelta(minutes=2)
+        )
+        assert len(sent) == 1 and self.outbox_rows(ids)[0].state == SENT
+
+    def test_without_a_connection_rows_are_given_back(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        conf.supybot.plugins.Fmn.network.setValue("not-connected")
+        report, sent = self.deliver_round(online=["alice_"])
+        assert sent == [] and report.released == 1
+        [row] = self.outbox_rows(ids)
+        assert row.state == PENDING and row.claimed_by is None
+        conf.supybot.plugins.Fmn.network.setValue("test")
+        assert len(self.deliver_round(online=["alice_"])[1]) == 1
+
+
+class TestDeliverySqlite(DeliveryCases, conftest.FmnCase):
+    """Delivery on SQLite."""
+
+
+@pytest.mark.postgres
+class TestDeliveryPostgres(DeliveryCases, conftest.FmnCase):
+    """Delivery on PostgreSQL (row locks that skip locked rows)."""
+
+    fmn_backend = "postgres"
+
+
+class TestDeliveryThread(conftest.FmnCase):
+    """The plugin's own background thread, as it runs in the bot."""
+
+    fmn_deliver = True
+    fmn_toml = "[bot]\nlines_per_second = 200.0\n[delivery]\nidle_poll_seconds = 0.05\n"
+
+    def test_thread_delivers_and_stops_with_the_plugin(self) -> None:
+        assert self.plugin.delivery.running
+        self.confirm_irc("alice", "alice_")
+        self.add_notifications("alice", ["rnv"])
+        deadline = time.monotonic() + 10
+        line = None
+        while line is None and time.monotonic() < deadline:
+            msg = self.irc.takeMsg()
+            if msg is None:
+                time.sleep(0.01)
+            elif msg.command == "ISON":
+                self.answer_ison(msg, ["alice_"])
+            elif msg.command == "PRIVMSG":
+                line = msg
+        assert line is not None and line.args[0] == "alice_"
+        delivery = self.plugin.delivery
+        self.irc._reallyDie()
+        assert not delivery.running
+
+    def test_set_address_wakes_the_thread_to_send_the_code(self) -> None:
+        self.assertNotError("fmn set-address irc alice_", private=True)
+        deadline = time.monotonic() + 10
+        code_line = None
+        while code_line is None and time.monotonic() < deadline:
+            msg = self.irc.takeMsg()
+            if msg is None:
+                time.sleep(0.01)
+            elif msg.command == "ISON":
+                self.answer_ison(msg, ["alice_"])
+            elif msg.command == "PRIVMSG" and msg.args[0] == "alice_":
+                code_line = msg
+        assert code_line is not None and "fmn confirm " in code_line.args[1]
+
+
+def test_notification_line_fits_one_irc_line() -> None:
+    long = outbox.ClaimedNotification(
+        id=1,
+        message_id="m",
+        topic="org.fedoraproject.prod.koji.build.state.change",
+        app="koji",
+        summary="a very long summary\nwith a line break " + "é" * 600,
+        url="https://koji.fedoraproject.org/koji/buildinfo?buildID=1",
+        agent=None,
+        usernames=(),
+        packages=(),
+        severity=20,
+        user_id=1,
+        user="alice",
+        context="irc",
+        filter_name="builds",
+        created_at=utcnow(),
+        attempts=0,
+        enabled=True,
+        digest_minutes=0,
+        digest_count=0,
+        muted_until=None,
+    )
+    line = notification_line(long)
+    assert len(line.encode("utf-8")) <= MAX_LINE_BYTES
+    assert "\n" not in line and line.startswith("[koji] a very long summary with a line break")
+    assert line.endswith("… (builds)")
+
+
+def test_pacer_allows_a_burst_then_paces() -> None:
+    now = [100.0]
+    pacer = Pacer(rate=2.0, burst=2, clock=lambda: now[0])
+    for _ in range(2):
+        assert pacer.delay() == 0
+        pacer.take()
+    assert pacer.delay() == pytest.approx(0.5)
+    now[0] += 0.5
+    assert pacer.delay() == 0
+    pacer.take()
+    now[0] += 10  # idle time refills up to the burst, no more
+    pacer.take()
+    pacer.take()
+    assert pacer.delay() == pytest.approx(0.5)
