@@ -1,0 +1,77 @@
+"""Configuration: defaults that work on a laptop, and errors that name the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fmn_core.config import CONTEXTS, Config, load_config
+from fmn_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fmn.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_config_defaults_use_sqlite_in_the_state_directory(tmp_path: Path) -> None:
+    config = load_config()
+    assert config.database_url.startswith("sqlite:///")
+    assert str(tmp_path / "state") in config.database_url
+    assert config.contexts == CONTEXTS
+    assert config.push.allow_private_hosts is False
+
+
+def test_config_readme_example_loads(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
+    assert blocks, "the README shows a configuration example"
+    for block in blocks:
+        assert isinstance(load_config(_write(tmp_path, block)), Config)
+
+
+def test_config_unknown_key_is_named_with_the_valid_ones(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[smtp]\nhots = 'mail.example.org'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == "smtp.hots"
+    assert "host" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("[smtp]\nport = 'twenty-five'\n", "smtp.port", "whole number"),
+        ("[smtp]\nsecurity = 'tls'\n", "smtp.security", "one of"),
+        ("[delivery]\nmax_attempts = 0\n", "delivery.max_attempts", "at least 1"),
+        ("contexts = ['email', 'pager']\n", "contexts", "'pager'"),
+        ("[push]\nallow_private_hosts = 'yes'\n", "push.allow_private_hosts", "true or false"),
+        ("smtp = 3\n", "smtp", "table"),
+        ("admins = 'alice'\n", "admins", "list"),
+    ],
+)
+def test_config_bad_value_names_the_key(tmp_path: Path, text: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text))
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+def test_config_missing_or_broken_file_is_an_error_not_a_default(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nowhere.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "this is = = not toml"))
+
+
+def test_config_environment_variable_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path, "contexts = ['email', 'irc']\n")
+    monkeypatch.setenv("FMN_CONFIG", str(path))
+    assert load_config().contexts == ("email", "irc")
