@@ -42,9 +42,16 @@ from .config import CONTEXTS
 from .db import config_of
 from .errors import InvalidArgument, UnknownRule
 from .messages import MessageFacts
-from .models import ChangeEvent, Filter, Preference, Rule, User
+from .models import ChangeEvent
 from .rules import INDEX_KEYS, Catalog, OwnershipLookup, RuleContext, RuleFunction, RuleSpec
 from .rules import default_catalog as _default_catalog
+from .snapshots import (
+    ContextSnapshot,
+    FilterSnapshot,
+    RuleSnapshot,
+    UserSnapshot,
+    load_snapshots,
+)
 
 __all__ = [
     "ContextSnapshot",
@@ -61,8 +68,6 @@ log = logging.getLogger(__name__)
 
 #: How many (rule, message id) failures are remembered so each is logged once.
 _FAILURES_REMEMBERED = 4096
-#: Ids are fetched in chunks this size (well under every backend's parameter limit).
-_CHUNK = 1000
 #: A change-event id skipped over may belong to a transaction that commits late
 #: (PostgreSQL hands out sequence values before commit); it is looked for again
 #: for this long, then given up as rolled back or deleted.
@@ -79,43 +84,6 @@ class Recipient:
     context: str
     filter_id: int
     filter_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSnapshot:
-    """A rule as stored: its catalog name, arguments, and whether it is negated."""
-
-    name: str
-    arguments: Mapping[str, Any]
-    negated: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class FilterSnapshot:
-    """A filter as stored; its place in ``ContextSnapshot.filters`` is its position."""
-
-    filter_id: int
-    name: str
-    rules: tuple[RuleSnapshot, ...]
-    active: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ContextSnapshot:
-    """One user's preference for one context, with its filters in position order."""
-
-    context: str
-    filters: tuple[FilterSnapshot, ...]
-    enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class UserSnapshot:
-    """Everything the matcher needs about one user: a plain copy of their rows."""
-
-    user_id: int
-    name: str
-    contexts: tuple[ContextSnapshot, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +167,12 @@ class _Entry:
 
 
 class _UserState:
-    __slots__ = ("context", "entries", "snapshot")
+    """A loaded user: the snapshot compiled, and the entries it gave."""
 
-    def __init__(self, snapshot: UserSnapshot, context: RuleContext, entries: list[_Entry]) -> None:
+    __slots__ = ("entries", "snapshot")
+
+    def __init__(self, snapshot: UserSnapshot, entries: list[_Entry]) -> None:
         self.snapshot = snapshot
-        self.context = context
         self.entries = entries
 
 
@@ -379,7 +348,6 @@ class Matcher:
         with _collector_paused():
             for state in self._users.values():
                 context = RuleContext(state.snapshot.name, ownership)
-                state.context = context
                 for entry in state.entries:
                     entry.context = context
                     if entry.dynamic:
@@ -418,7 +386,7 @@ class Matcher:
                 if entry is not None:
                     self._file(entry)
                     entries.append(entry)
-        self._users[snapshot.user_id] = _UserState(snapshot, context, entries)
+        self._users[snapshot.user_id] = _UserState(snapshot, entries)
 
     def _compile(
         self,
@@ -604,59 +572,3 @@ class Matcher:
             self._failures.popitem(last=False)
         log.warning("rule %s raised on message %s; its filters count as not matching",
                     name, facts.id, exc_info=True)
-
-
-def load_snapshots(session: Session, user_ids: Collection[int] | None = None) -> list[UserSnapshot]:
-    """Read users' preferences as snapshots: three queries per chunk of users.
-
-    Plain column queries rather than ORM objects: loading 100k users' rows this
-    way takes seconds instead of minutes, and nothing is left to lazy-load.
-    Users without any preference rows get no snapshot.
-    """
-    if user_ids is None:
-        return _load_chunk(session, None)
-    ids = sorted(set(user_ids))
-    snapshots: list[UserSnapshot] = []
-    for start in range(0, len(ids), _CHUNK):
-        snapshots.extend(_load_chunk(session, ids[start:start + _CHUNK]))
-    return snapshots
-
-
-def _load_chunk(session: Session, ids: list[int] | None) -> list[UserSnapshot]:
-    preferences = select(
-        Preference.id, Preference.user_id, Preference.context, Preference.enabled, User.name
-    ).join(User, User.id == Preference.user_id)
-    filters = select(
-        Filter.id, Filter.preference_id, Filter.name, Filter.active
-    ).join(Preference, Preference.id == Filter.preference_id)
-    rules = (
-        select(Rule.filter_id, Rule.name, Rule.arguments, Rule.negated)
-        .join(Filter, Filter.id == Rule.filter_id)
-        .join(Preference, Preference.id == Filter.preference_id)
-    )
-    if ids is not None:
-        preferences = preferences.where(Preference.user_id.in_(ids))
-        filters = filters.where(Preference.user_id.in_(ids))
-        rules = rules.where(Preference.user_id.in_(ids))
-
-    rules_of: defaultdict[int, list[RuleSnapshot]] = defaultdict(list)
-    for rule in session.execute(rules.order_by(Rule.filter_id, Rule.position, Rule.id)):
-        rules_of[rule.filter_id].append(
-            RuleSnapshot(rule.name, dict(rule.arguments or {}), bool(rule.negated))
-        )
-    filters_of: defaultdict[int, list[FilterSnapshot]] = defaultdict(list)
-    for filter_ in session.execute(
-        filters.order_by(Filter.preference_id, Filter.position, Filter.id)
-    ):
-        filters_of[filter_.preference_id].append(
-            FilterSnapshot(filter_.id, filter_.name, tuple(rules_of.get(filter_.id, ())),
-                           bool(filter_.active))
-        )
-    names: dict[int, str] = {}
-    contexts_of: defaultdict[int, list[ContextSnapshot]] = defaultdict(list)
-    for pref in session.execute(preferences.order_by(Preference.user_id, Preference.context)):
-        names[pref.user_id] = pref.name
-        contexts_of[pref.user_id].append(
-            ContextSnapshot(pref.context, tuple(filters_of.get(pref.id, ())), bool(pref.enabled))
-        )
-    return [UserSnapshot(uid, names[uid], tuple(contexts)) for uid, contexts in contexts_of.items()]

@@ -17,6 +17,11 @@ What a sender needs to render and send is copied into frozen
 :class:`ClaimedNotification` objects, so nothing lazy-loads once the claiming
 transaction has ended. The daemon delivers every context but ``irc``; the IRC
 bot claims ``irc`` rows with the same functions.
+
+Writers of new rows call :func:`announce_new_rows` in the same transaction. On
+PostgreSQL that is a ``NOTIFY`` on :data:`NEW_ROWS_CHANNEL`, delivered when the
+transaction commits, so senders listening there (in any process or on any
+host) claim the rows at once instead of at their next poll.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ from .models import (
 
 __all__ = [
     "ERROR_MAX_CHARS",
+    "NEW_ROWS_CHANNEL",
     "ClaimedNotification",
     "DeadNotification",
     "GroupStats",
     "SentEntry",
+    "announce_new_rows",
     "backoff_delay",
     "claim_due",
     "claim_group",
@@ -72,6 +79,9 @@ log = logging.getLogger(__name__)
 
 #: ``last_error`` is cut to this many characters.
 ERROR_MAX_CHARS = 1000
+
+#: The PostgreSQL channel that announces committed outbox rows (``LISTEN`` to it).
+NEW_ROWS_CHANNEL = "fmn_outbox"
 
 #: Retries wait up to this fraction longer than their nominal delay.
 _JITTER = 0.1
@@ -307,6 +317,16 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
             )
         )
     return claimed
+
+
+def announce_new_rows(session: Session) -> None:
+    """Wake the senders listening on :data:`NEW_ROWS_CHANNEL` when this transaction commits.
+
+    PostgreSQL only (elsewhere senders poll); nothing is sent if the transaction
+    rolls back, and several announcements in one transaction arrive as one.
+    """
+    if is_postgres(session):
+        session.execute(select(func.pg_notify(NEW_ROWS_CHANNEL, "")))
 
 
 def claim_due(

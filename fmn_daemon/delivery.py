@@ -39,6 +39,10 @@ A message goes to every confirmed destination of the context, each in its own
 Confirmation codes for non-IRC destinations go out through the same
 transports on every round; a code that fails is retried a minute later.
 
+An idle sender polls every ``delivery.idle_poll_seconds``; on PostgreSQL it also
+listens for the consumers' announcement of new rows (``outbox.announce_new_rows``)
+and claims them as soon as they are committed.
+
 Stopping (``stop`` set): no new claims; sends in flight get
 ``delivery.shutdown_grace_seconds`` to finish, the rest are cancelled and their
 rows released at once (back to ``pending``, no attempt counted) rather than
@@ -59,12 +63,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fmn_core import outbox, preferences
 from fmn_core.config import Config
-from fmn_core.db import Database
+from fmn_core.db import Database, is_postgres
 from fmn_core.destinations import mask_address
 from fmn_core.models import utcnow
 from fmn_core.outbox import ClaimedNotification
@@ -98,6 +103,10 @@ RATE_LIMIT_DIGEST_MINUTES = 15
 COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
+#: How often an idle sender listening for new rows checks whether it should stop.
+_STOP_CHECK_SECONDS = 0.25
+#: After the listening connection failed, poll for this long before listening again.
+_LISTEN_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,7 @@ class Delivery:
         self._senders = asyncio.Semaphore(config.delivery.senders)
         self._inflight: dict[asyncio.Task[None], _Job] = {}
         self._code_retry_at: dict[int, float] = {}
+        self._new_rows = _NewRows(db)
 
     # -- the one way into core ------------------------------------------------
 
@@ -190,10 +200,13 @@ class Delivery:
                     await _wait(stop, delay)
                     continue
                 if handled == 0:
-                    await _wait(stop, self.config.delivery.idle_poll_seconds)
+                    # Until the poll interval is up, or a consumer commits new rows.
+                    await self._new_rows.wait(stop, self.config.delivery.idle_poll_seconds)
         except BaseException:
+            await self._new_rows.close()
             await self._finish(0.0)
             raise
+        await self._new_rows.close()
         await self._finish(self.config.delivery.shutdown_grace_seconds)
 
     async def drain(self, timeout: float) -> int:
@@ -547,6 +560,91 @@ class Delivery:
             )
             sent += 1
         return sent
+
+
+class _NewRows:
+    """Ends the senders' idle wait as soon as a consumer commits outbox rows (PostgreSQL).
+
+    Consumers ``NOTIFY`` :data:`fmn_core.outbox.NEW_ROWS_CHANNEL` in the transaction
+    that writes outbox rows (``outbox.announce_new_rows``), so the notification
+    arrives when the rows are committed, from any process or host that shares the
+    database. One extra connection per daemon listens. On SQLite, or while that
+    connection can't be opened, the senders poll every ``delivery.idle_poll_seconds``
+    as before; a notification is only ever a reason to look sooner.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._retry_at = 0.0
+        self._enabled = is_postgres(db.engine)
+
+    async def wait(self, stop: asyncio.Event, seconds: float) -> None:
+        """Return after ``seconds``, or sooner when rows were committed or ``stop`` is set."""
+        connection = await self._connect(seconds) if self._enabled else None
+        if connection is None:
+            await _wait(stop, seconds)
+            return
+        deadline = time.monotonic() + seconds
+        # In slices, so that ``stop`` is noticed soon without cancelling psycopg mid-read.
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            woken = False
+            try:
+                # Iterated to its end (``stop_after=1``): leaving it early would keep
+                # psycopg's connection lock until the generator is collected.
+                async for _ in connection.notifies(
+                    timeout=min(left, _STOP_CHECK_SECONDS), stop_after=1
+                ):
+                    woken = True
+            except (psycopg.Error, OSError, TypeError) as exc:
+                # The listening connection broke (or psycopg < 3.2, whose notifies()
+                # takes no timeout): poll for a while, then listen again.
+                log.warning(
+                    "delivery: stopped listening for new outbox rows (%s); polling every %.1fs",
+                    exc.__class__.__name__,
+                    seconds,
+                )
+                await self.close()
+                self._retry_at = time.monotonic() + _LISTEN_RETRY_SECONDS
+                await _wait(stop, max(0.0, deadline - time.monotonic()))
+                return
+            if woken:
+                return
+
+    async def _connect(self, poll_seconds: float) -> psycopg.AsyncConnection[Any] | None:
+        if self._connection is not None:
+            return self._connection
+        if time.monotonic() < self._retry_at:
+            return None
+        engine = self.db.engine
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        connection = None
+        try:
+            connection = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
+            await connection.execute(f"LISTEN {outbox.NEW_ROWS_CHANNEL}")
+        except (psycopg.Error, OSError) as exc:
+            if connection is not None:
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await connection.close()
+            self._retry_at = time.monotonic() + _LISTEN_RETRY_SECONDS
+            log.warning(
+                "delivery: cannot listen for new outbox rows (%s); polling every %.1fs",
+                exc.__class__.__name__,
+                poll_seconds,
+            )
+            return None
+        self._connection = connection
+        return connection
+
+    async def close(self) -> None:
+        """Close the listening connection (if any)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await connection.close()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -10,7 +10,8 @@ Per batch there is a fixed number of statements, not one per message:
 2. one query for the state of the filters that matched (so a filter deleted or
    switched off since the matcher last refreshed, or a one-shot filter, is seen);
 3. one ``INSERT … ON CONFLICT (message_id, user_id, context) DO NOTHING`` for the
-   outbox rows.
+   outbox rows, and (PostgreSQL) one ``NOTIFY`` so that listening senders claim
+   them as soon as the caller commits (``fmn_core.outbox.announce_new_rows``).
 
 Muted users still get their rows; the sender holds them back until the mute ends.
 A one-shot filter that matched is switched off (plus a ``ChangeEvent`` so every
@@ -47,6 +48,7 @@ from fmn_core.models import (
     Preference,
     utcnow,
 )
+from fmn_core.outbox import announce_new_rows
 from fmn_core.ownership import affects_ownership
 
 from .metrics import Metrics
@@ -349,6 +351,9 @@ def ingest_batch(
     if outbox:
         conflict = ["message_id", "user_id", "context"]
         result.notifications = len(_insert_new(session, _NOTIFICATIONS, outbox, conflict))
+        if result.notifications:
+            # Senders listening for new rows claim them at the commit, not at their next poll.
+            announce_new_rows(session)
 
     result.ownership_changed = any(_affects_ownership(f) for f in fresh)
     if metrics is not None:

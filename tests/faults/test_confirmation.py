@@ -1,0 +1,152 @@
+"""Confirmation codes through ``fmn_core.preferences.confirm``: single use, expiring,
+and guessing rate-limited — also when the guesses come in parallel.
+
+The bot's ``fmn confirm`` is checked the same way in ``test_bot.py``. Each test
+runs on SQLite and on PostgreSQL, on a database of its own (not the rolled-back
+outer transaction of the ``db`` fixture: parallel guesses need connections of
+their own, as the bot's threads and several TUI sessions have).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from fmn_core import preferences
+from fmn_core.config import Config, ConfirmationConfig
+from fmn_core.db import Database
+from fmn_core.destinations import CODE_ALPHABET, CODE_LENGTH
+from fmn_core.errors import ConfirmationFailed, RateLimited
+from fmn_core.models import Confirmation, User, utcnow
+from fmn_core.preferences import Actor
+
+from .conftest import upgrade_schema
+
+ALICE = Actor("alice")
+MAX_FAILURES = 5
+LOCKOUT_MINUTES = 15
+GUESSERS = 16
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database of the test's own, with short confirmation limits."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    else:
+        url = request.getfixturevalue("empty_postgres_url")
+    upgrade_schema(url)
+    config = Config(
+        database_url=url,
+        confirmation=ConfirmationConfig(max_failures=MAX_FAILURES, lockout_minutes=LOCKOUT_MINUTES),
+    )
+    db = Database(config)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+def new_code(db: Database, address: str) -> str:
+    with db.begin() as session:
+        pending = preferences.set_destination(session, ALICE, "email", address)
+    assert pending.code is not None
+    return pending.code
+
+
+def attempt(db: Database, code: str) -> str:
+    """One ``confirm`` as a front end makes it: a failure is committed, then reported."""
+    outcome = "confirmed"
+    with db.begin() as session:
+        try:
+            preferences.confirm(session, ALICE, code)
+        except ConfirmationFailed as error:
+            outcome = "expired" if "expired" in str(error) else "wrong"
+        except RateLimited as error:
+            outcome = "locked now" if "minutes" in str(error) else "locked"
+    return outcome
+
+
+def test_confirmation_code_is_single_use_and_case_and_dash_blind(
+    database: Database, figures: Any
+) -> None:
+    code = new_code(database, "a@example.org")
+    assert attempt(database, f" {code[:4].lower()}-{code[4:]} ") == "confirmed"
+    assert attempt(database, code) == "wrong"
+    with database.begin() as session:
+        (view,) = preferences.get_context(session, ALICE, "email").destinations
+        assert view.confirmed and not view.pending
+    figures(backend=database.engine.dialect.name, reused_code="refused")
+
+
+def test_confirmation_code_expires_and_resend_replaces_it(
+    database: Database, figures: Any
+) -> None:
+    code = new_code(database, "b@example.org")
+    with database.begin() as session:
+        session.execute(update(Confirmation).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+    assert attempt(database, code) == "expired"
+    with database.begin() as session:
+        session.execute(update(Confirmation).values(
+            created_at=utcnow() - dt.timedelta(hours=1),
+            expires_at=utcnow() + dt.timedelta(hours=1),
+        ))
+        fresh = preferences.resend_confirmation(session, ALICE, "email").code
+    assert fresh is not None and fresh != code
+    assert attempt(database, code) == "wrong"  # the old code stopped working
+    assert attempt(database, fresh) == "confirmed"
+    figures(backend=database.engine.dialect.name, expired="refused", replaced="refused")
+
+
+def test_confirmation_guessing_locks_out_and_lockout_ends(database: Database, figures: Any) -> None:
+    code = new_code(database, "c@example.org")
+    outcomes = [attempt(database, f"WRONG{n:03d}") for n in range(MAX_FAILURES + 3)]
+    assert outcomes == ["wrong"] * (MAX_FAILURES - 1) + ["locked now"] + ["locked"] * 3
+    assert attempt(database, code) == "locked"  # even the right code, while locked out
+    with database.begin() as session:
+        past = utcnow() - dt.timedelta(seconds=1)
+        session.execute(update(User).values(confirm_locked_until=past))
+    assert attempt(database, code) == "confirmed"
+    per_day = MAX_FAILURES * 24 * 60 // LOCKOUT_MINUTES
+    space = len(CODE_ALPHABET) ** CODE_LENGTH
+    figures(backend=database.engine.dialect.name, wrong_before_lockout=MAX_FAILURES - 1,
+            guesses_per_day_at_most=per_day, code_space=space,
+            chance_per_day=f"{per_day / space:.1e}")
+
+
+def test_confirmation_parallel_guesses_are_all_counted(database: Database, figures: Any) -> None:
+    """Guesses sent at the same moment (the bot is threaded) can't slip past the limit."""
+    new_code(database, "d@example.org")
+    barrier = threading.Barrier(GUESSERS)
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+
+    def guess(number: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            outcomes.append(attempt(database, f"PARALLEL{number:02d}"))
+        except BaseException as error:  # handed to the test thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(GUESSERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    counted = Counter(outcomes)
+    with database.begin() as session:
+        user = session.scalars(select(User).where(User.name == "alice")).one()
+        locked = user.confirm_locked_until is not None and user.confirm_locked_until > utcnow()
+    figures(backend=database.engine.dialect.name, parallel_guesses=GUESSERS,
+            outcomes=dict(counted), errors=[type(e).__name__ for e in errors], locked_out=locked)
+    assert not errors, errors
+    # Every guess that was compared with the code counts: at most MAX_FAILURES of them.
+    assert counted["wrong"] + counted["locked now"] <= MAX_FAILURES, counted
+    assert locked

@@ -1,0 +1,232 @@
+"""The TUI under hostile typing: the app stays up, no internal error, no traceback.
+
+Textual's ``run_test`` Pilot types text key by key (and pastes text with control
+characters, which no key press can produce) into every input the app has: the
+new-filter prompt, the address and code fields of a destination, the digest
+fields, and each kind of rule parameter (name, text, glob, choice, integer).
+After every entry the app must still be running, with no internal error
+recorded; what core refuses is shown next to the input, as core worded it.
+Strings come from a list of known-nasty ones and from hypothesis.
+
+The push-URL catalogue of ``tests/core/test_destinations.py`` also goes through
+the address field's validator (which calls core's own check, without DNS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from core.test_destinations import HOSTILE_URLS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from textual.widgets import Input
+from tui.conftest import make_database, settle
+
+from fmn_core import preferences
+from fmn_core.config import PushConfig
+from fmn_core.db import Database
+from fmn_core.preferences import Actor
+from fmn_core.rules import default_catalog
+from fmn_tui.account import Account
+from fmn_tui.app import FmnApp
+from fmn_tui.screens.add_rule import RuleFormScreen
+from fmn_tui.screens.confirm import ConfirmScreen
+from fmn_tui.screens.destinations import DestinationsScreen
+from fmn_tui.screens.digest import DigestScreen
+from fmn_tui.screens.filters import FiltersScreen
+from fmn_tui.screens.prompt import PromptScreen
+from fmn_tui.widgets.validators import DestinationValidator
+
+from .conftest import env_int, faults_full
+
+pytestmark = [pytest.mark.slow]
+
+EXAMPLES = env_int("FMN_FAULTS_TUI_EXAMPLES", 25 if faults_full() else 2)
+#: Characters typed key by key; the rest of a string is pasted.
+KEYED = 4
+#: Strings per input when they are dealt out (the default run).
+SPREAD = 3
+
+NASTY = [
+    "", " ", "   x   ", "a" * 300, "é" * 80, "\u202e evil", "\u200b", "\ufeff",
+    "k\u0301oji", "\U0001d55c\U0001d560\U0001d55b\U0001d55a", "\uff4b\uff4f\uff4a\uff49",
+    "(a+)+$", "[", "\\", "*", "?", "[!a-z]", "%s%n",
+    "${jndi:ldap://x}", "{0}", "[b]bold[/b]", "[red]x", "'; DROP TABLE users; --", "<script>",
+    "../../etc/passwd", "file:///etc/passwd", "²", "٣", "0x10", "1e999", "-1", "9" * 40,
+    "ntfys://127.0.0.1/x", "json://[::ffff:127.0.0.1]/", "alice@example.org", "ABCD-EFGH",
+]
+#: Pasted, not typed: control characters (no key makes them), NUL, line breaks.
+PASTED = ["a\x00b", "x\ny", "\x1b[2J", "bell\x07", "tab\tsep", "\r\n"]
+#: Hypothesis' characters as a terminal can type them (no controls, no surrogates).
+TYPABLE = st.characters(exclude_categories=("Cc", "Cs"))
+
+
+def _typeable(text: str) -> bool:
+    return not any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+
+
+class Session:
+    """One running app and the checks made after each entry."""
+
+    def __init__(self, app: FmnApp, pilot: Any) -> None:
+        self.app = app
+        self.pilot = pilot
+        self.entries = 0
+
+    def check(self, what: str) -> None:
+        assert self.app.is_running, f"the app stopped after {what}"
+        assert self.app.return_code is None, f"the app exited after {what}"
+        assert self.app.internal_errors == [], f"internal error after {what}"
+
+    async def enter(self, field: Input, text: str, submit: str = "enter") -> None:
+        field.focus()
+        await self.pilot.pause()
+        field.value = ""
+        # Key by key (about 40 ms each), then the rest pasted; control characters
+        # can only be pasted.
+        typed = text[:KEYED] if _typeable(text[:KEYED]) else ""
+        await self.pilot.press(*typed)
+        if text[len(typed):]:
+            field.insert_text_at_cursor(text[len(typed):])
+        await self.pilot.press(submit)
+        await settle(self.pilot)
+        self.entries += 1
+        self.check(f"typing {text!r} into {field.id}")
+
+    async def back_to(self, screen_type: type) -> None:
+        """Escape (and say yes to discarding) until ``screen_type`` is on top."""
+        for _ in range(6):
+            if isinstance(self.app.screen, screen_type):
+                return
+            if isinstance(self.app.screen, ConfirmScreen):
+                await self.pilot.press("y")
+            else:
+                await self.pilot.press("escape")
+            await settle(self.pilot)
+        assert isinstance(self.app.screen, screen_type), self.app.screen
+
+    async def new_filter_prompt(self, text: str) -> None:
+        self.app.screen.query_one("#filters").focus()
+        await self.pilot.press("a")
+        await settle(self.pilot)
+        assert isinstance(self.app.screen, PromptScreen)
+        await self.enter(self.app.screen.query_one("#answer", Input), text)
+        await self.back_to(FiltersScreen)
+
+    async def every_input(self, texts: list[str], spread: bool = False) -> None:
+        """Each string into each input; with ``spread``, the strings are dealt out
+        round-robin so that each input gets a few of them (the suite's time budget)."""
+        app = self.app
+        deck = iter(range(10**9))
+
+        def some(strings: list[str]) -> list[str]:
+            if not spread:
+                return strings
+            return [strings[next(deck) % len(strings)] for _ in range(SPREAD)]
+
+        await settle(self.pilot)
+        app.push_screen(FiltersScreen("email"))
+        await settle(self.pilot)
+        for text in some(texts):
+            await self.new_filter_prompt(text)
+        app.pop_screen()
+        await settle(self.pilot)
+        for context in ("push", "email"):
+            app.push_screen(DestinationsScreen(context))
+            await settle(self.pilot)
+            screen = app.screen
+            for text in some(texts):
+                await self.enter(screen.query_one("#address", Input), text)
+            for text in some(texts):
+                await self.enter(screen.query_one("#code", Input), text)
+            app.pop_screen()
+            await settle(self.pilot)
+        app.push_screen(DigestScreen("email"))
+        await settle(self.pilot)
+        screen = app.screen
+        for text in some(texts):
+            await self.enter(screen.query_one("#minutes", Input), text, submit="ctrl+s")
+        for text in some(texts):
+            await self.enter(screen.query_one("#count", Input), text, submit="ctrl+s")
+        app.pop_screen()
+        await settle(self.pilot)
+        for spec in rule_specs():
+            for text in some(texts):
+                app.push_screen(RuleFormScreen(spec))
+                await settle(self.pilot)
+                await self.enter(app.screen.query(Input).first(), text)
+                if isinstance(app.screen, RuleFormScreen):
+                    app.pop_screen()
+                    await settle(self.pilot)
+        self.check("the whole session")
+
+
+def rule_specs() -> list[Any]:
+    """One rule per parameter kind (name, text, glob, choice, integer)."""
+    chosen: dict[str, Any] = {}
+    for spec in default_catalog():
+        for parameter in spec.parameters[:1]:
+            chosen.setdefault(parameter.kind, spec)
+    return [chosen[kind] for kind in sorted(chosen)]
+
+
+def make_app(tmp_path: Path) -> tuple[FmnApp, Database]:
+    database = make_database(tmp_path)
+    with database.begin() as session:
+        alice = Actor("alice")
+        preferences.add_filter(session, alice, "email", "koji")
+        preferences.add_rule(session, alice, "email", "koji", "app_is", {"app": "koji"})
+    app = FmnApp(Account(database, Actor("alice")), database.config, default_catalog())
+    return app, database
+
+
+def run_session(tmp_path: Path, texts: list[str], spread: bool = False) -> int:
+    app, database = make_app(tmp_path)
+
+    async def scenario() -> int:
+        async with app.run_test(size=(100, 40)) as pilot:
+            session = Session(app, pilot)
+            await session.every_input(texts, spread)
+            return session.entries
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        database.dispose()
+
+
+def test_tui_nasty_text_in_every_input(tmp_path: Path, figures: Any) -> None:
+    entries = run_session(tmp_path, NASTY + PASTED, spread=not faults_full())
+    figures(strings=len(NASTY + PASTED), entries=entries, internal_errors=0, app_exits=0)
+
+
+def test_tui_fuzzed_text_in_every_input(tmp_path_factory: pytest.TempPathFactory,
+                                        figures: Any) -> None:
+    sessions: list[int] = []
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(st.lists(st.text(TYPABLE, max_size=40), min_size=1, max_size=1))
+    def check(texts: list[str]) -> None:
+        sessions.append(run_session(tmp_path_factory.mktemp("tui"), texts))
+
+    check()
+    figures(sessions=len(sessions), entries=sum(sessions), internal_errors=0, app_exits=0)
+
+
+def test_tui_address_validator_refuses_every_hostile_push_url(figures: Any) -> None:
+    checked = 0
+    for context in ("push", "desktop", "android"):
+        validator = DestinationValidator(context, PushConfig())
+        for url, reason in HOSTILE_URLS:
+            if "resolves to" in reason:
+                continue  # no DNS while typing; core resolves when the address is set
+            result = validator.validate(url)
+            assert not result.is_valid, url
+            assert reason in result.failure_descriptions[0], (url, result.failure_descriptions)
+            checked += 1
+    figures(urls_refused_while_typing=checked)
