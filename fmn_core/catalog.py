@@ -47,7 +47,8 @@ def _literal_topic(arguments: Mapping[str, Any], context: RuleContext) -> tuple[
     return None if any(c in pattern for c in "*?[") else (pattern,)
 
 
-APP = Parameter("app", "the application's name, e.g. koji, bodhi, pagure")
+# Text, not a name: some schemas' app names have spaces ("The New Hotness").
+APP = Parameter("app", "the application's name, e.g. koji, bodhi, pagure", kind="text")
 USERNAME = Parameter("username", "a Fedora account name")
 PACKAGE = Parameter("package", "a package name, e.g. kernel")
 GROUP = Parameter("group", "a Fedora group name, e.g. python-sig")

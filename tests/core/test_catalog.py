@@ -708,3 +708,20 @@ def test_package_owned_by_me_reads_the_ownership_cache(
     assert check(rules, "package_owned_by_me", message, mine)
     assert check(rules, "package_owned_by_group", message, mine, group="kernel-maint")
     assert not check(rules, "package_owned_by_me", message, owner("jforbes"))
+
+
+def test_app_is_matches_app_names_with_spaces(corpus: list[str]) -> None:
+    from fmn_core.errors import MalformedMessage
+    from fmn_core.messages import facts_of, parse_line
+    from fmn_core.rules import RuleContext, default_catalog
+
+    spec, args = default_catalog().validate("app_is", {"app": "the new hotness"})
+    hits = []
+    for line in corpus:
+        try:
+            facts = facts_of(parse_line(line))
+        except MalformedMessage:
+            continue
+        if facts.app_name == "The New Hotness":
+            hits.append(spec(facts, RuleContext(owner="alice"), args))
+    assert hits and all(hits)
