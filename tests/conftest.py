@@ -63,7 +63,7 @@ def _postgres_engine_or_skip() -> object:
     try:
         with engine.connect() as connection:
             connection.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception as exc:
         engine.dispose()
         service_missing("PostgreSQL", f"{POSTGRES_URL}: {exc.__class__.__name__}")
     return engine
