@@ -285,7 +285,10 @@ def test_add_rule_errors_name_the_problem_and_write_nothing(db: Database) -> Non
     error = fails(db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "app_is",
                   {"app": "koji", "colour": "red"})
     assert "does not take colour" in str(error)
-    fails(db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "app_is", {"app": "a b"})
+    fails(
+        db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "package_involved",
+        {"package": "a b"},
+    )
     fails(db, NotFound, prefs.add_rule, ALICE, "email", "nope", "app_is", {"app": "koji"})
     assert count(db, Rule) == 0 and event_kinds(db) == ["filter"]
 
