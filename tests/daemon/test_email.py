@@ -110,3 +110,26 @@ def test_email_url_uses_only_operator_settings_and_encodes_them() -> None:
     plain = mail_url(SmtpConfig(), "a@example.org")
     plain_plugin: Any = apprise.Apprise.instantiate(plain, suppress_exceptions=False)
     assert plain_plugin.secure_mode == "insecure"
+
+
+def test_email_tls_context_is_built_once_and_cannot_be_weakened() -> None:
+    import ssl
+
+    from apprise.plugins.email import smtp as apprise_smtp
+
+    from fmn_core.config import SmtpConfig
+    from fmn_daemon.transports.email import EmailTransport, SharedTLSContext
+
+    EmailTransport(SmtpConfig())
+    first = apprise_smtp.ssl.create_default_context()
+    second = apprise_smtp.ssl.create_default_context()
+    assert first is second
+    assert isinstance(first, SharedTLSContext)
+    assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
+    with pytest.raises(AttributeError, match="always verifies"):
+        first.check_hostname = False
+    with pytest.raises(AttributeError, match="always verifies"):
+        first.verify_mode = ssl.CERT_NONE
+    assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
+    # The rest of the ssl module is still what Apprise expects.
+    assert apprise_smtp.ssl.CERT_NONE == ssl.CERT_NONE
