@@ -117,12 +117,17 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
         if done is not None:
             self.app.call_from_thread(self._done_if_mounted, done, result)
 
+    def _on_screen(self) -> bool:
+        # A closing screen leaves the screen stack at once but keeps is_mounted while
+        # its widgets are removed: a worker finishing then must not touch them.
+        return self.is_mounted and self in self.app.screen_stack
+
     def _show_if_mounted(self, view: ViewT) -> None:
-        if self.is_mounted:
+        if self._on_screen():
             self.show(view)
 
     def _done_if_mounted(self, done: Callable[[Any], None], result: Any) -> None:
-        if self.is_mounted:
+        if self._on_screen():
             done(result)
 
     def _failed(self, error: Exception, handler: FailureHandler | None) -> None:

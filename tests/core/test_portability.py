@@ -179,7 +179,7 @@ BAD_DOCUMENT: dict[str, Any] = {"users": [
             "digest": {"minutes": -1, "count": "3", "hours": 1},
             "filters": [
                 {"name": "good", "rules": [{"rule": "app_is", "args": {"app": "koji"}}]},
-                {"name": "bad", "rules": [{"rule": "app_is", "args": {"app": "two words"}},
+                {"name": "bad", "rules": [{"rule": "app_is", "args": {"app": "two\nlines"}},
                                           {"rule": "no_such_rule", "args": {}}]},
                 {"name": "GOOD", "rules": []},
             ],
@@ -221,7 +221,7 @@ def test_import_rejects_every_invalid_entry_with_its_path(db: Database) -> None:
         import_preferences(session, BAD_DOCUMENT, resolver=no_dns)
     problems = dict(caught.value.problems)
     assert [path for path, _ in caught.value.problems] == EXPECTED_PATHS
-    assert "two words" in problems["users[0].contexts.email.filters[1].rules[0].args.app"]
+    assert "control characters" in problems["users[0].contexts.email.filters[1].rules[0].args.app"]
     assert "no_such_rule" in problems["users[0].contexts.email.filters[1].rules[1].rule"]
     assert "private address" in problems["users[0].contexts.push.destinations[0]"]
     assert "scheme 'http'" in problems["users[0].contexts.push.destinations[1]"]
