@@ -44,10 +44,28 @@ def demo(session: nox.Session) -> None:
     session.run("fmn-daemon", "demo", *session.posargs)
 
 
+#: Every benchmark script, in run order, with the arguments of its quick mode.
+BENCHMARKS: dict[str, list[str]] = {
+    "matcher": ["--quick"],
+    "ingest": ["--quick"],
+    "backlog": ["--quick"],
+    "latency": ["--quick"],
+    "peer_fmn3": ["--sizes", "1000", "--passes", "1"],
+}
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks in benchmarks/ (figures printed with the machine they ran on)."""
+    """The benchmarks in benchmarks/ (figures printed with the machine they ran on).
+
+    ``nox -s bench`` runs every benchmark in its quick mode; ``nox -s bench --
+    ingest latency`` runs some of them; add ``--full`` for their full-size runs
+    (see docs/performance.md). Ingest, backlog and latency need PostgreSQL and
+    RabbitMQ on loopback.
+    """
     session.install("-e", ".[test]")
-    names = session.posargs or ["matcher"]
+    full = "--full" in session.posargs
+    names = [a for a in session.posargs if a != "--full"] or list(BENCHMARKS)
     for name in names:
-        session.run("python", os.path.join("benchmarks", f"{name}.py"))
+        quick = [] if full else BENCHMARKS.get(name, [])
+        session.run("python", os.path.join("benchmarks", f"{name}.py"), *quick)

@@ -1,0 +1,369 @@
+"""Benchmark item 2, "Ingest": how many bus messages per second one fmn process takes in.
+
+Run ``python benchmarks/ingest.py`` from the project's virtualenv (PostgreSQL and
+RabbitMQ on loopback; ``--quick`` for a short run, as ``nox -s bench`` does).
+
+Set-up: a fresh PostgreSQL database at the newest migration holding a 10k-user
+population (``benchmarks/populations.py``, written with bulk inserts), and N
+messages (20,000 by default) drawn from the shared corpus, each with its own
+id, published to a unique durable queue the way fedora-messaging publishes
+(schema headers included) before any consumer starts.
+
+Each scenario gets its own queue with the same N messages (new ids) and an
+empty outbox, and runs its consumers in separate processes:
+
+- **baseline**: fedora-messaging's own consumer (``fedora_messaging.api.consume``,
+  the same TOML, prefetch 1000) with a callback that does nothing: decoding
+  and acking only, one message at a time;
+- **fmn, 1 process**: ``fmn_daemon.consumer.Consumer``, the class ``fmn-daemon
+  run`` runs, with delivery off: decode, store, match, write the outbox, commit,
+  ack, in batches of ``delivery.batch_size``. Its matcher is loaded before the
+  clock starts;
+- **fmn, 2 processes** competing on one queue (this machine has 2 cores, shared
+  with PostgreSQL and RabbitMQ).
+
+Throughput is the messages acked divided by the time from a process's first
+delivery to its last ack; for several processes, all messages over the first
+delivery to the last ack of any. Each fmn run is then checked: the queue is
+empty, every message is stored, and the outbox holds exactly the rows that
+``fmn_core.matcher`` computes for these messages and users (none lost, none
+extra). Target: >= 1,500 messages/s per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import (  # noqa: E402
+    BackendCpu,
+    BenchBroker,
+    BenchDatabase,
+    Check,
+    Template,
+    check_ingest,
+    corpus_templates,
+    draw,
+    expected_recipients,
+    print_services,
+    print_target,
+    store_population,
+    write_fmn_config,
+)
+from machine import print_machine  # noqa: E402
+from populations import build_population, corpus_names  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+TARGET_PER_PROCESS = 1500.0
+
+# Shared-memory slots per worker: first delivery and last ack (time.time()), acked count,
+# ready flag, the process's CPU time (time.process_time()) at the first delivery and last ack.
+_FIRST, _LAST, _ACKED, _READY, _CPU_FIRST, _CPU_LAST, _SLOTS = range(7)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _fmn_worker(fmn_config: str, fm_config: str, slots: Any, slot: int, go: Any, stop: Any,
+                results: Any) -> None:
+    """One fmn consumer process: load the matcher, wait for ``go``, consume until ``stop``."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="worker %(process)d %(levelname)s "
+                        "%(name)s: %(message)s")
+    from fmn_core.config import load_config
+    from fmn_core.db import Database
+    from fmn_daemon.consumer import Consumer, load_broker_settings
+    from fmn_daemon.metrics import Metrics
+
+    base = slot * _SLOTS
+    # The timing hooks below wrap these two; fail at once if they were renamed.
+    for hook in ("_on_message", "_ack"):
+        if not callable(getattr(Consumer, hook, None)):
+            raise SystemExit(f"fmn_daemon.consumer.Consumer has no {hook}(); update "
+                             "benchmarks/ingest.py's timing hooks")
+
+    class TimedConsumer(Consumer):
+        """fmn's consumer, noting when deliveries start and how far acks have got."""
+
+        def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            if not slots[base + _FIRST]:
+                slots[base + _FIRST] = time.time()
+                slots[base + _CPU_FIRST] = time.process_time()
+            super()._on_message(channel, method, properties, body)
+
+        def _ack(self, generation: int, tag: int, first: str, last: str) -> None:
+            super()._ack(generation, tag, first, last)
+            slots[base + _LAST] = time.time()
+            slots[base + _CPU_LAST] = time.process_time()
+            slots[base + _ACKED] = tag  # acks are cumulative (multiple=True) on one channel
+
+    config = load_config(fmn_config)
+    db = Database(config)
+    metrics = Metrics()
+    consumer = TimedConsumer(db, load_broker_settings(fm_config), metrics)
+    consumer.load_matcher()
+    slots[base + _READY] = 1
+    go.wait()
+    halt = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(halt,), name="consumer")
+    thread.start()
+    stop.wait()
+    halt.set()
+    thread.join(60)
+    db.dispose()
+    results.put((slot, metrics.snapshot()))
+
+
+def _baseline_worker(fm_config: str, total: int, slots: Any, go: Any) -> None:
+    """fedora-messaging's own consumer with a callback that does nothing but count."""
+    os.environ["FEDORA_MESSAGING_CONF"] = fm_config
+    from fedora_messaging import api
+    from fedora_messaging.exceptions import HaltConsumer
+
+    seen = 0
+
+    def callback(_message: Any) -> None:
+        nonlocal seen
+        now = time.time()
+        if not seen:
+            slots[_FIRST] = now
+            slots[_CPU_FIRST] = time.process_time()
+        seen += 1
+        slots[_LAST] = now
+        slots[_CPU_LAST] = time.process_time()
+        slots[_ACKED] = seen
+        if seen >= total:
+            raise HaltConsumer(exit_code=0, requeue=False)
+
+    slots[_READY] = 1
+    go.wait()
+    with contextlib.suppress(HaltConsumer):
+        api.consume(callback)
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Outcome:
+    """One scenario's figures."""
+
+    name: str
+    processes: int
+    acked: list[int]
+    windows: list[float]
+    total_window: float
+    cpu: list[float]
+    postgres_cpu: float | None
+    load: tuple[float, float]
+    checks: list[Check]
+
+    @property
+    def total_rate(self) -> float:
+        return sum(self.acked) / self.total_window if self.total_window > 0 else 0.0
+
+    def rates(self) -> list[float]:
+        return [a / w if w > 0 else 0.0 for a, w in zip(self.acked, self.windows, strict=True)]
+
+    def cpu_rates(self) -> list[float]:
+        """Messages per CPU-second of each process: its rate if it had a core to itself."""
+        return [a / c if c > 0 else 0.0 for a, c in zip(self.acked, self.cpu, strict=True)]
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def run_scenario(name: str, processes: int, *, baseline: bool, templates: list[Template],
+                 n: int, seed: int, fmn_config: Path, db: BenchDatabase,
+                 expected: list[frozenset[tuple[int, str]]], workdir: Path,
+                 timeout: float) -> Outcome:
+    """Publish ``n`` messages to a fresh queue, then let ``processes`` consumers drain it."""
+    engine = db.engine()
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE notifications, messages"))
+    ctx = mp.get_context("spawn")
+    with BenchBroker() as broker:
+        fm_config = broker.write_config(workdir / f"fedora-messaging-{broker.queue}.toml")
+        items = draw(templates, n, seed)
+        published, seconds = broker.publish_all(templates, items)
+        print(f"  {name}: published {published:,} messages in {seconds:.1f}s "
+              f"({published / seconds:,.0f}/s)", flush=True)
+        slots = ctx.Array("d", _SLOTS * processes, lock=False)
+        go, stop = ctx.Event(), ctx.Event()
+        results = ctx.Queue()
+        if baseline:
+            workers = [ctx.Process(target=_baseline_worker, args=(str(fm_config), n, slots, go))]
+        else:
+            workers = [
+                ctx.Process(target=_fmn_worker, args=(str(fmn_config), str(fm_config), slots, i,
+                                                      go, stop, results))
+                for i in range(processes)
+            ]
+        load_before = os.getloadavg()[0]
+        for worker in workers:
+            worker.start()
+        try:
+            _wait_for(lambda: all(slots[i * _SLOTS + _READY] for i in range(processes))
+                      or not all(w.is_alive() for w in workers), 120, "the consumers' start-up")
+            dead = [w.exitcode for w in workers if not w.is_alive()]
+            if dead:
+                raise SystemExit(f"{name}: a consumer process exited during start-up "
+                                 f"(exit status {dead[0]})")
+            backends = BackendCpu(engine)
+            backends.start()
+            go.set()
+            acked = lambda: sum(int(slots[i * _SLOTS + _ACKED]) for i in range(processes))  # noqa: E731
+            if baseline:
+                _wait_for(lambda: acked() >= n or not workers[0].is_alive(), timeout,
+                          f"{name} consuming {n} messages")
+            else:
+                _wait_for(lambda: acked() >= n or not any(w.is_alive() for w in workers),
+                          timeout, f"{name} acking {n} messages")
+            postgres_cpu = None if baseline else backends.stop()
+        finally:
+            stop.set()
+            counters: dict[int, dict[str, int]] = {}
+            if not baseline:
+                alive = sum(w.is_alive() for w in workers)
+                with contextlib.suppress(queue.Empty):
+                    while len(counters) < alive:
+                        slot, snapshot = results.get(timeout=60)
+                        counters[slot] = snapshot
+            for worker in workers:
+                worker.join(60)
+                if worker.is_alive():
+                    worker.terminate()
+                    worker.join(10)
+        load = (load_before, os.getloadavg()[0])
+        firsts = [slots[i * _SLOTS + _FIRST] for i in range(processes)]
+        cpu = [slots[i * _SLOTS + _CPU_LAST] - slots[i * _SLOTS + _CPU_FIRST]
+               for i in range(processes)]
+        lasts = [slots[i * _SLOTS + _LAST] for i in range(processes)]
+        counts = [int(slots[i * _SLOTS + _ACKED]) for i in range(processes)]
+        if baseline:
+            ready, _ = broker.depth()
+            checks = [Check(f"{ready:,} messages left in the queue", ready == 0),
+                      Check(f"the callback ran for {sum(counts):,} of {n:,} messages",
+                            sum(counts) == n)]
+        else:
+            checks = check_ingest(engine, broker, items, expected)
+            for counter in ("messages_malformed", "db_errors"):
+                total = sum(c.get(counter, 0) for c in counters.values())
+                checks.append(Check(f"{counter} = {total} in {len(counters)} of {processes} "
+                                    "processes' metrics", total == 0
+                                    and len(counters) == processes))
+    engine.dispose()
+    windows = [last - first if first and last else 0.0
+               for first, last in zip(firsts, lasts, strict=True)]
+    started = [f for f in firsts if f]
+    total_window = max(lasts) - min(started) if started else 0.0
+    return Outcome(name, processes, counts, windows, total_window, cpu, postgres_cpu, load,
+                   checks)
+
+
+def report(outcome: Outcome, baseline: Outcome | None) -> bool:
+    """Print one scenario; return whether it met its target (the baseline has none)."""
+    print(f"\n{outcome.name}")
+    print(f"  {sum(outcome.acked):,} messages in {outcome.total_window:.2f}s: "
+          f"{outcome.total_rate:,.0f} messages/s")
+    for i, (acked, window, rate, cpu, cpu_rate) in enumerate(
+        zip(outcome.acked, outcome.windows, outcome.rates(), outcome.cpu, outcome.cpu_rates(),
+            strict=True), 1
+    ):
+        print(f"    process {i}: {acked:,} messages in {window:.2f}s: {rate:,.0f} messages/s; "
+              f"{cpu:.2f} CPU-seconds: {cpu_rate:,.0f} messages per CPU-second")
+    if outcome.postgres_cpu is not None:
+        total = sum(outcome.acked)
+        print(f"  PostgreSQL backends: {outcome.postgres_cpu:.2f} CPU-seconds "
+              f"({outcome.postgres_cpu / total * 1e6:.0f} us per message)")
+    print(f"  load average (1 min) before/after: {outcome.load[0]:.1f} / {outcome.load[1]:.1f}")
+    if baseline is not None and baseline.total_rate:
+        print(f"  vs. baseline: {outcome.total_rate / baseline.total_rate:.2f}x")
+    met = True
+    for check in outcome.checks:
+        print(f"  check {check}")
+        met &= check.ok
+    if baseline is outcome:
+        return met
+    for i, rate in enumerate(outcome.rates(), 1):
+        label = "per process" if outcome.processes == 1 else f"process {i}"
+        met &= print_target(label, rate, TARGET_PER_PROCESS, "messages/s", at_least=True)
+    return met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per scenario")
+    parser.add_argument("--users", type=int, default=10_000, help="population size")
+    parser.add_argument("--quick", action="store_true", help="5,000 messages (for nox -s bench)")
+    parser.add_argument("--processes", default="1,2",
+                        help="fmn process counts to run, comma-separated (default: 1,2)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip fedora-messaging's run")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds each scenario may take at most")
+    parser.add_argument("--seed", type=int, default=2)
+    args = parser.parse_args(argv)
+    n = 5_000 if args.quick else args.messages
+    counts = [int(c) for c in args.processes.split(",") if c.strip()]
+
+    print_machine()
+    print_services()
+    print(f"\nIngest: {n:,} messages per scenario, {args.users:,} users, PostgreSQL and "
+          "RabbitMQ on loopback\n")
+    templates, unreadable = corpus_templates()
+    print(f"  corpus: {len(templates)} messages usable ({unreadable} unreadable)")
+    population = build_population(args.users, corpus_names(t.facts for t in templates))
+    expected = expected_recipients(templates, population)
+    per_message = sum(len(e) for e in expected) / len(expected)
+    print(f"  population: {len(population.users):,} users, {population.filters:,} filters; "
+          f"{per_message:.2f} recipients per corpus message on average")
+
+    outcomes: list[Outcome] = []
+    met = True
+    with tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp, BenchDatabase() as db:
+        workdir = Path(tmp)
+        engine = db.engine()
+        started = time.perf_counter()
+        rows = store_population(engine, population)
+        engine.dispose()
+        print(f"  database {db.name}: {rows} in {time.perf_counter() - started:.1f}s", flush=True)
+        fmn_config = write_fmn_config(workdir / "fmn.toml", db.url)
+        common = dict(templates=templates, n=n, fmn_config=fmn_config, db=db,
+                      expected=expected, workdir=workdir, timeout=args.timeout)
+        baseline = None
+        if not args.no_baseline:
+            baseline = run_scenario("baseline: fedora-messaging consumer, no-op callback", 1,
+                                    baseline=True, seed=args.seed, **common)
+            outcomes.append(baseline)
+        for i, processes in enumerate(counts):
+            label = "process" if processes == 1 else "processes"
+            outcomes.append(run_scenario(f"fmn consumer, {processes} {label}", processes,
+                                         baseline=False, seed=args.seed + 1 + i, **common))
+    print("\nResults")
+    for outcome in outcomes:
+        met &= report(outcome, baseline)
+    print(f"\nall targets and checks met: {'yes' if met else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

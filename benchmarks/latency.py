@@ -1,0 +1,383 @@
+"""Benchmark item 4, "Latency": from a message on the bus to the mail server taking the e-mail.
+
+Run ``python benchmarks/latency.py`` from the project's virtualenv (PostgreSQL and
+RabbitMQ on loopback); ``--quick`` publishes for 10 s instead of 30 s (what
+``nox -s bench`` runs).
+
+Set-up, all on loopback:
+
+- an ``aiosmtpd`` SMTP server inside this process, noting when it accepts
+  each mail and the mail's ``X-Fedmsg-Id`` header (the bus message's id, which
+  ``fmn_core.rendering`` puts on every notification);
+- a fresh PostgreSQL database with a few users (10 by default), imported
+  through ``fmn_core.portability.import_preferences`` with a confirmed e-mail
+  address each, and one ``topic_matches`` filter per corpus topic, every
+  topic given to exactly one user: each published message becomes exactly one
+  e-mail;
+- the real daemon, ``fmn-daemon run --no-http`` as a subprocess (consumer and
+  senders), with a generated configuration: that database, SMTP to the server
+  above, and ``delivery.rate_limit_per_hour`` raised so that a user getting
+  several mails a second is not switched to 15-minute digests (a safeguard
+  that is not what this measures).
+
+After a short warm-up, corpus messages (unique ids, fedora-messaging's headers)
+are published at a steady 50 messages/s for 30 s. Latency is the time from
+just before each ``basic_publish`` to the SMTP server accepting its mail; both
+clocks are this process's ``time.monotonic``. Reported: p50, p90, p99, max, and
+any message whose mail never came (or came twice).
+
+Baseline in the same run, before the daemon starts: the least a bus-to-mail
+bridge can take here, a bare relay thread (pika consumer on its own queue,
+one ``smtplib`` connection per mail, no database) under the same schedule.
+
+Target: p99 <= 500 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import math
+import os
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import pika  # noqa: E402
+from backlog import DaemonLog  # noqa: E402
+from common import (  # noqa: E402
+    BenchBroker,
+    BenchDatabase,
+    Template,
+    corpus_templates,
+    draw,
+    print_services,
+    print_target,
+    write_fmn_config,
+)
+from machine import print_machine  # noqa: E402
+
+from fmn_core.config import Config  # noqa: E402
+from fmn_core.db import Database  # noqa: E402
+from fmn_core.matcher import Matcher  # noqa: E402
+from fmn_core.portability import import_preferences  # noqa: E402
+
+TARGET_P99_MS = 500.0
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+@dataclass
+class MailLog:
+    """When each message id's mail was accepted (``time.monotonic``), thread-safe."""
+
+    arrived: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
+
+    def note(self, message_id: str) -> None:
+        now = time.monotonic()
+        with self.changed:
+            self.arrived[message_id].append(now)
+            self.changed.notify_all()
+
+    def wait_for(self, ids: Sequence[str], timeout: float) -> None:
+        """Block until every id has a mail, or ``timeout`` seconds passed."""
+        with self.changed:
+            self.changed.wait_for(lambda: all(i in self.arrived for i in ids), timeout=timeout)
+
+
+class _Handler:
+    def __init__(self, mails: MailLog) -> None:
+        self.mails = mails
+        self.parser = email.parser.BytesHeaderParser()
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        data = envelope.original_content or envelope.content
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        message_id = self.parser.parsebytes(data).get("X-Fedmsg-Id")
+        self.mails.note(str(message_id).strip() if message_id else "(none)")
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def publish_steadily(broker: BenchBroker, templates: Sequence[Template],
+                     items: Sequence[tuple[int, str]], rate: float) -> dict[str, float]:
+    """Publish ``items`` at ``rate`` per second; when each was published (monotonic)."""
+    sent: dict[str, float] = {}
+    with broker.publisher() as publish:
+        start = time.monotonic()
+        for i, (index, message_id) in enumerate(items):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent[message_id] = time.monotonic()
+            publish(templates[index], message_id, None)
+    return sent
+
+
+@dataclass
+class Latencies:
+    """Latencies in milliseconds of the mails that came, and what went wrong."""
+
+    values: list[float]
+    missing: int
+    duplicated: int
+
+    def percentile(self, p: float) -> float:
+        if not self.values:
+            return float("nan")
+        ordered = sorted(self.values)
+        rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))  # nearest rank
+        return ordered[rank]
+
+    def line(self) -> str:
+        if not self.values:
+            return "no mail arrived"
+        return (f"{len(self.values):,} mails: p50 {self.percentile(50):.0f} ms, "
+                f"p90 {self.percentile(90):.0f} ms, p99 {self.percentile(99):.0f} ms, "
+                f"max {max(self.values):.0f} ms, mean {statistics.fmean(self.values):.0f} ms")
+
+
+def measure(mails: MailLog, sent: dict[str, float]) -> Latencies:
+    """Match mails to publications by message id."""
+    values: list[float] = []
+    missing = duplicated = 0
+    with mails.lock:
+        for message_id, at in sent.items():
+            times = mails.arrived.get(message_id)
+            if not times:
+                missing += 1
+                continue
+            duplicated += len(times) > 1
+            values.append((times[0] - at) * 1000)
+    return Latencies(values, missing, duplicated)
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def relay(broker: BenchBroker, smtp_port: int, stop: threading.Event,
+          started: threading.Event) -> None:
+    """A bare bus-to-mail bridge: consume, send one mail per message over a new connection."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=100)
+
+    def on_message(ch: Any, method: Any, properties: Any, _body: bytes) -> None:
+        text = (f"From: relay@example.org\r\nTo: someone@example.org\r\n"
+                f"Subject: {method.routing_key}\r\nX-Fedmsg-Id: {properties.message_id}\r\n"
+                f"\r\nA message.\r\n")
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=15) as smtp:
+            smtp.sendmail("relay@example.org", ["someone@example.org"], text)
+        ch.basic_ack(method.delivery_tag)
+
+    channel.basic_consume(broker.queue, on_message)
+    started.set()
+    try:
+        while not stop.is_set():
+            connection.process_data_events(time_limit=0.05)
+    finally:
+        connection.close()
+
+
+def run_baseline(templates: Sequence[Template], items: Sequence[tuple[int, str]], rate: float,
+                 smtp_port: int, mails: MailLog) -> Latencies:
+    """The relay's latencies under the same schedule."""
+    with BenchBroker() as broker:
+        stop, started = threading.Event(), threading.Event()
+        thread = threading.Thread(target=relay, args=(broker, smtp_port, stop, started),
+                                  name="relay", daemon=True)
+        thread.start()
+        started.wait(30)
+        try:
+            sent = publish_steadily(broker, templates, items, rate)
+            mails.wait_for(list(sent), timeout=30)
+        finally:
+            stop.set()
+            thread.join(30)
+    return measure(mails, sent)
+
+
+# --------------------------------------------------------------------------- fmn
+
+
+def bench_preferences(topics: Sequence[str], users: int) -> dict[str, Any]:
+    """``users`` users with a confirmed address each; every topic given to exactly one of them."""
+    filters: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for i, topic in enumerate(topics):
+        filters[i % users].append({
+            "name": f"topic {i}",
+            "rules": [{"rule": "topic_matches", "args": {"pattern": topic}}],
+        })
+    return {"users": [
+        {"name": f"benchuser{u:02d}",
+         "contexts": {"email": {"enabled": True,
+                                "destinations": [f"benchuser{u:02d}@example.org"],
+                                "filters": filters[u]}}}
+        for u in range(users)
+    ]}
+
+
+def single_recipient_templates(db_url: str, templates: Sequence[Template]) -> list[int]:
+    """Indexes of the templates that reach exactly one user (so one mail each)."""
+    database = Database(Config(database_url=db_url))
+    try:
+        with database.begin() as session:
+            matcher = Matcher.load(session)
+    finally:
+        database.dispose()
+    return [i for i, t in enumerate(templates) if len(matcher.recipients(t.facts)) == 1]
+
+
+def run_fmn(templates: Sequence[Template], items: Sequence[tuple[int, str]],
+            warmup: Sequence[tuple[int, str]], rate: float, config: Path, fm_config: Path,
+            broker: BenchBroker, mails: MailLog, workdir: Path, settle: float
+            ) -> tuple[Latencies, Latencies, int | None, list[str]]:
+    """Start the daemon, warm it up, publish steadily, stop it; (warm-up, measured, exit, log)."""
+    env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
+    command = [sys.executable, "-m", "fmn_daemon.cli", "--config", str(config), "run",
+               "--fedora-messaging-config", str(fm_config), "--no-http",
+               "--startup-timeout", "120"]
+    daemon = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL)
+    log = DaemonLog(daemon.stderr, workdir / "daemon.log", ("daemon ready",))
+    try:
+        deadline = time.monotonic() + 150
+        while "daemon ready" not in log.seen:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the daemon did not start:\n  " + "\n  ".join(log.tail[-15:]))
+            time.sleep(0.05)
+        warm_sent = publish_steadily(broker, templates, warmup, rate)
+        mails.wait_for(list(warm_sent), timeout=30)
+        sent = publish_steadily(broker, templates, items, rate)
+        mails.wait_for(list(sent), timeout=settle)
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            code = daemon.wait(10)
+        log.join(5)
+    return measure(mails, warm_sent), measure(mails, sent), code, log.tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=50.0, help="messages per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long to publish")
+    parser.add_argument("--users", type=int, default=10, help="users with an e-mail address")
+    parser.add_argument("--quick", action="store_true", help="publish for 10 s (nox -s bench)")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds to wait for the last mails after publishing")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare relay")
+    parser.add_argument("--seed", type=int, default=4)
+    args = parser.parse_args(argv)
+    seconds = 10.0 if args.quick else args.seconds
+    count = int(args.rate * seconds)
+
+    print_machine()
+    print_services()
+    print(f"\nLatency: {args.rate:g} messages/s for {seconds:g}s, {args.users} users with a "
+          "confirmed e-mail address; PostgreSQL, RabbitMQ and SMTP on loopback\n")
+    from aiosmtpd.controller import Controller
+
+    templates, _ = corpus_templates()
+    topics = sorted({t.topic for t in templates})
+    mails = MailLog()
+    smtp_port = free_port()
+    controller = Controller(_Handler(mails), hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    ok = True
+    try:
+        with (tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp, BenchDatabase() as db,
+              BenchBroker() as broker):
+            workdir = Path(tmp)
+            config_text = (
+                f"[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n"
+                "from_address = \"notifications@example.org\"\n"
+                "[http]\nenabled = false\nsecret_key = \"benchmark-only\"\n"
+                "[delivery]\nrate_limit_per_hour = 1000000\n"
+            )
+            config = write_fmn_config(workdir / "fmn.toml", db.url, config_text)
+            database = Database(Config(database_url=db.url))
+            try:
+                with database.begin() as session:
+                    summary = import_preferences(
+                        session, bench_preferences(topics, args.users), resolve=False
+                    )
+            finally:
+                database.dispose()
+            usable = single_recipient_templates(db.url, templates)
+            print(f"  imported {summary.users} users, {summary.filters} filters; "
+                  f"{len(usable)} of {len(templates)} corpus messages reach exactly one user")
+            pool = [templates[i] for i in usable]
+            items = draw(pool, count, args.seed)
+            warmup = draw(pool, max(10, int(args.rate)), args.seed + 1)
+            baseline = None
+            if not args.no_baseline:
+                baseline = run_baseline(pool, draw(pool, count, args.seed + 2), args.rate,
+                                        smtp_port, mails)
+            fm_config = broker.write_config(workdir / "fedora-messaging.toml")
+            warm, measured, code, tail = run_fmn(pool, items, warmup, args.rate, config,
+                                                 fm_config, broker, mails, workdir, args.settle)
+    finally:
+        controller.stop()
+
+    print("\nResults")
+    if baseline is not None:
+        print(f"  baseline (bare pika -> smtplib relay, no database): {baseline.line()}")
+    print(f"  fmn warm-up ({len(warmup)} messages, not counted): {warm.line()}")
+    print(f"  fmn: {measured.line()}")
+    if measured.values:
+        below = sum(1 for v in measured.values if v <= TARGET_P99_MS)
+        print(f"  {below / len(measured.values) * 100:.1f}% of mails within "
+              f"{TARGET_P99_MS:.0f} ms")
+    print(f"  check {'ok' if not measured.missing else 'FAILED'}: "
+          f"{measured.missing} of {count:,} messages got no mail within {args.settle:.0f}s "
+          "of the last publication")
+    print(f"  check {'ok' if not measured.duplicated else 'FAILED'}: "
+          f"{measured.duplicated} messages got more than one mail")
+    print(f"  daemon exit status after SIGTERM: {code}")
+    ok &= not measured.missing and not measured.duplicated and code == 0
+    if code != 0:
+        for line in tail[-10:]:
+            print(f"    {line}")
+    ok &= print_target("p99", measured.percentile(99), TARGET_P99_MS, "ms", at_least=False)
+    print(f"\nall targets and checks met: {'yes' if ok else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
