@@ -427,3 +427,65 @@ def test_delivery_forced_stop_cancels_at_once_and_releases_rows(file_db: Databas
     assert asyncio.run(scenario()) < 5  # not the 60 s grace
     row = state_of(file_db, row_id)
     assert row.state == "pending" and row.claimed_by is None
+
+
+@pytest.mark.postgres
+def test_delivery_wakes_on_committed_rows_instead_of_waiting_for_the_poll(
+    postgres_database: str,
+) -> None:
+    import time
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from fmn_core import outbox
+
+    # A database of its own: NOTIFY is delivered on commit, which the savepoint
+    # fixture never does.
+    base = postgres_database.rsplit("/", 1)[0]
+    name = f"fmn_wake_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(f"{base}/{name}")
+    try:
+        Base.metadata.create_all(engine)
+        database = Database(Config(database_url=str(engine.url)), engine)
+        config = make_config(database, idle_poll_seconds=30)
+        gate = _Gate()
+        delivery = Delivery(database, config, Metrics(), transports={"push": gate})
+
+        def commit_a_row() -> None:
+            with database.begin() as session:
+                user = add_user(session, "jo", "push", ("ok",))
+                add_notification(session, user, "push")
+                outbox.announce_new_rows(session)
+
+        async def scenario() -> float:
+            stop = asyncio.Event()
+            gate.started = asyncio.Event()
+            runner = asyncio.create_task(delivery.run(stop))
+            try:
+                # Idle and listening: the first (empty) round is over.
+                for _ in range(200):
+                    if delivery._new_rows._connection is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert delivery._new_rows._connection is not None, "the sender never listened"
+                await asyncio.sleep(0.3)
+                started = time.monotonic()
+                await asyncio.to_thread(commit_a_row)
+                await asyncio.wait_for(gate.started.wait(), 15)
+                return time.monotonic() - started
+            finally:
+                stop.set()
+                await asyncio.wait_for(runner, 15)
+
+        elapsed = asyncio.run(scenario())
+        # The poll interval is 30 s: only the notification can explain a send this soon.
+        assert elapsed < 5, f"the row was sent {elapsed:.1f}s after its commit"
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
