@@ -15,7 +15,7 @@ PACKAGES = ["fmn_core", "fmn_daemon", "fmn_bot", "fmn_tui"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite, on SQLite and on PostgreSQL (absent services skip, except under CI)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,fas]")
     args = session.posargs or ["tests"]
     # pytest exits 5 when it collected nothing; nox fails on any non-zero exit,
     # so an empty run can never pass.
