@@ -50,10 +50,19 @@ from fmn_core import outbox, preferences, rendering
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.models import utcnow
-from fmn_core.outbox import ClaimedNotification
+from fmn_core.outbox import (
+    COUNT_ONLY_MAX_WAIT,
+    DISABLED_ERROR,
+    NO_ADDRESS_RETRY_SECONDS,
+    ClaimedNotification,
+)
 
 __all__ = [
+    "COUNT_ONLY_MAX_WAIT",
+    "DISABLED_ERROR",
     "MAX_LINE_BYTES",
+    "NO_NICK_ERROR",
+    "NO_NICK_RETRY_SECONDS",
     "RECHECK_SECONDS",
     "Delivery",
     "IrcLink",
@@ -79,12 +88,11 @@ SEND_RETRY_SECONDS = 30.0
 ISON_TIMEOUT_SECONDS = 10.0
 #: How many rows one round claims at most.
 BATCH_SIZE = 200
-#: A digest with only a count sends what it has after this long anyway.
-COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
-DISABLED_ERROR = "this context is turned off for the user; nothing was sent"
 NO_NICK_ERROR = "no confirmed IRC nick; confirm one to receive these"
 #: Rows of a user without a confirmed nick are tried again this often (then dead).
-NO_NICK_RETRY_SECONDS = 3600.0
+NO_NICK_RETRY_SECONDS = NO_ADDRESS_RETRY_SECONDS
+#: Stats for a group without a digest: ``outbox.decide`` does not read them then.
+_NO_STATS = outbox.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
 
 
 class IrcLink(Protocol):
@@ -373,46 +381,32 @@ class Delivery:
     def _settle_without_irc(self, group: _Group, now: dt.datetime, report: RoundReport) -> bool:
         """Rows that need no IRC lookup: muted, turned off, no nick, digest not due.
 
-        The same order and outcomes as the daemon's senders, so a user's
-        contexts behave alike.
+        Decided by ``outbox.decide``, as the daemon's senders do, so a user's
+        contexts behave alike (the bot has no rate limit).
         """
         first = group.first
-        # Held rows are looked at again within RECHECK_SECONDS even when they wait
-        # longer, so that "fmn unmute" or "fmn digest irc off" take effect soon.
-        recheck = now + dt.timedelta(seconds=RECHECK_SECONDS)
-        if first.muted_until is not None and first.muted_until > now:
-            note = f"held: the user muted fmn until {first.muted_until:%Y-%m-%d %H:%M} UTC"
-            self._postpone(group.ids, min(first.muted_until, recheck), note, report)
+        decision = outbox.decide(first, self._stats(first, now), now)
+        if decision.kind == "hold":
+            assert decision.until is not None
+            # Held rows are looked at again within RECHECK_SECONDS even when they wait
+            # longer, so that "fmn unmute" or "fmn digest irc off" take effect soon.
+            recheck = now + dt.timedelta(seconds=RECHECK_SECONDS)
+            self._postpone(group.ids, min(decision.until, recheck), decision.note, report)
             return True
-        if not first.enabled:
-            self._kill(group, DISABLED_ERROR, now, report)
+        if decision.kind == "dead":
+            self._kill(group, decision.note, now, report)
             return True
-        if not first.destinations:
+        if decision.kind == "no_destination":
             self._fail(group, NO_NICK_ERROR, now, report)
             return True
-        if first.wants_digest:
-            due_at = self._digest_due_at(group, now)
-            if due_at is not None:
-                note = f"held for a digest until {due_at:%Y-%m-%d %H:%M} UTC"
-                self._postpone(group.ids, min(due_at, recheck), note, report)
-                return True
         return False
 
-    def _digest_due_at(self, group: _Group, now: dt.datetime) -> dt.datetime | None:
-        """None when the digest is due now; otherwise when it will be."""
-        first = group.first
+    def _stats(self, first: ClaimedNotification, now: dt.datetime) -> outbox.GroupStats:
+        """The group's outbox stats; looked up only when a digest needs them."""
+        if not first.wants_digest:
+            return _NO_STATS
         with self.database.begin() as session:
-            stats = outbox.group_stats(session, [first.group], now=now)[first.group]
-        if first.digest_count and stats.waiting >= first.digest_count:
-            return None
-        window = (
-            dt.timedelta(minutes=first.digest_minutes)
-            if first.digest_minutes
-            else COUNT_ONLY_MAX_WAIT
-        )
-        oldest = min(stats.oldest_waiting or first.created_at, first.created_at)
-        due = oldest + window
-        return None if due <= now else due
+            return outbox.group_stats(session, [first.group], now=now)[first.group]
 
     def _held_by(self, nick: str, user: str) -> bool:
         holder = self.link.holder(nick)

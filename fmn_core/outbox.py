@@ -32,7 +32,7 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -52,10 +52,16 @@ from .models import (
 )
 
 __all__ = [
+    "COUNT_ONLY_MAX_WAIT",
+    "DISABLED_ERROR",
     "ERROR_MAX_CHARS",
     "NEW_ROWS_CHANNEL",
+    "NO_ADDRESS_ERROR",
+    "NO_ADDRESS_RETRY_SECONDS",
+    "RATE_LIMIT_DIGEST_MINUTES",
     "ClaimedNotification",
     "DeadNotification",
+    "Decision",
     "GroupStats",
     "SentEntry",
     "announce_new_rows",
@@ -63,6 +69,7 @@ __all__ = [
     "claim_due",
     "claim_group",
     "counts_by_state",
+    "decide",
     "group_stats",
     "list_dead",
     "mark_failed",
@@ -82,6 +89,21 @@ ERROR_MAX_CHARS = 1000
 
 #: The PostgreSQL channel that announces committed outbox rows (``LISTEN`` to it).
 NEW_ROWS_CHANNEL = "fmn_outbox"
+
+#: A digest with only a count sends what it has after this long anyway.
+COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
+
+#: A rate-limited group is collected into a digest at most this often.
+RATE_LIMIT_DIGEST_MINUTES = 15
+
+#: ``last_error`` of rows whose context the user turned off (they go ``dead`` at once).
+DISABLED_ERROR = "this context is turned off for the user; nothing was sent"
+
+#: ``last_error`` of rows whose user has no confirmed destination for the context.
+NO_ADDRESS_ERROR = "no confirmed address for this context; confirm one to receive these"
+
+#: Rows without a confirmed destination are tried again this often (then ``dead``).
+NO_ADDRESS_RETRY_SECONDS = 3600.0
 
 #: Retries wait up to this fraction longer than their nominal delay.
 _JITTER = 0.1
@@ -142,6 +164,75 @@ class GroupStats:
     oldest_waiting: dt.datetime | None
     #: Rows sent within the last hour.
     sent_last_hour: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a sender does with one claimed (user, context) group; see :func:`decide`.
+
+    ``kind`` is one of:
+
+    - ``"hold"``: postpone every row until ``until`` (not an attempt);
+    - ``"dead"``: retrying cannot help; mark every row dead with ``note``;
+    - ``"no_destination"``: a failed attempt for every row, retried after
+      :data:`NO_ADDRESS_RETRY_SECONDS`;
+    - ``"digest"``: send everything waiting in the group as one digest;
+    - ``"send"``: send each row on its own.
+    """
+
+    kind: Literal["hold", "dead", "no_destination", "digest", "send"]
+    #: When held rows are due again (only for ``"hold"``).
+    until: dt.datetime | None = None
+    #: Why: the postpone note or the ``last_error`` to record.
+    note: str = ""
+
+
+def decide(
+    head: ClaimedNotification,
+    stats: GroupStats,
+    now: dt.datetime,
+    *,
+    rate_limit_per_hour: int | None = None,
+    waiting_in_claim: int = 1,
+) -> Decision:
+    """Decide what becomes of a claimed (user, context) group; pure, no I/O.
+
+    ``head`` is the group's first claimed row (the user's preference is the same
+    on every row); ``stats`` is :func:`group_stats` for the group and is only read
+    for a digest or a rate limit. In order: a muted user is held until the mute
+    ends; a context turned off is dead; no confirmed destination is a failed
+    attempt; a digest (or a group whose ``sent_last_hour`` plus the
+    ``waiting_in_claim`` rows claimed now exceeds ``rate_limit_per_hour``) is held
+    until the oldest waiting row is old enough or ``digest_count`` rows wait, and
+    then sent as one digest; anything else is sent row by row.
+    """
+    if head.muted_until is not None and head.muted_until > now:
+        return Decision(
+            "hold",
+            head.muted_until,
+            f"held: the user muted fmn until {head.muted_until:%Y-%m-%d %H:%M} UTC",
+        )
+    if not head.enabled:
+        return Decision("dead", note=DISABLED_ERROR)
+    if not head.destinations:
+        return Decision("no_destination", note=NO_ADDRESS_ERROR)
+    limited = (
+        rate_limit_per_hour is not None
+        and stats.sent_last_hour + waiting_in_claim > rate_limit_per_hour
+    )
+    if not (head.wants_digest or limited):
+        return Decision("send")
+    minutes = head.digest_minutes
+    if limited:
+        minutes = max(minutes, RATE_LIMIT_DIGEST_MINUTES)
+    window = dt.timedelta(minutes=minutes) if minutes > 0 else COUNT_ONLY_MAX_WAIT
+    oldest = min(stats.oldest_waiting or head.created_at, head.created_at)
+    count_reached = head.digest_count > 0 and stats.waiting >= head.digest_count
+    until = oldest + window
+    if until <= now or count_reached:
+        return Decision("digest")
+    why = "rate limit" if limited and not head.wants_digest else "digest"
+    return Decision("hold", until, f"held for a {why} until {until:%Y-%m-%d %H:%M} UTC")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ Each round claims a batch (one transaction), decides what to do with each
 ``delivery.senders`` sends in flight, and records each outcome in its own
 short transaction as soon as it is known.
 
-What happens to a claimed group, in this order:
+What happens to a claimed group, in this order (decided by ``outbox.decide``,
+shared with the IRC bot; the constants live in ``fmn_core.outbox``):
 
 - **muted user**: postponed until ``muted_until`` (not an attempt).
 - **context turned off** (say by one-click unsubscribe after the row was
@@ -72,7 +73,14 @@ from fmn_core.config import Config
 from fmn_core.db import Database, is_postgres
 from fmn_core.destinations import mask_address
 from fmn_core.models import utcnow
-from fmn_core.outbox import ClaimedNotification
+from fmn_core.outbox import (
+    COUNT_ONLY_MAX_WAIT,
+    DISABLED_ERROR,
+    NO_ADDRESS_ERROR,
+    NO_ADDRESS_RETRY_SECONDS,
+    RATE_LIMIT_DIGEST_MINUTES,
+    ClaimedNotification,
+)
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 
 from .metrics import Metrics
@@ -83,6 +91,7 @@ from .transports.live import LiveHub
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
     "DELIVERED_CONTEXTS_EXCLUDE",
+    "DISABLED_ERROR",
     "NO_ADDRESS_ERROR",
     "NO_ADDRESS_RETRY_SECONDS",
     "RATE_LIMIT_DIGEST_MINUTES",
@@ -96,11 +105,6 @@ T = TypeVar("T")
 
 #: The bot delivers these.
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
-NO_ADDRESS_ERROR = "no confirmed address for this context; confirm one to receive these"
-NO_ADDRESS_RETRY_SECONDS = 3600.0
-DISABLED_ERROR = "this context is turned off for the user; nothing was sent"
-RATE_LIMIT_DIGEST_MINUTES = 15
-COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
 #: How often an idle sender listening for new rows checks whether it should stop.
@@ -323,30 +327,36 @@ class Delivery:
         for key, rows in groups.items():
             head = rows[0]
             ids = [r.id for r in rows]
-            if head.muted_until is not None and head.muted_until > now:
-                outbox.postpone(
-                    session,
-                    ids,
-                    head.muted_until,
-                    note=f"held: the user muted fmn until {head.muted_until:%Y-%m-%d %H:%M} UTC",
-                )
-                settled += len(ids)
+            decision = outbox.decide(
+                head,
+                stats[key],
+                now,
+                rate_limit_per_hour=delivery.rate_limit_per_hour,
+                waiting_in_claim=len(rows),
+            )
+            if decision.kind == "send":
+                jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
                 continue
-            if not head.enabled:
+            if decision.kind == "digest":
+                jobs.append(self._digest(session, rows, now))
+                continue
+            settled += len(ids)
+            if decision.kind == "hold":
+                assert decision.until is not None
+                outbox.postpone(session, ids, decision.until, note=decision.note)
+            elif decision.kind == "dead":
                 for row_id in ids:
                     outbox.mark_failed(
                         session,
                         row_id,
-                        DISABLED_ERROR,
+                        decision.note,
                         max_attempts=1,
                         backoff_seconds=0,
                         backoff_max_seconds=0,
                         now=now,
                     )
                 self.metrics.inc("notifications_dead", len(ids))
-                settled += len(ids)
-                continue
-            if not head.destinations:
+            else:  # no_destination
                 for row_id in ids:
                     state = outbox.mark_failed(
                         session,
@@ -364,58 +374,24 @@ class Delivery:
                     head.context,
                     len(ids),
                 )
-                settled += len(ids)
-                continue
-            stat = stats[key]
-            limited = stat.sent_last_hour + len(rows) > delivery.rate_limit_per_hour
-            if head.wants_digest or limited:
-                job = self._digest_or_wait(session, rows, stat, limited, now)
-                if job is None:
-                    settled += len(ids)
-                else:
-                    jobs.append(job)
-                continue
-            jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
         return _Round(jobs=jobs, settled=settled)
 
-    def _digest_or_wait(
-        self,
-        session: Session,
-        rows: list[ClaimedNotification],
-        stat: outbox.GroupStats,
-        limited: bool,
-        now: dt.datetime,
-    ) -> _Job | None:
+    def _digest(self, session: Session, rows: list[ClaimedNotification], now: dt.datetime) -> _Job:
+        """One digest job: the claimed rows plus every other waiting row of the group."""
         head = rows[0]
-        minutes = head.digest_minutes
-        if limited:
-            minutes = max(minutes, RATE_LIMIT_DIGEST_MINUTES)
-        window = dt.timedelta(minutes=minutes) if minutes > 0 else COUNT_ONLY_MAX_WAIT
-        oldest = min(stat.oldest_waiting or head.created_at, head.created_at)
-        count_reached = head.digest_count > 0 and stat.waiting >= head.digest_count
-        if oldest + window <= now or count_reached:
-            more = outbox.claim_group(
-                session,
-                worker=self.worker,
-                user_id=head.user_id,
-                context=head.context,
-                lease_seconds=self.config.delivery.claim_lease_seconds,
-                now=now,
-            )
-            seen = {r.id for r in rows}
-            everything = sorted(
-                [*rows, *(r for r in more if r.id not in seen)], key=lambda r: (r.created_at, r.id)
-            )
-            return _Job(rows=tuple(everything), digest=True)
-        until = oldest + window
-        why = "rate limit" if limited and not head.wants_digest else "digest"
-        outbox.postpone(
+        more = outbox.claim_group(
             session,
-            [r.id for r in rows],
-            until,
-            note=f"held for a {why} until {until:%Y-%m-%d %H:%M} UTC",
+            worker=self.worker,
+            user_id=head.user_id,
+            context=head.context,
+            lease_seconds=self.config.delivery.claim_lease_seconds,
+            now=now,
         )
-        return None
+        seen = {r.id for r in rows}
+        everything = sorted(
+            [*rows, *(r for r in more if r.id not in seen)], key=lambda r: (r.created_at, r.id)
+        )
+        return _Job(rows=tuple(everything), digest=True)
 
     # -- sending ----------------------------------------------------------------
 

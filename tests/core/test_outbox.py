@@ -446,3 +446,129 @@ def test_sent_entries_lists_a_users_sent_rows_newest_first(db: Database) -> None
     assert [e.id for e in entries] == [second, first]
     assert entries[0].summary == BODHI_SUMMARY and entries[0].app == "bodhi"
     assert [e.id for e in newer] == [second]
+
+
+# -- decide: the delivery policy both senders share ------------------------------------
+
+NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+NO_STATS = outbox.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
+
+
+def claimed(**changes: Any) -> outbox.ClaimedNotification:
+    """A claimed row of a user with a confirmed address and no digest, made a minute ago."""
+    fields: dict[str, Any] = {
+        "id": 1,
+        "message_id": "m-1",
+        "topic": "org.fedoraproject.prod.bodhi.update.comment",
+        "app": "bodhi",
+        "summary": "a summary",
+        "url": None,
+        "agent": None,
+        "usernames": (),
+        "packages": (),
+        "severity": 20,
+        "user_id": 7,
+        "user": "jo",
+        "context": "email",
+        "filter_name": "mine",
+        "created_at": NOW - dt.timedelta(minutes=1),
+        "attempts": 0,
+        "enabled": True,
+        "digest_minutes": 0,
+        "digest_count": 0,
+        "muted_until": None,
+        "destinations": ("jo@example.org",),
+    }
+    fields.update(changes)
+    return outbox.ClaimedNotification(**fields)
+
+
+def test_decide_sends_each_row_without_a_policy() -> None:
+    assert outbox.decide(claimed(), NO_STATS, NOW).kind == "send"
+
+
+def test_decide_holds_a_muted_user_until_the_mute_ends() -> None:
+    until = NOW + dt.timedelta(hours=2)
+    decision = outbox.decide(claimed(muted_until=until, enabled=False), NO_STATS, NOW)
+    assert decision == outbox.Decision(
+        "hold", until, "held: the user muted fmn until 2026-05-01 14:00 UTC"
+    )
+
+
+def test_decide_ignores_a_mute_that_has_ended() -> None:
+    decision = outbox.decide(claimed(muted_until=NOW), NO_STATS, NOW)
+    assert decision.kind == "send"
+
+
+def test_decide_kills_rows_of_a_context_turned_off() -> None:
+    decision = outbox.decide(claimed(enabled=False, destinations=()), NO_STATS, NOW)
+    assert decision == outbox.Decision("dead", None, outbox.DISABLED_ERROR)
+
+
+def test_decide_fails_rows_without_a_confirmed_destination() -> None:
+    decision = outbox.decide(claimed(destinations=(), digest_minutes=5), NO_STATS, NOW)
+    assert decision == outbox.Decision("no_destination", None, outbox.NO_ADDRESS_ERROR)
+
+
+def test_decide_holds_a_digest_until_the_oldest_waiting_row_is_old_enough() -> None:
+    oldest = NOW - dt.timedelta(minutes=20)
+    stats = outbox.GroupStats(waiting=3, oldest_waiting=oldest, sent_last_hour=0)
+    decision = outbox.decide(claimed(digest_minutes=30), stats, NOW)
+    assert decision == outbox.Decision(
+        "hold", oldest + dt.timedelta(minutes=30), "held for a digest until 2026-05-01 12:10 UTC"
+    )
+    assert outbox.decide(claimed(digest_minutes=20), stats, NOW).kind == "digest"
+
+
+def test_decide_sends_a_digest_once_digest_count_rows_wait() -> None:
+    stats = outbox.GroupStats(waiting=5, oldest_waiting=NOW, sent_last_hour=0)
+    assert outbox.decide(claimed(digest_minutes=60, digest_count=5), stats, NOW).kind == "digest"
+    fewer = outbox.GroupStats(waiting=4, oldest_waiting=NOW, sent_last_hour=0)
+    held = outbox.decide(claimed(digest_minutes=60, digest_count=5), fewer, NOW)
+    assert held.kind == "hold"
+
+
+def test_decide_count_only_digest_waits_at_most_a_day() -> None:
+    head = claimed(digest_count=10, created_at=NOW - dt.timedelta(hours=1))
+    stats = outbox.GroupStats(
+        waiting=2, oldest_waiting=NOW - dt.timedelta(hours=3), sent_last_hour=0
+    )
+    decision = outbox.decide(head, stats, NOW)
+    assert decision.kind == "hold"
+    assert decision.until == NOW - dt.timedelta(hours=3) + outbox.COUNT_ONLY_MAX_WAIT
+    day_old = outbox.GroupStats(
+        waiting=2, oldest_waiting=NOW - outbox.COUNT_ONLY_MAX_WAIT, sent_last_hour=0
+    )
+    assert outbox.decide(head, day_old, NOW).kind == "digest"
+
+
+def test_decide_rate_limit_collapses_into_a_digest() -> None:
+    stats = outbox.GroupStats(waiting=3, oldest_waiting=NOW, sent_last_hour=9)
+    under = outbox.decide(claimed(), stats, NOW, rate_limit_per_hour=10, waiting_in_claim=1)
+    assert under.kind == "send"
+    over = outbox.decide(
+        claimed(created_at=NOW), stats, NOW, rate_limit_per_hour=10, waiting_in_claim=2
+    )
+    until = NOW + dt.timedelta(minutes=outbox.RATE_LIMIT_DIGEST_MINUTES)
+    assert over == outbox.Decision(
+        "hold", until, f"held for a rate limit until {until:%Y-%m-%d %H:%M} UTC"
+    )
+    late = outbox.GroupStats(
+        waiting=3,
+        oldest_waiting=NOW - dt.timedelta(minutes=outbox.RATE_LIMIT_DIGEST_MINUTES),
+        sent_last_hour=50,
+    )
+    assert outbox.decide(claimed(), late, NOW, rate_limit_per_hour=10).kind == "digest"
+    # No limit given (the bot): never rate limited.
+    assert outbox.decide(claimed(), late, NOW).kind == "send"
+
+
+def test_decide_rate_limit_stretches_a_short_digest_window() -> None:
+    stats = outbox.GroupStats(waiting=3, oldest_waiting=NOW, sent_last_hour=50)
+    decision = outbox.decide(
+        claimed(digest_minutes=5, created_at=NOW), stats, NOW, rate_limit_per_hour=10
+    )
+    until = NOW + dt.timedelta(minutes=outbox.RATE_LIMIT_DIGEST_MINUTES)
+    assert decision == outbox.Decision(
+        "hold", until, f"held for a digest until {until:%Y-%m-%d %H:%M} UTC"
+    )
