@@ -211,17 +211,27 @@ class TestDeliveryThread(conftest.FmnCase):
         assert not delivery.running
 
     def test_set_address_wakes_the_thread_to_send_the_code(self) -> None:
-        self.assertNotError("fmn set-address irc alice_", private=True)
+        # The woken delivery thread may ask ISON before the command's own reply
+        # is queued, so the first outgoing message is not necessarily the reply.
+        first = self._feedMsg("fmn set-address irc alice_", private=True)
+        assert first is not None, "the bot said nothing"
+        pending = [first]
         deadline = time.monotonic() + 10
-        code_line = None
-        while code_line is None and time.monotonic() < deadline:
-            msg = self.irc.takeMsg()
+        reply = code_line = None
+        seen: list[ircmsgs.IrcMsg] = []
+        while (reply is None or code_line is None) and time.monotonic() < deadline:
+            msg = pending.pop() if pending else self.irc.takeMsg()
             if msg is None:
                 time.sleep(0.01)
             elif msg.command == "ISON":
                 self.answer_ison(msg, ["alice_"])
             elif msg.command == "PRIVMSG" and msg.args[0] == "alice_":
                 code_line = msg
+            elif msg.command in ("PRIVMSG", "NOTICE"):
+                reply = msg
+            else:
+                seen.append(msg)
+        assert reply is not None and not reply.args[1].startswith("Error:"), (reply, seen)
         assert code_line is not None and "fmn confirm " in code_line.args[1]
 
 
