@@ -36,7 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from fmn_core.errors import MalformedMessage
+from fmn_core.errors import ConfigError, MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
 from fmn_core.messages import MessageFacts, facts_of, load_message
 from fmn_core.models import (
@@ -196,7 +196,9 @@ def _insert_new(
         )
         return list(session.execute(insert, rows).scalars())
     if dialect != "postgresql":
-        raise NotImplementedError(f"fmn stores messages on SQLite or PostgreSQL, not {dialect}")
+        raise ConfigError(
+            "database_url", f"fmn stores messages on SQLite or PostgreSQL, not {dialect}"
+        )
     types = _PG_TYPES[table.name]
     columns = list(types)
     target = f"INSERT INTO {table.name} ({', '.join(columns)}) "
