@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pika
 import pytest
 from conftest import RABBITMQ_URL, service_missing  # tests/conftest.py (tests/ is on sys.path)
+from fedora_messaging import message as fm_message
 
 
 def free_port() -> int:
@@ -244,6 +246,23 @@ class RabbitMQ:
             return int(frame.method.message_count)
         finally:
             connection.close()
+
+
+def publish(broker: RabbitMQ, messages: list[fm_message.Message]) -> None:
+    """Publish the way fedora-messaging does: its routing key, properties and body encoding."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for message in messages:
+            channel.basic_publish(
+                broker.exchange,
+                message._encoded_routing_key,
+                message._encoded_body,
+                message._properties,
+            )
+    finally:
+        connection.close()
 
 
 def write_fedora_messaging_config(

@@ -24,7 +24,7 @@ from fmn_core.schema import upgrade
 from fmn_daemon.consumer import BrokerSettings, Consumer, is_transient, load_broker_settings
 from fmn_daemon.metrics import Metrics
 
-from .conftest import RabbitMQ
+from .conftest import RabbitMQ, publish
 from .test_ingest import add_filter
 
 pytestmark = pytest.mark.rabbitmq
@@ -40,23 +40,6 @@ def database(tmp_path: Path) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
-
-
-def publish(broker: RabbitMQ, messages: list[fm_message.Message]) -> None:
-    """Publish the way fedora-messaging does: its routing key, properties and body encoding."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        for message in messages:
-            channel.basic_publish(
-                broker.exchange,
-                message._encoded_routing_key,
-                message._encoded_body,
-                message._properties,
-            )
-    finally:
-        connection.close()
 
 
 def koji(n: int = 0) -> fm_message.Message:

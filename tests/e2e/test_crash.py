@@ -16,9 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import pika
 import pytest
-from daemon.conftest import RabbitMQ, SmtpServer
+from daemon.conftest import RabbitMQ, SmtpServer, publish
 from fedora_messaging import message as fm_message
 from sqlalchemy import func, select
 
@@ -50,23 +49,6 @@ def stream_messages() -> list[fm_message.Message]:
             )
         )
     return messages
-
-
-def publish(broker: RabbitMQ, messages: list[fm_message.Message]) -> None:
-    """Publish as fedora-messaging does (its routing key, properties and body encoding)."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        for message in messages:
-            channel.basic_publish(
-                broker.exchange,
-                message._encoded_routing_key,
-                message._encoded_body,
-                message._properties,
-            )
-    finally:
-        connection.close()
 
 
 def test_crash_mid_stream_then_restart_delivers_everything_exactly_once(
