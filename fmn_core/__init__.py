@@ -24,6 +24,7 @@ from . import (
     rules,
     schema,
     templates,
+    text,
 )
 from .config import CONTEXTS, Config, load_config
 from .db import Database, config_of
@@ -98,4 +99,5 @@ __all__ = [
     "rules",
     "schema",
     "templates",
+    "text",
 ]

@@ -1,0 +1,77 @@
+"""Text from outside, made safe for where it goes: the one place that cleans it.
+
+Topics, ids, summaries and names arrive from the bus, from users and from the
+network. Before such text reaches a mail header, an IRC line, an XML document or a
+log line it passes through one of these functions, so that a control character in a
+topic can neither forge a log line nor break a feed, whichever part shows it.
+
+- ``one_line``: for headers, IRC lines, log lines and titles. Every control or
+  format character, line or paragraph separator becomes a space, runs of white space
+  fold into one, and the result is cut to ``limit`` characters with an ellipsis.
+- ``xml_text``: for XML and HTML bodies, which may keep line breaks. Characters
+  that XML 1.0 forbids (C0 controls but tab and newline, lone surrogates, U+FFFE/F)
+  are dropped; other control characters become spaces.
+- ``for_log``: for log arguments: like ``one_line`` but control characters are
+  shown escaped (``\\x1b``), so an operator still sees what arrived.
+- ``has_control``: whether a value contains any character the others would change;
+  what a validator refuses.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["has_control", "for_log", "one_line", "xml_text"]
+
+# Categories that are never shown as text: controls, formats (bidi and zero-width
+# marks included), surrogates, line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _is_unsafe(character: str) -> bool:
+    return unicodedata.category(character) in _UNSAFE_CATEGORIES
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a control, format, surrogate or separator character."""
+    return any(_is_unsafe(c) for c in text)
+
+
+def _cut(text: str, limit: int | None) -> str:
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def one_line(text: object, *, limit: int | None = None) -> str:
+    """``text`` on one line without control characters, at most ``limit`` characters."""
+    value = text if isinstance(text, str) else str(text)
+    flat = "".join(" " if _is_unsafe(c) else c for c in value)
+    return _cut(" ".join(flat.split()), limit)
+
+
+def xml_text(text: object) -> str:
+    """``text`` with only characters XML 1.0 allows; line breaks and tabs are kept."""
+    value = text if isinstance(text, str) else str(text)
+    kept: list[str] = []
+    for c in value:
+        if c in "\n\t":
+            kept.append(c)
+        elif c == "\r":
+            kept.append("\n")
+        elif unicodedata.category(c) == "Cs" or c in "\ufffe\uffff":
+            continue
+        elif _is_unsafe(c):
+            kept.append(" ")
+        else:
+            kept.append(c)
+    return "".join(kept)
+
+
+def for_log(text: object, *, limit: int = 200) -> str:
+    """``text`` for a log line: one line, control characters escaped, cut at ``limit``."""
+    value = text if isinstance(text, str) else repr(text)
+    shown = "".join(
+        c.encode("unicode_escape").decode("ascii") if _is_unsafe(c) else c for c in value
+    )
+    return _cut(shown, limit)
