@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["has_control", "for_log", "one_line", "xml_text"]
+__all__ = ["for_log", "has_control", "one_line", "xml_text"]
 
 # Categories that are never shown as text: controls, formats (bidi and zero-width
 # marks included), surrogates, line and paragraph separators.
