@@ -10,6 +10,7 @@ or as ``module:function``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -26,6 +27,7 @@ from .messages import MessageFacts
 __all__ = [
     "INDEX_KEYS",
     "Catalog",
+    "HintFunction",
     "IndexHint",
     "OwnershipLookup",
     "Parameter",
@@ -34,6 +36,7 @@ __all__ = [
     "RuleSpec",
     "default_catalog",
     "rule",
+    "specs_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -256,9 +259,25 @@ def rule(
 
 
 def specs_in(module: ModuleType) -> list[RuleSpec]:
-    """The rules a module registers, in source order."""
-    found = [getattr(obj, _RULE_ATTR) for obj in vars(module).values() if hasattr(obj, _RULE_ATTR)]
-    return sorted(found, key=lambda s: inspect.getsourcelines(s.function)[1])
+    """The rules a catalog module offers, in the order front ends list them.
+
+    A module (or package) that lists its rules in ``RULES`` offers exactly those, in
+    that order, each named ``module:function`` after this module: fmn's built-in
+    catalog keeps one file per application family, and its rules stay
+    ``fmn_core.catalog:app_is`` whichever file holds them, as databases store them.
+    Any other module offers every rule it defines or imports, in source order.
+    """
+    listed = getattr(module, "RULES", None)
+    if listed is None:
+        found = [
+            getattr(obj, _RULE_ATTR) for obj in vars(module).values() if hasattr(obj, _RULE_ATTR)
+        ]
+        return sorted(found, key=lambda s: inspect.getsourcelines(s.function)[1])
+    specs = []
+    for function in listed:
+        spec: RuleSpec = getattr(function, _RULE_ATTR)
+        specs.append(dataclasses.replace(spec, ref=f"{module.__name__}:{function.__name__}"))
+    return specs
 
 
 class Catalog:

@@ -1,0 +1,50 @@
+"""Fedora accounts: group membership (FAS) and badges (fedbadges)."""
+
+from __future__ import annotations
+
+from ..messages import MessageFacts
+from ..rules import IndexHint, RuleContext, rule
+from .generic import GROUP
+from .hints import FEDORA, RANK_GROUP, RANK_TOPIC, RANK_USER, argument, in_topics, owner, topics
+from .reading import body_text
+
+__all__ = [
+    "badge_awarded_to_me",
+    "fas_group_membership_change",
+    "my_group_membership_changed",
+]
+
+
+_BADGE_AWARD = topics(FEDORA, "fedbadges.badge.award")
+_GROUP_MEMBERSHIP = topics(
+    FEDORA,
+    "fas.group.member.apply",
+    "fas.group.member.sponsor",
+    "fas.group.member.remove",
+    "fas.group.member.removed",
+)
+
+
+@rule("Badge awarded to me", hint=IndexHint("topic", in_topics(_BADGE_AWARD), RANK_TOPIC))
+def badge_awarded_to_me(message: MessageFacts, context: RuleContext) -> bool:
+    """You were awarded a Fedora Badge."""
+    if message.topic not in _BADGE_AWARD:
+        return False
+    # Two body shapes are on the bus: {"user": {"username"}} and a flat "username".
+    winner = body_text(message.body, "user", "username") or body_text(message.body, "username")
+    return winner == context.owner
+
+
+@rule("Group membership changed", GROUP, hint=IndexHint("group", argument("group"), RANK_GROUP))
+def fas_group_membership_change(message: MessageFacts, context: RuleContext, group: str) -> bool:
+    """Someone applied to, was sponsored into or was removed from this Fedora group."""
+    return message.topic in _GROUP_MEMBERSHIP and group in message.groups
+
+
+@rule("My group membership changed", hint=IndexHint("username", owner, RANK_USER))
+def my_group_membership_changed(message: MessageFacts, context: RuleContext) -> bool:
+    """You were sponsored into or removed from a Fedora group (or applied to one)."""
+    if message.topic not in _GROUP_MEMBERSHIP or context.owner not in message.usernames:
+        return False
+    member = body_text(message.body, "msg", "user") or body_text(message.body, "user", "username")
+    return member == context.owner

@@ -1,0 +1,135 @@
+"""The built-in catalog as a whole: the contract rules, help text, lookup, validation."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+import pytest
+
+import fmn_core.catalog
+from fmn_core.errors import InvalidArgument
+from fmn_core.rules import Catalog, RuleSpec, default_catalog, specs_in
+
+CONTRACT_RULES = (
+    "app_is",
+    "topic_matches",
+    "severity_at_least",
+    "pertains_to_me",
+    "user_involved",
+    "triggered_by_me",
+    "triggered_by",
+    "package_involved",
+    "package_owned_by_me",
+    "package_owned_by",
+    "package_owned_by_group",
+    "group_involved",
+    "summary_contains",
+)
+
+
+def test_catalog_keeps_the_contract_rules(rules: Catalog) -> None:
+    for name in CONTRACT_RULES:
+        assert rules.get(name).ref == f"fmn_core.catalog:{name}"
+
+
+def test_catalog_lists_every_rule_of_every_family_once() -> None:
+    defined: set[str] = set()
+    for info in pkgutil.iter_modules(fmn_core.catalog.__path__):
+        family = importlib.import_module(f"fmn_core.catalog.{info.name}")
+        defined |= {
+            spec.name for spec in specs_in(family) if spec.function.__module__ == family.__name__
+        }
+    listed = [spec.name for spec in specs_in(fmn_core.catalog)]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == defined
+
+
+def test_catalog_display_order_is_the_listed_order(rules: Catalog) -> None:
+    assert [spec.name for spec in rules] == [
+        spec.name for spec in map(_spec, fmn_core.catalog.RULES)
+    ]
+    assert [spec.name for spec in rules][: len(CONTRACT_RULES)] == list(CONTRACT_RULES)
+
+
+def test_catalog_rules_keep_their_names_whichever_file_holds_them(rules: Catalog) -> None:
+    # Databases store built-in rules by short name or as fmn_core.catalog:name.
+    for spec in rules:
+        assert spec.ref == f"fmn_core.catalog:{spec.name}"
+        assert rules.get(spec.ref) is spec
+        assert spec.function.__module__.startswith("fmn_core.catalog.")
+
+
+def _spec(function: Any) -> RuleSpec:
+    found: RuleSpec = function.__fmn_rule__
+    return found
+
+
+def test_catalog_adds_at_least_twenty_application_rules(rules: Catalog) -> None:
+    assert len(rules) >= len(CONTRACT_RULES) + 20
+
+
+def test_catalog_rules_have_titles_help_and_valid_parameters(rules: Catalog) -> None:
+    titles = set()
+    for spec in rules:
+        assert spec.title and spec.title not in titles, spec.name
+        titles.add(spec.title)
+        assert len(spec.help) > len(spec.title), f"{spec.name} needs a real docstring"
+        assert "\n" not in spec.help
+        for parameter in spec.parameters:
+            assert parameter.help, f"{spec.name}: {parameter.name} needs help text"
+            if parameter.kind == "choice":
+                assert parameter.choices
+        if spec.hint is not None:
+            assert spec.hint.key in ("app", "topic", "username", "agent", "package", "group")
+
+
+def test_default_catalog_includes_the_builtin_rules() -> None:
+    built = default_catalog()
+    assert "koji_build_failed" in built
+    assert built.get("fmn_core.catalog:koji_build_failed").name == "koji_build_failed"
+
+
+def test_catalog_search_finds_application_rules(rules: Catalog) -> None:
+    names = {spec.name for spec in rules.search("copr")}
+    assert {"copr_build_in_project", "copr_build_in_my_project", "copr_build_failed"} <= names
+    assert {spec.name for spec in rules.search("koji failed")} >= {"koji_build_failed"}
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "normalized"),
+    [
+        ("koji_build_state", {"state": "failed"}, {"state": "FAILED"}),
+        ("bodhi_update_status", {"status": "Stable"}, {"status": "stable"}),
+        ("bodhi_update_pushed", {"repository": "TESTING"}, {"repository": "testing"}),
+        ("copr_build_in_project", {"project": "@python/python3.14"},
+         {"project": "@python/python3.14"}),
+        ("meetbot_meeting_on_channel", {"channel": "#fedora-meeting"},
+         {"channel": "#fedora-meeting"}),
+        ("fedocal_meeting", {"calendar": " Fedora Release "}, {"calendar": "Fedora Release"}),
+        ("pagure_pr_on_project", {"project": "rpms/kernel"}, {"project": "rpms/kernel"}),
+    ],
+)
+def test_catalog_validates_application_rule_arguments(
+    rules: Catalog, name: str, arguments: dict[str, Any], normalized: dict[str, Any]
+) -> None:
+    assert rules.validate(name, arguments)[1] == normalized
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"),
+    [
+        ("koji_build_state", {"state": "exploded"}),
+        ("koji_build_state", {}),
+        ("bodhi_update_pushed", {"repository": "updates"}),
+        ("copr_build_in_project", {"project": "@python/python 3"}),
+        ("pagure_pr_on_project", {"project": "rpms kernel"}),
+        ("koji_build_failed", {"package": "kernel"}),
+    ],
+)
+def test_catalog_rejects_bad_application_rule_arguments(
+    rules: Catalog, name: str, arguments: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidArgument):
+        rules.validate(name, arguments)
