@@ -31,6 +31,7 @@ from .config import Config
 from .db import config_of
 from .destinations import Resolver, check_destination
 from .errors import ImportRejected, InvalidArgument
+from .filters import FilterDraft, Problems, parse_filters
 from .models import Destination, Filter, Preference, User
 from .preferences import (
     MAX_DESTINATIONS_PER_CONTEXT,
@@ -42,7 +43,6 @@ from .preferences import (
     _user_for_write,
 )
 from .rules import Catalog, default_catalog
-from .templates import FilterDraft, Problems, parse_filters
 
 __all__ = ["ImportSummary", "export_preferences", "import_preferences"]
 

@@ -55,6 +55,13 @@ from .errors import (
     UnknownContext,
     UnknownRule,
 )
+from .filters import (
+    MAX_FILTERS_PER_CONTEXT,
+    MAX_RULES_PER_FILTER,
+    FilterDraft,
+    check_filter_name,
+    stored_rule_name,
+)
 from .messages import facts_of, load_message
 from .models import (
     ChangeEvent,
@@ -70,17 +77,7 @@ from .models import (
 )
 from .ownership import OwnershipCache
 from .rules import Catalog, RuleContext, RuleSpec, default_catalog
-from .templates import (
-    MAX_FILTERS_PER_CONTEXT,
-    MAX_RULES_PER_FILTER,
-    FilterDraft,
-    TemplateView,
-    all_templates,
-    check_filter_name,
-    find_template,
-    stored_rule_name,
-    template_view,
-)
+from .templates import TemplateView, all_templates, find_template, template_view
 
 __all__ = [
     "MAX_DESTINATIONS_PER_CONTEXT",

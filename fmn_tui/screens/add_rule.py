@@ -12,8 +12,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from fmn_core.errors import InvalidArgument
+from fmn_core.filters import stored_rule_name
 from fmn_core.rules import RuleSpec
-from fmn_core.templates import stored_rule_name
 
 from ..widgets.parameter_form import ParameterForm
 from ..widgets.rule_catalog import RuleCatalog, describe_rule

@@ -12,8 +12,8 @@ from textual.validation import ValidationResult, Validator
 from fmn_core.config import PushConfig
 from fmn_core.destinations import check_destination
 from fmn_core.errors import InvalidArgument
+from fmn_core.filters import check_filter_name
 from fmn_core.rules import Parameter, RuleSpec
-from fmn_core.templates import check_filter_name
 
 __all__ = ["DestinationValidator", "FilterNameValidator", "ParameterValidator"]
 

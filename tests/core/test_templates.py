@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,23 +11,16 @@ from sqlalchemy import func, select
 from fmn_core import preferences as prefs
 from fmn_core.db import Database
 from fmn_core.errors import InvalidArgument
-from fmn_core.messages import MessageFacts
+from fmn_core.messages import MessageFacts, facts_of, load_message
 from fmn_core.models import Filter, Template
 from fmn_core.preferences import Actor
 from fmn_core.rules import RuleContext, default_catalog
-from fmn_core.templates import (
-    BUILTIN_TEMPLATES,
-    FilterDraft,
-    Problems,
-    check_filter_name,
-    ensure_builtin_templates,
-    parse_filters,
-)
+from fmn_core.templates import BUILTIN_TEMPLATES, ensure_builtin_templates
 
 ALICE = Actor("alice")
 
-#: The rules of the public contract; built-in templates use only these.
-CONTRACT_RULES = {
+#: The rules of the public contract, and the one application rule built-in templates use.
+TEMPLATE_RULES = {"koji_build_failed"} | {
     "app_is", "topic_matches", "severity_at_least", "pertains_to_me", "user_involved",
     "triggered_by_me", "triggered_by", "package_involved", "package_owned_by_me",
     "package_owned_by", "package_owned_by_group", "group_involved", "summary_contains",
@@ -44,7 +38,7 @@ def test_builtin_templates_validate_against_the_catalog() -> None:
         for draft in drafts:
             assert draft.rules, f"{template.name}: {draft.name} has no rules"
             for rule in draft.rules:
-                assert rule.name in CONTRACT_RULES
+                assert rule.name in TEMPLATE_RULES
                 spec = catalog.get(rule.name)
                 assert spec.validate(rule.arguments) == dict(rule.arguments)
 
@@ -71,9 +65,10 @@ def facts(topic: str, *, agent: str | None = None, users: set[str] | None = None
     )
 
 
-def matching_filters(template: str, message: MessageFacts) -> list[str]:
+def matching_filters(template: str, message: MessageFacts,
+                     owned: frozenset[str] = frozenset({"python-requests"})) -> list[str]:
     catalog = default_catalog()
-    context = RuleContext("alice", _Owns("alice", {"python-requests"}))
+    context = RuleContext("alice", _Owns("alice", set(owned)))
     found = next(t for t in BUILTIN_TEMPLATES if t.name == template)
     hits = []
     for draft in found.parse():
@@ -86,12 +81,6 @@ def matching_filters(template: str, message: MessageFacts) -> list[str]:
 @pytest.mark.parametrize(
     ("template", "message", "expected"),
     [
-        ("packager", facts("org.fedoraproject.prod.buildsys.build.state.change",
-                           packages={"python-requests"},
-                           summary="Build FAILED: python-requests-2.0-1.fc40"),
-         ["failed builds of my packages"]),
-        ("packager", facts("org.fedoraproject.prod.buildsys.build.state.change",
-                           packages={"python-requests"}, summary="Build COMPLETE: ..."), []),
         ("packager", facts("org.fedoraproject.prod.bodhi.update.request.testing", agent="bob",
                            packages={"python-requests"}), ["updates of my packages"]),
         ("packager", facts("org.fedoraproject.prod.bodhi.update.request.testing", agent="alice",
@@ -114,6 +103,47 @@ def matching_filters(template: str, message: MessageFacts) -> list[str]:
 def test_builtin_templates_match_what_they_promise(template: str, message: MessageFacts,
                                                    expected: list[str]) -> None:
     assert matching_filters(template, message) == expected
+
+
+@pytest.fixture(scope="module")
+def koji_build(corpus: list[str]) -> dict[str, Any]:
+    """A real koji build message (koji-fedoramessaging, 2024): releng's Fedora-i3-Live."""
+    line = next(line for line in corpus if '"0c322c1e-6144-5d4e-884f-6fb102662f87"' in line)
+    data: dict[str, Any] = json.loads(line)
+    return data
+
+
+def koji_build_in_state(data: dict[str, Any], state: int) -> MessageFacts:
+    """The real message with koji's build state set (0 building ... 4 canceled)."""
+    body = {**data["body"], "new": state}
+    return facts_of(load_message({"topic": data["topic"], "body": body, "headers": {}}))
+
+
+@pytest.mark.parametrize("template", ["packager", "quiet"])
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [(3, ["failed builds of my packages"]), (1, []), (0, []), (2, []), (4, [])],
+)
+def test_builtin_templates_hear_of_failed_koji_builds_of_my_packages(
+    koji_build: dict[str, Any], template: str, state: int, expected: list[str]
+) -> None:
+    message = koji_build_in_state(koji_build, state)
+    assert message.packages == {"Fedora-i3-Live"}
+    assert matching_filters(template, message, frozenset({"Fedora-i3-Live"})) == expected
+    # Somebody else's package: never, whatever its state.
+    assert matching_filters(template, message) == []
+
+
+def test_builtin_templates_read_the_build_state_not_the_summary(koji_build: dict[str, Any]) -> None:
+    # A completed build of a package whose name says "failed" is no failure.
+    body = {**koji_build["body"], "new": 1, "name": "failed-tests"}
+    message = facts_of(load_message({"topic": koji_build["topic"], "body": body, "headers": {}}))
+    assert "failed" in message.summary.lower()
+    assert matching_filters("packager", message, frozenset({"failed-tests"})) == []
+    failed = facts_of(load_message(
+        {"topic": koji_build["topic"], "body": {**body, "new": 3}, "headers": {}}))
+    assert matching_filters("packager", failed, frozenset({"failed-tests"})) == [
+        "failed builds of my packages"]
 
 
 def test_ensure_builtin_templates_upserts(db: Database) -> None:
@@ -177,49 +207,3 @@ def test_use_template_refuses_a_broken_operator_template(db: Database) -> None:
     assert "filters[0].rules[0].rule" in str(caught.value)
     with db.begin() as session:
         assert session.scalar(select(func.count()).select_from(Filter)) == 0
-
-
-def test_parse_filters_reports_every_problem_with_its_path() -> None:
-    document: Any = [
-        {"name": "ok", "rules": [{"rule": "app_is", "args": {"app": "koji"}}]},
-        {"name": "OK", "active": "yes", "colour": 1,
-         "rules": [{"rule": "app_is", "args": {}}, {"rule": "nope"}, "text",
-                   {"rule": "triggered_by_me", "negated": 1}, {"rule": "app_is", "args": []}]},
-        {"name": "\x00", "rules": "all"},
-        7,
-    ]
-    problems: Problems = []
-    drafts = parse_filters(document, "filters", default_catalog(), problems)
-    paths = [path for path, _ in problems]
-    assert paths == [
-        "filters[1].colour",
-        "filters[1].name",
-        "filters[1].active",
-        "filters[1].rules[0].args.app",
-        "filters[1].rules[1].rule",
-        "filters[1].rules[2]",
-        "filters[1].rules[3].negated",
-        "filters[1].rules[4].args",
-        "filters[2].name",
-        "filters[2].rules",
-        "filters[3]",
-    ]
-    assert "already the name of filter 0" in problems[1][1]
-    assert drafts[0] == FilterDraft("ok", True, False, drafts[0].rules)
-    assert drafts[0].rules[0].arguments == {"app": "koji"}
-
-
-def test_parse_filters_stores_module_references_by_short_name() -> None:
-    problems: Problems = []
-    drafts = parse_filters(
-        [{"name": "f", "rules": [{"rule": "fmn_core.catalog:app_is", "args": {"app": "x"}}]}],
-        "filters", default_catalog(), problems)
-    assert problems == [] and drafts[0].rules[0].name == "app_is"
-
-
-def test_check_filter_name_strips_and_limits() -> None:
-    assert check_filter_name("  my builds ") == "my builds"
-    assert check_filter_name("x" * 100) == "x" * 100
-    for bad in ("", "x" * 101, "a\u2028b", "a\tb", 3):
-        with pytest.raises(InvalidArgument):
-            check_filter_name(bad)

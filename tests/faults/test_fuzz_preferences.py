@@ -25,9 +25,9 @@ from fmn_core import preferences as prefs
 from fmn_core.config import CONTEXTS
 from fmn_core.db import Database
 from fmn_core.errors import UserError
+from fmn_core.filters import MAX_FILTERS_PER_CONTEXT
 from fmn_core.preferences import Actor
 from fmn_core.rules import default_catalog
-from fmn_core.templates import MAX_FILTERS_PER_CONTEXT
 
 from .conftest import env_int, faults_full
 
