@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,7 +31,13 @@ from supybot.commands import any as any_of
 from fmn_core import preferences
 from fmn_core.config import Config, load_config
 from fmn_core.db import Database
-from fmn_core.errors import ConfigError, ConfirmationFailed, RateLimited, UserError
+from fmn_core.errors import (
+    ConfigError,
+    ConfirmationFailed,
+    RateLimited,
+    UserError,
+    report_internal_error,
+)
 from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
 
@@ -137,9 +142,7 @@ def fmn_errors(log: Any, what: str, *, missing_ok: bool = False) -> Iterator[Non
 
 
 def _internal_error(log: Any, what: str) -> callbacks.Error:
-    reference = secrets.token_hex(3)
-    log.exception("fmn %s failed (ref %s)", what, reference)
-    return callbacks.Error(f"internal error (ref {reference})")
+    return callbacks.Error(str(report_internal_error(log, f"running fmn {what}")))
 
 
 def fmn_command(specs: list[Any]) -> Callable[[Callable[..., None]], Any]:

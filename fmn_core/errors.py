@@ -22,11 +22,17 @@ The hierarchy::
 
 Front ends catch ``UserError`` and show ``str(error)`` as it is: the sentence is
 written once, here or where the error is raised, so every front end says the same.
+Any other exception is a bug: every edge (the daemon's CLI and senders, the bot,
+the TUI) hands it to :func:`report_internal_error`, which logs the traceback under
+a fresh reference and gives back the one sentence people see.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "AccountDirectoryUnavailable",
@@ -35,6 +41,7 @@ __all__ = [
     "ConfirmationFailed",
     "FmnError",
     "ImportRejected",
+    "InternalErrorNotice",
     "InvalidArgument",
     "InvalidDestination",
     "MalformedMessage",
@@ -46,6 +53,7 @@ __all__ = [
     "UnknownContext",
     "UnknownRule",
     "UserError",
+    "report_internal_error",
 ]
 
 
@@ -163,3 +171,31 @@ class AccountDirectoryUnavailable(FmnError):
         super().__init__(f"the account directory at {where} could not answer: {problem}")
         self.where = where
         self.problem = problem
+
+
+@dataclass(frozen=True)
+class InternalErrorNotice:
+    """What a person is told about a bug: one sentence, and the reference its log entry has."""
+
+    reference: str
+
+    def __str__(self) -> str:
+        return f"internal error (reference {self.reference}); the fmn log has the details"
+
+
+def report_internal_error(
+    log: logging.Logger, what: str, error: BaseException | None = None
+) -> InternalErrorNotice:
+    """Log a bug with its traceback under a new reference; return what to tell people.
+
+    ``what`` says what was being done, for the log only (it may name a message id,
+    never private data). ``error`` defaults to the exception being handled.
+    """
+    reference = secrets.token_hex(4)
+    log.error(
+        "internal error (reference %s) while %s",
+        reference,
+        what,
+        exc_info=error if error is not None else True,
+    )
+    return InternalErrorNotice(reference)

@@ -19,7 +19,13 @@ from typing import IO, Any
 
 from fmn_core.config import Config, load_config
 from fmn_core.db import Database
-from fmn_core.errors import ConfigError, FmnError, ImportRejected, UserError
+from fmn_core.errors import (
+    ConfigError,
+    FmnError,
+    ImportRejected,
+    UserError,
+    report_internal_error,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -157,13 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except Exception as exc:
-        reference = f"{type(exc).__name__}-{os.getpid()}"
-        log.exception("internal error (reference %s)", reference)
-        print(
-            f"fmn-daemon: internal error (reference {reference}); see the log above",
-            file=sys.stderr,
-        )
+    except Exception:
+        notice = report_internal_error(log, f"running fmn-daemon {args.command}")
+        print(f"fmn-daemon: {notice}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -72,6 +72,7 @@ from fmn_core import outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database, is_postgres
 from fmn_core.destinations import mask_address
+from fmn_core.errors import report_internal_error
 from fmn_core.models import utcnow
 from fmn_core.outbox import (
     COUNT_ONLY_MAX_WAIT,
@@ -419,14 +420,10 @@ class Delivery:
                     except TransportError as exc:
                         errors.append(f"{masked}: {exc.reason}")
                     except Exception:  # a transport's bug must not stop the other destinations
-                        reference = uuid.uuid4().hex[:8]
-                        log.exception(
-                            "delivery: internal error %s sending message %s to %s",
-                            reference,
-                            head.message_id,
-                            masked,
+                        notice = report_internal_error(
+                            log, f"sending message {head.message_id} to {masked}"
                         )
-                        errors.append(f"{masked}: internal error (reference {reference})")
+                        errors.append(f"{masked}: {notice}")
                     else:
                         accepted += 1
             # Recorded inside the slot, so at most ``senders`` sessions are busy at

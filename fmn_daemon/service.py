@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 
 from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
-from fmn_core.errors import ConfigError, FmnError
+from fmn_core.errors import ConfigError, FmnError, report_internal_error
 from fmn_core.ownership import OwnershipProvider, ownership_provider, refresh_ownership
 from fmn_core.schema import current_revision, head_revision
 
@@ -164,8 +164,8 @@ class Service:
             raise StartupError(str(exc)) from exc
         except Exception as exc:
             await self._close_parts()
-            log.exception("start-up failed unexpectedly")
-            raise StartupError(f"internal error: {type(exc).__name__}: {exc}") from exc
+            notice = report_internal_error(log, "starting the daemon", exc)
+            raise StartupError(str(notice)) from exc
         self.metrics.ready = True
         self.metrics.tick()
         self.notifier.ready(self._status())

@@ -3,13 +3,12 @@
 The App holds who is being edited (an :class:`~fmn_tui.account.Account`), the
 configuration and the rule catalog, the named screens and the app-wide bindings,
 and it is where failures are rendered: a ``UserError`` as core wrote it, anything
-else as "internal error (ref …)" with the traceback in the log, never on screen.
+else as "internal error (reference …)" with the traceback in the log, never on screen.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -18,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from fmn_core.config import Config
-from fmn_core.errors import UserError
+from fmn_core.errors import InternalErrorNotice, UserError, report_internal_error
 from fmn_core.rules import Catalog
 
 from .account import Account
@@ -74,31 +73,26 @@ class FmnApp(App[int]):
         if isinstance(error, UserError):
             self.notify(str(error), severity="error", markup=False, timeout=8)
             return
-        ref = self._log_internal_error(error)
+        notice = self._log_internal_error(error)
         self.notify(
-            f"internal error (ref {ref}); nothing was changed by it. "
-            "Tell the fmn operators this reference.",
+            f"{notice}. Nothing was changed by it.",
             severity="error",
             markup=False,
             timeout=15,
         )
 
-    def _log_internal_error(self, error: BaseException) -> str:
-        ref = secrets.token_hex(4)
-        log.error("internal error (ref %s) for %s", ref, self.account.name, exc_info=error)
-        self.internal_errors.append(ref)
-        return ref
+    def _log_internal_error(self, error: BaseException) -> InternalErrorNotice:
+        notice = report_internal_error(log, f"serving {self.account.name}", error)
+        self.internal_errors.append(notice.reference)
+        return notice
 
     def _handle_exception(self, error: Exception) -> None:
         # A bug in the UI itself (core failures are caught in the workers and
         # reported above). Textual stops the widget whose handler raised, so the
         # session can't go on; and its default prints a traceback with local
         # variables (configuration included). An ssh user gets a reference instead.
-        ref = self._log_internal_error(error)
-        self.exit(
-            return_code=1,
-            message=f"fmn-tui: internal error (ref {ref}); tell the fmn operators this reference.",
-        )
+        notice = self._log_internal_error(error)
+        self.exit(return_code=1, message=f"fmn-tui: {notice}")
 
     # --- navigation ---------------------------------------------------------------
 

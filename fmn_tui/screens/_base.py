@@ -5,7 +5,7 @@ run in an exclusive thread worker (a newer load supersedes an older one), in a
 transaction that is rolled back. A change runs in a thread worker of its own, as
 one unit of work, and the view is fetched again once it has committed. Errors never
 reach the user as tracebacks: a ``UserError`` is shown as core wrote it, anything
-else becomes "internal error (ref …)" through the app.
+else becomes "internal error (reference …)" through the app.
 """
 
 from __future__ import annotations

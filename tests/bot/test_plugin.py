@@ -427,7 +427,10 @@ class TestFmnCommandsSqlite(CommandCases, conftest.FmnCase):
         with self.database.engine.begin() as connection:
             connection.execute(text("DROP TABLE change_events"))
         reply = self.assertError("fmn add-filter irc builds").args[1]
-        assert re.fullmatch(r"Error: internal error \(ref [0-9a-f]{6}\)", reply), reply
+        assert re.fullmatch(
+            r"Error: internal error \(reference [0-9a-f]{8}\); the fmn log has the details",
+            reply,
+        ), reply
 
 
 @pytest.mark.postgres

@@ -60,7 +60,7 @@ async def test_app_internal_error_shows_a_reference_and_logs_it(
             await pilot.press("f")
             await settle(pilot)
         (ref,) = app.internal_errors
-        assert any(f"internal error (ref {ref})" in notice for notice in notices(app))
+        assert any(f"internal error (reference {ref})" in notice for notice in notices(app))
         (record,) = [r for r in caplog.records if ref in r.getMessage()]
         assert record.exc_info is not None  # the traceback goes to the log, not the screen
         assert app.is_running
@@ -86,5 +86,5 @@ async def test_app_bug_in_the_ui_ends_the_session_with_a_reference(profile, make
         shown = [str(message) for message in app._exit_renderables]
     (ref,) = app.internal_errors
     assert app.return_code == 1
-    assert shown == [f"fmn-tui: internal error (ref {ref}); tell the fmn operators this reference."]
+    assert shown == [f"fmn-tui: internal error (reference {ref}); the fmn log has the details"]
     app.internal_errors.clear()
