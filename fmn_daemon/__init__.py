@@ -4,6 +4,7 @@
 - ``ingest_batch`` (``ingest.py``): the pipeline one batch goes through.
 - ``Delivery`` (``delivery.py``): the senders that drain the outbox.
 - ``Service`` (``service.py``): start-up, main loop, clean stop; systemd notifications.
+- ``in_thread``, ``in_unit_of_work`` (``concurrency.py``): how async code calls blocking code.
 - ``Metrics`` (``metrics.py``): counters and health shared by all of them.
 - ``main`` (``cli.py``): the ``fmn-daemon`` command.
 """
@@ -15,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .cli import main
+    from .concurrency import in_thread, in_unit_of_work
     from .consumer import BrokerSettings, BrokerUnavailable, Consumer, load_broker_settings
     from .delivery import Delivery
     from .http import start_http
     from .ingest import IngestResult, decode_delivery, ingest_batch
     from .metrics import Metrics
     from .replay import replay
-    from .service import Service, StartupError, in_thread
+    from .service import Service, StartupError
     from .systemd import Notifier
     from .transports.live import LiveHub
 
@@ -39,7 +41,8 @@ _EXPORTS = {
     "Service": ".service",
     "StartupError": ".service",
     "decode_delivery": ".ingest",
-    "in_thread": ".service",
+    "in_thread": ".concurrency",
+    "in_unit_of_work": ".concurrency",
     "ingest_batch": ".ingest",
     "load_broker_settings": ".consumer",
     "main": ".cli",
@@ -60,6 +63,7 @@ __all__ = [
     "StartupError",
     "decode_delivery",
     "in_thread",
+    "in_unit_of_work",
     "ingest_batch",
     "load_broker_settings",
     "main",

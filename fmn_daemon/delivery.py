@@ -84,8 +84,8 @@ from fmn_core.outbox import (
 )
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 
+from .concurrency import in_unit_of_work
 from .metrics import Metrics
-from .service import in_thread
 from .transports import Transport, TransportError, TransportRefused, build_transports
 from .transports.live import LiveHub
 
@@ -171,11 +171,7 @@ class Delivery:
 
     async def _core(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``function(session, *args, **kwargs)`` in a worker thread, in one transaction."""
-        return await in_thread(self._unit, function, args, kwargs)
-
-    def _unit(self, function: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        with self.db.begin() as session:
-            return function(session, *args, **kwargs)
+        return await in_unit_of_work(self.db, function, *args, **kwargs)
 
     # -- running ---------------------------------------------------------------
 

@@ -45,8 +45,8 @@ from fmn_core.models import utcnow
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Links
 
+from .concurrency import in_thread, in_unit_of_work
 from .metrics import Metrics
-from .service import in_thread
 from .transports.feed import FEED_LIMIT, build_feed
 from .transports.live import LiveHub, Subscription
 
@@ -74,13 +74,7 @@ _STREAMS: web.AppKey[set[_LiveStream]] = web.AppKey("streams")
 
 async def _core(request: web.Request, function: Callable[..., T], /, *args: Any, **kw: Any) -> T:
     """Run ``function(session, ...)`` in one transaction, in a worker thread."""
-    db = request.app[_DB]
-
-    def unit() -> T:
-        with db.begin() as session:
-            return function(session, *args, **kw)
-
-    return await in_thread(unit)
+    return await in_unit_of_work(request.app[_DB], function, *args, **kw)
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:

@@ -31,10 +31,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -45,25 +45,25 @@ from fmn_core.errors import ConfigError, FmnError, report_internal_error
 from fmn_core.ownership import OwnershipProvider, ownership_provider, refresh_ownership
 from fmn_core.schema import current_revision, head_revision
 
+from .concurrency import in_thread, in_unit_of_work
 from .consumer import BrokerSettings, BrokerUnavailable, Consumer, load_broker_settings
 from .metrics import Metrics
 from .systemd import Notifier, watchdog_interval
 
-__all__ = ["Service", "StartupError", "in_thread"]
+if TYPE_CHECKING:
+    # Imported when start-up needs them, so ``fmn-daemon --help`` stays quick.
+    from aiohttp import web
+
+    from .delivery import Delivery
+    from .transports.live import LiveHub
+
+__all__ = ["Service", "StartupError"]
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Fewest seconds between two ownership refreshes that bus messages asked for.
 OWNERSHIP_DEBOUNCE_SECONDS = 60.0
-
-
-async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run blocking code (``fmn_core``, pika) from async code: the one way the daemon does it."""
-    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 class StartupError(FmnError):
@@ -74,9 +74,9 @@ class StartupError(FmnError):
 class _Parts:
     db: Database | None = None
     consumer: Consumer | None = None
-    delivery: Any = None
-    live: Any = None
-    http: Any = None
+    delivery: Delivery | None = None
+    live: LiveHub | None = None
+    http: web.AppRunner | None = None
 
 
 class Service:
@@ -313,7 +313,7 @@ class Service:
             self._ownership_now.clear()
             last = time.monotonic()
             try:
-                changed = await in_thread(_refresh_ownership, db, provider)
+                changed = await in_unit_of_work(db, refresh_ownership, provider)
             except FmnError as exc:
                 log.warning("package ownership not refreshed: %s", exc)
             except Exception:
@@ -444,11 +444,6 @@ def _check_database(db: Database) -> None:
             f"the database {masked} is at schema {current or '(empty)'} but this fmn needs {head}; "
             "run `fmn-daemon db upgrade`"
         )
-
-
-def _refresh_ownership(db: Database, provider: OwnershipProvider) -> int:
-    with db.begin() as session:
-        return refresh_ownership(session, provider)
 
 
 def _first_line(error: BaseException) -> str:
