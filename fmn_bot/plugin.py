@@ -32,7 +32,6 @@ from fmn_core import preferences
 from fmn_core.config import Config, load_config
 from fmn_core.db import Database
 from fmn_core.errors import (
-    ConfigError,
     ConfirmationFailed,
     RateLimited,
     UserError,
@@ -383,14 +382,8 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     def __init__(self, irc: Any) -> None:
         super().__init__(irc)
         path = self.registryValue("configFile") or None
+        # A bad file (bot.account_format included) raises ConfigError naming the key.
         self.fmn_config: Config = load_config(path)
-        try:
-            self.fedora_name("probe")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(
-                "bot.account_format",
-                f"{self.fmn_config.bot.account_format!r} must use only {{account}}",
-            ) from exc
         if self.registryValue("staticAccounts"):
             self.log.warning(
                 "supybot.plugins.Fmn.staticAccounts is set: those nicks count as "

@@ -2,13 +2,17 @@
 
 Every setting has a default that works on a laptop (SQLite in the user's state
 directory, SMTP on localhost). A bad or unknown key raises ``ConfigError`` naming
-the key, the value and what was expected, before anything connects.
+the key, the value and what was expected, before anything connects: the types,
+and also what only makes sense together (the database's dialect and driver, the
+shape of ``bot.account_format``, ``fcm.project`` with ``fcm.keyfile``). Secrets
+(passwords, keys) are left out of ``repr()``, so a logged configuration shows none.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import string
 import tomllib
 import types
 import typing
@@ -17,11 +21,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import platformdirs
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
 
 __all__ = [
     "CONTEXTS",
+    "DATABASE_DRIVERS",
     "AccountsConfig",
     "BotConfig",
     "Config",
@@ -41,6 +48,9 @@ CONTEXTS: tuple[str, ...] = ("email", "irc", "push", "android", "desktop", "live
 
 CONFIG_ENV = "FMN_CONFIG"
 
+#: The databases fmn stores its data in: SQLAlchemy backend -> the driver it uses.
+DATABASE_DRIVERS: dict[str, str] = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+
 
 def default_database_url() -> str:
     """The embedded default: a SQLite file in the user's state directory."""
@@ -56,7 +66,7 @@ class SmtpConfig:
     port: int = 25
     security: Literal["none", "starttls", "ssl"] = "none"
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     from_address: str = "notifications@fedoraproject.org"
     from_name: str = "Fedora Notifications"
     timeout_seconds: float = 15.0
@@ -97,6 +107,14 @@ class FcmConfig:
     project: str = ""
     keyfile: str = ""
 
+    def __post_init__(self) -> None:
+        # One without the other would accept devices' tokens and never deliver to them.
+        if bool(self.project) != bool(self.keyfile):
+            missing = "fcm.keyfile" if self.project else "fcm.project"
+            raise ConfigError(
+                missing, "fcm.project and fcm.keyfile go together: set both, or neither"
+            )
+
 
 @dataclass(frozen=True)
 class OwnershipConfig:
@@ -114,7 +132,7 @@ class AccountsConfig:
     provider: Literal["local", "fas2"] = "local"
     fas_url: str = "https://admin.fedoraproject.org/accounts/"
     fas_username: str = ""
-    fas_password: str = ""
+    fas_password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -144,7 +162,7 @@ class HttpConfig:
     public_url: str = "http://localhost:8080"
     #: Signs one-click unsubscribe links; empty means a key generated once and kept in
     #: the state directory (set it when more than one machine serves these links).
-    secret_key: str = ""
+    secret_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -167,6 +185,28 @@ class BotConfig:
     #: "{account}" is the IRC services account; the result is the Fedora account name.
     account_format: str = "{account}"
 
+    def __post_init__(self) -> None:
+        problem = _account_format_problem(self.account_format)
+        if problem:
+            raise ConfigError("bot.account_format", f"{self.account_format!r} {problem}")
+
+
+def _account_format_problem(pattern: str) -> str | None:
+    """Why ``pattern`` can't map an IRC account to a Fedora account, or ``None``."""
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(pattern)
+            if name is not None
+        ]
+    except ValueError as exc:
+        return f"is not a format string ({exc}); write {{account}} where the IRC account goes"
+    if not fields:
+        return "must contain {account}, where the IRC account goes"
+    if any(field != ("account", "", None) for field in fields):
+        return "may use only a plain {account}; write {{ and }} for literal braces"
+    return None
+
 
 @dataclass(frozen=True)
 class Config:
@@ -186,6 +226,9 @@ class Config:
     bot: BotConfig = field(default_factory=BotConfig)
 
     def __post_init__(self) -> None:
+        problem = _database_problem(self.database_url)
+        if problem:
+            raise ConfigError("database_url", problem)
         unknown = [c for c in self.contexts if c not in CONTEXTS]
         if unknown:
             raise ConfigError(
@@ -199,6 +242,25 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """A copy with some top-level values changed (for tests and the CLI)."""
         return dataclasses.replace(self, **changes)
+
+
+def _database_problem(url: str) -> str | None:
+    """Why fmn can't store its data at ``url``, or ``None``; the message never shows a password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "is not a database URL; expected sqlite:///path or postgresql+psycopg://host/db"
+    backend = parsed.get_backend_name()
+    try:
+        driver = parsed.get_driver_name()
+    except ArgumentError:  # SQLAlchemy looks the dialect up: an unknown one is no module
+        driver = parsed.drivername
+    if DATABASE_DRIVERS.get(backend) != driver:
+        return (
+            f"fmn stores its data in SQLite (sqlite:///path) or PostgreSQL "
+            f"(postgresql+psycopg://host/db), not {parsed.drivername}"
+        )
+    return None
 
 
 T = TypeVar("T")

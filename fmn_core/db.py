@@ -14,8 +14,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Config
+from .rules import Catalog, default_catalog
 
-__all__ = ["Database", "config_of", "is_postgres", "is_sqlite", "make_engine"]
+__all__ = ["Database", "catalog_of", "config_of", "is_postgres", "is_sqlite", "make_engine"]
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -76,22 +77,42 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
 
 
 def config_of(session: Session) -> Config:
-    """The configuration a session was made with (the defaults if none)."""
+    """The configuration a session was made with (by :class:`Database`)."""
     config = session.info.get("config")
-    return config if isinstance(config, Config) else Config()
+    if not isinstance(config, Config):
+        # Defaults here would quietly offer other contexts and limits than the
+        # operator configured; a session from elsewhere is a bug to fix.
+        raise RuntimeError("this session carries no fmn configuration; make it with Database")
+    return config
+
+
+def catalog_of(session: Session) -> Catalog:
+    """The rule catalog a session was made with (by :class:`Database`)."""
+    catalog = session.info.get("catalog")
+    if not isinstance(catalog, Catalog):
+        raise RuntimeError("this session carries no rule catalog; make it with Database")
+    return catalog
 
 
 class Database:
     """One engine and one sessionmaker for a process."""
 
-    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+    def __init__(
+        self, config: Config, engine: Engine | None = None, *, catalog: Catalog | None = None
+    ) -> None:
         self.config = config
+        #: The rules this process knows: the installed ``fmn.rules`` entry points by default.
+        self.catalog = catalog if catalog is not None else default_catalog()
         self.engine = engine if engine is not None else make_engine(config.database_url)
-        # Core functions find the configuration on their session (``config_of``),
-        # so every call site needn't thread it through.
+        # Core functions find the configuration and the catalog on their session
+        # (``config_of``, ``catalog_of``), so every call site needn't thread them through.
         self.sessionmaker: sessionmaker[Session] = sessionmaker(
-            self.engine, expire_on_commit=False, info={"config": config}
+            self.engine, expire_on_commit=False, info=self.session_info()
         )
+
+    def session_info(self) -> dict[str, Any]:
+        """What every session of this database carries (for a sessionmaker made elsewhere)."""
+        return {"config": self.config, "catalog": self.catalog}
 
     def begin(self) -> Any:
         """A new session inside a transaction: ``with db.begin() as session:``."""

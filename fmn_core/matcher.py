@@ -39,7 +39,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from .config import CONTEXTS
-from .db import config_of
+from .db import catalog_of, config_of
 from .errors import InvalidArgument, UnknownRule
 from .messages import MessageFacts
 from .models import ChangeEvent
@@ -261,7 +261,7 @@ class Matcher:
         """
         if contexts is None:
             contexts = config_of(session).contexts
-        matcher = cls(catalog, ownership, contexts)
+        matcher = cls(catalog if catalog is not None else catalog_of(session), ownership, contexts)
         # Read the high-water mark first: a change committed while the rows are
         # being read is then applied again later rather than missed. Ids missing
         # just below it may belong to transactions still in flight.

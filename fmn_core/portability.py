@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from .accounts import check_account_name
 from .config import Config
-from .db import config_of
+from .db import catalog_of, config_of
 from .destinations import Resolver, check_destination
 from .errors import ImportRejected, InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
@@ -42,7 +42,7 @@ from .preferences import (
     _preference_for_write,
     _user_for_write,
 )
-from .rules import Catalog, default_catalog
+from .rules import Catalog
 
 __all__ = ["ImportSummary", "export_preferences", "import_preferences"]
 
@@ -246,7 +246,12 @@ def _check_context(
 
 
 def _check_document(
-    data: Any, config: Config, resolve: bool, resolver: Resolver | None, problems: Problems
+    data: Any,
+    config: Config,
+    catalog: Catalog,
+    resolve: bool,
+    resolver: Resolver | None,
+    problems: Problems,
 ) -> list[_UserPlan]:
     if not isinstance(data, Mapping):
         problems.append(("(top)", 'must be an object like {"users": [...]}'))
@@ -256,7 +261,6 @@ def _check_document(
     if not isinstance(users, list):
         problems.append(("users", "must be a list of users"))
         return []
-    catalog = default_catalog()
     plans: list[_UserPlan] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(users):
@@ -328,7 +332,7 @@ def import_preferences(
     """
     config = config_of(session)
     problems: Problems = []
-    plans = _check_document(data, config, resolve, resolver, problems)
+    plans = _check_document(data, config, catalog_of(session), resolve, resolver, problems)
     if problems:
         raise ImportRejected(problems)
     counts = {"contexts": 0, "filters": 0, "rules": 0, "destinations": 0}

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, object_session, selectinload
 
 from .accounts import check_account_name
 from .config import Config
-from .db import config_of
+from .db import catalog_of, config_of
 from .destinations import (
     FEED_CONTEXTS,
     check_destination,
@@ -76,7 +76,7 @@ from .models import (
     utcnow,
 )
 from .ownership import OwnershipCache
-from .rules import Catalog, RuleContext, RuleSpec, default_catalog
+from .rules import Catalog, RuleContext, RuleSpec
 from .templates import TemplateView, all_templates, find_template, template_view
 
 __all__ = [
@@ -416,8 +416,17 @@ def _rule_view(number: int, rule: Rule, catalog: Catalog) -> RuleView:
     )
 
 
+def _catalog_near(row: Filter | Preference) -> Catalog:
+    # Views are built inside the caller's unit of work, so the row's session is
+    # there, carrying the catalog as it carries the configuration.
+    session = object_session(row)
+    if session is None:
+        raise RuntimeError(f"{type(row).__name__} is not in a session; build views inside one")
+    return catalog_of(session)
+
+
 def _filter_view(context: str, filter_: Filter, catalog: Catalog | None = None) -> FilterView:
-    catalog = catalog or default_catalog()
+    catalog = catalog or _catalog_near(filter_)
     rules = tuple(
         _rule_view(number, rule, catalog)
         for number, rule in enumerate(_ordered_rules(filter_), start=1)
@@ -445,7 +454,7 @@ def _context_view(context: str, preference: Preference | None, user: User | None
     muted = user.muted_until if user is not None else None
     if preference is None:
         return ContextView(context, True, 0, 0, (), (), muted)
-    catalog = default_catalog()
+    catalog = _catalog_near(preference)
     return ContextView(
         context,
         preference.enabled,
@@ -463,7 +472,7 @@ def _context_view(context: str, preference: Preference | None, user: User | None
 def _filter_views(context: str, preference: Preference | None) -> list[FilterView]:
     if preference is None:
         return []
-    catalog = default_catalog()
+    catalog = _catalog_near(preference)
     return [_filter_view(context, f, catalog) for f in _ordered_filters(preference)]
 
 
@@ -699,7 +708,7 @@ def add_rule(
 ) -> FilterView:
     """Add a catalog rule (validated against its parameters) to the end of a filter."""
     negated = _bool(negated, "negated")
-    catalog = default_catalog()
+    catalog = catalog_of(session)
     spec, normalized = catalog.validate(rule.strip() if isinstance(rule, str) else "", arguments)
     row, _preference, filter_, context = _existing_filter(
         session, actor, context, filter_name, user
@@ -1102,7 +1111,7 @@ def use_template(
         raise NotFound(
             f"There is no template called {str(template)[:40]!r}; choose one of: {names}."
         )
-    drafts = found.parse()
+    drafts = found.parse(catalog_of(session))
     preference = _find_preference(session, _find_user(session, target), context)
     for draft in drafts:
         if _name_taken(preference, draft.name):
@@ -1158,7 +1167,7 @@ def preview(
     """
     limit = _whole(limit, "limit", 1, MAX_PREVIEW)
     row, _preference, filter_, _ctx = _existing_filter(session, actor, context, filter_name, user)
-    catalog = default_catalog()
+    catalog = catalog_of(session)
     compiled: list[tuple[RuleSpec, dict[str, Any], bool]] = []
     for rule in _ordered_rules(filter_):
         spec = catalog.get(rule.name)

@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .db import catalog_of
 from .errors import InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
 from .models import Template
-from .rules import Catalog, default_catalog
+from .rules import Catalog
 
 __all__ = [
     "BUILTIN_TEMPLATES",
@@ -40,12 +41,10 @@ class TemplateDefinition:
     description: str
     filters: tuple[dict[str, Any], ...]
 
-    def parse(self, catalog: Catalog | None = None) -> list[FilterDraft]:
+    def parse(self, catalog: Catalog) -> list[FilterDraft]:
         """The template's filters, validated; ``InvalidArgument`` if it is broken."""
         problems: Problems = []
-        drafts = parse_filters(
-            list(self.filters), "filters", catalog or default_catalog(), problems
-        )
+        drafts = parse_filters(list(self.filters), "filters", catalog, problems)
         if problems:
             where, why = problems[0]
             raise InvalidArgument(
@@ -170,7 +169,7 @@ def ensure_builtin_templates(session: Session) -> int:
     """Write the built-in templates into the ``templates`` table (insert or update);
     returns how many rows changed. Each one is validated first."""
     for template in BUILTIN_TEMPLATES:
-        template.parse()
+        template.parse(catalog_of(session))
     existing = {
         row.name: row
         for row in session.scalars(select(Template).where(Template.name.in_(_BUILTIN_BY_NAME)))

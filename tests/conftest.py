@@ -35,7 +35,6 @@ def service_missing(name: str, why: str) -> None:
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep tests away from the developer's own configuration and state."""
     monkeypatch.delenv("FMN_CONFIG", raising=False)
-    monkeypatch.setenv("FMN_CONFIG_UNUSED", str(tmp_path / "does-not-exist.toml"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
@@ -122,7 +121,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         bind=connection,
         expire_on_commit=False,
         join_transaction_mode="create_savepoint",
-        info={"config": config},
+        info=database.session_info(),
     )
     try:
         yield database

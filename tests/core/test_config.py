@@ -53,6 +53,16 @@ def test_config_unknown_key_is_named_with_the_valid_ones(tmp_path: Path) -> None
         ("[push]\nallow_private_hosts = 'yes'\n", "push.allow_private_hosts", "true or false"),
         ("smtp = 3\n", "smtp", "table"),
         ("admins = 'alice'\n", "admins", "list"),
+        ("database_url = 'mysql://fmn@db/fmn'\n", "database_url", "not mysql"),
+        ("database_url = 'postgresql+asyncpg://db/fmn'\n", "database_url", "postgresql+psycopg"),
+        ("database_url = 'sqlite+aiosqlite:///fmn.db'\n", "database_url", "sqlite:///path"),
+        ("database_url = 'not a url'\n", "database_url", "not a database URL"),
+        ("[bot]\naccount_format = '{nick}'\n", "bot.account_format", "plain {account}"),
+        ("[bot]\naccount_format = 'fedora'\n", "bot.account_format", "must contain {account}"),
+        ("[bot]\naccount_format = '{account!r}'\n", "bot.account_format", "plain {account}"),
+        ("[bot]\naccount_format = '{account'\n", "bot.account_format", "not a format string"),
+        ("[fcm]\nproject = 'fmn-android'\n", "fcm.keyfile", "set both, or neither"),
+        ("[fcm]\nkeyfile = '/etc/fmn/fcm.json'\n", "fcm.project", "set both, or neither"),
     ],
 )
 def test_config_bad_value_names_the_key(tmp_path: Path, text: str, key: str, words: str) -> None:
@@ -75,3 +85,43 @@ def test_config_environment_variable_names_the_file(
     path = _write(tmp_path, "contexts = ['email', 'irc']\n")
     monkeypatch.setenv("FMN_CONFIG", str(path))
     assert load_config().contexts == ("email", "irc")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "database_url = 'sqlite:////var/lib/fmn/fmn.sqlite'\n",
+        "database_url = 'postgresql+psycopg://fmn@db.example.org/fmn'\n",
+        "database_url = 'postgresql://fmn@db.example.org/fmn'\n",  # psycopg is the default
+        "[bot]\naccount_format = 'fas-{account}'\n",
+        "[fcm]\nproject = 'fmn-android'\nkeyfile = '/etc/fmn/fcm.json'\n",
+    ],
+)
+def test_config_accepts_what_fmn_can_use(tmp_path: Path, text: str) -> None:
+    assert isinstance(load_config(_write(tmp_path, text)), Config)
+
+
+def test_config_unsupported_database_never_shows_its_password(tmp_path: Path) -> None:
+    path = _write(tmp_path, "database_url = 'mysql://fmn:hunter2@db/fmn'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_config_repr_hides_every_secret(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "[smtp]\nusername = 'fmn'\npassword = 'smtp-pass-1'\n"
+        "[http]\nsecret_key = 'signing-key-2'\n"
+        "[accounts]\nfas_username = 'fmnbot'\nfas_password = 'fas-pass-3'\n",
+    )
+    config = load_config(path)
+    assert config.smtp.password == "smtp-pass-1"
+    assert config.http.secret_key == "signing-key-2"
+    assert config.accounts.fas_password == "fas-pass-3"
+    for shown in (repr(config), str(config), repr(config.smtp), repr(config.http),
+                  repr(config.accounts)):
+        for secret in ("smtp-pass-1", "signing-key-2", "fas-pass-3"):
+            assert secret not in shown
+    # What is not secret still shows, so a logged configuration stays useful.
+    assert "fmnbot" in repr(config) and "username='fmn'" in repr(config)

@@ -81,7 +81,7 @@ def event_kinds(db: Database) -> list[str]:
 def configure(db: Database, **changes: Any) -> None:
     """Use a changed configuration for the rest of the test."""
     db.config = db.config.replace(**changes)
-    db.sessionmaker.configure(info={"config": db.config})
+    db.sessionmaker.configure(info=db.session_info())
 
 
 def with_filter(db: Database, name: str = "builds", *rules: tuple[str, dict[str, Any], bool],

@@ -33,7 +33,7 @@ def test_builtin_templates_validate_against_the_catalog() -> None:
     assert {"packager", "quiet", "mentions", "everything-mine"} <= set(names)
     assert len(names) == len(set(names))
     for template in BUILTIN_TEMPLATES:
-        drafts = template.parse()
+        drafts = template.parse(catalog)
         assert drafts and template.title and template.description
         for draft in drafts:
             assert draft.rules, f"{template.name}: {draft.name} has no rules"
@@ -71,7 +71,7 @@ def matching_filters(template: str, message: MessageFacts,
     context = RuleContext("alice", _Owns("alice", set(owned)))
     found = next(t for t in BUILTIN_TEMPLATES if t.name == template)
     hits = []
-    for draft in found.parse():
+    for draft in found.parse(catalog):
         if all(catalog.get(r.name)(message, context, r.arguments) != r.negated
                for r in draft.rules):
             hits.append(draft.name)

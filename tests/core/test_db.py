@@ -1,0 +1,68 @@
+"""fmn_core.db: sessions carry the configuration and the catalog; nothing falls back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from fmn_core.config import Config
+from fmn_core.db import Database, catalog_of, config_of
+from fmn_core.rules import Catalog, default_catalog
+
+
+def test_sessions_carry_the_configuration_and_catalog_they_were_made_with(
+    tmp_path: Path,
+) -> None:
+    config = Config(database_url=f"sqlite:///{tmp_path / 'fmn.sqlite'}", contexts=("email",))
+    own = Catalog(default_catalog().search("koji"))
+    database = Database(config, catalog=own)
+    try:
+        with database.begin() as session:
+            assert config_of(session) is config
+            assert catalog_of(session) is own
+    finally:
+        database.dispose()
+
+
+def test_database_uses_the_installed_catalog_by_default(tmp_path: Path) -> None:
+    database = Database(Config(database_url=f"sqlite:///{tmp_path / 'fmn.sqlite'}"))
+    try:
+        assert database.catalog is default_catalog()
+    finally:
+        database.dispose()
+
+
+def test_a_session_from_elsewhere_is_refused_rather_than_given_defaults(tmp_path: Path) -> None:
+    database = Database(Config(database_url=f"sqlite:///{tmp_path / 'fmn.sqlite'}"))
+    try:
+        with Session(database.engine) as session:
+            with pytest.raises(RuntimeError, match="no fmn configuration"):
+                config_of(session)
+            with pytest.raises(RuntimeError, match="no rule catalog"):
+                catalog_of(session)
+    finally:
+        database.dispose()
+
+
+def test_core_functions_use_the_sessions_catalog(tmp_path: Path) -> None:
+    from fmn_core import preferences
+    from fmn_core.errors import UnknownRule
+    from fmn_core.models import Base
+
+    only_koji = Catalog([default_catalog().get("koji_build_failed")])
+    database = Database(
+        Config(database_url=f"sqlite:///{tmp_path / 'fmn.sqlite'}"), catalog=only_koji
+    )
+    Base.metadata.create_all(database.engine)
+    alice = preferences.Actor("alice")
+    try:
+        with database.begin() as session:
+            preferences.add_filter(session, alice, "email", "builds")
+            view = preferences.add_rule(session, alice, "email", "builds", "koji_build_failed", {})
+            assert [rule.name for rule in view.rules] == ["koji_build_failed"]
+            with pytest.raises(UnknownRule):
+                preferences.add_rule(session, alice, "email", "builds", "app_is", {"app": "x"})
+    finally:
+        database.dispose()
