@@ -10,7 +10,6 @@ The hierarchy::
     │   │   └── InvalidDestination  an address or push URL fmn refuses
     │   ├── NotFound            no such filter, rule, template or destination
     │   ├── AlreadyExists       a name is already taken
-    │   ├── NotConfirmed        the destination has not been confirmed yet
     │   ├── ConfirmationFailed  the code is wrong, used or expired
     │   ├── RateLimited         too many attempts; wait and try again
     │   ├── PermissionDenied    acting on somebody else's data
@@ -45,7 +44,6 @@ __all__ = [
     "InvalidArgument",
     "InvalidDestination",
     "MalformedMessage",
-    "NotConfirmed",
     "NotFound",
     "OwnershipSourceError",
     "PermissionDenied",
@@ -108,10 +106,6 @@ class NotFound(UserError):
 
 class AlreadyExists(UserError):
     """The name is taken."""
-
-
-class NotConfirmed(UserError):
-    """The destination has to be confirmed before it is used."""
 
 
 class ConfirmationFailed(UserError):

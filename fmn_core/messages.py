@@ -98,8 +98,8 @@ def _topic_index() -> dict[str, tuple[type[Message], ...]]:
     return {topic: tuple(classes) for topic, classes in index.items()}
 
 
-def schema_class_for(topic: str, headers: Mapping[str, Any]) -> type[Message]:
-    """The class named by the schema header, else the best guess from the topic."""
+def schema_class_for(headers: Mapping[str, Any]) -> type[Message]:
+    """The class the schema header names, else ``Message`` (then the topic decides)."""
     name = headers.get("fedora_messaging_schema")
     if isinstance(name, str):
         fm_message.load_message_classes() if not fm_message._registry_loaded else None
@@ -137,7 +137,7 @@ def load_message(data: Mapping[str, Any]) -> Message:
     if not isinstance(headers, dict):
         raise MalformedMessage("the message headers are not a JSON object", message_id=message_id)
     severity = headers.get("fedora_messaging_severity")
-    cls = schema_class_for(topic, headers)
+    cls = schema_class_for(headers)
     guessed = cls is Message and "fedora_messaging_schema" not in headers
     candidates: tuple[type[Message], ...] = (
         (*_classes_for_topic(topic), Message) if guessed else (cls,)
