@@ -39,6 +39,7 @@ from fmn_core.errors import (
 )
 from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
+from fmn_core.wording import count, digest_policy
 
 from .delivery import Delivery, LimnoriaLink
 
@@ -315,25 +316,8 @@ def overview() -> str:
     )
 
 
-def _count(number: int, noun: str) -> str:
-    if number == 0:
-        return f"no {noun}s"
-    return f"1 {noun}" if number == 1 else f"{number} {noun}s"
-
-
 def _state(on: bool) -> str:
     return "on" if on else "off"
-
-
-def _digest_text(view: Any) -> str:
-    if not view.digest_minutes and not view.digest_count:
-        return "no digest"
-    parts = []
-    if view.digest_minutes:
-        parts.append(f"every {view.digest_minutes} min")
-    if view.digest_count:
-        parts.append(f"after {view.digest_count} notifications")
-    return "digest " + " or ".join(parts)
 
 
 def _destination_text(destination: Any, private: bool) -> str:
@@ -349,7 +333,7 @@ def _filter_text(view: Any) -> str:
         flags.append("off")
     if view.oneshot:
         flags.append("one-shot")
-    flags.append(_count(len(view.rules), "rule"))
+    flags.append(count(len(view.rules), "rule"))
     return f"{view.position}. {view.name!r} ({', '.join(flags)})"
 
 
@@ -498,10 +482,10 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             parts = []
             for view in views:
                 text = (
-                    f"{view.context} {_state(view.enabled)}, {_count(len(view.filters), 'filter')}"
+                    f"{view.context} {_state(view.enabled)}, {count(len(view.filters), 'filter')}"
                 )
                 if view.digest_minutes or view.digest_count:
-                    text += f", {_digest_text(view)}"
+                    text += f", digest {digest_policy(view)}"
                 if view.destinations:
                     shown = ", ".join(_destination_text(d, private) for d in view.destinations)
                     text += f", to {shown}"
@@ -743,7 +727,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                 minutes, count = 0, 0
             with self.plugin.unit(irc, msg) as (session, actor):
                 view = preferences.set_digest(session, actor, context, minutes, count)
-            irc.reply(f"{view.context}: {_digest_text(view)}.")
+            irc.reply(f"{view.context}: digest {digest_policy(view)}.")
 
         @fmn_command([])
         def templates(self, irc: Any, msg: Any, args: list[str]) -> None:
@@ -756,9 +740,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             if not views:
                 raise callbacks.Error("There are no templates here.")
             irc.reply(
-                "; ".join(
-                    f"{v.name}: {v.title} ({_count(len(v.filters), 'filter')})" for v in views
-                )
+                "; ".join(f"{v.name}: {v.title} ({count(len(v.filters), 'filter')})" for v in views)
                 + ". fmn use-template <template> <context> copies one."
             )
 

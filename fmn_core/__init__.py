@@ -13,6 +13,7 @@ from . import (
     db,
     destinations,
     errors,
+    filters,
     matcher,
     messages,
     models,
@@ -25,9 +26,10 @@ from . import (
     schema,
     templates,
     text,
+    wording,
 )
 from .config import CONTEXTS, Config, load_config
-from .db import Database, config_of
+from .db import Database, catalog_of, config_of
 from .errors import (
     AlreadyExists,
     ConfigError,
@@ -76,6 +78,7 @@ __all__ = [
     "UserError",
     "accounts",
     "catalog",
+    "catalog_of",
     "config",
     "config_of",
     "db",
@@ -83,6 +86,7 @@ __all__ = [
     "destinations",
     "errors",
     "facts_of",
+    "filters",
     "load_config",
     "load_message",
     "matcher",
@@ -98,4 +102,5 @@ __all__ = [
     "schema",
     "templates",
     "text",
+    "wording",
 ]

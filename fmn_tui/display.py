@@ -17,7 +17,6 @@ __all__ = [
     "OFF",
     "ON",
     "destination_status",
-    "digest_text",
     "main_destination",
     "plain",
     "shorten",
@@ -43,18 +42,6 @@ def when(moment: dt.datetime | None) -> str:
     if moment is None:
         return "—"
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def digest_text(view: ContextView) -> str:
-    """The digest policy in a few characters: "off", "every 60m", "60m or 10"."""
-    minutes, count = view.digest_minutes, view.digest_count
-    if not minutes and not count:
-        return "off"
-    if minutes and count:
-        return f"{minutes}m or {count}"
-    if minutes:
-        return f"every {minutes}m"
-    return f"after {count}"
 
 
 def destination_status(destination: DestinationView | None) -> str:

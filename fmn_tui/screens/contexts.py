@@ -15,8 +15,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
 from fmn_core.preferences import ContextView
+from fmn_core.wording import count, digest_policy
 
-from ..display import OFF, ON, destination_status, digest_text, main_destination, plain, when
+from ..display import OFF, ON, destination_status, main_destination, plain, when
 from ..widgets.view_table import Cell, ViewTable
 from ._base import CoreScreen
 
@@ -82,7 +83,7 @@ class ContextsScreen(CoreScreen[Overview, None]):
                 ON if context.enabled else OFF,
                 plain(destination.masked if destination else "—"),
                 destination_status(destination),
-                digest_text(context),
+                digest_policy(context, compact=True),
                 str(len(context.filters)),
                 str(view.recent.get(context.context, 0)),
             ]
@@ -121,15 +122,13 @@ class ContextsScreen(CoreScreen[Overview, None]):
         text = Text()
         text.append(view.context, style="bold")
         text.append(f" — {'enabled' if view.enabled else 'disabled'}, ")
-        count = len(view.filters)
-        text.append(f"{count} filter{'s' if count != 1 else ''}, digest {digest_text(view)}\n")
+        text.append(f"{count(len(view.filters), 'filter')}, digest {digest_policy(view)}\n")
         if not view.filters:
             text.append("No filters yet: press f to add one, or t to start from a template.\n")
         for item in view.filters:
             text.append(f"  {'✓' if item.active else '✗'} ")
             text.append(item.name)
-            rules = len(item.rules)
-            text.append(f"  ({rules} rule{'s' if rules != 1 else ''})\n", style="dim")
+            text.append(f"  ({count(len(item.rules), 'rule')})\n", style="dim")
         if not any(d.confirmed for d in view.destinations):
             text.append("No confirmed destination: press d to set one.\n")
         detail.update(text)

@@ -16,8 +16,8 @@ from textual.widgets import Button, Footer, Header, Input, Label, Static
 from fmn_core import preferences
 from fmn_core.errors import UserError
 from fmn_core.preferences import ContextView
+from fmn_core.wording import digest_policy
 
-from ..display import digest_text
 from ._base import CoreScreen
 
 __all__ = ["DigestScreen"]
@@ -73,7 +73,7 @@ class DigestScreen(CoreScreen[ContextView, None]):
     def show(self, view: ContextView) -> None:
         heading = Text()
         heading.append(f"Digest of {view.context}", style="bold")
-        heading.append(f" — now: {digest_text(view)}")
+        heading.append(f" — now: {digest_policy(view)}")
         self.query_one("#heading", Static).update(heading)
         if not self.filled:
             self.filled = True
@@ -107,7 +107,7 @@ class DigestScreen(CoreScreen[ContextView, None]):
             self._inline("")
             self.query_one("#minutes", Input).value = str(view.digest_minutes)
             self.query_one("#count", Input).value = str(view.digest_count)
-            self.notify(f"{context}: digest {digest_text(view)}.", markup=False)
+            self.notify(f"{context}: digest {digest_policy(view)}.", markup=False)
 
         def refused(error: UserError) -> bool:
             self._inline(str(error))

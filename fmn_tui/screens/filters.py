@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
 from fmn_core.preferences import ContextView, FilterView
+from fmn_core.wording import count
 
 from ..display import destination_status, main_destination, plain, shorten
 from ..widgets.validators import FilterNameValidator
@@ -218,7 +219,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         item = self.selected
         if item is None:
             return
-        context, name, count = self.context, item.name, len(item.rules)
+        context, name, rules = self.context, item.name, len(item.rules)
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -231,8 +232,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Delete the filter “{name}” and its {count} rule{'s' if count != 1 else ''}? "
-                "This can't be undone.",
+                f"Delete the filter “{name}” ({count(rules, 'rule')})? This can't be undone.",
                 yes="Delete",
             ),
             answered,

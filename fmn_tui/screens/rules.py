@@ -19,6 +19,7 @@ from textual.worker import get_current_worker
 
 from fmn_core.errors import UserError
 from fmn_core.preferences import FilterView, RuleView
+from fmn_core.wording import count
 
 from ..display import plain
 from ..draft import FilterDraft, Step
@@ -100,9 +101,8 @@ class RulesScreen(CoreScreen[FilterView, None]):
         if self.draft.is_new:
             message = "● New filter, not saved yet: ctrl+s saves it, p previews it."
         elif self.draft.dirty:
-            count = len(self.draft.steps)
             message = (
-                f"● {count} unsaved change{'s' if count != 1 else ''}: "
+                f"● {count(len(self.draft.steps), 'unsaved change')}: "
                 "ctrl+s saves, ctrl+z undoes, p previews."
             )
         else:

@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 
 from fmn_core import preferences
 from fmn_core.preferences import FilterView, TemplateView
+from fmn_core.wording import count
 
 from ._base import CoreScreen
 from .confirm import ConfirmScreen
@@ -26,10 +27,6 @@ def _rule_text(rule: dict[str, Any]) -> str:
     arguments = " ".join(f"{k}={v}" for k, v in sorted(dict(rule.get("args") or {}).items()))
     words = ("not" if rule.get("negated") else "", str(rule.get("rule", "")), arguments)
     return " ".join(word for word in words if word)
-
-
-def _count(filters: int) -> str:
-    return f"{filters} filter{'s' if filters != 1 else ''}"
 
 
 def describe_template(template: TemplateView) -> Text:
@@ -82,7 +79,9 @@ class TemplatesScreen(CoreScreen[list[TemplateView], None]):
         options = self.query_one("#templates", OptionList)
         index = options.highlighted or 0
         options.set_options(
-            Option(Text.assemble((t.title, "bold"), f"  {_count(len(t.filters))}"), id=t.name)
+            Option(
+                Text.assemble((t.title, "bold"), f"  {count(len(t.filters), 'filter')}"), id=t.name
+            )
             for t in view
         )
         if view:

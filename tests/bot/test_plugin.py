@@ -308,11 +308,11 @@ class CommandCases(_Cases):
 
     def test_digest_set_and_off(self) -> None:
         self.assertResponse(
-            "fmn digest email 60 10", "email: digest every 60 min or after 10 notifications."
+            "fmn digest email 60 10", "email: digest every 60 minutes or after 10 notifications."
         )
-        self.assertRegexp("fmn contexts", r"email on, no filters, digest every 60 min or after 10")
+        self.assertRegexp("fmn contexts", r"email on, no filters, digest every 60 minutes or after 10")
         self.assertResponse("fmn digest email 0 5", "email: digest after 5 notifications.")
-        self.assertResponse("fmn digest email off", "email: no digest.")
+        self.assertResponse("fmn digest email off", "email: digest off.")
         self.assertRegexp(
             "fmn digest email soon", r"^Error: 'soon' is neither a number of minutes nor 'off'"
         )

@@ -19,7 +19,7 @@ async def test_digest_save_refuse_and_turn_off(profile: Core, make_app):
         assert (minutes.value, count.value) == ("60", "10")
         await pilot.press("ctrl+a", "ctrl+k", "3", "0", "tab", "ctrl+a", "ctrl+k", "5", "ctrl+s")
         await settle(pilot)
-        assert "30m or 5" in text_of(app, "#heading")
+        assert "every 30 minutes or after 5 notifications" in text_of(app, "#heading")
         context = profile(preferences.get_context, "email")
         assert (context.digest_minutes, context.digest_count) == (30, 5)
         # Core decides the range; its sentence shows under the fields, nothing changes.

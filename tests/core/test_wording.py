@@ -1,0 +1,43 @@
+"""fmn_core.wording: the words the bot and the TUI both use for the same facts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmn_core.preferences import ContextView
+from fmn_core.wording import count, digest_policy
+
+
+@pytest.mark.parametrize(
+    ("number", "noun", "plural", "words"),
+    [
+        (0, "filter", None, "no filters"),
+        (1, "filter", None, "1 filter"),
+        (2, "filter", None, "2 filters"),
+        (1, "address", "addresses", "1 address"),
+        (12, "address", "addresses", "12 addresses"),
+        (0, "address", "addresses", "no addresses"),
+    ],
+)
+def test_count_words_numbers_of_things(
+    number: int, noun: str, plural: str | None, words: str
+) -> None:
+    assert count(number, noun, plural) == words
+
+
+@pytest.mark.parametrize(
+    ("minutes", "notifications", "words", "compact"),
+    [
+        (0, 0, "off", "off"),
+        (60, 10, "every 60 minutes or after 10 notifications", "60m or 10"),
+        (60, 0, "every 60 minutes", "every 60m"),
+        (0, 5, "after 5 notifications", "after 5"),
+        (1, 1, "every 1 minute or after 1 notification", "1m or 1"),
+    ],
+)
+def test_digest_policy_words_a_context_view(
+    minutes: int, notifications: int, words: str, compact: str
+) -> None:
+    view = ContextView("email", True, minutes, notifications, (), (), None)
+    assert digest_policy(view) == words
+    assert digest_policy(view, compact=True) == compact
