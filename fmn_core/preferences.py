@@ -426,7 +426,7 @@ def _catalog_near(row: Filter | Preference) -> Catalog:
 
 
 def _filter_view(context: str, filter_: Filter, catalog: Catalog | None = None) -> FilterView:
-    catalog = catalog or _catalog_near(filter_)
+    catalog = catalog if catalog is not None else _catalog_near(filter_)
     rules = tuple(
         _rule_view(number, rule, catalog)
         for number, rule in enumerate(_ordered_rules(filter_), start=1)
