@@ -310,7 +310,9 @@ class CommandCases(_Cases):
         self.assertResponse(
             "fmn digest email 60 10", "email: digest every 60 minutes or after 10 notifications."
         )
-        self.assertRegexp("fmn contexts", r"email on, no filters, digest every 60 minutes or after 10")
+        self.assertRegexp(
+            "fmn contexts", r"email on, no filters, digest every 60 minutes or after 10 notif"
+        )
         self.assertResponse("fmn digest email 0 5", "email: digest after 5 notifications.")
         self.assertResponse("fmn digest email off", "email: digest off.")
         self.assertRegexp(
