@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from fmn_core.config import Config
@@ -422,7 +422,7 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-def _engine_for(url: str) -> Any:
+def _engine_for(url: str) -> Engine:
     # A bounded connect time, so start-up and retries notice an unreachable host.
     if make_url(url).get_backend_name() == "postgresql":
         return make_engine(url, connect_args={"connect_timeout": 10})
