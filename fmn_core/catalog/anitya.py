@@ -7,13 +7,13 @@ from ..rules import IndexHint, Parameter, RuleContext, rule
 from .hints import FEDORA, RANK_PACKAGE, RANK_TOPIC, in_topics, owned_by_me, topics
 from .reading import body_text, owns_any
 
-#: release-monitoring.org; before fedora-messaging it published under FEDORA.
-_ANITYA = ("org.release-monitoring.prod.", "org.release-monitoring.stg.", *FEDORA)
-
 __all__ = [
     "anitya_new_release",
     "anitya_new_release_for_my_packages",
 ]
+
+#: release-monitoring.org; before fedora-messaging it published under FEDORA.
+_ANITYA = ("org.release-monitoring.prod.", "org.release-monitoring.stg.", *FEDORA)
 
 
 _ANITYA_RELEASE = topics(

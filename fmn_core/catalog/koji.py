@@ -10,9 +10,6 @@ from ..rules import IndexHint, Parameter, RuleContext, rule
 from .hints import FEDORA, RANK_TOPIC, in_topics, topics
 from .reading import body_get, body_integer, body_text
 
-#: Koji instances publishing the koji-fedoramessaging schema (CentOS's too).
-_KOJI = (*FEDORA, "org.centos.prod.", "org.centos.stg.")
-
 __all__ = [
     "KOJI_BUILD_STATES",
     "koji_build_completed",
@@ -21,6 +18,9 @@ __all__ = [
     "koji_build_tagged",
     "koji_scratch_build",
 ]
+
+#: Koji instances publishing the koji-fedoramessaging schema (CentOS's too).
+_KOJI = (*FEDORA, "org.centos.prod.", "org.centos.stg.")
 
 
 _KOJI_BUILD = topics(_KOJI, "buildsys.build.state.change")

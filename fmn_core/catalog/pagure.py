@@ -18,9 +18,6 @@ from .hints import (
 )
 from .reading import body_get, body_text, owns_any
 
-#: pagure.io, besides src.fedoraproject.org (dist-git), which publishes under FEDORA.
-_PAGURE = (*FEDORA, "io.pagure.prod.", "io.pagure.stg.")
-
 __all__ = [
     "PROJECT",
     "distgit_pr_on_my_packages",
@@ -29,6 +26,9 @@ __all__ = [
     "pagure_issue_on_project",
     "pagure_pr_on_project",
 ]
+
+#: pagure.io, besides src.fedoraproject.org (dist-git), which publishes under FEDORA.
+_PAGURE = (*FEDORA, "io.pagure.prod.", "io.pagure.stg.")
 
 
 _PR_EVENTS = (
