@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
-from .accounts import check_account_name
+from .accounts import check_account_name, directory_of, irc_fold
 from .config import Config
 from .db import config_of
 from .destinations import (
@@ -52,6 +52,7 @@ from .errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    UnknownAccount,
     UnknownContext,
     UnknownRule,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "mute",
     "pending_confirmation_codes",
     "preview",
+    "profile_addresses",
     "recent_notifications",
     "remove_destination",
     "remove_filter",
@@ -141,10 +143,16 @@ MAX_MUTE = dt.timedelta(days=366)
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting: the account the front end authenticated, and whether it is an admin."""
+    """Who is acting: the account the front end authenticated, and whether it is an admin.
+
+    ``irc_account`` is the IRC services account the bot saw the actor identified
+    as in this command (mapped to ``name`` through the directory): an IRC
+    destination equal to it is proven without a code.
+    """
 
     name: str
     is_admin: bool = False
+    irc_account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -306,9 +314,15 @@ def _find_user(session: Session, name: str) -> User | None:
 
 
 def _user_for_write(session: Session, name: str) -> User:
-    """The user row, created on first use (queried first: no IntegrityError races here)."""
+    """The user row, created on first use (queried first: no IntegrityError races here).
+
+    Only for an account the directory knows: preferences for a name nobody holds
+    would collect notifications for whoever registers it later.
+    """
     user = _find_user(session, name)
     if user is None:
+        if not directory_of(session).exists(name):
+            raise UnknownAccount(name)
         user = User(name=name, confirm_failures=0)
         session.add(user)
         session.flush()
@@ -840,6 +854,7 @@ def set_destination(
     now = utcnow()
     preference = _find_preference(session, _find_user(session, target), context)
     existing = [] if preference is None else list(preference.destinations)
+    verified = not feed and _verified_address(session, actor, target, context, normalized)
     for destination in existing:
         if destination.address != normalized:
             continue
@@ -848,6 +863,10 @@ def set_destination(
                 f"{mask_address(context, normalized)} is already a confirmed destination for "
                 f"{context}."
             )
+        if verified:
+            destination.confirmed, destination.confirmation = True, None
+            _changed(session, destination.preference.user, "destination")
+            return PendingConfirmation(_destination_view(context, destination), None)
         if destination.confirmation is None:
             # Imported or hand-made rows may lack one; start a fresh confirmation.
             fresh, values = _new_confirmation(config, now)
@@ -869,10 +888,10 @@ def set_destination(
     row = _user_for_write(session, target)
     preference = _preference_for_write(session, row, context)
     destination = Destination(
-        preference=preference, address=normalized, confirmed=feed, created_at=now
+        preference=preference, address=normalized, confirmed=feed or verified, created_at=now
     )
     code: str | None = None
-    if not feed:
+    if not (feed or verified):
         code, values = _new_confirmation(config, now)
         destination.confirmation = Confirmation(**values)
     session.add(destination)
@@ -881,6 +900,44 @@ def set_destination(
         "user %s added %s destination %s", row.name, context, mask_address(context, normalized)
     )
     return PendingConfirmation(_destination_view(context, destination), code)
+
+
+def _verified_address(
+    session: Session, actor: Actor, target: str, context: str, address: str
+) -> bool:
+    """Whether Fedora Accounts already proves this address is the target's, so no code.
+
+    An email listed in the target's profile (Fedora Accounts verifies emails
+    before storing them); an IRC nick that is the services account the actor is
+    identified as right now, when it acts for itself (a profile can name any
+    nick, so a profile nick alone proves nothing).
+    """
+    if context == "email":
+        profile = directory_of(session).profile(target)
+        listed = {e.strip().lower() for e in profile.emails} if profile is not None else set()
+        return address.strip().lower() in listed
+    if context == "irc":
+        return (
+            actor.irc_account is not None
+            and target == actor.name
+            and irc_fold(actor.irc_account) == irc_fold(address)
+        )
+    return False
+
+
+def profile_addresses(
+    session: Session, actor: Actor, *, user: str | None = None
+) -> dict[str, tuple[str, ...]]:
+    """The addresses the account's profile offers, by context (``email``; ``irc`` for the
+    actor's own IRC account): setting one needs no confirmation code."""
+    target = _target(actor, user)
+    profile = directory_of(session).profile(target)
+    offered: dict[str, tuple[str, ...]] = {}
+    if profile is not None and profile.emails:
+        offered["email"] = profile.emails
+    if actor.irc_account is not None and target == actor.name:
+        offered["irc"] = (actor.irc_account,)
+    return offered
 
 
 def resend_confirmation(
