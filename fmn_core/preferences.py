@@ -914,8 +914,8 @@ def _verified_address(
     """
     if context == "email":
         profile = directory_of(session).profile(target)
-        listed = {e.strip().lower() for e in profile.emails} if profile is not None else set()
-        return address.strip().lower() in listed
+        listed = {_email_key(e) for e in profile.emails} if profile is not None else set()
+        return _email_key(address) in listed
     if context == "irc":
         return (
             actor.irc_account is not None
@@ -923,6 +923,12 @@ def _verified_address(
             and irc_fold(actor.irc_account) == irc_fold(address)
         )
     return False
+
+
+def _email_key(address: str) -> str:
+    # Domains are case-insensitive; local parts may not be, so they must match exactly.
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
 
 
 def profile_addresses(
