@@ -786,3 +786,43 @@ def not_from_bot(message: MessageFacts, context: RuleContext) -> bool:
 def topic_contains(message: MessageFacts, context: RuleContext, text: str) -> bool:
     """Messages whose topic contains this text (case-sensitive, like topics)."""
     return text in message.topic
+
+
+# =============================================================================
+# Group membership rules (identity). One block, to be moved into the catalog
+# package as it is: the rules read the account directory through
+# ``RuleContext.membership`` (the groups the filter's owner is in), which the
+# daemon refreshes from Fedora Accounts' bus messages.
+# =============================================================================
+
+
+def _my_groups(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
+    return context.membership.groups_of(context.owner)
+
+
+def _my_groups_packages(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
+    packages: set[str] = set()
+    for group in context.membership.groups_of(context.owner):
+        packages |= context.ownership.packages_of("@" + group)
+    return frozenset(packages)
+
+
+@rule(
+    "Package owned by my groups",
+    hint=IndexHint("package", _my_groups_packages, _RANK_PACKAGE),
+)
+def package_owned_by_my_groups(message: MessageFacts, context: RuleContext) -> bool:
+    """Messages about a package that a Fedora group you are a member of maintains in
+    dist-git; it follows your memberships as Fedora Accounts announces them."""
+    if not message.packages:
+        return False
+    groups = {"@" + g for g in context.membership.groups_of(context.owner)}
+    return any(not groups.isdisjoint(context.ownership.owners_of(p)) for p in message.packages)
+
+
+@rule("Group I am in involved", hint=IndexHint("group", _my_groups, _RANK_GROUP))
+def member_of_group_involved(message: MessageFacts, context: RuleContext) -> bool:
+    """Messages that name a Fedora group you are a member of."""
+    if not message.groups:
+        return False
+    return not context.membership.groups_of(context.owner).isdisjoint(message.groups)
