@@ -354,7 +354,8 @@ class Fas2Directory:
         return Profile(name, (email,) if isinstance(email, str) and email else (), irc)
 
     def profiles_listing_irc(self, account: str) -> list[Profile]:
-        """FAS2 offers no search by IRC nick: nobody maps (use ``bot.identity = "services-account"``)."""
+        """FAS2 has no search by IRC nick, so nobody maps here (such deployments set
+        ``bot.identity = "services-account"``)."""
         return []
 
     def forget(self, accounts: Iterable[str] = (), groups: Iterable[str] = ()) -> None:

@@ -29,6 +29,7 @@ a remembered answer, however old, is used rather than failing; with none,
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -206,9 +207,12 @@ class FasjsonDirectory:
         found: dict[str, Profile] = {}
         for query in queries:
             for user in self._pages("search/users/", query):
-                if isinstance(user, Mapping) and isinstance(user.get("username"), str):
-                    if user.get("locked") is not True:
-                        found[user["username"]] = _profile(user)
+                if (
+                    isinstance(user, Mapping)
+                    and isinstance(user.get("username"), str)
+                    and user.get("locked") is not True
+                ):
+                    found[user["username"]] = _profile(user)
         return list(found.values())
 
     def _pages(
@@ -306,14 +310,14 @@ def _auth(kind: str) -> Any:
         raise ConfigError("accounts.fasjson_auth", f"{kind!r} is not one of ['gssapi', 'none']")
     try:
         # Imported here: Kerberos is optional, and only this mode needs it.
-        from requests_gssapi import OPTIONAL, HTTPSPNEGOAuth
+        gssapi = importlib.import_module("requests_gssapi")
     except ImportError as exc:
         raise ConfigError(
             "accounts.fasjson_auth",
             "'gssapi' needs requests-gssapi, which is not installed; install fmn[fasjson] "
             "(and give fmn a Kerberos keytab), or use 'none' for a service that needs no login",
         ) from exc
-    return HTTPSPNEGOAuth(mutual_authentication=OPTIONAL)
+    return gssapi.HTTPSPNEGOAuth(mutual_authentication=gssapi.OPTIONAL)
 
 
 def _valid(name: object) -> bool:

@@ -164,7 +164,7 @@ class FasjsonServer:
 
 def _handler(state: FasjsonServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             state.requests.append(self.path)
             if state.failing is not None:
                 status, body = state.failing, {"message": "Service unavailable"}

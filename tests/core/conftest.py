@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from fasjson_server import FasjsonServer, running_fasjson
 
 from fmn_core.errors import MalformedMessage

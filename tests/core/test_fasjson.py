@@ -113,12 +113,12 @@ def test_fasjson_directory_uses_old_answers_during_an_outage(fasjson: FasjsonSer
 def test_fasjson_directory_reports_refusals_and_garbage(fasjson: FasjsonServer,
                                                         closed_port: int) -> None:
     fasjson.failing = 401
-    with pytest.raises(ConfigError, match="accounts.fasjson_auth"):
+    with pytest.raises(ConfigError, match=r"accounts\.fasjson_auth"):
         _directory(fasjson).exists("alice")
     fasjson.failing = None
     with pytest.raises(AccountDirectoryUnavailable, match="ConnectionError"):
         FasjsonDirectory(f"http://127.0.0.1:{closed_port}", auth="none").exists("alice")
-    with pytest.raises(ConfigError, match="accounts.fasjson_url"):
+    with pytest.raises(ConfigError, match=r"accounts\.fasjson_url"):
         FasjsonDirectory("ftp://example.org", auth="none")
 
 

@@ -25,7 +25,8 @@ def _config(tmp_path: Path, server: FasjsonServer) -> Path:
     path = tmp_path / "fmn.toml"
     path.write_text(
         f'database_url = "sqlite:///{tmp_path / "fmn.sqlite"}"\nadmin_group = "fmn-admins"\n'
-        f'[accounts]\nprovider = "fasjson"\nfasjson_url = "{server.url}"\nfasjson_auth = "none"\ncache_seconds = 0\n'
+        f'[accounts]\nprovider = "fasjson"\nfasjson_url = "{server.url}"\n'
+        'fasjson_auth = "none"\ncache_seconds = 0\n'
     )
     return path
 
@@ -42,10 +43,10 @@ def test_cli_admins_come_from_the_admin_group(tmp_path: Path, fasjson: FasjsonSe
     fasjson.add_user(ME)
     config = _config(tmp_path, fasjson)
     args = cli._parser().parse_args(["--config", str(config)])
-    _config_, account = cli._start(args)
+    _, account = cli._start(args)
     account.database.dispose()
     assert (account.actor.name, account.actor.is_admin) == (ME, False)
     fasjson.set_groups("fmn-admins", [ME])
-    _config_, account = cli._start(cli._parser().parse_args(["--config", str(config)]))
+    _, account = cli._start(cli._parser().parse_args(["--config", str(config)]))
     account.database.dispose()
     assert account.actor.is_admin
