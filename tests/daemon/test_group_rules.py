@@ -7,23 +7,31 @@ the matcher see a membership change.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fasjson_server import FasjsonServer, running_fasjson
 from fedora_messaging import message as fm_message
 from koschei_messages.package import PackageStateChange
 from noggin_messages import MemberRemovedV1, MemberSponsorV1
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from fmn_core.config import AccountsConfig, Config
 from fmn_core.db import Database
 from fmn_core.fasjson import FasjsonDirectory
 from fmn_core.matcher import Matcher
-from fmn_core.models import Notification, User
+from fmn_core.models import Message, Notification, User
 from fmn_core.ownership import OwnershipCache
+from fmn_core.schema import upgrade
+from fmn_daemon.consumer import Consumer, load_broker_settings
 from fmn_daemon.ingest import ingest_batch
+from fmn_daemon.metrics import Metrics
 
+from .conftest import RabbitMQ, publish
 from .test_ingest import add_filter
 
 PROD = "org.fedoraproject.prod."
@@ -114,3 +122,64 @@ def test_group_rules_follow_membership_messages(db: Database, fasjson: FasjsonSe
     assert _received(db, "bob", gone) == []
     assert _received(db, "alice", ingest(_removed("alice", "python-sig"),
                                          _sponsored("carol", "python-sig"))) == []
+
+
+@pytest.mark.rabbitmq
+def test_consumer_follows_membership_announced_on_the_bus(
+    tmp_path: Path, rabbitmq: RabbitMQ, fasjson: FasjsonServer
+) -> None:
+    """The running consumer, RabbitMQ and FASJSON: a sponsorship on the bus makes the
+    next message about the group reach the new member; a removal stops it."""
+    url = f"sqlite:///{tmp_path / 'consumer.sqlite'}"
+    upgrade(url)
+    accounts = AccountsConfig(
+        provider="fasjson", fasjson_url=fasjson.url, fasjson_auth="none", cache_seconds=3600
+    )
+    database = Database(Config(database_url=url, accounts=accounts))
+    with database.begin() as session:
+        add_filter(session, "alice", [("member_of_group_involved", {})], name="groups")
+    consumer = Consumer(database, load_broker_settings(rabbitmq.config_path), Metrics(),
+                        backoff_initial=0.1, backoff_max=0.5)
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    try:
+        consumer.load_matcher()
+        consumer.connect()
+        thread.start()
+
+        def settle(*messages: fm_message.Message) -> list[fm_message.Message]:
+            publish(rabbitmq, list(messages))
+            _wait(lambda: _stored(database, messages))
+            return list(messages)
+
+        fasjson.set_groups("python-sig", ["carol", "alice"])  # not announced yet
+        quiet = settle(_sponsored("carol", "python-sig"))
+        assert _received(database, "alice", quiet) == []
+        announced = settle(_sponsored("alice", "python-sig"))
+        later = settle(_sponsored("bob", "python-sig"))
+        assert _received(database, "alice", announced + later) == [announced[0].id, later[0].id]
+        fasjson.set_groups("python-sig", ["carol", "bob"])
+        settle(_removed("alice", "python-sig"))
+        after = settle(_sponsored("dave", "python-sig"))
+        assert _received(database, "alice", after) == []
+    finally:
+        stop.set()
+        thread.join(15)
+        database.dispose()
+    assert not thread.is_alive()
+
+
+def _stored(database: Database, messages: tuple[fm_message.Message, ...]) -> bool:
+    with database.begin() as session:
+        found = session.scalar(
+            select(func.count()).select_from(Message)
+            .where(Message.id.in_([m.id for m in messages]))
+        )
+    return found == len(messages)
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
