@@ -8,6 +8,7 @@ mapping by name would hand alice's IRC identity wonderland's preferences.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from contextlib import ExitStack
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from fmn_bot.plugin import DIRECTORY_DOWN
 from fmn_core import preferences
-from fmn_core.models import Destination, User
+from fmn_core.models import Destination, NotificationState, User, utcnow
 
 from . import conftest
 
@@ -44,7 +45,7 @@ class DirectoryCase(conftest.FmnCase):
         self.fmn_toml = (
             'admins = ["mallory"]\nadmin_group = "fmn-admins"\n'
             f'[accounts]\nprovider = "fasjson"\nfasjson_url = "{self.fasjson.url}"\n'
-            'fasjson_auth = "none"\ncache_seconds = 0\n'
+            'fasjson_auth = "none"\ncache_seconds = 0\n[bot]\nlines_per_second = 200.0\n'
         )
         try:
             super().setUp()
@@ -164,3 +165,32 @@ class TestProfileAddresses(DirectoryCase):
         self.assertRegexp(
             "fmn set-address irc wonderland", r"sending a confirmation code", private=True
         )
+
+
+class TestDeliveryHolder(DirectoryCase):
+    """IRC delivery goes to a nick only while a services account that maps to the
+    destination's owner holds it."""
+
+    def test_nick_held_by_an_account_named_like_the_user_gets_nothing(self) -> None:
+        self.confirm_irc("alice", "alice_")
+        ids = self.add_notifications("alice", ["rnv"])
+        # An impostor registered the IRC account "alice": not in alice's profile.
+        self.irc.feedMsg(
+            ircmsgs.IrcMsg(prefix="alice_!x@impostor.example", command="ACCOUNT", args=("alice",))
+        )
+        report, sent = self.deliver_round(online=["alice_"])
+        assert sent == [] and report.postponed == 1
+        assert self.plugin.fedora_name("alice") == ""
+        self.irc.feedMsg(
+            ircmsgs.IrcMsg(prefix="alice_!x@users.example.org", command="ACCOUNT",
+                           args=("Alice_W",))
+        )
+        report, sent = self.deliver_round(online=["alice_"], now=utcnow() + dt.timedelta(minutes=2))
+        assert len(sent) == 1
+        assert self.outbox_rows(ids)[0].state == NotificationState.SENT.value
+
+    def test_holder_is_unknown_while_the_directory_is_down(self) -> None:
+        self.fasjson.failing = 503
+        assert self.plugin.fedora_name("Alice_W") is None
+        self.fasjson.failing = None
+        assert self.plugin.fedora_name("Alice_W") == "alice"
