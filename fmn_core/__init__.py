@@ -13,6 +13,7 @@ from . import (
     db,
     destinations,
     errors,
+    fasjson,
     matcher,
     messages,
     models,
@@ -29,7 +30,9 @@ from . import (
 from .config import CONTEXTS, Config, load_config
 from .db import Database, config_of
 from .errors import (
+    AccountDirectoryUnavailable,
     AlreadyExists,
+    AmbiguousChatAccount,
     ConfigError,
     ConfirmationFailed,
     FmnError,
@@ -41,8 +44,10 @@ from .errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    UnknownAccount,
     UnknownContext,
     UnknownRule,
+    UnmappedChatAccount,
     UserError,
 )
 from .matcher import Matcher, Recipient
@@ -52,8 +57,10 @@ from .rules import Catalog, RuleContext, RuleSpec, default_catalog
 
 __all__ = [
     "CONTEXTS",
+    "AccountDirectoryUnavailable",
     "Actor",
     "AlreadyExists",
+    "AmbiguousChatAccount",
     "Catalog",
     "Config",
     "ConfigError",
@@ -73,8 +80,10 @@ __all__ = [
     "Recipient",
     "RuleContext",
     "RuleSpec",
+    "UnknownAccount",
     "UnknownContext",
     "UnknownRule",
+    "UnmappedChatAccount",
     "UserError",
     "accounts",
     "catalog",
@@ -85,6 +94,7 @@ __all__ = [
     "destinations",
     "errors",
     "facts_of",
+    "fasjson",
     "load_config",
     "load_message",
     "matcher",
