@@ -56,6 +56,9 @@ MAX_PAGES = 200
 PAGE_SIZE = 40
 #: FASJSON refuses substring searches shorter than this.
 MIN_SEARCH = 3
+#: After FASJSON failed to answer, how long questions fail at once instead of each
+#: waiting for its own timeout (the matcher asks inside the consumer's loop).
+RETRY_AFTER_SECONDS = 30.0
 
 _MISSING = object()
 #: Fedora group names: like account names, and some older ones hold "_" or ".".
@@ -117,6 +120,9 @@ class FasjsonDirectory:
         self._cache = _Cache(cache_seconds)
         # requests' Session is not documented as thread-safe: one per thread.
         self._local = threading.local()
+        #: monotonic time before which FASJSON is not asked again, and why.
+        self._down_until = 0.0
+        self._down_why = ""
 
     def __repr__(self) -> str:
         return f"FasjsonDirectory({self.base_url!r})"
@@ -292,7 +298,14 @@ class FasjsonDirectory:
         if found is not _MISSING:
             return found
         try:
-            value = ask()
+            if time.monotonic() < self._down_until:
+                raise AccountDirectoryUnavailable(self.base_url, self._down_why)
+            try:
+                value = ask()
+            except AccountDirectoryUnavailable as exc:
+                self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+                self._down_why = f"{exc.problem} (not asked again for {RETRY_AFTER_SECONDS:.0f}s)"
+                raise
         except AccountDirectoryUnavailable as exc:
             old = self._cache.stale(key)
             if old is _MISSING:

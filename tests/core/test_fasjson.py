@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fasjson_server import FasjsonServer
 
@@ -24,6 +26,7 @@ from fmn_core.errors import (
     UnknownAccount,
     UnmappedChatAccount,
 )
+from fmn_core import fasjson as fasjson_module
 from fmn_core.fasjson import FasjsonDirectory
 from fmn_core.messages import MessageFacts
 
@@ -99,15 +102,27 @@ def test_fasjson_directory_expires_answers(fasjson: FasjsonServer) -> None:
     assert not directory.exists("alice")
 
 
-def test_fasjson_directory_uses_old_answers_during_an_outage(fasjson: FasjsonServer) -> None:
+def test_fasjson_directory_uses_old_answers_during_an_outage(
+    fasjson: FasjsonServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fasjson.add_user("alice")
     fasjson.set_groups("infra", ["alice"])
     directory = _directory(fasjson, cache_seconds=0)
     assert directory.groups_of("alice") == {"infra"}
+    monkeypatch.setattr(fasjson_module, "RETRY_AFTER_SECONDS", 0.3)
     fasjson.failing = 503
     assert directory.groups_of("alice") == {"infra"}
+    asked = len(fasjson.requests)
     with pytest.raises(AccountDirectoryUnavailable, match="HTTP 503"):
         directory.exists("bob")
+    # A failure is remembered for a while: nobody waits on FASJSON again meanwhile.
+    fasjson.failing = None
+    with pytest.raises(AccountDirectoryUnavailable, match="not asked again"):
+        directory.exists("bob")
+    assert directory.groups_of("alice") == {"infra"}
+    assert len(fasjson.requests) == asked
+    time.sleep(0.35)
+    assert directory.exists("bob") is False  # asked again, and answered
 
 
 def test_fasjson_directory_reports_refusals_and_garbage(fasjson: FasjsonServer,
