@@ -7,6 +7,7 @@ import time
 import pytest
 from fasjson_server import FasjsonServer
 
+from fmn_core import fasjson as fasjson_module
 from fmn_core.accounts import (
     LocalDirectory,
     Profile,
@@ -26,7 +27,6 @@ from fmn_core.errors import (
     UnknownAccount,
     UnmappedChatAccount,
 )
-from fmn_core import fasjson as fasjson_module
 from fmn_core.fasjson import FasjsonDirectory
 from fmn_core.messages import MessageFacts
 
