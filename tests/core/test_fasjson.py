@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from fasjson_server import FasjsonServer
@@ -19,7 +20,7 @@ from fmn_core.accounts import (
     is_admin,
     parse_chat_nicks,
 )
-from fmn_core.config import AccountsConfig, Config
+from fmn_core.config import AccountsConfig, Config, load_config
 from fmn_core.errors import (
     AccountDirectoryUnavailable,
     AmbiguousChatAccount,
@@ -225,3 +226,31 @@ def test_directory_changes_come_from_account_and_group_messages() -> None:
     assert changes.accounts == {"alice", "admin", "bob", "erin"}
     assert changes.groups == {"infra", "qa"}
     assert not directory_changes([_facts("org.fedoraproject.prod.fas.group.member.apply", {"x"})])
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[accounts]\nprovider = "ldap"\n', "accounts.provider"),
+        ('[accounts]\nfasjson_url = "fasjson.example.org"\n', "accounts.fasjson_url"),
+        ('[accounts]\nfasjson_auth = "kerberos"\n', "accounts.fasjson_auth"),
+        ("[accounts]\ncache_seconds = -1\n", "accounts.cache_seconds"),
+        ("[accounts]\ntimeout_seconds = 0\n", "accounts.timeout_seconds"),
+        ('[bot]\nidentity = "nick"\n', "bot.identity"),
+        ("admin_group = 3\n", "admin_group"),
+    ],
+)
+def test_identity_settings_are_validated(tmp_path: Path, toml: str, key: str) -> None:
+    path = tmp_path / "fmn.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == key
+
+
+def test_identity_defaults_are_safe() -> None:
+    config = Config()
+    assert config.accounts.provider == "local"
+    assert config.bot.identity == "directory"
+    assert config.admin_group == "" and config.admins == ()
+    assert "s3cret" not in repr(AccountsConfig(fas_password="s3cret"))
