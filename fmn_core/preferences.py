@@ -45,6 +45,7 @@ from .destinations import (
     normalize_code,
 )
 from .errors import (
+    AccountDirectoryUnavailable,
     AlreadyExists,
     ConfirmationFailed,
     InvalidArgument,
@@ -880,7 +881,7 @@ def set_destination(
             f"{context} already has {MAX_DESTINATIONS_PER_CONTEXT} destinations; remove one first.",
             argument="address",
         )
-    if not feed and sum(not d.confirmed for d in existing) >= MAX_PENDING_PER_CONTEXT:
+    if not (feed or verified) and sum(not d.confirmed for d in existing) >= MAX_PENDING_PER_CONTEXT:
         raise RateLimited(
             f"{context} already has {MAX_PENDING_PER_CONTEXT} destinations waiting for "
             "confirmation; confirm or remove one first."
@@ -913,7 +914,12 @@ def _verified_address(
     nick, so a profile nick alone proves nothing).
     """
     if context == "email":
-        profile = directory_of(session).profile(target)
+        try:
+            profile = directory_of(session).profile(target)
+        except AccountDirectoryUnavailable as exc:
+            # Not knowing is no proof: the address gets a code, as any other would.
+            log.warning("cannot read %s's profile (%s); the address needs a code", target, exc)
+            return False
         listed = {_email_key(e) for e in profile.emails} if profile is not None else set()
         return _email_key(address) in listed
     if context == "irc":

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from fmn_core import preferences
 from fmn_core.db import Database
-from fmn_core.errors import PermissionDenied, UnknownAccount
+from fmn_core.errors import PermissionDenied, RateLimited, UnknownAccount
 from fmn_core.fasjson import FasjsonDirectory
 from fmn_core.models import User
 from fmn_core.preferences import Actor
@@ -83,3 +83,32 @@ def test_an_admin_sees_the_targets_profile_not_their_own(
         }
         with pytest.raises(PermissionDenied):
             preferences.profile_addresses(session, Actor("root-admin"), user="alice")
+
+
+def test_profile_email_is_set_even_with_codes_pending(
+    db: Database, directory: FasjsonDirectory
+) -> None:
+    alice = Actor("alice")
+    with db.begin() as session:
+        session.info["directory"] = directory
+        for n in range(preferences.MAX_PENDING_PER_CONTEXT):
+            preferences.set_destination(session, alice, "email", f"p{n}@example.org")
+        with pytest.raises(RateLimited):
+            preferences.set_destination(session, alice, "email", "one-more@example.org")
+        verified = preferences.set_destination(session, alice, "email", "alice@example.org")
+    assert verified.destination.confirmed
+
+
+def test_directory_outage_means_a_code_not_a_failure(
+    db: Database, directory: FasjsonDirectory, fasjson: FasjsonServer
+) -> None:
+    alice = Actor("alice")
+    with db.begin() as session:
+        session.info["directory"] = directory
+        preferences.add_filter(session, alice, "email", "f")  # alice's row exists
+    fasjson.failing = 503
+    fresh = FasjsonDirectory(fasjson.url, auth="none")  # nothing remembered
+    with db.begin() as session:
+        session.info["directory"] = fresh
+        pending = preferences.set_destination(session, alice, "email", "alice@example.org")
+    assert not pending.destination.confirmed and pending.code
