@@ -526,6 +526,22 @@ def directory_changes(messages: Iterable[MessageFacts]) -> DirectoryChanges:
     for facts in messages:
         if not isinstance(facts.topic, str) or not _DIRECTORY_TOPIC_RE.search(facts.topic):
             continue
-        accounts.update(n for n in facts.usernames if _is_valid_name(n))
-        groups.update(g for g in facts.groups if isinstance(g, str) and g)
+        # The schema's names first; the body too, for messages without a schema
+        # ({"msg": {"user", "group"}} from Noggin, {"user": {"username"}} from FAS).
+        body: Mapping[str, Any] = facts.body if isinstance(facts.body, Mapping) else {}
+        msg = body.get("msg")
+        inner: Mapping[str, Any] = msg if isinstance(msg, Mapping) else body
+        for name in (*facts.usernames, _named(inner.get("user"), "username")):
+            if name is not None and _is_valid_name(name):
+                accounts.add(name)
+        for group in (*facts.groups, _named(inner.get("group"), "name")):
+            if isinstance(group, str) and 0 < len(group) <= 64:
+                groups.add(group)
     return DirectoryChanges(frozenset(accounts), frozenset(groups))
+
+
+def _named(value: object, key: str) -> str | None:
+    """A name given as a string or as ``{key: name}``."""
+    if isinstance(value, Mapping):
+        value = value.get(key)
+    return value if isinstance(value, str) else None

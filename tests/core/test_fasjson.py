@@ -206,12 +206,15 @@ def test_gssapi_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> N
         FasjsonDirectory("https://fasjson.example.org/", auth="gssapi")
 
 
-def _facts(topic: str, usernames: set[str], groups: set[str] = frozenset()) -> MessageFacts:  # type: ignore[assignment]
+def _facts(
+    topic: str, usernames: set[str], groups: frozenset[str] | set[str] = frozenset(),
+    body: object = None,
+) -> MessageFacts:
     return MessageFacts(
         id="m", topic=topic, app_name="FAS", agent_name=None, usernames=frozenset(usernames),
         packages=frozenset(), groups=frozenset(groups), containers=frozenset(),
-        modules=frozenset(), flatpaks=frozenset(), severity=20, summary="", url=None, body={},
-        headers={}, schema="x",
+        modules=frozenset(), flatpaks=frozenset(), severity=20, summary="", url=None,
+        body=body if body is not None else {}, headers={}, schema="x",
     )
 
 
@@ -225,6 +228,17 @@ def test_directory_changes_come_from_account_and_group_messages() -> None:
     ])
     assert changes.accounts == {"alice", "admin", "bob", "erin"}
     assert changes.groups == {"infra", "qa"}
+    # Without a schema, the body's names (FAS's and Noggin's shapes).
+    legacy = directory_changes([
+        _facts("org.fedoraproject.stg.fas.group.member.remove", set(),
+               body={"agent": {"username": "toshio"}, "group": {"name": "ambassadors"},
+                     "user": {"username": "ralph"}}),
+        _facts("org.fedoraproject.prod.fas.user.update", set(),
+               body={"msg": {"agent": "x", "user": "zoe", "fields": ["ircnicks"]}}),
+        _facts("org.fedoraproject.prod.fas.user.update", set(), body=["not", "a", "mapping"]),
+    ])
+    assert legacy.accounts == {"ralph", "zoe"}
+    assert legacy.groups == {"ambassadors"}
     assert not directory_changes([_facts("org.fedoraproject.prod.fas.group.member.apply", {"x"})])
 
 
