@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from contextlib import ExitStack
 
 import supybot.ircmsgs as ircmsgs
@@ -17,6 +18,7 @@ from fasjson_server import FasjsonServer, running_fasjson
 from sqlalchemy import select
 
 from fmn_bot.plugin import DIRECTORY_DOWN
+from fmn_core import fasjson as fasjson_module
 from fmn_core import preferences
 from fmn_core.models import Destination, NotificationState, User, utcnow
 
@@ -190,7 +192,14 @@ class TestDeliveryHolder(DirectoryCase):
         assert self.outbox_rows(ids)[0].state == NotificationState.SENT.value
 
     def test_holder_is_unknown_while_the_directory_is_down(self) -> None:
-        self.fasjson.failing = 503
-        assert self.plugin.fedora_name("Alice_W") is None
-        self.fasjson.failing = None
-        assert self.plugin.fedora_name("Alice_W") == "alice"
+        retry = fasjson_module.RETRY_AFTER_SECONDS
+        fasjson_module.RETRY_AFTER_SECONDS = 0.3
+        try:
+            self.fasjson.failing = 503
+            assert self.plugin.fedora_name("Alice_W") is None
+            self.fasjson.failing = None
+            assert self.plugin.fedora_name("Alice_W") is None  # not asked again yet
+            time.sleep(0.35)
+            assert self.plugin.fedora_name("Alice_W") == "alice"
+        finally:
+            fasjson_module.RETRY_AFTER_SECONDS = retry
