@@ -1237,7 +1237,7 @@ def preview(
         compiled.append((spec, spec.validate(rule.arguments), rule.negated))
     if not compiled:
         return []
-    rule_context = RuleContext(row.name, OwnershipCache.load(session))
+    rule_context = RuleContext(row.name, OwnershipCache.load(session), directory_of(session))
     messages = session.scalars(
         select(Message).order_by(Message.received_at.desc(), Message.id.desc()).limit(limit)
     )

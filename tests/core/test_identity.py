@@ -112,3 +112,25 @@ def test_directory_outage_means_a_code_not_a_failure(
         session.info["directory"] = fresh
         pending = preferences.set_destination(session, alice, "email", "alice@example.org")
     assert not pending.destination.confirmed and pending.code
+
+
+def test_preview_knows_my_groups(db: Database, directory: FasjsonDirectory,
+                                 fasjson: FasjsonServer) -> None:
+    from noggin_messages import MemberSponsorV1
+
+    from fmn_core.models import Message, utcnow
+
+    fasjson.set_groups("python-sig", ["alice"])
+    sponsor = MemberSponsorV1(
+        topic="org.fedoraproject.prod.fas.group.member.sponsor",
+        body={"msg": {"agent": "admin", "user": "carol", "group": "python-sig"}},
+    )
+    alice = Actor("alice")
+    with db.begin() as session:
+        session.info["directory"] = directory
+        session.add(Message(id=sponsor.id, topic=sponsor.topic, body=sponsor.body,
+                            headers=sponsor._headers, received_at=utcnow()))
+        preferences.add_filter(session, alice, "email", "mine")
+        preferences.add_rule(session, alice, "email", "mine", "member_of_group_involved", {})
+        hits = preferences.preview(session, alice, "email", "mine")
+    assert [hit.message_id for hit in hits] == [sponsor.id]
