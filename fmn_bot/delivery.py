@@ -549,7 +549,7 @@ class LimnoriaLink:
         self,
         *,
         network: Callable[[], str],
-        fedora_name: Callable[[str], str],
+        fedora_name: Callable[[str], str | None],
         log: logging.Logger,
     ) -> None:
         self.network = network

@@ -29,9 +29,18 @@ from supybot.commands import addConverter, additional, rest, wrap
 from supybot.commands import any as any_of
 
 from fmn_core import preferences
+from fmn_core.accounts import (
+    AccountDirectory,
+    account_directory,
+    account_of_irc,
+    check_account_name,
+    is_admin,
+)
 from fmn_core.config import Config, load_config
 from fmn_core.db import Database
+from fmn_core.destinations import FEED_CONTEXTS
 from fmn_core.errors import (
+    AccountDirectoryUnavailable,
     ConfirmationFailed,
     RateLimited,
     UserError,
@@ -48,6 +57,9 @@ __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "servi
 NOT_IDENTIFIED = (
     "I don't know your Fedora account: identify with NickServ (your services account) "
     "first, then try again."
+)
+DIRECTORY_DOWN = (
+    "I can't reach Fedora Accounts to tell who you are right now; try again in a few minutes."
 )
 ADDRESS_IN_CHANNEL = (
     "Addresses are private: send this command to me in a private message instead "
@@ -131,6 +143,9 @@ def fmn_errors(log: Any, what: str, *, missing_ok: bool = False) -> Iterator[Non
         yield
     except UserError as exc:
         raise callbacks.Error(str(exc)) from exc
+    except AccountDirectoryUnavailable as exc:
+        log.warning("fmn %s: %s", what, exc)
+        raise callbacks.Error(DIRECTORY_DOWN) from exc
     except callbacks.Error:
         raise
     except IndexError:
@@ -374,6 +389,19 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                 "identified without services. Never do this on a public network."
             )
         self.database = Database(self.fmn_config)
+        self.directory: AccountDirectory = account_directory(
+            self.fmn_config, self.database.sessionmaker
+        )
+        if self.fmn_config.bot.identity == "directory" and self.fmn_config.accounts.provider in (
+            "local",
+            "fas2",
+        ):
+            self.log.warning(
+                "bot.identity is 'directory' but accounts.provider %r can't map IRC accounts "
+                "to Fedora accounts: nobody can use the bot. Use the 'fasjson' provider, or "
+                "bot.identity = 'services-account' on a network whose accounts are Fedora's.",
+                self.fmn_config.accounts.provider,
+            )
         self.link = LimnoriaLink(
             network=lambda: str(self.registryValue("network")),
             fedora_name=self.fedora_name,
@@ -394,17 +422,48 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
 
     # ---------------------------------------------------------------- identity
 
-    def fedora_name(self, account: str) -> str:
-        """The Fedora account an IRC services account maps to (``bot.account_format``)."""
-        return self.fmn_config.bot.account_format.format(account=account)
+    def fedora_name(self, account: str) -> str | None:
+        """The Fedora account an IRC services account is, for delivery's holder check.
+
+        ``""`` when it is no Fedora account (unmapped or claimed by several
+        profiles: nothing is delivered to a nick it holds), ``None`` when that
+        can't be told now (the directory is down).
+        """
+        try:
+            return self.account_name(account)
+        except UserError:
+            return ""
+        except AccountDirectoryUnavailable:
+            return None
+
+    def account_name(self, account: str) -> str:
+        """The Fedora account of an IRC services account, per ``bot.identity``.
+
+        ``directory``: the one account whose Fedora Accounts profile lists it.
+        ``services-account``: ``bot.account_format`` applied to it, lowercased
+        (Fedora account names are). A ``UserError`` says why there is none.
+        """
+        bot = self.fmn_config.bot
+        if bot.identity == "services-account":
+            return check_account_name(bot.account_format.format(account=account.lower()))
+        return account_of_irc(self.directory, account, bot.irc_servers)
 
     def actor(self, irc: Any, msg: Any) -> preferences.Actor:
-        """Who sent ``msg``, as fmn's core sees them; an error reply if unknown."""
+        """Who sent ``msg``, as fmn's core sees them; an error reply if unknown.
+
+        Admin rights come only from the directory (``admins`` names and the
+        ``admin_group`` members, checked on the mapped Fedora account), and never
+        with ``bot.identity = "services-account"``, where the account is only a
+        name the IRC network vouches for.
+        """
         account = services_account(irc, msg, self.registryValue("staticAccounts"))
         if account is None:
             raise callbacks.Error(NOT_IDENTIFIED)
-        name = self.fedora_name(account)
-        return preferences.Actor(name=name, is_admin=name in self.fmn_config.admins)
+        name = self.account_name(account)
+        admin = self.fmn_config.bot.identity == "directory" and is_admin(
+            self.fmn_config, self.directory, name
+        )
+        return preferences.Actor(name=name, is_admin=admin, irc_account=account)
 
     @contextmanager
     def unit(self, irc: Any, msg: Any) -> Iterator[tuple[Session, preferences.Actor]]:
@@ -672,10 +731,21 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             Sets where a context delivers: an email address, your IRC nick, a
             push URL (rss and live need no address: fmn makes a secret one).
             Only in a private message. You get a code to confirm with
-            "fmn confirm <code>".
+            "fmn confirm <code>", except for your Fedora profile's emails and
+            your own IRC account; without an address, lists those.
             """
             if msg.channel:
                 raise callbacks.Error(ADDRESS_IN_CHANNEL.format(bot=irc.nick))
+            if not address and context not in FEED_CONTEXTS:
+                with self.plugin.unit(irc, msg) as (session, actor):
+                    offered = preferences.profile_addresses(session, actor).get(context, ())
+                if offered:
+                    irc.reply(
+                        f"From your Fedora profile (no code needed): {', '.join(offered)}. "
+                        f"Send: fmn set-address {context} <one of them>",
+                        private=True,
+                    )
+                    return
             with self.plugin.unit(irc, msg) as (session, actor):
                 pending = preferences.set_destination(session, actor, context, address)
             destination = pending.destination

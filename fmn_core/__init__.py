@@ -13,6 +13,7 @@ from . import (
     db,
     destinations,
     errors,
+    fasjson,
     filters,
     matcher,
     messages,
@@ -31,7 +32,9 @@ from . import (
 from .config import CONTEXTS, Config, load_config
 from .db import Database, catalog_of, config_of
 from .errors import (
+    AccountDirectoryUnavailable,
     AlreadyExists,
+    AmbiguousChatAccount,
     ConfigError,
     ConfirmationFailed,
     FmnError,
@@ -42,8 +45,10 @@ from .errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    UnknownAccount,
     UnknownContext,
     UnknownRule,
+    UnmappedChatAccount,
     UserError,
 )
 from .matcher import Matcher, Recipient
@@ -53,8 +58,10 @@ from .rules import Catalog, RuleContext, RuleSpec, default_catalog
 
 __all__ = [
     "CONTEXTS",
+    "AccountDirectoryUnavailable",
     "Actor",
     "AlreadyExists",
+    "AmbiguousChatAccount",
     "Catalog",
     "Config",
     "ConfigError",
@@ -73,8 +80,10 @@ __all__ = [
     "Recipient",
     "RuleContext",
     "RuleSpec",
+    "UnknownAccount",
     "UnknownContext",
     "UnknownRule",
+    "UnmappedChatAccount",
     "UserError",
     "accounts",
     "catalog",
@@ -86,6 +95,7 @@ __all__ = [
     "destinations",
     "errors",
     "facts_of",
+    "fasjson",
     "filters",
     "load_config",
     "load_message",

@@ -1,43 +1,71 @@
-"""The account directory: which Fedora accounts exist, and which groups they are in.
+"""The account directory: which Fedora accounts exist, their groups and their profiles.
 
-fmn names people by their Fedora account. Before it files preferences for an
-account (an admin acting for someone, a rule naming a user to follow) it can ask
-an ``AccountDirectory``. Two are built in, chosen by ``accounts.provider``:
+fmn names people by their Fedora account, and learns who is who from an
+``AccountDirectory``, never from a name a client chose. Three are built in,
+chosen by ``accounts.provider``:
 
 - ``local`` (the default, ``LocalDirectory``): needs nothing outside fmn. Every
   name with valid Fedora account syntax exists, and so does every user fmn
-  already knows; it knows no groups unless it is given some.
+  already knows; it knows no groups and no profiles unless it is given some.
+- ``fasjson`` (``fmn_core.fasjson.FasjsonDirectory``): Fedora's account API,
+  over HTTP with optional GSSAPI.
 - ``fas2`` (``Fas2Directory``): asks a FAS2-compatible account system through
   python-fedora (the optional extra ``fmn[fas]``).
 
-``check_account_name`` is the one syntax check for account names.
+The functions below are what the rest of fmn asks: ``check_account_name`` (the
+one syntax check), ``account_of_login`` (the TUI's uid to an account),
+``account_of_irc`` (the bot's services account to an account, through the
+profiles that list it), ``is_admin`` and ``directory_changes`` (which bus
+messages make cached answers stale).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import Config
-from .errors import AccountDirectoryUnavailable, ConfigError, InvalidArgument
+from .config import AccountsConfig, Config
+from .db import config_of
+from .errors import (
+    AccountDirectoryUnavailable,
+    AmbiguousChatAccount,
+    ConfigError,
+    InvalidArgument,
+    UnknownAccount,
+    UnmappedChatAccount,
+)
+from .messages import MessageFacts
 from .models import User
 
 __all__ = [
     "ACCOUNT_NAME_RE",
     "AccountDirectory",
     "AccountDirectoryUnavailable",
+    "DirectoryChanges",
     "Fas2Directory",
     "LocalDirectory",
+    "Profile",
     "account_directory",
+    "account_of_irc",
+    "account_of_login",
     "check_account_name",
+    "directory_changes",
+    "directory_of",
+    "irc_fold",
+    "is_admin",
+    "parse_chat_nicks",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Fedora account names: lowercase letters, digits and hyphens, 1 to 32
 #: characters, starting and ending with a letter or a digit. Noggin creates new
@@ -71,8 +99,84 @@ def _is_valid_name(name: str) -> bool:
     return isinstance(name, str) and bool(ACCOUNT_NAME_RE.match(name))
 
 
+# --- profiles ------------------------------------------------------------------------
+
+#: Noggin's ``matrix:/nick`` (no server) means Fedora's own homeserver.
+DEFAULT_MATRIX_SERVER = "fedora.im"
+#: IRC and Matrix nicks fmn takes from a profile: printable, no spaces, bounded.
+_CHAT_NICK_RE = re.compile(r"^[^\s/@:]{1,64}$")
+_SERVER_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the directory says about one account: its emails and chat identities.
+
+    ``irc`` holds ``(server, nick)`` pairs, server ``""`` when the profile names
+    none (Fedora's default network); ``matrix`` holds Matrix IDs
+    (``@nick:server``). Fedora Accounts verifies emails before it stores them.
+    """
+
+    name: str
+    emails: tuple[str, ...] = ()
+    irc: tuple[tuple[str, str], ...] = ()
+    matrix: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        # Emails and nicks are private data: never in logs or reprs.
+        return f"Profile({self.name!r}, {len(self.emails)} emails, {len(self.irc)} irc)"
+
+    def lists_irc(self, account: str, servers: Collection[str]) -> bool:
+        """Whether the profile claims this IRC account on one of ``servers`` (or on no server)."""
+        wanted = irc_fold(account)
+        allowed = {s.lower() for s in servers}
+        return any(
+            irc_fold(nick) == wanted and (not server or server.lower() in allowed)
+            for server, nick in self.irc
+        )
+
+
+def irc_fold(nick: str) -> str:
+    """An IRC nick or account in RFC 1459 case folding (``Alice[m]`` and ``alice{m}`` are one)."""
+    return nick.lower().translate(str.maketrans("[]\\~", "{}|^"))
+
+
+def parse_chat_nicks(
+    values: Iterable[object],
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Split a profile's ``ircnicks`` into IRC ``(server, nick)`` pairs and Matrix IDs.
+
+    Noggin stores ``irc:/nick``, ``irc://server/nick``, ``matrix:/nick`` and
+    ``matrix://server/nick``; older accounts hold a bare IRC nick. Anything
+    else (or anything malformed) is skipped, never guessed at.
+    """
+    irc: list[tuple[str, str]] = []
+    matrix: list[str] = []
+    for value in values:
+        if not isinstance(value, str) or len(value) > 300:
+            continue
+        scheme, sep, rest = value.strip().partition(":")
+        if not sep:
+            if _CHAT_NICK_RE.match(scheme):
+                irc.append(("", scheme))
+            continue
+        if rest.startswith("//"):
+            server, _, nick = rest[2:].partition("/")
+        elif rest.startswith("/"):
+            server, nick = "", rest[1:]
+        else:
+            continue
+        if not _CHAT_NICK_RE.match(nick) or (server and not _SERVER_RE.match(server)):
+            continue
+        if scheme.lower() == "irc":
+            irc.append((server.lower(), nick))
+        elif scheme.lower() == "matrix":
+            matrix.append(f"@{nick}:{(server or DEFAULT_MATRIX_SERVER).lower()}")
+    return tuple(irc), tuple(matrix)
+
+
 class AccountDirectory(Protocol):
-    """Who exists, and their groups."""
+    """Who exists, their groups, and their profiles."""
 
     def exists(self, name: str) -> bool:
         """Whether this Fedora account exists."""
@@ -82,6 +186,18 @@ class AccountDirectory(Protocol):
         """The groups this account is an approved member of (empty if unknown)."""
         ...
 
+    def profile(self, name: str) -> Profile | None:
+        """The account's profile; ``None`` if there is no such account."""
+        ...
+
+    def profiles_listing_irc(self, account: str) -> list[Profile]:
+        """Profiles that may list this IRC nick (``account_of_irc`` checks them exactly)."""
+        ...
+
+    def forget(self, accounts: Iterable[str] = (), groups: Iterable[str] = ()) -> None:
+        """Drop remembered answers about these accounts and groups (the bus says they changed)."""
+        ...
+
 
 class LocalDirectory:
     """The directory that needs nothing outside fmn.
@@ -89,8 +205,9 @@ class LocalDirectory:
     ``sessions`` is a sessionmaker (each question is one short read) or a
     ``Session`` (questions read inside the caller's transaction); with neither,
     only the syntax counts. ``accept_any=False`` limits accounts to the users
-    fmn knows. ``groups`` maps account names to their groups, for deployments
-    (and tests) that know them some other way.
+    fmn knows. ``groups`` maps account names to their groups and ``profiles``
+    gives profiles, for deployments (and tests) that know them some other way;
+    without profiles nobody's IRC account maps to an account here.
     """
 
     def __init__(
@@ -98,10 +215,12 @@ class LocalDirectory:
         sessions: sessionmaker[Session] | Session | None = None,
         *,
         groups: Mapping[str, Iterable[str]] | None = None,
+        profiles: Iterable[Profile] = (),
         accept_any: bool = True,
     ) -> None:
         self._sessions = sessions
         self._groups = {name: frozenset(names) for name, names in (groups or {}).items()}
+        self._profiles = {p.name: p for p in profiles}
         self.accept_any = accept_any
 
     def __repr__(self) -> str:
@@ -118,6 +237,21 @@ class LocalDirectory:
     def groups_of(self, name: str) -> frozenset[str]:
         """The groups given to this directory for the account; none otherwise."""
         return self._groups.get(name, frozenset())
+
+    def profile(self, name: str) -> Profile | None:
+        """The profile given for the account; an empty one for any other account that exists."""
+        given = self._profiles.get(name)
+        if given is not None:
+            return given
+        return Profile(name) if self.exists(name) else None
+
+    def profiles_listing_irc(self, account: str) -> list[Profile]:
+        """The given profiles that list this IRC account."""
+        wanted = irc_fold(account)
+        return [p for p in self._profiles.values() if any(irc_fold(n) == wanted for _, n in p.irc)]
+
+    def forget(self, accounts: Iterable[str] = (), groups: Iterable[str] = ()) -> None:
+        """Nothing is remembered here."""
 
     def _known(self, name: str) -> bool:
         statement = select(User.id).where(User.name == name).limit(1)
@@ -210,6 +344,26 @@ class Fas2Directory:
             if isinstance(group, Mapping) and isinstance(group.get("name"), str)
         )
 
+    def profile(self, name: str) -> Profile | None:
+        """FAS2's email (verified by FAS) and IRC nick for the account."""
+        person = self._person(name)
+        if not person:
+            return None
+        email = person.get("email")
+        irc, _ = parse_chat_nicks([person.get("ircnick")])
+        return Profile(name, (email,) if isinstance(email, str) and email else (), irc)
+
+    def profiles_listing_irc(self, account: str) -> list[Profile]:
+        """FAS2 has no search by IRC nick, so nobody maps here (such deployments set
+        ``bot.identity = "services-account"``)."""
+        return []
+
+    def forget(self, accounts: Iterable[str] = (), groups: Iterable[str] = ()) -> None:
+        """Drop the cached people named."""
+        with self._lock:
+            for name in accounts:
+                self._cache.pop(name, None)
+
     def _person(self, name: str) -> dict[str, Any]:
         if not _is_valid_name(name):
             return {}
@@ -251,11 +405,143 @@ class Fas2Directory:
         return person if person.get("username") == name else {}
 
 
+#: Remote directories, one per configuration in a process: their caches are
+#: shared by every thread, and the bus's account messages reach them all.
+_remote: dict[AccountsConfig, AccountDirectory] = {}
+_remote_lock = threading.Lock()
+
+
 def account_directory(
     config: Config, sessions: sessionmaker[Session] | Session | None = None
 ) -> AccountDirectory:
-    """The directory ``accounts.provider`` names; ``sessions`` serves the local one."""
+    """The directory ``accounts.provider`` names; ``sessions`` serves the local one.
+
+    A remote directory (``fasjson``, ``fas2``) is built once per process and
+    configuration and shared, so its cache and ``forget`` reach every caller.
+    """
     accounts = config.accounts
+    if accounts.provider == "local":
+        return LocalDirectory(sessions)
+    with _remote_lock:
+        found = _remote.get(accounts)
+        if found is None:
+            found = _build_remote(accounts)
+            _remote[accounts] = found
+        return found
+
+
+def _build_remote(accounts: AccountsConfig) -> AccountDirectory:
     if accounts.provider == "fas2":
-        return Fas2Directory(accounts.fas_url, accounts.fas_username, accounts.fas_password)
-    return LocalDirectory(sessions)
+        return Fas2Directory(
+            accounts.fas_url,
+            accounts.fas_username,
+            accounts.fas_password,
+            cache_seconds=accounts.cache_seconds,
+        )
+    # Imported here: fasjson builds on this module's names (Profile, the name check).
+    from .fasjson import FasjsonDirectory
+
+    return FasjsonDirectory(
+        accounts.fasjson_url,
+        auth=accounts.fasjson_auth,
+        timeout=accounts.timeout_seconds,
+        cache_seconds=accounts.cache_seconds,
+    )
+
+
+def directory_of(session: Session) -> AccountDirectory:
+    """The directory for work in this session: ``session.info["directory"]`` if set, else
+    the one the session's configuration names (the local one reads inside the session)."""
+    given = session.info.get("directory")
+    if given is not None:
+        return given  # type: ignore[no-any-return]
+    return account_directory(config_of(session), session)
+
+
+# --- who is who ----------------------------------------------------------------------
+
+
+def account_of_login(directory: AccountDirectory, login: str) -> str:
+    """The Fedora account a login name (the TUI's uid) is: it must exist in the directory."""
+    name = check_account_name(login)
+    if not directory.exists(name):
+        raise UnknownAccount(name)
+    return name
+
+
+def account_of_irc(directory: AccountDirectory, account: str, servers: Collection[str]) -> str:
+    """The one Fedora account whose profile lists this IRC services account.
+
+    ``servers`` are the IRC server names that mean this network in a profile
+    (``irc:/nick``, with no server, always does). Nicks compare with IRC case
+    folding, so ``Alice_W`` is found as ``irc:/alice_w``. No profile:
+    ``UnmappedChatAccount``; more than one: ``AmbiguousChatAccount`` (a
+    profile can claim any nick, so fmn refuses rather than pick one).
+    """
+    claimants = sorted(
+        {p.name for p in directory.profiles_listing_irc(account) if p.lists_irc(account, servers)}
+    )
+    if not claimants:
+        raise UnmappedChatAccount(account)
+    if len(claimants) > 1:
+        raise AmbiguousChatAccount(account, len(claimants))
+    return claimants[0]
+
+
+def is_admin(config: Config, directory: AccountDirectory, name: str) -> bool:
+    """Whether this Fedora account is an fmn administrator.
+
+    ``admins`` lists Fedora account names; ``admin_group`` names a Fedora group
+    whose members are administrators. ``name`` must already be an account the
+    directory vouched for (a login, or an IRC account mapped through profiles).
+    """
+    if name in config.admins:
+        return True
+    group = config.admin_group
+    return bool(group) and group in directory.groups_of(name)
+
+
+@dataclass(frozen=True)
+class DirectoryChanges:
+    """Accounts and groups whose directory answers a bus message made stale."""
+
+    accounts: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.accounts or self.groups)
+
+
+#: Fedora Accounts' messages (Noggin's and FAS's) about accounts and memberships.
+_DIRECTORY_TOPIC_RE = re.compile(
+    r"(?:^|\.)fas\.(?:user\.(?:create|update)|role\.update|group\.update"
+    r"|group\.member\.(?:add|sponsor|remove|removed))$"
+)
+
+
+def directory_changes(messages: Iterable[MessageFacts]) -> DirectoryChanges:
+    """The accounts and groups these messages change (profiles, memberships). Never raises."""
+    accounts: set[str] = set()
+    groups: set[str] = set()
+    for facts in messages:
+        if not isinstance(facts.topic, str) or not _DIRECTORY_TOPIC_RE.search(facts.topic):
+            continue
+        # The schema's names first; the body too, for messages without a schema
+        # ({"msg": {"user", "group"}} from Noggin, {"user": {"username"}} from FAS).
+        body: Mapping[str, Any] = facts.body if isinstance(facts.body, Mapping) else {}
+        msg = body.get("msg")
+        inner: Mapping[str, Any] = msg if isinstance(msg, Mapping) else body
+        for name in (*facts.usernames, _named(inner.get("user"), "username")):
+            if name is not None and _is_valid_name(name):
+                accounts.add(name)
+        for group in (*facts.groups, _named(inner.get("group"), "name")):
+            if isinstance(group, str) and 0 < len(group) <= 64:
+                groups.add(group)
+    return DirectoryChanges(frozenset(accounts), frozenset(groups))
+
+
+def _named(value: object, key: str) -> str | None:
+    """A name given as a string or as ``{key: name}``."""
+    if isinstance(value, Mapping):
+        value = value.get(key)
+    return value if isinstance(value, str) else None

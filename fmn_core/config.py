@@ -127,12 +127,28 @@ class OwnershipConfig:
 
 @dataclass(frozen=True)
 class AccountsConfig:
-    """The account directory: who exists, and their groups."""
+    """The account directory: who exists, their groups and profiles (see fmn_core.accounts)."""
 
-    provider: Literal["local", "fas2"] = "local"
+    #: "local" (the laptop default), "fasjson" (Fedora's) or "fas2" (python-fedora).
+    provider: Literal["local", "fasjson", "fas2"] = "local"
+    fasjson_url: str = "https://fasjson.fedoraproject.org/"
+    #: "gssapi": Kerberos (Fedora's FASJSON requires it; needs fmn[fasjson]);
+    #: "none": plain HTTP(S), for a FASJSON-compatible service behind other access control.
+    fasjson_auth: Literal["gssapi", "none"] = "gssapi"
     fas_url: str = "https://admin.fedoraproject.org/accounts/"
     fas_username: str = ""
     fas_password: str = field(default="", repr=False)
+    timeout_seconds: float = 10.0
+    #: How long an answer is reused; the bus's account and group messages drop it sooner.
+    cache_seconds: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not self.fasjson_url.lower().startswith(("http://", "https://")):
+            raise ConfigError("accounts.fasjson_url", f"{self.fasjson_url!r} is not an http(s) URL")
+        if not 0 < self.timeout_seconds <= 300:
+            raise ConfigError("accounts.timeout_seconds", "must be more than 0 and at most 300")
+        if not 0 <= self.cache_seconds <= 7 * 24 * 3600:
+            raise ConfigError("accounts.cache_seconds", "must be from 0 to 604800 (a week)")
 
 
 @dataclass(frozen=True)
@@ -182,7 +198,16 @@ class BotConfig:
     lines_per_second: float = 1.0
     burst: int = 5
     offline_hold_minutes: int = 24 * 60
-    #: "{account}" is the IRC services account; the result is the Fedora account name.
+    #: Who an IRC user is. "directory" (the default): the Fedora account whose profile
+    #: lists the sender's services account. "services-account": the services account
+    #: IS the Fedora account (through ``account_format``); only for networks whose
+    #: services accounts are Fedora's. That mode never grants admin rights.
+    identity: Literal["directory", "services-account"] = "directory"
+    #: IRC server names that mean this bot's network in a profile (``irc://server/nick``);
+    #: ``irc:/nick`` (no server) always does.
+    irc_servers: tuple[str, ...] = ("irc.libera.chat", "libera.chat")
+    #: With ``identity = "services-account"``: "{account}" is the IRC services account;
+    #: the result is the Fedora account name.
     account_format: str = "{account}"
 
     def __post_init__(self) -> None:
@@ -214,7 +239,10 @@ class Config:
 
     database_url: str = field(default_factory=default_database_url)
     contexts: tuple[str, ...] = CONTEXTS
+    #: Fedora account names that are fmn administrators (see fmn_core.accounts.is_admin).
     admins: tuple[str, ...] = ()
+    #: A Fedora group whose members are fmn administrators ("" for none).
+    admin_group: str = ""
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     push: PushConfig = field(default_factory=PushConfig)
     fcm: FcmConfig = field(default_factory=FcmConfig)

@@ -9,10 +9,13 @@ The hierarchy::
     │   │   ├── UnknownContext  not a delivery context this deployment offers
     │   │   └── InvalidDestination  an address or push URL fmn refuses
     │   ├── NotFound            no such filter, rule, template or destination
+    │   │   └── UnknownAccount  the account directory knows no such Fedora account
     │   ├── AlreadyExists       a name is already taken
     │   ├── ConfirmationFailed  the code is wrong, used or expired
     │   ├── RateLimited         too many attempts; wait and try again
     │   ├── PermissionDenied    acting on somebody else's data
+    │   │   ├── UnmappedChatAccount   no Fedora profile lists this IRC account
+    │   │   └── AmbiguousChatAccount  several Fedora profiles list it
     │   └── ImportRejected      a preferences file with invalid entries
     ├── ConfigError             a bad setting; start-up stops and names the key
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 __all__ = [
     "AccountDirectoryUnavailable",
     "AlreadyExists",
+    "AmbiguousChatAccount",
     "ConfigError",
     "ConfirmationFailed",
     "FmnError",
@@ -48,11 +52,16 @@ __all__ = [
     "OwnershipSourceError",
     "PermissionDenied",
     "RateLimited",
+    "UnknownAccount",
     "UnknownContext",
     "UnknownRule",
+    "UnmappedChatAccount",
     "UserError",
     "report_internal_error",
 ]
+
+#: Where Fedora users edit their profile (emails, chat nicknames).
+PROFILE_URL = "https://accounts.fedoraproject.org/"
 
 
 class FmnError(Exception):
@@ -104,6 +113,17 @@ class NotFound(UserError):
     """The object named does not exist (or is not the actor's)."""
 
 
+class UnknownAccount(NotFound):
+    """The account directory has no Fedora account by this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"There is no Fedora account named {name[:40]!r}; check the name (Fedora "
+            f"accounts are lowercase) or create the account at {PROFILE_URL}."
+        )
+        self.name = name
+
+
 class AlreadyExists(UserError):
     """The name is taken."""
 
@@ -118,6 +138,32 @@ class RateLimited(UserError):
 
 class PermissionDenied(UserError):
     """The actor may not act on this data."""
+
+
+class UnmappedChatAccount(PermissionDenied):
+    """No Fedora Accounts profile lists the sender's IRC services account."""
+
+    def __init__(self, account: str) -> None:
+        shown = account[:40]
+        super().__init__(
+            f"No Fedora account lists your IRC account {shown!r}: add irc:/{shown} to the "
+            f"Chat nicknames of your profile at {PROFILE_URL} (and keep the profile public, "
+            "or fmn can't see it), then try again in a few minutes."
+        )
+        self.account = account
+
+
+class AmbiguousChatAccount(PermissionDenied):
+    """More than one Fedora Accounts profile lists the sender's IRC services account."""
+
+    def __init__(self, account: str, count: int) -> None:
+        super().__init__(
+            f"{count} Fedora accounts list the IRC account {account[:40]!r} in their profiles, "
+            "so fmn can't tell which one is you; remove it from the profiles that are not "
+            "yours, or ask the fmn operators."
+        )
+        self.account = account
+        self.count = count
 
 
 class ImportRejected(UserError):

@@ -14,9 +14,11 @@ set. A message is checked against the union of the buckets its
 why the cost per message stays nearly flat as users are added: it grows with
 the number of filters that could match, not with the number of users.
 
-Hints can depend on package ownership (``package_owned_by_me``); the matcher
-notices which hints read the ownership lookup when it files them, and
-``set_ownership`` files those again.
+Hints can depend on package ownership (``package_owned_by_me``) and group
+membership (``member_of_group_involved``); the matcher notices which hints read
+either lookup when it files them, and ``set_ownership`` files those again.
+``follow_directory`` makes the account directory forget what Fedora Accounts'
+bus messages changed and reloads the users they name.
 
 Updates are per user: ``refresh_users`` reloads some users' rows and replaces
 their entries; ``apply_changes`` finds the users to refresh in the
@@ -38,6 +40,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from .accounts import AccountDirectory, LocalDirectory, account_directory, directory_changes
 from .config import CONTEXTS
 from .db import catalog_of, config_of
 from .errors import InvalidArgument, UnknownRule
@@ -114,13 +117,18 @@ class _Nobody:
 
 
 class _Recording:
-    """Wraps an ownership lookup to find out whether a hint consulted it."""
+    """Wraps the ownership and membership lookups to find out whether a hint consulted them."""
 
-    __slots__ = ("lookup", "used")
+    __slots__ = ("lookup", "membership", "used")
 
-    def __init__(self, lookup: OwnershipLookup) -> None:
+    def __init__(self, lookup: OwnershipLookup, membership: AccountDirectory) -> None:
         self.lookup = lookup
+        self.membership = membership
         self.used = False
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        self.used = True
+        return self.membership.groups_of(name)
 
     def packages_of(self, owner: str) -> frozenset[str]:
         self.used = True
@@ -211,6 +219,11 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _default_directory() -> AccountDirectory:
+    # Without a session there is no configuration to name a directory: nobody is in a group.
+    return LocalDirectory()
+
+
 def _sample(names: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(sorted(set(names))[:limit])
     return shown + (", ..." if len(set(names)) > limit else "")
@@ -224,9 +237,14 @@ class Matcher:
         catalog: Catalog | None = None,
         ownership: OwnershipLookup | None = None,
         contexts: Iterable[str] | None = None,
+        membership: AccountDirectory | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else _default_catalog()
         self.ownership: OwnershipLookup = ownership if ownership is not None else _Nobody()
+        #: Who is in which group (the account directory; the local one knows no groups).
+        self.membership: AccountDirectory = (
+            membership if membership is not None else _default_directory()
+        )
         #: The contexts the deployment offers; preferences for any other are ignored.
         self.contexts = frozenset(CONTEXTS if contexts is None else contexts)
         self._users: dict[int, _UserState] = {}
@@ -251,17 +269,22 @@ class Matcher:
         catalog: Catalog | None = None,
         ownership: OwnershipLookup | None = None,
         contexts: Iterable[str] | None = None,
+        membership: AccountDirectory | None = None,
     ) -> Matcher:
         """Compile every user's preferences from the database.
 
-        ``contexts`` defaults to the ones the session's configuration offers.
-        Without ``ownership`` nobody owns anything: the daemon passes
-        ``OwnershipCache.load(session)``. Changes recorded after this call are
-        picked up by ``apply_changes``.
+        ``contexts`` defaults to the ones the session's configuration offers,
+        ``membership`` to the account directory it names. Without ``ownership``
+        nobody owns anything: the daemon passes ``OwnershipCache.load(session)``.
+        Changes recorded after this call are picked up by ``apply_changes``.
         """
         if contexts is None:
             contexts = config_of(session).contexts
-        matcher = cls(catalog if catalog is not None else catalog_of(session), ownership, contexts)
+        if membership is None:
+            membership = account_directory(config_of(session))
+        matcher = cls(
+            catalog if catalog is not None else catalog_of(session), ownership, contexts, membership
+        )
         # Read the high-water mark first: a change committed while the rows are
         # being read is then applied again later rather than missed. Ids missing
         # just below it may belong to transactions still in flight.
@@ -281,9 +304,10 @@ class Matcher:
         catalog: Catalog | None = None,
         ownership: OwnershipLookup | None = None,
         contexts: Iterable[str] | None = None,
+        membership: AccountDirectory | None = None,
     ) -> Matcher:
         """Compile preferences given as plain snapshots (tests, benchmarks, imports)."""
-        matcher = cls(catalog, ownership, contexts)
+        matcher = cls(catalog, ownership, contexts, membership)
         matcher.replace_users((), users)
         return matcher
 
@@ -336,6 +360,18 @@ class Matcher:
         self.last_change_id = max(since, newest)
         return len(user_ids)
 
+    def follow_directory(self, session: Session, messages: Iterable[MessageFacts]) -> int:
+        """Apply Fedora Accounts' bus messages: the directory forgets the accounts and
+        groups they change, and those users are reloaded (their group rules filed
+        anew). Returns how many users were reloaded."""
+        changes = directory_changes(messages)
+        if not changes:
+            return 0
+        self.membership.forget(changes.accounts, changes.groups)
+        ids = [uid for uid, state in self._users.items() if state.snapshot.name in changes.accounts]
+        self.refresh_users(session, ids)
+        return len(ids)
+
     def set_ownership(self, ownership: OwnershipLookup, session: Session | None = None) -> None:
         """Use a new ownership lookup; filters whose hints depend on it are filed again.
 
@@ -347,7 +383,7 @@ class Matcher:
         self.ownership = ownership
         with _collector_paused():
             for state in self._users.values():
-                context = RuleContext(state.snapshot.name, ownership)
+                context = RuleContext(state.snapshot.name, ownership, self.membership)
                 for entry in state.entries:
                     entry.context = context
                     if entry.dynamic:
@@ -373,7 +409,7 @@ class Matcher:
                 self._unfile(entry)
 
     def _add_user(self, snapshot: UserSnapshot, problems: _LoadProblems) -> None:
-        context = RuleContext(snapshot.name, self.ownership)
+        context = RuleContext(snapshot.name, self.ownership, self.membership)
         entries: list[_Entry] = []
         for preference in sorted(snapshot.contexts, key=lambda p: p.context):
             if not preference.enabled or preference.context not in self.contexts:
@@ -439,12 +475,12 @@ class Matcher:
     def _file(self, entry: _Entry) -> None:
         """File an entry under its most selective positive hinted rule's values."""
         best: tuple[int, int, str, frozenset[str]] | None = None
-        recording = _Recording(self.ownership)
+        recording = _Recording(self.ownership, self.membership)
         owner = entry.context.owner
         for spec, arguments in entry.hinted:
             assert spec.hint is not None  # only hinted rules are kept in ``hinted``
             try:
-                values = spec.index_values(arguments, RuleContext(owner, recording))
+                values = spec.index_values(arguments, RuleContext(owner, recording, recording))
             except Exception:  # a broken hint only costs speed, never matches
                 log.warning("rule %s: index hint failed for a filter of %s; it is checked "
                             "against every message", spec.name, owner, exc_info=True)

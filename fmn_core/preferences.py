@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, object_session, selectinload
 
-from .accounts import check_account_name
+from .accounts import check_account_name, directory_of, irc_fold
 from .config import Config
 from .db import catalog_of, config_of
 from .destinations import (
@@ -45,6 +45,7 @@ from .destinations import (
     normalize_code,
 )
 from .errors import (
+    AccountDirectoryUnavailable,
     AlreadyExists,
     ConfirmationFailed,
     InvalidArgument,
@@ -52,6 +53,7 @@ from .errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    UnknownAccount,
     UnknownContext,
     UnknownRule,
 )
@@ -105,6 +107,7 @@ __all__ = [
     "mute",
     "pending_confirmation_codes",
     "preview",
+    "profile_addresses",
     "recent_notifications",
     "remove_destination",
     "remove_filter",
@@ -138,10 +141,16 @@ MAX_MUTE = dt.timedelta(days=366)
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting: the account the front end authenticated, and whether it is an admin."""
+    """Who is acting: the account the front end authenticated, and whether it is an admin.
+
+    ``irc_account`` is the IRC services account the bot saw the actor identified
+    as in this command (mapped to ``name`` through the directory): an IRC
+    destination equal to it is proven without a code.
+    """
 
     name: str
     is_admin: bool = False
+    irc_account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,9 +312,15 @@ def _find_user(session: Session, name: str) -> User | None:
 
 
 def _user_for_write(session: Session, name: str) -> User:
-    """The user row, created on first use (queried first: no IntegrityError races here)."""
+    """The user row, created on first use (queried first: no IntegrityError races here).
+
+    Only for an account the directory knows: preferences for a name nobody holds
+    would collect notifications for whoever registers it later.
+    """
     user = _find_user(session, name)
     if user is None:
+        if not directory_of(session).exists(name):
+            raise UnknownAccount(name)
         user = User(name=name, confirm_failures=0)
         session.add(user)
         session.flush()
@@ -846,6 +861,7 @@ def set_destination(
     now = utcnow()
     preference = _find_preference(session, _find_user(session, target), context)
     existing = [] if preference is None else list(preference.destinations)
+    verified = not feed and _verified_address(session, actor, target, context, normalized)
     for destination in existing:
         if destination.address != normalized:
             continue
@@ -854,6 +870,10 @@ def set_destination(
                 f"{mask_address(context, normalized)} is already a confirmed destination for "
                 f"{context}."
             )
+        if verified:
+            destination.confirmed, destination.confirmation = True, None
+            _changed(session, destination.preference.user, "destination")
+            return PendingConfirmation(_destination_view(context, destination), None)
         if destination.confirmation is None:
             # Imported or hand-made rows may lack one; start a fresh confirmation.
             fresh, values = _new_confirmation(config, now)
@@ -867,7 +887,7 @@ def set_destination(
             f"{context} already has {MAX_DESTINATIONS_PER_CONTEXT} destinations; remove one first.",
             argument="address",
         )
-    if not feed and sum(not d.confirmed for d in existing) >= MAX_PENDING_PER_CONTEXT:
+    if not (feed or verified) and sum(not d.confirmed for d in existing) >= MAX_PENDING_PER_CONTEXT:
         raise RateLimited(
             f"{context} already has {MAX_PENDING_PER_CONTEXT} destinations waiting for "
             "confirmation; confirm or remove one first."
@@ -875,10 +895,10 @@ def set_destination(
     row = _user_for_write(session, target)
     preference = _preference_for_write(session, row, context)
     destination = Destination(
-        preference=preference, address=normalized, confirmed=feed, created_at=now
+        preference=preference, address=normalized, confirmed=feed or verified, created_at=now
     )
     code: str | None = None
-    if not feed:
+    if not (feed or verified):
         code, values = _new_confirmation(config, now)
         destination.confirmation = Confirmation(**values)
     session.add(destination)
@@ -887,6 +907,55 @@ def set_destination(
         "user %s added %s destination %s", row.name, context, mask_address(context, normalized)
     )
     return PendingConfirmation(_destination_view(context, destination), code)
+
+
+def _verified_address(
+    session: Session, actor: Actor, target: str, context: str, address: str
+) -> bool:
+    """Whether Fedora Accounts already proves this address is the target's, so no code.
+
+    An email listed in the target's profile (Fedora Accounts verifies emails
+    before storing them); an IRC nick that is the services account the actor is
+    identified as right now, when it acts for itself (a profile can name any
+    nick, so a profile nick alone proves nothing).
+    """
+    if context == "email":
+        try:
+            profile = directory_of(session).profile(target)
+        except AccountDirectoryUnavailable as exc:
+            # Not knowing is no proof: the address gets a code, as any other would.
+            log.warning("cannot read %s's profile (%s); the address needs a code", target, exc)
+            return False
+        listed = {_email_key(e) for e in profile.emails} if profile is not None else set()
+        return _email_key(address) in listed
+    if context == "irc":
+        return (
+            actor.irc_account is not None
+            and target == actor.name
+            and irc_fold(actor.irc_account) == irc_fold(address)
+        )
+    return False
+
+
+def _email_key(address: str) -> str:
+    # Domains are case-insensitive; local parts may not be, so they must match exactly.
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def profile_addresses(
+    session: Session, actor: Actor, *, user: str | None = None
+) -> dict[str, tuple[str, ...]]:
+    """The addresses the account's profile offers, by context (``email``; ``irc`` for the
+    actor's own IRC account): setting one needs no confirmation code."""
+    target = _target(actor, user)
+    profile = directory_of(session).profile(target)
+    offered: dict[str, tuple[str, ...]] = {}
+    if profile is not None and profile.emails:
+        offered["email"] = profile.emails
+    if actor.irc_account is not None and target == actor.name:
+        offered["irc"] = (actor.irc_account,)
+    return offered
 
 
 def resend_confirmation(
@@ -1174,7 +1243,7 @@ def preview(
         compiled.append((spec, spec.validate(rule.arguments), rule.negated))
     if not compiled:
         return []
-    rule_context = RuleContext(row.name, OwnershipCache.load(session))
+    rule_context = RuleContext(row.name, OwnershipCache.load(session), directory_of(session))
     messages = session.scalars(
         select(Message).order_by(Message.received_at.desc(), Message.id.desc()).limit(limit)
     )

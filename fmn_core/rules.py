@@ -29,6 +29,7 @@ __all__ = [
     "Catalog",
     "HintFunction",
     "IndexHint",
+    "MembershipLookup",
     "OwnershipLookup",
     "Parameter",
     "RuleContext",
@@ -68,12 +69,27 @@ class _NoOwnership:
         return frozenset()
 
 
+class MembershipLookup(Protocol):
+    """What rules may ask about Fedora group membership (the account directory)."""
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        """The groups an account is a member of."""
+        ...
+
+
+class _NoMembership:
+    def groups_of(self, name: str) -> frozenset[str]:
+        return frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class RuleContext:
-    """What a rule knows besides the message: whose filter it is, and who owns what."""
+    """What a rule knows besides the message: whose filter it is, who owns what, and
+    which groups people are in."""
 
     owner: str
     ownership: OwnershipLookup = field(default_factory=_NoOwnership)
+    membership: MembershipLookup = field(default_factory=_NoMembership)
 
 
 ParameterKind = Literal["text", "name", "integer", "choice", "glob"]

@@ -327,6 +327,8 @@ def ingest_batch(
     result.duplicates += len(facts_list) - len(fresh)
     result.stored = len(fresh)
 
+    # Fedora Accounts' messages change who is in which group: apply them first (identity).
+    matcher.follow_directory(session, fresh)
     matches = [_safe_recipients(matcher, f) for f in fresh]
     matches = _check_filters(session, matcher, fresh, matches, result, refreshed)
 

@@ -2,8 +2,9 @@
 
 Who you are is the process's user id (the ssh login under ``ForceCommand``),
 never an environment variable: ``USER`` and ``LOGNAME`` are whatever the caller
-set. Only an administrator (``admins`` in the configuration) may edit another
-account with ``--user``.
+set, and it must be an account the account directory knows. Only an
+administrator (``admins`` or ``admin_group`` in the configuration) may edit
+another account with ``--user``.
 
 The schema: on SQLite, an empty database gets fmn's schema on first start (the
 laptop default must just work); anything else — PostgreSQL, or a schema at an
@@ -27,10 +28,10 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from fmn_core import schema
-from fmn_core.accounts import check_account_name
+from fmn_core.accounts import account_directory, account_of_login, check_account_name, is_admin
 from fmn_core.config import Config, load_config
 from fmn_core.db import Database, is_sqlite
-from fmn_core.errors import ConfigError, InvalidArgument
+from fmn_core.errors import AccountDirectoryUnavailable, ConfigError, UserError
 from fmn_core.preferences import Actor
 from fmn_core.rules import default_catalog
 
@@ -119,8 +120,10 @@ def prepare_schema(database: Database) -> None:
 
 def _start(args: argparse.Namespace) -> tuple[Config, Account]:
     config = load_config(args.config)
-    name = login_name()
-    actor = Actor(name, is_admin=name in config.admins)
+    # The login must be a Fedora account the directory knows (any valid name locally).
+    directory = account_directory(config)
+    name = account_of_login(directory, login_name())
+    actor = Actor(name, is_admin=is_admin(config, directory, name))
     user: str | None = None
     if args.user is not None and args.user != name:
         if not actor.is_admin:
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         config, account = _start(args)
-    except (SetupError, ConfigError, InvalidArgument) as error:
+    except (SetupError, ConfigError, UserError, AccountDirectoryUnavailable) as error:
         print(f"fmn-tui: {error}", file=sys.stderr)
         return EXIT_SETUP
     except SQLAlchemyError as error:

@@ -75,7 +75,13 @@ from .pagure import (
     pagure_issue_on_project,
     pagure_pr_on_project,
 )
-from .people import badge_awarded_to_me, fas_group_membership_change, my_group_membership_changed
+from .people import (
+    badge_awarded_to_me,
+    fas_group_membership_change,
+    member_of_group_involved,
+    my_group_membership_changed,
+    package_owned_by_my_groups,
+)
 
 #: Every built-in rule, in the order front ends list them. A rule added to a family
 #: module is offered only once it is listed here (a test checks none is left out).
@@ -130,6 +136,8 @@ RULES: tuple[RuleFunction, ...] = (
     badge_awarded_to_me,
     fas_group_membership_change,
     my_group_membership_changed,
+    package_owned_by_my_groups,
+    member_of_group_involved,
     # discourse, bugzilla, koschei
     discourse_category,
     bugzilla_bug_on_package,
@@ -171,6 +179,7 @@ __all__ = [
     "koji_scratch_build",
     "koschei_package_failing",
     "meetbot_meeting_on_channel",
+    "member_of_group_involved",
     "module_involved",
     "my_group_membership_changed",
     "not_from_bot",
@@ -178,6 +187,7 @@ __all__ = [
     "package_owned_by",
     "package_owned_by_group",
     "package_owned_by_me",
+    "package_owned_by_my_groups",
     "pagure_assigned_to_me",
     "pagure_comment_on_my_pr",
     "pagure_issue_on_project",

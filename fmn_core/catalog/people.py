@@ -1,17 +1,37 @@
-"""Fedora accounts: group membership (FAS) and badges (fedbadges)."""
+"""Fedora accounts: group membership (FAS) and badges (fedbadges).
+
+The "my groups" rules read the account directory through ``RuleContext.membership``
+(the groups the filter's owner is in), which the daemon refreshes from Fedora
+Accounts' bus messages.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from ..messages import MessageFacts
 from ..rules import IndexHint, RuleContext, rule
 from .generic import GROUP
-from .hints import FEDORA, RANK_GROUP, RANK_TOPIC, RANK_USER, argument, in_topics, owner, topics
+from .hints import (
+    FEDORA,
+    RANK_GROUP,
+    RANK_PACKAGE,
+    RANK_TOPIC,
+    RANK_USER,
+    argument,
+    in_topics,
+    owner,
+    topics,
+)
 from .reading import body_text
 
 __all__ = [
     "badge_awarded_to_me",
     "fas_group_membership_change",
+    "member_of_group_involved",
     "my_group_membership_changed",
+    "package_owned_by_my_groups",
 ]
 
 
@@ -48,3 +68,35 @@ def my_group_membership_changed(message: MessageFacts, context: RuleContext) -> 
         return False
     member = body_text(message.body, "msg", "user") or body_text(message.body, "user", "username")
     return member == context.owner
+
+
+def _my_groups(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
+    return context.membership.groups_of(context.owner)
+
+
+def _my_groups_packages(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
+    packages: set[str] = set()
+    for group in context.membership.groups_of(context.owner):
+        packages |= context.ownership.packages_of("@" + group)
+    return frozenset(packages)
+
+
+@rule(
+    "Package owned by my groups",
+    hint=IndexHint("package", _my_groups_packages, RANK_PACKAGE),
+)
+def package_owned_by_my_groups(message: MessageFacts, context: RuleContext) -> bool:
+    """Messages about a package that a Fedora group you are a member of maintains in
+    dist-git; it follows your memberships as Fedora Accounts announces them."""
+    if not message.packages:
+        return False
+    groups = {"@" + g for g in context.membership.groups_of(context.owner)}
+    return any(not groups.isdisjoint(context.ownership.owners_of(p)) for p in message.packages)
+
+
+@rule("Group I am in involved", hint=IndexHint("group", _my_groups, RANK_GROUP))
+def member_of_group_involved(message: MessageFacts, context: RuleContext) -> bool:
+    """Messages that name a Fedora group you are a member of."""
+    if not message.groups:
+        return False
+    return not context.membership.groups_of(context.owner).isdisjoint(message.groups)

@@ -195,6 +195,9 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
     fmn_deliver = False
     #: Extra TOML for fmn's configuration file.
     fmn_toml = ""
+    #: ``bot.identity``: most tests are about commands, so the services account is
+    #: the Fedora account; tests/bot/test_identity.py maps through a directory.
+    fmn_identity = "services-account"
     account: str | None = "alice"
     fmn_database_url: str
     fmn_tmp: Path
@@ -205,9 +208,15 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
     def setUp(self) -> None:
         gc.freeze()  # see the end of this module
         path = self.fmn_tmp / "fmn.toml"
-        path.write_text(
-            f'database_url = "{self.fmn_database_url}"\n{self.fmn_toml}', encoding="utf-8"
+        extra = self.fmn_toml
+        identity = f'identity = "{self.fmn_identity}"\n'
+        # TOML allows one [bot] table: add the setting to the test's own if it has one.
+        extra = (
+            extra.replace("[bot]\n", "[bot]\n" + identity, 1)
+            if "[bot]\n" in extra
+            else f"{extra}\n[bot]\n{identity}"
         )
+        path.write_text(f'database_url = "{self.fmn_database_url}"\n{extra}', encoding="utf-8")
         conf.supybot.plugins.Fmn.configFile.setValue(str(path))
         conf.supybot.plugins.Fmn.deliver.setValue(self.fmn_deliver)
         conf.supybot.plugins.Fmn.staticAccounts.setValue([])

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fasjson_server import FasjsonServer, running_fasjson
 
 from fmn_core.errors import MalformedMessage
 from fmn_core.messages import MessageFacts, facts_of, parse_line
@@ -102,3 +103,10 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def fasjson() -> Iterator[FasjsonServer]:
+    """A FASJSON-compatible server on loopback (tests/fasjson_server.py)."""
+    with running_fasjson() as server:
+        yield server

@@ -13,6 +13,7 @@ from fmn_core.accounts import (
     AccountDirectoryUnavailable,
     Fas2Directory,
     LocalDirectory,
+    Profile,
     account_directory,
     check_account_name,
 )
@@ -114,6 +115,7 @@ PEOPLE: dict[str, dict[str, Any]] = {
         "username": "alice",
         "human_name": "Alice",
         "email": "alice@example.org",
+        "ircnick": "Alice_W",
         "status": "active",
         "approved_memberships": [{"name": "packager", "id": 1}, {"name": "python-sig", "id": 2}],
         "unapproved_memberships": [{"name": "sysadmin", "id": 3}],
@@ -155,6 +157,19 @@ def test_fas2_directory_asks_the_account_system(fas: LocalServer) -> None:
     assert not directory.exists("carol")
     assert directory.groups_of("carol") == frozenset()
     assert {exchange.path for exchange in fas.received} == {PERSON_PATH}
+
+
+def test_fas2_directory_gives_profiles_and_forgets(fas: LocalServer) -> None:
+    directory = _directory(fas)
+    alice = Profile("alice", ("alice@example.org",), (("", "Alice_W"),))
+    assert directory.profile("alice") == alice
+    assert directory.profile("bob") == Profile("bob", ("bob@example.org",))
+    assert directory.profile("carol") is None
+    assert directory.profiles_listing_irc("Alice_W") == []  # FAS2 can't search by nick
+    asked = len(fas.received)
+    directory.forget(accounts=["alice"])
+    assert directory.exists("alice")
+    assert len(fas.received) == asked + 1
 
 
 def test_fas2_directory_remembers_answers(fas: LocalServer) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fmn_core import preferences as prefs
+from fmn_core.accounts import LocalDirectory, Profile
 from fmn_core.db import Database
 from fmn_core.destinations import hash_code, new_code
 from fmn_core.errors import ConfirmationFailed, InvalidArgument, NotFound, PermissionDenied
@@ -33,6 +34,15 @@ ADMIN = Actor("root", is_admin=True)
 BOB = Actor("bob")
 
 Operation = Callable[[Session, Actor, str | None, dict[str, Any]], Any]
+
+
+def _bob_profiled(session: Session) -> Session:
+    """The session, with a directory whose profile of bob lists an email."""
+    session.info["directory"] = LocalDirectory(
+        session, profiles=[Profile("bob", emails=("bob@example.org",))]
+    )
+    return session
+
 
 #: Every operation that takes ``user=``, called on bob's data. ``ids`` holds the
 #: ids of bob's rows that the setup made.
@@ -68,9 +78,10 @@ OPERATIONS: dict[str, Operation] = {
     "recent_notifications": lambda s, a, u, ids: prefs.recent_notifications(s, a, user=u),
     "mute": lambda s, a, u, ids: prefs.mute(s, a, dt.timedelta(hours=1), user=u),
     "unmute": lambda s, a, u, ids: prefs.unmute(s, a, user=u),
+    "profile_addresses": lambda s, a, u, ids: prefs.profile_addresses(_bob_profiled(s), a, user=u),
 }
 READS = {"list_contexts", "get_context", "list_filters", "get_filter", "preview",
-         "recent_notifications"}
+         "recent_notifications", "profile_addresses"}
 
 
 @pytest.fixture

@@ -315,7 +315,9 @@ def fmn_config(tmp_path: Path) -> Path:
     path = tmp_path / "fmn.toml"
     path.write_text(
         f'database_url = "sqlite:///{tmp_path / "fmn.sqlite"}"\n'
-        "[bot]\nlines_per_second = 20.0\n[delivery]\nidle_poll_seconds = 0.2\n",
+        # ngircd has no services: the static nick=account pair is the Fedora account.
+        '[bot]\nidentity = "services-account"\nlines_per_second = 20.0\n'
+        "[delivery]\nidle_poll_seconds = 0.2\n",
         encoding="utf-8",
     )
     _daemon(path, "db", "upgrade")

@@ -67,28 +67,35 @@ def _argument_sets(spec: RuleSpec, values: list[str]) -> Iterator[dict[str, Any]
 
 
 class _Owns:
-    """An ownership lookup where everyone owns the same given packages."""
+    """An ownership lookup where everyone owns the same given packages (and so does
+    every group in ``groups``, which is also every owner's memberships)."""
 
-    def __init__(self, packages: frozenset[str]) -> None:
+    def __init__(self, packages: frozenset[str], groups: frozenset[str] = frozenset()) -> None:
         self.packages = packages
+        self.groups = groups
 
     def packages_of(self, owner: str) -> frozenset[str]:
         return self.packages
 
     def owners_of(self, package: str) -> frozenset[str]:
-        return frozenset()
+        return frozenset("@" + g for g in self.groups) if package in self.packages else frozenset()
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        return self.groups
 
 
 def _contexts(message: MessageFacts, values: list[str], with_owners: bool) -> list[RuleContext]:
     """Owners and ownership to try: ownership that does and doesn't cover the facts."""
     names = values if with_owners else [*sorted(message.usernames), "nobody"]
+    # Every owner is in every group the message names or carries (membership rules).
+    groups = frozenset(values) | message.groups
     lookups = (
-        _Owns(frozenset(values) | message.packages),
+        _Owns(frozenset(values) | message.packages, groups),
         # Owning body names but none of the message's packages: a rule that is
         # true here while hinted by owned packages would be unsound.
-        _Owns(frozenset(values) - message.packages),
+        _Owns(frozenset(values) - message.packages, groups),
     )
-    return [RuleContext(name, lookup) for name in names[:40] for lookup in lookups]
+    return [RuleContext(name, lookup, lookup) for name in names[:40] for lookup in lookups]
 
 
 def test_rules_survive_corpus_and_index_hints_are_sound(
