@@ -26,11 +26,12 @@ sent after that notification.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import html
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -45,12 +46,20 @@ from fmn_core.models import utcnow
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Links
 
+from .limits import AcceptErrorLog, ConnectionGuard, LiveSlots
 from .metrics import Metrics
 from .service import in_thread
 from .transports.feed import FEED_LIMIT, build_feed
 from .transports.live import LiveHub, Subscription
 
-__all__ = ["LIVENESS_MAX_AGE", "LIVE_POLL_SECONDS", "build_app", "start_http"]
+__all__ = [
+    "LIVENESS_MAX_AGE",
+    "LIVE_POLL_SECONDS",
+    "HttpServer",
+    "build_app",
+    "parse_since",
+    "start_http",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,12 @@ _METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 _LIVE: web.AppKey[LiveHub] = web.AppKey("live", LiveHub)
 _LINKS: web.AppKey[Links] = web.AppKey("links", Links)
 _STREAMS: web.AppKey[set[_LiveStream]] = web.AppKey("streams")
+_GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
+_SLOTS: web.AppKey[LiveSlots] = web.AppKey("live_slots", LiveSlots)
+
+#: The most digits a notification id has (a 64-bit integer).
+_ID_MAX_DIGITS = 19
+_ID_MAX = 2**63 - 1
 
 
 async def _core(request: web.Request, function: Callable[..., T], /, *args: Any, **kw: Any) -> T:
@@ -124,6 +139,15 @@ async def _metrics(request: web.Request) -> web.Response:
     lines += [
         "# TYPE fmn_live_clients gauge",
         f"fmn_live_clients {request.app[_LIVE].subscribers()}",
+    ]
+    guard = request.app[_GUARD]
+    lines += [
+        "# TYPE fmn_http_connections gauge",
+        f"fmn_http_connections {guard.open}",
+        "# TYPE fmn_http_connections_refused_total counter",
+        f"fmn_http_connections_refused_total {guard.refused.total}",
+        "# TYPE fmn_http_slow_heads_closed_total counter",
+        f"fmn_http_slow_heads_closed_total {guard.slow_heads.total}",
     ]
     try:
         counts = await _core(request, outbox.counts_by_state)
@@ -186,10 +210,25 @@ def _event(entry: SentEntry) -> dict[str, Any]:
     }
 
 
-def _since(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
+def parse_since(value: str | None, name: str) -> int | None:
+    """A ``since`` or ``Last-Event-ID`` value: a notification id, or None when absent.
+
+    Only ASCII digits, at most 19 of them, no sign and no white space: anything
+    else is refused with a 400 that says what is expected (``int()`` would
+    accept ``²``-free Unicode digits, white space and signs, and fail with a
+    traceback on 5,000 digits).
+    """
+    if value is None:
         return None
-    return int(value.strip())
+    if not (value.isascii() and value.isdigit() and len(value) <= _ID_MAX_DIGITS):
+        raise web.HTTPBadRequest(
+            text=f"{name} must be a notification id: 1 to {_ID_MAX_DIGITS} digits 0-9, "
+            "with no sign or spaces\n"
+        )
+    number = int(value)
+    if number > _ID_MAX:
+        raise web.HTTPBadRequest(text=f"{name} is larger than any notification id\n")
+    return number
 
 
 _END: dict[str, Any] = {"_end": True}
@@ -243,7 +282,7 @@ class _LiveStream:
             self.seen = set(sorted(self.seen)[-5_000:])
         return fresh
 
-    async def events(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Batches of new events until closed; an empty batch is a quiet interval."""
         app = self.request.app
         streams = app[_STREAMS]
@@ -279,30 +318,74 @@ async def _live_owner(request: web.Request) -> tuple[int, str] | None:
     return await _core(request, outbox.owner_of_address, "live", request.match_info["token"])
 
 
+def _live_refused(reason: str, status: int) -> web.Response:
+    headers = {"Retry-After": "30", "Cache-Control": "no-store"}
+    return web.Response(text=reason + "\n", status=status, headers=headers)
+
+
+@contextlib.asynccontextmanager
+async def _live_seat(request: web.Request) -> AsyncIterator[web.Response | None]:
+    """A live-client seat for the request's token, or the response that refuses one."""
+    slots = request.app[_SLOTS]
+    token = request.match_info["token"]
+    reason = slots.take(token)
+    if reason is not None:
+        # 503 when the server is full (try later), 429 when this token holds its share.
+        full = slots.in_use() >= slots.total
+        log.info("live: refused a client: %s", reason)
+        yield _live_refused(reason, 503 if full else 429)
+        return
+    try:
+        yield None
+    finally:
+        slots.give_back(token)
+
+
+async def _send(request: web.Request, write: Awaitable[None]) -> None:
+    """One write to a live client, within ``http.send_timeout_seconds``."""
+    # A client that stops reading fills its socket buffer, and the write then waits
+    # forever, holding the connection and its seat: close it instead.
+    await asyncio.wait_for(write, request.app[_CONFIG].http.send_timeout_seconds)
+
+
+def _abort(request: web.Request) -> None:
+    # The client stopped reading: drop the connection rather than wait for a
+    # closing handshake or a final flush that would block just the same.
+    log.info("live: closed a client that stopped reading")
+    if request.transport is not None:
+        request.transport.abort()
+
+
 async def _live_ws(request: web.Request) -> web.StreamResponse:
+    since = parse_since(request.query.get("since"), "since")
     owner = await _live_owner(request)
     if owner is None:
         return _not_found()
-    socket = web.WebSocketResponse(heartbeat=30.0)
-    await socket.prepare(request)
-    stream = _LiveStream(
-        request, owner[0], request.match_info["token"], _since(request.query.get("since"))
-    )
-    reader = asyncio.create_task(_drain_client(socket), name="live-ws-reader")
-    reader.add_done_callback(lambda _: stream.close())
-    try:
-        async for batch in stream.events():
-            if reader.done() or socket.closed:
-                break
-            for event in batch:
-                await socket.send_json(event)
-    except ConnectionResetError:
-        pass
-    finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        await socket.close()
-    return socket
+    async with _live_seat(request) as refused:
+        if refused is not None:
+            return refused
+        # Clients have nothing to say but close: a small message limit.
+        socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        await socket.prepare(request)
+        stream = _LiveStream(request, owner[0], request.match_info["token"], since)
+        reader = asyncio.create_task(_drain_client(socket), name="live-ws-reader")
+        reader.add_done_callback(lambda _: stream.close())
+        try:
+            async with contextlib.aclosing(stream.events()) as batches:
+                async for batch in batches:
+                    if reader.done() or socket.closed:
+                        break
+                    for event in batch:
+                        await _send(request, socket.send_json(event))
+        except TimeoutError:
+            _abort(request)
+        except ConnectionError:
+            pass
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await socket.close()
+        return socket
 
 
 async def _drain_client(socket: web.WebSocketResponse) -> None:
@@ -313,37 +396,47 @@ async def _drain_client(socket: web.WebSocketResponse) -> None:
 
 
 async def _live_sse(request: web.Request) -> web.StreamResponse:
+    header = request.headers.get("Last-Event-ID")
+    since = (
+        parse_since(header, "Last-Event-ID")
+        if header is not None
+        else parse_since(request.query.get("since"), "since")
+    )
     owner = await _live_owner(request)
     if owner is None:
         return _not_found()
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    since = _since(request.headers.get("Last-Event-ID") or request.query.get("since"))
-    stream = _LiveStream(request, owner[0], request.match_info["token"], since)
-    loop = asyncio.get_running_loop()
-    quiet_since = loop.time()
-    try:
-        await response.write(b"retry: 5000\n\n")
-        async for batch in stream.events():
-            for event in batch:
-                payload = json.dumps(event, separators=(",", ":"))
-                await response.write(
-                    f"id: {event['id']}\nevent: notification\ndata: {payload}\n\n".encode()
-                )
-            if batch:
-                quiet_since = loop.time()
-            elif loop.time() - quiet_since >= SSE_HEARTBEAT_SECONDS:
-                quiet_since = loop.time()
-                await response.write(b": keep-alive\n\n")
-    except (ConnectionResetError, ConnectionError):
-        pass
-    return response
+    async with _live_seat(request) as refused:
+        if refused is not None:
+            return refused
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        stream = _LiveStream(request, owner[0], request.match_info["token"], since)
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        try:
+            await _send(request, response.write(b"retry: 5000\n\n"))
+            async with contextlib.aclosing(stream.events()) as batches:
+                async for batch in batches:
+                    for event in batch:
+                        payload = json.dumps(event, separators=(",", ":"))
+                        frame = f"id: {event['id']}\nevent: notification\ndata: {payload}\n\n"
+                        await _send(request, response.write(frame.encode()))
+                    if batch:
+                        quiet_since = loop.time()
+                    elif loop.time() - quiet_since >= SSE_HEARTBEAT_SECONDS:
+                        quiet_since = loop.time()
+                        await _send(request, response.write(b": keep-alive\n\n"))
+        except TimeoutError:
+            _abort(request)
+        except ConnectionError:
+            pass
+        return response
 
 
 # -- one-click unsubscribe -------------------------------------------------------------
@@ -370,10 +463,33 @@ async def _unsubscribe_page(request: web.Request) -> web.Response:
     return _page("Unsubscribe", body)
 
 
+async def _one_click_body(request: web.Request) -> bool:
+    """Whether the POST's body is RFC 8058's ``List-Unsubscribe=One-Click``."""
+    timeout = request.app[_CONFIG].http.body_timeout_seconds
+    try:
+        form = await asyncio.wait_for(request.post(), timeout)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the request body did not arrive in time\n") from None
+    except ValueError:
+        # A garbled form (bad multipart boundary, bad encoding) is just not one-click.
+        return False
+    return form.get("List-Unsubscribe") == "One-Click"
+
+
 async def _unsubscribe_post(request: web.Request) -> web.Response:
     named = request.app[_LINKS].verify_unsubscribe_token(request.match_info["token"])
     if named is None:
         return _not_found()
+    # RFC 8058: the one-click POST carries this body. Without it, a POST is not a
+    # mail client's one-click unsubscribe (a link prefetcher or a stray form).
+    if not await _one_click_body(request):
+        return _page(
+            "Not unsubscribed",
+            "<p>A one-click unsubscribe POST must carry the form body "
+            "<code>List-Unsubscribe=One-Click</code> (RFC 8058). Open this link in a browser "
+            "to use the form instead.</p>",
+            status=400,
+        )
     user, context = named
     try:
         await _core(request, _unsubscribe, user, context)
@@ -389,6 +505,15 @@ async def _unsubscribe_post(request: web.Request) -> web.Response:
 # -- the application -------------------------------------------------------------------
 
 
+@web.middleware
+async def _report_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    # A request head arrived whole: its connection's header deadline is met.
+    request.app[_GUARD].request_started(request.protocol)
+    return await handler(request)
+
+
 def build_app(
     config: Config,
     db: Database,
@@ -398,12 +523,16 @@ def build_app(
     links: Links | None = None,
 ) -> web.Application:
     """The aiohttp application with every endpoint."""
-    app = web.Application()
+    app = web.Application(
+        middlewares=[_report_request], client_max_size=config.http.max_body_bytes
+    )
     app[_CONFIG] = config
     app[_DB] = db
     app[_METRICS] = metrics
     app[_LIVE] = live if live is not None else LiveHub()
     app[_LINKS] = links if links is not None else Links.from_config(config)
+    app[_GUARD] = ConnectionGuard(config.http)
+    app[_SLOTS] = LiveSlots(config.http.max_live_clients, config.http.max_live_clients_per_token)
     streams: set[_LiveStream] = set()
     app[_STREAMS] = streams
 
@@ -425,6 +554,35 @@ def build_app(
     return app
 
 
+class HttpServer:
+    """The running endpoints: ``await server.cleanup()`` stops them."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        server: asyncio.Server,
+        guard: ConnectionGuard,
+        accept_errors: AcceptErrorLog,
+    ) -> None:
+        self.runner = runner
+        self.server = server
+        self.guard = guard
+        self.accept_errors = accept_errors
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (useful with ``http.port = 0``)."""
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def cleanup(self) -> None:
+        """Stop accepting, end live streams and open requests, restore the loop's handler."""
+        self.server.close()
+        try:
+            await self.runner.cleanup()
+        finally:
+            self.accept_errors.uninstall()
+
+
 async def start_http(
     config: Config,
     db: Database,
@@ -432,17 +590,35 @@ async def start_http(
     live: LiveHub | None = None,
     *,
     links: Links | None = None,
-) -> web.AppRunner:
-    """Serve the endpoints on ``http.host``:``http.port``; ``await runner.cleanup()`` stops."""
+) -> HttpServer:
+    """Serve the endpoints on ``http.host``:``http.port``; ``await server.cleanup()`` stops.
+
+    The listening socket is made here rather than by aiohttp's ``TCPSite``: its
+    protocol factory is the :class:`~fmn_daemon.limits.ConnectionGuard` around
+    aiohttp's, which caps connections and closes slow request heads (see
+    :mod:`fmn_daemon.limits` for why there).
+    """
+    settings = config.http
+    app = build_app(config, db, metrics, live, links=links)
     runner = web.AppRunner(
-        build_app(config, db, metrics, live, links=links), access_log=None, shutdown_timeout=5.0
+        app,
+        access_log=None,
+        shutdown_timeout=5.0,
+        keepalive_timeout=settings.keepalive_timeout_seconds,
+        # How long to read and drop a body no handler wanted before closing.
+        lingering_time=min(settings.body_timeout_seconds, 5.0),
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.http.host, config.http.port)
+    guard = app[_GUARD]
+    assert runner.server is not None
+    guard.server = runner.server
+    accept_errors = AcceptErrorLog(settings.accept_error_log_seconds)
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        server = await loop.create_server(guard, settings.host, settings.port, backlog=511)
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("HTTP endpoints on http://%s:%d", config.http.host, config.http.port)
-    return runner
+    accept_errors.install(loop)
+    log.info("HTTP endpoints on http://%s:%d", settings.host, settings.port)
+    return HttpServer(runner, server, guard, accept_errors)
