@@ -46,7 +46,7 @@ from fmn_core.models import utcnow
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Links
 
-from .limits import AcceptErrorLog, ConnectionGuard, LiveSlots
+from .limits import AcceptErrorLog, ConnectionGuard, LiveSlots, connection_cap
 from .metrics import Metrics
 from .service import in_thread
 from .transports.feed import FEED_LIMIT, build_feed
@@ -610,6 +610,14 @@ async def start_http(
     )
     await runner.setup()
     guard = app[_GUARD]
+    guard.max_connections = connection_cap(settings.max_connections)
+    if guard.max_connections < settings.max_connections:
+        log.warning(
+            "HTTP: serving at most %d connections, not http.max_connections = %d: the "
+            "descriptor limit (LimitNOFILE) leaves no more beside the broker and database",
+            guard.max_connections,
+            settings.max_connections,
+        )
     assert runner.server is not None
     guard.server = runner.server
     accept_errors = AcceptErrorLog(settings.accept_error_log_seconds)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,7 +41,14 @@ from aiohttp import web
 
 from fmn_core.config import HttpConfig
 
-__all__ = ["AcceptErrorLog", "ConnectionGuard", "LiveSlots", "RateLimitedLog"]
+__all__ = [
+    "DESCRIPTOR_RESERVE",
+    "AcceptErrorLog",
+    "ConnectionGuard",
+    "LiveSlots",
+    "RateLimitedLog",
+    "connection_cap",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,27 @@ _OVER_LIMIT = (
     b"Content-Length: " + str(len(_OVER_LIMIT_BODY)).encode() + b"\r\n\r\n" + _OVER_LIMIT_BODY
 )
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+#: Descriptors kept free for everything but HTTP clients: the broker, the database
+#: pool, SMTP and push connections, log files, the listening sockets.
+DESCRIPTOR_RESERVE = 256
+
+
+def connection_cap(configured: int, soft_limit: int | None = None) -> int:
+    """``http.max_connections``, lowered if the process's descriptor limit is too small.
+
+    HTTP clients may use at most what is left of ``RLIMIT_NOFILE`` after
+    :data:`DESCRIPTOR_RESERVE` (and never more than half of a small limit), so a
+    flood of connections can never take the descriptors the broker and database
+    connections need, whatever the unit's ``LimitNOFILE`` says.
+    """
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_limit == resource.RLIM_INFINITY or soft_limit <= 0:
+        return configured
+    room = max(soft_limit - DESCRIPTOR_RESERVE, soft_limit // 2)
+    return max(1, min(configured, room))
 
 
 class RateLimitedLog:
@@ -152,8 +181,12 @@ class _GuardedConnection(asyncio.Protocol):
 class ConnectionGuard:
     """The protocol factory for ``loop.create_server``: aiohttp's, behind connection limits."""
 
-    def __init__(self, config: HttpConfig) -> None:
+    def __init__(self, config: HttpConfig, max_connections: int | None = None) -> None:
         self.config = config
+        #: The cap in force: ``http.max_connections`` unless given (see :func:`connection_cap`).
+        self.max_connections = (
+            max_connections if max_connections is not None else config.max_connections
+        )
         #: aiohttp's protocol factory (``AppRunner.server``), set once the runner is set up.
         self.server: web.Server | None = None
         self.open = 0
@@ -171,7 +204,7 @@ class ConnectionGuard:
         return _GuardedConnection(self)
 
     def _admit(self, connection: _GuardedConnection) -> str | None:
-        if self.open >= self.config.max_connections:
+        if self.open >= self.max_connections:
             reason = f"the server holds {self.open} connections (http.max_connections)"
         elif (
             self.config.max_connections_per_ip
