@@ -46,7 +46,7 @@ from fmn_core.models import utcnow
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Links
 
-from .limits import AcceptErrorLog, ConnectionGuard, LiveSlots, connection_cap
+from .limits import AcceptErrorLog, ConnectionGuard, LiveSlots, ServerErrorLog, connection_cap
 from .metrics import Metrics
 from .service import in_thread
 from .transports.feed import FEED_LIMIT, build_feed
@@ -607,6 +607,9 @@ async def start_http(
         keepalive_timeout=settings.keepalive_timeout_seconds,
         # How long to read and drop a body no handler wanted before closing.
         lingering_time=min(settings.body_timeout_seconds, 5.0),
+        logger=ServerErrorLog(
+            logging.getLogger("aiohttp.server"), settings.accept_error_log_seconds
+        ),
     )
     await runner.setup()
     guard = app[_GUARD]

@@ -38,8 +38,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from fmn_core.config import HttpConfig
+from fmn_core.text import for_log
 
 __all__ = [
     "DESCRIPTOR_RESERVE",
@@ -47,6 +49,7 @@ __all__ = [
     "ConnectionGuard",
     "LiveSlots",
     "RateLimitedLog",
+    "ServerErrorLog",
     "connection_cap",
 ]
 
@@ -303,3 +306,30 @@ class AcceptErrorLog:
             self._previous(loop, context)
         else:
             loop.default_exception_handler(context)
+
+
+class ServerErrorLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's request-handler logger: malformed requests are not tracebacks.
+
+    aiohttp logs every request it cannot parse (a duplicate ``Host``, a bad
+    header line, a body longer than announced) with ``logger.exception``: a full
+    traceback per request, which anyone can trigger at will. Those are the
+    client's errors and are answered 400: they become one rate-limited warning
+    line. Anything else aiohttp reports this way is a failure in fmn's handlers
+    and keeps its traceback.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        super().__init__(logger, {})
+        self.malformed = RateLimitedLog(interval)
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        """Log a handler failure with its traceback; a client's bad request as one line."""
+        if isinstance(exc_info, HttpProcessingError):
+            self.malformed.event(
+                "HTTP: answered a malformed request with %s: %s",
+                exc_info.code,
+                for_log(exc_info.message, limit=120),
+            )
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
