@@ -116,8 +116,9 @@ async def _catch_up(base: str, live: str, feed: str, clients: int, messages: int
                 assert response.status == 200, response.status
                 await response.read()
 
-        await asyncio.gather(*(one_live() for _ in range(clients)),
-                             *(one_feed() for _ in range(clients)))
+        await asyncio.gather(
+            *(one_live() for _ in range(clients)), *(one_feed() for _ in range(clients))
+        )
 
 
 def main() -> None:

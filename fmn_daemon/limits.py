@@ -292,9 +292,9 @@ class AcceptErrorLog:
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
         message = str(context.get("message", ""))
-        if (
-            isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS
-        ) or message.startswith("socket.accept()"):
+        if (isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS) or message.startswith(
+            "socket.accept()"
+        ):
             # asyncio retries the accept a second later by itself; an operator needs
             # to know it happens, and how often, not a traceback each time.
             self.errors.event(

@@ -12,9 +12,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from fmn_core import outbox
+from fmn_core.db import Database
 from fmn_core.display import display_of
 from fmn_core.messages import facts_of, load_message
-from fmn_core.db import Database
 from fmn_core.models import (
     Destination,
     Message,

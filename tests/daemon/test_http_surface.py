@@ -298,15 +298,17 @@ def test_live_since_junk_is_400(surface_db: Database) -> None:
                     async with client.get(
                         f"{base}/live/{kind}/{LIVE}", params={"since": value}
                     ) as response:
-                        seen.append((f"{kind} since={value[:10]!r}", response.status,
-                                     await response.text()))
+                        seen.append(
+                            (f"{kind} since={value[:10]!r}", response.status, await response.text())
+                        )
                 if value.strip() != value:
                     continue  # HTTP itself strips white space around a header's value
                 async with client.get(
                     f"{base}/live/sse/{LIVE}", headers={"Last-Event-ID": value}
                 ) as response:
-                    seen.append((f"Last-Event-ID={value[:10]!r}", response.status,
-                                 await response.text()))
+                    seen.append(
+                        (f"Last-Event-ID={value[:10]!r}", response.status, await response.text())
+                    )
             # A good since still works.
             async with client.ws_connect(f"{base}/live/ws/{LIVE}?since=0") as socket:
                 await socket.close()
@@ -335,8 +337,12 @@ def test_feed_topic_with_control_characters_is_valid_xml(surface_db: Database) -
         )
         # A row written by something other than ingest, display columns raw.
         raw = Message(
-            id=str(uuid.uuid4()), topic=HOSTILE_TOPIC, body={}, headers={},
-            summary="bell\x07 esc\x1b nul\x00 \ufffe end", url="javascript:alert(1)",
+            id=str(uuid.uuid4()),
+            topic=HOSTILE_TOPIC,
+            body={},
+            headers={},
+            summary="bell\x07 esc\x1b nul\x00 \ufffe end",
+            url="javascript:alert(1)",
             app="b\x01odhi",
         )
         # A row stored before the display columns existed.
@@ -344,9 +350,15 @@ def test_feed_topic_with_control_characters_is_valid_xml(surface_db: Database) -
         session.add_all([raw, legacy])
         session.flush()
         for minutes, message in enumerate((hostile, raw, legacy)):
-            add_notification(session, jo, "rss", message, state="sent",
-                             sent_at=now - dt.timedelta(minutes=minutes),
-                             filter_name="f\x1bilter")
+            add_notification(
+                session,
+                jo,
+                "rss",
+                message,
+                state="sent",
+                sent_at=now - dt.timedelta(minutes=minutes),
+                filter_name="f\x1bilter",
+            )
         add_notification(session, jo, "rss", state="sent", sent_at=now - dt.timedelta(hours=1))
     config = http_config(surface_db)
 
@@ -425,19 +437,24 @@ def statements(surface_db: Database) -> Iterator[list[str]]:
 
 
 @pytest.mark.slow
-def test_live_and_feed_catchups_memory_bounded(
-    surface_db: Database, statements: list[str]
-) -> None:
+def test_live_and_feed_catchups_memory_bounded(surface_db: Database, statements: list[str]) -> None:
     now = utcnow()
     with surface_db.begin() as session:
         jo = session.scalars(select(User).where(User.name == "jo")).one()
         for n in range(BIG_MESSAGES):
             body = {"summary": "big", "payload": "x" * BIG_BYTES, "n": n}
-            message = add_message(session, {"topic": "org.fedoraproject.prod.big.x", "body": body,
-                                            "headers": {}})
+            message = add_message(
+                session, {"topic": "org.fedoraproject.prod.big.x", "body": body, "headers": {}}
+            )
             for context in ("live", "rss"):
-                add_notification(session, jo, context, message, state="sent",
-                                 sent_at=now - dt.timedelta(seconds=60 - n))
+                add_notification(
+                    session,
+                    jo,
+                    context,
+                    message,
+                    state="sent",
+                    sent_at=now - dt.timedelta(seconds=60 - n),
+                )
     config = http_config(surface_db)
     statements.clear()
 
@@ -470,5 +487,7 @@ def test_live_and_feed_catchups_memory_bounded(
     assert not [s for s in reads if "messages.body" in s], "a catch-up loaded message bodies"
     # Ten concurrent catch-ups of six 4 MiB messages: re-parsing bodies held 24+ MiB each.
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
-    print(f"\n[http] 10 concurrent catch-ups of {BIG_MESSAGES} x {BIG_BYTES >> 20} MiB messages: "
-          f"peak traced memory {peak / 2**20:.1f} MiB")
+    print(
+        f"\n[http] 10 concurrent catch-ups of {BIG_MESSAGES} x {BIG_BYTES >> 20} MiB messages: "
+        f"peak traced memory {peak / 2**20:.1f} MiB"
+    )

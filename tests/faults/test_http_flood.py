@@ -157,4 +157,3 @@ def _loopback_aliases() -> None:
         pytest.skip(f"cannot bind {SOURCES[-1]}: {exc}")
     finally:
         probe.close()
-
