@@ -12,6 +12,7 @@ import asyncio
 import configparser
 import dataclasses
 import datetime as dt
+import logging
 import time
 import tracemalloc
 import uuid
@@ -237,6 +238,70 @@ def test_http_accept_errors_are_logged_once_per_interval(
     assert len(lines) == 2
     assert all(r.exc_info is None for r in lines)
     assert "59 more since the last such line, 61 in all" in lines[1].getMessage()
+
+
+CLIENT = """
+import socket, sys, time
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(5)]
+print("connected", flush=True)
+time.sleep(float(sys.argv[2]))
+held[0].sendall(b"GET /ready HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+print(held[0].recv(100).split(b"\\r\\n")[0].decode(), flush=True)
+"""
+
+
+def test_http_accept_out_of_descriptors_logged_once_not_a_traceback(
+    surface_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real EMFILE on accept: one warning with a count, then service resumes."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    config = limited(surface_db, accept_error_log_seconds=60.0)
+
+    async def scenario() -> tuple[str, int]:
+        async with serving(config, surface_db):
+            client = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                CLIENT,
+                str(config.http.port),
+                "3.5",
+                stdout=subprocess.PIPE,
+            )
+            assert client.stdout is not None
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            fillers: list[int] = []
+            # Take every descriptor this process may open, so the server's accept()
+            # fails with EMFILE, as it did for the unit without LimitNOFILE.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 4096), hard))
+            try:
+                while True:
+                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                pass
+            try:
+                await asyncio.sleep(3.0)  # asyncio retries accept() once a second
+            finally:
+                for descriptor in fillers:
+                    os.close(descriptor)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            output = await asyncio.wait_for(client.stdout.read(), 20)
+            await client.wait()
+            return output.decode(), len(fillers)
+
+    with caplog.at_level(logging.WARNING):
+        output, filled = run(scenario)
+    assert filled > 0
+    assert "connected" in output and "HTTP/1.1 503" in output  # /ready answered afterwards
+    lines = [r for r in caplog.records if "accepting a connection failed" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None
+    assert "Too many open files" in lines[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info is not None]
 
 
 # -- live clients ---------------------------------------------------------------------
