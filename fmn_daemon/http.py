@@ -46,7 +46,14 @@ from fmn_core.models import utcnow
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Links
 
-from .limits import AcceptErrorLog, ConnectionGuard, LiveSlots, ServerErrorLog, connection_cap
+from .limits import (
+    ACCEPT_BACKLOG,
+    AcceptErrorLog,
+    ConnectionGuard,
+    LiveSlots,
+    ServerErrorLog,
+    connection_cap,
+)
 from .metrics import Metrics
 from .service import in_thread
 from .transports.feed import FEED_LIMIT, build_feed
@@ -626,7 +633,11 @@ async def start_http(
     accept_errors = AcceptErrorLog(settings.accept_error_log_seconds)
     loop = asyncio.get_running_loop()
     try:
-        server = await loop.create_server(guard, settings.host, settings.port, backlog=511)
+        # asyncio accepts up to ``backlog`` connections per pass of the loop before the
+        # refused ones are closed: 128 keeps that burst inside DESCRIPTOR_RESERVE.
+        server = await loop.create_server(
+            guard, settings.host, settings.port, backlog=ACCEPT_BACKLOG
+        )
     except BaseException:
         await runner.cleanup()
         raise

@@ -44,6 +44,7 @@ from fmn_core.config import HttpConfig
 from fmn_core.text import for_log
 
 __all__ = [
+    "ACCEPT_BACKLOG",
     "DESCRIPTOR_RESERVE",
     "AcceptErrorLog",
     "ConnectionGuard",
@@ -64,8 +65,14 @@ _OVER_LIMIT = (
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+#: The listening socket's backlog. asyncio accepts up to this many connections in
+#: one pass of the loop, and the refused ones among them are closed on the next
+#: pass: for that moment they hold descriptors beyond the cap.
+ACCEPT_BACKLOG = 128
+
 #: Descriptors kept free for everything but HTTP clients: the broker, the database
-#: pool, SMTP and push connections, log files, the listening sockets.
+#: pool, SMTP and push connections, log files, the listening sockets, and a burst of
+#: refused connections not closed yet (at most ``ACCEPT_BACKLOG``).
 DESCRIPTOR_RESERVE = 256
 
 

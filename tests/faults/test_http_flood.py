@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 from core.test_outbox import BODHI
 
+from fmn_daemon.limits import ACCEPT_BACKLOG, DESCRIPTOR_RESERVE
+
 from .conftest import (
     Publisher,
     mails_by_message,
@@ -114,6 +116,12 @@ def test_http_1100_idle_connections_while_a_real_message_is_delivered(
 
         # The head timeout (10 s by default) frees the idle connections.
         wait_for(lambda: daemon.ready(), timeout=30, what="/ready answering after the flood")
+        # Deadlines fire over the second the connections took to open.
+        wait_for(
+            lambda: descriptors(pid) < baseline + 50,
+            timeout=15,
+            what="the idle connections closed after the head timeout",
+        )
         freed = descriptors(pid)
         for client in clients:
             with contextlib.suppress(OSError):
@@ -129,9 +137,12 @@ def test_http_1100_idle_connections_while_a_real_message_is_delivered(
     assert 1 <= len(refusals) <= 3, refusals
     assert len(slow) <= 3
     assert mails_by_message(smtp_server)[(message["id"], "watcher@example.org")] == 1
-    # Every descriptor the daemon held stayed well inside the unit default's limit.
-    assert peak < UNIT_DEFAULT_NOFILE - 100, peak
-    assert freed < baseline + 20, (baseline, freed)
+    # Every descriptor the daemon held stayed inside the unit default's limit, with
+    # room for the broker and database: the cap (1,024 - 256) plus at most one
+    # accept burst of refused connections waiting to be closed.
+    assert peak <= UNIT_DEFAULT_NOFILE - DESCRIPTOR_RESERVE + ACCEPT_BACKLOG + 30, peak
+    # What remains beyond the baseline is the database pool the delivery opened.
+    assert freed < baseline + 50, (baseline, freed)
     figures(
         idle_connections=IDLE_CONNECTIONS,
         source_addresses=len(SOURCES),
