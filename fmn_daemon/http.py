@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import html
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -42,7 +41,6 @@ from fmn_core import outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.errors import UserError
-from fmn_core.models import utcnow
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Links
 
@@ -57,7 +55,7 @@ from .limits import (
 from .metrics import Metrics
 from .service import in_thread
 from .transports.feed import FEED_LIMIT, build_feed
-from .transports.live import LiveHub, Subscription
+from .transports.live import LIVE_POLL_SECONDS, LiveHub, LiveStream
 
 __all__ = [
     "LIVENESS_MAX_AGE",
@@ -74,8 +72,6 @@ T = TypeVar("T")
 
 #: ``/live`` fails when the main loop has not ticked for this long.
 LIVENESS_MAX_AGE = 60.0
-#: How often a live client's connection looks for rows other daemons sent.
-LIVE_POLL_SECONDS = 2.0
 #: A comment line keeps idle SSE connections open through proxies.
 SSE_HEARTBEAT_SECONDS = 15.0
 _REPLAY_LIMIT = 50
@@ -85,7 +81,7 @@ _CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 _METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 _LIVE: web.AppKey[LiveHub] = web.AppKey("live", LiveHub)
 _LINKS: web.AppKey[Links] = web.AppKey("links", Links)
-_STREAMS: web.AppKey[set[_LiveStream]] = web.AppKey("streams")
+_STREAMS: web.AppKey[set[LiveStream]] = web.AppKey("streams")
 _GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
 _SLOTS: web.AppKey[LiveSlots] = web.AppKey("live_slots", LiveSlots)
 
@@ -204,19 +200,6 @@ async def _feed_handler(request: web.Request) -> web.Response:
 # -- the live feed -------------------------------------------------------------------
 
 
-def _event(entry: SentEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "message_id": entry.message_id,
-        "topic": entry.topic,
-        "summary": entry.summary,
-        "url": entry.url,
-        "app": entry.app,
-        "filter": entry.filter_name,
-        "created": entry.created_at.isoformat(),
-    }
-
-
 def parse_since(value: str | None, name: str) -> int | None:
     """A ``since`` or ``Last-Event-ID`` value: a notification id, or None when absent.
 
@@ -238,87 +221,24 @@ def parse_since(value: str | None, name: str) -> int | None:
     return number
 
 
-_END: dict[str, Any] = {"_end": True}
+async def _read_live(request: web.Request, user_id: int, **kwargs: Any) -> list[SentEntry]:
+    """A live client's rows from the outbox (catch-up and the poll for other daemons')."""
+    try:
+        return await _core(
+            request, outbox.sent_entries, user_id, "live", limit=_REPLAY_LIMIT, **kwargs
+        )
+    except SQLAlchemyError:
+        log.warning("live: could not read the outbox", exc_info=True)
+        return []
 
 
-class _LiveStream:
-    """One live client: events from the hub, the database's catch-up, no repeats."""
+def _live_stream(request: web.Request, user_id: int, since: int | None) -> LiveStream:
+    async def read(**kwargs: Any) -> list[SentEntry]:
+        return await _read_live(request, user_id, **kwargs)
 
-    def __init__(self, request: web.Request, user_id: int, token: str, since: int | None) -> None:
-        self.request = request
-        self.user_id = user_id
-        self.token = token
-        self.since = since
-        self.seen: set[int] = set()
-        # Polls look for rows sent from a little before the last one seen: clocks
-        # of several daemons differ, and a row's sent_at precedes its commit.
-        self.poll_from = utcnow() - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
-        self.closed = False
-        self._subscription: Subscription | None = None
-
-    def close(self) -> None:
-        """End :meth:`events` now (the client left, or the server is stopping)."""
-        self.closed = True
-        if self._subscription is not None:
-            self._subscription.offer(_END)
-
-    async def _from_database(self, **kwargs: Any) -> list[dict[str, Any]]:
-        try:
-            entries = await _core(
-                self.request,
-                outbox.sent_entries,
-                self.user_id,
-                "live",
-                limit=_REPLAY_LIMIT,
-                **kwargs,
-            )
-        except SQLAlchemyError:
-            log.warning("live: could not read the outbox", exc_info=True)
-            return []
-        if entries:
-            newest = max(e.sent_at for e in entries)
-            self.poll_from = max(
-                self.poll_from, newest - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
-            )
-        return [_event(e) for e in reversed(entries)]
-
-    def _fresh(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        fresh = [e for e in events if e["id"] not in self.seen]
-        self.seen.update(e["id"] for e in fresh)
-        if len(self.seen) > 10_000:
-            self.seen = set(sorted(self.seen)[-5_000:])
-        return fresh
-
-    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Batches of new events until closed; an empty batch is a quiet interval."""
-        app = self.request.app
-        streams = app[_STREAMS]
-        loop = asyncio.get_running_loop()
-        with app[_LIVE].subscribe(self.token) as subscription:
-            self._subscription = subscription
-            streams.add(self)
-            try:
-                if self.since is not None:
-                    yield self._fresh(await self._from_database(after_id=self.since))
-                last_poll = loop.time()
-                while not self.closed:
-                    try:
-                        first = await asyncio.wait_for(subscription.queue.get(), LIVE_POLL_SECONDS)
-                    except TimeoutError:
-                        first = None
-                    batch = [] if first is None else [first]
-                    while not subscription.queue.empty():
-                        batch.append(subscription.queue.get_nowait())
-                    if self.closed or any(event is _END for event in batch):
-                        return
-                    if loop.time() - last_poll >= LIVE_POLL_SECONDS:
-                        last_poll = loop.time()
-                        # Rows other daemons sent to this user meanwhile.
-                        batch += await self._from_database(since=self.poll_from)
-                    yield self._fresh(batch)
-            finally:
-                streams.discard(self)
-                self._subscription = None
+    return LiveStream(
+        request.app[_LIVE], read, request.match_info["token"], since, request.app[_STREAMS]
+    )
 
 
 async def _live_owner(request: web.Request) -> tuple[int, str] | None:
@@ -374,7 +294,7 @@ async def _live_ws(request: web.Request) -> web.StreamResponse:
         # Clients have nothing to say but close: a small message limit.
         socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await socket.prepare(request)
-        stream = _LiveStream(request, owner[0], request.match_info["token"], since)
+        stream = _live_stream(request, owner[0], since)
         reader = asyncio.create_task(_drain_client(socket), name="live-ws-reader")
         reader.add_done_callback(lambda _: stream.close())
         try:
@@ -423,7 +343,7 @@ async def _live_sse(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        stream = _LiveStream(request, owner[0], request.match_info["token"], since)
+        stream = _live_stream(request, owner[0], since)
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         try:
@@ -540,12 +460,12 @@ def build_app(
     app[_LINKS] = links if links is not None else Links.from_config(config)
     app[_GUARD] = ConnectionGuard(config.http)
     app[_SLOTS] = LiveSlots(config.http.max_live_clients, config.http.max_live_clients_per_token)
-    streams: set[_LiveStream] = set()
+    streams: set[LiveStream] = set()
     app[_STREAMS] = streams
 
     async def closing(app: web.Application) -> None:
         # Ends live streams so shutdown does not wait for their clients.
-        open_streams: set[_LiveStream] = app[_STREAMS]
+        open_streams: set[LiveStream] = app[_STREAMS]
         for stream in list(open_streams):
             stream.close()
 
