@@ -450,9 +450,7 @@ def build_app(
     links: Links | None = None,
 ) -> web.Application:
     """The aiohttp application with every endpoint."""
-    app = web.Application(
-        middlewares=[_report_request], client_max_size=config.http.max_body_bytes
-    )
+    app = web.Application(middlewares=[_report_request], client_max_size=config.http.max_body_bytes)
     app[_CONFIG] = config
     app[_DB] = db
     app[_METRICS] = metrics

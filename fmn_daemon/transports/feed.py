@@ -77,9 +77,7 @@ def build_feed(
         if entry.url:
             item.link(href=xml_text(entry.url))
         item.description(
-            xml_text(
-                f"{summary} (topic {_line(entry.topic)}, filter {_line(entry.filter_name)!r})"
-            )
+            xml_text(f"{summary} (topic {_line(entry.topic)}, filter {_line(entry.filter_name)!r})")
         )
         item.category(term=app or "fedora")
         item.published(entry.created_at)
