@@ -251,6 +251,7 @@ print(held[0].recv(100).split(b"\\r\\n")[0].decode(), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_http_accept_out_of_descriptors_logged_once_not_a_traceback(
     surface_db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -556,3 +557,44 @@ def test_live_and_feed_catchups_memory_bounded(surface_db: Database, statements:
         f"\n[http] 10 concurrent catch-ups of {BIG_MESSAGES} x {BIG_BYTES >> 20} MiB messages: "
         f"peak traced memory {peak / 2**20:.1f} MiB"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("max_connections = 0", "http.max_connections"),
+        ("max_connections_per_ip = -1", "http.max_connections_per_ip"),
+        ("header_timeout_seconds = 0", "http.header_timeout_seconds"),
+        ("send_timeout_seconds = 99999", "http.send_timeout_seconds"),
+        ("max_live_clients_per_token = 0", "http.max_live_clients_per_token"),
+        ("max_body_bytes = 10", "http.max_body_bytes"),
+        ('keepalive_timeout_seconds = "soon"', "http.keepalive_timeout_seconds"),
+    ],
+)
+def test_http_limits_config_refuses_bad_values_naming_the_key(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    from fmn_core.config import load_config
+    from fmn_core.errors import ConfigError
+
+    path = tmp_path / "fmn.toml"
+    path.write_text(f"[http]\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert key in str(caught.value)
+
+
+def test_http_limits_config_reads_every_key(tmp_path: Path) -> None:
+    from fmn_core.config import load_config
+
+    path = tmp_path / "fmn.toml"
+    path.write_text(
+        "[http]\nmax_connections = 100\nmax_connections_per_ip = 0\n"
+        "header_timeout_seconds = 5\nkeepalive_timeout_seconds = 7.5\n"
+        "max_live_clients = 9\nmax_live_clients_per_token = 2\n",
+        encoding="utf-8",
+    )
+    http = load_config(path).http
+    assert (http.max_connections, http.max_connections_per_ip) == (100, 0)
+    assert (http.header_timeout_seconds, http.keepalive_timeout_seconds) == (5.0, 7.5)
+    assert (http.max_live_clients, http.max_live_clients_per_token) == (9, 2)
