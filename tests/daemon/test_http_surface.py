@@ -33,6 +33,7 @@ from fmn_core.db import Database
 from fmn_core.models import Message, User, utcnow
 from fmn_core.rendering import Links
 from fmn_daemon.limits import DESCRIPTOR_RESERVE, AcceptErrorLog, RateLimitedLog, connection_cap
+from fmn_daemon.transports.live import LiveHub
 
 FEED = "feed-token-jo-aaaaaaaaaaaaaaaa"
 LIVE = "live-token-jo-aaaaaaaaaaaaaaaa"
@@ -335,6 +336,50 @@ def test_live_client_caps_global_and_per_token(surface_db: Database) -> None:
     assert found["ed_when_full"][0] == 503
     assert "too many live clients" in found["ed_when_full"][1]
     assert found["ed_after_one_left"] == 200
+
+
+def test_live_client_that_stops_reading_is_dropped_and_its_seat_freed(
+    surface_db: Database,
+) -> None:
+    config = limited(surface_db, send_timeout_seconds=1.0, max_live_clients_per_token=1)
+    hub = LiveHub(queue_size=10_000)
+
+    async def scenario() -> tuple[float, int, int]:
+        import socket as socket_module
+
+        async with serving(config, surface_db, live=hub) as (base, client):
+            raw = socket_module.socket()
+            # A tiny receive window, and never a read: the server's writes back up.
+            raw.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
+            raw.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(raw, ("127.0.0.1", config.http.port))
+            await loop.sock_sendall(
+                raw, f"GET /live/sse/{LIVE} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+            for _ in range(200):
+                if hub.subscribers(LIVE):
+                    break
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            event = {"id": 0, "summary": "x" * 500, "topic": "t", "filter": "f"}
+            sent = 0
+            while hub.subscribers(LIVE) and time.monotonic() - started < 20:
+                # New ids each time: a stream sends an id once.
+                hub.publish(LIVE, [dict(event, id=sent + n) for n in range(200)])
+                sent += 200
+                await asyncio.sleep(0.02)
+            dropped_after = time.monotonic() - started
+            raw.close()
+            # The seat is free again: the same token connects.
+            async with client.get(f"{base}/live/sse/{LIVE}") as again:
+                status = again.status
+            return dropped_after, hub.subscribers(LIVE), status
+
+    dropped_after, left, status = run(scenario)
+    assert dropped_after < 15, "a client that stopped reading was never dropped"
+    assert left == 0
+    assert status == 200
 
 
 JUNK_SINCE = [
