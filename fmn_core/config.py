@@ -179,6 +179,60 @@ class HttpConfig:
     #: Signs one-click unsubscribe links; empty means a key generated once and kept in
     #: the state directory (set it when more than one machine serves these links).
     secret_key: str = field(default="", repr=False)
+    #: Open connections the server holds at once; more are closed as they arrive. Keep it
+    #: well below the unit's ``LimitNOFILE`` (8192 in fmn-daemon.service): the broker,
+    #: database and SMTP connections need descriptors too.
+    max_connections: int = 1024
+    #: Open connections from one client address; 0 turns the check off (behind a reverse
+    #: proxy every connection comes from the proxy: let the proxy limit per client).
+    max_connections_per_ip: int = 64
+    #: A request's head (request line and headers) must arrive within this long of the
+    #: connection opening, or the connection is closed (slowloris).
+    header_timeout_seconds: float = 10.0
+    #: An idle kept-alive connection is closed after this long; the next request's head
+    #: must also be complete by then.
+    keepalive_timeout_seconds: float = 15.0
+    #: A request body (the one-click unsubscribe POST) must arrive within this long.
+    body_timeout_seconds: float = 10.0
+    #: A response write (a live event, a heartbeat) that cannot be sent within this long
+    #: closes the connection: a client that stopped reading holds nothing for long.
+    send_timeout_seconds: float = 30.0
+    #: Live-feed clients (WebSocket and SSE together) at once, in all, and per token.
+    max_live_clients: int = 512
+    max_live_clients_per_token: int = 8
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = 16 * 1024
+    #: Accept errors (out of descriptors) are logged at most once per this many seconds,
+    #: with a count of those not logged.
+    accept_error_log_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("http.port", f"{self.port} is not a TCP port (0-65535)")
+        for key in ("max_connections", "max_live_clients", "max_live_clients_per_token"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"http.{key}", f"must be at least 1, got {getattr(self, key)}")
+        if self.max_connections_per_ip < 0:
+            raise ConfigError(
+                "http.max_connections_per_ip",
+                f"must be 0 (no limit) or more, got {self.max_connections_per_ip}",
+            )
+        if self.max_body_bytes < 1024:
+            raise ConfigError(
+                "http.max_body_bytes", f"must be at least 1024, got {self.max_body_bytes}"
+            )
+        for key in (
+            "header_timeout_seconds",
+            "keepalive_timeout_seconds",
+            "body_timeout_seconds",
+            "send_timeout_seconds",
+            "accept_error_log_seconds",
+        ):
+            value = getattr(self, key)
+            if not 0 < value <= 3600:
+                raise ConfigError(
+                    f"http.{key}", f"must be more than 0 and at most 3600, got {value}"
+                )
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,12 @@ class Message(Base):
     body: Mapped[Any] = mapped_column(JSON)
     headers: Mapped[jsondict]
     received_at: Mapped[created] = mapped_column(index=True)
+    # What feeds and the live feed show, computed and bounded at ingest
+    # (fmn_core.display) so that they never load the body; NULL on rows stored
+    # before revision 0003 (those show their topic).
+    summary: Mapped[str | None] = mapped_column(String(500))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    app: Mapped[str | None] = mapped_column(String(64))
 
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, topic={self.topic!r})"

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from .db import is_postgres
 from .destinations import mask_address
+from .display import SUMMARY_MAX_CHARS, stored_display
 from .errors import MalformedMessage
 from .messages import MessageFacts, facts_of, load_message
 from .models import (
@@ -50,6 +51,7 @@ from .models import (
     User,
     utcnow,
 )
+from .text import one_line
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
@@ -784,9 +786,24 @@ def sent_entries(
     since: dt.datetime | None = None,
     after_id: int | None = None,
 ) -> list[SentEntry]:
-    """A user's sent notifications in one context, newest first (feeds, live catch-up)."""
+    """A user's sent notifications in one context, newest first (feeds, live catch-up).
+
+    Reads only the display columns ingest stored (:mod:`fmn_core.display`), never
+    a message body: a request's memory is bounded by ``limit`` times a few
+    kilobytes, whatever the messages weighed.
+    """
     statement = (
-        select(Notification, Message)
+        select(
+            Notification.id,
+            Notification.filter_name,
+            Notification.created_at,
+            Notification.sent_at,
+            Message.id.label("message_id"),
+            Message.topic,
+            Message.summary,
+            Message.url,
+            Message.app,
+        )
         .join(Message, Message.id == Notification.message_id)
         .where(
             Notification.user_id == user_id,
@@ -801,21 +818,20 @@ def sent_entries(
     rows = session.execute(
         statement.order_by(Notification.sent_at.desc(), Notification.id.desc()).limit(limit)
     ).all()
-    facts = _FactsCache()
     entries = []
-    for notification, message in rows:
-        fact = facts.get(message)
+    for row in rows:
+        shown = stored_display(row.topic, row.summary, row.url, row.app)
         entries.append(
             SentEntry(
-                id=notification.id,
-                message_id=message.id,
-                topic=message.topic,
-                app=fact.app_name,
-                summary=fact.summary or message.topic,
-                url=fact.url,
-                filter_name=notification.filter_name,
-                created_at=notification.created_at,
-                sent_at=notification.sent_at or notification.created_at,
+                id=row.id,
+                message_id=row.message_id,
+                topic=one_line(row.topic, limit=SUMMARY_MAX_CHARS),
+                app=shown.app,
+                summary=shown.summary,
+                url=shown.url,
+                filter_name=one_line(row.filter_name),
+                created_at=row.created_at,
+                sent_at=row.sent_at or row.created_at,
             )
         )
     return entries

@@ -26,11 +26,11 @@ sent after that notification.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import contextlib
 import html
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -41,16 +41,30 @@ from fmn_core import outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.errors import UserError
-from fmn_core.models import utcnow
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Links
 
 from .concurrency import in_thread, in_unit_of_work
+from .limits import (
+    ACCEPT_BACKLOG,
+    AcceptErrorLog,
+    ConnectionGuard,
+    LiveSlots,
+    ServerErrorLog,
+    connection_cap,
+)
 from .metrics import Metrics
 from .transports.feed import FEED_LIMIT, build_feed
-from .transports.live import LiveHub, Subscription
+from .transports.live import LIVE_POLL_SECONDS, LiveHub, LiveStream
 
-__all__ = ["LIVENESS_MAX_AGE", "LIVE_POLL_SECONDS", "build_app", "start_http"]
+__all__ = [
+    "LIVENESS_MAX_AGE",
+    "LIVE_POLL_SECONDS",
+    "HttpServer",
+    "build_app",
+    "parse_since",
+    "start_http",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +72,6 @@ T = TypeVar("T")
 
 #: ``/live`` fails when the main loop has not ticked for this long.
 LIVENESS_MAX_AGE = 60.0
-#: How often a live client's connection looks for rows other daemons sent.
-LIVE_POLL_SECONDS = 2.0
 #: A comment line keeps idle SSE connections open through proxies.
 SSE_HEARTBEAT_SECONDS = 15.0
 _REPLAY_LIMIT = 50
@@ -69,7 +81,13 @@ _CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 _METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 _LIVE: web.AppKey[LiveHub] = web.AppKey("live", LiveHub)
 _LINKS: web.AppKey[Links] = web.AppKey("links", Links)
-_STREAMS: web.AppKey[set[_LiveStream]] = web.AppKey("streams")
+_STREAMS: web.AppKey[set[LiveStream]] = web.AppKey("streams")
+_GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
+_SLOTS: web.AppKey[LiveSlots] = web.AppKey("live_slots", LiveSlots)
+
+#: The most digits a notification id has (a 64-bit integer).
+_ID_MAX_DIGITS = 19
+_ID_MAX = 2**63 - 1
 
 
 async def _core(request: web.Request, function: Callable[..., T], /, *args: Any, **kw: Any) -> T:
@@ -119,6 +137,15 @@ async def _metrics(request: web.Request) -> web.Response:
         "# TYPE fmn_live_clients gauge",
         f"fmn_live_clients {request.app[_LIVE].subscribers()}",
     ]
+    guard = request.app[_GUARD]
+    lines += [
+        "# TYPE fmn_http_connections gauge",
+        f"fmn_http_connections {guard.open}",
+        "# TYPE fmn_http_connections_refused_total counter",
+        f"fmn_http_connections_refused_total {guard.refused.total}",
+        "# TYPE fmn_http_slow_heads_closed_total counter",
+        f"fmn_http_slow_heads_closed_total {guard.slow_heads.total}",
+    ]
     try:
         counts = await _core(request, outbox.counts_by_state)
     except SQLAlchemyError:
@@ -167,136 +194,119 @@ async def _feed_handler(request: web.Request) -> web.Response:
 # -- the live feed -------------------------------------------------------------------
 
 
-def _event(entry: SentEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "message_id": entry.message_id,
-        "topic": entry.topic,
-        "summary": entry.summary,
-        "url": entry.url,
-        "app": entry.app,
-        "filter": entry.filter_name,
-        "created": entry.created_at.isoformat(),
-    }
+def parse_since(value: str | None, name: str) -> int | None:
+    """A ``since`` or ``Last-Event-ID`` value: a notification id, or None when absent.
 
-
-def _since(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
+    Only ASCII digits, at most 19 of them, no sign and no white space: anything
+    else is refused with a 400 that says what is expected (``int()`` would
+    accept ``²``-free Unicode digits, white space and signs, and fail with a
+    traceback on 5,000 digits).
+    """
+    if value is None:
         return None
-    return int(value.strip())
+    if not (value.isascii() and value.isdigit() and len(value) <= _ID_MAX_DIGITS):
+        raise web.HTTPBadRequest(
+            text=f"{name} must be a notification id: 1 to {_ID_MAX_DIGITS} digits 0-9, "
+            "with no sign or spaces\n"
+        )
+    number = int(value)
+    if number > _ID_MAX:
+        raise web.HTTPBadRequest(text=f"{name} is larger than any notification id\n")
+    return number
 
 
-_END: dict[str, Any] = {"_end": True}
+async def _read_live(request: web.Request, user_id: int, **kwargs: Any) -> list[SentEntry]:
+    """A live client's rows from the outbox (catch-up and the poll for other daemons')."""
+    try:
+        return await _core(
+            request, outbox.sent_entries, user_id, "live", limit=_REPLAY_LIMIT, **kwargs
+        )
+    except SQLAlchemyError:
+        log.warning("live: could not read the outbox", exc_info=True)
+        return []
 
 
-class _LiveStream:
-    """One live client: events from the hub, the database's catch-up, no repeats."""
+def _live_stream(request: web.Request, user_id: int, since: int | None) -> LiveStream:
+    async def read(**kwargs: Any) -> list[SentEntry]:
+        return await _read_live(request, user_id, **kwargs)
 
-    def __init__(self, request: web.Request, user_id: int, token: str, since: int | None) -> None:
-        self.request = request
-        self.user_id = user_id
-        self.token = token
-        self.since = since
-        self.seen: set[int] = set()
-        # Polls look for rows sent from a little before the last one seen: clocks
-        # of several daemons differ, and a row's sent_at precedes its commit.
-        self.poll_from = utcnow() - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
-        self.closed = False
-        self._subscription: Subscription | None = None
-
-    def close(self) -> None:
-        """End :meth:`events` now (the client left, or the server is stopping)."""
-        self.closed = True
-        if self._subscription is not None:
-            self._subscription.offer(_END)
-
-    async def _from_database(self, **kwargs: Any) -> list[dict[str, Any]]:
-        try:
-            entries = await _core(
-                self.request,
-                outbox.sent_entries,
-                self.user_id,
-                "live",
-                limit=_REPLAY_LIMIT,
-                **kwargs,
-            )
-        except SQLAlchemyError:
-            log.warning("live: could not read the outbox", exc_info=True)
-            return []
-        if entries:
-            newest = max(e.sent_at for e in entries)
-            self.poll_from = max(
-                self.poll_from, newest - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
-            )
-        return [_event(e) for e in reversed(entries)]
-
-    def _fresh(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        fresh = [e for e in events if e["id"] not in self.seen]
-        self.seen.update(e["id"] for e in fresh)
-        if len(self.seen) > 10_000:
-            self.seen = set(sorted(self.seen)[-5_000:])
-        return fresh
-
-    async def events(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """Batches of new events until closed; an empty batch is a quiet interval."""
-        app = self.request.app
-        streams = app[_STREAMS]
-        loop = asyncio.get_running_loop()
-        with app[_LIVE].subscribe(self.token) as subscription:
-            self._subscription = subscription
-            streams.add(self)
-            try:
-                if self.since is not None:
-                    yield self._fresh(await self._from_database(after_id=self.since))
-                last_poll = loop.time()
-                while not self.closed:
-                    try:
-                        first = await asyncio.wait_for(subscription.queue.get(), LIVE_POLL_SECONDS)
-                    except TimeoutError:
-                        first = None
-                    batch = [] if first is None else [first]
-                    while not subscription.queue.empty():
-                        batch.append(subscription.queue.get_nowait())
-                    if self.closed or any(event is _END for event in batch):
-                        return
-                    if loop.time() - last_poll >= LIVE_POLL_SECONDS:
-                        last_poll = loop.time()
-                        # Rows other daemons sent to this user meanwhile.
-                        batch += await self._from_database(since=self.poll_from)
-                    yield self._fresh(batch)
-            finally:
-                streams.discard(self)
-                self._subscription = None
+    return LiveStream(
+        request.app[_LIVE], read, request.match_info["token"], since, request.app[_STREAMS]
+    )
 
 
 async def _live_owner(request: web.Request) -> tuple[int, str] | None:
     return await _core(request, outbox.owner_of_address, "live", request.match_info["token"])
 
 
+def _live_refused(reason: str, status: int) -> web.Response:
+    headers = {"Retry-After": "30", "Cache-Control": "no-store"}
+    return web.Response(text=reason + "\n", status=status, headers=headers)
+
+
+@contextlib.asynccontextmanager
+async def _live_seat(request: web.Request) -> AsyncIterator[web.Response | None]:
+    """A live-client seat for the request's token, or the response that refuses one."""
+    slots = request.app[_SLOTS]
+    token = request.match_info["token"]
+    reason = slots.take(token)
+    if reason is not None:
+        # 503 when the server is full (try later), 429 when this token holds its share.
+        full = slots.in_use() >= slots.total
+        log.info("live: refused a client: %s", reason)
+        yield _live_refused(reason, 503 if full else 429)
+        return
+    try:
+        yield None
+    finally:
+        slots.give_back(token)
+
+
+async def _send(request: web.Request, write: Awaitable[None]) -> None:
+    """One write to a live client, within ``http.send_timeout_seconds``."""
+    # A client that stops reading fills its socket buffer, and the write then waits
+    # forever, holding the connection and its seat: close it instead.
+    await asyncio.wait_for(write, request.app[_CONFIG].http.send_timeout_seconds)
+
+
+def _abort(request: web.Request) -> None:
+    # The client stopped reading: drop the connection rather than wait for a
+    # closing handshake or a final flush that would block just the same.
+    log.info("live: closed a client that stopped reading")
+    if request.transport is not None:
+        request.transport.abort()
+
+
 async def _live_ws(request: web.Request) -> web.StreamResponse:
+    since = parse_since(request.query.get("since"), "since")
     owner = await _live_owner(request)
     if owner is None:
         return _not_found()
-    socket = web.WebSocketResponse(heartbeat=30.0)
-    await socket.prepare(request)
-    stream = _LiveStream(
-        request, owner[0], request.match_info["token"], _since(request.query.get("since"))
-    )
-    reader = asyncio.create_task(_drain_client(socket), name="live-ws-reader")
-    reader.add_done_callback(lambda _: stream.close())
-    try:
-        async for batch in stream.events():
-            if reader.done() or socket.closed:
-                break
-            for event in batch:
-                await socket.send_json(event)
-    except ConnectionResetError:
-        pass
-    finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        await socket.close()
-    return socket
+    async with _live_seat(request) as refused:
+        if refused is not None:
+            return refused
+        # Clients have nothing to say but close: a small message limit.
+        socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        await socket.prepare(request)
+        stream = _live_stream(request, owner[0], since)
+        reader = asyncio.create_task(_drain_client(socket), name="live-ws-reader")
+        reader.add_done_callback(lambda _: stream.close())
+        try:
+            async with contextlib.aclosing(stream.events()) as batches:
+                async for batch in batches:
+                    if reader.done() or socket.closed:
+                        break
+                    for event in batch:
+                        await _send(request, socket.send_json(event))
+        except TimeoutError:
+            _abort(request)
+        except ConnectionError:
+            pass
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await socket.close()
+        return socket
 
 
 async def _drain_client(socket: web.WebSocketResponse) -> None:
@@ -307,37 +317,47 @@ async def _drain_client(socket: web.WebSocketResponse) -> None:
 
 
 async def _live_sse(request: web.Request) -> web.StreamResponse:
+    header = request.headers.get("Last-Event-ID")
+    since = (
+        parse_since(header, "Last-Event-ID")
+        if header is not None
+        else parse_since(request.query.get("since"), "since")
+    )
     owner = await _live_owner(request)
     if owner is None:
         return _not_found()
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    since = _since(request.headers.get("Last-Event-ID") or request.query.get("since"))
-    stream = _LiveStream(request, owner[0], request.match_info["token"], since)
-    loop = asyncio.get_running_loop()
-    quiet_since = loop.time()
-    try:
-        await response.write(b"retry: 5000\n\n")
-        async for batch in stream.events():
-            for event in batch:
-                payload = json.dumps(event, separators=(",", ":"))
-                await response.write(
-                    f"id: {event['id']}\nevent: notification\ndata: {payload}\n\n".encode()
-                )
-            if batch:
-                quiet_since = loop.time()
-            elif loop.time() - quiet_since >= SSE_HEARTBEAT_SECONDS:
-                quiet_since = loop.time()
-                await response.write(b": keep-alive\n\n")
-    except (ConnectionResetError, ConnectionError):
-        pass
-    return response
+    async with _live_seat(request) as refused:
+        if refused is not None:
+            return refused
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        stream = _live_stream(request, owner[0], since)
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        try:
+            await _send(request, response.write(b"retry: 5000\n\n"))
+            async with contextlib.aclosing(stream.events()) as batches:
+                async for batch in batches:
+                    for event in batch:
+                        payload = json.dumps(event, separators=(",", ":"))
+                        frame = f"id: {event['id']}\nevent: notification\ndata: {payload}\n\n"
+                        await _send(request, response.write(frame.encode()))
+                    if batch:
+                        quiet_since = loop.time()
+                    elif loop.time() - quiet_since >= SSE_HEARTBEAT_SECONDS:
+                        quiet_since = loop.time()
+                        await _send(request, response.write(b": keep-alive\n\n"))
+        except TimeoutError:
+            _abort(request)
+        except ConnectionError:
+            pass
+        return response
 
 
 # -- one-click unsubscribe -------------------------------------------------------------
@@ -364,10 +384,33 @@ async def _unsubscribe_page(request: web.Request) -> web.Response:
     return _page("Unsubscribe", body)
 
 
+async def _one_click_body(request: web.Request) -> bool:
+    """Whether the POST's body is RFC 8058's ``List-Unsubscribe=One-Click``."""
+    timeout = request.app[_CONFIG].http.body_timeout_seconds
+    try:
+        form = await asyncio.wait_for(request.post(), timeout)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the request body did not arrive in time\n") from None
+    except ValueError:
+        # A garbled form (bad multipart boundary, bad encoding) is just not one-click.
+        return False
+    return form.get("List-Unsubscribe") == "One-Click"
+
+
 async def _unsubscribe_post(request: web.Request) -> web.Response:
     named = request.app[_LINKS].verify_unsubscribe_token(request.match_info["token"])
     if named is None:
         return _not_found()
+    # RFC 8058: the one-click POST carries this body. Without it, a POST is not a
+    # mail client's one-click unsubscribe (a link prefetcher or a stray form).
+    if not await _one_click_body(request):
+        return _page(
+            "Not unsubscribed",
+            "<p>A one-click unsubscribe POST must carry the form body "
+            "<code>List-Unsubscribe=One-Click</code> (RFC 8058). Open this link in a browser "
+            "to use the form instead.</p>",
+            status=400,
+        )
     user, context = named
     try:
         await _core(request, _unsubscribe, user, context)
@@ -383,6 +426,15 @@ async def _unsubscribe_post(request: web.Request) -> web.Response:
 # -- the application -------------------------------------------------------------------
 
 
+@web.middleware
+async def _report_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    # A request head arrived whole: its connection's header deadline is met.
+    request.app[_GUARD].request_started(request.protocol)
+    return await handler(request)
+
+
 def build_app(
     config: Config,
     db: Database,
@@ -392,18 +444,20 @@ def build_app(
     links: Links | None = None,
 ) -> web.Application:
     """The aiohttp application with every endpoint."""
-    app = web.Application()
+    app = web.Application(middlewares=[_report_request], client_max_size=config.http.max_body_bytes)
     app[_CONFIG] = config
     app[_DB] = db
     app[_METRICS] = metrics
     app[_LIVE] = live if live is not None else LiveHub()
     app[_LINKS] = links if links is not None else Links.from_config(config)
-    streams: set[_LiveStream] = set()
+    app[_GUARD] = ConnectionGuard(config.http)
+    app[_SLOTS] = LiveSlots(config.http.max_live_clients, config.http.max_live_clients_per_token)
+    streams: set[LiveStream] = set()
     app[_STREAMS] = streams
 
     async def closing(app: web.Application) -> None:
         # Ends live streams so shutdown does not wait for their clients.
-        open_streams: set[_LiveStream] = app[_STREAMS]
+        open_streams: set[LiveStream] = app[_STREAMS]
         for stream in list(open_streams):
             stream.close()
 
@@ -419,6 +473,35 @@ def build_app(
     return app
 
 
+class HttpServer:
+    """The running endpoints: ``await server.cleanup()`` stops them."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        server: asyncio.Server,
+        guard: ConnectionGuard,
+        accept_errors: AcceptErrorLog,
+    ) -> None:
+        self.runner = runner
+        self.server = server
+        self.guard = guard
+        self.accept_errors = accept_errors
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (useful with ``http.port = 0``)."""
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def cleanup(self) -> None:
+        """Stop accepting, end live streams and open requests, restore the loop's handler."""
+        self.server.close()
+        try:
+            await self.runner.cleanup()
+        finally:
+            self.accept_errors.uninstall()
+
+
 async def start_http(
     config: Config,
     db: Database,
@@ -426,17 +509,50 @@ async def start_http(
     live: LiveHub | None = None,
     *,
     links: Links | None = None,
-) -> web.AppRunner:
-    """Serve the endpoints on ``http.host``:``http.port``; ``await runner.cleanup()`` stops."""
+) -> HttpServer:
+    """Serve the endpoints on ``http.host``:``http.port``; ``await server.cleanup()`` stops.
+
+    The listening socket is made here rather than by aiohttp's ``TCPSite``: its
+    protocol factory is the :class:`~fmn_daemon.limits.ConnectionGuard` around
+    aiohttp's, which caps connections and closes slow request heads (see
+    :mod:`fmn_daemon.limits` for why there).
+    """
+    settings = config.http
+    app = build_app(config, db, metrics, live, links=links)
     runner = web.AppRunner(
-        build_app(config, db, metrics, live, links=links), access_log=None, shutdown_timeout=5.0
+        app,
+        access_log=None,
+        shutdown_timeout=5.0,
+        keepalive_timeout=settings.keepalive_timeout_seconds,
+        # How long to read and drop a body no handler wanted before closing.
+        lingering_time=min(settings.body_timeout_seconds, 5.0),
+        logger=ServerErrorLog(
+            logging.getLogger("aiohttp.server"), settings.accept_error_log_seconds
+        ),
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.http.host, config.http.port)
+    guard = app[_GUARD]
+    guard.max_connections = connection_cap(settings.max_connections)
+    if guard.max_connections < settings.max_connections:
+        log.warning(
+            "HTTP: serving at most %d connections, not http.max_connections = %d: the "
+            "descriptor limit (LimitNOFILE) leaves no more beside the broker and database",
+            guard.max_connections,
+            settings.max_connections,
+        )
+    assert runner.server is not None
+    guard.server = runner.server
+    accept_errors = AcceptErrorLog(settings.accept_error_log_seconds)
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        # asyncio accepts up to ``backlog`` connections per pass of the loop before the
+        # refused ones are closed: 128 keeps that burst inside DESCRIPTOR_RESERVE.
+        server = await loop.create_server(
+            guard, settings.host, settings.port, backlog=ACCEPT_BACKLOG
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("HTTP endpoints on http://%s:%d", config.http.host, config.http.port)
-    return runner
+    accept_errors.install(loop)
+    log.info("HTTP endpoints on http://%s:%d", settings.host, settings.port)
+    return HttpServer(runner, server, guard, accept_errors)

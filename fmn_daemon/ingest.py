@@ -36,6 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from fmn_core.display import display_of
 from fmn_core.errors import ConfigError, MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
 from fmn_core.messages import MessageFacts, facts_of, load_message
@@ -137,6 +138,11 @@ def decode_delivery(
     return load_message({"topic": routing_key, "headers": headers, "id": message_id, "body": data})
 
 
+def _display_columns(facts: MessageFacts) -> dict[str, str | None]:
+    shown = display_of(facts)
+    return {"summary": shown.summary, "url": shown.url, "app": shown.app}
+
+
 def _refusal(facts: MessageFacts) -> str | None:
     if not facts.id:
         return "the message has no id"
@@ -155,6 +161,9 @@ _PG_TYPES: dict[str, dict[str, str]] = {
         "body": "json",
         "headers": "json",
         "received_at": "timestamptz",
+        "summary": "text",
+        "url": "text",
+        "app": "text",
     },
     "notifications": {
         "message_id": "text",
@@ -319,6 +328,8 @@ def ingest_batch(
                 "body": f.body,
                 "headers": dict(f.headers),
                 "received_at": now,
+                # What feeds and the live feed show, so they never load the body.
+                **_display_columns(f),
             }
             for f in facts_list
         ]

@@ -52,9 +52,8 @@ from .systemd import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
     # Imported when start-up needs them, so ``fmn-daemon --help`` stays quick.
-    from aiohttp import web
-
     from .delivery import Delivery
+    from .http import HttpServer
     from .transports.live import LiveHub
 
 __all__ = ["Service", "StartupError"]
@@ -76,7 +75,7 @@ class _Parts:
     consumer: Consumer | None = None
     delivery: Delivery | None = None
     live: LiveHub | None = None
-    http: web.AppRunner | None = None
+    http: HttpServer | None = None
 
 
 class Service:

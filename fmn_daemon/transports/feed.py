@@ -16,6 +16,7 @@ from fmn_core.destinations import check_feed_token
 from fmn_core.errors import InvalidDestination
 from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Rendered
+from fmn_core.text import one_line, xml_text
 
 from . import TransportRefused
 
@@ -36,6 +37,12 @@ class FeedTransport:
             raise TransportRefused(str(exc)) from None
 
 
+def _line(text: str) -> str:
+    # one_line folds controls and separators; xml_text then drops what XML 1.0 still
+    # forbids (U+FFFE, U+FFFF), which one_line leaves alone.
+    return xml_text(one_line(text))
+
+
 def build_feed(
     user: str,
     entries: Sequence[SentEntry],
@@ -43,13 +50,19 @@ def build_feed(
     feed_url: str,
     kind: Literal["atom", "rss"],
 ) -> bytes:
-    """The feed document for ``user``'s entries (newest first)."""
+    """The feed document for ``user``'s entries (newest first).
+
+    Every text that reaches the XML passes through :mod:`fmn_core.text` (titles
+    on one line, bodies with only characters XML 1.0 allows), so one entry with
+    an ESC or a BEL in its topic costs nothing but that character: lxml would
+    refuse the whole document otherwise.
+    """
     generator = FeedGenerator()
     generator.id(feed_url)
-    generator.title(f"fmn notifications for {user}")
+    generator.title(_line(f"fmn notifications for {user}"))
     generator.author({"name": "fmn"})
     generator.link(href=feed_url, rel="self")
-    generator.description(f"Fedora bus messages that matched {user}'s fmn filters")
+    generator.description(_line(f"Fedora bus messages that matched {user}'s fmn filters"))
     generator.language("en")
     if entries:
         generator.updated(max(e.sent_at for e in entries))
@@ -58,12 +71,15 @@ def build_feed(
         item = generator.add_entry()
         item.id(f"{feed_url}#{entry.id}")
         item.guid(f"{feed_url}#{entry.id}", permalink=False)
-        title = f"[{entry.app}] {entry.summary}" if entry.app else entry.summary
-        item.title(title)
+        summary = _line(entry.summary) or _line(entry.topic) or "(no summary)"
+        app = _line(entry.app)
+        item.title(f"[{app}] {summary}" if app else summary)
         if entry.url:
-            item.link(href=entry.url)
-        item.description(f"{entry.summary} (topic {entry.topic}, filter {entry.filter_name!r})")
-        item.category(term=entry.app or "fedora")
+            item.link(href=xml_text(entry.url))
+        item.description(
+            xml_text(f"{summary} (topic {_line(entry.topic)}, filter {_line(entry.filter_name)!r})")
+        )
+        item.category(term=app or "fedora")
         item.published(entry.created_at)
         item.updated(entry.sent_at)
     if kind == "atom":

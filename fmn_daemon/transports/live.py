@@ -17,20 +17,33 @@ ones it missed from the database.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from fmn_core.destinations import check_feed_token, mask_address
 from fmn_core.errors import InvalidDestination
+from fmn_core.models import utcnow
+from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Rendered
 
 from . import TransportRefused
 
-__all__ = ["LiveHub", "LiveTransport", "Subscription"]
+__all__ = [
+    "LIVE_POLL_SECONDS",
+    "LiveHub",
+    "LiveStream",
+    "LiveTransport",
+    "Subscription",
+    "live_event",
+]
 
 log = logging.getLogger(__name__)
+
+#: How often a live client's connection looks for rows other daemons sent.
+LIVE_POLL_SECONDS = 2.0
 
 
 class Subscription:
@@ -107,3 +120,103 @@ class LiveTransport:
             len(rendered.entries),
             reached,
         )
+
+
+def live_event(entry: SentEntry) -> dict[str, Any]:
+    """A sent notification as the live feed's JSON object (from stored display columns)."""
+    return {
+        "id": entry.id,
+        "message_id": entry.message_id,
+        "topic": entry.topic,
+        "summary": entry.summary,
+        "url": entry.url,
+        "app": entry.app,
+        "filter": entry.filter_name,
+        "created": entry.created_at.isoformat(),
+    }
+
+
+_END: dict[str, Any] = {"_end": True}
+
+#: Reads a client's sent rows: ``read(after_id=…)`` or ``read(since=…)``, newest first.
+EntryReader = Callable[..., Awaitable[list[SentEntry]]]
+
+
+class LiveStream:
+    """One live client: events from the hub, the database's catch-up, no repeats.
+
+    ``read`` fetches the client's sent ``live`` rows (the HTTP endpoint binds it
+    to the user); ``streams`` is the server's set of open streams, so a stopping
+    server can end them all.
+    """
+
+    def __init__(
+        self,
+        hub: LiveHub,
+        read: EntryReader,
+        token: str,
+        since: int | None,
+        streams: set[LiveStream],
+    ) -> None:
+        self.hub = hub
+        self.read = read
+        self.token = token
+        self.since = since
+        self.streams = streams
+        self.seen: set[int] = set()
+        # Polls look for rows sent from a little before the last one seen: clocks
+        # of several daemons differ, and a row's sent_at precedes its commit.
+        self.poll_from = utcnow() - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
+        self.closed = False
+        self._subscription: Subscription | None = None
+
+    def close(self) -> None:
+        """End :meth:`events` now (the client left, or the server is stopping)."""
+        self.closed = True
+        if self._subscription is not None:
+            self._subscription.offer(_END)
+
+    async def _from_database(self, **kwargs: Any) -> list[dict[str, Any]]:
+        entries = await self.read(**kwargs)
+        if entries:
+            newest = max(e.sent_at for e in entries)
+            self.poll_from = max(
+                self.poll_from, newest - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
+            )
+        return [live_event(e) for e in reversed(entries)]
+
+    def _fresh(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        fresh = [e for e in events if e["id"] not in self.seen]
+        self.seen.update(e["id"] for e in fresh)
+        if len(self.seen) > 10_000:
+            self.seen = set(sorted(self.seen)[-5_000:])
+        return fresh
+
+    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Batches of new events until closed; an empty batch is a quiet interval."""
+        loop = asyncio.get_running_loop()
+        with self.hub.subscribe(self.token) as subscription:
+            self._subscription = subscription
+            self.streams.add(self)
+            try:
+                if self.since is not None:
+                    yield self._fresh(await self._from_database(after_id=self.since))
+                last_poll = loop.time()
+                while not self.closed:
+                    try:
+                        first = await asyncio.wait_for(subscription.queue.get(), LIVE_POLL_SECONDS)
+                    except TimeoutError:
+                        first = None
+                    batch = [] if first is None else [first]
+                    while not subscription.queue.empty():
+                        batch.append(subscription.queue.get_nowait())
+                    if self.closed or any(event is _END for event in batch):
+                        return
+                    if loop.time() - last_poll >= LIVE_POLL_SECONDS:
+                        last_poll = loop.time()
+                        # Rows other daemons sent to this user meanwhile.
+                        batch += await self._from_database(since=self.poll_from)
+                    yield self._fresh(batch)
+            finally:
+                self.streams.discard(self)
+                self._subscription = None

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 
 from fmn_core import outbox
 from fmn_core.db import Database
+from fmn_core.display import display_of
+from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
     Destination,
     Message,
@@ -41,8 +43,20 @@ def add_message(session: Session, data: dict[str, Any] | None = None, **changes:
     base.update(changes)
     if "id" not in changes:
         base["id"] = str(uuid.uuid4())
+    headers = base.get("headers") or {}
+    # What ingest stores for feeds and the live feed (fmn_core.display).
+    shown = display_of(
+        facts_of(load_message({"id": base["id"], "topic": base["topic"], "body": base["body"],
+                               "headers": headers}))
+    )
     message = Message(
-        id=base["id"], topic=base["topic"], body=base["body"], headers=base.get("headers") or {}
+        id=base["id"],
+        topic=base["topic"],
+        body=base["body"],
+        headers=headers,
+        summary=shown.summary,
+        url=shown.url,
+        app=shown.app,
     )
     session.add(message)
     session.flush()

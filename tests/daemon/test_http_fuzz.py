@@ -1,0 +1,356 @@
+"""Property-based fuzzing of the HTTP surface: hostile requests against the real server.
+
+A real server runs on loopback in a thread of its own (its own event loop), with
+a SQLite database holding a user with a feed, a live token and sent
+notifications. Hypothesis builds whole requests as bytes — methods, paths,
+query strings, headers, bodies, framing — and sends each on a fresh TCP
+connection. For every request:
+
+- the answer, if any, is an HTTP status line, never a 5xx (``/ready`` may say
+  503: this server has no main loop that declares it ready);
+- nothing was logged at ERROR (an exception escaping a handler is a bug);
+- the server still runs and a valid feed request still answers 200 with the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import feedparser
+import pytest
+from core.test_outbox import add_notification, add_user
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.conftest import free_port
+from fmn_core.config import HttpConfig
+from fmn_core.db import Database
+from fmn_core.models import utcnow
+from fmn_core.rendering import Links
+from fmn_daemon.http import HttpServer, start_http
+from fmn_daemon.metrics import Metrics
+from fmn_daemon.transports.live import LiveHub
+
+from .test_http import sqlite_database
+
+pytestmark = [pytest.mark.slow]
+
+FEED = "feed-token-jo-aaaaaaaaaaaaaaaa"
+LIVE = "live-token-jo-aaaaaaaaaaaaaaaa"
+EXAMPLES = 1000
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@dataclasses.dataclass
+class FuzzServer:
+    """The endpoints on a loop of their own, in a thread."""
+
+    port: int
+    unsubscribe_token: str
+    thread: threading.Thread
+    loop: asyncio.AbstractEventLoop
+    server: HttpServer
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() and self.loop.is_running()
+
+
+def _serve(tmp: Path) -> Iterator[FuzzServer]:
+    db: Database = sqlite_database(tmp)
+    now = utcnow()
+    with db.begin() as session:
+        jo = add_user(session, "jo", "rss", (FEED,))
+        add_user(session, "jo", "live", (LIVE,))
+        add_user(session, "jo", "email", ("jo@example.org",))
+        for context in ("rss", "live"):
+            add_notification(session, jo, context, state="sent", sent_at=now)
+    port = free_port()
+    config = db.config.replace(
+        http=HttpConfig(
+            port=port,
+            public_url=f"http://127.0.0.1:{port}",
+            secret_key="fuzz-key",
+            header_timeout_seconds=2.0,
+            keepalive_timeout_seconds=2.0,
+            body_timeout_seconds=2.0,
+            send_timeout_seconds=2.0,
+        )
+    )
+    metrics = Metrics()
+    loop = asyncio.new_event_loop()
+    started: list[HttpServer] = []
+
+    async def tick() -> None:
+        while True:  # /live answers 200 while something ticks, as the main loop does
+            metrics.tick()
+            await asyncio.sleep(0.5)
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        started.append(loop.run_until_complete(start_http(config, db, metrics, LiveHub())))
+        ticking = loop.create_task(tick())
+        loop.run_forever()
+        ticking.cancel()
+        loop.run_until_complete(asyncio.gather(ticking, return_exceptions=True))
+        loop.run_until_complete(started[0].cleanup())
+        # Handlers still lingering over a body a client announced but never sent.
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        loop.close()
+
+    thread = threading.Thread(target=main, name="fuzz-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started, "the server did not start"
+    token = Links.from_config(config).unsubscribe_token("jo", "email")
+    try:
+        yield FuzzServer(port, token, thread, loop, started[0])
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(15)
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzServer]:
+    yield from _serve(tmp_path_factory.mktemp("fuzz-http"))
+
+
+@pytest.fixture(scope="module")
+def server_errors() -> Iterator[_Errors]:
+    handler = _Errors()
+    loggers = [logging.getLogger(name) for name in ("aiohttp", "fmn_daemon", "asyncio")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+def exchange(port: int, request: bytes, timeout: float = 6.0) -> bytes:
+    """Send ``request`` on a fresh connection; what came back until the status line ended."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        # The server may answer and close before reading it all.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.sendall(request)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in received and time.monotonic() < deadline:
+            try:
+                chunk = connection.recv(4096)
+            except ConnectionResetError:
+                break
+            except TimeoutError:
+                raise AssertionError(f"no answer within {timeout}s to {request[:200]!r}") from None
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def valid_feed(port: int) -> None:
+    request = f"GET /feeds/{FEED}.atom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request.encode())
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    assert len(feedparser.parse(body).entries) == 1
+
+
+# -- strategies -----------------------------------------------------------------------
+
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NO_CRLF = st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+methods = st.one_of(
+    st.sampled_from(["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"]),
+    st.text(_TOKEN_CHARS, min_size=1, max_size=12),
+)
+
+
+@st.composite
+def paths(draw: st.DrawFn, unsubscribe: str) -> bytes:
+    prefix = draw(
+        st.sampled_from(
+            [
+                "/",
+                "/live",
+                "/ready",
+                "/metrics",
+                f"/feeds/{FEED}.atom",
+                f"/feeds/{FEED}.rss",
+                "/feeds/",
+                "/feeds/x.atom",
+                f"/live/sse/{LIVE}",
+                f"/live/ws/{LIVE}",
+                "/live/sse/nope",
+                "/live/ws/",
+                f"/unsubscribe/{unsubscribe}",
+                "/unsubscribe/",
+                "/unsubscribe/a.b",
+            ]
+        )
+    )
+    tail = draw(
+        st.one_of(
+            st.just(""),
+            st.text(max_size=40).map(lambda t: quote(t, safe="")),
+            st.text(max_size=40).map(lambda t: t.replace(" ", "").replace("\r", "")),
+        )
+    )
+    query = draw(
+        st.one_of(
+            st.just(""),
+            st.dictionaries(
+                st.sampled_from(["since", "x", ""]) | st.text(max_size=8),
+                st.one_of(
+                    st.text(max_size=30),
+                    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+                    st.just("1" * 5000),
+                ),
+                max_size=3,
+            ).map(lambda d: "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in d.items())),
+            _NO_CRLF.map(lambda b: "?" + b.replace(b" ", b"").decode("latin-1")),
+        )
+    )
+    return (prefix + tail + query).encode("utf-8", "surrogatepass")
+
+
+header_names = st.one_of(
+    st.sampled_from(
+        [
+            "Host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Content-Type",
+            "Connection",
+            "Upgrade",
+            "Last-Event-ID",
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Version",
+            "Expect",
+            "Content-Encoding",
+            "Accept-Encoding",
+            "Cookie",
+        ]
+    ),
+    st.text(_TOKEN_CHARS, min_size=1, max_size=20),
+)
+header_values = st.one_of(
+    st.sampled_from(
+        [
+            "chunked",
+            "upgrade",
+            "websocket",
+            "13",
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "100-continue",
+            "gzip",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "-1",
+            "99999999999999999999",
+            "²",
+        ]
+    ),
+    _NO_CRLF.map(lambda b: b.decode("latin-1")),
+    st.integers(min_value=-5, max_value=5000).map(str),
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn, unsubscribe: str) -> bytes:
+    method = draw(methods).encode()
+    path = draw(paths(unsubscribe))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1x", b""]))
+    headers = draw(st.lists(st.tuples(header_names, header_values), max_size=8))
+    body = draw(
+        st.one_of(
+            st.just(b""),
+            st.just(b"List-Unsubscribe=One-Click"),
+            st.binary(max_size=2000),
+        )
+    )
+    framing = draw(st.sampled_from(["length", "none", "wrong"]))
+    lines = [method + b" " + path + (b" " + version if version else b"")]
+    lines += [f"{name}: {value}".encode("latin-1", "replace") for name, value in headers]
+    if framing == "length":
+        lines.append(f"Content-Length: {len(body)}".encode())
+    elif framing == "wrong":
+        lines.append(f"Content-Length: {len(body) + draw(st.integers(-3, 3))}".encode())
+    if not any(name.lower() == "host" for name, _ in headers):
+        lines.append(b"Host: fuzz")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_http_fuzzed_requests_never_5xx_and_server_stays_up(
+    fuzz_server: FuzzServer, server_errors: _Errors
+) -> None:
+    answered: list[int] = []
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        derandomize=False,
+    )
+    @given(data=st.data())
+    def one(data: Any) -> None:
+        request = data.draw(requests(fuzz_server.unsubscribe_token))
+        received = exchange(fuzz_server.port, request)
+        if received:
+            assert received.startswith(b"HTTP/"), received[:200]
+            status = int(received.split(b" ", 2)[1])
+            answered.append(status)
+            path = request.split(b" ", 2)[1] if request.count(b" ") >= 1 else b""
+            allowed_503 = path.startswith(b"/ready")
+            assert status < 500 or (status == 503 and allowed_503), (status, request[:300])
+        assert fuzz_server.alive(), "the server stopped"
+        assert not server_errors.records, [r.getMessage() for r in server_errors.records]
+
+    one()
+    valid_feed(fuzz_server.port)
+    assert fuzz_server.server.guard.open <= 2
+    # The fuzzer reached the handlers, not only the parser's 400s.
+    assert {200, 400, 404} <= set(answered), sorted(set(answered))
+    print(f"\n[http] fuzzed requests: {EXAMPLES}, statuses seen: {sorted(set(answered))}")
+
+
+def test_http_fuzzed_requests_feed_still_answers_between(
+    fuzz_server: FuzzServer, server_errors: _Errors
+) -> None:
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data())
+    def one(data: Any) -> None:
+        exchange(fuzz_server.port, data.draw(requests(fuzz_server.unsubscribe_token)))
+        valid_feed(fuzz_server.port)
+
+    one()
+    assert not server_errors.records, [r.getMessage() for r in server_errors.records]
