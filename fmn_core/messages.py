@@ -262,7 +262,7 @@ def value_depth(value: Any, *, stop_after: int | None = None) -> int:
 
 
 def check_headers(headers: Mapping[str, Any], limits: IngestConfig) -> None:
-    """Refuse headers nested deeper than ``max_header_depth`` or larger than ``max_header_bytes``."""
+    """Refuse headers nested deeper or larger than ``max_header_depth``/``max_header_bytes``."""
     depth = value_depth(headers, stop_after=limits.max_header_depth)
     if depth > limits.max_header_depth:
         raise MalformedMessage(
@@ -293,7 +293,7 @@ def parse_line(line: str | bytes, limits: IngestConfig | None = None) -> Message
     try:
         text = line.decode("utf-8") if isinstance(line, bytes) else line
     except UnicodeDecodeError as exc:
-        raise MalformedMessage(f"not valid UTF-8: {exc}") from exc
+        raise MalformedMessage(f"not valid JSON: the line is not UTF-8 ({exc})") from exc
     check_json_text(text, max_depth=limits.max_depth + 1, what="the line")
     try:
         data = json.loads(text, parse_constant=refuse_constant)
@@ -301,13 +301,13 @@ def parse_line(line: str | bytes, limits: IngestConfig | None = None) -> Message
         raise MalformedMessage(f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedMessage("a message must be a JSON object")
-    message_id = data.get("id")
-    if not isinstance(message_id, str) or not message_id:
-        raise MalformedMessage('the message has no "id" (a non-empty string)')
     headers = data.get("headers")
     if isinstance(headers, dict):
         check_headers(headers, limits)
-    return load_message(data)
+    message = load_message(data)
+    if not isinstance(data.get("id"), str) or not data["id"]:
+        raise MalformedMessage('the message has no "id" (a non-empty string)')
+    return message
 
 
 def _safe(message: Message, attribute: str, default: Any) -> Any:

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    LargeBinary,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,

@@ -47,7 +47,6 @@ from fmn_core.messages import (
     load_message,
     refuse_constant,
 )
-from fmn_core.text import for_log
 from fmn_core.models import (
     ChangeEvent,
     Filter,
@@ -59,6 +58,7 @@ from fmn_core.models import (
 )
 from fmn_core.outbox import announce_new_rows
 from fmn_core.ownership import affects_ownership
+from fmn_core.text import for_log
 
 from .metrics import Metrics
 
