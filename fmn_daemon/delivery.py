@@ -472,7 +472,7 @@ class Delivery:
                 self._count_failure(state)
             log.info(
                 "delivery: user %s has no confirmed %s address; %d rows wait",
-                head.user,
+                for_log(head.user),
                 head.context,
                 len(ids),
             )
@@ -538,7 +538,7 @@ class Delivery:
                         log.exception(
                             "delivery: internal error %s sending message %s to %s",
                             reference,
-                            head.message_id,
+                            for_log(head.message_id),
                             masked,
                         )
                         errors.append(f"{masked}: internal error (reference {reference})")
@@ -563,8 +563,8 @@ class Delivery:
                 )
                 log.warning(
                     "delivery: message %s for %s/%s: %s",
-                    head.message_id,
-                    head.user,
+                    for_log(head.message_id),
+                    for_log(head.user),
                     head.context,
                     note,
                 )
@@ -572,8 +572,8 @@ class Delivery:
             self.metrics.inc("notifications_sent", len(ids))
             log.info(
                 "delivery: sent message %s to %s/%s (%d rows%s)",
-                head.message_id,
-                head.user,
+                for_log(head.message_id),
+                for_log(head.user),
                 head.context,
                 len(ids),
                 ", digest" if job.digest else "",
@@ -587,8 +587,8 @@ class Delivery:
             self._count_failure(state)
         log.warning(
             "delivery: message %s for %s/%s failed (%s): %s",
-            head.message_id,
-            head.user,
+            for_log(head.message_id),
+            for_log(head.user),
             head.context,
             states[0] if states else "?",
             error,
