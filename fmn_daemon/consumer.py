@@ -63,6 +63,8 @@ from fmn_core.ownership import OwnershipCache
 from fmn_core.text import for_log
 
 from .dead_messages import bury, delivery_line
+from .failures import describe as _describe
+from .failures import is_transient
 from .frames import bound_header_depth
 from .ingest import IngestResult, decode_delivery, ingest_batch, json_safe
 from .metrics import Metrics
@@ -165,23 +167,6 @@ def load_broker_settings(
         client_properties=dict(conf.get("client_properties") or {}),
         tls=dict(conf.get("tls") or {}),
     )
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether an error means "the database can't be reached" (retry) rather than "this data".
-
-    Transient: a lost or refused connection, an operational failure of the
-    database (``OperationalError``: connection refused, disk full, a lock or
-    statement timeout, SQLite busy), an interface error, a pool timeout, a
-    network error. Everything else — a value the database refuses (NaN, NUL), a
-    ``RecursionError`` or ``ValueError`` while encoding, a bug — is about the
-    messages in hand: the caller isolates them and never retries forever.
-    """
-    if isinstance(error, sa_exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
-    return isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError | OSError)
 
 
 @dataclass(slots=True)
@@ -832,29 +817,6 @@ class Consumer:
 
 def _load_ownership(session: Session) -> OwnershipCache:
     return OwnershipCache.load(session)
-
-
-def _describe(error: BaseException) -> str:
-    """One line naming what went wrong, for logs (pika nests the real cause deeply)."""
-    for _ in range(6):
-        nested = getattr(error, "exceptions", None)  # AMQPConnectionWorkflowFailed
-        if isinstance(nested, list | tuple) and nested and isinstance(nested[-1], BaseException):
-            error = nested[-1]
-            continue
-        inner = getattr(error, "exception", None)  # AMQPConnectorSocketConnectError & co
-        if isinstance(inner, BaseException):
-            error = inner
-            continue
-        if error.args and isinstance(error.args[0], BaseException):
-            error = error.args[0]
-            continue
-        break
-    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
-        text = str(error.orig).strip().splitlines()
-        return f"{type(error.orig).__name__}: {text[0] if text else ''}"
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _close_quietly(connection: pika.BlockingConnection) -> None:

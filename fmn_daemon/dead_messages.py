@@ -33,6 +33,7 @@ from fmn_core.models import DeadMessage
 from fmn_core.ownership import OwnershipCache
 from fmn_core.text import for_log
 
+from .failures import describe
 from .ingest import ingest_batch
 
 __all__ = [
@@ -195,7 +196,7 @@ def requeue_dead_message(db: Database, dead_id: int) -> RequeueOutcome:
                         raise MalformedMessage(result.malformed[0][1])
                     session.execute(delete(DeadMessage).where(DeadMessage.id == dead_id))
             except Exception as exc:  # whatever made it fail before; recorded below
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = describe(exc)
             else:
                 log.info("message %s: requeued from the dead messages", for_log(message.id))
                 return RequeueOutcome(True, shown_id, notifications=result.notifications)

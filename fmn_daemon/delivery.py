@@ -91,7 +91,7 @@ from fmn_core.outbox import (
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
 
-from .consumer import is_transient
+from .failures import describe, is_transient
 from .metrics import Metrics
 from .service import in_thread
 from .transports import Transport, TransportError, TransportRefused, build_transports
@@ -265,7 +265,7 @@ class Delivery:
                 raise
             log.warning(
                 "delivery: a claim failed (%s); claiming its rows one at a time",
-                for_log(f"{type(exc).__name__}: {exc}", limit=200),
+                for_log(describe(exc), limit=200),
             )
             claimed = await in_thread(self._claim_one_by_one)
         if not claimed:
@@ -359,7 +359,7 @@ class Delivery:
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                self._bury_row(row_id, f"cannot be loaded: {type(exc).__name__}: {exc}")
+                self._bury_row(row_id, f"cannot be loaded: {describe(exc)}")
         return claimed
 
     def _bury_row(self, row_id: int, reason: str) -> None:
@@ -394,7 +394,7 @@ class Delivery:
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                reason = f"cannot be planned: {type(exc).__name__}: {exc}"
+                reason = f"cannot be planned: {describe(exc)}"
                 for row in rows:
                     outbox.mark_failed(
                         session,
@@ -516,12 +516,11 @@ class Delivery:
                     rendered = self._render(job)
                 except Exception as exc:  # one message that can't be shown costs only its rows
                     log.error(
-                        "delivery: message %s for %s/%s cannot be rendered (%s: %s); dead",
+                        "delivery: message %s for %s/%s cannot be rendered (%s); dead",
                         for_log(head.message_id),
                         for_log(head.user),
                         head.context,
-                        type(exc).__name__,
-                        for_log(exc, limit=200),
+                        for_log(describe(exc), limit=200),
                     )
                     refused.append(f"cannot be rendered: {type(exc).__name__}")
             if transport is not None and rendered is not None:

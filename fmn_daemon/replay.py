@@ -40,7 +40,7 @@ from fmn_core.messages import facts_of, parse_line
 from fmn_core.ownership import OwnershipCache
 from fmn_core.text import for_log, one_line
 
-from .consumer import is_transient
+from .failures import describe, is_transient
 from .ingest import IngestResult, ingest_batch
 from .metrics import Metrics
 
@@ -74,7 +74,7 @@ def read_messages(
         except MalformedMessage as exc:
             yield number, exc
         except Exception as exc:  # whatever a hostile line makes the decoder do
-            yield number, MalformedMessage(f"cannot be read: {type(exc).__name__}: {exc}")
+            yield number, MalformedMessage(f"cannot be read: {describe(exc)}")
 
 
 class Progress:
@@ -245,7 +245,7 @@ def _ingest(
                 output.error(
                     item[0],
                     MalformedMessage(
-                        f"not stored: {type(alone).__name__}: {alone}", message_id=item[1].id
+                        f"not stored: {describe(alone)}", message_id=item[1].id
                     ),
                 )
                 continue
