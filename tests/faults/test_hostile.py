@@ -242,7 +242,8 @@ def hostile_delivery(kind: str, n: int, sample: dict[str, Any]) -> tuple[Outgoin
     if kind == "huge_body_50mb":
         return Outgoing(ident, topic, b'{"blob": "' + b"x" * (50 * MIB) + b'"}'), ident
     if kind == "wide_headers":
-        return Outgoing(ident, topic, body, {f"k{i}": "v" * 100 for i in range(2000)}), ident
+        # Past ingest.max_header_bytes, within the broker's frame_max (128 KiB by default).
+        return Outgoing(ident, topic, body, {f"k{i}": "v" * 100 for i in range(1000)}), ident
     if kind == "nan_body":
         return Outgoing(ident, topic, b'{"x": NaN, "y": Infinity}'), ident
     if kind == "infinite_number":  # JSON to Python, not to PostgreSQL: a dead message
@@ -430,7 +431,7 @@ def header_tables(draw: st.DrawFn) -> dict[str, Any]:
     if shape == "flat":
         return draw(st.dictionaries(st.text(max_size=20), header_leaf, max_size=8))
     if shape == "wide":
-        width = draw(st.integers(min_value=100, max_value=3000))
+        width = draw(st.integers(min_value=100, max_value=2500))
         return {f"k{i}": "v" * 40 for i in range(width)}
     if shape == "deep":
         table: Any = draw(header_leaf)
@@ -450,8 +451,13 @@ def header_tables(draw: st.DrawFn) -> dict[str, Any]:
 def bodies(draw: st.DrawFn) -> bytes:
     """Bodies: JSON of any depth or size, near-JSON, binary, other encodings."""
     shape = draw(
-        st.sampled_from(["json", "deep", "deep_array", "huge", "binary", "constants", "text"])
+        st.sampled_from(
+            ["object", "json", "deep", "deep_array", "huge", "binary", "constants", "text"]
+        )
     )
+    if shape == "object":
+        leaves = st.one_of(st.none(), st.integers(), printable_or_not)
+        return json.dumps(draw(st.dictionaries(printable_or_not, leaves, max_size=6))).encode()
     if shape == "json":
         value = draw(
             st.recursive(
@@ -485,19 +491,19 @@ def deliveries(draw: st.DrawFn) -> Outgoing:
         st.one_of(
             st.just(marker),
             st.just(marker + CONTROL),
-            st.just(marker + "x" * 300),
+            st.just(marker + "x" * 230),  # AMQP short strings end at 255 bytes
             st.none(),
         )
     )
     topic = draw(
         st.one_of(
             st.just("org.fedoraproject.prod.fuzz.thing"),
-            st.text(min_size=1, max_size=80).map(lambda t: "org.fuzz." + t),
+            st.text(min_size=1, max_size=55).map(lambda t: "org.fuzz." + t),
         )
     )
     encoding = draw(st.sampled_from(["utf-8", "utf-8", "latin-1", "utf-16", "x-nope", None]))
     return Outgoing(
-        message_id, topic[:200], draw(bodies()), draw(header_tables()), content_encoding=encoding
+        message_id, topic, draw(bodies()), draw(header_tables()), content_encoding=encoding
     )
 
 
