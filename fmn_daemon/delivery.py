@@ -640,6 +640,15 @@ class Delivery:
                     exc.reason,
                 )
                 continue
+            except Exception:  # a transport's bug: this code waits, the round goes on
+                self._code_retry_at[code.destination_id] = now + CODE_RETRY_SECONDS
+                log.exception(
+                    "delivery: confirmation code for %s/%s to %s not sent (internal error)",
+                    for_log(code.user),
+                    code.context,
+                    masked,
+                )
+                continue
             self._code_retry_at.pop(code.destination_id, None)
             await self._core(preferences.mark_code_sent, code.destination_id)
             log.info(

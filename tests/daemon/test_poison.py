@@ -389,3 +389,35 @@ def test_replay_refuses_hostile_lines_and_keeps_the_rest(
         stored = set(session.scalars(select(Message.id)))
     assert stored == {f"replay-good-{n}" for n in (0, 2, 3, 4, 5)}
     assert "None" not in stored
+
+
+def test_replay_command_reports_hostile_lines_and_prints_its_summary(
+    tmp_path: Path, corpus: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fmn-daemon replay`` used to abort with "internal error" and lose the lines before."""
+    url = f"sqlite:///{tmp_path / 'replay.sqlite'}"
+    upgrade(url)
+    config = tmp_path / "fmn.toml"
+    config.write_text(f"database_url = {json.dumps(url)}\n")
+    first, second = (json.loads(line) for line in corpus[:2])
+    lines = [
+        json.dumps(dict(first, id="before")),
+        '{"id": "deep", "topic": "a.b", "body": ' + nested(10_000).decode() + "}",
+        json.dumps(dict(first, id="nan", body={"x": float("nan")})),
+        json.dumps({k: v for k, v in second.items() if k != "id"}),
+        json.dumps(dict(second, id="after")),
+    ]
+    path = tmp_path / "messages.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert cli.main(["--config", str(config), "replay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 unreadable lines" in out
+    assert "2 messages" in out
+    for number in (2, 3, 4):
+        assert f"     {number}  error:" in out
+    db = Database(Config(database_url=url))
+    try:
+        with db.begin() as session:
+            assert set(session.scalars(select(Message.id))) == {"before", "after"}
+    finally:
+        db.dispose()
