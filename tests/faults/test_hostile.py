@@ -46,7 +46,9 @@ from .conftest import (
     Outgoing,
     Publisher,
     count_rows,
+    env_int,
     expected_recipients,
+    faults_full,
     fresh_messages,
     mails_by_message,
     outbox_rows,
@@ -62,6 +64,11 @@ MIB = 1024 * 1024
 RSS_BOUND_MB = 700
 #: Open file descriptors the daemon must stay under (the unit's default soft limit is 1024).
 FD_BOUND = 200
+
+def fuzz_examples() -> int:
+    """Hypothesis examples of whole deliveries (replay files get half as many)."""
+    return env_int("FMN_FUZZ_EXAMPLES", 400 if faults_full() else 60)
+
 
 DAEMON_EXTRA = """\
 [delivery]
@@ -289,7 +296,7 @@ def test_hostile_stream_every_tenth_delivery(
     url = empty_postgres_url
     upgrade_schema(url)
     address = set_up_mail_watcher(url)
-    real_count = int(os.environ.get("FMN_HOSTILE_REAL", "900"))
+    real_count = env_int("FMN_HOSTILE_REAL", 5000 if faults_full() else 900)
     real = fresh_messages(real_count, "real", seed=10)
     # Valid but hostile-looking: control characters in the id and the topic; delivered
     # (once) with clean headers and log lines.
@@ -539,7 +546,7 @@ def test_fuzzed_deliveries_never_stop_the_daemon(
     started = time.monotonic()
 
     @settings(
-        max_examples=int(os.environ.get("FMN_FUZZ_EXAMPLES", "60")),
+        max_examples=fuzz_examples(),
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
@@ -639,7 +646,7 @@ def test_fuzzed_replay_files_cost_only_their_bad_lines(tmp_path: Path, corpus: l
     runs: list[int] = []
 
     @settings(
-        max_examples=int(os.environ.get("FMN_FUZZ_EXAMPLES", "60")) // 2,
+        max_examples=max(1, fuzz_examples() // 2),
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
