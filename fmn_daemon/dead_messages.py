@@ -118,8 +118,8 @@ def bury(
     """Record a dead message in the caller's transaction; its row id."""
     truncated = len(raw) > limits.dead_copy_bytes
     row = DeadMessage(
-        message_id=for_log(message_id, limit=_ID_WIDTH // 4) or "(no id)",
-        topic=for_log(topic, limit=_TOPIC_WIDTH // 4),
+        message_id=for_log(message_id, limit=_ID_WIDTH) or "(no id)",
+        topic=for_log(topic, limit=_TOPIC_WIDTH),
         reason=for_log(reason, limit=_REASON_WIDTH),
         attempts=attempts,
         raw=raw[: limits.dead_copy_bytes],
