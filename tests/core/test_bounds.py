@@ -53,9 +53,9 @@ def test_value_depth_and_headers_bounds() -> None:
     for _ in range(5000):
         deep = {"x": deep}
     assert value_depth(deep, stop_after=16) == 17
-    with pytest.raises(MalformedMessage, match="ingest.max_header_depth"):
+    with pytest.raises(MalformedMessage, match=r"ingest\.max_header_depth"):
         check_headers(deep, IngestConfig())
-    with pytest.raises(MalformedMessage, match="ingest.max_header_bytes"):
+    with pytest.raises(MalformedMessage, match=r"ingest\.max_header_bytes"):
         check_headers({"big": "x" * 70_000}, IngestConfig())
     check_headers({"fedora_messaging_schema": "base.message", "sent-at": "now"}, IngestConfig())
 
@@ -102,10 +102,10 @@ def test_ingest_settings_are_validated_and_named(tmp_path: Path) -> None:
         load_config(path)
     assert caught.value.key == "ingest.max_body_bytes"
     path.write_text("[ingest]\nmax_depth = 5000\n")
-    with pytest.raises(ConfigError, match="ingest.max_depth"):
+    with pytest.raises(ConfigError, match=r"ingest\.max_depth"):
         load_config(path)
     path.write_text("[ingest]\nmax_heap = 1\n")
-    with pytest.raises(ConfigError, match="ingest.max_heap"):
+    with pytest.raises(ConfigError, match=r"ingest\.max_heap"):
         load_config(path)
     path.write_text("[ingest]\nmax_depth = 32\nmax_attempts = 5\n")
     config = load_config(path)
