@@ -36,6 +36,7 @@ thread-safe); the service starts it and stops it through a ``threading.Event``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -104,9 +105,12 @@ class Delivery:
             headers = json_safe(self.properties.headers or {})
         except RecursionError:
             headers = {}
-        return delivery_line(
-            value if isinstance(value, str) else "", self.routing_key, headers, self.body
-        )
+        body: bytes | str = self.body
+        # A message file is UTF-8, whatever the delivery's own encoding was.
+        with contextlib.suppress(LookupError, UnicodeDecodeError):
+            body = self.body.decode(self.properties.content_encoding or "utf-8")
+        message_id = value if isinstance(value, str) else ""
+        return delivery_line(message_id, self.routing_key, headers, body)
 
 
 class _Stopping(Exception):
