@@ -384,13 +384,23 @@ class Delivery:
         groups: dict[tuple[int, str], list[ClaimedNotification]] = {}
         for row in claimed:
             groups.setdefault(row.group, []).append(row)
-        stats = outbox.group_stats(session, groups, now=now)
+        stats: Mapping[tuple[int, str], Any] | None
+        try:
+            with session.begin_nested():
+                stats = outbox.group_stats(session, groups, now=now)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            stats = None  # read again per group below, so a failure costs one group only
         jobs: list[_Job] = []
         settled = 0
         for key, rows in groups.items():
             try:
                 with session.begin_nested():
-                    settled += self._plan_group(session, key, rows, stats, now, jobs)
+                    own = stats
+                    if own is None:
+                        own = outbox.group_stats(session, [key], now=now)
+                    settled += self._plan_group(session, key, rows, own, now, jobs)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -515,14 +525,8 @@ class Delivery:
                 try:
                     rendered = self._render(job)
                 except Exception as exc:  # one message that can't be shown costs only its rows
-                    log.error(
-                        "delivery: message %s for %s/%s cannot be rendered (%s); dead",
-                        for_log(head.message_id),
-                        for_log(head.user),
-                        head.context,
-                        for_log(describe(exc), limit=200),
-                    )
-                    refused.append(f"cannot be rendered: {type(exc).__name__}")
+                    # Logged once, with the outcome, by ``_record``.
+                    refused.append(f"cannot be rendered: {describe(exc)}")
             if transport is not None and rendered is not None:
                 for destination in head.destinations:
                     masked = mask_address(head.context, destination)

@@ -24,7 +24,7 @@ import pytest
 from core.test_outbox import add_notification, add_user, state_of
 from sqlalchemy import select, text
 
-from fmn_core.config import Config, IngestConfig
+from fmn_core.config import Config, DeliveryConfig, IngestConfig
 from fmn_core.db import Database
 from fmn_core.models import DeadMessage, Message, Notification, utcnow
 from fmn_core.schema import upgrade
@@ -343,7 +343,7 @@ def test_sender_round_survives_a_stored_body_that_no_longer_decodes(
         session.flush()
         bad = row.id
     metrics = Metrics()
-    config = db.config.replace()
+    config = db.config.replace(delivery=DeliveryConfig(senders=1))
     hub = LiveHub()
     sender = Sender(db, config, metrics, hub)
     asyncio.run(sender.drain(20))
@@ -421,3 +421,68 @@ def test_replay_command_reports_hostile_lines_and_prints_its_summary(
             assert set(session.scalars(select(Message.id))) == {"before", "after"}
     finally:
         db.dispose()
+
+
+def test_sender_marks_a_row_it_cannot_render_dead_and_sends_the_others(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message that can't be rendered (a bug, a hostile value) costs only its row."""
+    import fmn_daemon.delivery as delivery_module
+
+    with db.begin() as session:
+        user = add_user(session, "jo", "live", ("token-jo-0123456789abcdef",))
+        good = add_notification(session, user, "live").id
+        bad = add_notification(session, user, "live").id
+    real_render = delivery_module.render
+
+    def render(notification: Any, links: Any = None) -> Any:
+        if notification.id == bad:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_render(notification, links)
+
+    monkeypatch.setattr(delivery_module, "render", render)
+    metrics = Metrics()
+    # One sender: the PostgreSQL fixture shares one connection between sessions.
+    config = db.config.replace(delivery=DeliveryConfig(senders=1))
+    asyncio.run(Sender(db, config, metrics, LiveHub()).drain(20))
+    assert state_of(db, good).state == "sent"
+    row = state_of(db, bad)
+    assert row.state == "dead" and "cannot be rendered: RecursionError" in (row.last_error or "")
+    assert len([r for r in caplog.records if "cannot be rendered" in r.getMessage()]) == 1
+
+
+def test_sender_run_survives_a_round_that_raises(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A planning step that raises once costs no row: the group is planned again on its own."""
+    from fmn_core import outbox
+
+    with db.begin() as session:
+        user = add_user(session, "jo", "live", ("token-jo-0123456789abcdef",))
+        row_id = add_notification(session, user, "live").id
+    real_stats = outbox.group_stats
+    calls: list[int] = []
+
+    def group_stats(session: Any, groups: Any, now: Any = None) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a bug that happens once")
+        return real_stats(session, groups, now=now)
+
+    monkeypatch.setattr(outbox, "group_stats", group_stats)
+    config = db.config.replace(delivery=DeliveryConfig(senders=1, idle_poll_seconds=0.05))
+    sender = Sender(db, config, Metrics(), LiveHub())
+
+    async def run_until_sent() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(sender.run(stop))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if state_of(db, row_id).state == "sent":
+                break
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    asyncio.run(run_until_sent())
+    assert state_of(db, row_id).state == "sent"
+    assert len(calls) >= 2
