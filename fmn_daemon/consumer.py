@@ -441,7 +441,7 @@ class Consumer:
                 log.warning(
                     "message %s: malformed, dropped: %s",
                     delivery.message_id,
-                    for_log(exc, limit=300),
+                    for_log(str(exc), limit=300),
                 )
                 self.metrics.inc("messages_malformed")
                 continue
