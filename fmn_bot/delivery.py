@@ -47,6 +47,7 @@ import supybot.ircutils as ircutils
 import supybot.world as world
 
 from fmn_core import outbox, preferences, rendering
+from fmn_core import text as text_rules
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.models import utcnow
@@ -113,7 +114,7 @@ class IrcLink(Protocol):
 
 def _fit(text: str, limit: int = MAX_LINE_BYTES) -> str:
     """One IRC line: no line breaks or control characters, at most ``limit`` bytes."""
-    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    flat = text_rules.one_line(text)
     if len(flat.encode("utf-8")) <= limit:
         return flat
     cut = flat.encode("utf-8")[: limit - len("…".encode())].decode("utf-8", "ignore")

@@ -36,6 +36,7 @@ __all__ = [
     "DeliveryConfig",
     "FcmConfig",
     "HttpConfig",
+    "IngestConfig",
     "OwnershipConfig",
     "PushConfig",
     "SmtpConfig",
@@ -165,6 +166,29 @@ class DeliveryConfig:
     rate_limit_per_hour: int = 120
     shutdown_grace_seconds: float = 20.0
     idle_poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Bounds on bus messages, checked before they are parsed, and when one is given up.
+
+    The defaults are far above any real Fedora message (the corpus's largest body is
+    76 kB, its deepest is nested 7 levels, its largest headers are 1.6 kB and flat),
+    and far below what hurts the daemon.
+    """
+
+    #: A body longer than this (bytes, as it arrives) is refused unread.
+    max_body_bytes: int = 4 * 1024 * 1024
+    #: JSON nested deeper than this (objects and arrays) is refused before decoding.
+    max_depth: int = 64
+    #: AMQP headers (as JSON) longer than this are refused.
+    max_header_bytes: int = 64 * 1024
+    #: AMQP header tables nested deeper than this are refused (pika's decoder stops there).
+    max_header_depth: int = 16
+    #: A message the database keeps refusing goes to the dead messages after this many tries.
+    max_attempts: int = 3
+    #: The dead-message table keeps at most this much of each delivery (bytes).
+    dead_copy_bytes: int = 4 * 1024 * 1024 + 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -306,6 +330,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     confirmation: ConfirmationConfig = field(default_factory=ConfirmationConfig)
     bot: BotConfig = field(default_factory=BotConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
     def __post_init__(self) -> None:
         problem = _database_problem(self.database_url)
@@ -320,6 +345,7 @@ class Config:
             raise ConfigError("delivery.max_attempts", "must be at least 1")
         if self.delivery.senders < 1:
             raise ConfigError("delivery.senders", "must be at least 1")
+        _check_ingest(self.ingest)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some top-level values changed (for tests and the CLI)."""
@@ -343,6 +369,26 @@ def _database_problem(url: str) -> str | None:
             f"(postgresql+psycopg://host/db), not {parsed.drivername}"
         )
     return None
+
+
+def _check_ingest(ingest: IngestConfig) -> None:
+    minimums = {
+        "max_body_bytes": 1024,
+        "max_depth": 2,
+        "max_header_bytes": 256,
+        "max_header_depth": 1,
+        "max_attempts": 1,
+        "dead_copy_bytes": 1024,
+    }
+    for name, minimum in minimums.items():
+        value = getattr(ingest, name)
+        if value < minimum:
+            raise ConfigError(f"ingest.{name}", f"{value!r} is too small; at least {minimum}")
+    # Past this, Python's own recursion limit would be reached while decoding.
+    for name in ("max_depth", "max_header_depth"):
+        value = getattr(ingest, name)
+        if value > 500:
+            raise ConfigError(f"ingest.{name}", f"{value!r} is too deep; at most 500")
 
 
 T = TypeVar("T")

@@ -5,12 +5,19 @@ fedora-messaging re-checks a schema against the JSON-Schema metaschema on every
 most of the cost of decoding. Messages without a ``fedora_messaging_schema``
 header (archives, fixtures) get their class from the topic: the registered
 classes whose topic the message's topic ends with, first one that validates.
+
+Bus input is hostile until proven otherwise, so it is bounded before it is parsed
+(``ingest.*`` in the configuration): the size of a body or a line, and how deeply
+its JSON nests — counted over the raw text without recursion (``nesting_depth``),
+because Python's own decoder and encoder recurse and a body nested 10,000 levels
+deep would otherwise raise ``RecursionError`` wherever it is touched next.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,15 +27,21 @@ import jsonschema
 import pika
 from fedora_messaging import message as fm_message
 
+from .config import IngestConfig
 from .errors import MalformedMessage
 
 __all__ = [
     "SEVERITY_LEVELS",
     "MessageFacts",
+    "check_headers",
+    "check_json_text",
     "facts_of",
     "load_message",
+    "nesting_depth",
     "parse_line",
+    "refuse_constant",
     "schema_class_for",
+    "value_depth",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,13 +196,118 @@ def load_message(data: Mapping[str, Any]) -> Message:
     return chosen
 
 
-def parse_line(line: str | bytes) -> Message:
-    """Decode one line of a message file; ``MalformedMessage`` says why it can't."""
+# A JSON string, escapes included (the unrolled form: no backtracking per character).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+_STEP = {"{": 1, "[": 1, "}": -1, "]": -1}
+
+
+def refuse_constant(name: str) -> Any:
+    """``json.loads``'s ``parse_constant``: ``NaN`` and ``Infinity`` are not JSON (RFC 8259).
+
+    Python accepts them; PostgreSQL and most other readers refuse them.
+    """
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply the JSON in ``text`` nests objects and arrays, without parsing it.
+
+    Brackets inside strings don't count. Iterative, so any depth is measured
+    without touching Python's recursion limit; invalid JSON gets a number too
+    (the decoder refuses it afterwards).
+    """
+    outside = _JSON_STRING.sub("", text)
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(outside):
+        depth += _STEP[bracket]
+        if depth > deepest:
+            deepest = depth
+    return deepest
+
+
+def check_json_text(text: str, *, max_depth: int, what: str = "the body") -> None:
+    """Refuse (``MalformedMessage``) JSON text nested deeper than ``max_depth``."""
+    # Cheap first: fewer opening brackets than the limit can't nest past it.
+    if text.count("{") + text.count("[") <= max_depth:
+        return
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise MalformedMessage(
+            f"{what} is nested {depth} levels deep; at most {max_depth} are accepted "
+            "(ingest.max_depth)"
+        )
+
+
+def value_depth(value: Any, *, stop_after: int | None = None) -> int:
+    """How deeply a decoded value nests mappings and sequences (iteratively).
+
+    With ``stop_after``, stops counting once that depth is passed.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if stop_after is not None and deepest > stop_after:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_headers(headers: Mapping[str, Any], limits: IngestConfig) -> None:
+    """Refuse headers nested deeper or larger than ``max_header_depth``/``max_header_bytes``."""
+    depth = value_depth(headers, stop_after=limits.max_header_depth)
+    if depth > limits.max_header_depth:
+        raise MalformedMessage(
+            f"the headers are nested more than {limits.max_header_depth} levels deep "
+            "(ingest.max_header_depth)"
+        )
+    size = len(json.dumps(headers, default=str, ensure_ascii=False).encode("utf-8"))
+    if size > limits.max_header_bytes:
+        raise MalformedMessage(
+            f"the headers take {size} bytes; at most {limits.max_header_bytes} are accepted "
+            "(ingest.max_header_bytes)"
+        )
+
+
+def parse_line(line: str | bytes, limits: IngestConfig | None = None) -> Message:
+    """Decode one line of a message file; ``MalformedMessage`` says why it can't.
+
+    The line is bounded before it is parsed (``limits``, the defaults when not
+    given): its size, and its depth (the body sits one level below the line's
+    own object). A line must carry a string ``id``: a message without one could
+    not be told from the next one without an id.
+    """
+    limits = limits if limits is not None else IngestConfig()
+    size = len(line)
+    most = limits.max_body_bytes + limits.max_header_bytes + 4096
+    if size > most:
+        raise MalformedMessage(f"the line is {size} long; at most {most} bytes are accepted")
     try:
-        data = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"not valid JSON: the line is not UTF-8 ({exc})") from exc
+    check_json_text(text, max_depth=limits.max_depth + 1, what="the line")
+    try:
+        data = json.loads(text, parse_constant=refuse_constant)
+    except ValueError as exc:
         raise MalformedMessage(f"not valid JSON: {exc}") from exc
-    return load_message(data)
+    if not isinstance(data, dict):
+        raise MalformedMessage("a message must be a JSON object")
+    headers = data.get("headers")
+    if isinstance(headers, dict):
+        check_headers(headers, limits)
+    message = load_message(data)
+    if not isinstance(data.get("id"), str) or not data["id"]:
+        raise MalformedMessage('the message has no "id" (a non-empty string)')
+    return message
 
 
 def _safe(message: Message, attribute: str, default: Any) -> Any:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -30,6 +31,7 @@ __all__ = [
     "Base",
     "ChangeEvent",
     "Confirmation",
+    "DeadMessage",
     "Destination",
     "Filter",
     "Message",
@@ -270,6 +272,29 @@ class Message(Base):
 
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, topic={self.topic!r})"
+
+
+class DeadMessage(Base):
+    """A bus message fmn gave up on: it kept failing, and was put aside so the rest move on.
+
+    Only escaped text is kept in ``message_id`` and ``topic`` (they are shown to
+    operators); ``raw`` holds the delivery as a message-file line, cut at
+    ``ingest.dead_copy_bytes`` (``truncated`` then), for a later requeue.
+    """
+
+    __tablename__ = "dead_messages"
+
+    id: Mapped[bigpk]
+    message_id: Mapped[name255] = mapped_column(index=True)
+    topic: Mapped[str] = mapped_column(String(512))
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=1)
+    received_at: Mapped[created]
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    truncated: Mapped[bool] = mapped_column(default=False)
+
+    def __repr__(self) -> str:
+        return f"DeadMessage(id={self.id!r}, message_id={self.message_id!r})"
 
 
 class NotificationState(enum.StrEnum):

@@ -70,8 +70,10 @@ __all__ = [
     "backoff_delay",
     "claim_due",
     "claim_group",
+    "claim_ids",
     "counts_by_state",
     "decide",
+    "due_ids",
     "group_stats",
     "list_dead",
     "mark_failed",
@@ -439,7 +441,22 @@ def claim_due(
     ``exclude_contexts`` leaves some out (the daemon leaves ``irc`` to the bot).
     """
     moment = _now(now)
-    statement = select(Notification.id).where(_due_condition(moment))
+    ids = due_ids(
+        session, contexts=contexts, exclude_contexts=exclude_contexts, limit=limit, now=moment
+    )
+    return _take(session, ids, worker=worker, lease_seconds=lease_seconds, now=moment)
+
+
+def due_ids(
+    session: Session,
+    *,
+    contexts: Sequence[str] | None = None,
+    exclude_contexts: Sequence[str] = (),
+    limit: int,
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """The ids ``claim_due`` would claim (locked on PostgreSQL), without loading anything."""
+    statement = select(Notification.id).where(_due_condition(_now(now)))
     if contexts is not None:
         statement = statement.where(Notification.context.in_(list(contexts)))
     if exclude_contexts:
@@ -447,8 +464,27 @@ def claim_due(
     statement = statement.order_by(Notification.next_attempt_at, Notification.id).limit(limit)
     if is_postgres(session):
         statement = statement.with_for_update(skip_locked=True)
-    ids = list(session.scalars(statement))
-    return _take(session, ids, worker=worker, lease_seconds=lease_seconds, now=moment)
+    return list(session.scalars(statement))
+
+
+def claim_ids(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    worker: str,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> list[ClaimedNotification]:
+    """Claim exactly the rows ``ids`` that are still due (a sender isolating a bad row)."""
+    moment = _now(now)
+    if not ids:
+        return []
+    still_due = list(
+        session.scalars(
+            select(Notification.id).where(Notification.id.in_(list(ids)), _due_condition(moment))
+        )
+    )
+    return _take(session, still_due, worker=worker, lease_seconds=lease_seconds, now=moment)
 
 
 def claim_group(

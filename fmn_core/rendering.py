@@ -29,6 +29,7 @@ import platformdirs
 
 from .config import Config
 from .outbox import ClaimedNotification
+from .text import one_line, xml_text
 
 __all__ = [
     "Entry",
@@ -194,20 +195,27 @@ _FOOTER = (
 )
 
 
-def _clean(text: str) -> str:
-    # Summaries come from message bodies: keep subjects on one line.
-    return " ".join(text.split())
+#: Header values are cut here; mail folds longer lines, but nobody reads them.
+_HEADER_LIMIT = 500
+
+
+def _header(value: str) -> str:
+    # Topics, ids, names come from the bus: no CR/LF (forged headers), no control characters.
+    return one_line(value, limit=_HEADER_LIMIT)
 
 
 def _entry(notification: ClaimedNotification) -> Entry:
+    # Everything shown comes from a bus message: one line, no control characters
+    # (``fmn_core.text``), whichever transport shows it.
+    topic = one_line(notification.topic)
     return Entry(
         id=notification.id,
         message_id=notification.message_id,
-        topic=notification.topic,
-        app=notification.app,
-        summary=_clean(notification.summary) or notification.topic,
-        url=notification.url,
-        filter=notification.filter_name,
+        topic=topic,
+        app=one_line(notification.app),
+        summary=one_line(notification.summary) or topic,
+        url=one_line(notification.url) if notification.url else None,
+        filter=one_line(notification.filter_name),
         created=notification.created_at,
     )
 
@@ -219,15 +227,15 @@ def _headers(
     digest: bool = False,
 ) -> dict[str, str]:
     headers: dict[str, str] = {
-        "X-Fedmsg-Topic": notification.topic if not digest else "digest",
-        "X-Fedmsg-Category": notification.app if not digest else "digest",
+        "X-Fedmsg-Topic": _header(notification.topic) if not digest else "digest",
+        "X-Fedmsg-Category": _header(notification.app) if not digest else "digest",
     }
     if not digest:
         if notification.agent:
-            headers["X-Fedmsg-Username"] = notification.agent
+            headers["X-Fedmsg-Username"] = _header(notification.agent)
         if notification.packages:
-            headers["X-Fedmsg-Package"] = ", ".join(notification.packages)
-        headers["X-Fedmsg-Id"] = notification.message_id
+            headers["X-Fedmsg-Package"] = _header(", ".join(notification.packages))
+        headers["X-Fedmsg-Id"] = _header(notification.message_id)
     if links is not None:
         headers["List-Id"] = links.list_id(notification.context)
         headers["List-Unsubscribe"] = (
@@ -248,15 +256,15 @@ def _footer(notification: ClaimedNotification, links: Links | None, filters: str
 def render(notification: ClaimedNotification, links: Links | None = None) -> Rendered:
     """Render one notification: ``[app] summary``, the details, and a footer."""
     entry = _entry(notification)
-    subject = f"[{entry.app}] {entry.summary}" if entry.app else entry.summary
-    lines = [notification.summary.strip() or entry.summary, ""]
+    subject = _header(f"[{entry.app}] {entry.summary}" if entry.app else entry.summary)
+    lines = [xml_text(notification.summary).strip() or entry.summary, ""]
     if entry.url:
         lines.append(f"Link: {entry.url}")
     lines.append(f"Topic: {entry.topic}")
     if notification.agent:
-        lines.append(f"By: {notification.agent}")
+        lines.append(f"By: {one_line(notification.agent)}")
     if notification.packages:
-        lines.append(f"Packages: {', '.join(notification.packages)}")
+        lines.append(f"Packages: {one_line(', '.join(notification.packages))}")
     lines.append(f"Matched filter: {entry.filter}")
     lines.extend(["", "-- ", _footer(notification, links, entry.filter)])
     short = entry.summary if not entry.url else f"{entry.summary}\n{entry.url}"

@@ -2,6 +2,9 @@
 
 - ``Consumer`` (``consumer.py``): batched AMQP consumer; store, match, commit, then ack.
 - ``ingest_batch`` (``ingest.py``): the pipeline one batch goes through.
+- ``BrokerSettings`` (``broker.py``): the parts of fedora-messaging's configuration it uses.
+- ``is_transient`` (``failures.py``): an outage (retry) or the item's own failure (isolate).
+- ``list_dead_messages`` (``dead_messages.py``): messages put aside after failing again and again.
 - ``Delivery`` (``delivery.py``): the senders that drain the outbox.
 - ``Service`` (``service.py``): start-up, main loop, clean stop; systemd notifications.
 - ``in_thread``, ``in_unit_of_work`` (``concurrency.py``): how async code calls blocking code.
@@ -15,10 +18,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .broker import BrokerSettings, BrokerUnavailable, load_broker_settings
     from .cli import main
     from .concurrency import in_thread, in_unit_of_work
-    from .consumer import BrokerSettings, BrokerUnavailable, Consumer, load_broker_settings
+    from .consumer import Consumer
+    from .dead_messages import list_dead_messages, requeue_dead_message
     from .delivery import Delivery
+    from .failures import is_transient
     from .http import start_http
     from .ingest import IngestResult, decode_delivery, ingest_batch
     from .metrics import Metrics
@@ -30,8 +36,8 @@ if TYPE_CHECKING:
 #: Public name -> the module defining it. Loaded on first use, so that
 #: ``fmn-daemon --help`` doesn't import aiohttp, Apprise and pika.
 _EXPORTS = {
-    "BrokerSettings": ".consumer",
-    "BrokerUnavailable": ".consumer",
+    "BrokerSettings": ".broker",
+    "BrokerUnavailable": ".broker",
     "Consumer": ".consumer",
     "Delivery": ".delivery",
     "IngestResult": ".ingest",
@@ -44,7 +50,10 @@ _EXPORTS = {
     "in_thread": ".concurrency",
     "in_unit_of_work": ".concurrency",
     "ingest_batch": ".ingest",
-    "load_broker_settings": ".consumer",
+    "is_transient": ".failures",
+    "list_dead_messages": ".dead_messages",
+    "load_broker_settings": ".broker",
+    "requeue_dead_message": ".dead_messages",
     "main": ".cli",
     "replay": ".replay",
     "start_http": ".http",
@@ -65,9 +74,12 @@ __all__ = [
     "in_thread",
     "in_unit_of_work",
     "ingest_batch",
+    "is_transient",
+    "list_dead_messages",
     "load_broker_settings",
     "main",
     "replay",
+    "requeue_dead_message",
     "start_http",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)

@@ -26,6 +26,7 @@ from fmn_core.errors import (
     UserError,
     report_internal_error,
 )
+from fmn_core.text import one_line
 
 __all__ = ["build_parser", "main"]
 
@@ -111,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     requeue.add_argument("ids", nargs="*", type=int, metavar="ID")
     requeue.add_argument("--all", action="store_true", help="every dead notification")
 
+    messages = commands.add_parser(
+        "messages", help="bus messages put aside after failing again and again"
+    )
+    messages_commands = messages.add_subparsers(
+        dest="messages_command", metavar="ACTION", required=True
+    )
+    dead = messages_commands.add_parser("dead", help="list dead messages, newest first")
+    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--json", action="store_true", help="one JSON object per line")
+    revive = messages_commands.add_parser(
+        "requeue", help="run a dead message through the pipeline again"
+    )
+    revive.add_argument("id", type=int, metavar="ID")
+
     ownership = commands.add_parser("ownership", help="package ownership from dist-git")
     ownership_commands = ownership.add_subparsers(
         dest="ownership_command", metavar="ACTION", required=True
@@ -185,6 +200,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _replay(config, args)
     if args.command == "outbox":
         return _outbox(config, args)
+    if args.command == "messages":
+        return _messages(config, args)
     if args.command == "ownership":
         return _ownership(config, args)
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
@@ -322,6 +339,8 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
 def _outbox(config: Config, args: argparse.Namespace) -> int:
     from fmn_core.outbox import list_dead, requeue_dead
 
+    from .dead_messages import count_dead_messages
+
     db = _open(config)
     try:
         if args.outbox_command == "requeue":
@@ -333,10 +352,57 @@ def _outbox(config: Config, args: argparse.Namespace) -> int:
             return EXIT_OK
         with db.begin() as session:
             dead = list_dead(session, getattr(args, "limit", 100))
+            dead_messages = count_dead_messages(session)
         _print_dead(dead, sys.stdout)
+        if dead_messages:
+            print(
+                f"{dead_messages} dead bus messages were put aside before any notification "
+                "(see fmn-daemon messages dead)"
+            )
         return EXIT_OK
     finally:
         db.dispose()
+
+
+def _messages(config: Config, args: argparse.Namespace) -> int:
+    from .dead_messages import list_dead_messages, requeue_dead_message
+
+    db = _open(config)
+    try:
+        if args.messages_command == "requeue":
+            outcome = requeue_dead_message(db, args.id)
+            if not outcome.stored:
+                print(
+                    f"fmn-daemon: error: dead message {args.id} ({outcome.message_id}) failed "
+                    f"again and stays dead: {one_line(outcome.reason, limit=300)}",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
+            print(
+                f"dead message {args.id} ({outcome.message_id}) stored again; "
+                f"{outcome.notifications} notifications written"
+            )
+            return EXIT_OK
+        with db.begin() as session:
+            rows = list_dead_messages(session, args.limit)
+    finally:
+        db.dispose()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.as_json(), ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        print("no dead messages")
+        return EXIT_OK
+    print(f"{'ID':>8}  {'TRIES':>5}  {'RECEIVED':<19}  {'MESSAGE':<36}  {'TOPIC':<40}  REASON")
+    for row in rows:
+        cut = " (cut copy)" if row.truncated else ""
+        print(
+            f"{row.id:>8}  {row.attempts:>5}  {row.received_at:%Y-%m-%d %H:%M:%S}  "
+            f"{row.message_id[:36]:<36}  {row.topic[:40]:<40}  "
+            f"{one_line(row.reason, limit=100)}{cut}"
+        )
+    return EXIT_OK
 
 
 def _print_dead(rows: Sequence[Any], out: IO[str]) -> None:

@@ -1,7 +1,7 @@
 """A batched AMQP consumer: many messages per transaction, acked only after the commit.
 
-It reads fedora-messaging's own configuration (``amqp_url``, ``tls``, ``queues``,
-``exchanges``, ``bindings``, ``qos``), declares what it declares, and decodes
+It reads fedora-messaging's own configuration (``fmn_daemon.broker``: ``amqp_url``,
+``tls``, ``queues``, ``exchanges``, ``bindings``, ``qos``), declares what it declares, and decodes
 deliveries into fedora-messaging message classes through ``fmn_core.messages``
 (one validator per schema, built once). fedora-messaging's own consumer handles
 one message per callback and re-checks the schema each time; this one takes up
@@ -9,16 +9,23 @@ to ``delivery.batch_size`` messages (or what arrived within ``batch_wait``
 seconds), and for the whole batch runs one transaction: store, match, outbox
 rows, commit — then one ``basic_ack(multiple=True)``.
 
-Failures, sorted the way STYLE rule 10 asks:
+Failures, sorted the way STYLE rule 10 asks; one delivery can only ever cost itself:
 
-- a malformed delivery gets one log line with its id and reason, is counted and
-  acked with its batch (dropped);
-- a database error leaves the batch unacked and is retried with exponential
-  backoff, for as long as it takes (the broker redelivers whatever was unacked
-  if this process dies meanwhile); while waiting, the AMQP connection keeps
-  sending heartbeats;
-- a batch that fails on its data (a value the database refuses) is retried one
-  message at a time, so only the offending message is dropped, with a log line;
+- bounds come first (``ingest.*``): a body longer than ``max_body_bytes`` is let
+  go as soon as it arrives, unread; headers nested too deeply are cut by pika's
+  decoder itself (``fmn_daemon.frames``), so they cannot kill the connection;
+  a body nested deeper than ``max_depth`` is refused before it is decoded;
+- a malformed delivery (any exception while decoding it, not only the expected
+  ones) gets one log line with its id and reason, is counted and acked with its
+  batch (dropped);
+- a database that cannot be reached (``is_transient``) leaves the batch unacked
+  and is retried with exponential backoff, for as long as it takes (the broker
+  redelivers whatever was unacked if this process dies meanwhile); while
+  waiting, the AMQP connection keeps sending heartbeats;
+- any other failure of a batch (a value the database refuses, a ``RecursionError``,
+  a bug) is retried one message at a time, so the others are stored; a message
+  that still fails after ``ingest.max_attempts`` tries is put aside as a dead
+  message (``fmn_daemon.dead_messages``) with one log line, and acked;
 - a lost broker connection is reopened with exponential backoff; deliveries not
   yet committed are simply redelivered, and already-committed ones are not
   stored twice (the message id is the primary key; outbox rows are unique).
@@ -29,16 +36,15 @@ thread-safe); the service starts it and stops it through a ``threading.Event``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import os
 import queue
 import random
-import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -50,11 +56,17 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from fmn_core.db import Database
-from fmn_core.errors import ConfigError, FmnError, MalformedMessage
+from fmn_core.errors import MalformedMessage
 from fmn_core.matcher import Matcher
 from fmn_core.ownership import OwnershipCache
+from fmn_core.text import for_log
 
-from .ingest import IngestResult, decode_delivery, ingest_batch
+from .broker import BrokerSettings, BrokerUnavailable, load_broker_settings
+from .dead_messages import bury, delivery_line
+from .failures import describe as _describe
+from .failures import is_transient
+from .frames import bound_header_depth
+from .ingest import IngestResult, decode_delivery, ingest_batch, json_safe
 from .metrics import Metrics
 
 __all__ = [
@@ -69,110 +81,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class BrokerUnavailable(FmnError):
-    """The broker did not answer, or refused the declarations."""
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    """The parts of fedora-messaging's configuration a consumer needs."""
-
-    amqp_url: str
-    exchanges: Mapping[str, Mapping[str, Any]]
-    queues: Mapping[str, Mapping[str, Any]]
-    bindings: tuple[Mapping[str, Any], ...]
-    prefetch_count: int = 1000
-    passive_declares: bool = False
-    client_properties: Mapping[str, str] = field(default_factory=dict)
-    tls: Mapping[str, Any] = field(default_factory=dict)
-
-    def parameters(
-        self, *, attempts: int | None = None, timeout: float | None = None
-    ) -> pika.URLParameters:
-        """Connection parameters: the URL's, plus client properties and TLS."""
-        parameters = pika.URLParameters(self.amqp_url)
-        parameters.client_properties = dict(self.client_properties)
-        if attempts is not None:
-            parameters.connection_attempts = attempts
-            parameters.retry_delay = 1
-        if timeout is not None:
-            parameters.socket_timeout = timeout
-            parameters.blocked_connection_timeout = max(timeout, 30.0)
-        if self.amqp_url.startswith("amqps"):
-            parameters.ssl_options = self._ssl_options(parameters.host)
-        return parameters
-
-    def _ssl_options(self, host: str) -> pika.SSLOptions:
-        # The same TLS set-up as fedora-messaging's own clients.
-        cert = self.tls.get("certfile")
-        key = self.tls.get("keyfile")
-        context = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.tls.get("ca_cert"):
-            context.load_verify_locations(cafile=self.tls["ca_cert"])
-        if cert and key:
-            context.load_cert_chain(cert, key)
-        return pika.SSLOptions(context, server_hostname=host)
-
-    def masked_url(self) -> str:
-        """The broker URL without its password, for logs."""
-        parameters = pika.URLParameters(self.amqp_url)
-        scheme = "amqps" if self.amqp_url.startswith("amqps") else "amqp"
-        return f"{scheme}://{parameters.host}:{parameters.port}/{parameters.virtual_host}"
-
-
-def load_broker_settings(
-    path: str | os.PathLike[str] | None = None, *, prefetch: int | None = None
-) -> BrokerSettings:
-    """Read fedora-messaging's configuration (``path``, else ``FEDORA_MESSAGING_CONF``).
-
-    A bad file raises ``ConfigError`` naming fedora-messaging's complaint.
-    """
-    from fedora_messaging import config as fm_config
-    from fedora_messaging import exceptions as fm_exceptions
-
-    try:
-        if path is not None:
-            # A fresh LazyConfig: loading into the global one merges with what it held.
-            conf: Mapping[str, Any] = fm_config.LazyConfig().load_config(str(path))
-        else:
-            conf = fm_config.conf if fm_config.conf.loaded else fm_config.conf.load_config()
-    except fm_exceptions.ConfigurationException as exc:
-        raise ConfigError("fedora-messaging", exc.message) from exc
-    bindings = conf["bindings"]
-    if isinstance(bindings, Mapping):
-        bindings = [bindings]
-    qos = conf.get("qos") or {}
-    count = prefetch if prefetch is not None else int(qos.get("prefetch_count") or 0)
-    return BrokerSettings(
-        amqp_url=conf["amqp_url"],
-        exchanges=dict(conf.get("exchanges") or {}),
-        queues=dict(conf.get("queues") or {}),
-        bindings=tuple(bindings),
-        # fedora-messaging's default of 10 is meant for one-at-a-time callbacks.
-        prefetch_count=max(count, 1000) if prefetch is None else count,
-        passive_declares=bool(conf.get("passive_declares")),
-        client_properties=dict(conf.get("client_properties") or {}),
-        tls=dict(conf.get("tls") or {}),
-    )
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether a database error is about the database (retry) rather than the data (isolate).
-
-    Only errors about a value (``DataError``, ``IntegrityError``, a parameter
-    that cannot be sent) point at one message; anything else — connection
-    refused, table missing, disk full, a lock timeout — waits for the
-    database to come back and never drops a message.
-    """
-    if isinstance(error, sa_exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        return not isinstance(error, sa_exc.DataError | sa_exc.IntegrityError)
-    # A bind parameter that can't be processed is about the data too.
-    return not isinstance(error, sa_exc.StatementError)
-
-
 @dataclass(slots=True)
 class Delivery:
     """One AMQP delivery not yet acked."""
@@ -181,11 +89,28 @@ class Delivery:
     routing_key: str
     properties: pika.spec.BasicProperties
     body: bytes
+    #: Why the delivery was refused on arrival (its body was then let go).
+    refused: str | None = None
 
     @property
     def message_id(self) -> str:
+        """The id for log lines: escaped and cut (it comes from anyone on the bus)."""
         value = self.properties.message_id
-        return value if isinstance(value, str) and value else "(no id)"
+        return for_log(value, limit=120) if isinstance(value, str) and value else "(no id)"
+
+    def raw_line(self) -> bytes:
+        """The delivery as a message-file line, for the dead messages."""
+        value = self.properties.message_id
+        try:
+            headers = json_safe(self.properties.headers or {})
+        except RecursionError:
+            headers = {}
+        body: bytes | str = self.body
+        # A message file is UTF-8, whatever the delivery's own encoding was.
+        with contextlib.suppress(LookupError, UnicodeDecodeError):
+            body = self.body.decode(self.properties.content_encoding or "utf-8")
+        message_id = value if isinstance(value, str) else ""
+        return delivery_line(message_id, self.routing_key, headers, body)
 
 
 class _Stopping(Exception):
@@ -198,7 +123,8 @@ class _Batch:
 
     generation: int
     deliveries: list[Delivery]
-    messages: list[fm_message.Message]
+    #: The deliveries that decoded, with their message.
+    decoded: list[tuple[Delivery, fm_message.Message]]
 
 
 class Consumer:
@@ -237,6 +163,8 @@ class Consumer:
         on_ownership_change: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
+        self.limits = db.config.ingest
+        bound_header_depth(self.limits.max_header_depth)
         self.broker = broker
         self.metrics = metrics
         self.matcher = matcher
@@ -428,7 +356,9 @@ class Consumer:
                     continue
             try:
                 self._pump(stop)
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except _Stopping:
+                raise
+            except Exception as exc:  # AMQP and socket errors, and whatever pika raises
                 lost = len(self._pending)
                 log.warning(
                     "lost the broker connection (%s); %d uncommitted deliveries will be "
@@ -480,22 +410,50 @@ class Consumer:
     ) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append(Delivery(method.delivery_tag, method.routing_key, properties, body))
+        delivery = Delivery(method.delivery_tag, method.routing_key, properties, body)
+        if len(body) > self.limits.max_body_bytes:
+            # Let the body go now: nothing reads it, and a batch of them must not pile up.
+            delivery.refused = (
+                f"the body is {len(body)} bytes long; at most {self.limits.max_body_bytes} "
+                "are accepted (ingest.max_body_bytes)"
+            )
+            delivery.body = b""
+        self._pending.append(delivery)
         self.metrics.inc("messages_in")
 
     def _hand_over(self, *, block: bool) -> None:
         """Decode the oldest pending deliveries and queue them for the writer."""
         batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
         self._pending_since = time.monotonic()
-        decoded: list[fm_message.Message] = []
+        decoded: list[tuple[Delivery, fm_message.Message]] = []
         for delivery in batch:
+            if delivery.refused is not None:
+                log.warning(
+                    "message %s: malformed, dropped: %s", delivery.message_id, delivery.refused
+                )
+                self.metrics.inc("messages_malformed")
+                continue
             try:
-                decoded.append(
-                    decode_delivery(delivery.routing_key, delivery.properties, delivery.body)
+                message = decode_delivery(
+                    delivery.routing_key, delivery.properties, delivery.body, self.limits
                 )
             except MalformedMessage as exc:
-                log.warning("message %s: malformed, dropped: %s", delivery.message_id, exc)
+                log.warning(
+                    "message %s: malformed, dropped: %s",
+                    delivery.message_id,
+                    for_log(str(exc), limit=300),
+                )
                 self.metrics.inc("messages_malformed")
+                continue
+            except Exception as exc:  # any failure to read one delivery costs only it
+                log.warning(
+                    "message %s: malformed, dropped: it cannot be read (%s)",
+                    delivery.message_id,
+                    for_log(_describe(exc), limit=300),
+                )
+                self.metrics.inc("messages_malformed")
+                continue
+            decoded.append((delivery, message))
         item = _Batch(self._generation, batch, decoded)
         if not block:
             self._work.put_nowait(item)
@@ -536,7 +494,18 @@ class Consumer:
                     continue
                 if item is None:
                     return
-                self._write(item)
+                try:
+                    self._write(item)
+                except _Stopping:
+                    raise
+                except Exception:
+                    # A bug outside any one message (``_write`` isolates those): the
+                    # batch is logged and left; the next batch's ack covers it.
+                    log.exception(
+                        "messages %s … %s: internal error while writing their batch",
+                        item.deliveries[0].message_id,
+                        item.deliveries[-1].message_id,
+                    )
         except _Stopping:
             return
         except BaseException as exc:
@@ -544,14 +513,18 @@ class Consumer:
             self._writer_error = exc
 
     def _write(self, item: _Batch) -> None:
-        if item.messages:
-            result = self._ingest(item.messages)
-            if result is None:  # some message's data was refused: one at a time
-                for message in item.messages:
-                    if self._ingest([message]) is None:
-                        log.error("message %s: the database refuses it; dropped", message.id)
-                        self.metrics.inc("messages_malformed")
-        # Everything up to the batch's last tag is committed or dropped on purpose.
+        if item.decoded:
+            result = self._ingest([m for _, m in item.decoded])
+            if not isinstance(result, IngestResult):
+                # Something in the batch fails on its own: find it, one message at a time.
+                log.info(
+                    "a batch of %d messages failed (%s); storing them one at a time",
+                    len(item.decoded),
+                    for_log(result, limit=300),
+                )
+                for delivery, message in item.decoded:
+                    self._ingest_alone(delivery, message)
+        # Everything up to the batch's last tag is committed or put aside on purpose.
         first, last = item.deliveries[0].message_id, item.deliveries[-1].message_id
         connection = self._connection
         try:
@@ -570,11 +543,61 @@ class Consumer:
         self.metrics.inc("batches")
         log.debug("batch of %d committed (messages %s … %s)", len(item.deliveries), first, last)
 
-    def _ingest(self, messages: list[fm_message.Message]) -> IngestResult | None:
-        """Run one transaction for ``messages``, retrying database outages.
+    def _ingest_alone(self, delivery: Delivery, message: fm_message.Message) -> None:
+        """Store one message, ``ingest.max_attempts`` tries; then put it aside as dead."""
+        reason = ""
+        for _attempt in range(self.limits.max_attempts):
+            result = self._ingest([message])
+            if isinstance(result, IngestResult):
+                return
+            reason = result
+        attempts = self.limits.max_attempts
+        self._bury(delivery, reason, attempts)
+        self.metrics.inc("messages_dead")
+        log.error(
+            "message %s: failed %d times (%s); put aside as a dead message "
+            "(see fmn-daemon messages dead)",
+            delivery.message_id,
+            attempts,
+            for_log(reason, limit=300),
+        )
 
-        Returns ``None`` when the data itself is refused (a ``DataError`` or the
-        like), after the transaction rolled back.
+    def _bury(self, delivery: Delivery, reason: str, attempts: int) -> None:
+        """Record a dead message; a database that can't take it is waited for (never lost)."""
+        value = delivery.properties.message_id
+        raw = delivery.raw_line()
+        delay = self.backoff_initial
+        while True:
+            try:
+                with self.db.begin() as session:
+                    bury(
+                        session,
+                        message_id=value if isinstance(value, str) else "",
+                        topic=delivery.routing_key,
+                        reason=reason,
+                        attempts=attempts,
+                        raw=raw,
+                        limits=self.limits,
+                    )
+                return
+            except Exception as exc:
+                # What is stored is escaped and bounded: a refusal here is the database's.
+                self.metrics.inc("db_errors")
+                log.error(
+                    "message %s: cannot record it as dead (%s); not acked, retrying in %.1fs",
+                    delivery.message_id,
+                    _describe(exc),
+                    delay,
+                )
+                self._wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    def _ingest(self, messages: list[fm_message.Message]) -> IngestResult | str:
+        """Run one transaction for ``messages``, retrying while the database is unreachable.
+
+        Returns the reason (a string) when the batch failed for any other reason
+        (the data refused, an exception while encoding it, a bug), after the
+        transaction rolled back.
         """
         assert self.matcher is not None
         delay = self.backoff_initial
@@ -589,20 +612,16 @@ class Consumer:
                 self._stale_users |= refreshed
                 self.metrics.inc("db_errors")
                 if not is_transient(exc):
-                    log.warning(
-                        "messages %s … %s: the database refused the batch (%s)",
-                        messages[0].id,
-                        messages[-1].id,
-                        _describe(exc),
-                    )
-                    return None
+                    if self._stale_users:
+                        self._refresh_stale()
+                    return _describe(exc)
                 self._db_ok = False
                 self._set_ready()
                 log.error(
                     "messages %s … %s (%d): database unavailable (%s); not acked, "
                     "retrying in %.1fs",
-                    messages[0].id,
-                    messages[-1].id,
+                    for_log(messages[0].id),
+                    for_log(messages[-1].id),
                     len(messages),
                     _describe(exc),
                     delay,
@@ -614,14 +633,18 @@ class Consumer:
                     self._refresh_stale()
                 continue
             if not self._db_ok:
-                log.info("messages %s … %s: the database is back", messages[0].id, messages[-1].id)
+                log.info(
+                    "messages %s … %s: the database is back",
+                    for_log(messages[0].id),
+                    for_log(messages[-1].id),
+                )
             self._db_ok = True
             self._set_ready()
             if result.ownership_changed and self.on_ownership_change is not None:
                 log.info(
                     "messages %s … %s: package ownership changed; asking for a refresh",
-                    messages[0].id,
-                    messages[-1].id,
+                    for_log(messages[0].id),
+                    for_log(messages[-1].id),
                 )
                 self.on_ownership_change()
             return result
@@ -709,29 +732,6 @@ class Consumer:
 
 def _load_ownership(session: Session) -> OwnershipCache:
     return OwnershipCache.load(session)
-
-
-def _describe(error: BaseException) -> str:
-    """One line naming what went wrong, for logs (pika nests the real cause deeply)."""
-    for _ in range(6):
-        nested = getattr(error, "exceptions", None)  # AMQPConnectionWorkflowFailed
-        if isinstance(nested, list | tuple) and nested and isinstance(nested[-1], BaseException):
-            error = nested[-1]
-            continue
-        inner = getattr(error, "exception", None)  # AMQPConnectorSocketConnectError & co
-        if isinstance(inner, BaseException):
-            error = inner
-            continue
-        if error.args and isinstance(error.args[0], BaseException):
-            error = error.args[0]
-            continue
-        break
-    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
-        text = str(error.orig).strip().splitlines()
-        return f"{type(error.orig).__name__}: {text[0] if text else ''}"
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _close_quietly(connection: pika.BlockingConnection) -> None:

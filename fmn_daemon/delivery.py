@@ -44,6 +44,13 @@ An idle sender polls every ``delivery.idle_poll_seconds``; on PostgreSQL it also
 listens for the consumers' announcement of new rows (``outbox.announce_new_rows``)
 and claims them as soon as they are committed.
 
+One row can only cost itself (issue 10): a claim that fails on its data (a
+stored body that no longer decodes, say) is redone one row at a time and the
+row that fails is marked ``dead`` with the reason; a group whose planning
+raises, or a message that cannot be rendered, is marked ``dead`` the same way;
+and ``run`` survives any exception of a round (logged once, then a backoff),
+not only database errors.
+
 Stopping (``stop`` set): no new claims; sends in flight get
 ``delivery.shutdown_grace_seconds`` to finish, the rest are cancelled and their
 rows released at once (back to ``pending``, no attempt counted) rather than
@@ -83,8 +90,10 @@ from fmn_core.outbox import (
     ClaimedNotification,
 )
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
+from fmn_core.text import for_log
 
-from .concurrency import in_unit_of_work
+from .concurrency import in_thread, in_unit_of_work
+from .failures import describe, is_transient
 from .metrics import Metrics
 from .transports import Transport, TransportError, TransportRefused, build_transports
 from .transports.live import LiveHub
@@ -187,17 +196,24 @@ class Delivery:
                 try:
                     handled = await self.round(stop)
                     failures = 0
-                except SQLAlchemyError as exc:
+                except Exception as exc:
+                    # Rows are isolated inside the round; what reaches here is the
+                    # database going away, or a bug: back off, never stop delivering.
                     failures += 1
-                    self.metrics.inc("db_errors")
                     delay = min(
                         _DB_BACKOFF_MAX, self.config.delivery.idle_poll_seconds * 2**failures
                     )
-                    log.warning(
-                        "delivery: database error (%s); retrying in %.1fs",
-                        exc.__class__.__name__,
-                        delay,
-                    )
+                    if isinstance(exc, SQLAlchemyError):
+                        self.metrics.inc("db_errors")
+                        log.warning(
+                            "delivery: database error (%s); retrying in %.1fs",
+                            exc.__class__.__name__,
+                            delay,
+                        )
+                    else:
+                        log.exception(
+                            "delivery: internal error in a round; retrying in %.1fs", delay
+                        )
                     await _wait(stop, delay)
                     continue
                 if handled == 0:
@@ -233,13 +249,22 @@ class Delivery:
         """
         handled = await self._send_codes()
         delivery = self.config.delivery
-        claimed = await self._core(
-            outbox.claim_due,
-            worker=self.worker,
-            exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
-            limit=delivery.batch_size,
-            lease_seconds=delivery.claim_lease_seconds,
-        )
+        try:
+            claimed = await self._core(
+                outbox.claim_due,
+                worker=self.worker,
+                exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
+                limit=delivery.batch_size,
+                lease_seconds=delivery.claim_lease_seconds,
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning(
+                "delivery: a claim failed (%s); claiming its rows one at a time",
+                for_log(describe(exc), limit=200),
+            )
+            claimed = await in_thread(self._claim_one_by_one)
         if not claimed:
             return handled
         plan = await self._core(self._plan, claimed)
@@ -309,69 +334,156 @@ class Delivery:
         except SQLAlchemyError:
             log.warning("delivery: could not release %d rows; their lease will expire", len(ids))
 
+    def _claim_one_by_one(self) -> list[ClaimedNotification]:
+        """Claim due rows one per transaction; a row that fails is marked dead with the reason."""
+        delivery = self.config.delivery
+        with self.db.begin() as session:
+            ids = outbox.due_ids(
+                session, exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE, limit=delivery.batch_size
+            )
+        claimed: list[ClaimedNotification] = []
+        for row_id in ids:
+            try:
+                with self.db.begin() as session:
+                    claimed.extend(
+                        outbox.claim_ids(
+                            session,
+                            [row_id],
+                            worker=self.worker,
+                            lease_seconds=delivery.claim_lease_seconds,
+                        )
+                    )
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                self._bury_row(row_id, f"cannot be loaded: {describe(exc)}")
+        return claimed
+
+    def _bury_row(self, row_id: int, reason: str) -> None:
+        """Mark one row ``dead`` at once with ``reason`` (its own transaction); log it once."""
+        with self.db.begin() as session:
+            outbox.mark_failed(
+                session,
+                row_id,
+                reason,
+                max_attempts=1,
+                backoff_seconds=0,
+                backoff_max_seconds=0,
+            )
+        self.metrics.inc("notifications_dead")
+        log.error("delivery: row %d is dead: %s", row_id, for_log(reason, limit=300))
+
     # -- deciding ---------------------------------------------------------------
 
     def _plan(self, session: Session, claimed: Sequence[ClaimedNotification]) -> _Round:
         """Settle what needs no sending; group the rest into jobs (one transaction)."""
-        delivery = self.config.delivery
         now = utcnow()
         groups: dict[tuple[int, str], list[ClaimedNotification]] = {}
         for row in claimed:
             groups.setdefault(row.group, []).append(row)
-        stats = outbox.group_stats(session, groups, now=now)
+        stats: Mapping[tuple[int, str], Any] | None
+        try:
+            with session.begin_nested():
+                stats = outbox.group_stats(session, groups, now=now)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            stats = None  # read again per group below, so a failure costs one group only
         jobs: list[_Job] = []
         settled = 0
         for key, rows in groups.items():
-            head = rows[0]
-            ids = [r.id for r in rows]
-            decision = outbox.decide(
-                head,
-                stats[key],
-                now,
-                rate_limit_per_hour=delivery.rate_limit_per_hour,
-                waiting_in_claim=len(rows),
-            )
-            if decision.kind == "send":
-                jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
-                continue
-            if decision.kind == "digest":
-                jobs.append(self._digest(session, rows, now))
-                continue
-            settled += len(ids)
-            if decision.kind == "hold":
-                assert decision.until is not None
-                outbox.postpone(session, ids, decision.until, note=decision.note)
-            elif decision.kind == "dead":
-                for row_id in ids:
+            try:
+                with session.begin_nested():
+                    own = stats
+                    if own is None:
+                        own = outbox.group_stats(session, [key], now=now)
+                    settled += self._plan_group(session, key, rows, own, now, jobs)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                reason = f"cannot be planned: {describe(exc)}"
+                for row in rows:
                     outbox.mark_failed(
                         session,
-                        row_id,
-                        decision.note,
+                        row.id,
+                        reason,
                         max_attempts=1,
                         backoff_seconds=0,
                         backoff_max_seconds=0,
                         now=now,
                     )
-                self.metrics.inc("notifications_dead", len(ids))
-            else:  # no_destination
-                for row_id in ids:
-                    state = outbox.mark_failed(
-                        session,
-                        row_id,
-                        NO_ADDRESS_ERROR,
-                        max_attempts=delivery.max_attempts,
-                        backoff_seconds=NO_ADDRESS_RETRY_SECONDS,
-                        backoff_max_seconds=NO_ADDRESS_RETRY_SECONDS,
-                        now=now,
-                    )
-                    self._count_failure(state)
-                log.info(
-                    "delivery: user %s has no confirmed %s address; %d rows wait",
-                    head.user,
-                    head.context,
-                    len(ids),
+                self.metrics.inc("notifications_dead", len(rows))
+                log.error(
+                    "delivery: message %s for %s/%s: %d rows are dead: %s",
+                    for_log(rows[0].message_id),
+                    for_log(rows[0].user),
+                    rows[0].context,
+                    len(rows),
+                    for_log(reason, limit=300),
                 )
+                settled += len(rows)
         return _Round(jobs=jobs, settled=settled)
+
+    def _plan_group(
+        self,
+        session: Session,
+        key: tuple[int, str],
+        rows: list[ClaimedNotification],
+        stats: Mapping[tuple[int, str], Any],
+        now: dt.datetime,
+        jobs: list[_Job],
+    ) -> int:
+        """Settle or schedule one (user, context) group; how many rows it settled."""
+        delivery = self.config.delivery
+        head = rows[0]
+        ids = [r.id for r in rows]
+        decision = outbox.decide(
+            head,
+            stats[key],
+            now,
+            rate_limit_per_hour=delivery.rate_limit_per_hour,
+            waiting_in_claim=len(rows),
+        )
+        if decision.kind == "send":
+            jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+            return 0
+        if decision.kind == "digest":
+            jobs.append(self._digest(session, rows, now))
+            return 0
+        if decision.kind == "hold":
+            assert decision.until is not None
+            outbox.postpone(session, ids, decision.until, note=decision.note)
+        elif decision.kind == "dead":
+            for row_id in ids:
+                outbox.mark_failed(
+                    session,
+                    row_id,
+                    decision.note,
+                    max_attempts=1,
+                    backoff_seconds=0,
+                    backoff_max_seconds=0,
+                    now=now,
+                )
+            self.metrics.inc("notifications_dead", len(ids))
+        else:  # no_destination
+            for row_id in ids:
+                state = outbox.mark_failed(
+                    session,
+                    row_id,
+                    NO_ADDRESS_ERROR,
+                    max_attempts=delivery.max_attempts,
+                    backoff_seconds=NO_ADDRESS_RETRY_SECONDS,
+                    backoff_max_seconds=NO_ADDRESS_RETRY_SECONDS,
+                    now=now,
+                )
+                self._count_failure(state)
+            log.info(
+                "delivery: user %s has no confirmed %s address; %d rows wait",
+                for_log(head.user),
+                head.context,
+                len(ids),
+            )
+        return len(ids)
 
     def _digest(self, session: Session, rows: list[ClaimedNotification], now: dt.datetime) -> _Job:
         """One digest job: the claimed rows plus every other waiting row of the group."""
@@ -403,10 +515,16 @@ class Delivery:
             errors: list[str] = []
             refused: list[str] = []
             accepted = 0
+            rendered: Rendered | None = None
             if transport is None:
                 errors.append(f"this daemon does not deliver {head.context}")
             else:
-                rendered = self._render(job)
+                try:
+                    rendered = self._render(job)
+                except Exception as exc:  # one message that can't be shown costs only its rows
+                    # Logged once, with the outcome, by ``_record``.
+                    refused.append(f"cannot be rendered: {describe(exc)}")
+            if transport is not None and rendered is not None:
                 for destination in head.destinations:
                     masked = mask_address(head.context, destination)
                     try:
@@ -417,7 +535,7 @@ class Delivery:
                         errors.append(f"{masked}: {exc.reason}")
                     except Exception:  # a transport's bug must not stop the other destinations
                         notice = report_internal_error(
-                            log, f"sending message {head.message_id} to {masked}"
+                            log, f"sending message {for_log(head.message_id)} to {masked}"
                         )
                         errors.append(f"{masked}: {notice}")
                     else:
@@ -441,8 +559,8 @@ class Delivery:
                 )
                 log.warning(
                     "delivery: message %s for %s/%s: %s",
-                    head.message_id,
-                    head.user,
+                    for_log(head.message_id),
+                    for_log(head.user),
                     head.context,
                     note,
                 )
@@ -450,8 +568,8 @@ class Delivery:
             self.metrics.inc("notifications_sent", len(ids))
             log.info(
                 "delivery: sent message %s to %s/%s (%d rows%s)",
-                head.message_id,
-                head.user,
+                for_log(head.message_id),
+                for_log(head.user),
                 head.context,
                 len(ids),
                 ", digest" if job.digest else "",
@@ -465,8 +583,8 @@ class Delivery:
             self._count_failure(state)
         log.warning(
             "delivery: message %s for %s/%s failed (%s): %s",
-            head.message_id,
-            head.user,
+            for_log(head.message_id),
+            for_log(head.user),
             head.context,
             states[0] if states else "?",
             error,
@@ -517,6 +635,15 @@ class Delivery:
                     code.context,
                     masked,
                     exc.reason,
+                )
+                continue
+            except Exception:  # a transport's bug: this code waits, the round goes on
+                self._code_retry_at[code.destination_id] = now + CODE_RETRY_SECONDS
+                log.exception(
+                    "delivery: confirmation code for %s/%s to %s not sent (internal error)",
+                    for_log(code.user),
+                    code.context,
+                    masked,
                 )
                 continue
             self._code_retry_at.pop(code.destination_id, None)

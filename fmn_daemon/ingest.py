@@ -36,10 +36,18 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from fmn_core.config import IngestConfig
 from fmn_core.display import display_of
 from fmn_core.errors import ConfigError, MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
-from fmn_core.messages import MessageFacts, facts_of, load_message
+from fmn_core.messages import (
+    MessageFacts,
+    check_headers,
+    check_json_text,
+    facts_of,
+    load_message,
+    refuse_constant,
+)
 from fmn_core.models import (
     ChangeEvent,
     Filter,
@@ -51,6 +59,7 @@ from fmn_core.models import (
 )
 from fmn_core.outbox import announce_new_rows
 from fmn_core.ownership import affects_ownership
+from fmn_core.text import for_log
 
 from .metrics import Metrics
 
@@ -113,16 +122,35 @@ def json_safe(value: Any) -> Any:
 
 
 def decode_delivery(
-    routing_key: str, properties: pika.BasicProperties, body: bytes
+    routing_key: str,
+    properties: pika.BasicProperties,
+    body: bytes,
+    limits: IngestConfig | None = None,
 ) -> fm_message.Message:
     """Turn one AMQP delivery into a validated message, or raise ``MalformedMessage``.
 
     The AMQP ``message_id`` property is the message's id; the routing key is its
     topic; the body is JSON in the declared content encoding (UTF-8 by default).
+    ``limits`` (the defaults when not given) bound the body's size and depth and
+    the headers' size and depth, all checked before anything is parsed.
     """
+    limits = limits if limits is not None else IngestConfig()
     message_id = properties.message_id if isinstance(properties.message_id, str) else None
     if not message_id:
         raise MalformedMessage("the delivery has no message_id property")
+    if len(body) > limits.max_body_bytes:
+        raise MalformedMessage(
+            f"the body is {len(body)} bytes long; at most {limits.max_body_bytes} are "
+            "accepted (ingest.max_body_bytes)",
+            message_id=message_id,
+        )
+    raw_headers = properties.headers or {}
+    if not isinstance(raw_headers, Mapping):
+        raise MalformedMessage("the headers are not a table", message_id=message_id)
+    try:
+        check_headers(raw_headers, limits)
+    except MalformedMessage as exc:
+        raise MalformedMessage(str(exc), message_id=message_id) from None
     encoding = properties.content_encoding or "utf-8"
     try:
         text = body.decode(encoding)
@@ -131,10 +159,13 @@ def decode_delivery(
             f"the body cannot be decoded as {encoding}: {exc}", message_id=message_id
         ) from exc
     try:
-        data = json.loads(text)
+        check_json_text(text, max_depth=limits.max_depth)
+        data = json.loads(text, parse_constant=refuse_constant)
+    except MalformedMessage as exc:
+        raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
         raise MalformedMessage(f"the body is not JSON: {exc}", message_id=message_id) from exc
-    headers = json_safe(properties.headers or {})
+    headers = json_safe(raw_headers)
     return load_message({"topic": routing_key, "headers": headers, "id": message_id, "body": data})
 
 
@@ -150,6 +181,11 @@ def _refusal(facts: MessageFacts) -> str | None:
         return f"the message id is longer than {MAX_ID_LENGTH} characters"
     if len(facts.topic) > MAX_TOPIC_LENGTH:
         return f"the topic is longer than {MAX_TOPIC_LENGTH} characters"
+    # PostgreSQL text cannot hold NUL; refused here rather than by a failed batch.
+    if "\x00" in facts.id:
+        return "the message id contains a NUL character"
+    if "\x00" in facts.topic:
+        return "the topic contains a NUL character"
     return None
 
 
@@ -245,7 +281,9 @@ def _safe_recipients(matcher: Matcher, facts: MessageFacts) -> list[Recipient]:
     try:
         return matcher.recipients(facts)
     except Exception:
-        log.exception("message %s: matching failed; it is stored without recipients", facts.id)
+        log.exception(
+            "message %s: matching failed; it is stored without recipients", for_log(facts.id)
+        )
         return []
 
 
@@ -282,7 +320,11 @@ def _affects_ownership(facts: MessageFacts) -> bool:
     try:
         return bool(affects_ownership(facts))
     except Exception:
-        log.warning("message %s: cannot tell whether it changes ownership", facts.id, exc_info=True)
+        log.warning(
+            "message %s: cannot tell whether it changes ownership",
+            for_log(facts.id),
+            exc_info=True,
+        )
         return False
 
 
@@ -309,7 +351,7 @@ def ingest_batch(
         facts = item if isinstance(item, MessageFacts) else facts_of(item)
         reason = _refusal(facts)
         if reason is not None:
-            log.warning("message %s: dropped: %s", facts.id[:MAX_ID_LENGTH] or "(none)", reason)
+            log.warning("message %s: dropped: %s", for_log(facts.id) or "(none)", reason)
             result.malformed.append((facts.id[:MAX_ID_LENGTH], reason))
             continue
         if facts.id in seen:  # the same id twice in one batch: store and match it once
@@ -434,7 +476,9 @@ def _check_filters(
             session.flush()
             for f in firing:
                 states[f] = _FilterState(states[f].user_id, False, True)
-                log.info("message %s: one-shot filter %d fired and is now inactive", facts.id, f)
+                log.info(
+                    "message %s: one-shot filter %d fired and is now inactive", for_log(facts.id), f
+                )
             result.oneshots_fired.extend(firing)
             fired_users |= users
             if refreshed is not None:

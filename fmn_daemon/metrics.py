@@ -17,6 +17,7 @@ COUNTERS: tuple[str, ...] = (
     "messages_in",
     "messages_matched",
     "messages_malformed",
+    "messages_dead",
     "messages_without_schema",
     "notifications_created",
     "notifications_sent",

@@ -11,6 +11,12 @@ The ``--json`` output is a public contract: one JSON object per line,
 ``{"id", "topic", "recipients": [{"user", "context", "filter"}]}`` with the
 recipients sorted by user then context, or ``{"line": N, "error": "..."}`` for a
 line that is not a valid message (the run goes on).
+
+One line costs only itself (issue 10): each line is bounded before it is parsed
+(``ingest.*``), needs a string ``id``, and any exception while reading, matching
+or storing it becomes that line's error. A batch the database refuses is stored
+again one message at a time, so the good lines of it are kept; only an
+unreachable database ends the run.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ from typing import IO, Any
 
 from fedora_messaging import message as fm_message
 
+from fmn_core.config import IngestConfig
 from fmn_core.db import Database
 from fmn_core.errors import MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
 from fmn_core.messages import facts_of, parse_line
 from fmn_core.ownership import OwnershipCache
+from fmn_core.text import for_log, one_line
 
-from .ingest import ingest_batch
+from .failures import describe, is_transient
+from .ingest import IngestResult, ingest_batch
 from .metrics import Metrics
 
 __all__ = ["Progress", "ReplayStats", "read_messages", "replay"]
@@ -54,16 +63,18 @@ class ReplayStats:
 
 
 def read_messages(
-    lines: Iterable[str | bytes],
+    lines: Iterable[str | bytes], limits: IngestConfig | None = None
 ) -> Iterator[tuple[int, fm_message.Message | MalformedMessage]]:
     """``(line number, message or the reason it isn't one)`` for each non-blank line."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            yield number, parse_line(line)
+            yield number, parse_line(line, limits)
         except MalformedMessage as exc:
             yield number, exc
+        except Exception as exc:  # whatever a hostile line makes the decoder do
+            yield number, MalformedMessage(f"cannot be read: {describe(exc)}")
 
 
 class Progress:
@@ -118,7 +129,7 @@ class _Output:
         if self.as_json:
             self.out.write(json.dumps({"line": number, "error": str(error)}) + "\n")
         else:
-            self.out.write(f"{number:>6}  error: {error}\n")
+            self.out.write(f"{number:>6}  error: {for_log(str(error), limit=500)}\n")
 
     def message(
         self,
@@ -138,7 +149,7 @@ class _Output:
         else:
             note = " (already stored)" if extra and extra.get("duplicate") else ""
             self.out.write(
-                f"{number:>6}  {str(msg.id)[:36]:<36}  {msg.topic[:50]:<50}  "
+                f"{number:>6}  {one_line(msg.id)[:36]:<36}  {one_line(msg.topic)[:50]:<50}  "
                 f"{_recipients_text(recipients)}{note}\n"
             )
 
@@ -166,15 +177,21 @@ def replay(
         matcher = Matcher.load(session, ownership=OwnershipCache.load(session))
     output = _Output(out, as_json)
     stats = ReplayStats()
+    limits = db.config.ingest
     with source.open("rb") as handle:
         if dry_run:
-            for number, item in read_messages(handle):
+            for number, item in read_messages(handle, limits):
                 stats.lines = number
                 if isinstance(item, MalformedMessage):
                     stats.errors += 1
                     output.error(number, item)
                     continue
-                recipients = matcher.recipients(facts_of(item))
+                try:
+                    recipients = matcher.recipients(facts_of(item))
+                except Exception as exc:  # pragma: no cover - the matcher guards its rules
+                    stats.errors += 1
+                    output.error(number, MalformedMessage(f"cannot be matched: {exc!r}"))
+                    continue
                 stats.messages += 1
                 stats.matched += bool(recipients)
                 stats.recipients += len(recipients)
@@ -186,7 +203,7 @@ def replay(
         bar = Progress(total, err) if show else None
         size = batch_size or db.config.delivery.batch_size
         batch: list[tuple[int, fm_message.Message]] = []
-        for number, item in read_messages(handle):
+        for number, item in read_messages(handle, limits):
             stats.lines = number
             if isinstance(item, MalformedMessage):
                 stats.errors += 1
@@ -217,17 +234,52 @@ def _ingest(
     stats: ReplayStats,
     metrics: Metrics | None,
 ) -> None:
+    result = _store(db, matcher, [m for _, m in batch], metrics)
+    if isinstance(result, BaseException):
+        # One of them fails on its own: store them one at a time, each line on its own.
+        for item in batch:
+            alone = _store(db, matcher, [item[1]], metrics)
+            if isinstance(alone, BaseException):
+                stats.messages += 1
+                stats.errors += 1
+                output.error(
+                    item[0],
+                    MalformedMessage(
+                        f"not stored: {describe(alone)}", message_id=item[1].id
+                    ),
+                )
+                continue
+            _report(alone, [item], output, stats)
+        return
+    _report(result, batch, output, stats)
+
+
+def _store(
+    db: Database, matcher: Matcher, messages: list[fm_message.Message], metrics: Metrics | None
+) -> IngestResult | Exception:
+    """One transaction for ``messages``; the exception when it fails on them.
+
+    An unreachable database is raised: nothing can be stored, the run ends.
+    """
     refreshed: set[int] = set()
     try:
         with db.begin() as session:
-            result = ingest_batch(
-                session, matcher, [m for _, m in batch], metrics, refreshed=refreshed
-            )
-    except BaseException:
+            return ingest_batch(session, matcher, messages, metrics, refreshed=refreshed)
+    except Exception as exc:
         if refreshed:  # the matcher saw one-shot filters switched off that never were
             with db.begin() as session:
                 matcher.refresh_users(session, refreshed)
-        raise
+        if is_transient(exc):
+            raise
+        return exc
+
+
+def _report(
+    result: IngestResult,
+    batch: list[tuple[int, fm_message.Message]],
+    output: _Output,
+    stats: ReplayStats,
+) -> None:
     refused = dict(result.malformed)
     for number, msg in batch:
         stats.messages += 1
