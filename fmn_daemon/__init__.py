@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from fmn_core import __version__
+
 if TYPE_CHECKING:
     from .cli import main
     from .consumer import BrokerSettings, BrokerUnavailable, Consumer, load_broker_settings
@@ -67,6 +69,7 @@ __all__ = [
     "start_http",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
+__all__ += ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
