@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -30,7 +31,7 @@ POSTGRES_URL = os.environ.get(
 RABBITMQ_URL = os.environ.get("FMN_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
-def service_missing(name: str, why: str) -> None:
+def service_missing(name: str, why: str) -> NoReturn:
     """Skip a test whose service is absent; under CI, fail instead."""
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required under CI but is not reachable: {why}")
