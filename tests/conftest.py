@@ -31,6 +31,21 @@ POSTGRES_URL = os.environ.get(
 RABBITMQ_URL = os.environ.get("FMN_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
+#: Folders whose every test is ``slow``: whole-system runs (real daemons, brokers,
+#: kills, fuzzing). ``nox -s tests -- -m "not slow"`` leaves them out.
+SLOW_FOLDERS = ("faults", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test in ``SLOW_FOLDERS`` ``slow`` (one place, not a marker per module)."""
+    tests_dir = Path(__file__).resolve().parent
+    slow_dirs = [tests_dir / name for name in SLOW_FOLDERS]
+    for item in items:
+        if any(item.path.is_relative_to(folder) for folder in slow_dirs):
+            item.add_marker(pytest.mark.slow)
+
+
 def service_missing(name: str, why: str) -> NoReturn:
     """Skip a test whose service is absent; under CI, fail instead."""
     if os.environ.get("CI"):
