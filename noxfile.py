@@ -17,6 +17,9 @@ nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).resolve().parent
 PACKAGES = ["fmn_core", "fmn_daemon", "fmn_bot", "fmn_tui"]
+#: The ruff that lints and formats; the same pin is in .pre-commit-config.yaml,
+#: since another ruff may format differently.
+RUFF = "ruff==0.17.6"
 #: What ruff checks and formats.
 LINTED = [*PACKAGES, "tests", "benchmarks", "noxfile.py", "alembic"]
 
@@ -38,7 +41,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: the lint rules, then the formatting (``ruff format`` fixes what this reports)."""
-    session.install("ruff>=0.6")
+    session.install(RUFF)
     session.run("ruff", "check", *LINTED)
     session.run("ruff", "format", "--check", *LINTED)
 
