@@ -84,13 +84,23 @@ def test_fmn_daemon_demo_without_aiosmtpd_names_the_demo_extra(tmp_path: Path) -
     assert not demo_dir.exists()  # it stopped before making anything
 
 
-def test_fmn_daemon_without_the_front_ends_still_runs(tmp_path: Path) -> None:
-    # The daemon is the lean install: no Textual, Limnoria, aiosmtpd or python-fedora.
-    result = run_hidden(
-        tmp_path,
-        "textual,rich,supybot,aiosmtpd,fedora",
-        [str(SCRIPTS / "fmn-daemon"), "replay", "--help"],
+def test_the_daemon_and_the_core_need_no_extra(tmp_path: Path) -> None:
+    # The lean install: every module of fmn_core and fmn_daemon imports, and the
+    # daemon's command runs, without Textual, Limnoria, aiosmtpd or python-fedora.
+    probe = (
+        "import importlib, pkgutil, fmn_core, fmn_daemon\n"
+        "for package in (fmn_core, fmn_daemon):\n"
+        "    for module in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+        "        importlib.import_module(module.name)\n"
+        "        print(module.name)\n"
     )
+    hidden = "textual,rich,supybot,aiosmtpd,fedora"
+    imported = run_hidden(tmp_path, hidden, [sys.executable, "-c", probe])
+    assert imported.returncode == 0, imported.stderr
+    assert {"fmn_core.preferences", "fmn_daemon.service", "fmn_daemon.demo"} <= set(
+        imported.stdout.split()
+    )
+    result = run_hidden(tmp_path, hidden, [str(SCRIPTS / "fmn-daemon"), "replay", "--help"])
     assert result.returncode == 0, result.stderr
     assert "usage: fmn-daemon replay" in result.stdout
 
