@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fmn_core import __version__
+from fmn_core import __version__ as __version__
 
 if TYPE_CHECKING:
     from .cli import main
@@ -69,7 +69,6 @@ __all__ = [
     "start_http",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
-__all__ += ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
