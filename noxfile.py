@@ -1,21 +1,37 @@
-"""Development tasks: ``nox -s tests``, ``lint``, ``typing``, ``demo``, ``bench``."""
+"""Development tasks: ``nox -s tests``, ``lint``, ``typing``, ``changelog``, ``demo``, ``bench``.
+
+Each session installs what it needs into its own virtualenv (the extras of
+pyproject.toml), so a fresh clone needs only ``python3 -m pip install nox``.
+"""
 
 from __future__ import annotations
 
 import os
+import tomllib
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.sessions = ["lint", "typing", "tests", "changelog"]
 nox.options.reuse_existing_virtualenvs = True
 
+ROOT = Path(__file__).resolve().parent
 PACKAGES = ["fmn_core", "fmn_daemon", "fmn_bot", "fmn_tui"]
+#: The ruff that lints and formats; the same pin is in .pre-commit-config.yaml,
+#: since another ruff may format differently.
+RUFF = "ruff==0.17.6"
+#: What ruff checks and formats.
+LINTED = [*PACKAGES, "tests", "benchmarks", "noxfile.py", "alembic"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole suite, on SQLite and on PostgreSQL (absent services skip, except under CI)."""
-    session.install("-e", ".[test,fas]")
+    """The whole suite, on SQLite and on PostgreSQL (absent services skip, except under CI).
+
+    ``nox -s tests -- -m "not slow"`` is the quick loop: it leaves out the
+    fault suite and the other whole-system runs (tests/conftest.py, SLOW_FOLDERS).
+    """
+    session.install("-e", ".[test]")
     args = session.posargs or ["tests"]
     # pytest exits 5 when it collected nothing; nox fails on any non-zero exit,
     # so an empty run can never pass.
@@ -24,23 +40,41 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the code, tests and benchmarks."""
-    session.install("ruff>=0.6")
-    session.run("ruff", "check", *PACKAGES, "tests", "benchmarks", "noxfile.py", "alembic")
+    """ruff: the lint rules, then the formatting (``ruff format`` fixes what this reports)."""
+    session.install(RUFF)
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
 
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy in strict mode over the four packages."""
+    """mypy in strict mode over the four packages, then over the tests (annotations optional)."""
     session.install("-e", ".[dev]")
     session.run("mypy", *PACKAGES)
+    session.run("mypy", "tests")
+
+
+@nox.session
+def changelog(session: nox.Session) -> None:
+    """The next release's notes from changelog.d/: ``towncrier build --draft``.
+
+    It fails on a file in changelog.d/ that is not a fragment towncrier can
+    place (``ignore`` in [tool.towncrier] lists the ones that are not fragments).
+    """
+    session.install("towncrier>=24.7")
+    # The one version number is pyproject.toml's; towncrier is given it rather
+    # than importing the package.
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "version"
+    ]
+    session.run("towncrier", "build", "--draft", "--version", version)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run fmn end to end on the embedded default (SQLite, no broker): sample users,
     the bundled messages, real deliveries into a local mailbox and feeds."""
-    session.install(".")
+    session.install(".[demo]")
     session.run("fmn-daemon", "demo", *session.posargs)
 
 
@@ -60,12 +94,22 @@ def bench(session: nox.Session) -> None:
 
     ``nox -s bench`` runs every benchmark in its quick mode; ``nox -s bench --
     ingest latency`` runs some of them; add ``--full`` for their full-size runs
-    (see docs/performance.md). Ingest, backlog and latency need PostgreSQL and
+    (see docs/performance.md), and ``--create-peer-venv`` to install FMN 3 for
+    the peer comparison first. Ingest, backlog and latency need PostgreSQL and
     RabbitMQ on loopback.
     """
     session.install("-e", ".[test]")
+    options = {"--full", "--create-peer-venv"}
     full = "--full" in session.posargs
-    names = [a for a in session.posargs if a != "--full"] or list(BENCHMARKS)
+    names = [a for a in session.posargs if a not in options] or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        session.error(f"no benchmark called {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     for name in names:
-        quick = [] if full else BENCHMARKS.get(name, [])
-        session.run("python", os.path.join("benchmarks", f"{name}.py"), *quick)
+        arguments = [] if full else list(BENCHMARKS[name])
+        if name == "peer_fmn3":
+            # FMN 3 is not part of a clone: without its virtualenv (FMN3_VENV or
+            # benchmarks/peer/.venv) the peer run says it was skipped, and why.
+            create = "--create-peer-venv" in session.posargs
+            arguments.append("--create-venv" if create else "--skip-without-peer")
+        session.run("python", os.path.join("benchmarks", f"{name}.py"), *arguments)

@@ -1,6 +1,8 @@
 """What the ingest, backlog and latency benchmarks share: corpus, broker, database, population.
 
-- ``corpus_templates()``: every shared-corpus line fmn can decode, encoded the
+- ``corpus_files()``: the corpus files, from ``tests/corpus/`` or ``FMN_CORPUS``
+  (the tests' own locator, so both read the same files and the same override).
+- ``corpus_templates()``: every corpus line fmn can decode, encoded the
   way fedora-messaging's publisher puts it on the wire (JSON body, the
   ``fedora_messaging_schema``, ``sent-at``, severity and filter headers).
 - ``draw(templates, n)``: n messages drawn from them, each with its own uuid4
@@ -20,6 +22,7 @@ Everything talks to loopback only (``require_loopback``); every wait is bounded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -51,7 +54,6 @@ from fmn_daemon.ingest import decode_delivery  # noqa: E402
 
 __all__ = [
     "AMQP_URL",
-    "CORPUS",
     "POSTGRES_URL",
     "BackendCpu",
     "BenchBroker",
@@ -59,6 +61,7 @@ __all__ = [
     "Check",
     "Template",
     "check_ingest",
+    "corpus_files",
     "corpus_templates",
     "count_rows",
     "cpu_seconds",
@@ -73,7 +76,6 @@ __all__ = [
     "write_fmn_config",
 ]
 
-CORPUS = Path(os.environ.get("FMN_CORPUS", "/work/shared/corpus"))
 POSTGRES_URL = os.environ.get(
     "FMN_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -107,16 +109,20 @@ def print_services(postgres_url: str = POSTGRES_URL, amqp_url: str = AMQP_URL) -
         print(f"  RabbitMQ:   {properties.get('product', '?')} {properties.get('version', '?')}")
     except (pika.exceptions.AMQPError, OSError) as exc:
         print(f"  RabbitMQ:   not reachable ({type(exc).__name__})")
-    print(f"  load average (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-          f"on {os.cpu_count()} cores")
+    print(
+        f"  load average (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"on {os.cpu_count()} cores"
+    )
 
 
 def print_target(label: str, value: float, target: float, unit: str, *, at_least: bool) -> bool:
     """One ``target`` line: the figure, the target and whether it is met; returns that."""
     met = value >= target if at_least else value <= target
     relation = ">=" if at_least else "<="
-    print(f"  target {label}: {value:,.1f} {unit} (target {relation} {target:,.0f} {unit}): "
-          f"{'MET' if met else 'NOT MET'}")
+    print(
+        f"  target {label}: {value:,.1f} {unit} (target {relation} {target:,.0f} {unit}): "
+        f"{'MET' if met else 'NOT MET'}"
+    )
     return met
 
 
@@ -132,8 +138,9 @@ class Template:
     headers: dict[str, Any]
     facts: MessageFacts
 
-    def properties(self, message_id: str, *, extra: dict[str, Any] | None = None
-                   ) -> pika.BasicProperties:
+    def properties(
+        self, message_id: str, *, extra: dict[str, Any] | None = None
+    ) -> pika.BasicProperties:
         """The AMQP properties fedora-messaging's publisher would send, with this id."""
         headers = {**self.headers, **extra} if extra else self.headers
         return pika.BasicProperties(
@@ -145,7 +152,33 @@ class Template:
         )
 
 
-def corpus_templates(corpus: Path = CORPUS) -> tuple[list[Template], int]:
+def _corpus_locator() -> Any:
+    """``tests/corpus/__init__.py``, loaded by its path.
+
+    Not by putting ``tests/`` on ``sys.path``: its folders (``core``,
+    ``daemon``, ...) would shadow installed modules of the same names.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "fmn_tests_corpus", ROOT / "tests" / "corpus" / "__init__.py"
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"can't load the corpus locator from {ROOT / 'tests' / 'corpus'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def corpus_files() -> list[Path]:
+    """The corpus files (``tests/corpus/``, or ``FMN_CORPUS``); a missing one stops the run."""
+    locator = _corpus_locator()
+    try:
+        paths: list[Path] = locator.corpus_paths()
+    except locator.CorpusMissing as exc:
+        raise SystemExit(str(exc)) from None
+    return paths
+
+
+def corpus_templates(paths: Sequence[Path] | None = None) -> tuple[list[Template], int]:
     """Every corpus line fmn can decode, as a ``Template``; and how many lines it can't.
 
     The lines are loaded with ``fmn_core.messages.load_message`` (which finds a
@@ -155,10 +188,7 @@ def corpus_templates(corpus: Path = CORPUS) -> tuple[list[Template], int]:
     """
     templates: list[Template] = []
     unreadable = 0
-    for name in ("messages.jsonl", "legacy.jsonl"):
-        path = corpus / name
-        if not path.is_file():
-            raise SystemExit(f"the shared corpus is missing: {path}")
+    for path in paths if paths is not None else corpus_files():
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
@@ -199,8 +229,9 @@ def decode_template(template: Template) -> Any:
     return decode_delivery(template.topic, template.properties("expected"), template.body)
 
 
-def expected_recipients(templates: Sequence[Template], population: Population
-                        ) -> list[frozenset[tuple[int, str]]]:
+def expected_recipients(
+    templates: Sequence[Template], population: Population
+) -> list[frozenset[tuple[int, str]]]:
     """Each template's (user id, context) recipients, as ``fmn_core.matcher`` computes them.
 
     Compiled from the population's snapshots, not from the database: an
@@ -308,10 +339,13 @@ prefetch_count = {prefetch}
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         channel = connection.channel()
 
-        def publish(template: Template, message_id: str,
-                    extra: dict[str, Any] | None = None) -> None:
+        def publish(
+            template: Template, message_id: str, extra: dict[str, Any] | None = None
+        ) -> None:
             channel.basic_publish(
-                self.exchange, template.topic, template.body,
+                self.exchange,
+                template.topic,
+                template.body,
                 template.properties(message_id, extra=extra),
             )
 
@@ -320,8 +354,13 @@ prefetch_count = {prefetch}
         finally:
             connection.close()
 
-    def publish_all(self, templates: Sequence[Template], items: Iterable[tuple[int, str]],
-                    *, timeout: float = 300.0) -> tuple[int, float]:
+    def publish_all(
+        self,
+        templates: Sequence[Template],
+        items: Iterable[tuple[int, str]],
+        *,
+        timeout: float = 300.0,
+    ) -> tuple[int, float]:
         """Publish every (template, id) and wait until the queue holds them; (count, seconds)."""
         started = time.perf_counter()
         count = 0
@@ -336,8 +375,10 @@ prefetch_count = {prefetch}
             if ready >= ready_before + count:
                 break
             if time.monotonic() > deadline:
-                raise SystemExit(f"only {ready - ready_before} of {count} published messages "
-                                 f"reached {self.queue} within {timeout:.0f}s")
+                raise SystemExit(
+                    f"only {ready - ready_before} of {count} published messages "
+                    f"reached {self.queue} within {timeout:.0f}s"
+                )
             time.sleep(0.1)
         return count, time.perf_counter() - started
 
@@ -352,9 +393,7 @@ class BenchDatabase:
         require_loopback(admin_url, "PostgreSQL")
         self.admin_url = admin_url
         self.name = f"fmn_bench_{tag or uuid.uuid4().hex[:10]}"
-        self.url = make_url(admin_url).set(database=self.name).render_as_string(
-            hide_password=False
-        )
+        self.url = make_url(admin_url).set(database=self.name).render_as_string(hide_password=False)
         self._admin: Engine | None = None
 
     def __enter__(self) -> BenchDatabase:
@@ -404,10 +443,16 @@ class BackendCpu:
 
     def _backends(self) -> dict[int, float]:
         with self.engine.connect() as connection:
-            pids = connection.execute(text(
-                "SELECT pid FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )).scalars().all()
+            pids = (
+                connection.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                .scalars()
+                .all()
+            )
         found = {pid: cpu_seconds(pid) for pid in pids}
         return {pid: cpu for pid, cpu in found.items() if cpu is not None}
 
@@ -443,24 +488,37 @@ class Check:
         return f"{'ok' if self.ok else 'FAILED'}: {self.text}"
 
 
-def check_ingest(engine: Engine, broker: BenchBroker, items: Sequence[tuple[int, str]],
-                 expected: Sequence[frozenset[tuple[int, str]]]) -> list[Check]:
+def check_ingest(
+    engine: Engine,
+    broker: BenchBroker,
+    items: Sequence[tuple[int, str]],
+    expected: Sequence[frozenset[tuple[int, str]]],
+) -> list[Check]:
     """Nothing lost: the queue is empty, every message stored, the outbox exactly as expected."""
     ready, _ = broker.depth()
     checks = [Check(f"{ready:,} messages left in the queue", ready == 0)]
     stored = count_rows(engine, "messages")
     checks.append(Check(f"{stored:,} of {len(items):,} messages stored", stored == len(items)))
-    want = {(message_id, user, context)
-            for index, message_id in items for user, context in expected[index]}
+    want = {
+        (message_id, user, context)
+        for index, message_id in items
+        for user, context in expected[index]
+    }
     got = outbox_triples(engine)
     missing, extra = len(want - got), len(got - want)
-    checks.append(Check(f"outbox holds {len(got):,} rows, matcher expects {len(want):,} "
-                        f"({missing} missing, {extra} extra)", not missing and not extra))
+    checks.append(
+        Check(
+            f"outbox holds {len(got):,} rows, matcher expects {len(want):,} "
+            f"({missing} missing, {extra} extra)",
+            not missing and not extra,
+        )
+    )
     return checks
 
 
-def store_population(engine: Engine, population: Population, *, chunk: int = 5000
-                     ) -> dict[str, int]:
+def store_population(
+    engine: Engine, population: Population, *, chunk: int = 5000
+) -> dict[str, int]:
     """Write a population with bulk inserts; return the row count of each table.
 
     Ids are the population's own user ids; filters get fresh ids (a filter
@@ -475,17 +533,36 @@ def store_population(engine: Engine, population: Population, *, chunk: int = 500
         users.append({"id": user.user_id, "name": user.name})
         for context in user.contexts:
             preference_id = len(preferences) + 1
-            preferences.append({"id": preference_id, "user_id": user.user_id,
-                                "context": context.context, "enabled": context.enabled})
+            preferences.append(
+                {
+                    "id": preference_id,
+                    "user_id": user.user_id,
+                    "context": context.context,
+                    "enabled": context.enabled,
+                }
+            )
             for position, filter_ in enumerate(context.filters):
                 filter_id = len(filters) + 1
-                filters.append({"id": filter_id, "preference_id": preference_id,
-                                "name": filter_.name, "active": filter_.active,
-                                "position": position})
+                filters.append(
+                    {
+                        "id": filter_id,
+                        "preference_id": preference_id,
+                        "name": filter_.name,
+                        "active": filter_.active,
+                        "position": position,
+                    }
+                )
                 for rule_position, rule in enumerate(filter_.rules):
-                    rules.append({"id": len(rules) + 1, "filter_id": filter_id, "name": rule.name,
-                                  "arguments": dict(rule.arguments), "negated": rule.negated,
-                                  "position": rule_position})
+                    rules.append(
+                        {
+                            "id": len(rules) + 1,
+                            "filter_id": filter_id,
+                            "name": rule.name,
+                            "arguments": dict(rule.arguments),
+                            "negated": rule.negated,
+                            "position": rule_position,
+                        }
+                    )
     # MapOwnership keeps its owner -> packages map private; it is the whole truth here.
     owners = [
         {"namespace": "rpms", "package": package, "owner": owner}
@@ -493,19 +570,31 @@ def store_population(engine: Engine, population: Population, *, chunk: int = 500
         for package in sorted(packages)
     ]
     with engine.begin() as connection:
-        for model, rows in ((User, users), (Preference, preferences), (Filter, filters),
-                            (Rule, rules), (PackageOwner, owners)):
+        for model, rows in (
+            (User, users),
+            (Preference, preferences),
+            (Filter, filters),
+            (Rule, rules),
+            (PackageOwner, owners),
+        ):
             table = model.__table__
             for start in range(0, len(rows), chunk):
-                connection.execute(insert(table), rows[start:start + chunk])
+                connection.execute(insert(table), rows[start : start + chunk])
             if rows and "id" in rows[0]:
-                connection.execute(text(
-                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                    f"(SELECT max(id) FROM {table.name}))"
-                ))
+                connection.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                        f"(SELECT max(id) FROM {table.name}))"
+                    )
+                )
         connection.execute(text("ANALYZE"))
-    return {"users": len(users), "preferences": len(preferences), "filters": len(filters),
-            "rules": len(rules), "package_owners": len(owners)}
+    return {
+        "users": len(users),
+        "preferences": len(preferences),
+        "filters": len(filters),
+        "rules": len(rules),
+        "package_owners": len(owners),
+    }
 
 
 def write_fmn_config(path: Path, database_url: str, extra: str = "") -> Path:

@@ -26,14 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import corpus_files
 from machine import print_machine
 from populations import build_population, corpus_names
 
 from fmn_core.errors import MalformedMessage
 from fmn_core.matcher import Matcher
 from fmn_core.messages import MessageFacts, facts_of, parse_line
-
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
 #: The targets this benchmark checks (DESIGN.md "Matcher").
 TARGET_RATE_AT_10K = 20_000
@@ -85,12 +84,12 @@ def _load_average() -> str:
         return "unknown"
 
 
-def load_corpus(directory: Path = CORPUS) -> tuple[list[MessageFacts], int]:
+def load_corpus() -> tuple[list[MessageFacts], int]:
     """Every corpus message's facts, and how many lines could not be read."""
     facts: list[MessageFacts] = []
     malformed = 0
-    for name in ("messages.jsonl", "legacy.jsonl"):
-        for line in (directory / name).read_text(encoding="utf-8").splitlines():
+    for path in corpus_files():
+        for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 facts.append(facts_of(parse_line(line)))
             except MalformedMessage:
@@ -199,30 +198,44 @@ def run_size(
 
 def _report(result: Result, total_messages: int) -> None:
     r = result
-    sampled = (f"all {total_messages}" if r.naive_messages >= total_messages
-               else f"a sample of {r.naive_messages} of {total_messages} messages (time budget)")
-    print(f"\n{r.users:,} users: {r.filters:,} live filters ({r.indexed:,} indexed, "
-          f"{r.always:,} checked on every message)")
+    sampled = (
+        f"all {total_messages}"
+        if r.naive_messages >= total_messages
+        else f"a sample of {r.naive_messages} of {total_messages} messages (time budget)"
+    )
+    print(
+        f"\n{r.users:,} users: {r.filters:,} live filters ({r.indexed:,} indexed, "
+        f"{r.always:,} checked on every message)"
+    )
     print(f"  build population {r.build_s:.1f} s; compile {r.compile_s:.2f} s CPU")
-    print(f"  memory: matcher {r.matcher_mib:.1f} MiB (tracemalloc), "
-          f"population + matcher {r.rss_mib:.0f} MiB (RSS growth)")
-    print(f"  indexed: {r.cpu_rate:,.0f} msg/s CPU ({r.wall_rate:,.0f} msg/s wall); "
-          f"per message p50 {r.p50_us:.1f} us, p99 {r.p99_us:.1f} us, mean {r.mean_us:.1f} us")
-    print(f"  per message: {r.candidates:.1f} filters evaluated, "
-          f"{r.recipients:.2f} recipients")
-    print(f"  naive: {r.naive_us:,.0f} us/message on {sampled}; "
-          f"speedup {r.speedup:,.0f}x (same messages); "
-          f"answers checked: {r.naive_messages - r.mismatches}/{r.naive_messages} equal")
+    print(
+        f"  memory: matcher {r.matcher_mib:.1f} MiB (tracemalloc), "
+        f"population + matcher {r.rss_mib:.0f} MiB (RSS growth)"
+    )
+    print(
+        f"  indexed: {r.cpu_rate:,.0f} msg/s CPU ({r.wall_rate:,.0f} msg/s wall); "
+        f"per message p50 {r.p50_us:.1f} us, p99 {r.p99_us:.1f} us, mean {r.mean_us:.1f} us"
+    )
+    print(f"  per message: {r.candidates:.1f} filters evaluated, {r.recipients:.2f} recipients")
+    print(
+        f"  naive: {r.naive_us:,.0f} us/message on {sampled}; "
+        f"speedup {r.speedup:,.0f}x (same messages); "
+        f"answers checked: {r.naive_messages - r.mismatches}/{r.naive_messages} equal"
+    )
 
 
 def _summary(results: list[Result]) -> int:
     print("\nSummary (CPU time, one thread)")
-    print(f"  {'users':>8} {'msg/s':>9} {'p50 us':>8} {'p99 us':>8} {'mean us':>8} "
-          f"{'evaluated':>9} {'recips':>7} {'naive us':>10} {'speedup':>8} {'matcher':>9}")
+    print(
+        f"  {'users':>8} {'msg/s':>9} {'p50 us':>8} {'p99 us':>8} {'mean us':>8} "
+        f"{'evaluated':>9} {'recips':>7} {'naive us':>10} {'speedup':>8} {'matcher':>9}"
+    )
     for r in results:
-        print(f"  {r.users:>8,} {r.cpu_rate:>9,.0f} {r.p50_us:>8.1f} {r.p99_us:>8.1f} "
-              f"{r.mean_us:>8.1f} {r.candidates:>9.1f} {r.recipients:>7.2f} "
-              f"{r.naive_us:>10,.0f} {r.speedup:>7,.0f}x {r.matcher_mib:>6.1f} MiB")
+        print(
+            f"  {r.users:>8,} {r.cpu_rate:>9,.0f} {r.p50_us:>8.1f} {r.p99_us:>8.1f} "
+            f"{r.mean_us:>8.1f} {r.candidates:>9.1f} {r.recipients:>7.2f} "
+            f"{r.naive_us:>10,.0f} {r.speedup:>7,.0f}x {r.matcher_mib:>6.1f} MiB"
+        )
     by_size = {r.users: r for r in results}
     failed = sum(r.mismatches for r in results)
     print("\nTargets")
@@ -232,37 +245,55 @@ def _summary(results: list[Result]) -> int:
         r = by_size[10_000]
         ok = r.cpu_rate >= TARGET_RATE_AT_10K
         failed += not ok
-        print(f"  {'ok  ' if ok else 'FAIL'}  >= {TARGET_RATE_AT_10K:,} msg/s at 10k users: "
-              f"{r.cpu_rate:,.0f}")
+        print(
+            f"  {'ok  ' if ok else 'FAIL'}  >= {TARGET_RATE_AT_10K:,} msg/s at 10k users: "
+            f"{r.cpu_rate:,.0f}"
+        )
         ok = r.speedup >= TARGET_SPEEDUP_AT_10K
         failed += not ok
-        print(f"  {'ok  ' if ok else 'FAIL'}  >= {TARGET_SPEEDUP_AT_10K:.0f}x naive at 10k users: "
-              f"{r.speedup:,.0f}x")
+        print(
+            f"  {'ok  ' if ok else 'FAIL'}  >= {TARGET_SPEEDUP_AT_10K:.0f}x naive at 10k users: "
+            f"{r.speedup:,.0f}x"
+        )
     if 1_000 in by_size and 100_000 in by_size:
         growth = by_size[100_000].mean_us / by_size[1_000].mean_us
         ok = growth <= TARGET_GROWTH_1K_TO_100K
         failed += not ok
-        print(f"  {'ok  ' if ok else 'FAIL'}  cost per message grows <= "
-              f"{TARGET_GROWTH_1K_TO_100K:.0f}x from 1k to 100k users: {growth:.2f}x "
-              f"(mean {by_size[1_000].mean_us:.1f} -> {by_size[100_000].mean_us:.1f} us)")
+        print(
+            f"  {'ok  ' if ok else 'FAIL'}  cost per message grows <= "
+            f"{TARGET_GROWTH_1K_TO_100K:.0f}x from 1k to 100k users: {growth:.2f}x "
+            f"(mean {by_size[1_000].mean_us:.1f} -> {by_size[100_000].mean_us:.1f} us)"
+        )
     return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--users", default="1000,10000,100000",
-                        help="population sizes, comma-separated (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1k and 10k users only, fewer rounds, a smaller naive budget")
+    parser.add_argument(
+        "--users",
+        default="1000,10000,100000",
+        help="population sizes, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1k and 10k users only, fewer rounds, a smaller naive budget",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="passes over the corpus per size")
-    parser.add_argument("--naive-budget", type=float, default=20.0,
-                        help="seconds of naive matching per size, at most (default: %(default)s)")
-    parser.add_argument("--app-watchers", type=float, default=50,
-                        help="app watchers: a number (>= 1) or a share of users (< 1) "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--naive-budget",
+        type=float,
+        default=20.0,
+        help="seconds of naive matching per size, at most (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--app-watchers",
+        type=float,
+        default=50,
+        help="app watchers: a number (>= 1) or a share of users (< 1) (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpu", type=int, default=None,
-                        help="pin the process to this CPU (Linux)")
+    parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU (Linux)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.users.split(",") if s.strip()]
     rounds, budget = args.rounds, args.naive_budget
@@ -276,10 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  load:    {_load_average()} (1, 5, 15 min) at start")
     started = time.perf_counter()
     messages, malformed = load_corpus()
-    print(f"\nCorpus: {len(messages)} messages read in {time.perf_counter() - started:.1f} s "
-          f"({malformed} malformed lines skipped), {rounds} timed passes per size")
-    watchers = (f"{args.app_watchers:.0%} of users" if args.app_watchers < 1
-                else f"{int(args.app_watchers)} users")
+    print(
+        f"\nCorpus: {len(messages)} messages read in {time.perf_counter() - started:.1f} s "
+        f"({malformed} malformed lines skipped), {rounds} timed passes per size"
+    )
+    watchers = (
+        f"{args.app_watchers:.0%} of users"
+        if args.app_watchers < 1
+        else f"{int(args.app_watchers)} users"
+    )
     print(f"Population: benchmarks/populations.py, seed {args.seed}, app watchers: {watchers}")
 
     results = []

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 from importlib import reload
 
-import supybot
+from fmn_core import __version__, extras
 
-from . import config, plugin
+# Limnoria is the 'bot' extra; without it this import fails with an ImportError
+# that names the extra (fmn_core.errors.MissingExtra) rather than "no module supybot".
+extras.require("bot", program="the Fmn plugin (fmn_bot)")
+
+import supybot  # noqa: E402
+
+from . import config, plugin  # noqa: E402
 
 # Limnoria's "reload Fmn" re-imports the package; reload the command module too.
 reload(plugin)
 
-__version__ = "0.1.0"
 __author__ = supybot.Author(name="fmn contributors")
 __maintainer__ = __author__
 __contributors__: dict[object, list[str]] = {}
@@ -29,4 +34,4 @@ __url__ = "https://github.com/fedora-infra/fmn"
 Class = plugin.Class
 configure = config.configure
 
-__all__ = ["Class", "config", "configure", "plugin"]
+__all__ = ["Class", "__version__", "config", "configure", "plugin"]

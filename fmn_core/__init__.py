@@ -6,6 +6,8 @@ here and the public modules listed in ``__all__``; see ``docs/core-api.md``.
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
+
 from . import (
     accounts,
     catalog,
@@ -57,6 +59,10 @@ from .messages import MessageFacts, facts_of, load_message, parse_line
 from .preferences import Actor
 from .rules import Catalog, RuleContext, RuleSpec, default_catalog
 
+#: fmn's version: the one in pyproject.toml, from the installed distribution's
+#: metadata (fmn_daemon, fmn_bot and fmn_tui re-export it).
+__version__ = _version("fmn")
+
 __all__ = [
     "CONTEXTS",
     "AccountDirectoryUnavailable",
@@ -86,6 +92,7 @@ __all__ = [
     "UnknownRule",
     "UnmappedChatAccount",
     "UserError",
+    "__version__",
     "accounts",
     "catalog",
     "catalog_of",

@@ -20,6 +20,7 @@ The hierarchy::
     ├── ConfigError             a bad setting; start-up stops and names the key
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
     ├── AccountDirectoryUnavailable  the account directory did not answer
+    ├── MissingExtra            a front end whose pip extra is not installed (also an ImportError)
     └── MalformedMessage        a bus message fmn cannot read
 
 Front ends catch ``UserError`` and show ``str(error)`` as it is: the sentence is
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidDestination",
     "MalformedMessage",
+    "MissingExtra",
     "NotFound",
     "OwnershipSourceError",
     "PermissionDenied",
@@ -239,3 +241,16 @@ def report_internal_error(
         exc_info=error if error is not None else True,
     )
     return InternalErrorNotice(reference)
+
+
+class MissingExtra(FmnError, ImportError):
+    """A part of fmn needs a pip extra that is not installed.
+
+    Also an ``ImportError``, so that importing a plugin package (``fmn_bot``)
+    fails the way its host (Limnoria) expects, with this sentence.
+    """
+
+    def __init__(self, program: str, extra: str) -> None:
+        super().__init__(f"{program} needs the {extra!r} extra: pip install 'fmn[{extra}]'")
+        self.program = program
+        self.extra = extra

@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from fmn_core import __version__ as __version__
+
 if TYPE_CHECKING:
     from .broker import BrokerSettings, BrokerUnavailable, load_broker_settings
     from .cli import main

@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from fmn_core import extras
 from fmn_core.config import Config, load_config
 from fmn_core.db import Database
 from fmn_core.errors import (
     ConfigError,
     FmnError,
     ImportRejected,
+    MissingExtra,
     UserError,
     report_internal_error,
 )
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path, why in exc.problems:
             print(f"  {path}: {why}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, UserError) as exc:
+    except (ConfigError, UserError, MissingExtra) as exc:
         print(f"fmn-daemon: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FmnError as exc:
@@ -186,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
+        # Before anything is created: aiosmtpd (the 'demo' extra) is the demo's mail server.
+        extras.require("demo", program="fmn-daemon demo")
         from .demo import run_demo
 
         return run_demo(Path(args.dir) if args.dir else None, sys.stdout)

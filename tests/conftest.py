@@ -6,8 +6,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+# tests/corpus/ says where the corpus is (FMN_CORPUS overrides it); corpus_lines
+# is re-exported for the test folders that import it from here.
+from corpus import CorpusMissing
+from corpus import corpus_lines as corpus_lines
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,14 +23,30 @@ from fmn_core.db import Database, make_engine
 from fmn_core.models import Base
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
 SAMPLES = REPO / "fmn_daemon" / "samples" / "messages.jsonl"
 
-POSTGRES_URL = os.environ.get("FMN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+POSTGRES_URL = os.environ.get(
+    "FMN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 RABBITMQ_URL = os.environ.get("FMN_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
-def service_missing(name: str, why: str) -> None:
+#: Folders whose every test is ``slow``: whole-system runs (real daemons, brokers,
+#: kills, fuzzing). ``nox -s tests -- -m "not slow"`` leaves them out.
+SLOW_FOLDERS = ("faults", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test in ``SLOW_FOLDERS`` ``slow`` (one place, not a marker per module)."""
+    tests_dir = Path(__file__).resolve().parent
+    slow_dirs = [tests_dir / name for name in SLOW_FOLDERS]
+    for item in items:
+        if any(item.path.is_relative_to(folder) for folder in slow_dirs):
+            item.add_marker(pytest.mark.slow)
+
+
+def service_missing(name: str, why: str) -> NoReturn:
     """Skip a test whose service is absent; under CI, fail instead."""
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required under CI but is not reachable: {why}")
@@ -41,20 +63,13 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         monkeypatch.delenv(var, raising=False)
 
 
-def corpus_lines() -> list[str]:
-    """Every line of the shared corpus (both files)."""
-    lines: list[str] = []
-    for name in ("messages.jsonl", "legacy.jsonl"):
-        lines.extend((CORPUS / name).read_text(encoding="utf-8").splitlines())
-    return lines
-
-
 @pytest.fixture(scope="session")
 def corpus() -> list[str]:
-    """The shared corpus's lines."""
-    if not CORPUS.is_dir():
-        pytest.fail(f"the shared corpus is missing at {CORPUS}")
-    return corpus_lines()
+    """The corpus's lines (both files; ``tests/corpus/`` unless ``FMN_CORPUS`` says otherwise)."""
+    try:
+        return corpus_lines()
+    except CorpusMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _postgres_engine_or_skip() -> object:

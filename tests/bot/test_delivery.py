@@ -25,7 +25,12 @@ DEAD = NotificationState.DEAD.value
 PENDING = NotificationState.PENDING.value
 FAILED = NotificationState.FAILED.value
 
-_Cases = conftest.FmnCase if TYPE_CHECKING else object
+# The harness's base class for type checking only: at run time the cases are
+# mixins (see the classes below).
+if TYPE_CHECKING:
+    _Cases = conftest.FmnCase
+else:
+    _Cases = object
 
 
 class DeliveryCases(_Cases):

@@ -32,7 +32,12 @@ def _code_of(line: str) -> str:
     return match.group(1)
 
 
-_Cases = conftest.FmnCase if TYPE_CHECKING else object
+# The harness's base class for type checking only: at run time the cases are
+# mixins (see the classes below).
+if TYPE_CHECKING:
+    _Cases = conftest.FmnCase
+else:
+    _Cases = object
 
 
 class CommandCases(_Cases):

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -42,7 +43,7 @@ RNV_MESSAGE = (
 BIN = Path(sys.executable).parent
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required under CI")
     pytest.skip(f"{what} is not installed")
@@ -194,9 +195,10 @@ class IrcClient:
                 return line
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = self._read(deadline - time.monotonic())
-            if line is None:
+            read = self._read(deadline - time.monotonic())
+            if read is None:
                 break
+            line = read
             if wanted(line):
                 return line
             self.seen.append(line)

@@ -629,7 +629,7 @@ def outbox_rows(database_url: str) -> list[tuple[str, str, str, str, int]]:
                 "SELECT n.message_id, u.name, n.context, n.state, n.attempts "
                 "FROM notifications n JOIN users u ON u.id = n.user_id"
             ))
-            return [tuple(row) for row in rows]  # type: ignore[misc]
+            return [tuple(row) for row in rows]
     finally:
         engine.dispose()
 

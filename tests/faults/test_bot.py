@@ -65,7 +65,7 @@ TEMPLATES = [
     "fmn confirm {}", "fmn digest irc {}", "fmn digest irc 5 {}", "fmn templates {}",
     "fmn use-template {} irc", "fmn preview irc {}", "fmn mute {}", "fmn unmute {}",
 ]
-IRC_TEXT = st.characters(exclude_categories=("Cs",), exclude_characters="\r\n\x00")
+IRC_TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x00")
 tokens = st.one_of(
     st.sampled_from(NASTY),
     st.text(IRC_TEXT, min_size=1, max_size=30),
@@ -86,7 +86,12 @@ def _case_figures(request: pytest.FixtureRequest, figures: Any) -> None:
         request.instance.figures = figures
 
 
-_Case = bot_conftest.FmnCase if TYPE_CHECKING else object
+# The harness's base class for type checking only: at run time the cases are
+# mixins (see the classes below).
+if TYPE_CHECKING:
+    _Case = bot_conftest.FmnCase
+else:
+    _Case = object
 
 
 class FaultsBotCase(_Case):

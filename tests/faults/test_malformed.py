@@ -221,7 +221,7 @@ def test_malformed_deliveries_are_counted_logged_once_and_never_stop_the_daemon(
 
     def processed() -> bool:
         metrics = daemon.metrics()
-        return metrics["fmn_messages_in_total"] >= len(items) and rabbitmq.queue_depth() == 0
+        return bool(metrics["fmn_messages_in_total"] >= len(items) and rabbitmq.queue_depth() == 0)
 
     try:
         wait_for(processed, timeout=90, what="every delivery taken off the queue", interval=0.5)

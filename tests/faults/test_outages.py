@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon.conftest import write_fedora_messaging_config
 from sqlalchemy import create_engine, text
 
 from .conftest import (
@@ -37,7 +38,6 @@ from .conftest import (
     set_up_watcher,
     upgrade_schema,
     wait_for,
-    write_fedora_messaging_config,
 )
 
 pytestmark = [pytest.mark.slow]

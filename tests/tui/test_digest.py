@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from textual.widgets import Input
+
 from fmn_core import preferences
 from fmn_tui.screens.digest import DigestScreen
 
@@ -15,7 +17,7 @@ async def test_digest_save_refuse_and_turn_off(profile: Core, make_app):
         await pilot.press("g")
         await settle(pilot)
         assert isinstance(app.screen, DigestScreen)
-        minutes, count = app.screen.query("Input").results()
+        minutes, count = app.screen.query(Input).results()
         assert (minutes.value, count.value) == ("60", "10")
         await pilot.press("ctrl+a", "ctrl+k", "3", "0", "tab", "ctrl+a", "ctrl+k", "5", "ctrl+s")
         await settle(pilot)

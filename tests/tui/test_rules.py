@@ -7,6 +7,7 @@ from fmn_tui.screens.add_rule import RuleFormScreen, RulePickerScreen
 from fmn_tui.screens.confirm import ConfirmScreen
 from fmn_tui.screens.filters import FiltersScreen
 from fmn_tui.screens.rules import RulesScreen
+from fmn_tui.widgets.rule_catalog import RuleCatalog
 
 from .conftest import Core, notices, settle, table_rows, text_of, type_text
 
@@ -28,7 +29,7 @@ async def test_rules_catalog_search_and_validated_form(profile: Core, make_app):
         await pilot.press("a")
         await settle(pilot)
         assert isinstance(app.screen, RulePickerScreen)
-        picker = app.screen.query_one("#catalog")
+        picker = app.screen.query_one("#catalog", RuleCatalog)
         everything = len(picker.specs)
         await type_text(pilot, "owned group")
         await settle(pilot)
@@ -58,7 +59,8 @@ async def test_rules_catalog_search_and_validated_form(profile: Core, make_app):
         await pilot.press("tab", "space")  # the "negate" box
         await pilot.press("ctrl+s")
         await settle(pilot)
-        assert app.screen is rules
+        # mypy keeps the isinstance narrowing of app.screen across the awaits above.
+        assert app.screen is rules  # type: ignore[comparison-overlap]
         assert [row[1] for row in table_rows(app, "#rules")] == [
             "app_is app=koji",
             "topic_matches pattern=*.buildsys.tag",
