@@ -13,11 +13,13 @@ The hierarchy::
     │   ├── NotConfirmed        the destination has not been confirmed yet
     │   ├── ConfirmationFailed  the code is wrong, used or expired
     │   ├── RateLimited         too many attempts; wait and try again
+    │   │   └── TooManyCodes    a confirmation-code limit; ``until`` says when it ends
     │   ├── PermissionDenied    acting on somebody else's data
     │   └── ImportRejected      a preferences file with invalid entries
     ├── ConfigError             a bad setting; start-up stops and names the key
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
     ├── AccountDirectoryUnavailable  the account directory did not answer
+    ├── InputTooLarge       outside JSON over a size or nesting bound (fmn_core.bounds)
     └── MalformedMessage        a bus message fmn cannot read
 
 Front ends catch ``UserError`` and show ``str(error)`` as it is: the sentence is
@@ -26,6 +28,7 @@ written once, here or where the error is raised, so every front end says the sam
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "ConfirmationFailed",
     "FmnError",
     "ImportRejected",
+    "InputTooLarge",
     "InvalidArgument",
     "InvalidDestination",
     "MalformedMessage",
@@ -43,6 +47,7 @@ __all__ = [
     "OwnershipSourceError",
     "PermissionDenied",
     "RateLimited",
+    "TooManyCodes",
     "UnknownContext",
     "UnknownRule",
     "UserError",
@@ -114,6 +119,14 @@ class RateLimited(UserError):
     """Too many attempts in a short time."""
 
 
+class TooManyCodes(RateLimited):
+    """No new confirmation code for now: a per-address or per-user limit was reached."""
+
+    def __init__(self, message: str, *, until: dt.datetime) -> None:
+        super().__init__(message)
+        self.until = until
+
+
 class PermissionDenied(UserError):
     """The actor may not act on this data."""
 
@@ -163,3 +176,21 @@ class AccountDirectoryUnavailable(FmnError):
         super().__init__(f"the account directory at {where} could not answer: {problem}")
         self.where = where
         self.problem = problem
+
+
+class InputTooLarge(FmnError):
+    """JSON from outside exceeds a bound checked before parsing (``fmn_core.bounds``).
+
+    Not a ``UserError``: whoever takes the input turns it into its own error (a
+    malformed bus message, a rejected import) with this text as the reason.
+    """
+
+    def __init__(self, bound: str, limit: int, found: int) -> None:
+        if bound == "depth":
+            text = f"nests arrays and objects {found} levels deep; at most {limit}"
+        else:
+            text = f"is {found} bytes long; at most {limit}"
+        super().__init__(text)
+        self.bound = bound
+        self.limit = limit
+        self.found = found

@@ -185,7 +185,7 @@ BAD_DOCUMENT: dict[str, Any] = {"users": [
             ],
             "colour": "red",
         },
-        "push": {"destinations": ["json://10.0.0.1/hook", "http://example.org/"]},
+        "push": {"destinations": ["ntfys://10.0.0.1/topic", "http://example.org/"]},
         "fax": {},
     }},
     {"name": "Not Valid", "contexts": []},
