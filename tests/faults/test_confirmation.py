@@ -24,7 +24,7 @@ from fmn_core.config import Config, ConfirmationConfig
 from fmn_core.db import Database
 from fmn_core.destinations import CODE_ALPHABET, CODE_LENGTH
 from fmn_core.errors import ConfirmationFailed, RateLimited
-from fmn_core.models import Confirmation, User, utcnow
+from fmn_core.models import CodeSend, Confirmation, User, utcnow
 from fmn_core.preferences import Actor
 
 from .conftest import upgrade_schema
@@ -98,6 +98,8 @@ def test_confirmation_code_expires_and_resend_replaces_it(
             created_at=utcnow() - dt.timedelta(hours=1),
             expires_at=utcnow() + dt.timedelta(hours=1),
         ))
+        # The resend interval is kept per address in the code-sending log.
+        session.execute(update(CodeSend).values(created_at=utcnow() - dt.timedelta(hours=1)))
         fresh = preferences.resend_confirmation(session, ALICE, "email").code
     assert fresh is not None and fresh != code
     assert attempt(database, code) == "wrong"  # the old code stopped working
