@@ -140,7 +140,9 @@ def hostile_matrix(
     context.load_cert_chain(cert, key)
     forbidden_answers = {
         "/_matrix/client/versions": (200, {"versions": ["v1.1", "r0.6.1"]}),
-        "/_matrix/client": (200, {"access_token": "stolen", "user_id": "@fmn:x", "home_server": "x"}),
+        "/_matrix/client": (
+            200, {"access_token": "stolen", "user_id": "@fmn:x", "home_server": "x"}
+        ),
     }
     forbidden = _HttpsServer(context, forbidden_answers)
     homeserver = _HttpsServer(
