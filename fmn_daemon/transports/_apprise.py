@@ -72,8 +72,9 @@ def plugin_for(url: str, *, plain: bool = False) -> Any:
         return apprise.Apprise.instantiate(url, asset=asset(), suppress_exceptions=True)
     from apprise.manager_plugins import NotificationManager
 
-    results = apprise.plugins.url_to_dict(url)
-    manager = NotificationManager()  # a shared singleton, as Apprise itself uses it
+    results = apprise.plugins.url_to_dict(url)  # type: ignore[no-untyped-call]
+    # A shared singleton, the one Apprise.instantiate uses.
+    manager = NotificationManager()  # type: ignore[no-untyped-call]
     if not results or results.get("schema") not in manager:
         return None
     plugin_class = manager[results["schema"]]

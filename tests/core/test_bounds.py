@@ -1,0 +1,63 @@
+"""Size and depth bounds on outside JSON, checked before parsing (fmn_core.bounds)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from fmn_core.bounds import check_json_bounds, json_depth
+from fmn_core.errors import InputTooLarge
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ("5", 0),
+    ('"[[[["', 0),
+    ("[]", 1),
+    ('{"a": [1, {"b": []}]}', 4),
+    ('["\\"[[[", ["\\\\"], "]]]"]', 2),
+    ('{"a": "\\u005b\\u005b"}', 1),
+    ('[1] [[2]]', 2),
+    ('["\u00e9[", {"\u2603": ["\U0001f600"]}]', 3),
+])
+def test_json_depth_counts_only_structure(text: str, depth: int) -> None:
+    assert json_depth(text) == depth
+    assert json_depth(text.encode("utf-8")) == depth
+    if text.startswith(("[", "{", "5")) and " [" not in text:
+        assert _parsed_depth(json.loads(text)) == depth
+
+
+def _parsed_depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_parsed_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_parsed_depth(v) for v in value), default=0)
+    return 0
+
+
+def test_json_depth_of_an_unterminated_string_errs_high() -> None:
+    assert json_depth('["abc, [[[') >= 1
+
+
+def test_json_depth_is_not_recursive_and_is_fast() -> None:
+    deep = "[" * 1_000_000 + "]" * 1_000_000
+    started = time.monotonic()
+    assert json_depth(deep) == 1_000_000 > sys.getrecursionlimit()
+    assert time.monotonic() - started < 5
+
+
+def test_check_json_bounds_names_the_bound() -> None:
+    check_json_bounds("[[1]]", max_bytes=5, max_depth=2)
+    with pytest.raises(InputTooLarge) as caught:
+        check_json_bounds("[[[1]]]", max_bytes=100, max_depth=2)
+    assert (caught.value.bound, caught.value.limit, caught.value.found) == ("depth", 2, 3)
+    assert str(caught.value) == "nests arrays and objects 3 levels deep; at most 2"
+    with pytest.raises(InputTooLarge) as caught:
+        check_json_bounds(b"[" + b"1," * 10 + b"1]", max_bytes=10, max_depth=5)
+    assert caught.value.bound == "bytes" and "at most 10" in str(caught.value)
+    # Text is measured in UTF-8 bytes, not characters.
+    with pytest.raises(InputTooLarge):
+        check_json_bounds('"' + "\u20ac" * 4 + '"', max_bytes=12, max_depth=5)
+    check_json_bounds('"' + "\u20ac" * 3 + '"', max_bytes=12, max_depth=5)
