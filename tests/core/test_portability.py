@@ -404,3 +404,19 @@ def test_import_python_data_nested_too_deep_refused_without_recursing(db: Databa
     with pytest.raises(ImportRejected) as caught, db.begin() as session:
         import_preferences(session, document)
     assert "nests deeper than 32 levels" in str(caught.value)
+
+
+def test_set_destination_feed_token_generation_retries_on_a_clash(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with db.begin() as session:
+        import_preferences(session, feed_document(("alice", "rss", TOKEN)))
+    fresh = "F" * 32
+    drawn = iter([TOKEN, TOKEN, fresh])
+    monkeypatch.setattr(prefs, "new_feed_token", lambda: next(drawn))
+    with db.begin() as session:
+        view = prefs.set_destination(session, BOB, "live", None).destination
+    assert view.address == fresh
+    monkeypatch.setattr(prefs, "new_feed_token", lambda: TOKEN)
+    with pytest.raises(RuntimeError, match="no unused feed token"), db.begin() as session:
+        prefs.set_destination(session, BOB, "rss", None)
