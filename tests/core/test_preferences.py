@@ -379,6 +379,17 @@ def test_set_destination_push_accepts_a_public_url(db: Database) -> None:
     assert pending.code is not None and not pending.destination.confirmed
 
 
+@pytest.mark.parametrize("url", ["json://push.example.org/hook?method=PUT&+X-A=b",
+                                 "jsons://push.example.org/hook"])
+def test_set_destination_json_push_url_refused_by_default(db: Database, url: str) -> None:
+    error = fails(db, InvalidDestination, prefs.set_destination, ALICE, "push", url)
+    assert "is not allowed here" in str(error)
+    assert count(db, Destination) == 0
+    schemes = (*PushConfig().allowed_schemes, "json", "jsons")
+    configure(db, push=PushConfig(allowed_schemes=schemes))
+    assert run(db, prefs.set_destination, ALICE, "push", url).destination.pending
+
+
 def test_set_destination_honours_allow_private_hosts(db: Database) -> None:
     configure(db, push=PushConfig(allow_private_hosts=True))
     pending = run(db, prefs.set_destination, ALICE, "push", "ntfy://127.0.0.1:9000/topic")
