@@ -93,9 +93,10 @@ class PushConfig:
         "mmosts",
         "rocket",
         "rockets",
-        "json",
-        "jsons",
     )
+    # json/jsons (and xml, form) are left out on purpose: their URLs choose the HTTP
+    # method, headers and query sent to any host, which turns fmn into a request
+    # relay for whoever registers one. Operators may add them to this list.
     #: Only for tests and closed networks: lets push URLs point at loopback/private hosts.
     allow_private_hosts: bool = False
     timeout_seconds: float = 10.0
@@ -266,7 +267,14 @@ class ConfirmationConfig:
     ttl_minutes: int = 24 * 60
     max_failures: int = 5
     lockout_minutes: int = 15
+    #: Least time between two codes to the same address (whoever asks, however often
+    #: the address was removed and added again).
     resend_interval_seconds: int = 60
+    #: Codes one address may receive per ``code_window_hours``, from all users together.
+    codes_per_address: int = 5
+    #: Codes one user may have made per ``code_window_hours``, to all addresses together.
+    codes_per_user: int = 10
+    code_window_hours: int = 24
 
 
 @dataclass(frozen=True)
@@ -346,6 +354,7 @@ class Config:
         if self.delivery.senders < 1:
             raise ConfigError("delivery.senders", "must be at least 1")
         _check_ingest(self.ingest)
+        _check_confirmation(self.confirmation)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some top-level values changed (for tests and the CLI)."""
@@ -389,6 +398,22 @@ def _check_ingest(ingest: IngestConfig) -> None:
         value = getattr(ingest, name)
         if value > 500:
             raise ConfigError(f"ingest.{name}", f"{value!r} is too deep; at most 500")
+
+
+def _check_confirmation(confirmation: ConfirmationConfig) -> None:
+    at_least = {
+        "ttl_minutes": 1,
+        "max_failures": 1,
+        "lockout_minutes": 0,
+        "resend_interval_seconds": 0,
+        "codes_per_address": 1,
+        "codes_per_user": 1,
+        "code_window_hours": 1,
+    }
+    for name, low in at_least.items():
+        value = getattr(confirmation, name)
+        if value < low:
+            raise ConfigError(f"confirmation.{name}", f"must be at least {low}, got {value!r}")
 
 
 T = TypeVar("T")

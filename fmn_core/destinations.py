@@ -37,6 +37,7 @@ __all__ = [
     "MAX_PUSH_URL_LENGTH",
     "PUSH_CONTEXTS",
     "Resolver",
+    "address_key",
     "address_problem",
     "check_destination",
     "check_email",
@@ -577,6 +578,36 @@ def new_code() -> str:
 def normalize_code(text: str) -> str:
     """A code as typed (any case, spaces or dashes) in its canonical form."""
     return "".join(c for c in text if not c.isspace() and c != "-").upper()
+
+
+def _canonical_address(context: str, address: str) -> str:
+    """The form under which two spellings that reach the same place count as one."""
+    if context == "email" and address.count("@") == 1:
+        # Mail servers ignore the local part's case, and sub-addresses
+        # (victim+1@, victim+2@) land in the same mailbox.
+        local, domain = address.lower().split("@")
+        return f"mailto:{local.split('+', 1)[0]}@{domain}"
+    if context == "irc":
+        return f"irc:{address.lower()}"
+    if context in PUSH_CONTEXTS or address.lower().startswith(FCM_PREFIX):
+        match = _SCHEME_RE.match(address)
+        if match:
+            # Query and fragment only shape the request; scheme, host and path say
+            # where it goes.
+            scheme, rest = match.group(1).lower(), re.split(r"[?#]", match.group(2), maxsplit=1)[0]
+            authority, slash, path = rest.partition("/")
+            return f"push:{scheme}://{authority.lower()}{slash}{path}"
+        return f"push:{address}"
+    return f"{context}:{address}"
+
+
+def address_key(context: str, address: str) -> str:
+    """What the code-sending limits count an address under: a SHA-256 of its
+    canonical form, so the limits need no second clear copy of the address."""
+    canonical = _canonical_address(context, address)
+    return hashlib.sha256(
+        b"fmn-code-address\0" + canonical.encode("utf-8", "surrogatepass")
+    ).hexdigest()
 
 
 def hash_code(code: str) -> str:

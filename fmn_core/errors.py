@@ -13,6 +13,7 @@ The hierarchy::
     │   ├── AlreadyExists       a name is already taken
     │   ├── ConfirmationFailed  the code is wrong, used or expired
     │   ├── RateLimited         too many attempts; wait and try again
+    │   │   └── TooManyCodes    a confirmation-code limit; ``until`` says when it ends
     │   ├── PermissionDenied    acting on somebody else's data
     │   │   ├── UnmappedChatAccount   no Fedora profile lists this IRC account
     │   │   └── AmbiguousChatAccount  several Fedora profiles list it
@@ -21,6 +22,7 @@ The hierarchy::
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
     ├── AccountDirectoryUnavailable  the account directory did not answer
     ├── MissingExtra            a front end whose pip extra is not installed (also an ImportError)
+    ├── InputTooLarge       outside JSON over a size or nesting bound (fmn_core.bounds)
     └── MalformedMessage        a bus message fmn cannot read
 
 Front ends catch ``UserError`` and show ``str(error)`` as it is: the sentence is
@@ -32,6 +34,7 @@ a fresh reference and gives back the one sentence people see.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from collections.abc import Sequence
@@ -45,6 +48,7 @@ __all__ = [
     "ConfirmationFailed",
     "FmnError",
     "ImportRejected",
+    "InputTooLarge",
     "InternalErrorNotice",
     "InvalidArgument",
     "InvalidDestination",
@@ -54,6 +58,7 @@ __all__ = [
     "OwnershipSourceError",
     "PermissionDenied",
     "RateLimited",
+    "TooManyCodes",
     "UnknownAccount",
     "UnknownContext",
     "UnknownRule",
@@ -136,6 +141,14 @@ class ConfirmationFailed(UserError):
 
 class RateLimited(UserError):
     """Too many attempts in a short time."""
+
+
+class TooManyCodes(RateLimited):
+    """No new confirmation code for now: a per-address or per-user limit was reached."""
+
+    def __init__(self, message: str, *, until: dt.datetime) -> None:
+        super().__init__(message)
+        self.until = until
 
 
 class PermissionDenied(UserError):
@@ -254,3 +267,21 @@ class MissingExtra(FmnError, ImportError):
         super().__init__(f"{program} needs the {extra!r} extra: pip install 'fmn[{extra}]'")
         self.program = program
         self.extra = extra
+
+
+class InputTooLarge(FmnError):
+    """JSON from outside exceeds a bound checked before parsing (``fmn_core.bounds``).
+
+    Not a ``UserError``: whoever takes the input turns it into its own error (a
+    malformed bus message, a rejected import) with this text as the reason.
+    """
+
+    def __init__(self, bound: str, limit: int, found: int) -> None:
+        if bound == "depth":
+            text = f"nests arrays and objects {found} levels deep; at most {limit}"
+        else:
+            text = f"is {found} bytes long; at most {limit}"
+        super().__init__(text)
+        self.bound = bound
+        self.limit = limit
+        self.found = found

@@ -8,7 +8,7 @@ classes whose topic the message's topic ends with, first one that validates.
 
 Bus input is hostile until proven otherwise, so it is bounded before it is parsed
 (``ingest.*`` in the configuration): the size of a body or a line, and how deeply
-its JSON nests — counted over the raw text without recursion (``nesting_depth``),
+its JSON nests — counted over the raw text without recursion (``fmn_core.bounds.json_depth``),
 because Python's own decoder and encoder recurse and a body nested 10,000 levels
 deep would otherwise raise ``RecursionError`` wherever it is touched next.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,6 +26,7 @@ import jsonschema
 import pika
 from fedora_messaging import message as fm_message
 
+from .bounds import json_depth
 from .config import IngestConfig
 from .errors import MalformedMessage
 
@@ -37,7 +37,6 @@ __all__ = [
     "check_json_text",
     "facts_of",
     "load_message",
-    "nesting_depth",
     "parse_line",
     "refuse_constant",
     "schema_class_for",
@@ -196,12 +195,6 @@ def load_message(data: Mapping[str, Any]) -> Message:
     return chosen
 
 
-# A JSON string, escapes included (the unrolled form: no backtracking per character).
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
-_STEP = {"{": 1, "[": 1, "}": -1, "]": -1}
-
-
 def refuse_constant(name: str) -> Any:
     """``json.loads``'s ``parse_constant``: ``NaN`` and ``Infinity`` are not JSON (RFC 8259).
 
@@ -210,28 +203,12 @@ def refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def nesting_depth(text: str) -> int:
-    """How deeply the JSON in ``text`` nests objects and arrays, without parsing it.
-
-    Brackets inside strings don't count. Iterative, so any depth is measured
-    without touching Python's recursion limit; invalid JSON gets a number too
-    (the decoder refuses it afterwards).
-    """
-    outside = _JSON_STRING.sub("", text)
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(outside):
-        depth += _STEP[bracket]
-        if depth > deepest:
-            deepest = depth
-    return deepest
-
-
 def check_json_text(text: str, *, max_depth: int, what: str = "the body") -> None:
     """Refuse (``MalformedMessage``) JSON text nested deeper than ``max_depth``."""
     # Cheap first: fewer opening brackets than the limit can't nest past it.
     if text.count("{") + text.count("[") <= max_depth:
         return
-    depth = nesting_depth(text)
+    depth = json_depth(text)
     if depth > max_depth:
         raise MalformedMessage(
             f"{what} is nested {depth} levels deep; at most {max_depth} are accepted "

@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "Base",
     "ChangeEvent",
+    "CodeSend",
     "Confirmation",
     "DeadMessage",
     "Destination",
@@ -161,6 +162,10 @@ class Destination(Base):
     id: Mapped[intpk]
     preference_id: Mapped[int] = mapped_column(ForeignKey("preferences.id", ondelete="CASCADE"))
     address: Mapped[str] = mapped_column(String(2048))
+    #: For feed and live-feed destinations, the secret token (the same as ``address``):
+    #: unique across all users, since whoever holds a token reads that user's feed.
+    #: NULL for every other kind, so the constraint leaves shared mail addresses alone.
+    feed_token: Mapped[str | None] = mapped_column(String(128), unique=True)
     confirmed: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[created]
 
@@ -195,6 +200,30 @@ class Confirmation(Base):
 
     def __repr__(self) -> str:
         return f"Confirmation(id={self.id!r}, destination_id={self.destination_id!r})"
+
+
+class CodeSend(Base):
+    """A confirmation code made for an address: what the code-sending limits count.
+
+    Rows outlive the destination and its confirmation, so removing an address and
+    adding it again does not buy a fresh code. The address is kept only as a hash
+    of its canonical form (``fmn_core.destinations.address_key``), never in clear.
+    """
+
+    __tablename__ = "code_sends"
+    __table_args__ = (
+        Index("ix_code_sends_address_key", "address_key", "created_at"),
+        Index("ix_code_sends_user", "user_id", "created_at"),
+    )
+
+    id: Mapped[bigpk]
+    #: Who asked; NULL once the account is gone (the address's count stays).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    address_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[created]
+
+    def __repr__(self) -> str:
+        return f"CodeSend(id={self.id!r}, user_id={self.user_id!r})"
 
 
 class Filter(Base):

@@ -15,10 +15,21 @@ Import is an operator's tool and all-or-nothing: every entry is checked first,
 every problem is reported with its JSON path in one ``ImportRejected``, and only
 a clean file writes anything. For each user it names, an import replaces the
 contexts the file gives and leaves the others alone.
+
+Files are read as hostile: :func:`parse_preferences` bounds their size and
+nesting depth before parsing (:mod:`fmn_core.bounds`) and refuses ``NaN``,
+``Infinity`` and repeated keys; the checks then refuse non-finite numbers, control
+characters and lone surrogates anywhere, so whatever a file holds ends in a clear
+``ImportRejected`` naming the path, never in a database error. Feed and live-feed
+tokens stay unique across users: a token the file gives twice, or one another
+user (or another context) already holds, is refused naming that user.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +38,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from .accounts import check_account_name
+from .bounds import check_json_bounds
 from .config import Config
 from .db import catalog_of, config_of
-from .destinations import Resolver, check_destination
-from .errors import ImportRejected, InvalidArgument
+from .destinations import FEED_CONTEXTS, Resolver, check_destination
+from .errors import ImportRejected, InputTooLarge, InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
 from .models import Destination, Filter, Preference, User
 from .preferences import (
@@ -44,7 +56,23 @@ from .preferences import (
 )
 from .rules import Catalog
 
-__all__ = ["ImportSummary", "export_preferences", "import_preferences"]
+__all__ = [
+    "MAX_IMPORT_BYTES",
+    "MAX_IMPORT_DEPTH",
+    "ImportSummary",
+    "export_preferences",
+    "import_preferences",
+    "parse_preferences",
+]
+
+#: The largest preferences file read (an export of tens of thousands of users fits).
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+#: The format nests about ten levels (users, contexts, filters, rules, arguments).
+MAX_IMPORT_DEPTH = 32
+#: Problems listed per file before the rest are only counted: a hostile file may
+#: have millions.
+_MAX_PROBLEMS = 1000
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 _USER_KEYS = frozenset({"name", "contexts"})
 _CONTEXT_KEYS = frozenset({"enabled", "destinations", "digest", "filters"})
@@ -121,6 +149,105 @@ def export_preferences(session: Session) -> dict[str, Any]:
     }
 
 
+# --- reading a file ----------------------------------------------------------------
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            # A repeated key hides one entry behind another; say so, don't pick one.
+            raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def parse_preferences(
+    raw: bytes | str,
+    *,
+    max_bytes: int = MAX_IMPORT_BYTES,
+    max_depth: int = MAX_IMPORT_DEPTH,
+) -> Any:
+    """Parse a preferences file's bytes for :func:`import_preferences`.
+
+    Size and depth are bounded before parsing; a file that is too large, too deep,
+    not UTF-8 or not valid JSON (``NaN``, repeated keys) raises ``ImportRejected``
+    with the path ``(file)``.
+    """
+    try:
+        check_json_bounds(raw, max_bytes=max_bytes, max_depth=max_depth)
+    except InputTooLarge as error:
+        raise ImportRejected([("(file)", f"the file {error}")]) from None
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as error:
+        raise ImportRejected(
+            [("(file)", f"is not UTF-8 text (byte {error.start}); save it as UTF-8")]
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_repeats)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise ImportRejected([("(file)", f"is not valid JSON at {where}: {error.msg}")]) from None
+    except (ValueError, RecursionError) as error:
+        # parse_constant, the repeated-key hook and Python's integer-size limit.
+        raise ImportRejected([("(file)", f"is not valid JSON: {error}")]) from None
+
+
+def _text_problem(text: str) -> str | None:
+    for character in text:
+        category = unicodedata.category(character)
+        if category == "Cs":
+            return "holds a lone surrogate (not text); remove it"
+        if category in _UNSAFE_CATEGORIES:
+            return f"holds control characters (U+{ord(character):04X}); remove them"
+    return None
+
+
+def _check_values(data: Any, max_depth: int, problems: Problems) -> bool:
+    """Refuse what no field may hold, wherever it is, without recursing: non-finite
+    numbers, control characters and surrogates, keys that are not text, nesting
+    deeper than ``max_depth`` (data handed over by Python rather than parsed).
+
+    Returns whether the data nests too deeply for the field checks to walk it.
+    """
+    too_deep = False
+    stack: list[tuple[Any, str, int]] = [(data, "(top)", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append((path, "must be a finite number"))
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                problems.append((path, problem))
+        elif isinstance(value, Mapping | list | tuple):
+            if depth >= max_depth:
+                problems.append((path, f"nests deeper than {max_depth} levels"))
+                too_deep = True
+                continue
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        problems.append((f"{path}.{str(key)[:40]}", "keys must be text"))
+                        continue
+                    shown = key if _text_problem(key) is None else repr(key)[:40]
+                    child = shown if path == "(top)" else f"{path}.{shown}"
+                    if shown != key:
+                        problems.append((child, "the key " + str(_text_problem(key))))
+                    stack.append((item, child, depth + 1))
+            else:
+                for index, item in enumerate(value):
+                    stack.append((item, f"{path}[{index}]", depth + 1))
+        if len(problems) >= _MAX_PROBLEMS:
+            break
+    return too_deep
+
+
 # --- import ------------------------------------------------------------------------
 
 
@@ -137,6 +264,7 @@ class _ContextPlan:
 @dataclass
 class _UserPlan:
     name: str
+    path: str = ""
     contexts: list[_ContextPlan] = field(default_factory=list)
 
 
@@ -279,7 +407,7 @@ def _check_document(
             problems.append((f"{path}.name", f"{name!r} is already users[{seen[name]}]"))
         elif name:
             seen[name] = index
-        plan = _UserPlan(name)
+        plan = _UserPlan(name, path)
         contexts = entry.get("contexts", {})
         if not isinstance(contexts, Mapping):
             problems.append((f"{path}.contexts", "must be an object of context names"))
@@ -301,19 +429,73 @@ def _check_document(
     return plans
 
 
-def _write_context(session: Session, user: User, plan: _ContextPlan) -> None:
+def _check_feed_tokens(session: Session, plans: list[_UserPlan], problems: Problems) -> None:
+    """A feed token belongs to one user and one context: refuse one the file gives
+    twice, or one that stays with somebody else after the import."""
+    given: dict[str, tuple[str, str, str]] = {}
+    for plan in plans:
+        for context in plan.contexts:
+            if context.context not in FEED_CONTEXTS:
+                continue
+            for index, token in enumerate(context.destinations):
+                where = f"{plan.path}.contexts.{context.context}.destinations[{index}]"
+                if token in given:
+                    user, other, _ = given[token]
+                    problems.append(
+                        (
+                            where,
+                            f"this feed token is also given to user {user!r} ({other}); a "
+                            "token belongs to one user and context, so leave one of them out",
+                        )
+                    )
+                else:
+                    given[token] = (plan.name, context.context, where)
+    if not given:
+        return
+    replaced = {(p.name, c.context) for p in plans for c in p.contexts}
+    tokens = sorted(given)
+    for start in range(0, len(tokens), 500):
+        rows = session.execute(
+            select(Destination.feed_token, User.name, Preference.context)
+            .join(Preference, Preference.id == Destination.preference_id)
+            .join(User, User.id == Preference.user_id)
+            .where(Destination.feed_token.in_(tokens[start : start + 500]))
+        )
+        for held, holder, held_in in rows:
+            if held is None or (holder, held_in) in replaced:
+                continue  # that holder's destinations are replaced by this import
+            _, _, where = given[held]
+            problems.append(
+                (
+                    where,
+                    f"this feed token already belongs to user {holder!r} ({held_in}); leave "
+                    "it out and set a new feed for this user after the import",
+                )
+            )
+
+
+def _clear_context(session: Session, user: User, plan: _ContextPlan) -> Preference:
     preference = _preference_for_write(session, user, plan.context)
     for filter_ in list(preference.filters):
         preference.filters.remove(filter_)
     for destination in list(preference.destinations):
         preference.destinations.remove(destination)
-    # Old rows go first: the new ones may reuse their unique names and addresses,
-    # and the unit of work would otherwise insert before it deletes.
-    session.flush()
+    return preference
+
+
+def _fill_context(session: Session, preference: Preference, plan: _ContextPlan) -> None:
     preference.enabled = plan.enabled
     preference.digest_minutes, preference.digest_count = plan.digest_minutes, plan.digest_count
+    feed = plan.context in FEED_CONTEXTS
     for address in plan.destinations:
-        session.add(Destination(preference=preference, address=address, confirmed=True))
+        session.add(
+            Destination(
+                preference=preference,
+                address=address,
+                feed_token=address if feed else None,
+                confirmed=True,
+            )
+        )
     _add_drafts(session, preference, plan.filters)
 
 
@@ -332,17 +514,35 @@ def import_preferences(
     """
     config = config_of(session)
     problems: Problems = []
+    found: Problems = []
+    if _check_values(data, MAX_IMPORT_DEPTH, found):
+        raise ImportRejected(sorted(found))
     plans = _check_document(data, config, catalog_of(session), resolve, resolver, problems)
+    # The field checks explain most of what the value sweep finds, in their words;
+    # the sweep adds what no field check looks at (NaN in an argument, say).
+    named = {path for path, _ in problems}
+    problems.extend(sorted(p for p in found if p[0] not in named))
+    if not problems:
+        _check_feed_tokens(session, plans, problems)
     if problems:
         raise ImportRejected(problems)
     counts = {"contexts": 0, "filters": 0, "rules": 0, "destinations": 0}
+    cleared: list[tuple[Preference, _ContextPlan]] = []
+    users: list[User] = []
     for plan in plans:
         user = _user_for_write(session, plan.name)
-        for context in plan.contexts:
-            _write_context(session, user, context)
-            counts["contexts"] += 1
-            counts["filters"] += len(context.filters)
-            counts["rules"] += sum(len(f.rules) for f in context.filters)
-            counts["destinations"] += len(context.destinations)
+        users.append(user)
+        cleared.extend((_clear_context(session, user, c), c) for c in plan.contexts)
+    # Every replaced row goes before any new one: new rows may reuse the old ones'
+    # unique names, addresses and feed tokens (another user's, too), and the unit
+    # of work would otherwise insert before it deletes.
+    session.flush()
+    for preference, context in cleared:
+        _fill_context(session, preference, context)
+        counts["contexts"] += 1
+        counts["filters"] += len(context.filters)
+        counts["rules"] += sum(len(f.rules) for f in context.filters)
+        counts["destinations"] += len(context.destinations)
+    for user in users:
         _changed(session, user, "import")
     return ImportSummary(users=len(plans), **counts)

@@ -33,6 +33,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, object_session, selectinload
 
 from .accounts import check_account_name, directory_of, irc_fold
+from .code_limits import check_code_limits, record_code
 from .config import Config
 from .db import catalog_of, config_of
 from .destinations import (
@@ -134,6 +135,7 @@ MAX_DIGEST_COUNT = 1000
 MAX_PREVIEW = 1000
 MAX_RECENT = 200
 MAX_MUTE = dt.timedelta(days=366)
+_FEED_TOKEN_TRIES = 5
 
 
 # --- actor and views ---------------------------------------------------------------
@@ -821,22 +823,45 @@ def _new_confirmation(config: Config, now: dt.datetime) -> tuple[str, dict[str, 
     }
 
 
-def _check_resend_interval(config: Config, confirmation: Confirmation, now: dt.datetime) -> None:
-    interval = dt.timedelta(seconds=config.confirmation.resend_interval_seconds)
-    ready = confirmation.created_at + interval
-    if now < ready:
-        wait = max(1, int((ready - now).total_seconds() + 0.999))
-        raise RateLimited(
-            f"A new code was made moments ago; wait {wait} seconds before asking for another."
-        )
+def _limited_code(
+    session: Session,
+    config: Config,
+    name: str,
+    user: User | None,
+    context: str,
+    address: str,
+    now: dt.datetime,
+) -> str:
+    """Check the code-sending limits for one more code to ``address`` (writes nothing)."""
+    return check_code_limits(session, config.confirmation, name, user, context, address, now)
 
 
-def _regenerate(config: Config, confirmation: Confirmation, now: dt.datetime) -> str:
-    _check_resend_interval(config, confirmation, now)
+def _regenerate(
+    session: Session, config: Config, user: User, destination: Destination, now: dt.datetime
+) -> str:
+    """A new code for a pending destination (the old one stops working), within limits."""
+    context = destination.preference.context
+    key = _limited_code(session, config, user.name, user, context, destination.address, now)
     code, values = _new_confirmation(config, now)
-    for key, value in values.items():
-        setattr(confirmation, key, value)
+    if destination.confirmation is None:
+        # Imported or hand-made rows may lack one; start a fresh confirmation.
+        destination.confirmation = Confirmation(**values)
+    else:
+        for field_name, value in values.items():
+            setattr(destination.confirmation, field_name, value)
+    record_code(session, config.confirmation, user, key, now)
     return code
+
+
+def _unique_feed_token(session: Session) -> str:
+    """A new feed token no destination holds yet (the column is unique as well)."""
+    for _ in range(_FEED_TOKEN_TRIES):
+        token = new_feed_token()
+        taken = session.scalar(select(Destination.id).where(Destination.feed_token == token))
+        if taken is None:
+            return token
+    # 192 random bits colliding again and again means the generator is broken.
+    raise RuntimeError(f"no unused feed token after {_FEED_TOKEN_TRIES} tries")
 
 
 def set_destination(
@@ -846,20 +871,23 @@ def set_destination(
 
     E-mail addresses, IRC nicks and push URLs are checked first
     (:mod:`fmn_core.destinations`). For ``rss`` and ``live`` the address is
-    ignored: fmn generates a secret feed token, confirmed at once, and no code.
-    Giving an address that is already pending makes a new code for it.
+    ignored: fmn generates a secret feed token, unique across users, confirmed at
+    once, and no code. Giving an address that is already pending makes a new code
+    for it. Codes are limited per address and per user (:mod:`fmn_core.code_limits`):
+    past a limit this raises ``TooManyCodes`` and writes nothing.
     """
     target = _target(actor, user)
     context = _context(session, context)
     config = config_of(session)
     feed = context in FEED_CONTEXTS
     normalized = (
-        new_feed_token()
+        _unique_feed_token(session)
         if feed
         else check_destination(context, address or "", config.push, fcm=config.fcm)
     )
     now = utcnow()
-    preference = _find_preference(session, _find_user(session, target), context)
+    found_user = _find_user(session, target)
+    preference = _find_preference(session, found_user, context)
     existing = [] if preference is None else list(preference.destinations)
     verified = not feed and _verified_address(session, actor, target, context, normalized)
     for destination in existing:
@@ -874,13 +902,9 @@ def set_destination(
             destination.confirmed, destination.confirmation = True, None
             _changed(session, destination.preference.user, "destination")
             return PendingConfirmation(_destination_view(context, destination), None)
-        if destination.confirmation is None:
-            # Imported or hand-made rows may lack one; start a fresh confirmation.
-            fresh, values = _new_confirmation(config, now)
-            destination.confirmation = Confirmation(**values)
-        else:
-            fresh = _regenerate(config, destination.confirmation, now)
-        _changed(session, destination.preference.user, "destination")
+        owner = destination.preference.user
+        fresh = _regenerate(session, config, owner, destination, now)
+        _changed(session, owner, "destination")
         return PendingConfirmation(_destination_view(context, destination), fresh)
     if len(existing) >= MAX_DESTINATIONS_PER_CONTEXT:
         raise InvalidArgument(
@@ -892,16 +916,27 @@ def set_destination(
             f"{context} already has {MAX_PENDING_PER_CONTEXT} destinations waiting for "
             "confirmation; confirm or remove one first."
         )
+    key = (
+        None
+        if feed or verified
+        else _limited_code(session, config, target, found_user, context, normalized, now)
+    )
     row = _user_for_write(session, target)
     preference = _preference_for_write(session, row, context)
     destination = Destination(
-        preference=preference, address=normalized, confirmed=feed or verified, created_at=now
+        preference=preference,
+        address=normalized,
+        feed_token=normalized if feed else None,
+        confirmed=feed or verified,
+        created_at=now,
     )
     code: str | None = None
-    if not (feed or verified):
+    if key is not None:
         code, values = _new_confirmation(config, now)
         destination.confirmation = Confirmation(**values)
     session.add(destination)
+    if key is not None:
+        record_code(session, config.confirmation, row, key, now)
     _changed(session, row, "destination")
     log.info(
         "user %s added %s destination %s", row.name, context, mask_address(context, normalized)
@@ -962,7 +997,7 @@ def resend_confirmation(
     session: Session, actor: Actor, context: str, *, user: str | None = None
 ) -> PendingConfirmation:
     """A fresh code (the old one stops working) for the context's newest unconfirmed
-    destination; at most one per ``confirmation.resend_interval_seconds``."""
+    destination, within the same limits as :func:`set_destination` (``TooManyCodes``)."""
     target = _target(actor, user)
     context = _context(session, context)
     config = config_of(session)
@@ -978,8 +1013,7 @@ def resend_confirmation(
             f"Nothing in {context} is waiting for confirmation; set a destination first."
         )
     destination = max(pending, key=lambda d: d.id)
-    assert destination.confirmation is not None
-    code = _regenerate(config, destination.confirmation, utcnow())
+    code = _regenerate(session, config, row, destination, utcnow())
     _changed(session, row, "confirmation")
     return PendingConfirmation(_destination_view(context, destination), code)
 

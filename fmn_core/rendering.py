@@ -187,6 +187,9 @@ class Rendered:
     entries: tuple[Entry, ...] = ()
     #: The link to the thing the message is about, when there is one.
     url: str | None = None
+    #: Carries a confirmation code to an address nobody has proved yet: transports
+    #: send it plainly, without the request options the address's URL chooses.
+    confirmation: bool = False
 
 
 _FOOTER = (
@@ -327,4 +330,5 @@ def render_confirmation(context: str, code: str, *, public_url: str | None = Non
         text=text,
         short=f"fmn confirmation code: {code}",
         headers=MappingProxyType({"X-Fedmsg-Category": "fmn"}),
+        confirmation=True,
     )

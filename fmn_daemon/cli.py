@@ -71,9 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = prefs_commands.add_parser("export", help="write preferences as JSON")
     export.add_argument("file", nargs="?", help="where to write (default: stdout)")
     import_ = prefs_commands.add_parser(
-        "import", help="load preferences from JSON (all or nothing)"
+        "import", help="load preferences from JSON (all or nothing per file)"
     )
-    import_.add_argument("file", help="the JSON file ('-' for stdin)")
+    import_.add_argument(
+        "files",
+        nargs="+",
+        metavar="file",
+        help="JSON files ('-' for stdin); each is imported whole or not at all, on its own",
+    )
     import_.add_argument(
         "--no-resolve",
         action="store_true",
@@ -259,7 +264,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _prefs(config: Config, args: argparse.Namespace) -> int:
-    from fmn_core.portability import export_preferences, import_preferences
+    from fmn_core.portability import export_preferences
 
     db = _open(config)
     try:
@@ -276,33 +281,73 @@ def _prefs(config: Config, args: argparse.Namespace) -> int:
             else:
                 sys.stdout.write(text)
             return EXIT_OK
-        data = _read_json(args.file)
-        with db.begin() as session:
-            summary = import_preferences(session, data, resolve=not args.no_resolve)
-        print(
-            f"imported {summary.users} users: {summary.contexts} contexts, {summary.filters} "
-            f"filters, {summary.rules} rules, {summary.destinations} destinations"
-        )
-        return EXIT_OK
+        return _import_files(db, args.files, resolve=not args.no_resolve)
     finally:
         db.dispose()
+
+
+def _import_files(db: Database, names: Sequence[str], *, resolve: bool) -> int:
+    """Import each file in its own unit of work: a bad file costs only itself."""
+    from fmn_core.portability import import_preferences, parse_preferences
+
+    failed = 0
+    for name in names:
+        label = "stdin" if name == "-" else name
+        try:
+            data = parse_preferences(_read_bounded(name))
+            with db.begin() as session:
+                summary = import_preferences(session, data, resolve=resolve)
+        except ImportRejected as exc:
+            failed += 1
+            print(
+                f"fmn-daemon: error: {label}: nothing was imported: {len(exc.problems)} "
+                "invalid entries:",
+                file=sys.stderr,
+            )
+            for path, why in exc.problems:
+                print(f"  {path}: {why}", file=sys.stderr)
+            continue
+        except UserError as exc:
+            failed += 1
+            print(f"fmn-daemon: error: {label}: {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:
+            # A bug, not the file's fault; the other files still get their turn.
+            failed += 1
+            reference = f"{type(exc).__name__}-{os.getpid()}"
+            log.exception("internal error importing %s (reference %s)", label, reference)
+            print(
+                f"fmn-daemon: {label}: internal error (reference {reference}); nothing of "
+                "this file was imported",
+                file=sys.stderr,
+            )
+            continue
+        print(
+            f"{label}: imported {summary.users} users: {summary.contexts} contexts, "
+            f"{summary.filters} filters, {summary.rules} rules, "
+            f"{summary.destinations} destinations"
+        )
+    if failed and len(names) > 1:
+        print(f"fmn-daemon: {failed} of {len(names)} files were not imported", file=sys.stderr)
+    return EXIT_USAGE if failed else EXIT_OK
 
 
 class UnreadableFile(UserError):
     """A file named on the command line can't be read or parsed."""
 
 
-def _read_json(name: str) -> Any:
+def _read_bounded(name: str) -> bytes:
+    """A preferences file's bytes, reading one byte past the import bound at most:
+    a huge file is refused by ``parse_preferences`` without being loaded whole."""
+    from fmn_core.portability import MAX_IMPORT_BYTES
+
     try:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        if name == "-":
+            return sys.stdin.buffer.read(MAX_IMPORT_BYTES + 1)
+        with Path(name).open("rb") as file:
+            return file.read(MAX_IMPORT_BYTES + 1)
     except OSError as exc:
         raise UnreadableFile(f"Cannot read {name}: {exc.strerror}.") from exc
-    except UnicodeDecodeError as exc:
-        raise UnreadableFile(f"{name} is not UTF-8 text.") from exc
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise UnreadableFile(f"{name} is not valid JSON: {exc}.") from exc
 
 
 def _replay(config: Config, args: argparse.Namespace) -> int:

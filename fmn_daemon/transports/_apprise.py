@@ -54,9 +54,36 @@ def asset() -> apprise.AppriseAsset:
     )
 
 
-def plugin_for(url: str) -> Any:
-    """The Apprise plugin for ``url``, or None when Apprise cannot use it."""
-    return apprise.Apprise.instantiate(url, asset=asset(), suppress_exceptions=True)
+#: Plugin arguments that shape the request itself rather than say where it goes:
+#: the HTTP method, and (through each plugin's ``template_kwargs``) the ``+header``,
+#: ``-param`` and ``:payload`` options of the json, xml and form plugins.
+_REQUEST_SHAPING = ("method",)
+
+
+def plugin_for(url: str, *, plain: bool = False) -> Any:
+    """The Apprise plugin for ``url``, or None when Apprise cannot use it.
+
+    ``plain`` drops every option of the URL that shapes the request (method,
+    headers, query parameters, payload fields), for sends to an address whose owner
+    has not proved it yet: a confirmation code must not carry a stranger's choice of
+    method and headers to somebody else's server.
+    """
+    if not plain:
+        return apprise.Apprise.instantiate(url, asset=asset(), suppress_exceptions=True)
+    from apprise.manager_plugins import NotificationManager
+
+    results = apprise.plugins.url_to_dict(url)  # type: ignore[no-untyped-call]
+    # A shared singleton, the one Apprise.instantiate uses.
+    manager = NotificationManager()  # type: ignore[no-untyped-call]
+    if not results or results.get("schema") not in manager:
+        return None
+    plugin_class = manager[results["schema"]]
+    shaping = (*_REQUEST_SHAPING, *getattr(plugin_class, "template_kwargs", {}))
+    for name in shaping:
+        results.pop(name, None)
+    for raw in ("qsd+", "qsd-", "qsd:"):
+        results[raw] = {}
+    return apprise.Apprise.instantiate(results, asset=asset(), suppress_exceptions=True)
 
 
 def _reason(result: Any) -> str:

@@ -8,6 +8,17 @@ and every address it resolves to must be public (``is_public_address``) unless
 plugin's ``redirects`` switch (which every HTTP plugin fmn allows passes to
 ``requests`` as ``allow_redirects``) is forced off, whatever the URL says.
 
+Matrix homeserver discovery is forced off too (Apprise's ``discovery`` switch,
+``?discovery=no``): with it, a ``matrixs://`` plugin fetches the host's
+``.well-known/matrix/client`` and then logs in, with the user's password, at
+whatever host that answer names (loopback included), which no check here saw.
+With it off, the plugin only ever talks to the host in the URL, which is checked.
+
+A confirmation code (``Rendered.confirmation``) goes to a URL nobody has proved
+yet, so it is sent plainly: the URL's request options (the json/xml/form
+plugins' ``method``, ``+header``, ``-param`` and ``:payload``) are dropped, and a
+stranger's choice of method and headers never reaches anybody's server.
+
 Known limit: Apprise's plugins resolve the host again when they connect, so a
 name whose DNS answer changes within the second between the check and the
 connection (DNS rebinding) can still reach a private address. Closing that
@@ -70,12 +81,16 @@ class PushTransport:
             raise TransportRefused(str(exc)) from None
         await asyncio.to_thread(self._send, url, rendered)
 
-    def _plugin(self, url: str) -> Any:
-        plugin = plugin_for(url)
+    def _plugin(self, url: str, *, plain: bool = False) -> Any:
+        plugin = plugin_for(url, plain=plain)
         if plugin is None:
             raise TransportRefused("Apprise cannot use this push URL; set it again.")
         # Whatever ?redirect= the URL carries: a redirect could lead anywhere.
         plugin.redirects = False
+        # Whatever ?discovery= says: discovery would send the password to a host
+        # named by the server's answer, unchecked (Matrix's .well-known).
+        if hasattr(plugin, "discovery"):
+            plugin.discovery = False
         plugin.socket_connect_timeout = self.push.timeout_seconds
         plugin.socket_read_timeout = self.push.timeout_seconds
         return plugin
@@ -112,7 +127,7 @@ class PushTransport:
                 )
 
     def _send(self, url: str, rendered: Rendered) -> None:
-        plugin = self._plugin(url)
+        plugin = self._plugin(url, plain=rendered.confirmation)
         host = self._connect_host(plugin)
         if host is not None:
             self.check_resolved(host)

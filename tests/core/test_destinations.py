@@ -25,7 +25,9 @@ from fmn_core.destinations import (
 )
 from fmn_core.errors import InvalidDestination
 
-PUSH = PushConfig()
+#: An operator who added json/jsons (off by default): the catalogue below uses json
+#: URLs, whose host is connected to as given, to exercise every host check.
+PUSH = PushConfig(allowed_schemes=(*PushConfig().allowed_schemes, "json", "jsons"))
 
 #: A stand-in for DNS: the internet is not reachable from tests.
 FAKE_DNS = {
@@ -260,7 +262,7 @@ def test_check_push_url_without_resolution_skips_dns() -> None:
 
 
 def test_check_push_url_allow_private_hosts_lets_loopback_through() -> None:
-    open_push = PushConfig(allow_private_hosts=True)
+    open_push = PushConfig(allowed_schemes=PUSH.allowed_schemes, allow_private_hosts=True)
     for url in ("json://127.0.0.1:8080/hook", "json://localhost/", "json://[::1]/",
                 "json://intranet.example.org/"):
         assert check_push_url(url, open_push, resolver=fake_resolver) == url
@@ -274,6 +276,20 @@ def test_check_push_url_scheme_list_comes_from_config() -> None:
     assert check_push_url("ntfys://ntfy.sh/t", only_ntfy, resolver=fake_resolver)
     with pytest.raises(InvalidDestination, match="use one of ntfys"):
         check_push_url("gotify://ntfy.example.org/token", only_ntfy, resolver=fake_resolver)
+
+
+@pytest.mark.parametrize("scheme", ["json", "jsons", "xml", "xmls", "form", "forms"])
+def test_check_push_url_json_scheme_refused_by_default(scheme: str) -> None:
+    """Their URLs pick the HTTP method, headers and query fired at any public host."""
+    url = f"{scheme}://ntfy.example.org/hook?method=DELETE&+X-Token=abc"
+    with pytest.raises(InvalidDestination, match=f"the scheme '{scheme}' is not allowed"):
+        check_push_url(url, PushConfig(), resolver=fake_resolver)
+
+
+def test_check_push_url_json_scheme_allowed_when_configured() -> None:
+    allowed = PushConfig(allowed_schemes=("ntfys", "json", "jsons"))
+    for url in ("json://ntfy.example.org/hook", "jsons://ntfy.example.org:8443/hook?+X-A=b"):
+        assert check_push_url(url, allowed, resolver=fake_resolver) == url
 
 
 def test_check_push_url_refuses_urls_apprise_cannot_use() -> None:

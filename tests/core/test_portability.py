@@ -16,7 +16,12 @@ from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
 from fmn_core.errors import ImportRejected
 from fmn_core.models import Base, ChangeEvent, Confirmation, Destination, Filter, User
-from fmn_core.portability import ImportSummary, export_preferences, import_preferences
+from fmn_core.portability import (
+    ImportSummary,
+    export_preferences,
+    import_preferences,
+    parse_preferences,
+)
 from fmn_core.preferences import Actor
 
 ALICE = Actor("alice")
@@ -186,7 +191,7 @@ BAD_DOCUMENT: dict[str, Any] = {"users": [
             ],
             "colour": "red",
         },
-        "push": {"destinations": ["json://10.0.0.1/hook", "http://example.org/"]},
+        "push": {"destinations": ["ntfys://10.0.0.1/topic", "http://example.org/"]},
         "fax": {},
     }},
     {"name": "Not Valid", "contexts": []},
@@ -261,3 +266,158 @@ def test_import_rejects_documents_of_the_wrong_shape(db: Database, document: Any
     with pytest.raises(ImportRejected) as caught, db.begin() as session:
         import_preferences(session, document)
     assert caught.value.problems[0][0] == path
+
+
+# --- feed tokens and hostile files -------------------------------------------------
+
+TOKEN = "T" * 32
+
+
+def feed_document(*users: tuple[str, str, str]) -> dict[str, Any]:
+    """Users with one feed destination each: (name, context, token)."""
+    return {"users": [{"name": name, "contexts": {context: {"destinations": [token]}}}
+                      for name, context, token in users]}
+
+
+def feed_tokens(db: Database) -> dict[tuple[str, str], list[str]]:
+    with db.begin() as session:
+        return {
+            (v.context, a): list(addresses)
+            for a in ("alice", "bob")
+            for v in prefs.list_contexts(session, Actor(a))
+            if (addresses := [d.address for d in v.destinations])
+        }
+
+
+def test_import_duplicate_feed_token_in_one_file_refused(db: Database) -> None:
+    document = feed_document(("alice", "rss", TOKEN), ("bob", "rss", TOKEN))
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, document)
+    ((path, why),) = caught.value.problems
+    assert path == "users[1].contexts.rss.destinations[0]"
+    assert "also given to user 'alice' (rss)" in why and TOKEN not in why
+    assert feed_tokens(db) == {}
+
+
+def test_import_duplicate_feed_token_held_by_another_user_refused(db: Database) -> None:
+    with db.begin() as session:
+        import_preferences(session, feed_document(("alice", "live", TOKEN)))
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, feed_document(("bob", "rss", TOKEN)))
+    ((path, why),) = caught.value.problems
+    assert path == "users[0].contexts.rss.destinations[0]"
+    assert "already belongs to user 'alice' (live)" in why
+    assert "set a new feed for this user after the import" in why
+    assert feed_tokens(db) == {("live", "alice"): [TOKEN]}
+
+
+def test_import_feed_token_freed_by_the_same_import_may_move(db: Database) -> None:
+    """alice's feed is replaced by the file, so her old token may go to bob."""
+    with db.begin() as session:
+        import_preferences(session, feed_document(("alice", "rss", TOKEN)))
+    other = "U" * 32
+    document = feed_document(("bob", "rss", TOKEN), ("alice", "rss", other))
+    with db.begin() as session:
+        import_preferences(session, document)
+    assert feed_tokens(db) == {("rss", "bob"): [TOKEN], ("rss", "alice"): [other]}
+    # Importing the same file again changes nothing and is allowed.
+    with db.begin() as session:
+        import_preferences(session, document)
+
+
+def test_set_destination_feed_tokens_are_unique_and_stored_as_feed_tokens(db: Database) -> None:
+    with db.begin() as session:
+        tokens = [prefs.set_destination(session, Actor(f"u{n}"), "live", None).destination.address
+                  for n in range(20)]
+    assert len(set(tokens)) == 20
+    with db.begin() as session:
+        stored = {row.address: row.feed_token
+                  for row in session.execute(select(Destination.address, Destination.feed_token))}
+    assert all(stored[t] == t for t in tokens)
+
+
+def test_feed_token_unique_constraint_in_the_database(db: Database) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with db.begin() as session:
+        import_preferences(session, feed_document(("alice", "rss", TOKEN)))
+    with pytest.raises(IntegrityError), db.begin() as session:
+        bob = User(name="bob", confirm_failures=0)
+        preference = prefs._preference_for_write(session, bob, "rss")
+        session.add(Destination(preference=preference, address=TOKEN, feed_token=TOKEN,
+                                confirmed=True))
+        session.flush()
+
+
+def nested(depth: int) -> str:
+    return '{"users": [{"name": "alice", "contexts": {"email": {"filters": [{"name": "x", ' \
+        '"rules": [{"rule": "app_is", "args": {"app": ' + "[" * depth + "]" * depth + "}}]}]}}}]}"
+
+
+@pytest.mark.parametrize(("raw", "said"), [
+    (nested(10_000), "nests arrays and objects 10010 levels deep; at most 32"),
+    (nested(990), "levels deep; at most 32"),
+    ("[" * 100_000, "levels deep"),
+    (b"{\"users\": []}" + b" " * (65 * 1024 * 1024), "bytes long; at most"),
+    ('{"users": [{"name": "alice", "x": NaN}]}', "NaN is not a number JSON allows"),
+    ('{"users": [], "users": []}', "appears twice"),
+    (b'{"users": ["\xff"]}', "not UTF-8"),
+    ('{"users": [', "not valid JSON at line 1 column 12"),
+    ('{"users": [' + "1" * 5000 + "]}", "not valid JSON"),
+])
+def test_import_nested_or_hostile_file_refused_with_a_clear_message(
+    db: Database, raw: str | bytes, said: str
+) -> None:
+    with pytest.raises(ImportRejected) as caught:
+        parse_preferences(raw)
+    ((path, why),) = caught.value.problems
+    assert path == "(file)" and said in why, why
+    assert str(caught.value).startswith("Nothing was imported: 1 invalid entries ((file): ")
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 0
+
+
+@pytest.mark.parametrize(("value", "path", "said"), [
+    (float("nan"), "users[0].contexts.email.filters[0].rules[0].args.app", ""),
+    (float("inf"), "users[0].contexts.email.filters[0].rules[0].args.app", ""),
+    ("ko\x00ji", "users[0].contexts.email.filters[0].rules[0].args.app", "control characters"),
+    ("\ud800", "users[0].contexts.email.filters[0].rules[0].args.app", ""),
+    ("\x1b[31m", "users[0].contexts.email.filters[0].rules[0].args.app", "control"),
+])
+def test_import_hostile_values_refused_with_their_path(
+    db: Database, value: Any, path: str, said: str
+) -> None:
+    document = {"users": [{"name": "alice", "contexts": {"email": {"filters": [
+        {"name": "f", "rules": [{"rule": "app_is", "args": {"app": value}}]}]}}}]}
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, document)
+    problems = dict(caught.value.problems)
+    assert path in problems and said in problems[path], caught.value.problems
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 0
+
+
+def test_import_python_data_nested_too_deep_refused_without_recursing(db: Database) -> None:
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+    document = {"users": [{"name": "alice", "contexts": {"email": {"filters": deep}}}]}
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, document)
+    assert "nests deeper than 32 levels" in str(caught.value)
+
+
+def test_set_destination_feed_token_generation_retries_on_a_clash(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with db.begin() as session:
+        import_preferences(session, feed_document(("alice", "rss", TOKEN)))
+    fresh = "F" * 32
+    drawn = iter([TOKEN, TOKEN, fresh])
+    monkeypatch.setattr(prefs, "new_feed_token", lambda: next(drawn))
+    with db.begin() as session:
+        view = prefs.set_destination(session, BOB, "live", None).destination
+    assert view.address == fresh
+    monkeypatch.setattr(prefs, "new_feed_token", lambda: TOKEN)
+    with pytest.raises(RuntimeError, match="no unused feed token"), db.begin() as session:
+        prefs.set_destination(session, BOB, "rss", None)

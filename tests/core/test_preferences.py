@@ -28,6 +28,7 @@ from fmn_core.errors import (
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
     ChangeEvent,
+    CodeSend,
     Confirmation,
     Destination,
     Filter,
@@ -364,7 +365,7 @@ def test_set_destination_refuses_invalid_addresses_per_context(db: Database) -> 
     assert_sentence(error)
     fails(db, InvalidDestination, prefs.set_destination, ALICE, "irc", "9lives")
     error = fails(db, InvalidDestination, prefs.set_destination, ALICE, "push",
-                  "json://169.254.169.254/latest")
+                  "gotifys://169.254.169.254/latest")
     assert "link-local" in str(error)
     fails(db, InvalidDestination, prefs.set_destination, ALICE, "android",
           "ntfys://ntfy.sh/t?attach=/etc/passwd")
@@ -378,9 +379,20 @@ def test_set_destination_push_accepts_a_public_url(db: Database) -> None:
     assert pending.code is not None and not pending.destination.confirmed
 
 
+@pytest.mark.parametrize("url", ["json://push.example.org/hook?method=PUT&+X-A=b",
+                                 "jsons://push.example.org/hook"])
+def test_set_destination_json_push_url_refused_by_default(db: Database, url: str) -> None:
+    error = fails(db, InvalidDestination, prefs.set_destination, ALICE, "push", url)
+    assert "is not allowed here" in str(error)
+    assert count(db, Destination) == 0
+    schemes = (*PushConfig().allowed_schemes, "json", "jsons")
+    configure(db, push=PushConfig(allowed_schemes=schemes))
+    assert run(db, prefs.set_destination, ALICE, "push", url).destination.pending
+
+
 def test_set_destination_honours_allow_private_hosts(db: Database) -> None:
     configure(db, push=PushConfig(allow_private_hosts=True))
-    pending = run(db, prefs.set_destination, ALICE, "push", "json://127.0.0.1:9000/hook")
+    pending = run(db, prefs.set_destination, ALICE, "push", "ntfy://127.0.0.1:9000/topic")
     assert pending.destination.pending
 
 
@@ -504,6 +516,8 @@ def test_resend_confirmation_regenerates_and_is_rate_limited(db: Database) -> No
     with db.begin() as session:
         session.execute(update(Confirmation).values(
             created_at=utcnow() - dt.timedelta(seconds=61), outgoing_code=None))
+        # The interval is kept per address in the code-sending log (code_limits).
+        session.execute(update(CodeSend).values(created_at=utcnow() - dt.timedelta(seconds=61)))
     second = run(db, prefs.resend_confirmation, ALICE, "email")
     assert second.code != first.code and second.destination.id == first.destination.id
     assert [o.code for o in run(db, prefs.pending_confirmation_codes)] == [second.code]

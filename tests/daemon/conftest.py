@@ -26,6 +26,8 @@ import pytest
 from conftest import RABBITMQ_URL, service_missing  # tests/conftest.py (tests/ is on sys.path)
 from fedora_messaging import message as fm_message
 
+from fmn_core.config import PushConfig
+
 
 def free_port() -> int:
     """A TCP port on loopback that nobody listens on right now."""
@@ -107,6 +109,11 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 
 # --------------------------------------------------------------------------- HTTP push
+
+
+#: The push schemes of an operator who added json/jsons (off by default): tests send
+#: json URLs to the local receiver, which records exactly what arrives.
+WITH_JSON: tuple[str, ...] = (*PushConfig().allowed_schemes, "json", "jsons")
 
 
 @dataclass

@@ -175,6 +175,37 @@ def test_cli_prefs_import_rejects_and_lists_every_invalid_entry(
         db.dispose()
 
 
+def test_cli_prefs_import_several_files_one_bad_file_costs_only_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(PREFERENCES), encoding="utf-8")
+    nested = tmp_path / "nested.json"
+    nested.write_text('{"users": ' + "[" * 10_000 + "]" * 10_000 + "}", encoding="utf-8")
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"users": [{"name": "carol", "contexts": {"email": '
+                   '{"digest": {"minutes": NaN}}}}]}', encoding="utf-8")
+    carol = {"users": [{"name": "carol", "contexts": {"email": {"enabled": False}}}]}
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps(carol), encoding="utf-8")
+
+    code, out, err = run(capsys, "--config", str(config), "prefs", "import",
+                         str(nested), str(good), str(nan), str(tmp_path / "nope.json"), str(later))
+
+    assert code == 2
+    assert "Traceback" not in err and "internal error" not in err
+    assert f"{nested}: nothing was imported: 1 invalid entries:" in err
+    assert "(file): the file nests arrays and objects 10001 levels deep; at most 32" in err
+    assert f"{nan}: nothing was imported" in err and "NaN is not a number" in err
+    assert "Cannot read" in err and "3 of 5 files were not imported" in err
+    assert f"{good}: imported 2 users" in out and f"{later}: imported 1 users" in out
+    code, exported, _ = run(capsys, "--config", str(config), "prefs", "export")
+    names = [u["name"] for u in json.loads(exported)["users"]]
+    assert names == ["alice", "bob", "carol"]
+
+
 @pytest.mark.parametrize(
     ("content", "key"),
     [

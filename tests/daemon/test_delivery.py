@@ -11,7 +11,7 @@ import pytest
 from core.test_outbox import add_notification, add_user, state_of
 from sqlalchemy import select, update
 
-from daemon.conftest import PushReceiver, SmtpServer, free_port
+from daemon.conftest import WITH_JSON, PushReceiver, SmtpServer, free_port
 from fmn_core import preferences
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, SmtpConfig
 from fmn_core.db import Database, make_engine
@@ -30,7 +30,7 @@ def make_config(db: Database, smtp: SmtpServer | None = None, **delivery: Any) -
         smtp=SmtpConfig(
             host="127.0.0.1", port=smtp.port if smtp else free_port(), timeout_seconds=5
         ),
-        push=PushConfig(allow_private_hosts=True, timeout_seconds=5),
+        push=PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=True, timeout_seconds=5),
         http=HttpConfig(public_url="https://fmn.example.org", secret_key="k"),
         delivery=DeliveryConfig(**delivery),
     )
@@ -145,7 +145,9 @@ def test_delivery_refused_destination_is_dead_at_once(
     with db.begin() as session:
         user = add_user(session, "jo", "push", (f"json://127.0.0.1:{push_receiver.port}/x",))
         row_id = add_notification(session, user, "push").id
-    config = make_config(db).replace(push=PushConfig(allow_private_hosts=False))
+    config = make_config(db).replace(
+        push=PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=False)
+    )
     drain(Delivery(db, config, Metrics(), LiveHub()))
     row = state_of(db, row_id)
     assert row.state == "dead" and row.attempts == 1

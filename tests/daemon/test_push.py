@@ -23,13 +23,13 @@ from core.test_rendering import claimed
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from daemon.conftest import PushReceiver
+from daemon.conftest import WITH_JSON, PushReceiver
 from fmn_core.config import FcmConfig, PushConfig
 from fmn_core.rendering import render
 from fmn_daemon.transports import TransportError, TransportRefused
 from fmn_daemon.transports.push import AndroidTransport, PushTransport
 
-OPEN = PushConfig(allow_private_hosts=True, timeout_seconds=5)
+OPEN = PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=True, timeout_seconds=5)
 RENDERED = render(claimed())
 
 
@@ -92,7 +92,7 @@ def test_push_ntfy_reaches_the_receiver(push_receiver: PushReceiver) -> None:
 
 
 def test_push_refuses_private_host_at_send_time(push_receiver: PushReceiver) -> None:
-    closed = PushConfig(allow_private_hosts=False, timeout_seconds=5)
+    closed = PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=False, timeout_seconds=5)
     with pytest.raises(TransportRefused) as caught:
         asyncio.run(
             PushTransport(closed).send(f"json://127.0.0.1:{push_receiver.port}/x", RENDERED)
@@ -110,7 +110,9 @@ def test_push_refuses_a_name_that_now_resolves_to_a_private_address(
         lookups.append(host)
         return [(2, 1, 6, "", ("10.1.2.3", 0))]
 
-    transport = PushTransport(PushConfig(timeout_seconds=5), resolver=rebinding_resolver)
+    transport = PushTransport(
+        PushConfig(allowed_schemes=WITH_JSON, timeout_seconds=5), resolver=rebinding_resolver
+    )
     with pytest.raises(TransportRefused) as caught:
         asyncio.run(transport.send("json://push.example.org/hook", RENDERED))
     assert lookups == ["push.example.org"]

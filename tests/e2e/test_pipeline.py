@@ -19,7 +19,7 @@ from pathlib import Path
 
 import feedparser
 import pytest
-from daemon.conftest import PushReceiver, RabbitMQ, SmtpServer
+from daemon.conftest import WITH_JSON, PushReceiver, RabbitMQ, SmtpServer
 from fedora_messaging import message as fm_message
 
 from fmn_core import preferences
@@ -105,6 +105,7 @@ def test_pipeline_delivers_by_mail_push_feed_and_live_feed(
     settings = (
         f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_server.port}\n'
         "[push]\nallow_private_hosts = true\n"
+        f"allowed_schemes = {json.dumps(list(WITH_JSON))}\n"
         "[delivery]\nidle_poll_seconds = 0.2\nshutdown_grace_seconds = 5.0\n"
     )
     daemon = make_daemon(empty_postgres_url, settings)
@@ -112,7 +113,10 @@ def test_pipeline_delivers_by_mail_push_feed_and_live_feed(
 
     # alice sets up four contexts through the preference service, as the TUI would.
     db = Database(
-        Config(database_url=empty_postgres_url, push=PushConfig(allow_private_hosts=True))
+        Config(
+            database_url=empty_postgres_url,
+            push=PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=True),
+        )
     )
     alice = Actor("alice")
     try:

@@ -18,6 +18,7 @@ on a real database.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import string
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from bot import conftest as bot_conftest
 from core.test_authorization import snapshot
-from core.test_destinations import HOSTILE_URLS
+from core.test_destinations import HOSTILE_URLS, PUSH
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
@@ -137,6 +138,9 @@ def _no_guesses(state: dict[str, Any]) -> dict[str, Any]:
 
 class TestBotFuzz(FaultsBotCase, bot_conftest.FmnCase):
     """Hostile lines through every command."""
+
+    # The hostile-URL catalogue uses json URLs to test host checks: allow json here.
+    fmn_toml = f"[push]\nallowed_schemes = {json.dumps(list(PUSH.allowed_schemes))}\n"
 
     def test_bot_nasty_tokens_in_every_command(self) -> None:
         self.seed()

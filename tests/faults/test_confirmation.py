@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from daemon.test_delivery import drain, make_config
+from sqlalchemy import func, select, update
 
 from fmn_core import preferences
 from fmn_core.config import Config, ConfirmationConfig
 from fmn_core.db import Database
 from fmn_core.destinations import CODE_ALPHABET, CODE_LENGTH
-from fmn_core.errors import ConfirmationFailed, RateLimited
-from fmn_core.models import Confirmation, User, utcnow
+from fmn_core.errors import ConfirmationFailed, RateLimited, TooManyCodes
+from fmn_core.models import CodeSend, Confirmation, User, utcnow
 from fmn_core.preferences import Actor
+from fmn_daemon.delivery import Delivery
+from fmn_daemon.metrics import Metrics
+from fmn_daemon.transports.live import LiveHub
 
-from .conftest import upgrade_schema
+from .conftest import SmtpServer, upgrade_schema
 
 ALICE = Actor("alice")
 MAX_FAILURES = 5
@@ -98,6 +103,8 @@ def test_confirmation_code_expires_and_resend_replaces_it(
             created_at=utcnow() - dt.timedelta(hours=1),
             expires_at=utcnow() + dt.timedelta(hours=1),
         ))
+        # The resend interval is kept per address in the code-sending log.
+        session.execute(update(CodeSend).values(created_at=utcnow() - dt.timedelta(hours=1)))
         fresh = preferences.resend_confirmation(session, ALICE, "email").code
     assert fresh is not None and fresh != code
     assert attempt(database, code) == "wrong"  # the old code stopped working
@@ -150,3 +157,117 @@ def test_confirmation_parallel_guesses_are_all_counted(database: Database, figur
     # Every guess that was compared with the code counts: at most MAX_FAILURES of them.
     assert counted["wrong"] + counted["locked now"] <= MAX_FAILURES, counted
     assert locked
+
+
+# --- how many codes go out: per address, per user, across restarts and processes ----
+
+STRANGER = "stranger@example.org"
+
+
+def test_confirmation_remove_readd_loop_mails_the_stranger_once(
+    db: Database, smtp_server: SmtpServer, figures: Any
+) -> None:
+    """The issue's loop, against the daemon's real sender and a real SMTP server:
+    set, (the daemon sends the code), remove, set again... 20 times in a few seconds
+    used to mail the stranger 20 codes."""
+    config = make_config(db, smtp_server)
+    db.config = config
+    db.sessionmaker.configure(info={"config": config})
+    delivery = Delivery(db, config, Metrics(), LiveHub())
+    refusals: list[str] = []
+    started = time.monotonic()
+    for _ in range(20):
+        try:
+            with db.begin() as session:
+                pending = preferences.set_destination(session, ALICE, "email", STRANGER)
+        except TooManyCodes as error:
+            refusals.append(str(error))
+            continue
+        drain(delivery)
+        with db.begin() as session:
+            preferences.remove_destination(session, ALICE, "email", pending.destination.id)
+    elapsed = time.monotonic() - started
+    drain(delivery)
+    mails = [m for m in smtp_server.messages if STRANGER in m.rcpt_tos]
+    figures(backend=db.engine.dialect.name, attempts=20, seconds=round(elapsed, 1),
+            code_mails=len(mails), refused=len(refusals))
+    assert len(mails) == 1
+    assert len(refusals) == 19
+    assert all("before asking for another" in text for text in refusals)
+
+
+def test_confirmation_code_limits_survive_a_restart(database: Database) -> None:
+    """The limits live in the database: a new process (a new engine) sees them."""
+    new_code(database, STRANGER)
+    with database.begin() as session:
+        pending = preferences.get_context(session, ALICE, "email").destinations[0]
+        preferences.remove_destination(session, ALICE, "email", pending.id)
+    restarted = Database(database.config)
+    try:
+        with pytest.raises(TooManyCodes), restarted.begin() as session:
+            preferences.set_destination(session, ALICE, "email", STRANGER)
+    finally:
+        restarted.dispose()
+
+
+REQUESTERS = 12
+PER_ADDRESS = 3
+
+
+@pytest.fixture
+def limited(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database of its own with no resend interval and 3 codes per address."""
+    if request.node.callspec.params.get("backend") == "postgres":
+        url = request.getfixturevalue("empty_postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'limits.sqlite'}"
+    upgrade_schema(url)
+    config = Config(
+        database_url=url,
+        confirmation=ConfirmationConfig(resend_interval_seconds=0, codes_per_address=PER_ADDRESS),
+    )
+    db = Database(config)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_confirmation_parallel_requests_for_one_address_are_all_counted(
+    limited: Database, backend: str, figures: Any
+) -> None:
+    """Many users asking at the same moment (several daemons, bot threads) can't
+    push more codes to one address than the limit."""
+    barrier = threading.Barrier(REQUESTERS)
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+
+    def ask(number: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            with limited.begin() as session:
+                preferences.set_destination(session, Actor(f"user{number:02d}"), "email",
+                                            STRANGER)
+            outcomes.append("code")
+        except TooManyCodes:
+            outcomes.append("refused")
+        except BaseException as error:  # handed to the test thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(REQUESTERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    counted = Counter(outcomes)
+    with limited.begin() as session:
+        rows = session.scalar(select(func.count()).select_from(CodeSend))
+    figures(backend=backend, requesters=REQUESTERS, outcomes=dict(counted),
+            errors=[f"{type(e).__name__}: {str(e)[:80]}" for e in errors], code_rows=rows)
+    assert counted["code"] <= PER_ADDRESS and rows == counted["code"]
+    if backend == "postgres":
+        assert not errors, errors
+        assert counted == {"code": PER_ADDRESS, "refused": REQUESTERS - PER_ADDRESS}

@@ -29,6 +29,7 @@ import pytest
 from core.test_authorization import snapshot
 from core.test_destinations import HOSTILE_URLS, fake_resolver
 from core.test_rendering import claimed
+from daemon.conftest import WITH_JSON
 
 from fmn_core import preferences
 from fmn_core.config import PushConfig
@@ -45,6 +46,9 @@ RESOLVED = {url for url, reason in HOSTILE_URLS if "resolves to" in reason}
 
 
 def test_push_urls_refused_by_the_preference_service(db: Database, figures: Any) -> None:
+    # The catalogue's json URLs test the host checks, so json is allowed here.
+    db.config = db.config.replace(push=PushConfig(allowed_schemes=WITH_JSON))
+    db.sessionmaker.configure(info={"config": db.config})
     alice = Actor("alice")
     refused = 0
     before = snapshot(db)
@@ -61,7 +65,9 @@ def test_push_urls_refused_by_the_preference_service(db: Database, figures: Any)
 
 
 def test_push_urls_refused_at_send_time(figures: Any) -> None:
-    transport = PushTransport(PushConfig(timeout_seconds=2), resolver=fake_resolver)
+    transport = PushTransport(
+        PushConfig(allowed_schemes=WITH_JSON, timeout_seconds=2), resolver=fake_resolver
+    )
     reasons: dict[str, int] = {}
     for url, reason in HOSTILE_URLS:
         with pytest.raises(TransportRefused) as caught:
@@ -128,7 +134,9 @@ def test_push_redirects_to_private_addresses_are_not_followed(
     redirector = redirector_factory(status, target)
     # Loopback has to be allowed to reach the local redirector at all; redirects
     # must stay off regardless, even when the URL asks for them.
-    transport = PushTransport(PushConfig(allow_private_hosts=True, timeout_seconds=5))
+    transport = PushTransport(
+        PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=True, timeout_seconds=5)
+    )
     path = {"json": "/hook?redirect=yes", "ntfy": "/topic", "gotify": "/AbCdEf123"}[scheme]
     url = f"{scheme}://127.0.0.1:{redirector.port}{path}"
     with pytest.raises(TransportError) as caught:

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core.test_destinations import HOSTILE_URLS
+from core.test_destinations import HOSTILE_URLS, PUSH
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from textual.widgets import Input
 from tui.conftest import make_database, settle
 
 from fmn_core import preferences
-from fmn_core.config import PushConfig
 from fmn_core.db import Database
 from fmn_core.preferences import Actor
 from fmn_core.rules import default_catalog
@@ -221,7 +220,8 @@ def test_tui_fuzzed_text_in_every_input(tmp_path_factory: pytest.TempPathFactory
 def test_tui_address_validator_refuses_every_hostile_push_url(figures: Any) -> None:
     checked = 0
     for context in ("push", "desktop", "android"):
-        validator = DestinationValidator(context, PushConfig())
+        # PUSH allows json: the catalogue's json URLs test the host checks.
+        validator = DestinationValidator(context, PUSH)
         for url, reason in HOSTILE_URLS:
             if "resolves to" in reason:
                 continue  # no DNS while typing; core resolves when the address is set
