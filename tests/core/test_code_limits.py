@@ -26,7 +26,7 @@ VICTIM = "victim@example.org"
 def configure(db: Database, **confirmation: Any) -> None:
     changed = dataclasses.replace(db.config.confirmation, **confirmation)
     db.config = db.config.replace(confirmation=changed)
-    db.sessionmaker.configure(info={"config": db.config})
+    db.sessionmaker.configure(info=db.session_info())
 
 
 def run(db: Database, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

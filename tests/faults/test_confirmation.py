@@ -172,7 +172,7 @@ def test_confirmation_remove_readd_loop_mails_the_stranger_once(
     used to mail the stranger 20 codes."""
     config = make_config(db, smtp_server)
     db.config = config
-    db.sessionmaker.configure(info={"config": config})
+    db.sessionmaker.configure(info=db.session_info())
     delivery = Delivery(db, config, Metrics(), LiveHub())
     refusals: list[str] = []
     started = time.monotonic()

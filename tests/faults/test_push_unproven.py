@@ -223,7 +223,7 @@ def test_push_unconfirmed_url_gets_only_the_confirmation(
     url = f"json://127.0.0.1:{push_receiver.port}/alice?method=PUT&+X-Evil=1"
     config = make_config(db)
     db.config = config
-    db.sessionmaker.configure(info={"config": config})
+    db.sessionmaker.configure(info=db.session_info())
     with db.begin() as session:
         pending = preferences.set_destination(session, alice, "push", url)
         user = session.scalars(select(User).where(User.name == "alice")).one()

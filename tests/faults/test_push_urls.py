@@ -48,7 +48,7 @@ RESOLVED = {url for url, reason in HOSTILE_URLS if "resolves to" in reason}
 def test_push_urls_refused_by_the_preference_service(db: Database, figures: Any) -> None:
     # The catalogue's json URLs test the host checks, so json is allowed here.
     db.config = db.config.replace(push=PushConfig(allowed_schemes=WITH_JSON))
-    db.sessionmaker.configure(info={"config": db.config})
+    db.sessionmaker.configure(info=db.session_info())
     alice = Actor("alice")
     refused = 0
     before = snapshot(db)
