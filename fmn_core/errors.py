@@ -14,10 +14,12 @@ The hierarchy::
     │   ├── ConfirmationFailed  the code is wrong, used or expired
     │   ├── RateLimited         too many attempts; wait and try again
     │   ├── PermissionDenied    acting on somebody else's data
-    │   └── ImportRejected      a preferences file with invalid entries
+    │   ├── ImportRejected      a preferences file with invalid entries
+    │   └── MalformedRequest    a preference-gateway request fmn cannot read
     ├── ConfigError             a bad setting; start-up stops and names the key
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
     ├── AccountDirectoryUnavailable  the account directory did not answer
+    ├── GatewayUnavailable      the preference gateway can't be reached or failed
     └── MalformedMessage        a bus message fmn cannot read
 
 Front ends catch ``UserError`` and show ``str(error)`` as it is: the sentence is
@@ -34,10 +36,12 @@ __all__ = [
     "ConfigError",
     "ConfirmationFailed",
     "FmnError",
+    "GatewayUnavailable",
     "ImportRejected",
     "InvalidArgument",
     "InvalidDestination",
     "MalformedMessage",
+    "MalformedRequest",
     "NotConfirmed",
     "NotFound",
     "OwnershipSourceError",
@@ -163,3 +167,14 @@ class AccountDirectoryUnavailable(FmnError):
         super().__init__(f"the account directory at {where} could not answer: {problem}")
         self.where = where
         self.problem = problem
+
+
+class MalformedRequest(UserError):
+    """A request to the preference gateway that fmn cannot read; names what was wrong."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"fmn's preference service could not read the request: {what}.")
+
+
+class GatewayUnavailable(FmnError):
+    """The preference gateway can't be reached, or failed; the message says which."""
