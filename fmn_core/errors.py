@@ -20,6 +20,7 @@ The hierarchy::
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
     ├── AccountDirectoryUnavailable  the account directory did not answer
     ├── GatewayUnavailable      the preference gateway can't be reached or failed
+    │   └── GatewayInternalError  a bug in the gateway; ``ref`` finds it in its log
     └── MalformedMessage        a bus message fmn cannot read
 
 Front ends catch ``UserError`` and show ``str(error)`` as it is: the sentence is
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "ConfirmationFailed",
     "FmnError",
+    "GatewayInternalError",
     "GatewayUnavailable",
     "ImportRejected",
     "InvalidArgument",
@@ -178,3 +180,11 @@ class MalformedRequest(UserError):
 
 class GatewayUnavailable(FmnError):
     """The preference gateway can't be reached, or failed; the message says which."""
+
+
+class GatewayInternalError(GatewayUnavailable):
+    """A bug in the preference gateway; its traceback is in the gateway's log under ``ref``."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"internal error in fmn's preference service (ref {ref})")
+        self.ref = ref

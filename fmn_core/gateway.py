@@ -36,13 +36,13 @@ import json
 import socket
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import errors
 from .config import PushConfig
-from .errors import GatewayUnavailable, MalformedRequest, UserError
+from .errors import GatewayInternalError, GatewayUnavailable, MalformedRequest, UserError
 from .preferences import (
     ContextView,
     DestinationView,
@@ -53,6 +53,7 @@ from .preferences import (
     RuleView,
 )
 from .templates import TemplateView
+from .text import one_line
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -147,6 +148,13 @@ class Call:
     op: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
+        """The call of a ``fmn_core.preferences`` function, without its session and actor."""
+        if function.__name__ not in OPERATIONS:
+            raise ValueError(f"{function.__name__} is not a gateway operation")
+        return cls(function.__name__, args, kwargs)
 
     def to_wire(self) -> dict[str, Any]:
         """The call as the request lists it."""
@@ -372,9 +380,7 @@ class GatewayClient:
             return reply
         if "error" in reply:
             raise error_from_wire(reply["error"])
-        raise GatewayUnavailable(
-            f"internal error in fmn's preference service (ref {str(reply.get('internal'))[:16]})"
-        )
+        raise GatewayInternalError(one_line(reply.get("internal"), limit=16))
 
     def hello(self) -> SessionInfo:
         """Who this connection acts for, and the contexts and push rules to offer."""

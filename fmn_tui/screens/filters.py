@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
+from fmn_core.gateway import Call
 from fmn_core.preferences import ContextView, FilterView
 
 from ..display import destination_status, main_destination, plain, shorten
@@ -63,8 +63,9 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         )
         yield Footer()
 
-    def fetch(self, session: Session) -> ContextView:
-        return self.account.call(session, preferences.get_context, self.context)
+    def fetch(self) -> ContextView:
+        view: ContextView = self.account.read(Call.of(preferences.get_context, self.context))
+        return view
 
     def show(self, view: ContextView) -> None:
         # The cursor stays on the same filter (by id: renamed and moved ones too),
@@ -127,7 +128,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             context = self.context
             # Core checks the name now (free, not taken); the trial is rolled back.
             self.change(
-                lambda session: self.account.call(session, preferences.add_filter, context, name),
+                Call.of(preferences.add_filter, context, name),
                 trial=True,
                 done=lambda _: self.app.push_screen(RulesScreen(context, name, new=True)),
             )
@@ -155,9 +156,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             return
         context, name, active = self.context, item.name, not item.active
         self._do(
-            lambda session: self.account.call(
-                session, preferences.set_filter_active, context, name, active
-            ),
+            Call.of(preferences.set_filter_active, context, name, active),
             f"{name} is now {'active' if active else 'inactive'}.",
         )
 
@@ -168,9 +167,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             return
         context, name, oneshot = self.context, item.name, not item.oneshot
         self._do(
-            lambda session: self.account.call(
-                session, preferences.set_filter_oneshot, context, name, oneshot
-            ),
+            Call.of(preferences.set_filter_oneshot, context, name, oneshot),
             f"{name} will notify {'once, then switch off' if oneshot else 'every time'}.",
         )
 
@@ -185,9 +182,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             if not new or new == old:
                 return
             self._do(
-                lambda session: self.account.call(
-                    session, preferences.rename_filter, context, old, new
-                ),
+                Call.of(preferences.rename_filter, context, old, new),
                 f"Renamed {old} to {new}.",
             )
 
@@ -207,11 +202,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         if not 1 <= position <= len(self.view.filters):
             return
         context, name = self.context, item.name
-        self._do(
-            lambda session: self.account.call(
-                session, preferences.move_filter, context, name, position
-            )
-        )
+        self._do(Call.of(preferences.move_filter, context, name, position))
 
     def action_delete(self) -> None:
         """Delete the highlighted filter, after asking."""
@@ -223,9 +214,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self._do(
-                    lambda session: self.account.call(
-                        session, preferences.remove_filter, context, name
-                    ),
+                    Call.of(preferences.remove_filter, context, name),
                     f"Deleted {name}.",
                 )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +13,7 @@ from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from fmn_core import preferences
+from fmn_core.gateway import Call
 from fmn_core.preferences import FilterView, TemplateView
 
 from ._base import CoreScreen
@@ -74,8 +74,9 @@ class TemplatesScreen(CoreScreen[list[TemplateView], None]):
             yield Static("", id="about")
         yield Footer()
 
-    def fetch(self, session: Session) -> list[TemplateView]:
-        return preferences.list_templates(session)
+    def fetch(self) -> list[TemplateView]:
+        templates: list[TemplateView] = self.account.read(Call.of(preferences.list_templates))
+        return templates
 
     def show(self, view: list[TemplateView]) -> None:
         self.templates = view
@@ -120,7 +121,7 @@ class TemplatesScreen(CoreScreen[list[TemplateView], None]):
                 self.dismiss(None)
 
             self.change(
-                lambda session: self.account.call(session, preferences.use_template, name, context),
+                Call.of(preferences.use_template, name, context),
                 done=done,
             )
 

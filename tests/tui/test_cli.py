@@ -41,12 +41,14 @@ def test_cli_user_option_is_for_admins_only(tmp_path, capsys):
 def test_cli_admin_may_edit_another_account(tmp_path):
     config = write_config(tmp_path, f'admins = ["{ME}"]\n')
     parser = cli._parser()
-    _config, account = cli._start(parser.parse_args(["--config", str(config), "--user", "bob"]))
+    account, database = cli._start(parser.parse_args(["--config", str(config), "--user", "bob"]))
     try:
-        assert (account.actor.name, account.actor.is_admin, account.name) == (ME, True, "bob")
+        assert (account.info.actor, account.name) == (ME, "bob")
         assert not account.is_own
     finally:
-        account.database.dispose()
+        account.close()
+        assert database is not None
+        database.dispose()
 
 
 def test_cli_bad_configuration_names_the_key(tmp_path, capsys):
