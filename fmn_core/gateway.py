@@ -30,6 +30,7 @@ imports only ``fmn_core``:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -366,7 +367,10 @@ class GatewayClient:
     def _exchange(self, request: Mapping[str, Any]) -> Any:
         with self._lock:
             try:
-                write_frame(self._sock, request)
+                # A gateway that refused the connection before reading anything
+                # left its reason waiting to be read.
+                with contextlib.suppress(BrokenPipeError):
+                    write_frame(self._sock, request)
                 reply = read_frame(self._sock, MAX_REPLY)
             except (OSError, MalformedRequest) as error:
                 raise GatewayUnavailable(

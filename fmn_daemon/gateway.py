@@ -96,10 +96,14 @@ class GatewayServer:
         except FileNotFoundError:
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.path)
-        # Anyone may connect: who they are comes from the kernel, and they get only that.
-        os.chmod(self.path, 0o666)
-        listener.listen(64)
+        try:
+            listener.bind(self.path)
+            # Anyone may connect: who they are comes from the kernel, and they get only that.
+            os.chmod(self.path, 0o666)
+            listener.listen(64)
+        except BaseException:
+            listener.close()
+            raise
         listener.settimeout(0.5)
         self._listener = listener
         log.info("preference gateway listening on %s", self.path)
