@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 
 from fmn_core.accounts import check_account_name
-from fmn_core.errors import PermissionDenied, RateLimited, UserError
+from fmn_core.errors import GatewayUnavailable, PermissionDenied, RateLimited, UserError
 from fmn_core.gateway_serving import PreferenceGateway, Principal, reply_refusal
 from fmn_core.preferences import Actor
 
@@ -101,6 +101,9 @@ class GatewayServer:
             # Anyone may connect: who they are comes from the kernel, and they get only that.
             os.chmod(self.path, 0o666)
             listener.listen(64)
+        except OSError as error:
+            listener.close()
+            raise GatewayUnavailable(f"cannot listen on {self.path}: {error.strerror}") from error
         except BaseException:
             listener.close()
             raise

@@ -128,7 +128,7 @@ class _PrivateLogHandler(logging.FileHandler):
 
     def _open(self) -> io.TextIOWrapper:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-        return open(os.open(self.baseFilename, flags, 0o600), "a", encoding="utf-8")  # noqa: SIM115
+        return open(os.open(self.baseFilename, flags, 0o600), "a", encoding="utf-8")
 
 
 def _setup_logging(path: str | None) -> logging.Handler:

@@ -102,7 +102,7 @@ def test_gateway_server_bounds_connections_per_account(serve):
 
 def test_gateway_server_removes_its_socket_and_never_other_files(serve, tmp_path):
     (tmp_path / "gw.sock").write_text("not a socket")
-    with pytest.raises(OSError):
+    with pytest.raises(GatewayUnavailable, match="cannot listen on"):
         serve(lambda uid: "alice")
     assert (tmp_path / "gw.sock").read_text() == "not a socket"
 
