@@ -24,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pexpect
 import pytest
@@ -43,13 +43,23 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "fmn_tui" / "README.md"
 UNIT = REPO / "fmn_daemon" / "fmn-gateway.service"
 SSHD = "/usr/sbin/sshd"
-MARK = re.compile(r"<!-- guide: (?P<name>[\w-]+)(?: (?P<path>\S+))?(?: (?P<mode>[0-7]{4}))? -->\n```[\w]*\n(?P<body>.*?)```", re.S)
+MARK = re.compile(
+    r"<!-- guide: (?P<name>[\w-]+)(?: (?P<path>\S+))?(?: (?P<mode>[0-7]{4}))? -->\n"
+    r"```[\w]*\n(?P<body>.*?)```",
+    re.S,
+)
 
 
 def _requirements() -> str | None:
     if os.geteuid() != 0:
         return "needs root (it adds Unix users and starts sshd)"
-    for tool in (SSHD, "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/sbin/useradd", "/usr/bin/setpriv"):
+    for tool in (
+        SSHD,
+        "/usr/bin/ssh",
+        "/usr/bin/ssh-keygen",
+        "/usr/sbin/useradd",
+        "/usr/bin/setpriv",
+    ):
         if not Path(tool).exists():
             return f"{tool} is not installed (openssh-server, openssh-client, passwd, util-linux)"
     return None
@@ -202,13 +212,20 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
     install_fmn(root / "opt" / "fmn")
     guide = read_guide(root, names)
     assert set(guide.blocks) >= {
-        "accounts", "config", "files", "users", "sshd", "admin-key",
-        "/usr/local/bin/fmn-tui-shell", "/usr/local/bin/fmn-tui-admin",
+        "accounts",
+        "config",
+        "files",
+        "users",
+        "sshd",
+        "admin-key",
+        "/usr/local/bin/fmn-tui-shell",
+        "/usr/local/bin/fmn-tui-admin",
     }, sorted(guide.blocks)
     transcript: list[str] = []
     processes: list[subprocess.Popen[bytes]] = []
     created_users: list[str] = []
     created_groups: list[str] = []
+    logs: list[IO[bytes]] = []
     try:
         # --- 1, 2: accounts, configuration, database ---------------------------------
         guide.run("accounts")
@@ -239,10 +256,20 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
                 key, value = line.removeprefix("Environment=").split("=", 1)
                 environment[key] = value
         gateway_log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115
+        logs.append(gateway_log)
         gateway = subprocess.Popen(
-            ["setpriv", f"--reuid={settings['User']}", f"--regid={settings['Group']}",
-             "--init-groups", "--", *settings["ExecStart"].split()],
-            env=environment, stdout=gateway_log, stderr=subprocess.STDOUT, cwd="/",
+            [
+                "setpriv",
+                f"--reuid={settings['User']}",
+                f"--regid={settings['Group']}",
+                "--init-groups",
+                "--",
+                *settings["ExecStart"].split(),
+            ],
+            env=environment,
+            stdout=gateway_log,
+            stderr=subprocess.STDOUT,
+            cwd="/",
         )
         processes.append(gateway)
         socket_path = re.search(r"--socket (\S+)", settings["ExecStart"])[1]
@@ -257,7 +284,9 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         keys: dict[str, Path] = {}
         for person in ("alice", "bob", "carol"):
             key = root / f"key-{person}"
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
             keys[person] = key
         for person in ("alice", "bob"):
             subprocess.run(["useradd", "-m", "-s", "/bin/bash", names[person]], check=True)
@@ -300,7 +329,9 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
 
         # --- 5: sshd with the README's block --------------------------------------------
         port = free_port()
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "hostkey")], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "hostkey")], check=True
+        )
         sshd_config = root / "sshd_config"
         sshd_config.write_text(
             f"ListenAddress 127.0.0.1\nHostKey {root / 'hostkey'}\nPidFile {root / 'sshd.pid'}\n"
@@ -311,9 +342,11 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         subprocess.run([SSHD, "-t", "-f", str(sshd_config)], check=True)
         sshd_log = open(tmp_path / "sshd.log", "wb")  # noqa: SIM115
+        logs.append(sshd_log)
         sshd = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(sshd_config), "-p", str(port)],
-            stdout=sshd_log, stderr=subprocess.STDOUT,
+            stdout=sshd_log,
+            stderr=subprocess.STDOUT,
         )
         processes.append(sshd)
 
@@ -325,17 +358,36 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
 
         def ssh_args(person: str, *extra: str, login: str | None = None) -> list[str]:
             return [
-                "-i", str(keys[person]), "-p", str(port), "-F", "/dev/null",
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *extra,
+                "-i",
+                str(keys[person]),
+                "-p",
+                str(port),
+                "-F",
+                "/dev/null",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                *extra,
                 f"{login or names[person]}@127.0.0.1",
             ]
 
-        def session(person: str, *extra: str, login: str | None = None, command: str = "",
-                    term: str = "xterm-256color") -> Screen:
+        def session(
+            person: str,
+            *extra: str,
+            login: str | None = None,
+            command: str = "",
+            term: str = "xterm-256color",
+        ) -> Screen:
             args = ["-tt", *ssh_args(person, *extra, login=login)] + ([command] if command else [])
             child = pexpect.spawn(
-                "/usr/bin/ssh", args, env={"PATH": "/usr/bin:/bin", "TERM": term, "LANG": "C.UTF-8"},
+                "/usr/bin/ssh",
+                args,
+                env={"PATH": "/usr/bin:/bin", "TERM": term, "LANG": "C.UTF-8"},
                 dimensions=(24, 80),
             )
             return Screen(child, transcript, person if login is None else f"{person} as admin")
@@ -348,7 +400,9 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
             assert screen.child.exitstatus == 0, screen.text()
 
         # --- alice: her own filter -----------------------------------------------------
-        screen = session("alice", "-o", "SetEnv=PYTHONINSPECT=1 TEXTUAL_DEBUG=1 COLORTERM=truecolor")
+        screen = session(
+            "alice", "-o", "SetEnv=PYTHONINSPECT=1 TEXTUAL_DEBUG=1 COLORTERM=truecolor"
+        )
         screen.wait_for("Recent")
         screen.record("logged in (contexts)")
         assert names["alice"] in screen.text()
@@ -426,14 +480,20 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         database = Database(config)
         try:
             with database.begin() as s:
+
                 def names_of(user: str) -> list[str]:
                     return [f.name for f in preferences.list_filters(s, Actor(user), "email")]
 
                 assert names_of(names["alice"]) == ["alice koji"]
                 assert names_of(names["bob"]) == ["bob bodhi"]
-                bob_codes = s.query(Confirmation).join(Destination).join(Preference).join(User).filter(
-                    User.name == names["bob"]
-                ).count()
+                bob_codes = (
+                    s.query(Confirmation)
+                    .join(Destination)
+                    .join(Preference)
+                    .join(User)
+                    .filter(User.name == names["bob"])
+                    .count()
+                )
                 assert bob_codes == 1
         finally:
             database.dispose()
@@ -454,7 +514,8 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         frozen = time.monotonic()
         try:
             wait_until(
-                lambda: b"not responding" in log_path.read_bytes()[seen:], 300,
+                lambda: b"not responding" in log_path.read_bytes()[seen:],
+                300,
                 "sshd to drop the frozen client",
             )
             dropped_after = time.monotonic() - frozen
@@ -467,31 +528,46 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
             f"--- keepalive: sshd dropped a frozen client after {dropped_after:.0f} s; "
             f"the TUI ended {ended_after - dropped_after:.1f} s later ---\n"
         )
-        assert 60 <= dropped_after <= 100, dropped_after  # the README says about 75 s
+        assert 60 <= dropped_after <= 110, dropped_after  # the README: 75 to 90 s
 
         # --- alice escapes the way the trial did: bash as login shell, ~/.bashrc -------
         subprocess.run(["usermod", "-s", "/bin/bash", names["alice"]], check=True)
         escape = subprocess.run(
-            ["/usr/bin/ssh", *ssh_args("alice")], capture_output=True, timeout=120,
+            ["/usr/bin/ssh", *ssh_args("alice")],
+            capture_output=True,
+            timeout=120,
             stdin=subprocess.DEVNULL,
         )
         report = json.loads((alice_home / "attack.json").read_text())
         transcript.append(
             "--- alice with a shell (bash login shell, a line in ~/.bashrc, PYTHONINSPECT=1 in "
             "~/.pam_environment) tried: ---\n"
-            + "\n".join(f"{what}: {' | '.join(map(str, result))}" for what, result in report.items())
+            + "\n".join(
+                f"{what}: {' | '.join(map(str, result)) if isinstance(result, list) else result}"
+                for what, result in report.items()
+            )
             + f"\n(then the forced command said: {escape.stderr.decode().strip()})\n"
         )
         assert report["uid"] == alice.pw_uid
-        for what in ("read the database file", "open the database with sqlite3",
-                     "list the state directory", "read fmn's configuration"):
+        for what in (
+            "read the database file",
+            "open the database with sqlite3",
+            "list the state directory",
+            "read fmn's configuration",
+        ):
             assert report[what][0] == "refused", (what, report[what])
         assert report["start fmn-tui on the database"][0] == "refused"
         assert report["gateway: who am I"] == ["done", names["alice"]]
         assert report["gateway: bob's email context"][:2] == ["refused", "PermissionDenied"]
         assert report["gateway: remove bob's filter"][:2] == ["refused", "PermissionDenied"]
-        assert report["gateway: the codes waiting to be sent"][:2] == ["refused", "MalformedRequest"]
-        assert report["gateway: try a code without it counting"][:2] == ["refused", "MalformedRequest"]
+        assert report["gateway: the codes waiting to be sent"][:2] == [
+            "refused",
+            "MalformedRequest",
+        ]
+        assert report["gateway: try a code without it counting"][:2] == [
+            "refused",
+            "MalformedRequest",
+        ]
         assert report["gateway: set a destination, read its code"] == ["done", "None"]
         mine = report["gateway: my own filters"]
         assert mine[0] == "done" and "alice koji" in mine[1] and "bob bodhi" not in mine[1]
@@ -499,9 +575,9 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         database = Database(config)
         try:
             with database.begin() as s:
-                assert [f.name for f in preferences.list_filters(s, Actor(names["bob"]), "email")] == [
-                    "bob bodhi"
-                ]
+                assert [
+                    f.name for f in preferences.list_filters(s, Actor(names["bob"]), "email")
+                ] == ["bob bodhi"]
                 bob = s.query(User).filter_by(name=names["bob"]).one()
                 assert not bob.confirm_failures
         finally:
@@ -518,6 +594,8 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for log in logs:
+            log.close()
         for user in created_users:
             subprocess.run(["userdel", "-r", "-f", user], capture_output=True)
         for group in created_groups:
@@ -526,7 +604,7 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
 
 
 #: What alice runs from ~/.bashrc once she has a shell: every way at bob's data she has.
-ATTACK = r'''
+ATTACK = r"""
 import json, os, sqlite3, subprocess, sys
 from fmn_core.gateway import Call, GatewayClient
 
@@ -582,7 +660,9 @@ attempt(
 )
 attempt(
     "gateway: set a destination, read its code",
-    lambda: client.run([Call("set_destination", ("email", "alice@example.org"), {})], trial=True)[0].code,
+    lambda: client.run(
+        [Call("set_destination", ("email", "alice@example.org"), {})], trial=True
+    )[0].code,
 )
 attempt(
     "gateway: my own filters",
@@ -590,4 +670,4 @@ attempt(
 )
 with open(out_path, "w") as out_file:
     json.dump(out, out_file, indent=1)
-'''
+"""
