@@ -37,7 +37,10 @@ from fmn_core.db import Database
 from fmn_core.models import Confirmation, Destination, Preference, User
 from fmn_core.preferences import Actor
 
-pyte = pytest.importorskip("pyte", reason="pyte (a terminal emulator) reads the TUI's screen")
+try:  # a terminal emulator, to read the TUI's screen as a person sees it
+    import pyte
+except ImportError:  # pragma: no cover - reported by the requirements fixture
+    pyte = None
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "fmn_tui" / "README.md"
@@ -53,6 +56,8 @@ MARK = re.compile(
 def _requirements() -> str | None:
     if os.geteuid() != 0:
         return "needs root (it adds Unix users and starts sshd)"
+    if pyte is None:
+        return "pyte is not installed (the test extra lists it)"
     for tool in (
         SSHD,
         "/usr/bin/ssh",
@@ -465,6 +470,52 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         )
         assert b"needs a terminal" in front.stderr and b"etc" not in front.stdout
         assert front.returncode == 2
+        # No shell behind the front door: no sftp, no port forwarding.
+        sftp = subprocess.run(
+            [
+                "/usr/bin/sftp",
+                "-b",
+                "-",
+                "-P",
+                str(port),
+                "-i",
+                str(keys["alice"]),
+                "-F",
+                "/dev/null",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                f"{names['alice']}@127.0.0.1",
+            ],
+            input=b"ls /\n",
+            capture_output=True,
+            timeout=60,
+        )
+        assert sftp.returncode != 0 and b"etc" not in sftp.stdout
+        forward = subprocess.run(
+            [
+                "/usr/bin/ssh",
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-R",
+                f"0:127.0.0.1:{port}",
+                *ssh_args("alice"),
+            ],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert forward.returncode != 0 and b"forwarding failed" in forward.stderr
+        transcript.append(
+            "--- alice's front door: `ssh host ls /`, sftp, a port forward ---\n"
+            f"ssh ls /: exit {front.returncode}: {front.stderr.decode().strip()}\n"
+            f"sftp: exit {sftp.returncode}: {sftp.stderr.decode().strip()[:200]}\n"
+            f"ssh -R: exit {forward.returncode}: {forward.stderr.decode().strip()[:200]}\n"
+        )
 
         # --- carol, an administrator, through the service account's forced command ----
         screen = session("carol", login=names["service"], command=names["bob"])
