@@ -172,7 +172,9 @@ def test_cli_admin_name_must_be_an_administrator(tmp_path, capsys):
 
 @pytest.mark.parametrize(("term", "monochrome"), [("dumb", True), ("", True), ("xterm", False)])
 def test_cli_dumb_terminal_gets_the_monochrome_mode(monkeypatch, term, monochrome):
-    monkeypatch.delenv("NO_COLOR", raising=False)
+    # Set, then removed: monkeypatch then restores whatever was there before the test.
+    monkeypatch.setenv("NO_COLOR", "")
+    monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("TERM", term)
     cli._plain_terminal()
     assert ("NO_COLOR" in os.environ) is monochrome
