@@ -181,15 +181,26 @@ class Screen:
         self.raw += chunk
         self.stream.feed(chunk)
 
+    def quiet(self, pause: float = 0.6) -> None:
+        """Read until the screen has been still for ``pause`` seconds."""
+        for _ in range(100):
+            before = len(self.raw)
+            self.pump(pause)
+            if len(self.raw) == before:
+                return
+
     def wait_for(self, text: str, timeout: float = 30) -> None:
+        """Wait until ``text`` is on the screen once it has stopped changing."""
         deadline = time.monotonic() + timeout
-        while text not in self.text():
+        while True:
+            if text in self.text():
+                # Textual may redraw (a table refilled); judge the settled frame.
+                self.quiet()
+                if text in self.text():
+                    return
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} never appeared for {self.who}:\n{self.text()}")
             self.pump(0.2)
-        # Let the frame finish drawing before it is recorded or typed into.
-        for _ in range(3):
-            self.pump(0.1)
 
     def send(self, *keys: str) -> None:
         for key in keys:
@@ -488,6 +499,8 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
                 "UserKnownHostsFile=/dev/null",
                 "-o",
                 "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
                 f"{names['alice']}@127.0.0.1",
             ],
             input=b"ls /\n",
