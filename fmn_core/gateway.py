@@ -64,8 +64,8 @@ __all__ = [
     "OPERATIONS",
     "TRIAL_FORBIDDEN",
     "VIEW_TYPES",
-    "Call",
     "GatewayClient",
+    "PreferenceCall",
     "SessionInfo",
     "decode",
     "encode",
@@ -143,15 +143,15 @@ _ERROR_TYPES: Final[Mapping[str, type[UserError]]] = {
 
 
 @dataclass(frozen=True)
-class Call:
-    """One preference call, by name: ``Call("get_filter", ("email", "koji"))``."""
+class PreferenceCall:
+    """One preference call, by name: ``PreferenceCall("get_filter", ("email", "koji"))``."""
 
     op: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
+    def of(cls, function: Callable[..., Any], *args: Any, **kwargs: Any) -> PreferenceCall:
         """The call of a ``fmn_core.preferences`` function, without its session and actor."""
         if function.__name__ not in OPERATIONS:
             raise ValueError(f"{function.__name__} is not a gateway operation")
@@ -390,7 +390,7 @@ class GatewayClient:
         """Who this connection acts for, and the contexts and push rules to offer."""
         return SessionInfo.from_wire(self._exchange({"hello": True}).get("session"))
 
-    def run(self, calls: Sequence[Call], *, trial: bool = False) -> list[Any]:
+    def run(self, calls: Sequence[PreferenceCall], *, trial: bool = False) -> list[Any]:
         """Run ``calls`` in one transaction (rolled back with ``trial``); their results.
 
         A refused call raises its ``UserError`` here, as core raised it there.

@@ -36,7 +36,7 @@ from .gateway import (
     MAX_REQUEST,
     OPERATIONS,
     TRIAL_FORBIDDEN,
-    Call,
+    PreferenceCall,
     SessionInfo,
     decode,
     encode,
@@ -98,7 +98,7 @@ class PreferenceGateway:
             log.exception("internal error (ref %s) serving %s", ref, principal.account)
             return {"ok": False, "internal": ref}
 
-    def _parse(self, request: Any, principal: Principal) -> tuple[bool, list[Call]]:
+    def _parse(self, request: Any, principal: Principal) -> tuple[bool, list[PreferenceCall]]:
         if not isinstance(request, dict) or request.get("mode") not in ("unit", "trial"):
             raise MalformedRequest("not a hello and no mode (unit or trial)")
         trial = request["mode"] == "trial"
@@ -125,10 +125,10 @@ class PreferenceGateway:
                 )
             if op == "confirm" and principal.user is not None:
                 raise PermissionDenied("Only the account's owner can enter its confirmation codes.")
-            calls.append(Call(op, tuple(args), kwargs))
+            calls.append(PreferenceCall(op, tuple(args), kwargs))
         return trial, calls
 
-    def _run(self, calls: list[Call], principal: Principal, *, trial: bool) -> list[Any]:
+    def _run(self, calls: list[PreferenceCall], principal: Principal, *, trial: bool) -> list[Any]:
         with self._transaction(trial=trial) as session:
             results = []
             for call in calls:
@@ -154,7 +154,7 @@ class PreferenceGateway:
                 session.rollback()
 
     @staticmethod
-    def _invoke(session: Session, principal: Principal, call: Call) -> Any:
+    def _invoke(session: Session, principal: Principal, call: PreferenceCall) -> Any:
         function = getattr(preferences, call.op)
         kwargs = dict(call.kwargs)
         signature = inspect.signature(function)

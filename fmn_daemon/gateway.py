@@ -195,9 +195,14 @@ class GatewayServer:
             pass
 
 
-def serve_gateway(gateway: PreferenceGateway, path: str) -> int:
-    """Run the gateway on ``path`` until SIGTERM or SIGINT; the exit status."""
-    server = GatewayServer(gateway, path)
+def serve_gateway(
+    gateway: PreferenceGateway, path: str, resolve: UidResolver = account_for_uid
+) -> int:
+    """Run the gateway on ``path`` until SIGTERM or SIGINT; the exit status.
+
+    ``resolve`` maps a caller's uid to its fmn account (a directory check plugs in here).
+    """
+    server = GatewayServer(gateway, path, resolve=resolve)
     server.bind()
     previous = {
         signum: signal.signal(signum, lambda *_: server.request_stop())

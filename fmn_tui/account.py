@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fmn_core.db import Database
-from fmn_core.gateway import Call, GatewayClient, SessionInfo
+from fmn_core.gateway import GatewayClient, PreferenceCall, SessionInfo
 from fmn_core.preferences import Actor
 
 __all__ = ["Account"]
@@ -69,15 +69,15 @@ class Account:
         """Whether the person at the keyboard owns the account (and so sees full addresses)."""
         return self.info.is_own
 
-    def run(self, calls: Sequence[Call], *, trial: bool = False) -> list[Any]:
+    def run(self, calls: Sequence[PreferenceCall], *, trial: bool = False) -> list[Any]:
         """Run ``calls`` as one unit of work (rolled back with ``trial``); their results."""
         return self.client.run(calls, trial=trial)
 
-    def do(self, call: Call) -> Any:
+    def do(self, call: PreferenceCall) -> Any:
         """Run one change as its own unit of work; its result."""
         return self.client.run([call])[0]
 
-    def read(self, call: Call) -> Any:
+    def read(self, call: PreferenceCall) -> Any:
         """Run one read in a transaction that is rolled back; its result."""
         return self.client.run([call], trial=True)[0]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fmn_core import preferences
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import FilterView, PreviewHit
 
 from .account import Account
@@ -28,7 +28,7 @@ class Step:
 
     #: What the step does, in the user's words ("add app_is app=koji").
     description: str
-    call: Call
+    call: PreferenceCall
 
 
 class FilterDraft:
@@ -43,7 +43,7 @@ class FilterDraft:
             self.steps.append(
                 Step(
                     f"create filter {name}",
-                    Call.of(preferences.add_filter, context, name),
+                    PreferenceCall.of(preferences.add_filter, context, name),
                 )
             )
 
@@ -63,7 +63,7 @@ class FilterDraft:
         words = " ".join(f"{k}={v}" for k, v in sorted(args.items()))
         step = Step(
             f"add {'not ' if negated else ''}{rule} {words}".strip(),
-            Call.of(preferences.add_rule, context, name, rule, args, negated=negated),
+            PreferenceCall.of(preferences.add_rule, context, name, rule, args, negated=negated),
         )
         self.steps.append(step)
         return step
@@ -73,7 +73,7 @@ class FilterDraft:
         context, name = self.context, self.name
         step = Step(
             f"{'negate' if negated else 'un-negate'} rule {number}",
-            Call.of(preferences.set_rule_negated, context, name, number, negated),
+            PreferenceCall.of(preferences.set_rule_negated, context, name, number, negated),
         )
         self.steps.append(step)
         return step
@@ -83,7 +83,7 @@ class FilterDraft:
         context, name = self.context, self.name
         step = Step(
             f"remove rule {number}",
-            Call.of(preferences.remove_rule, context, name, number),
+            PreferenceCall.of(preferences.remove_rule, context, name, number),
         )
         self.steps.append(step)
         return step
@@ -99,13 +99,13 @@ class FilterDraft:
         if step in self.steps:
             self.steps.remove(step)
 
-    def calls(self, steps: tuple[Step, ...] | None = None) -> list[Call]:
+    def calls(self, steps: tuple[Step, ...] | None = None) -> list[PreferenceCall]:
         """The preference calls of ``steps`` (default: all of the draft's)."""
         return [step.call for step in (self.steps if steps is None else steps)]
 
-    def replay_calls(self) -> list[Call]:
+    def replay_calls(self) -> list[PreferenceCall]:
         """Every step, then reading the filter back: the filter as it would be saved."""
-        return [*self.calls(), Call.of(preferences.get_filter, self.context, self.name)]
+        return [*self.calls(), PreferenceCall.of(preferences.get_filter, self.context, self.name)]
 
     def replay(self, account: Account) -> FilterView:
         """Apply every step in a rolled-back transaction; the filter as it would be saved."""
@@ -115,7 +115,10 @@ class FilterDraft:
     def preview(self, account: Account, limit: int = 200) -> list[PreviewHit]:
         """Apply every step in a rolled-back transaction; what the filter would have matched."""
         hits: list[PreviewHit] = account.run(
-            [*self.calls(), Call.of(preferences.preview, self.context, self.name, limit=limit)],
+            [
+                *self.calls(),
+                PreferenceCall.of(preferences.preview, self.context, self.name, limit=limit),
+            ],
             trial=True,
         )[-1]
         return hits

@@ -3,7 +3,7 @@
 A screen says how to ``fetch`` its view through the account's gateway and how to
 ``show`` it. Reads run in an exclusive thread worker (a newer load supersedes an
 older one), as requests whose transaction is rolled back. A change is a list of
-preference calls (:class:`~fmn_core.gateway.Call`) sent in a thread worker of its
+preference calls (:class:`~fmn_core.gateway.PreferenceCall`) sent in a thread worker of its
 own as one unit of work, and the view is fetched again once it has committed. Errors
 never reach the user as tracebacks: a ``UserError`` (re-raised from the gateway's
 reply) is shown as core wrote it, anything else becomes "internal error (ref …)"
@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from fmn_core.errors import UserError
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 
 from ..account import Account
 
@@ -83,7 +83,7 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
     @work(thread=True, group="change")
     def change(
         self,
-        *calls: Call,
+        *calls: PreferenceCall,
         done: Callable[[Any], None] | None = None,
         failed: FailureHandler | None = None,
         trial: bool = False,

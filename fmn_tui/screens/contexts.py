@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView
 
 from ..display import OFF, ON, destination_status, digest_text, main_destination, plain, when
@@ -69,8 +69,8 @@ class ContextsScreen(CoreScreen[Overview, None]):
     def fetch(self) -> Overview:
         contexts, recent = self.account.run(
             [
-                Call.of(preferences.list_contexts),
-                Call.of(preferences.recent_notifications, limit=RECENT_WINDOW),
+                PreferenceCall.of(preferences.list_contexts),
+                PreferenceCall.of(preferences.recent_notifications, limit=RECENT_WINDOW),
             ],
             trial=True,
         )
@@ -152,7 +152,7 @@ class ContextsScreen(CoreScreen[Overview, None]):
             return
         name, enabled = view.context, not view.enabled
         self.change(
-            Call.of(preferences.set_context_enabled, name, enabled),
+            PreferenceCall.of(preferences.set_context_enabled, name, enabled),
             done=lambda _: self.notify(
                 f"{name} {'enabled' if enabled else 'disabled'}.", markup=False
             ),

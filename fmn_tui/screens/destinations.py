@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 from fmn_core import preferences
 from fmn_core.destinations import FEED_CONTEXTS
 from fmn_core.errors import UserError
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView, DestinationView, PendingConfirmation
 
 from ..display import destination_status, plain, when
@@ -86,7 +86,9 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
         yield Footer()
 
     def fetch(self) -> ContextView:
-        view: ContextView = self.account.read(Call.of(preferences.get_context, self.context))
+        view: ContextView = self.account.read(
+            PreferenceCall.of(preferences.get_context, self.context)
+        )
         return view
 
     def show(self, view: ContextView) -> None:
@@ -169,7 +171,7 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
             return True
 
         self.change(
-            Call.of(preferences.set_destination, context, address),
+            PreferenceCall.of(preferences.set_destination, context, address),
             done=done,
             failed=refused,
         )
@@ -203,13 +205,13 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
 
         # A wrong code is counted by the gateway even though the call fails (so
         # guessing is never free); the refusal is shown next to the field.
-        self.change(Call.of(preferences.confirm, code), done=done, failed=refused)
+        self.change(PreferenceCall.of(preferences.confirm, code), done=done, failed=refused)
 
     def action_resend(self) -> None:
         """Send a fresh code to the newest unconfirmed address (the old code stops working)."""
         context = self.context
         self.change(
-            Call.of(preferences.resend_confirmation, context),
+            PreferenceCall.of(preferences.resend_confirmation, context),
             done=lambda pending: self.notify(
                 f"A new code is on its way to {pending.destination.masked}.", markup=False
             ),
@@ -225,7 +227,7 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.change(
-                    Call.of(preferences.remove_destination, context, ident),
+                    PreferenceCall.of(preferences.remove_destination, context, ident),
                     done=lambda _: self.notify(f"Removed {shown}.", markup=False),
                 )
 

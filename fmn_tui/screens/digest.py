@@ -14,7 +14,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from fmn_core import preferences
 from fmn_core.errors import UserError
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView
 
 from ..display import digest_text
@@ -68,7 +68,9 @@ class DigestScreen(CoreScreen[ContextView, None]):
         yield Footer()
 
     def fetch(self) -> ContextView:
-        view: ContextView = self.account.read(Call.of(preferences.get_context, self.context))
+        view: ContextView = self.account.read(
+            PreferenceCall.of(preferences.get_context, self.context)
+        )
         return view
 
     def show(self, view: ContextView) -> None:
@@ -115,7 +117,7 @@ class DigestScreen(CoreScreen[ContextView, None]):
             return True
 
         self.change(
-            Call.of(preferences.set_digest, context, minutes, count),
+            PreferenceCall.of(preferences.set_digest, context, minutes, count),
             done=done,
             failed=refused,
         )

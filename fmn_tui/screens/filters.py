@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView, FilterView
 
 from ..display import destination_status, main_destination, plain, shorten
@@ -64,7 +64,9 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         yield Footer()
 
     def fetch(self) -> ContextView:
-        view: ContextView = self.account.read(Call.of(preferences.get_context, self.context))
+        view: ContextView = self.account.read(
+            PreferenceCall.of(preferences.get_context, self.context)
+        )
         return view
 
     def show(self, view: ContextView) -> None:
@@ -128,7 +130,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             context = self.context
             # Core checks the name now (free, not taken); the trial is rolled back.
             self.change(
-                Call.of(preferences.add_filter, context, name),
+                PreferenceCall.of(preferences.add_filter, context, name),
                 trial=True,
                 done=lambda _: self.app.push_screen(RulesScreen(context, name, new=True)),
             )
@@ -156,7 +158,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             return
         context, name, active = self.context, item.name, not item.active
         self._do(
-            Call.of(preferences.set_filter_active, context, name, active),
+            PreferenceCall.of(preferences.set_filter_active, context, name, active),
             f"{name} is now {'active' if active else 'inactive'}.",
         )
 
@@ -167,7 +169,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             return
         context, name, oneshot = self.context, item.name, not item.oneshot
         self._do(
-            Call.of(preferences.set_filter_oneshot, context, name, oneshot),
+            PreferenceCall.of(preferences.set_filter_oneshot, context, name, oneshot),
             f"{name} will notify {'once, then switch off' if oneshot else 'every time'}.",
         )
 
@@ -182,7 +184,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             if not new or new == old:
                 return
             self._do(
-                Call.of(preferences.rename_filter, context, old, new),
+                PreferenceCall.of(preferences.rename_filter, context, old, new),
                 f"Renamed {old} to {new}.",
             )
 
@@ -202,7 +204,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         if not 1 <= position <= len(self.view.filters):
             return
         context, name = self.context, item.name
-        self._do(Call.of(preferences.move_filter, context, name, position))
+        self._do(PreferenceCall.of(preferences.move_filter, context, name, position))
 
     def action_delete(self) -> None:
         """Delete the highlighted filter, after asking."""
@@ -214,7 +216,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self._do(
-                    Call.of(preferences.remove_filter, context, name),
+                    PreferenceCall.of(preferences.remove_filter, context, name),
                     f"Deleted {name}.",
                 )
 

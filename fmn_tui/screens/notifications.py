@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, Static
 
 from fmn_core import preferences
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import NotificationView
 
 from ..display import plain, shorten, when
@@ -55,7 +55,7 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
 
     def fetch(self) -> list[NotificationView]:
         view: list[NotificationView] = self.account.read(
-            Call.of(preferences.recent_notifications, context=self.context, limit=LIMIT)
+            PreferenceCall.of(preferences.recent_notifications, context=self.context, limit=LIMIT)
         )
         return view
 

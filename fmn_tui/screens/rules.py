@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
 
 from fmn_core.errors import UserError
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import FilterView, RuleView
 
 from ..display import plain
@@ -187,7 +187,7 @@ class RulesScreen(CoreScreen[FilterView, None]):
         if not worker.is_cancelled:
             self.app.call_from_thread(self._saved, steps, view)
 
-    def fetch_saved(self) -> Call:
+    def fetch_saved(self) -> PreferenceCall:
         """Reading the filter as stored (after the saved steps)."""
         return FilterDraft(self.context, self.filter_name).replay_calls()[-1]
 

@@ -13,7 +13,7 @@ from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from fmn_core import preferences
-from fmn_core.gateway import Call
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import FilterView, TemplateView
 
 from ._base import CoreScreen
@@ -75,7 +75,9 @@ class TemplatesScreen(CoreScreen[list[TemplateView], None]):
         yield Footer()
 
     def fetch(self) -> list[TemplateView]:
-        templates: list[TemplateView] = self.account.read(Call.of(preferences.list_templates))
+        templates: list[TemplateView] = self.account.read(
+            PreferenceCall.of(preferences.list_templates)
+        )
         return templates
 
     def show(self, view: list[TemplateView]) -> None:
@@ -121,7 +123,7 @@ class TemplatesScreen(CoreScreen[list[TemplateView], None]):
                 self.dismiss(None)
 
             self.change(
-                Call.of(preferences.use_template, name, context),
+                PreferenceCall.of(preferences.use_template, name, context),
                 done=done,
             )
 

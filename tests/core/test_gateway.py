@@ -23,8 +23,8 @@ from fmn_core.errors import (
 )
 from fmn_core.gateway import (
     MAX_REQUEST,
-    Call,
     GatewayClient,
+    PreferenceCall,
     decode,
     encode,
     read_frame,
@@ -94,22 +94,22 @@ def test_gateway_runs_calls_for_the_connected_account_only(db, alice):
     info = alice.hello()
     assert (info.account, info.actor, info.is_own) == ("alice", "alice", True)
     assert info.contexts == db.config.contexts
-    alice.run([Call.of(preferences.add_filter, "email", "mine")])
+    alice.run([PreferenceCall.of(preferences.add_filter, "email", "mine")])
     witness(db, preferences.add_filter, "email", "his", user="bob")
-    (view,) = alice.run([Call.of(preferences.get_context, "email")], trial=True)
+    (view,) = alice.run([PreferenceCall.of(preferences.get_context, "email")], trial=True)
     assert [f.name for f in view.filters] == ["mine"]
     with pytest.raises(PermissionDenied, match="only see and change your own"):
-        alice.run([Call("get_context", ("email",), {"user": "bob"})], trial=True)
+        alice.run([PreferenceCall("get_context", ("email",), {"user": "bob"})], trial=True)
     with pytest.raises(PermissionDenied):
-        alice.run([Call("remove_filter", ("email", "his"), {"user": "bob"})])
+        alice.run([PreferenceCall("remove_filter", ("email", "his"), {"user": "bob"})])
     assert [f.name for f in witness(db, preferences.list_filters, "email", user="bob")] == ["his"]
 
 
 def test_gateway_trial_is_rolled_back_and_unit_is_committed(db, alice):
     calls = [
-        Call.of(preferences.add_filter, "email", "draft"),
-        Call.of(preferences.add_rule, "email", "draft", "app_is", {"app": "koji"}),
-        Call.of(preferences.get_filter, "email", "draft"),
+        PreferenceCall.of(preferences.add_filter, "email", "draft"),
+        PreferenceCall.of(preferences.add_rule, "email", "draft", "app_is", {"app": "koji"}),
+        PreferenceCall.of(preferences.get_filter, "email", "draft"),
     ]
     *_, view = alice.run(calls, trial=True)
     assert [r.text for r in view.rules] == ["app_is app=koji"]
@@ -120,37 +120,39 @@ def test_gateway_trial_is_rolled_back_and_unit_is_committed(db, alice):
 
 def test_gateway_user_errors_keep_their_class_and_sentence(db, alice):
     with pytest.raises(NotFound) as caught:
-        alice.run([Call.of(preferences.get_filter, "email", "nope")], trial=True)
+        alice.run([PreferenceCall.of(preferences.get_filter, "email", "nope")], trial=True)
     with pytest.raises(NotFound) as direct:
         witness(db, preferences.get_filter, "email", "nope")
     assert str(caught.value) == str(direct.value)
     with pytest.raises(UnknownContext) as unknown:
-        alice.run([Call.of(preferences.list_filters, "pager")], trial=True)
+        alice.run([PreferenceCall.of(preferences.list_filters, "pager")], trial=True)
     assert isinstance(unknown.value, InvalidArgument) and unknown.value.argument == "context"
     # A refused call in a unit leaves nothing of the calls before it.
     with pytest.raises(NotFound):
         alice.run(
             [
-                Call.of(preferences.add_filter, "email", "x"),
-                Call.of(preferences.remove_filter, "email", "y"),
+                PreferenceCall.of(preferences.add_filter, "email", "x"),
+                PreferenceCall.of(preferences.remove_filter, "email", "y"),
             ]
         )
     assert witness(db, preferences.list_filters, "email") == []
 
 
 def test_gateway_never_sends_a_confirmation_code(db, alice):
-    (pending,) = alice.run([Call.of(preferences.set_destination, "email", "alice@example.org")])
+    (pending,) = alice.run(
+        [PreferenceCall.of(preferences.set_destination, "email", "alice@example.org")]
+    )
     assert pending.code is None and pending.destination.pending
     with db.begin() as session:
         assert session.scalars(select(Confirmation)).one() is not None
 
 
 def test_gateway_counts_a_wrong_code_and_refuses_trial_guesses(db, alice):
-    alice.run([Call.of(preferences.set_destination, "email", "alice@example.org")])
+    alice.run([PreferenceCall.of(preferences.set_destination, "email", "alice@example.org")])
     with pytest.raises(MalformedRequest, match="cannot be tried"):
-        alice.run([Call.of(preferences.confirm, "WRONG")], trial=True)
+        alice.run([PreferenceCall.of(preferences.confirm, "WRONG")], trial=True)
     with pytest.raises(ConfirmationFailed):
-        alice.run([Call.of(preferences.confirm, "WRONG")])
+        alice.run([PreferenceCall.of(preferences.confirm, "WRONG")])
     with db.begin() as session:
         assert session.scalars(select(User.confirm_failures).where(User.name == "alice")).one() == 1
 
@@ -221,9 +223,9 @@ def test_gateway_admin_in_process_edits_the_named_account(db):
     try:
         info = client.hello()
         assert (info.account, info.actor, info.is_own) == ("bob", "carol", False)
-        client.run([Call.of(preferences.add_filter, "email", "set by carol")])
+        client.run([PreferenceCall.of(preferences.add_filter, "email", "set by carol")])
         with pytest.raises(PermissionDenied, match="owner"):
-            client.run([Call.of(preferences.confirm, "ABC")])
+            client.run([PreferenceCall.of(preferences.confirm, "ABC")])
     finally:
         client.close()
         thread.join(timeout=5)

@@ -18,7 +18,7 @@ import pytest
 from fmn_core import preferences
 from fmn_core.db import Database
 from fmn_core.errors import GatewayUnavailable, PermissionDenied, RateLimited
-from fmn_core.gateway import Call, GatewayClient
+from fmn_core.gateway import GatewayClient, PreferenceCall
 from fmn_core.gateway_serving import PreferenceGateway
 from fmn_core.preferences import Actor
 from fmn_daemon import cli
@@ -62,9 +62,9 @@ def test_gateway_server_learns_the_caller_from_the_kernel(serve, db):
     client = GatewayClient.connect(server.path)
     try:
         assert client.hello().account == "alice"
-        client.run([Call.of(preferences.add_filter, "email", "over the socket")])
+        client.run([PreferenceCall.of(preferences.add_filter, "email", "over the socket")])
         with pytest.raises(PermissionDenied):
-            client.run([Call("list_filters", ("email",), {"user": "bob"})], trial=True)
+            client.run([PreferenceCall("list_filters", ("email",), {"user": "bob"})], trial=True)
     finally:
         client.close()
     assert seen == [os.getuid()]

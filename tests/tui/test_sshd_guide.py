@@ -670,7 +670,7 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
 #: What alice runs from ~/.bashrc once she has a shell: every way at bob's data she has.
 ATTACK = r"""
 import json, os, sqlite3, subprocess, sys
-from fmn_core.gateway import Call, GatewayClient
+from fmn_core.gateway import PreferenceCall, GatewayClient
 
 sock, config, database, bob, out_path = sys.argv[1:6]
 out = {"uid": os.getuid(), "PYTHONINSPECT in my shell": os.environ.get("PYTHONINSPECT")}
@@ -708,29 +708,32 @@ client = GatewayClient.connect(sock)
 attempt("gateway: who am I", lambda: client.hello().account)
 attempt(
     "gateway: bob's email context",
-    lambda: client.run([Call("get_context", ("email",), {"user": bob})], trial=True),
+    lambda: client.run([PreferenceCall("get_context", ("email",), {"user": bob})], trial=True),
 )
 attempt(
     "gateway: remove bob's filter",
-    lambda: client.run([Call("remove_filter", ("email", "bob bodhi"), {"user": bob})]),
+    lambda: client.run([PreferenceCall("remove_filter", ("email", "bob bodhi"), {"user": bob})]),
 )
 attempt(
     "gateway: the codes waiting to be sent",
-    lambda: client.run([Call("pending_confirmation_codes", (), {})]),
+    lambda: client.run([PreferenceCall("pending_confirmation_codes", (), {})]),
 )
 attempt(
     "gateway: try a code without it counting",
-    lambda: client.run([Call("confirm", ("ABCD-1234",), {})], trial=True),
+    lambda: client.run([PreferenceCall("confirm", ("ABCD-1234",), {})], trial=True),
 )
 attempt(
     "gateway: set a destination, read its code",
     lambda: client.run(
-        [Call("set_destination", ("email", "alice@example.org"), {})], trial=True
+        [PreferenceCall("set_destination", ("email", "alice@example.org"), {})], trial=True
     )[0].code,
 )
 attempt(
     "gateway: my own filters",
-    lambda: [f.name for f in client.run([Call("list_filters", ("email",), {})], trial=True)[0]],
+    lambda: [
+        f.name
+        for f in client.run([PreferenceCall("list_filters", ("email",), {})], trial=True)[0]
+    ],
 )
 with open(out_path, "w") as out_file:
     json.dump(out, out_file, indent=1)
