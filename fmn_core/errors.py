@@ -17,10 +17,13 @@ The hierarchy::
     │   ├── PermissionDenied    acting on somebody else's data
     │   │   ├── UnmappedChatAccount   no Fedora profile lists this IRC account
     │   │   └── AmbiguousChatAccount  several Fedora profiles list it
-    │   └── ImportRejected      a preferences file with invalid entries
+    │   ├── ImportRejected      a preferences file with invalid entries
+    │   └── MalformedRequest    a preference-gateway request fmn cannot read
     ├── ConfigError             a bad setting; start-up stops and names the key
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
     ├── AccountDirectoryUnavailable  the account directory did not answer
+    ├── GatewayUnavailable      the preference gateway can't be reached or failed
+    │   └── GatewayInternalError  a bug in the gateway; ``reference`` finds it in its log
     ├── MissingExtra            a front end whose pip extra is not installed (also an ImportError)
     ├── InputTooLarge       outside JSON over a size or nesting bound (fmn_core.bounds)
     └── MalformedMessage        a bus message fmn cannot read
@@ -47,12 +50,15 @@ __all__ = [
     "ConfigError",
     "ConfirmationFailed",
     "FmnError",
+    "GatewayInternalError",
+    "GatewayUnavailable",
     "ImportRejected",
     "InputTooLarge",
     "InternalErrorNotice",
     "InvalidArgument",
     "InvalidDestination",
     "MalformedMessage",
+    "MalformedRequest",
     "MissingExtra",
     "NotFound",
     "OwnershipSourceError",
@@ -285,3 +291,22 @@ class InputTooLarge(FmnError):
         self.bound = bound
         self.limit = limit
         self.found = found
+
+
+class MalformedRequest(UserError):
+    """A request to the preference gateway that fmn cannot read; names what was wrong."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"fmn's preference service could not read the request: {what}.")
+
+
+class GatewayUnavailable(FmnError):
+    """The preference gateway can't be reached, or failed; the message says which."""
+
+
+class GatewayInternalError(GatewayUnavailable):
+    """A bug in the preference gateway; its traceback is in the gateway's log under ``ref``."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"internal error in fmn's preference service (reference {reference})")
+        self.reference = reference

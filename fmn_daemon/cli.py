@@ -108,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--startup-timeout", type=float, default=30.0, metavar="SECONDS", help="(default: 30)"
     )
 
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve users' preference requests on a Unix socket (fmn-tui --gateway)",
+    )
+    gateway.add_argument(
+        "--socket",
+        metavar="PATH",
+        default="/run/fmn/gateway.sock",
+        help="where to listen (default: /run/fmn/gateway.sock)",
+    )
+
     demo = commands.add_parser("demo", help="a self-contained tour: sample users and messages")
     demo.add_argument("--dir", metavar="PATH", help="where to put the demo's files")
 
@@ -159,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``fmn-daemon`` entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    noisy = args.command == "run"
+    noisy = args.command in ("run", "gateway")
     _configure_logging(args.log_level or ("INFO" if noisy else "WARNING"))
     try:
         return _dispatch(args)
@@ -205,6 +216,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(config, args)
     if args.command == "prefs":
         return _prefs(config, args)
+    if args.command == "gateway":
+        return _gateway(config, args)
     if args.command == "replay":
         return _replay(config, args)
     if args.command == "outbox":
@@ -261,6 +274,21 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         startup_timeout=args.startup_timeout,
     )
     return asyncio.run(service.serve())
+
+
+def _gateway(config: Config, args: argparse.Namespace) -> int:
+    from fmn_core.accounts import account_directory
+    from fmn_core.gateway_serving import PreferenceGateway
+
+    from .gateway import directory_resolver, serve_gateway
+
+    db = _open(config)
+    try:
+        # Callers are known by uid; their login must be an account the directory knows.
+        resolve = directory_resolver(account_directory(config))
+        return serve_gateway(PreferenceGateway(db), args.socket, resolve)
+    finally:
+        db.dispose()
 
 
 def _prefs(config: Config, args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The fmn TUI: one person manages their own notifications, usually over ssh.
 
-The App holds who is being edited (an :class:`~fmn_tui.account.Account`), the
-configuration and the rule catalog, the named screens and the app-wide bindings,
+The App holds who is being edited (an :class:`~fmn_tui.account.Account`: a
+connection to the preference gateway, which also says which contexts to offer), the
+rule catalog, the named screens and the app-wide bindings,
 and it is where failures are rendered: a ``UserError`` as core wrote it, anything
 else as "internal error (reference …)" with the traceback in the log, never on screen.
 """
@@ -16,8 +17,13 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from fmn_core.config import Config
-from fmn_core.errors import InternalErrorNotice, UserError, report_internal_error
+from fmn_core.errors import (
+    GatewayInternalError,
+    GatewayUnavailable,
+    InternalErrorNotice,
+    UserError,
+    report_internal_error,
+)
 from fmn_core.rules import Catalog
 
 from .account import Account
@@ -53,10 +59,9 @@ class FmnApp(App[int]):
     COMMANDS = App.COMMANDS | {FmnCommands}
     """The command palette offers fmn's main actions as well as Textual's own."""
 
-    def __init__(self, account: Account, config: Config, catalog: Catalog) -> None:
+    def __init__(self, account: Account, catalog: Catalog) -> None:
         super().__init__()
         self.account = account
-        self.config = config
         self.catalog = catalog
         #: The references of internal errors shown in this session (tests check it's empty).
         self.internal_errors: list[str] = []
@@ -73,7 +78,18 @@ class FmnApp(App[int]):
         if isinstance(error, UserError):
             self.notify(str(error), severity="error", markup=False, timeout=8)
             return
-        notice = self._log_internal_error(error)
+        if isinstance(error, GatewayInternalError):
+            # The gateway logged the traceback under this reference (in-process: our log).
+            notice = InternalErrorNotice(error.reference)
+            log.error("internal error (reference %s) in the preference gateway", error.reference)
+            self.internal_errors.append(error.reference)
+        elif isinstance(error, GatewayUnavailable):
+            # Its message names the cause (service down, connection lost).
+            log.warning("%s", error)
+            self.notify(f"{error}; nothing more was changed.", severity="error", markup=False)
+            return
+        else:
+            notice = self._log_internal_error(error)
         self.notify(
             f"{notice}. Nothing was changed by it.",
             severity="error",

@@ -24,7 +24,7 @@ class FmnCommands(Provider):
         commands: list[Command] = [
             ("Recent notifications", app.open_notifications, "What fmn sent you lately"),
         ]
-        for context in app.config.contexts:
+        for context in app.account.info.contexts:
             commands += [
                 (
                     f"Filters of {context}",

@@ -2,19 +2,19 @@
 
 The TUI keeps no copy of the preference logic. A draft is the list of
 ``fmn_core.preferences`` calls the user made on one filter; showing it, previewing
-it and saving it all replay those calls, in a transaction that is rolled back
-(show, preview) or committed (save). Core validates every step each time.
+it and saving it all send those calls to the preference gateway as one request, in a
+transaction that is rolled back (show, preview) or committed (save). Core validates
+every step each time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from fmn_core import preferences
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import FilterView, PreviewHit
 
 from .account import Account
@@ -28,7 +28,7 @@ class Step:
 
     #: What the step does, in the user's words ("add app_is app=koji").
     description: str
-    apply: Callable[[Session, Account], object]
+    call: PreferenceCall
 
 
 class FilterDraft:
@@ -43,9 +43,7 @@ class FilterDraft:
             self.steps.append(
                 Step(
                     f"create filter {name}",
-                    lambda session, account: account.call(
-                        session, preferences.add_filter, context, name
-                    ),
+                    PreferenceCall.of(preferences.add_filter, context, name),
                 )
             )
 
@@ -65,9 +63,7 @@ class FilterDraft:
         words = " ".join(f"{k}={v}" for k, v in sorted(args.items()))
         step = Step(
             f"add {'not ' if negated else ''}{rule} {words}".strip(),
-            lambda session, account: account.call(
-                session, preferences.add_rule, context, name, rule, args, negated=negated
-            ),
+            PreferenceCall.of(preferences.add_rule, context, name, rule, args, negated=negated),
         )
         self.steps.append(step)
         return step
@@ -77,9 +73,7 @@ class FilterDraft:
         context, name = self.context, self.name
         step = Step(
             f"{'negate' if negated else 'un-negate'} rule {number}",
-            lambda session, account: account.call(
-                session, preferences.set_rule_negated, context, name, number, negated
-            ),
+            PreferenceCall.of(preferences.set_rule_negated, context, name, number, negated),
         )
         self.steps.append(step)
         return step
@@ -89,9 +83,7 @@ class FilterDraft:
         context, name = self.context, self.name
         step = Step(
             f"remove rule {number}",
-            lambda session, account: account.call(
-                session, preferences.remove_rule, context, name, number
-            ),
+            PreferenceCall.of(preferences.remove_rule, context, name, number),
         )
         self.steps.append(step)
         return step
@@ -107,17 +99,29 @@ class FilterDraft:
         if step in self.steps:
             self.steps.remove(step)
 
-    def replay(self, session: Session, account: Account) -> FilterView:
-        """Apply every step in ``session``; the filter as it would be saved."""
-        for step in self.steps:
-            step.apply(session, account)
-        return account.call(session, preferences.get_filter, self.context, self.name)
+    def calls(self, steps: tuple[Step, ...] | None = None) -> list[PreferenceCall]:
+        """The preference calls of ``steps`` (default: all of the draft's)."""
+        return [step.call for step in (self.steps if steps is None else steps)]
 
-    def preview(self, session: Session, account: Account, limit: int = 200) -> list[PreviewHit]:
-        """Apply every step in ``session``; what the filter would have matched lately."""
-        for step in self.steps:
-            step.apply(session, account)
-        return account.call(session, preferences.preview, self.context, self.name, limit=limit)
+    def replay_calls(self) -> list[PreferenceCall]:
+        """Every step, then reading the filter back: the filter as it would be saved."""
+        return [*self.calls(), PreferenceCall.of(preferences.get_filter, self.context, self.name)]
+
+    def replay(self, account: Account) -> FilterView:
+        """Apply every step in a rolled-back transaction; the filter as it would be saved."""
+        view: FilterView = account.run(self.replay_calls(), trial=True)[-1]
+        return view
+
+    def preview(self, account: Account, limit: int = 200) -> list[PreviewHit]:
+        """Apply every step in a rolled-back transaction; what the filter would have matched."""
+        hits: list[PreviewHit] = account.run(
+            [
+                *self.calls(),
+                PreferenceCall.of(preferences.preview, self.context, self.name, limit=limit),
+            ],
+            trial=True,
+        )[-1]
+        return hits
 
     def saved(self, steps: tuple[Step, ...]) -> None:
         """These steps are committed; any made since stay pending."""

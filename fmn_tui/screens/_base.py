@@ -1,11 +1,13 @@
 """What every screen that talks to fmn's core shares: loading and changing, off the UI thread.
 
-A screen says how to ``fetch`` its view in a session and how to ``show`` it. Reads
-run in an exclusive thread worker (a newer load supersedes an older one), in a
-transaction that is rolled back. A change runs in a thread worker of its own, as
-one unit of work, and the view is fetched again once it has committed. Errors never
-reach the user as tracebacks: a ``UserError`` is shown as core wrote it, anything
-else becomes "internal error (reference …)" through the app.
+A screen says how to ``fetch`` its view through the account's gateway and how to
+``show`` it. Reads run in an exclusive thread worker (a newer load supersedes an
+older one), as requests whose transaction is rolled back. A change is a list of
+preference calls (:class:`~fmn_core.gateway.PreferenceCall`) sent in a thread worker of its
+own as one unit of work, and the view is fetched again once it has committed. Errors
+never reach the user as tracebacks: a ``UserError`` (re-raised from the gateway's
+reply) is shown as core wrote it, anything else becomes "internal error (reference …)"
+through the app.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from sqlalchemy.orm import Session
 from textual import work
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from fmn_core.errors import UserError
+from fmn_core.gateway import PreferenceCall
 
 from ..account import Account
 
@@ -30,8 +32,6 @@ __all__ = ["CoreScreen"]
 ViewT = TypeVar("ViewT")
 ResultT = TypeVar("ResultT")
 
-#: A change: a function of the session that calls into ``fmn_core.preferences``.
-Operation = Callable[[Session], Any]
 #: Handles a refused change inline; returns whether it did (else it is notified).
 FailureHandler = Callable[[UserError], bool]
 
@@ -49,8 +49,8 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
         """The account being edited."""
         return self.fmn.account
 
-    def fetch(self, session: Session) -> ViewT:
-        """Read what the screen shows (runs in a worker thread)."""
+    def fetch(self) -> ViewT:
+        """Read what the screen shows, through ``self.account`` (runs in a worker thread)."""
         raise NotImplementedError
 
     def show(self, view: ViewT) -> None:
@@ -70,8 +70,7 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
         """
         worker = get_current_worker()
         try:
-            with self.account.trial() as session:
-                view = self.fetch(session)
+            view = self.fetch()
         except Exception as error:
             if not worker.is_cancelled:
                 self.app.call_from_thread(self.fmn.report, error)
@@ -84,28 +83,23 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
     @work(thread=True, group="change")
     def change(
         self,
-        operation: Operation,
-        *,
+        *calls: PreferenceCall,
         done: Callable[[Any], None] | None = None,
         failed: FailureHandler | None = None,
         trial: bool = False,
     ) -> None:
-        """Run ``operation`` in one unit of work, then fetch and show the view again.
+        """Run ``calls`` in one unit of work, then fetch and show the view again.
 
-        With ``trial``, the transaction is rolled back: core checks the change and
-        ``done`` gets its result, but nothing is stored and the view is not refetched.
+        ``done`` gets the last call's result. With ``trial``, the transaction is rolled
+        back: core checks the change and ``done`` gets its result, but nothing is
+        stored and the view is not refetched.
         """
         worker = get_current_worker()
         try:
-            if trial:
-                with self.account.trial() as session:
-                    result = operation(session)
-            else:
-                with self.account.unit() as session:
-                    result = operation(session)
+            result = self.account.run(calls, trial=trial)[-1]
+            if not trial:
                 # Read back apart, like ``load``: whatever ``fetch`` replays is never stored.
-                with self.account.trial() as session:
-                    view = self.fetch(session)
+                view = self.fetch()
         except Exception as error:
             if not worker.is_cancelled:
                 self.app.call_from_thread(self._failed, error, failed)

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView
 from fmn_core.wording import count, digest_policy
 
@@ -67,9 +67,14 @@ class ContextsScreen(CoreScreen[Overview, None]):
         yield Static("", id="detail")
         yield Footer()
 
-    def fetch(self, session: Session) -> Overview:
-        contexts = self.account.call(session, preferences.list_contexts)
-        recent = self.account.call(session, preferences.recent_notifications, limit=RECENT_WINDOW)
+    def fetch(self) -> Overview:
+        contexts, recent = self.account.run(
+            [
+                PreferenceCall.of(preferences.list_contexts),
+                PreferenceCall.of(preferences.recent_notifications, limit=RECENT_WINDOW),
+            ],
+            trial=True,
+        )
         return Overview(contexts, Counter(n.context for n in recent))
 
     def show(self, view: Overview) -> None:
@@ -146,9 +151,7 @@ class ContextsScreen(CoreScreen[Overview, None]):
             return
         name, enabled = view.context, not view.enabled
         self.change(
-            lambda session: self.account.call(
-                session, preferences.set_context_enabled, name, enabled
-            ),
+            PreferenceCall.of(preferences.set_context_enabled, name, enabled),
             done=lambda _: self.notify(
                 f"{name} {'enabled' if enabled else 'disabled'}.", markup=False
             ),

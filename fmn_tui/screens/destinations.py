@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,7 +13,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from fmn_core import preferences
 from fmn_core.destinations import FEED_CONTEXTS
-from fmn_core.errors import ConfirmationFailed, RateLimited, UserError
+from fmn_core.errors import UserError
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView, DestinationView, PendingConfirmation
 
 from ..display import destination_status, plain, when
@@ -75,7 +75,7 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
                 yield Label("New address (a code is sent to it to confirm it's yours):")
                 yield Input(
                     placeholder=PLACEHOLDERS.get(self.context, ""),
-                    validators=[DestinationValidator(self.context, self.fmn.config.push)],
+                    validators=[DestinationValidator(self.context, self.account.info.push)],
                     validate_on=["changed", "submitted"],
                     id="address",
                 )
@@ -85,8 +85,11 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
                 yield Static("", id="code-error", classes="error", markup=False)
         yield Footer()
 
-    def fetch(self, session: Session) -> ContextView:
-        return self.account.call(session, preferences.get_context, self.context)
+    def fetch(self) -> ContextView:
+        view: ContextView = self.account.read(
+            PreferenceCall.of(preferences.get_context, self.context)
+        )
+        return view
 
     def show(self, view: ContextView) -> None:
         self.view = view
@@ -168,9 +171,7 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
             return True
 
         self.change(
-            lambda session: self.account.call(
-                session, preferences.set_destination, context, address
-            ),
+            PreferenceCall.of(preferences.set_destination, context, address),
             done=done,
             failed=refused,
         )
@@ -191,20 +192,8 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
         if not self.account.is_own:
             self._inline("code", "Only the account's owner can enter its confirmation codes.")
             return
-        actor = self.account.actor
 
-        def attempt(session: Session) -> DestinationView | UserError:
-            try:
-                return preferences.confirm(session, actor, code)
-            except (ConfirmationFailed, RateLimited) as error:
-                # Core counted the wrong guess; returning (not raising) lets the unit
-                # of work commit that count, or guessing would be unlimited.
-                return error
-
-        def done(result: DestinationView | UserError) -> None:
-            if isinstance(result, UserError):
-                self._inline("code", str(result))
-                return
+        def done(result: DestinationView) -> None:
             self._inline("code", "")
             self.query_one("#code", Input).value = ""
             self.notify(f"Confirmed {result.masked} for {result.context}.", markup=False)
@@ -214,13 +203,15 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
             self._inline("code", str(error))
             return True
 
-        self.change(attempt, done=done, failed=refused)
+        # A wrong code is counted by the gateway even though the call fails (so
+        # guessing is never free); the refusal is shown next to the field.
+        self.change(PreferenceCall.of(preferences.confirm, code), done=done, failed=refused)
 
     def action_resend(self) -> None:
         """Send a fresh code to the newest unconfirmed address (the old code stops working)."""
         context = self.context
         self.change(
-            lambda session: self.account.call(session, preferences.resend_confirmation, context),
+            PreferenceCall.of(preferences.resend_confirmation, context),
             done=lambda pending: self.notify(
                 f"A new code is on its way to {pending.destination.masked}.", markup=False
             ),
@@ -236,9 +227,7 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.change(
-                    lambda session: self.account.call(
-                        session, preferences.remove_destination, context, ident
-                    ),
+                    PreferenceCall.of(preferences.remove_destination, context, ident),
                     done=lambda _: self.notify(f"Removed {shown}.", markup=False),
                 )
 

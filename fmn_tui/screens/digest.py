@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -15,6 +14,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from fmn_core import preferences
 from fmn_core.errors import UserError
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView
 from fmn_core.wording import digest_policy
 
@@ -67,8 +67,11 @@ class DigestScreen(CoreScreen[ContextView, None]):
                 yield Button("Turn off", id="off")
         yield Footer()
 
-    def fetch(self, session: Session) -> ContextView:
-        return self.account.call(session, preferences.get_context, self.context)
+    def fetch(self) -> ContextView:
+        view: ContextView = self.account.read(
+            PreferenceCall.of(preferences.get_context, self.context)
+        )
+        return view
 
     def show(self, view: ContextView) -> None:
         heading = Text()
@@ -114,9 +117,7 @@ class DigestScreen(CoreScreen[ContextView, None]):
             return True
 
         self.change(
-            lambda session: self.account.call(
-                session, preferences.set_digest, context, minutes, count
-            ),
+            PreferenceCall.of(preferences.set_digest, context, minutes, count),
             done=done,
             failed=refused,
         )

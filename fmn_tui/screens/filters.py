@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView, FilterView
 from fmn_core.wording import count
 
@@ -64,8 +64,11 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         )
         yield Footer()
 
-    def fetch(self, session: Session) -> ContextView:
-        return self.account.call(session, preferences.get_context, self.context)
+    def fetch(self) -> ContextView:
+        view: ContextView = self.account.read(
+            PreferenceCall.of(preferences.get_context, self.context)
+        )
+        return view
 
     def show(self, view: ContextView) -> None:
         # The cursor stays on the same filter (by id: renamed and moved ones too),
@@ -128,7 +131,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             context = self.context
             # Core checks the name now (free, not taken); the trial is rolled back.
             self.change(
-                lambda session: self.account.call(session, preferences.add_filter, context, name),
+                PreferenceCall.of(preferences.add_filter, context, name),
                 trial=True,
                 done=lambda _: self.app.push_screen(RulesScreen(context, name, new=True)),
             )
@@ -156,9 +159,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             return
         context, name, active = self.context, item.name, not item.active
         self._do(
-            lambda session: self.account.call(
-                session, preferences.set_filter_active, context, name, active
-            ),
+            PreferenceCall.of(preferences.set_filter_active, context, name, active),
             f"{name} is now {'active' if active else 'inactive'}.",
         )
 
@@ -169,9 +170,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             return
         context, name, oneshot = self.context, item.name, not item.oneshot
         self._do(
-            lambda session: self.account.call(
-                session, preferences.set_filter_oneshot, context, name, oneshot
-            ),
+            PreferenceCall.of(preferences.set_filter_oneshot, context, name, oneshot),
             f"{name} will notify {'once, then switch off' if oneshot else 'every time'}.",
         )
 
@@ -186,9 +185,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
             if not new or new == old:
                 return
             self._do(
-                lambda session: self.account.call(
-                    session, preferences.rename_filter, context, old, new
-                ),
+                PreferenceCall.of(preferences.rename_filter, context, old, new),
                 f"Renamed {old} to {new}.",
             )
 
@@ -208,11 +205,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         if not 1 <= position <= len(self.view.filters):
             return
         context, name = self.context, item.name
-        self._do(
-            lambda session: self.account.call(
-                session, preferences.move_filter, context, name, position
-            )
-        )
+        self._do(PreferenceCall.of(preferences.move_filter, context, name, position))
 
     def action_delete(self) -> None:
         """Delete the highlighted filter, after asking."""
@@ -224,9 +217,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self._do(
-                    lambda session: self.account.call(
-                        session, preferences.remove_filter, context, name
-                    ),
+                    PreferenceCall.of(preferences.remove_filter, context, name),
                     f"Deleted {name}.",
                 )
 

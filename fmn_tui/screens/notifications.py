@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, Static
 
 from fmn_core import preferences
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import NotificationView
 
 from ..display import plain, shorten, when
@@ -53,10 +53,11 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
         yield ViewTable("When (UTC)", "Context", "Filter", "State", "Summary", id="notifications")
         yield Footer()
 
-    def fetch(self, session: Session) -> list[NotificationView]:
-        return self.account.call(
-            session, preferences.recent_notifications, context=self.context, limit=LIMIT
+    def fetch(self) -> list[NotificationView]:
+        view: list[NotificationView] = self.account.read(
+            PreferenceCall.of(preferences.recent_notifications, context=self.context, limit=LIMIT)
         )
+        return view
 
     def show(self, view: list[NotificationView]) -> None:
         where = f" in {self.context}" if self.context else ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, Static
@@ -48,12 +47,12 @@ class PreviewScreen(CoreScreen[list[PreviewHit], None]):
         yield ViewTable("Received (UTC)", "Summary", "Topic", id="hits")
         yield Footer()
 
-    def fetch(self, session: Session) -> list[PreviewHit]:
+    def fetch(self) -> list[PreviewHit]:
         # A rolled-back transaction (CoreScreen.load): the draft's steps are applied
         # only to preview them.
         draft = FilterDraft(self.context, self.filter_name)
         draft.steps = list(self.steps)
-        return draft.preview(session, self.account, limit=PREVIEW_LIMIT)
+        return draft.preview(self.account, limit=PREVIEW_LIMIT)
 
     def show(self, view: list[PreviewHit]) -> None:
         self.hits = view

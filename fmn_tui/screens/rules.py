@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,6 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
 
 from fmn_core.errors import UserError
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import FilterView, RuleView
 from fmn_core.wording import count
 
@@ -68,10 +68,9 @@ class RulesScreen(CoreScreen[FilterView, None]):
         )
         yield Footer()
 
-    def fetch(self, session: Session) -> FilterView:
-        # Runs in a rolled-back transaction (see CoreScreen.load): the draft is shown,
-        # never stored.
-        return self.draft.replay(session, self.account)
+    def fetch(self) -> FilterView:
+        # A rolled-back transaction (see CoreScreen.load): the draft is shown, never stored.
+        return self.draft.replay(self.account)
 
     def show(self, view: FilterView) -> None:
         self.view = view
@@ -130,7 +129,7 @@ class RulesScreen(CoreScreen[FilterView, None]):
             return False  # and let the app show core's sentence
 
         self.change(
-            lambda session: self.draft.replay(session, self.account),
+            *self.draft.replay_calls(),
             trial=True,
             done=self.show,
             failed=refused,
@@ -180,10 +179,7 @@ class RulesScreen(CoreScreen[FilterView, None]):
         """Replay the draft's steps and commit them, as one unit of work."""
         worker = get_current_worker()
         try:
-            with self.account.unit() as session:
-                for step in steps:
-                    step.apply(session, self.account)
-                view = self.fetch_saved(session)
+            view: FilterView = self.account.run([*self.draft.calls(steps), self.fetch_saved()])[-1]
         except Exception as error:
             if not worker.is_cancelled:
                 self.app.call_from_thread(self.fmn.report, error)
@@ -191,9 +187,9 @@ class RulesScreen(CoreScreen[FilterView, None]):
         if not worker.is_cancelled:
             self.app.call_from_thread(self._saved, steps, view)
 
-    def fetch_saved(self, session: Session) -> FilterView:
-        """The filter as stored (no draft steps)."""
-        return FilterDraft(self.context, self.filter_name).replay(session, self.account)
+    def fetch_saved(self) -> PreferenceCall:
+        """Reading the filter as stored (after the saved steps)."""
+        return FilterDraft(self.context, self.filter_name).replay_calls()[-1]
 
     def _saved(self, steps: tuple[Step, ...], view: FilterView) -> None:
         self.draft.saved(steps)

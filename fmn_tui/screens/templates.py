@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from sqlalchemy.orm import Session
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +13,7 @@ from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from fmn_core import preferences
+from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import FilterView, TemplateView
 from fmn_core.wording import count
 
@@ -71,8 +71,11 @@ class TemplatesScreen(CoreScreen[list[TemplateView], None]):
             yield Static("", id="about")
         yield Footer()
 
-    def fetch(self, session: Session) -> list[TemplateView]:
-        return preferences.list_templates(session)
+    def fetch(self) -> list[TemplateView]:
+        templates: list[TemplateView] = self.account.read(
+            PreferenceCall.of(preferences.list_templates)
+        )
+        return templates
 
     def show(self, view: list[TemplateView]) -> None:
         self.templates = view
@@ -119,7 +122,7 @@ class TemplatesScreen(CoreScreen[list[TemplateView], None]):
                 self.dismiss(None)
 
             self.change(
-                lambda session: self.account.call(session, preferences.use_template, name, context),
+                PreferenceCall.of(preferences.use_template, name, context),
                 done=done,
             )
 

@@ -179,7 +179,7 @@ def make_app(tmp_path: Path) -> tuple[FmnApp, Database]:
         alice = Actor("alice")
         preferences.add_filter(session, alice, "email", "koji")
         preferences.add_rule(session, alice, "email", "koji", "app_is", {"app": "koji"})
-    app = FmnApp(Account(database, Actor("alice")), database.config, default_catalog())
+    app = FmnApp(Account.in_process(database, Actor("alice")), default_catalog())
     return app, database
 
 
@@ -195,6 +195,7 @@ def run_session(tmp_path: Path, texts: list[str], spread: bool = False) -> int:
     try:
         return asyncio.run(scenario())
     finally:
+        app.account.close()
         database.dispose()
 
 

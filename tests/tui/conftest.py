@@ -164,6 +164,7 @@ AppFactory = Callable[..., FmnApp]
 def make_app(sqlite_db: Database) -> Iterator[AppFactory]:
     """Build the app on a database; after the test, no internal error may have happened."""
     apps: list[FmnApp] = []
+    accounts: list[Account] = []
 
     def factory(
         database: Database | None = None,
@@ -174,12 +175,17 @@ def make_app(sqlite_db: Database) -> Iterator[AppFactory]:
         catalog: Catalog | None = None,
     ) -> FmnApp:
         database = database or sqlite_db
-        account = Account(database, Actor(name, is_admin=admin), user)
-        app = FmnApp(account, database.config, catalog or default_catalog())
+        # The in-process gateway: the same server ``fmn-daemon gateway`` runs, over a
+        # socketpair, so every screen here goes through the wire protocol.
+        account = Account.in_process(database, Actor(name, is_admin=admin), user)
+        accounts.append(account)
+        app = FmnApp(account, catalog or default_catalog())
         apps.append(app)
         return app
 
     yield factory
+    for account in accounts:
+        account.close()
     for app in apps:
         assert app.internal_errors == [], f"internal errors happened: {app.internal_errors}"
 

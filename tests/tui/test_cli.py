@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 import uuid
 from pathlib import Path
 
@@ -41,12 +42,14 @@ def test_cli_user_option_is_for_admins_only(tmp_path, capsys):
 def test_cli_admin_may_edit_another_account(tmp_path):
     config = write_config(tmp_path, f'admins = ["{ME}"]\n')
     parser = cli._parser()
-    _config, account = cli._start(parser.parse_args(["--config", str(config), "--user", "bob"]))
+    account, database = cli._start(parser.parse_args(["--config", str(config), "--user", "bob"]))
     try:
-        assert (account.actor.name, account.actor.is_admin, account.name) == (ME, True, "bob")
+        assert (account.info.actor, account.name) == (ME, "bob")
         assert not account.is_own
     finally:
-        account.database.dispose()
+        account.close()
+        assert database is not None
+        database.dispose()
 
 
 def test_cli_bad_configuration_names_the_key(tmp_path, capsys):
@@ -104,3 +107,74 @@ def test_cli_without_a_terminal_says_so(tmp_path, capsys):
     # pytest's stdin is not a terminal, like `ssh host fmn-tui` without -t.
     assert cli.main(["--config", str(write_config(tmp_path))]) == 2
     assert "needs a terminal" in capsys.readouterr().err
+
+
+def test_cli_log_is_private_and_never_follows_a_link(tmp_path, capsys):
+    log = tmp_path / "tui.log"
+    config = write_config(tmp_path)
+    assert cli.main(["--config", str(config), "--log-file", str(log)]) == 2
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    # Somebody swaps the log for a link to a file of their choosing: nothing is written there.
+    log.unlink()
+    target = tmp_path / "chosen"
+    target.write_text("")
+    log.symlink_to(target)
+    assert cli.main(["--config", str(config), "--log-file", str(log)]) == 2
+    assert target.read_text() == ""
+
+
+def test_cli_default_log_is_in_the_accounts_own_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert cli.private_log_path() == home / ".local/state/fmn/log/tui.log"
+
+
+def test_cli_database_refusal_names_the_real_cause(tmp_path, capsys):
+    # A database that can't be opened (here a directory; on a shared host, a file
+    # the user may not write): the message quotes SQLite, not "try again later".
+    (tmp_path / "fmn.sqlite").mkdir()
+    config = write_config(tmp_path)
+    assert cli.main(["--config", str(config), "--log-file", str(tmp_path / "x.log")]) == 2
+    error = capsys.readouterr().err
+    assert "unable to open database file" in error and "--gateway" in error
+    assert "try again later" not in error
+
+
+def test_cli_database_problem_quotes_the_driver():
+    from sqlalchemy.exc import OperationalError
+
+    error = OperationalError("INSERT …", {}, Exception("attempt to write a readonly database"))
+    assert cli._database_problem(error) == "attempt to write a readonly database"
+
+
+def test_cli_gateway_mode_reads_no_configuration_and_takes_no_user(tmp_path, capsys):
+    assert cli.main(["--gateway", str(tmp_path / "gw.sock"), "--user", "bob"]) == 2
+    assert "through the gateway everyone edits their own account" in capsys.readouterr().err
+    assert cli.main(["--gateway", str(tmp_path / "gw.sock"), "--config", "/nonexistent"]) == 2
+    error = capsys.readouterr().err
+    assert "preference service is not running" in error and "/nonexistent" not in error
+
+
+def test_cli_admin_name_must_be_an_administrator(tmp_path, capsys):
+    config = write_config(tmp_path, 'admins = ["carol"]\n')
+    assert cli.main(["--config", str(config), "--admin", "mallory", "--user", "bob"]) == 2
+    assert "'mallory' is not an fmn administrator" in capsys.readouterr().err
+    account, database = cli._start(
+        cli._parser().parse_args(["--config", str(config), "--admin", "carol", "--user", "bob"])
+    )
+    try:
+        assert (account.info.actor, account.name, account.is_own) == ("carol", "bob", False)
+    finally:
+        account.close()
+        assert database is not None
+        database.dispose()
+
+
+@pytest.mark.parametrize(("term", "monochrome"), [("dumb", True), ("", True), ("xterm", False)])
+def test_cli_dumb_terminal_gets_the_monochrome_mode(monkeypatch, term, monochrome):
+    # Set, then removed: monkeypatch then restores whatever was there before the test.
+    monkeypatch.setenv("NO_COLOR", "")
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", term)
+    cli._plain_terminal()
+    assert ("NO_COLOR" in os.environ) is monochrome

@@ -1,0 +1,222 @@
+"""The preference gateway's serving side: preference calls run for one principal.
+
+:class:`PreferenceGateway` answers the requests of :mod:`fmn_core.gateway`'s
+protocol against the database, for a :class:`Principal` its caller established:
+``fmn_daemon.gateway`` learns it from the kernel (``SO_PEERCRED``) for each socket
+connection; ``fmn-tui`` without a gateway, or an administrator's session run as
+fmn's service account, gives it directly and talks over a socketpair
+(:func:`serve_in_process`). One code path either way.
+
+Each request is one unit of work: its calls run in one transaction, committed, or
+rolled back for a ``trial``. The actor is never part of a request, and ``user=``
+is refused: over the socket nobody is an administrator. A wrong confirmation code
+is counted even though the call fails (``fmn_core.preferences.confirm``), and
+``confirm`` is refused in a trial, so guessing is never free.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from . import preferences
+from .db import Database
+from .errors import (
+    ConfirmationFailed,
+    MalformedRequest,
+    PermissionDenied,
+    RateLimited,
+    UserError,
+    report_internal_error,
+)
+from .gateway import (
+    MAX_CALLS,
+    MAX_REQUEST,
+    OPERATIONS,
+    TRIAL_FORBIDDEN,
+    PreferenceCall,
+    SessionInfo,
+    decode,
+    encode,
+    error_to_wire,
+    read_frame,
+    write_frame,
+)
+from .preferences import Actor
+
+__all__ = ["PreferenceGateway", "Principal", "reply_refusal", "serve_in_process"]
+
+log = logging.getLogger(__name__)
+
+#: Calls that take no actor (the same for everyone).
+_NO_ACTOR = frozenset({"list_templates"})
+#: Calls that record a failure before they raise it: commit that record (see module doc).
+_COMMIT_ON = {"confirm": (ConfirmationFailed, RateLimited)}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a connection acts as: the actor, and for an administrator the account edited."""
+
+    actor: Actor
+    #: Set only in-process, when an administrator edits somebody else (never over the socket).
+    user: str | None = None
+
+    @property
+    def account(self) -> str:
+        """The account whose preferences are read and changed."""
+        return self.user or self.actor.name
+
+
+class PreferenceGateway:
+    """Answers protocol requests for one principal at a time, against one database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def session_info(self, principal: Principal) -> SessionInfo:
+        """The hello reply: who is served, and what they may choose from."""
+        config = self.database.config
+        return SessionInfo(principal.account, principal.actor.name, config.contexts, config.push)
+
+    # --- one request ------------------------------------------------------------------
+
+    def handle(self, request: Any, principal: Principal) -> dict[str, Any]:
+        """The reply to one decoded request frame."""
+        try:
+            if isinstance(request, dict) and request.get("hello") is True:
+                return {"ok": True, "session": self.session_info(principal).to_wire()}
+            trial, calls = self._parse(request, principal)
+            results = self._run(calls, principal, trial=trial)
+            return {"ok": True, "results": encode(results)}
+        except UserError as error:
+            return {"ok": False, "error": error_to_wire(error)}
+        except Exception:
+            notice = report_internal_error(log, f"serving {principal.account}")
+            return {"ok": False, "internal": notice.reference}
+
+    def _parse(self, request: Any, principal: Principal) -> tuple[bool, list[PreferenceCall]]:
+        if not isinstance(request, dict) or request.get("mode") not in ("unit", "trial"):
+            raise MalformedRequest("not a hello and no mode (unit or trial)")
+        trial = request["mode"] == "trial"
+        raw = request.get("calls")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_CALLS:
+            raise MalformedRequest(f"calls must be a list of 1 to {MAX_CALLS} calls")
+        calls = []
+        for item in raw:
+            if not isinstance(item, dict) or set(item) != {"op", "args", "kwargs"}:
+                raise MalformedRequest("a call must have op, args and kwargs")
+            op = item["op"]
+            if not isinstance(op, str) or op not in OPERATIONS:
+                raise MalformedRequest(f"{str(op)[:40]!r} is not a preference call")
+            if trial and op in TRIAL_FORBIDDEN:
+                raise MalformedRequest(f"{op} cannot be tried, only done")
+            args, kwargs = decode(item["args"]), decode(item["kwargs"])
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise MalformedRequest("args must be a list and kwargs a map")
+            if "user" in kwargs:
+                # The account comes from who is calling, never from the request.
+                raise PermissionDenied(
+                    "You can only see and change your own preferences; ask an fmn "
+                    "administrator to act on another account."
+                )
+            if op == "confirm" and principal.user is not None:
+                raise PermissionDenied("Only the account's owner can enter its confirmation codes.")
+            calls.append(PreferenceCall(op, tuple(args), kwargs))
+        return trial, calls
+
+    def _run(self, calls: list[PreferenceCall], principal: Principal, *, trial: bool) -> list[Any]:
+        with self._transaction(trial=trial) as session:
+            results = []
+            for call in calls:
+                try:
+                    results.append(self._invoke(session, principal, call))
+                except UserError as error:
+                    if not trial and isinstance(error, _COMMIT_ON.get(call.op, ())):
+                        session.commit()
+                    raise
+            return results
+
+    @contextmanager
+    def _transaction(self, *, trial: bool) -> Iterator[Session]:
+        if not trial:
+            with self.database.begin() as session:
+                yield session
+            return
+        with self.database.sessionmaker() as session:
+            session.begin()
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @staticmethod
+    def _invoke(session: Session, principal: Principal, call: PreferenceCall) -> Any:
+        function = getattr(preferences, call.op)
+        kwargs = dict(call.kwargs)
+        signature = inspect.signature(function)
+        if principal.user is not None and "user" in signature.parameters:
+            kwargs["user"] = principal.user
+        head: tuple[Any, ...] = (session,) if call.op in _NO_ACTOR else (session, principal.actor)
+        try:
+            signature.bind(*head, *call.args, **kwargs)
+        except TypeError as error:
+            raise MalformedRequest(f"wrong arguments for {call.op}") from error
+        return function(*head, *call.args, **kwargs)
+
+    # --- one connection ---------------------------------------------------------------
+
+    def serve_connection(self, sock: socket.socket, principal: Principal) -> None:
+        """Answer requests on ``sock`` until the other end closes it."""
+        with sock:
+            while True:
+                try:
+                    request = read_frame(sock, MAX_REQUEST)
+                except MalformedRequest as error:
+                    # The stream has lost its framing: say why once, then hang up.
+                    log.warning("closing %s's connection: %s", principal.account, error)
+                    self._reply(sock, {"ok": False, "error": error_to_wire(error)})
+                    return
+                except OSError:
+                    return
+                if request is None:
+                    return
+                if not self._reply(sock, self.handle(request, principal)):
+                    return
+
+    @staticmethod
+    def _reply(sock: socket.socket, reply: dict[str, Any]) -> bool:
+        try:
+            write_frame(sock, reply)
+        except OSError:
+            return False
+        return True
+
+
+def reply_refusal(sock: socket.socket, error: UserError) -> None:
+    """Tell a client why its connection is refused (best effort), before closing it."""
+    PreferenceGateway._reply(sock, {"ok": False, "error": error_to_wire(error)})
+
+
+def serve_in_process(
+    gateway: PreferenceGateway, principal: Principal
+) -> tuple[socket.socket, threading.Thread]:
+    """The gateway for one principal on a socketpair: the client's end, and the server thread.
+
+    The laptop default and the administrators' path use this: the process already
+    holds the database, so the principal is given rather than learnt from the kernel.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    thread = threading.Thread(
+        target=gateway.serve_connection, args=(ours, principal), name="fmn-gateway", daemon=True
+    )
+    thread.start()
+    return theirs, thread

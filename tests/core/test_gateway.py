@@ -1,0 +1,234 @@
+"""The preference gateway's protocol and serving side, over a real socketpair, on both databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from fmn_core import preferences
+from fmn_core.config import PushConfig
+from fmn_core.db import Database
+from fmn_core.errors import (
+    ConfirmationFailed,
+    InvalidArgument,
+    MalformedRequest,
+    NotFound,
+    PermissionDenied,
+    UnknownContext,
+)
+from fmn_core.gateway import (
+    MAX_REQUEST,
+    GatewayClient,
+    PreferenceCall,
+    decode,
+    encode,
+    read_frame,
+)
+from fmn_core.gateway_serving import PreferenceGateway, Principal, serve_in_process
+from fmn_core.models import Confirmation, User
+from fmn_core.preferences import Actor, DestinationView, FilterView, RuleView
+
+
+@pytest.fixture
+def alice(db: Database) -> Iterator[GatewayClient]:
+    """alice's connection to an in-process gateway."""
+    sock, thread = serve_in_process(PreferenceGateway(db), Principal(Actor("alice")))
+    client = GatewayClient(sock)
+    try:
+        yield client
+    finally:
+        client.close()
+        thread.join(timeout=5)
+
+
+def witness(db: Database, function, *args, user: str = "alice", **kwargs):
+    with db.begin() as session:
+        return function(session, Actor(user), *args, **kwargs)
+
+
+def test_gateway_codec_round_trips_views():
+    moment = dt.datetime(2024, 5, 6, 7, 8, tzinfo=dt.UTC)
+    view = FilterView(
+        1,
+        "email",
+        "koji",
+        True,
+        False,
+        1,
+        (RuleView(1, "app_is", "App is", {"app": "koji", "$view": "x"}, False, "app_is app=koji"),),
+    )
+    destination = DestinationView(
+        3, "email", "a@example.org", "a…@example.org", False, True, moment
+    )
+    data = encode([view, destination, PushConfig(), ("a", 1)])
+    assert decode(data) == [view, destination, PushConfig(), ("a", 1)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"plain": "dict"},
+        {"$view": "Actor", "fields": {"$map": {"name": "root", "is_admin": True}}},
+        {"$view": "Config", "fields": {"$map": {}}},
+        {"$dt": "2024-05-06T07:08:00"},
+        {"$tuple": "abc"},
+        {"$map": {}, "$tuple": []},
+    ],
+)
+def test_gateway_decode_refuses_what_encode_never_makes(data):
+    with pytest.raises(MalformedRequest):
+        decode(data)
+
+
+def test_gateway_encode_refuses_other_objects():
+    with pytest.raises(TypeError):
+        encode(Actor("alice", is_admin=True))
+
+
+def test_gateway_runs_calls_for_the_connected_account_only(db, alice):
+    info = alice.hello()
+    assert (info.account, info.actor, info.is_own) == ("alice", "alice", True)
+    assert info.contexts == db.config.contexts
+    alice.run([PreferenceCall.of(preferences.add_filter, "email", "mine")])
+    witness(db, preferences.add_filter, "email", "his", user="bob")
+    (view,) = alice.run([PreferenceCall.of(preferences.get_context, "email")], trial=True)
+    assert [f.name for f in view.filters] == ["mine"]
+    with pytest.raises(PermissionDenied, match="only see and change your own"):
+        alice.run([PreferenceCall("get_context", ("email",), {"user": "bob"})], trial=True)
+    with pytest.raises(PermissionDenied):
+        alice.run([PreferenceCall("remove_filter", ("email", "his"), {"user": "bob"})])
+    assert [f.name for f in witness(db, preferences.list_filters, "email", user="bob")] == ["his"]
+
+
+def test_gateway_trial_is_rolled_back_and_unit_is_committed(db, alice):
+    calls = [
+        PreferenceCall.of(preferences.add_filter, "email", "draft"),
+        PreferenceCall.of(preferences.add_rule, "email", "draft", "app_is", {"app": "koji"}),
+        PreferenceCall.of(preferences.get_filter, "email", "draft"),
+    ]
+    *_, view = alice.run(calls, trial=True)
+    assert [r.text for r in view.rules] == ["app_is app=koji"]
+    assert witness(db, preferences.list_filters, "email") == []
+    alice.run(calls)
+    assert [f.name for f in witness(db, preferences.list_filters, "email")] == ["draft"]
+
+
+def test_gateway_user_errors_keep_their_class_and_sentence(db, alice):
+    with pytest.raises(NotFound) as caught:
+        alice.run([PreferenceCall.of(preferences.get_filter, "email", "nope")], trial=True)
+    with pytest.raises(NotFound) as direct:
+        witness(db, preferences.get_filter, "email", "nope")
+    assert str(caught.value) == str(direct.value)
+    with pytest.raises(UnknownContext) as unknown:
+        alice.run([PreferenceCall.of(preferences.list_filters, "pager")], trial=True)
+    assert isinstance(unknown.value, InvalidArgument) and unknown.value.argument == "context"
+    # A refused call in a unit leaves nothing of the calls before it.
+    with pytest.raises(NotFound):
+        alice.run(
+            [
+                PreferenceCall.of(preferences.add_filter, "email", "x"),
+                PreferenceCall.of(preferences.remove_filter, "email", "y"),
+            ]
+        )
+    assert witness(db, preferences.list_filters, "email") == []
+
+
+def test_gateway_never_sends_a_confirmation_code(db, alice):
+    (pending,) = alice.run(
+        [PreferenceCall.of(preferences.set_destination, "email", "alice@example.org")]
+    )
+    assert pending.code is None and pending.destination.pending
+    with db.begin() as session:
+        assert session.scalars(select(Confirmation)).one() is not None
+
+
+def test_gateway_counts_a_wrong_code_and_refuses_trial_guesses(db, alice):
+    alice.run([PreferenceCall.of(preferences.set_destination, "email", "alice@example.org")])
+    with pytest.raises(MalformedRequest, match="cannot be tried"):
+        alice.run([PreferenceCall.of(preferences.confirm, "WRONG")], trial=True)
+    with pytest.raises(ConfirmationFailed):
+        alice.run([PreferenceCall.of(preferences.confirm, "WRONG")])
+    with db.begin() as session:
+        assert session.scalars(select(User.confirm_failures).where(User.name == "alice")).one() == 1
+
+
+@pytest.mark.parametrize(
+    ("request_", "match"),
+    [
+        (
+            {
+                "mode": "unit",
+                "calls": [{"op": "pending_confirmation_codes", "args": [], "kwargs": {"$map": {}}}],
+            },
+            "not a preference call",
+        ),
+        (
+            {
+                "mode": "unit",
+                "calls": [{"op": "mark_code_sent", "args": [1], "kwargs": {"$map": {}}}],
+            },
+            "not a preference call",
+        ),
+        ({"mode": "commit", "calls": []}, "no mode"),
+        ({"mode": "unit", "calls": []}, "1 to"),
+        (
+            {"mode": "unit", "calls": [{"op": "get_context", "args": [], "kwargs": {"$map": {}}}]},
+            "wrong arguments",
+        ),
+        (
+            {
+                "mode": "unit",
+                "calls": [{"op": "get_context", "args": ["email"], "kwargs": {"evil": 1}}],
+            },
+            "unknown tag",
+        ),
+    ],
+)
+def test_gateway_refuses_malformed_requests(db, request_, match):
+    gateway = PreferenceGateway(db)
+    reply = gateway.handle(request_, Principal(Actor("alice")))
+    assert reply["ok"] is False and reply["error"]["class"] == "MalformedRequest"
+    assert match in reply["error"]["message"]
+
+
+def test_gateway_hangs_up_on_an_oversized_or_broken_frame(db):
+    for frame in (struct.pack(">I", MAX_REQUEST + 1), struct.pack(">I", 3) + b"{{{"):
+        ours, theirs = socket.socketpair()
+        gateway = PreferenceGateway(db)
+        import threading
+
+        thread = threading.Thread(
+            target=gateway.serve_connection, args=(ours, Principal(Actor("alice")))
+        )
+        thread.start()
+        theirs.sendall(frame)
+        reply = read_frame(theirs, 1 << 20)
+        assert reply["ok"] is False and "could not read the request" in reply["error"]["message"]
+        assert read_frame(theirs, 1 << 20) is None  # and hung up
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+        theirs.close()
+
+
+def test_gateway_admin_in_process_edits_the_named_account(db):
+    sock, thread = serve_in_process(
+        PreferenceGateway(db), Principal(Actor("carol", is_admin=True), user="bob")
+    )
+    client = GatewayClient(sock)
+    try:
+        info = client.hello()
+        assert (info.account, info.actor, info.is_own) == ("bob", "carol", False)
+        client.run([PreferenceCall.of(preferences.add_filter, "email", "set by carol")])
+        with pytest.raises(PermissionDenied, match="owner"):
+            client.run([PreferenceCall.of(preferences.confirm, "ABC")])
+    finally:
+        client.close()
+        thread.join(timeout=5)
+    assert [f.name for f in witness(db, preferences.list_filters, "email", user="bob")] == [
+        "set by carol"
+    ]

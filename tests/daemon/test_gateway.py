@@ -1,0 +1,156 @@
+"""``fmn-daemon gateway``: the preference gateway on a real Unix socket, callers known by uid.
+
+A second real Unix user is the sshd test's job (tests/tui/test_sshd_guide.py);
+here the calling uid is this process's, and the resolver maps it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fmn_core import preferences
+from fmn_core.db import Database
+from fmn_core.errors import GatewayUnavailable, PermissionDenied, RateLimited
+from fmn_core.gateway import GatewayClient, PreferenceCall
+from fmn_core.gateway_serving import PreferenceGateway
+from fmn_core.preferences import Actor
+from fmn_daemon import cli
+from fmn_daemon.gateway import GatewayServer, account_for_uid, peer_uid
+
+
+@pytest.fixture
+def serve(db: Database, tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
+    servers: list[tuple[GatewayServer, threading.Thread]] = []
+
+    def start(resolve: Callable[[int], str], per_account: int = 8) -> GatewayServer:
+        server = GatewayServer(
+            PreferenceGateway(db),
+            str(tmp_path / "gw.sock"),
+            resolve=resolve,
+            per_account=per_account,
+        )
+        server.bind()
+        thread = threading.Thread(target=server.serve_forever)
+        thread.start()
+        servers.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in servers:
+        server.stop()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+
+def test_gateway_server_learns_the_caller_from_the_kernel(serve, db):
+    seen: list[int] = []
+
+    def resolve(uid: int) -> str:
+        seen.append(uid)
+        return "alice"
+
+    server = serve(resolve)
+    mode = os.stat(server.path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o666
+    client = GatewayClient.connect(server.path)
+    try:
+        assert client.hello().account == "alice"
+        client.run([PreferenceCall.of(preferences.add_filter, "email", "over the socket")])
+        with pytest.raises(PermissionDenied):
+            client.run([PreferenceCall("list_filters", ("email",), {"user": "bob"})], trial=True)
+    finally:
+        client.close()
+    assert seen == [os.getuid()]
+    with db.begin() as session:
+        names = [f.name for f in preferences.list_filters(session, Actor("alice"), "email")]
+    assert names == ["over the socket"]
+
+
+def test_gateway_server_refuses_an_unknown_uid(serve):
+    def resolve(uid: int) -> str:
+        raise LookupError(f"uid {uid} is not in the directory")
+
+    server = serve(resolve)
+    client = GatewayClient.connect(server.path)
+    try:
+        with pytest.raises(PermissionDenied, match="not an fmn account"):
+            client.hello()
+    finally:
+        client.close()
+
+
+def test_gateway_server_bounds_connections_per_account(serve):
+    server = serve(lambda uid: "alice", per_account=2)
+    first, second = GatewayClient.connect(server.path), GatewayClient.connect(server.path)
+    try:
+        first.hello(), second.hello()
+        third = GatewayClient.connect(server.path)
+        with pytest.raises((RateLimited, GatewayUnavailable)):
+            third.hello()
+        third.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_gateway_server_removes_its_socket_and_never_other_files(serve, tmp_path):
+    (tmp_path / "gw.sock").write_text("not a socket")
+    with pytest.raises(GatewayUnavailable, match="cannot listen on"):
+        serve(lambda uid: "alice")
+    assert (tmp_path / "gw.sock").read_text() == "not a socket"
+
+
+def test_gateway_client_names_a_missing_service(tmp_path):
+    with pytest.raises(GatewayUnavailable, match="not running"):
+        GatewayClient.connect(str(tmp_path / "nothing.sock"))
+
+
+def test_gateway_peer_uid_and_account_for_uid():
+    ours, theirs = socket.socketpair()
+    try:
+        assert peer_uid(ours) == os.getuid()
+    finally:
+        ours.close()
+        theirs.close()
+    import pwd
+
+    assert account_for_uid(os.getuid()) == pwd.getpwuid(os.getuid()).pw_name
+    with pytest.raises(LookupError):
+        account_for_uid(2**31 - 7)
+
+
+def test_gateway_command_is_in_fmn_daemon():
+    args = cli.build_parser().parse_args(["gateway", "--socket", "/tmp/x.sock"])
+    assert (args.command, args.socket) == ("gateway", "/tmp/x.sock")
+
+
+def test_gateway_resolver_refuses_logins_the_directory_does_not_know() -> None:
+    """``fmn-daemon gateway`` maps a caller's uid through the account directory: a
+    login that is no Fedora account is refused, one that is passes."""
+    from fasjson_server import running_fasjson
+
+    from fmn_core.accounts import account_directory
+    from fmn_core.config import AccountsConfig, Config
+    from fmn_core.errors import UnknownAccount
+    from fmn_daemon.gateway import directory_resolver
+
+    login = pwd.getpwuid(os.getuid()).pw_name
+    with running_fasjson() as server:
+        config = Config(
+            accounts=AccountsConfig(
+                provider="fasjson", fasjson_url=server.url, fasjson_auth="none", cache_seconds=0
+            )
+        )
+        resolve = directory_resolver(account_directory(config))
+        with pytest.raises(UnknownAccount):
+            resolve(os.getuid())
+        server.add_user(login)  # the fas_user shape the real FASJSON answers with
+        assert resolve(os.getuid()) == login
