@@ -28,11 +28,13 @@ matches messages also applies changes, between messages.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
+import heapq
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +47,7 @@ from .config import CONTEXTS
 from .db import catalog_of, config_of
 from .errors import InvalidArgument, UnknownRule
 from .messages import MessageFacts
-from .models import ChangeEvent
+from .models import ChangeEvent, utcnow
 from .rules import INDEX_KEYS, Catalog, OwnershipLookup, RuleContext, RuleFunction, RuleSpec
 from .rules import default_catalog as _default_catalog
 from .snapshots import (
@@ -58,10 +60,12 @@ from .snapshots import (
 
 __all__ = [
     "ContextSnapshot",
+    "FilterOutcome",
     "FilterSnapshot",
     "Matcher",
     "MatcherStats",
     "Recipient",
+    "RuleOutcome",
     "RuleSnapshot",
     "UserSnapshot",
     "load_snapshots",
@@ -104,6 +108,47 @@ class MatcherStats:
     never: int
     #: Distinct (key, value) buckets in the index.
     buckets: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """One rule of a filter as the matcher evaluated it for one message (``explain``)."""
+
+    name: str
+    arguments: Mapping[str, Any]
+    negated: bool
+    #: Whether it held (negation applied); ``None`` when it was not evaluated: an
+    #: earlier rule of the filter did not hold, the filter is skipped, or it expired.
+    holds: bool | None
+    #: It raised, which counts as not holding (as in ``recipients``).
+    raised: bool = False
+    #: Its expiry has passed: the matcher dropped it from the filter.
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOutcome:
+    """One filter of a user for one message: whether it matched, and rule by rule why."""
+
+    context: str
+    filter_id: int
+    name: str
+    #: 1-based, the order the context's filters are tried in.
+    position: int
+    active: bool
+    #: Why the matcher does not evaluate this filter at all, or ``""`` when it does.
+    skipped: str
+    matched: bool
+    rules: tuple[RuleOutcome, ...]
+
+
+#: Why a filter is not compiled, as ``FilterOutcome.skipped`` says it.
+SKIP_CONTEXT_OFF = "context-off"
+SKIP_CONTEXT_NOT_OFFERED = "context-not-offered"
+SKIP_INACTIVE = "inactive"
+SKIP_PAUSED = "paused"
+SKIP_NO_RULES = "no-rules"
+SKIP_BROKEN = "broken-rule"
 
 
 class _Nobody:
@@ -224,6 +269,27 @@ def _default_directory() -> AccountDirectory:
     return LocalDirectory()
 
 
+def _moments(filter_: FilterSnapshot) -> Iterator[dt.datetime]:
+    """The times at which this filter's compiled form changes by itself."""
+    if filter_.paused_until is not None:
+        yield filter_.paused_until
+    for rule in filter_.rules:
+        if rule.expires_at is not None:
+            yield rule.expires_at
+
+
+def _paused(filter_: FilterSnapshot, now: dt.datetime) -> bool:
+    return filter_.paused_until is not None and filter_.paused_until > now
+
+
+def _unexpired(filter_: FilterSnapshot, now: dt.datetime) -> FilterSnapshot:
+    """The filter without its rules whose expiry has passed (the same object if none)."""
+    if all(rule.expires_at is None or rule.expires_at > now for rule in filter_.rules):
+        return filter_
+    kept = tuple(r for r in filter_.rules if r.expires_at is None or r.expires_at > now)
+    return FilterSnapshot(filter_.filter_id, filter_.name, kept, filter_.active)
+
+
 def _sample(names: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(sorted(set(names))[:limit])
     return shown + (", ..." if len(set(names)) > limit else "")
@@ -259,6 +325,12 @@ class Matcher:
         #: Compiled rules by (rule, arguments, negated): thousands of users share
         #: ``app_is bodhi``, so it is validated once and stored once.
         self._compiled: dict[tuple[str, Any, bool], _CompiledRule] = {}
+        #: When a user's compiled filters change by themselves (a pause ends, a
+        #: time-bound rule expires): ``(time, user id)``, soonest first.
+        #: ``apply_changes`` reloads those users once their time has come.
+        self._wakes: list[tuple[dt.datetime, int]] = []
+        #: The clock pauses and expiries are read against (tests move it).
+        self.clock: Callable[[], dt.datetime] = utcnow
 
     # -- building --------------------------------------------------------------
 
@@ -337,6 +409,9 @@ class Matcher:
 
         Returns how many users were refreshed.
         """
+        due = self._due_users()
+        if due:
+            self.refresh_users(session, due)
         since = self.last_change_id
         condition = ChangeEvent.id > since
         if self._gaps:
@@ -346,7 +421,7 @@ class Matcher:
         ).all()
         if not rows:
             self._expire_gaps()
-            return 0
+            return len(due)
         seen = {row.id for row in rows}
         newest = max(seen)
         user_ids = {row.user_id for row in rows}
@@ -358,7 +433,7 @@ class Matcher:
         self._note_gaps(seen, since, newest)
         self._expire_gaps()
         self.last_change_id = max(since, newest)
-        return len(user_ids)
+        return len(user_ids | due)
 
     def follow_directory(self, session: Session, messages: Iterable[MessageFacts]) -> int:
         """Apply Fedora Accounts' bus messages: the directory forgets the accounts and
@@ -390,6 +465,14 @@ class Matcher:
                         self._unfile(entry)
                         self._file(entry)
 
+    def _due_users(self) -> set[int]:
+        """Users whose pause ended or time-bound rule expired since they were compiled."""
+        now = self.clock()
+        due: set[int] = set()
+        while self._wakes and self._wakes[0][0] <= now:
+            due.add(heapq.heappop(self._wakes)[1])
+        return due
+
     def _note_gaps(self, seen: set[int], since: int, newest: int) -> None:
         """Remember the ids after ``since`` and below ``newest`` that were not seen."""
         now = time.monotonic()
@@ -411,18 +494,30 @@ class Matcher:
     def _add_user(self, snapshot: UserSnapshot, problems: _LoadProblems) -> None:
         context = RuleContext(snapshot.name, self.ownership, self.membership)
         entries: list[_Entry] = []
+        now = self.clock()
+        wake: dt.datetime | None = None
         for preference in sorted(snapshot.contexts, key=lambda p: p.context):
             if not preference.enabled or preference.context not in self.contexts:
                 continue
             slot = (snapshot.user_id, preference.context)
             for order, filter_ in enumerate(preference.filters):
-                if not filter_.active or not filter_.rules:
+                if not filter_.active:
+                    continue
+                for moment in _moments(filter_):
+                    if moment > now and (wake is None or moment < wake):
+                        wake = moment
+                if _paused(filter_, now):
+                    continue
+                filter_ = _unexpired(filter_, now)
+                if not filter_.rules:
                     continue
                 entry = self._compile(snapshot, slot, order, filter_, context, problems)
                 if entry is not None:
                     self._file(entry)
                     entries.append(entry)
         self._users[snapshot.user_id] = _UserState(snapshot, entries)
+        if wake is not None:
+            heapq.heappush(self._wakes, (wake, snapshot.user_id))
 
     def _compile(
         self,
@@ -576,6 +671,106 @@ class Matcher:
             self._evaluate(facts, state.entries, best)
         return [best[slot].recipient for slot in sorted(best)]
 
+    def explain(self, facts: MessageFacts, user_id: int) -> list[FilterOutcome]:
+        """Every filter of one user, in context and position order, for this message.
+
+        ``matched`` comes from the very evaluation ``recipients`` runs (the
+        filter's compiled entry through ``_evaluate``); each rule's ``holds``
+        calls the same compiled rule the same way, in order, and stops at the
+        first that does not hold, as ``recipients`` does. Filters the matcher
+        does not compile say why in ``skipped``.
+        """
+        state = self._users.get(user_id)
+        if state is None:
+            return []
+        now = self.clock()
+        entries = {entry.recipient.filter_id: entry for entry in state.entries}
+        outcomes: list[FilterOutcome] = []
+        for preference in sorted(state.snapshot.contexts, key=lambda p: p.context):
+            for position, filter_ in enumerate(preference.filters, start=1):
+                entry = entries.get(filter_.filter_id)
+                if entry is None or entry.slot[1] != preference.context:
+                    skipped = _why_skipped(preference, filter_, now, self.contexts)
+                    rules = tuple(
+                        RuleOutcome(
+                            r.name,
+                            r.arguments,
+                            r.negated,
+                            None,
+                            expired=r.expires_at is not None and r.expires_at <= now,
+                        )
+                        for r in filter_.rules
+                    )
+                    outcomes.append(
+                        FilterOutcome(
+                            preference.context,
+                            filter_.filter_id,
+                            filter_.name,
+                            position,
+                            filter_.active,
+                            skipped,
+                            False,
+                            rules,
+                        )
+                    )
+                    continue
+                best: dict[_Slot, _Entry] = {}
+                self._evaluate(facts, (entry,), best)
+                evaluated = iter(self._trace(entry, facts))
+                traced: list[RuleOutcome] = []
+                for rule in filter_.rules:
+                    if rule.expires_at is not None and rule.expires_at <= now:
+                        traced.append(
+                            RuleOutcome(rule.name, rule.arguments, rule.negated, None, expired=True)
+                        )
+                        continue
+                    holds, raised = next(evaluated)
+                    traced.append(
+                        RuleOutcome(rule.name, rule.arguments, rule.negated, holds, raised)
+                    )
+                outcomes.append(
+                    FilterOutcome(
+                        preference.context,
+                        filter_.filter_id,
+                        filter_.name,
+                        position,
+                        filter_.active,
+                        "",
+                        entry.slot in best,
+                        tuple(traced),
+                    )
+                )
+        return outcomes
+
+    def first_matches(self, facts: MessageFacts, user_id: int) -> dict[str, Recipient]:
+        """One user's recipients for this message by context: what ``recipients`` gives them."""
+        state = self._users.get(user_id)
+        if state is None:
+            return {}
+        best: dict[_Slot, _Entry] = {}
+        self._evaluate(facts, state.entries, best)
+        return {slot[1]: entry.recipient for slot, entry in best.items()}
+
+    def _trace(self, entry: _Entry, facts: MessageFacts) -> list[tuple[bool | None, bool]]:
+        """``(holds, raised)`` for each compiled rule, in the order ``_evaluate`` runs them;
+        after the first that does not hold, ``(None, False)`` (not evaluated there)."""
+        results: list[tuple[bool | None, bool]] = []
+        stopped = False
+        for function, arguments, negated, _name in entry.rules:
+            if stopped:
+                results.append((None, False))
+                continue
+            try:
+                result = function(facts, entry.context, **arguments)
+            except Exception:  # counts as not holding, as in ``_evaluate``
+                results.append((False, True))
+                stopped = True
+                continue
+            holds = not result if negated else bool(result)
+            results.append((holds, False))
+            stopped = not holds
+        return results
+
     def _evaluate(self, facts: MessageFacts, entries: Iterable[_Entry],
                   best: dict[_Slot, _Entry]) -> None:
         """Record in ``best`` each (user, context)'s first matching filter among ``entries``."""
@@ -608,3 +803,20 @@ class Matcher:
             self._failures.popitem(last=False)
         log.warning("rule %s raised on message %s; its filters count as not matching",
                     name, facts.id, exc_info=True)
+
+
+def _why_skipped(
+    preference: ContextSnapshot, filter_: FilterSnapshot, now: dt.datetime, offered: Collection[str]
+) -> str:
+    """Why the matcher compiled no entry for this filter (see ``FilterOutcome.skipped``)."""
+    if preference.context not in offered:
+        return SKIP_CONTEXT_NOT_OFFERED
+    if not preference.enabled:
+        return SKIP_CONTEXT_OFF
+    if not filter_.active:
+        return SKIP_INACTIVE
+    if _paused(filter_, now):
+        return SKIP_PAUSED
+    if not _unexpired(filter_, now).rules:
+        return SKIP_NO_RULES
+    return SKIP_BROKEN

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -118,6 +119,12 @@ class User(Base):
     confirm_locked_until: Mapped[dt.datetime | None]
     #: Everything is held back (but kept) until this time; IRC ``fmn mute``.
     muted_until: Mapped[dt.datetime | None]
+    #: Signed action links carry this; bumping it refuses every link already sent.
+    link_nonce: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: Sentences fmn has to tell the user once (expired rules it removed), oldest first.
+    notices: Mapped[list[str] | None] = mapped_column(JSON)
+    #: Whether the operator's default templates were given (new users get them once).
+    defaults_applied: Mapped[bool] = mapped_column(default=False, server_default=true())
 
     preferences: Mapped[list[Preference]] = relationship(
         back_populates="user", cascade="all, delete-orphan", order_by="Preference.context"
@@ -238,6 +245,8 @@ class Filter(Base):
     active: Mapped[bool] = mapped_column(default=True)
     oneshot: Mapped[bool] = mapped_column(default=False)
     position: Mapped[int] = mapped_column(default=0)
+    #: The matcher skips the filter until then ("pause this filter for 7 days").
+    paused_until: Mapped[dt.datetime | None]
 
     preference: Mapped[Preference] = relationship(back_populates="filters")
     rules: Mapped[list[Rule]] = relationship(
@@ -260,6 +269,8 @@ class Rule(Base):
     arguments: Mapped[jsondict] = mapped_column(default=dict)
     negated: Mapped[bool] = mapped_column(default=False)
     position: Mapped[int] = mapped_column(default=0)
+    #: A time-bound rule (an exclusion for a while): ignored from then on, then deleted.
+    expires_at: Mapped[dt.datetime | None]
 
     filter: Mapped[Filter] = relationship(back_populates="rules")
 

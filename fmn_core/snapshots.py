@@ -8,6 +8,7 @@ snapshots directly, without a database.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ class RuleSnapshot:
     name: str
     arguments: Mapping[str, Any]
     negated: bool = False
+    #: A time-bound rule: the matcher drops it from this time on.
+    expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class FilterSnapshot:
     name: str
     rules: tuple[RuleSnapshot, ...]
     active: bool = True
+    #: A paused filter: the matcher skips it until this time.
+    paused_until: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +85,10 @@ def _load_chunk(session: Session, ids: list[int] | None) -> list[UserSnapshot]:
         Preference.id, Preference.user_id, Preference.context, Preference.enabled, User.name
     ).join(User, User.id == Preference.user_id)
     filters = select(
-        Filter.id, Filter.preference_id, Filter.name, Filter.active
+        Filter.id, Filter.preference_id, Filter.name, Filter.active, Filter.paused_until
     ).join(Preference, Preference.id == Filter.preference_id)
     rules = (
-        select(Rule.filter_id, Rule.name, Rule.arguments, Rule.negated)
+        select(Rule.filter_id, Rule.name, Rule.arguments, Rule.negated, Rule.expires_at)
         .join(Filter, Filter.id == Rule.filter_id)
         .join(Preference, Preference.id == Filter.preference_id)
     )
@@ -95,7 +100,9 @@ def _load_chunk(session: Session, ids: list[int] | None) -> list[UserSnapshot]:
     rules_of: defaultdict[int, list[RuleSnapshot]] = defaultdict(list)
     for rule in session.execute(rules.order_by(Rule.filter_id, Rule.position, Rule.id)):
         rules_of[rule.filter_id].append(
-            RuleSnapshot(rule.name, dict(rule.arguments or {}), bool(rule.negated))
+            RuleSnapshot(
+                rule.name, dict(rule.arguments or {}), bool(rule.negated), rule.expires_at
+            )
         )
     filters_of: defaultdict[int, list[FilterSnapshot]] = defaultdict(list)
     for filter_ in session.execute(
@@ -103,7 +110,7 @@ def _load_chunk(session: Session, ids: list[int] | None) -> list[UserSnapshot]:
     ):
         filters_of[filter_.preference_id].append(
             FilterSnapshot(filter_.id, filter_.name, tuple(rules_of.get(filter_.id, ())),
-                           bool(filter_.active))
+                           bool(filter_.active), filter_.paused_until)
         )
     names: dict[int, str] = {}
     contexts_of: defaultdict[int, list[ContextSnapshot]] = defaultdict(list)

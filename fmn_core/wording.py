@@ -8,9 +8,20 @@ an IRC line), never their own wording of these facts.
 
 from __future__ import annotations
 
-from typing import Protocol
+import datetime as dt
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["DigestPolicy", "count", "digest_policy"]
+if TYPE_CHECKING:
+    from .explain import ContextExplanation, Explanation, FilterExplanation, RuleExplanation
+
+__all__ = [
+    "SKIPPED",
+    "DigestPolicy",
+    "count",
+    "digest_policy",
+    "explanation_lines",
+    "filter_verdict",
+]
 
 
 def count(number: int, noun: str, plural: str | None = None) -> str:
@@ -51,3 +62,108 @@ def digest_policy(view: DigestPolicy, *, compact: bool = False) -> str:
         parts = [f"every {count(minutes, 'minute')}"] if minutes else []
         parts += [f"after {count(notifications, 'notification')}"] if notifications else []
     return " or ".join(parts) if parts else "off"
+
+
+# --- explanations ("why did or didn't I get this?") -----------------------------------
+
+#: Why the matcher does not look at a filter (``FilterExplanation.skipped``).
+SKIPPED = {
+    "context-off": "its context is off",
+    "context-not-offered": "its context is not offered here",
+    "inactive": "it is switched off",
+    "paused": "it is paused",
+    "no-rules": "it has no rules (a filter without rules matches nothing)",
+    "broken-rule": "one of its rules is not installed or its arguments are no longer valid",
+}
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment is not None else "not yet"
+
+
+def _context_outcome(item: ContextExplanation) -> str:
+    """One context's outcome as a sentence (without the filter details)."""
+    where = ", ".join(item.destinations) or "no confirmed address"
+    outcome = item.outcome
+    if outcome == "notified":
+        if item.state == "sent":
+            return f"notified by filter {item.filter!r}: sent {_when(item.sent_at)} to {where}."
+        return (
+            f"notified by filter {item.filter!r}: {item.state} since "
+            f"{_when(item.created_at)}, to {where}"
+            + (f" (last try: {item.last_error})" if item.last_error else "")
+            + "."
+        )
+    if outcome == "muted":
+        return (
+            f"matched filter {item.filter!r}, held back: you muted fmn"
+            + (f" ({item.last_error.removeprefix('held: ')})" if item.last_error else "")
+            + "."
+        )
+    if outcome == "held":
+        why = item.last_error or "held for a digest"
+        return f"matched filter {item.filter!r}, {why}."
+    if outcome == "no-destination":
+        return (
+            f"matched filter {item.filter!r}, but there is no confirmed address for "
+            f"{item.context}; confirm one to receive these."
+        )
+    if outcome == "dead":
+        return (
+            f"matched filter {item.filter!r}, gave up after {count(item.attempts, 'try', 'tries')}"
+            f" (last error: {item.last_error or 'none recorded'})."
+        )
+    if outcome == "context-off":
+        if item.filter is not None:
+            return f"matched filter {item.filter!r}, but {item.context} was turned off."
+        return f"{item.context} is off (or not set up): nothing is sent there."
+    if outcome == "unknown-schema":
+        return (
+            "no filter matched; this message's schema is not installed here, so its "
+            "application, users and packages could not be read."
+        )
+    return "no filter matched."
+
+
+def _rule_line(rule: RuleExplanation) -> str:
+    if rule.note == "expired":
+        return f"rule {rule.number} `{rule.text}` has expired (ignored)"
+    if rule.note == "not-installed":
+        return f"rule {rule.number} `{rule.text}` is not installed here"
+    if rule.note == "raised":
+        return f"rule {rule.number} `{rule.text}` failed on this message (counts as not holding)"
+    verdict = "holds" if rule.holds else "does not hold"
+    return f"rule {rule.number} `{rule.text}` {verdict} ({rule.facts})"
+
+
+def filter_verdict(item: FilterExplanation) -> str:
+    """One filter's verdict on the message: matched, skipped and why, or its first failed rule."""
+    if item.skipped:
+        return f"filter {item.name!r}: not checked, {SKIPPED.get(item.skipped, item.skipped)}."
+    if item.matched:
+        return f"filter {item.name!r}: matches (all {count(len(item.rules), 'rule')} hold)."
+    failed = next((r for r in item.rules if r.holds is False), None)
+    if failed is None:
+        return f"filter {item.name!r}: does not match."
+    return f"filter {item.name!r}: does not match: {_rule_line(failed)}."
+
+
+def explanation_lines(explanation: Explanation) -> list[str]:
+    """An explanation as lines people read: the same in the bot, the TUI and the CLI.
+
+    The first line names the message; then one line per context, each followed
+    by its filters' verdicts when no notification was made.
+    """
+    summary = explanation.summary or explanation.topic
+    lines = [f"Message {explanation.message_id} ({explanation.topic}): {summary}"]
+    for item in explanation.contexts:
+        lines.append(f"{item.context}: {_context_outcome(item)}")
+        if item.changed_since:
+            lines.append(
+                f"  (your filters changed since it arrived: {item.changed_since} matches it)"
+            )
+        if item.outcome in ("no-match", "unknown-schema"):
+            if not item.filters:
+                lines.append(f"  you have no filters in {item.context}.")
+            lines.extend(f"  {filter_verdict(f)}" for f in item.filters)
+    return lines

@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a self-contained tour: sample users and messages")
     demo.add_argument("--dir", metavar="PATH", help="where to put the demo's files")
 
+    explain = commands.add_parser(
+        "explain", help="why a user got (or did not get) a message, context by context"
+    )
+    explain.add_argument("user", metavar="USER", help="the Fedora account")
+    explain.add_argument(
+        "message", metavar="MESSAGE_ID", help="a stored message's id, or a datagrepper link"
+    )
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+
     outbox = commands.add_parser("outbox", help="notifications that could not be delivered")
     outbox_commands = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
     listing = outbox_commands.add_parser("list", help="list dead notifications (the default)")
@@ -222,6 +231,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _replay(config, args)
     if args.command == "outbox":
         return _outbox(config, args)
+    if args.command == "explain":
+        return _explain(config, args)
     if args.command == "messages":
         return _messages(config, args)
     if args.command == "ownership":
@@ -410,6 +421,27 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
             f"{stats.messages} messages, {stats.matched} matched, {stats.recipients} recipients, "
             f"{stats.errors} unreadable lines{written}"
         )
+    return EXIT_OK
+
+
+def _explain(config: Config, args: argparse.Namespace) -> int:
+    # The operator's tool: whoever can open the database may explain any account.
+    import json
+
+    from fmn_core.explain import explain
+    from fmn_core.preferences import Actor
+    from fmn_core.wording import explanation_lines
+
+    db = _open(config)
+    try:
+        with db.begin() as session:
+            found = explain(session, Actor(args.user, is_admin=True), args.message)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(explanation_lines(found)))
     return EXIT_OK
 
 
