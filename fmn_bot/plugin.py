@@ -48,7 +48,7 @@ from fmn_core.errors import (
 )
 from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
-from fmn_core.wording import count, digest_policy
+from fmn_core.wording import count, digest_policy, explanation_lines
 
 from .delivery import Delivery, LimnoriaLink
 
@@ -88,6 +88,7 @@ COMMANDS: tuple[str, ...] = (
     "preview",
     "mute",
     "unmute",
+    "why",
 )
 _DISPLAY = {callbacks.canonicalName(name): name for name in COMMANDS}
 #: How many preview hits a reply lists.
@@ -884,6 +885,19 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             with self.plugin.unit(irc, msg) as (session, actor):
                 preferences.unmute(session, actor)
             irc.reply("Unmuted.")
+
+        @fmn_command([rest("something")])
+        def why(self, irc: Any, msg: Any, args: list[str], message: str) -> None:
+            """<message id>|<datagrepper link>
+
+            Explains, context by context, why you got a message or why not: the
+            filter that sent it and where, or each filter's first rule that did
+            not hold. Always answered in a private message.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                found = preferences.explain(session, actor, message)
+            # Limnoria pages a long reply ("more"), as it does every long reply.
+            irc.reply(" | ".join(explanation_lines(found)), private=True)
 
 
 def _quoted(name: str) -> str:

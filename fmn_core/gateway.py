@@ -44,6 +44,7 @@ from typing import Any, Final
 from . import errors
 from .config import PushConfig
 from .errors import GatewayInternalError, GatewayUnavailable, MalformedRequest, UserError
+from .explain import ContextExplanation, Explanation, FilterExplanation, RuleExplanation
 from .preferences import (
     ContextView,
     DestinationView,
@@ -89,6 +90,7 @@ OPERATIONS: Final = frozenset(
         "add_filter",
         "add_rule",
         "confirm",
+        "explain",
         "get_context",
         "get_filter",
         "list_contexts",
@@ -121,13 +123,17 @@ TRIAL_FORBIDDEN: Final = frozenset({"confirm"})
 VIEW_TYPES: Final[Mapping[str, type[Any]]] = {
     cls.__name__: cls
     for cls in (
+        ContextExplanation,
         ContextView,
         DestinationView,
+        Explanation,
+        FilterExplanation,
         FilterView,
         NotificationView,
         PendingConfirmation,
         PreviewHit,
         PushConfig,
+        RuleExplanation,
         RuleView,
         TemplateView,
     )

@@ -27,7 +27,7 @@ import hmac
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, object_session, selectinload
@@ -82,6 +82,9 @@ from .ownership import OwnershipCache
 from .rules import Catalog, RuleContext, RuleSpec
 from .templates import TemplateView, all_templates, find_template, template_view
 
+if TYPE_CHECKING:
+    from .explain import Explanation
+
 __all__ = [
     "MAX_DESTINATIONS_PER_CONTEXT",
     "MAX_PENDING_PER_CONTEXT",
@@ -98,6 +101,7 @@ __all__ = [
     "add_filter",
     "add_rule",
     "confirm",
+    "explain",
     "get_context",
     "get_filter",
     "list_contexts",
@@ -1390,3 +1394,16 @@ def unmute(session: Session, actor: Actor, *, user: str | None = None) -> None:
         return
     row.muted_until = None
     _changed(session, row, "mute")
+
+
+# --- explaining --------------------------------------------------------------------
+
+
+def explain(
+    session: Session, actor: Actor, message: str, *, user: str | None = None
+) -> Explanation:
+    """Why the user got (or did not get) a stored message: see :mod:`fmn_core.explain`."""
+    # Imported here: fmn_core.explain builds on this module's Actor and ownership check.
+    from .explain import explain as explain_message
+
+    return explain_message(session, actor, message, user=user)
