@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
 from fmn_core.gateway import PreferenceCall
@@ -16,6 +16,8 @@ from fmn_core.preferences import NotificationView
 from ..display import plain, shorten, when
 from ..widgets.view_table import Cell, ViewTable
 from ._base import CoreScreen
+from .explain import ExplainScreen
+from .prompt import PromptScreen
 
 __all__ = ["NotificationsScreen"]
 
@@ -39,6 +41,8 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
     AUTO_FOCUS = "#notifications"
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("w", "why", "Why?"),
+        Binding("i", "explain_id", "Explain an id"),
         Binding("r", "reload", "Reload"),
         Binding("escape", "back", "Back", key_display="Esc"),
     ]
@@ -46,6 +50,7 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
     def __init__(self, context: str | None = None) -> None:
         super().__init__()
         self.context = context
+        self.items: list[NotificationView] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -60,6 +65,7 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
         return view
 
     def show(self, view: list[NotificationView]) -> None:
+        self.items = view
         where = f" in {self.context}" if self.context else ""
         heading = Text()
         heading.append(f"Your latest notifications{where}", style="bold")
@@ -80,6 +86,34 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
             for item in view
         ]
         self.query_one("#notifications", ViewTable).set_rows(rows)
+
+    @property
+    def selected(self) -> NotificationView | None:
+        """The highlighted notification, if any."""
+        row = self.query_one("#notifications", DataTable).cursor_row
+        return self.items[row] if 0 <= row < len(self.items) else None
+
+    def action_why(self) -> None:
+        """Explain the highlighted notification's message."""
+        item = self.selected
+        if item is not None:
+            self.app.push_screen(ExplainScreen(item.message_id))
+
+    def action_explain_id(self) -> None:
+        """Explain any stored message: paste its id or datagrepper link."""
+
+        def explain(answer: str | None) -> None:
+            if answer:
+                self.app.push_screen(ExplainScreen(answer))
+
+        self.app.push_screen(
+            PromptScreen(
+                "Which message? Paste its id or a datagrepper link",
+                placeholder="e.g. 2024-5d5b…, or https://apps.fedoraproject.org/datagrepper/…",
+                ok="Explain",
+            ),
+            explain,
+        )
 
     def action_reload(self) -> None:
         """Read again."""

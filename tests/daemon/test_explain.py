@@ -234,8 +234,7 @@ def test_explain_words_for_a_message_that_reached_the_user_and_one_that_did_not(
     assert email.outcome == "notified" and email.state == "sent"
     lines = explanation_lines(sent)
     assert any(
-        (line.startswith("email: notified by filter")
-        and "a***@example.org" in line)
+        (line.startswith("email: notified by filter") and "a***@example.org" in line)
         or line.startswith("email: notified by filter")
         for line in lines
     )
