@@ -230,8 +230,14 @@ class HttpConfig:
     #: Accept errors (out of descriptors) are logged at most once per this many seconds,
     #: with a count of those not logged.
     accept_error_log_seconds: float = 60.0
+    #: Signed action links in notifications ("mute this package") work this many days.
+    action_link_days: int = 30
 
     def __post_init__(self) -> None:
+        if not 1 <= self.action_link_days <= 365:
+            raise ConfigError(
+                "http.action_link_days", f"must be from 1 to 365, got {self.action_link_days}"
+            )
         if not 0 <= self.port <= 65535:
             raise ConfigError("http.port", f"{self.port} is not a TCP port (0-65535)")
         for key in ("max_connections", "max_live_clients", "max_live_clients_per_token"):

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AccountDirectoryUnavailable",
+    "ActionLinkRefused",
     "AlreadyExists",
     "AmbiguousChatAccount",
     "ConfigError",
@@ -159,6 +160,11 @@ class TooManyCodes(RateLimited):
 
 class PermissionDenied(UserError):
     """The actor may not act on this data."""
+
+
+class ActionLinkRefused(PermissionDenied):
+    """A signed action link that no longer holds: expired, withdrawn, or not about the
+    user's own notification. ``str()`` says which, and what to do instead."""
 
 
 class UnmappedChatAccount(PermissionDenied):

@@ -67,6 +67,7 @@ __all__ = [
     "RuleExplanation",
     "explain",
     "message_id_of",
+    "stored_facts",
 ]
 
 #: Every ``outcome`` an explanation may give.
@@ -213,7 +214,8 @@ def message_id_of(text: str) -> str:
     return given
 
 
-def _stored_facts(message: Message) -> MessageFacts | None:
+def stored_facts(message: Message) -> MessageFacts | None:
+    """A stored message's facts, or None when it no longer loads (a schema changed)."""
     try:
         return facts_of(
             load_message(
@@ -387,7 +389,7 @@ def explain(
     config = config_of(session)
     offered = tuple(config.contexts)
     catalog = catalog_of(session)
-    facts = _stored_facts(row)
+    facts = stored_facts(row)
     schema_known = facts is not None and facts.schema != UNKNOWN_SCHEMA
     table = _facts_table(facts, row.topic)
     account = session.scalars(select(User).where(User.name == target)).one_or_none()

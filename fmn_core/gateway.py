@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import errors
+from .actions import ActionPlan
 from .config import PushConfig
 from .errors import GatewayInternalError, GatewayUnavailable, MalformedRequest, UserError
 from .explain import ContextExplanation, Explanation, FilterExplanation, RuleExplanation
@@ -87,6 +88,7 @@ MAX_CALLS: Final = 500
 #: their own account. The daemon's own calls (sending codes) are not among them.
 OPERATIONS: Final = frozenset(
     {
+        "act_on_notification",
         "add_filter",
         "add_rule",
         "confirm",
@@ -98,6 +100,8 @@ OPERATIONS: Final = frozenset(
         "list_templates",
         "move_filter",
         "mute",
+        "pause_filter",
+        "plan_action",
         "preview",
         "recent_notifications",
         "remove_destination",
@@ -105,6 +109,7 @@ OPERATIONS: Final = frozenset(
         "remove_rule",
         "rename_filter",
         "resend_confirmation",
+        "revoke_action_links",
         "set_context_enabled",
         "set_destination",
         "set_digest",
@@ -123,6 +128,7 @@ TRIAL_FORBIDDEN: Final = frozenset({"confirm"})
 VIEW_TYPES: Final[Mapping[str, type[Any]]] = {
     cls.__name__: cls
     for cls in (
+        ActionPlan,
         ContextExplanation,
         ContextView,
         DestinationView,

@@ -146,6 +146,8 @@ class ClaimedNotification:
     digest_count: int
     muted_until: dt.datetime | None
     destinations: tuple[str, ...] = field(default=(), repr=False)
+    #: The user's action-link nonce: links rendered now carry it (``fmn_core.actions``).
+    link_nonce: int = 0
 
     @property
     def group(self) -> tuple[int, str]:
@@ -406,6 +408,7 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
                 digest_minutes=preference.digest_minutes if preference is not None else 0,
                 digest_count=preference.digest_count if preference is not None else 0,
                 muted_until=user.muted_until,
+                link_nonce=user.link_nonce or 0,
                 destinations=tuple(addresses.get(preference.id, ()))
                 if preference is not None
                 else (),

@@ -83,6 +83,7 @@ from .rules import Catalog, RuleContext, RuleSpec
 from .templates import TemplateView, all_templates, find_template, template_view
 
 if TYPE_CHECKING:
+    from .actions import ActionPlan
     from .explain import Explanation
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "PreviewHit",
     "RuleView",
     "TemplateView",
+    "act_on_notification",
     "add_filter",
     "add_rule",
     "confirm",
@@ -110,7 +112,9 @@ __all__ = [
     "mark_code_sent",
     "move_filter",
     "mute",
+    "pause_filter",
     "pending_confirmation_codes",
+    "plan_action",
     "preview",
     "profile_addresses",
     "recent_notifications",
@@ -119,6 +123,7 @@ __all__ = [
     "remove_rule",
     "rename_filter",
     "resend_confirmation",
+    "revoke_action_links",
     "set_context_enabled",
     "set_destination",
     "set_digest",
@@ -169,6 +174,8 @@ class RuleView:
     arguments: Mapping[str, Any]
     negated: bool
     text: str
+    #: A time-bound rule: the matcher ignores it from then on (housekeeping deletes it).
+    expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,8 @@ class FilterView:
     oneshot: bool
     position: int
     rules: tuple[RuleView, ...]
+    #: The matcher skips the filter until then.
+    paused_until: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +308,21 @@ def _bool(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgument(f"{what} must be true or false.", argument=what)
     return value
+
+
+def _future(value: object, what: str) -> dt.datetime | None:
+    """An optional end time: aware, in the future, within a year."""
+    if value is None:
+        return None
+    now = utcnow()
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise InvalidArgument(f"{what} must be a time with a timezone.", argument=what)
+    if value <= now or value - now > MAX_MUTE:
+        raise InvalidArgument(
+            f"{what} must be in the future and within a year; choose another time.",
+            argument=what,
+        )
+    return value.astimezone(dt.UTC)
 
 
 def _whole(value: object, what: str, low: int, high: int) -> int:
@@ -426,6 +450,7 @@ def _rule_view(number: int, rule: Rule, catalog: Catalog) -> RuleView:
             arguments,
             rule.negated,
             _describe(rule.name, arguments, rule.negated),
+            rule.expires_at,
         )
     return RuleView(
         number,
@@ -434,6 +459,7 @@ def _rule_view(number: int, rule: Rule, catalog: Catalog) -> RuleView:
         arguments,
         rule.negated,
         _describe(rule.name, arguments, rule.negated),
+        rule.expires_at,
     )
 
 
@@ -453,7 +479,14 @@ def _filter_view(context: str, filter_: Filter, catalog: Catalog | None = None) 
         for number, rule in enumerate(_ordered_rules(filter_), start=1)
     )
     return FilterView(
-        filter_.id, context, filter_.name, filter_.active, filter_.oneshot, filter_.position, rules
+        filter_.id,
+        context,
+        filter_.name,
+        filter_.active,
+        filter_.oneshot,
+        filter_.position,
+        rules,
+        filter_.paused_until,
     )
 
 
@@ -696,6 +729,23 @@ def set_filter_active(
     return _filter_view(context, filter_)
 
 
+def pause_filter(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    until: dt.datetime | None,
+    *,
+    user: str | None = None,
+) -> FilterView:
+    """Skip a filter until a time (within a year), or resume it at once with ``None``."""
+    until = _future(until, "until")
+    row, _preference, filter_, context = _existing_filter(session, actor, context, name, user)
+    filter_.paused_until = until
+    _changed(session, row, "filter")
+    return _filter_view(context, filter_)
+
+
 def set_filter_oneshot(
     session: Session,
     actor: Actor,
@@ -725,10 +775,16 @@ def add_rule(
     arguments: Mapping[str, Any] | None,
     *,
     negated: bool = False,
+    expires_at: dt.datetime | None = None,
     user: str | None = None,
 ) -> FilterView:
-    """Add a catalog rule (validated against its parameters) to the end of a filter."""
+    """Add a catalog rule (validated against its parameters) to the end of a filter.
+
+    ``expires_at`` makes it time-bound (an exclusion for a while): the matcher
+    ignores it from then on and housekeeping deletes it, telling the user once.
+    """
     negated = _bool(negated, "negated")
+    expires_at = _future(expires_at, "expires_at")
     catalog = catalog_of(session)
     spec, normalized = catalog.validate(rule.strip() if isinstance(rule, str) else "", arguments)
     row, _preference, filter_, context = _existing_filter(
@@ -757,6 +813,7 @@ def add_rule(
             arguments=normalized,
             negated=negated,
             position=len(filter_.rules) + 1,
+            expires_at=expires_at,
         )
     )
     _renumber(_ordered_rules(filter_))
@@ -1407,3 +1464,48 @@ def explain(
     from .explain import explain as explain_message
 
     return explain_message(session, actor, message, user=user)
+
+
+# --- acting from a notification (fmn_core.actions) ---------------------------------------
+
+
+def act_on_notification(
+    session: Session,
+    actor: Actor,
+    message: str,
+    action: str,
+    *,
+    context: str | None = None,
+    choice: str | None = None,
+    days: int | None = None,
+    user: str | None = None,
+) -> list[str]:
+    """Mute a package or application, or pause the filter, that sent a notification."""
+    from .actions import act_on_notification as act
+
+    return act(
+        session, actor, message, action, context=context, choice=choice, days=days, user=user
+    )
+
+
+def plan_action(
+    session: Session,
+    actor: Actor,
+    message: str,
+    action: str,
+    *,
+    context: str | None = None,
+    days: int | None = None,
+    user: str | None = None,
+) -> ActionPlan:
+    """What ``act_on_notification`` would change; writes nothing."""
+    from .actions import plan_action as plan
+
+    return plan(session, actor, message, action, context=context, days=days, user=user)
+
+
+def revoke_action_links(session: Session, actor: Actor, *, user: str | None = None) -> int:
+    """Refuse every action link fmn has sent the user so far."""
+    from .actions import revoke_action_links as revoke
+
+    return revoke(session, actor, user=user)

@@ -32,6 +32,8 @@ from .outbox import ClaimedNotification
 from .text import one_line, xml_text
 
 __all__ = [
+    "ACTION_TITLES",
+    "ActionClaim",
     "Entry",
     "Links",
     "Rendered",
@@ -90,6 +92,33 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+#: The one-click actions a notification offers, in the order they are listed.
+ACTION_TITLES: Mapping[str, str] = MappingProxyType(
+    {
+        "mute-package": "Mute this package",
+        "mute-app": "Mute this application",
+        "pause-filter": "Pause this filter for 7 days",
+        "digest": "Send these to my digest instead",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionClaim:
+    """What a genuine action token says: who may do what about which notification.
+
+    Its signature is checked; whether it still holds (expiry, the user's nonce,
+    the notification) is :mod:`fmn_core.actions`' to decide.
+    """
+
+    user: str
+    context: str
+    message_id: str
+    action: str
+    expires: dt.datetime
+    nonce: int
+
+
 @dataclass(frozen=True)
 class Links:
     """Public URLs for messages, and the signed tokens inside them."""
@@ -98,6 +127,8 @@ class Links:
     secret: bytes = field(repr=False)
     #: ``List-Id`` is ``<context.fmn.DOMAIN>``.
     list_domain: str = "fedoraproject.org"
+    #: How long action links work (``http.action_link_days``).
+    action_link_days: int = 30
 
     @classmethod
     def from_config(cls, config: Config, secret: bytes | None = None) -> Links:
@@ -109,11 +140,77 @@ class Links:
             public_url=config.http.public_url.rstrip("/"),
             secret=secret if secret is not None else load_secret_key(config),
             list_domain=domain,
+            action_link_days=config.http.action_link_days,
         )
 
-    def _signature(self, payload: bytes) -> bytes:
-        digest = hmac.new(self.secret, b"fmn-unsubscribe\0" + payload, hashlib.sha256).digest()
+    def _signature(self, payload: bytes, purpose: bytes = b"fmn-unsubscribe") -> bytes:
+        # The purpose is signed too: an unsubscribe token is never an action token.
+        digest = hmac.new(self.secret, purpose + b"\0" + payload, hashlib.sha256).digest()
         return digest[:_SIGNATURE_BYTES]
+
+    def action_token(
+        self,
+        user: str,
+        context: str,
+        message_id: str,
+        action: str,
+        expires: dt.datetime,
+        nonce: int,
+    ) -> str:
+        """A token for one action on one notification of one user, until ``expires``."""
+        fields = (user, context, message_id, action, str(int(expires.timestamp())), str(nonce))
+        payload = "\0".join(fields).encode()
+        return f"{_b64(payload)}.{_b64(self._signature(payload, b'fmn-action'))}"
+
+    def verify_action_token(self, token: str) -> ActionClaim | None:
+        """The claim a genuine action token makes; None for a forged or garbled one."""
+        encoded, dot, signature = token.partition(".")
+        if not dot or not encoded or not signature:
+            return None
+        try:
+            payload = _unb64(encoded)
+            given = _unb64(signature)
+        except (binascii.Error, ValueError):
+            return None
+        if not hmac.compare_digest(given, self._signature(payload, b"fmn-action")):
+            return None
+        fields = payload.decode("utf-8", "replace").split("\0")
+        if len(fields) != 6 or not all(fields[:4]):
+            return None
+        user, context, message_id, action, expires, nonce = fields
+        try:
+            moment = dt.datetime.fromtimestamp(int(expires), dt.UTC)
+            number = int(nonce)
+        except (ValueError, OverflowError, OSError):
+            return None
+        return ActionClaim(user, context, message_id, action, moment, number)
+
+    def action_url(self, token: str) -> str:
+        """The page that shows, then applies, a token's action."""
+        return f"{self.public_url}/act/{token}"
+
+    def action_links(
+        self,
+        user: str,
+        context: str,
+        message_id: str,
+        nonce: int,
+        *,
+        has_packages: bool,
+        now: dt.datetime | None = None,
+    ) -> list[tuple[str, str]]:
+        """``(title, url)`` for each action a notification offers (``ACTION_TITLES``)."""
+        expires = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(days=self.action_link_days)
+        return [
+            (
+                title,
+                self.action_url(
+                    self.action_token(user, context, message_id, action, expires, nonce)
+                ),
+            )
+            for action, title in ACTION_TITLES.items()
+            if action != "mute-package" or has_packages
+        ]
 
     def unsubscribe_token(self, user: str, context: str) -> str:
         """A token that lets its holder turn off ``context`` for ``user``, and nothing else."""
@@ -248,9 +345,25 @@ def _headers(
     return headers
 
 
-def _footer(notification: ClaimedNotification, links: Links | None, filters: str) -> str:
+def _footer(
+    notification: ClaimedNotification,
+    links: Links | None,
+    filters: str,
+    *,
+    actions: bool = True,
+) -> str:
     footer = _FOOTER.format(filter=filters, context=notification.context)
     if links is not None:
+        if actions:
+            offered = links.action_links(
+                notification.user,
+                notification.context,
+                notification.message_id,
+                notification.link_nonce,
+                has_packages=bool(notification.packages),
+            )
+            footer += "\n" + "\n".join(f"{title}: {url}" for title, url in offered)
+            footer += f"\nWhy did I get this? fmn why {notification.message_id}"
         url = links.unsubscribe_url(notification.user, notification.context)
         footer += f"\nTo stop all {notification.context} from fmn in one click: {url}"
     return footer
@@ -302,7 +415,8 @@ def render_digest(
             lines.append(f"  {entry.url}")
         lines.append(f"  {entry.topic} (filter {entry.filter!r})")
     filters = ", ".join(sorted({e.filter for e in entries}))
-    lines.extend(["", "-- ", _footer(first, links, filters)])
+    # A digest's footer acts on no single message: only the unsubscribe link.
+    lines.extend(["", "-- ", _footer(first, links, filters, actions=False)])
     return Rendered(
         subject=subject,
         text="\n".join(lines) + "\n",

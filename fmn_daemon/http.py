@@ -9,13 +9,18 @@
 ``GET /live/sse/<token>``               the live feed as Server-Sent Events
 ``GET /unsubscribe/<token>``            a page with a one-click unsubscribe form
 ``POST /unsubscribe/<token>``           RFC 8058 one-click unsubscribe
+``GET /act/<token>``                    what a notification's action link would change
+``POST /act/<token>``                   apply it ("mute this package", ...)
 ======================================  ==============================================
 
 Feed and live tokens are the user's confirmed ``rss``/``live`` destination: an
 unknown token is a 404, the same as a wrong URL. Unsubscribe tokens are signed
 (:class:`fmn_core.rendering.Links`); a forged or altered one is a 404 and changes
 nothing. Unsubscribing turns the context off through the preference service,
-like the user doing it themselves.
+like the user doing it themselves. Action links (:mod:`fmn_core.actions`) work the
+same way: signed, bound to one user, one notification and one action; the GET page
+only shows what would change, the POST applies it through the preference service and
+says what it wrote. An expired or withdrawn link is refused with a page saying so (410).
 
 Live clients get notifications this process delivers at once (``LiveHub``),
 and every ``LIVE_POLL_SECONDS`` the ones other daemons delivered, from the
@@ -34,15 +39,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from aiohttp import WSMsgType, web
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fmn_core import outbox, preferences
+from fmn_core import actions, outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database
-from fmn_core.errors import UserError
+from fmn_core.errors import ActionLinkRefused, UserError
+from fmn_core.models import User
 from fmn_core.outbox import SentEntry
-from fmn_core.rendering import Links
+from fmn_core.rendering import ActionClaim, Links
 
 from .concurrency import in_thread, in_unit_of_work
 from .limits import (
@@ -161,12 +168,14 @@ async def _metrics(request: web.Request) -> web.Response:
 _FEED_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml"}
 
 
-def _feed(session: Session, token: str) -> tuple[str, list[SentEntry]] | None:
+def _feed(session: Session, token: str) -> tuple[str, int, list[SentEntry]] | None:
     owner = outbox.owner_of_address(session, "rss", token)
     if owner is None:
         return None
     user_id, user = owner
-    return user, outbox.sent_entries(session, user_id, "rss", limit=FEED_LIMIT)
+    # Entries carry action links signed with the user's current nonce.
+    nonce = session.scalar(select(User.link_nonce).where(User.id == user_id)) or 0
+    return user, nonce, outbox.sent_entries(session, user_id, "rss", limit=FEED_LIMIT)
 
 
 async def _feed_handler(request: web.Request) -> web.Response:
@@ -177,10 +186,18 @@ async def _feed_handler(request: web.Request) -> web.Response:
     found = await _core(request, _feed, token)
     if found is None:
         return _not_found()
-    user, entries = found
+    user, nonce, entries = found
     config = request.app[_CONFIG]
     feed_url = f"{config.http.public_url.rstrip('/')}/feeds/{token}.{suffix}"
-    document = await in_thread(build_feed, user, entries, feed_url=feed_url, kind=kind)
+    links = request.app[_LINKS]
+
+    def offered(entry: SentEntry) -> list[tuple[str, str]]:
+        # A feed row keeps no package list: the page asks which package, if any.
+        return links.action_links(user, "rss", entry.message_id, nonce, has_packages=True)
+
+    document = await in_thread(
+        build_feed, user, entries, feed_url=feed_url, kind=kind, actions=offered
+    )
     return web.Response(
         body=document,
         headers={
@@ -423,6 +440,103 @@ async def _unsubscribe_post(request: web.Request) -> web.Response:
     )
 
 
+# -- action links ----------------------------------------------------------------------
+
+
+def _plan(session: Session, claim: ActionClaim) -> actions.ActionPlan:
+    actor = actions.check_claim(session, claim)
+    return actions.plan_action(
+        session, actor, claim.message_id, claim.action, context=claim.context
+    )
+
+
+def _act(session: Session, claim: ActionClaim, choice: str | None, days: int | None) -> list[str]:
+    actor = actions.check_claim(session, claim)
+    return actions.act_on_notification(
+        session,
+        actor,
+        claim.message_id,
+        claim.action,
+        context=claim.context,
+        choice=choice,
+        days=days,
+    )
+
+
+def _refused(exc: UserError) -> web.Response:
+    status = 410 if isinstance(exc, ActionLinkRefused) else 400
+    return _page("Nothing was changed", f"<p>{html.escape(str(exc))}</p>", status=status)
+
+
+def _list(items: list[str] | tuple[str, ...]) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>"
+
+
+async def _action_page(request: web.Request) -> web.Response:
+    token = request.match_info["token"]
+    claim = request.app[_LINKS].verify_action_token(token)
+    if claim is None:
+        return _not_found()
+    try:
+        plan = await _core(request, _plan, claim)
+    except UserError as exc:
+        return _refused(exc)
+    if plan.unavailable:
+        return _page(plan.title, f"<p>Not available: {html.escape(plan.unavailable)}</p>")
+    action = html.escape(f"/act/{token}", quote=True)
+    if actions.describe_choices(plan):
+        buttons = "".join(
+            f"<button type='submit' name='choice' value='{html.escape(c, quote=True)}'>"
+            f"Mute {html.escape(c)}</button> "
+            for c in plan.choices
+        )
+    else:
+        buttons = "<button type='submit'>Apply</button>"
+    mute = plan.action in ("mute-package", "mute-app")
+    duration = (
+        "<p><label>For <select name='days'><option value=''>good</option>"
+        "<option value='7'>7 days</option><option value='30'>30 days</option>"
+        "<option value='90'>90 days</option></select></label></p>"
+        if mute
+        else ""
+    )
+    body = (
+        f"<p>For <b>{html.escape(plan.user)}</b>, this will make these changes:</p>"
+        f"{_list(plan.changes)}"
+        f"<form method='post' action='{action}'>{duration}{buttons}</form>"
+        "<p>Undo them any time in the fmn TUI or with the fmn bot.</p>"
+    )
+    return _page(plan.title, body)
+
+
+async def _action_post(request: web.Request) -> web.Response:
+    claim = request.app[_LINKS].verify_action_token(request.match_info["token"])
+    if claim is None:
+        return _not_found()
+    timeout = request.app[_CONFIG].http.body_timeout_seconds
+    try:
+        form = await asyncio.wait_for(request.post(), timeout)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the request body did not arrive in time\n") from None
+    except ValueError:
+        return _page("Nothing was changed", "<p>The form could not be read.</p>", status=400)
+    choice = form.get("choice")
+    days_text = form.get("days")
+    days: int | None = None
+    if isinstance(days_text, str) and days_text.strip():
+        if not days_text.strip().isdigit() or len(days_text.strip()) > 3:
+            return _page("Nothing was changed", "<p>days must be a whole number.</p>", status=400)
+        days = int(days_text.strip())
+    try:
+        written = await _core(
+            request, _act, claim, choice if isinstance(choice, str) and choice else None, days
+        )
+    except UserError as exc:
+        return _refused(exc)
+    log.info("user %s used a %s link", claim.user, claim.action)
+    return _page("Done", f"<p>fmn wrote:</p>{_list(written)}")
+
+
 # -- the application -------------------------------------------------------------------
 
 
@@ -470,6 +584,8 @@ def build_app(
     app.router.add_get("/live/sse/{token}", _live_sse)
     app.router.add_get("/unsubscribe/{token}", _unsubscribe_page)
     app.router.add_post("/unsubscribe/{token}", _unsubscribe_post)
+    app.router.add_get("/act/{token}", _action_page)
+    app.router.add_post("/act/{token}", _action_post)
     return app
 
 

@@ -7,7 +7,7 @@ user's newest sent ``rss`` notifications (see :func:`build_feed`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from feedgen.feed import FeedGenerator
@@ -49,13 +49,15 @@ def build_feed(
     *,
     feed_url: str,
     kind: Literal["atom", "rss"],
+    actions: Callable[[SentEntry], Sequence[tuple[str, str]]] | None = None,
 ) -> bytes:
     """The feed document for ``user``'s entries (newest first).
 
     Every text that reaches the XML passes through :mod:`fmn_core.text` (titles
     on one line, bodies with only characters XML 1.0 allows), so one entry with
     an ESC or a BEL in its topic costs nothing but that character: lxml would
-    refuse the whole document otherwise.
+    refuse the whole document otherwise. ``actions`` gives each entry's signed
+    one-click action links (title, URL), listed after its description.
     """
     generator = FeedGenerator()
     generator.id(feed_url)
@@ -76,9 +78,10 @@ def build_feed(
         item.title(f"[{app}] {summary}" if app else summary)
         if entry.url:
             item.link(href=xml_text(entry.url))
-        item.description(
-            xml_text(f"{summary} (topic {_line(entry.topic)}, filter {_line(entry.filter_name)!r})")
-        )
+        description = f"{summary} (topic {_line(entry.topic)}, filter {_line(entry.filter_name)!r})"
+        if actions is not None:
+            description += "".join(f"\n{title}: {url}" for title, url in actions(entry))
+        item.description(xml_text(description))
         item.category(term=app or "fedora")
         item.published(entry.created_at)
         item.updated(entry.sent_at)
