@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .access import Actor, target_account
 from .config import CONTEXTS
+from .editing import add_rule, pause_filter
 from .errors import ActionLinkRefused, AlreadyExists, InvalidArgument, NotFound
-from .explain import message_id_of, stored_facts
+from .explain import message_id_of
 from .messages import MessageFacts
 from .models import Filter, Message, Notification, Preference, User, utcnow
-from .preferences import Actor, _target, add_rule, pause_filter
 from .rendering import ACTION_TITLES, ActionClaim
+from .stored_messages import stored_facts
 
 __all__ = [
     "ACTIONS",
@@ -216,7 +218,7 @@ def plan_action(
     user: str | None = None,
 ) -> ActionPlan:
     """What ``action`` would change for the user's notification of ``message``; writes nothing."""
-    target = _target(actor, user)
+    target = target_account(actor, user)
     return _plan(session, target, message_id_of(message), action, context, None, days, utcnow())
 
 
@@ -239,7 +241,7 @@ def act_on_notification(
     the preference service (so they are validated and every matcher reloads);
     one already in place is reported as such rather than refused.
     """
-    target = _target(actor, user)
+    target = target_account(actor, user)
     message_id = message_id_of(message)
     now = utcnow()
     plan = _plan(session, target, message_id, action, context, choice, days, now)
@@ -299,7 +301,7 @@ def check_claim(session: Session, claim: ActionClaim, now: dt.datetime | None = 
 
 def revoke_action_links(session: Session, actor: Actor, *, user: str | None = None) -> int:
     """Refuse every action link sent so far (the user changed their mind); the new nonce."""
-    target = _target(actor, user)
+    target = target_account(actor, user)
     row = session.scalars(select(User).where(User.name == target)).one_or_none()
     if row is None:
         return 0

@@ -33,17 +33,19 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .access import Actor, target_account
 from .accounts import directory_of
 from .config import CONTEXTS
 from .db import catalog_of, config_of
+from .delivery_policy import DISABLED_ERROR, NO_ADDRESS_ERROR
 from .destinations import mask_address
-from .errors import InvalidArgument, MalformedMessage, NotFound, UnknownRule
+from .errors import InvalidArgument, NotFound, UnknownRule
 from .matcher import (
     FilterOutcome,
     Matcher,
     RuleOutcome,
 )
-from .messages import MessageFacts, facts_of, load_message
+from .messages import MessageFacts
 from .models import (
     Destination,
     Message,
@@ -53,11 +55,10 @@ from .models import (
     User,
     utcnow,
 )
-from .outbox import DISABLED_ERROR, NO_ADDRESS_ERROR
 from .ownership import OwnershipCache
-from .preferences import Actor, _target
 from .rules import Catalog, RuleSpec
 from .snapshots import load_snapshots
+from .stored_messages import stored_facts
 
 __all__ = [
     "OUTCOMES",
@@ -67,7 +68,6 @@ __all__ = [
     "RuleExplanation",
     "explain",
     "message_id_of",
-    "stored_facts",
 ]
 
 #: Every ``outcome`` an explanation may give.
@@ -212,23 +212,6 @@ def message_id_of(text: str) -> str:
             argument="message",
         )
     return given
-
-
-def stored_facts(message: Message) -> MessageFacts | None:
-    """A stored message's facts, or None when it no longer loads (a schema changed)."""
-    try:
-        return facts_of(
-            load_message(
-                {
-                    "id": message.id,
-                    "topic": message.topic,
-                    "body": message.body,
-                    "headers": message.headers or {},
-                }
-            )
-        )
-    except MalformedMessage:
-        return None
 
 
 _FACT_OF_KEY = {
@@ -378,7 +361,7 @@ def explain(
     ``message`` is a message id or a datagrepper link to one. ``NotFound`` when
     fmn has not stored that message (it only explains messages it received).
     """
-    target = _target(actor, user)
+    target = target_account(actor, user)
     message_id = message_id_of(message)
     row = session.get(Message, message_id)
     if row is None:

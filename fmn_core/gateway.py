@@ -44,9 +44,12 @@ from typing import Any, Final
 from . import errors
 from .actions import ActionPlan
 from .config import PushConfig
+from .confirmation import ConfirmResult
 from .errors import GatewayInternalError, GatewayUnavailable, MalformedRequest, UserError
 from .explain import ContextExplanation, Explanation, FilterExplanation, RuleExplanation
-from .preferences import (
+from .templates import TemplateView
+from .text import one_line
+from .views import (
     ContextView,
     DestinationView,
     FilterView,
@@ -55,8 +58,6 @@ from .preferences import (
     PreviewHit,
     RuleView,
 )
-from .templates import TemplateView
-from .text import one_line
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -129,6 +130,7 @@ VIEW_TYPES: Final[Mapping[str, type[Any]]] = {
     cls.__name__: cls
     for cls in (
         ActionPlan,
+        ConfirmResult,
         ContextExplanation,
         ContextView,
         DestinationView,
