@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import supybot.callbacks as callbacks
+import supybot.ircmsgs as ircmsgs
 import supybot.ircutils as ircutils
 from sqlalchemy.orm import Session
 from supybot.commands import addConverter, additional, rest, wrap
@@ -87,6 +88,10 @@ COMMANDS: tuple[str, ...] = (
     "mute",
     "unmute",
     "why",
+    "mute-package",
+    "mute-app",
+    "pause-filter",
+    "revoke-links",
 )
 _DISPLAY = {callbacks.canonicalName(name): name for name in COMMANDS}
 #: How many preview hits a reply lists.
@@ -468,6 +473,11 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     def unit(self, irc: Any, msg: Any) -> Iterator[tuple[Session, preferences.Actor]]:
         """One bot command's unit of work, as the identified sender."""
         actor = self.actor(irc, msg)
+        with self.database.begin() as session:
+            # What fmn has to tell the user once (an exclusion that ended), in private.
+            notices = preferences.take_notices(session, actor)
+        for notice in notices:
+            irc.queueMsg(ircmsgs.privmsg(msg.nick, f"fmn: {notice}"))
         with self.database.begin() as session:
             yield session, actor
 
@@ -894,6 +904,53 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                 found = preferences.explain(session, actor, message)
             # Limnoria pages a long reply ("more"), as it does every long reply.
             irc.reply(" | ".join(explanation_lines(found)), private=True)
+
+        @fmn_command(["somethingWithoutSpaces", additional("somethingWithoutSpaces")])
+        def mutepackage(
+            self, irc: Any, msg: Any, args: list[str], message: str, package: str | None
+        ) -> None:
+            """<message id> [<package>]
+
+            Excludes a package of a message you were notified about from the
+            filter that sent it ("not package_involved package=..."); name the
+            package when the message is about several.
+            """
+            self._act(irc, msg, message, "mute-package", package)
+
+        @fmn_command(["somethingWithoutSpaces"])
+        def muteapp(self, irc: Any, msg: Any, args: list[str], message: str) -> None:
+            """<message id>
+
+            Excludes the application of a message you were notified about from
+            the filter that sent it ("not app_is app=...").
+            """
+            self._act(irc, msg, message, "mute-app", None)
+
+        @fmn_command(["somethingWithoutSpaces"])
+        def pausefilter(self, irc: Any, msg: Any, args: list[str], message: str) -> None:
+            """<message id>
+
+            Pauses the filter that sent you this message for 7 days.
+            """
+            self._act(irc, msg, message, "pause-filter", None)
+
+        @fmn_command([])
+        def revokelinks(self, irc: Any, msg: Any, args: list[str]) -> None:
+            """(no arguments)
+
+            Makes every one-click link fmn has mailed you so far ("mute this
+            package", ...) stop working; newer notifications carry new ones.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                preferences.revoke_action_links(session, actor)
+            irc.reply("Done: the links fmn sent you before now are refused.", private=True)
+
+        def _act(self, irc: Any, msg: Any, message: str, action: str, choice: str | None) -> None:
+            with self.plugin.unit(irc, msg) as (session, actor):
+                written = preferences.act_on_notification(
+                    session, actor, message, action, choice=choice
+                )
+            irc.reply("Done: " + "; ".join(written) + ".", private=True)
 
 
 def _quoted(name: str) -> str:

@@ -117,6 +117,7 @@ OPERATIONS: Final = frozenset(
         "set_filter_active",
         "set_filter_oneshot",
         "set_rule_negated",
+        "take_notices",
         "unmute",
         "use_template",
     }

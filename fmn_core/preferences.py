@@ -71,6 +71,7 @@ from .editing import (
     unmute,
     use_template,
 )
+from .expiry import take_notices
 from .explain import explain
 from .history import preview, recent_notifications
 from .templates import TemplateView
@@ -132,6 +133,7 @@ __all__ = [
     "set_filter_active",
     "set_filter_oneshot",
     "set_rule_negated",
+    "take_notices",
     "unmute",
     "use_template",
 ]

@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Fewest seconds between two ownership refreshes that bus messages asked for.
 OWNERSHIP_DEBOUNCE_SECONDS = 60.0
+#: How often expired time-bound rules and ended pauses are cleared (the matcher already
+#: ignores them from their time on; this deletes them and tells their users).
+EXPIRY_SECONDS = 60.0
 
 
 class StartupError(FmnError):
@@ -235,6 +238,8 @@ class Service:
         provider = ownership_provider(self.config)
         if provider is not None and self.parts.consumer is not None:
             self._spawn(self._ownership_loop(provider), "ownership")
+        if self.parts.consumer is not None:
+            self._spawn(self._expiry_loop(), "expiry")
         tick = min(1.0, self._watchdog) if self._watchdog else 1.0
         while not self.should_exit:
             self._on_tick()
@@ -323,6 +328,23 @@ class Service:
                     consumer.reload_ownership.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ownership_now.wait(), timeout=interval)
+
+    async def _expiry_loop(self) -> None:
+        """Housekeeping: delete expired time-bound rules, end pauses, tell their users."""
+        from fmn_core.expiry import expire_preferences
+
+        assert self.parts.db is not None
+        db = self.parts.db
+        while True:
+            try:
+                ended = await in_unit_of_work(db, expire_preferences)
+            except Exception:
+                self.metrics.inc("db_errors")
+                log.warning("expired rules and pauses not cleared", exc_info=True)
+            else:
+                if ended:
+                    log.info("ended %d time-bound rules and pauses", ended)
+            await asyncio.sleep(EXPIRY_SECONDS)
 
     # -- stopping -----------------------------------------------------------------
 

@@ -28,27 +28,27 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("rules") as batch:
-        batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("filters") as batch:
-        batch.add_column(sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(
-            sa.Column("link_nonce", sa.Integer(), nullable=False, server_default="0")
-        )
-        batch.add_column(sa.Column("notices", sa.JSON(), nullable=True))
-        # Existing accounts are past their first contact: they never get defaults.
-        batch.add_column(
-            sa.Column("defaults_applied", sa.Boolean(), nullable=False, server_default=sa.true())
-        )
+    # Plain ADD COLUMN, never a batch copy: on SQLite a batch recreates ``users``, and
+    # dropping the old table would cascade into every user's preferences.
+    op.add_column("rules", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("filters", sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "users", sa.Column("link_nonce", sa.Integer(), nullable=False, server_default="0")
+    )
+    op.add_column("users", sa.Column("notices", sa.JSON(), nullable=True))
+    # Existing accounts are past their first contact: they never get defaults.
+    op.add_column(
+        "users",
+        sa.Column("defaults_applied", sa.Boolean(), nullable=False, server_default=sa.true()),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("defaults_applied")
-        batch.drop_column("notices")
-        batch.drop_column("link_nonce")
-    with op.batch_alter_table("filters") as batch:
-        batch.drop_column("paused_until")
-    with op.batch_alter_table("rules") as batch:
-        batch.drop_column("expires_at")
+    for table, column in (
+        ("users", "defaults_applied"),
+        ("users", "notices"),
+        ("users", "link_nonce"),
+        ("filters", "paused_until"),
+        ("rules", "expires_at"),
+    ):
+        op.drop_column(table, column)
