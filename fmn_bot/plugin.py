@@ -474,8 +474,10 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
         """One bot command's unit of work, as the identified sender."""
         actor = self.actor(irc, msg)
         with self.database.begin() as session:
-            # What fmn has to tell the user once (an exclusion that ended), in private.
-            notices = preferences.take_notices(session, actor)
+            # A new account's first contact gives it the operator's default filters;
+            # then what fmn has to tell the user once (an exclusion that ended), in private.
+            notices = preferences.first_contact(session, actor)
+            notices += preferences.take_notices(session, actor)
         for notice in notices:
             irc.queueMsg(ircmsgs.privmsg(msg.nick, f"fmn: {notice}"))
         with self.database.begin() as session:

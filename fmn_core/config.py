@@ -33,6 +33,7 @@ __all__ = [
     "BotConfig",
     "Config",
     "ConfirmationConfig",
+    "DefaultsConfig",
     "DeliveryConfig",
     "FcmConfig",
     "HttpConfig",
@@ -326,6 +327,25 @@ def _account_format_problem(pattern: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class DefaultsConfig:
+    """Filters every new account gets on first contact (first TUI start, first bot
+    command, first import); existing accounts never get them. Empty: none."""
+
+    #: ``"template:context"`` pairs, e.g. ``["packager:email"]``: the template's filters
+    #: are copied into that context, as ``use_template`` would (visible, editable).
+    templates: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for index, pair in enumerate(self.templates):
+            name, colon, context = pair.partition(":")
+            if not colon or not name.strip() or context.strip() not in CONTEXTS:
+                raise ConfigError(
+                    f"defaults.templates[{index}]",
+                    f"expected 'template:context' with a context of {list(CONTEXTS)}, got {pair!r}",
+                )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of fmn's configuration."""
 
@@ -345,6 +365,7 @@ class Config:
     confirmation: ConfirmationConfig = field(default_factory=ConfirmationConfig)
     bot: BotConfig = field(default_factory=BotConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
 
     def __post_init__(self) -> None:
         problem = _database_problem(self.database_url)
@@ -361,6 +382,12 @@ class Config:
             raise ConfigError("delivery.senders", "must be at least 1")
         _check_ingest(self.ingest)
         _check_confirmation(self.confirmation)
+        for index, pair in enumerate(self.defaults.templates):
+            context = pair.partition(":")[2].strip()
+            if context not in self.contexts:
+                raise ConfigError(
+                    f"defaults.templates[{index}]", f"{context!r} is not offered (contexts)"
+                )
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some top-level values changed (for tests and the CLI)."""

@@ -94,6 +94,7 @@ OPERATIONS: Final = frozenset(
         "add_rule",
         "confirm",
         "explain",
+        "first_contact",
         "get_context",
         "get_filter",
         "list_contexts",

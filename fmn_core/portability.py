@@ -42,6 +42,7 @@ from .bounds import check_json_bounds
 from .config import Config
 from .confirmation import MAX_DESTINATIONS_PER_CONTEXT
 from .db import catalog_of, config_of
+from .defaults import give_defaults
 from .destinations import FEED_CONTEXTS, Resolver, check_destination
 from .errors import ImportRejected, InputTooLarge, InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
@@ -49,6 +50,7 @@ from .models import Destination, Filter, Preference, User
 from .rules import Catalog
 from .store import (
     add_drafts,
+    find_user,
     ordered_filters,
     ordered_rules,
     preference_for_write,
@@ -529,9 +531,13 @@ def import_preferences(
     counts = {"contexts": 0, "filters": 0, "rules": 0, "destinations": 0}
     cleared: list[tuple[Preference, _ContextPlan]] = []
     users: list[User] = []
+    new: list[tuple[User, set[str]]] = []
     for plan in plans:
+        existed = find_user(session, plan.name) is not None
         user = user_for_write(session, plan.name)
         users.append(user)
+        if not existed:
+            new.append((user, {c.context for c in plan.contexts}))
         cleared.extend((_clear_context(session, user, c), c) for c in plan.contexts)
     # Every replaced row goes before any new one: new rows may reuse the old ones'
     # unique names, addresses and feed tokens (another user's, too), and the unit
@@ -543,6 +549,10 @@ def import_preferences(
         counts["filters"] += len(context.filters)
         counts["rules"] += sum(len(f.rules) for f in context.filters)
         counts["destinations"] += len(context.destinations)
+    # A first import is a new account's first contact: the operator's defaults go into
+    # the contexts the file leaves alone (the ones it names, it replaces).
+    for user, imported in new:
+        give_defaults(session, user, skip=imported)
     for user in users:
         record_change(session, user, "import")
     return ImportSummary(users=len(plans), **counts)

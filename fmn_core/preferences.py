@@ -49,6 +49,7 @@ from .confirmation import (
     resend_confirmation,
     set_destination,
 )
+from .defaults import first_contact
 from .editing import (
     add_filter,
     add_rule,
@@ -107,6 +108,7 @@ __all__ = [
     "add_rule",
     "confirm",
     "explain",
+    "first_contact",
     "get_context",
     "get_filter",
     "list_contexts",

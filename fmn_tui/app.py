@@ -13,10 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
+from fmn_core import preferences
 from fmn_core.errors import (
     GatewayInternalError,
     GatewayUnavailable,
@@ -24,6 +26,7 @@ from fmn_core.errors import (
     UserError,
     report_internal_error,
 )
+from fmn_core.gateway import PreferenceCall
 from fmn_core.rules import Catalog
 
 from .account import Account
@@ -68,8 +71,27 @@ class FmnApp(App[int]):
         self.sub_title = account.name if account.is_own else f"{account.name} (as admin)"
 
     def on_mount(self) -> None:
-        """Open on the contexts overview."""
+        """Open on the contexts overview; greet a new account, pass on fmn's notices."""
         self.push_screen("contexts")
+        if self.account.is_own:
+            self._first_contact()
+
+    @work(thread=True, group="first-contact")
+    def _first_contact(self) -> None:
+        """A new account's first start gives it the default filters; then the notices
+        fmn keeps for the user (an exclusion that ended), each shown once."""
+        try:
+            told = self.account.run(
+                [
+                    PreferenceCall.of(preferences.first_contact),
+                    PreferenceCall.of(preferences.take_notices),
+                ]
+            )
+        except Exception as error:
+            self.call_from_thread(self.report, error)
+            return
+        for sentence in [*told[0], *told[1]]:
+            self.call_from_thread(self.notify, sentence, markup=False, timeout=15)
 
     # --- failures -----------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from fmn_core import preferences
 from fmn_core.gateway import PreferenceCall
-from fmn_core.preferences import NotificationView
+from fmn_core.preferences import ActionPlan, NotificationView
 
 from ..display import plain, shorten, when
 from ..widgets.view_table import Cell, ViewTable
@@ -43,6 +43,9 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w", "why", "Why?"),
         Binding("i", "explain_id", "Explain an id"),
+        Binding("m", "act('mute-package')", "Mute package"),
+        Binding("a", "act('mute-app')", "Mute app"),
+        Binding("p", "act('pause-filter')", "Pause 7 days"),
         Binding("r", "reload", "Reload"),
         Binding("escape", "back", "Back", key_display="Esc"),
     ]
@@ -113,6 +116,49 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
                 ok="Explain",
             ),
             explain,
+        )
+
+    def action_act(self, action: str) -> None:
+        """Mute the package or application of the highlighted notification, or pause
+        the filter that sent it, as the notification's own one-click links would."""
+        item = self.selected
+        if item is None:
+            return
+        message, context = item.message_id, item.context
+
+        def apply(choice: str | None) -> None:
+            self.change(
+                PreferenceCall.of(
+                    preferences.act_on_notification,
+                    message,
+                    action,
+                    context=context,
+                    choice=choice,
+                ),
+                done=lambda written: self.notify("; ".join(written), markup=False, timeout=10),
+            )
+
+        if action != "mute-package":
+            apply(None)
+            return
+
+        def chosen(plan: ActionPlan) -> None:
+            if len(plan.choices) <= 1:
+                apply(None)
+                return
+            self.app.push_screen(
+                PromptScreen(
+                    f"Which package? {', '.join(plan.choices)}",
+                    value=plan.choices[0],
+                    ok="Mute",
+                ),
+                lambda answer: apply(answer) if answer else None,
+            )
+
+        self.change(
+            PreferenceCall.of(preferences.plan_action, message, action, context=context),
+            done=chosen,
+            trial=True,
         )
 
     def action_reload(self) -> None:
