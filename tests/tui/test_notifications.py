@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from fmn_core import preferences
-from fmn_core.models import Message, Notification
+from fmn_core.models import Filter, Message, Notification, Preference
 from fmn_core.wording import explanation_lines
 from fmn_tui.screens.explain import ExplainScreen
 from fmn_tui.screens.notifications import NotificationsScreen
@@ -63,3 +63,25 @@ async def test_why_on_a_recent_notification_and_by_pasting_an_id(profile, make_a
         assert words == explanation_lines(profile(preferences.explain, other))
         assert "irc: irc is off (or not set up): nothing is sent there." in words
         assert any("filter '[pagure]': not checked, it is switched off." in w for w in words)
+
+
+async def test_mute_the_application_of_a_recent_notification(profile, make_app, sqlite_db):
+    # The seeded rows name their filter; production rows carry its id too.
+    with sqlite_db.begin() as session:
+        for row in session.scalars(select(Notification)):
+            row.filter_id = session.scalars(
+                select(Filter.id)
+                .join(Preference)
+                .where(Preference.context == "email", Filter.name == row.filter_name)
+            ).one()
+    app = make_app()
+    async with app.run_test(size=(140, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        first = app.screen.selected
+        assert first is not None and first.filter_name == "koji tags"
+        await pilot.press("a")
+        await settle(pilot)
+    rules = profile.filters("email")[0][3]
+    assert rules[-1] == "not app_is app=koji"
