@@ -191,8 +191,17 @@ _Slot = tuple[int, str]
 class _Entry:
     """One compiled filter: what to evaluate, for whom, and where it is filed."""
 
-    __slots__ = ("context", "dynamic", "hinted", "key", "order", "recipient", "rules", "slot",
-                 "values")
+    __slots__ = (
+        "context",
+        "dynamic",
+        "hinted",
+        "key",
+        "order",
+        "recipient",
+        "rules",
+        "slot",
+        "values",
+    )
 
     def __init__(
         self,
@@ -240,11 +249,19 @@ class _LoadProblems:
         for name, users in sorted(self.unknown.items()):
             log.warning(
                 "rule %r is not installed; %d filter(s) using it match nothing until it is "
-                "(users: %s)", name, len(users), _sample(users))
+                "(users: %s)",
+                name,
+                len(users),
+                _sample(users),
+            )
         for name, users in sorted(self.invalid.items()):
             log.warning(
                 "rule %r: stored arguments are no longer valid for %d filter(s), which match "
-                "nothing until they are edited (users: %s)", name, len(users), _sample(users))
+                "nothing until they are edited (users: %s)",
+                name,
+                len(users),
+                _sample(users),
+            )
 
 
 @contextmanager
@@ -550,7 +567,10 @@ class Matcher:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
         try:
             key: tuple[str, Any, bool] | None = (
-                spec.ref, tuple(sorted(rule.arguments.items())), rule.negated)
+                spec.ref,
+                tuple(sorted(rule.arguments.items())),
+                rule.negated,
+            )
             hash(key)
         except TypeError:  # an argument that is not a plain value: compile it alone
             key = None
@@ -577,8 +597,13 @@ class Matcher:
             try:
                 values = spec.index_values(arguments, RuleContext(owner, recording, recording))
             except Exception:  # a broken hint only costs speed, never matches
-                log.warning("rule %s: index hint failed for a filter of %s; it is checked "
-                            "against every message", spec.name, owner, exc_info=True)
+                log.warning(
+                    "rule %s: index hint failed for a filter of %s; it is checked "
+                    "against every message",
+                    spec.name,
+                    owner,
+                    exc_info=True,
+                )
                 continue
             if values is None:
                 continue
@@ -771,8 +796,9 @@ class Matcher:
             stopped = not holds
         return results
 
-    def _evaluate(self, facts: MessageFacts, entries: Iterable[_Entry],
-                  best: dict[_Slot, _Entry]) -> None:
+    def _evaluate(
+        self, facts: MessageFacts, entries: Iterable[_Entry], best: dict[_Slot, _Entry]
+    ) -> None:
         """Record in ``best`` each (user, context)'s first matching filter among ``entries``."""
         for entry in entries:
             slot = entry.slot
@@ -801,8 +827,12 @@ class Matcher:
         self._failures[key] = None
         if len(self._failures) > _FAILURES_REMEMBERED:
             self._failures.popitem(last=False)
-        log.warning("rule %s raised on message %s; its filters count as not matching",
-                    name, facts.id, exc_info=True)
+        log.warning(
+            "rule %s raised on message %s; its filters count as not matching",
+            name,
+            facts.id,
+            exc_info=True,
+        )
 
 
 def _why_skipped(

@@ -76,7 +76,7 @@ def load_snapshots(session: Session, user_ids: Collection[int] | None = None) ->
     ids = sorted(set(user_ids))
     snapshots: list[UserSnapshot] = []
     for start in range(0, len(ids), _CHUNK):
-        snapshots.extend(_load_chunk(session, ids[start:start + _CHUNK]))
+        snapshots.extend(_load_chunk(session, ids[start : start + _CHUNK]))
     return snapshots
 
 
@@ -100,17 +100,20 @@ def _load_chunk(session: Session, ids: list[int] | None) -> list[UserSnapshot]:
     rules_of: defaultdict[int, list[RuleSnapshot]] = defaultdict(list)
     for rule in session.execute(rules.order_by(Rule.filter_id, Rule.position, Rule.id)):
         rules_of[rule.filter_id].append(
-            RuleSnapshot(
-                rule.name, dict(rule.arguments or {}), bool(rule.negated), rule.expires_at
-            )
+            RuleSnapshot(rule.name, dict(rule.arguments or {}), bool(rule.negated), rule.expires_at)
         )
     filters_of: defaultdict[int, list[FilterSnapshot]] = defaultdict(list)
     for filter_ in session.execute(
         filters.order_by(Filter.preference_id, Filter.position, Filter.id)
     ):
         filters_of[filter_.preference_id].append(
-            FilterSnapshot(filter_.id, filter_.name, tuple(rules_of.get(filter_.id, ())),
-                           bool(filter_.active), filter_.paused_until)
+            FilterSnapshot(
+                filter_.id,
+                filter_.name,
+                tuple(rules_of.get(filter_.id, ())),
+                bool(filter_.active),
+                filter_.paused_until,
+            )
         )
     names: dict[int, str] = {}
     contexts_of: defaultdict[int, list[ContextSnapshot]] = defaultdict(list)
