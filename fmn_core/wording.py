@@ -116,7 +116,7 @@ def _context_outcome(item: ContextExplanation) -> str:
     if outcome == "context-off":
         if item.filter is not None:
             return f"matched filter {item.filter!r}, but {item.context} was turned off."
-        return f"{item.context} is off (or not set up): nothing is sent there."
+        return f"{item.context} is turned off: nothing is sent there."
     if outcome == "unknown-schema":
         return (
             "no filter matched; this message's schema is not installed here, so its "
@@ -156,7 +156,17 @@ def explanation_lines(explanation: Explanation) -> list[str]:
     """
     summary = explanation.summary or explanation.topic
     lines = [f"Message {explanation.message_id} ({explanation.topic}): {summary}"]
+    unused = [
+        item.context
+        for item in explanation.contexts
+        if item.outcome == "context-off"
+        and item.filter is None
+        and not item.filters
+        and not item.destinations
+    ]
     for item in explanation.contexts:
+        if item.context in unused:
+            continue
         lines.append(f"{item.context}: {_context_outcome(item)}")
         if item.changed_since:
             lines.append(
@@ -166,4 +176,6 @@ def explanation_lines(explanation: Explanation) -> list[str]:
             if not item.filters:
                 lines.append(f"  you have no filters in {item.context}.")
             lines.extend(f"  {filter_verdict(f)}" for f in item.filters)
+    if unused:
+        lines.append(f"Not set up (nothing is sent there): {', '.join(unused)}.")
     return lines

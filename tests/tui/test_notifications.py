@@ -61,7 +61,7 @@ async def test_why_on_a_recent_notification_and_by_pasting_an_id(profile, make_a
         assert isinstance(app.screen, ExplainScreen)
         words = str(app.screen.query_one("#lines").render()).splitlines()
         assert words == explanation_lines(profile(preferences.explain, other))
-        assert "irc: irc is off (or not set up): nothing is sent there." in words
+        assert words[-1].startswith("Not set up (nothing is sent there): irc, ")
         assert any("filter '[pagure]': not checked, it is switched off." in w for w in words)
 
 
