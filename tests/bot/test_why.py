@@ -25,6 +25,12 @@ class TestWhy(conftest.FmnCase):
     def test_why_a_message_came_and_why_another_did_not(self) -> None:
         self.assertNotError("fmn add-filter irc builds", private=True)
         self.assertNotError("fmn add-rule irc builds package_involved package=rnv", private=True)
+        for package in ("glibc", "systemd", "python3"):
+            self.assertNotError(f"fmn add-filter irc {package} builds", private=True)
+            self.assertNotError(
+                f'fmn add-rule irc "{package} builds" package_involved package={package}',
+                private=True,
+            )
         self.confirm_irc("alice", "alice_")
         (row,) = self.add_notifications("alice", ["rnv"])
         (sent,) = [r.message_id for r in self.outbox_rows([row])]
