@@ -25,7 +25,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from .access import Actor, target_account
@@ -36,6 +36,7 @@ from .explain import message_id_of
 from .messages import MessageFacts
 from .models import Filter, Message, Notification, Preference, User, utcnow
 from .rendering import ACTION_TITLES, ActionClaim
+from .store import record_change
 from .stored_messages import stored_facts
 
 __all__ = [
@@ -97,7 +98,15 @@ def _notifications(
         return []
     statement = (
         select(Notification, Filter)
-        .join(Filter, Filter.id == Notification.filter_id)
+        .join(
+            Filter,
+            or_(
+                Filter.id == Notification.filter_id,
+                # A row whose filter id is gone (older rows, a filter removed and made
+                # again): the user's filter of that name in that context, if any.
+                and_(Notification.filter_id.is_(None), Filter.name == Notification.filter_name),
+            ),
+        )
         .join(Preference, Preference.id == Filter.preference_id)
         .where(
             Notification.message_id == message_id,
@@ -306,7 +315,7 @@ def revoke_action_links(session: Session, actor: Actor, *, user: str | None = No
     if row is None:
         return 0
     row.link_nonce = (row.link_nonce or 0) + 1
-    session.flush()
+    record_change(session, row, "links")
     return row.link_nonce
 
 

@@ -54,15 +54,14 @@ def give_defaults(session: Session, user: User, skip: Collection[str] = ()) -> l
     return given
 
 
-def first_contact(session: Session, actor: Actor, *, user: str | None = None) -> list[str]:
+def first_contact(session: Session, actor: Actor) -> list[str]:
     """On an account's first contact, give it the default templates; what was given.
 
-    Only the account's own first contact counts (an admin looking at it does not).
-    Without configured defaults, nothing is created for a name fmn never stored.
+    Only the actor's own account (an admin working on another account is not that
+    account's first contact). Without configured defaults, nothing is created for a
+    name fmn never stored.
     """
-    target = target_account(actor, user)
-    if target != actor.name:
-        return []
+    target = target_account(actor, None)
     row = find_user(session, target)
     if row is not None and row.defaults_applied:
         return []

@@ -87,6 +87,16 @@ OPERATIONS: dict[str, Operation] = {
     "mute": lambda s, a, u, ids: prefs.mute(s, a, dt.timedelta(hours=1), user=u),
     "unmute": lambda s, a, u, ids: prefs.unmute(s, a, user=u),
     "profile_addresses": lambda s, a, u, ids: prefs.profile_addresses(_bob_profiled(s), a, user=u),
+    "explain": lambda s, a, u, ids: prefs.explain(s, a, "m-1", user=u),
+    "plan_action": lambda s, a, u, ids: prefs.plan_action(s, a, "m-1", "pause-filter", user=u),
+    "act_on_notification": lambda s, a, u, ids: prefs.act_on_notification(
+        s, a, "m-1", "pause-filter", user=u
+    ),
+    "pause_filter": lambda s, a, u, ids: prefs.pause_filter(
+        s, a, "email", "bob filter", utcnow() + dt.timedelta(days=1), user=u
+    ),
+    "revoke_action_links": lambda s, a, u, ids: prefs.revoke_action_links(s, a, user=u),
+    "take_notices": lambda s, a, u, ids: prefs.take_notices(s, a, user=u),
 }
 READS = {
     "list_contexts",
@@ -96,6 +106,9 @@ READS = {
     "preview",
     "recent_notifications",
     "profile_addresses",
+    "explain",
+    "plan_action",
+    "take_notices",
 }
 
 
@@ -106,7 +119,12 @@ def bob(db: Database) -> dict[str, Any]:
     now = utcnow()
     code = new_code()
     with db.begin() as session:
-        user = User(name="bob", confirm_failures=0, muted_until=now + dt.timedelta(hours=3))
+        user = User(
+            name="bob",
+            confirm_failures=0,
+            muted_until=now + dt.timedelta(hours=3),
+            notices=["Your filter 'second' (email) is on again."],
+        )
         email = Preference(
             user=user, context="email", enabled=True, digest_minutes=0, digest_count=0
         )

@@ -30,6 +30,7 @@ from fmn_core.errors import UserError
 #: Functions of the service that take an actor but no ``user=``, and why.
 NO_USER_ARGUMENT = {
     "confirm": "acts on the actor's own codes only (tests/core: another user's code is refused)",
+    "first_contact": "the actor's own first contact only (tests/core/test_defaults.py)",
 }
 #: Service functions that take no actor at all (public data, or the daemon's and bot's side).
 NO_ACTOR = {"list_templates", "pending_confirmation_codes", "mark_code_sent"}
