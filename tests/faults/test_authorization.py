@@ -36,10 +36,33 @@ NO_USER_ARGUMENT = {
 NO_ACTOR = {"list_templates", "pending_confirmation_codes", "mark_code_sent"}
 
 SNEAKY_USERS: list[Any] = [
-    "bob ", " bob", "\tbob\n", "BOB", "Bob", "b\u200bob", "bob\u200b", "\u202ebob", "b\u043eb",
-    "\uff42\uff4f\uff42", "bob\x00", "bob\x00alice", "bob/../alice", "bob%00", "bob;alice",
-    "*", "%", "_ob",
-    "b_b", "", "alice,bob", ["bob"], ("bob",), {"bob"}, b"bob", 0, None.__class__,
+    "bob ",
+    " bob",
+    "\tbob\n",
+    "BOB",
+    "Bob",
+    "b\u200bob",
+    "bob\u200b",
+    "\u202ebob",
+    "b\u043eb",
+    "\uff42\uff4f\uff42",
+    "bob\x00",
+    "bob\x00alice",
+    "bob/../alice",
+    "bob%00",
+    "bob;alice",
+    "*",
+    "%",
+    "_ob",
+    "b_b",
+    "",
+    "alice,bob",
+    ["bob"],
+    ("bob",),
+    {"bob"},
+    b"bob",
+    0,
+    None.__class__,
 ]
 
 
@@ -51,20 +74,22 @@ def test_authorization_table_covers_every_operation(figures: Any) -> None:
         and "actor" in inspect.signature(getattr(preferences, name)).parameters
     }
     without_actor = {
-        name for name in preferences.__all__
-        if inspect.isfunction(getattr(preferences, name))
+        name for name in preferences.__all__ if inspect.isfunction(getattr(preferences, name))
     } - actor_functions
     missing = actor_functions - set(OPERATIONS) - set(NO_USER_ARGUMENT)
     assert not missing, f"no authorization test for {sorted(missing)}"
     assert without_actor == NO_ACTOR, without_actor ^ NO_ACTOR
     for name in OPERATIONS:
         assert "user" in inspect.signature(getattr(preferences, name)).parameters, name
-    figures(operations_with_user=len(OPERATIONS), actor_only=len(NO_USER_ARGUMENT),
-            public=len(NO_ACTOR))
+    figures(
+        operations_with_user=len(OPERATIONS), actor_only=len(NO_USER_ARGUMENT), public=len(NO_ACTOR)
+    )
 
 
 def test_authorization_sneaky_user_names_are_refused(
-    db: Database, bob: dict[str, Any], figures: Any  # noqa: F811 - bob is the fixture
+    db: Database,
+    bob: dict[str, Any],
+    figures: Any,  # noqa: F811 - bob is the fixture
 ) -> None:
     before = snapshot(db)
     refusals: dict[str, int] = {}
@@ -75,5 +100,10 @@ def test_authorization_sneaky_user_names_are_refused(
             kind = type(caught.value).__name__
             refusals[kind] = refusals.get(kind, 0) + 1
             assert snapshot(db) == before, (operation, user)
-    figures(backend=db.engine.dialect.name, operations=len(OPERATIONS),
-            spellings=len(SNEAKY_USERS), refused=sum(refusals.values()), refusals=refusals)
+    figures(
+        backend=db.engine.dialect.name,
+        operations=len(OPERATIONS),
+        spellings=len(SNEAKY_USERS),
+        refused=sum(refusals.values()),
+        refusals=refusals,
+    )
