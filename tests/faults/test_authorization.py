@@ -88,8 +88,8 @@ def test_authorization_table_covers_every_operation(figures: Any) -> None:
 
 def test_authorization_sneaky_user_names_are_refused(
     db: Database,
-    bob: dict[str, Any],
-    figures: Any,  # noqa: F811 - bob is the fixture
+    bob: dict[str, Any],  # noqa: F811 - bob is the fixture
+    figures: Any,
 ) -> None:
     before = snapshot(db)
     refusals: dict[str, int] = {}
