@@ -95,10 +95,10 @@ def _context_outcome(item: ContextExplanation) -> str:
             + "."
         )
     if outcome == "muted":
-        return (
-            f"matched filter {item.filter!r}, held back: you muted fmn"
-            + (f" ({item.last_error.removeprefix('held: ')})" if item.last_error else "")
-            + "."
+        # The sender's note reads "held: the user muted fmn until <time> UTC".
+        until = (item.last_error or "").partition(" until ")[2]
+        return f"matched filter {item.filter!r}, held back: you muted fmn" + (
+            f" until {until}." if until else "."
         )
     if outcome == "held":
         why = item.last_error or "held for a digest"
