@@ -41,3 +41,50 @@ def test_digest_policy_words_a_context_view(
     view = ContextView("email", True, minutes, notifications, (), (), None)
     assert digest_policy(view) == words
     assert digest_policy(view, compact=True) == compact
+
+
+def test_explanation_lines_word_every_outcome() -> None:
+    import datetime as dt
+
+    from fmn_core.explain import ContextExplanation, Explanation, FilterExplanation
+    from fmn_core.wording import explanation_lines
+
+    when = dt.datetime(2026, 12, 7, 19, 5, tzinfo=dt.UTC)
+    contexts = (
+        ContextExplanation(
+            "email", "notified", "mine", (), "sent", 1, None, when, when, ("a***a@example.org",)
+        ),
+        ContextExplanation(
+            "irc",
+            "muted",
+            "mine",
+            (),
+            "pending",
+            0,
+            "held: the user muted fmn until 2026-12-07 19:05 UTC",
+        ),
+        ContextExplanation(
+            "push", "held", "mine", (), "pending", 0, "held for a digest until 2026-12-07 19:05 UTC"
+        ),
+        ContextExplanation("android", "dead", "mine", (), "dead", 8, "connection refused"),
+        ContextExplanation("desktop", "no-destination", "mine", (), "failed", 1, None),
+        ContextExplanation(
+            "live", "no-match", None, (FilterExplanation("off", 1, False, False, "inactive", ()),)
+        ),
+        ContextExplanation("rss", "context-off", None, ()),
+    )
+    lines = explanation_lines(
+        Explanation("ana", "m-1", "org.fedoraproject.prod.bodhi.x", "an update", True, {}, contexts)
+    )
+    assert lines == [
+        "Message m-1 (org.fedoraproject.prod.bodhi.x): an update",
+        "email: notified by filter 'mine': sent 2026-12-07 19:05 UTC to a***a@example.org.",
+        "irc: matched filter 'mine', held back: you muted fmn until 2026-12-07 19:05 UTC.",
+        "push: matched filter 'mine', held for a digest until 2026-12-07 19:05 UTC.",
+        "android: matched filter 'mine', gave up after 8 tries (last error: connection refused).",
+        "desktop: matched filter 'mine', but there is no confirmed address for desktop; "
+        "confirm one to receive these.",
+        "live: no filter matched.",
+        "  filter 'off': not checked, it is switched off.",
+        "Not set up (nothing is sent there): rss.",
+    ]
