@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
+from fmn_core.explain import ContextExplanation, Explanation, FilterExplanation
 from fmn_core.preferences import ContextView
-from fmn_core.wording import count, digest_policy
+from fmn_core.wording import count, digest_policy, explanation_lines
 
 
 @pytest.mark.parametrize(
@@ -44,11 +47,6 @@ def test_digest_policy_words_a_context_view(
 
 
 def test_explanation_lines_word_every_outcome() -> None:
-    import datetime as dt
-
-    from fmn_core.explain import ContextExplanation, Explanation, FilterExplanation
-    from fmn_core.wording import explanation_lines
-
     when = dt.datetime(2026, 12, 7, 19, 5, tzinfo=dt.UTC)
     contexts = (
         ContextExplanation(
