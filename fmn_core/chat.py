@@ -18,6 +18,7 @@ from . import text as text_rules
 from .outbox import ClaimedNotification
 
 __all__ = [
+    "CHAT_CONTEXTS",
     "MAX_LINE_BYTES",
     "Pacer",
     "burst_lines",
@@ -25,7 +26,11 @@ __all__ = [
     "digest_line",
     "fit_line",
     "notification_line",
+    "split_burst",
 ]
+
+#: The contexts that deliver chat lines: ``irc`` (the bot) and ``matrix`` (the daemon).
+CHAT_CONTEXTS = frozenset({"irc", "matrix"})
 
 #: An IRC PRIVMSG line has 512 bytes including the command, the target and the
 #: server's prefix on the way out; 400 bytes of text is safe on every network
@@ -74,15 +79,24 @@ def digest_line(notifications: Sequence[ClaimedNotification]) -> str:
     )
 
 
-def burst_lines(rows: Sequence[ClaimedNotification], burst: int) -> list[tuple[str, list[int]]]:
-    """A user's lines for one round, each with the row ids it stands for: one line
-    per row up to ``burst`` lines, the rows above that collapsed into the last line."""
+def split_burst(
+    rows: Sequence[ClaimedNotification], burst: int
+) -> tuple[list[ClaimedNotification], list[ClaimedNotification]]:
+    """A user's rows of one round: those that get a line each (at most ``burst``
+    lines in all), and those collapsed into one last line (empty when none are)."""
     burst = max(burst, 1)
     if len(rows) <= burst:
-        return [(notification_line(r), [r.id]) for r in rows]
-    head, rest = rows[: burst - 1], rows[burst - 1 :]
-    lines = [(notification_line(r), [r.id]) for r in head]
-    lines.append((collapse_line(rest), [r.id for r in rest]))
+        return list(rows), []
+    return list(rows[: burst - 1]), list(rows[burst - 1 :])
+
+
+def burst_lines(rows: Sequence[ClaimedNotification], burst: int) -> list[tuple[str, list[int]]]:
+    """A user's lines for one round, each with the row ids it stands for (see
+    :func:`split_burst`)."""
+    singles, collapsed = split_burst(rows, burst)
+    lines = [(notification_line(r), [r.id]) for r in singles]
+    if collapsed:
+        lines.append((collapse_line(collapsed), [r.id for r in collapsed]))
     return lines
 
 

@@ -34,7 +34,9 @@ def matrix_config(
 ) -> Config:
     delivery: dict[str, Any] = {"senders": 1, "idle_poll_seconds": 0.05}
     delivery.update(matrix.pop("delivery", {}))
-    credentials = {"access_token": bot.access_token} if token else {"password": bot.password}
+    credentials: dict[str, Any] = (
+        {"access_token": bot.access_token} if token else {"password": bot.password}
+    )
     return db.config.replace(
         matrix=MatrixConfig(
             homeserver_url=synapse.base_url,
