@@ -24,7 +24,10 @@ shared with the IRC bot; the constants live in ``fmn_core.outbox``):
   ``delivery.rate_limit_per_hour`` sends in the last hour, its new rows are
   collected into a digest every :data:`RATE_LIMIT_DIGEST_MINUTES` minutes instead
   of being dropped.
-- otherwise each row is sent on its own.
+- otherwise each row is sent on its own; in the ``matrix`` context (a chat, like
+  IRC) a user's rows above ``matrix.burst`` in one round are collapsed into one
+  "N more notifications" line, and every message is one line worded by
+  ``fmn_core.chat``, as the IRC bot words it.
 
 A message goes to every confirmed destination of the context, each in its own
 ``try``: one failing destination never stops the others. Outcome of a row:

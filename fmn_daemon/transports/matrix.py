@@ -332,6 +332,8 @@ class MatrixClient:
             transaction = uuid.uuid4().hex
             for attempt in range(2):
                 room = await self.direct_room(http, user_id)
+                if pace is not None:
+                    await pace()
                 path = f"/rooms/{quote(room, safe='')}/send/m.room.message/{transaction}"
                 answer = await self._authorized(
                     http, "PUT", path, {"msgtype": "m.text", "body": text}
