@@ -26,7 +26,7 @@ line as an ``m.text`` message. The daemon's senders decide what to send as for
 every context (``outbox.decide``: quiet hours, digests, the hourly rate limit),
 and render chat lines with ``fmn_core.chat``, as the IRC bot does.
 
-Why not Apprise's Matrix plugin (it can DM a user id since 1.9): it is
+Why not Apprise's Matrix plugin (2.3 can DM a user id): it is
 synchronous (a thread per send), logs out when its object is collected unless
 given a bare token, registers a new account on the homeserver when a password
 login fails, reuses the first ``m.direct`` room without checking the user is
