@@ -157,7 +157,8 @@ def test_config_matrix_bot_is_off_by_default_and_keeps_its_secrets_out_of_repr(
         ("homeserver_url = 'https://m.example.org'\npassword = 'p'", "matrix.user_id", "Matrix ID"),
         ("user_id = '@fmn:example.org'\npassword = 'p'", "matrix.homeserver_url", "http(s)"),
         (
-            "user_id = '@fmn:example.org'\nhomeserver_url = 'https://u@m.example.org'\npassword = 'p'",
+            "user_id = '@fmn:example.org'\n"
+            "homeserver_url = 'https://u@m.example.org'\npassword = 'p'",
             "matrix.homeserver_url",
             "no user info",
         ),
