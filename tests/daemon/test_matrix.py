@@ -165,6 +165,7 @@ def test_matrix_profile_id_needs_no_code_other_ids_confirm_with_one_sent_by_dm(
     assert drain(delivery) == 0  # nothing else waits
 
 
+@pytest.mark.slow  # about 5 s: it waits for the pacing it measures
 def test_matrix_flood_control_paces_a_burst_and_collapses_the_rest(
     db: Database, synapse: Synapse
 ) -> None:
