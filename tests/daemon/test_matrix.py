@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from fmn_core.chat import notification_line
 from fmn_core.config import Config, DeliveryConfig, MatrixConfig
 from fmn_core.db import Database
 from fmn_core.fasjson import FasjsonDirectory
+from fmn_core.models import utcnow
 from fmn_core.outbox import claim_due
 from fmn_core.preferences import Actor
 from fmn_daemon.delivery import Delivery
@@ -163,6 +165,28 @@ def test_matrix_profile_id_needs_no_code_other_ids_confirm_with_one_sent_by_dm(
         confirmed = preferences.confirm(session, actor, message.split("fmn confirm ")[1].split()[0])
     assert confirmed.confirmed and confirmed.address == other.user_id
     assert drain(delivery) == 0  # nothing else waits
+
+
+def test_matrix_digests_and_mutes_work_as_for_every_context(db: Database, synapse: Synapse) -> None:
+    bot = synapse.register(unique("fmnbot"))
+    alice, bob = synapse.register(unique("alice")), synapse.register(unique("bob"))
+    with db.begin() as session:
+        # alice collects 3 notifications into one digest; bob muted fmn for an hour.
+        al = add_user(session, "alice", "matrix", (alice.user_id,), digest_count=3)
+        bo = add_user(session, "bob", "matrix", (bob.user_id,))
+        bo.muted_until = utcnow() + dt.timedelta(hours=1)
+        digest = [add_notification(session, al, "matrix").id for _ in range(3)]
+        muted = add_notification(session, bo, "matrix").id
+    drain(Delivery(db, matrix_config(db, synapse, bot), Metrics(), LiveHub()))
+    assert {state_of(db, i).state for i in digest} == {"sent"}
+    room = alice.wait_for_invite()
+    alice.join(room)
+    (line,) = alice.wait_for_texts(room, 1)
+    assert line.startswith("Digest: 3 notifications, bodhi (3): ")
+    held = state_of(db, muted)
+    assert (held.state, held.attempts) == ("pending", 0)
+    assert held.last_error is not None and "muted" in held.last_error
+    assert bob.invites() == {}
 
 
 @pytest.mark.slow  # about 5 s: it waits for the pacing it measures
