@@ -3,7 +3,7 @@
 Destinations are untrusted user input that fmn later connects to or mails, so
 every kind is checked here and nowhere else: e-mail addresses (plain
 ``local@domain``, nothing a mail header or an Apprise URL could be tricked
-with), IRC nicks, and Apprise push URLs. Push URLs get the most suspicion,
+with), IRC nicks, Matrix IDs, and Apprise push URLs. Push URLs get the most suspicion,
 because the daemon fetches them: only the operator's schemes, no loopback,
 private, link-local or otherwise non-public hosts (in any spelling, and after
 DNS resolution), no local files in arguments, no user-info tricks. The daemon
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from .config import FcmConfig, PushConfig
+from .config import FcmConfig, MatrixConfig, PushConfig
 from .errors import InvalidDestination
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "check_fcm_token",
     "check_feed_token",
     "check_irc_nick",
+    "check_matrix_id",
     "check_push_url",
     "hash_code",
     "is_public_address",
@@ -62,6 +63,8 @@ MAX_PUSH_URL_LENGTH = 1024
 MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART_LENGTH = 64
 MAX_NICK_LENGTH = 30
+#: The Matrix specification's bound on a user ID, in bytes.
+MAX_MATRIX_ID_LENGTH = 255
 
 #: No 0/O, 1/I/L lookalikes: people copy these codes by eye from a mail or a phone.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -76,6 +79,14 @@ Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 _LOCAL_ATOM = r"[A-Za-z0-9_+'-]+"
 _LOCAL_RE = re.compile(rf"^{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM})*$")
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Matrix user IDs as the specification (appendix "Identifier Grammar") has them
+# today: a lowercase localpart of a-z 0-9 . _ = - / +, and a server name that is
+# a DNS name, an IPv4 address or a bracketed IPv6 address, with an optional port.
+_MATRIX_LOCALPART_RE = re.compile(r"^[a-z0-9._=/+-]+$")
+_MATRIX_SERVER_RE = re.compile(
+    r"^(?:\[[0-9a-f:.]{2,45}\]|[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*)"
+    r"(?::[0-9]{1,5})?$"
+)
 _NICK_RE = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 _HOST_CHARS_RE = re.compile(r"^[a-z0-9._-]+$")
@@ -286,6 +297,36 @@ def check_irc_nick(nick: str) -> str:
             "and -[]\\`_^{|}, not starting with a digit or -); give the nick you use on IRC."
         )
     return nick
+
+
+def check_matrix_id(user_id: str) -> str:
+    """A Matrix user ID (``@nick:fedora.im``) with its server name lowercased;
+    ``InvalidDestination`` saying what is wrong if it is not one."""
+    text = user_id.strip() if isinstance(user_id, str) else ""
+    example = "give your Matrix ID like @nick:fedora.im"
+    if not text:
+        raise InvalidDestination(f"The Matrix ID is empty; {example}.")
+    if _has_control(text) or any(c.isspace() for c in text):
+        raise InvalidDestination(f"The Matrix ID contains spaces or control characters; {example}.")
+    if len(text.encode("utf-8")) > MAX_MATRIX_ID_LENGTH:
+        raise InvalidDestination(
+            f"The Matrix ID is too long (at most {MAX_MATRIX_ID_LENGTH} bytes); {example}."
+        )
+    localpart, colon, server = text[1:].partition(":")
+    if not text.startswith("@") or not colon or not localpart:
+        raise InvalidDestination(f"{text[:40]!r} is not a Matrix ID; {example}.")
+    if not _MATRIX_LOCALPART_RE.match(localpart):
+        raise InvalidDestination(
+            f"The name part of {text[:40]!r} may only hold lowercase letters, digits and "
+            f"._=-/+; {example}."
+        )
+    server = server.lower()
+    port = server.rpartition(":")[2] if not server.endswith("]") and ":" in server else ""
+    if not _MATRIX_SERVER_RE.match(server) or (port and not 1 <= int(port) <= 65535):
+        raise InvalidDestination(
+            f"{server[:60]!r} is not a Matrix server name; check the part after the colon."
+        )
+    return f"@{localpart}:{server}"
 
 
 def check_feed_token(token: str) -> str:
@@ -524,14 +565,25 @@ def check_destination(
     push: PushConfig,
     *,
     fcm: FcmConfig | None = None,
+    matrix: MatrixConfig | None = None,
     resolve: bool = True,
     resolver: Resolver | None = None,
 ) -> str:
-    """Check a destination for a context; return its normalized form."""
+    """Check a destination for a context; return its normalized form.
+
+    ``matrix`` (the operator's Matrix bot) refuses Matrix IDs where no bot is set up;
+    without it only the ID's grammar is checked.
+    """
     if context == "email":
         return check_email(address)
     if context == "irc":
         return check_irc_nick(address)
+    if context == "matrix":
+        if matrix is not None and not matrix.configured:
+            raise InvalidDestination(
+                "This server has no Matrix bot (matrix.user_id is not set); choose another context."
+            )
+        return check_matrix_id(address)
     if context == "android" and address.strip().lower().startswith(FCM_PREFIX):
         return check_fcm_token(address, fcm)
     if context in PUSH_CONTEXTS:
@@ -567,6 +619,9 @@ def mask_address(context: str, address: str) -> str:
         return f"{scheme}://{_stars(host, 2)}"
     if context in FEED_CONTEXTS:
         return _stars(address, 2)
+    if context == "matrix" and address.startswith("@") and ":" in address:
+        localpart, _, server = address[1:].partition(":")
+        return f"@{_stars(localpart)}:{server}"
     return _stars(address, 1)
 
 
@@ -589,6 +644,8 @@ def _canonical_address(context: str, address: str) -> str:
         return f"mailto:{local.split('+', 1)[0]}@{domain}"
     if context == "irc":
         return f"irc:{address.lower()}"
+    if context == "matrix":
+        return f"matrix:{address.lower()}"
     if context in PUSH_CONTEXTS or address.lower().startswith(FCM_PREFIX):
         match = _SCHEME_RE.match(address)
         if match:

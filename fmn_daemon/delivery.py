@@ -24,7 +24,10 @@ shared with the IRC bot; the constants live in ``fmn_core.outbox``):
   ``delivery.rate_limit_per_hour`` sends in the last hour, its new rows are
   collected into a digest every :data:`RATE_LIMIT_DIGEST_MINUTES` minutes instead
   of being dropped.
-- otherwise each row is sent on its own.
+- otherwise each row is sent on its own; in the ``matrix`` context (a chat, like
+  IRC) a user's rows above ``matrix.burst`` in one round are collapsed into one
+  "N more notifications" line, and every message is one line worded by
+  ``fmn_core.chat``, as the IRC bot words it.
 
 A message goes to every confirmed destination of the context, each in its own
 ``try``: one failing destination never stops the others. Outcome of a row:
@@ -76,6 +79,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fmn_core import outbox, preferences
+from fmn_core.chat import (
+    CHAT_CONTEXTS,
+    collapse_line,
+    digest_line,
+    notification_line,
+    split_burst,
+)
 from fmn_core.config import Config
 from fmn_core.db import Database, is_postgres
 from fmn_core.destinations import mask_address
@@ -125,10 +135,12 @@ _LISTEN_RETRY_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class _Job:
-    """One message to send: a single row, or a digest of a group's rows."""
+    """One message to send: a single row, or a digest of a group's rows (or, in a
+    chat context, the rows above a user's burst collapsed into one line)."""
 
     rows: tuple[ClaimedNotification, ...]
     digest: bool
+    collapsed: bool = False
 
     @property
     def ids(self) -> list[int]:
@@ -445,7 +457,14 @@ class Delivery:
             waiting_in_claim=len(rows),
         )
         if decision.kind == "send":
-            jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+            if head.context not in CHAT_CONTEXTS:
+                jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+                return 0
+            # A chat gets at most a burst of lines per user and round, as on IRC.
+            singles, collapsed = split_burst(rows, self.config.matrix.burst)
+            jobs.extend(_Job(rows=(row,), digest=False) for row in singles)
+            if collapsed:
+                jobs.append(_Job(rows=tuple(collapsed), digest=False, collapsed=True))
             return 0
         if decision.kind == "digest":
             jobs.append(self._digest(session, rows, now))
@@ -505,6 +524,8 @@ class Delivery:
     # -- sending ----------------------------------------------------------------
 
     def _render(self, job: _Job) -> Rendered:
+        if job.head.context in CHAT_CONTEXTS:
+            return _chat_rendered(job)
         links = self.links if job.head.context == "email" else None
         return render_digest(job.rows, links) if job.digest else render(job.head, links)
 
@@ -741,6 +762,18 @@ class _NewRows:
         if connection is not None:
             with contextlib.suppress(psycopg.Error, OSError):
                 await connection.close()
+
+
+def _chat_rendered(job: _Job) -> Rendered:
+    """A chat context's message: one line, worded as the IRC bot words it."""
+    if job.collapsed:
+        line = collapse_line(job.rows)
+    elif job.digest:
+        line = digest_line(job.rows)
+    else:
+        line = notification_line(job.head)
+    url = job.head.url if len(job.rows) == 1 else None
+    return Rendered(subject=line, text=line, short=line, url=url)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
