@@ -244,6 +244,7 @@ class Screen:
         self.transcript.append(f"--- {self.who}: {caption} ---\n{self.text()}\n")
 
 
+@pytest.mark.slow  # a real sshd, three real users and a gateway: minutes, not seconds
 def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
     sfx = secrets.token_hex(3)
     names = {
