@@ -71,7 +71,7 @@ def test_impersonal_is_read_from_the_rule_function() -> None:
 
     assert not _impersonal(through_a_closure)
     assert _impersonal(only_by_name)
-    assert not _impersonal(str.isupper)  # type: ignore[arg-type]  # not a Python function
+    assert not _impersonal(str.isupper)  # not a Python function: assumed personal
 
 
 def test_a_popular_filter_is_evaluated_once_per_message_for_all_its_owners() -> None:
