@@ -203,7 +203,7 @@ class _Group:
     filing did not read the ownership lookup are grouped.
     """
 
-    __slots__ = ("_by_slot", "context", "key", "members", "rules")
+    __slots__ = ("_answer", "_by_slot", "context", "key", "members", "rules")
 
     def __init__(self, key: _GroupKey, first: _Entry) -> None:
         self.key = key
@@ -212,14 +212,28 @@ class _Group:
         self.context = first.context
         self.members: set[_Entry] = {first}
         self._by_slot: dict[_Slot, _Entry] | None = None
+        self._answer: list[Recipient] | None = None
 
     def add(self, entry: _Entry) -> None:
         self.members.add(entry)
-        self._by_slot = None
+        self._by_slot = self._answer = None
 
     def discard(self, entry: _Entry) -> None:
         self.members.discard(entry)
-        self._by_slot = None
+        self._by_slot = self._answer = None
+
+    @property
+    def answer(self) -> list[Recipient]:
+        """The recipients when this group is all that matched a message, in order.
+
+        The usual case for a message about a watched application: its answer is
+        then a copy of this list, however many watch it.
+        """
+        answer = self._answer
+        if answer is None:
+            by_slot = self.by_slot
+            answer = self._answer = [by_slot[slot].recipient for slot in sorted(by_slot)]
+        return answer
 
     @property
     def by_slot(self) -> dict[_Slot, _Entry]:
@@ -240,6 +254,19 @@ class _Group:
 #: (rules with their arguments, index key, index values): what makes filters the same.
 _GroupKey = tuple[tuple[tuple[Any, ...], ...], str | None, frozenset[str]]
 _Filed = _Entry | _Group
+
+
+def _merge(group: _Group, best: dict[_Slot, _Entry]) -> None:
+    """Each member of a matched group is its slot's answer unless an earlier filter
+    of that slot matched already."""
+    by_slot = group.by_slot
+    if best.keys().isdisjoint(by_slot):
+        best.update(by_slot)
+        return
+    for slot, entry in by_slot.items():
+        held = best.get(slot)
+        if held is None or held.order > entry.order:
+            best[slot] = entry
 
 
 def _impersonal(function: RuleFunction) -> bool:
@@ -712,8 +739,13 @@ class Matcher:
         the always set, are evaluated.
         """
         best: dict[_Slot, _Entry] = {}
-        self._evaluate(facts, self._candidates(facts), best)
-        self._evaluate(facts, self._always, best)
+        matched: list[_Group] = []
+        self._evaluate(facts, self._candidates(facts), best, matched)
+        self._evaluate(facts, self._always, best, matched)
+        if not best and len(matched) == 1:
+            return list(matched[0].answer)
+        for group in matched:
+            _merge(group, best)
         return [best[slot].recipient for slot in sorted(best)]
 
     def count_candidates(self, facts: MessageFacts) -> int:
@@ -742,16 +774,22 @@ class Matcher:
         """
         best: dict[_Slot, _Entry] = {}
         for state in self._users.values():
-            self._evaluate(facts, state.entries, best)
+            self._evaluate(facts, state.entries, best, [])
         return [best[slot].recipient for slot in sorted(best)]
 
     def _evaluate(
-        self, facts: MessageFacts, entries: Iterable[_Filed], best: dict[_Slot, _Entry]
+        self,
+        facts: MessageFacts,
+        entries: Iterable[_Filed],
+        best: dict[_Slot, _Entry],
+        matched: list[_Group],
     ) -> None:
-        """Record in ``best`` each (user, context)'s first matching filter among ``entries``."""
+        """Record in ``best`` each (user, context)'s first matching filter among ``entries``;
+        groups that match go to ``matched``, to be merged (``_merge``) by the caller."""
         for entry in entries:
             if isinstance(entry, _Group):
-                self._evaluate_group(facts, entry, best)
+                if self._group_matches(facts, entry):
+                    matched.append(entry)
                 continue
             slot = entry.slot
             held = best.get(slot)
@@ -772,31 +810,21 @@ class Matcher:
             else:
                 best[slot] = entry
 
-    def _evaluate_group(
-        self, facts: MessageFacts, group: _Group, best: dict[_Slot, _Entry]
-    ) -> None:
-        """Evaluate a group's rules once; each member that matched is its slot's
-        answer unless an earlier filter of that slot matched already."""
+    def _group_matches(self, facts: MessageFacts, group: _Group) -> bool:
+        """Evaluate a group's rules once, for all its members."""
         context = group.context
         for function, arguments, negated, name in group.rules:
             try:
                 result = function(facts, context, **arguments)
             except Exception:  # any failure is the filter's miss, never the message's
                 self._rule_failed(name, facts)
-                return
+                return False
             if negated:
                 if result:
-                    return
+                    return False
             elif not result:
-                return
-        by_slot = group.by_slot
-        if best.keys().isdisjoint(by_slot):
-            best.update(by_slot)
-            return
-        for slot, entry in by_slot.items():
-            held = best.get(slot)
-            if held is None or held.order > entry.order:
-                best[slot] = entry
+                return False
+        return True
 
     def _rule_failed(self, name: str, facts: MessageFacts) -> None:
         key = (name, facts.id)

@@ -284,3 +284,23 @@ def test_grouped_matcher_agrees_with_naive_through_updates(
     )
     assert matcher.stats() == reloaded.stats()
     assert_same_answers(reloaded, messages, other=matcher)
+
+
+def test_the_answer_of_a_lone_group_is_a_fresh_list_that_follows_its_members() -> None:
+    shared = F("bodhi", [r("app_is", app="bodhi")])
+    matcher = Matcher.from_snapshots([snapshot(i, f"u{i}", C("email", [shared])) for i in (3, 1)])
+    message = facts(app="bodhi")
+    found = matcher.recipients(message)
+    assert [x.user for x in found] == ["u1", "u3"]
+    found.clear()  # the caller's list: the group's own answer is untouched
+    assert [x.user for x in matcher.recipients(message)] == ["u1", "u3"]
+    matcher.replace_users([], [snapshot(2, "u2", C("email", [shared]), C("irc", [shared]))])
+    assert who(matcher.recipients(message)) == [
+        ("u1", "email", "bodhi"),
+        ("u2", "email", "bodhi"),
+        ("u2", "irc", "bodhi"),
+        ("u3", "email", "bodhi"),
+    ]
+    matcher.replace_users([1], [])
+    assert [x.user for x in matcher.recipients(message)] == ["u2", "u2", "u3"]
+    assert matcher.recipients(message) == matcher.naive_recipients(message)
