@@ -357,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait for the last mails after publishing",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare relay")
+    parser.add_argument("--senders", type=int, default=None,
+                        help="delivery.senders for the daemon (default: fmn's default)")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON (for plots)")
     parser.add_argument("--seed", type=int, default=4)
     args = parser.parse_args(argv)
@@ -388,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
                 'from_address = "notifications@example.org"\n'
                 '[http]\nenabled = false\nsecret_key = "benchmark-only"\n'
                 "[delivery]\nrate_limit_per_hour = 1000000\n"
+                + (f"senders = {args.senders}\n" if args.senders else "")
             )
+            if args.senders:
+                print(f"  delivery.senders = {args.senders}")
             config = write_fmn_config(workdir / "fmn.toml", db.url, config_text)
             database = Database(Config(database_url=db.url))
             try:

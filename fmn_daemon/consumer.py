@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import queue
 import random
@@ -212,6 +213,9 @@ class Consumer:
         with self.db.begin() as session:
             ownership = _load_ownership(session)
             self.matcher = Matcher.load(session, ownership=ownership)
+        # What is loaded now lives as long as the process: the cyclic collector
+        # need not scan it again on every full collection while consuming.
+        gc.freeze()
         self._last_changes = time.monotonic()
         stats = self.matcher.stats()
         log.info(
