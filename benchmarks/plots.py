@@ -70,24 +70,25 @@ def plot_latency(figures: dict[str, Any], out: Path) -> Path:
     runs = figures["runs"]
     fig, ax = plt.subplots(figsize=(7, 4))
     labels, values, colours = [], [], []
+    shades = {
+        ("baseline", "p50"): "lightgrey",
+        ("baseline", "p99"): "grey",
+        ("fmn", "p50"): "lightblue",
+        ("fmn", "p99"): "tab:blue",
+    }
     for run in runs:
-        for who, colour in (("baseline", "grey"), ("fmn", "tab:blue")):
+        for who in ("baseline", "fmn"):
             got = run.get(who)
             if got is None:
                 continue
             for p in ("p50", "p99"):
                 labels.append(f"{run['rate']:g}/s\n{who} {p}")
                 values.append(got[p])
-                colours.append(
-                    colour
-                    if p == "p99"
-                    else "light" + colour.split(":")[-1]
-                    if colour == "grey"
-                    else "lightblue"
-                )
+                colours.append(shades[who, p])
     ax.bar(range(len(values)), values, color=colours)
     ax.set_xticks(range(len(values)), labels, fontsize=7)
-    ax.set_ylabel("publish -> SMTP accepted (ms)")
+    ax.set_yscale("log")
+    ax.set_ylabel("publish -> SMTP accepted (ms, log scale)")
     loads = [x for r in runs for x in r["load"]]
     ax.set_title(f"Latency, {figures['seconds']:g} s per rate ({_load_note(loads)})", fontsize=10)
     fig.tight_layout()
