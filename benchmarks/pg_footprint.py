@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument(
+        "--app-watchers",
+        type=float,
+        default=50,
+        help="app watchers: a number (>= 1) or a share of users (< 1)",
+    )
     args = parser.parse_args(argv)
 
     from fmn_core.config import Config
@@ -59,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     print_machine()
     print_services()
     templates, _ = corpus_templates()
-    population = build_population(args.users, corpus_names(t.facts for t in templates))
+    population = build_population(
+        args.users, corpus_names(t.facts for t in templates), app_watchers=args.app_watchers
+    )
     items = draw(templates, args.messages, 7)
     messages = []
     for index, message_id in items:
@@ -76,12 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         def probe() -> tuple[str, int, int, int]:
             with engine.connect() as c:
                 lsn = c.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
-                size = c.execute(text(
-                    "SELECT pg_total_relation_size('messages') "
-                    "+ pg_total_relation_size('notifications')")).scalar_one()
-                stats = c.execute(text(
-                    "SELECT xact_commit, tup_inserted FROM pg_stat_database "
-                    "WHERE datname = current_database()")).one()
+                size = c.execute(
+                    text(
+                        "SELECT pg_total_relation_size('messages') "
+                        "+ pg_total_relation_size('notifications')"
+                    )
+                ).scalar_one()
+                stats = c.execute(
+                    text(
+                        "SELECT xact_commit, tup_inserted FROM pg_stat_database "
+                        "WHERE datname = current_database()"
+                    )
+                ).one()
             return lsn, int(size), int(stats[0]), int(stats[1])
 
         with db.begin() as session:  # the writer's connection is open and warm
@@ -94,26 +108,31 @@ def main(argv: list[str] | None = None) -> int:
         outbox = 0
         for start in range(0, len(messages), args.batch):
             with db.begin() as session:
-                result = ingest_batch(session, matcher, messages[start:start + args.batch])
+                result = ingest_batch(session, matcher, messages[start : start + args.batch])
             outbox += result.notifications
         seconds = time.perf_counter() - started
         backend_cpu = cpu.stop()
         lsn1, size1, xact1, _ = probe()
         with engine.connect() as c:
-            wal = c.execute(text("SELECT pg_wal_lsn_diff(:b, :a)"),
-                            {"a": lsn0, "b": lsn1}).scalar_one()
+            wal = c.execute(
+                text("SELECT pg_wal_lsn_diff(:b, :a)"), {"a": lsn0, "b": lsn1}
+            ).scalar_one()
         load = (load_before, os.getloadavg()[0])
         db.dispose()
         engine.dispose()
     n = len(messages)
     batches = -(-n // args.batch)
-    print(f"\nPostgreSQL footprint: {n:,} messages in {batches} batches of {args.batch}, "
-          f"{args.users:,} users, {seconds:.1f}s; load (1 min) {load[0]:.1f} / {load[1]:.1f}")
+    print(
+        f"\nPostgreSQL footprint: {n:,} messages in {batches} batches of {args.batch}, "
+        f"{args.users:,} users, {seconds:.1f}s; load (1 min) {load[0]:.1f} / {load[1]:.1f}"
+    )
     print(f"  rows per message: 1 message + {outbox / n:.2f} outbox rows")
     print(f"  stored per message (heap, TOAST, indexes): {(size1 - size0) / n:,.0f} bytes")
     print(f"  WAL per message: {float(wal) / n:,.0f} bytes (cluster-wide: an upper bound)")
-    print(f"  transactions committed in this database: {xact1 - xact0} "
-          f"({(xact1 - xact0) / batches:.1f} per batch, probes included)")
+    print(
+        f"  transactions committed in this database: {xact1 - xact0} "
+        f"({(xact1 - xact0) / batches:.1f} per batch, probes included)"
+    )
     print(f"  PostgreSQL backend CPU: {backend_cpu / n * 1e6:.0f} us per message")
     return 0
 
