@@ -5,9 +5,10 @@ It reads fedora-messaging's own configuration (``fmn_daemon.broker``: ``amqp_url
 deliveries into fedora-messaging message classes through ``fmn_core.messages``
 (one validator per schema, built once). fedora-messaging's own consumer handles
 one message per callback and re-checks the schema each time; this one takes up
-to ``delivery.batch_size`` messages (or what arrived within ``batch_wait``
-seconds), and for the whole batch runs one transaction: store, match, outbox
-rows, commit — then one ``basic_ack(multiple=True)``.
+to ``delivery.batch_size`` messages (whatever has arrived when the writer is
+free, else what arrived within ``batch_wait`` seconds), and for the whole batch
+runs one transaction: store, match, outbox rows, commit — then one
+``basic_ack(multiple=True)``.
 
 Failures, sorted the way STYLE rule 10 asks; one delivery can only ever cost itself:
 
