@@ -357,8 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait for the last mails after publishing",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare relay")
-    parser.add_argument("--senders", type=int, default=None,
-                        help="delivery.senders for the daemon (default: fmn's default)")
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=None,
+        help="delivery.senders for the daemon (default: fmn's default)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON (for plots)")
     parser.add_argument("--seed", type=int, default=4)
     args = parser.parse_args(argv)
