@@ -291,12 +291,16 @@ def _impersonal(function: RuleFunction) -> bool:
 
 
 class _UserState:
-    """A loaded user: the snapshot compiled, and the entries it gave."""
+    """A loaded user: their name and the entries their snapshot gave.
 
-    __slots__ = ("entries", "snapshot")
+    The snapshot itself is not kept: at 100k users it is hundreds of MB, and
+    nothing after compiling needs more than the name.
+    """
 
-    def __init__(self, snapshot: UserSnapshot, entries: list[_Entry]) -> None:
-        self.snapshot = snapshot
+    __slots__ = ("entries", "name")
+
+    def __init__(self, name: str, entries: list[_Entry]) -> None:
+        self.name = name
         self.entries = entries
 
 
@@ -515,7 +519,7 @@ class Matcher:
         self.ownership = ownership
         with _collector_paused():
             for state in self._users.values():
-                context = RuleContext(state.snapshot.name, ownership, self.membership)
+                context = RuleContext(state.name, ownership, self.membership)
                 for entry in state.entries:
                     entry.context = context
                     if entry.dynamic:
@@ -537,8 +541,8 @@ class Matcher:
     def _drop_user(self, user_id: int) -> None:
         state = self._users.pop(user_id, None)
         if state is not None:
-            if self._ids_by_name.get(state.snapshot.name) == user_id:
-                del self._ids_by_name[state.snapshot.name]
+            if self._ids_by_name.get(state.name) == user_id:
+                del self._ids_by_name[state.name]
             for entry in state.entries:
                 self._unfile(entry)
 
@@ -560,7 +564,7 @@ class Matcher:
                 if entry is not None:
                     self._file(entry)
                     entries.append(entry)
-        self._users[snapshot.user_id] = _UserState(snapshot, entries)
+        self._users[snapshot.user_id] = _UserState(snapshot.name, entries)
         self._ids_by_name[snapshot.name] = snapshot.user_id
 
     def _compile(

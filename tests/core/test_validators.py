@@ -194,3 +194,12 @@ def test_a_message_that_does_not_fit_its_schema_is_still_refused_with_the_reason
                 "body": {"name": 1},
             }
         )
+
+
+def test_a_schema_that_is_not_json_schema_is_refused_with_jsonschemas_reason() -> None:
+    class Broken(Message):
+        body_schema = {"$schema": "http://json-schema.org/draft-04/schema#", "type": 12}
+
+    with pytest.raises(jsonschema.exceptions.SchemaError, match="12"):
+        messages._validators(Broken)
+    assert Broken not in messages._VALIDATORS
