@@ -192,20 +192,27 @@ def goals(results: Path) -> list[tuple[str, str, bool]]:
     startup = _read(results / "startup.json")
     if startup:
         largest = max(startup, key=lambda r: r["users"])
-        found.append(
-            (
-                f"cold start <= 5 s at {largest['users']:,} users",
-                f"{largest['ready_s']:.1f} s",
-                largest["ready_s"] <= 5,
+        if largest["users"] < 100_000:
+            # Quick mode: the figures are printed above, but the goal is at 100k users.
+            print(
+                f"  (start-up measured at {largest['users']:,} users only: the goals are at "
+                "100,000; run nox -s bench -- startup --full)"
             )
-        )
-        found.append(
-            (
-                f"daemon RSS <= 400 MB at {largest['users']:,} users",
-                f"{largest['rss_mib']:.0f} MiB",
-                largest["rss_mib"] <= 400,
+        else:
+            found.append(
+                (
+                    "cold start <= 5 s at 100k users",
+                    f"{largest['ready_s']:.1f} s",
+                    largest["ready_s"] <= 5,
+                )
             )
-        )
+            found.append(
+                (
+                    "daemon RSS <= 400 MB at 100k users",
+                    f"{largest['rss_mib']:.0f} MiB",
+                    largest["rss_mib"] <= 400,
+                )
+            )
     return found
 
 
