@@ -395,6 +395,12 @@ def run_scenario(
                         total == 0 and len(counters) == processes,
                     )
                 )
+            batches = sum(c.get("batches", 0) for c in counters.values())
+            if batches:
+                print(
+                    f"  {name}: {batches} batches, {n / batches:.0f} messages per batch on average",
+                    flush=True,
+                )
     engine.dispose()
     windows = [
         last - first if first and last else 0.0 for first, last in zip(firsts, lasts, strict=True)
