@@ -61,8 +61,8 @@ __all__ = [
     "NO_NICK_ERROR",
     "NO_NICK_RETRY_SECONDS",
     "RECHECK_SECONDS",
-    "Delivery",
     "IrcLink",
+    "IrcSender",
     "LimnoriaLink",
     "Pacer",
     "RoundReport",
@@ -224,7 +224,7 @@ class _Group:
         return [row.id for row in self.rows]
 
 
-class Delivery:
+class IrcSender:
     """Claims the outbox's ``irc`` rows and sends them through an :class:`IrcLink`."""
 
     def __init__(
@@ -518,7 +518,7 @@ class _IsonQuery:
 
 
 class LimnoriaLink:
-    """Delivery's view of IRC: ISON for presence, services accounts, PRIVMSG.
+    """IrcSender's view of IRC: ISON for presence, services accounts, PRIVMSG.
 
     Presence is asked with ``ISON`` (RFC 1459, answered by every server): it
     sees a nick anywhere on the network, not only in channels the bot shares.

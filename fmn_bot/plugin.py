@@ -48,7 +48,7 @@ from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
 from fmn_core.wording import count, digest_policy
 
-from .delivery import Delivery, LimnoriaLink
+from .delivery import IrcSender, LimnoriaLink
 
 __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
 
@@ -405,7 +405,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             fedora_name=self.fedora_name,
             log=self.log,
         )
-        self.delivery = Delivery(
+        self.delivery = IrcSender(
             self.database, self.link, bot_nick=self.link.bot_nick, log=self.log
         )
         self.fmn.plugin = self

@@ -105,7 +105,7 @@ __all__ = [
     "NO_ADDRESS_ERROR",
     "NO_ADDRESS_RETRY_SECONDS",
     "RATE_LIMIT_DIGEST_MINUTES",
-    "Delivery",
+    "Senders",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class _Round:
     settled: int
 
 
-class Delivery:
+class Senders:
     """Claims and sends every context but ``irc``; see the module docstring."""
 
     def __init__(
