@@ -48,7 +48,8 @@ from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
 from fmn_core.wording import count, digest_policy
 
-from .delivery import IrcSender, LimnoriaLink
+from .delivery import IrcSender
+from .irc_link import LimnoriaLink
 
 __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
 
