@@ -19,7 +19,8 @@ presence, the account Limnoria tracks for a nick, ``PRIVMSG``):
   after the notification was made; after that the rows go ``dead``;
 * otherwise one line per notification, at most ``bot.burst`` lines per user per
   round: above that the rest collapses into one "N more notifications" line.
-  Lines across all users are paced at ``bot.lines_per_second``.
+  Lines across all users are paced at ``bot.lines_per_second``. The lines and
+  the pacing are ``fmn_core.chat``'s, which the daemon's Matrix sender shares.
 
 Muted and digest rows are looked at again every minute even when they wait
 longer, so ``fmn unmute`` and ``fmn digest irc off`` take effect within a minute. These
@@ -36,13 +37,19 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fmn_core import delivery_policy, outbox, preferences, rendering
-from fmn_core import text as text_rules
+from fmn_core import delivery_policy, outbox, preferences
+from fmn_core.chat import (
+    MAX_LINE_BYTES,
+    Pacer,
+    burst_lines,
+    collapse_line,
+    digest_line,
+    fit_line,
+    notification_line,
+)
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.delivery_policy import COUNT_ONLY_MAX_WAIT, DISABLED_ERROR, NO_ADDRESS_RETRY_SECONDS
@@ -69,9 +76,6 @@ __all__ = [
 
 IRC = "irc"
 
-#: A PRIVMSG line has 512 bytes including the command, the target and the
-#: server's prefix on the way out; 400 bytes of text is safe on every network.
-MAX_LINE_BYTES = 400
 #: How long held notifications (offline, muted, digest) wait before they are looked at again.
 RECHECK_SECONDS = 60.0
 #: A line that could not be queued (no connection) is tried again this much later.
@@ -85,85 +89,13 @@ NO_NICK_RETRY_SECONDS = NO_ADDRESS_RETRY_SECONDS
 _NO_STATS = delivery_policy.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
 
 
-def _fit(text: str, limit: int = MAX_LINE_BYTES) -> str:
-    """One IRC line: no line breaks or control characters, at most ``limit`` bytes."""
-    flat = text_rules.one_line(text)
-    if len(flat.encode("utf-8")) <= limit:
-        return flat
-    cut = flat.encode("utf-8")[: limit - len("…".encode())].decode("utf-8", "ignore")
-    return cut.rstrip() + "…"
-
-
-def notification_line(notification: ClaimedNotification) -> str:
-    """``[app] summary — url (filter)`` on one line."""
-    rendered = rendering.render(notification)
-    text = rendered.subject
-    if rendered.url:
-        text += f" — {rendered.url}"
-    suffix = _fit(f"({notification.filter_name})", MAX_LINE_BYTES // 4)
-    room = MAX_LINE_BYTES - len(suffix.encode("utf-8")) - 1
-    return f"{_fit(text, room)} {suffix}"
-
-
-def _by_app(notifications: Sequence[ClaimedNotification]) -> str:
-    counts = Counter(n.app or n.topic for n in notifications)
-    return ", ".join(f"{app} ({count})" for app, count in counts.most_common())
-
-
-def collapse_line(notifications: Sequence[ClaimedNotification]) -> str:
-    """The line that stands for the notifications above a user's burst."""
-    return _fit(f"{len(notifications)} more notifications: {_by_app(notifications)}")
-
-
-def digest_line(notifications: Sequence[ClaimedNotification]) -> str:
-    """One digest line: the count by application, then the first summaries."""
-    if len(notifications) == 1:
-        return notification_line(notifications[0])
-    first = "; ".join(rendering.render(n).subject for n in notifications[:3])
-    return _fit(
-        f"Digest: {len(notifications)} notifications, {_by_app(notifications)}: {first}"
-        + ("; …" if len(notifications) > 3 else "")
-    )
-
-
 def confirmation_line(user: str, code: str, bot_nick: str) -> str:
     """The private message that carries an IRC confirmation code."""
-    return _fit(
+    return fit_line(
         f"The Fedora account {user} asked fmn to send its notifications to this nick. "
         f"If that is you, reply (while identified as {user}): /msg {bot_nick} fmn confirm {code} "
         "— otherwise ignore this; nothing is sent here until then."
     )
-
-
-class Pacer:
-    """A token bucket: ``rate`` lines per second, up to ``burst`` at once."""
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = max(rate, 0.01)
-        self.capacity = float(max(burst, 1))
-        self._clock = clock
-        self._tokens = self.capacity
-        self._last = clock()
-
-    def delay(self) -> float:
-        """Seconds to wait before the next line may go (0 when it may go now)."""
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1:
-            return 0.0
-        return (1 - self._tokens) / self.rate
-
-    def take(self) -> None:
-        """Spend one token (call after ``delay()`` came back 0 or was waited out)."""
-        self.delay()
-        self._tokens -= 1
 
 
 @dataclass
@@ -417,14 +349,7 @@ class IrcSender:
                 )
             self._send_lines(nick, [(digest_line(rows), [r.id for r in rows])], report)
             return
-        burst = max(self.config.bot.burst, 1)
-        if len(rows) <= burst:
-            batches = [(notification_line(r), [r.id]) for r in rows]
-        else:
-            head, rest = rows[: burst - 1], rows[burst - 1 :]
-            batches = [(notification_line(r), [r.id]) for r in head]
-            batches.append((collapse_line(rest), [r.id for r in rest]))
-        self._send_lines(nick, batches, report)
+        self._send_lines(nick, burst_lines(rows, self.config.bot.burst), report)
 
     def _send_lines(
         self, nick: str, batches: list[tuple[str, list[int]]], report: RoundReport

@@ -728,10 +728,11 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             """<context> <address>
 
             Sets where a context delivers: an email address, your IRC nick, a
-            push URL (rss and live need no address: fmn makes a secret one).
-            Only in a private message. You get a code to confirm with
-            "fmn confirm <code>", except for your Fedora profile's emails and
-            your own IRC account; without an address, lists those.
+            Matrix ID, a push URL (rss and live need no address: fmn makes a
+            secret one). Only in a private message. You get a code to confirm
+            with "fmn confirm <code>", except for your Fedora profile's emails
+            and Matrix IDs and your own IRC account; without an address, lists
+            those.
             """
             if msg.channel:
                 raise callbacks.Error(ADDRESS_IN_CHANNEL.format(bot=irc.nick))

@@ -3,8 +3,8 @@
 Destinations are untrusted user input that fmn later connects to or mails, so
 every kind is checked here and nowhere else: e-mail addresses (plain
 ``local@domain``, nothing a mail header or an Apprise URL could be tricked
-with), IRC nicks, feed tokens, FCM device tokens, and Apprise push URLs, which
-get the most suspicion and their own module (:mod:`fmn_core.push_urls`).
+with), IRC nicks, Matrix IDs, feed tokens, FCM device tokens, and Apprise push
+URLs, which get the most suspicion and their own module (:mod:`fmn_core.push_urls`).
 
 Confirmation codes are made and hashed here too; the preference service stores
 and checks them.
@@ -16,7 +16,7 @@ import hashlib
 import re
 import secrets
 
-from .config import FcmConfig, PushConfig
+from .config import FcmConfig, MatrixConfig, PushConfig
 from .errors import InvalidDestination
 from .push_urls import FIXED_ENDPOINT_SCHEMES, SCHEME_RE, Resolver, check_push_url
 from .text import has_control
@@ -33,6 +33,7 @@ __all__ = [
     "check_fcm_token",
     "check_feed_token",
     "check_irc_nick",
+    "check_matrix_id",
     "hash_code",
     "mask_address",
     "new_code",
@@ -48,6 +49,8 @@ FEED_CONTEXTS = frozenset({"rss", "live"})
 MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART_LENGTH = 64
 MAX_NICK_LENGTH = 30
+#: The Matrix specification's bound on a user ID, in bytes.
+MAX_MATRIX_ID_LENGTH = 255
 
 #: No 0/O, 1/I/L lookalikes: people copy these codes by eye from a mail or a phone.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -58,6 +61,14 @@ CODE_LENGTH = 8
 _LOCAL_ATOM = r"[A-Za-z0-9_+'-]+"
 _LOCAL_RE = re.compile(rf"^{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM})*$")
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Matrix user IDs as the specification (appendix "Identifier Grammar") has them
+# today: a lowercase localpart of a-z 0-9 . _ = - / +, and a server name that is
+# a DNS name, an IPv4 address or a bracketed IPv6 address, with an optional port.
+_MATRIX_LOCALPART_RE = re.compile(r"^[a-z0-9._=/+-]+$")
+_MATRIX_SERVER_RE = re.compile(
+    r"^(?:\[[0-9a-f:.]{2,45}\]|[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*)"
+    r"(?::[0-9]{1,5})?$"
+)
 _NICK_RE = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
@@ -132,6 +143,36 @@ def check_irc_nick(nick: str) -> str:
     return nick
 
 
+def check_matrix_id(user_id: str) -> str:
+    """A Matrix user ID (``@nick:fedora.im``) with its server name lowercased;
+    ``InvalidDestination`` saying what is wrong if it is not one."""
+    text = user_id.strip() if isinstance(user_id, str) else ""
+    example = "give your Matrix ID like @nick:fedora.im"
+    if not text:
+        raise InvalidDestination(f"The Matrix ID is empty; {example}.")
+    if has_control(text) or any(c.isspace() for c in text):
+        raise InvalidDestination(f"The Matrix ID contains spaces or control characters; {example}.")
+    if len(text.encode("utf-8")) > MAX_MATRIX_ID_LENGTH:
+        raise InvalidDestination(
+            f"The Matrix ID is too long (at most {MAX_MATRIX_ID_LENGTH} bytes); {example}."
+        )
+    localpart, colon, server = text[1:].partition(":")
+    if not text.startswith("@") or not colon or not localpart:
+        raise InvalidDestination(f"{text[:40]!r} is not a Matrix ID; {example}.")
+    if not _MATRIX_LOCALPART_RE.match(localpart):
+        raise InvalidDestination(
+            f"The name part of {text[:40]!r} may only hold lowercase letters, digits and "
+            f"._=-/+; {example}."
+        )
+    server = server.lower()
+    port = server.rpartition(":")[2] if not server.endswith("]") and ":" in server else ""
+    if not _MATRIX_SERVER_RE.match(server) or (port and not 1 <= int(port) <= 65535):
+        raise InvalidDestination(
+            f"{server[:60]!r} is not a Matrix server name; check the part after the colon."
+        )
+    return f"@{localpart}:{server}"
+
+
 def check_feed_token(token: str) -> str:
     """A feed or live-feed token as fmn makes them (for imports)."""
     if not isinstance(token, str) or not _TOKEN_RE.match(token):
@@ -175,14 +216,25 @@ def check_destination(
     push: PushConfig,
     *,
     fcm: FcmConfig | None = None,
+    matrix: MatrixConfig | None = None,
     resolve: bool = True,
     resolver: Resolver | None = None,
 ) -> str:
-    """Check a destination for a context; return its normalized form."""
+    """Check a destination for a context; return its normalized form.
+
+    ``matrix`` (the operator's Matrix bot) refuses Matrix IDs where no bot is set up;
+    without it only the ID's grammar is checked.
+    """
     if context == "email":
         return check_email(address)
     if context == "irc":
         return check_irc_nick(address)
+    if context == "matrix":
+        if matrix is not None and not matrix.configured:
+            raise InvalidDestination(
+                "This server has no Matrix bot (matrix.user_id is not set); choose another context."
+            )
+        return check_matrix_id(address)
     if context == "android" and address.strip().lower().startswith(FCM_PREFIX):
         return check_fcm_token(address, fcm)
     if context in PUSH_CONTEXTS:
@@ -218,6 +270,9 @@ def mask_address(context: str, address: str) -> str:
         return f"{scheme}://{_stars(host, 2)}"
     if context in FEED_CONTEXTS:
         return _stars(address, 2)
+    if context == "matrix" and address.startswith("@") and ":" in address:
+        localpart, _, server = address[1:].partition(":")
+        return f"@{_stars(localpart)}:{server}"
     return _stars(address, 1)
 
 
@@ -240,6 +295,8 @@ def _canonical_address(context: str, address: str) -> str:
         return f"mailto:{local.split('+', 1)[0]}@{domain}"
     if context == "irc":
         return f"irc:{address.lower()}"
+    if context == "matrix":
+        return f"matrix:{address.lower()}"
     if context in PUSH_CONTEXTS or address.lower().startswith(FCM_PREFIX):
         match = SCHEME_RE.match(address)
         if match:

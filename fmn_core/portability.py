@@ -318,6 +318,7 @@ def _check_destinations(
                 address,
                 config.push,
                 fcm=config.fcm,
+                matrix=config.matrix,
                 resolve=resolve,
                 resolver=resolver,
             )

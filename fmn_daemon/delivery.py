@@ -10,7 +10,10 @@ What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
 the IRC bot: ``fmn_core.delivery_policy.decide`` says what, and
 ``delivery_policy.apply`` settles the rows that are not sent. Here only sending
-and digests are left.
+and digests are left: in the ``matrix`` context (a chat, like IRC) a user's rows
+above ``matrix.burst`` in one round are collapsed into one "N more notifications"
+line, and every message is one line worded by ``fmn_core.chat``, as the IRC bot
+words it.
 
 A message goes to every confirmed destination of the context, each in its own
 ``try``: one failing destination never stops the others. Outcome of a row:
@@ -60,6 +63,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fmn_core import delivery_policy, outbox, preferences
+from fmn_core.chat import (
+    CHAT_CONTEXTS,
+    collapse_line,
+    digest_line,
+    notification_line,
+    split_burst,
+)
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.delivery_policy import (
@@ -106,10 +116,12 @@ _DB_BACKOFF_MAX = 30.0
 
 @dataclass(frozen=True)
 class _Job:
-    """One message to send: a single row, or a digest of a group's rows."""
+    """One message to send: a single row, or a digest of a group's rows (or, in a
+    chat context, the rows above a user's burst collapsed into one line)."""
 
     rows: tuple[ClaimedNotification, ...]
     digest: bool
+    collapsed: bool = False
 
     @property
     def ids(self) -> list[int]:
@@ -410,7 +422,14 @@ class Senders:
             waiting_in_claim=len(rows),
         )
         if decision.kind == "send":
-            jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+            if head.context not in CHAT_CONTEXTS:
+                jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+                return 0
+            # A chat gets at most a burst of lines per user and round, as on IRC.
+            singles, collapsed = split_burst(rows, self.config.matrix.burst)
+            jobs.extend(_Job(rows=(row,), digest=False) for row in singles)
+            if collapsed:
+                jobs.append(_Job(rows=tuple(collapsed), digest=False, collapsed=True))
             return 0
         if decision.kind == "digest":
             jobs.append(self._digest(session, rows, now))
@@ -452,6 +471,8 @@ class Senders:
     # -- sending ----------------------------------------------------------------
 
     def _render(self, job: _Job) -> Rendered:
+        if job.head.context in CHAT_CONTEXTS:
+            return _chat_rendered(job)
         links = self.links if job.head.context == "email" else None
         return render_digest(job.rows, links) if job.digest else render(job.head, links)
 
@@ -604,3 +625,15 @@ class Senders:
             )
             sent += 1
         return sent
+
+
+def _chat_rendered(job: _Job) -> Rendered:
+    """A chat context's message: one line, worded as the IRC bot words it."""
+    if job.collapsed:
+        line = collapse_line(job.rows)
+    elif job.digest:
+        line = digest_line(job.rows)
+    else:
+        line = notification_line(job.head)
+    url = job.head.url if len(job.rows) == 1 else None
+    return Rendered(subject=line, text=line, short=line, url=url)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from fmn_core.config import PushConfig
+from fmn_core.config import MatrixConfig, PushConfig
 from fmn_core.destinations import (
     CODE_ALPHABET,
     CODE_LENGTH,
@@ -14,6 +14,7 @@ from fmn_core.destinations import (
     check_email,
     check_feed_token,
     check_irc_nick,
+    check_matrix_id,
     hash_code,
     mask_address,
     new_code,
@@ -180,3 +181,51 @@ def test_check_destination_accepts_fcm_token_only_where_fcm_is_configured() -> N
         check_destination("android", "fcm:short", PushConfig(), fcm=configured)
     with pytest.raises(InvalidDestination, match="malformed"):
         check_destination("android", "fcm:" + "a" * 30 + "/../etc", PushConfig(), fcm=configured)
+
+
+# -- Matrix IDs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "normalized"),
+    [
+        ("@alice:fedora.im", "@alice:fedora.im"),
+        ("  @a.b=c/d+e-f_9:Fedora.IM:8448 ", "@a.b=c/d+e-f_9:fedora.im:8448"),
+        ("@alice:[2001:db8::1]:8448", "@alice:[2001:db8::1]:8448"),
+        ("@alice:192.0.2.1", "@alice:192.0.2.1"),
+    ],
+)
+def test_check_matrix_id_accepts_the_grammar(given: str, normalized: str) -> None:
+    assert check_matrix_id(given) == normalized
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("", "empty"),
+        ("alice:fedora.im", "not a Matrix ID"),
+        ("@alice", "not a Matrix ID"),
+        ("@:fedora.im", "not a Matrix ID"),
+        ("@Alice:fedora.im", "lowercase"),
+        ("@al ice:fedora.im", "spaces or control"),
+        ("@alice:fedora.im\r\nX", "spaces or control"),
+        ("@ali\u202ece:fedora.im", "spaces or control"),
+        ("@alice:fedora..im", "not a Matrix server name"),
+        ("@alice:fedora.im:99999", "not a Matrix server name"),
+        ("@alice:fedora.im/path", "not a Matrix server name"),
+        ("@" + "a" * 250 + ":fedora.im", "too long"),
+    ],
+)
+def test_check_matrix_id_refuses_with_the_reason(given: str, why: str) -> None:
+    with pytest.raises(InvalidDestination, match=why):
+        check_matrix_id(given)
+
+
+def test_matrix_ids_are_masked_and_refused_where_no_bot_is_set_up() -> None:
+    assert mask_address("matrix", "@alice:fedora.im") == "@a***:fedora.im"
+    with pytest.raises(InvalidDestination, match="no Matrix bot"):
+        check_destination("matrix", "@alice:fedora.im", PUSH, matrix=MatrixConfig())
+    bot = MatrixConfig(
+        homeserver_url="https://m.example.org", user_id="@fmn:example.org", access_token="t"
+    )
+    assert check_destination("matrix", "@alice:Fedora.im", PUSH, matrix=bot) == "@alice:fedora.im"

@@ -40,13 +40,19 @@ def test_cli_login_unknown_to_the_directory_is_refused(
 
 
 def test_cli_admins_come_from_the_admin_group(tmp_path: Path, fasjson: FasjsonServer) -> None:
+    """Only a member of ``admin_group`` may open another account with ``--user``."""
     fasjson.add_user(ME)
+    fasjson.add_user("bob")
     config = _config(tmp_path, fasjson)
-    args = cli._parser().parse_args(["--config", str(config)])
-    _, account = cli._start(args)
-    account.database.dispose()
-    assert (account.actor.name, account.actor.is_admin) == (ME, False)
+    as_bob = ["--config", str(config), "--user", "bob"]
+    with pytest.raises(cli.SetupError, match="only fmn administrators may use --user"):
+        cli._start(cli._parser().parse_args(as_bob))
     fasjson.set_groups("fmn-admins", [ME])
-    _, account = cli._start(cli._parser().parse_args(["--config", str(config)]))
-    account.database.dispose()
-    assert account.actor.is_admin
+    account, database = cli._start(cli._parser().parse_args(as_bob))
+    try:
+        assert (account.info.actor, account.info.account) == (ME, "bob")
+        assert not account.is_own
+    finally:
+        account.close()
+        if database is not None:
+            database.dispose()

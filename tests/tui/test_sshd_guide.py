@@ -134,15 +134,48 @@ def install_fmn(prefix: Path) -> None:
     subprocess.run([python, "-m", "venv", "--without-pip", str(prefix)], check=True)
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     site_packages = next(Path(p) for p in sys.path if p.endswith("site-packages"))
-    (prefix / "lib" / version / "site-packages" / "fmn-checkout.pth").write_text(
-        f"import site; site.addsitedir({str(site_packages)!r})\n"
-    )
+    target = prefix / "lib" / version / "site-packages"
+    checkout = Path(__file__).resolve().parents[2]
+    if _others_can_reach(site_packages) and _others_can_reach(checkout):
+        (target / "fmn-checkout.pth").write_text(
+            f"import site; site.addsitedir({str(site_packages)!r})\n"
+        )
+    else:
+        # A clone under /root (CI's, say): the users can't reach it, so fmn and its
+        # dependencies are copied into the prefix, as a real install would put them.
+        shutil.copytree(
+            site_packages,
+            target,
+            dirs_exist_ok=True,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__editable__*", "__pycache__"),
+        )
+        for package in ("fmn_core", "fmn_daemon", "fmn_tui", "fmn_bot"):
+            shutil.copytree(
+                checkout / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        # The migration scripts, where a non-editable install keeps them (data-files).
+        shutil.copytree(
+            checkout / "alembic",
+            prefix / "share" / "fmn" / "alembic",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        subprocess.run(["chmod", "-R", "a+rX", str(prefix)], check=True)
     script = prefix / "bin" / "fmn-daemon"
     script.write_text(
         f"#!{prefix / 'bin' / 'python'} -I\nimport sys\nfrom fmn_daemon.cli import main\n"
         "sys.exit(main())\n"
     )
     script.chmod(0o755)
+
+
+def _others_can_reach(path: Path) -> bool:
+    """Whether a user other than root can read ``path`` (every parent searchable)."""
+    for part in (path, *path.parents):
+        mode = part.stat().st_mode
+        if not mode & 0o001 or (part == path and not mode & 0o004):
+            return False
+    return True
 
 
 def free_port() -> int:
