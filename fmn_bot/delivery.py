@@ -37,16 +37,10 @@ import logging
 import os
 import socket
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-import supybot.ircmsgs as ircmsgs
-import supybot.ircutils as ircutils
-import supybot.world as world
-
-from fmn_core import outbox, preferences
+from fmn_core import delivery_policy, outbox, preferences
 from fmn_core.chat import (
     MAX_LINE_BYTES,
     Pacer,
@@ -58,13 +52,11 @@ from fmn_core.chat import (
 )
 from fmn_core.config import Config
 from fmn_core.db import Database
+from fmn_core.delivery_policy import COUNT_ONLY_MAX_WAIT, DISABLED_ERROR, NO_ADDRESS_RETRY_SECONDS
 from fmn_core.models import utcnow
-from fmn_core.outbox import (
-    COUNT_ONLY_MAX_WAIT,
-    DISABLED_ERROR,
-    NO_ADDRESS_RETRY_SECONDS,
-    ClaimedNotification,
-)
+from fmn_core.outbox import ClaimedNotification
+
+from .irc_link import IrcLink
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
@@ -73,9 +65,7 @@ __all__ = [
     "NO_NICK_ERROR",
     "NO_NICK_RETRY_SECONDS",
     "RECHECK_SECONDS",
-    "Delivery",
-    "IrcLink",
-    "LimnoriaLink",
+    "IrcSender",
     "Pacer",
     "RoundReport",
     "collapse_line",
@@ -90,31 +80,13 @@ IRC = "irc"
 RECHECK_SECONDS = 60.0
 #: A line that could not be queued (no connection) is tried again this much later.
 SEND_RETRY_SECONDS = 30.0
-#: How long a presence question (ISON) may go unanswered.
-ISON_TIMEOUT_SECONDS = 10.0
 #: How many rows one round claims at most.
 BATCH_SIZE = 200
 NO_NICK_ERROR = "no confirmed IRC nick; confirm one to receive these"
 #: Rows of a user without a confirmed nick are tried again this often (then dead).
 NO_NICK_RETRY_SECONDS = NO_ADDRESS_RETRY_SECONDS
-#: Stats for a group without a digest: ``outbox.decide`` does not read them then.
-_NO_STATS = outbox.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
-
-
-class IrcLink(Protocol):
-    """What delivery needs from the IRC connection."""
-
-    def online(self, nicks: Sequence[str]) -> frozenset[str] | None:
-        """The nicks (as given) that are on the network now; None if that can't be told."""
-        ...
-
-    def holder(self, nick: str) -> str | None:
-        """The Fedora account identified on ``nick``, when the bot knows it."""
-        ...
-
-    def send(self, nick: str, text: str) -> bool:
-        """Queue one private message; False when it could not be queued."""
-        ...
+#: Stats for a group without a digest: ``delivery_policy.decide`` does not read them then.
+_NO_STATS = delivery_policy.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
 
 
 def confirmation_line(user: str, code: str, bot_nick: str) -> str:
@@ -161,7 +133,7 @@ class _Group:
         return [row.id for row in self.rows]
 
 
-class Delivery:
+class IrcSender:
     """Claims the outbox's ``irc`` rows and sends them through an :class:`IrcLink`."""
 
     def __init__(
@@ -315,32 +287,40 @@ class Delivery:
     def _settle_without_irc(self, group: _Group, now: dt.datetime, report: RoundReport) -> bool:
         """Rows that need no IRC lookup: muted, turned off, no nick, digest not due.
 
-        Decided by ``outbox.decide``, as the daemon's senders do, so a user's
+        Decided by ``delivery_policy.decide``, as the daemon's senders do, so a user's
         contexts behave alike (the bot has no rate limit).
         """
         first = group.first
-        decision = outbox.decide(first, self._stats(first, now), now)
-        if decision.kind == "hold":
-            assert decision.until is not None
-            # Held rows are looked at again within RECHECK_SECONDS even when they wait
-            # longer, so that "fmn unmute" or "fmn digest irc off" take effect soon.
-            recheck = now + dt.timedelta(seconds=RECHECK_SECONDS)
-            self._postpone(group.ids, min(decision.until, recheck), decision.note, report)
-            return True
+        decision = delivery_policy.decide(first, self._stats(first, now), now)
+        if decision.kind in ("send", "digest"):
+            return False
+        with self.database.begin() as session:
+            settled = delivery_policy.apply(
+                session,
+                decision,
+                group.ids,
+                max_attempts=self.config.delivery.max_attempts,
+                now=now,
+                # Held rows are looked at again within RECHECK_SECONDS even when they
+                # wait longer, so that "fmn unmute" or "fmn digest irc off" take effect soon.
+                hold_at_most=dt.timedelta(seconds=RECHECK_SECONDS),
+                no_destination_error=NO_NICK_ERROR,
+                retry_seconds=NO_NICK_RETRY_SECONDS,
+            )
+        assert settled is not None  # only "send" and "digest" are left to the sender
+        report.postponed += settled.postponed
+        report.failed += settled.failed
+        report.dead += settled.dead
         if decision.kind == "dead":
-            self._kill(group, decision.note, now, report)
-            return True
-        if decision.kind == "no_destination":
-            self._fail(group, NO_NICK_ERROR, now, report)
-            return True
-        return False
+            self._log_dropped(group, decision.note)
+        return True
 
-    def _stats(self, first: ClaimedNotification, now: dt.datetime) -> outbox.GroupStats:
+    def _stats(self, first: ClaimedNotification, now: dt.datetime) -> delivery_policy.GroupStats:
         """The group's outbox stats; looked up only when a digest needs them."""
         if not first.wants_digest:
             return _NO_STATS
         with self.database.begin() as session:
-            return outbox.group_stats(session, [first.group], now=now)[first.group]
+            return delivery_policy.group_stats(session, [first.group], now=now)[first.group]
 
     def _held_by(self, nick: str, user: str) -> bool:
         holder = self.link.holder(nick)
@@ -407,7 +387,7 @@ class Delivery:
                 f"{self.config.bot.offline_hold_minutes} minutes"
             )
             self._kill(
-                _Group(group.user, [r for r in group.rows if r.id in expired]), reason, now, report
+                _Group(group.user, [r for r in group.rows if r.id in expired]), reason, report
             )
         if waiting:
             until = now + dt.timedelta(seconds=RECHECK_SECONDS)
@@ -417,162 +397,13 @@ class Delivery:
         with self.database.begin() as session:
             report.postponed += outbox.postpone(session, ids, until, note=note)
 
-    def _fail(self, group: _Group, reason: str, now: dt.datetime, report: RoundReport) -> None:
-        """A failed attempt for each row, retried hourly, dead after ``max_attempts``."""
-        with self.database.begin() as session:
-            for row_id in group.ids:
-                state = outbox.mark_failed(
-                    session,
-                    row_id,
-                    reason,
-                    max_attempts=self.config.delivery.max_attempts,
-                    backoff_seconds=NO_NICK_RETRY_SECONDS,
-                    backoff_max_seconds=NO_NICK_RETRY_SECONDS,
-                    now=now,
-                )
-                if state == "dead":
-                    report.dead += 1
-                else:
-                    report.failed += 1
-
-    def _kill(self, group: _Group, reason: str, now: dt.datetime, report: RoundReport) -> None:
+    def _kill(self, group: _Group, reason: str, report: RoundReport) -> None:
         """``dead`` at once, with the reason: retrying cannot help."""
         with self.database.begin() as session:
-            for row_id in group.ids:
-                outbox.mark_failed(
-                    session,
-                    row_id,
-                    reason,
-                    max_attempts=1,
-                    backoff_seconds=0,
-                    backoff_max_seconds=0,
-                    now=now,
-                )
-                report.dead += 1
+            report.dead += outbox.mark_dead(session, group.ids, reason)
+        self._log_dropped(group, reason)
+
+    def _log_dropped(self, group: _Group, reason: str) -> None:
         self.log.info(
             "%d IRC notification(s) of %s dropped: %s", len(group.rows), group.user, reason
         )
-
-
-# ---------------------------------------------------------- the Limnoria side
-
-
-@dataclass
-class _IsonQuery:
-    nicks: tuple[str, ...]
-    done: threading.Event = field(default_factory=threading.Event)
-    found: frozenset[str] = frozenset()
-
-
-class LimnoriaLink:
-    """Delivery's view of IRC: ISON for presence, services accounts, PRIVMSG.
-
-    Presence is asked with ``ISON`` (RFC 1459, answered by every server): it
-    sees a nick anywhere on the network, not only in channels the bot shares.
-    Replies come back in order, so each ``303`` answers the oldest question.
-    """
-
-    def __init__(
-        self,
-        *,
-        network: Callable[[], str],
-        fedora_name: Callable[[str], str | None],
-        log: logging.Logger,
-    ) -> None:
-        self.network = network
-        self.fedora_name = fedora_name
-        self.log = log
-        self._lock = threading.Lock()
-        self._waiting: deque[_IsonQuery] = deque()
-
-    def irc(self) -> Any | None:
-        """The connection notifications go out on, when it is up.
-
-        Up means registered with the server (its MOTD is over): lines queued
-        before that, or on a dying connection, would be lost with its queue.
-        """
-        wanted = self.network()
-        for irc in world.ircs:
-            if irc.zombie or not irc.afterConnect:
-                continue
-            if not wanted or irc.network == wanted:
-                return irc
-        return None
-
-    def online(self, nicks: Sequence[str]) -> frozenset[str] | None:
-        """See :meth:`IrcLink.online`."""
-        irc = self.irc()
-        if irc is None:
-            return None
-        queries = []
-        for chunk in _chunks(nicks):
-            query = _IsonQuery(tuple(chunk))
-            with self._lock:
-                self._waiting.append(query)
-            if not irc.queueMsg(ircmsgs.IrcMsg(command="ISON", args=tuple(chunk))):
-                self._forget(query)
-                return None
-            queries.append(query)
-        found: set[str] = set()
-        for query in queries:
-            if not query.done.wait(ISON_TIMEOUT_SECONDS):
-                self._forget(query)
-                self.log.warning("no ISON reply within %s s", ISON_TIMEOUT_SECONDS)
-                return None
-            found |= query.found
-        return frozenset(found)
-
-    def _forget(self, query: _IsonQuery) -> None:
-        with self._lock:
-            if query in self._waiting:
-                self._waiting.remove(query)
-
-    def answer(self, irc: Any, names: Sequence[str]) -> None:
-        """A ``303`` reply arrived: it answers the oldest open question."""
-        delivering = self.irc()
-        # Callbacks get a proxy of the Irc object: compare networks, not objects.
-        if delivering is None or irc.network != delivering.network:
-            return
-        with self._lock:
-            if not self._waiting:
-                return
-            query = self._waiting.popleft()
-        present = {ircutils.toLower(name) for name in names}
-        query.found = frozenset(n for n in query.nicks if ircutils.toLower(n) in present)
-        query.done.set()
-
-    def holder(self, nick: str) -> str | None:
-        """See :meth:`IrcLink.holder`."""
-        irc = self.irc()
-        if irc is None:
-            return None
-        try:
-            account = irc.state.nickToAccount(nick)
-        except KeyError:
-            return None
-        return self.fedora_name(account) if account else None
-
-    def send(self, nick: str, text: str) -> bool:
-        """See :meth:`IrcLink.send`."""
-        irc = self.irc()
-        if irc is None:
-            return False
-        return bool(irc.queueMsg(ircmsgs.privmsg(nick, text)))
-
-    def bot_nick(self) -> str:
-        """The bot's own nick on the delivery network."""
-        irc = self.irc()
-        return str(irc.nick) if irc is not None else "fmn"
-
-
-def _chunks(nicks: Sequence[str], budget: int = 400) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    size = 0
-    for nick in nicks:
-        if chunk and size + len(nick) + 1 > budget:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(nick)
-        size += len(nick) + 1
-    if chunk:
-        yield chunk

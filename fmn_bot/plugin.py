@@ -41,8 +41,6 @@ from fmn_core.db import Database
 from fmn_core.destinations import FEED_CONTEXTS
 from fmn_core.errors import (
     AccountDirectoryUnavailable,
-    ConfirmationFailed,
-    RateLimited,
     UserError,
     report_internal_error,
 )
@@ -50,7 +48,8 @@ from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
 from fmn_core.wording import count, digest_policy
 
-from .delivery import Delivery, LimnoriaLink
+from .delivery import IrcSender
+from .irc_link import LimnoriaLink
 
 __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
 
@@ -407,7 +406,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             fedora_name=self.fedora_name,
             log=self.log,
         )
-        self.delivery = Delivery(
+        self.delivery = IrcSender(
             self.database, self.link, bot_nick=self.link.bot_nick, log=self.log
         )
         self.fmn.plugin = self
@@ -771,16 +770,14 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
 
             Confirms an address with the code fmn sent to it.
             """
-            failure: UserError | None = None
             with self.plugin.unit(irc, msg) as (session, actor):
-                try:
-                    destination = preferences.confirm(session, actor, code)
-                except (ConfirmationFailed, RateLimited) as exc:
-                    # A wrong guess is counted in this transaction: commit it, or
-                    # guessing would be unlimited.
-                    failure = exc
-            if failure is not None:
-                raise failure
+                result = preferences.confirm(session, actor, code)
+            # The unit has committed whatever the outcome (a wrong guess is counted).
+            refusal = result.error()
+            if refusal is not None:
+                raise refusal
+            destination = result.destination
+            assert destination is not None  # a confirmed result carries its destination
             shown = destination.masked if msg.channel else destination.address
             irc.reply(f"Confirmed: {destination.context} delivers to {shown}.", private=True)
 

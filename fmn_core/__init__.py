@@ -16,13 +16,16 @@ from . import (
     code_limits,
     config,
     db,
+    delivery_policy,
     destinations,
     display,
     errors,
     fasjson,
+    feeds,
     filters,
     gateway,
     gateway_serving,
+    masking,
     matcher,
     messages,
     models,
@@ -30,6 +33,7 @@ from . import (
     ownership,
     portability,
     preferences,
+    push_urls,
     rendering,
     rules,
     schema,
@@ -37,6 +41,7 @@ from . import (
     text,
     wording,
 )
+from .access import Actor
 from .config import CONTEXTS, Config, load_config
 from .db import Database, catalog_of, config_of
 from .errors import (
@@ -62,7 +67,6 @@ from .errors import (
 )
 from .matcher import Matcher, Recipient
 from .messages import MessageFacts, facts_of, load_message, parse_line
-from .preferences import Actor
 from .rules import Catalog, RuleContext, RuleSpec, default_catalog
 
 #: fmn's version: the one in pyproject.toml, from the installed distribution's
@@ -110,16 +114,19 @@ __all__ = [
     "config_of",
     "db",
     "default_catalog",
+    "delivery_policy",
     "destinations",
     "display",
     "errors",
     "facts_of",
     "fasjson",
+    "feeds",
     "filters",
     "gateway",
     "gateway_serving",
     "load_config",
     "load_message",
+    "masking",
     "matcher",
     "messages",
     "models",
@@ -128,6 +135,7 @@ __all__ = [
     "parse_line",
     "portability",
     "preferences",
+    "push_urls",
     "rendering",
     "rules",
     "schema",

@@ -73,10 +73,10 @@ from .ingest import IngestResult, decode_delivery, ingest_batch, json_safe
 from .metrics import Metrics
 
 __all__ = [
+    "AmqpDelivery",
     "BrokerSettings",
     "BrokerUnavailable",
     "Consumer",
-    "Delivery",
     "is_transient",
     "load_broker_settings",
 ]
@@ -85,7 +85,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class Delivery:
+class AmqpDelivery:
     """One AMQP delivery not yet acked."""
 
     tag: int
@@ -125,9 +125,9 @@ class _Batch:
     """Deliveries decoded by the AMQP thread, for the writer thread to commit."""
 
     generation: int
-    deliveries: list[Delivery]
+    deliveries: list[AmqpDelivery]
     #: The deliveries that decoded, with their message.
-    decoded: list[tuple[Delivery, fm_message.Message]]
+    decoded: list[tuple[AmqpDelivery, fm_message.Message]]
 
 
 class Consumer:
@@ -185,7 +185,7 @@ class Consumer:
         self._channel: Any = None
         self._generation = 0
         self._consumer_tags: list[str] = []
-        self._pending: list[Delivery] = []
+        self._pending: list[AmqpDelivery] = []
         self._pending_since = 0.0
         self._work: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._writer: threading.Thread | None = None
@@ -424,7 +424,7 @@ class Consumer:
     ) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
-        delivery = Delivery(method.delivery_tag, method.routing_key, properties, body)
+        delivery = AmqpDelivery(method.delivery_tag, method.routing_key, properties, body)
         if len(body) > self.limits.max_body_bytes:
             # Let the body go now: nothing reads it, and a batch of them must not pile up.
             delivery.refused = (
@@ -439,7 +439,7 @@ class Consumer:
         """Decode the oldest pending deliveries and queue them for the writer."""
         batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
         self._pending_since = time.monotonic()
-        decoded: list[tuple[Delivery, fm_message.Message]] = []
+        decoded: list[tuple[AmqpDelivery, fm_message.Message]] = []
         for delivery in batch:
             if delivery.refused is not None:
                 log.warning(
@@ -560,7 +560,7 @@ class Consumer:
         self.metrics.inc("batches")
         log.debug("batch of %d committed (messages %s … %s)", len(item.deliveries), first, last)
 
-    def _ingest_alone(self, delivery: Delivery, message: fm_message.Message) -> None:
+    def _ingest_alone(self, delivery: AmqpDelivery, message: fm_message.Message) -> None:
         """Store one message, ``ingest.max_attempts`` tries; then put it aside as dead."""
         reason = ""
         for _attempt in range(self.limits.max_attempts):
@@ -579,7 +579,7 @@ class Consumer:
             for_log(reason, limit=300),
         )
 
-    def _bury(self, delivery: Delivery, reason: str, attempts: int) -> None:
+    def _bury(self, delivery: AmqpDelivery, reason: str, attempts: int) -> None:
         """Record a dead message; a database that can't take it is waited for (never lost)."""
         value = delivery.properties.message_id
         raw = delivery.raw_line()

@@ -6,28 +6,14 @@ Each round claims a batch (one transaction), decides what to do with each
 ``delivery.senders`` sends in flight, and records each outcome in its own
 short transaction as soon as it is known.
 
-What happens to a claimed group, in this order (decided by ``outbox.decide``,
-shared with the IRC bot; the constants live in ``fmn_core.outbox``):
-
-- **muted user**: postponed until ``muted_until`` (not an attempt).
-- **context turned off** (say by one-click unsubscribe after the row was
-  written): ``dead`` at once, with the reason; nothing is sent.
-- **no confirmed destination**: a failed attempt with the error
-  :data:`NO_ADDRESS_ERROR`, retried hourly (:data:`NO_ADDRESS_RETRY_SECONDS`) so
-  that confirming the address soon still delivers, and ``dead`` after
-  ``delivery.max_attempts`` (re-playable with ``requeue_dead``).
-- **digest** (``digest_minutes`` and/or ``digest_count``): rows wait (postponed)
-  until the oldest waiting row is ``digest_minutes`` old or ``digest_count`` rows
-  wait; then every waiting row of the group goes out as ONE message. With only a
-  count, a lone row waits at most :data:`COUNT_ONLY_MAX_WAIT`.
-- **rate limit**: when a user's context had more than
-  ``delivery.rate_limit_per_hour`` sends in the last hour, its new rows are
-  collected into a digest every :data:`RATE_LIMIT_DIGEST_MINUTES` minutes instead
-  of being dropped.
-- otherwise each row is sent on its own; in the ``matrix`` context (a chat, like
-  IRC) a user's rows above ``matrix.burst`` in one round are collapsed into one
-  "N more notifications" line, and every message is one line worded by
-  ``fmn_core.chat``, as the IRC bot words it.
+What happens to a claimed group before anything is sent (muted, turned off, no
+confirmed destination, digest, rate limit) is the delivery policy's, shared with
+the IRC bot: ``fmn_core.delivery_policy.decide`` says what, and
+``delivery_policy.apply`` settles the rows that are not sent. Here only sending
+and digests are left: in the ``matrix`` context (a chat, like IRC) a user's rows
+above ``matrix.burst`` in one round are collapsed into one "N more notifications"
+line, and every message is one line worded by ``fmn_core.chat``, as the IRC bot
+words it.
 
 A message goes to every confirmed destination of the context, each in its own
 ``try``: one failing destination never stops the others. Outcome of a row:
@@ -44,7 +30,7 @@ Confirmation codes for non-IRC destinations go out through the same
 transports on every round; a code that fails is retried a minute later.
 
 An idle sender polls every ``delivery.idle_poll_seconds``; on PostgreSQL it also
-listens for the consumers' announcement of new rows (``outbox.announce_new_rows``)
+listens for the consumers' announcement of new rows (:mod:`fmn_daemon.new_rows`)
 and claims them as soon as they are committed.
 
 One row can only cost itself (issue 10): a claim that fails on its data (a
@@ -63,7 +49,6 @@ left to their lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -74,11 +59,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fmn_core import outbox, preferences
+from fmn_core import delivery_policy, outbox, preferences
 from fmn_core.chat import (
     CHAT_CONTEXTS,
     collapse_line,
@@ -87,24 +71,25 @@ from fmn_core.chat import (
     split_burst,
 )
 from fmn_core.config import Config
-from fmn_core.db import Database, is_postgres
-from fmn_core.destinations import mask_address
-from fmn_core.errors import report_internal_error
-from fmn_core.models import utcnow
-from fmn_core.outbox import (
+from fmn_core.db import Database
+from fmn_core.delivery_policy import (
     COUNT_ONLY_MAX_WAIT,
     DISABLED_ERROR,
     NO_ADDRESS_ERROR,
     NO_ADDRESS_RETRY_SECONDS,
     RATE_LIMIT_DIGEST_MINUTES,
-    ClaimedNotification,
 )
+from fmn_core.destinations import mask_address
+from fmn_core.errors import report_internal_error
+from fmn_core.models import utcnow
+from fmn_core.outbox import ClaimedNotification
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
 
 from .concurrency import in_thread, in_unit_of_work
 from .failures import describe, is_transient
 from .metrics import Metrics
+from .new_rows import NewRowsListener, sleep_until_stopped
 from .transports import Transport, TransportError, TransportRefused, build_transports
 from .transports.live import LiveHub
 
@@ -115,7 +100,7 @@ __all__ = [
     "NO_ADDRESS_ERROR",
     "NO_ADDRESS_RETRY_SECONDS",
     "RATE_LIMIT_DIGEST_MINUTES",
-    "Delivery",
+    "Senders",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,10 +112,6 @@ T = TypeVar("T")
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
-#: How often an idle sender listening for new rows checks whether it should stop.
-_STOP_CHECK_SECONDS = 0.25
-#: After the listening connection failed, poll for this long before listening again.
-_LISTEN_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +140,7 @@ class _Round:
     settled: int
 
 
-class Delivery:
+class Senders:
     """Claims and sends every context but ``irc``; see the module docstring."""
 
     def __init__(
@@ -186,7 +167,7 @@ class Delivery:
         self._senders = asyncio.Semaphore(config.delivery.senders)
         self._inflight: dict[asyncio.Task[None], _Job] = {}
         self._code_retry_at: dict[int, float] = {}
-        self._new_rows = _NewRows(db)
+        self._new_rows = NewRowsListener(db)
 
     # -- the one way into core ------------------------------------------------
 
@@ -226,7 +207,7 @@ class Delivery:
                         log.exception(
                             "delivery: internal error in a round; retrying in %.1fs", delay
                         )
-                    await _wait(stop, delay)
+                    await sleep_until_stopped(stop, delay)
                     continue
                 if handled == 0:
                     # Until the poll interval is up, or a consumer commits new rows.
@@ -374,14 +355,7 @@ class Delivery:
     def _bury_row(self, row_id: int, reason: str) -> None:
         """Mark one row ``dead`` at once with ``reason`` (its own transaction); log it once."""
         with self.db.begin() as session:
-            outbox.mark_failed(
-                session,
-                row_id,
-                reason,
-                max_attempts=1,
-                backoff_seconds=0,
-                backoff_max_seconds=0,
-            )
+            outbox.mark_dead(session, [row_id], reason)
         self.metrics.inc("notifications_dead")
         log.error("delivery: row %d is dead: %s", row_id, for_log(reason, limit=300))
 
@@ -396,7 +370,7 @@ class Delivery:
         stats: Mapping[tuple[int, str], Any] | None
         try:
             with session.begin_nested():
-                stats = outbox.group_stats(session, groups, now=now)
+                stats = delivery_policy.group_stats(session, groups, now=now)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -408,22 +382,13 @@ class Delivery:
                 with session.begin_nested():
                     own = stats
                     if own is None:
-                        own = outbox.group_stats(session, [key], now=now)
+                        own = delivery_policy.group_stats(session, [key], now=now)
                     settled += self._plan_group(session, key, rows, own, now, jobs)
             except Exception as exc:
                 if is_transient(exc):
                     raise
                 reason = f"cannot be planned: {describe(exc)}"
-                for row in rows:
-                    outbox.mark_failed(
-                        session,
-                        row.id,
-                        reason,
-                        max_attempts=1,
-                        backoff_seconds=0,
-                        backoff_max_seconds=0,
-                        now=now,
-                    )
+                outbox.mark_dead(session, [row.id for row in rows], reason)
                 self.metrics.inc("notifications_dead", len(rows))
                 log.error(
                     "delivery: message %s for %s/%s: %d rows are dead: %s",
@@ -449,7 +414,7 @@ class Delivery:
         delivery = self.config.delivery
         head = rows[0]
         ids = [r.id for r in rows]
-        decision = outbox.decide(
+        decision = delivery_policy.decide(
             head,
             stats[key],
             now,
@@ -469,33 +434,15 @@ class Delivery:
         if decision.kind == "digest":
             jobs.append(self._digest(session, rows, now))
             return 0
-        if decision.kind == "hold":
-            assert decision.until is not None
-            outbox.postpone(session, ids, decision.until, note=decision.note)
-        elif decision.kind == "dead":
-            for row_id in ids:
-                outbox.mark_failed(
-                    session,
-                    row_id,
-                    decision.note,
-                    max_attempts=1,
-                    backoff_seconds=0,
-                    backoff_max_seconds=0,
-                    now=now,
-                )
-            self.metrics.inc("notifications_dead", len(ids))
-        else:  # no_destination
-            for row_id in ids:
-                state = outbox.mark_failed(
-                    session,
-                    row_id,
-                    NO_ADDRESS_ERROR,
-                    max_attempts=delivery.max_attempts,
-                    backoff_seconds=NO_ADDRESS_RETRY_SECONDS,
-                    backoff_max_seconds=NO_ADDRESS_RETRY_SECONDS,
-                    now=now,
-                )
-                self._count_failure(state)
+        settled = delivery_policy.apply(
+            session, decision, ids, max_attempts=delivery.max_attempts, now=now
+        )
+        assert settled is not None  # only "send" and "digest" are left to the sender
+        if settled.dead:
+            self.metrics.inc("notifications_dead", settled.dead)
+        if settled.failed:
+            self.metrics.inc("notifications_failed", settled.failed)
+        if decision.kind == "no_destination":
             log.info(
                 "delivery: user %s has no confirmed %s address; %d rows wait",
                 for_log(head.user),
@@ -597,9 +544,12 @@ class Delivery:
             )
             return
         error = "; ".join(problems) or "no destination took the message"
-        delivery = self.config.delivery
-        max_attempts = 1 if refused and not errors else delivery.max_attempts
-        states = await self._core(self._fail_all, ids, error, max_attempts)
+        if refused and not errors:
+            # fmn refused every destination (a push URL now private): retrying can't help.
+            await self._core(outbox.mark_dead, ids, error)
+            states = ["dead"] * len(ids)
+        else:
+            states = await self._core(self._fail_all, ids, error)
         for state in states:
             self._count_failure(state)
         log.warning(
@@ -611,16 +561,14 @@ class Delivery:
             error,
         )
 
-    def _fail_all(
-        self, session: Session, ids: list[int], error: str, max_attempts: int
-    ) -> list[str]:
+    def _fail_all(self, session: Session, ids: list[int], error: str) -> list[str]:
         delivery = self.config.delivery
         return [
             outbox.mark_failed(
                 session,
                 row_id,
                 error,
-                max_attempts=max_attempts,
+                max_attempts=delivery.max_attempts,
                 backoff_seconds=delivery.backoff_seconds,
                 backoff_max_seconds=delivery.backoff_max_seconds,
             )
@@ -679,91 +627,6 @@ class Delivery:
         return sent
 
 
-class _NewRows:
-    """Ends the senders' idle wait as soon as a consumer commits outbox rows (PostgreSQL).
-
-    Consumers ``NOTIFY`` :data:`fmn_core.outbox.NEW_ROWS_CHANNEL` in the transaction
-    that writes outbox rows (``outbox.announce_new_rows``), so the notification
-    arrives when the rows are committed, from any process or host that shares the
-    database. One extra connection per daemon listens. On SQLite, or while that
-    connection can't be opened, the senders poll every ``delivery.idle_poll_seconds``
-    as before; a notification is only ever a reason to look sooner.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._retry_at = 0.0
-        self._enabled = is_postgres(db.engine)
-
-    async def wait(self, stop: asyncio.Event, seconds: float) -> None:
-        """Return after ``seconds``, or sooner when rows were committed or ``stop`` is set."""
-        connection = await self._connect(seconds) if self._enabled else None
-        if connection is None:
-            await _wait(stop, seconds)
-            return
-        deadline = time.monotonic() + seconds
-        # In slices, so that ``stop`` is noticed soon without cancelling psycopg mid-read.
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            woken = False
-            try:
-                # Iterated to its end (``stop_after=1``): leaving it early would keep
-                # psycopg's connection lock until the generator is collected.
-                async for _ in connection.notifies(
-                    timeout=min(left, _STOP_CHECK_SECONDS), stop_after=1
-                ):
-                    woken = True
-            except (psycopg.Error, OSError, TypeError) as exc:
-                # The listening connection broke (or psycopg < 3.2, whose notifies()
-                # takes no timeout): poll for a while, then listen again.
-                log.warning(
-                    "delivery: stopped listening for new outbox rows (%s); polling every %.1fs",
-                    exc.__class__.__name__,
-                    seconds,
-                )
-                await self.close()
-                self._retry_at = time.monotonic() + _LISTEN_RETRY_SECONDS
-                await _wait(stop, max(0.0, deadline - time.monotonic()))
-                return
-            if woken:
-                return
-
-    async def _connect(self, poll_seconds: float) -> psycopg.AsyncConnection[Any] | None:
-        if self._connection is not None:
-            return self._connection
-        if time.monotonic() < self._retry_at:
-            return None
-        engine = self.db.engine
-        args, kwargs = engine.dialect.create_connect_args(engine.url)
-        connection = None
-        try:
-            connection = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
-            await connection.execute(f"LISTEN {outbox.NEW_ROWS_CHANNEL}")
-        except (psycopg.Error, OSError) as exc:
-            if connection is not None:
-                with contextlib.suppress(psycopg.Error, OSError):
-                    await connection.close()
-            self._retry_at = time.monotonic() + _LISTEN_RETRY_SECONDS
-            log.warning(
-                "delivery: cannot listen for new outbox rows (%s); polling every %.1fs",
-                exc.__class__.__name__,
-                poll_seconds,
-            )
-            return None
-        self._connection = connection
-        return connection
-
-    async def close(self) -> None:
-        """Close the listening connection (if any)."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await connection.close()
-
-
 def _chat_rendered(job: _Job) -> Rendered:
     """A chat context's message: one line, worded as the IRC bot words it."""
     if job.collapsed:
@@ -774,9 +637,3 @@ def _chat_rendered(job: _Job) -> Rendered:
         line = notification_line(job.head)
     url = job.head.url if len(job.rows) == 1 else None
     return Rendered(subject=line, text=line, short=line, url=url)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

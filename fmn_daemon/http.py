@@ -37,11 +37,11 @@ from aiohttp import WSMsgType, web
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fmn_core import outbox, preferences
+from fmn_core import feeds, outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.errors import UserError
-from fmn_core.outbox import SentEntry
+from fmn_core.feeds import SentEntry
 from fmn_core.rendering import Links
 
 from .concurrency import in_thread, in_unit_of_work
@@ -162,11 +162,11 @@ _FEED_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml"}
 
 
 def _feed(session: Session, token: str) -> tuple[str, list[SentEntry]] | None:
-    owner = outbox.owner_of_address(session, "rss", token)
+    owner = feeds.owner_of_address(session, "rss", token)
     if owner is None:
         return None
     user_id, user = owner
-    return user, outbox.sent_entries(session, user_id, "rss", limit=FEED_LIMIT)
+    return user, feeds.sent_entries(session, user_id, "rss", limit=FEED_LIMIT)
 
 
 async def _feed_handler(request: web.Request) -> web.Response:
@@ -219,7 +219,7 @@ async def _read_live(request: web.Request, user_id: int, **kwargs: Any) -> list[
     """A live client's rows from the outbox (catch-up and the poll for other daemons')."""
     try:
         return await _core(
-            request, outbox.sent_entries, user_id, "live", limit=_REPLAY_LIMIT, **kwargs
+            request, feeds.sent_entries, user_id, "live", limit=_REPLAY_LIMIT, **kwargs
         )
     except SQLAlchemyError:
         log.warning("live: could not read the outbox", exc_info=True)
@@ -236,7 +236,7 @@ def _live_stream(request: web.Request, user_id: int, since: int | None) -> LiveS
 
 
 async def _live_owner(request: web.Request) -> tuple[int, str] | None:
-    return await _core(request, outbox.owner_of_address, "live", request.match_info["token"])
+    return await _core(request, feeds.owner_of_address, "live", request.match_info["token"])
 
 
 def _live_refused(reason: str, status: int) -> web.Response:
@@ -245,8 +245,13 @@ def _live_refused(reason: str, status: int) -> web.Response:
 
 
 @contextlib.asynccontextmanager
-async def _live_seat(request: web.Request) -> AsyncIterator[web.Response | None]:
-    """A live-client seat for the request's token, or the response that refuses one."""
+async def _live_client(request: web.Request) -> AsyncIterator[int | web.Response]:
+    """The user id behind the request's live token, holding a live-client seat while the
+    block runs; or the response that refuses the client (an unknown token, no seat)."""
+    owner = await _live_owner(request)
+    if owner is None:
+        yield _not_found()
+        return
     slots = request.app[_SLOTS]
     token = request.match_info["token"]
     reason = slots.take(token)
@@ -257,7 +262,7 @@ async def _live_seat(request: web.Request) -> AsyncIterator[web.Response | None]
         yield _live_refused(reason, 503 if full else 429)
         return
     try:
-        yield None
+        yield owner[0]
     finally:
         slots.give_back(token)
 
@@ -279,16 +284,13 @@ def _abort(request: web.Request) -> None:
 
 async def _live_ws(request: web.Request) -> web.StreamResponse:
     since = parse_since(request.query.get("since"), "since")
-    owner = await _live_owner(request)
-    if owner is None:
-        return _not_found()
-    async with _live_seat(request) as refused:
-        if refused is not None:
-            return refused
+    async with _live_client(request) as client:
+        if isinstance(client, web.Response):
+            return client
         # Clients have nothing to say but close: a small message limit.
         socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await socket.prepare(request)
-        stream = _live_stream(request, owner[0], since)
+        stream = _live_stream(request, client, since)
         reader = asyncio.create_task(_drain_client(socket), name="live-ws-reader")
         reader.add_done_callback(lambda _: stream.close())
         try:
@@ -323,12 +325,9 @@ async def _live_sse(request: web.Request) -> web.StreamResponse:
         if header is not None
         else parse_since(request.query.get("since"), "since")
     )
-    owner = await _live_owner(request)
-    if owner is None:
-        return _not_found()
-    async with _live_seat(request) as refused:
-        if refused is not None:
-            return refused
+    async with _live_client(request) as client:
+        if isinstance(client, web.Response):
+            return client
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -337,7 +336,7 @@ async def _live_sse(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        stream = _live_stream(request, owner[0], since)
+        stream = _live_stream(request, client, since)
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         try:

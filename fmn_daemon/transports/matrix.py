@@ -23,7 +23,7 @@ a notification bot needs:
 the Matrix ID again, paces lines with the shared :class:`fmn_core.chat.Pacer`
 (``matrix.lines_per_second``, ``matrix.burst``, across all users) and sends the
 line as an ``m.text`` message. The daemon's senders decide what to send as for
-every context (``outbox.decide``: quiet hours, digests, the hourly rate limit),
+every context (``delivery_policy.decide``: quiet hours, digests, the hourly rate limit),
 and render chat lines with ``fmn_core.chat``, as the IRC bot does.
 
 Why not Apprise's Matrix plugin (2.3 can DM a user id): it is

@@ -20,7 +20,7 @@ from fmn_core.fasjson import FasjsonDirectory
 from fmn_core.models import utcnow
 from fmn_core.outbox import claim_due
 from fmn_core.preferences import Actor
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
 from fmn_daemon.transports.matrix import MatrixClient, MatrixTransport
@@ -51,11 +51,11 @@ def matrix_config(
     )
 
 
-def drain(delivery: Delivery, timeout: float = 30) -> int:
+def drain(delivery: Senders, timeout: float = 30) -> int:
     return asyncio.run(delivery.drain(timeout))
 
 
-def matrix_client(delivery: Delivery) -> MatrixClient:
+def matrix_client(delivery: Senders) -> MatrixClient:
     transport = delivery.transports["matrix"]
     assert isinstance(transport, MatrixTransport)
     return transport.client
@@ -76,7 +76,7 @@ def test_matrix_notification_reaches_the_users_dm_and_the_room_is_reused(
         user = add_user(session, "alice", "matrix", (alice.user_id,))
         first = add_notification(session, user, "matrix").id
     config = matrix_config(db, synapse, bot)
-    delivery = Delivery(db, config, Metrics(), LiveHub())
+    delivery = Senders(db, config, Metrics(), LiveHub())
     with db.begin() as session:
         (claimed,) = claim_due(session, worker="peek", limit=1, lease_seconds=0.001)
     expected_line = notification_line(claimed)
@@ -102,7 +102,7 @@ def test_matrix_notification_reaches_the_users_dm_and_the_room_is_reused(
     # A fresh daemon (a restart) finds the room in m.direct instead of making one.
     with db.begin() as session:
         third = add_notification(session, user, "matrix").id
-    drain(Delivery(db, config, Metrics(), LiveHub()))
+    drain(Senders(db, config, Metrics(), LiveHub()))
     assert state_of(db, third).state == "sent"
     assert len(alice.wait_for_texts(room, 3)) == 3
     assert bot.direct_rooms() == {alice.user_id: [room]}
@@ -114,13 +114,13 @@ def test_matrix_a_user_who_left_the_dm_gets_a_new_one(db: Database, synapse: Syn
         user = add_user(session, "alice", "matrix", (alice.user_id,))
         add_notification(session, user, "matrix")
     config = matrix_config(db, synapse, bot, token=True)
-    drain(Delivery(db, config, Metrics(), LiveHub()))
+    drain(Senders(db, config, Metrics(), LiveHub()))
     old = alice.wait_for_invite()
     alice.join(old)
     alice.leave(old)
     with db.begin() as session:
         row = add_notification(session, user, "matrix").id
-    drain(Delivery(db, config, Metrics(), LiveHub()))
+    drain(Senders(db, config, Metrics(), LiveHub()))
     assert state_of(db, row).state == "sent"
     new = alice.wait_for_invite()
     assert new != old
@@ -152,7 +152,7 @@ def test_matrix_profile_id_needs_no_code_other_ids_confirm_with_one_sent_by_dm(
     assert (listed.destination.confirmed, listed.code) == (True, None)
     assert not unlisted.destination.confirmed and unlisted.code
 
-    delivery = Delivery(db, config, Metrics(), LiveHub())
+    delivery = Senders(db, config, Metrics(), LiveHub())
     assert drain(delivery) == 1  # the code
     room = other.wait_for_invite()
     assert invited_as_direct(other, room)
@@ -162,8 +162,9 @@ def test_matrix_profile_id_needs_no_code_other_ids_confirm_with_one_sent_by_dm(
     # The profile's own ID got nothing: it needed no code.
     assert alice.invites() == {}
     with db.begin() as session:
-        confirmed = preferences.confirm(session, actor, message.split("fmn confirm ")[1].split()[0])
-    assert confirmed.confirmed and confirmed.address == other.user_id
+        result = preferences.confirm(session, actor, message.split("fmn confirm ")[1].split()[0])
+    confirmed = result.destination
+    assert confirmed is not None and confirmed.confirmed and confirmed.address == other.user_id
     assert drain(delivery) == 0  # nothing else waits
 
 
@@ -177,7 +178,7 @@ def test_matrix_digests_and_mutes_work_as_for_every_context(db: Database, synaps
         bo.muted_until = utcnow() + dt.timedelta(hours=1)
         digest = [add_notification(session, al, "matrix").id for _ in range(3)]
         muted = add_notification(session, bo, "matrix").id
-    drain(Delivery(db, matrix_config(db, synapse, bot), Metrics(), LiveHub()))
+    drain(Senders(db, matrix_config(db, synapse, bot), Metrics(), LiveHub()))
     assert {state_of(db, i).state for i in digest} == {"sent"}
     room = alice.wait_for_invite()
     alice.join(room)
@@ -206,7 +207,7 @@ def test_matrix_flood_control_paces_a_burst_and_collapses_the_rest(
         for user in users[1:]:
             add_notification(session, user, "matrix")
     config = matrix_config(db, synapse, bot, lines_per_second=4.0, burst=2)
-    assert drain(Delivery(db, config, Metrics(), LiveHub())) == 6
+    assert drain(Senders(db, config, Metrics(), LiveHub())) == 6
     rooms = []
     for person in people:
         room = person.wait_for_invite()
@@ -222,7 +223,7 @@ def test_matrix_flood_control_paces_a_burst_and_collapses_the_rest(
         for user in users:
             for _ in range(2):
                 add_notification(session, user, "matrix")
-    assert drain(Delivery(db, config, Metrics(), LiveHub())) == 6
+    assert drain(Senders(db, config, Metrics(), LiveHub())) == 6
     already = {0: 2, 1: 1, 2: 1}
     stamps: list[int] = []
     for index, (person, room) in enumerate(zip(people, rooms, strict=True)):
@@ -254,7 +255,7 @@ def test_matrix_a_bad_homeserver_answer_costs_only_that_row(db: Database, synaps
         delivery={"max_attempts": 3, "backoff_seconds": 0.0, "backoff_max_seconds": 0.0},
     )
     metrics = Metrics()
-    drain(Delivery(db, config, metrics, LiveHub()))
+    drain(Senders(db, config, metrics, LiveHub()))
     assert state_of(db, good_id).state == "sent", state_of(db, good_id).last_error
     row = state_of(db, bad_id)
     assert (row.state, row.attempts) == ("dead", 3)
@@ -281,7 +282,7 @@ def test_matrix_bot_with_a_wrong_password_fails_the_rows_with_a_reason(
         ),
         delivery=DeliveryConfig(senders=1, max_attempts=5, backoff_seconds=60),
     )
-    drain(Delivery(db, config, Metrics(), LiveHub()))
+    drain(Senders(db, config, Metrics(), LiveHub()))
     row = state_of(db, row_id)
     assert (row.state, row.attempts) == ("failed", 1)
     assert row.last_error is not None and "could not log in" in row.last_error
