@@ -34,7 +34,7 @@ from .editing import add_rule, pause_filter
 from .errors import ActionLinkRefused, AlreadyExists, InvalidArgument, NotFound
 from .explain import message_id_of
 from .messages import MessageFacts
-from .models import Filter, Message, Notification, Preference, User, utcnow
+from .models import Filter, Notification, Preference, StoredMessage, User, utcnow
 from .rendering import ACTION_TITLES, ActionClaim
 from .store import record_change
 from .stored_messages import stored_facts
@@ -124,7 +124,7 @@ def _notifications(
 
 
 def _facts(session: Session, message_id: str) -> MessageFacts:
-    row = session.get(Message, message_id)
+    row = session.get(StoredMessage, message_id)
     facts = stored_facts(row) if row is not None else None
     if facts is None:
         raise NotFound(f"fmn can no longer read the message {message_id[:80]!r}.")

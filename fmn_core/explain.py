@@ -48,10 +48,10 @@ from .matcher import (
 from .messages import MessageFacts
 from .models import (
     Destination,
-    Message,
     Notification,
     NotificationState,
     Preference,
+    StoredMessage,
     User,
     utcnow,
 )
@@ -363,7 +363,7 @@ def explain(
     """
     target = target_account(actor, user)
     message_id = message_id_of(message)
-    row = session.get(Message, message_id)
+    row = session.get(StoredMessage, message_id)
     if row is None:
         raise NotFound(
             f"fmn has no message {message_id[:80]!r}: it explains only messages it received "
@@ -380,14 +380,15 @@ def explain(
     outcomes: list[FilterOutcome] = []
     first: dict[str, str] = {}
     if account is not None and facts is not None:
+        snapshots = load_snapshots(session, [account.id])
         matcher = Matcher.from_snapshots(
-            load_snapshots(session, [account.id]),
+            snapshots,
             catalog,
             OwnershipCache.load(session),
             offered,
             directory_of(session),
         )
-        outcomes = matcher.explain(facts, account.id)
+        outcomes = [o for snapshot in snapshots for o in matcher.explain(facts, snapshot)]
         first = {c: r.filter_name for c, r in matcher.first_matches(facts, account.id).items()}
 
     rows: dict[str, Notification] = {}

@@ -29,6 +29,7 @@ matches messages also applies changes, between messages.
 from __future__ import annotations
 
 import datetime as dt
+import dis
 import gc
 import heapq
 import logging
@@ -108,6 +109,10 @@ class MatcherStats:
     never: int
     #: Distinct (key, value) buckets in the index.
     buckets: int
+    #: Groups of identical filters of different users, each evaluated once per message.
+    groups: int = 0
+    #: Filters in those groups.
+    grouped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +190,10 @@ class _Recording:
 
 
 _CompiledRule = tuple[RuleFunction, Mapping[str, Any], bool, str]
-_Slot = tuple[int, str]
+#: (user, context) as one integer, ``user_id * len(contexts) + the context's rank by
+#: name``: sorting a message's answers by it sorts them by user, then context, and
+#: integers sort several times faster than tuples.
+_Slot = int
 
 
 class _Entry:
@@ -194,6 +202,7 @@ class _Entry:
     __slots__ = (
         "context",
         "dynamic",
+        "group",
         "hinted",
         "key",
         "order",
@@ -226,15 +235,117 @@ class _Entry:
         #: Where it is filed: a key and values, or ``None`` for the always set.
         self.key: str | None = None
         self.values: Collection[str] = ()
+        #: The group it is evaluated in, when other users' filters are the same.
+        self.group: _Group | None = None
+
+
+class _Group:
+    """Filters of many users with the same rules, filed the same way: evaluated once.
+
+    5,000 users watching ``app_is bodhi`` + ``topic_matches …`` would otherwise cost
+    5,000 evaluations of the same two rules for every such message. Only filters
+    whose rules never look at whose filter it is (``_impersonal``) and whose
+    filing did not read the ownership lookup are grouped.
+    """
+
+    __slots__ = ("_answer", "_by_slot", "context", "key", "members", "rules")
+
+    def __init__(self, key: _GroupKey, first: _Entry) -> None:
+        self.key = key
+        self.rules = first.rules
+        #: Any member's context: the rules don't read it (they are impersonal).
+        self.context = first.context
+        self.members: set[_Entry] = {first}
+        self._by_slot: dict[_Slot, _Entry] | None = None
+        self._answer: list[Recipient] | None = None
+
+    def add(self, entry: _Entry) -> None:
+        self.members.add(entry)
+        self._by_slot = self._answer = None
+
+    def discard(self, entry: _Entry) -> None:
+        self.members.discard(entry)
+        self._by_slot = self._answer = None
+
+    @property
+    def answer(self) -> list[Recipient]:
+        """The recipients when this group is all that matched a message, in order.
+
+        The usual case for a message about a watched application: its answer is
+        then a copy of this list, however many watch it.
+        """
+        answer = self._answer
+        if answer is None:
+            by_slot = self.by_slot
+            answer = self._answer = [by_slot[slot].recipient for slot in sorted(by_slot)]
+        return answer
+
+    @property
+    def by_slot(self) -> dict[_Slot, _Entry]:
+        """Each member's slot and its first member there (built again after a change).
+
+        Merged into a message's answers in one ``dict.update`` when none of
+        these slots has an answer yet, which is the usual case.
+        """
+        by_slot = self._by_slot
+        if by_slot is None:
+            by_slot = {}
+            for entry in sorted(self.members, key=lambda e: e.order, reverse=True):
+                by_slot[entry.slot] = entry
+            self._by_slot = by_slot
+        return by_slot
+
+
+#: (rules with their arguments, index key, index values): what makes filters the same.
+_GroupKey = tuple[tuple[tuple[Any, ...], ...], str | None, frozenset[str]]
+_Filed = _Entry | _Group
+
+
+def _merge(group: _Group, best: dict[_Slot, _Entry]) -> None:
+    """Each member of a matched group is its slot's answer unless an earlier filter
+    of that slot matched already."""
+    by_slot = group.by_slot
+    if best.keys().isdisjoint(by_slot):
+        best.update(by_slot)
+        return
+    for slot, entry in by_slot.items():
+        held = best.get(slot)
+        if held is None or held.order > entry.order:
+            best[slot] = entry
+
+
+def _impersonal(function: RuleFunction) -> bool:
+    """Whether a rule function never reads its ``context`` argument (whose filter it is).
+
+    Read from the function's bytecode, conservatively: anything but a plain
+    function whose second parameter is never loaded counts as personal.
+    """
+    code = getattr(function, "__code__", None)
+    if code is None or code.co_argcount < 2:
+        return False
+    name = code.co_varnames[1]
+    if name in code.co_cellvars:  # an inner function or lambda reads it
+        return False
+    for instruction in dis.get_instructions(code):
+        if "FAST" not in instruction.opname and "DEREF" not in instruction.opname:
+            continue  # only these name local variables
+        value = instruction.argval
+        if value == name or (isinstance(value, tuple) and name in value):
+            return False
+    return True
 
 
 class _UserState:
-    """A loaded user: the snapshot compiled, and the entries it gave."""
+    """A loaded user: their name and the entries their snapshot gave.
 
-    __slots__ = ("entries", "snapshot")
+    The snapshot itself is not kept: at 100k users it is hundreds of MB, and
+    nothing after compiling needs more than the name.
+    """
 
-    def __init__(self, snapshot: UserSnapshot, entries: list[_Entry]) -> None:
-        self.snapshot = snapshot
+    __slots__ = ("entries", "name")
+
+    def __init__(self, name: str, entries: list[_Entry]) -> None:
+        self.name = name
         self.entries = entries
 
 
@@ -330,11 +441,12 @@ class Matcher:
         )
         #: The contexts the deployment offers; preferences for any other are ignored.
         self.contexts = frozenset(CONTEXTS if contexts is None else contexts)
+        self._context_rank = {name: rank for rank, name in enumerate(sorted(self.contexts))}
         self._users: dict[int, _UserState] = {}
         #: key -> value -> entries. Lists, not sets: most buckets hold one or two
         #: entries, and an entry is never filed twice under one value.
-        self._index: dict[str, dict[str, list[_Entry]]] = {key: {} for key in INDEX_KEYS}
-        self._always: set[_Entry] = set()
+        self._index: dict[str, dict[str, list[_Filed]]] = {key: {} for key in INDEX_KEYS}
+        self._always: set[_Filed] = set()
         self._failures: OrderedDict[tuple[str, str], None] = OrderedDict()
         #: The newest change event applied, and skipped ids that may still commit.
         self.last_change_id = 0
@@ -342,6 +454,12 @@ class Matcher:
         #: Compiled rules by (rule, arguments, negated): thousands of users share
         #: ``app_is bodhi``, so it is validated once and stored once.
         self._compiled: dict[tuple[str, Any, bool], _CompiledRule] = {}
+        #: Groups of identical impersonal filters, by what makes them identical.
+        self._groups: dict[_GroupKey, _Group] = {}
+        #: Rule functions by whether they read their context (``_impersonal``).
+        self._impersonal: dict[RuleFunction, bool] = {}
+        #: User id by account name, for ``follow_directory``.
+        self._ids_by_name: dict[str, int] = {}
         #: When a user's compiled filters change by themselves (a pause ends, a
         #: time-bound rule expires): ``(time, user id)``, soonest first.
         #: ``apply_changes`` reloads those users once their time has come.
@@ -460,7 +578,8 @@ class Matcher:
         if not changes:
             return 0
         self.membership.forget(changes.accounts, changes.groups)
-        ids = [uid for uid, state in self._users.items() if state.snapshot.name in changes.accounts]
+        names = self._ids_by_name
+        ids = [names[name] for name in changes.accounts if name in names]
         self.refresh_users(session, ids)
         return len(ids)
 
@@ -475,7 +594,7 @@ class Matcher:
         self.ownership = ownership
         with _collector_paused():
             for state in self._users.values():
-                context = RuleContext(state.snapshot.name, ownership, self.membership)
+                context = RuleContext(state.name, ownership, self.membership)
                 for entry in state.entries:
                     entry.context = context
                     if entry.dynamic:
@@ -505,6 +624,8 @@ class Matcher:
     def _drop_user(self, user_id: int) -> None:
         state = self._users.pop(user_id, None)
         if state is not None:
+            if self._ids_by_name.get(state.name) == user_id:
+                del self._ids_by_name[state.name]
             for entry in state.entries:
                 self._unfile(entry)
 
@@ -516,7 +637,9 @@ class Matcher:
         for preference in sorted(snapshot.contexts, key=lambda p: p.context):
             if not preference.enabled or preference.context not in self.contexts:
                 continue
-            slot = (snapshot.user_id, preference.context)
+            slot = (
+                snapshot.user_id * len(self._context_rank) + self._context_rank[preference.context]
+            )
             for order, filter_ in enumerate(preference.filters):
                 if not filter_.active:
                     continue
@@ -528,18 +651,21 @@ class Matcher:
                 filter_ = _unexpired(filter_, now)
                 if not filter_.rules:
                     continue
-                entry = self._compile(snapshot, slot, order, filter_, context, problems)
+                entry = self._compile(
+                    snapshot, (slot, preference.context), order, filter_, context, problems
+                )
                 if entry is not None:
                     self._file(entry)
                     entries.append(entry)
-        self._users[snapshot.user_id] = _UserState(snapshot, entries)
+        self._users[snapshot.user_id] = _UserState(snapshot.name, entries)
+        self._ids_by_name[snapshot.name] = snapshot.user_id
         if wake is not None:
             heapq.heappush(self._wakes, (wake, snapshot.user_id))
 
     def _compile(
         self,
         user: UserSnapshot,
-        slot: _Slot,
+        slot: tuple[_Slot, str],
         order: int,
         filter_: FilterSnapshot,
         context: RuleContext,
@@ -561,7 +687,7 @@ class Matcher:
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
         recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
-        return _Entry(recipient, slot, order, tuple(rules), context, tuple(hinted))
+        return _Entry(recipient, slot[0], order, tuple(rules), context, tuple(hinted))
 
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
@@ -614,30 +740,73 @@ class Matcher:
         if not entry.dynamic:
             entry.hinted = ()  # never filed again: save the memory
         if best is None:
-            entry.key = None
-            self._always.add(entry)
+            entry.key, entry.values = None, ()
+        else:
+            entry.key = best[2]
+            # A few values fit in a tuple at a third of a frozenset's size; larger
+            # sets usually come shared from the ownership lookup.
+            entry.values = tuple(best[3]) if len(best[3]) <= 4 else best[3]
+        item = self._join_group(entry)
+        if item is None:
+            return  # it joined a group that is filed already
+        if entry.key is None:
+            self._always.add(item)
             return
-        entry.key = best[2]
-        # A few values fit in a tuple at a third of a frozenset's size; larger
-        # sets usually come shared from the ownership lookup.
-        entry.values = tuple(best[3]) if len(best[3]) <= 4 else best[3]
         buckets = self._index[entry.key]
         for value in entry.values:
             bucket = buckets.get(value)
             if bucket is None:
-                buckets[value] = [entry]
+                buckets[value] = [item]
             else:
-                bucket.append(entry)
+                bucket.append(item)
+
+    def _join_group(self, entry: _Entry) -> _Filed | None:
+        """What to file for ``entry``: itself, or a new group of it; ``None`` if it
+        joined an existing group."""
+        if entry.dynamic:
+            return entry
+        impersonal = self._impersonal
+        for function, _arguments, _negated, _name in entry.rules:
+            known = impersonal.get(function)
+            if known is None:
+                known = impersonal[function] = _impersonal(function)
+            if not known:
+                return entry
+        try:
+            rules = tuple(
+                (function, tuple(sorted(arguments.items())), negated)
+                for function, arguments, negated, _name in entry.rules
+            )
+            key: _GroupKey = (rules, entry.key, frozenset(entry.values))
+            group = self._groups.get(key)
+        except TypeError:  # an argument that is not a plain value: evaluated alone
+            return entry
+        if group is not None:
+            group.add(entry)
+            entry.group = group
+            return None
+        group = self._groups[key] = _Group(key, entry)
+        entry.group = group
+        return group
 
     def _unfile(self, entry: _Entry) -> None:
+        item: _Filed = entry
+        group = entry.group
+        if group is not None:
+            entry.group = None
+            group.discard(entry)
+            if group.members:
+                return  # the group stays filed for its other members
+            del self._groups[group.key]
+            item = group
         if entry.key is None:
-            self._always.discard(entry)
+            self._always.discard(item)
             return
         buckets = self._index[entry.key]
         for value in entry.values:
             bucket = buckets.get(value)
-            if bucket is not None and entry in bucket:
-                bucket.remove(entry)
+            if bucket is not None and item in bucket:
+                bucket.remove(item)
                 if not bucket:
                     del buckets[value]
 
@@ -645,13 +814,16 @@ class Matcher:
         """Counts of users, filters and index buckets (for logs and benchmarks)."""
         entries = [e for state in self._users.values() for e in state.entries]
         indexed = sum(1 for e in entries if e.key is not None and e.values)
+        always = sum(1 for e in entries if e.key is None)
         return MatcherStats(
             users=len(self._users),
             filters=len(entries),
             indexed=indexed,
-            always=len(self._always),
-            never=len(entries) - indexed - len(self._always),
+            always=always,
+            never=len(entries) - indexed - always,
             buckets=sum(len(buckets) for buckets in self._index.values()),
+            groups=len(self._groups),
+            grouped=sum(len(g.members) for g in self._groups.values()),
         )
 
     def __len__(self) -> int:
@@ -666,17 +838,25 @@ class Matcher:
         the always set, are evaluated.
         """
         best: dict[_Slot, _Entry] = {}
-        self._evaluate(facts, self._candidates(facts), best)
-        self._evaluate(facts, self._always, best)
+        matched: list[_Group] = []
+        self._evaluate(facts, self._candidates(facts), best, matched)
+        self._evaluate(facts, self._always, best, matched)
+        if not best and len(matched) == 1:
+            return list(matched[0].answer)
+        for group in matched:
+            _merge(group, best)
         return [best[slot].recipient for slot in sorted(best)]
 
     def count_candidates(self, facts: MessageFacts) -> int:
-        """How many filters ``recipients`` evaluates for this message (for benchmarks, logs)."""
+        """How many filters ``recipients`` evaluates for this message (for benchmarks, logs).
+
+        A group of identical filters is evaluated, and counted, once.
+        """
         return len(self._candidates(facts)) + len(self._always)
 
-    def _candidates(self, facts: MessageFacts) -> set[_Entry]:
+    def _candidates(self, facts: MessageFacts) -> set[_Filed]:
         index = self._index
-        found: set[_Entry] = set()
+        found: set[_Filed] = set()
         for key, values in facts.index_keys.items():
             buckets = index.get(key)
             if buckets:
@@ -693,28 +873,29 @@ class Matcher:
         """
         best: dict[_Slot, _Entry] = {}
         for state in self._users.values():
-            self._evaluate(facts, state.entries, best)
+            self._evaluate(facts, state.entries, best, [])
         return [best[slot].recipient for slot in sorted(best)]
 
-    def explain(self, facts: MessageFacts, user_id: int) -> list[FilterOutcome]:
-        """Every filter of one user, in context and position order, for this message.
+    def explain(self, facts: MessageFacts, snapshot: UserSnapshot) -> list[FilterOutcome]:
+        """Every filter of one loaded user, in context and position order, for this message.
 
-        ``matched`` comes from the very evaluation ``recipients`` runs (the
-        filter's compiled entry through ``_evaluate``); each rule's ``holds``
-        calls the same compiled rule the same way, in order, and stops at the
-        first that does not hold, as ``recipients`` does. Filters the matcher
-        does not compile say why in ``skipped``.
+        ``snapshot`` is the user's preferences as loaded (the matcher keeps only
+        their compiled filters). ``matched`` comes from the very evaluation
+        ``recipients`` runs (the filter's compiled entry through ``_evaluate``);
+        each rule's ``holds`` calls the same compiled rule the same way, in order,
+        and stops at the first that does not hold, as ``recipients`` does. Filters
+        the matcher does not compile say why in ``skipped``.
         """
-        state = self._users.get(user_id)
+        state = self._users.get(snapshot.user_id)
         if state is None:
             return []
         now = self.clock()
         entries = {entry.recipient.filter_id: entry for entry in state.entries}
         outcomes: list[FilterOutcome] = []
-        for preference in sorted(state.snapshot.contexts, key=lambda p: p.context):
+        for preference in sorted(snapshot.contexts, key=lambda p: p.context):
             for position, filter_ in enumerate(preference.filters, start=1):
                 entry = entries.get(filter_.filter_id)
-                if entry is None or entry.slot[1] != preference.context:
+                if entry is None or entry.recipient.context != preference.context:
                     skipped = _why_skipped(preference, filter_, now, self.contexts)
                     rules = tuple(
                         RuleOutcome(
@@ -740,7 +921,7 @@ class Matcher:
                     )
                     continue
                 best: dict[_Slot, _Entry] = {}
-                self._evaluate(facts, (entry,), best)
+                self._evaluate(facts, (entry,), best, [])
                 evaluated = iter(self._trace(entry, facts))
                 traced: list[RuleOutcome] = []
                 for rule in filter_.rules:
@@ -773,8 +954,8 @@ class Matcher:
         if state is None:
             return {}
         best: dict[_Slot, _Entry] = {}
-        self._evaluate(facts, state.entries, best)
-        return {slot[1]: entry.recipient for slot, entry in best.items()}
+        self._evaluate(facts, state.entries, best, [])
+        return {entry.recipient.context: entry.recipient for entry in best.values()}
 
     def _trace(self, entry: _Entry, facts: MessageFacts) -> list[tuple[bool | None, bool]]:
         """``(holds, raised)`` for each compiled rule, in the order ``_evaluate`` runs them;
@@ -797,10 +978,19 @@ class Matcher:
         return results
 
     def _evaluate(
-        self, facts: MessageFacts, entries: Iterable[_Entry], best: dict[_Slot, _Entry]
+        self,
+        facts: MessageFacts,
+        entries: Iterable[_Filed],
+        best: dict[_Slot, _Entry],
+        matched: list[_Group],
     ) -> None:
-        """Record in ``best`` each (user, context)'s first matching filter among ``entries``."""
+        """Record in ``best`` each (user, context)'s first matching filter among ``entries``;
+        groups that match go to ``matched``, to be merged (``_merge``) by the caller."""
         for entry in entries:
+            if isinstance(entry, _Group):
+                if self._group_matches(facts, entry):
+                    matched.append(entry)
+                continue
             slot = entry.slot
             held = best.get(slot)
             if held is not None and held.order < entry.order:
@@ -819,6 +1009,22 @@ class Matcher:
                     break
             else:
                 best[slot] = entry
+
+    def _group_matches(self, facts: MessageFacts, group: _Group) -> bool:
+        """Evaluate a group's rules once, for all its members."""
+        context = group.context
+        for function, arguments, negated, name in group.rules:
+            try:
+                result = function(facts, context, **arguments)
+            except Exception:  # any failure is the filter's miss, never the message's
+                self._rule_failed(name, facts)
+                return False
+            if negated:
+                if result:
+                    return False
+            elif not result:
+                return False
+        return True
 
     def _rule_failed(self, name: str, facts: MessageFacts) -> None:
         key = (name, facts.id)

@@ -43,10 +43,11 @@ from .config import Config
 from .confirmation import MAX_DESTINATIONS_PER_CONTEXT
 from .db import catalog_of, config_of
 from .defaults import give_defaults
-from .destinations import FEED_CONTEXTS, Resolver, check_destination
+from .destinations import FEED_CONTEXTS, check_destination
 from .errors import ImportRejected, InputTooLarge, InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
 from .models import Destination, Filter, Preference, User
+from .push_urls import Resolver
 from .rules import Catalog
 from .store import (
     add_drafts,
@@ -319,6 +320,7 @@ def _check_destinations(
                 address,
                 config.push,
                 fcm=config.fcm,
+                matrix=config.matrix,
                 resolve=resolve,
                 resolver=resolver,
             )

@@ -12,9 +12,9 @@ from fmn_core import preferences
 from fmn_core.db import Database
 from fmn_core.errors import InvalidArgument
 from fmn_core.expiry import expire_preferences
-from fmn_core.matcher import Matcher
+from fmn_core.matcher import Matcher, load_snapshots
 from fmn_core.messages import MessageFacts
-from fmn_core.models import ChangeEvent, Rule, User, utcnow
+from fmn_core.models import ChangeEvent, Rule, utcnow
 from fmn_core.preferences import Actor
 
 ANA = Actor("ana")
@@ -105,9 +105,8 @@ def test_a_paused_filter_resumes_and_the_user_is_told(db: Database) -> None:
     with db.begin() as s:
         matcher = Matcher.load(s)
         assert matcher.recipients(facts("glibc")) == []
-        (outcome,) = matcher.explain(
-            facts("glibc"), s.scalars(select(User.id).where(User.name == "ana")).one()
-        )
+        (snapshot,) = load_snapshots(s)
+        (outcome,) = matcher.explain(facts("glibc"), snapshot)
         assert outcome.skipped == "paused" and not outcome.matched
     with db.begin() as s:
         assert expire_preferences(s, now=until + dt.timedelta(seconds=1)) == 1

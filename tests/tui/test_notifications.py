@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from fmn_core import preferences
-from fmn_core.models import Filter, Message, Notification, Preference
+from fmn_core.models import Filter, Notification, Preference, StoredMessage
 from fmn_core.wording import explanation_lines
 from fmn_tui.screens.explain import ExplainScreen
 from fmn_tui.screens.notifications import NotificationsScreen
@@ -51,7 +51,7 @@ async def test_why_on_a_recent_notification_and_by_pasting_an_id(profile, make_a
         # Paste an id of a message nobody was notified about.
         with sqlite_db.begin() as session:
             notified = set(session.scalars(select(Notification.message_id)))
-            other = next(m for m in session.scalars(select(Message.id)) if m not in notified)
+            other = next(m for m in session.scalars(select(StoredMessage.id)) if m not in notified)
         await pilot.press("i")
         await settle(pilot)
         for character in other:
