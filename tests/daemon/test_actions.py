@@ -25,7 +25,7 @@ from fmn_core.messages import MessageFacts, facts_of, parse_line
 from fmn_core.models import Base, Destination, Notification, Preference, Rule, User, utcnow
 from fmn_core.preferences import Actor
 from fmn_core.rendering import Links
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.http import start_http
 from fmn_daemon.ingest import ingest_batch
 from fmn_daemon.metrics import Metrics
@@ -74,7 +74,7 @@ def setup(tmp_path: Path, smtp: SmtpServer) -> tuple[Database, Config]:
 def ingest_and_deliver(db: Database, config: Config, *messages: MessageFacts) -> None:
     with db.begin() as session:
         ingest_batch(session, Matcher.load(session), list(messages))
-    asyncio.run(Delivery(db, config, Metrics(), LiveHub()).drain(20))
+    asyncio.run(Senders(db, config, Metrics(), LiveHub()).drain(20))
 
 
 def link_in(text: str, title: str) -> str:

@@ -37,7 +37,7 @@ from fmn_core.schema import upgrade
 from fmn_core.snapshots import ContextSnapshot, UserSnapshot, load_snapshots
 from fmn_core.wording import explanation_lines
 from fmn_daemon.cli import main
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.ingest import ingest_batch
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
@@ -111,7 +111,7 @@ def ingest_and_deliver(db: Database, smtp_server: SmtpServer, messages: list[Mes
     with db.begin() as session:
         matcher = Matcher.load(session)
         ingest_batch(session, matcher, messages)
-    asyncio.run(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()).drain(20))
+    asyncio.run(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()).drain(20))
 
 
 def oracle_matched(
