@@ -236,10 +236,10 @@ class _Entry:
         self.key: str | None = None
         self.values: Collection[str] = ()
         #: The group it is evaluated in, when other users' filters are the same.
-        self.group: _Group | None = None
+        self.group: _SharedFilter | None = None
 
 
-class _Group:
+class _SharedFilter:
     """Filters of many users with the same rules, filed the same way: evaluated once.
 
     5,000 users watching ``app_is bodhi`` + ``topic_matches …`` would otherwise cost
@@ -298,10 +298,10 @@ class _Group:
 
 #: (rules with their arguments, index key, index values): what makes filters the same.
 _GroupKey = tuple[tuple[tuple[Any, ...], ...], str | None, frozenset[str]]
-_Filed = _Entry | _Group
+_Filed = _Entry | _SharedFilter
 
 
-def _merge(group: _Group, best: dict[_Slot, _Entry]) -> None:
+def _merge(group: _SharedFilter, best: dict[_Slot, _Entry]) -> None:
     """Each member of a matched group is its slot's answer unless an earlier filter
     of that slot matched already."""
     by_slot = group.by_slot
@@ -455,7 +455,7 @@ class Matcher:
         #: ``app_is bodhi``, so it is validated once and stored once.
         self._compiled: dict[tuple[str, Any, bool], _CompiledRule] = {}
         #: Groups of identical impersonal filters, by what makes them identical.
-        self._groups: dict[_GroupKey, _Group] = {}
+        self._groups: dict[_GroupKey, _SharedFilter] = {}
         #: Rule functions by whether they read their context (``_impersonal``).
         self._impersonal: dict[RuleFunction, bool] = {}
         #: User id by account name, for ``follow_directory``.
@@ -785,7 +785,7 @@ class Matcher:
             group.add(entry)
             entry.group = group
             return None
-        group = self._groups[key] = _Group(key, entry)
+        group = self._groups[key] = _SharedFilter(key, entry)
         entry.group = group
         return group
 
@@ -838,7 +838,7 @@ class Matcher:
         the always set, are evaluated.
         """
         best: dict[_Slot, _Entry] = {}
-        matched: list[_Group] = []
+        matched: list[_SharedFilter] = []
         self._evaluate(facts, self._candidates(facts), best, matched)
         self._evaluate(facts, self._always, best, matched)
         if not best and len(matched) == 1:
@@ -982,12 +982,12 @@ class Matcher:
         facts: MessageFacts,
         entries: Iterable[_Filed],
         best: dict[_Slot, _Entry],
-        matched: list[_Group],
+        matched: list[_SharedFilter],
     ) -> None:
         """Record in ``best`` each (user, context)'s first matching filter among ``entries``;
         groups that match go to ``matched``, to be merged (``_merge``) by the caller."""
         for entry in entries:
-            if isinstance(entry, _Group):
+            if isinstance(entry, _SharedFilter):
                 if self._group_matches(facts, entry):
                     matched.append(entry)
                 continue
@@ -1010,7 +1010,7 @@ class Matcher:
             else:
                 best[slot] = entry
 
-    def _group_matches(self, facts: MessageFacts, group: _Group) -> bool:
+    def _group_matches(self, facts: MessageFacts, group: _SharedFilter) -> bool:
         """Evaluate a group's rules once, for all its members."""
         context = group.context
         for function, arguments, negated, name in group.rules:

@@ -289,14 +289,19 @@ class Service:
         consumer = self.parts.consumer
         assert consumer is not None and self._loop is not None and self._consumer_done is not None
         loop, done = self._loop, self._consumer_done
+        outcome: BaseException | None = None
         try:
             consumer.run(self._consumer_stop)
         except BaseException as exc:
             log.exception("the consumer thread crashed")
-            loop.call_soon_threadsafe(_settle, done, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, None)
-        loop.call_soon_threadsafe(self._wake)
+            outcome = exc
+        try:
+            loop.call_soon_threadsafe(_settle, done, outcome)
+            loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            # The loop is closed: the service stopped without waiting for this thread
+            # (it outlived the stop grace), so nobody is left to hear how it ended.
+            log.info("the consumer thread ended after the service had stopped")
 
     # -- ownership ----------------------------------------------------------------
 
