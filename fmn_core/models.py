@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -140,6 +141,14 @@ class Preference(Base):
     #: Digest policy: send at most every N minutes and/or after K notifications; 0 = off.
     digest_minutes: Mapped[int] = mapped_column(default=0)
     digest_count: Mapped[int] = mapped_column(default=0)
+    #: A daily digest at this local time ("HH:MM"), in ``digest_timezone`` (IANA).
+    digest_at: Mapped[str | None] = mapped_column(String(5))
+    digest_timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    #: Quiet hours ("HH:MM" to "HH:MM" local, in ``quiet_timezone``); NULL = none.
+    #: Instant notifications that are not urgent wait for the end of the window.
+    quiet_from: Mapped[str | None] = mapped_column(String(5))
+    quiet_to: Mapped[str | None] = mapped_column(String(5))
+    quiet_timezone: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(back_populates="preferences")
     filters: Mapped[list[Filter]] = relationship(
@@ -238,6 +247,10 @@ class Filter(Base):
     active: Mapped[bool] = mapped_column(default=True)
     oneshot: Mapped[bool] = mapped_column(default=False)
     position: Mapped[int] = mapped_column(default=0)
+    #: How matches travel: ``instant`` (at once) or ``digest`` (the context's next digest).
+    delivery: Mapped[str] = mapped_column(String(16), default="instant", server_default="instant")
+    #: An urgent filter's matches pass through quiet hours.
+    urgent: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     preference: Mapped[Preference] = relationship(back_populates="filters")
     rules: Mapped[list[Rule]] = relationship(
@@ -361,6 +374,8 @@ class Notification(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_until: Mapped[dt.datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Why a waiting row waits (``fmn_core.schedule.HOLD_REASONS``); NULL when it doesn't.
+    hold_reason: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[created]
     sent_at: Mapped[dt.datetime | None]
 

@@ -1188,6 +1188,8 @@ def _add_drafts(session: Session, preference: Preference, drafts: Sequence[Filte
             active=draft.active,
             oneshot=draft.oneshot,
             position=position,
+            delivery=draft.delivery,
+            urgent=draft.urgent,
         )
         session.add(filter_)
         for number, rule in enumerate(draft.rules, start=1):
