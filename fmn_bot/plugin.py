@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from fmn_core.accounts import (
     check_account_name,
     is_admin,
 )
-from fmn_core.config import Config, load_config
+from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.destinations import FEED_CONTEXTS
 from fmn_core.errors import (
@@ -51,6 +52,7 @@ from fmn_core.rules import default_catalog
 from fmn_core.wording import count, digest_policy, quiet_hours, waiting_reason
 
 from .delivery import Delivery, LimnoriaLink
+from .reloading import load_keeping_last_good
 
 __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
 
@@ -104,6 +106,21 @@ RECENT_SHOWN = 10
 
 
 # ----------------------------------------------------------------------- identity
+
+
+def _route_fmn_logs() -> None:
+    """Send fmn's own log lines (``fmn_core``, ``fmn_bot``) to the bot's log files.
+
+    Limnoria logs through the ``supybot`` logger's handlers only; without this,
+    what fmn's core logs in the bot (a lockout, a bad stored message) went nowhere.
+    """
+    target = logging.getLogger("supybot")
+    for name in ("fmn_core", "fmn_bot"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        for handler in target.handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
 
 
 def services_account(irc: Any, msg: Any, static: Sequence[str] = ()) -> str | None:
@@ -429,8 +446,19 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     def __init__(self, irc: Any) -> None:
         super().__init__(irc)
         path = self.registryValue("configFile") or None
-        # A bad file (bot.account_format included) raises ConfigError naming the key.
-        self.fmn_config: Config = load_config(path)
+        _route_fmn_logs()
+        # A bad file (bot.account_format included) raises ConfigError naming the key,
+        # unless an earlier load of the same file worked: then a reload keeps that one.
+        loaded = load_keeping_last_good(path)
+        self.fmn_config: Config = loaded.config
+        #: What was wrong with the file at the last reload (None: it loaded).
+        self.config_problem = loaded.problem
+        if loaded.problem is not None:
+            self.log.error(
+                "fmn: the configuration file did not load, so the Fmn plugin keeps the "
+                "configuration it had: %s",
+                loaded.problem,
+            )
         if self.registryValue("staticAccounts"):
             self.log.warning(
                 "supybot.plugins.Fmn.staticAccounts is set: those nicks count as "
@@ -789,6 +817,11 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             """
             if msg.channel:
                 raise callbacks.Error(ADDRESS_IN_CHANNEL.format(bot=irc.nick))
+            if context == "irc" and address and ircutils.strEqual(address.strip(), irc.nick):
+                raise callbacks.Error(
+                    f"{irc.nick} is my own nick: I can't deliver to myself. Give your own "
+                    f"nick: fmn set-address irc {msg.nick}"
+                )
             if not address and context not in FEED_CONTEXTS:
                 with self.plugin.unit(irc, msg) as (session, actor):
                     offered = preferences.profile_addresses(session, actor).get(context, ())
