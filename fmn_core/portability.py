@@ -109,37 +109,42 @@ def _export_filter(filter_: Filter) -> dict[str, Any]:
         if rule.negated:
             entry["negated"] = True
         rules.append(entry)
-    return {
+    exported = {
         "name": filter_.name,
         "active": filter_.active,
         "oneshot": filter_.oneshot,
-        "delivery": filter_.delivery,
-        "urgent": filter_.urgent,
         "rules": rules,
     }
+    # Like "negated", the delivery keys are written only when they differ from
+    # their default (missing means instant, not urgent): older files stay as they were.
+    if filter_.delivery != "instant":
+        exported["delivery"] = filter_.delivery
+    if filter_.urgent:
+        exported["urgent"] = True
+    return exported
 
 
 def _export_context(preference: Preference) -> dict[str, Any]:
-    return {
+    digest: dict[str, Any] = {
+        "minutes": preference.digest_minutes,
+        "count": preference.digest_count,
+    }
+    if preference.digest_at is not None:
+        digest["at"] = preference.digest_at
+        digest["timezone"] = preference.digest_timezone
+    entry: dict[str, Any] = {
         "enabled": preference.enabled,
         "destinations": sorted(d.address for d in preference.destinations if d.confirmed),
-        "digest": {
-            "minutes": preference.digest_minutes,
-            "count": preference.digest_count,
-            "at": preference.digest_at,
-            "timezone": preference.digest_timezone,
-        },
-        "quiet_hours": (
-            {
-                "from": preference.quiet_from,
-                "to": preference.quiet_to,
-                "timezone": preference.quiet_timezone or "UTC",
-            }
-            if preference.quiet_from is not None and preference.quiet_to is not None
-            else None
-        ),
+        "digest": digest,
         "filters": [_export_filter(f) for f in _ordered_filters(preference)],
     }
+    if preference.quiet_from is not None and preference.quiet_to is not None:
+        entry["quiet_hours"] = {
+            "from": preference.quiet_from,
+            "to": preference.quiet_to,
+            "timezone": preference.quiet_timezone or "UTC",
+        }
+    return entry
 
 
 def export_preferences(session: Session) -> dict[str, Any]:
