@@ -160,8 +160,11 @@ class Delivery:
         transports: Mapping[str, Transport] | None = None,
         links: Links | None = None,
         worker: str | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.db = db
+        #: What "now" is when rows are claimed and decided on (tests move it by hand).
+        self.clock = clock
         self.config = config
         self.metrics = metrics
         self.live = live
@@ -256,6 +259,7 @@ class Delivery:
                 exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
                 limit=delivery.batch_size,
                 lease_seconds=delivery.claim_lease_seconds,
+                now=self.clock(),
             )
         except Exception as exc:
             if is_transient(exc):
@@ -377,11 +381,13 @@ class Delivery:
 
     def _plan(self, session: Session, claimed: Sequence[ClaimedNotification]) -> _Round:
         """Settle what needs no sending; group the rest into jobs (one transaction)."""
-        now = utcnow()
-        groups: dict[tuple[int, str], list[ClaimedNotification]] = {}
+        now = self.clock()
+        # A (user, context) pair travels in lanes (instant, urgent, digest: see
+        # fmn_core.schedule), each decided on its own.
+        groups: dict[tuple[int, str, str], list[ClaimedNotification]] = {}
         for row in claimed:
-            groups.setdefault(row.group, []).append(row)
-        stats: Mapping[tuple[int, str], Any] | None
+            groups.setdefault(row.lane_key, []).append(row)
+        stats: Mapping[tuple[int, str, str], Any] | None
         try:
             with session.begin_nested():
                 stats = outbox.group_stats(session, groups, now=now)
@@ -427,9 +433,9 @@ class Delivery:
     def _plan_group(
         self,
         session: Session,
-        key: tuple[int, str],
+        key: tuple[int, str, str],
         rows: list[ClaimedNotification],
-        stats: Mapping[tuple[int, str], Any],
+        stats: Mapping[tuple[int, str, str], Any],
         now: dt.datetime,
         jobs: list[_Job],
     ) -> int:
@@ -486,8 +492,14 @@ class Delivery:
         return len(ids)
 
     def _digest(self, session: Session, rows: list[ClaimedNotification], now: dt.datetime) -> _Job:
-        """One digest job: the claimed rows plus every other waiting row of the group."""
+        """One digest job: the claimed rows plus every other waiting row of their lane.
+
+        Rows released together from quiet hours were all claimed already: only a
+        digest lane (or a rate limit) pulls in rows that are not due yet.
+        """
         head = rows[0]
+        if head.lane != "digest" and head.hold_reason == "quiet_hours":
+            return _Job(rows=tuple(rows), digest=True)
         more = outbox.claim_group(
             session,
             worker=self.worker,
@@ -495,6 +507,7 @@ class Delivery:
             context=head.context,
             lease_seconds=self.config.delivery.claim_lease_seconds,
             now=now,
+            lane=head.lane if head.lane == "digest" else None,
         )
         seen = {r.id for r in rows}
         everything = sorted(
