@@ -507,7 +507,8 @@ class Delivery:
             context=head.context,
             lease_seconds=self.config.delivery.claim_lease_seconds,
             now=now,
-            lane=head.lane if head.lane == "digest" else None,
+            # With a digest schedule, each lane collects only its own rows.
+            digest_lane=(head.lane == "digest") if head.schedule.active else None,
         )
         seen = {r.id for r in rows}
         everything = sorted(
