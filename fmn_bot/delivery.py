@@ -218,6 +218,8 @@ class RoundReport:
 class _Group:
     user: str
     rows: list[ClaimedNotification]
+    #: Whether the policy said to send the group as one digest line.
+    digest: bool = False
 
     @property
     def first(self) -> ClaimedNotification:
@@ -326,9 +328,10 @@ class Delivery:
         if not claimed and not codes:
             return report
 
-        groups: dict[int, _Group] = {}
+        # One group per user and lane (instant, urgent, digest: fmn_core.schedule).
+        groups: dict[tuple[int, str, str], _Group] = {}
         for row in claimed:
-            groups.setdefault(row.user_id, _Group(row.user, [])).rows.append(row)
+            groups.setdefault(row.lane_key, _Group(row.user, [])).rows.append(row)
 
         ready: list[_Group] = []
         for group in groups.values():
@@ -386,13 +389,18 @@ class Delivery:
         contexts behave alike (the bot has no rate limit).
         """
         first = group.first
-        decision = outbox.decide(first, self._stats(first, now), now)
+        decision = outbox.decide(
+            first, self._stats(first, now), now, waiting_in_claim=len(group.rows)
+        )
+        group.digest = decision.kind == "digest"
         if decision.kind == "hold":
             assert decision.until is not None
-            # Held rows are looked at again within RECHECK_SECONDS even when they wait
-            # longer, so that "fmn unmute" or "fmn digest irc off" take effect soon.
-            recheck = now + dt.timedelta(seconds=RECHECK_SECONDS)
-            self._postpone(group.ids, min(decision.until, recheck), decision.note, report)
+            until = decision.until
+            if decision.reason == "muted":
+                # Muted rows are looked at again within RECHECK_SECONDS, so that a mute
+                # ended from another front end takes effect soon.
+                until = min(until, now + dt.timedelta(seconds=RECHECK_SECONDS))
+            self._postpone(group.ids, until, decision.note, report, reason=decision.reason)
             return True
         if decision.kind == "dead":
             self._kill(group, decision.note, now, report)
@@ -407,7 +415,7 @@ class Delivery:
         if not first.wants_digest:
             return _NO_STATS
         with self.database.begin() as session:
-            return outbox.group_stats(session, [first.group], now=now)[first.group]
+            return outbox.group_stats(session, [first.lane_key], now=now)[first.lane_key]
 
     def _held_by(self, nick: str, user: str) -> bool:
         holder = self.link.holder(nick)
@@ -424,16 +432,23 @@ class Delivery:
             self._hold_offline(group, now, report)
             return
         rows = group.rows
-        if first.wants_digest:
-            with self.database.begin() as session:
-                rows = rows + outbox.claim_group(
-                    session,
-                    worker=self.worker,
-                    user_id=first.user_id,
-                    context=IRC,
-                    lease_seconds=self.config.delivery.claim_lease_seconds,
-                    now=now,
-                )
+        if group.digest:
+            if first.lane == "digest" or first.hold_reason != "quiet_hours":
+                with self.database.begin() as session:
+                    seen = set(group.ids)
+                    rows = rows + [
+                        r
+                        for r in outbox.claim_group(
+                            session,
+                            worker=self.worker,
+                            user_id=first.user_id,
+                            context=IRC,
+                            lease_seconds=self.config.delivery.claim_lease_seconds,
+                            now=now,
+                            digest_lane=(first.lane == "digest") if first.schedule.active else None,
+                        )
+                        if r.id not in seen
+                    ]
             self._send_lines(nick, [(digest_line(rows), [r.id for r in rows])], report)
             return
         burst = max(self.config.bot.burst, 1)
@@ -461,7 +476,9 @@ class Delivery:
             else:
                 until = self.clock() + dt.timedelta(seconds=SEND_RETRY_SECONDS)
                 rest = [i for _, batch in batches[index:] for i in batch]
-                self._postpone(rest, until, "the IRC connection refused the line", report)
+                self._postpone(
+                    rest, until, "the IRC connection refused the line", report, reason="retry"
+                )
                 return
 
     def _pace(self) -> bool:
@@ -485,11 +502,21 @@ class Delivery:
             )
         if waiting:
             until = now + dt.timedelta(seconds=RECHECK_SECONDS)
-            self._postpone(waiting, until, "the recipient's IRC nick is not online", report)
+            self._postpone(
+                waiting, until, "the recipient's IRC nick is not online", report, reason="offline"
+            )
 
-    def _postpone(self, ids: list[int], until: dt.datetime, note: str, report: RoundReport) -> None:
+    def _postpone(
+        self,
+        ids: list[int],
+        until: dt.datetime,
+        note: str,
+        report: RoundReport,
+        *,
+        reason: str | None = None,
+    ) -> None:
         with self.database.begin() as session:
-            report.postponed += outbox.postpone(session, ids, until, note=note)
+            report.postponed += outbox.postpone(session, ids, until, note=note, reason=reason)
 
     def _fail(self, group: _Group, reason: str, now: dt.datetime, report: RoundReport) -> None:
         """A failed attempt for each row, retried hourly, dead after ``max_attempts``."""
