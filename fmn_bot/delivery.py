@@ -46,17 +46,13 @@ import supybot.ircmsgs as ircmsgs
 import supybot.ircutils as ircutils
 import supybot.world as world
 
-from fmn_core import outbox, preferences, rendering
+from fmn_core import delivery_policy, outbox, preferences, rendering
 from fmn_core import text as text_rules
 from fmn_core.config import Config
 from fmn_core.db import Database
+from fmn_core.delivery_policy import COUNT_ONLY_MAX_WAIT, DISABLED_ERROR, NO_ADDRESS_RETRY_SECONDS
 from fmn_core.models import utcnow
-from fmn_core.outbox import (
-    COUNT_ONLY_MAX_WAIT,
-    DISABLED_ERROR,
-    NO_ADDRESS_RETRY_SECONDS,
-    ClaimedNotification,
-)
+from fmn_core.outbox import ClaimedNotification
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
@@ -92,8 +88,8 @@ BATCH_SIZE = 200
 NO_NICK_ERROR = "no confirmed IRC nick; confirm one to receive these"
 #: Rows of a user without a confirmed nick are tried again this often (then dead).
 NO_NICK_RETRY_SECONDS = NO_ADDRESS_RETRY_SECONDS
-#: Stats for a group without a digest: ``outbox.decide`` does not read them then.
-_NO_STATS = outbox.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
+#: Stats for a group without a digest: ``delivery_policy.decide`` does not read them then.
+_NO_STATS = delivery_policy.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
 
 
 class IrcLink(Protocol):
@@ -385,37 +381,48 @@ class Delivery:
     def _settle_without_irc(self, group: _Group, now: dt.datetime, report: RoundReport) -> bool:
         """Rows that need no IRC lookup: muted, turned off, no nick, digest not due.
 
-        Decided by ``outbox.decide``, as the daemon's senders do, so a user's
+        Decided by ``delivery_policy.decide``, as the daemon's senders do, so a user's
         contexts behave alike (the bot has no rate limit).
         """
         first = group.first
-        decision = outbox.decide(
+        decision = delivery_policy.decide(
             first, self._stats(first, now), now, waiting_in_claim=len(group.rows)
         )
         group.digest = decision.kind == "digest"
-        if decision.kind == "hold":
-            assert decision.until is not None
-            until = decision.until
-            if decision.reason == "muted":
+        if decision.kind in ("send", "digest"):
+            return False
+        with self.database.begin() as session:
+            settled = delivery_policy.apply(
+                session,
+                decision,
+                group.ids,
+                max_attempts=self.config.delivery.max_attempts,
+                now=now,
                 # Muted rows are looked at again within RECHECK_SECONDS, so that a mute
-                # ended from another front end takes effect soon.
-                until = min(until, now + dt.timedelta(seconds=RECHECK_SECONDS))
-            self._postpone(group.ids, until, decision.note, report, reason=decision.reason)
-            return True
+                # ended from another front end takes effect soon; other holds say
+                # until when they wait (a policy change releases them at once).
+                hold_at_most=(
+                    dt.timedelta(seconds=RECHECK_SECONDS) if decision.reason == "muted" else None
+                ),
+                no_destination_error=NO_NICK_ERROR,
+                retry_seconds=NO_NICK_RETRY_SECONDS,
+            )
+        assert settled is not None  # only "send" and "digest" are left to the sender
+        report.postponed += settled.postponed
+        report.failed += settled.failed
+        report.dead += settled.dead
         if decision.kind == "dead":
-            self._kill(group, decision.note, now, report)
-            return True
-        if decision.kind == "no_destination":
-            self._fail(group, NO_NICK_ERROR, now, report)
-            return True
-        return False
+            self._log_dropped(group, decision.note)
+        return True
 
-    def _stats(self, first: ClaimedNotification, now: dt.datetime) -> outbox.GroupStats:
+    def _stats(self, first: ClaimedNotification, now: dt.datetime) -> delivery_policy.GroupStats:
         """The group's outbox stats; looked up only when a digest needs them."""
         if not first.wants_digest:
             return _NO_STATS
         with self.database.begin() as session:
-            return outbox.group_stats(session, [first.lane_key], now=now)[first.lane_key]
+            return delivery_policy.group_stats(session, [first.lane_key], now=now)[
+                first.lane_key
+            ]
 
     def _held_by(self, nick: str, user: str) -> bool:
         holder = self.link.holder(nick)
@@ -498,7 +505,7 @@ class Delivery:
                 f"{self.config.bot.offline_hold_minutes} minutes"
             )
             self._kill(
-                _Group(group.user, [r for r in group.rows if r.id in expired]), reason, now, report
+                _Group(group.user, [r for r in group.rows if r.id in expired]), reason, report
             )
         if waiting:
             until = now + dt.timedelta(seconds=RECHECK_SECONDS)
@@ -518,38 +525,13 @@ class Delivery:
         with self.database.begin() as session:
             report.postponed += outbox.postpone(session, ids, until, note=note, reason=reason)
 
-    def _fail(self, group: _Group, reason: str, now: dt.datetime, report: RoundReport) -> None:
-        """A failed attempt for each row, retried hourly, dead after ``max_attempts``."""
-        with self.database.begin() as session:
-            for row_id in group.ids:
-                state = outbox.mark_failed(
-                    session,
-                    row_id,
-                    reason,
-                    max_attempts=self.config.delivery.max_attempts,
-                    backoff_seconds=NO_NICK_RETRY_SECONDS,
-                    backoff_max_seconds=NO_NICK_RETRY_SECONDS,
-                    now=now,
-                )
-                if state == "dead":
-                    report.dead += 1
-                else:
-                    report.failed += 1
-
-    def _kill(self, group: _Group, reason: str, now: dt.datetime, report: RoundReport) -> None:
+    def _kill(self, group: _Group, reason: str, report: RoundReport) -> None:
         """``dead`` at once, with the reason: retrying cannot help."""
         with self.database.begin() as session:
-            for row_id in group.ids:
-                outbox.mark_failed(
-                    session,
-                    row_id,
-                    reason,
-                    max_attempts=1,
-                    backoff_seconds=0,
-                    backoff_max_seconds=0,
-                    now=now,
-                )
-                report.dead += 1
+            report.dead += outbox.mark_dead(session, group.ids, reason)
+        self._log_dropped(group, reason)
+
+    def _log_dropped(self, group: _Group, reason: str) -> None:
         self.log.info(
             "%d IRC notification(s) of %s dropped: %s", len(group.rows), group.user, reason
         )

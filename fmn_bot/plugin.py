@@ -42,8 +42,6 @@ from fmn_core.db import Database
 from fmn_core.destinations import FEED_CONTEXTS
 from fmn_core.errors import (
     AccountDirectoryUnavailable,
-    ConfirmationFailed,
-    RateLimited,
     UserError,
     report_internal_error,
 )
@@ -856,16 +854,14 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
 
             Confirms an address with the code fmn sent to it.
             """
-            failure: UserError | None = None
             with self.plugin.unit(irc, msg) as (session, actor):
-                try:
-                    destination = preferences.confirm(session, actor, code)
-                except (ConfirmationFailed, RateLimited) as exc:
-                    # A wrong guess is counted in this transaction: commit it, or
-                    # guessing would be unlimited.
-                    failure = exc
-            if failure is not None:
-                raise failure
+                result = preferences.confirm(session, actor, code)
+            # The unit has committed whatever the outcome (a wrong guess is counted).
+            refusal = result.error()
+            if refusal is not None:
+                raise refusal
+            destination = result.destination
+            assert destination is not None  # a confirmed result carries its destination
             shown = destination.masked if msg.channel else destination.address
             irc.reply(f"Confirmed: {destination.context} delivers to {shown}.", private=True)
 

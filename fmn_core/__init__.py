@@ -36,6 +36,7 @@ from . import (
     text,
     wording,
 )
+from .access import Actor
 from .config import CONTEXTS, Config, load_config
 from .db import Database, catalog_of, config_of
 from .errors import (
@@ -61,7 +62,6 @@ from .errors import (
 )
 from .matcher import Matcher, Recipient
 from .messages import MessageFacts, facts_of, load_message, parse_line
-from .preferences import Actor
 from .rules import Catalog, RuleContext, RuleSpec, default_catalog
 
 #: fmn's version: the one in pyproject.toml, from the installed distribution's

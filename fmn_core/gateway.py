@@ -43,8 +43,11 @@ from typing import Any, Final
 
 from . import errors
 from .config import PushConfig
+from .confirmation import ConfirmResult
 from .errors import GatewayInternalError, GatewayUnavailable, MalformedRequest, UserError
-from .preferences import (
+from .templates import TemplateView
+from .text import one_line
+from .views import (
     ContextView,
     DestinationView,
     FilterView,
@@ -53,8 +56,6 @@ from .preferences import (
     PreviewHit,
     RuleView,
 )
-from .templates import TemplateView
-from .text import one_line
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -121,6 +122,7 @@ TRIAL_FORBIDDEN: Final = frozenset({"confirm"})
 VIEW_TYPES: Final[Mapping[str, type[Any]]] = {
     cls.__name__: cls
     for cls in (
+        ConfirmResult,
         ContextView,
         DestinationView,
         FilterView,

@@ -10,7 +10,7 @@ fmn's service account, gives it directly and talks over a socketpair
 Each request is one unit of work: its calls run in one transaction, committed, or
 rolled back for a ``trial``. The actor is never part of a request, and ``user=``
 is refused: over the socket nobody is an administrator. A wrong confirmation code
-is counted even though the call fails (``fmn_core.preferences.confirm``), and
+is an outcome of ``confirm``, not an error, so its count commits with the unit;
 ``confirm`` is refused in a trial, so guessing is never free.
 """
 
@@ -30,10 +30,8 @@ from sqlalchemy.orm import Session
 from . import preferences
 from .db import Database
 from .errors import (
-    ConfirmationFailed,
     MalformedRequest,
     PermissionDenied,
-    RateLimited,
     UserError,
     report_internal_error,
 )
@@ -58,8 +56,6 @@ log = logging.getLogger(__name__)
 
 #: Calls that take no actor (the same for everyone).
 _NO_ACTOR = frozenset({"list_templates"})
-#: Calls that record a failure before they raise it: commit that record (see module doc).
-_COMMIT_ON = {"confirm": (ConfirmationFailed, RateLimited)}
 
 
 @dataclass(frozen=True)
@@ -135,15 +131,7 @@ class PreferenceGateway:
 
     def _run(self, calls: list[PreferenceCall], principal: Principal, *, trial: bool) -> list[Any]:
         with self._transaction(trial=trial) as session:
-            results = []
-            for call in calls:
-                try:
-                    results.append(self._invoke(session, principal, call))
-                except UserError as error:
-                    if not trial and isinstance(error, _COMMIT_ON.get(call.op, ())):
-                        session.commit()
-                    raise
-            return results
+            return [self._invoke(session, principal, call) for call in calls]
 
     @contextmanager
     def _transaction(self, *, trial: bool) -> Iterator[Session]:

@@ -22,6 +22,10 @@ Writers of new rows call :func:`announce_new_rows` in the same transaction. On
 PostgreSQL that is a ``NOTIFY`` on :data:`NEW_ROWS_CHANNEL`, delivered when the
 transaction commits, so senders listening there (in any process or on any
 host) claim the rows at once instead of at their next poll.
+
+What to do with a claimed group is the delivery policy's
+(:mod:`fmn_core.delivery_policy`); feeds read sent rows through
+:mod:`fmn_core.feeds`; errors are masked by :mod:`fmn_core.masking`.
 """
 
 from __future__ import annotations
@@ -29,19 +33,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
-from .destinations import mask_address
-from .display import SUMMARY_MAX_CHARS, stored_display
-from .errors import MalformedMessage
-from .messages import MessageFacts, facts_of, load_message
+from .masking import scrub_error
 from .models import (
     Destination,
     Message,
@@ -51,69 +51,38 @@ from .models import (
     User,
     utcnow,
 )
-from .text import one_line
+from .stored_messages import FactsCache
 
 __all__ = [
-    "COUNT_ONLY_MAX_WAIT",
-    "DISABLED_ERROR",
-    "ERROR_MAX_CHARS",
     "NEW_ROWS_CHANNEL",
-    "NO_ADDRESS_ERROR",
-    "NO_ADDRESS_RETRY_SECONDS",
-    "RATE_LIMIT_DIGEST_MINUTES",
+    "WAITING_STATES",
     "ClaimedNotification",
     "DeadNotification",
-    "Decision",
-    "GroupStats",
-    "SentEntry",
     "announce_new_rows",
     "backoff_delay",
     "claim_due",
     "claim_group",
     "claim_ids",
     "counts_by_state",
-    "decide",
     "due_ids",
-    "group_stats",
     "list_dead",
+    "mark_dead",
     "mark_failed",
     "mark_sent",
-    "owner_of_address",
     "postpone",
     "release",
     "requeue_dead",
-    "scrub_error",
-    "sent_entries",
 ]
 
 log = logging.getLogger(__name__)
 
-#: ``last_error`` is cut to this many characters.
-ERROR_MAX_CHARS = 1000
-
 #: The PostgreSQL channel that announces committed outbox rows (``LISTEN`` to it).
 NEW_ROWS_CHANNEL = "fmn_outbox"
 
-#: A digest with only a count sends what it has after this long anyway.
-COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
-
-#: A rate-limited group is collected into a digest at most this often.
-RATE_LIMIT_DIGEST_MINUTES = 15
-
-#: ``last_error`` of rows whose context the user turned off (they go ``dead`` at once).
-DISABLED_ERROR = "this context is turned off for the user; nothing was sent"
-
-#: ``last_error`` of rows whose user has no confirmed destination for the context.
-NO_ADDRESS_ERROR = "no confirmed address for this context; confirm one to receive these"
-
-#: Rows without a confirmed destination are tried again this often (then ``dead``).
-NO_ADDRESS_RETRY_SECONDS = 3600.0
-
 #: Retries wait up to this fraction longer than their nominal delay.
 _JITTER = 0.1
-_WAITING = (NotificationState.PENDING.value, NotificationState.FAILED.value)
-_EMAIL_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
-_URL_CREDENTIALS_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.IGNORECASE)
+#: The states of rows that wait for a send (a claim takes them when due).
+WAITING_STATES = (NotificationState.PENDING.value, NotificationState.FAILED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,87 +128,6 @@ class ClaimedNotification:
 
 
 @dataclass(frozen=True, slots=True)
-class GroupStats:
-    """The outbox as seen by one (user, context) pair."""
-
-    #: Rows not yet sent: pending, failed (waiting to retry) or being sent.
-    waiting: int
-    #: When the oldest of those rows was created (None when there are none).
-    oldest_waiting: dt.datetime | None
-    #: Rows sent within the last hour.
-    sent_last_hour: int
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What a sender does with one claimed (user, context) group; see :func:`decide`.
-
-    ``kind`` is one of:
-
-    - ``"hold"``: postpone every row until ``until`` (not an attempt);
-    - ``"dead"``: retrying cannot help; mark every row dead with ``note``;
-    - ``"no_destination"``: a failed attempt for every row, retried after
-      :data:`NO_ADDRESS_RETRY_SECONDS`;
-    - ``"digest"``: send everything waiting in the group as one digest;
-    - ``"send"``: send each row on its own.
-    """
-
-    kind: Literal["hold", "dead", "no_destination", "digest", "send"]
-    #: When held rows are due again (only for ``"hold"``).
-    until: dt.datetime | None = None
-    #: Why: the postpone note or the ``last_error`` to record.
-    note: str = ""
-
-
-def decide(
-    head: ClaimedNotification,
-    stats: GroupStats,
-    now: dt.datetime,
-    *,
-    rate_limit_per_hour: int | None = None,
-    waiting_in_claim: int = 1,
-) -> Decision:
-    """Decide what becomes of a claimed (user, context) group; pure, no I/O.
-
-    ``head`` is the group's first claimed row (the user's preference is the same
-    on every row); ``stats`` is :func:`group_stats` for the group and is only read
-    for a digest or a rate limit. In order: a muted user is held until the mute
-    ends; a context turned off is dead; no confirmed destination is a failed
-    attempt; a digest (or a group whose ``sent_last_hour`` plus the
-    ``waiting_in_claim`` rows claimed now exceeds ``rate_limit_per_hour``) is held
-    until the oldest waiting row is old enough or ``digest_count`` rows wait, and
-    then sent as one digest; anything else is sent row by row.
-    """
-    if head.muted_until is not None and head.muted_until > now:
-        return Decision(
-            "hold",
-            head.muted_until,
-            f"held: the user muted fmn until {head.muted_until:%Y-%m-%d %H:%M} UTC",
-        )
-    if not head.enabled:
-        return Decision("dead", note=DISABLED_ERROR)
-    if not head.destinations:
-        return Decision("no_destination", note=NO_ADDRESS_ERROR)
-    limited = (
-        rate_limit_per_hour is not None
-        and stats.sent_last_hour + waiting_in_claim > rate_limit_per_hour
-    )
-    if not (head.wants_digest or limited):
-        return Decision("send")
-    minutes = head.digest_minutes
-    if limited:
-        minutes = max(minutes, RATE_LIMIT_DIGEST_MINUTES)
-    window = dt.timedelta(minutes=minutes) if minutes > 0 else COUNT_ONLY_MAX_WAIT
-    oldest = min(stats.oldest_waiting or head.created_at, head.created_at)
-    count_reached = head.digest_count > 0 and stats.waiting >= head.digest_count
-    until = oldest + window
-    if until <= now or count_reached:
-        return Decision("digest")
-    why = "rate limit" if limited and not head.wants_digest else "digest"
-    return Decision("hold", until, f"held for a {why} until {until:%Y-%m-%d %H:%M} UTC")
-
-
-@dataclass(frozen=True, slots=True)
 class DeadNotification:
     """A notification that exhausted its attempts (for operators)."""
 
@@ -252,81 +140,13 @@ class DeadNotification:
     created_at: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
-class SentEntry:
-    """A sent notification as a feed shows it."""
-
-    id: int
-    message_id: str
-    topic: str
-    app: str
-    summary: str
-    url: str | None
-    filter_name: str
-    created_at: dt.datetime
-    sent_at: dt.datetime
-
-
 def _now(now: dt.datetime | None) -> dt.datetime:
     return now if now is not None else utcnow()
 
 
-def _fallback_facts(message: Message) -> MessageFacts:
-    # A stored message that no longer loads (a schema package changed): show
-    # what the row itself knows rather than failing the notification.
-    parts = message.topic.split(".")
-    app = parts[3] if len(parts) > 3 and parts[0] == "org" else (parts[0] if parts else "")
-    return MessageFacts(
-        id=message.id,
-        topic=message.topic,
-        app_name=app,
-        agent_name=None,
-        usernames=frozenset(),
-        packages=frozenset(),
-        groups=frozenset(),
-        containers=frozenset(),
-        modules=frozenset(),
-        flatpaks=frozenset(),
-        severity=20,
-        summary="",
-        url=None,
-        body=message.body,
-        headers=dict(message.headers or {}),
-        schema="base.message",
-    )
-
-
-class _FactsCache:
-    """Re-parses each stored message once per claim."""
-
-    def __init__(self) -> None:
-        self._facts: dict[str, MessageFacts] = {}
-
-    def get(self, message: Message) -> MessageFacts:
-        cached = self._facts.get(message.id)
-        if cached is not None:
-            return cached
-        try:
-            facts = facts_of(
-                load_message(
-                    {
-                        "id": message.id,
-                        "topic": message.topic,
-                        "body": message.body,
-                        "headers": message.headers or {},
-                    }
-                )
-            )
-        except MalformedMessage as exc:
-            log.warning("message %s: stored message no longer loads: %s", message.id, exc)
-            facts = _fallback_facts(message)
-        self._facts[message.id] = facts
-        return facts
-
-
 def _due_condition(now: dt.datetime) -> Any:
     return or_(
-        and_(Notification.state.in_(_WAITING), Notification.next_attempt_at <= now),
+        and_(Notification.state.in_(WAITING_STATES), Notification.next_attempt_at <= now),
         # Crash recovery: a sender took these and never came back.
         and_(
             Notification.state == NotificationState.SENDING.value,
@@ -378,7 +198,7 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
             .order_by(Destination.id)
         ):
             addresses.setdefault(preference_id, []).append(address)
-    facts = _FactsCache()
+    facts = FactsCache()
     claimed: list[ClaimedNotification] = []
     for notification, user, message in rows:
         fact = facts.get(message)
@@ -504,7 +324,7 @@ def claim_group(
         .where(
             Notification.user_id == user_id,
             Notification.context == context,
-            Notification.state.in_(_WAITING),
+            Notification.state.in_(WAITING_STATES),
         )
         .order_by(Notification.created_at, Notification.id)
         .limit(limit)
@@ -513,62 +333,6 @@ def claim_group(
         statement = statement.with_for_update(skip_locked=True)
     ids = list(session.scalars(statement))
     return _take(session, ids, worker=worker, lease_seconds=lease_seconds, now=moment)
-
-
-def group_stats(
-    session: Session, groups: Iterable[tuple[int, str]], now: dt.datetime | None = None
-) -> dict[tuple[int, str], GroupStats]:
-    """Waiting rows and the last hour's sends for each (user id, context) pair."""
-    wanted = set(groups)
-    if not wanted:
-        return {}
-    moment = _now(now)
-    user_ids = {user_id for user_id, _ in wanted}
-    contexts = {context for _, context in wanted}
-    scope = (Notification.user_id.in_(user_ids), Notification.context.in_(contexts))
-    waiting: dict[tuple[int, str], tuple[int, dt.datetime | None]] = {}
-    for user_id, context, count, oldest in session.execute(
-        select(
-            Notification.user_id,
-            Notification.context,
-            func.count(),
-            func.min(Notification.created_at),
-        )
-        .where(
-            *scope,
-            Notification.state.in_((*_WAITING, NotificationState.SENDING.value)),
-        )
-        .group_by(Notification.user_id, Notification.context)
-    ):
-        waiting[(user_id, context)] = (count, _aware(oldest))
-    sent: dict[tuple[int, str], int] = {}
-    for user_id, context, count in session.execute(
-        select(Notification.user_id, Notification.context, func.count())
-        .where(
-            *scope,
-            Notification.state == NotificationState.SENT.value,
-            Notification.sent_at >= moment - dt.timedelta(hours=1),
-        )
-        .group_by(Notification.user_id, Notification.context)
-    ):
-        sent[(user_id, context)] = count
-    result: dict[tuple[int, str], GroupStats] = {}
-    for key in wanted:
-        count, oldest_at = waiting.get(key, (0, None))
-        result[key] = GroupStats(
-            waiting=count, oldest_waiting=oldest_at, sent_last_hour=sent.get(key, 0)
-        )
-    return result
-
-
-def _aware(value: Any) -> dt.datetime | None:
-    # Aggregates bypass the column type: SQLite hands back a string or a naive value.
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    assert isinstance(value, dt.datetime)
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def mark_sent(
@@ -617,22 +381,6 @@ def backoff_delay(
     return delay * (1 + chooser.uniform(0, _JITTER))
 
 
-def scrub_error(text: str, addresses: Iterable[str] = (), *, context: str = "") -> str:
-    """An error text fit for ``last_error`` and logs: addresses masked, length capped.
-
-    ``addresses`` (of ``context``) are replaced by their masked form wherever they
-    appear; any other e-mail address and any credentials in a URL are masked too.
-    """
-    scrubbed = text
-    for address in sorted({a for a in addresses if a}, key=len, reverse=True):
-        scrubbed = scrubbed.replace(address, mask_address(context, address))
-    scrubbed = _EMAIL_RE.sub(lambda m: mask_address("email", m.group(0)), scrubbed)
-    scrubbed = _URL_CREDENTIALS_RE.sub(lambda m: f"{m.group('scheme')}***@", scrubbed)
-    if len(scrubbed) > ERROR_MAX_CHARS:
-        scrubbed = scrubbed[: ERROR_MAX_CHARS - 1] + "…"
-    return scrubbed
-
-
 def _addresses_of(session: Session, notification: Notification) -> list[str]:
     return list(
         session.scalars(
@@ -644,6 +392,23 @@ def _addresses_of(session: Session, notification: Notification) -> list[str]:
             )
         )
     )
+
+
+def _record_failure(session: Session, notification: Notification, error: str) -> None:
+    """Count an attempt and keep its error, masked; the row is no longer claimed."""
+    notification.attempts += 1
+    notification.last_error = scrub_error(
+        error, _addresses_of(session, notification), context=notification.context
+    )
+    notification.claimed_by = None
+    notification.claimed_until = None
+
+
+def _row(session: Session, notification_id: int) -> Notification:
+    notification = session.get(Notification, notification_id, populate_existing=True)
+    if notification is None:
+        raise LookupError(f"notification {notification_id} does not exist")
+    return notification
 
 
 def mark_failed(
@@ -659,18 +424,11 @@ def mark_failed(
     """Count a failed attempt; retry later with backoff, or give up (``dead``).
 
     Returns the row's new state (``failed`` or ``dead``). The error is stored with
-    the user's addresses masked and cut to :data:`ERROR_MAX_CHARS`.
+    the user's addresses masked and cut to :data:`~fmn_core.masking.ERROR_MAX_CHARS`.
     """
-    notification = session.get(Notification, notification_id, populate_existing=True)
-    if notification is None:
-        raise LookupError(f"notification {notification_id} does not exist")
+    notification = _row(session, notification_id)
     moment = _now(now)
-    notification.attempts += 1
-    notification.last_error = scrub_error(
-        error, _addresses_of(session, notification), context=notification.context
-    )
-    notification.claimed_by = None
-    notification.claimed_until = None
+    _record_failure(session, notification, error)
     if notification.attempts >= max_attempts:
         notification.state = NotificationState.DEAD.value
     else:
@@ -679,6 +437,21 @@ def mark_failed(
         notification.next_attempt_at = moment + dt.timedelta(seconds=delay)
     session.flush()
     return notification.state
+
+
+def mark_dead(session: Session, ids: Iterable[int], reason: str) -> int:
+    """Give rows up at once, with ``reason`` (masked): retrying cannot help. Returns how many.
+
+    The attempt is counted; an operator may re-queue the rows (:func:`requeue_dead`).
+    """
+    count = 0
+    for notification_id in ids:
+        notification = _row(session, notification_id)
+        _record_failure(session, notification, reason)
+        notification.state = NotificationState.DEAD.value
+        count += 1
+    session.flush()
+    return count
 
 
 def postpone(
@@ -789,85 +562,3 @@ def counts_by_state(session: Session) -> dict[str, int]:
     ):
         counts[state] = count
     return counts
-
-
-def owner_of_address(session: Session, context: str, address: str) -> tuple[int, str] | None:
-    """The (user id, user name) whose confirmed ``context`` destination is ``address``.
-
-    Used for secret-token destinations (feeds, the live feed): whoever holds the
-    token reads that user's notifications, and nothing else.
-    """
-    if not address:
-        return None
-    row = session.execute(
-        select(User.id, User.name)
-        .join(Preference, Preference.user_id == User.id)
-        .join(Destination, Destination.preference_id == Preference.id)
-        .where(
-            Preference.context == context,
-            Destination.address == address,
-            Destination.confirmed.is_(True),
-        )
-        .limit(1)
-    ).first()
-    return (row[0], row[1]) if row is not None else None
-
-
-def sent_entries(
-    session: Session,
-    user_id: int,
-    context: str,
-    *,
-    limit: int = 50,
-    since: dt.datetime | None = None,
-    after_id: int | None = None,
-) -> list[SentEntry]:
-    """A user's sent notifications in one context, newest first (feeds, live catch-up).
-
-    Reads only the display columns ingest stored (:mod:`fmn_core.display`), never
-    a message body: a request's memory is bounded by ``limit`` times a few
-    kilobytes, whatever the messages weighed.
-    """
-    statement = (
-        select(
-            Notification.id,
-            Notification.filter_name,
-            Notification.created_at,
-            Notification.sent_at,
-            Message.id.label("message_id"),
-            Message.topic,
-            Message.summary,
-            Message.url,
-            Message.app,
-        )
-        .join(Message, Message.id == Notification.message_id)
-        .where(
-            Notification.user_id == user_id,
-            Notification.context == context,
-            Notification.state == NotificationState.SENT.value,
-        )
-    )
-    if since is not None:
-        statement = statement.where(Notification.sent_at >= since)
-    if after_id is not None:
-        statement = statement.where(Notification.id > after_id)
-    rows = session.execute(
-        statement.order_by(Notification.sent_at.desc(), Notification.id.desc()).limit(limit)
-    ).all()
-    entries = []
-    for row in rows:
-        shown = stored_display(row.topic, row.summary, row.url, row.app)
-        entries.append(
-            SentEntry(
-                id=row.id,
-                message_id=row.message_id,
-                topic=one_line(row.topic, limit=SUMMARY_MAX_CHARS),
-                app=shown.app,
-                summary=shown.summary,
-                url=shown.url,
-                filter_name=one_line(row.filter_name),
-                created_at=row.created_at,
-                sent_at=row.sent_at or row.created_at,
-            )
-        )
-    return entries

@@ -43,22 +43,22 @@ from sqlalchemy.orm import Session, selectinload
 from .accounts import check_account_name
 from .bounds import check_json_bounds
 from .config import Config
+from .confirmation import MAX_DESTINATIONS_PER_CONTEXT
 from .db import catalog_of, config_of
 from .destinations import FEED_CONTEXTS, Resolver, check_destination
 from .errors import ImportRejected, InputTooLarge, InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
-from .schedule import check_local_time, check_timezone
 from .models import Destination, Filter, Preference, User
-from .preferences import (
-    MAX_DESTINATIONS_PER_CONTEXT,
-    _add_drafts,
-    _changed,
-    _ordered_filters,
-    _ordered_rules,
-    _preference_for_write,
-    _user_for_write,
-)
 from .rules import Catalog
+from .schedule import check_local_time, check_timezone
+from .store import (
+    add_drafts,
+    ordered_filters,
+    ordered_rules,
+    preference_for_write,
+    record_change,
+    user_for_write,
+)
 
 __all__ = [
     "MAX_IMPORT_BYTES",
@@ -101,7 +101,7 @@ class ImportSummary:
 
 def _export_filter(filter_: Filter) -> dict[str, Any]:
     rules = []
-    for rule in _ordered_rules(filter_):
+    for rule in ordered_rules(filter_):
         entry: dict[str, Any] = {
             "rule": rule.name,
             "args": dict(sorted((rule.arguments or {}).items())),
@@ -136,7 +136,7 @@ def _export_context(preference: Preference) -> dict[str, Any]:
         "enabled": preference.enabled,
         "destinations": sorted(d.address for d in preference.destinations if d.confirmed),
         "digest": digest,
-        "filters": [_export_filter(f) for f in _ordered_filters(preference)],
+        "filters": [_export_filter(f) for f in ordered_filters(preference)],
     }
     if preference.quiet_from is not None and preference.quiet_to is not None:
         entry["quiet_hours"] = {
@@ -544,7 +544,7 @@ def _check_feed_tokens(session: Session, plans: list[_UserPlan], problems: Probl
 
 
 def _clear_context(session: Session, user: User, plan: _ContextPlan) -> Preference:
-    preference = _preference_for_write(session, user, plan.context)
+    preference = preference_for_write(session, user, plan.context)
     for filter_ in list(preference.filters):
         preference.filters.remove(filter_)
     for destination in list(preference.destinations):
@@ -568,7 +568,7 @@ def _fill_context(session: Session, preference: Preference, plan: _ContextPlan) 
                 confirmed=True,
             )
         )
-    _add_drafts(session, preference, plan.filters)
+    add_drafts(session, preference, plan.filters)
 
 
 def import_preferences(
@@ -602,7 +602,7 @@ def import_preferences(
     cleared: list[tuple[Preference, _ContextPlan]] = []
     users: list[User] = []
     for plan in plans:
-        user = _user_for_write(session, plan.name)
+        user = user_for_write(session, plan.name)
         users.append(user)
         cleared.extend((_clear_context(session, user, c), c) for c in plan.contexts)
     # Every replaced row goes before any new one: new rows may reuse the old ones'
@@ -616,5 +616,5 @@ def import_preferences(
         counts["rules"] += sum(len(f.rules) for f in context.filters)
         counts["destinations"] += len(context.destinations)
     for user in users:
-        _changed(session, user, "import")
+        record_change(session, user, "import")
     return ImportSummary(users=len(plans), **counts)

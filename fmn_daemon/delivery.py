@@ -6,7 +6,7 @@ Each round claims a batch (one transaction), decides what to do with each
 ``delivery.senders`` sends in flight, and records each outcome in its own
 short transaction as soon as it is known.
 
-What happens to a claimed group, in this order (decided by ``outbox.decide``,
+What happens to a claimed group, in this order (decided by ``delivery_policy.decide``,
 shared with the IRC bot; the constants live in ``fmn_core.outbox``):
 
 - **muted user**: postponed until ``muted_until`` (not an attempt).
@@ -75,20 +75,20 @@ import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fmn_core import outbox, preferences
+from fmn_core import delivery_policy, outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database, is_postgres
-from fmn_core.destinations import mask_address
-from fmn_core.errors import report_internal_error
-from fmn_core.models import utcnow
-from fmn_core.outbox import (
+from fmn_core.delivery_policy import (
     COUNT_ONLY_MAX_WAIT,
     DISABLED_ERROR,
     NO_ADDRESS_ERROR,
     NO_ADDRESS_RETRY_SECONDS,
     RATE_LIMIT_DIGEST_MINUTES,
-    ClaimedNotification,
 )
+from fmn_core.destinations import mask_address
+from fmn_core.errors import report_internal_error
+from fmn_core.models import utcnow
+from fmn_core.outbox import ClaimedNotification
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
 
@@ -366,14 +366,7 @@ class Delivery:
     def _bury_row(self, row_id: int, reason: str) -> None:
         """Mark one row ``dead`` at once with ``reason`` (its own transaction); log it once."""
         with self.db.begin() as session:
-            outbox.mark_failed(
-                session,
-                row_id,
-                reason,
-                max_attempts=1,
-                backoff_seconds=0,
-                backoff_max_seconds=0,
-            )
+            outbox.mark_dead(session, [row_id], reason)
         self.metrics.inc("notifications_dead")
         log.error("delivery: row %d is dead: %s", row_id, for_log(reason, limit=300))
 
@@ -390,7 +383,7 @@ class Delivery:
         stats: Mapping[tuple[int, str, str], Any] | None
         try:
             with session.begin_nested():
-                stats = outbox.group_stats(session, groups, now=now)
+                stats = delivery_policy.group_stats(session, groups, now=now)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -402,22 +395,13 @@ class Delivery:
                 with session.begin_nested():
                     own = stats
                     if own is None:
-                        own = outbox.group_stats(session, [key], now=now)
+                        own = delivery_policy.group_stats(session, [key], now=now)
                     settled += self._plan_group(session, key, rows, own, now, jobs)
             except Exception as exc:
                 if is_transient(exc):
                     raise
                 reason = f"cannot be planned: {describe(exc)}"
-                for row in rows:
-                    outbox.mark_failed(
-                        session,
-                        row.id,
-                        reason,
-                        max_attempts=1,
-                        backoff_seconds=0,
-                        backoff_max_seconds=0,
-                        now=now,
-                    )
+                outbox.mark_dead(session, [row.id for row in rows], reason)
                 self.metrics.inc("notifications_dead", len(rows))
                 log.error(
                     "delivery: message %s for %s/%s: %d rows are dead: %s",
@@ -443,7 +427,7 @@ class Delivery:
         delivery = self.config.delivery
         head = rows[0]
         ids = [r.id for r in rows]
-        decision = outbox.decide(
+        decision = delivery_policy.decide(
             head,
             stats[key],
             now,
@@ -456,33 +440,15 @@ class Delivery:
         if decision.kind == "digest":
             jobs.append(self._digest(session, rows, now))
             return 0
-        if decision.kind == "hold":
-            assert decision.until is not None
-            outbox.postpone(session, ids, decision.until, note=decision.note)
-        elif decision.kind == "dead":
-            for row_id in ids:
-                outbox.mark_failed(
-                    session,
-                    row_id,
-                    decision.note,
-                    max_attempts=1,
-                    backoff_seconds=0,
-                    backoff_max_seconds=0,
-                    now=now,
-                )
-            self.metrics.inc("notifications_dead", len(ids))
-        else:  # no_destination
-            for row_id in ids:
-                state = outbox.mark_failed(
-                    session,
-                    row_id,
-                    NO_ADDRESS_ERROR,
-                    max_attempts=delivery.max_attempts,
-                    backoff_seconds=NO_ADDRESS_RETRY_SECONDS,
-                    backoff_max_seconds=NO_ADDRESS_RETRY_SECONDS,
-                    now=now,
-                )
-                self._count_failure(state)
+        settled = delivery_policy.apply(
+            session, decision, ids, max_attempts=delivery.max_attempts, now=now
+        )
+        assert settled is not None  # only "send" and "digest" are left to the sender
+        if settled.dead:
+            self.metrics.inc("notifications_dead", settled.dead)
+        if settled.failed:
+            self.metrics.inc("notifications_failed", settled.failed)
+        if decision.kind == "no_destination":
             log.info(
                 "delivery: user %s has no confirmed %s address; %d rows wait",
                 for_log(head.user),
@@ -590,9 +556,12 @@ class Delivery:
             )
             return
         error = "; ".join(problems) or "no destination took the message"
-        delivery = self.config.delivery
-        max_attempts = 1 if refused and not errors else delivery.max_attempts
-        states = await self._core(self._fail_all, ids, error, max_attempts)
+        if refused and not errors:
+            # fmn refused every destination (a push URL now private): retrying can't help.
+            await self._core(outbox.mark_dead, ids, error)
+            states = ["dead"] * len(ids)
+        else:
+            states = await self._core(self._fail_all, ids, error)
         for state in states:
             self._count_failure(state)
         log.warning(
@@ -604,16 +573,14 @@ class Delivery:
             error,
         )
 
-    def _fail_all(
-        self, session: Session, ids: list[int], error: str, max_attempts: int
-    ) -> list[str]:
+    def _fail_all(self, session: Session, ids: list[int], error: str) -> list[str]:
         delivery = self.config.delivery
         return [
             outbox.mark_failed(
                 session,
                 row_id,
                 error,
-                max_attempts=max_attempts,
+                max_attempts=delivery.max_attempts,
                 backoff_seconds=delivery.backoff_seconds,
                 backoff_max_seconds=delivery.backoff_max_seconds,
             )

@@ -37,9 +37,10 @@ from typing import IO, Any
 import platformdirs
 from sqlalchemy import func, select
 
-from fmn_core import outbox, preferences
+from fmn_core import preferences
 from fmn_core.config import Config, HttpConfig, OwnershipConfig, SmtpConfig
 from fmn_core.db import Database
+from fmn_core.feeds import sent_entries
 from fmn_core.models import Destination, Notification, Preference, User
 from fmn_core.ownership import DistGitOwnership, refresh_ownership
 from fmn_core.preferences import Actor
@@ -119,7 +120,8 @@ def set_up_users(db: Database) -> None:
                 continue
             pending = preferences.set_destination(session, Actor(name), "email", address)
             assert pending.code is not None
-            preferences.confirm(session, Actor(name), pending.code)
+            result = preferences.confirm(session, Actor(name), pending.code)
+            assert result.confirmed, result.message
 
         alice = Actor("alice")
         preferences.use_template(session, alice, "packager", "email")
@@ -158,7 +160,7 @@ def _write_feeds(db: Database, directory: Path) -> dict[str, Path]:
         ).all()
         for user_id, name in owners:
             path = folder / f"{name}.atom"
-            entries = outbox.sent_entries(session, user_id, "rss", limit=50)
+            entries = sent_entries(session, user_id, "rss", limit=50)
             path.write_bytes(build_feed(name, entries, feed_url=path.as_uri(), kind="atom"))
             feeds[name] = path
     return feeds

@@ -37,11 +37,11 @@ from aiohttp import WSMsgType, web
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fmn_core import outbox, preferences
+from fmn_core import feeds, outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.errors import UserError
-from fmn_core.outbox import SentEntry
+from fmn_core.feeds import SentEntry
 from fmn_core.rendering import Links
 
 from .concurrency import in_thread, in_unit_of_work
@@ -162,11 +162,11 @@ _FEED_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml"}
 
 
 def _feed(session: Session, token: str) -> tuple[str, list[SentEntry]] | None:
-    owner = outbox.owner_of_address(session, "rss", token)
+    owner = feeds.owner_of_address(session, "rss", token)
     if owner is None:
         return None
     user_id, user = owner
-    return user, outbox.sent_entries(session, user_id, "rss", limit=FEED_LIMIT)
+    return user, feeds.sent_entries(session, user_id, "rss", limit=FEED_LIMIT)
 
 
 async def _feed_handler(request: web.Request) -> web.Response:
@@ -219,7 +219,7 @@ async def _read_live(request: web.Request, user_id: int, **kwargs: Any) -> list[
     """A live client's rows from the outbox (catch-up and the poll for other daemons')."""
     try:
         return await _core(
-            request, outbox.sent_entries, user_id, "live", limit=_REPLAY_LIMIT, **kwargs
+            request, feeds.sent_entries, user_id, "live", limit=_REPLAY_LIMIT, **kwargs
         )
     except SQLAlchemyError:
         log.warning("live: could not read the outbox", exc_info=True)
@@ -236,7 +236,7 @@ def _live_stream(request: web.Request, user_id: int, since: int | None) -> LiveS
 
 
 async def _live_owner(request: web.Request) -> tuple[int, str] | None:
-    return await _core(request, outbox.owner_of_address, "live", request.match_info["token"])
+    return await _core(request, feeds.owner_of_address, "live", request.match_info["token"])
 
 
 def _live_refused(reason: str, status: int) -> web.Response:

@@ -8,7 +8,7 @@ from typing import Any
 
 import apprise
 
-from fmn_core.outbox import scrub_error
+from fmn_core.masking import scrub_error
 
 __all__ = ["asset", "notify_once", "plugin_for"]
 

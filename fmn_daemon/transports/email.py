@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 from fmn_core.config import SmtpConfig
 from fmn_core.destinations import check_email, mask_address
 from fmn_core.errors import InvalidDestination
-from fmn_core.outbox import scrub_error
+from fmn_core.masking import scrub_error
 from fmn_core.rendering import Rendered
 
 from . import TransportError, TransportRefused

@@ -14,7 +14,7 @@ from feedgen.feed import FeedGenerator
 
 from fmn_core.destinations import check_feed_token
 from fmn_core.errors import InvalidDestination
-from fmn_core.outbox import SentEntry
+from fmn_core.feeds import SentEntry
 from fmn_core.rendering import Rendered
 from fmn_core.text import one_line, xml_text
 

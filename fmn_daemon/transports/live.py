@@ -25,8 +25,8 @@ from typing import Any
 
 from fmn_core.destinations import check_feed_token, mask_address
 from fmn_core.errors import InvalidDestination
+from fmn_core.feeds import SentEntry
 from fmn_core.models import utcnow
-from fmn_core.outbox import SentEntry
 from fmn_core.rendering import Rendered
 
 from . import TransportRefused

@@ -49,7 +49,7 @@ from fmn_core.destinations import (
     mask_address,
 )
 from fmn_core.errors import InvalidDestination
-from fmn_core.outbox import scrub_error
+from fmn_core.masking import scrub_error
 from fmn_core.rendering import Rendered
 
 from . import TransportError, TransportRefused

@@ -15,7 +15,12 @@ from fmn_core import preferences
 from fmn_core.destinations import FEED_CONTEXTS
 from fmn_core.errors import UserError
 from fmn_core.gateway import PreferenceCall
-from fmn_core.preferences import ContextView, DestinationView, PendingConfirmation
+from fmn_core.preferences import (
+    ConfirmResult,
+    ContextView,
+    DestinationView,
+    PendingConfirmation,
+)
 
 from ..display import destination_status, plain, when
 from ..widgets.validators import DestinationValidator
@@ -193,18 +198,21 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
             self._inline("code", "Only the account's owner can enter its confirmation codes.")
             return
 
-        def done(result: DestinationView) -> None:
+        def done(result: ConfirmResult) -> None:
+            if result.destination is None:
+                # Wrong, expired or locked: core's sentence, next to the field.
+                self._inline("code", result.message)
+                return
             self._inline("code", "")
             self.query_one("#code", Input).value = ""
-            self.notify(f"Confirmed {result.masked} for {result.context}.", markup=False)
+            shown = result.destination.masked
+            self.notify(f"Confirmed {shown} for {result.destination.context}.", markup=False)
             self.query_one("#destinations", DataTable).focus()
 
         def refused(error: UserError) -> bool:
             self._inline("code", str(error))
             return True
 
-        # A wrong code is counted by the gateway even though the call fails (so
-        # guessing is never free); the refusal is shown next to the field.
         self.change(PreferenceCall.of(preferences.confirm, code), done=done, failed=refused)
 
     def action_resend(self) -> None:

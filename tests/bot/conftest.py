@@ -297,7 +297,7 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
             pending = preferences.set_destination(session, actor, "irc", nick)
         assert pending.code is not None
         with self.database.begin() as session:
-            preferences.confirm(session, actor, pending.code)
+            assert preferences.confirm(session, actor, pending.code).confirmed
 
     def add_messages(self, packages: Iterable[str]) -> list[str]:
         """Store koschei messages (newest last); their ids."""

@@ -50,29 +50,37 @@ OPERATIONS: dict[str, Operation] = {
     "list_contexts": lambda s, a, u, ids: prefs.list_contexts(s, a, user=u),
     "get_context": lambda s, a, u, ids: prefs.get_context(s, a, "email", user=u),
     "set_context_enabled": lambda s, a, u, ids: prefs.set_context_enabled(
-        s, a, "email", False, user=u),
+        s, a, "email", False, user=u
+    ),
     "set_digest": lambda s, a, u, ids: prefs.set_digest(s, a, "email", 30, 5, user=u),
     "list_filters": lambda s, a, u, ids: prefs.list_filters(s, a, "email", user=u),
     "get_filter": lambda s, a, u, ids: prefs.get_filter(s, a, "email", "bob filter", user=u),
     "add_filter": lambda s, a, u, ids: prefs.add_filter(s, a, "email", "new", user=u),
     "rename_filter": lambda s, a, u, ids: prefs.rename_filter(
-        s, a, "email", "bob filter", "renamed", user=u),
+        s, a, "email", "bob filter", "renamed", user=u
+    ),
     "remove_filter": lambda s, a, u, ids: prefs.remove_filter(s, a, "email", "bob filter", user=u),
     "move_filter": lambda s, a, u, ids: prefs.move_filter(s, a, "email", "bob filter", 2, user=u),
     "set_filter_active": lambda s, a, u, ids: prefs.set_filter_active(
-        s, a, "email", "bob filter", False, user=u),
+        s, a, "email", "bob filter", False, user=u
+    ),
     "set_filter_oneshot": lambda s, a, u, ids: prefs.set_filter_oneshot(
-        s, a, "email", "bob filter", True, user=u),
+        s, a, "email", "bob filter", True, user=u
+    ),
     "add_rule": lambda s, a, u, ids: prefs.add_rule(
-        s, a, "email", "bob filter", "app_is", {"app": "bodhi"}, user=u),
+        s, a, "email", "bob filter", "app_is", {"app": "bodhi"}, user=u
+    ),
     "remove_rule": lambda s, a, u, ids: prefs.remove_rule(s, a, "email", "bob filter", 1, user=u),
     "set_rule_negated": lambda s, a, u, ids: prefs.set_rule_negated(
-        s, a, "email", "bob filter", 1, True, user=u),
+        s, a, "email", "bob filter", 1, True, user=u
+    ),
     "set_destination": lambda s, a, u, ids: prefs.set_destination(
-        s, a, "email", "eve@example.org", user=u),
+        s, a, "email", "eve@example.org", user=u
+    ),
     "resend_confirmation": lambda s, a, u, ids: prefs.resend_confirmation(s, a, "email", user=u),
     "remove_destination": lambda s, a, u, ids: prefs.remove_destination(
-        s, a, "email", ids["confirmed"], user=u),
+        s, a, "email", ids["confirmed"], user=u
+    ),
     "use_template": lambda s, a, u, ids: prefs.use_template(s, a, "quiet", "irc", user=u),
     "preview": lambda s, a, u, ids: prefs.preview(s, a, "email", "bob filter", user=u),
     "recent_notifications": lambda s, a, u, ids: prefs.recent_notifications(s, a, user=u),
@@ -80,8 +88,15 @@ OPERATIONS: dict[str, Operation] = {
     "unmute": lambda s, a, u, ids: prefs.unmute(s, a, user=u),
     "profile_addresses": lambda s, a, u, ids: prefs.profile_addresses(_bob_profiled(s), a, user=u),
 }
-READS = {"list_contexts", "get_context", "list_filters", "get_filter", "preview",
-         "recent_notifications", "profile_addresses"}
+READS = {
+    "list_contexts",
+    "get_context",
+    "list_filters",
+    "get_filter",
+    "preview",
+    "recent_notifications",
+    "profile_addresses",
+}
 
 
 @pytest.fixture
@@ -92,23 +107,36 @@ def bob(db: Database) -> dict[str, Any]:
     code = new_code()
     with db.begin() as session:
         user = User(name="bob", confirm_failures=0, muted_until=now + dt.timedelta(hours=3))
-        email = Preference(user=user, context="email", enabled=True, digest_minutes=0,
-                           digest_count=0)
-        Filter(preference=email, name="bob filter", position=1,
-               rules=[Rule(name="app_is", arguments={"app": "koji"}, position=1)])
+        email = Preference(
+            user=user, context="email", enabled=True, digest_minutes=0, digest_count=0
+        )
+        Filter(
+            preference=email,
+            name="bob filter",
+            position=1,
+            rules=[Rule(name="app_is", arguments={"app": "koji"}, position=1)],
+        )
         Filter(preference=email, name="second", position=2)
         confirmed = Destination(preference=email, address="bob@example.org", confirmed=True)
         pending = Destination(
-            preference=email, address="bob2@example.org", confirmed=False,
-            confirmation=Confirmation(secret_hash=hash_code(code), outgoing_code=code,
-                                      expires_at=now + dt.timedelta(days=1),
-                                      created_at=now - dt.timedelta(hours=1)),
+            preference=email,
+            address="bob2@example.org",
+            confirmed=False,
+            confirmation=Confirmation(
+                secret_hash=hash_code(code),
+                outgoing_code=code,
+                expires_at=now + dt.timedelta(days=1),
+                created_at=now - dt.timedelta(hours=1),
+            ),
         )
         message = Message(id="m-1", topic="org.fedoraproject.prod.koji.tag", body={}, headers={})
         session.add_all([user, message])
         session.flush()
-        session.add(Notification(message_id="m-1", user_id=user.id, context="email",
-                                 filter_name="bob filter"))
+        session.add(
+            Notification(
+                message_id="m-1", user_id=user.id, context="email", filter_name="bob filter"
+            )
+        )
         session.flush()
         return {"confirmed": confirmed.id, "pending": pending.id, "code": code}
 
@@ -116,13 +144,18 @@ def bob(db: Database) -> dict[str, Any]:
 def snapshot(db: Database) -> dict[str, Any]:
     """Everything stored, as plain values, to prove an operation changed nothing."""
     with db.begin() as session:
+
         def rows(*columns: Any) -> list[tuple[Any, ...]]:
             return sorted(tuple(r) for r in session.execute(select(*columns)))
 
         return {
             "users": rows(User.name, User.muted_until, User.confirm_failures),
-            "preferences": rows(Preference.context, Preference.enabled,
-                                Preference.digest_minutes, Preference.digest_count),
+            "preferences": rows(
+                Preference.context,
+                Preference.enabled,
+                Preference.digest_minutes,
+                Preference.digest_count,
+            ),
             "filters": rows(Filter.name, Filter.active, Filter.oneshot, Filter.position),
             "rules": rows(Rule.name, Rule.negated, Rule.position),
             "destinations": rows(Destination.id, Destination.address, Destination.confirmed),
@@ -132,8 +165,9 @@ def snapshot(db: Database) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-def test_authorization_refuses_other_users_data(db: Database, bob: dict[str, Any],
-                                                operation: str) -> None:
+def test_authorization_refuses_other_users_data(
+    db: Database, bob: dict[str, Any], operation: str
+) -> None:
     before = snapshot(db)
     with pytest.raises(PermissionDenied) as caught, db.begin() as session:
         OPERATIONS[operation](session, ALICE, "bob", bob)
@@ -144,8 +178,9 @@ def test_authorization_refuses_other_users_data(db: Database, bob: dict[str, Any
     assert "alice" not in {name for name, *_ in after["users"]}
 
 
-def each_in_a_rolled_back_transaction(db: Database, bob: dict[str, Any], actor: Actor,
-                                      user: str) -> None:
+def each_in_a_rolled_back_transaction(
+    db: Database, bob: dict[str, Any], actor: Actor, user: str
+) -> None:
     """Run every operation on bob's data as it was made, each in a transaction of
     its own that is rolled back, checking what each one wrote before it goes."""
     before = snapshot(db)
@@ -155,8 +190,11 @@ def each_in_a_rolled_back_transaction(db: Database, bob: dict[str, Any], actor: 
             with session.begin():
                 result = OPERATIONS[operation](session, actor, user, bob)
                 session.flush()
-                owners = set(session.scalars(
-                    select(User.name).join(ChangeEvent, ChangeEvent.user_id == User.id)))
+                owners = set(
+                    session.scalars(
+                        select(User.name).join(ChangeEvent, ChangeEvent.user_id == User.id)
+                    )
+                )
                 users = set(session.scalars(select(User.name)))
                 if operation in READS:
                     assert result, f"{operation} found nothing of bob's"
@@ -178,8 +216,9 @@ def test_authorization_own_name_as_user_is_allowed(db: Database, bob: dict[str, 
     each_in_a_rolled_back_transaction(db, bob, BOB, " bob ")
 
 
-def test_authorization_destination_ids_only_reach_own_rows(db: Database,
-                                                           bob: dict[str, Any]) -> None:
+def test_authorization_destination_ids_only_reach_own_rows(
+    db: Database, bob: dict[str, Any]
+) -> None:
     with db.begin() as session:
         prefs.set_destination(session, ALICE, "email", "alice@example.org")
     before = snapshot(db)
@@ -189,12 +228,15 @@ def test_authorization_destination_ids_only_reach_own_rows(db: Database,
     assert snapshot(db) == before
 
 
-def test_authorization_confirm_cannot_use_another_users_code(db: Database,
-                                                             bob: dict[str, Any]) -> None:
+def test_authorization_confirm_cannot_use_another_users_code(
+    db: Database, bob: dict[str, Any]
+) -> None:
     with db.begin() as session:
         prefs.set_destination(session, ALICE, "email", "alice@example.org")
-    with pytest.raises(ConfirmationFailed), db.begin() as session:
-        prefs.confirm(session, ALICE, bob["code"])
+    with db.begin() as session:
+        result = prefs.confirm(session, ALICE, bob["code"])
+    assert result.outcome is prefs.ConfirmOutcome.WRONG
+    assert isinstance(result.error(), ConfirmationFailed)
     with db.begin() as session:
         pending = session.get(Destination, bob["pending"])
         assert pending is not None and not pending.confirmed
@@ -224,8 +266,10 @@ def test_authorization_same_filter_names_stay_separate(db: Database, bob: dict[s
 
 
 def test_authorization_account_names_are_checked(db: Database) -> None:
-    with pytest.raises(InvalidArgument, match="not a valid Fedora account name"), \
-            db.begin() as session:
+    with (
+        pytest.raises(InvalidArgument, match="not a valid Fedora account name"),
+        db.begin() as session,
+    ):
         prefs.add_filter(session, ADMIN, "email", "x", user="Bob Smith")
     with pytest.raises(InvalidArgument), db.begin() as session:
         prefs.list_contexts(session, Actor("not valid!"))

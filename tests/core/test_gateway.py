@@ -151,8 +151,10 @@ def test_gateway_counts_a_wrong_code_and_refuses_trial_guesses(db, alice):
     alice.run([PreferenceCall.of(preferences.set_destination, "email", "alice@example.org")])
     with pytest.raises(MalformedRequest, match="cannot be tried"):
         alice.run([PreferenceCall.of(preferences.confirm, "WRONG")], trial=True)
-    with pytest.raises(ConfirmationFailed):
-        alice.run([PreferenceCall.of(preferences.confirm, "WRONG")])
+    (result,) = alice.run([PreferenceCall.of(preferences.confirm, "WRONG")])
+    assert result.outcome is preferences.ConfirmOutcome.WRONG
+    assert isinstance(result.error(), ConfirmationFailed)
+    assert "'WRONG' is wrong or was already used" in result.message
     with db.begin() as session:
         assert session.scalars(select(User.confirm_failures).where(User.name == "alice")).one() == 1
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from fmn_core import outbox
+from fmn_core import masking, outbox
 from fmn_core.db import Database
 from fmn_core.display import display_of
 from fmn_core.messages import facts_of, load_message
@@ -46,8 +46,11 @@ def add_message(session: Session, data: dict[str, Any] | None = None, **changes:
     headers = base.get("headers") or {}
     # What ingest stores for feeds and the live feed (fmn_core.display).
     shown = display_of(
-        facts_of(load_message({"id": base["id"], "topic": base["topic"], "body": base["body"],
-                               "headers": headers}))
+        facts_of(
+            load_message(
+                {"id": base["id"], "topic": base["topic"], "body": base["body"], "headers": headers}
+            )
+        )
     )
     message = Message(
         id=base["id"],
@@ -324,7 +327,7 @@ def test_mark_failed_truncates_long_errors(db: Database) -> None:
             session, row_id, "x" * 5000, max_attempts=5, backoff_seconds=1, backoff_max_seconds=1
         )
     row = state_of(db, row_id)
-    assert row.last_error is not None and len(row.last_error) == outbox.ERROR_MAX_CHARS
+    assert row.last_error is not None and len(row.last_error) == masking.ERROR_MAX_CHARS
 
 
 def test_backoff_delay_doubles_up_to_the_cap_with_jitter() -> None:
@@ -388,25 +391,6 @@ def test_dead_rows_are_listed_counted_and_requeued(db: Database) -> None:
 # -- groups (digests, rate limits) -----------------------------------------------------------
 
 
-def test_group_stats_counts_waiting_rows_and_recent_sends(db: Database) -> None:
-    now = utcnow()
-    with db.begin() as session:
-        user = add_user(session, "jo")
-        old = now - dt.timedelta(minutes=30)
-        add_notification(session, user, created_at=old)
-        add_notification(session, user, state="failed")
-        add_notification(session, user, state="sent", sent_at=now - dt.timedelta(minutes=10))
-        add_notification(session, user, state="sent", sent_at=now - dt.timedelta(hours=2))
-        add_notification(session, user, state="dead")
-        key = (user.id, "email")
-    with db.begin() as session:
-        stats = outbox.group_stats(session, [key, (user.id, "push")], now=now)
-    assert stats[key].waiting == 2
-    assert stats[key].sent_last_hour == 1
-    assert stats[key].oldest_waiting == old
-    assert stats[(user.id, "push")] == outbox.GroupStats(0, None, 0)
-
-
 def test_claim_group_takes_every_waiting_row_of_the_user_and_context(db: Database) -> None:
     later = utcnow() + dt.timedelta(hours=1)
     with db.begin() as session:
@@ -420,169 +404,3 @@ def test_claim_group_takes_every_waiting_row_of_the_user_and_context(db: Databas
         )
     assert sorted(c.id for c in claimed) == mine
     assert all(state_of(db, i).state == "sending" for i in mine)
-
-
-# -- reads for feeds and the live feed -----------------------------------------------------------
-
-
-def test_owner_of_address_needs_a_confirmed_destination_of_that_context(db: Database) -> None:
-    with db.begin() as session:
-        jo = add_user(session, "jo", "rss", ("tok-confirmed-aaaaaaaaaaaa",))
-        add_user(session, "al", "rss", ("tok-unconfirmed-bbbbbbbbbb",), confirmed=False)
-        jo_id = jo.id
-    with db.begin() as session:
-        assert outbox.owner_of_address(session, "rss", "tok-confirmed-aaaaaaaaaaaa") == (
-            jo_id,
-            "jo",
-        )
-        assert outbox.owner_of_address(session, "live", "tok-confirmed-aaaaaaaaaaaa") is None
-        assert outbox.owner_of_address(session, "rss", "tok-unconfirmed-bbbbbbbbbb") is None
-        assert outbox.owner_of_address(session, "rss", "") is None
-
-
-def test_sent_entries_lists_a_users_sent_rows_newest_first(db: Database) -> None:
-    now = utcnow()
-    with db.begin() as session:
-        jo = add_user(session, "jo", "rss", ("tok",))
-        al = add_user(session, "al", "rss", ("tok2",))
-        first = add_notification(
-            session, jo, "rss", state="sent", sent_at=now - dt.timedelta(minutes=2)
-        ).id
-        second = add_notification(
-            session, jo, "rss", state="sent", sent_at=now - dt.timedelta(minutes=1)
-        ).id
-        add_notification(session, jo, "rss")
-        add_notification(session, al, "rss", state="sent", sent_at=now)
-        jo_id = jo.id
-    with db.begin() as session:
-        entries = outbox.sent_entries(session, jo_id, "rss", limit=10)
-        newer = outbox.sent_entries(session, jo_id, "rss", after_id=first)
-    assert [e.id for e in entries] == [second, first]
-    assert entries[0].summary == BODHI_SUMMARY and entries[0].app == "bodhi"
-    assert [e.id for e in newer] == [second]
-
-
-# -- decide: the delivery policy both senders share ------------------------------------
-
-NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
-NO_STATS = outbox.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
-
-
-def claimed(**changes: Any) -> outbox.ClaimedNotification:
-    """A claimed row of a user with a confirmed address and no digest, made a minute ago."""
-    fields: dict[str, Any] = {
-        "id": 1,
-        "message_id": "m-1",
-        "topic": "org.fedoraproject.prod.bodhi.update.comment",
-        "app": "bodhi",
-        "summary": "a summary",
-        "url": None,
-        "agent": None,
-        "usernames": (),
-        "packages": (),
-        "severity": 20,
-        "user_id": 7,
-        "user": "jo",
-        "context": "email",
-        "filter_name": "mine",
-        "created_at": NOW - dt.timedelta(minutes=1),
-        "attempts": 0,
-        "enabled": True,
-        "digest_minutes": 0,
-        "digest_count": 0,
-        "muted_until": None,
-        "destinations": ("jo@example.org",),
-    }
-    fields.update(changes)
-    return outbox.ClaimedNotification(**fields)
-
-
-def test_decide_sends_each_row_without_a_policy() -> None:
-    assert outbox.decide(claimed(), NO_STATS, NOW).kind == "send"
-
-
-def test_decide_holds_a_muted_user_until_the_mute_ends() -> None:
-    until = NOW + dt.timedelta(hours=2)
-    decision = outbox.decide(claimed(muted_until=until, enabled=False), NO_STATS, NOW)
-    assert decision == outbox.Decision(
-        "hold", until, "held: the user muted fmn until 2026-05-01 14:00 UTC"
-    )
-
-
-def test_decide_ignores_a_mute_that_has_ended() -> None:
-    decision = outbox.decide(claimed(muted_until=NOW), NO_STATS, NOW)
-    assert decision.kind == "send"
-
-
-def test_decide_kills_rows_of_a_context_turned_off() -> None:
-    decision = outbox.decide(claimed(enabled=False, destinations=()), NO_STATS, NOW)
-    assert decision == outbox.Decision("dead", None, outbox.DISABLED_ERROR)
-
-
-def test_decide_fails_rows_without_a_confirmed_destination() -> None:
-    decision = outbox.decide(claimed(destinations=(), digest_minutes=5), NO_STATS, NOW)
-    assert decision == outbox.Decision("no_destination", None, outbox.NO_ADDRESS_ERROR)
-
-
-def test_decide_holds_a_digest_until_the_oldest_waiting_row_is_old_enough() -> None:
-    oldest = NOW - dt.timedelta(minutes=20)
-    stats = outbox.GroupStats(waiting=3, oldest_waiting=oldest, sent_last_hour=0)
-    decision = outbox.decide(claimed(digest_minutes=30), stats, NOW)
-    assert decision == outbox.Decision(
-        "hold", oldest + dt.timedelta(minutes=30), "held for a digest until 2026-05-01 12:10 UTC"
-    )
-    assert outbox.decide(claimed(digest_minutes=20), stats, NOW).kind == "digest"
-
-
-def test_decide_sends_a_digest_once_digest_count_rows_wait() -> None:
-    stats = outbox.GroupStats(waiting=5, oldest_waiting=NOW, sent_last_hour=0)
-    assert outbox.decide(claimed(digest_minutes=60, digest_count=5), stats, NOW).kind == "digest"
-    fewer = outbox.GroupStats(waiting=4, oldest_waiting=NOW, sent_last_hour=0)
-    held = outbox.decide(claimed(digest_minutes=60, digest_count=5), fewer, NOW)
-    assert held.kind == "hold"
-
-
-def test_decide_count_only_digest_waits_at_most_a_day() -> None:
-    head = claimed(digest_count=10, created_at=NOW - dt.timedelta(hours=1))
-    stats = outbox.GroupStats(
-        waiting=2, oldest_waiting=NOW - dt.timedelta(hours=3), sent_last_hour=0
-    )
-    decision = outbox.decide(head, stats, NOW)
-    assert decision.kind == "hold"
-    assert decision.until == NOW - dt.timedelta(hours=3) + outbox.COUNT_ONLY_MAX_WAIT
-    day_old = outbox.GroupStats(
-        waiting=2, oldest_waiting=NOW - outbox.COUNT_ONLY_MAX_WAIT, sent_last_hour=0
-    )
-    assert outbox.decide(head, day_old, NOW).kind == "digest"
-
-
-def test_decide_rate_limit_collapses_into_a_digest() -> None:
-    stats = outbox.GroupStats(waiting=3, oldest_waiting=NOW, sent_last_hour=9)
-    under = outbox.decide(claimed(), stats, NOW, rate_limit_per_hour=10, waiting_in_claim=1)
-    assert under.kind == "send"
-    over = outbox.decide(
-        claimed(created_at=NOW), stats, NOW, rate_limit_per_hour=10, waiting_in_claim=2
-    )
-    until = NOW + dt.timedelta(minutes=outbox.RATE_LIMIT_DIGEST_MINUTES)
-    assert over == outbox.Decision(
-        "hold", until, f"held for a rate limit until {until:%Y-%m-%d %H:%M} UTC"
-    )
-    late = outbox.GroupStats(
-        waiting=3,
-        oldest_waiting=NOW - dt.timedelta(minutes=outbox.RATE_LIMIT_DIGEST_MINUTES),
-        sent_last_hour=50,
-    )
-    assert outbox.decide(claimed(), late, NOW, rate_limit_per_hour=10).kind == "digest"
-    # No limit given (the bot): never rate limited.
-    assert outbox.decide(claimed(), late, NOW).kind == "send"
-
-
-def test_decide_rate_limit_stretches_a_short_digest_window() -> None:
-    stats = outbox.GroupStats(waiting=3, oldest_waiting=NOW, sent_last_hour=50)
-    decision = outbox.decide(
-        claimed(digest_minutes=5, created_at=NOW), stats, NOW, rate_limit_per_hour=10
-    )
-    until = NOW + dt.timedelta(minutes=outbox.RATE_LIMIT_DIGEST_MINUTES)
-    assert decision == outbox.Decision(
-        "hold", until, f"held for a digest until {until:%Y-%m-%d %H:%M} UTC"
-    )

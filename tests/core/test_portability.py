@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from fmn_core import confirmation
 from fmn_core import preferences as prefs
 from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
@@ -23,6 +24,7 @@ from fmn_core.portability import (
     parse_preferences,
 )
 from fmn_core.preferences import Actor
+from fmn_core.store import preference_for_write
 
 ALICE = Actor("alice")
 BOB = Actor("bob")
@@ -47,7 +49,7 @@ def fresh(tmp_path: Path) -> Iterator[Database]:
 def confirmed(session: Any, actor: Actor, context: str, address: str) -> None:
     pending = prefs.set_destination(session, actor, context, address)
     if pending.code is not None:
-        prefs.confirm(session, actor, pending.code)
+        assert prefs.confirm(session, actor, pending.code).confirmed
 
 
 def populate(db: Database) -> None:
@@ -81,14 +83,31 @@ def test_export_writes_the_public_format(db: Database) -> None:
         prefs.set_destination(session, ALICE, "email", "pending@example.org")
     with db.begin() as session:
         document = export_preferences(session)
-    assert document == {"users": [{"name": "alice", "contexts": {"email": {
-        "enabled": True,
-        "destinations": ["alice@example.org"],
-        "digest": {"minutes": 0, "count": 0},
-        "filters": [{"name": "my builds", "active": True, "oneshot": False,
-                     "rules": [{"rule": "app_is", "args": {"app": "koji"}},
-                               {"rule": "triggered_by_me", "args": {}, "negated": True}]}],
-    }}}]}
+    assert document == {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "enabled": True,
+                        "destinations": ["alice@example.org"],
+                        "digest": {"minutes": 0, "count": 0},
+                        "filters": [
+                            {
+                                "name": "my builds",
+                                "active": True,
+                                "oneshot": False,
+                                "rules": [
+                                    {"rule": "app_is", "args": {"app": "koji"}},
+                                    {"rule": "triggered_by_me", "args": {}, "negated": True},
+                                ],
+                            }
+                        ],
+                    }
+                },
+            }
+        ]
+    }
     json.dumps(document)  # plain JSON all the way down
 
 
@@ -101,8 +120,12 @@ def test_export_import_round_trip(db: Database, fresh: Database) -> None:
     assert list(alice) == ["email", "irc", "push", "rss"]
     assert [f["name"] for f in alice["email"]["filters"]] == ["errors", "my builds"]
     assert alice["email"]["destinations"] == ["alice.b@example.org", "alice@example.org"]
-    assert alice["irc"] == {"enabled": False, "destinations": [],
-                            "digest": {"minutes": 0, "count": 0}, "filters": []}
+    assert alice["irc"] == {
+        "enabled": False,
+        "destinations": [],
+        "digest": {"minutes": 0, "count": 0},
+        "filters": [],
+    }
 
     with fresh.begin() as session:
         summary = import_preferences(session, copy.deepcopy(exported), resolver=no_dns)
@@ -132,9 +155,18 @@ def test_export_is_deterministic(db: Database) -> None:
 
 def test_import_replaces_only_the_contexts_given(db: Database) -> None:
     populate(db)
-    document = {"users": [{"name": "alice", "contexts": {"email": {
-        "filters": [{"name": "new", "rules": [{"rule": "pertains_to_me"}]}],
-    }}}]}
+    document = {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "filters": [{"name": "new", "rules": [{"rule": "pertains_to_me"}]}],
+                    }
+                },
+            }
+        ]
+    }
     with db.begin() as session:
         before = export_preferences(session)
         events = session.scalar(select(func.count()).select_from(ChangeEvent))
@@ -146,9 +178,17 @@ def test_import_replaces_only_the_contexts_given(db: Database) -> None:
     alice_before = before["users"][0]["contexts"]
     alice_after = after["users"][0]["contexts"]
     assert alice_after["email"] == {
-        "enabled": True, "destinations": [], "digest": {"minutes": 0, "count": 0},
-        "filters": [{"name": "new", "active": True, "oneshot": False,
-                     "rules": [{"rule": "pertains_to_me", "args": {}}]}],
+        "enabled": True,
+        "destinations": [],
+        "digest": {"minutes": 0, "count": 0},
+        "filters": [
+            {
+                "name": "new",
+                "active": True,
+                "oneshot": False,
+                "rules": [{"rule": "pertains_to_me", "args": {}}],
+            }
+        ],
     }
     for context in ("irc", "push", "rss"):
         assert alice_after[context] == alice_before[context]
@@ -157,13 +197,18 @@ def test_import_replaces_only_the_contexts_given(db: Database) -> None:
 
 
 def test_import_creates_users_and_takes_destinations_as_confirmed(db: Database) -> None:
-    document = {"users": [
-        {"name": "carol", "contexts": {
-            "email": {"destinations": [" Carol@Example.org "]},
-            "irc": {"destinations": ["carol"], "enabled": False},
-        }},
-        {"name": "dave"},
-    ]}
+    document = {
+        "users": [
+            {
+                "name": "carol",
+                "contexts": {
+                    "email": {"destinations": [" Carol@Example.org "]},
+                    "irc": {"destinations": ["carol"], "enabled": False},
+                },
+            },
+            {"name": "dave"},
+        ]
+    }
     with db.begin() as session:
         import_preferences(session, document)
     with db.begin() as session:
@@ -176,28 +221,43 @@ def test_import_creates_users_and_takes_destinations_as_confirmed(db: Database) 
     assert names == {"carol", "dave"}
 
 
-BAD_DOCUMENT: dict[str, Any] = {"users": [
-    {"name": "alice", "contexts": {
-        "email": {
-            "enabled": "yes",
-            "destinations": ["Alice <alice@example.org>", "alice@example.org",
-                             "alice@example.org", 5],
-            "digest": {"minutes": -1, "count": "3", "hours": 1},
-            "filters": [
-                {"name": "good", "rules": [{"rule": "app_is", "args": {"app": "koji"}}]},
-                {"name": "bad", "rules": [{"rule": "app_is", "args": {"app": "two\nlines"}},
-                                          {"rule": "no_such_rule", "args": {}}]},
-                {"name": "GOOD", "rules": []},
-            ],
-            "colour": "red",
+BAD_DOCUMENT: dict[str, Any] = {
+    "users": [
+        {
+            "name": "alice",
+            "contexts": {
+                "email": {
+                    "enabled": "yes",
+                    "destinations": [
+                        "Alice <alice@example.org>",
+                        "alice@example.org",
+                        "alice@example.org",
+                        5,
+                    ],
+                    "digest": {"minutes": -1, "count": "3", "hours": 1},
+                    "filters": [
+                        {"name": "good", "rules": [{"rule": "app_is", "args": {"app": "koji"}}]},
+                        {
+                            "name": "bad",
+                            "rules": [
+                                {"rule": "app_is", "args": {"app": "two\nlines"}},
+                                {"rule": "no_such_rule", "args": {}},
+                            ],
+                        },
+                        {"name": "GOOD", "rules": []},
+                    ],
+                    "colour": "red",
+                },
+                "push": {"destinations": ["ntfys://10.0.0.1/topic", "http://example.org/"]},
+                "fax": {},
+            },
         },
-        "push": {"destinations": ["ntfys://10.0.0.1/topic", "http://example.org/"]},
-        "fax": {},
-    }},
-    {"name": "Not Valid", "contexts": []},
-    {"name": "alice"},
-    "bob",
-], "version": 2}
+        {"name": "Not Valid", "contexts": []},
+        {"name": "alice"},
+        "bob",
+    ],
+    "version": 2,
+}
 
 EXPECTED_PATHS = [
     "(top).version",
@@ -256,13 +316,17 @@ def test_import_rejects_before_writing_even_if_only_the_last_entry_is_bad(db: Da
         assert export_preferences(session) == before
 
 
-@pytest.mark.parametrize(("document", "path"), [
-    ([], "(top)"),
-    ({}, "users"),
-    ({"users": {"alice": {}}}, "users"),
-])
-def test_import_rejects_documents_of_the_wrong_shape(db: Database, document: Any,
-                                                     path: str) -> None:
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        ([], "(top)"),
+        ({}, "users"),
+        ({"users": {"alice": {}}}, "users"),
+    ],
+)
+def test_import_rejects_documents_of_the_wrong_shape(
+    db: Database, document: Any, path: str
+) -> None:
     with pytest.raises(ImportRejected) as caught, db.begin() as session:
         import_preferences(session, document)
     assert caught.value.problems[0][0] == path
@@ -275,8 +339,12 @@ TOKEN = "T" * 32
 
 def feed_document(*users: tuple[str, str, str]) -> dict[str, Any]:
     """Users with one feed destination each: (name, context, token)."""
-    return {"users": [{"name": name, "contexts": {context: {"destinations": [token]}}}
-                      for name, context, token in users]}
+    return {
+        "users": [
+            {"name": name, "contexts": {context: {"destinations": [token]}}}
+            for name, context, token in users
+        ]
+    }
 
 
 def feed_tokens(db: Database) -> dict[tuple[str, str], list[str]]:
@@ -327,12 +395,16 @@ def test_import_feed_token_freed_by_the_same_import_may_move(db: Database) -> No
 
 def test_set_destination_feed_tokens_are_unique_and_stored_as_feed_tokens(db: Database) -> None:
     with db.begin() as session:
-        tokens = [prefs.set_destination(session, Actor(f"u{n}"), "live", None).destination.address
-                  for n in range(20)]
+        tokens = [
+            prefs.set_destination(session, Actor(f"u{n}"), "live", None).destination.address
+            for n in range(20)
+        ]
     assert len(set(tokens)) == 20
     with db.begin() as session:
-        stored = {row.address: row.feed_token
-                  for row in session.execute(select(Destination.address, Destination.feed_token))}
+        stored = {
+            row.address: row.feed_token
+            for row in session.execute(select(Destination.address, Destination.feed_token))
+        }
     assert all(stored[t] == t for t in tokens)
 
 
@@ -343,28 +415,34 @@ def test_feed_token_unique_constraint_in_the_database(db: Database) -> None:
         import_preferences(session, feed_document(("alice", "rss", TOKEN)))
     with pytest.raises(IntegrityError), db.begin() as session:
         bob = User(name="bob", confirm_failures=0)
-        preference = prefs._preference_for_write(session, bob, "rss")
-        session.add(Destination(preference=preference, address=TOKEN, feed_token=TOKEN,
-                                confirmed=True))
+        preference = preference_for_write(session, bob, "rss")
+        session.add(
+            Destination(preference=preference, address=TOKEN, feed_token=TOKEN, confirmed=True)
+        )
         session.flush()
 
 
 def nested(depth: int) -> str:
-    return '{"users": [{"name": "alice", "contexts": {"email": {"filters": [{"name": "x", ' \
+    return (
+        '{"users": [{"name": "alice", "contexts": {"email": {"filters": [{"name": "x", '
         '"rules": [{"rule": "app_is", "args": {"app": ' + "[" * depth + "]" * depth + "}}]}]}}}]}"
+    )
 
 
-@pytest.mark.parametrize(("raw", "said"), [
-    (nested(10_000), "nests arrays and objects 10010 levels deep; at most 32"),
-    (nested(990), "levels deep; at most 32"),
-    ("[" * 100_000, "levels deep"),
-    (b"{\"users\": []}" + b" " * (65 * 1024 * 1024), "bytes long; at most"),
-    ('{"users": [{"name": "alice", "x": NaN}]}', "NaN is not a number JSON allows"),
-    ('{"users": [], "users": []}', "appears twice"),
-    (b'{"users": ["\xff"]}', "not UTF-8"),
-    ('{"users": [', "not valid JSON at line 1 column 12"),
-    ('{"users": [' + "1" * 5000 + "]}", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (nested(10_000), "nests arrays and objects 10010 levels deep; at most 32"),
+        (nested(990), "levels deep; at most 32"),
+        ("[" * 100_000, "levels deep"),
+        (b'{"users": []}' + b" " * (65 * 1024 * 1024), "bytes long; at most"),
+        ('{"users": [{"name": "alice", "x": NaN}]}', "NaN is not a number JSON allows"),
+        ('{"users": [], "users": []}', "appears twice"),
+        (b'{"users": ["\xff"]}', "not UTF-8"),
+        ('{"users": [', "not valid JSON at line 1 column 12"),
+        ('{"users": [' + "1" * 5000 + "]}", "not valid JSON"),
+    ],
+)
 def test_import_nested_or_hostile_file_refused_with_a_clear_message(
     db: Database, raw: str | bytes, said: str
 ) -> None:
@@ -377,18 +455,33 @@ def test_import_nested_or_hostile_file_refused_with_a_clear_message(
         assert session.scalar(select(func.count()).select_from(User)) == 0
 
 
-@pytest.mark.parametrize(("value", "path", "said"), [
-    (float("nan"), "users[0].contexts.email.filters[0].rules[0].args.app", ""),
-    (float("inf"), "users[0].contexts.email.filters[0].rules[0].args.app", ""),
-    ("ko\x00ji", "users[0].contexts.email.filters[0].rules[0].args.app", "control characters"),
-    ("\ud800", "users[0].contexts.email.filters[0].rules[0].args.app", ""),
-    ("\x1b[31m", "users[0].contexts.email.filters[0].rules[0].args.app", "control"),
-])
+@pytest.mark.parametrize(
+    ("value", "path", "said"),
+    [
+        (float("nan"), "users[0].contexts.email.filters[0].rules[0].args.app", ""),
+        (float("inf"), "users[0].contexts.email.filters[0].rules[0].args.app", ""),
+        ("ko\x00ji", "users[0].contexts.email.filters[0].rules[0].args.app", "control characters"),
+        ("\ud800", "users[0].contexts.email.filters[0].rules[0].args.app", ""),
+        ("\x1b[31m", "users[0].contexts.email.filters[0].rules[0].args.app", "control"),
+    ],
+)
 def test_import_hostile_values_refused_with_their_path(
     db: Database, value: Any, path: str, said: str
 ) -> None:
-    document = {"users": [{"name": "alice", "contexts": {"email": {"filters": [
-        {"name": "f", "rules": [{"rule": "app_is", "args": {"app": value}}]}]}}}]}
+    document = {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "filters": [
+                            {"name": "f", "rules": [{"rule": "app_is", "args": {"app": value}}]}
+                        ]
+                    }
+                },
+            }
+        ]
+    }
     with pytest.raises(ImportRejected) as caught, db.begin() as session:
         import_preferences(session, document)
     problems = dict(caught.value.problems)
@@ -414,10 +507,10 @@ def test_set_destination_feed_token_generation_retries_on_a_clash(
         import_preferences(session, feed_document(("alice", "rss", TOKEN)))
     fresh = "F" * 32
     drawn = iter([TOKEN, TOKEN, fresh])
-    monkeypatch.setattr(prefs, "new_feed_token", lambda: next(drawn))
+    monkeypatch.setattr(confirmation, "new_feed_token", lambda: next(drawn))
     with db.begin() as session:
         view = prefs.set_destination(session, BOB, "live", None).destination
     assert view.address == fresh
-    monkeypatch.setattr(prefs, "new_feed_token", lambda: TOKEN)
+    monkeypatch.setattr(confirmation, "new_feed_token", lambda: TOKEN)
     with pytest.raises(RuntimeError, match="no unused feed token"), db.begin() as session:
         prefs.set_destination(session, BOB, "rss", None)

@@ -25,6 +25,7 @@ from fmn_core.errors import (
     UnknownRule,
     UserError,
 )
+from fmn_core.matcher import Matcher
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
     ChangeEvent,
@@ -39,6 +40,7 @@ from fmn_core.models import (
     User,
     utcnow,
 )
+from fmn_core.ownership import OwnershipCache
 from fmn_core.preferences import Actor
 
 ALICE = Actor("alice")
@@ -51,8 +53,9 @@ def run(db: Database, function: Callable[..., Any], *args: Any, **kwargs: Any) -
         return function(session, *args, **kwargs)
 
 
-def fails(db: Database, error: type[Exception], function: Callable[..., Any], *args: Any,
-          **kwargs: Any) -> Exception:
+def fails(
+    db: Database, error: type[Exception], function: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Exception:
     """Run a call that must raise ``error``; the unit of work is rolled back."""
     with pytest.raises(error) as caught, db.begin() as session:
         function(session, *args, **kwargs)
@@ -60,13 +63,14 @@ def fails(db: Database, error: type[Exception], function: Callable[..., Any], *a
 
 
 def attempt(db: Database, actor: Actor, code: str | None) -> Any:
-    """``confirm`` as front ends must call it: commit even when it refuses."""
+    """``confirm`` in its own unit of work: the destination, or the refusal as an edge shows it."""
     assert code is not None
     with db.begin() as session:
         try:
-            return prefs.confirm(session, actor, code)
+            result = prefs.confirm(session, actor, code)
         except UserError as error:
             return error
+    return result.error() or result.destination
 
 
 def count(db: Database, model: type) -> int:
@@ -85,8 +89,13 @@ def configure(db: Database, **changes: Any) -> None:
     db.sessionmaker.configure(info=db.session_info())
 
 
-def with_filter(db: Database, name: str = "builds", *rules: tuple[str, dict[str, Any], bool],
-                actor: Actor = ALICE, context: str = "email") -> None:
+def with_filter(
+    db: Database,
+    name: str = "builds",
+    *rules: tuple[str, dict[str, Any], bool],
+    actor: Actor = ALICE,
+    context: str = "email",
+) -> None:
     run(db, prefs.add_filter, actor, context, name)
     for rule, arguments, negated in rules:
         run(db, prefs.add_rule, actor, context, name, rule, arguments, negated=negated)
@@ -138,10 +147,16 @@ def test_set_digest_sets_and_clears(db: Database) -> None:
 
 
 def test_set_digest_rejects_out_of_range(db: Database) -> None:
-    for minutes, digest_count in [(-1, 0), (0, -5), (10**6, 0), (0, 10**6), (True, 0), ("60", 0),
-                                  (1.5, 0)]:
-        error = fails(db, InvalidArgument, prefs.set_digest, ALICE, "email", minutes,
-                      digest_count)
+    for minutes, digest_count in [
+        (-1, 0),
+        (0, -5),
+        (10**6, 0),
+        (0, 10**6),
+        (True, 0),
+        ("60", 0),
+        (1.5, 0),
+    ]:
+        error = fails(db, InvalidArgument, prefs.set_digest, ALICE, "email", minutes, digest_count)
         assert "whole number from 0 to" in str(error)
     assert count(db, User) == 0
 
@@ -263,7 +278,8 @@ def test_add_rule_validates_normalizes_and_describes(db: Database) -> None:
     view = run(db, prefs.add_rule, ALICE, "email", "f", "app_is", {"app": "koji"}, negated=True)
     view = run(db, prefs.add_rule, ALICE, "email", "f", "severity_at_least", {"level": "error"})
     assert [(r.number, r.name, r.negated) for r in view.rules] == [
-        (1, "app_is", True), (2, "severity_at_least", False)
+        (1, "app_is", True),
+        (2, "severity_at_least", False),
     ]
     assert view.rules[0].text == "not app_is app=koji"
     assert view.rules[0].title == "Application is"
@@ -283,11 +299,25 @@ def test_add_rule_errors_name_the_problem_and_write_nothing(db: Database) -> Non
     assert "list the available rules" in str(error)
     error = fails(db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "app_is", {})
     assert "app_is needs app=" in str(error)
-    error = fails(db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "app_is",
-                  {"app": "koji", "colour": "red"})
+    error = fails(
+        db,
+        InvalidArgument,
+        prefs.add_rule,
+        ALICE,
+        "email",
+        "f",
+        "app_is",
+        {"app": "koji", "colour": "red"},
+    )
     assert "does not take colour" in str(error)
     fails(
-        db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "package_involved",
+        db,
+        InvalidArgument,
+        prefs.add_rule,
+        ALICE,
+        "email",
+        "f",
+        "package_involved",
         {"package": "a b"},
     )
     fails(db, NotFound, prefs.add_rule, ALICE, "email", "nope", "app_is", {"app": "koji"})
@@ -301,14 +331,20 @@ def test_add_rule_refuses_the_same_rule_twice_and_too_many_rules(db: Database) -
     run(db, prefs.add_rule, ALICE, "email", "f", "app_is", {"app": "koji"}, negated=True)
     for number in range(18):
         run(db, prefs.add_rule, ALICE, "email", "f", "package_involved", {"package": f"p{number}"})
-    error = fails(db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "app_is",
-                  {"app": "bodhi"})
+    error = fails(
+        db, InvalidArgument, prefs.add_rule, ALICE, "email", "f", "app_is", {"app": "bodhi"}
+    )
     assert "already has 20 rules" in str(error)
 
 
 def test_remove_rule_renumbers(db: Database) -> None:
-    with_filter(db, "f", ("app_is", {"app": "koji"}, False),
-                ("pertains_to_me", {}, False), ("triggered_by_me", {}, True))
+    with_filter(
+        db,
+        "f",
+        ("app_is", {"app": "koji"}, False),
+        ("pertains_to_me", {}, False),
+        ("triggered_by_me", {}, True),
+    )
     view = run(db, prefs.remove_rule, ALICE, "email", "f", 2)
     assert [(r.number, r.name) for r in view.rules] == [(1, "app_is"), (2, "triggered_by_me")]
     error = fails(db, NotFound, prefs.remove_rule, ALICE, "email", "f", 3)
@@ -337,8 +373,9 @@ def test_views_are_frozen_copies_usable_after_the_session(db: Database) -> None:
 # --- destinations and confirmation -------------------------------------------------
 
 
-def add_email(db: Database, address: str = "alice@example.org",
-              actor: Actor = ALICE) -> prefs.PendingConfirmation:
+def add_email(
+    db: Database, address: str = "alice@example.org", actor: Actor = ALICE
+) -> prefs.PendingConfirmation:
     pending: prefs.PendingConfirmation = run(db, prefs.set_destination, actor, "email", address)
     return pending
 
@@ -364,11 +401,23 @@ def test_set_destination_refuses_invalid_addresses_per_context(db: Database) -> 
     error = fails(db, InvalidDestination, prefs.set_destination, ALICE, "email", "Alice <a@b.org>")
     assert_sentence(error)
     fails(db, InvalidDestination, prefs.set_destination, ALICE, "irc", "9lives")
-    error = fails(db, InvalidDestination, prefs.set_destination, ALICE, "push",
-                  "gotifys://169.254.169.254/latest")
+    error = fails(
+        db,
+        InvalidDestination,
+        prefs.set_destination,
+        ALICE,
+        "push",
+        "gotifys://169.254.169.254/latest",
+    )
     assert "link-local" in str(error)
-    fails(db, InvalidDestination, prefs.set_destination, ALICE, "android",
-          "ntfys://ntfy.sh/t?attach=/etc/passwd")
+    fails(
+        db,
+        InvalidDestination,
+        prefs.set_destination,
+        ALICE,
+        "android",
+        "ntfys://ntfy.sh/t?attach=/etc/passwd",
+    )
     fails(db, UnknownContext, prefs.set_destination, ALICE, "fax", "123")
     assert count(db, Destination) == 0 and count(db, User) == 0
 
@@ -379,8 +428,9 @@ def test_set_destination_push_accepts_a_public_url(db: Database) -> None:
     assert pending.code is not None and not pending.destination.confirmed
 
 
-@pytest.mark.parametrize("url", ["json://push.example.org/hook?method=PUT&+X-A=b",
-                                 "jsons://push.example.org/hook"])
+@pytest.mark.parametrize(
+    "url", ["json://push.example.org/hook?method=PUT&+X-A=b", "jsons://push.example.org/hook"]
+)
 def test_set_destination_json_push_url_refused_by_default(db: Database, url: str) -> None:
     error = fails(db, InvalidDestination, prefs.set_destination, ALICE, "push", url)
     assert "is not allowed here" in str(error)
@@ -492,13 +542,39 @@ def test_confirm_locks_out_after_max_failures(db: Database) -> None:
     assert attempt(db, ALICE, pending.code).confirmed
 
 
-def test_confirm_failures_are_lost_if_the_caller_rolls_back(db: Database) -> None:
-    # Documents the contract: a front end that lets the error escape its unit of
-    # work loses the count, which is why confirm() asks callers to commit.
+def test_confirm_wrong_guess_is_an_outcome_kept_by_a_plain_unit_of_work(db: Database) -> None:
+    # A wrong guess is returned, not raised: the caller's ordinary unit of work
+    # commits the count, so no front end needs a workaround to keep it.
     add_email(db)
-    fails(db, ConfirmationFailed, prefs.confirm, ALICE, "WRONGCOD")
+    result = run(db, prefs.confirm, ALICE, "WRONGCOD")
+    assert result.outcome is prefs.ConfirmOutcome.WRONG and not result.confirmed
+    assert result.destination is None and result.locked_until is None
+    assert isinstance(result.error(), ConfirmationFailed)
     with db.begin() as session:
-        assert session.scalars(select(User.confirm_failures)).one() == 0
+        assert session.scalars(select(User.confirm_failures)).one() == 1
+
+
+def test_confirm_outcomes_say_expired_and_locked_until(db: Database) -> None:
+    configure(db, confirmation=ConfirmationConfig(max_failures=2, lockout_minutes=15))
+    pending = add_email(db)
+    with db.begin() as session:
+        session.execute(update(Confirmation).values(expires_at=utcnow() - dt.timedelta(minutes=1)))
+    expired = run(db, prefs.confirm, ALICE, pending.code)
+    assert expired.outcome is prefs.ConfirmOutcome.EXPIRED and "expired" in expired.message
+    assert run(db, prefs.confirm, ALICE, "WRONG001").outcome is prefs.ConfirmOutcome.WRONG
+    before = utcnow()
+    locked = run(db, prefs.confirm, ALICE, "WRONG002")
+    assert locked.outcome is prefs.ConfirmOutcome.LOCKED
+    assert locked.locked_until is not None
+    assert (
+        before + dt.timedelta(minutes=14)
+        < locked.locked_until
+        <= utcnow() + dt.timedelta(minutes=15)
+    )
+    again = run(db, prefs.confirm, ALICE, pending.code)
+    assert again.outcome is prefs.ConfirmOutcome.LOCKED
+    assert again.locked_until == locked.locked_until
+    assert isinstance(again.error(), RateLimited)
 
 
 def test_confirm_only_matches_the_actors_own_codes(db: Database) -> None:
@@ -514,8 +590,11 @@ def test_resend_confirmation_regenerates_and_is_rate_limited(db: Database) -> No
     error = fails(db, RateLimited, prefs.resend_confirmation, ALICE, "email")
     assert "wait" in str(error) and "seconds" in str(error)
     with db.begin() as session:
-        session.execute(update(Confirmation).values(
-            created_at=utcnow() - dt.timedelta(seconds=61), outgoing_code=None))
+        session.execute(
+            update(Confirmation).values(
+                created_at=utcnow() - dt.timedelta(seconds=61), outgoing_code=None
+            )
+        )
         # The interval is kept per address in the code-sending log (code_limits).
         session.execute(update(CodeSend).values(created_at=utcnow() - dt.timedelta(seconds=61)))
     second = run(db, prefs.resend_confirmation, ALICE, "email")
@@ -562,8 +641,11 @@ def test_remove_destination(db: Database) -> None:
 def test_use_template_copies_filters_and_refuses_clashes(db: Database) -> None:
     run(db, prefs.add_filter, ALICE, "email", "mine")
     views = run(db, prefs.use_template, ALICE, "quiet", "email")
-    assert [f.name for f in views] == ["mine", "failed builds of my packages",
-                                       "errors that concern me"]
+    assert [f.name for f in views] == [
+        "mine",
+        "failed builds of my packages",
+        "errors that concern me",
+    ]
     assert [f.position for f in views] == [1, 2, 3]
     assert views[2].rules[1].arguments == {"level": "ERROR"}
     error = fails(db, AlreadyExists, prefs.use_template, ALICE, "quiet", "email")
@@ -594,14 +676,21 @@ def stored(db: Database, corpus: list[str]) -> list[tuple[str, Any]]:
     start = utcnow() - dt.timedelta(hours=1)
     with db.begin() as session:
         for number, (data, _) in enumerate(chosen):
-            session.add(Message(id=data["id"], topic=data["topic"], body=data["body"],
-                                headers=data["headers"],
-                                received_at=start + dt.timedelta(seconds=number)))
+            session.add(
+                Message(
+                    id=data["id"],
+                    topic=data["topic"],
+                    body=data["body"],
+                    headers=data["headers"],
+                    received_at=start + dt.timedelta(seconds=number),
+                )
+            )
     return [(data["id"], facts) for data, facts in chosen]
 
 
-def test_preview_evaluates_the_filter_newest_first(db: Database,
-                                                   stored: list[tuple[str, Any]]) -> None:
+def test_preview_evaluates_the_filter_newest_first(
+    db: Database, stored: list[tuple[str, Any]]
+) -> None:
     with_filter(db, "bodhi", ("app_is", {"app": "bodhi"}, False))
     hits = run(db, prefs.preview, ALICE, "email", "bodhi")
     expected = [mid for mid, facts in reversed(stored) if facts.app_name.lower() == "bodhi"]
@@ -619,8 +708,12 @@ def test_preview_applies_negation_and_and(db: Database, stored: list[tuple[str, 
     expected = [mid for mid, facts in reversed(stored) if facts.app_name.lower() != "bodhi"]
     assert [h.message_id for h in hits] == expected
     user = next(iter(sorted(u for _, f in stored for u in f.usernames)))
-    with_filter(db, "both", ("app_is", {"app": "bodhi"}, False),
-                ("user_involved", {"username": user}, False))
+    with_filter(
+        db,
+        "both",
+        ("app_is", {"app": "bodhi"}, False),
+        ("user_involved", {"username": user}, False),
+    )
     hits = run(db, prefs.preview, ALICE, "email", "both")
     assert [h.message_id for h in hits] == [
         mid for mid, f in reversed(stored) if f.app_name.lower() == "bodhi" and user in f.usernames
@@ -642,16 +735,47 @@ def test_preview_uses_package_ownership(db: Database, stored: list[tuple[str, An
     assert run(db, prefs.preview, BOB, "email", "mine") == []
 
 
-def test_preview_of_an_empty_filter_matches_nothing(db: Database,
-                                                    stored: list[tuple[str, Any]]) -> None:
+def test_preview_of_an_empty_filter_matches_nothing(
+    db: Database, stored: list[tuple[str, Any]]
+) -> None:
     run(db, prefs.add_filter, ALICE, "email", "empty")
     assert run(db, prefs.preview, ALICE, "email", "empty") == []
     fails(db, InvalidArgument, prefs.preview, ALICE, "email", "empty", limit=0)
     fails(db, NotFound, prefs.preview, ALICE, "email", "missing")
 
 
-def test_recent_notifications_lists_the_users_outbox(db: Database,
-                                                     stored: list[tuple[str, Any]]) -> None:
+def test_preview_and_matcher_agree_on_filters_the_matcher_skips(
+    db: Database, stored: list[tuple[str, Any]]
+) -> None:
+    # One evaluator: a filter with a rule that is not installed, or with stored
+    # arguments no longer valid, matches nothing in the daemon's matcher, and so in
+    # the preview (which used to raise on both). A sound filter agrees as well.
+    with_filter(db, "sound", ("app_is", {"app": "bodhi"}, False), context="email")
+    with_filter(db, "gone", ("app_is", {"app": "bodhi"}, False), context="irc")
+    with_filter(db, "stale", ("app_is", {"app": "bodhi"}, False), context="rss")
+    with db.begin() as session:
+        gone = session.scalars(select(Filter).where(Filter.name == "gone")).one()
+        session.execute(update(Rule).where(Rule.filter_id == gone.id).values(name="uninstalled"))
+        stale = session.scalars(select(Filter).where(Filter.name == "stale")).one()
+        session.execute(update(Rule).where(Rule.filter_id == stale.id).values(arguments={}))
+    with db.begin() as session:
+        matcher = Matcher.load(session, ownership=OwnershipCache.load(session))
+    for context, name in (("email", "sound"), ("irc", "gone"), ("rss", "stale")):
+        previewed = [h.message_id for h in run(db, prefs.preview, ALICE, context, name)]
+        matched = [
+            mid
+            for mid, facts in reversed(stored)
+            if any(
+                r.context == context and r.filter_name == name for r in matcher.recipients(facts)
+            )
+        ]
+        assert previewed == matched, (context, name)
+        assert bool(matched) == (name == "sound")
+
+
+def test_recent_notifications_lists_the_users_outbox(
+    db: Database, stored: list[tuple[str, Any]]
+) -> None:
     with_filter(db, "f", ("app_is", {"app": "koji"}, False))
     add_email(db, "bob@example.org", actor=BOB)
     now = utcnow()
@@ -659,13 +783,26 @@ def test_recent_notifications_lists_the_users_outbox(db: Database,
         alice = session.scalars(select(User).where(User.name == "alice")).one()
         bob = session.scalars(select(User).where(User.name == "bob")).one()
         for number, (mid, _) in enumerate(stored[:5]):
-            session.add(Notification(message_id=mid, user_id=alice.id,
-                                     context="email" if number % 2 else "irc", filter_name="f",
-                                     state="sent" if number < 2 else "pending",
-                                     created_at=now + dt.timedelta(seconds=number),
-                                     sent_at=now if number < 2 else None))
-        session.add(Notification(message_id=stored[6][0], user_id=bob.id, context="email",
-                                 filter_name="g", created_at=now))
+            session.add(
+                Notification(
+                    message_id=mid,
+                    user_id=alice.id,
+                    context="email" if number % 2 else "irc",
+                    filter_name="f",
+                    state="sent" if number < 2 else "pending",
+                    created_at=now + dt.timedelta(seconds=number),
+                    sent_at=now if number < 2 else None,
+                )
+            )
+        session.add(
+            Notification(
+                message_id=stored[6][0],
+                user_id=bob.id,
+                context="email",
+                filter_name="g",
+                created_at=now,
+            )
+        )
     views = run(db, prefs.recent_notifications, ALICE)
     assert [v.message_id for v in views] == [mid for mid, _ in reversed(stored[:5])]
     assert views[-1].state == "sent" and views[-1].sent_at is not None
@@ -692,8 +829,12 @@ def test_mute_and_unmute(db: Database) -> None:
 
 
 def test_mute_refuses_bad_times(db: Database) -> None:
-    for until in (dt.timedelta(hours=-1), dt.timedelta(days=400), dt.datetime(2030, 1, 1),
-                  "tomorrow"):
+    for until in (
+        dt.timedelta(hours=-1),
+        dt.timedelta(days=400),
+        dt.datetime(2030, 1, 1),
+        "tomorrow",
+    ):
         error = fails(db, InvalidArgument, prefs.mute, ALICE, until)
         assert_sentence(error)
     assert count(db, User) == 0

@@ -455,12 +455,12 @@ def test_sender_run_survives_a_round_that_raises(
     db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A planning step that raises once costs no row: the group is planned again on its own."""
-    from fmn_core import outbox
+    from fmn_core import delivery_policy
 
     with db.begin() as session:
         user = add_user(session, "jo", "live", ("token-jo-0123456789abcdef",))
         row_id = add_notification(session, user, "live").id
-    real_stats = outbox.group_stats
+    real_stats = delivery_policy.group_stats
     calls: list[int] = []
 
     def group_stats(session: Any, groups: Any, now: Any = None) -> Any:
@@ -469,7 +469,7 @@ def test_sender_run_survives_a_round_that_raises(
             raise ValueError("a bug that happens once")
         return real_stats(session, groups, now=now)
 
-    monkeypatch.setattr(outbox, "group_stats", group_stats)
+    monkeypatch.setattr(delivery_policy, "group_stats", group_stats)
     config = db.config.replace(delivery=DeliveryConfig(senders=1, idle_poll_seconds=0.05))
     sender = Sender(db, config, Metrics(), LiveHub())
 

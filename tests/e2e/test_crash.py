@@ -77,7 +77,7 @@ def test_crash_mid_stream_then_restart_delivers_everything_exactly_once(
             )
             code = preferences.set_destination(session, mailer, "email", "mailer@example.org").code
             assert code is not None
-            preferences.confirm(session, mailer, code)
+            assert preferences.confirm(session, mailer, code).confirmed
         messages = stream_messages()
         with db.begin() as session:
             matcher = Matcher.load(session)

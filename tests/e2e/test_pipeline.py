@@ -131,8 +131,8 @@ def test_pipeline_delivers_by_mail_push_feed_and_live_feed(
             rss = preferences.set_destination(session, alice, "rss", None)
             live = preferences.set_destination(session, alice, "live", None)
             assert mail.code and push.code
-            preferences.confirm(session, alice, mail.code)
-            preferences.confirm(session, alice, push.code)
+            assert preferences.confirm(session, alice, mail.code).confirmed
+            assert preferences.confirm(session, alice, push.code).confirmed
     finally:
         db.dispose()
 

@@ -103,9 +103,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for raw in path.read_text(encoding="utf-8").splitlines():
         entry = json.loads(raw)
         name = entry.pop("test").split("::")[-1]
-        terminalreporter.write_line(
-            f"{name}: " + ", ".join(f"{k}={v}" for k, v in entry.items())
-        )
+        terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in entry.items()))
 
 
 # --------------------------------------------------------------------------- waiting
@@ -141,7 +139,7 @@ def write_daemon_config(
     )
     path.write_text(
         f"database_url = {json.dumps(database_url)}\n{extra}\n{smtp}"
-        f"[http]\nport = {http_port}\npublic_url = \"http://127.0.0.1:{http_port}\"\n"
+        f'[http]\nport = {http_port}\npublic_url = "http://127.0.0.1:{http_port}"\n'
         'secret_key = "faults-secret"\n',
         encoding="utf-8",
     )
@@ -173,9 +171,18 @@ class DaemonProcess:
             self.process = subprocess.Popen(
                 [
                     # faulthandler: ``dump_stacks`` (SIGABRT) shows where a stuck daemon waits.
-                    sys.executable, "-X", "faulthandler", "-m", "fmn_daemon.cli",
-                    "--config", str(self.config), "run",
-                    "--fedora-messaging-config", str(self.fm_config), "--startup-timeout", "30",
+                    sys.executable,
+                    "-X",
+                    "faulthandler",
+                    "-m",
+                    "fmn_daemon.cli",
+                    "--config",
+                    str(self.config),
+                    "run",
+                    "--fedora-messaging-config",
+                    str(self.fm_config),
+                    "--startup-timeout",
+                    "30",
                 ],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -365,7 +372,10 @@ class PrivatePostgres:
     def _run(self, *args: str, timeout: float = 60) -> None:
         done = subprocess.run(
             _as_postgres_user([str(self.bin / args[0]), *args[1:]]),
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if done.returncode != 0:
             raise AssertionError(f"{' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
@@ -378,8 +388,19 @@ class PrivatePostgres:
         # ``stop("immediate")`` is) keeps. synchronous_commit must stay on: with it
         # off, a crash loses transactions whose COMMIT had already returned.
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
-                  "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
@@ -473,8 +494,12 @@ class PrivateRabbitMQ:
         self.starts += 1
         with (self.root / f"server.{self.starts}.log").open("wb") as log:
             self.process = subprocess.Popen(
-                [str(RABBITMQ_SERVER)], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.root, start_new_session=True,
+                [str(RABBITMQ_SERVER)],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while not self.answers():
@@ -489,8 +514,11 @@ class PrivateRabbitMQ:
         if self.process is None or self.process.poll() is not None:
             return
         subprocess.run(
-            [str(RABBITMQCTL), "-n", self.node, "stop"], env=self.env(), capture_output=True,
-            timeout=timeout, check=False,
+            [str(RABBITMQCTL), "-n", self.node, "stop"],
+            env=self.env(),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
         try:
             self.process.wait(timeout=timeout)
@@ -550,15 +578,20 @@ def corpus_messages() -> list[dict[str, Any]]:
     out = []
     for line in corpus_lines():
         data = json.loads(line)
-        out.append({"topic": data["topic"], "headers": data.get("headers") or {},
-                    "body": data["body"]})
+        out.append(
+            {"topic": data["topic"], "headers": data.get("headers") or {}, "body": data["body"]}
+        )
     return out
 
 
 def outgoing(message: dict[str, Any]) -> Outgoing:
     """A well-formed delivery of ``message`` (``id``, ``topic``, ``headers``, ``body``)."""
-    return Outgoing(message["id"], message["topic"], json.dumps(message["body"]).encode(),
-                    dict(message["headers"]))
+    return Outgoing(
+        message["id"],
+        message["topic"],
+        json.dumps(message["body"]).encode(),
+        dict(message["headers"]),
+    )
 
 
 class Publisher:
@@ -625,10 +658,12 @@ def outbox_rows(database_url: str) -> list[tuple[str, str, str, str, int]]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text(
-                "SELECT n.message_id, u.name, n.context, n.state, n.attempts "
-                "FROM notifications n JOIN users u ON u.id = n.user_id"
-            ))
+            rows = connection.execute(
+                text(
+                    "SELECT n.message_id, u.name, n.context, n.state, n.attempts "
+                    "FROM notifications n JOIN users u ON u.id = n.user_id"
+                )
+            )
             return [tuple(row) for row in rows]
     finally:
         engine.dispose()
@@ -670,11 +705,12 @@ def set_up_watcher(database_url: str, context: str = "rss", address: str | None 
         with db.begin() as session:
             actor = Actor("watcher")
             preferences.add_filter(session, actor, context, "everything")
-            preferences.add_rule(session, actor, context, "everything", "topic_matches",
-                                 {"pattern": "*"})
+            preferences.add_rule(
+                session, actor, context, "everything", "topic_matches", {"pattern": "*"}
+            )
             pending = preferences.set_destination(session, actor, context, address)
             if pending.code is not None:
-                preferences.confirm(session, actor, pending.code)
+                assert preferences.confirm(session, actor, pending.code).confirmed
     finally:
         db.dispose()
 
@@ -685,8 +721,10 @@ def fresh_messages(count: int, prefix: str, seed: int = 0) -> list[dict[str, Any
 
     rng = random.Random(seed)
     corpus = corpus_messages()
-    return [dict(rng.choice(corpus), id=f"{prefix}-{i:05d}-{uuid.uuid4().hex[:8]}")
-            for i in range(count)]
+    return [
+        dict(rng.choice(corpus), id=f"{prefix}-{i:05d}-{uuid.uuid4().hex[:8]}")
+        for i in range(count)
+    ]
 
 
 def publish_messages(amqp_url: str, exchange: str, messages: list[dict[str, Any]]) -> None:

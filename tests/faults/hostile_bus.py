@@ -33,6 +33,7 @@ RSS_BOUND_MB = 700
 #: Open file descriptors the daemon must stay under (the unit's default soft limit is 1024).
 FD_BOUND = 200
 
+
 def fuzz_examples() -> int:
     """Hypothesis examples of whole deliveries (replay files get half as many)."""
     return env_int("FMN_FUZZ_EXAMPLES", 400 if faults_full() else 60)
@@ -118,7 +119,7 @@ def set_up_mail_watcher(database_url: str) -> str:
             )
             pending = preferences.set_destination(session, actor, "email", address)
             if pending.code is not None:
-                preferences.confirm(session, actor, pending.code)
+                assert preferences.confirm(session, actor, pending.code).confirmed
     finally:
         db.dispose()
     return address
@@ -248,7 +249,6 @@ HOSTILE_KINDS = (
 )
 #: The 50 MB ones are few: each costs the broker and the daemon 50 MB of reading.
 HUGE_EVERY = 4
-
 
 
 def publish_to_default_exchange(amqp_url: str, items: list[Outgoing]) -> None:

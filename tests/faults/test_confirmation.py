@@ -25,7 +25,7 @@ from fmn_core import preferences
 from fmn_core.config import Config, ConfirmationConfig
 from fmn_core.db import Database
 from fmn_core.destinations import CODE_ALPHABET, CODE_LENGTH
-from fmn_core.errors import ConfirmationFailed, RateLimited, TooManyCodes
+from fmn_core.errors import ConfirmationFailed, TooManyCodes
 from fmn_core.models import CodeSend, Confirmation, User, utcnow
 from fmn_core.preferences import Actor
 from fmn_daemon.delivery import Delivery
@@ -68,15 +68,14 @@ def new_code(db: Database, address: str) -> str:
 
 def attempt(db: Database, code: str) -> str:
     """One ``confirm`` as a front end makes it: a failure is committed, then reported."""
-    outcome = "confirmed"
     with db.begin() as session:
         try:
-            preferences.confirm(session, ALICE, code)
-        except ConfirmationFailed as error:
-            outcome = "expired" if "expired" in str(error) else "wrong"
-        except RateLimited as error:
-            outcome = "locked now" if "minutes" in str(error) else "locked"
-    return outcome
+            result = preferences.confirm(session, ALICE, code)
+        except ConfirmationFailed:
+            return "wrong"  # nothing waits for confirmation
+    if result.outcome is preferences.ConfirmOutcome.LOCKED:
+        return "locked now" if "minutes" in result.message else "locked"
+    return str(result.outcome)
 
 
 def test_confirmation_code_is_single_use_and_case_and_dash_blind(
@@ -91,18 +90,18 @@ def test_confirmation_code_is_single_use_and_case_and_dash_blind(
     figures(backend=database.engine.dialect.name, reused_code="refused")
 
 
-def test_confirmation_code_expires_and_resend_replaces_it(
-    database: Database, figures: Any
-) -> None:
+def test_confirmation_code_expires_and_resend_replaces_it(database: Database, figures: Any) -> None:
     code = new_code(database, "b@example.org")
     with database.begin() as session:
         session.execute(update(Confirmation).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
     assert attempt(database, code) == "expired"
     with database.begin() as session:
-        session.execute(update(Confirmation).values(
-            created_at=utcnow() - dt.timedelta(hours=1),
-            expires_at=utcnow() + dt.timedelta(hours=1),
-        ))
+        session.execute(
+            update(Confirmation).values(
+                created_at=utcnow() - dt.timedelta(hours=1),
+                expires_at=utcnow() + dt.timedelta(hours=1),
+            )
+        )
         # The resend interval is kept per address in the code-sending log.
         session.execute(update(CodeSend).values(created_at=utcnow() - dt.timedelta(hours=1)))
         fresh = preferences.resend_confirmation(session, ALICE, "email").code
@@ -123,9 +122,13 @@ def test_confirmation_guessing_locks_out_and_lockout_ends(database: Database, fi
     assert attempt(database, code) == "confirmed"
     per_day = MAX_FAILURES * 24 * 60 // LOCKOUT_MINUTES
     space = len(CODE_ALPHABET) ** CODE_LENGTH
-    figures(backend=database.engine.dialect.name, wrong_before_lockout=MAX_FAILURES - 1,
-            guesses_per_day_at_most=per_day, code_space=space,
-            chance_per_day=f"{per_day / space:.1e}")
+    figures(
+        backend=database.engine.dialect.name,
+        wrong_before_lockout=MAX_FAILURES - 1,
+        guesses_per_day_at_most=per_day,
+        code_space=space,
+        chance_per_day=f"{per_day / space:.1e}",
+    )
 
 
 def test_confirmation_parallel_guesses_are_all_counted(database: Database, figures: Any) -> None:
@@ -151,8 +154,13 @@ def test_confirmation_parallel_guesses_are_all_counted(database: Database, figur
     with database.begin() as session:
         user = session.scalars(select(User).where(User.name == "alice")).one()
         locked = user.confirm_locked_until is not None and user.confirm_locked_until > utcnow()
-    figures(backend=database.engine.dialect.name, parallel_guesses=GUESSERS,
-            outcomes=dict(counted), errors=[type(e).__name__ for e in errors], locked_out=locked)
+    figures(
+        backend=database.engine.dialect.name,
+        parallel_guesses=GUESSERS,
+        outcomes=dict(counted),
+        errors=[type(e).__name__ for e in errors],
+        locked_out=locked,
+    )
     assert not errors, errors
     # Every guess that was compared with the code counts: at most MAX_FAILURES of them.
     assert counted["wrong"] + counted["locked now"] <= MAX_FAILURES, counted
@@ -189,8 +197,13 @@ def test_confirmation_remove_readd_loop_mails_the_stranger_once(
     elapsed = time.monotonic() - started
     drain(delivery)
     mails = [m for m in smtp_server.messages if STRANGER in m.rcpt_tos]
-    figures(backend=db.engine.dialect.name, attempts=20, seconds=round(elapsed, 1),
-            code_mails=len(mails), refused=len(refusals))
+    figures(
+        backend=db.engine.dialect.name,
+        attempts=20,
+        seconds=round(elapsed, 1),
+        code_mails=len(mails),
+        refused=len(refusals),
+    )
     assert len(mails) == 1
     assert len(refusals) == 19
     assert all("before asking for another" in text for text in refusals)
@@ -249,8 +262,7 @@ def test_confirmation_parallel_requests_for_one_address_are_all_counted(
         try:
             barrier.wait(timeout=30)
             with limited.begin() as session:
-                preferences.set_destination(session, Actor(f"user{number:02d}"), "email",
-                                            STRANGER)
+                preferences.set_destination(session, Actor(f"user{number:02d}"), "email", STRANGER)
             outcomes.append("code")
         except TooManyCodes:
             outcomes.append("refused")
@@ -265,8 +277,13 @@ def test_confirmation_parallel_requests_for_one_address_are_all_counted(
     counted = Counter(outcomes)
     with limited.begin() as session:
         rows = session.scalar(select(func.count()).select_from(CodeSend))
-    figures(backend=backend, requesters=REQUESTERS, outcomes=dict(counted),
-            errors=[f"{type(e).__name__}: {str(e)[:80]}" for e in errors], code_rows=rows)
+    figures(
+        backend=backend,
+        requesters=REQUESTERS,
+        outcomes=dict(counted),
+        errors=[f"{type(e).__name__}: {str(e)[:80]}" for e in errors],
+        code_rows=rows,
+    )
     assert counted["code"] <= PER_ADDRESS and rows == counted["code"]
     if backend == "postgres":
         assert not errors, errors

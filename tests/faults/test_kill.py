@@ -99,7 +99,7 @@ def set_up_users(database_url: str) -> dict[str, str]:
                 address = f"{name}@example.org"
                 pending = preferences.set_destination(session, actor, "email", address)
                 assert pending.code is not None
-                preferences.confirm(session, actor, pending.code)
+                assert preferences.confirm(session, actor, pending.code).confirmed
                 addresses[name] = address
     finally:
         db.dispose()
@@ -207,10 +207,14 @@ def test_kill_daemon_loses_and_duplicates_no_notification(
         rows = outbox_rows(url)
         return len(rows) >= len(expected) and all(row[3] == "sent" for row in rows)
 
-    wait_for(settled, timeout=240, what="every message stored and every notification sent",
-             interval=1.0)
-    wait_for(lambda: expected_mail <= set(mails_by_message(smtp_server)), timeout=60,
-             what="every expected mail at the SMTP server")
+    wait_for(
+        settled, timeout=240, what="every message stored and every notification sent", interval=1.0
+    )
+    wait_for(
+        lambda: expected_mail <= set(mails_by_message(smtp_server)),
+        timeout=60,
+        what="every expected mail at the SMTP server",
+    )
     metrics = daemon.metrics()
     assert daemon.stop() == 0, daemon.output()[-4000:]
     elapsed = time.monotonic() - started

@@ -110,7 +110,7 @@ def store_messages(database: Database) -> list[str]:
 def seed_profile(database: Database, core: Core) -> None:
     """A lived-in account: destinations, filters, a digest, notifications."""
     pending = core(preferences.set_destination, "email", "alice@example.org")
-    core(preferences.confirm, pending.code)
+    assert core(preferences.confirm, pending.code).confirmed
     core(preferences.set_destination, "irc", "alice_irc")
     core(preferences.add_filter, "email", "koji tags")
     core(preferences.add_rule, "email", "koji tags", "app_is", {"app": "koji"})

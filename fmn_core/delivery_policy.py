@@ -1,0 +1,247 @@
+"""The delivery policy: what becomes of a claimed (user, context) group before anything is sent.
+
+:func:`decide` is pure: from the group's first row (the user's preference, mute and
+confirmed destinations travel with every claimed row) and :class:`GroupStats`, it
+says hold, dead, no destination, digest or send. :func:`apply` carries out the
+decisions that settle rows without sending, on the outbox's state machine. The
+daemon's senders and the IRC bot both call these two, so every context of a user
+behaves alike; only sending is theirs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .models import Notification, NotificationState, utcnow
+from .outbox import WAITING_STATES, ClaimedNotification, mark_dead, mark_failed, postpone
+
+__all__ = [
+    "COUNT_ONLY_MAX_WAIT",
+    "DISABLED_ERROR",
+    "NO_ADDRESS_ERROR",
+    "NO_ADDRESS_RETRY_SECONDS",
+    "RATE_LIMIT_DIGEST_MINUTES",
+    "Decision",
+    "GroupStats",
+    "Settled",
+    "apply",
+    "decide",
+    "group_stats",
+]
+
+#: A digest with only a count sends what it has after this long anyway.
+COUNT_ONLY_MAX_WAIT = dt.timedelta(hours=24)
+
+#: A rate-limited group is collected into a digest at most this often.
+RATE_LIMIT_DIGEST_MINUTES = 15
+
+#: ``last_error`` of rows whose context the user turned off (they go ``dead`` at once).
+DISABLED_ERROR = "this context is turned off for the user; nothing was sent"
+
+#: ``last_error`` of rows whose user has no confirmed destination for the context.
+NO_ADDRESS_ERROR = "no confirmed address for this context; confirm one to receive these"
+
+#: Rows without a confirmed destination are tried again this often (then ``dead``).
+NO_ADDRESS_RETRY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """The outbox as seen by one (user, context) pair."""
+
+    #: Rows not yet sent: pending, failed (waiting to retry) or being sent.
+    waiting: int
+    #: When the oldest of those rows was created (None when there are none).
+    oldest_waiting: dt.datetime | None
+    #: Rows sent within the last hour.
+    sent_last_hour: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a sender does with one claimed (user, context) group; see :func:`decide`.
+
+    ``kind`` is one of:
+
+    - ``"hold"``: postpone every row until ``until`` (not an attempt);
+    - ``"dead"``: retrying cannot help; mark every row dead with ``note``;
+    - ``"no_destination"``: a failed attempt for every row, retried after
+      :data:`NO_ADDRESS_RETRY_SECONDS`;
+    - ``"digest"``: send everything waiting in the group as one digest;
+    - ``"send"``: send each row on its own.
+    """
+
+    kind: Literal["hold", "dead", "no_destination", "digest", "send"]
+    #: When held rows are due again (only for ``"hold"``).
+    until: dt.datetime | None = None
+    #: Why: the postpone note or the ``last_error`` to record.
+    note: str = ""
+
+
+def decide(
+    head: ClaimedNotification,
+    stats: GroupStats,
+    now: dt.datetime,
+    *,
+    rate_limit_per_hour: int | None = None,
+    waiting_in_claim: int = 1,
+) -> Decision:
+    """Decide what becomes of a claimed (user, context) group; pure, no I/O.
+
+    ``head`` is the group's first claimed row (the user's preference is the same
+    on every row); ``stats`` is :func:`group_stats` for the group and is only read
+    for a digest or a rate limit. In order: a muted user is held until the mute
+    ends; a context turned off is dead; no confirmed destination is a failed
+    attempt; a digest (or a group whose ``sent_last_hour`` plus the
+    ``waiting_in_claim`` rows claimed now exceeds ``rate_limit_per_hour``) is held
+    until the oldest waiting row is old enough or ``digest_count`` rows wait, and
+    then sent as one digest; anything else is sent row by row.
+    """
+    if head.muted_until is not None and head.muted_until > now:
+        return Decision(
+            "hold",
+            head.muted_until,
+            f"held: the user muted fmn until {head.muted_until:%Y-%m-%d %H:%M} UTC",
+        )
+    if not head.enabled:
+        return Decision("dead", note=DISABLED_ERROR)
+    if not head.destinations:
+        return Decision("no_destination", note=NO_ADDRESS_ERROR)
+    limited = (
+        rate_limit_per_hour is not None
+        and stats.sent_last_hour + waiting_in_claim > rate_limit_per_hour
+    )
+    if not (head.wants_digest or limited):
+        return Decision("send")
+    minutes = head.digest_minutes
+    if limited:
+        minutes = max(minutes, RATE_LIMIT_DIGEST_MINUTES)
+    window = dt.timedelta(minutes=minutes) if minutes > 0 else COUNT_ONLY_MAX_WAIT
+    oldest = min(stats.oldest_waiting or head.created_at, head.created_at)
+    count_reached = head.digest_count > 0 and stats.waiting >= head.digest_count
+    until = oldest + window
+    if until <= now or count_reached:
+        return Decision("digest")
+    why = "rate limit" if limited and not head.wants_digest else "digest"
+    return Decision("hold", until, f"held for a {why} until {until:%Y-%m-%d %H:%M} UTC")
+
+
+def group_stats(
+    session: Session, groups: Iterable[tuple[int, str]], now: dt.datetime | None = None
+) -> dict[tuple[int, str], GroupStats]:
+    """Waiting rows and the last hour's sends for each (user id, context) pair."""
+    wanted = set(groups)
+    if not wanted:
+        return {}
+    moment = now if now is not None else utcnow()
+    user_ids = {user_id for user_id, _ in wanted}
+    contexts = {context for _, context in wanted}
+    scope = (Notification.user_id.in_(user_ids), Notification.context.in_(contexts))
+    waiting: dict[tuple[int, str], tuple[int, dt.datetime | None]] = {}
+    for user_id, context, count, oldest in session.execute(
+        select(
+            Notification.user_id,
+            Notification.context,
+            func.count(),
+            func.min(Notification.created_at),
+        )
+        .where(
+            *scope,
+            Notification.state.in_((*WAITING_STATES, NotificationState.SENDING.value)),
+        )
+        .group_by(Notification.user_id, Notification.context)
+    ):
+        waiting[(user_id, context)] = (count, _aware(oldest))
+    sent: dict[tuple[int, str], int] = {}
+    for user_id, context, count in session.execute(
+        select(Notification.user_id, Notification.context, func.count())
+        .where(
+            *scope,
+            Notification.state == NotificationState.SENT.value,
+            Notification.sent_at >= moment - dt.timedelta(hours=1),
+        )
+        .group_by(Notification.user_id, Notification.context)
+    ):
+        sent[(user_id, context)] = count
+    result: dict[tuple[int, str], GroupStats] = {}
+    for key in wanted:
+        count, oldest_at = waiting.get(key, (0, None))
+        result[key] = GroupStats(
+            waiting=count, oldest_waiting=oldest_at, sent_last_hour=sent.get(key, 0)
+        )
+    return result
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    # Aggregates bypass the column type: SQLite hands back a string or a naive value.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What :func:`apply` did to a group's rows."""
+
+    postponed: int = 0
+    failed: int = 0
+    dead: int = 0
+
+    @property
+    def rows(self) -> int:
+        """How many rows were settled."""
+        return self.postponed + self.failed + self.dead
+
+
+def apply(
+    session: Session,
+    decision: Decision,
+    ids: Sequence[int],
+    *,
+    max_attempts: int,
+    now: dt.datetime,
+    hold_at_most: dt.timedelta | None = None,
+    no_destination_error: str = NO_ADDRESS_ERROR,
+    retry_seconds: float = NO_ADDRESS_RETRY_SECONDS,
+) -> Settled | None:
+    """Carry out a decision that settles rows without sending; None for ``send``/``digest``.
+
+    ``hold`` postpones the rows (no attempt), looked at again after at most
+    ``hold_at_most`` when given (so an unmute takes effect soon); ``dead`` marks
+    them dead with the decision's note; ``no_destination`` counts a failed attempt
+    retried every ``retry_seconds``, dead after ``max_attempts``, recorded as
+    ``no_destination_error`` (the sender's wording for its kind of address).
+    """
+    if decision.kind == "hold":
+        assert decision.until is not None  # every hold says until when
+        until = decision.until
+        if hold_at_most is not None:
+            until = min(until, now + hold_at_most)
+        return Settled(postponed=postpone(session, ids, until, note=decision.note))
+    if decision.kind == "dead":
+        return Settled(dead=mark_dead(session, ids, decision.note))
+    if decision.kind == "no_destination":
+        states = [
+            mark_failed(
+                session,
+                row_id,
+                no_destination_error,
+                max_attempts=max_attempts,
+                backoff_seconds=retry_seconds,
+                backoff_max_seconds=retry_seconds,
+                now=now,
+            )
+            for row_id in ids
+        ]
+        dead = states.count("dead")
+        return Settled(failed=len(states) - dead, dead=dead)
+    return None

@@ -1,0 +1,130 @@
+"""Looking back: what a filter would have matched, and what a user was sent.
+
+:func:`preview` evaluates a filter with the matcher itself: the filter is
+compiled by a :class:`~fmn_core.matcher.Matcher` of its own and each stored
+message goes through ``Matcher.recipients``, so a preview says exactly what the
+daemon would deliver. A filter the matcher skips (no rules, a rule that is not
+installed, stored arguments no longer valid) matches nothing here too, and a
+rule that raises counts as not matching, as it does there.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .access import Actor, check_whole, offered_context, target_account
+from .accounts import directory_of
+from .db import catalog_of
+from .matcher import Matcher
+from .models import Filter, Message, Notification, User
+from .ownership import OwnershipCache
+from .snapshots import ContextSnapshot, FilterSnapshot, RuleSnapshot, UserSnapshot
+from .store import existing_filter, find_user, ordered_rules
+from .stored_messages import stored_facts
+from .views import NotificationView, PreviewHit
+
+__all__ = [
+    "MAX_PREVIEW",
+    "MAX_RECENT",
+    "filter_matcher",
+    "preview",
+    "recent_notifications",
+]
+
+MAX_PREVIEW = 1000
+MAX_RECENT = 200
+
+
+def filter_matcher(session: Session, user: User, context: str, filter_: Filter) -> Matcher:
+    """A matcher holding only this filter (as if active), compiled as the daemon compiles it."""
+    rules = tuple(
+        RuleSnapshot(rule.name, dict(rule.arguments or {}), rule.negated)
+        for rule in ordered_rules(filter_)
+    )
+    snapshot = UserSnapshot(
+        user.id,
+        user.name,
+        (ContextSnapshot(context, (FilterSnapshot(filter_.id, filter_.name, rules),)),),
+    )
+    return Matcher.from_snapshots(
+        [snapshot],
+        catalog_of(session),
+        OwnershipCache.load(session),
+        (context,),
+        directory_of(session),
+    )
+
+
+def preview(
+    session: Session,
+    actor: Actor,
+    context: str,
+    filter_name: str,
+    *,
+    limit: int = 200,
+    user: str | None = None,
+) -> list[PreviewHit]:
+    """Which of the last ``limit`` stored messages (newest first) this filter matches.
+
+    Evaluated by the matcher (see the module docstring): a filter without rules, or
+    one the matcher skips, matches nothing.
+    """
+    limit = check_whole(limit, "limit", 1, MAX_PREVIEW)
+    row, _preference, filter_, context = existing_filter(session, actor, context, filter_name, user)
+    matcher = filter_matcher(session, row, context, filter_)
+    if matcher.stats().filters == 0:
+        return []
+    messages = session.scalars(
+        select(Message).order_by(Message.received_at.desc(), Message.id.desc()).limit(limit)
+    )
+    hits: list[PreviewHit] = []
+    for message in messages:
+        facts = stored_facts(message)
+        if facts is not None and matcher.recipients(facts):
+            hits.append(PreviewHit(message.id, message.topic, facts.summary, message.received_at))
+    return hits
+
+
+def recent_notifications(
+    session: Session,
+    actor: Actor,
+    *,
+    context: str | None = None,
+    limit: int = 20,
+    user: str | None = None,
+) -> list[NotificationView]:
+    """The user's latest notifications (newest first), whatever their state."""
+    target = target_account(actor, user)
+    if context is not None:
+        context = offered_context(session, context)
+    limit = check_whole(limit, "limit", 1, MAX_RECENT)
+    row = find_user(session, target)
+    if row is None:
+        return []
+    statement = (
+        select(Notification, Message)
+        .join(Message, Message.id == Notification.message_id)
+        .where(Notification.user_id == row.id)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(limit)
+    )
+    if context is not None:
+        statement = statement.where(Notification.context == context)
+    views = []
+    for notification, message in session.execute(statement):
+        facts = stored_facts(message)
+        views.append(
+            NotificationView(
+                notification.id,
+                message.id,
+                message.topic,
+                facts.summary if facts else "",
+                notification.context,
+                notification.filter_name,
+                notification.state,
+                notification.created_at,
+                notification.sent_at,
+            )
+        )
+    return views

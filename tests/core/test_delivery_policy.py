@@ -1,0 +1,232 @@
+"""The delivery policy: decide (pure), apply (on the outbox), and the group stats it reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from core.test_outbox import add_notification, add_user, state_of
+from fmn_core import delivery_policy, outbox
+from fmn_core.db import Database
+from fmn_core.models import utcnow
+
+# -- decide: the delivery policy both senders share ------------------------------------
+
+NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+NO_STATS = delivery_policy.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
+
+
+def claimed(**changes: Any) -> outbox.ClaimedNotification:
+    """A claimed row of a user with a confirmed address and no digest, made a minute ago."""
+    fields: dict[str, Any] = {
+        "id": 1,
+        "message_id": "m-1",
+        "topic": "org.fedoraproject.prod.bodhi.update.comment",
+        "app": "bodhi",
+        "summary": "a summary",
+        "url": None,
+        "agent": None,
+        "usernames": (),
+        "packages": (),
+        "severity": 20,
+        "user_id": 7,
+        "user": "jo",
+        "context": "email",
+        "filter_name": "mine",
+        "created_at": NOW - dt.timedelta(minutes=1),
+        "attempts": 0,
+        "enabled": True,
+        "digest_minutes": 0,
+        "digest_count": 0,
+        "muted_until": None,
+        "destinations": ("jo@example.org",),
+    }
+    fields.update(changes)
+    return outbox.ClaimedNotification(**fields)
+
+
+def test_decide_sends_each_row_without_a_policy() -> None:
+    assert delivery_policy.decide(claimed(), NO_STATS, NOW).kind == "send"
+
+
+def test_decide_holds_a_muted_user_until_the_mute_ends() -> None:
+    until = NOW + dt.timedelta(hours=2)
+    decision = delivery_policy.decide(claimed(muted_until=until, enabled=False), NO_STATS, NOW)
+    assert decision == delivery_policy.Decision(
+        "hold", until, "held: the user muted fmn until 2026-05-01 14:00 UTC"
+    )
+
+
+def test_decide_ignores_a_mute_that_has_ended() -> None:
+    decision = delivery_policy.decide(claimed(muted_until=NOW), NO_STATS, NOW)
+    assert decision.kind == "send"
+
+
+def test_decide_kills_rows_of_a_context_turned_off() -> None:
+    decision = delivery_policy.decide(claimed(enabled=False, destinations=()), NO_STATS, NOW)
+    assert decision == delivery_policy.Decision("dead", None, delivery_policy.DISABLED_ERROR)
+
+
+def test_decide_fails_rows_without_a_confirmed_destination() -> None:
+    decision = delivery_policy.decide(claimed(destinations=(), digest_minutes=5), NO_STATS, NOW)
+    assert decision == delivery_policy.Decision(
+        "no_destination", None, delivery_policy.NO_ADDRESS_ERROR
+    )
+
+
+def test_decide_holds_a_digest_until_the_oldest_waiting_row_is_old_enough() -> None:
+    oldest = NOW - dt.timedelta(minutes=20)
+    stats = delivery_policy.GroupStats(waiting=3, oldest_waiting=oldest, sent_last_hour=0)
+    decision = delivery_policy.decide(claimed(digest_minutes=30), stats, NOW)
+    assert decision == delivery_policy.Decision(
+        "hold", oldest + dt.timedelta(minutes=30), "held for a digest until 2026-05-01 12:10 UTC"
+    )
+    assert delivery_policy.decide(claimed(digest_minutes=20), stats, NOW).kind == "digest"
+
+
+def test_decide_sends_a_digest_once_digest_count_rows_wait() -> None:
+    stats = delivery_policy.GroupStats(waiting=5, oldest_waiting=NOW, sent_last_hour=0)
+    assert (
+        delivery_policy.decide(claimed(digest_minutes=60, digest_count=5), stats, NOW).kind
+        == "digest"
+    )
+    fewer = delivery_policy.GroupStats(waiting=4, oldest_waiting=NOW, sent_last_hour=0)
+    held = delivery_policy.decide(claimed(digest_minutes=60, digest_count=5), fewer, NOW)
+    assert held.kind == "hold"
+
+
+def test_decide_count_only_digest_waits_at_most_a_day() -> None:
+    head = claimed(digest_count=10, created_at=NOW - dt.timedelta(hours=1))
+    stats = delivery_policy.GroupStats(
+        waiting=2, oldest_waiting=NOW - dt.timedelta(hours=3), sent_last_hour=0
+    )
+    decision = delivery_policy.decide(head, stats, NOW)
+    assert decision.kind == "hold"
+    assert decision.until == NOW - dt.timedelta(hours=3) + delivery_policy.COUNT_ONLY_MAX_WAIT
+    day_old = delivery_policy.GroupStats(
+        waiting=2, oldest_waiting=NOW - delivery_policy.COUNT_ONLY_MAX_WAIT, sent_last_hour=0
+    )
+    assert delivery_policy.decide(head, day_old, NOW).kind == "digest"
+
+
+def test_decide_rate_limit_collapses_into_a_digest() -> None:
+    stats = delivery_policy.GroupStats(waiting=3, oldest_waiting=NOW, sent_last_hour=9)
+    under = delivery_policy.decide(
+        claimed(), stats, NOW, rate_limit_per_hour=10, waiting_in_claim=1
+    )
+    assert under.kind == "send"
+    over = delivery_policy.decide(
+        claimed(created_at=NOW), stats, NOW, rate_limit_per_hour=10, waiting_in_claim=2
+    )
+    until = NOW + dt.timedelta(minutes=delivery_policy.RATE_LIMIT_DIGEST_MINUTES)
+    assert over == delivery_policy.Decision(
+        "hold", until, f"held for a rate limit until {until:%Y-%m-%d %H:%M} UTC"
+    )
+    late = delivery_policy.GroupStats(
+        waiting=3,
+        oldest_waiting=NOW - dt.timedelta(minutes=delivery_policy.RATE_LIMIT_DIGEST_MINUTES),
+        sent_last_hour=50,
+    )
+    assert delivery_policy.decide(claimed(), late, NOW, rate_limit_per_hour=10).kind == "digest"
+    # No limit given (the bot): never rate limited.
+    assert delivery_policy.decide(claimed(), late, NOW).kind == "send"
+
+
+def test_decide_rate_limit_stretches_a_short_digest_window() -> None:
+    stats = delivery_policy.GroupStats(waiting=3, oldest_waiting=NOW, sent_last_hour=50)
+    decision = delivery_policy.decide(
+        claimed(digest_minutes=5, created_at=NOW), stats, NOW, rate_limit_per_hour=10
+    )
+    until = NOW + dt.timedelta(minutes=delivery_policy.RATE_LIMIT_DIGEST_MINUTES)
+    assert decision == delivery_policy.Decision(
+        "hold", until, f"held for a digest until {until:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def test_group_stats_counts_waiting_rows_and_recent_sends(db: Database) -> None:
+    now = utcnow()
+    with db.begin() as session:
+        user = add_user(session, "jo")
+        old = now - dt.timedelta(minutes=30)
+        add_notification(session, user, created_at=old)
+        add_notification(session, user, state="failed")
+        add_notification(session, user, state="sent", sent_at=now - dt.timedelta(minutes=10))
+        add_notification(session, user, state="sent", sent_at=now - dt.timedelta(hours=2))
+        add_notification(session, user, state="dead")
+        key = (user.id, "email")
+    with db.begin() as session:
+        stats = delivery_policy.group_stats(session, [key, (user.id, "push")], now=now)
+    assert stats[key].waiting == 2
+    assert stats[key].sent_last_hour == 1
+    assert stats[key].oldest_waiting == old
+    assert stats[(user.id, "push")] == delivery_policy.GroupStats(0, None, 0)
+
+
+# -- apply: one applier of decisions for every sender ----------------------------------
+
+
+def test_apply_settles_hold_dead_and_no_destination_and_leaves_sending_to_the_sender(
+    db: Database,
+) -> None:
+    now = utcnow()
+    with db.begin() as session:
+        jo = add_user(session, "jo")
+        held, dead, missing, sent = (
+            [add_notification(session, jo).id for _ in range(2)] for _ in range(4)
+        )
+    hold = delivery_policy.Decision("hold", now + dt.timedelta(hours=5), "held: muted")
+    with db.begin() as session:
+        settled = delivery_policy.apply(
+            session, hold, held, max_attempts=3, now=now, hold_at_most=dt.timedelta(minutes=1)
+        )
+        assert settled == delivery_policy.Settled(postponed=2)
+        gone = delivery_policy.Decision("dead", note="turned off")
+        assert delivery_policy.apply(session, gone, dead, max_attempts=3, now=now) == (
+            delivery_policy.Settled(dead=2)
+        )
+        lost = delivery_policy.Decision("no_destination", note="ignored")
+        settled = delivery_policy.apply(
+            session, lost, missing, max_attempts=1, now=now, no_destination_error="no nick"
+        )
+        assert settled is not None and settled.dead == 2 and settled.rows == 2
+        for decision in (delivery_policy.Decision("send"), delivery_policy.Decision("digest")):
+            assert delivery_policy.apply(session, decision, sent, max_attempts=3, now=now) is None
+    for row_id in held:
+        row = state_of(db, row_id)
+        assert row.state == "pending" and row.attempts == 0
+        # Held at most a minute, though the decision said five hours.
+        assert row.next_attempt_at <= now + dt.timedelta(minutes=1)
+    for row_id in dead:
+        row = state_of(db, row_id)
+        assert (row.state, row.attempts, row.last_error) == ("dead", 1, "turned off")
+    for row_id in missing:
+        assert (state_of(db, row_id).state, state_of(db, row_id).last_error) == ("dead", "no nick")
+    assert {state_of(db, row_id).state for row_id in sent} == {"pending"}
+
+
+def test_apply_no_destination_retries_until_max_attempts(db: Database) -> None:
+    now = utcnow()
+    with db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo")).id
+    lost = delivery_policy.Decision("no_destination")
+    with db.begin() as session:
+        settled = delivery_policy.apply(session, lost, [row_id], max_attempts=2, now=now)
+    assert settled == delivery_policy.Settled(failed=1)
+    row = state_of(db, row_id)
+    assert row.state == "failed" and row.last_error == delivery_policy.NO_ADDRESS_ERROR
+    expected = now + dt.timedelta(seconds=delivery_policy.NO_ADDRESS_RETRY_SECONDS)
+    assert row.next_attempt_at >= expected
+
+
+def test_mark_dead_counts_the_attempt_masks_the_reason_and_can_be_requeued(db: Database) -> None:
+    with db.begin() as session:
+        jo = add_user(session, "jo", addresses=("jo@example.org",))
+        row_id = add_notification(session, jo).id
+    with db.begin() as session:
+        assert outbox.mark_dead(session, [row_id], "refused jo@example.org") == 1
+    row = state_of(db, row_id)
+    assert (row.state, row.attempts, row.claimed_by) == ("dead", 1, None)
+    assert row.last_error is not None and "jo@example.org" not in row.last_error
+    with db.begin() as session:
+        assert outbox.requeue_dead(session, [row_id]) == 1
+    assert state_of(db, row_id).state == "pending"
