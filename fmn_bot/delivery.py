@@ -420,9 +420,7 @@ class Delivery:
         if not first.wants_digest:
             return _NO_STATS
         with self.database.begin() as session:
-            return delivery_policy.group_stats(session, [first.lane_key], now=now)[
-                first.lane_key
-            ]
+            return delivery_policy.group_stats(session, [first.lane_key], now=now)[first.lane_key]
 
     def _held_by(self, nick: str, user: str) -> bool:
         holder = self.link.holder(nick)

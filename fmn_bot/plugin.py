@@ -47,7 +47,7 @@ from fmn_core.errors import (
 )
 from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
-from fmn_core.wording import count, digest_policy, quiet_hours, waiting_reason
+from fmn_core.wording import count, digest_policy, quiet_hours
 
 from .delivery import Delivery, LimnoriaLink
 from .reloading import load_keeping_last_good
@@ -356,9 +356,7 @@ def get_delivery(irc: Any, msg: Any, args: list[str], state: Any) -> None:
     """``fmnDelivery``: instant, digest, urgent or normal."""
     value = args[0].lower()
     if value not in ("instant", "digest", "urgent", "normal"):
-        state.error(
-            f"{args[0]!r} is not one of instant, digest, urgent or normal.", Raise=True
-        )
+        state.error(f"{args[0]!r} is not one of instant, digest, urgent or normal.", Raise=True)
     del args[0]
     state.args.append(value)
 

@@ -56,6 +56,7 @@ from .views import (
     PreviewHit,
     RuleView,
 )
+from .waiting import Waiting
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -106,10 +107,15 @@ OPERATIONS: Final = frozenset(
         "resend_confirmation",
         "set_context_enabled",
         "set_destination",
+        "set_daily_digest",
         "set_digest",
         "set_filter_active",
+        "set_filter_delivery",
         "set_filter_oneshot",
+        "set_filter_urgent",
+        "set_quiet_hours",
         "set_rule_negated",
+        "pending_notifications",
         "unmute",
         "use_template",
     }
@@ -132,6 +138,7 @@ VIEW_TYPES: Final[Mapping[str, type[Any]]] = {
         PushConfig,
         RuleView,
         TemplateView,
+        Waiting,
     )
 }
 

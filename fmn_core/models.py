@@ -201,6 +201,9 @@ class Confirmation(Base):
     #: has to leave the process that made it (the daemon or the bot sends it).
     outgoing_code: Mapped[str | None] = mapped_column(String(64))
     expires_at: Mapped[timestamp]
+    #: The front end that set the address (``tui`` or ``irc``): the code's message
+    #: says how to enter it there.
+    origin: Mapped[str | None] = mapped_column(String(8))
     sent_count: Mapped[int] = mapped_column(default=0)
     last_sent_at: Mapped[dt.datetime | None]
     created_at: Mapped[created]

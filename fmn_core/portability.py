@@ -322,7 +322,9 @@ def _check_digest(value: Any, path: str, plan: _ContextPlan, problems: Problems)
         try:
             plan.digest_at = check_local_time(at, "at")
         except InvalidArgument:
-            problems.append((f"{path}.at", 'must be null or a time of day as "HH:MM", like "08:00"'))
+            problems.append(
+                (f"{path}.at", 'must be null or a time of day as "HH:MM", like "08:00"')
+            )
     try:
         plan.digest_timezone = check_timezone(value.get("timezone", "UTC"), "timezone")
     except InvalidArgument:
@@ -334,8 +336,11 @@ def _check_quiet_hours(value: Any, path: str, plan: _ContextPlan, problems: Prob
         return
     if not isinstance(value, Mapping):
         problems.append(
-            (path, 'must be null or an object like {"from": "22:00", "to": "07:00", '
-             '"timezone": "Europe/Prague"}')
+            (
+                path,
+                'must be null or an object like {"from": "22:00", "to": "07:00", '
+                '"timezone": "Europe/Prague"}',
+            )
         )
         return
     _unknown_keys(value, _QUIET_KEYS, path, "quiet hours", problems)
@@ -352,7 +357,7 @@ def _check_quiet_hours(value: Any, path: str, plan: _ContextPlan, problems: Prob
         return
     if len(times) == 2:
         if times[0] == times[1]:
-            problems.append((f"{path}.to", "must differ from \"from\" (an empty window)"))
+            problems.append((f"{path}.to", 'must differ from "from" (an empty window)'))
             return
         plan.quiet = (times[0], times[1], zone)
 
@@ -416,7 +421,9 @@ def _check_context(
         )
         return None
     if not isinstance(value, Mapping):
-        problems.append((path, "must be an object with enabled, destinations, digest, quiet_hours, filters"))
+        problems.append(
+            (path, "must be an object with enabled, destinations, digest, quiet_hours, filters")
+        )
         return None
     plan = _ContextPlan(name)
     _unknown_keys(value, _CONTEXT_KEYS, path, "a context", problems)

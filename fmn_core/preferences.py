@@ -46,6 +46,13 @@ from .confirmation import (
     resend_confirmation,
     set_destination,
 )
+from .delivery_settings import (
+    pending_notifications,
+    set_daily_digest,
+    set_filter_delivery,
+    set_filter_urgent,
+    set_quiet_hours,
+)
 from .editing import (
     add_filter,
     add_rule,
@@ -79,6 +86,7 @@ from .views import (
     PreviewHit,
     RuleView,
 )
+from .waiting import Waiting
 
 __all__ = [
     "MAX_DESTINATIONS_PER_CONTEXT",
@@ -95,6 +103,7 @@ __all__ = [
     "PreviewHit",
     "RuleView",
     "TemplateView",
+    "Waiting",
     "add_filter",
     "add_rule",
     "confirm",
@@ -107,6 +116,7 @@ __all__ = [
     "move_filter",
     "mute",
     "pending_confirmation_codes",
+    "pending_notifications",
     "preview",
     "profile_addresses",
     "recent_notifications",
@@ -116,10 +126,14 @@ __all__ = [
     "rename_filter",
     "resend_confirmation",
     "set_context_enabled",
+    "set_daily_digest",
     "set_destination",
     "set_digest",
     "set_filter_active",
+    "set_filter_delivery",
     "set_filter_oneshot",
+    "set_filter_urgent",
+    "set_quiet_hours",
     "set_rule_negated",
     "unmute",
     "use_template",

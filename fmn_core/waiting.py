@@ -10,17 +10,19 @@ word the reason with :func:`fmn_core.wording.waiting_reason`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .models import Message, Notification, NotificationState, User
+from .models import Message, Notification, NotificationState, User, utcnow
+from .outbox import WAITING_STATES, announce_new_rows
 from .text import one_line
 from .wording import waiting_reason
 
-__all__ = ["Waiting", "due_at_of", "list_waiting"]
+__all__ = ["POLICY_HOLDS", "Waiting", "due_at_of", "list_waiting", "release_held"]
 
 _NOT_SENT = (
     NotificationState.PENDING.value,
@@ -105,7 +107,9 @@ def list_waiting(
     ).limit(limit)
     rows: list[Waiting] = []
     for notification, name, topic, summary in session.execute(statement):
-        due = due_at_of(notification.state, notification.next_attempt_at, notification.claimed_until)
+        due = due_at_of(
+            notification.state, notification.next_attempt_at, notification.claimed_until
+        )
         rows.append(
             Waiting(
                 id=notification.id,
@@ -125,3 +129,40 @@ def list_waiting(
             )
         )
     return rows
+
+
+#: Rows held by a delivery policy: a change to that policy looks at them again.
+POLICY_HOLDS = ("digest", "quiet_hours", "rate_limit")
+
+
+def release_held(
+    session: Session,
+    user_id: int,
+    reasons: Sequence[str],
+    *,
+    context: str | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Make a user's rows held for ``reasons`` due now; returns how many.
+
+    The write path calls this when what held them changed (a digest turned off,
+    quiet hours changed, an address confirmed, a mute ended): the senders decide
+    on them again at once, under the new policy, instead of at the old time.
+    Nothing else about the rows changes (a failed row keeps its attempts).
+    """
+    statement = update(Notification).where(
+        Notification.user_id == user_id,
+        Notification.state.in_(WAITING_STATES),
+        Notification.hold_reason.in_(list(reasons)),
+    )
+    if context is not None:
+        statement = statement.where(Notification.context == context)
+    result = session.execute(
+        statement.values(next_attempt_at=now if now is not None else utcnow()).execution_options(
+            synchronize_session=False
+        )
+    )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    if count:
+        announce_new_rows(session)
+    return count

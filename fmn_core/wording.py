@@ -87,6 +87,10 @@ _REASONS = {
 }
 
 
+#: Reasons whose row is tried again at ``due_at`` rather than held until then.
+_RETRIED = frozenset({"no_address", "offline", "retry"})
+
+
 def waiting_reason(
     state: str, reason: str | None, due_at: dt.datetime | None, last_error: str | None = None
 ) -> str:
@@ -110,4 +114,6 @@ def waiting_reason(
             words = f"{words} ({last_error})"
     if due_at is None:
         return words
+    if reason in _RETRIED or (reason is None and state == "failed"):
+        return f"{words}; next try {_when(due_at)}"
     return f"{words} until {_when(due_at)}"

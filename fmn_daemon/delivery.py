@@ -604,7 +604,7 @@ class Delivery:
                 continue
             masked = mask_address(code.context, code.address)
             rendered = render_confirmation(
-                code.context, code.code, public_url=self.config.http.public_url
+                code.context, code.code, public_url=self.config.http.public_url, origin=code.origin
             )
             try:
                 await transport.send(code.address, rendered)

@@ -6,7 +6,8 @@ Create Date: 2026-12-05 19:00:00.000000
 
 ``filters.delivery`` (``instant`` or ``digest``) and ``filters.urgent`` say how a
 filter's matches travel; ``preferences`` gains a daily digest time and time zone
-and quiet hours; ``notifications.hold_reason`` says why a waiting row waits.
+and quiet hours; ``notifications.hold_reason`` says why a waiting row waits; ``confirmations.origin``
+says which front end set the address (its code's message says how to enter it).
 
 Today's behaviour is kept: a context that collected everything into a digest
 (``digest_minutes`` or ``digest_count`` set) has every existing filter marked
@@ -45,6 +46,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("quiet_timezone", sa.String(64), nullable=True))
     with op.batch_alter_table("notifications") as batch:
         batch.add_column(sa.Column("hold_reason", sa.String(32), nullable=True))
+    with op.batch_alter_table("confirmations") as batch:
+        batch.add_column(sa.Column("origin", sa.String(8), nullable=True))
     filters = sa.table(
         "filters", sa.column("preference_id", sa.Integer()), sa.column("delivery", sa.String())
     )
@@ -63,6 +66,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("confirmations") as batch:
+        batch.drop_column("origin")
     with op.batch_alter_table("notifications") as batch:
         batch.drop_column("hold_reason")
     with op.batch_alter_table("preferences") as batch:

@@ -122,8 +122,9 @@ class DigestScreen(CoreScreen[ContextView, None]):
             "quiet-from": view.quiet_from or "",
             "quiet-to": view.quiet_to or "",
         }
-        return any(self.query_one(f"#{key}", Input).value.strip() != value
-                   for key, value in stored.items())
+        return any(
+            self.query_one(f"#{key}", Input).value.strip() != value for key, value in stored.items()
+        )
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#save")
@@ -191,9 +192,7 @@ class DigestScreen(CoreScreen[ContextView, None]):
             PreferenceCall.of(
                 preferences.set_digest, context, minutes, count, at=at, timezone=zone
             ),
-            PreferenceCall.of(
-                preferences.set_quiet_hours, context, start, end, quiet_zone or zone
-            ),
+            PreferenceCall.of(preferences.set_quiet_hours, context, start, end, quiet_zone or zone),
             done=done,
             failed=refused,
         )

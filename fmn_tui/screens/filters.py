@@ -59,9 +59,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="summary")
-        yield ViewTable(
-            "#", "On", "Name", "Once", "How", "Rules (all must match)", id="filters"
-        )
+        yield ViewTable("#", "On", "Name", "Once", "How", "Rules (all must match)", id="filters")
         yield Static(
             "A message notifies you here when any active filter matches it. How: instant, "
             "or digest (collected; g on the contexts screen sets when); ! = urgent. F1: all keys.",

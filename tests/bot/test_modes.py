@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 
 import supybot.conf as conf
 from sqlalchemy import select
 
 from fmn_bot.plugin import Fmn
-from fmn_core import preferences
 from fmn_core.models import Notification, User, utcnow
 
 from . import conftest
@@ -24,23 +24,33 @@ class TestDeliveryModes(conftest.FmnCase):
 
     def test_a_filter_says_how_it_travels(self) -> None:
         self.assertNotError("fmn add-filter email failed builds")
-        self.assertRegexp("fmn delivery email digest failed builds",
-                          r"^email 1\. \"failed builds\" \(digest, no rules\)\.$")
+        self.assertRegexp(
+            "fmn delivery email digest failed builds",
+            r"^email 1\. \"failed builds\" \(digest, no rules\)\.$",
+        )
         self.assertRegexp("fmn delivery email urgent failed builds", r"\(digest, urgent, ")
         self.assertRegexp("fmn filters email", r"failed builds\" \(digest, urgent, no rules\)")
-        self.assertRegexp("fmn delivery email hourly failed builds",
-                          r"not one of instant, digest, urgent or normal")
+        self.assertRegexp(
+            "fmn delivery email hourly failed builds",
+            r"not one of instant, digest, urgent or normal",
+        )
 
     def test_daily_digest_and_quiet_hours(self) -> None:
-        self.assertRegexp("fmn daily email 18:00 Europe/Prague",
-                          r"^email: digest daily at 18:00 Europe/Prague\.$")
+        self.assertRegexp(
+            "fmn daily email 18:00 Europe/Prague", r"^email: digest daily at 18:00 Europe/Prague\.$"
+        )
         self.assertRegexp("fmn daily email 25:00", r"HH:MM")
         self.assertRegexp("fmn daily email 8pm", r"not a time like 08:00")
         self.assertRegexp("fmn daily email 08:00 Mars/Base", r"IANA time zone")
-        self.assertRegexp("fmn quiet email 22:00-07:00 Europe/Prague",
-                          r"^email: quiet hours 22:00-07:00 Europe/Prague\.$")
-        self.assertRegexp("fmn contexts", r"email on, no filters, digest daily at 18:00 "
-                          r"Europe/Prague, quiet 22:00-07:00 Europe/Prague")
+        self.assertRegexp(
+            "fmn quiet email 22:00-07:00 Europe/Prague",
+            r"^email: quiet hours 22:00-07:00 Europe/Prague\.$",
+        )
+        self.assertRegexp(
+            "fmn contexts",
+            r"email on, no filters, digest daily at 18:00 "
+            r"Europe/Prague, quiet 22:00-07:00 Europe/Prague",
+        )
         self.assertRegexp("fmn quiet email off", r"^email: quiet hours none\.$")
         self.assertRegexp("fmn daily email off", r"^email: digest off\.$")
 
@@ -63,16 +73,17 @@ class TestAddresses(conftest.FmnCase):
 
     def test_remove_address_and_resend_code(self) -> None:
         self.assertRegexp("fmn set-address irc alicee", r"confirmation code", private=True)
-        self.assertRegexp("fmn resend-code irc", r"^A new code is on its way to alicee", private=True)
+        self.assertRegexp(
+            "fmn resend-code irc", r"^A new code is on its way to alicee", private=True
+        )
         self.assertRegexp("fmn remove-address irc", r"^Removed alicee from irc\.$", private=True)
-        self.assertRegexp("fmn remove-address irc", r"irc has no unconfirmed address",
-                          private=True)
-        self.assertRegexp("fmn resend-code irc", r"Nothing in irc is waiting for confirmation",
-                          private=True)
+        self.assertRegexp("fmn remove-address irc", r"irc has no unconfirmed address", private=True)
+        self.assertRegexp(
+            "fmn resend-code irc", r"Nothing in irc is waiting for confirmation", private=True
+        )
 
     def test_the_bots_own_nick_is_refused(self) -> None:
-        self.assertRegexp(f"fmn set-address irc {self.irc.nick}", r"is my own nick",
-                          private=True)
+        self.assertRegexp(f"fmn set-address irc {self.irc.nick}", r"is my own nick", private=True)
         with self.database.begin() as session:
             assert session.scalars(select(User)).all() == []
 
@@ -82,9 +93,8 @@ class TestReload(conftest.FmnCase):
 
     def test_a_bad_reload_keeps_the_last_good_configuration(self) -> None:
         path = conf.supybot.plugins.Fmn.configFile()
-        good = open(path, encoding="utf-8").read()
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(good + '\n[delivery]\nbatch_size = "lots"\n')
+        good = Path(path).read_text(encoding="utf-8")
+        Path(path).write_text(good + '\n[delivery]\nbatch_size = "lots"\n', encoding="utf-8")
         plugin = Fmn(self.irc)
         try:
             assert plugin.config_problem is not None and "batch_size" in plugin.config_problem
@@ -96,5 +106,3 @@ class TestReload(conftest.FmnCase):
         handlers = logging.getLogger("supybot").handlers
         assert handlers
         assert all(h in logging.getLogger("fmn_core").handlers for h in handlers)
-
-

@@ -175,9 +175,8 @@ def test_a_filters_delivery_and_urgency_are_stored_and_checked(db: Database) -> 
         assert (view.delivery, view.urgent) == ("digest", False)
         view = prefs.set_filter_urgent(session, ALICE, "email", "failed builds", True)
         assert (view.delivery, view.urgent) == ("digest", True)
-    with db.begin() as session:
-        with pytest.raises(InvalidArgument, match="'instant' or 'digest'"):
-            prefs.set_filter_delivery(session, ALICE, "email", "failed builds", "hourly")
+    with db.begin() as session, pytest.raises(InvalidArgument, match="'instant' or 'digest'"):
+        prefs.set_filter_delivery(session, ALICE, "email", "failed builds", "hourly")
 
 
 def test_schedules_are_checked_with_clear_messages(db: Database) -> None:

@@ -45,10 +45,8 @@ def test_the_new_keys_round_trip(db: Database, fresh: Database) -> None:
     with db.begin() as session:
         exported = export_preferences(session)
     email = exported["users"][0]["contexts"]["email"]
-    assert email["digest"] == {"minutes": 0, "count": 0, "at": "18:00",
-                               "timezone": "Europe/Prague"}
-    assert email["quiet_hours"] == {"from": "22:00", "to": "07:00",
-                                    "timezone": "America/New_York"}
+    assert email["digest"] == {"minutes": 0, "count": 0, "at": "18:00", "timezone": "Europe/Prague"}
+    assert email["quiet_hours"] == {"from": "22:00", "to": "07:00", "timezone": "America/New_York"}
     failed, group = email["filters"]
     assert (failed.get("delivery"), failed.get("urgent")) == (None, True)
     assert (group.get("delivery"), group.get("urgent")) == ("digest", None)
@@ -58,16 +56,26 @@ def test_the_new_keys_round_trip(db: Database, fresh: Database) -> None:
         assert export_preferences(session) == exported
         view = prefs.get_context(session, ALICE, "email")
     assert (view.digest_at, view.digest_timezone) == ("18:00", "Europe/Prague")
-    assert [(f.delivery, f.urgent) for f in view.filters] == [("instant", True),
-                                                              ("digest", False)]
+    assert [(f.delivery, f.urgent) for f in view.filters] == [("instant", True), ("digest", False)]
 
 
 def test_explicit_defaults_and_null_quiet_hours_import(fresh: Database) -> None:
-    document: dict[str, Any] = {"users": [{"name": "alice", "contexts": {"email": {
-        "digest": {"minutes": 5, "count": 0, "at": None, "timezone": "UTC"},
-        "quiet_hours": None,
-        "filters": [{"name": "f", "delivery": "instant", "urgent": False, "rules": []}],
-    }}}]}
+    document: dict[str, Any] = {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "digest": {"minutes": 5, "count": 0, "at": None, "timezone": "UTC"},
+                        "quiet_hours": None,
+                        "filters": [
+                            {"name": "f", "delivery": "instant", "urgent": False, "rules": []}
+                        ],
+                    }
+                },
+            }
+        ]
+    }
     with fresh.begin() as session:
         import_preferences(session, document)
     with fresh.begin() as session:
@@ -76,11 +84,27 @@ def test_explicit_defaults_and_null_quiet_hours_import(fresh: Database) -> None:
 
 
 def test_bad_delivery_values_are_refused_naming_their_path(fresh: Database) -> None:
-    document: dict[str, Any] = {"users": [{"name": "alice", "contexts": {"email": {
-        "digest": {"minutes": 0, "count": 0, "at": "8pm", "timezone": "Mars/Base"},
-        "quiet_hours": {"from": "22:00", "to": "22:00", "timezone": "UTC", "why": 1},
-        "filters": [{"name": "f", "delivery": "hourly", "urgent": "yes", "rules": []}],
-    }}}]}
+    document: dict[str, Any] = {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "digest": {"minutes": 0, "count": 0, "at": "8pm", "timezone": "Mars/Base"},
+                        "quiet_hours": {
+                            "from": "22:00",
+                            "to": "22:00",
+                            "timezone": "UTC",
+                            "why": 1,
+                        },
+                        "filters": [
+                            {"name": "f", "delivery": "hourly", "urgent": "yes", "rules": []}
+                        ],
+                    }
+                },
+            }
+        ]
+    }
     with pytest.raises(ImportRejected) as caught, fresh.begin() as session:
         import_preferences(session, document)
     problems = dict(caught.value.problems)

@@ -89,8 +89,9 @@ def test_failed_build_at_once_the_rest_once_at_the_local_hour(
         assert (row.state, row.hold_reason) == ("pending", "digest")
         assert row.next_attempt_at == dt.datetime(2026, 12, 5, 17, 0, tzinfo=UTC)
     with db.begin() as session:
-        (waiting,) = {w.reason for w in preferences.pending_notifications(
-            session, preferences.Actor("alice"))}
+        (waiting,) = {
+            w.reason for w in preferences.pending_notifications(session, preferences.Actor("alice"))
+        }
     assert waiting == "held for the next digest until 2026-12-05 17:00 UTC"
 
     clock.now = dt.datetime(2026, 12, 5, 16, 59, tzinfo=UTC)

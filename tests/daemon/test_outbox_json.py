@@ -27,9 +27,7 @@ def test_outbox_json_prints_one_object_per_waiting_row(
         with db.begin() as session:
             user = User(name="dora")
             session.add(user)
-            session.add_all(
-                Message(id=f"m-{n}", topic="t", body={}, headers={}) for n in range(4)
-            )
+            session.add_all(Message(id=f"m-{n}", topic="t", body={}, headers={}) for n in range(4))
             session.flush()
             rows = [
                 ("m-0", NotificationState.PENDING, "quiet_hours", UNTIL, None),
@@ -50,8 +48,11 @@ def test_outbox_json_prints_one_object_per_waiting_row(
                         last_error=error,
                     )
                 )
-        for argv in (("outbox", "--json"), ("outbox", "list", "--json"),
-                     ("outbox", "--json", "list")):
+        for argv in (
+            ("outbox", "--json"),
+            ("outbox", "list", "--json"),
+            ("outbox", "--json", "list"),
+        ):
             code, out, _ = run(capsys, "--config", str(config), *argv)
             assert code == 0, argv
             lines = [json.loads(line) for line in out.splitlines()]
