@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from .models import Filter, Notification, NotificationState, utcnow
 from .outbox import WAITING_STATES, ClaimedNotification, mark_dead, mark_failed, postpone
+from .schedule import DigestSchedule
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
@@ -144,30 +145,28 @@ def decide(
             )
     limited = (
         rate_limit_per_hour is not None
-        and lane != "digest"
         and stats.sent_last_hour + waiting_in_claim > rate_limit_per_hour
     )
     if lane != "digest" and not limited:
         released = head.hold_reason == "quiet_hours" and waiting_in_claim > 1
         return Decision("digest" if released else "send")
-    oldest = min(stats.oldest_waiting or head.created_at, head.created_at)
+    schedule = head.schedule if lane == "digest" else DigestSchedule()
     if limited:
-        minutes = max(head.digest_minutes, RATE_LIMIT_DIGEST_MINUTES)
-        until = oldest + dt.timedelta(minutes=minutes)
-        if until <= now:
-            return Decision("digest")
-        return Decision(
-            "hold",
-            until,
-            f"held for a rate limit until {until:%Y-%m-%d %H:%M} UTC",
-            "rate_limit",
+        # A rate limit stretches a short window; it never shortens a longer one.
+        schedule = DigestSchedule(
+            max(schedule.minutes, RATE_LIMIT_DIGEST_MINUTES),
+            schedule.count,
+            schedule.at,
+            schedule.timezone,
         )
-    schedule = head.schedule
+    oldest = min(stats.oldest_waiting or head.created_at, head.created_at)
     until = schedule.due_at(oldest, count_only_max_wait=COUNT_ONLY_MAX_WAIT)
     count_reached = schedule.count > 0 and stats.waiting >= schedule.count
     if until <= now or count_reached:
         return Decision("digest")
-    return Decision("hold", until, f"held for a digest until {until:%Y-%m-%d %H:%M} UTC", "digest")
+    why = "digest" if lane == "digest" else "rate_limit"
+    words = "a digest" if lane == "digest" else "a rate limit"
+    return Decision("hold", until, f"held for {words} until {until:%Y-%m-%d %H:%M} UTC", why)
 
 
 def group_stats(
