@@ -406,7 +406,8 @@ def _filter_text(view: Any) -> str:
         flags.append("off")
     if view.oneshot:
         flags.append("one-shot")
-    flags.append(view.delivery)
+    if view.delivery != "instant":
+        flags.append(view.delivery)
     if view.urgent:
         flags.append("urgent")
     flags.append(count(len(view.rules), "rule"))

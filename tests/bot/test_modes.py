@@ -26,7 +26,7 @@ class TestDeliveryModes(conftest.FmnCase):
         self.assertNotError("fmn add-filter email failed builds")
         self.assertRegexp(
             "fmn delivery email digest failed builds",
-            r"^email 1\. \"failed builds\" \(digest, no rules\)\.$",
+            r'^email 1\. "failed builds" \(digest, no rules\)\.$',
         )
         self.assertRegexp("fmn delivery email urgent failed builds", r"\(digest, urgent, ")
         self.assertRegexp("fmn filters email", r"failed builds\" \(digest, urgent, no rules\)")
@@ -70,6 +70,8 @@ class TestDeliveryModes(conftest.FmnCase):
 
 class TestAddresses(conftest.FmnCase):
     """A mistyped address is no dead end; the bot is no address."""
+
+    fmn_toml = "[confirmation]\nresend_interval_seconds = 0\n"
 
     def test_remove_address_and_resend_code(self) -> None:
         self.assertRegexp("fmn set-address irc alicee", r"confirmation code", private=True)
