@@ -48,9 +48,9 @@ class ContextsScreen(CoreScreen[Overview, None]):
         Binding("space", "toggle_enabled", "On/off"),
         Binding("d", "destination", "Destination"),
         Binding("g", "digest", "Digest"),
-        Binding("t", "templates", "Templates"),
+        Binding("t", "templates", "Templates", show=False),
         Binding("n", "notifications", "Recent"),
-        Binding("r", "reload", "Reload"),
+        Binding("r", "reload", "Reload", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
 

@@ -39,7 +39,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         Binding("a", "add", "Add"),
         Binding("e", "edit", "Rules", key_display="e/⏎"),
         Binding("space", "toggle_active", "On/off"),
-        Binding("m", "toggle_delivery", "Instant/digest"),
+        Binding("m", "toggle_delivery", "Mode"),
         Binding("x,delete", "delete", "Delete", key_display="x"),
         Binding("escape", "back", "Back", key_display="Esc"),
         Binding("u", "toggle_urgent", "Urgent (through quiet hours)", show=False),
