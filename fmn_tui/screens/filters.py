@@ -27,6 +27,14 @@ from .rules import RulesScreen
 __all__ = ["FiltersScreen"]
 
 
+def _how(item: FilterView) -> str:
+    """How a filter's matches travel, in a few letters: empty for instant and every time."""
+    flags = ["digest"] if item.delivery == "digest" else []
+    flags += ["!"] if item.urgent else []
+    flags += ["once"] if item.oneshot else []
+    return " ".join(flags)
+
+
 class FiltersScreen(CoreScreen[ContextView, None]):
     """The filters of one context, in order; any active one that matches notifies."""
 
@@ -61,8 +69,9 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         yield Static("", id="summary")
         yield ViewTable("#", "On", "Name", "Once", "How", "Rules (all must match)", id="filters")
         yield Static(
-            "A message notifies you here when any active filter matches it. How: instant, "
-            "or digest (collected; g on the contexts screen sets when); ! = urgent. F1: all keys.",
+            "A message notifies you here when any active filter matches it. How: at once "
+            "unless digest (g on the contexts screen sets when); ! urgent (through quiet "
+            "hours); once (then off). F1: every key.",
             id="hint",
             markup=False,
         )
@@ -89,7 +98,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         else:
             summary.append(f"{destination.masked} {destination_status(destination)}")
         self.query_one("#summary", Static).update(summary)
-        width = max(20, self.size.width - 50)
+        width = max(20, self.size.width - 40)
         rows = []
         for item in view.filters:
             rules = " and ".join(rule.text for rule in item.rules) or "(no rules: matches nothing)"
@@ -97,8 +106,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
                 str(item.position),
                 "✓ on" if item.active else "✗ off",
                 plain(shorten(item.name, 30)),
-                "once" if item.oneshot else "",
-                item.delivery + (" !" if item.urgent else ""),
+                _how(item),
                 plain(shorten(rules, width)),
             ]
             rows.append((str(item.id), cells))
