@@ -67,7 +67,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="summary")
-        yield ViewTable("#", "On", "Name", "Once", "How", "Rules (all must match)", id="filters")
+        yield ViewTable("#", "On", "Name", "How", "Rules (all must match)", id="filters")
         yield Static(
             "A message notifies you here when any active filter matches it. How: at once "
             "unless digest (g on the contexts screen sets when); ! urgent (through quiet "
