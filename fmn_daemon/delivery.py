@@ -380,7 +380,7 @@ class Delivery:
         groups: dict[tuple[int, str, str], list[ClaimedNotification]] = {}
         for row in claimed:
             groups.setdefault(row.lane_key, []).append(row)
-        stats: Mapping[tuple[int, str, str], Any] | None
+        stats: Mapping[delivery_policy.GroupKey, Any] | None
         try:
             with session.begin_nested():
                 stats = delivery_policy.group_stats(session, groups, now=now)
@@ -419,7 +419,7 @@ class Delivery:
         session: Session,
         key: tuple[int, str, str],
         rows: list[ClaimedNotification],
-        stats: Mapping[tuple[int, str, str], Any],
+        stats: Mapping[delivery_policy.GroupKey, Any],
         now: dt.datetime,
         jobs: list[_Job],
     ) -> int:

@@ -184,8 +184,9 @@ class TestDeliveryHolder(DirectoryCase):
         assert sent == [] and report.postponed == 1
         assert self.plugin.fedora_name("alice") == ""
         self.irc.feedMsg(
-            ircmsgs.IrcMsg(prefix="alice_!x@users.example.org", command="ACCOUNT",
-                           args=("Alice_W",))
+            ircmsgs.IrcMsg(
+                prefix="alice_!x@users.example.org", command="ACCOUNT", args=("Alice_W",)
+            )
         )
         report, sent = self.deliver_round(online=["alice_"], now=utcnow() + dt.timedelta(minutes=2))
         assert len(sent) == 1

@@ -139,7 +139,8 @@ def _due(db: Database, row_id: int) -> bool:
     with db.begin() as session:
         row = session.get(Notification, row_id)
         assert row is not None
-        return row.next_attempt_at <= utcnow()
+        due: bool = row.next_attempt_at <= utcnow()
+        return due
 
 
 def test_turning_a_digest_off_releases_what_it_held(db: Database) -> None:
