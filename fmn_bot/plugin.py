@@ -833,8 +833,9 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                 pending = preferences.set_destination(session, actor, context, address)
             destination = pending.destination
             if destination.confirmed:
+                where = f" Give your feed reader: {destination.url}" if destination.url else ""
                 irc.reply(
-                    f"{context} now delivers to {destination.address} (keep it secret).",
+                    f"{context} now delivers to {destination.address} (keep it secret).{where}",
                     private=True,
                 )
                 return

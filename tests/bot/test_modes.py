@@ -84,6 +84,11 @@ class TestAddresses(conftest.FmnCase):
             "fmn resend-code irc", r"Nothing in irc is waiting for confirmation", private=True
         )
 
+    def test_a_feed_address_comes_with_its_url(self) -> None:
+        reply = self.assertRegexp("fmn set-address rss", r"^rss now delivers to ", private=True)
+        token = reply.args[1].split()[4]
+        assert f"Give your feed reader: http://localhost:8080/feeds/{token}.rss" in reply.args[1]
+
     def test_the_bots_own_nick_is_refused(self) -> None:
         self.assertRegexp(f"fmn set-address irc {self.irc.nick}", r"is my own nick", private=True)
         with self.database.begin() as session:

@@ -41,3 +41,14 @@ def test_digest_policy_words_a_context_view(
     view = ContextView("email", True, minutes, notifications, (), (), None)
     assert digest_policy(view) == words
     assert digest_policy(view, compact=True) == compact
+
+
+def test_the_topic_matches_example_is_a_real_koji_topic() -> None:
+    # Koji's topics are *.buildsys.*; the old example matched no Koji message.
+    from fnmatch import fnmatchcase
+
+    from fmn_core.rules import default_catalog
+
+    help_text = default_catalog().get("topic_matches").parameters[0].help
+    example = help_text.split("e.g. ")[1].split()[0]
+    assert fnmatchcase("org.fedoraproject.prod.buildsys.build.state.change", example)

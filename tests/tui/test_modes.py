@@ -181,3 +181,24 @@ async def test_ctrl_q_asks_before_dropping_unsaved_values(profile: Core, make_ap
         await pilot.press("y")
         await pilot.pause()
     assert app.return_code == 0 or app.return_code is None
+
+
+async def test_the_feed_url_is_shown_and_copyable_where_the_token_is(profile: Core, make_app):
+    pending = profile(preferences.set_destination, "rss", "")
+    token = pending.destination.address
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_destinations("rss")
+        await settle(pilot)
+        url = app.screen.query_one("#feed-url", Input).value
+        assert url == f"http://localhost:8080/feeds/{token}.rss"
+        app.screen.query_one("#destinations").focus()
+        await pilot.press("y")
+        await settle(pilot)
+        assert app.clipboard == url
+        app.screen.dismiss(None)
+        await settle(pilot)
+        app.open_destinations("irc")
+        await settle(pilot)
+        assert "The fmn bot sends the code to your nick" in text_of(app, "#irc-note")
