@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import supybot.callbacks as callbacks
+import supybot.ircmsgs as ircmsgs
 import supybot.ircutils as ircutils
 from sqlalchemy.orm import Session
 from supybot.commands import addConverter, additional, rest, wrap
@@ -558,6 +559,28 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             typed = " ".join([*command[:-1], _DISPLAY[command[-1]]])
             text = text.replace(callbacks.formatCommand(command), typed, 1)
         return text
+
+    def inFilter(self, irc: Any, msg: Any) -> Any:
+        """An ``fmn`` command Limnoria can't split (unbalanced quotes or brackets):
+        say what is wrong instead of Limnoria's generic "An error has occurred"."""
+        if msg.command != "PRIVMSG":
+            return msg
+        text = callbacks.addressed(irc, msg)
+        if not text or text.split(None, 1)[0].lower() != "fmn":
+            return msg
+        try:
+            callbacks.tokenize(text, channel=msg.channel, network=irc.network)
+        except SyntaxError as exc:
+            problem = str(exc).rstrip(".") or "it can't be split into words"
+            answer = (
+                f"I can't read that command: {problem}. Quote a value that has spaces "
+                'with double quotes, and close every quote: fmn add-filter irc "my builds"'
+            )
+            target = msg.channel or msg.nick
+            line = f"{msg.nick}: {answer}" if msg.channel else answer
+            irc.queueMsg(ircmsgs.privmsg(target, line))
+            return None
+        return msg
 
     def invalidCommand(self, irc: Any, msg: Any, tokens: list[str]) -> None:
         """``fmn <something unknown>``: say what the commands are."""

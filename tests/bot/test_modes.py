@@ -95,6 +95,16 @@ class TestAddresses(conftest.FmnCase):
             assert session.scalars(select(User)).all() == []
 
 
+class TestParsing(conftest.FmnCase):
+    """What Limnoria can't split gets a clear answer, not "An error has occurred"."""
+
+    def test_unbalanced_quotes_and_brackets_say_what_is_wrong(self) -> None:
+        reply = self.assertRegexp('fmn add-filter irc "my builds', r"can't read that command")
+        assert "close every quote" in reply.args[1]
+        self.assertRegexp("fmn add-rule irc x app_is app=[koji", r"can't read that command")
+        self.assertNotError('fmn add-filter irc "my builds"')
+
+
 class TestReload(conftest.FmnCase):
     """A reload with a bad file keeps the working configuration."""
 
