@@ -134,8 +134,12 @@ def _by_app(notifications: Sequence[ClaimedNotification]) -> str:
 
 
 def collapse_line(notifications: Sequence[ClaimedNotification]) -> str:
-    """The line that stands for the notifications above a user's burst."""
-    return _fit(f"{len(notifications)} more notifications: {_by_app(notifications)}")
+    """The line that stands for the notifications above a user's burst; ``fmn recent``
+    lists them one by one later."""
+    return _fit(
+        f"{len(notifications)} more notifications: {_by_app(notifications)}; "
+        "'fmn recent' lists them"
+    )
 
 
 def digest_line(notifications: Sequence[ClaimedNotification]) -> str:

@@ -145,8 +145,9 @@ class Parameter:
             return folded[value.upper()]
         if self.kind == "name" and not _NAME_RE.match(value):
             raise InvalidArgument(
-                f"{where} {value[:40]!r} is not a valid name (letters, digits and ._+@:/~- only, "
-                "no spaces).",
+                f"{where} {value[:40]!r} is not a valid name: it starts with a letter or a "
+                "digit, then letters, digits and ._+@:/~- only, no spaces (a group is "
+                "python-sig, not @python-sig).",
                 argument=self.name,
             )
         if self.kind == "glob" and any(c.isspace() for c in value):
