@@ -16,8 +16,8 @@ deep would otherwise raise ``RecursionError`` wherever it is touched next.
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
