@@ -20,6 +20,7 @@ import asyncio
 import datetime as dt
 import os
 import time
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,13 @@ KOSCHEI = (
     '"koji_instance": "primary", "name": "%s", "new": "%s", "old": "ok", "repo": "f41"}, '
     '"headers": {}, "id": "%s", "topic": "org.fedoraproject.prod.koschei.package.state.change"}'
 )
+
+
+def _text(mail: Message) -> str:
+    """A received mail's text, quoted-printable decoded."""
+    payload = mail.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode("utf-8")
 
 
 class Clock:
@@ -112,7 +120,7 @@ def test_instant_failed_builds_and_a_daily_digest_over_irc_and_smtp(
         drain()  # the daemon mails the code
         (code_mail,) = smtp_server.wait_for(1)
         talk.note(f"the daemon mailed the code: {code_mail.subject}")
-        body = code_mail.message.get_payload(decode=True).decode("utf-8")
+        body = _text(code_mail.message)
         # Set on IRC: the mail says how to confirm there, and nothing about the TUI.
         assert "a private message:  fmn confirm " in body and "TUI" not in body
         code = body.split("fmn confirm ", 1)[1].split()[0]
@@ -137,7 +145,7 @@ def test_instant_failed_builds_and_a_daily_digest_over_irc_and_smtp(
         drain()
         mails = smtp_server.wait_for(2)
         assert time.monotonic() - started < 10  # within seconds
-        instant = mails[1].message.get_payload(decode=True).decode("utf-8")
+        instant = _text(mails[1].message)
         assert "rnv" in mails[1].subject and "failed builds" in instant
         talk.note(f"mailed at once ({clock.now:%H:%M} UTC): {mails[1].subject}")
 
