@@ -1019,7 +1019,8 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                     if (d.address.casefold() == address.casefold() if address else not d.confirmed)
                 ]
                 if not candidates:
-                    what = f"{address!r}" if address else "unconfirmed address"
+                    # The typed address is not repeated: this may be a channel.
+                    what = "such address" if address else "unconfirmed address"
                     raise callbacks.Error(
                         f"{context} has no {what}; 'fmn contexts' lists your addresses."
                     )

@@ -50,21 +50,70 @@ LEAK = re.compile(
 )
 #: Tokens that have broken IRC bots before.
 NASTY = [
-    "²", "٣", '"', '"unclosed', '""', "'", "\\", "[", "]", "[fmn help]", "$nick", "|",
-    "a" * 400, "é" * 120, "\u202e", "\x01ACTION", "\x02bold", "\x03", "x=y=z", "=", "app=",
-    "=koji", "9" * 30, "-1", "0", "1e9", "(a+)+$", "*", "not", "NOT not", "%s%n",
-    "ntfys://127.0.0.1/x", "file:///etc/passwd",
+    "²",
+    "٣",
+    '"',
+    '"unclosed',
+    '""',
+    "'",
+    "\\",
+    "[",
+    "]",
+    "[fmn help]",
+    "$nick",
+    "|",
+    "a" * 400,
+    "é" * 120,
+    "\u202e",
+    "\x01ACTION",
+    "\x02bold",
+    "\x03",
+    "x=y=z",
+    "=",
+    "app=",
+    "=koji",
+    "9" * 30,
+    "-1",
+    "0",
+    "1e9",
+    "(a+)+$",
+    "*",
+    "not",
+    "NOT not",
+    "%s%n",
+    "ntfys://127.0.0.1/x",
+    "file:///etc/passwd",
 ]
 #: A line per command, ``{}`` where the nasty token goes.
 TEMPLATES = [
-    "fmn {}", "fmn help {}", "fmn contexts {}", "fmn enable {}", "fmn disable {}",
-    "fmn filters {}", "fmn show irc {}", "fmn add-filter irc {}", "fmn rename-filter irc f {}",
-    "fmn rename-filter irc {} g", "fmn remove-filter irc {}", "fmn add-rule irc f {}",
-    "fmn add-rule irc f app_is app={}", "fmn add-rule irc f not topic_matches pattern={}",
-    "fmn add-rule irc f summary_contains text=\"{}\"", "fmn remove-rule irc f {}", "fmn rules {}",
-    "fmn set-address email {}", "fmn set-address push {}", "fmn set-address irc {}",
-    "fmn confirm {}", "fmn digest irc {}", "fmn digest irc 5 {}", "fmn templates {}",
-    "fmn use-template {} irc", "fmn preview irc {}", "fmn mute {}", "fmn unmute {}",
+    "fmn {}",
+    "fmn help {}",
+    "fmn contexts {}",
+    "fmn enable {}",
+    "fmn disable {}",
+    "fmn filters {}",
+    "fmn show irc {}",
+    "fmn add-filter irc {}",
+    "fmn rename-filter irc f {}",
+    "fmn rename-filter irc {} g",
+    "fmn remove-filter irc {}",
+    "fmn add-rule irc f {}",
+    "fmn add-rule irc f app_is app={}",
+    "fmn add-rule irc f not topic_matches pattern={}",
+    'fmn add-rule irc f summary_contains text="{}"',
+    "fmn remove-rule irc f {}",
+    "fmn rules {}",
+    "fmn set-address email {}",
+    "fmn set-address push {}",
+    "fmn set-address irc {}",
+    "fmn confirm {}",
+    "fmn digest irc {}",
+    "fmn digest irc 5 {}",
+    "fmn templates {}",
+    "fmn use-template {} irc",
+    "fmn preview irc {}",
+    "fmn mute {}",
+    "fmn unmute {}",
 ]
 IRC_TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x00")
 tokens = st.one_of(
@@ -155,8 +204,13 @@ class TestBotFuzz(FaultsBotCase, bot_conftest.FmnCase):
                 if problem:
                     problems.append(problem)
                 self.seed()
-        self.figures(commands=sent, refused=refused, templates=len(TEMPLATES),
-                     tokens=len(NASTY), bugs=len(problems))
+        self.figures(
+            commands=sent,
+            refused=refused,
+            templates=len(TEMPLATES),
+            tokens=len(NASTY),
+            bugs=len(problems),
+        )
         assert not problems, "\n".join(problems)
 
     def test_bot_hostile_push_urls_refused_with_the_reason(self) -> None:
@@ -170,12 +224,18 @@ class TestBotFuzz(FaultsBotCase, bot_conftest.FmnCase):
                 text, problem = self.problem(f"fmn set-address {context} {typed}", private=True)
                 assert problem is None, problem
                 assert text.startswith("Error: This push URL is refused") and reason in text, (
-                    url, text)
+                    url,
+                    text,
+                )
                 refused += 1
         self.figures(hostile_push_urls_refused=refused)
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(lines, st.booleans())
     def test_bot_fuzzed_lines(self, line: str, private: bool) -> None:
         self.seed()
@@ -193,8 +253,9 @@ class TestBotAuthorization(FaultsBotCase, bot_conftest.FmnCase):
             preferences.add_filter(session, alice, "irc", "alice-secret")
             preferences.add_rule(session, alice, "irc", "alice-secret", "app_is", {"app": "koji"})
             preferences.add_filter(session, alice, "email", "alice-secret")
-            pending = preferences.set_destination(session, alice, "email",
-                                                  f"alice.private@{secret_domain}")
+            pending = preferences.set_destination(
+                session, alice, "email", f"alice.private@{secret_domain}"
+            )
             preferences.set_digest(session, alice, "irc", 30, 0)
             preferences.mute(session, alice, dt.timedelta(hours=2))
         code = pending.code
@@ -222,6 +283,19 @@ class TestBotAuthorization(FaultsBotCase, bot_conftest.FmnCase):
             "preview": ["fmn preview irc alice-secret", "fmn preview irc"],
             "mute": ["fmn mute 1h"],
             "unmute": ["fmn unmute"],
+            "resend-code": ["fmn resend-code email"],
+            "remove-address": [
+                "fmn remove-address email",
+                f"fmn remove-address email alice.private@{secret_domain}",
+            ],
+            "daily": ["fmn daily irc 08:00 Europe/Prague", "fmn daily irc off"],
+            "quiet": ["fmn quiet irc 22:00-07:00", "fmn quiet irc off"],
+            "delivery": [
+                "fmn delivery irc instant alice-secret",
+                "fmn delivery irc urgent alice-secret",
+            ],
+            "pending": ["fmn pending", "fmn pending irc"],
+            "recent": ["fmn recent", "fmn recent irc"],
         }
         assert set(lines) == set(COMMANDS), set(COMMANDS) ^ set(lines)
         replies = []
@@ -250,8 +324,11 @@ class TestBotAuthorization(FaultsBotCase, bot_conftest.FmnCase):
             actor = preferences.Actor("alice")
             contexts = preferences.list_contexts(session, actor)
             user = session.scalars(select(User).where(User.name == "alice")).one()
-            return {"contexts": contexts, "muted": user.muted_until,
-                    "failures": user.confirm_failures}
+            return {
+                "contexts": contexts,
+                "muted": user.muted_until,
+                "failures": user.confirm_failures,
+            }
 
 
 class TestBotConfirmation(FaultsBotCase, bot_conftest.FmnCase):
@@ -262,8 +339,9 @@ class TestBotConfirmation(FaultsBotCase, bot_conftest.FmnCase):
     def pending_code(self, address: str) -> str:
         self.assertNotError(f"fmn set-address email {address}", private=True)
         with self.database.begin() as session:
-            codes = [c for c in preferences.pending_confirmation_codes(session)
-                     if c.address == address]
+            codes = [
+                c for c in preferences.pending_confirmation_codes(session) if c.address == address
+            ]
         assert len(codes) == 1
         return codes[0].code
 
@@ -304,5 +382,8 @@ class TestBotConfirmation(FaultsBotCase, bot_conftest.FmnCase):
             assert user.confirm_locked_until is not None and user.confirm_locked_until > utcnow()
             user.confirm_locked_until = utcnow() - dt.timedelta(seconds=1)
         self.assertRegexp(f"fmn confirm {code}", r"^Confirmed", private=True)
-        self.figures(wrong_guesses_before_lockout=5, lockout_minutes=15,
-                       guesses_per_day_at_most=5 * 24 * 60 // 15)
+        self.figures(
+            wrong_guesses_before_lockout=5,
+            lockout_minutes=15,
+            guesses_per_day_at_most=5 * 24 * 60 // 15,
+        )
