@@ -14,6 +14,7 @@ import supybot.conf as conf
 from sqlalchemy import select
 
 from fmn_bot.plugin import Fmn
+from fmn_core import preferences
 from fmn_core.models import Notification, User, utcnow
 
 from . import conftest
@@ -123,3 +124,38 @@ class TestReload(conftest.FmnCase):
         handlers = logging.getLogger("supybot").handlers
         assert handlers
         assert all(h in logging.getLogger("fmn_core").handlers for h in handlers)
+
+
+class TestIrcQuietHours(conftest.FmnCase):
+    """Quiet hours hold IRC lines until the window ends; urgent filters pass."""
+
+    fmn_toml = "[bot]\nlines_per_second = 200.0\nburst = 5\n"
+
+    def test_quiet_hours_hold_then_one_digest_line_and_urgent_passes(self) -> None:
+        self.confirm_irc("alice", "alice_")
+        actor = preferences.Actor("alice")
+        now = utcnow()
+        start, end = now - dt.timedelta(hours=1), now + dt.timedelta(hours=1)
+        with self.database.begin() as session:
+            urgent = preferences.add_filter(session, actor, "irc", "fails")
+            preferences.set_filter_urgent(session, actor, "irc", "fails", True)
+            rest = preferences.add_filter(session, actor, "irc", "rest")
+            preferences.set_quiet_hours(
+                session, actor, "irc", f"{start:%H:%M}", f"{end:%H:%M}", "UTC"
+            )
+        ids = self.add_notifications("alice", ["rnv", "kernel", "git"])
+        with self.database.begin() as session:
+            for row in session.scalars(select(Notification).where(Notification.id.in_(ids))):
+                row.filter_id = urgent.id if row.id == ids[0] else rest.id
+        report, sent = self.deliver_round(online=["alice_"])
+        [line] = sent
+        assert "rnv" in line.args[1]
+        held = [r for r in self.outbox_rows(ids) if r.id != ids[0]]
+        assert {(r.state, r.hold_reason) for r in held} == {("pending", "quiet_hours")}
+        until = held[0].next_attempt_at
+        assert until == end.replace(second=0, microsecond=0)
+        self.assertRegexp("fmn pending", r"held for your quiet hours until ")
+        report, sent = self.deliver_round(online=["alice_"], now=until)
+        [digest] = sent
+        assert digest.args[1].startswith("Digest: 2 notifications")
+        assert {r.state for r in self.outbox_rows(ids)} == {"sent"}
