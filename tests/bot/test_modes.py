@@ -147,7 +147,7 @@ class TestIrcQuietHours(conftest.FmnCase):
         with self.database.begin() as session:
             for row in session.scalars(select(Notification).where(Notification.id.in_(ids))):
                 row.filter_id = urgent.id if row.id == ids[0] else rest.id
-        report, sent = self.deliver_round(online=["alice_"])
+        _report, sent = self.deliver_round(online=["alice_"])
         [line] = sent
         assert "rnv" in line.args[1]
         held = [r for r in self.outbox_rows(ids) if r.id != ids[0]]
@@ -155,7 +155,7 @@ class TestIrcQuietHours(conftest.FmnCase):
         until = held[0].next_attempt_at
         assert until == end.replace(second=0, microsecond=0)
         self.assertRegexp("fmn pending", r"held for your quiet hours until ")
-        report, sent = self.deliver_round(online=["alice_"], now=until)
+        _report, sent = self.deliver_round(online=["alice_"], now=until)
         [digest] = sent
         assert digest.args[1].startswith("Digest: 2 notifications")
         assert {r.state for r in self.outbox_rows(ids)} == {"sent"}
