@@ -16,10 +16,13 @@ shared with the IRC bot; the constants live in ``fmn_core.outbox``):
   :data:`NO_ADDRESS_ERROR`, retried hourly (:data:`NO_ADDRESS_RETRY_SECONDS`) so
   that confirming the address soon still delivers, and ``dead`` after
   ``delivery.max_attempts`` (re-playable with ``requeue_dead``).
-- **digest** (``digest_minutes`` and/or ``digest_count``): rows wait (postponed)
-  until the oldest waiting row is ``digest_minutes`` old or ``digest_count`` rows
-  wait; then every waiting row of the group goes out as ONE message. With only a
-  count, a lone row waits at most :data:`COUNT_ONLY_MAX_WAIT`.
+- **digest** (rows of ``digest`` filters in a context with ``digest_minutes``,
+  ``digest_count`` and/or a daily ``digest_at``): rows wait (postponed) until the
+  oldest waiting row is ``digest_minutes`` old, ``digest_count`` rows wait, or the
+  daily local time comes; then every waiting row of that lane goes out as ONE
+  message. With only a count, a lone row waits at most :data:`COUNT_ONLY_MAX_WAIT`.
+- **quiet hours**: instant rows that are not urgent wait until the window ends;
+  released together, several go out as one digest.
 - **rate limit**: when a user's context had more than
   ``delivery.rate_limit_per_hour`` sends in the last hour, its new rows are
   collected into a digest every :data:`RATE_LIMIT_DIGEST_MINUTES` minutes instead
