@@ -84,8 +84,11 @@ BENCHMARKS: dict[str, list[str]] = {
     "ingest": ["--quick"],
     "backlog": ["--quick"],
     "latency": ["--quick"],
+    "startup": ["--quick"],
     "peer_fmn3": ["--sizes", "1000", "--passes", "1"],
 }
+#: The benchmarks that write their figures as JSON for benchmarks/plots.py.
+BENCH_JSON = ("matcher", "ingest", "latency", "startup")
 
 
 @nox.session
@@ -98,7 +101,8 @@ def bench(session: nox.Session) -> None:
     the peer comparison first. Ingest, backlog and latency need PostgreSQL and
     RabbitMQ on loopback.
     """
-    session.install("-e", ".[test]")
+    # matplotlib draws the plots in docs/performance.md; only the benchmarks need it.
+    session.install("-e", ".[test]", "matplotlib")
     options = {"--full", "--create-peer-venv"}
     full = "--full" in session.posargs
     names = [a for a in session.posargs if a not in options] or list(BENCHMARKS)
@@ -112,4 +116,9 @@ def bench(session: nox.Session) -> None:
             # benchmarks/peer/.venv) the peer run says it was skipped, and why.
             create = "--create-peer-venv" in session.posargs
             arguments.append("--create-venv" if create else "--skip-without-peer")
+        if name in BENCH_JSON:
+            os.makedirs(os.path.join("benchmarks", "results"), exist_ok=True)
+            arguments += ["--json", os.path.join("benchmarks", "results", f"{name}.json")]
         session.run("python", os.path.join("benchmarks", f"{name}.py"), *arguments)
+    # The plots, and one met / not met line per goal, from this run's figures.
+    session.run("python", os.path.join("benchmarks", "plots.py"))

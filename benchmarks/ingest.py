@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -67,7 +68,9 @@ from machine import print_machine  # noqa: E402
 from populations import build_population, corpus_names  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-TARGET_PER_PROCESS = 1500.0
+TARGET_PER_PROCESS = 4000.0
+#: Ingest of one process against bare pika consume+ack, measured in the same run.
+TARGET_VS_PIKA = 0.65
 
 # Shared-memory slots per worker: first delivery and last ack (time.time()), acked count,
 # ready flag, the process's CPU time (time.process_time()) at the first delivery and last ack.
@@ -77,15 +80,25 @@ _FIRST, _LAST, _ACKED, _READY, _CPU_FIRST, _CPU_LAST, _SLOTS = range(7)
 # --------------------------------------------------------------------------- workers
 
 
-def _fmn_worker(fmn_config: str, fm_config: str, slots: Any, slot: int, go: Any, stop: Any,
-                results: Any) -> None:
+def _fmn_worker(
+    fmn_config: str,
+    fm_config: str,
+    slots: Any,
+    slot: int,
+    go: Any,
+    stop: Any,
+    results: Any,
+    profile_dir: str | None = None,
+) -> None:
     """One fmn consumer process: load the matcher, wait for ``go``, consume until ``stop``."""
     import logging
 
-    logging.basicConfig(level=logging.WARNING, format="worker %(process)d %(levelname)s "
-                        "%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="worker %(process)d %(levelname)s %(name)s: %(message)s"
+    )
     from fmn_core.config import load_config
     from fmn_core.db import Database
+    from fmn_core.messages import prepare_validators
     from fmn_daemon.consumer import Consumer, load_broker_settings
     from fmn_daemon.metrics import Metrics
 
@@ -93,8 +106,10 @@ def _fmn_worker(fmn_config: str, fm_config: str, slots: Any, slot: int, go: Any,
     # The timing hooks below wrap these two; fail at once if they were renamed.
     for hook in ("_on_message", "_ack"):
         if not callable(getattr(Consumer, hook, None)):
-            raise SystemExit(f"fmn_daemon.consumer.Consumer has no {hook}(); update "
-                             "benchmarks/ingest.py's timing hooks")
+            raise SystemExit(
+                f"fmn_daemon.consumer.Consumer has no {hook}(); update "
+                "benchmarks/ingest.py's timing hooks"
+            )
 
     class TimedConsumer(Consumer):
         """fmn's consumer, noting when deliveries start and how far acks have got."""
@@ -111,11 +126,34 @@ def _fmn_worker(fmn_config: str, fm_config: str, slots: Any, slot: int, go: Any,
             slots[base + _CPU_LAST] = time.process_time()
             slots[base + _ACKED] = tag  # acks are cumulative (multiple=True) on one channel
 
+    if profile_dir:
+        # One profiler per thread (cProfile sees only the thread it runs in), on
+        # each thread's own CPU clock: idle waits don't count, work does.
+        import cProfile
+
+        def profiled(method: Any, label: str) -> Any:
+            def run(self: Any, *args: Any) -> Any:
+                profiler = cProfile.Profile(time.thread_time)
+                profiler.enable()
+                try:
+                    return method(self, *args)
+                finally:
+                    profiler.disable()
+                    profiler.dump_stats(os.path.join(profile_dir, f"{label}-{slot}.prof"))
+
+            return run
+
+        TimedConsumer.run = profiled(Consumer.run, "amqp")  # type: ignore[method-assign]
+        TimedConsumer._write_loop = profiled(  # type: ignore[method-assign]
+            Consumer._write_loop, "writer"
+        )
+
     config = load_config(fmn_config)
     db = Database(config)
     metrics = Metrics()
     consumer = TimedConsumer(db, load_broker_settings(fm_config), metrics)
     consumer.load_matcher()
+    prepare_validators()  # as Consumer.run does first: start-up, not per-message cost
     slots[base + _READY] = 1
     go.wait()
     halt = threading.Event()
@@ -155,6 +193,38 @@ def _baseline_worker(fm_config: str, total: int, slots: Any, go: Any) -> None:
         api.consume(callback)
 
 
+def _pika_worker(
+    amqp_url: str, queue_name: str, prefetch: int, total: int, slots: Any, go: Any
+) -> None:
+    """The transport's limit: bare pika, consume and ack each delivery, nothing else."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=prefetch)
+    seen = 0
+
+    def callback(ch: Any, method: Any, _properties: Any, _body: bytes) -> None:
+        nonlocal seen
+        now = time.time()
+        if not seen:
+            slots[_FIRST] = now
+            slots[_CPU_FIRST] = time.process_time()
+        ch.basic_ack(delivery_tag=method.delivery_tag)
+        seen += 1
+        slots[_LAST] = now
+        slots[_CPU_LAST] = time.process_time()
+        slots[_ACKED] = seen
+        if seen >= total:
+            ch.stop_consuming()
+
+    channel.basic_consume(queue_name, callback)
+    slots[_READY] = 1
+    go.wait()
+    channel.start_consuming()
+    connection.close()
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -192,11 +262,27 @@ def _wait_for(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def run_scenario(name: str, processes: int, *, baseline: bool, templates: list[Template],
-                 n: int, seed: int, fmn_config: Path, db: BenchDatabase,
-                 expected: list[frozenset[tuple[int, str]]], workdir: Path,
-                 timeout: float) -> Outcome:
-    """Publish ``n`` messages to a fresh queue, then let ``processes`` consumers drain it."""
+def run_scenario(
+    name: str,
+    processes: int,
+    *,
+    kind: str,
+    templates: list[Template],
+    n: int,
+    seed: int,
+    fmn_config: Path,
+    db: BenchDatabase,
+    expected: list[frozenset[tuple[int, str]]],
+    workdir: Path,
+    timeout: float,
+    profile_dir: str | None = None,
+) -> Outcome:
+    """Publish ``n`` messages to a fresh queue, then let ``processes`` consumers drain it.
+
+    ``kind`` is ``pika`` (bare consume+ack), ``fm`` (fedora-messaging, no-op
+    callback) or ``fmn`` (fmn's consumer, checked afterwards).
+    """
+    baseline = kind != "fmn"
     engine = db.engine()
     with engine.begin() as connection:
         connection.execute(text("TRUNCATE notifications, messages"))
@@ -205,39 +291,72 @@ def run_scenario(name: str, processes: int, *, baseline: bool, templates: list[T
         fm_config = broker.write_config(workdir / f"fedora-messaging-{broker.queue}.toml")
         items = draw(templates, n, seed)
         published, seconds = broker.publish_all(templates, items)
-        print(f"  {name}: published {published:,} messages in {seconds:.1f}s "
-              f"({published / seconds:,.0f}/s)", flush=True)
+        print(
+            f"  {name}: published {published:,} messages in {seconds:.1f}s "
+            f"({published / seconds:,.0f}/s)",
+            flush=True,
+        )
         slots = ctx.Array("d", _SLOTS * processes, lock=False)
         go, stop = ctx.Event(), ctx.Event()
         results = ctx.Queue()
-        if baseline:
+        if kind == "fm":
             workers = [ctx.Process(target=_baseline_worker, args=(str(fm_config), n, slots, go))]
+        elif kind == "pika":
+            workers = [
+                ctx.Process(
+                    target=_pika_worker, args=(broker.amqp_url, broker.queue, 1000, n, slots, go)
+                )
+            ]
         else:
             workers = [
-                ctx.Process(target=_fmn_worker, args=(str(fmn_config), str(fm_config), slots, i,
-                                                      go, stop, results))
+                ctx.Process(
+                    target=_fmn_worker,
+                    args=(
+                        str(fmn_config),
+                        str(fm_config),
+                        slots,
+                        i,
+                        go,
+                        stop,
+                        results,
+                        profile_dir,
+                    ),
+                )
                 for i in range(processes)
             ]
         load_before = os.getloadavg()[0]
         for worker in workers:
             worker.start()
         try:
-            _wait_for(lambda: all(slots[i * _SLOTS + _READY] for i in range(processes))
-                      or not all(w.is_alive() for w in workers), 120, "the consumers' start-up")
+            _wait_for(
+                lambda: (
+                    all(slots[i * _SLOTS + _READY] for i in range(processes))
+                    or not all(w.is_alive() for w in workers)
+                ),
+                180,
+                "the consumers' start-up",
+            )
             dead = [w.exitcode for w in workers if not w.is_alive()]
             if dead:
-                raise SystemExit(f"{name}: a consumer process exited during start-up "
-                                 f"(exit status {dead[0]})")
+                raise SystemExit(
+                    f"{name}: a consumer process exited during start-up (exit status {dead[0]})"
+                )
             backends = BackendCpu(engine)
             backends.start()
             go.set()
             acked = lambda: sum(int(slots[i * _SLOTS + _ACKED]) for i in range(processes))  # noqa: E731
             if baseline:
-                _wait_for(lambda: acked() >= n or not workers[0].is_alive(), timeout,
-                          f"{name} consuming {n} messages")
+                _wait_for(
+                    lambda: acked() >= n or not workers[0].is_alive(),
+                    timeout,
+                    f"{name} consuming {n} messages",
+                )
             else:
-                _wait_for(lambda: acked() >= n or not any(w.is_alive() for w in workers),
-                          timeout, f"{name} acking {n} messages")
+                _wait_for(
+                    lambda: acked() >= n or not any(w.is_alive() for w in workers),
+                    timeout,
+                    f"{name} acking {n} messages",
+                )
             postgres_cpu = None if baseline else backends.stop()
         finally:
             stop.set()
@@ -255,59 +374,152 @@ def run_scenario(name: str, processes: int, *, baseline: bool, templates: list[T
                     worker.join(10)
         load = (load_before, os.getloadavg()[0])
         firsts = [slots[i * _SLOTS + _FIRST] for i in range(processes)]
-        cpu = [slots[i * _SLOTS + _CPU_LAST] - slots[i * _SLOTS + _CPU_FIRST]
-               for i in range(processes)]
+        cpu = [
+            slots[i * _SLOTS + _CPU_LAST] - slots[i * _SLOTS + _CPU_FIRST] for i in range(processes)
+        ]
         lasts = [slots[i * _SLOTS + _LAST] for i in range(processes)]
         counts = [int(slots[i * _SLOTS + _ACKED]) for i in range(processes)]
         if baseline:
             ready, _ = broker.depth()
-            checks = [Check(f"{ready:,} messages left in the queue", ready == 0),
-                      Check(f"the callback ran for {sum(counts):,} of {n:,} messages",
-                            sum(counts) == n)]
+            checks = [
+                Check(f"{ready:,} messages left in the queue", ready == 0),
+                Check(f"the callback ran for {sum(counts):,} of {n:,} messages", sum(counts) == n),
+            ]
         else:
             checks = check_ingest(engine, broker, items, expected)
             for counter in ("messages_malformed", "db_errors"):
                 total = sum(c.get(counter, 0) for c in counters.values())
-                checks.append(Check(f"{counter} = {total} in {len(counters)} of {processes} "
-                                    "processes' metrics", total == 0
-                                    and len(counters) == processes))
+                checks.append(
+                    Check(
+                        f"{counter} = {total} in {len(counters)} of {processes} processes' metrics",
+                        total == 0 and len(counters) == processes,
+                    )
+                )
+            batches = sum(c.get("batches", 0) for c in counters.values())
+            if batches:
+                print(
+                    f"  {name}: {batches} batches, {n / batches:.0f} messages per batch on average",
+                    flush=True,
+                )
     engine.dispose()
-    windows = [last - first if first and last else 0.0
-               for first, last in zip(firsts, lasts, strict=True)]
+    windows = [
+        last - first if first and last else 0.0 for first, last in zip(firsts, lasts, strict=True)
+    ]
     started = [f for f in firsts if f]
     total_window = max(lasts) - min(started) if started else 0.0
-    return Outcome(name, processes, counts, windows, total_window, cpu, postgres_cpu, load,
-                   checks)
+    return Outcome(name, processes, counts, windows, total_window, cpu, postgres_cpu, load, checks)
 
 
-def report(outcome: Outcome, baseline: Outcome | None) -> bool:
-    """Print one scenario; return whether it met its target (the baseline has none)."""
+def report(outcome: Outcome, baselines: dict[str, Outcome]) -> bool:
+    """Print one scenario; return whether its checks passed."""
     print(f"\n{outcome.name}")
-    print(f"  {sum(outcome.acked):,} messages in {outcome.total_window:.2f}s: "
-          f"{outcome.total_rate:,.0f} messages/s")
+    print(
+        f"  {sum(outcome.acked):,} messages in {outcome.total_window:.2f}s: "
+        f"{outcome.total_rate:,.0f} messages/s"
+    )
     for i, (acked, window, rate, cpu, cpu_rate) in enumerate(
-        zip(outcome.acked, outcome.windows, outcome.rates(), outcome.cpu, outcome.cpu_rates(),
-            strict=True), 1
+        zip(
+            outcome.acked,
+            outcome.windows,
+            outcome.rates(),
+            outcome.cpu,
+            outcome.cpu_rates(),
+            strict=True,
+        ),
+        1,
     ):
-        print(f"    process {i}: {acked:,} messages in {window:.2f}s: {rate:,.0f} messages/s; "
-              f"{cpu:.2f} CPU-seconds: {cpu_rate:,.0f} messages per CPU-second")
+        print(
+            f"    process {i}: {acked:,} messages in {window:.2f}s: {rate:,.0f} messages/s; "
+            f"{cpu:.2f} CPU-seconds: {cpu_rate:,.0f} messages per CPU-second"
+        )
     if outcome.postgres_cpu is not None:
         total = sum(outcome.acked)
-        print(f"  PostgreSQL backends: {outcome.postgres_cpu:.2f} CPU-seconds "
-              f"({outcome.postgres_cpu / total * 1e6:.0f} us per message)")
+        print(
+            f"  PostgreSQL backends: {outcome.postgres_cpu:.2f} CPU-seconds "
+            f"({outcome.postgres_cpu / total * 1e6:.0f} us per message)"
+        )
     print(f"  load average (1 min) before/after: {outcome.load[0]:.1f} / {outcome.load[1]:.1f}")
-    if baseline is not None and baseline.total_rate:
-        print(f"  vs. baseline: {outcome.total_rate / baseline.total_rate:.2f}x")
+    for label, base in baselines.items():
+        if base is not outcome and base.total_rate:
+            print(f"  vs. {label}: {outcome.total_rate / base.total_rate:.2f}x")
     met = True
     for check in outcome.checks:
         print(f"  check {check}")
         met &= check.ok
-    if baseline is outcome:
-        return met
-    for i, rate in enumerate(outcome.rates(), 1):
-        label = "per process" if outcome.processes == 1 else f"process {i}"
-        met &= print_target(label, rate, TARGET_PER_PROCESS, "messages/s", at_least=True)
     return met
+
+
+def profile_table(profile_dir: str, top: int = 12) -> list[tuple[str, float, float]]:
+    """Where the fmn processes' CPU went, by area: (area, CPU-seconds, share)."""
+    import pstats
+
+    areas: dict[str, float] = {}
+    functions: dict[str, float] = {}
+    for path in sorted(Path(profile_dir).glob("*.prof")):
+        stats = pstats.Stats(str(path))
+        for (filename, _line, function), row in stats.stats.items():  # type: ignore[attr-defined]
+            own = row[2]  # tottime: the function's own time, without its callees
+            area = _area(filename, function)
+            areas[area] = areas.get(area, 0.0) + own
+            key = f"{Path(filename).name}:{function}"
+            functions[key] = functions.get(key, 0.0) + own
+    total = sum(areas.values()) or 1.0
+    rows = sorted(((a, t, t / total) for a, t in areas.items()), key=lambda r: -r[1])
+    print(
+        f"\nProfile (cProfile, per-thread CPU clock; {total:.2f} CPU-seconds in the "
+        "consumer threads)"
+    )
+    print("  | area | CPU-s | share |\n  |---|---|---|")
+    for area, seconds, share in rows:
+        print(f"  | {area} | {seconds:.2f} | {share:.0%} |")
+    print("  top functions by own time:")
+    for key, seconds in sorted(functions.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {seconds / total:5.1%}  {key}")
+    return rows
+
+
+#: Profile areas by where a function lives (first match wins).
+_AREAS: list[tuple[str, str]] = [
+    ("jsonschema_rs", "schema validation"),
+    ("/jsonschema/", "schema validation"),
+    ("/referencing/", "schema validation"),
+    ("/rpds", "schema validation"),
+    ("/json/", "JSON encode/decode"),
+    ("_json", "JSON encode/decode"),
+    ("/pika/", "pika: frames, dispatch, acks"),
+    ("/psycopg", "psycopg: statements, results"),
+    ("/sqlalchemy/", "SQLAlchemy"),
+    ("fmn_core/matcher", "matching"),
+    ("fmn_core/rules", "matching"),
+    ("fmn_core/filters", "matching"),
+    ("fedora_messaging", "schema classes (fedora-messaging and message schemas)"),
+    ("_schema", "schema classes (fedora-messaging and message schemas)"),
+    ("fmn_core/messages", "decoding, facts (fmn_core.messages)"),
+    ("fmn_daemon/ingest", "ingest batch (fmn_daemon.ingest)"),
+    ("fmn_daemon/consumer", "consumer loop (fmn_daemon.consumer)"),
+    ("fmn_core/display", "display columns"),
+    ("fmn_core/wording", "display columns"),
+    ("socket", "sockets, select"),
+    ("select", "sockets, select"),
+    ("threading", "threads, queues, locks"),
+    ("queue", "threads, queues, locks"),
+]
+
+
+def _area(filename: str, function: str) -> str:
+    probe = f"{filename}:{function}"
+    for needle, area in _AREAS:
+        if needle in probe:
+            return area
+    if filename == "~":  # built-ins: named by the function
+        if "json" in function:
+            return "JSON encode/decode"
+        if "socket" in function or "select" in function or "poll" in function:
+            return "sockets, select"
+        if "lock" in function or "acquire" in function:
+            return "threads, queues, locks"
+        return "built-ins (other)"
+    return "other Python"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,30 +527,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000, help="messages per scenario")
     parser.add_argument("--users", type=int, default=10_000, help="population size")
     parser.add_argument("--quick", action="store_true", help="5,000 messages (for nox -s bench)")
-    parser.add_argument("--processes", default="1,2",
-                        help="fmn process counts to run, comma-separated (default: 1,2)")
-    parser.add_argument("--no-baseline", action="store_true", help="skip fedora-messaging's run")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds each scenario may take at most")
+    parser.add_argument(
+        "--processes",
+        default="1,2,4",
+        help="fmn process counts to run, comma-separated (default: 1,2,4)",
+    )
+    parser.add_argument(
+        "--baselines",
+        default="pika,fedora-messaging",
+        help="baselines to run first: pika, fedora-messaging, or none",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile the 1-process fmn run with cProfile into DIR and print where its CPU went",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON (for plots)")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds each scenario may take at most"
+    )
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args(argv)
     n = 5_000 if args.quick else args.messages
     counts = [int(c) for c in args.processes.split(",") if c.strip()]
+    wanted = {b.strip() for b in args.baselines.split(",")} - {"none", ""}
 
     print_machine()
     print_services()
-    print(f"\nIngest: {n:,} messages per scenario, {args.users:,} users, PostgreSQL and "
-          "RabbitMQ on loopback\n")
+    print(
+        f"\nIngest: {n:,} messages per scenario, {args.users:,} users, PostgreSQL and "
+        "RabbitMQ on loopback\n"
+    )
     templates, unreadable = corpus_templates()
     print(f"  corpus: {len(templates)} messages usable ({unreadable} unreadable)")
     population = build_population(args.users, corpus_names(t.facts for t in templates))
     expected = expected_recipients(templates, population)
     per_message = sum(len(e) for e in expected) / len(expected)
-    print(f"  population: {len(population.users):,} users, {population.filters:,} filters; "
-          f"{per_message:.2f} recipients per corpus message on average")
+    print(
+        f"  population: {len(population.users):,} users, {population.filters:,} filters; "
+        f"{per_message:.2f} recipients per corpus message on average"
+    )
 
-    outcomes: list[Outcome] = []
-    met = True
+    baselines: dict[str, Outcome] = {}
+    runs: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp, BenchDatabase() as db:
         workdir = Path(tmp)
         engine = db.engine()
@@ -347,22 +578,102 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
         print(f"  database {db.name}: {rows} in {time.perf_counter() - started:.1f}s", flush=True)
         fmn_config = write_fmn_config(workdir / "fmn.toml", db.url)
-        common = dict(templates=templates, n=n, fmn_config=fmn_config, db=db,
-                      expected=expected, workdir=workdir, timeout=args.timeout)
-        baseline = None
-        if not args.no_baseline:
-            baseline = run_scenario("baseline: fedora-messaging consumer, no-op callback", 1,
-                                    baseline=True, seed=args.seed, **common)
-            outcomes.append(baseline)
+        common = dict(
+            templates=templates,
+            n=n,
+            fmn_config=fmn_config,
+            db=db,
+            expected=expected,
+            workdir=workdir,
+            timeout=args.timeout,
+        )
+        if "pika" in wanted:
+            baselines["bare pika consume+ack"] = run_scenario(
+                "baseline: bare pika, consume+ack", 1, kind="pika", seed=args.seed, **common
+            )
+        if "fedora-messaging" in wanted:
+            baselines["fedora-messaging no-op"] = run_scenario(
+                "baseline: fedora-messaging consumer, no-op callback",
+                1,
+                kind="fm",
+                seed=args.seed,
+                **common,
+            )
         for i, processes in enumerate(counts):
             label = "process" if processes == 1 else "processes"
-            outcomes.append(run_scenario(f"fmn consumer, {processes} {label}", processes,
-                                         baseline=False, seed=args.seed + 1 + i, **common))
+            profile = args.profile if processes == 1 else None
+            if profile:
+                os.makedirs(profile, exist_ok=True)
+            runs.append(
+                run_scenario(
+                    f"fmn consumer, {processes} {label}",
+                    processes,
+                    kind="fmn",
+                    seed=args.seed + 1 + i,
+                    profile_dir=profile,
+                    **common,
+                )
+            )
     print("\nResults")
-    for outcome in outcomes:
-        met &= report(outcome, baseline)
+    met = True
+    for outcome in [*baselines.values(), *runs]:
+        met &= report(outcome, baselines)
+    print("\nScale-out (N processes on one queue)")
+    print("  | processes | total msg/s | per process | load (1 min) |\n  |---|---|---|---|")
+    for outcome in runs:
+        per = " / ".join(f"{r:,.0f}" for r in outcome.rates())
+        print(
+            f"  | {outcome.processes} | {outcome.total_rate:,.0f} | {per} | "
+            f"{outcome.load[0]:.1f}-{outcome.load[1]:.1f} |"
+        )
+    profile_rows = profile_table(args.profile) if args.profile else []
+    print("\nGoals")
+    single = next((o for o in runs if o.processes == 1), None)
+    if single is not None:
+        met &= print_target(
+            "ingest, 1 process", single.total_rate, TARGET_PER_PROCESS, "messages/s", at_least=True
+        )
+        bare = baselines.get("bare pika consume+ack")
+        if bare is not None and bare.total_rate:
+            ratio = single.total_rate / bare.total_rate
+            ok = ratio >= TARGET_VS_PIKA
+            print(
+                f"  target ingest / bare pika consume+ack, same run: {ratio:.2f}x "
+                f"(target >= {TARGET_VS_PIKA:.2f}x): {'MET' if ok else 'NOT MET'}"
+            )
+            bare_cpu = bare.cpu_rates()[0]
+            if bare_cpu:
+                print(
+                    "    per CPU-second (each as if it had a core to itself): "
+                    f"{single.cpu_rates()[0] / bare_cpu:.2f}x"
+                )
+            met &= ok
+    print(f"  (load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    if args.json:
+        figures = {
+            "messages": n,
+            "users": args.users,
+            "baselines": {k: _figures(v) for k, v in baselines.items()},
+            "runs": [_figures(o) for o in runs],
+            "profile": [{"area": a, "cpu_s": t, "share": f} for a, t, f in profile_rows],
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=1), encoding="utf-8")
+        print(f"  figures written to {args.json}")
     print(f"\nall targets and checks met: {'yes' if met else 'NO'}")
     return 0
+
+
+def _figures(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "name": outcome.name,
+        "processes": outcome.processes,
+        "total_rate": outcome.total_rate,
+        "rates": outcome.rates(),
+        "cpu_rates": outcome.cpu_rates(),
+        "postgres_cpu": outcome.postgres_cpu,
+        "load": list(outcome.load),
+        "checks_ok": all(c.ok for c in outcome.checks),
+    }
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ presence, the account Limnoria tracks for a nick, ``PRIVMSG``):
   after the notification was made; after that the rows go ``dead``;
 * otherwise one line per notification, at most ``bot.burst`` lines per user per
   round: above that the rest collapses into one "N more notifications" line.
-  Lines across all users are paced at ``bot.lines_per_second``.
+  Lines across all users are paced at ``bot.lines_per_second``. The lines and
+  the pacing are ``fmn_core.chat``'s, which the daemon's Matrix sender shares.
 
 Muted and digest rows are looked at again every minute even when they wait
 longer, so ``fmn unmute`` and ``fmn digest irc off`` take effect within a minute. These
@@ -36,23 +37,26 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-import supybot.ircmsgs as ircmsgs
-import supybot.ircutils as ircutils
-import supybot.world as world
-
-from fmn_core import delivery_policy, outbox, preferences, rendering
-from fmn_core import text as text_rules
+from fmn_core import delivery_policy, outbox, preferences
+from fmn_core.chat import (
+    MAX_LINE_BYTES,
+    Pacer,
+    burst_lines,
+    collapse_line,
+    digest_line,
+    fit_line,
+    notification_line,
+)
 from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.delivery_policy import COUNT_ONLY_MAX_WAIT, DISABLED_ERROR, NO_ADDRESS_RETRY_SECONDS
 from fmn_core.models import utcnow
 from fmn_core.outbox import ClaimedNotification
+
+from .irc_link import IrcLink
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
@@ -61,9 +65,7 @@ __all__ = [
     "NO_NICK_ERROR",
     "NO_NICK_RETRY_SECONDS",
     "RECHECK_SECONDS",
-    "Delivery",
-    "IrcLink",
-    "LimnoriaLink",
+    "IrcSender",
     "Pacer",
     "RoundReport",
     "collapse_line",
@@ -74,15 +76,10 @@ __all__ = [
 
 IRC = "irc"
 
-#: A PRIVMSG line has 512 bytes including the command, the target and the
-#: server's prefix on the way out; 400 bytes of text is safe on every network.
-MAX_LINE_BYTES = 400
 #: How long held notifications (offline, muted, digest) wait before they are looked at again.
 RECHECK_SECONDS = 60.0
 #: A line that could not be queued (no connection) is tried again this much later.
 SEND_RETRY_SECONDS = 30.0
-#: How long a presence question (ISON) may go unanswered.
-ISON_TIMEOUT_SECONDS = 10.0
 #: How many rows one round claims at most.
 BATCH_SIZE = 200
 NO_NICK_ERROR = "no confirmed IRC nick; confirm one to receive these"
@@ -92,105 +89,13 @@ NO_NICK_RETRY_SECONDS = NO_ADDRESS_RETRY_SECONDS
 _NO_STATS = delivery_policy.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
 
 
-class IrcLink(Protocol):
-    """What delivery needs from the IRC connection."""
-
-    def online(self, nicks: Sequence[str]) -> frozenset[str] | None:
-        """The nicks (as given) that are on the network now; None if that can't be told."""
-        ...
-
-    def holder(self, nick: str) -> str | None:
-        """The Fedora account identified on ``nick``, when the bot knows it."""
-        ...
-
-    def send(self, nick: str, text: str) -> bool:
-        """Queue one private message; False when it could not be queued."""
-        ...
-
-
-def _fit(text: str, limit: int = MAX_LINE_BYTES) -> str:
-    """One IRC line: no line breaks or control characters, at most ``limit`` bytes."""
-    flat = text_rules.one_line(text)
-    if len(flat.encode("utf-8")) <= limit:
-        return flat
-    cut = flat.encode("utf-8")[: limit - len("…".encode())].decode("utf-8", "ignore")
-    return cut.rstrip() + "…"
-
-
-def notification_line(notification: ClaimedNotification) -> str:
-    """``[app] summary — url (filter)`` on one line."""
-    rendered = rendering.render(notification)
-    text = rendered.subject
-    if rendered.url:
-        text += f" — {rendered.url}"
-    suffix = _fit(f"({notification.filter_name})", MAX_LINE_BYTES // 4)
-    room = MAX_LINE_BYTES - len(suffix.encode("utf-8")) - 1
-    return f"{_fit(text, room)} {suffix}"
-
-
-def _by_app(notifications: Sequence[ClaimedNotification]) -> str:
-    counts = Counter(n.app or n.topic for n in notifications)
-    return ", ".join(f"{app} ({count})" for app, count in counts.most_common())
-
-
-def collapse_line(notifications: Sequence[ClaimedNotification]) -> str:
-    """The line that stands for the notifications above a user's burst; ``fmn recent``
-    lists them one by one later."""
-    return _fit(
-        f"{len(notifications)} more notifications: {_by_app(notifications)}; "
-        "'fmn recent' lists them"
-    )
-
-
-def digest_line(notifications: Sequence[ClaimedNotification]) -> str:
-    """One digest line: the count by application, then the first summaries."""
-    if len(notifications) == 1:
-        return notification_line(notifications[0])
-    first = "; ".join(rendering.render(n).subject for n in notifications[:3])
-    return _fit(
-        f"Digest: {len(notifications)} notifications, {_by_app(notifications)}: {first}"
-        + ("; …" if len(notifications) > 3 else "")
-    )
-
-
 def confirmation_line(user: str, code: str, bot_nick: str) -> str:
     """The private message that carries an IRC confirmation code."""
-    return _fit(
+    return fit_line(
         f"The Fedora account {user} asked fmn to send its notifications to this nick. "
         f"If that is you, reply (while identified as {user}): /msg {bot_nick} fmn confirm {code} "
         "— otherwise ignore this; nothing is sent here until then."
     )
-
-
-class Pacer:
-    """A token bucket: ``rate`` lines per second, up to ``burst`` at once."""
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = max(rate, 0.01)
-        self.capacity = float(max(burst, 1))
-        self._clock = clock
-        self._tokens = self.capacity
-        self._last = clock()
-
-    def delay(self) -> float:
-        """Seconds to wait before the next line may go (0 when it may go now)."""
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1:
-            return 0.0
-        return (1 - self._tokens) / self.rate
-
-    def take(self) -> None:
-        """Spend one token (call after ``delay()`` came back 0 or was waited out)."""
-        self.delay()
-        self._tokens -= 1
 
 
 @dataclass
@@ -230,7 +135,7 @@ class _Group:
         return [row.id for row in self.rows]
 
 
-class Delivery:
+class IrcSender:
     """Claims the outbox's ``irc`` rows and sends them through an :class:`IrcLink`."""
 
     def __init__(
@@ -460,14 +365,9 @@ class Delivery:
                     ]
             self._send_lines(nick, [(digest_line(rows), [r.id for r in rows])], report)
             return
-        burst = max(self.config.bot.burst, 1)
-        if len(rows) <= burst:
-            batches = [(notification_line(r), [r.id]) for r in rows]
-        else:
-            head, rest = rows[: burst - 1], rows[burst - 1 :]
-            batches = [(notification_line(r), [r.id]) for r in head]
-            batches.append((collapse_line(rest), [r.id for r in rest]))
-        self._send_lines(nick, batches, report)
+        # What the collapsed line stands for can be read later, one by one.
+        lines = burst_lines(rows, self.config.bot.burst, hint="'fmn recent' lists them")
+        self._send_lines(nick, lines, report)
 
     def _send_lines(
         self, nick: str, batches: list[tuple[str, list[int]]], report: RoundReport
@@ -537,127 +437,3 @@ class Delivery:
         self.log.info(
             "%d IRC notification(s) of %s dropped: %s", len(group.rows), group.user, reason
         )
-
-
-# ---------------------------------------------------------- the Limnoria side
-
-
-@dataclass
-class _IsonQuery:
-    nicks: tuple[str, ...]
-    done: threading.Event = field(default_factory=threading.Event)
-    found: frozenset[str] = frozenset()
-
-
-class LimnoriaLink:
-    """Delivery's view of IRC: ISON for presence, services accounts, PRIVMSG.
-
-    Presence is asked with ``ISON`` (RFC 1459, answered by every server): it
-    sees a nick anywhere on the network, not only in channels the bot shares.
-    Replies come back in order, so each ``303`` answers the oldest question.
-    """
-
-    def __init__(
-        self,
-        *,
-        network: Callable[[], str],
-        fedora_name: Callable[[str], str | None],
-        log: logging.Logger,
-    ) -> None:
-        self.network = network
-        self.fedora_name = fedora_name
-        self.log = log
-        self._lock = threading.Lock()
-        self._waiting: deque[_IsonQuery] = deque()
-
-    def irc(self) -> Any | None:
-        """The connection notifications go out on, when it is up.
-
-        Up means registered with the server (its MOTD is over): lines queued
-        before that, or on a dying connection, would be lost with its queue.
-        """
-        wanted = self.network()
-        for irc in world.ircs:
-            if irc.zombie or not irc.afterConnect:
-                continue
-            if not wanted or irc.network == wanted:
-                return irc
-        return None
-
-    def online(self, nicks: Sequence[str]) -> frozenset[str] | None:
-        """See :meth:`IrcLink.online`."""
-        irc = self.irc()
-        if irc is None:
-            return None
-        queries = []
-        for chunk in _chunks(nicks):
-            query = _IsonQuery(tuple(chunk))
-            with self._lock:
-                self._waiting.append(query)
-            if not irc.queueMsg(ircmsgs.IrcMsg(command="ISON", args=tuple(chunk))):
-                self._forget(query)
-                return None
-            queries.append(query)
-        found: set[str] = set()
-        for query in queries:
-            if not query.done.wait(ISON_TIMEOUT_SECONDS):
-                self._forget(query)
-                self.log.warning("no ISON reply within %s s", ISON_TIMEOUT_SECONDS)
-                return None
-            found |= query.found
-        return frozenset(found)
-
-    def _forget(self, query: _IsonQuery) -> None:
-        with self._lock:
-            if query in self._waiting:
-                self._waiting.remove(query)
-
-    def answer(self, irc: Any, names: Sequence[str]) -> None:
-        """A ``303`` reply arrived: it answers the oldest open question."""
-        delivering = self.irc()
-        # Callbacks get a proxy of the Irc object: compare networks, not objects.
-        if delivering is None or irc.network != delivering.network:
-            return
-        with self._lock:
-            if not self._waiting:
-                return
-            query = self._waiting.popleft()
-        present = {ircutils.toLower(name) for name in names}
-        query.found = frozenset(n for n in query.nicks if ircutils.toLower(n) in present)
-        query.done.set()
-
-    def holder(self, nick: str) -> str | None:
-        """See :meth:`IrcLink.holder`."""
-        irc = self.irc()
-        if irc is None:
-            return None
-        try:
-            account = irc.state.nickToAccount(nick)
-        except KeyError:
-            return None
-        return self.fedora_name(account) if account else None
-
-    def send(self, nick: str, text: str) -> bool:
-        """See :meth:`IrcLink.send`."""
-        irc = self.irc()
-        if irc is None:
-            return False
-        return bool(irc.queueMsg(ircmsgs.privmsg(nick, text)))
-
-    def bot_nick(self) -> str:
-        """The bot's own nick on the delivery network."""
-        irc = self.irc()
-        return str(irc.nick) if irc is not None else "fmn"
-
-
-def _chunks(nicks: Sequence[str], budget: int = 400) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    size = 0
-    for nick in nicks:
-        if chunk and size + len(nick) + 1 > budget:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(nick)
-        size += len(nick) + 1
-    if chunk:
-        yield chunk

@@ -50,7 +50,8 @@ from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
 from fmn_core.wording import count, digest_policy, quiet_hours
 
-from .delivery import Delivery, LimnoriaLink
+from .delivery import IrcSender
+from .irc_link import LimnoriaLink
 from .reloading import load_keeping_last_good
 
 __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
@@ -481,7 +482,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             fedora_name=self.fedora_name,
             log=self.log,
         )
-        self.delivery = Delivery(
+        self.delivery = IrcSender(
             self.database, self.link, bot_nick=self.link.bot_nick, log=self.log
         )
         self.fmn.plugin = self
@@ -830,10 +831,11 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             """<context> <address>
 
             Sets where a context delivers: an email address, your IRC nick, a
-            push URL (rss and live need no address: fmn makes a secret one).
-            Only in a private message. You get a code to confirm with
-            "fmn confirm <code>", except for your Fedora profile's emails and
-            your own IRC account; without an address, lists those.
+            Matrix ID, a push URL (rss and live need no address: fmn makes a
+            secret one). Only in a private message. You get a code to confirm
+            with "fmn confirm <code>", except for your Fedora profile's emails
+            and Matrix IDs and your own IRC account; without an address, lists
+            those.
             """
             if msg.channel:
                 raise callbacks.Error(ADDRESS_IN_CHANNEL.format(bot=irc.nick))

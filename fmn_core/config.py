@@ -37,6 +37,7 @@ __all__ = [
     "FcmConfig",
     "HttpConfig",
     "IngestConfig",
+    "MatrixConfig",
     "OwnershipConfig",
     "PushConfig",
     "SmtpConfig",
@@ -45,7 +46,16 @@ __all__ = [
 ]
 
 #: Every delivery context fmn knows; the operator chooses which are offered.
-CONTEXTS: tuple[str, ...] = ("email", "irc", "push", "android", "desktop", "live", "rss")
+CONTEXTS: tuple[str, ...] = (
+    "email",
+    "irc",
+    "matrix",
+    "push",
+    "android",
+    "desktop",
+    "live",
+    "rss",
+)
 
 CONFIG_ENV = "FMN_CONFIG"
 
@@ -302,6 +312,75 @@ class BotConfig:
             raise ConfigError("bot.account_format", f"{self.account_format!r} {problem}")
 
 
+@dataclass(frozen=True)
+class MatrixConfig:
+    """The ``matrix`` context: ONE bot account of the operator sends users direct messages.
+
+    Empty ``user_id`` (the default) means no Matrix bot: the context refuses Matrix
+    IDs with a message saying so. The bot logs in once (with ``access_token``, or
+    with ``password`` when no token is given) and keeps that login; it only ever
+    talks to ``homeserver_url`` (no ``.well-known`` discovery). Messages are paced
+    like the IRC bot's: ``lines_per_second`` across all users, ``burst`` at once,
+    and a user's lines above ``burst`` in one round collapse into one line.
+    """
+
+    #: The client-server API of the bot's homeserver, e.g. "https://matrix.example.org".
+    homeserver_url: str = ""
+    #: The bot's Matrix ID, e.g. "@fmn:fedora.im".
+    user_id: str = ""
+    access_token: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+    lines_per_second: float = 1.0
+    burst: int = 5
+    timeout_seconds: float = 15.0
+
+    @property
+    def configured(self) -> bool:
+        """Whether the operator set up a Matrix bot (the context can deliver)."""
+        return bool(self.user_id)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lines_per_second <= 100:
+            raise ConfigError(
+                "matrix.lines_per_second",
+                f"must be more than 0 and at most 100, got {self.lines_per_second}",
+            )
+        if not 1 <= self.burst <= 1000:
+            raise ConfigError("matrix.burst", f"must be from 1 to 1000, got {self.burst}")
+        if not 0 < self.timeout_seconds <= 300:
+            raise ConfigError("matrix.timeout_seconds", "must be more than 0 and at most 300")
+        if not (self.user_id or self.homeserver_url or self.access_token or self.password):
+            return
+        if not self.user_id:
+            raise ConfigError(
+                "matrix.user_id", "the Matrix bot needs its Matrix ID (@fmn:example.org)"
+            )
+        # Imported here: destinations imports this module.
+        from .destinations import check_matrix_id
+        from .errors import InvalidDestination
+
+        try:
+            check_matrix_id(self.user_id)
+        except InvalidDestination as exc:
+            raise ConfigError("matrix.user_id", f"{self.user_id!r}: {exc}") from None
+        if not self.homeserver_url.lower().startswith(("http://", "https://")):
+            raise ConfigError(
+                "matrix.homeserver_url",
+                f"{self.homeserver_url!r} is not an http(s) URL; give the bot's homeserver's "
+                "client API, e.g. https://matrix.example.org",
+            )
+        if any(c in self.homeserver_url for c in "?#@ ") or len(self.homeserver_url) > 300:
+            raise ConfigError(
+                "matrix.homeserver_url",
+                "give only scheme, host, port and path (no user info, query or fragment)",
+            )
+        if not (self.access_token or self.password):
+            raise ConfigError(
+                "matrix.access_token",
+                "the Matrix bot needs matrix.access_token or matrix.password to log in",
+            )
+
+
 def _account_format_problem(pattern: str) -> str | None:
     """Why ``pattern`` can't map an IRC account to a Fedora account, or ``None``."""
     try:
@@ -338,6 +417,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     confirmation: ConfirmationConfig = field(default_factory=ConfirmationConfig)
     bot: BotConfig = field(default_factory=BotConfig)
+    matrix: MatrixConfig = field(default_factory=MatrixConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
 
     def __post_init__(self) -> None:

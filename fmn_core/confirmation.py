@@ -29,6 +29,7 @@ from .db import config_of
 from .destinations import (
     FEED_CONTEXTS,
     check_destination,
+    check_matrix_id,
     hash_code,
     mask_address,
     new_code,
@@ -40,6 +41,7 @@ from .errors import (
     AlreadyExists,
     ConfirmationFailed,
     InvalidArgument,
+    InvalidDestination,
     NotFound,
     RateLimited,
     UserError,
@@ -101,19 +103,6 @@ def _new_confirmation(
     }
 
 
-def _limited_code(
-    session: Session,
-    config: Config,
-    name: str,
-    user: User | None,
-    context: str,
-    address: str,
-    now: dt.datetime,
-) -> str:
-    """Check the code-sending limits for one more code to ``address`` (writes nothing)."""
-    return check_code_limits(session, config.confirmation, name, user, context, address, now)
-
-
 def _regenerate(
     session: Session,
     config: Config,
@@ -124,7 +113,9 @@ def _regenerate(
 ) -> str:
     """A new code for a pending destination (the old one stops working), within limits."""
     context = destination.preference.context
-    key = _limited_code(session, config, user.name, user, context, destination.address, now)
+    key = check_code_limits(
+        session, config.confirmation, user.name, user, context, destination.address, now
+    )
     code, values = _new_confirmation(config, now, origin)
     if destination.confirmation is None:
         # Imported or hand-made rows may lack one; start a fresh confirmation.
@@ -166,7 +157,9 @@ def set_destination(
     normalized = (
         _unique_feed_token(session)
         if feed
-        else check_destination(context, address or "", config.push, fcm=config.fcm)
+        else check_destination(
+            context, address or "", config.push, fcm=config.fcm, matrix=config.matrix
+        )
     )
     now = utcnow()
     found_user = find_user(session, target)
@@ -202,7 +195,9 @@ def set_destination(
     key = (
         None
         if feed or verified
-        else _limited_code(session, config, target, found_user, context, normalized, now)
+        else check_code_limits(
+            session, config.confirmation, target, found_user, context, normalized, now
+        )
     )
     row = user_for_write(session, target)
     preference = preference_for_write(session, row, context)
@@ -232,20 +227,25 @@ def _verified_address(
 ) -> bool:
     """Whether Fedora Accounts already proves this address is the target's, so no code.
 
-    An email listed in the target's profile (Fedora Accounts verifies emails
-    before storing them); an IRC nick that is the services account the actor is
-    identified as right now, when it acts for itself (a profile can name any
-    nick, so a profile nick alone proves nothing).
+    An email or a Matrix ID listed in the target's profile (Fedora Accounts
+    verifies emails before storing them; a Matrix ID there is one the account
+    holder wrote into their own profile, which is what FMN 3.x trusted too); an
+    IRC nick that is the services account the actor is identified as right now,
+    when it acts for itself (a profile can name any nick, so a profile nick alone
+    proves nothing on IRC, where the bot sees who holds it).
     """
-    if context == "email":
+    if context in ("email", "matrix"):
         try:
             profile = directory_of(session).profile(target)
         except AccountDirectoryUnavailable as exc:
             # Not knowing is no proof: the address gets a code, as any other would.
             log.warning("cannot read %s's profile (%s); the address needs a code", target, exc)
             return False
-        listed = {_email_key(e) for e in profile.emails} if profile is not None else set()
-        return _email_key(address) in listed
+        if profile is None:
+            return False
+        if context == "matrix":
+            return address in _profile_matrix_ids(profile.matrix)
+        return _email_key(address) in {_email_key(e) for e in profile.emails}
     if context == "irc":
         return (
             actor.irc_account is not None
@@ -253,6 +253,17 @@ def _verified_address(
             and irc_fold(actor.irc_account) == irc_fold(address)
         )
     return False
+
+
+def _profile_matrix_ids(listed: Iterable[str]) -> tuple[str, ...]:
+    """The profile's Matrix IDs that are valid destinations, in their normalized form."""
+    valid: list[str] = []
+    for user_id in listed:
+        try:
+            valid.append(check_matrix_id(user_id))
+        except InvalidDestination:
+            continue
+    return tuple(dict.fromkeys(valid))
 
 
 def _email_key(address: str) -> str:
@@ -264,13 +275,16 @@ def _email_key(address: str) -> str:
 def profile_addresses(
     session: Session, actor: Actor, *, user: str | None = None
 ) -> dict[str, tuple[str, ...]]:
-    """The addresses the account's profile offers, by context (``email``; ``irc`` for the
-    actor's own IRC account): setting one needs no confirmation code."""
+    """The addresses the account's profile offers, by context (``email``, ``matrix``;
+    ``irc`` for the actor's own IRC account): setting one needs no confirmation code."""
     target = target_account(actor, user)
     profile = directory_of(session).profile(target)
     offered: dict[str, tuple[str, ...]] = {}
     if profile is not None and profile.emails:
         offered["email"] = profile.emails
+    matrix_ids = _profile_matrix_ids(profile.matrix) if profile is not None else ()
+    if matrix_ids and config_of(session).matrix.configured:
+        offered["matrix"] = matrix_ids
     if actor.irc_account is not None and target == actor.name:
         offered["irc"] = (actor.irc_account,)
     return offered

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -279,11 +279,7 @@ def set_filter_active(
     user: str | None = None,
 ) -> FilterView:
     """Switch a filter on or off without deleting it."""
-    active = check_bool(active, "active")
-    row, _preference, filter_, context = existing_filter(session, actor, context, name, user)
-    filter_.active = active
-    record_change(session, row, "filter")
-    return filter_view(context, filter_)
+    return _set_filter_flag(session, actor, context, name, "active", active, user)
 
 
 def set_filter_oneshot(
@@ -296,9 +292,21 @@ def set_filter_oneshot(
     user: str | None = None,
 ) -> FilterView:
     """Make a filter switch itself off after its first notification (or not)."""
-    oneshot = check_bool(oneshot, "oneshot")
+    return _set_filter_flag(session, actor, context, name, "oneshot", oneshot, user)
+
+
+def _set_filter_flag(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    flag: Literal["active", "oneshot"],
+    value: object,
+    user: str | None,
+) -> FilterView:
+    checked = check_bool(value, flag)
     row, _preference, filter_, context = existing_filter(session, actor, context, name, user)
-    filter_.oneshot = oneshot
+    setattr(filter_, flag, checked)
     record_change(session, row, "filter")
     return filter_view(context, filter_)
 

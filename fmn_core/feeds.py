@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .display import SUMMARY_MAX_CHARS, stored_display
-from .models import Destination, Message, Notification, NotificationState, Preference, User
+from .models import Destination, Notification, NotificationState, Preference, StoredMessage, User
 from .text import one_line
 
 __all__ = ["SentEntry", "owner_of_address", "sent_entries"]
@@ -78,13 +78,13 @@ def sent_entries(
             Notification.filter_name,
             Notification.created_at,
             Notification.sent_at,
-            Message.id.label("message_id"),
-            Message.topic,
-            Message.summary,
-            Message.url,
-            Message.app,
+            StoredMessage.id.label("message_id"),
+            StoredMessage.topic,
+            StoredMessage.summary,
+            StoredMessage.url,
+            StoredMessage.app,
         )
-        .join(Message, Message.id == Notification.message_id)
+        .join(StoredMessage, StoredMessage.id == Notification.message_id)
         .where(
             Notification.user_id == user_id,
             Notification.context == context,

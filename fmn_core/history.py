@@ -17,7 +17,7 @@ from .access import Actor, check_whole, offered_context, target_account
 from .accounts import directory_of
 from .db import catalog_of
 from .matcher import Matcher
-from .models import Filter, Message, Notification, User
+from .models import Filter, Notification, StoredMessage, User
 from .ownership import OwnershipCache
 from .snapshots import ContextSnapshot, FilterSnapshot, RuleSnapshot, UserSnapshot
 from .store import existing_filter, find_user, ordered_rules
@@ -78,7 +78,9 @@ def preview(
     if matcher.stats().filters == 0:
         return []
     messages = session.scalars(
-        select(Message).order_by(Message.received_at.desc(), Message.id.desc()).limit(limit)
+        select(StoredMessage)
+        .order_by(StoredMessage.received_at.desc(), StoredMessage.id.desc())
+        .limit(limit)
     )
     hits: list[PreviewHit] = []
     for message in messages:
@@ -105,8 +107,8 @@ def recent_notifications(
     if row is None:
         return []
     statement = (
-        select(Notification, Message)
-        .join(Message, Message.id == Notification.message_id)
+        select(Notification, StoredMessage)
+        .join(StoredMessage, StoredMessage.id == Notification.message_id)
         .where(Notification.user_id == row.id)
         .order_by(Notification.created_at.desc(), Notification.id.desc())
         .limit(limit)

@@ -28,6 +28,7 @@ matches messages also applies changes, between messages.
 
 from __future__ import annotations
 
+import dis
 import gc
 import logging
 import time
@@ -104,6 +105,10 @@ class MatcherStats:
     never: int
     #: Distinct (key, value) buckets in the index.
     buckets: int
+    #: Groups of identical filters of different users, each evaluated once per message.
+    groups: int = 0
+    #: Filters in those groups.
+    grouped: int = 0
 
 
 class _Nobody:
@@ -140,14 +145,27 @@ class _Recording:
 
 
 _CompiledRule = tuple[RuleFunction, Mapping[str, Any], bool, str]
-_Slot = tuple[int, str]
+#: (user, context) as one integer, ``user_id * len(contexts) + the context's rank by
+#: name``: sorting a message's answers by it sorts them by user, then context, and
+#: integers sort several times faster than tuples.
+_Slot = int
 
 
 class _Entry:
     """One compiled filter: what to evaluate, for whom, and where it is filed."""
 
-    __slots__ = ("context", "dynamic", "hinted", "key", "order", "recipient", "rules", "slot",
-                 "values")
+    __slots__ = (
+        "context",
+        "dynamic",
+        "group",
+        "hinted",
+        "key",
+        "order",
+        "recipient",
+        "rules",
+        "slot",
+        "values",
+    )
 
     def __init__(
         self,
@@ -172,15 +190,117 @@ class _Entry:
         #: Where it is filed: a key and values, or ``None`` for the always set.
         self.key: str | None = None
         self.values: Collection[str] = ()
+        #: The group it is evaluated in, when other users' filters are the same.
+        self.group: _Group | None = None
+
+
+class _Group:
+    """Filters of many users with the same rules, filed the same way: evaluated once.
+
+    5,000 users watching ``app_is bodhi`` + ``topic_matches …`` would otherwise cost
+    5,000 evaluations of the same two rules for every such message. Only filters
+    whose rules never look at whose filter it is (``_impersonal``) and whose
+    filing did not read the ownership lookup are grouped.
+    """
+
+    __slots__ = ("_answer", "_by_slot", "context", "key", "members", "rules")
+
+    def __init__(self, key: _GroupKey, first: _Entry) -> None:
+        self.key = key
+        self.rules = first.rules
+        #: Any member's context: the rules don't read it (they are impersonal).
+        self.context = first.context
+        self.members: set[_Entry] = {first}
+        self._by_slot: dict[_Slot, _Entry] | None = None
+        self._answer: list[Recipient] | None = None
+
+    def add(self, entry: _Entry) -> None:
+        self.members.add(entry)
+        self._by_slot = self._answer = None
+
+    def discard(self, entry: _Entry) -> None:
+        self.members.discard(entry)
+        self._by_slot = self._answer = None
+
+    @property
+    def answer(self) -> list[Recipient]:
+        """The recipients when this group is all that matched a message, in order.
+
+        The usual case for a message about a watched application: its answer is
+        then a copy of this list, however many watch it.
+        """
+        answer = self._answer
+        if answer is None:
+            by_slot = self.by_slot
+            answer = self._answer = [by_slot[slot].recipient for slot in sorted(by_slot)]
+        return answer
+
+    @property
+    def by_slot(self) -> dict[_Slot, _Entry]:
+        """Each member's slot and its first member there (built again after a change).
+
+        Merged into a message's answers in one ``dict.update`` when none of
+        these slots has an answer yet, which is the usual case.
+        """
+        by_slot = self._by_slot
+        if by_slot is None:
+            by_slot = {}
+            for entry in sorted(self.members, key=lambda e: e.order, reverse=True):
+                by_slot[entry.slot] = entry
+            self._by_slot = by_slot
+        return by_slot
+
+
+#: (rules with their arguments, index key, index values): what makes filters the same.
+_GroupKey = tuple[tuple[tuple[Any, ...], ...], str | None, frozenset[str]]
+_Filed = _Entry | _Group
+
+
+def _merge(group: _Group, best: dict[_Slot, _Entry]) -> None:
+    """Each member of a matched group is its slot's answer unless an earlier filter
+    of that slot matched already."""
+    by_slot = group.by_slot
+    if best.keys().isdisjoint(by_slot):
+        best.update(by_slot)
+        return
+    for slot, entry in by_slot.items():
+        held = best.get(slot)
+        if held is None or held.order > entry.order:
+            best[slot] = entry
+
+
+def _impersonal(function: RuleFunction) -> bool:
+    """Whether a rule function never reads its ``context`` argument (whose filter it is).
+
+    Read from the function's bytecode, conservatively: anything but a plain
+    function whose second parameter is never loaded counts as personal.
+    """
+    code = getattr(function, "__code__", None)
+    if code is None or code.co_argcount < 2:
+        return False
+    name = code.co_varnames[1]
+    if name in code.co_cellvars:  # an inner function or lambda reads it
+        return False
+    for instruction in dis.get_instructions(code):
+        if "FAST" not in instruction.opname and "DEREF" not in instruction.opname:
+            continue  # only these name local variables
+        value = instruction.argval
+        if value == name or (isinstance(value, tuple) and name in value):
+            return False
+    return True
 
 
 class _UserState:
-    """A loaded user: the snapshot compiled, and the entries it gave."""
+    """A loaded user: their name and the entries their snapshot gave.
 
-    __slots__ = ("entries", "snapshot")
+    The snapshot itself is not kept: at 100k users it is hundreds of MB, and
+    nothing after compiling needs more than the name.
+    """
 
-    def __init__(self, snapshot: UserSnapshot, entries: list[_Entry]) -> None:
-        self.snapshot = snapshot
+    __slots__ = ("entries", "name")
+
+    def __init__(self, name: str, entries: list[_Entry]) -> None:
+        self.name = name
         self.entries = entries
 
 
@@ -195,11 +315,19 @@ class _LoadProblems:
         for name, users in sorted(self.unknown.items()):
             log.warning(
                 "rule %r is not installed; %d filter(s) using it match nothing until it is "
-                "(users: %s)", name, len(users), _sample(users))
+                "(users: %s)",
+                name,
+                len(users),
+                _sample(users),
+            )
         for name, users in sorted(self.invalid.items()):
             log.warning(
                 "rule %r: stored arguments are no longer valid for %d filter(s), which match "
-                "nothing until they are edited (users: %s)", name, len(users), _sample(users))
+                "nothing until they are edited (users: %s)",
+                name,
+                len(users),
+                _sample(users),
+            )
 
 
 @contextmanager
@@ -247,11 +375,12 @@ class Matcher:
         )
         #: The contexts the deployment offers; preferences for any other are ignored.
         self.contexts = frozenset(CONTEXTS if contexts is None else contexts)
+        self._context_rank = {name: rank for rank, name in enumerate(sorted(self.contexts))}
         self._users: dict[int, _UserState] = {}
         #: key -> value -> entries. Lists, not sets: most buckets hold one or two
         #: entries, and an entry is never filed twice under one value.
-        self._index: dict[str, dict[str, list[_Entry]]] = {key: {} for key in INDEX_KEYS}
-        self._always: set[_Entry] = set()
+        self._index: dict[str, dict[str, list[_Filed]]] = {key: {} for key in INDEX_KEYS}
+        self._always: set[_Filed] = set()
         self._failures: OrderedDict[tuple[str, str], None] = OrderedDict()
         #: The newest change event applied, and skipped ids that may still commit.
         self.last_change_id = 0
@@ -259,6 +388,12 @@ class Matcher:
         #: Compiled rules by (rule, arguments, negated): thousands of users share
         #: ``app_is bodhi``, so it is validated once and stored once.
         self._compiled: dict[tuple[str, Any, bool], _CompiledRule] = {}
+        #: Groups of identical impersonal filters, by what makes them identical.
+        self._groups: dict[_GroupKey, _Group] = {}
+        #: Rule functions by whether they read their context (``_impersonal``).
+        self._impersonal: dict[RuleFunction, bool] = {}
+        #: User id by account name, for ``follow_directory``.
+        self._ids_by_name: dict[str, int] = {}
 
     # -- building --------------------------------------------------------------
 
@@ -368,7 +503,8 @@ class Matcher:
         if not changes:
             return 0
         self.membership.forget(changes.accounts, changes.groups)
-        ids = [uid for uid, state in self._users.items() if state.snapshot.name in changes.accounts]
+        names = self._ids_by_name
+        ids = [names[name] for name in changes.accounts if name in names]
         self.refresh_users(session, ids)
         return len(ids)
 
@@ -383,7 +519,7 @@ class Matcher:
         self.ownership = ownership
         with _collector_paused():
             for state in self._users.values():
-                context = RuleContext(state.snapshot.name, ownership, self.membership)
+                context = RuleContext(state.name, ownership, self.membership)
                 for entry in state.entries:
                     entry.context = context
                     if entry.dynamic:
@@ -405,6 +541,8 @@ class Matcher:
     def _drop_user(self, user_id: int) -> None:
         state = self._users.pop(user_id, None)
         if state is not None:
+            if self._ids_by_name.get(state.name) == user_id:
+                del self._ids_by_name[state.name]
             for entry in state.entries:
                 self._unfile(entry)
 
@@ -414,20 +552,25 @@ class Matcher:
         for preference in sorted(snapshot.contexts, key=lambda p: p.context):
             if not preference.enabled or preference.context not in self.contexts:
                 continue
-            slot = (snapshot.user_id, preference.context)
+            slot = (
+                snapshot.user_id * len(self._context_rank) + self._context_rank[preference.context]
+            )
             for order, filter_ in enumerate(preference.filters):
                 if not filter_.active or not filter_.rules:
                     continue
-                entry = self._compile(snapshot, slot, order, filter_, context, problems)
+                entry = self._compile(
+                    snapshot, (slot, preference.context), order, filter_, context, problems
+                )
                 if entry is not None:
                     self._file(entry)
                     entries.append(entry)
-        self._users[snapshot.user_id] = _UserState(snapshot, entries)
+        self._users[snapshot.user_id] = _UserState(snapshot.name, entries)
+        self._ids_by_name[snapshot.name] = snapshot.user_id
 
     def _compile(
         self,
         user: UserSnapshot,
-        slot: _Slot,
+        slot: tuple[_Slot, str],
         order: int,
         filter_: FilterSnapshot,
         context: RuleContext,
@@ -449,13 +592,16 @@ class Matcher:
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
         recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
-        return _Entry(recipient, slot, order, tuple(rules), context, tuple(hinted))
+        return _Entry(recipient, slot[0], order, tuple(rules), context, tuple(hinted))
 
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
         try:
             key: tuple[str, Any, bool] | None = (
-                spec.ref, tuple(sorted(rule.arguments.items())), rule.negated)
+                spec.ref,
+                tuple(sorted(rule.arguments.items())),
+                rule.negated,
+            )
             hash(key)
         except TypeError:  # an argument that is not a plain value: compile it alone
             key = None
@@ -482,8 +628,13 @@ class Matcher:
             try:
                 values = spec.index_values(arguments, RuleContext(owner, recording, recording))
             except Exception:  # a broken hint only costs speed, never matches
-                log.warning("rule %s: index hint failed for a filter of %s; it is checked "
-                            "against every message", spec.name, owner, exc_info=True)
+                log.warning(
+                    "rule %s: index hint failed for a filter of %s; it is checked "
+                    "against every message",
+                    spec.name,
+                    owner,
+                    exc_info=True,
+                )
                 continue
             if values is None:
                 continue
@@ -494,30 +645,73 @@ class Matcher:
         if not entry.dynamic:
             entry.hinted = ()  # never filed again: save the memory
         if best is None:
-            entry.key = None
-            self._always.add(entry)
+            entry.key, entry.values = None, ()
+        else:
+            entry.key = best[2]
+            # A few values fit in a tuple at a third of a frozenset's size; larger
+            # sets usually come shared from the ownership lookup.
+            entry.values = tuple(best[3]) if len(best[3]) <= 4 else best[3]
+        item = self._join_group(entry)
+        if item is None:
+            return  # it joined a group that is filed already
+        if entry.key is None:
+            self._always.add(item)
             return
-        entry.key = best[2]
-        # A few values fit in a tuple at a third of a frozenset's size; larger
-        # sets usually come shared from the ownership lookup.
-        entry.values = tuple(best[3]) if len(best[3]) <= 4 else best[3]
         buckets = self._index[entry.key]
         for value in entry.values:
             bucket = buckets.get(value)
             if bucket is None:
-                buckets[value] = [entry]
+                buckets[value] = [item]
             else:
-                bucket.append(entry)
+                bucket.append(item)
+
+    def _join_group(self, entry: _Entry) -> _Filed | None:
+        """What to file for ``entry``: itself, or a new group of it; ``None`` if it
+        joined an existing group."""
+        if entry.dynamic:
+            return entry
+        impersonal = self._impersonal
+        for function, _arguments, _negated, _name in entry.rules:
+            known = impersonal.get(function)
+            if known is None:
+                known = impersonal[function] = _impersonal(function)
+            if not known:
+                return entry
+        try:
+            rules = tuple(
+                (function, tuple(sorted(arguments.items())), negated)
+                for function, arguments, negated, _name in entry.rules
+            )
+            key: _GroupKey = (rules, entry.key, frozenset(entry.values))
+            group = self._groups.get(key)
+        except TypeError:  # an argument that is not a plain value: evaluated alone
+            return entry
+        if group is not None:
+            group.add(entry)
+            entry.group = group
+            return None
+        group = self._groups[key] = _Group(key, entry)
+        entry.group = group
+        return group
 
     def _unfile(self, entry: _Entry) -> None:
+        item: _Filed = entry
+        group = entry.group
+        if group is not None:
+            entry.group = None
+            group.discard(entry)
+            if group.members:
+                return  # the group stays filed for its other members
+            del self._groups[group.key]
+            item = group
         if entry.key is None:
-            self._always.discard(entry)
+            self._always.discard(item)
             return
         buckets = self._index[entry.key]
         for value in entry.values:
             bucket = buckets.get(value)
-            if bucket is not None and entry in bucket:
-                bucket.remove(entry)
+            if bucket is not None and item in bucket:
+                bucket.remove(item)
                 if not bucket:
                     del buckets[value]
 
@@ -525,13 +719,16 @@ class Matcher:
         """Counts of users, filters and index buckets (for logs and benchmarks)."""
         entries = [e for state in self._users.values() for e in state.entries]
         indexed = sum(1 for e in entries if e.key is not None and e.values)
+        always = sum(1 for e in entries if e.key is None)
         return MatcherStats(
             users=len(self._users),
             filters=len(entries),
             indexed=indexed,
-            always=len(self._always),
-            never=len(entries) - indexed - len(self._always),
+            always=always,
+            never=len(entries) - indexed - always,
             buckets=sum(len(buckets) for buckets in self._index.values()),
+            groups=len(self._groups),
+            grouped=sum(len(g.members) for g in self._groups.values()),
         )
 
     def __len__(self) -> int:
@@ -546,17 +743,25 @@ class Matcher:
         the always set, are evaluated.
         """
         best: dict[_Slot, _Entry] = {}
-        self._evaluate(facts, self._candidates(facts), best)
-        self._evaluate(facts, self._always, best)
+        matched: list[_Group] = []
+        self._evaluate(facts, self._candidates(facts), best, matched)
+        self._evaluate(facts, self._always, best, matched)
+        if not best and len(matched) == 1:
+            return list(matched[0].answer)
+        for group in matched:
+            _merge(group, best)
         return [best[slot].recipient for slot in sorted(best)]
 
     def count_candidates(self, facts: MessageFacts) -> int:
-        """How many filters ``recipients`` evaluates for this message (for benchmarks, logs)."""
+        """How many filters ``recipients`` evaluates for this message (for benchmarks, logs).
+
+        A group of identical filters is evaluated, and counted, once.
+        """
         return len(self._candidates(facts)) + len(self._always)
 
-    def _candidates(self, facts: MessageFacts) -> set[_Entry]:
+    def _candidates(self, facts: MessageFacts) -> set[_Filed]:
         index = self._index
-        found: set[_Entry] = set()
+        found: set[_Filed] = set()
         for key, values in facts.index_keys.items():
             buckets = index.get(key)
             if buckets:
@@ -573,13 +778,23 @@ class Matcher:
         """
         best: dict[_Slot, _Entry] = {}
         for state in self._users.values():
-            self._evaluate(facts, state.entries, best)
+            self._evaluate(facts, state.entries, best, [])
         return [best[slot].recipient for slot in sorted(best)]
 
-    def _evaluate(self, facts: MessageFacts, entries: Iterable[_Entry],
-                  best: dict[_Slot, _Entry]) -> None:
-        """Record in ``best`` each (user, context)'s first matching filter among ``entries``."""
+    def _evaluate(
+        self,
+        facts: MessageFacts,
+        entries: Iterable[_Filed],
+        best: dict[_Slot, _Entry],
+        matched: list[_Group],
+    ) -> None:
+        """Record in ``best`` each (user, context)'s first matching filter among ``entries``;
+        groups that match go to ``matched``, to be merged (``_merge``) by the caller."""
         for entry in entries:
+            if isinstance(entry, _Group):
+                if self._group_matches(facts, entry):
+                    matched.append(entry)
+                continue
             slot = entry.slot
             held = best.get(slot)
             if held is not None and held.order < entry.order:
@@ -599,6 +814,22 @@ class Matcher:
             else:
                 best[slot] = entry
 
+    def _group_matches(self, facts: MessageFacts, group: _Group) -> bool:
+        """Evaluate a group's rules once, for all its members."""
+        context = group.context
+        for function, arguments, negated, name in group.rules:
+            try:
+                result = function(facts, context, **arguments)
+            except Exception:  # any failure is the filter's miss, never the message's
+                self._rule_failed(name, facts)
+                return False
+            if negated:
+                if result:
+                    return False
+            elif not result:
+                return False
+        return True
+
     def _rule_failed(self, name: str, facts: MessageFacts) -> None:
         key = (name, facts.id)
         if key in self._failures:
@@ -606,5 +837,9 @@ class Matcher:
         self._failures[key] = None
         if len(self._failures) > _FAILURES_REMEMBERED:
             self._failures.popitem(last=False)
-        log.warning("rule %s raised on message %s; its filters count as not matching",
-                    name, facts.id, exc_info=True)
+        log.warning(
+            "rule %s raised on message %s; its filters count as not matching",
+            name,
+            facts.id,
+            exc_info=True,
+        )

@@ -36,12 +36,12 @@ __all__ = [
     "DeadMessage",
     "Destination",
     "Filter",
-    "Message",
     "Notification",
     "NotificationState",
     "PackageOwner",
     "Preference",
     "Rule",
+    "StoredMessage",
     "Template",
     "User",
     "utcnow",
@@ -298,7 +298,7 @@ class Template(Base):
         return f"Template(name={self.name!r})"
 
 
-class Message(Base):
+class StoredMessage(Base):
     """A bus message, stored once."""
 
     __tablename__ = "messages"
@@ -316,7 +316,7 @@ class Message(Base):
     app: Mapped[str | None] = mapped_column(String(64))
 
     def __repr__(self) -> str:
-        return f"Message(id={self.id!r}, topic={self.topic!r})"
+        return f"StoredMessage(id={self.id!r}, topic={self.topic!r})"
 
 
 class DeadMessage(Base):
@@ -382,7 +382,7 @@ class Notification(Base):
     created_at: Mapped[created]
     sent_at: Mapped[dt.datetime | None]
 
-    message: Mapped[Message] = relationship()
+    message: Mapped[StoredMessage] = relationship()
     user: Mapped[User] = relationship()
 
     def __repr__(self) -> str:

@@ -45,10 +45,10 @@ from .masking import scrub_error
 from .models import (
     Destination,
     Filter,
-    Message,
     Notification,
     NotificationState,
     Preference,
+    StoredMessage,
     User,
     utcnow,
 )
@@ -214,9 +214,9 @@ def _take(
 
 def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotification]:
     rows = session.execute(
-        select(Notification, User, Message)
+        select(Notification, User, StoredMessage)
         .join(User, User.id == Notification.user_id)
-        .join(Message, Message.id == Notification.message_id)
+        .join(StoredMessage, StoredMessage.id == Notification.message_id)
         .where(Notification.id.in_(ids))
         .order_by(Notification.created_at, Notification.id)
         .execution_options(populate_existing=True)

@@ -45,10 +45,11 @@ from .bounds import check_json_bounds
 from .config import Config
 from .confirmation import MAX_DESTINATIONS_PER_CONTEXT
 from .db import catalog_of, config_of
-from .destinations import FEED_CONTEXTS, Resolver, check_destination
+from .destinations import FEED_CONTEXTS, check_destination
 from .errors import ImportRejected, InputTooLarge, InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
 from .models import Destination, Filter, Preference, User
+from .push_urls import Resolver
 from .rules import Catalog
 from .schedule import check_local_time, check_timezone
 from .store import (
@@ -389,6 +390,7 @@ def _check_destinations(
                 address,
                 config.push,
                 fcm=config.fcm,
+                matrix=config.matrix,
                 resolve=resolve,
                 resolver=resolver,
             )

@@ -12,14 +12,14 @@ import logging
 
 from .errors import MalformedMessage
 from .messages import MessageFacts, facts_of, load_message
-from .models import Message
+from .models import StoredMessage
 
 __all__ = ["FactsCache", "fallback_facts", "stored_facts"]
 
 log = logging.getLogger(__name__)
 
 
-def stored_facts(message: Message) -> MessageFacts | None:
+def stored_facts(message: StoredMessage) -> MessageFacts | None:
     """The facts of a stored message, or None if it no longer loads."""
     try:
         return facts_of(
@@ -37,7 +37,7 @@ def stored_facts(message: Message) -> MessageFacts | None:
         return None
 
 
-def fallback_facts(message: Message) -> MessageFacts:
+def fallback_facts(message: StoredMessage) -> MessageFacts:
     """What the row itself knows of a message that no longer loads."""
     parts = message.topic.split(".")
     app = parts[3] if len(parts) > 3 and parts[0] == "org" else (parts[0] if parts else "")
@@ -67,7 +67,7 @@ class FactsCache:
     def __init__(self) -> None:
         self._facts: dict[str, MessageFacts] = {}
 
-    def get(self, message: Message) -> MessageFacts:
+    def get(self, message: StoredMessage) -> MessageFacts:
         """The message's facts, parsed on first use."""
         cached = self._facts.get(message.id)
         if cached is not None:

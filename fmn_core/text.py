@@ -32,9 +32,15 @@ def _is_unsafe(character: str) -> bool:
     return unicodedata.category(character) in _UNSAFE_CATEGORIES
 
 
+def _plain(text: str) -> bool:
+    # Printable ASCII has none of those categories; most bus text is, and this
+    # check runs in C instead of a category lookup per character.
+    return text.isascii() and text.isprintable()
+
+
 def has_control(text: str) -> bool:
     """Whether ``text`` holds a control, format, surrogate or separator character."""
-    return any(_is_unsafe(c) for c in text)
+    return not _plain(text) and any(_is_unsafe(c) for c in text)
 
 
 def _cut(text: str, limit: int | None) -> str:
@@ -46,7 +52,7 @@ def _cut(text: str, limit: int | None) -> str:
 def one_line(text: object, *, limit: int | None = None) -> str:
     """``text`` on one line without control characters, at most ``limit`` characters."""
     value = text if isinstance(text, str) else str(text)
-    flat = "".join(" " if _is_unsafe(c) else c for c in value)
+    flat = value if _plain(value) else "".join(" " if _is_unsafe(c) else c for c in value)
     return _cut(" ".join(flat.split()), limit)
 
 
@@ -71,6 +77,8 @@ def xml_text(text: object) -> str:
 def for_log(text: object, *, limit: int = 200) -> str:
     """``text`` for a log line: one line, control characters escaped, cut at ``limit``."""
     value = text if isinstance(text, str) else repr(text)
+    if _plain(value):
+        return _cut(value, limit)
     shown = "".join(
         c.encode("unicode_escape").decode("ascii") if _is_unsafe(c) else c for c in value
     )

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .models import Message, Notification, NotificationState, User, utcnow
+from .models import Notification, NotificationState, StoredMessage, User, utcnow
 from .outbox import WAITING_STATES, announce_new_rows
 from .text import one_line
 from .wording import waiting_reason
@@ -91,9 +91,9 @@ def list_waiting(
     id of the account they checked, never one taken from a request.
     """
     statement = (
-        select(Notification, User.name, Message.topic, Message.summary)
+        select(Notification, User.name, StoredMessage.topic, StoredMessage.summary)
         .join(User, User.id == Notification.user_id)
-        .join(Message, Message.id == Notification.message_id)
+        .join(StoredMessage, StoredMessage.id == Notification.message_id)
         .where(Notification.state.in_(_NOT_SENT))
     )
     if user_id is not None:

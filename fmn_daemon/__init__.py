@@ -5,7 +5,7 @@
 - ``BrokerSettings`` (``broker.py``): the parts of fedora-messaging's configuration it uses.
 - ``is_transient`` (``failures.py``): an outage (retry) or the item's own failure (isolate).
 - ``list_dead_messages`` (``dead_messages.py``): messages put aside after failing again and again.
-- ``Delivery`` (``delivery.py``): the senders that drain the outbox.
+- ``Senders`` (``delivery.py``): the senders that drain the outbox.
 - ``Service`` (``service.py``): start-up, main loop, clean stop; systemd notifications.
 - ``in_thread``, ``in_unit_of_work`` (``concurrency.py``): how async code calls blocking code.
 - ``Metrics`` (``metrics.py``): counters and health shared by all of them.
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .concurrency import in_thread, in_unit_of_work
     from .consumer import Consumer
     from .dead_messages import list_dead_messages, requeue_dead_message
-    from .delivery import Delivery
+    from .delivery import Senders
     from .failures import is_transient
     from .http import start_http
     from .ingest import IngestResult, decode_delivery, ingest_batch
@@ -41,7 +41,7 @@ _EXPORTS = {
     "BrokerSettings": ".broker",
     "BrokerUnavailable": ".broker",
     "Consumer": ".consumer",
-    "Delivery": ".delivery",
+    "Senders": ".delivery",
     "IngestResult": ".ingest",
     "LiveHub": ".transports.live",
     "Metrics": ".metrics",
@@ -65,11 +65,11 @@ __all__ = [
     "BrokerSettings",
     "BrokerUnavailable",
     "Consumer",
-    "Delivery",
     "IngestResult",
     "LiveHub",
     "Metrics",
     "Notifier",
+    "Senders",
     "Service",
     "StartupError",
     "decode_delivery",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -273,6 +274,16 @@ def _open(config: Config) -> Database:
     return db
 
 
+@contextlib.contextmanager
+def _opened(config: Config) -> Iterator[Database]:
+    """The database for one command (see :func:`_open`), disposed of when it is done."""
+    db = _open(config)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
 def _run(config: Config, args: argparse.Namespace) -> int:
     from .service import Service
 
@@ -293,20 +304,16 @@ def _gateway(config: Config, args: argparse.Namespace) -> int:
 
     from .gateway import directory_resolver, serve_gateway
 
-    db = _open(config)
-    try:
+    with _opened(config) as db:
         # Callers are known by uid; their login must be an account the directory knows.
         resolve = directory_resolver(account_directory(config))
         return serve_gateway(PreferenceGateway(db), args.socket, resolve)
-    finally:
-        db.dispose()
 
 
 def _prefs(config: Config, args: argparse.Namespace) -> int:
     from fmn_core.portability import export_preferences
 
-    db = _open(config)
-    try:
+    with _opened(config) as db:
         if args.prefs_command == "export":
             with db.begin() as session:
                 document = export_preferences(session)
@@ -321,8 +328,6 @@ def _prefs(config: Config, args: argparse.Namespace) -> int:
                 sys.stdout.write(text)
             return EXIT_OK
         return _import_files(db, args.files, resolve=not args.no_resolve)
-    finally:
-        db.dispose()
 
 
 def _import_files(db: Database, names: Sequence[str], *, resolve: bool) -> int:
@@ -396,8 +401,7 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
         raise UnreadableFile(f"Cannot read {args.file}: no such file.")
     if args.batch_size is not None and args.batch_size < 1:
         raise UnreadableFile("--batch-size must be at least 1.")
-    db = _open(config)
-    try:
+    with _opened(config) as db:
         stats = replay(
             db,
             args.file,
@@ -407,8 +411,6 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
             progress=True if args.progress else None,
             batch_size=args.batch_size,
         )
-    finally:
-        db.dispose()
     if not args.json:
         written = (
             ""
@@ -430,8 +432,7 @@ def _outbox(config: Config, args: argparse.Namespace) -> int:
 
     from .dead_messages import count_dead_messages
 
-    db = _open(config)
-    try:
+    with _opened(config) as db:
         if args.outbox_command == "requeue":
             if not args.ids and not args.all:
                 raise UnreadableFile("Name the notifications to requeue (IDS), or pass --all.")
@@ -457,15 +458,12 @@ def _outbox(config: Config, args: argparse.Namespace) -> int:
                 "(see fmn-daemon messages dead)"
             )
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def _messages(config: Config, args: argparse.Namespace) -> int:
     from .dead_messages import list_dead_messages, requeue_dead_message
 
-    db = _open(config)
-    try:
+    with _opened(config) as db:
         if args.messages_command == "requeue":
             outcome = requeue_dead_message(db, args.id)
             if not outcome.stored:
@@ -482,8 +480,6 @@ def _messages(config: Config, args: argparse.Namespace) -> int:
             return EXIT_OK
         with db.begin() as session:
             rows = list_dead_messages(session, args.limit)
-    finally:
-        db.dispose()
     if args.json:
         for row in rows:
             print(json.dumps(row.as_json(), ensure_ascii=False))
@@ -521,12 +517,8 @@ def _ownership(config: Config, args: argparse.Namespace) -> int:
     source = args.source or config.ownership.source
     if not source:
         raise ConfigError("ownership.source", "is empty; set it or pass --source")
-    db = _open(config)
-    try:
-        with db.begin() as session:
-            changed = refresh_ownership(session, DistGitOwnership(source))
-    finally:
-        db.dispose()
+    with _opened(config) as db, db.begin() as session:
+        changed = refresh_ownership(session, DistGitOwnership(source))
     print(f"ownership refreshed from {source}: {changed} rows changed")
     return EXIT_OK
 

@@ -6,28 +6,18 @@ Each round claims a batch (one transaction), decides what to do with each
 ``delivery.senders`` sends in flight, and records each outcome in its own
 short transaction as soon as it is known.
 
-What happens to a claimed group, in this order (decided by ``delivery_policy.decide``,
-shared with the IRC bot; the constants live in ``fmn_core.outbox``):
-
-- **muted user**: postponed until ``muted_until`` (not an attempt).
-- **context turned off** (say by one-click unsubscribe after the row was
-  written): ``dead`` at once, with the reason; nothing is sent.
-- **no confirmed destination**: a failed attempt with the error
-  :data:`NO_ADDRESS_ERROR`, retried hourly (:data:`NO_ADDRESS_RETRY_SECONDS`) so
-  that confirming the address soon still delivers, and ``dead`` after
-  ``delivery.max_attempts`` (re-playable with ``requeue_dead``).
-- **digest** (rows of ``digest`` filters in a context with ``digest_minutes``,
-  ``digest_count`` and/or a daily ``digest_at``): rows wait (postponed) until the
-  oldest waiting row is ``digest_minutes`` old, ``digest_count`` rows wait, or the
-  daily local time comes; then every waiting row of that lane goes out as ONE
-  message. With only a count, a lone row waits at most :data:`COUNT_ONLY_MAX_WAIT`.
-- **quiet hours**: instant rows that are not urgent wait until the window ends;
-  released together, several go out as one digest.
-- **rate limit**: when a user's context had more than
-  ``delivery.rate_limit_per_hour`` sends in the last hour, its new rows are
-  collected into a digest every :data:`RATE_LIMIT_DIGEST_MINUTES` minutes instead
-  of being dropped.
-- otherwise each row is sent on its own.
+What happens to a claimed group before anything is sent (muted, turned off, no
+confirmed destination, digest, rate limit) is the delivery policy's, shared with
+the IRC bot: ``fmn_core.delivery_policy.decide`` says what, and
+``delivery_policy.apply`` settles the rows that are not sent. Claimed rows are
+decided per (user, context, lane): a digest filter's rows wait for the context's
+digest (every N minutes, after K, or daily at a local time), instant rows that are
+not urgent wait out quiet hours and are released together as one digest
+(``fmn_core.schedule``). Here only sending
+and digests are left: in the ``matrix`` context (a chat, like IRC) a user's rows
+above ``matrix.burst`` in one round are collapsed into one "N more notifications"
+line, and every message is one line worded by ``fmn_core.chat``, as the IRC bot
+words it.
 
 A message goes to every confirmed destination of the context, each in its own
 ``try``: one failing destination never stops the others. Outcome of a row:
@@ -44,7 +34,7 @@ Confirmation codes for non-IRC destinations go out through the same
 transports on every round; a code that fails is retried a minute later.
 
 An idle sender polls every ``delivery.idle_poll_seconds``; on PostgreSQL it also
-listens for the consumers' announcement of new rows (``outbox.announce_new_rows``)
+listens for the consumers' announcement of new rows (:mod:`fmn_daemon.new_rows`)
 and claims them as soon as they are committed.
 
 One row can only cost itself (issue 10): a claim that fails on its data (a
@@ -63,7 +53,6 @@ left to their lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -74,13 +63,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fmn_core import delivery_policy, outbox, preferences
+from fmn_core.chat import (
+    CHAT_CONTEXTS,
+    collapse_line,
+    digest_line,
+    notification_line,
+    split_burst,
+)
 from fmn_core.config import Config
-from fmn_core.db import Database, is_postgres
+from fmn_core.db import Database
 from fmn_core.delivery_policy import (
     COUNT_ONLY_MAX_WAIT,
     DISABLED_ERROR,
@@ -98,6 +93,7 @@ from fmn_core.text import for_log
 from .concurrency import in_thread, in_unit_of_work
 from .failures import describe, is_transient
 from .metrics import Metrics
+from .new_rows import NewRowsListener, sleep_until_stopped
 from .transports import Transport, TransportError, TransportRefused, build_transports
 from .transports.live import LiveHub
 
@@ -108,7 +104,7 @@ __all__ = [
     "NO_ADDRESS_ERROR",
     "NO_ADDRESS_RETRY_SECONDS",
     "RATE_LIMIT_DIGEST_MINUTES",
-    "Delivery",
+    "Senders",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,18 +116,16 @@ T = TypeVar("T")
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
-#: How often an idle sender listening for new rows checks whether it should stop.
-_STOP_CHECK_SECONDS = 0.25
-#: After the listening connection failed, poll for this long before listening again.
-_LISTEN_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class _Job:
-    """One message to send: a single row, or a digest of a group's rows."""
+    """One message to send: a single row, or a digest of a group's rows (or, in a
+    chat context, the rows above a user's burst collapsed into one line)."""
 
     rows: tuple[ClaimedNotification, ...]
     digest: bool
+    collapsed: bool = False
 
     @property
     def ids(self) -> list[int]:
@@ -150,7 +144,7 @@ class _Round:
     settled: int
 
 
-class Delivery:
+class Senders:
     """Claims and sends every context but ``irc``; see the module docstring."""
 
     def __init__(
@@ -180,7 +174,7 @@ class Delivery:
         self._senders = asyncio.Semaphore(config.delivery.senders)
         self._inflight: dict[asyncio.Task[None], _Job] = {}
         self._code_retry_at: dict[int, float] = {}
-        self._new_rows = _NewRows(db)
+        self._new_rows = NewRowsListener(db)
 
     # -- the one way into core ------------------------------------------------
 
@@ -220,7 +214,7 @@ class Delivery:
                         log.exception(
                             "delivery: internal error in a round; retrying in %.1fs", delay
                         )
-                    await _wait(stop, delay)
+                    await sleep_until_stopped(stop, delay)
                     continue
                 if handled == 0:
                     # Until the poll interval is up, or a consumer commits new rows.
@@ -438,7 +432,14 @@ class Delivery:
             waiting_in_claim=len(rows),
         )
         if decision.kind == "send":
-            jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+            if head.context not in CHAT_CONTEXTS:
+                jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
+                return 0
+            # A chat gets at most a burst of lines per user and round, as on IRC.
+            singles, collapsed = split_burst(rows, self.config.matrix.burst)
+            jobs.extend(_Job(rows=(row,), digest=False) for row in singles)
+            if collapsed:
+                jobs.append(_Job(rows=tuple(collapsed), digest=False, collapsed=True))
             return 0
         if decision.kind == "digest":
             jobs.append(self._digest(session, rows, now))
@@ -488,6 +489,8 @@ class Delivery:
     # -- sending ----------------------------------------------------------------
 
     def _render(self, job: _Job) -> Rendered:
+        if job.head.context in CHAT_CONTEXTS:
+            return _chat_rendered(job)
         links = self.links if job.head.context == "email" else None
         return render_digest(job.rows, links) if job.digest else render(job.head, links)
 
@@ -642,92 +645,13 @@ class Delivery:
         return sent
 
 
-class _NewRows:
-    """Ends the senders' idle wait as soon as a consumer commits outbox rows (PostgreSQL).
-
-    Consumers ``NOTIFY`` :data:`fmn_core.outbox.NEW_ROWS_CHANNEL` in the transaction
-    that writes outbox rows (``outbox.announce_new_rows``), so the notification
-    arrives when the rows are committed, from any process or host that shares the
-    database. One extra connection per daemon listens. On SQLite, or while that
-    connection can't be opened, the senders poll every ``delivery.idle_poll_seconds``
-    as before; a notification is only ever a reason to look sooner.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._retry_at = 0.0
-        self._enabled = is_postgres(db.engine)
-
-    async def wait(self, stop: asyncio.Event, seconds: float) -> None:
-        """Return after ``seconds``, or sooner when rows were committed or ``stop`` is set."""
-        connection = await self._connect(seconds) if self._enabled else None
-        if connection is None:
-            await _wait(stop, seconds)
-            return
-        deadline = time.monotonic() + seconds
-        # In slices, so that ``stop`` is noticed soon without cancelling psycopg mid-read.
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            woken = False
-            try:
-                # Iterated to its end (``stop_after=1``): leaving it early would keep
-                # psycopg's connection lock until the generator is collected.
-                async for _ in connection.notifies(
-                    timeout=min(left, _STOP_CHECK_SECONDS), stop_after=1
-                ):
-                    woken = True
-            except (psycopg.Error, OSError, TypeError) as exc:
-                # The listening connection broke (or psycopg < 3.2, whose notifies()
-                # takes no timeout): poll for a while, then listen again.
-                log.warning(
-                    "delivery: stopped listening for new outbox rows (%s); polling every %.1fs",
-                    exc.__class__.__name__,
-                    seconds,
-                )
-                await self.close()
-                self._retry_at = time.monotonic() + _LISTEN_RETRY_SECONDS
-                await _wait(stop, max(0.0, deadline - time.monotonic()))
-                return
-            if woken:
-                return
-
-    async def _connect(self, poll_seconds: float) -> psycopg.AsyncConnection[Any] | None:
-        if self._connection is not None:
-            return self._connection
-        if time.monotonic() < self._retry_at:
-            return None
-        engine = self.db.engine
-        args, kwargs = engine.dialect.create_connect_args(engine.url)
-        connection = None
-        try:
-            connection = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
-            await connection.execute(f"LISTEN {outbox.NEW_ROWS_CHANNEL}")
-        except (psycopg.Error, OSError) as exc:
-            if connection is not None:
-                with contextlib.suppress(psycopg.Error, OSError):
-                    await connection.close()
-            self._retry_at = time.monotonic() + _LISTEN_RETRY_SECONDS
-            log.warning(
-                "delivery: cannot listen for new outbox rows (%s); polling every %.1fs",
-                exc.__class__.__name__,
-                poll_seconds,
-            )
-            return None
-        self._connection = connection
-        return connection
-
-    async def close(self) -> None:
-        """Close the listening connection (if any)."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await connection.close()
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+def _chat_rendered(job: _Job) -> Rendered:
+    """A chat context's message: one line, worded as the IRC bot words it."""
+    if job.collapsed:
+        line = collapse_line(job.rows)
+    elif job.digest:
+        line = digest_line(job.rows)
+    else:
+        line = notification_line(job.head)
+    url = job.head.url if len(job.rows) == 1 else None
+    return Rendered(subject=line, text=line, short=line, url=url)

@@ -192,7 +192,7 @@ def _subjects(mbox: Path) -> list[str]:
 
 def demo(directory: Path | None = None) -> DemoResult:
     """Run the demo in ``directory`` (a new one under the state directory by default)."""
-    from .delivery import Delivery
+    from .delivery import Senders
     from .transports.live import LiveHub
 
     if directory is None:
@@ -238,7 +238,7 @@ def demo(directory: Path | None = None) -> DemoResult:
                 progress=False,
                 metrics=metrics,
             )
-            delivery = Delivery(db, config, metrics, LiveHub())
+            delivery = Senders(db, config, metrics, LiveHub())
             asyncio.run(delivery.drain(timeout=120.0))
             feeds = _write_feeds(db, directory)
             outcome = _outcome(db)

@@ -245,8 +245,13 @@ def _live_refused(reason: str, status: int) -> web.Response:
 
 
 @contextlib.asynccontextmanager
-async def _live_seat(request: web.Request) -> AsyncIterator[web.Response | None]:
-    """A live-client seat for the request's token, or the response that refuses one."""
+async def _live_client(request: web.Request) -> AsyncIterator[int | web.Response]:
+    """The user id behind the request's live token, holding a live-client seat while the
+    block runs; or the response that refuses the client (an unknown token, no seat)."""
+    owner = await _live_owner(request)
+    if owner is None:
+        yield _not_found()
+        return
     slots = request.app[_SLOTS]
     token = request.match_info["token"]
     reason = slots.take(token)
@@ -257,7 +262,7 @@ async def _live_seat(request: web.Request) -> AsyncIterator[web.Response | None]
         yield _live_refused(reason, 503 if full else 429)
         return
     try:
-        yield None
+        yield owner[0]
     finally:
         slots.give_back(token)
 
@@ -279,16 +284,13 @@ def _abort(request: web.Request) -> None:
 
 async def _live_ws(request: web.Request) -> web.StreamResponse:
     since = parse_since(request.query.get("since"), "since")
-    owner = await _live_owner(request)
-    if owner is None:
-        return _not_found()
-    async with _live_seat(request) as refused:
-        if refused is not None:
-            return refused
+    async with _live_client(request) as client:
+        if isinstance(client, web.Response):
+            return client
         # Clients have nothing to say but close: a small message limit.
         socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await socket.prepare(request)
-        stream = _live_stream(request, owner[0], since)
+        stream = _live_stream(request, client, since)
         reader = asyncio.create_task(_drain_client(socket), name="live-ws-reader")
         reader.add_done_callback(lambda _: stream.close())
         try:
@@ -323,12 +325,9 @@ async def _live_sse(request: web.Request) -> web.StreamResponse:
         if header is not None
         else parse_since(request.query.get("since"), "since")
     )
-    owner = await _live_owner(request)
-    if owner is None:
-        return _not_found()
-    async with _live_seat(request) as refused:
-        if refused is not None:
-            return refused
+    async with _live_client(request) as client:
+        if isinstance(client, web.Response):
+            return client
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -337,7 +336,7 @@ async def _live_sse(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        stream = _live_stream(request, owner[0], since)
+        stream = _live_stream(request, client, since)
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         try:

@@ -51,10 +51,10 @@ from fmn_core.messages import (
 from fmn_core.models import (
     ChangeEvent,
     Filter,
-    Message,
     Notification,
     NotificationState,
     Preference,
+    StoredMessage,
     utcnow,
 )
 from fmn_core.outbox import announce_new_rows
@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 MAX_ID_LENGTH = 255
 MAX_TOPIC_LENGTH = 512
 
-_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_MESSAGES: Table = StoredMessage.__table__  # type: ignore[assignment]
 _NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
 
 

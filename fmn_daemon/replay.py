@@ -154,6 +154,21 @@ class _Output:
             )
 
 
+def _well_formed(
+    items: Iterable[tuple[int, fm_message.Message | MalformedMessage]],
+    stats: ReplayStats,
+    output: _Output,
+) -> Iterator[tuple[int, fm_message.Message]]:
+    """The messages among ``items``; each malformed line is counted and reported."""
+    for number, item in items:
+        stats.lines = number
+        if isinstance(item, MalformedMessage):
+            stats.errors += 1
+            output.error(number, item)
+            continue
+        yield number, item
+
+
 def replay(
     db: Database,
     path: str | os.PathLike[str],
@@ -180,12 +195,7 @@ def replay(
     limits = db.config.ingest
     with source.open("rb") as handle:
         if dry_run:
-            for number, item in read_messages(handle, limits):
-                stats.lines = number
-                if isinstance(item, MalformedMessage):
-                    stats.errors += 1
-                    output.error(number, item)
-                    continue
+            for number, item in _well_formed(read_messages(handle, limits), stats, output):
                 try:
                     recipients = matcher.recipients(facts_of(item))
                 except Exception as exc:  # pragma: no cover - the matcher guards its rules
@@ -203,12 +213,7 @@ def replay(
         bar = Progress(total, err) if show else None
         size = batch_size or db.config.delivery.batch_size
         batch: list[tuple[int, fm_message.Message]] = []
-        for number, item in read_messages(handle, limits):
-            stats.lines = number
-            if isinstance(item, MalformedMessage):
-                stats.errors += 1
-                output.error(number, item)
-                continue
+        for number, item in _well_formed(read_messages(handle, limits), stats, output):
             batch.append((number, item))
             if len(batch) >= size:
                 if bar is not None:
@@ -244,9 +249,7 @@ def _ingest(
                 stats.errors += 1
                 output.error(
                     item[0],
-                    MalformedMessage(
-                        f"not stored: {describe(alone)}", message_id=item[1].id
-                    ),
+                    MalformedMessage(f"not stored: {describe(alone)}", message_id=item[1].id),
                 )
                 continue
             _report(alone, [item], output, stats)

@@ -52,7 +52,7 @@ from .systemd import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
     # Imported when start-up needs them, so ``fmn-daemon --help`` stays quick.
-    from .delivery import Delivery
+    from .delivery import Senders
     from .http import HttpServer
     from .transports.live import LiveHub
 
@@ -73,7 +73,7 @@ class StartupError(FmnError):
 class _Parts:
     db: Database | None = None
     consumer: Consumer | None = None
-    delivery: Delivery | None = None
+    delivery: Senders | None = None
     live: LiveHub | None = None
     http: HttpServer | None = None
 
@@ -188,9 +188,9 @@ class Service:
 
             self.parts.live = LiveHub()
         if self.deliver:
-            from .delivery import Delivery
+            from .delivery import Senders
 
-            self.parts.delivery = Delivery(db, self.config, self.metrics, self.parts.live)
+            self.parts.delivery = Senders(db, self.config, self.metrics, self.parts.live)
         if self.serve_http:
             from .http import start_http
 

@@ -19,7 +19,7 @@ from fmn_core.preferences import FilterView, PreviewHit
 
 from .account import Account
 
-__all__ = ["FilterDraft", "Step"]
+__all__ = ["FilterEdits", "Step"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,7 +31,7 @@ class Step:
     call: PreferenceCall
 
 
-class FilterDraft:
+class FilterEdits:
     """The unsaved changes to one filter of one context."""
 
     def __init__(self, context: str, name: str, *, new: bool = False) -> None:

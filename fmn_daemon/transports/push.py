@@ -1,7 +1,7 @@
 """Push, desktop and Android notifications through users' Apprise URLs, and FCM.
 
 A user's push URL was checked when it was saved; it is checked again here at
-send time (``fmn_core.destinations.check_push_url``), because the operator's
+send time (``fmn_core.push_urls.check_push_url``), because the operator's
 allowed schemes may have changed since, and the host it names is resolved again
 and every address it resolves to must be public (``is_public_address``) unless
 ``push.allow_private_hosts`` is set. HTTP redirects are never followed: the
@@ -36,20 +36,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from fmn_core.config import FcmConfig, PushConfig
-from fmn_core.destinations import (
-    FCM_PREFIX,
-    address_problem,
-    check_fcm_token,
-    check_push_url,
-    mask_address,
-)
+from fmn_core.destinations import FCM_PREFIX, check_fcm_token, mask_address
 from fmn_core.errors import InvalidDestination
 from fmn_core.masking import scrub_error
+from fmn_core.push_urls import (
+    FIXED_ENDPOINT_SCHEMES,
+    Resolver,
+    address_problem,
+    check_push_url,
+)
 from fmn_core.rendering import Rendered
 
 from . import TransportError, TransportRefused
@@ -58,12 +57,6 @@ from ._apprise import notify_once, plugin_for
 __all__ = ["FCM_PREFIX", "AndroidTransport", "FcmTransport", "PushTransport"]
 
 log = logging.getLogger(__name__)
-
-
-#: Schemes whose plugin always talks to the service's fixed public API.
-_FIXED_ENDPOINTS = frozenset({"tgram", "pover", "pbul", "discord", "slack"})
-
-Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 
 
 class PushTransport:
@@ -98,7 +91,7 @@ class PushTransport:
     def _connect_host(self, plugin: Any) -> str | None:
         """The host the plugin will connect to, or None for a fixed public API."""
         schema = str(getattr(plugin, "schema", "")).lower()
-        if schema in _FIXED_ENDPOINTS:
+        if schema in FIXED_ENDPOINT_SCHEMES:
             return None
         if getattr(plugin, "mode", None) == "cloud":  # ntfy's public ntfy.sh
             return None

@@ -33,6 +33,7 @@ __all__ = ["DestinationsScreen"]
 PLACEHOLDERS = {
     "email": "you@example.org",
     "irc": "your IRC nick",
+    "matrix": "@you:fedora.im",
     "push": "ntfys://ntfy.sh/your-topic",
     "android": "ntfys://ntfy.sh/your-topic",
     "desktop": "ntfys://ntfy.sh/your-topic",

@@ -12,7 +12,7 @@ from textual.widgets import Footer, Header, Static
 from fmn_core.preferences import PreviewHit
 
 from ..display import plain, shorten, when
-from ..draft import FilterDraft, Step
+from ..draft import FilterEdits, Step
 from ..widgets.view_table import Cell, ViewTable
 from ._base import CoreScreen
 
@@ -50,7 +50,7 @@ class PreviewScreen(CoreScreen[list[PreviewHit], None]):
     def fetch(self) -> list[PreviewHit]:
         # A rolled-back transaction (CoreScreen.load): the draft's steps are applied
         # only to preview them.
-        draft = FilterDraft(self.context, self.filter_name)
+        draft = FilterEdits(self.context, self.filter_name)
         draft.steps = list(self.steps)
         return draft.preview(self.account, limit=PREVIEW_LIMIT)
 

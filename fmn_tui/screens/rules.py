@@ -22,7 +22,7 @@ from fmn_core.preferences import FilterView, RuleView
 from fmn_core.wording import count
 
 from ..display import plain
-from ..draft import FilterDraft, Step
+from ..draft import FilterEdits, Step
 from ..widgets.view_table import Cell, ViewTable
 from ._base import CoreScreen
 from .add_rule import RuleChoice, RulePickerScreen
@@ -53,7 +53,7 @@ class RulesScreen(CoreScreen[FilterView, None]):
         super().__init__()
         self.context = context
         self.filter_name = name
-        self.draft = FilterDraft(context, name, new=new)
+        self.draft = FilterEdits(context, name, new=new)
         self.view: FilterView | None = None
 
     def compose(self) -> ComposeResult:
@@ -189,7 +189,7 @@ class RulesScreen(CoreScreen[FilterView, None]):
 
     def fetch_saved(self) -> PreferenceCall:
         """Reading the filter as stored (after the saved steps)."""
-        return FilterDraft(self.context, self.filter_name).replay_calls()[-1]
+        return FilterEdits(self.context, self.filter_name).replay_calls()[-1]
 
     def _saved(self, steps: tuple[Step, ...], view: FilterView) -> None:
         self.draft.saved(steps)

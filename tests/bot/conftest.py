@@ -162,7 +162,7 @@ from fmn_bot.delivery import RoundReport  # noqa: E402
 from fmn_core import preferences  # noqa: E402
 from fmn_core.config import Config  # noqa: E402
 from fmn_core.db import Database  # noqa: E402
-from fmn_core.models import Message, Notification, User, utcnow  # noqa: E402
+from fmn_core.models import Notification, StoredMessage, User, utcnow  # noqa: E402
 
 #: A koschei message body whose schema gives a summary and a link.
 KOSCHEI_TOPIC = "org.fedoraproject.prod.koschei.package.state.change"
@@ -306,7 +306,7 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
             for offset, package in enumerate(packages):
                 message_id = str(uuid.uuid4())
                 session.add(
-                    Message(
+                    StoredMessage(
                         id=message_id,
                         topic=KOSCHEI_TOPIC,
                         body=koschei_body(package),

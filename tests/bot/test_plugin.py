@@ -96,7 +96,7 @@ class CommandCases(_Cases):
 
     def test_contexts_lists_every_offered_context(self) -> None:
         reply = self.assertNotError("fmn contexts").args[1]
-        for context in ("email", "irc", "push", "android", "desktop", "live", "rss"):
+        for context in ("email", "irc", "matrix", "push", "android", "desktop", "live", "rss"):
             assert f"{context} on" in reply
 
     def test_disable_and_enable_a_context(self) -> None:

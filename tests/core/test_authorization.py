@@ -20,10 +20,10 @@ from fmn_core.models import (
     Confirmation,
     Destination,
     Filter,
-    Message,
     Notification,
     Preference,
     Rule,
+    StoredMessage,
     User,
     utcnow,
 )
@@ -143,7 +143,9 @@ def bob(db: Database) -> dict[str, Any]:
                 created_at=now - dt.timedelta(hours=1),
             ),
         )
-        message = Message(id="m-1", topic="org.fedoraproject.prod.koji.tag", body={}, headers={})
+        message = StoredMessage(
+            id="m-1", topic="org.fedoraproject.prod.koji.tag", body={}, headers={}
+        )
         session.add_all([user, message])
         session.flush()
         session.add(

@@ -119,9 +119,62 @@ def test_config_repr_hides_every_secret(tmp_path: Path) -> None:
     assert config.smtp.password == "smtp-pass-1"
     assert config.http.secret_key == "signing-key-2"
     assert config.accounts.fas_password == "fas-pass-3"
-    for shown in (repr(config), str(config), repr(config.smtp), repr(config.http),
-                  repr(config.accounts)):
+    for shown in (
+        repr(config),
+        str(config),
+        repr(config.smtp),
+        repr(config.http),
+        repr(config.accounts),
+    ):
         for secret in ("smtp-pass-1", "signing-key-2", "fas-pass-3"):
             assert secret not in shown
     # What is not secret still shows, so a logged configuration stays useful.
     assert "fmnbot" in repr(config) and "username='fmn'" in repr(config)
+
+
+def test_config_matrix_bot_is_off_by_default_and_keeps_its_secrets_out_of_repr(
+    tmp_path: Path,
+) -> None:
+    assert not load_config().matrix.configured
+    path = _write(
+        tmp_path,
+        "[matrix]\nhomeserver_url = 'https://matrix.example.org'\nuser_id = '@fmn:example.org'\n"
+        "access_token = 'syt_secret_token'\npassword = 'hunter2'\nlines_per_second = 2\n",
+    )
+    config = load_config(path)
+    assert config.matrix.configured and config.matrix.lines_per_second == 2.0
+    assert "syt_secret_token" not in repr(config) and "hunter2" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "why"),
+    [
+        (
+            "user_id = 'fmn'\nhomeserver_url = 'https://m.example.org'\npassword = 'p'",
+            "matrix.user_id",
+            "not a Matrix ID",
+        ),
+        ("homeserver_url = 'https://m.example.org'\npassword = 'p'", "matrix.user_id", "Matrix ID"),
+        ("user_id = '@fmn:example.org'\npassword = 'p'", "matrix.homeserver_url", "http(s)"),
+        (
+            "user_id = '@fmn:example.org'\n"
+            "homeserver_url = 'https://u@m.example.org'\npassword = 'p'",
+            "matrix.homeserver_url",
+            "no user info",
+        ),
+        (
+            "user_id = '@fmn:example.org'\nhomeserver_url = 'https://m.example.org'",
+            "matrix.access_token",
+            "access_token or matrix.password",
+        ),
+        ("lines_per_second = 0", "matrix.lines_per_second", "more than 0"),
+        ("burst = 0", "matrix.burst", "from 1"),
+    ],
+)
+def test_config_matrix_bad_settings_name_the_key(
+    tmp_path: Path, text: str, key: str, why: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, f"[matrix]\n{text}\n"))
+    assert caught.value.key == key
+    assert why in str(caught.value)

@@ -43,7 +43,8 @@ def test_profile_email_needs_no_code_other_addresses_do(
     with db.begin() as session:
         session.info["directory"] = directory
         assert preferences.profile_addresses(session, alice) == {
-            "email": ("alice@example.org",), "irc": ("Alice_W",)
+            "email": ("alice@example.org",),
+            "irc": ("Alice_W",),
         }
         profile = preferences.set_destination(session, alice, "email", "alice@example.org")
         other = preferences.set_destination(session, alice, "email", "else@example.org")
@@ -114,11 +115,12 @@ def test_directory_outage_means_a_code_not_a_failure(
     assert not pending.destination.confirmed and pending.code
 
 
-def test_preview_knows_my_groups(db: Database, directory: FasjsonDirectory,
-                                 fasjson: FasjsonServer) -> None:
+def test_preview_knows_my_groups(
+    db: Database, directory: FasjsonDirectory, fasjson: FasjsonServer
+) -> None:
     from noggin_messages import MemberSponsorV1
 
-    from fmn_core.models import Message, utcnow
+    from fmn_core.models import StoredMessage, utcnow
 
     fasjson.set_groups("python-sig", ["alice"])
     sponsor = MemberSponsorV1(
@@ -128,8 +130,15 @@ def test_preview_knows_my_groups(db: Database, directory: FasjsonDirectory,
     alice = Actor("alice")
     with db.begin() as session:
         session.info["directory"] = directory
-        session.add(Message(id=sponsor.id, topic=sponsor.topic, body=sponsor.body,
-                            headers=sponsor._headers, received_at=utcnow()))
+        session.add(
+            StoredMessage(
+                id=sponsor.id,
+                topic=sponsor.topic,
+                body=sponsor.body,
+                headers=sponsor._headers,
+                received_at=utcnow(),
+            )
+        )
         preferences.add_filter(session, alice, "email", "mine")
         preferences.add_rule(session, alice, "email", "mine", "member_of_group_involved", {})
         hits = preferences.preview(session, alice, "email", "mine")

@@ -17,9 +17,9 @@ from fmn_core.display import display_of
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
     Destination,
-    Message,
     Notification,
     Preference,
+    StoredMessage,
     User,
     utcnow,
 )
@@ -37,7 +37,9 @@ BODHI_SUMMARY = "lmacken submitted a buildroot override for libxcrypt-4.4.4-2.fc
 # -- seeding helpers (the daemon's tests use them too) ---------------------------------
 
 
-def add_message(session: Session, data: dict[str, Any] | None = None, **changes: Any) -> Message:
+def add_message(
+    session: Session, data: dict[str, Any] | None = None, **changes: Any
+) -> StoredMessage:
     """Store a bus message; a fresh id unless one is given."""
     base = dict(data or BODHI)
     base.update(changes)
@@ -52,7 +54,7 @@ def add_message(session: Session, data: dict[str, Any] | None = None, **changes:
             )
         )
     )
-    message = Message(
+    message = StoredMessage(
         id=base["id"],
         topic=base["topic"],
         body=base["body"],
@@ -102,7 +104,7 @@ def add_notification(
     session: Session,
     user: User,
     context: str = "email",
-    message: Message | None = None,
+    message: StoredMessage | None = None,
     **values: Any,
 ) -> Notification:
     """An outbox row (pending and due unless ``values`` say otherwise)."""
@@ -269,7 +271,9 @@ def test_claim_due_postgres_skips_rows_locked_by_another_claim(postgres_engine: 
         release_first.set()
         with database.begin() as session:
             session.delete(session.scalars(select(User).where(User.name == name)).one())
-            session.execute(delete(Message).where(~Message.id.in_(select(Notification.message_id))))
+            session.execute(
+                delete(StoredMessage).where(~StoredMessage.id.in_(select(Notification.message_id)))
+            )
 
 
 # -- outcomes ---------------------------------------------------------------------------------

@@ -33,10 +33,10 @@ from fmn_core.models import (
     Confirmation,
     Destination,
     Filter,
-    Message,
     Notification,
     PackageOwner,
     Rule,
+    StoredMessage,
     User,
     utcnow,
 )
@@ -677,7 +677,7 @@ def stored(db: Database, corpus: list[str]) -> list[tuple[str, Any]]:
     with db.begin() as session:
         for number, (data, _) in enumerate(chosen):
             session.add(
-                Message(
+                StoredMessage(
                     id=data["id"],
                     topic=data["topic"],
                     body=data["body"],

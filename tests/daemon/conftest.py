@@ -1,4 +1,4 @@
-"""Fixtures for the daemon's tests: real SMTP, HTTP push and RabbitMQ on loopback.
+"""Fixtures for the daemon's tests: real SMTP, HTTP push, RabbitMQ and Synapse on loopback.
 
 Each server listens on 127.0.0.1 on a free port, is ready before the test starts
 and is stopped in ``finally``. RabbitMQ tests get uniquely named queues and
@@ -25,6 +25,7 @@ import pika
 import pytest
 from conftest import RABBITMQ_URL, service_missing  # tests/conftest.py (tests/ is on sys.path)
 from fedora_messaging import message as fm_message
+from matrix_server import Synapse, synapse_homeserver  # tests/matrix_server.py
 
 from fmn_core.config import PushConfig
 
@@ -394,3 +395,21 @@ def write_fmn_config(path: Path, database_url: str, extra: str = "") -> Path:
     """An fmn TOML file using ``database_url``."""
     path.write_text(f"database_url = {json.dumps(database_url)}\n{extra}", encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------- Matrix
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    """A real Synapse homeserver on loopback (tests/matrix_server.py), one per session.
+
+    Skips, naming why, when Synapse is not installed (it is in the ``test`` extra),
+    except under CI, where that fails the run.
+    """
+    try:
+        import synapse as _synapse  # noqa: F401
+    except ImportError:
+        service_missing("Synapse", "matrix-synapse is not installed (pip install -e '.[test]')")
+    with synapse_homeserver(tmp_path_factory.mktemp("synapse")) as server:
+        yield server

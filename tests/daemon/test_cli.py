@@ -13,7 +13,7 @@ from sqlalchemy import inspect, select
 
 from fmn_core.config import Config
 from fmn_core.db import Database
-from fmn_core.models import Message, Notification, NotificationState, PackageOwner, User
+from fmn_core.models import Notification, NotificationState, PackageOwner, StoredMessage, User
 from fmn_core.schema import current_revision, head_revision
 from fmn_daemon.cli import main
 
@@ -185,14 +185,26 @@ def test_cli_prefs_import_several_files_one_bad_file_costs_only_itself(
     nested = tmp_path / "nested.json"
     nested.write_text('{"users": ' + "[" * 10_000 + "]" * 10_000 + "}", encoding="utf-8")
     nan = tmp_path / "nan.json"
-    nan.write_text('{"users": [{"name": "carol", "contexts": {"email": '
-                   '{"digest": {"minutes": NaN}}}}]}', encoding="utf-8")
+    nan.write_text(
+        '{"users": [{"name": "carol", "contexts": {"email": {"digest": {"minutes": NaN}}}}]}',
+        encoding="utf-8",
+    )
     carol = {"users": [{"name": "carol", "contexts": {"email": {"enabled": False}}}]}
     later = tmp_path / "later.json"
     later.write_text(json.dumps(carol), encoding="utf-8")
 
-    code, out, err = run(capsys, "--config", str(config), "prefs", "import",
-                         str(nested), str(good), str(nan), str(tmp_path / "nope.json"), str(later))
+    code, out, err = run(
+        capsys,
+        "--config",
+        str(config),
+        "prefs",
+        "import",
+        str(nested),
+        str(good),
+        str(nan),
+        str(tmp_path / "nope.json"),
+        str(later),
+    )
 
     assert code == 2
     assert "Traceback" not in err and "internal error" not in err
@@ -272,7 +284,7 @@ def test_cli_outbox_lists_and_requeues_dead_rows(
     try:
         with db.begin() as session:
             user = User(name="dora")
-            session.add_all([user, Message(id="m-1", topic="t", body={}, headers={})])
+            session.add_all([user, StoredMessage(id="m-1", topic="t", body={}, headers={})])
             session.flush()
             for context in ("email", "push"):
                 session.add(

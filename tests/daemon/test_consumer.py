@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 
 from fmn_core.config import Config
 from fmn_core.db import Database
-from fmn_core.models import ChangeEvent, Message, Notification, User
+from fmn_core.models import ChangeEvent, Notification, StoredMessage, User
 from fmn_core.schema import upgrade
 from fmn_daemon.consumer import BrokerSettings, Consumer, is_transient, load_broker_settings
 from fmn_daemon.metrics import Metrics
@@ -138,12 +138,12 @@ def test_consumer_stores_matches_commits_then_acks(
     wait_until(lambda: count(database, Notification) == 600)
     wait_until(lambda: metrics.get("batches") >= 2)
     run.halt()
-    assert count(database, Message) == 300
+    assert count(database, StoredMessage) == 300
     assert rabbitmq.queue_depth() == 0  # everything was acked
     assert metrics.get("messages_in") == 300
     assert metrics.get("notifications_created") == 600
     with database.begin() as session:
-        stored = session.get(Message, messages[7].id)
+        stored = session.get(StoredMessage, messages[7].id)
         assert stored is not None and stored.body == {"build": 7, "owner": "someone"}
         assert stored.headers["fedora_messaging_schema"] == "base.message"
 
@@ -168,7 +168,9 @@ def test_consumer_drops_malformed_deliveries_with_a_count(
     rabbitmq.publish_raw(json.dumps({"x": 1}).encode(), message_id="")
     publish(rabbitmq, [good])
 
-    wait_until(lambda: count(database, Message) == 1 and metrics.get("messages_malformed") == 5)
+    wait_until(
+        lambda: count(database, StoredMessage) == 1 and metrics.get("messages_malformed") == 5
+    )
     wait_until(lambda: rabbitmq.queue_depth() == 0)
     for ident in ("bad-json", "bad-bytes", "bad-schema", "bad-shape", "(no id)"):
         lines = [r.getMessage() for r in caplog.records if ident in r.getMessage()]
@@ -199,7 +201,7 @@ def test_consumer_never_acks_what_it_could_not_commit(
     start()
     wait_until(lambda: count(database, Notification) == 20)
     wait_until(lambda: rabbitmq.queue_depth() == 0)
-    assert count(database, Message) == 20
+    assert count(database, StoredMessage) == 20
 
 
 def test_consumer_recovers_when_the_database_comes_back_while_running(
@@ -224,7 +226,7 @@ def test_consumer_picks_up_preference_changes_within_seconds(
 ) -> None:
     start(changes_interval=0.2)
     publish(rabbitmq, [koji()])
-    wait_until(lambda: count(database, Message) == 1)
+    wait_until(lambda: count(database, StoredMessage) == 1)
     assert count(database, Notification) == 0
 
     with database.begin() as session:  # what the preference service writes
@@ -328,7 +330,7 @@ def test_consumer_asks_for_an_ownership_refresh_on_acl_changes(
         body={"project": {"namespace": "rpms", "name": "kernel"}, "new_user": "alice"},
     )
     publish(rabbitmq, [koji()])
-    wait_until(lambda: count(database, Message) == 1)
+    wait_until(lambda: count(database, StoredMessage) == 1)
     assert not asked.is_set()
     publish(rabbitmq, [acl])
     assert asked.wait(10)
@@ -388,7 +390,7 @@ def test_consumer_drops_only_the_message_the_database_refuses(
         finally:
             run.halt()
         assert metrics.get("messages_malformed") == 1
-        assert count(db, Message) == 5
+        assert count(db, StoredMessage) == 5
         refused = [r.getMessage() for r in caplog.records if "poison-1" in r.getMessage()]
         # Refused before the database sees it (issue 10): one line, no failed batch.
         assert len(refused) == 1, refused

@@ -17,7 +17,7 @@ from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, Smtp
 from fmn_core.db import Database, make_engine
 from fmn_core.models import Base, Confirmation, Notification, User, utcnow
 from fmn_core.rendering import Links, Rendered
-from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Delivery
+from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports import Transport, TransportError
 from fmn_daemon.transports.live import LiveHub
@@ -36,7 +36,7 @@ def make_config(db: Database, smtp: SmtpServer | None = None, **delivery: Any) -
     )
 
 
-def drain(delivery: Delivery, timeout: float = 20) -> int:
+def drain(delivery: Senders, timeout: float = 20) -> int:
     return asyncio.run(delivery.drain(timeout))
 
 
@@ -48,7 +48,7 @@ def test_delivery_sends_email_and_marks_it_sent(db: Database, smtp_server: SmtpS
     with db.begin() as session:
         row_id = add_notification(session, add_user(session, "jo")).id
     metrics = Metrics()
-    delivery = Delivery(db, make_config(db, smtp_server), metrics, LiveHub())
+    delivery = Senders(db, make_config(db, smtp_server), metrics, LiveHub())
     assert drain(delivery) == 1
     (mail,) = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["jo@example.org"]
@@ -65,7 +65,7 @@ def test_delivery_leaves_irc_rows_to_the_bot(db: Database, smtp_server: SmtpServ
     with db.begin() as session:
         user = add_user(session, "jo", "irc", ("jo_",))
         row_id = add_notification(session, user, "irc").id
-    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    drain(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()))
     assert state_of(db, row_id).state == "pending"
 
 
@@ -80,7 +80,7 @@ def test_delivery_reclaims_rows_a_crashed_sender_left(
             claimed_by="crashed",
             claimed_until=utcnow() - dt.timedelta(seconds=1),
         ).id
-    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    drain(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()))
     assert smtp_server.wait_for(1)
     assert state_of(db, row_id).state == "sent"
 
@@ -98,7 +98,7 @@ def test_delivery_one_failing_destination_does_not_block_the_others(
         failing = add_notification(session, al, "push").id
         fine = add_notification(session, bo).id
     metrics = Metrics()
-    drain(Delivery(db, make_config(db, smtp_server), metrics, LiveHub()))
+    drain(Senders(db, make_config(db, smtp_server), metrics, LiveHub()))
     assert len(push_receiver.wait_for(1)) == 1
     assert smtp_server.wait_for(1)[0].rcpt_tos == ["bo@example.org"]
     jo_row = state_of(db, partly)
@@ -119,7 +119,7 @@ def test_delivery_retries_with_backoff_then_goes_dead(db: Database) -> None:
         row_id = add_notification(session, add_user(session, "jo")).id
     metrics = Metrics()
     config = make_config(db, None, max_attempts=3, backoff_seconds=0.001, backoff_max_seconds=0.001)
-    delivery = Delivery(db, config, metrics, LiveHub())
+    delivery = Senders(db, config, metrics, LiveHub())
     deadline = asyncio.run(_until_dead(delivery, db, row_id))
     assert deadline
     row = state_of(db, row_id)
@@ -130,7 +130,7 @@ def test_delivery_retries_with_backoff_then_goes_dead(db: Database) -> None:
     assert metrics.get("notifications_dead") == 1
 
 
-async def _until_dead(delivery: Delivery, db: Database, row_id: int) -> bool:
+async def _until_dead(delivery: Senders, db: Database, row_id: int) -> bool:
     for _ in range(50):
         await delivery.drain(10)
         if state_of(db, row_id).state == "dead":
@@ -148,7 +148,7 @@ def test_delivery_refused_destination_is_dead_at_once(
     config = make_config(db).replace(
         push=PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=False)
     )
-    drain(Delivery(db, config, Metrics(), LiveHub()))
+    drain(Senders(db, config, Metrics(), LiveHub()))
     row = state_of(db, row_id)
     assert row.state == "dead" and row.attempts == 1
     assert "loopback" in (row.last_error or "")
@@ -161,7 +161,7 @@ def test_delivery_postpones_muted_users(db: Database, smtp_server: SmtpServer) -
         user = add_user(session, "jo")
         user.muted_until = until
         row_id = add_notification(session, user).id
-    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    drain(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()))
     row = state_of(db, row_id)
     assert row.state == "pending" and row.attempts == 0
     assert row.next_attempt_at == until
@@ -174,7 +174,7 @@ def test_delivery_without_confirmed_address_waits_with_a_clear_error(
     with db.begin() as session:
         user = add_user(session, "jo", confirmed=False)
         row_id = add_notification(session, user).id
-    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    drain(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()))
     row = state_of(db, row_id)
     assert row.state == "failed" and row.attempts == 1
     assert row.last_error == NO_ADDRESS_ERROR
@@ -187,7 +187,7 @@ def test_delivery_turned_off_context_is_dead_and_not_sent(
 ) -> None:
     with db.begin() as session:
         row_id = add_notification(session, add_user(session, "jo", enabled=False)).id
-    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    drain(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()))
     assert state_of(db, row_id).state == "dead"
     assert smtp_server.messages == []
 
@@ -196,7 +196,7 @@ def test_delivery_digest_by_count_sends_one_message(db: Database, smtp_server: S
     with db.begin() as session:
         user = add_user(session, "jo", digest_count=3)
         first = [add_notification(session, user).id for _ in range(2)]
-    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub())
+    delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub())
     drain(delivery)
     assert smtp_server.messages == []
     held = [state_of(db, i) for i in first]
@@ -218,7 +218,7 @@ def test_delivery_digest_by_minutes_waits_for_the_window(
     with db.begin() as session:
         user = add_user(session, "jo", digest_minutes=10)
         recent = add_notification(session, user, created_at=now - dt.timedelta(minutes=2)).id
-    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub())
+    delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub())
     drain(delivery)
     held = state_of(db, recent)
     assert held.state == "pending"
@@ -247,7 +247,7 @@ def test_delivery_rate_limit_collapses_into_a_digest(db: Database, smtp_server: 
         for _ in range(2):
             add_notification(session, user, state="sent", sent_at=now - dt.timedelta(minutes=5))
         flood = [add_notification(session, user).id for _ in range(3)]
-    delivery = Delivery(
+    delivery = Senders(
         db, make_config(db, smtp_server, rate_limit_per_hour=2), Metrics(), LiveHub()
     )
     drain(delivery)
@@ -279,7 +279,7 @@ def test_delivery_sends_confirmation_codes(db: Database, smtp_server: SmtpServer
         )
         user_id = session.scalars(select(User.id).where(User.name == "jo")).one()
     assert pending.code
-    drain(Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub()))
+    drain(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()))
     (mail,) = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["jo@example.org"]
     assert pending.code in mail.message.get_content()
@@ -305,7 +305,7 @@ def test_delivery_rss_is_marked_sent_and_live_reaches_subscribers(db: Database) 
 
     async def scenario() -> dict[str, Any]:
         with hub.subscribe(token_live) as subscription:
-            await Delivery(db, make_config(db), Metrics(), hub).drain(10)
+            await Senders(db, make_config(db), Metrics(), hub).drain(10)
             return subscription.queue.get_nowait()
 
     event = asyncio.run(scenario())
@@ -362,7 +362,7 @@ def test_delivery_runs_at_most_the_configured_number_of_senders(file_db: Databas
     gate = _Gate()
     config = make_config(file_db, senders=3)
     transports: dict[str, Transport] = {"push": gate}
-    delivery = Delivery(file_db, config, Metrics(), transports=transports)
+    delivery = Senders(file_db, config, Metrics(), transports=transports)
     assert drain(delivery) == 9
     assert sorted(gate.sent) == sorted(f"ok-{n}" for n in range(9))
     assert gate.peak == 3
@@ -373,7 +373,7 @@ def test_delivery_run_stops_cleanly_and_releases_unsent_rows(file_db: Database) 
         row_id = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
     gate = _Gate(hold=True)
     config = make_config(file_db, shutdown_grace_seconds=0.2)
-    delivery = Delivery(file_db, config, Metrics(), transports={"push": gate})
+    delivery = Senders(file_db, config, Metrics(), transports={"push": gate})
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -394,7 +394,7 @@ def test_delivery_run_finishes_sends_within_the_grace_period(file_db: Database) 
         row_id = add_notification(session, add_user(session, "jo", "push", ("ok",)), "push").id
     gate = _Gate()
     config = make_config(file_db, shutdown_grace_seconds=5)
-    delivery = Delivery(file_db, config, Metrics(), transports={"push": gate})
+    delivery = Senders(file_db, config, Metrics(), transports={"push": gate})
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -414,7 +414,7 @@ def test_delivery_forced_stop_cancels_at_once_and_releases_rows(file_db: Databas
         row_id = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
     gate = _Gate(hold=True)
     config = make_config(file_db, shutdown_grace_seconds=60)
-    delivery = Delivery(file_db, config, Metrics(), transports={"push": gate})
+    delivery = Senders(file_db, config, Metrics(), transports={"push": gate})
 
     async def scenario() -> float:
         gate.started = asyncio.Event()
@@ -455,7 +455,7 @@ def test_delivery_wakes_on_committed_rows_instead_of_waiting_for_the_poll(
         database = Database(Config(database_url=str(engine.url)), engine)
         config = make_config(database, idle_poll_seconds=30)
         gate = _Gate()
-        delivery = Delivery(database, config, Metrics(), transports={"push": gate})
+        delivery = Senders(database, config, Metrics(), transports={"push": gate})
 
         def commit_a_row() -> None:
             with database.begin() as session:

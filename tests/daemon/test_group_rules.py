@@ -24,7 +24,7 @@ from fmn_core.config import AccountsConfig, Config
 from fmn_core.db import Database
 from fmn_core.fasjson import FasjsonDirectory
 from fmn_core.matcher import Matcher
-from fmn_core.models import Message, Notification, User
+from fmn_core.models import Notification, StoredMessage, User
 from fmn_core.ownership import OwnershipCache
 from fmn_core.schema import upgrade
 from fmn_daemon.consumer import Consumer, load_broker_settings
@@ -47,26 +47,39 @@ def fasjson() -> Iterator[FasjsonServer]:
 
 
 def _sponsored(user: str, group: str) -> fm_message.Message:
-    return _ident(MemberSponsorV1(
-        topic=PROD + "fas.group.member.sponsor",
-        body={"msg": {"agent": "admin", "user": user, "group": group}},
-    ))
+    return _ident(
+        MemberSponsorV1(
+            topic=PROD + "fas.group.member.sponsor",
+            body={"msg": {"agent": "admin", "user": user, "group": group}},
+        )
+    )
 
 
 def _removed(user: str, group: str) -> fm_message.Message:
-    return _ident(MemberRemovedV1(
-        topic=PROD + "fas.group.member.removed",
-        body={"msg": {"agent": "admin", "user": user, "group": group}},
-    ))
+    return _ident(
+        MemberRemovedV1(
+            topic=PROD + "fas.group.member.removed",
+            body={"msg": {"agent": "admin", "user": user, "group": group}},
+        )
+    )
 
 
 def _koschei(package: str) -> fm_message.Message:
-    return _ident(PackageStateChange(
-        topic=PROD + "koschei.package.state.change",
-        body={"collection": "f40", "collection_name": "Fedora 40", "groups": [],
-              "koji_instance": "primary", "name": package, "new": "failing", "old": "ok",
-              "repo": "f40"},
-    ))
+    return _ident(
+        PackageStateChange(
+            topic=PROD + "koschei.package.state.change",
+            body={
+                "collection": "f40",
+                "collection_name": "Fedora 40",
+                "groups": [],
+                "koji_instance": "primary",
+                "name": package,
+                "new": "failing",
+                "old": "ok",
+                "repo": "f40",
+            },
+        )
+    )
 
 
 def _ident(message: fm_message.Message) -> fm_message.Message:
@@ -78,10 +91,13 @@ def _received(db: Database, user: str, messages: list[fm_message.Message]) -> li
     """Which of these messages reached ``user``'s outbox (their ids)."""
     ids = [m.id for m in messages]
     with db.begin() as session:
-        found = set(session.scalars(
-            select(Notification.message_id).join(User, User.id == Notification.user_id)
-            .where(User.name == user, Notification.message_id.in_(ids))
-        ))
+        found = set(
+            session.scalars(
+                select(Notification.message_id)
+                .join(User, User.id == Notification.user_id)
+                .where(User.name == user, Notification.message_id.in_(ids))
+            )
+        )
     return [i for i in ids if i in found]
 
 
@@ -90,8 +106,9 @@ def test_group_rules_follow_membership_messages(db: Database, fasjson: FasjsonSe
     with db.begin() as session:
         add_filter(session, "alice", [("member_of_group_involved", {})], name="groups")
         add_filter(session, "bob", [("package_owned_by_my_groups", {})], name="packages")
-    ownership = OwnershipCache([("rpms", "python-requests", "@python-sig"),
-                                ("rpms", "kernel", "@kernel-maint")])
+    ownership = OwnershipCache(
+        [("rpms", "python-requests", "@python-sig"), ("rpms", "kernel", "@kernel-maint")]
+    )
     with db.begin() as session:
         matcher = Matcher.load(session, ownership=ownership, membership=directory)
 
@@ -120,8 +137,12 @@ def test_group_rules_follow_membership_messages(db: Database, fasjson: FasjsonSe
     fasjson.set_groups("python-sig", ["carol"])
     gone = ingest(_removed("bob", "python-sig"), _koschei("python-requests"))
     assert _received(db, "bob", gone) == []
-    assert _received(db, "alice", ingest(_removed("alice", "python-sig"),
-                                         _sponsored("carol", "python-sig"))) == []
+    assert (
+        _received(
+            db, "alice", ingest(_removed("alice", "python-sig"), _sponsored("carol", "python-sig"))
+        )
+        == []
+    )
 
 
 @pytest.mark.rabbitmq
@@ -138,8 +159,13 @@ def test_consumer_follows_membership_announced_on_the_bus(
     database = Database(Config(database_url=url, accounts=accounts))
     with database.begin() as session:
         add_filter(session, "alice", [("member_of_group_involved", {})], name="groups")
-    consumer = Consumer(database, load_broker_settings(rabbitmq.config_path), Metrics(),
-                        backoff_initial=0.1, backoff_max=0.5)
+    consumer = Consumer(
+        database,
+        load_broker_settings(rabbitmq.config_path),
+        Metrics(),
+        backoff_initial=0.1,
+        backoff_max=0.5,
+    )
     stop = threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     try:
@@ -172,8 +198,9 @@ def test_consumer_follows_membership_announced_on_the_bus(
 def _stored(database: Database, messages: tuple[fm_message.Message, ...]) -> bool:
     with database.begin() as session:
         found = session.scalar(
-            select(func.count()).select_from(Message)
-            .where(Message.id.in_([m.id for m in messages]))
+            select(func.count())
+            .select_from(StoredMessage)
+            .where(StoredMessage.id.in_([m.id for m in messages]))
         )
     return found == len(messages)
 

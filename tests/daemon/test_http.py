@@ -19,7 +19,7 @@ from fmn_core.config import Config, HttpConfig, SmtpConfig
 from fmn_core.db import Database, make_engine
 from fmn_core.models import Base
 from fmn_core.rendering import Links
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.http import start_http
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
@@ -213,7 +213,7 @@ def test_http_list_unsubscribe_from_a_delivered_mail_works(
     config = http_config(web_db, host=smtp_server.host, port=smtp_server.port, timeout_seconds=5)
 
     async def scenario() -> int:
-        await Delivery(web_db, config, Metrics(), LiveHub()).drain(10)
+        await Senders(web_db, config, Metrics(), LiveHub()).drain(10)
         (mail,) = smtp_server.wait_for(1)
         target = str(mail.message["List-Unsubscribe"]).strip("<> \n")
         assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -24,7 +24,7 @@ from sqlalchemy import event, select
 from daemon.test_http import email_enabled, http_config, run, serving
 from daemon.test_http_surface import AL_LIVE, ED_LIVE, FEED, LIVE, limited, surface_db
 from fmn_core.db import Database
-from fmn_core.models import Message, User, utcnow
+from fmn_core.models import StoredMessage, User, utcnow
 from fmn_core.rendering import Links
 from fmn_daemon.transports.live import LiveHub
 
@@ -172,7 +172,7 @@ def test_feed_topic_with_control_characters_is_valid_xml(surface_db: Database) -
             {"topic": HOSTILE_TOPIC, "body": {"summary": "x"}, "headers": {}},
         )
         # A row written by something other than ingest, display columns raw.
-        raw = Message(
+        raw = StoredMessage(
             id=str(uuid.uuid4()),
             topic=HOSTILE_TOPIC,
             body={},
@@ -182,7 +182,7 @@ def test_feed_topic_with_control_characters_is_valid_xml(surface_db: Database) -
             app="b\x01odhi",
         )
         # A row stored before the display columns existed.
-        legacy = Message(id=str(uuid.uuid4()), topic=HOSTILE_TOPIC, body={}, headers={})
+        legacy = StoredMessage(id=str(uuid.uuid4()), topic=HOSTILE_TOPIC, body={}, headers={})
         session.add_all([raw, legacy])
         session.flush()
         for minutes, message in enumerate((hostile, raw, legacy)):

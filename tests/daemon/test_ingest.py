@@ -17,10 +17,10 @@ from fmn_core.matcher import Matcher
 from fmn_core.models import (
     ChangeEvent,
     Filter,
-    Message,
     Notification,
     Preference,
     Rule,
+    StoredMessage,
     User,
     utcnow,
 )
@@ -105,14 +105,14 @@ def test_ingest_stores_message_and_writes_outbox_rows(db: Database) -> None:
             .join(User, User.id == Notification.user_id)
             .order_by(User.name, Notification.context)
         ).all()
-        stored = session.get(Message, koji.id)
+        stored = session.get(StoredMessage, koji.id)
         assert stored is not None and stored.topic == koji.topic and stored.body == {"n": 1}
     assert [tuple(r) for r in rows] == [
         (koji.id, "alice", "email", "koji", "pending"),
         (koji.id, "alice", "rss", "koji-feed", "pending"),
         (bodhi.id, "bob", "email", "f", "pending"),
     ]
-    assert count(db, Message) == 3
+    assert count(db, StoredMessage) == 3
     snapshot = metrics.snapshot()
     assert snapshot["notifications_created"] == 3
     assert snapshot["messages_matched"] == 2
@@ -134,7 +134,7 @@ def test_ingest_redelivery_creates_no_duplicates(db: Database) -> None:
     assert (one.stored, one.duplicates, one.notifications) == (1, 1, 1)
     assert (two.stored, two.duplicates, two.notifications) == (1, 1, 1)
     assert first.id not in two.recipients
-    assert count(db, Message) == 2
+    assert count(db, StoredMessage) == 2
     assert count(db, Notification) == 2
 
 
@@ -148,7 +148,9 @@ def test_ingest_existing_outbox_row_is_not_duplicated(db: Database) -> None:
         ingest_batch(session, matcher, [msg])
     with db.begin() as session:
         # Only the message row's body changes; the outbox row stays.
-        session.execute(update(Message).where(Message.id == msg.id).values(topic=msg.topic))
+        session.execute(
+            update(StoredMessage).where(StoredMessage.id == msg.id).values(topic=msg.topic)
+        )
         assert ingest_batch(session, matcher, [msg]).notifications == 0
     assert count(db, Notification) == 1
 
@@ -238,7 +240,7 @@ def test_ingest_malformed_messages_are_counted_and_skipped(db: Database) -> None
     assert result.stored == 1
     assert [why for _, why in result.malformed] == ["the message id is longer than 255 characters"]
     assert metrics.get("messages_malformed") == 1
-    assert count(db, Message) == 1
+    assert count(db, StoredMessage) == 1
 
 
 def test_ingest_stores_message_with_schema_and_unicode(db: Database, corpus: list[str]) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from daemon.test_http import http_config, run, serving, sqlite_database
 from fmn_core.db import Database
 from fmn_core.models import Notification, utcnow
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
 
@@ -60,7 +60,7 @@ def test_live_websocket_gets_each_delivered_notification(live_db: Database) -> N
             client.ws_connect(f"{base}/live/ws/{TOKEN}") as socket,
         ):
             await _wait_subscribed(hub, TOKEN)
-            await Delivery(live_db, config, Metrics(), hub).drain(10)
+            await Senders(live_db, config, Metrics(), hub).drain(10)
             events = [await socket.receive_json(timeout=5) for _ in range(2)]
             await socket.close()
         return events
@@ -85,7 +85,7 @@ def test_live_sse_streams_events(live_db: Database) -> None:
         ):
             content_type = response.headers["Content-Type"]
             await _wait_subscribed(hub, TOKEN)
-            await Delivery(live_db, config, Metrics(), hub).drain(10)
+            await Senders(live_db, config, Metrics(), hub).drain(10)
             lines: list[str] = []
             while not any(line.startswith("data: ") for line in lines):
                 raw = await asyncio.wait_for(response.content.readline(), 5)

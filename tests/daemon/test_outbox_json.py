@@ -10,7 +10,7 @@ import pytest
 
 from fmn_core.config import Config
 from fmn_core.db import Database
-from fmn_core.models import Message, Notification, NotificationState, User
+from fmn_core.models import Notification, NotificationState, StoredMessage, User
 
 from .test_cli import run, sqlite_config
 
@@ -27,7 +27,9 @@ def test_outbox_json_prints_one_object_per_waiting_row(
         with db.begin() as session:
             user = User(name="dora")
             session.add(user)
-            session.add_all(Message(id=f"m-{n}", topic="t", body={}, headers={}) for n in range(4))
+            session.add_all(
+                StoredMessage(id=f"m-{n}", topic="t", body={}, headers={}) for n in range(4)
+            )
             session.flush()
             rows = [
                 ("m-0", NotificationState.PENDING, "quiet_hours", UNTIL, None),

@@ -26,12 +26,12 @@ from sqlalchemy import select, text
 
 from fmn_core.config import Config, DeliveryConfig, IngestConfig
 from fmn_core.db import Database
-from fmn_core.models import DeadMessage, Message, Notification, utcnow
+from fmn_core.models import DeadMessage, Notification, StoredMessage, utcnow
 from fmn_core.schema import upgrade
 from fmn_daemon import cli
-from fmn_daemon.consumer import Consumer, Delivery, _Batch, load_broker_settings
+from fmn_daemon.consumer import AmqpDelivery, Consumer, _Batch, load_broker_settings
 from fmn_daemon.dead_messages import list_dead_messages, requeue_dead_message
-from fmn_daemon.delivery import Delivery as Sender
+from fmn_daemon.delivery import Senders as Sender
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.replay import replay
 from fmn_daemon.transports.live import LiveHub
@@ -129,7 +129,7 @@ def test_consumer_refuses_a_deeply_nested_body_and_goes_on(
     )
     assert metrics.get("messages_malformed") == 1
     assert metrics.get("db_errors") == 0
-    assert count(database, Message) == 6
+    assert count(database, StoredMessage) == 6
     (line,) = lines_naming(caplog, poison)
     assert "malformed, dropped" in line and f"nested {depth} levels deep" in line
     assert "ingest.max_depth" in line
@@ -235,9 +235,9 @@ def test_writer_puts_a_message_it_cannot_store_aside_as_dead(
     items = []
     for tag, message in enumerate([good[0], good[1], poison, good[2], good[3]], start=1):
         properties = pika.BasicProperties(message_id=message.id, headers={})
-        items.append((Delivery(tag, message.topic, properties, b'{"n": 1}'), message))
+        items.append((AmqpDelivery(tag, message.topic, properties, b'{"n": 1}'), message))
     consumer._write(_Batch(0, [d for d, _ in items], items))
-    assert count(database, Message) == 4
+    assert count(database, StoredMessage) == 4
     assert count(database, Notification) == 4
     assert metrics.get("messages_dead") == 1
     with database.begin() as session:
@@ -263,7 +263,7 @@ def test_consumer_buries_a_message_postgresql_keeps_refusing(
         lambda: rabbitmq.publish_raw(b'{"n": 1e999}', message_id=poison),
     )
     assert metrics.get("messages_dead") == 1
-    assert count(pg_database, Message) == 6
+    assert count(pg_database, StoredMessage) == 6
     with pg_database.begin() as session:
         (dead,) = session.scalars(select(DeadMessage)).all()
         assert dead.message_id == poison
@@ -314,7 +314,7 @@ def test_dead_messages_are_listed_and_requeued_from_the_command_line(
     assert "2 dead bus messages" in capsys.readouterr().out
     assert cli.main(["--config", str(config), "messages", "requeue", str(dead_id)]) == 0
     assert "1 notifications written" in capsys.readouterr().out
-    assert count(database, Message) == 1
+    assert count(database, StoredMessage) == 1
     assert cli.main(["--config", str(config), "messages", "requeue", str(dead_id)]) == 2
     assert "no dead message" in capsys.readouterr().err
 
@@ -386,7 +386,7 @@ def test_replay_refuses_hostile_lines_and_keeps_the_rest(
     assert "nested" in errors[6]
     assert stats.errors == 4
     with db.begin() as session:
-        stored = set(session.scalars(select(Message.id)))
+        stored = set(session.scalars(select(StoredMessage.id)))
     assert stored == {f"replay-good-{n}" for n in (0, 2, 3, 4, 5)}
     assert "None" not in stored
 
@@ -418,7 +418,7 @@ def test_replay_command_reports_hostile_lines_and_prints_its_summary(
     db = Database(Config(database_url=url))
     try:
         with db.begin() as session:
-            assert set(session.scalars(select(Message.id))) == {"before", "after"}
+            assert set(session.scalars(select(StoredMessage.id))) == {"before", "after"}
     finally:
         db.dispose()
 

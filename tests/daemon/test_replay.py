@@ -13,7 +13,7 @@ from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.errors import MalformedMessage
 from fmn_core.messages import MessageFacts, facts_of, parse_line
-from fmn_core.models import Message, Notification
+from fmn_core.models import Notification, StoredMessage
 from fmn_daemon.cli import main
 
 from .conftest import write_fmn_config
@@ -160,7 +160,7 @@ def test_replay_dry_run_json_contract_over_the_corpus(
     db = database(configured)
     try:
         with db.begin() as session:
-            assert session.scalar(select(func.count()).select_from(Message)) == 0
+            assert session.scalar(select(func.count()).select_from(StoredMessage)) == 0
     finally:
         db.dispose()
 
@@ -208,7 +208,7 @@ def test_replay_ingests_through_the_pipeline_once(
     try:
         with db.begin() as session:
             assert session.scalar(select(func.count()).select_from(Notification)) == written
-            assert session.scalar(select(func.count()).select_from(Message)) == len(first)
+            assert session.scalar(select(func.count()).select_from(StoredMessage)) == len(first)
         # Replaying again stores nothing twice.
         assert main(argv) == 0
         again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

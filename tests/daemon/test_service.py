@@ -288,13 +288,16 @@ def test_service_sigterm_stops_cleanly_with_systemd_notifications(
     assert "Traceback" not in stderr
     # Nothing lost: every message is stored (committed and acked) or back in the queue.
     from fmn_core.db import Database
-    from fmn_core.models import Message
+    from fmn_core.models import StoredMessage
 
     db = Database(Config(database_url=url))
     try:
         with db.begin() as session:
             stored = {
-                m for m in session.scalars(Message.__table__.select().with_only_columns(Message.id))
+                m
+                for m in session.scalars(
+                    StoredMessage.__table__.select().with_only_columns(StoredMessage.id)
+                )
             }
     finally:
         db.dispose()

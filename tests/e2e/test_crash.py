@@ -26,7 +26,7 @@ from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.matcher import Matcher
 from fmn_core.messages import facts_of
-from fmn_core.models import Message, Notification, User
+from fmn_core.models import Notification, StoredMessage, User
 from fmn_core.preferences import Actor
 from fmn_daemon.cli import main
 
@@ -89,7 +89,7 @@ def test_crash_mid_stream_then_restart_delivers_everything_exactly_once(
 
         def stored() -> int:
             with db.begin() as session:
-                return int(session.scalar(select(func.count()).select_from(Message)) or 0)
+                return int(session.scalar(select(func.count()).select_from(StoredMessage)) or 0)
 
         # Phase 1: a consumer only, killed while the stream is coming in.
         daemon.start("--no-deliver")

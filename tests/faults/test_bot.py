@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from bot import conftest as bot_conftest
 from core.test_authorization import snapshot
-from core.test_destinations import HOSTILE_URLS, PUSH
+from core.test_destinations import PUSH
+from core.test_push_urls import HOSTILE_URLS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update

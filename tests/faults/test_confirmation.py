@@ -28,7 +28,7 @@ from fmn_core.destinations import CODE_ALPHABET, CODE_LENGTH
 from fmn_core.errors import ConfirmationFailed, TooManyCodes
 from fmn_core.models import CodeSend, Confirmation, User, utcnow
 from fmn_core.preferences import Actor
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
 
@@ -181,7 +181,7 @@ def test_confirmation_remove_readd_loop_mails_the_stranger_once(
     config = make_config(db, smtp_server)
     db.config = config
     db.sessionmaker.configure(info=db.session_info())
-    delivery = Delivery(db, config, Metrics(), LiveHub())
+    delivery = Senders(db, config, Metrics(), LiveHub())
     refusals: list[str] = []
     started = time.monotonic()
     for _ in range(20):

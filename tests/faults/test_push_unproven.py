@@ -41,7 +41,7 @@ from fmn_core.config import PushConfig
 from fmn_core.db import Database
 from fmn_core.models import User
 from fmn_core.rendering import render, render_confirmation
-from fmn_daemon.delivery import NO_ADDRESS_ERROR, Delivery
+from fmn_daemon.delivery import NO_ADDRESS_ERROR, Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports import TransportError
 from fmn_daemon.transports.live import LiveHub
@@ -141,7 +141,8 @@ def hostile_matrix(
     forbidden_answers = {
         "/_matrix/client/versions": (200, {"versions": ["v1.1", "r0.6.1"]}),
         "/_matrix/client": (
-            200, {"access_token": "stolen", "user_id": "@fmn:x", "home_server": "x"}
+            200,
+            {"access_token": "stolen", "user_id": "@fmn:x", "home_server": "x"},
         ),
     }
     forbidden = _HttpsServer(context, forbidden_answers)
@@ -185,8 +186,12 @@ def test_push_matrix_discovery_to_loopback_refused(
     assert forbidden.hits == []
     assert not any(path.startswith("/.well-known") for _, path, _ in homeserver.hits)
     assert homeserver.hits, "fmn did not even try the homeserver in the URL"
-    figures(unguarded_requests_to_derived_host=followed, unguarded_sent_password=password_sent,
-            fmn_requests_to_derived_host=0, fmn_requests_to_url_host=len(homeserver.hits))
+    figures(
+        unguarded_requests_to_derived_host=followed,
+        unguarded_sent_password=password_sent,
+        fmn_requests_to_derived_host=0,
+        fmn_requests_to_url_host=len(homeserver.hits),
+    )
 
 
 # --- confirmation codes to json URLs --------------------------------------------------
@@ -228,7 +233,7 @@ def test_push_unconfirmed_url_gets_only_the_confirmation(
         pending = preferences.set_destination(session, alice, "push", url)
         user = session.scalars(select(User).where(User.name == "alice")).one()
         row_ids = [add_notification(session, user, "push").id for _ in range(3)]
-    drain(Delivery(db, config, Metrics(), LiveHub()))
+    drain(Senders(db, config, Metrics(), LiveHub()))
     requests = push_receiver.wait_for(1)
     assert len(requests) == 1, [(r.method, r.path) for r in requests]
     (only,) = requests
@@ -238,5 +243,8 @@ def test_push_unconfirmed_url_gets_only_the_confirmation(
         row = state_of(db, row_id)
         assert row.state in ("pending", "failed") and row.sent_at is None
         assert row.last_error == NO_ADDRESS_ERROR
-    figures(backend=db.engine.dialect.name, requests_to_unconfirmed_url=len(requests),
-            notifications_held=len(row_ids))
+    figures(
+        backend=db.engine.dialect.name,
+        requests_to_unconfirmed_url=len(requests),
+        notifications_held=len(row_ids),
+    )

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 from core.test_authorization import snapshot
-from core.test_destinations import HOSTILE_URLS, fake_resolver
+from core.test_destinations import fake_resolver
+from core.test_push_urls import HOSTILE_URLS
 from core.test_rendering import claimed
 from daemon.conftest import WITH_JSON
 
@@ -74,8 +75,11 @@ def test_push_urls_refused_at_send_time(figures: Any) -> None:
             asyncio.run(transport.send(url, RENDERED))
         assert reason in caught.value.reason, (url, caught.value.reason)
         reasons[reason] = reasons.get(reason, 0) + 1
-    figures(urls=len(HOSTILE_URLS), refused_at_send_time=sum(reasons.values()),
-            distinct_reasons=len(reasons))
+    figures(
+        urls=len(HOSTILE_URLS),
+        refused_at_send_time=sum(reasons.values()),
+        distinct_reasons=len(reasons),
+    )
 
 
 class _Redirector:
@@ -143,5 +147,10 @@ def test_push_redirects_to_private_addresses_are_not_followed(
         asyncio.run(transport.send(url, RENDERED))
     assert len(redirector.hits) == 1, redirector.hits
     assert push_receiver.requests == []
-    figures(scheme=scheme, status=status, redirector_hits=len(redirector.hits),
-            target_hits=len(push_receiver.requests), reason=caught.value.reason[:80])
+    figures(
+        scheme=scheme,
+        status=status,
+        redirector_hits=len(redirector.hits),
+        target_hits=len(push_receiver.requests),
+        reason=caught.value.reason[:80],
+    )

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core.test_destinations import HOSTILE_URLS, PUSH
+from core.test_destinations import PUSH
+from core.test_push_urls import HOSTILE_URLS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from textual.widgets import Input
@@ -51,12 +52,42 @@ KEYED = 4
 SPREAD = 3
 
 NASTY = [
-    "", " ", "   x   ", "a" * 300, "é" * 80, "\u202e evil", "\u200b", "\ufeff",
-    "k\u0301oji", "\U0001d55c\U0001d560\U0001d55b\U0001d55a", "\uff4b\uff4f\uff4a\uff49",
-    "(a+)+$", "[", "\\", "*", "?", "[!a-z]", "%s%n",
-    "${jndi:ldap://x}", "{0}", "[b]bold[/b]", "[red]x", "'; DROP TABLE users; --", "<script>",
-    "../../etc/passwd", "file:///etc/passwd", "²", "٣", "0x10", "1e999", "-1", "9" * 40,
-    "ntfys://127.0.0.1/x", "json://[::ffff:127.0.0.1]/", "alice@example.org", "ABCD-EFGH",
+    "",
+    " ",
+    "   x   ",
+    "a" * 300,
+    "é" * 80,
+    "\u202e evil",
+    "\u200b",
+    "\ufeff",
+    "k\u0301oji",
+    "\U0001d55c\U0001d560\U0001d55b\U0001d55a",
+    "\uff4b\uff4f\uff4a\uff49",
+    "(a+)+$",
+    "[",
+    "\\",
+    "*",
+    "?",
+    "[!a-z]",
+    "%s%n",
+    "${jndi:ldap://x}",
+    "{0}",
+    "[b]bold[/b]",
+    "[red]x",
+    "'; DROP TABLE users; --",
+    "<script>",
+    "../../etc/passwd",
+    "file:///etc/passwd",
+    "²",
+    "٣",
+    "0x10",
+    "1e999",
+    "-1",
+    "9" * 40,
+    "ntfys://127.0.0.1/x",
+    "json://[::ffff:127.0.0.1]/",
+    "alice@example.org",
+    "ABCD-EFGH",
 ]
 #: Pasted, not typed: control characters (no key makes them), NUL, line breaks.
 PASTED = ["a\x00b", "x\ny", "\x1b[2J", "bell\x07", "tab\tsep", "\r\n"]
@@ -89,8 +120,8 @@ class Session:
         # can only be pasted.
         typed = text[:KEYED] if _typeable(text[:KEYED]) else ""
         await self.pilot.press(*typed)
-        if text[len(typed):]:
-            field.insert_text_at_cursor(text[len(typed):])
+        if text[len(typed) :]:
+            field.insert_text_at_cursor(text[len(typed) :])
         await self.pilot.press(submit)
         await settle(self.pilot)
         self.entries += 1
@@ -204,12 +235,17 @@ def test_tui_nasty_text_in_every_input(tmp_path: Path, figures: Any) -> None:
     figures(strings=len(NASTY + PASTED), entries=entries, internal_errors=0, app_exits=0)
 
 
-def test_tui_fuzzed_text_in_every_input(tmp_path_factory: pytest.TempPathFactory,
-                                        figures: Any) -> None:
+def test_tui_fuzzed_text_in_every_input(
+    tmp_path_factory: pytest.TempPathFactory, figures: Any
+) -> None:
     sessions: list[int] = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(st.lists(st.text(TYPABLE, max_size=40), min_size=1, max_size=1))
     def check(texts: list[str]) -> None:
         sessions.append(run_session(tmp_path_factory.mktemp("tui"), texts))

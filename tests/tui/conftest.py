@@ -21,7 +21,7 @@ from textual.pilot import Pilot
 from fmn_core import preferences
 from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
-from fmn_core.models import Base, Message, Notification, User
+from fmn_core.models import Base, Notification, StoredMessage, User
 from fmn_core.preferences import Actor
 from fmn_core.rules import Catalog, default_catalog
 from fmn_tui.account import Account
@@ -95,7 +95,7 @@ def store_messages(database: Database) -> list[str]:
         for index, line in enumerate(MESSAGES.read_text(encoding="utf-8").splitlines()):
             data = json.loads(line)
             session.add(
-                Message(
+                StoredMessage(
                     id=data["id"],
                     topic=data["topic"],
                     body=data["body"],

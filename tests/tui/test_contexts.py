@@ -14,7 +14,7 @@ async def test_contexts_shows_every_offered_context_with_its_state(profile, make
         await settle(pilot)
         assert isinstance(app.screen, ContextsScreen)
         rows = {row[0]: row for row in table_rows(app, "#contexts")}
-        assert list(rows) == ["email", "irc", "push", "android", "desktop", "live", "rss"]
+        assert list(rows) == ["email", "irc", "matrix", "push", "android", "desktop", "live", "rss"]
         assert rows["email"] == [
             "email",
             "✓ on",

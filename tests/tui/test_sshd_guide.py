@@ -154,6 +154,12 @@ def install_fmn(prefix: Path) -> None:
             shutil.copytree(
                 checkout / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
             )
+        # The migration scripts, where a non-editable install keeps them (data-files).
+        shutil.copytree(
+            checkout / "alembic",
+            prefix / "share" / "fmn" / "alembic",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         subprocess.run(["chmod", "-R", "a+rX", str(prefix)], check=True)
     script = prefix / "bin" / "fmn-daemon"
     script.write_text(
@@ -238,6 +244,7 @@ class Screen:
         self.transcript.append(f"--- {self.who}: {caption} ---\n{self.text()}\n")
 
 
+@pytest.mark.slow  # a real sshd, three real users and a gateway: minutes, not seconds
 def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
     sfx = secrets.token_hex(3)
     names = {

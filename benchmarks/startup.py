@@ -1,0 +1,211 @@
+"""Start-up benchmark: the daemon's cold start to ready, and its memory, with many users.
+
+Run ``python benchmarks/startup.py`` from the project's virtualenv (PostgreSQL
+and RabbitMQ on loopback; ``--quick`` for 10k users, as ``nox -s bench`` does).
+
+For each population size (0 users, then 100,000 by default, with 5% of them
+watching whole applications as in the matcher benchmark), a fresh PostgreSQL
+database at the newest migration holds the population, written with bulk
+inserts. Then ``fmn-daemon run --no-deliver --no-http`` starts as a subprocess
+on an empty queue, and this script notes:
+
+- the time from spawning the process to its ``daemon ready`` log line (the
+  matcher compiled from the database, the validators built, the queue
+  declared): the cold start;
+- the process's resident memory once ready (``VmRSS``) and its peak
+  (``VmHWM``), read from ``/proc``.
+
+The 0-user run is the in-run baseline: what the interpreter, the imports and
+the connections cost by themselves. Targets (at 100k users): ready <= 5 s,
+RSS <= 400 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from backlog import DaemonLog  # noqa: E402
+from common import (  # noqa: E402
+    BenchBroker,
+    BenchDatabase,
+    corpus_templates,
+    cpu_seconds,
+    print_services,
+    print_target,
+    store_population,
+    write_fmn_config,
+)
+from machine import print_machine  # noqa: E402
+from populations import build_population, corpus_names  # noqa: E402
+
+TARGET_READY_S = 5.0
+TARGET_RSS_MB = 400.0
+
+
+def _status_kib(pid: int, field: str) -> float:
+    """A ``/proc/<pid>/status`` size field (``VmRSS``, ``VmHWM``) in KiB; NaN if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run_size(users: int, app_watchers: float, workdir: Path) -> dict[str, Any]:
+    """One population size: store it, start the daemon, time it to ready, read its memory."""
+    templates, _ = corpus_templates()
+    population = build_population(
+        users, corpus_names(t.facts for t in templates), app_watchers=app_watchers
+    )
+    with BenchDatabase() as db, BenchBroker() as broker:
+        engine = db.engine()
+        started = time.perf_counter()
+        rows = store_population(engine, population)
+        engine.dispose()
+        print(
+            f"\n{users:,} users: database {db.name}: {rows} in "
+            f"{time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        fmn_config = write_fmn_config(
+            workdir / f"fmn-{users}.toml", db.url, "[http]\nenabled = false\n"
+        )
+        fm_config = broker.write_config(workdir / f"fedora-messaging-{users}.toml")
+        env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
+        command = [
+            sys.executable,
+            "-m",
+            "fmn_daemon.cli",
+            "--config",
+            str(fmn_config),
+            "run",
+            "--fedora-messaging-config",
+            str(fm_config),
+            "--no-deliver",
+            "--no-http",
+            "--startup-timeout",
+            "300",
+        ]
+        load_before = os.getloadavg()[0]
+        spawned = time.monotonic()
+        daemon = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
+        log = DaemonLog(
+            daemon.stderr, workdir / f"daemon-{users}.log", ("matcher loaded", "daemon ready")
+        )
+        try:
+            deadline = spawned + 300
+            while "daemon ready" not in log.seen:
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the daemon did not start:\n  " + "\n  ".join(log.tail[-15:]))
+                time.sleep(0.02)
+            ready_s = log.seen["daemon ready"] - spawned
+            ready_cpu = cpu_seconds(daemon.pid) or float("nan")
+            matcher_s = log.seen.get("matcher loaded", spawned) - spawned
+            time.sleep(1.0)  # settled: what it holds while consuming
+            rss = _status_kib(daemon.pid, "VmRSS") / 1024
+            peak = _status_kib(daemon.pid, "VmHWM") / 1024
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                code: int | None = daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                code = daemon.wait(10)
+            log.join(5)
+    load = (load_before, os.getloadavg()[0])
+    print(
+        f"  ready after {ready_s:.2f}s, {ready_cpu:.2f} CPU-seconds (matcher loaded at "
+        f"{matcher_s:.2f}s); RSS {rss:.0f} MiB "
+        f"(peak {peak:.0f} MiB); exit status {code}; load (1 min) {load[0]:.1f} / {load[1]:.1f}"
+    )
+    return {
+        "users": users,
+        "filters": population.filters,
+        "ready_s": ready_s,
+        "matcher_s": matcher_s,
+        "ready_cpu_s": ready_cpu,
+        "rss_mib": rss,
+        "peak_mib": peak,
+        "exit": code,
+        "load": list(load),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--users",
+        default="0,100000",
+        help="population sizes, comma-separated; 0 is the baseline (default: %(default)s)",
+    )
+    parser.add_argument("--quick", action="store_true", help="0 and 10,000 users")
+    parser.add_argument(
+        "--app-watchers",
+        type=float,
+        default=0.05,
+        help="app watchers: a number (>= 1) or a share of users (< 1)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    sizes = [0, 10_000] if args.quick else [int(s) for s in args.users.split(",") if s.strip()]
+
+    print_machine()
+    print_services()
+    print(
+        f"\nStart-up: fmn-daemon run --no-deliver --no-http, populations of "
+        f"{', '.join(f'{s:,}' for s in sizes)} users"
+    )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp:
+        for users in sizes:
+            results.append(run_size(users, args.app_watchers, Path(tmp)))
+    ok = all(r["exit"] == 0 for r in results)
+    base = next((r for r in results if r["users"] == 0), None)
+    print("\nResults")
+    print("  | users | filters | ready (s) | CPU to ready (s) | RSS (MiB) | peak (MiB) | load |")
+    print("  |---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"  | {r['users']:,} | {r['filters']:,} | {r['ready_s']:.2f} "
+            f"| {r['ready_cpu_s']:.2f} "
+            f"| {r['rss_mib']:.0f} | {r['peak_mib']:.0f} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |"
+        )
+    largest = max(results, key=lambda r: r["users"])
+    if base is not None and largest is not base:
+        print(
+            f"  over the 0-user baseline: +{largest['ready_s'] - base['ready_s']:.2f}s to ready, "
+            f"+{largest['rss_mib'] - base['rss_mib']:.0f} MiB RSS"
+        )
+    print("\nGoals")
+    label = f"at {largest['users']:,} users"
+    ok &= print_target(
+        f"cold start to ready {label}", largest["ready_s"], TARGET_READY_S, "s", at_least=False
+    )
+    ok &= print_target(
+        f"daemon RSS {label}", largest["rss_mib"], TARGET_RSS_MB, "MiB", at_least=False
+    )
+    print(f"  (load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(f"\nall targets and checks met: {'yes' if ok else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

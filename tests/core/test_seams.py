@@ -1,0 +1,92 @@
+"""The seams of the four packages, read from their source with ``ast``.
+
+Class names are unique across fmn_core, fmn_daemon, fmn_bot and fmn_tui (a name
+says what it is, so a reader never has to ask which ``Delivery`` is meant), and no
+module reaches into another fmn module's ``_private`` names: what two modules
+share is public in one of them.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("fmn_core", "fmn_daemon", "fmn_bot", "fmn_tui")
+
+
+def _modules() -> list[tuple[str, Path, ast.Module]]:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(relative.parts).removesuffix(".__init__")
+            found.append((name, path, ast.parse(path.read_text(encoding="utf-8"))))
+    return found
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _source(own: str, node: ast.ImportFrom) -> str:
+    """The module an ``import from`` reads, relative levels resolved against package ``own``."""
+    if not node.level:
+        return node.module or ""
+    parts = own.split(".")
+    base = parts[: len(parts) - node.level + 1]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def test_seams_class_names_are_unique_across_the_packages() -> None:
+    where: defaultdict[str, list[str]] = defaultdict(list)
+    for module, _path, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                where[node.name].append(module)
+    shared = {name: modules for name, modules in where.items() if len(modules) > 1}
+    assert not shared, f"classes sharing a name: {shared}"
+
+
+def test_seams_no_module_imports_another_modules_private_names() -> None:
+    reaching: list[str] = []
+    for module, path, tree in _modules():
+        # A package's __init__ resolves relative imports from the package itself.
+        own = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        fmn_modules: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                source = _source(own, node)
+                if source.split(".")[0] not in PACKAGES:
+                    continue
+                for alias in node.names:
+                    if _is_private(alias.name):
+                        reaching.append(f"{module} imports {alias.name} from {source}")
+                    fmn_modules.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] in PACKAGES:
+                        fmn_modules.add((alias.asname or alias.name).split(".")[0])
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in fmn_modules
+                and _is_private(node.attr)
+            ):
+                reaching.append(f"{module} uses {node.value.id}.{node.attr}")
+    assert not reaching, "\n".join(reaching)
+
+
+def test_seams_the_checks_see_what_they_look_for() -> None:
+    # The walk finds the packages' classes and imports at all (a check over nothing passes).
+    modules = _modules()
+    assert len(modules) > 80
+    names = {
+        node.name
+        for _, _, tree in modules
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+    assert {"Matcher", "Senders", "IrcSender", "AmqpDelivery", "StoredMessage"} <= names
