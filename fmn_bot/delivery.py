@@ -120,7 +120,7 @@ class RoundReport:
 
 
 @dataclass
-class _Group:
+class _LaneRows:
     user: str
     rows: list[ClaimedNotification]
     #: Whether the policy said to send the group as one digest line.
@@ -234,11 +234,11 @@ class IrcSender:
             return report
 
         # One group per user and lane (instant, urgent, digest: fmn_core.schedule).
-        groups: dict[tuple[int, str, str], _Group] = {}
+        groups: dict[tuple[int, str, str], _LaneRows] = {}
         for row in claimed:
-            groups.setdefault(row.lane_key, _Group(row.user, [])).rows.append(row)
+            groups.setdefault(row.lane_key, _LaneRows(row.user, [])).rows.append(row)
 
-        ready: list[_Group] = []
+        ready: list[_LaneRows] = []
         for group in groups.values():
             if self._settle_without_irc(group, moment, report):
                 continue
@@ -287,7 +287,7 @@ class IrcSender:
 
     # ---------------------------------------------------------------- decisions
 
-    def _settle_without_irc(self, group: _Group, now: dt.datetime, report: RoundReport) -> bool:
+    def _settle_without_irc(self, group: _LaneRows, now: dt.datetime, report: RoundReport) -> bool:
         """Rows that need no IRC lookup: muted, turned off, no nick, digest not due.
 
         Decided by ``delivery_policy.decide``, as the daemon's senders do, so a user's
@@ -336,7 +336,7 @@ class IrcSender:
         return holder is None or holder == user
 
     def _deliver(
-        self, group: _Group, online: frozenset[str], now: dt.datetime, report: RoundReport
+        self, group: _LaneRows, online: frozenset[str], now: dt.datetime, report: RoundReport
     ) -> None:
         first = group.first
         nick = next(
@@ -397,7 +397,7 @@ class IrcSender:
         self.pacer.take()
         return True
 
-    def _hold_offline(self, group: _Group, now: dt.datetime, report: RoundReport) -> None:
+    def _hold_offline(self, group: _LaneRows, now: dt.datetime, report: RoundReport) -> None:
         hold = dt.timedelta(minutes=self.config.bot.offline_hold_minutes)
         expired = [r.id for r in group.rows if now - r.created_at >= hold]
         waiting = [r.id for r in group.rows if now - r.created_at < hold]
@@ -407,7 +407,7 @@ class IrcSender:
                 f"{self.config.bot.offline_hold_minutes} minutes"
             )
             self._kill(
-                _Group(group.user, [r for r in group.rows if r.id in expired]), reason, report
+                _LaneRows(group.user, [r for r in group.rows if r.id in expired]), reason, report
             )
         if waiting:
             until = now + dt.timedelta(seconds=RECHECK_SECONDS)
@@ -427,13 +427,13 @@ class IrcSender:
         with self.database.begin() as session:
             report.postponed += outbox.postpone(session, ids, until, note=note, reason=reason)
 
-    def _kill(self, group: _Group, reason: str, report: RoundReport) -> None:
+    def _kill(self, group: _LaneRows, reason: str, report: RoundReport) -> None:
         """``dead`` at once, with the reason: retrying cannot help."""
         with self.database.begin() as session:
             report.dead += outbox.mark_dead(session, group.ids, reason)
         self._log_dropped(group, reason)
 
-    def _log_dropped(self, group: _Group, reason: str) -> None:
+    def _log_dropped(self, group: _LaneRows, reason: str) -> None:
         self.log.info(
             "%d IRC notification(s) of %s dropped: %s", len(group.rows), group.user, reason
         )

@@ -1,7 +1,7 @@
 """Issue 13 end to end in the daemon: instant and digest filters, a daily digest at a
 local hour, quiet hours and urgent filters, through a real SMTP server (aiosmtpd).
 
-The daemon's clock is injected (``Delivery(clock=...)``): the tests move it to the
+The daemon's clock is injected (``Senders(clock=...)``): the tests move it to the
 moments that matter instead of sleeping, and the time zones are real
 (``zoneinfo``): 18:00 in Prague is 17:00 UTC in December.
 """
@@ -18,7 +18,7 @@ from daemon.conftest import SmtpServer
 from fmn_core import preferences
 from fmn_core.db import Database
 from fmn_core.models import Filter, Preference, User, utcnow
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
 
@@ -75,7 +75,7 @@ def test_failed_build_at_once_the_rest_once_at_the_local_hour(
     user_id, failed, group = alice_with_two_filters(
         db, digest_at="18:00", digest_timezone="Europe/Prague"
     )
-    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
+    delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
     grouped = [notify(db, user_id, group, "group packages", clock.now) for _ in range(3)]
     started = time.monotonic()
     urgent = notify(db, user_id, failed, "failed builds", clock.now)
@@ -120,7 +120,7 @@ def test_quiet_hours_hold_then_release_as_one_digest_and_urgent_passes(
         session.add(plain)
         session.flush()
         plain_id = plain.id
-    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
+    delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
     held = [notify(db, user_id, plain_id, "comments", clock.now) for _ in range(2)]
     urgent = notify(db, user_id, failed, "failed builds", clock.now)
     drain(delivery)
@@ -143,7 +143,7 @@ def test_turning_the_digest_off_releases_it_now(db: Database, smtp_server: SmtpS
     user_id, _failed, group = alice_with_two_filters(
         db, digest_at="18:00", digest_timezone="Europe/Prague"
     )
-    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
+    delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
     row_id = notify(db, user_id, group, "group packages", clock.now)
     drain(delivery)
     assert smtp_server.messages == []
@@ -168,7 +168,7 @@ def test_confirming_the_address_delivers_what_waited_at_once(
     with db.begin() as session:
         user = session.scalars(select(User).where(User.name == "alice")).one()
         row_id = add_notification(session, user, message=add_message(session)).id
-    delivery = Delivery(db, make_config(db, smtp_server), Metrics(), LiveHub())
+    delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub())
     drain(delivery)
     code_mail = smtp_server.wait_for(1)[0]
     row = state_of(db, row_id)

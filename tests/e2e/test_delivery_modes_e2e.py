@@ -30,7 +30,7 @@ from fmn_core.config import SmtpConfig, load_config
 from fmn_core.db import Database
 from fmn_core.models import utcnow
 from fmn_core.schedule import next_local_time
-from fmn_daemon.delivery import Delivery
+from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
 
@@ -96,7 +96,7 @@ def test_instant_failed_builds_and_a_daily_digest_over_irc_and_smtp(
     )
     db = Database(config)
     clock = Clock(utcnow())
-    delivery = Delivery(db, config, Metrics(), LiveHub(), clock=clock)
+    delivery = Senders(db, config, Metrics(), LiveHub(), clock=clock)
 
     def drain() -> None:
         asyncio.run(delivery.drain(20))
