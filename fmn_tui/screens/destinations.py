@@ -48,9 +48,9 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
     AUTO_FOCUS = "#destinations"
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "set", "Set address"),
-        Binding("c", "code", "Enter code"),
-        Binding("r", "resend", "Resend code"),
+        Binding("s", "set", "Set"),
+        Binding("c", "code", "Code"),
+        Binding("r", "resend", "Resend"),
         Binding("x,delete", "remove", "Remove", key_display="x"),
         Binding("y", "copy_url", "Copy feed URL", show=False),
         Binding("escape", "back", "Back", key_display="Esc"),

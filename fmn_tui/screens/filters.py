@@ -48,7 +48,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         Binding("e", "edit", "Rules", key_display="e/⏎"),
         Binding("space", "toggle_active", "On/off"),
         Binding("m", "toggle_delivery", "Mode"),
-        Binding("x,delete", "delete", "Delete", key_display="x"),
+        Binding("x,delete", "delete", "Delete", key_display="x", show=False),
         Binding("escape", "back", "Back", key_display="Esc"),
         Binding("u", "toggle_urgent", "Urgent (through quiet hours)", show=False),
         Binding("p", "preview", "Preview", show=False),
