@@ -120,9 +120,11 @@ class RoundReport:
 
 
 @dataclass
-class _Group:
+class _LaneRows:
     user: str
     rows: list[ClaimedNotification]
+    #: Whether the policy said to send the group as one digest line.
+    digest: bool = False
 
     @property
     def first(self) -> ClaimedNotification:
@@ -231,11 +233,12 @@ class IrcSender:
         if not claimed and not codes:
             return report
 
-        groups: dict[int, _Group] = {}
+        # One group per user and lane (instant, urgent, digest: fmn_core.schedule).
+        groups: dict[tuple[int, str, str], _LaneRows] = {}
         for row in claimed:
-            groups.setdefault(row.user_id, _Group(row.user, [])).rows.append(row)
+            groups.setdefault(row.lane_key, _LaneRows(row.user, [])).rows.append(row)
 
-        ready: list[_Group] = []
+        ready: list[_LaneRows] = []
         for group in groups.values():
             if self._settle_without_irc(group, moment, report):
                 continue
@@ -284,14 +287,17 @@ class IrcSender:
 
     # ---------------------------------------------------------------- decisions
 
-    def _settle_without_irc(self, group: _Group, now: dt.datetime, report: RoundReport) -> bool:
+    def _settle_without_irc(self, group: _LaneRows, now: dt.datetime, report: RoundReport) -> bool:
         """Rows that need no IRC lookup: muted, turned off, no nick, digest not due.
 
         Decided by ``delivery_policy.decide``, as the daemon's senders do, so a user's
         contexts behave alike (the bot has no rate limit).
         """
         first = group.first
-        decision = delivery_policy.decide(first, self._stats(first, now), now)
+        decision = delivery_policy.decide(
+            first, self._stats(first, now), now, waiting_in_claim=len(group.rows)
+        )
+        group.digest = decision.kind == "digest"
         if decision.kind in ("send", "digest"):
             return False
         with self.database.begin() as session:
@@ -301,9 +307,12 @@ class IrcSender:
                 group.ids,
                 max_attempts=self.config.delivery.max_attempts,
                 now=now,
-                # Held rows are looked at again within RECHECK_SECONDS even when they
-                # wait longer, so that "fmn unmute" or "fmn digest irc off" take effect soon.
-                hold_at_most=dt.timedelta(seconds=RECHECK_SECONDS),
+                # Muted rows are looked at again within RECHECK_SECONDS, so that a mute
+                # ended from another front end takes effect soon; other holds say
+                # until when they wait (a policy change releases them at once).
+                hold_at_most=(
+                    dt.timedelta(seconds=RECHECK_SECONDS) if decision.reason == "muted" else None
+                ),
                 no_destination_error=NO_NICK_ERROR,
                 retry_seconds=NO_NICK_RETRY_SECONDS,
             )
@@ -320,14 +329,14 @@ class IrcSender:
         if not first.wants_digest:
             return _NO_STATS
         with self.database.begin() as session:
-            return delivery_policy.group_stats(session, [first.group], now=now)[first.group]
+            return delivery_policy.group_stats(session, [first.lane_key], now=now)[first.lane_key]
 
     def _held_by(self, nick: str, user: str) -> bool:
         holder = self.link.holder(nick)
         return holder is None or holder == user
 
     def _deliver(
-        self, group: _Group, online: frozenset[str], now: dt.datetime, report: RoundReport
+        self, group: _LaneRows, online: frozenset[str], now: dt.datetime, report: RoundReport
     ) -> None:
         first = group.first
         nick = next(
@@ -337,19 +346,28 @@ class IrcSender:
             self._hold_offline(group, now, report)
             return
         rows = group.rows
-        if first.wants_digest:
-            with self.database.begin() as session:
-                rows = rows + outbox.claim_group(
-                    session,
-                    worker=self.worker,
-                    user_id=first.user_id,
-                    context=IRC,
-                    lease_seconds=self.config.delivery.claim_lease_seconds,
-                    now=now,
-                )
+        if group.digest:
+            if first.lane == "digest" or first.hold_reason != "quiet_hours":
+                with self.database.begin() as session:
+                    seen = set(group.ids)
+                    rows = rows + [
+                        r
+                        for r in outbox.claim_group(
+                            session,
+                            worker=self.worker,
+                            user_id=first.user_id,
+                            context=IRC,
+                            lease_seconds=self.config.delivery.claim_lease_seconds,
+                            now=now,
+                            digest_lane=(first.lane == "digest") if first.schedule.active else None,
+                        )
+                        if r.id not in seen
+                    ]
             self._send_lines(nick, [(digest_line(rows), [r.id for r in rows])], report)
             return
-        self._send_lines(nick, burst_lines(rows, self.config.bot.burst), report)
+        # What the collapsed line stands for can be read later, one by one.
+        lines = burst_lines(rows, self.config.bot.burst, hint="'fmn recent' lists them")
+        self._send_lines(nick, lines, report)
 
     def _send_lines(
         self, nick: str, batches: list[tuple[str, list[int]]], report: RoundReport
@@ -367,7 +385,9 @@ class IrcSender:
             else:
                 until = self.clock() + dt.timedelta(seconds=SEND_RETRY_SECONDS)
                 rest = [i for _, batch in batches[index:] for i in batch]
-                self._postpone(rest, until, "the IRC connection refused the line", report)
+                self._postpone(
+                    rest, until, "the IRC connection refused the line", report, reason="retry"
+                )
                 return
 
     def _pace(self) -> bool:
@@ -377,7 +397,7 @@ class IrcSender:
         self.pacer.take()
         return True
 
-    def _hold_offline(self, group: _Group, now: dt.datetime, report: RoundReport) -> None:
+    def _hold_offline(self, group: _LaneRows, now: dt.datetime, report: RoundReport) -> None:
         hold = dt.timedelta(minutes=self.config.bot.offline_hold_minutes)
         expired = [r.id for r in group.rows if now - r.created_at >= hold]
         waiting = [r.id for r in group.rows if now - r.created_at < hold]
@@ -387,23 +407,33 @@ class IrcSender:
                 f"{self.config.bot.offline_hold_minutes} minutes"
             )
             self._kill(
-                _Group(group.user, [r for r in group.rows if r.id in expired]), reason, report
+                _LaneRows(group.user, [r for r in group.rows if r.id in expired]), reason, report
             )
         if waiting:
             until = now + dt.timedelta(seconds=RECHECK_SECONDS)
-            self._postpone(waiting, until, "the recipient's IRC nick is not online", report)
+            self._postpone(
+                waiting, until, "the recipient's IRC nick is not online", report, reason="offline"
+            )
 
-    def _postpone(self, ids: list[int], until: dt.datetime, note: str, report: RoundReport) -> None:
+    def _postpone(
+        self,
+        ids: list[int],
+        until: dt.datetime,
+        note: str,
+        report: RoundReport,
+        *,
+        reason: str | None = None,
+    ) -> None:
         with self.database.begin() as session:
-            report.postponed += outbox.postpone(session, ids, until, note=note)
+            report.postponed += outbox.postpone(session, ids, until, note=note, reason=reason)
 
-    def _kill(self, group: _Group, reason: str, report: RoundReport) -> None:
+    def _kill(self, group: _LaneRows, reason: str, report: RoundReport) -> None:
         """``dead`` at once, with the reason: retrying cannot help."""
         with self.database.begin() as session:
             report.dead += outbox.mark_dead(session, group.ids, reason)
         self._log_dropped(group, reason)
 
-    def _log_dropped(self, group: _Group, reason: str) -> None:
+    def _log_dropped(self, group: _LaneRows, reason: str) -> None:
         self.log.info(
             "%d IRC notification(s) of %s dropped: %s", len(group.rows), group.user, reason
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ from fmn_core.accounts import (
     check_account_name,
     is_admin,
 )
-from fmn_core.config import Config, load_config
+from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.destinations import FEED_CONTEXTS
 from fmn_core.errors import (
@@ -47,10 +48,11 @@ from fmn_core.errors import (
 )
 from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
-from fmn_core.wording import count, digest_policy, explanation_lines
+from fmn_core.wording import count, digest_policy, explanation_lines, quiet_hours
 
 from .delivery import IrcSender
 from .irc_link import LimnoriaLink
+from .reloading import load_keeping_last_good
 
 __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
 
@@ -82,7 +84,14 @@ COMMANDS: tuple[str, ...] = (
     "rules",
     "set-address",
     "confirm",
+    "resend-code",
+    "remove-address",
     "digest",
+    "daily",
+    "quiet",
+    "delivery",
+    "pending",
+    "recent",
     "templates",
     "use-template",
     "preview",
@@ -97,9 +106,26 @@ COMMANDS: tuple[str, ...] = (
 _DISPLAY = {callbacks.canonicalName(name): name for name in COMMANDS}
 #: How many preview hits a reply lists.
 PREVIEW_SHOWN = 5
+#: How many notifications ``fmn recent`` lists.
+RECENT_SHOWN = 10
 
 
 # ----------------------------------------------------------------------- identity
+
+
+def _route_fmn_logs() -> None:
+    """Send fmn's own log lines (``fmn_core``, ``fmn_bot``) to the bot's log files.
+
+    Limnoria logs through the ``supybot`` logger's handlers only; without this,
+    what fmn's core logs in the bot (a lockout, a bad stored message) went nowhere.
+    """
+    target = logging.getLogger("supybot")
+    for name in ("fmn_core", "fmn_bot"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        for handler in target.handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
 
 
 def services_account(irc: Any, msg: Any, static: Sequence[str] = ()) -> str | None:
@@ -308,6 +334,40 @@ def get_duration(irc: Any, msg: Any, args: list[str], state: Any) -> None:
     state.args.append(duration)
 
 
+_CLOCK_RE = re.compile(r"[0-2]?\d:[0-5]\d")
+
+
+@converter("fmnClock")
+def get_clock(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnClock``: a time of day ``HH:MM``, or ``off`` (None)."""
+    value = args[0].lower()
+    if value != "off" and not _CLOCK_RE.fullmatch(value):
+        state.error(f"{args[0]!r} is not a time like 08:00, nor 'off'.", Raise=True)
+    del args[0]
+    state.args.append(None if value == "off" else value)
+
+
+@converter("fmnWindow")
+def get_window(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnWindow``: quiet hours ``HH:MM-HH:MM``, or ``off`` (None)."""
+    value = args[0].lower()
+    start, _, end = value.partition("-")
+    if value != "off" and not (_CLOCK_RE.fullmatch(start) and _CLOCK_RE.fullmatch(end)):
+        state.error(f"{args[0]!r} is not a window like 22:00-07:00, nor 'off'.", Raise=True)
+    del args[0]
+    state.args.append(None if value == "off" else (start, end))
+
+
+@converter("fmnDelivery")
+def get_delivery(irc: Any, msg: Any, args: list[str], state: Any) -> None:
+    """``fmnDelivery``: instant, digest, urgent or normal."""
+    value = args[0].lower()
+    if value not in ("instant", "digest", "urgent", "normal"):
+        state.error(f"{args[0]!r} is not one of instant, digest, urgent or normal.", Raise=True)
+    del args[0]
+    state.args.append(value)
+
+
 @converter("fmnDigest")
 def get_digest(irc: Any, msg: Any, args: list[str], state: Any) -> None:
     """``fmnDigest``: minutes between digests, or ``off``."""
@@ -353,8 +413,12 @@ def _filter_text(view: Any) -> str:
         flags.append("off")
     if view.oneshot:
         flags.append("one-shot")
+    if view.delivery != "instant":
+        flags.append(view.delivery)
+    if view.urgent:
+        flags.append("urgent")
     flags.append(count(len(view.rules), "rule"))
-    return f"{view.position}. {view.name!r} ({', '.join(flags)})"
+    return f"{view.position}. {_quoted(view.name)} ({', '.join(flags)})"
 
 
 def _rule_detail(spec: Any) -> str:
@@ -386,8 +450,19 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     def __init__(self, irc: Any) -> None:
         super().__init__(irc)
         path = self.registryValue("configFile") or None
-        # A bad file (bot.account_format included) raises ConfigError naming the key.
-        self.fmn_config: Config = load_config(path)
+        _route_fmn_logs()
+        # A bad file (bot.account_format included) raises ConfigError naming the key,
+        # unless an earlier load of the same file worked: then a reload keeps that one.
+        loaded = load_keeping_last_good(path)
+        self.fmn_config: Config = loaded.config
+        #: What was wrong with the file at the last reload (None: it loaded).
+        self.config_problem = loaded.problem
+        if loaded.problem is not None:
+            self.log.error(
+                "fmn: the configuration file did not load, so the Fmn plugin keeps the "
+                "configuration it had: %s",
+                loaded.problem,
+            )
         if self.registryValue("staticAccounts"):
             self.log.warning(
                 "supybot.plugins.Fmn.staticAccounts is set: those nicks count as "
@@ -498,6 +573,28 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             text = text.replace(callbacks.formatCommand(command), typed, 1)
         return text
 
+    def inFilter(self, irc: Any, msg: Any) -> Any:
+        """An ``fmn`` command Limnoria can't split (unbalanced quotes or brackets):
+        say what is wrong instead of Limnoria's generic "An error has occurred"."""
+        if msg.command != "PRIVMSG":
+            return msg
+        text = callbacks.addressed(irc, msg)
+        if not text or text.split(None, 1)[0].lower() != "fmn":
+            return msg
+        try:
+            callbacks.tokenize(text, channel=msg.channel, network=irc.network)
+        except SyntaxError as exc:
+            problem = str(exc).rstrip(".") or "it can't be split into words"
+            answer = (
+                f"I can't read that command: {problem}. Quote a value that has spaces "
+                'with double quotes, and close every quote: fmn add-filter irc "my builds"'
+            )
+            target = msg.channel or msg.nick
+            line = f"{msg.nick}: {answer}" if msg.channel else answer
+            irc.queueMsg(ircmsgs.privmsg(target, line))
+            return None
+        return msg
+
     def invalidCommand(self, irc: Any, msg: Any, tokens: list[str]) -> None:
         """``fmn <something unknown>``: say what the commands are."""
         if not tokens or callbacks.canonicalName(tokens[0]) != "fmn":
@@ -555,8 +652,13 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                 text = (
                     f"{view.context} {_state(view.enabled)}, {count(len(view.filters), 'filter')}"
                 )
-                if view.digest_minutes or view.digest_count:
+                if view.digest_minutes or view.digest_count or view.digest_at:
                     text += f", digest {digest_policy(view)}"
+                if view.quiet_from is not None:
+                    text += (
+                        ", quiet "
+                        f"{quiet_hours(view.quiet_from, view.quiet_to, view.quiet_timezone)}"
+                    )
                 if view.destinations:
                     shown = ", ".join(_destination_text(d, private) for d in view.destinations)
                     text += f", to {shown}"
@@ -749,6 +851,11 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             """
             if msg.channel:
                 raise callbacks.Error(ADDRESS_IN_CHANNEL.format(bot=irc.nick))
+            if context == "irc" and address and ircutils.strEqual(address.strip(), irc.nick):
+                raise callbacks.Error(
+                    f"{irc.nick} is my own nick: I can't deliver to myself. Give your own "
+                    f"nick: fmn set-address irc {msg.nick}"
+                )
             if not address and context not in FEED_CONTEXTS:
                 with self.plugin.unit(irc, msg) as (session, actor):
                     offered = preferences.profile_addresses(session, actor).get(context, ())
@@ -763,8 +870,9 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                 pending = preferences.set_destination(session, actor, context, address)
             destination = pending.destination
             if destination.confirmed:
+                where = f" Give your feed reader: {destination.url}" if destination.url else ""
                 irc.reply(
-                    f"{context} now delivers to {destination.address} (keep it secret).",
+                    f"{context} now delivers to {destination.address} (keep it secret).{where}",
                     private=True,
                 )
                 return
@@ -809,6 +917,145 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             with self.plugin.unit(irc, msg) as (session, actor):
                 view = preferences.set_digest(session, actor, context, minutes, count)
             irc.reply(f"{view.context}: digest {digest_policy(view)}.")
+
+        @fmn_command(["fmnContext", "fmnClock", additional("somethingWithoutSpaces")])
+        def daily(
+            self,
+            irc: Any,
+            msg: Any,
+            args: list[str],
+            context: str,
+            at: str | None,
+            timezone: str | None,
+        ) -> None:
+            """<context> <HH:MM>|off [<time zone>]
+
+            Sends the context's digest once a day at a local time, for example
+            "fmn daily email 08:00 Europe/Prague"; "off" stops the daily one.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.set_daily_digest(session, actor, context, at, timezone)
+            irc.reply(f"{view.context}: digest {digest_policy(view)}.")
+
+        @fmn_command(["fmnContext", "fmnWindow", additional("somethingWithoutSpaces")])
+        def quiet(
+            self,
+            irc: Any,
+            msg: Any,
+            args: list[str],
+            context: str,
+            window: tuple[str, str] | None,
+            timezone: str | None,
+        ) -> None:
+            """<context> <HH:MM-HH:MM>|off [<time zone>]
+
+            Quiet hours: instant notifications wait until the window ends (then
+            come as one digest); urgent filters still come at once. Example:
+            "fmn quiet irc 22:00-07:00 Europe/Prague".
+            """
+            start, end = window if window is not None else (None, None)
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.set_quiet_hours(session, actor, context, start, end, timezone)
+            shown = quiet_hours(view.quiet_from, view.quiet_to, view.quiet_timezone)
+            irc.reply(f"{view.context}: quiet hours {shown}.")
+
+        @fmn_command(["fmnContext", "fmnDelivery", rest("fmnFilter")])
+        def delivery(
+            self, irc: Any, msg: Any, args: list[str], context: str, mode: str, name: str
+        ) -> None:
+            """<context> instant|digest|urgent|normal <filter>
+
+            How a filter's matches travel: "instant" (at once), "digest" (in the
+            context's next digest), "urgent" (through quiet hours) or "normal".
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                if mode in ("instant", "digest"):
+                    view = preferences.set_filter_delivery(session, actor, context, name, mode)
+                else:
+                    view = preferences.set_filter_urgent(
+                        session, actor, context, name, mode == "urgent"
+                    )
+            irc.reply(f"{context} {_filter_text(view)}.")
+
+        @fmn_command([additional("fmnContext")])
+        def pending(self, irc: Any, msg: Any, args: list[str], context: str | None) -> None:
+            """[<context>]
+
+            Lists your notifications that have not been sent yet, why each
+            waits and until when.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                rows = preferences.pending_notifications(session, actor, context=context)
+            if not rows:
+                irc.reply("Nothing is waiting: every notification has been sent.")
+                return
+            irc.reply(
+                f"{count(len(rows), 'notification')} waiting: "
+                + "; ".join(f"{r.context}: {r.summary} ({r.reason})" for r in rows)
+            )
+
+        @fmn_command([additional("fmnContext")])
+        def recent(self, irc: Any, msg: Any, args: list[str], context: str | None) -> None:
+            """[<context>]
+
+            Lists your latest notifications, sent or not (what an IRC burst
+            summed up as a count, too).
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                rows = preferences.recent_notifications(
+                    session, actor, context=context, limit=RECENT_SHOWN
+                )
+            if not rows:
+                irc.reply("You have no notifications yet.")
+                return
+            irc.reply(
+                "; ".join(
+                    f"{r.created_at:%m-%d %H:%M} {r.context}: {r.summary or r.topic}"
+                    + ("" if r.state == "sent" else f" ({r.reason})")
+                    for r in rows
+                )
+            )
+
+        @fmn_command(["fmnContext", additional("somethingWithoutSpaces", "")])
+        def removeaddress(
+            self, irc: Any, msg: Any, args: list[str], context: str, address: str
+        ) -> None:
+            """<context> [<address>]
+
+            Removes an address from a context (a mistyped one, say); without an
+            address, removes the newest one that is not confirmed.
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                view = preferences.get_context(session, actor, context)
+                candidates = [
+                    d
+                    for d in view.destinations
+                    if (d.address.casefold() == address.casefold() if address else not d.confirmed)
+                ]
+                if not candidates:
+                    # The typed address is not repeated: this may be a channel.
+                    what = "such address" if address else "unconfirmed address"
+                    raise callbacks.Error(
+                        f"{context} has no {what}; 'fmn contexts' lists your addresses."
+                    )
+                chosen = max(candidates, key=lambda d: d.id)
+                preferences.remove_destination(session, actor, context, chosen.id)
+            shown = chosen.masked if msg.channel else chosen.address
+            irc.reply(f"Removed {shown} from {context}.")
+
+        @fmn_command(["fmnContext"])
+        def resendcode(self, irc: Any, msg: Any, args: list[str], context: str) -> None:
+            """<context>
+
+            Sends a new confirmation code for the context's newest address that
+            is not confirmed yet (the old code stops working).
+            """
+            with self.plugin.unit(irc, msg) as (session, actor):
+                pending = preferences.resend_confirmation(session, actor, context)
+            if context == "irc":
+                self.plugin.delivery.wake()
+            shown = pending.destination.masked if msg.channel else pending.destination.address
+            irc.reply(f"A new code is on its way to {shown}; then send me: fmn confirm <code>")
 
         @fmn_command([])
         def templates(self, irc: Any, msg: Any, args: list[str]) -> None:

@@ -63,9 +63,11 @@ def _by_app(notifications: Sequence[ClaimedNotification]) -> str:
     return ", ".join(f"{app} ({count})" for app, count in counts.most_common())
 
 
-def collapse_line(notifications: Sequence[ClaimedNotification]) -> str:
-    """The line that stands for the notifications above a user's burst."""
-    return fit_line(f"{len(notifications)} more notifications: {_by_app(notifications)}")
+def collapse_line(notifications: Sequence[ClaimedNotification], hint: str = "") -> str:
+    """The line that stands for the notifications above a user's burst; ``hint`` says
+    where they can be read later (on IRC: ``'fmn recent' lists them``)."""
+    more = f"; {hint}" if hint else ""
+    return fit_line(f"{len(notifications)} more notifications: {_by_app(notifications)}{more}")
 
 
 def digest_line(notifications: Sequence[ClaimedNotification]) -> str:
@@ -90,13 +92,15 @@ def split_burst(
     return list(rows[: burst - 1]), list(rows[burst - 1 :])
 
 
-def burst_lines(rows: Sequence[ClaimedNotification], burst: int) -> list[tuple[str, list[int]]]:
+def burst_lines(
+    rows: Sequence[ClaimedNotification], burst: int, *, hint: str = ""
+) -> list[tuple[str, list[int]]]:
     """A user's lines for one round, each with the row ids it stands for (see
-    :func:`split_burst`)."""
+    :func:`split_burst`); ``hint`` ends the collapsed line (:func:`collapse_line`)."""
     singles, collapsed = split_burst(rows, burst)
     lines = [(notification_line(r), [r.id]) for r in singles]
     if collapsed:
-        lines.append((collapse_line(collapsed), [r.id for r in collapsed]))
+        lines.append((collapse_line(collapsed, hint), [r.id for r in collapsed]))
     return lines
 
 

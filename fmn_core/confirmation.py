@@ -60,6 +60,7 @@ from .views import (
     PendingConfirmation,
     destination_view,
 )
+from .waiting import release_held
 
 __all__ = [
     "MAX_DESTINATIONS_PER_CONTEXT",
@@ -83,25 +84,39 @@ MAX_PENDING_PER_CONTEXT = 3
 _FEED_TOKEN_TRIES = 5
 
 
-def _new_confirmation(config: Config, now: dt.datetime) -> tuple[str, dict[str, Any]]:
+def origin_of(actor: Actor) -> str:
+    """The front end an actor acts through: ``irc`` (the bot names the IRC account it
+    saw), else ``tui``. Stored with a code so that its message says where to enter it."""
+    return "irc" if actor.irc_account is not None else "tui"
+
+
+def _new_confirmation(
+    config: Config, now: dt.datetime, origin: str | None = None
+) -> tuple[str, dict[str, Any]]:
     code = new_code()
     return code, {
         "secret_hash": hash_code(code),
         "outgoing_code": code,
         "expires_at": now + dt.timedelta(minutes=config.confirmation.ttl_minutes),
         "created_at": now,
+        "origin": origin,
     }
 
 
 def _regenerate(
-    session: Session, config: Config, user: User, destination: Destination, now: dt.datetime
+    session: Session,
+    config: Config,
+    user: User,
+    destination: Destination,
+    now: dt.datetime,
+    origin: str | None = None,
 ) -> str:
     """A new code for a pending destination (the old one stops working), within limits."""
     context = destination.preference.context
     key = check_code_limits(
         session, config.confirmation, user.name, user, context, destination.address, now
     )
-    code, values = _new_confirmation(config, now)
+    code, values = _new_confirmation(config, now, origin)
     if destination.confirmation is None:
         # Imported or hand-made rows may lack one; start a fresh confirmation.
         destination.confirmation = Confirmation(**values)
@@ -164,7 +179,7 @@ def set_destination(
             record_change(session, destination.preference.user, "destination")
             return PendingConfirmation(destination_view(context, destination), None)
         owner = destination.preference.user
-        fresh = _regenerate(session, config, owner, destination, now)
+        fresh = _regenerate(session, config, owner, destination, now, origin_of(actor))
         record_change(session, owner, "destination")
         return PendingConfirmation(destination_view(context, destination), fresh)
     if len(existing) >= MAX_DESTINATIONS_PER_CONTEXT:
@@ -195,7 +210,7 @@ def set_destination(
     )
     code: str | None = None
     if key is not None:
-        code, values = _new_confirmation(config, now)
+        code, values = _new_confirmation(config, now, origin_of(actor))
         destination.confirmation = Confirmation(**values)
     session.add(destination)
     if key is not None:
@@ -295,7 +310,7 @@ def resend_confirmation(
             f"Nothing in {context} is waiting for confirmation; set a destination first."
         )
     destination = max(pending, key=lambda d: d.id)
-    code = _regenerate(session, config, row, destination, utcnow())
+    code = _regenerate(session, config, row, destination, utcnow(), origin_of(actor))
     record_change(session, row, "confirmation")
     return PendingConfirmation(destination_view(context, destination), code)
 
@@ -408,6 +423,8 @@ def confirm(session: Session, actor: Actor, code: str) -> ConfirmResult:
     row.confirm_failures = 0
     row.confirm_locked_until = None
     record_change(session, row, "confirmation")
+    # What waited for a confirmed address goes now, not at its next hourly retry.
+    release_held(session, row.id, ("no_address",), context=context)
     log.info(
         "user %s confirmed %s destination %s",
         row.name,
@@ -494,6 +511,7 @@ def pending_confirmation_codes(
             preference.context,
             destination.address,
             str(confirmation.outgoing_code),
+            confirmation.origin,
         )
         for confirmation, destination, preference, user in session.execute(statement)
     ]

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
-from .models import Notification, NotificationState, utcnow
+from .models import Filter, Notification, NotificationState, utcnow
 from .outbox import WAITING_STATES, ClaimedNotification, mark_dead, mark_failed, postpone
+from .schedule import DigestSchedule
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
@@ -28,6 +29,7 @@ __all__ = [
     "NO_ADDRESS_RETRY_SECONDS",
     "RATE_LIMIT_DIGEST_MINUTES",
     "Decision",
+    "GroupKey",
     "GroupStats",
     "Settled",
     "apply",
@@ -49,6 +51,10 @@ NO_ADDRESS_ERROR = "no confirmed address for this context; confirm one to receiv
 
 #: Rows without a confirmed destination are tried again this often (then ``dead``).
 NO_ADDRESS_RETRY_SECONDS = 3600.0
+
+
+#: A (user id, context) pair, or a (user id, context, lane) triple.
+GroupKey = tuple[int, str] | tuple[int, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,9 @@ class Decision:
     until: dt.datetime | None = None
     #: Why: the postpone note or the ``last_error`` to record.
     note: str = ""
+    #: Why, as ``Notification.hold_reason`` (``fmn_core.schedule.HOLD_REASONS``);
+    #: derived from the kind and the note, so not part of equality.
+    reason: str | None = field(default=None, compare=False)
 
 
 def decide(
@@ -92,72 +101,106 @@ def decide(
     rate_limit_per_hour: int | None = None,
     waiting_in_claim: int = 1,
 ) -> Decision:
-    """Decide what becomes of a claimed (user, context) group; pure, no I/O.
+    """Decide what becomes of a claimed (user, context, lane) group; pure, no I/O.
 
-    ``head`` is the group's first claimed row (the user's preference is the same
-    on every row); ``stats`` is :func:`group_stats` for the group and is only read
-    for a digest or a rate limit. In order: a muted user is held until the mute
-    ends; a context turned off is dead; no confirmed destination is a failed
-    attempt; a digest (or a group whose ``sent_last_hour`` plus the
-    ``waiting_in_claim`` rows claimed now exceeds ``rate_limit_per_hour``) is held
-    until the oldest waiting row is old enough or ``digest_count`` rows wait, and
-    then sent as one digest; anything else is sent row by row.
+    ``head`` is the group's first claimed row (the user's preference, and the
+    lane, are the same on every row: see ``ClaimedNotification.lane``); ``stats``
+    is :func:`group_stats` for the group and is only read for a digest or a rate
+    limit. In order:
+
+    - a muted user is held until the mute ends;
+    - a context turned off is dead; no confirmed destination is a failed attempt;
+    - the **digest** lane (a digest filter in a context with a digest schedule) is
+      held until the schedule is due (``fmn_core.schedule.DigestSchedule``: the
+      oldest waiting row old enough, ``digest_count`` rows waiting, or the daily
+      local time), then sent as one digest;
+    - the **instant** lane is held during the context's quiet hours until they end
+      (the **urgent** lane is not); rows released together from quiet hours go as
+      one digest when there are several;
+    - a group whose ``sent_last_hour`` plus the ``waiting_in_claim`` rows claimed
+      now exceeds ``rate_limit_per_hour`` is collected into a digest every
+      :data:`RATE_LIMIT_DIGEST_MINUTES`;
+    - anything else is sent row by row.
     """
     if head.muted_until is not None and head.muted_until > now:
         return Decision(
             "hold",
             head.muted_until,
             f"held: the user muted fmn until {head.muted_until:%Y-%m-%d %H:%M} UTC",
+            "muted",
         )
     if not head.enabled:
         return Decision("dead", note=DISABLED_ERROR)
     if not head.destinations:
-        return Decision("no_destination", note=NO_ADDRESS_ERROR)
+        return Decision("no_destination", note=NO_ADDRESS_ERROR, reason="no_address")
+    lane = head.lane
+    if lane == "instant" and head.quiet is not None:
+        quiet_until = head.quiet.end_if_quiet(now)
+        if quiet_until is not None:
+            return Decision(
+                "hold",
+                quiet_until,
+                f"held for quiet hours until {quiet_until:%Y-%m-%d %H:%M} UTC",
+                "quiet_hours",
+            )
     limited = (
         rate_limit_per_hour is not None
         and stats.sent_last_hour + waiting_in_claim > rate_limit_per_hour
     )
-    if not (head.wants_digest or limited):
-        return Decision("send")
-    minutes = head.digest_minutes
+    if lane != "digest" and not limited:
+        released = head.hold_reason == "quiet_hours" and waiting_in_claim > 1
+        return Decision("digest" if released else "send")
+    schedule = head.schedule if lane == "digest" else DigestSchedule()
     if limited:
-        minutes = max(minutes, RATE_LIMIT_DIGEST_MINUTES)
-    window = dt.timedelta(minutes=minutes) if minutes > 0 else COUNT_ONLY_MAX_WAIT
+        # A rate limit stretches a short window; it never shortens a longer one.
+        schedule = DigestSchedule(
+            max(schedule.minutes, RATE_LIMIT_DIGEST_MINUTES),
+            schedule.count,
+            schedule.at,
+            schedule.timezone,
+        )
     oldest = min(stats.oldest_waiting or head.created_at, head.created_at)
-    count_reached = head.digest_count > 0 and stats.waiting >= head.digest_count
-    until = oldest + window
+    until = schedule.due_at(oldest, count_only_max_wait=COUNT_ONLY_MAX_WAIT)
+    count_reached = schedule.count > 0 and stats.waiting >= schedule.count
     if until <= now or count_reached:
         return Decision("digest")
-    why = "rate limit" if limited and not head.wants_digest else "digest"
-    return Decision("hold", until, f"held for a {why} until {until:%Y-%m-%d %H:%M} UTC")
+    why = "digest" if lane == "digest" else "rate_limit"
+    words = "a digest" if lane == "digest" else "a rate limit"
+    return Decision("hold", until, f"held for {words} until {until:%Y-%m-%d %H:%M} UTC", why)
 
 
 def group_stats(
-    session: Session, groups: Iterable[tuple[int, str]], now: dt.datetime | None = None
-) -> dict[tuple[int, str], GroupStats]:
-    """Waiting rows and the last hour's sends for each (user id, context) pair."""
+    session: Session, groups: Iterable[GroupKey], now: dt.datetime | None = None
+) -> dict[GroupKey, GroupStats]:
+    """Waiting rows and the last hour's sends for each (user id, context) pair, or for
+    each (user id, context, lane) triple: then a ``digest`` lane counts only the rows
+    of digest filters (those a digest collects), the other lanes only the others."""
     wanted = set(groups)
     if not wanted:
         return {}
     moment = now if now is not None else utcnow()
-    user_ids = {user_id for user_id, _ in wanted}
-    contexts = {context for _, context in wanted}
+    user_ids = {key[0] for key in wanted}
+    contexts = {key[1] for key in wanted}
     scope = (Notification.user_id.in_(user_ids), Notification.context.in_(contexts))
-    waiting: dict[tuple[int, str], tuple[int, dt.datetime | None]] = {}
-    for user_id, context, count, oldest in session.execute(
+    # Whether a row belongs to a digest: its filter sends digests, or it is gone.
+    in_digest = case((or_(Filter.id.is_(None), Filter.delivery == "digest"), 1), else_=0)
+    waiting: dict[tuple[int, str, bool], tuple[int, dt.datetime | None]] = {}
+    for user_id, context, digest, count, oldest in session.execute(
         select(
             Notification.user_id,
             Notification.context,
+            in_digest,
             func.count(),
             func.min(Notification.created_at),
         )
+        .outerjoin(Filter, Filter.id == Notification.filter_id)
         .where(
             *scope,
             Notification.state.in_((*WAITING_STATES, NotificationState.SENDING.value)),
         )
-        .group_by(Notification.user_id, Notification.context)
+        .group_by(Notification.user_id, Notification.context, in_digest)
     ):
-        waiting[(user_id, context)] = (count, _aware(oldest))
+        waiting[(user_id, context, bool(digest))] = (count, _aware(oldest))
     sent: dict[tuple[int, str], int] = {}
     for user_id, context, count in session.execute(
         select(Notification.user_id, Notification.context, func.count())
@@ -169,11 +212,16 @@ def group_stats(
         .group_by(Notification.user_id, Notification.context)
     ):
         sent[(user_id, context)] = count
-    result: dict[tuple[int, str], GroupStats] = {}
+    result: dict[GroupKey, GroupStats] = {}
     for key in wanted:
-        count, oldest_at = waiting.get(key, (0, None))
+        user_id, context = key[0], key[1]
+        parts = (True, False) if len(key) == 2 else ((key[2] == "digest"),)
+        found = [waiting[(user_id, context, p)] for p in parts if (user_id, context, p) in waiting]
+        oldest_times = [t for _, t in found if t is not None]
         result[key] = GroupStats(
-            waiting=count, oldest_waiting=oldest_at, sent_last_hour=sent.get(key, 0)
+            waiting=sum(c for c, _ in found),
+            oldest_waiting=min(oldest_times) if oldest_times else None,
+            sent_last_hour=sent.get((user_id, context), 0),
         )
     return result
 
@@ -226,7 +274,9 @@ def apply(
         until = decision.until
         if hold_at_most is not None:
             until = min(until, now + hold_at_most)
-        return Settled(postponed=postpone(session, ids, until, note=decision.note))
+        return Settled(
+            postponed=postpone(session, ids, until, note=decision.note, reason=decision.reason)
+        )
     if decision.kind == "dead":
         return Settled(dead=mark_dead(session, ids, decision.note))
     if decision.kind == "no_destination":
@@ -239,6 +289,7 @@ def apply(
                 backoff_seconds=retry_seconds,
                 backoff_max_seconds=retry_seconds,
                 now=now,
+                reason="no_address",
             )
             for row_id in ids
         ]

@@ -29,6 +29,7 @@ from .filters import (
     stored_rule_name,
 )
 from .models import Filter, Preference, Rule, utcnow
+from .schedule import check_local_time, check_timezone
 from .store import (
     add_drafts,
     existing_filter,
@@ -52,6 +53,7 @@ from .views import (
     filter_view,
     filter_views,
 )
+from .waiting import POLICY_HOLDS, release_held
 
 __all__ = [
     "MAX_DIGEST_COUNT",
@@ -128,18 +130,33 @@ def set_digest(
     minutes: int,
     count: int = 0,
     *,
+    at: str | None = None,
+    timezone: str | None = None,
     user: str | None = None,
 ) -> ContextView:
-    """Collect a context's notifications: send at most every ``minutes`` and/or after
-    ``count`` of them; ``0, 0`` sends each one at once."""
+    """When a context's digest goes out: at most every ``minutes``, after ``count``
+    notifications, and/or daily at ``at`` (``HH:MM``) in ``timezone`` (an IANA name;
+    the stored one, else UTC, when not given). ``0, 0`` and no ``at`` turns the
+    digest off: the rows of digest filters are then sent at once.
+
+    Only the matches of ``digest`` filters wait for the digest
+    (:func:`fmn_core.delivery_settings.set_filter_delivery`). What the old policy
+    holds is decided on again at once under the new one.
+    """
     name = target_account(actor, user)
     context = offered_context(session, context)
     minutes = check_whole(minutes, "minutes", 0, MAX_DIGEST_MINUTES)
     count = check_whole(count, "count", 0, MAX_DIGEST_COUNT)
+    at = check_local_time(at, "at") if at is not None else None
+    zone = check_timezone(timezone, "timezone") if timezone is not None else None
     row = user_for_write(session, name)
     preference = preference_for_write(session, row, context)
     preference.digest_minutes, preference.digest_count = minutes, count
+    preference.digest_at = at
+    if zone is not None:
+        preference.digest_timezone = zone
     record_change(session, row, "digest")
+    release_held(session, row.id, POLICY_HOLDS, context=context)
     return context_view(context, preference, row)
 
 
@@ -511,3 +528,4 @@ def unmute(session: Session, actor: Actor, *, user: str | None = None) -> None:
         return
     row.muted_until = None
     record_change(session, row, "mute")
+    release_held(session, row.id, ("muted",))

@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import InvalidArgument, UnknownRule
 from .rules import Catalog, RuleSpec
+from .schedule import DELIVERY_MODES
 
 __all__ = [
     "MAX_FILTERS_PER_CONTEXT",
@@ -42,7 +43,7 @@ MAX_RULES_PER_FILTER = 20
 #: ``(JSON path, what is wrong)`` pairs, collected rather than raised one by one.
 Problems = list[tuple[str, str]]
 
-_FILTER_KEYS = frozenset({"name", "active", "oneshot", "rules"})
+_FILTER_KEYS = frozenset({"name", "active", "oneshot", "rules", "delivery", "urgent"})
 _RULE_KEYS = frozenset({"rule", "args", "negated"})
 
 # Bidirectional overrides make a name display as something else in a terminal.
@@ -101,6 +102,10 @@ class FilterDraft:
     active: bool = True
     oneshot: bool = False
     rules: tuple[RuleDraft, ...] = ()
+    #: ``instant`` or ``digest`` (``fmn_core.schedule.DELIVERY_MODES``).
+    delivery: str = "instant"
+    #: Passes through quiet hours.
+    urgent: bool = False
 
 
 def _flag(entry: Mapping[str, Any], key: str, default: bool, path: str, problems: Problems) -> bool:
@@ -179,6 +184,11 @@ def parse_filters(data: Any, path: str, catalog: Catalog, problems: Problems) ->
             seen.setdefault(folded, index)
         active = _flag(entry, "active", True, where, problems)
         oneshot = _flag(entry, "oneshot", False, where, problems)
+        urgent = _flag(entry, "urgent", False, where, problems)
+        delivery = entry.get("delivery", "instant")
+        if delivery not in DELIVERY_MODES:
+            problems.append((f"{where}.delivery", 'must be "instant" or "digest"'))
+            delivery = "instant"
         raw_rules = entry.get("rules", [])
         rules: list[RuleDraft] = []
         if not isinstance(raw_rules, list):
@@ -195,5 +205,5 @@ def parse_filters(data: Any, path: str, catalog: Catalog, problems: Problems) ->
                 draft = _parse_rule(raw, f"{where}.rules[{number}]", catalog, problems)
                 if draft is not None:
                     rules.append(draft)
-        drafts.append(FilterDraft(name, active, oneshot, tuple(rules)))
+        drafts.append(FilterDraft(name, active, oneshot, tuple(rules), str(delivery), urgent))
     return drafts

@@ -58,6 +58,7 @@ from .views import (
     PreviewHit,
     RuleView,
 )
+from .waiting import Waiting
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -114,11 +115,16 @@ OPERATIONS: Final = frozenset(
         "revoke_action_links",
         "set_context_enabled",
         "set_destination",
+        "set_daily_digest",
         "set_digest",
         "set_filter_active",
+        "set_filter_delivery",
         "set_filter_oneshot",
+        "set_filter_urgent",
+        "set_quiet_hours",
         "set_rule_negated",
         "take_notices",
+        "pending_notifications",
         "unmute",
         "use_template",
     }
@@ -146,6 +152,7 @@ VIEW_TYPES: Final[Mapping[str, type[Any]]] = {
         RuleExplanation,
         RuleView,
         TemplateView,
+        Waiting,
     )
 }
 

@@ -23,6 +23,8 @@ from .snapshots import ContextSnapshot, FilterSnapshot, RuleSnapshot, UserSnapsh
 from .store import existing_filter, find_user, ordered_rules
 from .stored_messages import stored_facts
 from .views import NotificationView, PreviewHit
+from .waiting import due_at_of
+from .wording import waiting_reason
 
 __all__ = [
     "MAX_PREVIEW",
@@ -116,6 +118,9 @@ def recent_notifications(
     views = []
     for notification, message in session.execute(statement):
         facts = stored_facts(message)
+        due = due_at_of(
+            notification.state, notification.next_attempt_at, notification.claimed_until
+        )
         views.append(
             NotificationView(
                 notification.id,
@@ -127,6 +132,10 @@ def recent_notifications(
                 notification.state,
                 notification.created_at,
                 notification.sent_at,
+                waiting_reason(
+                    notification.state, notification.hold_reason, due, notification.last_error
+                ),
+                None if notification.state == "sent" else due,
             )
         )
     return views

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -461,11 +462,28 @@ def _distgit_artifact(topic: str, body: Any) -> tuple[str, str] | None:
     return None
 
 
+_NONE_WORD = re.compile(r"\bNone\b")
+
+
+def _readable_summary(summary: object, message: Message) -> str:
+    """The schema's summary, unless it was built from fields the message lacks.
+
+    A schema formats its summary from body fields; a message without them reads
+    ``None-None-None was tagged into None by None``. Such a summary (``None`` in
+    it where the body has no ``None``) is dropped: the caller falls back to the
+    topic, which at least says what happened.
+    """
+    text = str(summary) if summary else ""
+    if text and _NONE_WORD.search(text) and "None" not in json.dumps(message.body, default=str):
+        return ""
+    return text
+
+
 def facts_of(message: Message) -> MessageFacts:
     """Compute a message's facts; never raises, whatever the schema properties do."""
     app = _safe(message, "app_name", None) or _app_from_topic(message.topic)
     agent = _safe(message, "agent_name", None)
-    summary = _safe(message, "summary", "")
+    summary = _readable_summary(_safe(message, "summary", ""), message)
     url = _safe(message, "url", None)
     severity = getattr(message, "severity", fm_message.INFO)
     schema_name = fm_message._class_to_schema_name.get(type(message), "base.message")

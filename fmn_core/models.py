@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -147,6 +148,14 @@ class Preference(Base):
     #: Digest policy: send at most every N minutes and/or after K notifications; 0 = off.
     digest_minutes: Mapped[int] = mapped_column(default=0)
     digest_count: Mapped[int] = mapped_column(default=0)
+    #: A daily digest at this local time ("HH:MM"), in ``digest_timezone`` (IANA).
+    digest_at: Mapped[str | None] = mapped_column(String(5))
+    digest_timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    #: Quiet hours ("HH:MM" to "HH:MM" local, in ``quiet_timezone``); NULL = none.
+    #: Instant notifications that are not urgent wait for the end of the window.
+    quiet_from: Mapped[str | None] = mapped_column(String(5))
+    quiet_to: Mapped[str | None] = mapped_column(String(5))
+    quiet_timezone: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(back_populates="preferences")
     filters: Mapped[list[Filter]] = relationship(
@@ -199,6 +208,9 @@ class Confirmation(Base):
     #: has to leave the process that made it (the daemon or the bot sends it).
     outgoing_code: Mapped[str | None] = mapped_column(String(64))
     expires_at: Mapped[timestamp]
+    #: The front end that set the address (``tui`` or ``irc``): the code's message
+    #: says how to enter it there.
+    origin: Mapped[str | None] = mapped_column(String(8))
     sent_count: Mapped[int] = mapped_column(default=0)
     last_sent_at: Mapped[dt.datetime | None]
     created_at: Mapped[created]
@@ -247,6 +259,10 @@ class Filter(Base):
     position: Mapped[int] = mapped_column(default=0)
     #: The matcher skips the filter until then ("pause this filter for 7 days").
     paused_until: Mapped[dt.datetime | None]
+    #: How matches travel: ``instant`` (at once) or ``digest`` (the context's next digest).
+    delivery: Mapped[str] = mapped_column(String(16), default="instant", server_default="instant")
+    #: An urgent filter's matches pass through quiet hours.
+    urgent: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     preference: Mapped[Preference] = relationship(back_populates="filters")
     rules: Mapped[list[Rule]] = relationship(
@@ -372,6 +388,8 @@ class Notification(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_until: Mapped[dt.datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Why a waiting row waits (``fmn_core.schedule.HOLD_REASONS``); NULL when it doesn't.
+    hold_reason: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[created]
     sent_at: Mapped[dt.datetime | None]
 

@@ -44,6 +44,7 @@ from .db import is_postgres
 from .masking import scrub_error
 from .models import (
     Destination,
+    Filter,
     Notification,
     NotificationState,
     Preference,
@@ -51,6 +52,7 @@ from .models import (
     User,
     utcnow,
 )
+from .schedule import DigestSchedule, Lane, QuietHours, lane_of
 from .stored_messages import FactsCache
 
 __all__ = [
@@ -117,16 +119,53 @@ class ClaimedNotification:
     destinations: tuple[str, ...] = field(default=(), repr=False)
     #: The user's action-link nonce: links rendered now carry it (``fmn_core.actions``).
     link_nonce: int = 0
+    #: How the row's filter sends (``instant`` or ``digest``). A row whose filter
+    #: is gone follows its context's digest, as every row did before revision 0007.
+    delivery: str = "digest"
+    #: The filter is urgent: its rows pass through quiet hours.
+    urgent: bool = False
+    #: The context's daily digest time (``HH:MM``) and the zones of its local times.
+    digest_at: str | None = None
+    digest_timezone: str = "UTC"
+    quiet_from: str | None = None
+    quiet_to: str | None = None
+    quiet_timezone: str | None = None
+    #: Why the row waited before this claim (``Notification.hold_reason``).
+    hold_reason: str | None = None
 
     @property
     def group(self) -> tuple[int, str]:
-        """The (user id, context) pair digests and rate limits work on."""
+        """The (user id, context) pair rate limits work on."""
         return (self.user_id, self.context)
 
     @property
+    def schedule(self) -> DigestSchedule:
+        """When the context's digest goes out."""
+        return DigestSchedule(
+            self.digest_minutes, self.digest_count, self.digest_at, self.digest_timezone
+        )
+
+    @property
+    def quiet(self) -> QuietHours | None:
+        """The context's quiet hours, if it has any."""
+        if self.quiet_from is None or self.quiet_to is None:
+            return None
+        return QuietHours(self.quiet_from, self.quiet_to, self.quiet_timezone or "UTC")
+
+    @property
+    def lane(self) -> Lane:
+        """Which queue the row travels in: the digest, instant, or instant and urgent."""
+        return lane_of(self.delivery, self.urgent, self.schedule)
+
+    @property
+    def lane_key(self) -> tuple[int, str, str]:
+        """The (user id, context, lane) triple senders decide on together."""
+        return (self.user_id, self.context, self.lane)
+
+    @property
     def wants_digest(self) -> bool:
-        """Whether the user collects this context's notifications into digests."""
-        return self.digest_minutes > 0 or self.digest_count > 0
+        """Whether the row waits for its context's digest."""
+        return self.lane == "digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +239,21 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
             .order_by(Destination.id)
         ):
             addresses.setdefault(preference_id, []).append(address)
+    filter_ids = {n.filter_id for n, _, _ in rows if n.filter_id is not None}
+    modes: dict[int, tuple[str, bool]] = {}
+    if filter_ids:
+        modes = {
+            filter_id: (delivery, urgent)
+            for filter_id, delivery, urgent in session.execute(
+                select(Filter.id, Filter.delivery, Filter.urgent).where(Filter.id.in_(filter_ids))
+            )
+        }
     facts = FactsCache()
     claimed: list[ClaimedNotification] = []
     for notification, user, message in rows:
         fact = facts.get(message)
         preference = preferences.get((user.id, notification.context))
+        delivery, urgent = modes.get(notification.filter_id or 0, ("digest", False))
         claimed.append(
             ClaimedNotification(
                 id=notification.id,
@@ -232,6 +281,14 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
                 destinations=tuple(addresses.get(preference.id, ()))
                 if preference is not None
                 else (),
+                delivery=delivery,
+                urgent=urgent,
+                digest_at=preference.digest_at if preference is not None else None,
+                digest_timezone=preference.digest_timezone if preference is not None else "UTC",
+                quiet_from=preference.quiet_from if preference is not None else None,
+                quiet_to=preference.quiet_to if preference is not None else None,
+                quiet_timezone=preference.quiet_timezone if preference is not None else None,
+                hold_reason=notification.hold_reason,
             )
         )
     return claimed
@@ -319,8 +376,14 @@ def claim_group(
     lease_seconds: float,
     limit: int = 1000,
     now: dt.datetime | None = None,
+    digest_lane: bool | None = None,
 ) -> list[ClaimedNotification]:
-    """Claim every waiting row of one user and context, due or not (a digest is due)."""
+    """Claim every waiting row of one user and context, due or not (a digest is due).
+
+    ``digest_lane`` True takes only rows of digest filters (and rows whose filter
+    is gone), False only the others: with a digest schedule, a digest collects
+    its own lane and leaves instant rows (held for quiet hours, say) alone.
+    """
     moment = _now(now)
     statement = (
         select(Notification.id)
@@ -332,6 +395,12 @@ def claim_group(
         .order_by(Notification.created_at, Notification.id)
         .limit(limit)
     )
+    if digest_lane is not None:
+        digest_filters = select(Filter.id).where(Filter.delivery == "digest")
+        in_digest = or_(
+            Notification.filter_id.is_(None), Notification.filter_id.in_(digest_filters)
+        )
+        statement = statement.where(in_digest if digest_lane else ~in_digest)
     if is_postgres(session):
         statement = statement.with_for_update(skip_locked=True)
     ids = list(session.scalars(statement))
@@ -362,6 +431,7 @@ def mark_sent(
             claimed_by=None,
             claimed_until=None,
             last_error=scrub_error(note) if note is not None else None,
+            hold_reason=None,
         )
         .execution_options(synchronize_session=False)
     )
@@ -423,15 +493,18 @@ def mark_failed(
     backoff_seconds: float,
     backoff_max_seconds: float,
     now: dt.datetime | None = None,
+    reason: str = "retry",
 ) -> str:
     """Count a failed attempt; retry later with backoff, or give up (``dead``).
 
     Returns the row's new state (``failed`` or ``dead``). The error is stored with
-    the user's addresses masked and cut to :data:`~fmn_core.masking.ERROR_MAX_CHARS`.
+    the user's addresses masked and cut to :data:`~fmn_core.masking.ERROR_MAX_CHARS`;
+    ``reason`` is the row's ``hold_reason`` while it waits (``no_address``, say).
     """
     notification = _row(session, notification_id)
     moment = _now(now)
     _record_failure(session, notification, error)
+    notification.hold_reason = reason
     if notification.attempts >= max_attempts:
         notification.state = NotificationState.DEAD.value
     else:
@@ -452,6 +525,7 @@ def mark_dead(session: Session, ids: Iterable[int], reason: str) -> int:
         notification = _row(session, notification_id)
         _record_failure(session, notification, reason)
         notification.state = NotificationState.DEAD.value
+        notification.hold_reason = None
         count += 1
     session.flush()
     return count
@@ -463,11 +537,14 @@ def postpone(
     until: dt.datetime,
     *,
     note: str | None = None,
+    reason: str | None = None,
 ) -> int:
     """Put rows back to ``pending`` until ``until`` without counting an attempt.
 
     ``note``, when given, is kept in ``last_error`` so operators see why a row
-    waits (masked like errors). Returns how many rows changed.
+    waits (masked like errors); ``reason`` is kept in ``hold_reason`` (one of
+    ``fmn_core.schedule.HOLD_REASONS``: what users are told). Returns how many
+    rows changed.
     """
     id_list = list(ids)
     if not id_list:
@@ -477,6 +554,7 @@ def postpone(
         "next_attempt_at": until,
         "claimed_by": None,
         "claimed_until": None,
+        "hold_reason": reason,
     }
     if note is not None:
         values["last_error"] = scrub_error(note)
@@ -550,6 +628,7 @@ def requeue_dead(
             attempts=0,
             next_attempt_at=_now(now),
             last_error=None,
+            hold_reason=None,
             claimed_by=None,
             claimed_until=None,
         ).execution_options(synchronize_session=False)

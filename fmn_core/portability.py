@@ -4,8 +4,11 @@ The public format (``export_preferences`` writes it, ``import_preferences``
 reads it)::
 
     {"users": [{"name": "alice", "contexts": {"email": {"enabled": true,
-      "destinations": ["alice@example.org"], "digest": {"minutes": 0, "count": 0},
+      "destinations": ["alice@example.org"],
+      "digest": {"minutes": 0, "count": 0, "at": "08:00", "timezone": "Europe/Prague"},
+      "quiet_hours": {"from": "22:00", "to": "07:00", "timezone": "Europe/Prague"},
       "filters": [{"name": "my builds", "active": true, "oneshot": false,
+        "delivery": "instant", "urgent": false,
         "rules": [{"rule": "app_is", "args": {"app": "koji"}},
                   {"rule": "triggered_by_me", "args": {}, "negated": true}]}]}}}]}
 
@@ -49,6 +52,7 @@ from .filters import FilterDraft, Problems, parse_filters
 from .models import Destination, Filter, Preference, User
 from .push_urls import Resolver
 from .rules import Catalog
+from .schedule import check_local_time, check_timezone
 from .store import (
     add_drafts,
     find_user,
@@ -78,8 +82,9 @@ _MAX_PROBLEMS = 1000
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 _USER_KEYS = frozenset({"name", "contexts"})
-_CONTEXT_KEYS = frozenset({"enabled", "destinations", "digest", "filters"})
-_DIGEST_KEYS = frozenset({"minutes", "count"})
+_CONTEXT_KEYS = frozenset({"enabled", "destinations", "digest", "quiet_hours", "filters"})
+_DIGEST_KEYS = frozenset({"minutes", "count", "at", "timezone"})
+_QUIET_KEYS = frozenset({"from", "to", "timezone"})
 _DIGEST_LIMITS = {"minutes": 7 * 24 * 60, "count": 1000}
 
 
@@ -107,21 +112,42 @@ def _export_filter(filter_: Filter) -> dict[str, Any]:
         if rule.negated:
             entry["negated"] = True
         rules.append(entry)
-    return {
+    exported = {
         "name": filter_.name,
         "active": filter_.active,
         "oneshot": filter_.oneshot,
         "rules": rules,
     }
+    # Like "negated", the delivery keys are written only when they differ from
+    # their default (missing means instant, not urgent): older files stay as they were.
+    if filter_.delivery != "instant":
+        exported["delivery"] = filter_.delivery
+    if filter_.urgent:
+        exported["urgent"] = True
+    return exported
 
 
 def _export_context(preference: Preference) -> dict[str, Any]:
-    return {
+    digest: dict[str, Any] = {
+        "minutes": preference.digest_minutes,
+        "count": preference.digest_count,
+    }
+    if preference.digest_at is not None:
+        digest["at"] = preference.digest_at
+        digest["timezone"] = preference.digest_timezone
+    entry: dict[str, Any] = {
         "enabled": preference.enabled,
         "destinations": sorted(d.address for d in preference.destinations if d.confirmed),
-        "digest": {"minutes": preference.digest_minutes, "count": preference.digest_count},
+        "digest": digest,
         "filters": [_export_filter(f) for f in ordered_filters(preference)],
     }
+    if preference.quiet_from is not None and preference.quiet_to is not None:
+        entry["quiet_hours"] = {
+            "from": preference.quiet_from,
+            "to": preference.quiet_to,
+            "timezone": preference.quiet_timezone or "UTC",
+        }
+    return entry
 
 
 def export_preferences(session: Session) -> dict[str, Any]:
@@ -260,6 +286,9 @@ class _ContextPlan:
     enabled: bool = True
     digest_minutes: int = 0
     digest_count: int = 0
+    digest_at: str | None = None
+    digest_timezone: str = "UTC"
+    quiet: tuple[str, str, str] | None = None
     destinations: list[str] = field(default_factory=list)
     filters: list[FilterDraft] = field(default_factory=list)
 
@@ -291,6 +320,49 @@ def _check_digest(value: Any, path: str, plan: _ContextPlan, problems: Problems)
             plan.digest_minutes = number
         else:
             plan.digest_count = number
+    at = value.get("at")
+    if at is not None:
+        try:
+            plan.digest_at = check_local_time(at, "at")
+        except InvalidArgument:
+            problems.append(
+                (f"{path}.at", 'must be null or a time of day as "HH:MM", like "08:00"')
+            )
+    try:
+        plan.digest_timezone = check_timezone(value.get("timezone", "UTC"), "timezone")
+    except InvalidArgument:
+        problems.append((f"{path}.timezone", 'must be an IANA time zone like "Europe/Prague"'))
+
+
+def _check_quiet_hours(value: Any, path: str, plan: _ContextPlan, problems: Problems) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        problems.append(
+            (
+                path,
+                'must be null or an object like {"from": "22:00", "to": "07:00", '
+                '"timezone": "Europe/Prague"}',
+            )
+        )
+        return
+    _unknown_keys(value, _QUIET_KEYS, path, "quiet hours", problems)
+    times: list[str] = []
+    for key in ("from", "to"):
+        try:
+            times.append(check_local_time(value.get(key), key))
+        except InvalidArgument:
+            problems.append((f"{path}.{key}", 'must be a time of day as "HH:MM", like "22:00"'))
+    try:
+        zone = check_timezone(value.get("timezone", "UTC"), "timezone")
+    except InvalidArgument:
+        problems.append((f"{path}.timezone", 'must be an IANA time zone like "Europe/Prague"'))
+        return
+    if len(times) == 2:
+        if times[0] == times[1]:
+            problems.append((f"{path}.to", 'must differ from "from" (an empty window)'))
+            return
+        plan.quiet = (times[0], times[1], zone)
 
 
 def _check_destinations(
@@ -353,7 +425,9 @@ def _check_context(
         )
         return None
     if not isinstance(value, Mapping):
-        problems.append((path, "must be an object with enabled, destinations, digest, filters"))
+        problems.append(
+            (path, "must be an object with enabled, destinations, digest, quiet_hours, filters")
+        )
         return None
     plan = _ContextPlan(name)
     _unknown_keys(value, _CONTEXT_KEYS, path, "a context", problems)
@@ -364,6 +438,8 @@ def _check_context(
         problems.append((f"{path}.enabled", "must be true or false"))
     if "digest" in value:
         _check_digest(value["digest"], f"{path}.digest", plan, problems)
+    if "quiet_hours" in value:
+        _check_quiet_hours(value["quiet_hours"], f"{path}.quiet_hours", plan, problems)
     _check_destinations(
         value.get("destinations", []),
         f"{path}.destinations",
@@ -490,6 +566,9 @@ def _clear_context(session: Session, user: User, plan: _ContextPlan) -> Preferen
 def _fill_context(session: Session, preference: Preference, plan: _ContextPlan) -> None:
     preference.enabled = plan.enabled
     preference.digest_minutes, preference.digest_count = plan.digest_minutes, plan.digest_count
+    preference.digest_at, preference.digest_timezone = plan.digest_at, plan.digest_timezone
+    quiet = plan.quiet or (None, None, None)
+    preference.quiet_from, preference.quiet_to, preference.quiet_timezone = quiet
     feed = plan.context in FEED_CONTEXTS
     for address in plan.destinations:
         session.add(

@@ -50,6 +50,13 @@ from .confirmation import (
     set_destination,
 )
 from .defaults import first_contact
+from .delivery_settings import (
+    pending_notifications,
+    set_daily_digest,
+    set_filter_delivery,
+    set_filter_urgent,
+    set_quiet_hours,
+)
 from .editing import (
     add_filter,
     add_rule,
@@ -86,6 +93,7 @@ from .views import (
     PreviewHit,
     RuleView,
 )
+from .waiting import Waiting
 
 __all__ = [
     "MAX_DESTINATIONS_PER_CONTEXT",
@@ -103,6 +111,7 @@ __all__ = [
     "PreviewHit",
     "RuleView",
     "TemplateView",
+    "Waiting",
     "act_on_notification",
     "add_filter",
     "add_rule",
@@ -119,6 +128,7 @@ __all__ = [
     "mute",
     "pause_filter",
     "pending_confirmation_codes",
+    "pending_notifications",
     "plan_action",
     "preview",
     "profile_addresses",
@@ -130,10 +140,14 @@ __all__ = [
     "resend_confirmation",
     "revoke_action_links",
     "set_context_enabled",
+    "set_daily_digest",
     "set_destination",
     "set_digest",
     "set_filter_active",
+    "set_filter_delivery",
     "set_filter_oneshot",
+    "set_filter_urgent",
+    "set_quiet_hours",
     "set_rule_negated",
     "take_notices",
     "unmute",

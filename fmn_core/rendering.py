@@ -429,13 +429,32 @@ def render_digest(
     )
 
 
-def render_confirmation(context: str, code: str, *, public_url: str | None = None) -> Rendered:
-    """The message that carries a destination's confirmation code."""
+def render_confirmation(
+    context: str,
+    code: str,
+    *,
+    public_url: str | None = None,
+    origin: str | None = None,
+    bot_nick: str | None = None,
+) -> Rendered:
+    """The message that carries a destination's confirmation code.
+
+    ``origin`` is the front end that set the address (``"tui"`` or ``"irc"``,
+    ``Confirmation.origin``): the message says how to enter the code there, and
+    only there when it is known.
+    """
+    bot = bot_nick or "the fmn bot"
+    how = {
+        "tui": "In the fmn TUI, open this context's destination, press c and type the code.",
+        "irc": f"On IRC, send {bot} a private message:  fmn confirm {code}",
+    }
+    steps = how.get(origin or "") or f"{how['tui']}\nOr, {how['irc'][0].lower()}{how['irc'][1:]}"
     text = (
         f"Someone (hopefully you) asked fmn to send {context} notifications here.\n\n"
-        f"To confirm, run:  fmn confirm {code}\n"
-        "in the fmn TUI or with the fmn bot on IRC. If this wasn't you, ignore this "
-        "message: nothing is sent here until the code is confirmed.\n"
+        f"Your confirmation code: {code}\n\n"
+        f"{steps}\n\n"
+        "If this wasn't you, ignore this message: nothing is sent here until the code "
+        "is confirmed.\n"
     )
     if public_url:
         text += f"\n-- \nfmn at {public_url}\n"

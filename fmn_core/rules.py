@@ -144,9 +144,12 @@ class Parameter:
                 )
             return folded[value.upper()]
         if self.kind == "name" and not _NAME_RE.match(value):
+            hint = (
+                f" (leave out the @: {value[1:41]}, not {value[:41]})" if value[:1] == "@" else ""
+            )
             raise InvalidArgument(
-                f"{where} {value[:40]!r} is not a valid name (letters, digits and ._+@:/~- only, "
-                "no spaces).",
+                f"{where} {value[:40]!r} is not a valid name: it starts with a letter or a "
+                f"digit, then letters, digits and ._+@:/~- only, no spaces{hint}.",
                 argument=self.name,
             )
         if self.kind == "glob" and any(c.isspace() for c in value):

@@ -165,6 +165,8 @@ def add_drafts(session: Session, preference: Preference, drafts: Sequence[Filter
             active=draft.active,
             oneshot=draft.oneshot,
             position=position,
+            delivery=draft.delivery,
+            urgent=draft.urgent,
         )
         session.add(filter_)
         for number, rule in enumerate(draft.rules, start=1):

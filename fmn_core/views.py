@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import object_session
 
-from .db import catalog_of
+from .db import catalog_of, config_of
 from .destinations import mask_address
 from .errors import UnknownRule
 from .models import Destination, Filter, Preference, Rule, User
@@ -33,6 +33,7 @@ __all__ = [
     "context_view",
     "describe_rule",
     "destination_view",
+    "feed_url",
     "filter_view",
     "filter_views",
     "rule_view",
@@ -66,6 +67,10 @@ class FilterView:
     rules: tuple[RuleView, ...]
     #: The matcher skips the filter until then.
     paused_until: dt.datetime | None = None
+    #: How its matches travel: ``instant`` or ``digest`` (the context's next digest).
+    delivery: str = "instant"
+    #: Its matches pass through quiet hours.
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class DestinationView:
     confirmed: bool
     pending: bool
     expires_at: dt.datetime | None
+    #: For a feed (``rss``) or the live feed: the URL to give a feed reader or a
+    #: live client (it carries the secret token, so only its owner gets it);
+    #: None for other contexts, or when ``http.public_url`` is not set.
+    url: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -98,6 +107,13 @@ class ContextView:
     destinations: tuple[DestinationView, ...]
     filters: tuple[FilterView, ...]
     muted_until: dt.datetime | None
+    #: A daily digest at this local time (``HH:MM``), in ``digest_timezone``.
+    digest_at: str | None = None
+    digest_timezone: str = "UTC"
+    #: Quiet hours (``HH:MM`` to ``HH:MM`` local, in ``quiet_timezone``), or None.
+    quiet_from: str | None = None
+    quiet_to: str | None = None
+    quiet_timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,11 @@ class NotificationView:
     state: str
     created_at: dt.datetime
     sent_at: dt.datetime | None
+    #: Why it has not been sent and until when, in words
+    #: (``fmn_core.wording.waiting_reason``); ``"sent"`` once it was.
+    reason: str = ""
+    #: When a waiting row is looked at again (None once sent or dead).
+    due_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,8 @@ class OutgoingCode:
     context: str
     address: str
     code: str
+    #: The front end that set the address (``tui`` or ``irc``; None before 0007).
+    origin: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -211,7 +234,21 @@ def filter_view(context: str, filter_: Filter, catalog: Catalog | None = None) -
         filter_.position,
         rules,
         filter_.paused_until,
+        filter_.delivery,
+        filter_.urgent,
     )
+
+
+#: Where the daemon serves a token's feed (``fmn_daemon.http``).
+_FEED_PATHS = {"rss": "/feeds/{token}.rss", "live": "/live/sse/{token}"}
+
+
+def feed_url(context: str, token: str, public_url: str | None) -> str | None:
+    """The URL of a feed or live-feed token, as the daemon serves it (None elsewhere)."""
+    path = _FEED_PATHS.get(context)
+    if path is None or not public_url or not token:
+        return None
+    return public_url.rstrip("/") + path.format(token=token)
 
 
 def destination_view(context: str, destination: Destination) -> DestinationView:
@@ -226,7 +263,16 @@ def destination_view(context: str, destination: Destination) -> DestinationView:
         destination.confirmed,
         pending,
         confirmation.expires_at if pending and confirmation is not None else None,
+        _feed_url_near(context, destination),
     )
+
+
+def _feed_url_near(context: str, destination: Destination) -> str | None:
+    if context not in _FEED_PATHS:
+        return None
+    session = object_session(destination)
+    public_url = config_of(session).http.public_url if session is not None else None
+    return feed_url(context, destination.address, public_url)
 
 
 def context_view(context: str, preference: Preference | None, user: User | None) -> ContextView:
@@ -246,6 +292,11 @@ def context_view(context: str, preference: Preference | None, user: User | None)
         ),
         tuple(filter_view(context, f, catalog) for f in ordered_filters(preference)),
         muted,
+        preference.digest_at,
+        preference.digest_timezone,
+        preference.quiet_from,
+        preference.quiet_to,
+        preference.quiet_timezone,
     )
 
 

@@ -133,9 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print one JSON object")
 
     outbox = commands.add_parser("outbox", help="notifications that could not be delivered")
+    outbox.add_argument(
+        "--json",
+        action="store_true",
+        help="every notification not sent, one JSON object a line, with why it waits",
+    )
     outbox_commands = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
     listing = outbox_commands.add_parser("list", help="list dead notifications (the default)")
     listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="every notification not sent, one JSON object a line, with why it waits",
+    )
     requeue = outbox_commands.add_parser("requeue", help="make dead notifications pending again")
     requeue.add_argument("ids", nargs="*", type=int, metavar="ID")
     requeue.add_argument("--all", action="store_true", help="every dead notification")
@@ -449,6 +460,7 @@ def _explain(config: Config, args: argparse.Namespace) -> int:
 
 def _outbox(config: Config, args: argparse.Namespace) -> int:
     from fmn_core.outbox import list_dead, requeue_dead
+    from fmn_core.waiting import list_waiting
 
     from .dead_messages import count_dead_messages
 
@@ -459,6 +471,14 @@ def _outbox(config: Config, args: argparse.Namespace) -> int:
             with db.begin() as session:
                 count = requeue_dead(session, None if args.all else args.ids)
             print(f"requeued {count} dead notifications")
+            return EXIT_OK
+        if args.json:
+            # ``--json`` lists every row not sent (held, retrying, being sent, dead), so
+            # that an operator sees why each waits and until when.
+            with db.begin() as session:
+                waiting = list_waiting(session, limit=max(getattr(args, "limit", 0), 10_000))
+            for row in waiting:
+                print(json.dumps(row.as_json(), ensure_ascii=False))
             return EXIT_OK
         with db.begin() as session:
             dead = list_dead(session, getattr(args, "limit", 100))

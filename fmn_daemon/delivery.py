@@ -9,7 +9,11 @@ short transaction as soon as it is known.
 What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
 the IRC bot: ``fmn_core.delivery_policy.decide`` says what, and
-``delivery_policy.apply`` settles the rows that are not sent. Here only sending
+``delivery_policy.apply`` settles the rows that are not sent. Claimed rows are
+decided per (user, context, lane): a digest filter's rows wait for the context's
+digest (every N minutes, after K, or daily at a local time), instant rows that are
+not urgent wait out quiet hours and are released together as one digest
+(``fmn_core.schedule``). Here only sending
 and digests are left: in the ``matrix`` context (a chat, like IRC) a user's rows
 above ``matrix.burst`` in one round are collapsed into one "N more notifications"
 line, and every message is one line worded by ``fmn_core.chat``, as the IRC bot
@@ -153,8 +157,11 @@ class Senders:
         transports: Mapping[str, Transport] | None = None,
         links: Links | None = None,
         worker: str | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.db = db
+        #: What "now" is when rows are claimed and decided on (tests move it by hand).
+        self.clock = clock
         self.config = config
         self.metrics = metrics
         self.live = live
@@ -249,6 +256,7 @@ class Senders:
                 exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
                 limit=delivery.batch_size,
                 lease_seconds=delivery.claim_lease_seconds,
+                now=self.clock(),
             )
         except Exception as exc:
             if is_transient(exc):
@@ -363,11 +371,13 @@ class Senders:
 
     def _plan(self, session: Session, claimed: Sequence[ClaimedNotification]) -> _Round:
         """Settle what needs no sending; group the rest into jobs (one transaction)."""
-        now = utcnow()
-        groups: dict[tuple[int, str], list[ClaimedNotification]] = {}
+        now = self.clock()
+        # A (user, context) pair travels in lanes (instant, urgent, digest: see
+        # fmn_core.schedule), each decided on its own.
+        groups: dict[tuple[int, str, str], list[ClaimedNotification]] = {}
         for row in claimed:
-            groups.setdefault(row.group, []).append(row)
-        stats: Mapping[tuple[int, str], Any] | None
+            groups.setdefault(row.lane_key, []).append(row)
+        stats: Mapping[delivery_policy.GroupKey, Any] | None
         try:
             with session.begin_nested():
                 stats = delivery_policy.group_stats(session, groups, now=now)
@@ -404,9 +414,9 @@ class Senders:
     def _plan_group(
         self,
         session: Session,
-        key: tuple[int, str],
+        key: tuple[int, str, str],
         rows: list[ClaimedNotification],
-        stats: Mapping[tuple[int, str], Any],
+        stats: Mapping[delivery_policy.GroupKey, Any],
         now: dt.datetime,
         jobs: list[_Job],
     ) -> int:
@@ -452,8 +462,14 @@ class Senders:
         return len(ids)
 
     def _digest(self, session: Session, rows: list[ClaimedNotification], now: dt.datetime) -> _Job:
-        """One digest job: the claimed rows plus every other waiting row of the group."""
+        """One digest job: the claimed rows plus every other waiting row of their lane.
+
+        Rows released together from quiet hours were all claimed already: only a
+        digest lane (or a rate limit) pulls in rows that are not due yet.
+        """
         head = rows[0]
+        if head.lane != "digest" and head.hold_reason == "quiet_hours":
+            return _Job(rows=tuple(rows), digest=True)
         more = outbox.claim_group(
             session,
             worker=self.worker,
@@ -461,6 +477,8 @@ class Senders:
             context=head.context,
             lease_seconds=self.config.delivery.claim_lease_seconds,
             now=now,
+            # With a digest schedule, each lane collects only its own rows.
+            digest_lane=(head.lane == "digest") if head.schedule.active else None,
         )
         seen = {r.id for r in rows}
         everything = sorted(
@@ -592,7 +610,7 @@ class Senders:
                 continue
             masked = mask_address(code.context, code.address)
             rendered = render_confirmation(
-                code.context, code.code, public_url=self.config.http.public_url
+                code.context, code.code, public_url=self.config.http.public_url, origin=code.origin
             )
             try:
                 await transport.send(code.address, rendered)

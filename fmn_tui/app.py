@@ -31,6 +31,7 @@ from fmn_core.rules import Catalog
 
 from .account import Account
 from .commands import FmnCommands
+from .screens.confirm import ConfirmScreen
 from .screens.contexts import ContextsScreen
 from .screens.destinations import DestinationsScreen
 from .screens.digest import DigestScreen
@@ -44,6 +45,14 @@ __all__ = ["FmnApp"]
 log = logging.getLogger(__name__)
 
 
+def _has_unsaved(screen: Screen[Any]) -> bool:
+    """Whether a screen holds changes not yet saved (a rule draft, typed digest values)."""
+    draft = getattr(screen, "draft", None)
+    if draft is not None and bool(getattr(draft, "dirty", False)):
+        return True
+    return bool(getattr(screen, "edited", False))
+
+
 class FmnApp(App[int]):
     """Manage your fmn notifications: contexts, filters, rules, destinations."""
 
@@ -55,7 +64,8 @@ class FmnApp(App[int]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1,question_mark", "help", "Help", key_display="F1"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Not in the footers (every screen has its own way out; F1 lists it).
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False),
     ]
     """Bindings available on every screen."""
 
@@ -68,6 +78,8 @@ class FmnApp(App[int]):
         self.catalog = catalog
         #: The references of internal errors shown in this session (tests check it's empty).
         self.internal_errors: list[str] = []
+        #: The "quit without saving?" dialog while it is open.
+        self._quit_question: ConfirmScreen | None = None
         self.sub_title = account.name if account.is_own else f"{account.name} (as admin)"
 
     def on_mount(self) -> None:
@@ -133,6 +145,24 @@ class FmnApp(App[int]):
         self.exit(return_code=1, message=f"fmn-tui: {notice}")
 
     # --- navigation ---------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Quit; when a screen holds unsaved changes, ask first (they would be lost)."""
+        unsaved = [screen for screen in self.screen_stack if _has_unsaved(screen)]
+        if not unsaved or self.screen is self._quit_question:
+            # ctrl+q again on the question itself: the user has been asked.
+            self.exit()
+            return
+
+        def answered(leave: bool | None) -> None:
+            self._quit_question = None
+            if leave:
+                self.exit()
+
+        self._quit_question = ConfirmScreen(
+            "Quit fmn? Your unsaved changes will be lost.", yes="Quit"
+        )
+        self.push_screen(self._quit_question, answered)
 
     def action_help(self) -> None:
         """Show every key of the current screen, and the app-wide ones."""

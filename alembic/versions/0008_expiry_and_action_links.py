@@ -1,7 +1,7 @@
 """time-bound rules and pauses; action-link revocation; defaults applied
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-05 19:00:00.000000
 
 ``rules.expires_at``: an exclusion added for a while (the matcher drops the rule
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -71,7 +71,11 @@ def app_is(message: MessageFacts, context: RuleContext, app: str) -> bool:
 
 @rule(
     "Topic matches",
-    Parameter("pattern", "a glob on the full topic, e.g. *.koji.build.state.change", kind="glob"),
+    Parameter(
+        "pattern",
+        "a glob on the full topic, e.g. *.buildsys.build.state.change (Koji builds)",
+        kind="glob",
+    ),
     hint=IndexHint("topic", _literal_topic, RANK_TOPIC),
 )
 def topic_matches(message: MessageFacts, context: RuleContext, pattern: str) -> bool:

@@ -46,12 +46,12 @@ class ContextsScreen(CoreScreen[Overview, None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f", "filters", "Filters", key_display="f/⏎"),
         Binding("space", "toggle_enabled", "On/off"),
-        Binding("d", "destination", "Destination"),
+        Binding("d", "destination", "Address"),
         Binding("g", "digest", "Digest"),
-        Binding("t", "templates", "Templates"),
+        Binding("t", "templates", "Templates", show=False),
         Binding("n", "notifications", "Recent"),
-        Binding("r", "reload", "Reload"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("r", "reload", "Reload", show=False),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     def __init__(self) -> None:

@@ -48,10 +48,11 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
     AUTO_FOCUS = "#destinations"
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "set", "Set address"),
-        Binding("c", "code", "Enter code"),
-        Binding("r", "resend", "Resend code"),
+        Binding("s", "set", "Set"),
+        Binding("c", "code", "Code"),
+        Binding("r", "resend", "Resend"),
         Binding("x,delete", "remove", "Remove", key_display="x"),
+        Binding("y", "copy_url", "Copy feed URL", show=False),
         Binding("escape", "back", "Back", key_display="Esc"),
     ]
 
@@ -73,11 +74,21 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
             if self.is_feed:
                 yield Static(
                     "fmn makes a secret token for this feed: press s to make one "
-                    "(x removes an old one).",
+                    "(x removes an old one). Give this URL to your feed reader "
+                    "(y copies it; keep it secret):",
                     id="feed-note",
                     markup=False,
                 )
+                # Read-only, but selectable: the URL carries the secret token.
+                yield Input("", id="feed-url", disabled=False, classes="url")
             else:
+                if self.context == "irc":
+                    yield Static(
+                        "The fmn bot sends the code to your nick by private message; type "
+                        "it below, or answer the bot: fmn confirm <code>.",
+                        id="irc-note",
+                        markup=False,
+                    )
                 yield Label("New address (a code is sent to it to confirm it's yours):")
                 yield Input(
                     placeholder=PLACEHOLDERS.get(self.context, ""),
@@ -119,6 +130,26 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
             for destination in view.destinations
         ]
         table.set_rows(rows, cursor=table.cursor_row)
+        if self.is_feed:
+            field = self.query_one("#feed-url", Input)
+            field.value = self.feed_url or "(none yet: press s)"
+
+    @property
+    def feed_url(self) -> str | None:
+        """The newest confirmed feed's URL (only its owner sees it)."""
+        if self.view is None or not self.account.is_own:
+            return None
+        urls = [d.url for d in self.view.destinations if d.confirmed and d.url]
+        return urls[-1] if urls else None
+
+    def action_copy_url(self) -> None:
+        """Copy the feed's URL to the clipboard (through the terminal)."""
+        url = self.feed_url
+        if url is None:
+            self.notify("There is no feed URL yet: press s to make one.", markup=False)
+            return
+        self.app.copy_to_clipboard(url)
+        self.notify("The feed URL is copied; keep it secret.", markup=False)
 
     def _address(self, destination: DestinationView) -> str:
         # The full address only ever reaches its owner; an admin sees it masked.

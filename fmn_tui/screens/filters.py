@@ -27,6 +27,14 @@ from .rules import RulesScreen
 __all__ = ["FiltersScreen"]
 
 
+def _how(item: FilterView) -> str:
+    """How a filter's matches travel, in a few letters: empty for instant and every time."""
+    flags = ["digest"] if item.delivery == "digest" else []
+    flags += ["!"] if item.urgent else []
+    flags += ["once"] if item.oneshot else []
+    return " ".join(flags)
+
+
 class FiltersScreen(CoreScreen[ContextView, None]):
     """The filters of one context, in order; any active one that matches notifies."""
 
@@ -35,17 +43,20 @@ class FiltersScreen(CoreScreen[ContextView, None]):
     AUTO_FOCUS = "#filters"
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        # The footer shows what fits in 80 columns; F1 lists every key.
         Binding("a", "add", "Add"),
         Binding("e", "edit", "Rules", key_display="e/⏎"),
         Binding("space", "toggle_active", "On/off"),
-        Binding("p", "preview", "Preview"),
-        Binding("r", "rename", "Rename"),
-        Binding("K", "move(-1)", "Move up"),
-        Binding("J", "move(1)", "Move down"),
-        Binding("o", "toggle_oneshot", "One-shot"),
-        Binding("x,delete", "delete", "Delete", key_display="x"),
-        Binding("t", "templates", "Templates"),
+        Binding("m", "toggle_delivery", "Mode"),
+        Binding("x,delete", "delete", "Delete", key_display="x", show=False),
         Binding("escape", "back", "Back", key_display="Esc"),
+        Binding("u", "toggle_urgent", "Urgent (through quiet hours)", show=False),
+        Binding("p", "preview", "Preview", show=False),
+        Binding("r", "rename", "Rename", show=False),
+        Binding("K", "move(-1)", "Move up", show=False),
+        Binding("J", "move(1)", "Move down", show=False),
+        Binding("o", "toggle_oneshot", "One-shot", show=False),
+        Binding("t", "templates", "Templates", show=False),
     ]
 
     def __init__(self, context: str) -> None:
@@ -56,9 +67,11 @@ class FiltersScreen(CoreScreen[ContextView, None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="summary")
-        yield ViewTable("#", "On", "Name", "Once", "Rules (all must match)", id="filters")
+        yield ViewTable("#", "On", "Name", "How", "Rules (all must match)", id="filters")
         yield Static(
-            "A message notifies you here when any active filter matches it.",
+            "A message notifies you here when any active filter matches it. How: at once "
+            "unless digest (g on the contexts screen sets when); ! urgent (through quiet "
+            "hours); once (then off). F1: every key.",
             id="hint",
             markup=False,
         )
@@ -93,7 +106,7 @@ class FiltersScreen(CoreScreen[ContextView, None]):
                 str(item.position),
                 "✓ on" if item.active else "✗ off",
                 plain(shorten(item.name, 30)),
-                "once" if item.oneshot else "",
+                _how(item),
                 plain(shorten(rules, width)),
             ]
             rows.append((str(item.id), cells))
@@ -172,6 +185,30 @@ class FiltersScreen(CoreScreen[ContextView, None]):
         self._do(
             PreferenceCall.of(preferences.set_filter_oneshot, context, name, oneshot),
             f"{name} will notify {'once, then switch off' if oneshot else 'every time'}.",
+        )
+
+    def action_toggle_delivery(self) -> None:
+        """Send the highlighted filter's matches at once, or in the context's digest."""
+        item = self.selected
+        if item is None:
+            return
+        context, name = self.context, item.name
+        mode = "instant" if item.delivery == "digest" else "digest"
+        words = "at once" if mode == "instant" else "in this context's digest (g sets when)"
+        self._do(
+            PreferenceCall.of(preferences.set_filter_delivery, context, name, mode),
+            f"{name}: its matches travel {words}.",
+        )
+
+    def action_toggle_urgent(self) -> None:
+        """Let the highlighted filter's matches through quiet hours (or not)."""
+        item = self.selected
+        if item is None:
+            return
+        context, name, urgent = self.context, item.name, not item.urgent
+        self._do(
+            PreferenceCall.of(preferences.set_filter_urgent, context, name, urgent),
+            f"{name}: {'urgent, passes quiet hours' if urgent else 'waits out quiet hours'}.",
         )
 
     def action_rename(self) -> None:

@@ -37,12 +37,13 @@ class HelpScreen(ModalScreen[None]):
 
     @classmethod
     def for_screen(cls, app: App[Any], screen: Screen[Any]) -> HelpScreen:
-        """The help for ``screen``: its bindings (shown ones) and the app's."""
+        """The help for ``screen``: every binding it has (those the footer leaves out at
+        80 columns too) and the app's."""
         keys: list[tuple[str, str]] = []
         seen: set[str] = set()
         for active in screen.active_bindings.values():
             binding = active.binding
-            if not binding.show or not binding.description or binding.description in seen:
+            if binding.system or not binding.description or binding.description in seen:
                 continue
             seen.add(binding.description)
             keys.append((app.get_key_display(binding), binding.description))

@@ -1,10 +1,16 @@
-"""Recent notifications, each with the filter that sent it."""
+"""Recent notifications, each with the filter that sent it, and why one waits.
+
+A notification that has not been sent says why and until when, in the words
+``fmn pending`` uses on IRC (``fmn_core.wording.waiting_reason``): the
+highlighted row's reason is shown in full under the table.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
@@ -54,11 +60,13 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
         super().__init__()
         self.context = context
         self.items: list[NotificationView] = []
+        self.reasons: dict[str, NotificationView] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="heading")
         yield ViewTable("When (UTC)", "Context", "Filter", "State", "Summary", id="notifications")
+        yield Static("", id="why", markup=False)
         yield Footer()
 
     def fetch(self) -> list[NotificationView]:
@@ -69,6 +77,7 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
 
     def show(self, view: list[NotificationView]) -> None:
         self.items = view
+        self.reasons = {str(item.id): item for item in view}
         where = f" in {self.context}" if self.context else ""
         heading = Text()
         heading.append(f"Your latest notifications{where}", style="bold")
@@ -89,6 +98,18 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
             for item in view
         ]
         self.query_one("#notifications", ViewTable).set_rows(rows)
+        self._explain(rows[0][0] if rows else None)
+
+    @on(ViewTable.RowHighlighted, "#notifications")
+    def _highlighted(self, event: ViewTable.RowHighlighted) -> None:
+        self._explain(event.row_key.value)
+
+    def _explain(self, key: str | None) -> None:
+        item = self.reasons.get(key or "")
+        text = ""
+        if item is not None:
+            text = f"{STATES.get(item.state, item.state)}: {item.reason}"
+        self.query_one("#why", Static).update(text)
 
     @property
     def selected(self) -> NotificationView | None:

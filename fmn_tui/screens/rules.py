@@ -43,9 +43,9 @@ class RulesScreen(CoreScreen[FilterView, None]):
         Binding("a", "add", "Add rule"),
         Binding("n", "negate", "Negate"),
         Binding("x,delete", "remove", "Remove", key_display="x"),
-        Binding("p", "preview", "Preview"),
+        Binding("p", "preview", "Preview", show=False),
         Binding("ctrl+s", "save", "Save"),
-        Binding("ctrl+z", "undo", "Undo"),
+        Binding("ctrl+z", "undo", "Undo", show=False),
         Binding("escape", "back", "Back", key_display="Esc"),
     ]
 

@@ -99,7 +99,7 @@ class DeliveryCases(_Cases):
         texts = [m.args[1] for m in sent]
         assert len(texts) == 3  # burst = 3: two notifications and the summary
         assert "pkg0's builds" in texts[0] and "pkg1's builds" in texts[1]
-        assert texts[2] == "6 more notifications: Koschei (6)"
+        assert texts[2] == "6 more notifications: Koschei (6); 'fmn recent' lists them"
         assert report.sent == 8 and report.lines == 3
         assert {r.state for r in self.outbox_rows(ids)} == {SENT}
 

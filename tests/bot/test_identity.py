@@ -82,7 +82,7 @@ class TestIrcIdentity(DirectoryCase):
         self.assertRegexp("fmn add-filter irc mine", r"Added filter")
         # The same person under their other IRC account: the same Fedora account.
         self.as_user("wl", "wonderland")
-        self.assertRegexp("fmn filters irc", r"'mine'")
+        self.assertRegexp("fmn filters irc", r"1\. mine \(no rules\)")
         self.assertNotRegexp("fmn filters irc", r"theirs")
         with self.database.begin() as session:
             own = preferences.list_filters(session, preferences.Actor("alice"), "irc")
@@ -184,8 +184,9 @@ class TestDeliveryHolder(DirectoryCase):
         assert sent == [] and report.postponed == 1
         assert self.plugin.fedora_name("alice") == ""
         self.irc.feedMsg(
-            ircmsgs.IrcMsg(prefix="alice_!x@users.example.org", command="ACCOUNT",
-                           args=("Alice_W",))
+            ircmsgs.IrcMsg(
+                prefix="alice_!x@users.example.org", command="ACCOUNT", args=("Alice_W",)
+            )
         )
         report, sent = self.deliver_round(online=["alice_"], now=utcnow() + dt.timedelta(minutes=2))
         assert len(sent) == 1

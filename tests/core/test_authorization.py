@@ -53,6 +53,19 @@ OPERATIONS: dict[str, Operation] = {
         s, a, "email", False, user=u
     ),
     "set_digest": lambda s, a, u, ids: prefs.set_digest(s, a, "email", 30, 5, user=u),
+    "set_daily_digest": lambda s, a, u, ids: prefs.set_daily_digest(
+        s, a, "email", "08:00", "Europe/Prague", user=u
+    ),
+    "set_quiet_hours": lambda s, a, u, ids: prefs.set_quiet_hours(
+        s, a, "email", "22:00", "07:00", "UTC", user=u
+    ),
+    "set_filter_delivery": lambda s, a, u, ids: prefs.set_filter_delivery(
+        s, a, "email", "bob filter", "digest", user=u
+    ),
+    "set_filter_urgent": lambda s, a, u, ids: prefs.set_filter_urgent(
+        s, a, "email", "bob filter", True, user=u
+    ),
+    "pending_notifications": lambda s, a, u, ids: prefs.pending_notifications(s, a, user=u),
     "list_filters": lambda s, a, u, ids: prefs.list_filters(s, a, "email", user=u),
     "get_filter": lambda s, a, u, ids: prefs.get_filter(s, a, "email", "bob filter", user=u),
     "add_filter": lambda s, a, u, ids: prefs.add_filter(s, a, "email", "new", user=u),
@@ -105,6 +118,7 @@ READS = {
     "get_filter",
     "preview",
     "recent_notifications",
+    "pending_notifications",
     "profile_addresses",
     "explain",
     "plan_action",
@@ -175,8 +189,20 @@ def snapshot(db: Database) -> dict[str, Any]:
                 Preference.enabled,
                 Preference.digest_minutes,
                 Preference.digest_count,
+                Preference.digest_at,
+                Preference.digest_timezone,
+                Preference.quiet_from,
+                Preference.quiet_to,
+                Preference.quiet_timezone,
             ),
-            "filters": rows(Filter.name, Filter.active, Filter.oneshot, Filter.position),
+            "filters": rows(
+                Filter.name,
+                Filter.active,
+                Filter.oneshot,
+                Filter.position,
+                Filter.delivery,
+                Filter.urgent,
+            ),
             "rules": rows(Rule.name, Rule.negated, Rule.position),
             "destinations": rows(Destination.id, Destination.address, Destination.confirmed),
             "confirmations": rows(Confirmation.secret_hash, Confirmation.outgoing_code),

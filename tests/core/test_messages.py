@@ -73,9 +73,11 @@ def test_facts_of_survives_schema_properties_that_raise(corpus: list[str]) -> No
 def test_load_message_finds_koji_build_class_from_topic(corpus: list[str]) -> None:
     data = _first(
         corpus,
-        lambda d: d["topic"].endswith(".buildsys.build.state.change")
-        and "task" in d["body"]
-        and not d["headers"],
+        lambda d: (
+            d["topic"].endswith(".buildsys.build.state.change")
+            and "task" in d["body"]
+            and not d["headers"]
+        ),
     )
     message = load_message(data)
     assert type(message).__name__ == "BuildStateChangeV1"
@@ -169,8 +171,10 @@ def test_facts_of_takes_app_name_from_topic_without_schema(topic: str, app: str)
 def test_facts_of_adds_the_distgit_package_of_a_pull_request(corpus: list[str]) -> None:
     data = _first(
         corpus,
-        lambda d: d["topic"] == "org.fedoraproject.prod.pagure.pull-request.new"
-        and (d["body"].get("pullrequest") or {}).get("project", {}).get("namespace") == "rpms",
+        lambda d: (
+            d["topic"] == "org.fedoraproject.prod.pagure.pull-request.new"
+            and (d["body"].get("pullrequest") or {}).get("project", {}).get("namespace") == "rpms"
+        ),
     )
     name = data["body"]["pullrequest"]["project"]["name"]
     facts = facts_of(load_message(data))
@@ -187,14 +191,26 @@ def test_facts_of_ignores_pagure_io_projects(corpus: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("namespace", "fact"),
-    [("rpms", "packages"), ("container", "containers"), ("modules", "modules"),
-     ("flatpaks", "flatpaks"), ("tests", None), ("fedora-infra", None)],
+    [
+        ("rpms", "packages"),
+        ("container", "containers"),
+        ("modules", "modules"),
+        ("flatpaks", "flatpaks"),
+        ("tests", None),
+        ("fedora-infra", None),
+    ],
 )
 def test_facts_of_files_distgit_repositories_by_namespace(namespace: str, fact: str | None) -> None:
-    body = {"agent": "pagure", "branch": "rawhide", "end_commit": "abc", "total_commits": 1,
-            "repo": {"name": "thing", "namespace": namespace}}
-    facts = facts_of(load_message({"topic": "org.fedoraproject.prod.pagure.git.receive",
-                                   "body": body}))
+    body = {
+        "agent": "pagure",
+        "branch": "rawhide",
+        "end_commit": "abc",
+        "total_commits": 1,
+        "repo": {"name": "thing", "namespace": namespace},
+    }
+    facts = facts_of(
+        load_message({"topic": "org.fedoraproject.prod.pagure.git.receive", "body": body})
+    )
     for name in ("packages", "containers", "modules", "flatpaks"):
         expected = frozenset(("thing",)) if name == fact else frozenset()
         assert getattr(facts, name) == expected, name
@@ -211,6 +227,22 @@ def test_facts_of_files_distgit_repositories_by_namespace(namespace: str, fact: 
     ],
 )
 def test_facts_of_copes_with_odd_distgit_bodies(body: dict[str, Any]) -> None:
-    facts = facts_of(load_message({"topic": "org.fedoraproject.prod.pagure.git.receive",
-                                   "body": body}))
+    facts = facts_of(
+        load_message({"topic": "org.fedoraproject.prod.pagure.git.receive", "body": body})
+    )
     assert facts.packages == frozenset()
+
+
+def test_a_summary_built_from_missing_fields_is_dropped() -> None:
+    # Koji's tag schema formats "None-None-None was tagged into None by None" for a
+    # message without those fields: the topic says more than that.
+    message = load_message(
+        {
+            "id": "tag-without-fields",
+            "topic": "org.fedoraproject.prod.buildsys.tag",
+            "body": {"instance": "primary"},
+            "headers": {"fedora_messaging_schema": "koji_fedoramessaging.tag.TagV1"},
+        }
+    )
+    assert "None" in message.summary
+    assert facts_of(message).summary == ""

@@ -160,3 +160,15 @@ def test_render_confirmation_carries_the_code() -> None:
     rendered = render_confirmation("email", "ABCD2345")
     assert "fmn confirm ABCD2345" in rendered.text
     assert "ABCD2345" in rendered.short
+
+
+def test_render_confirmation_fits_the_front_end_that_set_the_address() -> None:
+    tui = render_confirmation("email", "ABCD2345", origin="tui").text
+    assert "press c" in tui and "ABCD2345" in tui
+    assert "fmn confirm" not in tui  # the TUI has no such command
+    irc = render_confirmation("email", "ABCD2345", origin="irc", bot_nick="fmnbot").text
+    assert "send fmnbot a private message:  fmn confirm ABCD2345" in irc
+    assert "TUI" not in irc
+    either = render_confirmation("email", "ABCD2345").text
+    assert "press c" in either and "fmn confirm ABCD2345" in either
+    assert "fmn confirm ABCD2345\nin the fmn TUI" not in either

@@ -86,3 +86,28 @@ def test_explanation_lines_word_every_outcome() -> None:
         "  filter 'off': not checked, it is switched off.",
         "Not set up (nothing is sent there): rss.",
     ]
+
+
+def test_the_topic_matches_example_is_a_real_koji_topic() -> None:
+    # Koji's topics are *.buildsys.*; the old example matched no Koji message.
+    from fnmatch import fnmatchcase
+
+    from fmn_core.rules import default_catalog
+
+    help_text = default_catalog().get("topic_matches").parameters[0].help
+    example = help_text.split("e.g. ")[1].split()[0]
+    assert fnmatchcase("org.fedoraproject.prod.buildsys.build.state.change", example)
+
+
+def test_a_refused_name_is_told_what_a_name_may_start_with() -> None:
+    import pytest
+
+    from fmn_core.errors import InvalidArgument
+    from fmn_core.rules import default_catalog
+
+    spec = default_catalog().get("group_involved")
+    with pytest.raises(InvalidArgument) as caught:
+        spec.validate({"group": "@python-sig"})
+    assert "starts with a letter or a digit" in str(caught.value)
+    assert "not @python-sig" in str(caught.value)
+    assert spec.validate({"group": "python-sig"}) == {"group": "python-sig"}

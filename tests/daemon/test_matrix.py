@@ -158,11 +158,13 @@ def test_matrix_profile_id_needs_no_code_other_ids_confirm_with_one_sent_by_dm(
     assert invited_as_direct(other, room)
     other.join(room)
     (message,) = other.wait_for_texts(room, 1)
-    assert f"fmn confirm {unlisted.code}" in message
+    # Set through the preference service as the TUI does: the code, with the TUI's steps.
+    assert f"Your confirmation code: {unlisted.code}" in message
     # The profile's own ID got nothing: it needed no code.
     assert alice.invites() == {}
     with db.begin() as session:
-        result = preferences.confirm(session, actor, message.split("fmn confirm ")[1].split()[0])
+        code = message.split("Your confirmation code: ")[1].split()[0]
+        result = preferences.confirm(session, actor, code)
     confirmed = result.destination
     assert confirmed is not None and confirmed.confirmed and confirmed.address == other.user_id
     assert drain(delivery) == 0  # nothing else waits

@@ -258,6 +258,7 @@ supybot.protocols.irc.throttleTime: 0.05
 supybot.drivers.poll: 0.05
 supybot.reply.whenNotCommand: True
 supybot.reply.error.detailed: False
+supybot.abuse.flood.command.maximum: 40
 supybot.plugins.Fmn: True
 supybot.plugins.Fmn.configFile: {fmn_config}
 supybot.plugins.Fmn.staticAccounts: tester=alice

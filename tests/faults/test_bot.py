@@ -284,6 +284,19 @@ class TestBotAuthorization(FaultsBotCase, bot_conftest.FmnCase):
             "preview": ["fmn preview irc alice-secret", "fmn preview irc"],
             "mute": ["fmn mute 1h"],
             "unmute": ["fmn unmute"],
+            "resend-code": ["fmn resend-code email"],
+            "remove-address": [
+                "fmn remove-address email",
+                f"fmn remove-address email alice.private@{secret_domain}",
+            ],
+            "daily": ["fmn daily irc 08:00 Europe/Prague", "fmn daily irc off"],
+            "quiet": ["fmn quiet irc 22:00-07:00", "fmn quiet irc off"],
+            "delivery": [
+                "fmn delivery irc instant alice-secret",
+                "fmn delivery irc urgent alice-secret",
+            ],
+            "pending": ["fmn pending", "fmn pending irc"],
+            "recent": ["fmn recent", "fmn recent irc"],
         }
         assert set(lines) == set(COMMANDS), set(COMMANDS) ^ set(lines)
         replies = []

@@ -14,6 +14,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
+from fmn_core import preferences
 from fmn_core.rules import Catalog, default_catalog
 
 from .conftest import settle
@@ -103,3 +104,18 @@ def test_snapshot_contexts_monochrome(profile, make_app, snap_compare, monkeypat
     app = make_app()
     assert app.no_color
     assert snap_compare(app, terminal_size=SMALL, run_before=keys())
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "120x40"])
+def test_snapshot_digest_and_quiet_hours(profile, make_app, snap_compare, size):
+    profile(preferences.set_digest, "email", 60, 10, at="18:00", timezone="Europe/Prague")
+    profile(preferences.set_quiet_hours, "email", "22:00", "07:00", "Europe/Prague")
+    profile(preferences.set_filter_delivery, "email", "bodhi", "digest")
+    profile(preferences.set_filter_urgent, "email", "koji tags", True)
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys("g"))
+
+
+def test_snapshot_filters_with_delivery_modes(profile, make_app, snap_compare):
+    profile(preferences.set_filter_delivery, "email", "bodhi", "digest")
+    profile(preferences.set_filter_urgent, "email", "koji tags", True)
+    assert snap_compare(make_app(), terminal_size=SMALL, run_before=keys("f"))

@@ -494,7 +494,7 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         screen.send("\x1b")
         screen.wait_for("Recent")
         screen.send("d")
-        screen.wait_for("Set address")
+        screen.wait_for("New address")
         screen.send("s")
         screen.send("bob@example.org", "\r")
         screen.wait_for("on its way")

@@ -1,0 +1,117 @@
+"""The preferences file carries delivery modes, daily digests and quiet hours (issue 13)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fmn_core import preferences as prefs
+from fmn_core.config import Config
+from fmn_core.db import Database, make_engine
+from fmn_core.errors import ImportRejected
+from fmn_core.models import Base
+from fmn_core.portability import export_preferences, import_preferences
+from fmn_core.preferences import Actor
+
+ALICE = Actor("alice")
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Database]:
+    """A second, empty database to import into."""
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    try:
+        yield Database(Config(database_url=url), engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_new_keys_round_trip(db: Database, fresh: Database) -> None:
+    with db.begin() as session:
+        prefs.add_filter(session, ALICE, "email", "failed builds")
+        prefs.add_rule(session, ALICE, "email", "failed builds", "app_is", {"app": "koji"})
+        prefs.set_filter_urgent(session, ALICE, "email", "failed builds", True)
+        prefs.add_filter(session, ALICE, "email", "group packages")
+        prefs.add_rule(session, ALICE, "email", "group packages", "app_is", {"app": "bodhi"})
+        prefs.set_filter_delivery(session, ALICE, "email", "group packages", "digest")
+        prefs.set_digest(session, ALICE, "email", 0, 0, at="18:00", timezone="Europe/Prague")
+        prefs.set_quiet_hours(session, ALICE, "email", "22:00", "07:00", "America/New_York")
+    with db.begin() as session:
+        exported = export_preferences(session)
+    email = exported["users"][0]["contexts"]["email"]
+    assert email["digest"] == {"minutes": 0, "count": 0, "at": "18:00", "timezone": "Europe/Prague"}
+    assert email["quiet_hours"] == {"from": "22:00", "to": "07:00", "timezone": "America/New_York"}
+    failed, group = email["filters"]
+    assert (failed.get("delivery"), failed.get("urgent")) == (None, True)
+    assert (group.get("delivery"), group.get("urgent")) == ("digest", None)
+    with fresh.begin() as session:
+        import_preferences(session, copy.deepcopy(exported))
+    with fresh.begin() as session:
+        assert export_preferences(session) == exported
+        view = prefs.get_context(session, ALICE, "email")
+    assert (view.digest_at, view.digest_timezone) == ("18:00", "Europe/Prague")
+    assert [(f.delivery, f.urgent) for f in view.filters] == [("instant", True), ("digest", False)]
+
+
+def test_explicit_defaults_and_null_quiet_hours_import(fresh: Database) -> None:
+    document: dict[str, Any] = {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "digest": {"minutes": 5, "count": 0, "at": None, "timezone": "UTC"},
+                        "quiet_hours": None,
+                        "filters": [
+                            {"name": "f", "delivery": "instant", "urgent": False, "rules": []}
+                        ],
+                    }
+                },
+            }
+        ]
+    }
+    with fresh.begin() as session:
+        import_preferences(session, document)
+    with fresh.begin() as session:
+        view = prefs.get_context(session, ALICE, "email")
+    assert (view.digest_minutes, view.digest_at, view.quiet_from) == (5, None, None)
+
+
+def test_bad_delivery_values_are_refused_naming_their_path(fresh: Database) -> None:
+    document: dict[str, Any] = {
+        "users": [
+            {
+                "name": "alice",
+                "contexts": {
+                    "email": {
+                        "digest": {"minutes": 0, "count": 0, "at": "8pm", "timezone": "Mars/Base"},
+                        "quiet_hours": {
+                            "from": "22:00",
+                            "to": "22:00",
+                            "timezone": "UTC",
+                            "why": 1,
+                        },
+                        "filters": [
+                            {"name": "f", "delivery": "hourly", "urgent": "yes", "rules": []}
+                        ],
+                    }
+                },
+            }
+        ]
+    }
+    with pytest.raises(ImportRejected) as caught, fresh.begin() as session:
+        import_preferences(session, document)
+    problems = dict(caught.value.problems)
+    base = "users[0].contexts.email"
+    assert "HH:MM" in problems[f"{base}.digest.at"]
+    assert "IANA" in problems[f"{base}.digest.timezone"]
+    assert "unknown key" in problems[f"{base}.quiet_hours.why"]
+    assert "differ" in problems[f"{base}.quiet_hours.to"]
+    assert "instant" in problems[f"{base}.filters[0].delivery"]
+    assert "true or false" in problems[f"{base}.filters[0].urgent"]
