@@ -92,26 +92,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=100_000, help="messages queued")
     parser.add_argument("--users", type=int, default=10_000, help="population size")
     parser.add_argument("--quick", action="store_true", help="10,000 messages (for nox -s bench)")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds the drain may take at most before the run is abandoned")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds the drain may take at most before the run is abandoned",
+    )
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
     n = 10_000 if args.quick else args.messages
 
     print_machine()
     print_services()
-    print(f"\nBacklog: {n:,} messages queued before the daemon starts, {args.users:,} users, "
-          "PostgreSQL and RabbitMQ on loopback\n")
+    print(
+        f"\nBacklog: {n:,} messages queued before the daemon starts, {args.users:,} users, "
+        "PostgreSQL and RabbitMQ on loopback\n"
+    )
     templates, unreadable = corpus_templates()
     population = build_population(args.users, corpus_names(t.facts for t in templates))
     expected = expected_recipients(templates, population)
     items = draw(templates, n, args.seed)
-    print(f"  corpus: {len(templates)} messages usable ({unreadable} unreadable); population: "
-          f"{len(population.users):,} users, {population.filters:,} filters")
+    print(
+        f"  corpus: {len(templates)} messages usable ({unreadable} unreadable); population: "
+        f"{len(population.users):,} users, {population.filters:,} filters"
+    )
 
     ok = True
-    with (tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp, BenchDatabase() as db,
-          BenchBroker() as broker):
+    with (
+        tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp,
+        BenchDatabase() as db,
+        BenchBroker() as broker,
+    ):
         workdir = Path(tmp)
         engine = db.engine()
         started = time.perf_counter()
@@ -120,16 +131,30 @@ def main(argv: list[str] | None = None) -> int:
         fmn_config = write_fmn_config(workdir / "fmn.toml", db.url, "[http]\nenabled = false\n")
         fm_config = broker.write_config(workdir / "fedora-messaging.toml")
         published, publish_seconds = broker.publish_all(templates, items)
-        print(f"  queued {published:,} messages on {broker.queue} in {publish_seconds:.1f}s",
-              flush=True)
+        print(
+            f"  queued {published:,} messages on {broker.queue} in {publish_seconds:.1f}s",
+            flush=True,
+        )
 
         env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
-        command = [sys.executable, "-m", "fmn_daemon.cli", "--config", str(fmn_config), "run",
-                   "--fedora-messaging-config", str(fm_config), "--no-deliver", "--no-http",
-                   "--startup-timeout", "120"]
+        command = [
+            sys.executable,
+            "-m",
+            "fmn_daemon.cli",
+            "--config",
+            str(fmn_config),
+            "run",
+            "--fedora-messaging-config",
+            str(fm_config),
+            "--no-deliver",
+            "--no-http",
+            "--startup-timeout",
+            "120",
+        ]
         spawned = time.monotonic()
-        daemon = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True,
-                                  stdin=subprocess.DEVNULL)
+        daemon = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
         log = DaemonLog(daemon.stderr, workdir / "daemon.log", ("matcher loaded", "daemon ready"))
         drained = None
         ready_cpu = None
@@ -157,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                 code = daemon.wait(10)
             log.join(5)
         if drained is None:
-            print(f"\n  the daemon did not drain the queue within {args.timeout:.0f}s "
-                  f"(exit status {daemon.returncode}); its last log lines:")
+            print(
+                f"\n  the daemon did not drain the queue within {args.timeout:.0f}s "
+                f"(exit status {daemon.returncode}); its last log lines:"
+            )
             for line in log.tail[-15:]:
                 print(f"    {line}")
             checks = check_ingest(engine, broker, items, expected)
@@ -173,20 +200,28 @@ def main(argv: list[str] | None = None) -> int:
     ready_at = log.seen.get("daemon ready", spawned)
     consuming = drained - ready_at
     print("\nResults")
-    print(f"  baseline: the broker took the {published:,} messages in {publish_seconds:.1f}s "
-          f"({published / publish_seconds:,.0f} messages/s, pika, no confirms)")
+    print(
+        f"  baseline: the broker took the {published:,} messages in {publish_seconds:.1f}s "
+        f"({published / publish_seconds:,.0f} messages/s, pika, no confirms)"
+    )
     matcher_at = log.seen.get("matcher loaded")
     if matcher_at is not None:
-        print(f"  start-up: matcher loaded after {matcher_at - spawned:.1f}s, "
-              f"daemon ready after {ready_at - spawned:.1f}s")
-    print(f"  drained {n:,} messages {total:.1f}s after the daemon started "
-          f"({consuming:.1f}s of consuming: {n / consuming:,.0f} messages/s)")
+        print(
+            f"  start-up: matcher loaded after {matcher_at - spawned:.1f}s, "
+            f"daemon ready after {ready_at - spawned:.1f}s"
+        )
+    print(
+        f"  drained {n:,} messages {total:.1f}s after the daemon started "
+        f"({consuming:.1f}s of consuming: {n / consuming:,.0f} messages/s)"
+    )
     if ready_cpu is not None and daemon_cpu is not None:
         used = daemon_cpu - ready_cpu
-        print(f"  daemon CPU while consuming: {used:.1f}s ({n / used:,.0f} messages per "
-              f"CPU-second); its PostgreSQL backends: {postgres_cpu:.1f}s "
-              f"({postgres_cpu / n * 1e6:.0f} us per message); load average now "
-              f"{os.getloadavg()[0]:.1f}")
+        print(
+            f"  daemon CPU while consuming: {used:.1f}s ({n / used:,.0f} messages per "
+            f"CPU-second); its PostgreSQL backends: {postgres_cpu:.1f}s "
+            f"({postgres_cpu / n * 1e6:.0f} us per message); load average now "
+            f"{os.getloadavg()[0]:.1f}"
+        )
     print(f"  daemon exit status after SIGTERM: {code}")
     for check in checks:
         print(f"  check {check}")

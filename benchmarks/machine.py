@@ -50,7 +50,7 @@ def describe_machine() -> dict[str, str]:
         "cores": f"{os.cpu_count()} logical, {_usable_cores()} usable by this process",
         "RAM": f"{ram / 2**30:.1f} GiB" if ram else "unknown",
         "Python": f"{platform.python_implementation()} {platform.python_version()} "
-                  f"({sys.executable})",
+        f"({sys.executable})",
         "OS": platform.platform(),
     }
 

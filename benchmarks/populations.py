@@ -55,13 +55,69 @@ TEMPLATE_SHARES: dict[str, float] = {
 #: Users per group: groups are added as the community grows.
 USERS_PER_GROUP = 100
 
-_PREFIXES = ("", "", "", "", "python-", "python-", "golang-github-", "rust-", "perl-", "ghc-",
-             "nodejs-", "R-", "php-", "rubygem-", "mingw-", "ocaml-", "texlive-", "lib")
-_SYLLABLES = ("ka", "lo", "mir", "ten", "zu", "gra", "fin", "pol", "ve", "sta", "qui", "dor",
-              "ne", "bri", "tas", "mo", "ru", "lex", "yan", "cor", "pi", "tho", "gen", "sa")
+_PREFIXES = (
+    "",
+    "",
+    "",
+    "",
+    "python-",
+    "python-",
+    "golang-github-",
+    "rust-",
+    "perl-",
+    "ghc-",
+    "nodejs-",
+    "R-",
+    "php-",
+    "rubygem-",
+    "mingw-",
+    "ocaml-",
+    "texlive-",
+    "lib",
+)
+_SYLLABLES = (
+    "ka",
+    "lo",
+    "mir",
+    "ten",
+    "zu",
+    "gra",
+    "fin",
+    "pol",
+    "ve",
+    "sta",
+    "qui",
+    "dor",
+    "ne",
+    "bri",
+    "tas",
+    "mo",
+    "ru",
+    "lex",
+    "yan",
+    "cor",
+    "pi",
+    "tho",
+    "gen",
+    "sa",
+)
 _BODHI_COMMENT = "org.fedoraproject.prod.bodhi.update.comment"
-_SIGS = ("python-sig", "golang-sig", "rust-sig", "perl-sig", "kde-sig", "gnome-sig", "neuro-sig",
-         "astro-sig", "haskell-sig", "ruby-sig", "java-maint", "r-maint", "infra-sig", "qa")
+_SIGS = (
+    "python-sig",
+    "golang-sig",
+    "rust-sig",
+    "perl-sig",
+    "kde-sig",
+    "gnome-sig",
+    "neuro-sig",
+    "astro-sig",
+    "haskell-sig",
+    "ruby-sig",
+    "java-maint",
+    "r-maint",
+    "infra-sig",
+    "qa",
+)
 
 
 class MapOwnership:
@@ -128,8 +184,11 @@ def corpus_names(facts: Iterable[MessageFacts]) -> CorpusNames:
         usernames=tuple(sorted(u for u in users if valid("user_involved", "username", u))),
         packages=tuple(sorted(p for p in packages if valid("package_involved", "package", p))),
         groups=tuple(sorted(g for g in groups if valid("group_involved", "group", g))),
-        topics_by_app={app: tuple(sorted(t)) for app, t in sorted(topics.items())
-                       if valid("app_is", "app", app)},
+        topics_by_app={
+            app: tuple(sorted(t))
+            for app, t in sorted(topics.items())
+            if valid("app_is", "app", app)
+        },
     )
 
 
@@ -172,8 +231,7 @@ def _rule(name: str, negated: bool = False, **arguments: str) -> RuleSnapshot:
 
 
 class _Builder:
-    def __init__(self, n_users: int, names: CorpusNames, seed: int,
-                 app_watchers: float) -> None:
+    def __init__(self, n_users: int, names: CorpusNames, seed: int, app_watchers: float) -> None:
         self.rng = random.Random(seed)
         self.names = names
         self.next_filter_id = 1
@@ -189,8 +247,11 @@ class _Builder:
         watchers = int(app_watchers * n_users) if app_watchers < 1 else int(app_watchers)
         for i in rng.sample(range(n_users), min(n_users, watchers)):
             self.roles[i] = "app_watcher"
-        packagers = [u for u, r in zip(self.usernames, self.roles, strict=True)
-                     if r in ("packager", "group_member")] or self.usernames[:1]
+        packagers = [
+            u
+            for u, r in zip(self.usernames, self.roles, strict=True)
+            if r in ("packager", "group_member")
+        ] or self.usernames[:1]
         # Packages: the corpus's own plus Fedora-like names, about 2.5 per packager,
         # each with 1-4 maintainers; so a package keeps a few owners at any size.
         package_names = _Names()
@@ -222,8 +283,13 @@ class _Builder:
         contexts = [ContextSnapshot("email", tuple(filters))]
         if rng.random() < 0.3:
             # A second context with the most personal filters, sometimes switched off.
-            contexts.append(ContextSnapshot(rng.choice(("irc", "push", "android")),
-                                            tuple(filters[-2:]), enabled=rng.random() < 0.8))
+            contexts.append(
+                ContextSnapshot(
+                    rng.choice(("irc", "push", "android")),
+                    tuple(filters[-2:]),
+                    enabled=rng.random() < 0.8,
+                )
+            )
         return UserSnapshot(user_id, name, tuple(contexts))
 
     def _followed(self, count: int) -> list[str]:
@@ -233,24 +299,38 @@ class _Builder:
         rng = self.rng
         mine = sorted(self.ownership.packages_of(me))
         filters = [
-            self.filter("my builds", _rule("package_owned_by_me"),
-                        _rule("topic_matches", pattern="*.buildsys.build.state.change")),
+            self.filter(
+                "my builds",
+                _rule("package_owned_by_me"),
+                _rule("topic_matches", pattern="*.buildsys.build.state.change"),
+            ),
             self.filter("my updates", _rule("package_owned_by_me"), _rule("app_is", app="bodhi")),
-            self.filter("comments on my updates", _rule("pertains_to_me"),
-                        _rule("topic_matches", pattern=_BODHI_COMMENT),
-                        _rule("triggered_by_me", negated=True)),
-            self.filter("about me", _rule("pertains_to_me"),
-                        _rule("triggered_by_me", negated=True)),
+            self.filter(
+                "comments on my updates",
+                _rule("pertains_to_me"),
+                _rule("topic_matches", pattern=_BODHI_COMMENT),
+                _rule("triggered_by_me", negated=True),
+            ),
+            self.filter(
+                "about me", _rule("pertains_to_me"), _rule("triggered_by_me", negated=True)
+            ),
         ]
         for package in rng.sample(mine, min(len(mine), rng.randint(0, 2))):
-            filters.append(self.filter(f"{package} upstream", _rule("package_involved",
-                                                                    package=package),
-                                       _rule("app_is", app="anitya")))
+            filters.append(
+                self.filter(
+                    f"{package} upstream",
+                    _rule("package_involved", package=package),
+                    _rule("app_is", app="anitya"),
+                )
+            )
         return filters
 
     def _follower(self, me: str) -> list[FilterSnapshot]:
-        filters = [self.filter(f"follow {u}", _rule("user_involved", username=u))
-                   for u in self._followed(self.rng.randint(1, 5)) if u != me]
+        filters = [
+            self.filter(f"follow {u}", _rule("user_involved", username=u))
+            for u in self._followed(self.rng.randint(1, 5))
+            if u != me
+        ]
         filters.append(self.filter("about me", _rule("pertains_to_me")))
         return filters
 
@@ -259,20 +339,27 @@ class _Builder:
         filters = []
         for app in rng.sample(sorted(self.names.topics_by_app), rng.randint(1, 2)):
             topic = rng.choice(self.names.topics_by_app[app])
-            filters.append(self.filter(f"{app} events", _rule("app_is", app=app),
-                                       _rule("topic_matches", pattern=topic)))
+            filters.append(
+                self.filter(
+                    f"{app} events", _rule("app_is", app=app), _rule("topic_matches", pattern=topic)
+                )
+            )
         filters.append(self.filter("about me", _rule("pertains_to_me")))
         return filters
 
     def _group_member(self, me: str) -> list[FilterSnapshot]:
         sig = self.rng.choice(self.sigs)
         return [
-            self.filter(f"{sig} updates", _rule("package_owned_by_group", group=sig),
-                        _rule("app_is", app="bodhi")),
+            self.filter(
+                f"{sig} updates",
+                _rule("package_owned_by_group", group=sig),
+                _rule("app_is", app="bodhi"),
+            ),
             self.filter(f"{sig} mentions", _rule("group_involved", group=sig)),
             self.filter("my packages", _rule("package_owned_by_me")),
-            self.filter("about me", _rule("pertains_to_me"),
-                        _rule("triggered_by_me", negated=True)),
+            self.filter(
+                "about me", _rule("pertains_to_me"), _rule("triggered_by_me", negated=True)
+            ),
         ]
 
     def _casual(self, me: str) -> list[FilterSnapshot]:
@@ -299,4 +386,3 @@ def build_population(
     for role in builder.roles:
         counts[role] += 1
     return Population(users, builder.ownership, dict(counts))
-

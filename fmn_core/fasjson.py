@@ -229,7 +229,8 @@ class FasjsonDirectory:
         number = 1
         while True:
             answer = self._get(
-                path, {**query, "page_size": PAGE_SIZE, "page_number": number},
+                path,
+                {**query, "page_size": PAGE_SIZE, "page_number": number},
                 missing_ok=missing_ok,
             )
             if answer is None:
@@ -243,8 +244,9 @@ class FasjsonDirectory:
             if not isinstance(total, int) or number >= total:
                 return
             if number >= MAX_PAGES:
-                log.warning("%s%s: more than %d pages; the rest is ignored", self.api_url, path,
-                            MAX_PAGES)
+                log.warning(
+                    "%s%s: more than %d pages; the rest is ignored", self.api_url, path, MAX_PAGES
+                )
                 return
             number += 1
 
@@ -254,8 +256,12 @@ class FasjsonDirectory:
         url = self.api_url + path
         try:
             with self._session().get(
-                url, params=dict(query or {}), timeout=self.timeout, stream=True,
-                headers={"Accept": "application/json"}, allow_redirects=False,
+                url,
+                params=dict(query or {}),
+                timeout=self.timeout,
+                stream=True,
+                headers={"Accept": "application/json"},
+                allow_redirects=False,
             ) as response:
                 if response.status_code == 404 and missing_ok:
                     return None
@@ -266,8 +272,9 @@ class FasjsonDirectory:
                         "fmn's Kerberos credentials (keytab) or accounts.fasjson_auth",
                     )
                 if response.status_code != 200:
-                    raise AccountDirectoryUnavailable(self.base_url,
-                                                      f"{path}: HTTP {response.status_code}")
+                    raise AccountDirectoryUnavailable(
+                        self.base_url, f"{path}: HTTP {response.status_code}"
+                    )
                 raw = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
         except requests.RequestException as exc:
             raise AccountDirectoryUnavailable(self.base_url, type(exc).__name__) from exc
@@ -352,7 +359,8 @@ def _profile(user: Mapping[str, Any]) -> Profile:
     return Profile(
         name=str(user["username"]),
         emails=tuple(
-            e.strip() for e in (emails if isinstance(emails, list) else [])
+            e.strip()
+            for e in (emails if isinstance(emails, list) else [])
             if isinstance(e, str) and "@" in e and len(e) <= 254
         ),
         irc=irc,

@@ -24,19 +24,55 @@ from typing import Any
 
 #: The fields FASJSON's user model marshals (fasjson/lib/ldap/models.py, UserModel).
 USER_FIELDS = (
-    "username", "surname", "givenname", "human_name", "emails", "ircnicks", "locale",
-    "timezone", "gpgkeyids", "sshpubkeys", "certificates", "creation", "is_private", "locked",
-    "github_username", "gitlab_username", "pronouns", "rhbzemail", "website", "rssurl",
-    "websites", "rssurls",
+    "username",
+    "surname",
+    "givenname",
+    "human_name",
+    "emails",
+    "ircnicks",
+    "locale",
+    "timezone",
+    "gpgkeyids",
+    "sshpubkeys",
+    "certificates",
+    "creation",
+    "is_private",
+    "locked",
+    "github_username",
+    "gitlab_username",
+    "pronouns",
+    "rhbzemail",
+    "website",
+    "rssurl",
+    "websites",
+    "rssurls",
 )
 PRIVATE_FIELDS = (
-    "human_name", "surname", "givenname", "ircnicks", "locale", "timezone", "gpgkeyids",
-    "github_username", "gitlab_username", "pronouns", "website", "rssurl", "websites", "rssurls",
+    "human_name",
+    "surname",
+    "givenname",
+    "ircnicks",
+    "locale",
+    "timezone",
+    "gpgkeyids",
+    "github_username",
+    "gitlab_username",
+    "pronouns",
+    "website",
+    "rssurl",
+    "websites",
+    "rssurls",
 )
 
 
-def fas_user(username: str, *, emails: list[str] | None = None, ircnicks: list[str] | None = None,
-             private: bool = False, locked: bool = False) -> dict[str, Any]:
+def fas_user(
+    username: str,
+    *,
+    emails: list[str] | None = None,
+    ircnicks: list[str] | None = None,
+    private: bool = False,
+    locked: bool = False,
+) -> dict[str, Any]:
     """A user record as FASJSON stores it (what an LDAP entry converts to)."""
     return {
         "username": username,
@@ -107,8 +143,10 @@ class FasjsonServer:
                 if parts[1] not in self.groups:
                     return 404, {"message": "Group not found", "groupname": parts[1]}
                 return self._paged(
-                    [{"username": u, "uri": f"{self.url}/v1/users/{u}/"}
-                     for u in sorted(self.groups[parts[1]])],
+                    [
+                        {"username": u, "uri": f"{self.url}/v1/users/{u}/"}
+                        for u in sorted(self.groups[parts[1]])
+                    ],
                     query,
                 )
             if parts == ["search", "users"]:
@@ -132,17 +170,24 @@ class FasjsonServer:
             term = query["ircnick"][0]
             if len(term) < 3:
                 return 400, {"message": "Search term must be at least 3 characters long."}
-            found = [u for u in self.users.values()
-                     if any(term.lower() in n.lower() for n in u.get("ircnicks") or [])]
+            found = [
+                u
+                for u in self.users.values()
+                if any(term.lower() in n.lower() for n in u.get("ircnicks") or [])
+            ]
         elif "ircnick__exact" in query:
             term = query["ircnick__exact"][0]
-            found = [u for u in self.users.values()
-                     if any(term.lower() == n.lower() for n in u.get("ircnicks") or [])]
+            found = [
+                u
+                for u in self.users.values()
+                if any(term.lower() == n.lower() for n in u.get("ircnicks") or [])
+            ]
         else:
             return 400, {"message": "At least one search term must be provided."}
         found = [u for u in found if not u.get("locked")]
-        return self._paged([self._marshal(u) for u in sorted(found, key=lambda u: u["username"])],
-                           query)
+        return self._paged(
+            [self._marshal(u) for u in sorted(found, key=lambda u: u["username"])], query
+        )
 
     def _paged(self, items: list[Any], query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         size_given = query.get("page_size")

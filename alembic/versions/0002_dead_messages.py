@@ -33,7 +33,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dead_messages")),
     )
     with op.batch_alter_table("dead_messages", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_dead_messages_message_id"), ["message_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_dead_messages_message_id"), ["message_id"], unique=False
+        )
 
 
 def downgrade() -> None:

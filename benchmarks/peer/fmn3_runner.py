@@ -102,7 +102,10 @@ def _start_fasjson(work: Path, usernames: list[str]) -> subprocess.Popen[str]:
     names.write_text(json.dumps(usernames), encoding="utf-8")
     server = subprocess.Popen(
         [sys.executable, "-I", str(Path(__file__).with_name("fake_fasjson.py")), str(names)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert server.stdout is not None
     port = int(server.stdout.readline())
     server.port = port  # type: ignore[attr-defined]
@@ -168,20 +171,37 @@ def _build_fmn3_db(url: str, population: dict[str, Any]) -> dict[str, int]:
     for user in population["users"]:
         users.append({"id": user["id"], "name": user["name"]})
     for rule_id, rule in enumerate(population["rules"], start=1):
-        rules.append({"id": rule_id, "name": rule["name"], "disabled": rule["disabled"],
-                      "user_id": rule["user_id"]})
+        rules.append(
+            {
+                "id": rule_id,
+                "name": rule["name"],
+                "disabled": rule["disabled"],
+                "user_id": rule["user_id"],
+            }
+        )
         name, params = rule["tracking"]
         trackings.append({"id": rule_id, "rule_id": rule_id, "name": name, "params": params})
         generations.append({"id": rule_id, "rule_id": rule_id})
         for filter_name, filter_params in rule["filters"]:
-            filters.append({"generation_rule_id": rule_id, "name": filter_name,
-                            "params": filter_params})
-        destinations.append({"generation_rule_id": rule_id, "protocol": rule["protocol"],
-                             "address": rule["address"]})
+            filters.append(
+                {"generation_rule_id": rule_id, "name": filter_name, "params": filter_params}
+            )
+        destinations.append(
+            {
+                "generation_rule_id": rule_id,
+                "protocol": rule["protocol"],
+                "address": rule["address"],
+            }
+        )
     with engine.begin() as connection:
-        for model, rows in ((User, users), (Rule, rules), (TrackingRule, trackings),
-                            (GenerationRule, generations), (Filter, filters),
-                            (Destination, destinations)):
+        for model, rows in (
+            (User, users),
+            (Rule, rules),
+            (TrackingRule, trackings),
+            (GenerationRule, generations),
+            (Filter, filters),
+            (Destination, destinations),
+        ):
             if rows:
                 connection.execute(sa.insert(model.__table__), rows)
     engine.dispose()
@@ -221,26 +241,53 @@ def _build_pagure_db(url: str, ownership: dict[str, list[str]]) -> dict[str, int
         # The first owner is the project's creator (Pagure's "owner" role);
         # the others have commit access. Group-only packages belong to a bot.
         creator = owners[0] if owners else "releng-bot"
-        projects.append({"id": project_id, "user_id": user_id[creator], "namespace": "rpms",
-                         "name": package, "is_fork": False})
-        project_users.extend({"project_id": project_id, "user_id": user_id[o], "access": "commit"}
-                             for o in owners[1:])
-        project_groups.extend({"project_id": project_id, "group_id": group_id[g],
-                               "access": "commit"} for g in sorted(group_owners.get(package, [])))
+        projects.append(
+            {
+                "id": project_id,
+                "user_id": user_id[creator],
+                "namespace": "rpms",
+                "name": package,
+                "is_fork": False,
+            }
+        )
+        project_users.extend(
+            {"project_id": project_id, "user_id": user_id[o], "access": "commit"}
+            for o in owners[1:]
+        )
+        project_groups.extend(
+            {"project_id": project_id, "group_id": group_id[g], "access": "commit"}
+            for g in sorted(group_owners.get(package, []))
+        )
     with engine.begin() as connection:
-        connection.execute(sa.insert(User.__table__), [{"id": i, "user": n}
-                                                       for n, i in user_id.items()])
+        connection.execute(
+            sa.insert(User.__table__), [{"id": i, "user": n} for n, i in user_id.items()]
+        )
         if groups:
-            connection.execute(sa.insert(PagureGroup.__table__), [
-                {"id": i, "group_name": g, "group_type": "user", "user_id": user_id["releng-bot"]}
-                for g, i in group_id.items()])
-        for model, rows in ((Project, projects), (ProjectUser, project_users),
-                            (ProjectGroup, project_groups)):
+            connection.execute(
+                sa.insert(PagureGroup.__table__),
+                [
+                    {
+                        "id": i,
+                        "group_name": g,
+                        "group_type": "user",
+                        "user_id": user_id["releng-bot"],
+                    }
+                    for g, i in group_id.items()
+                ],
+            )
+        for model, rows in (
+            (Project, projects),
+            (ProjectUser, project_users),
+            (ProjectGroup, project_groups),
+        ):
             if rows:
                 connection.execute(sa.insert(model.__table__), rows)
     engine.dispose()
-    return {"projects": len(projects), "user_access": len(project_users),
-            "group_access": len(project_groups)}
+    return {
+        "projects": len(projects),
+        "user_access": len(project_users),
+        "group_access": len(project_groups),
+    }
 
 
 # --- messages -----------------------------------------------------------------
@@ -260,17 +307,25 @@ def _load_messages(path: Path) -> tuple[list[Any], dict[str, int]]:
         if cls is None:
             unknown += 1
             cls = fm_message.Message
-        properties = pika.BasicProperties(headers=headers, content_encoding="utf-8",
-                                          message_id=data["id"])
+        properties = pika.BasicProperties(
+            headers=headers, content_encoding="utf-8", message_id=data["id"]
+        )
         with warnings.catch_warnings():  # deprecated schema classes say so when built
             warnings.simplefilter("ignore", DeprecationWarning)
-            msg = cls(body=data["body"], topic=data["topic"], properties=properties,
-                      severity=data.get("severity"))
+            msg = cls(
+                body=data["body"],
+                topic=data["topic"],
+                properties=properties,
+                severity=data.get("severity"),
+            )
         msg.id = data["id"]
         messages.append(msg)
         deprecated += bool(getattr(msg, "deprecated", False))
-    return messages, {"messages": len(messages), "schema_unknown_here": unknown,
-                      "deprecated": deprecated}
+    return messages, {
+        "messages": len(messages),
+        "schema_unknown_here": unknown,
+        "deprecated": deprecated,
+    }
 
 
 def _view(message: Any) -> dict[str, Any]:
@@ -285,9 +340,20 @@ def _view(message: Any) -> dict[str, Any]:
             return sorted(str(v) for v in value)
         return value
 
-    return {name: safe(name) for name in ("app_name", "agent_name", "usernames", "packages",
-                                          "containers", "modules", "flatpaks", "deprecated",
-                                          "severity")}
+    return {
+        name: safe(name)
+        for name in (
+            "app_name",
+            "agent_name",
+            "usernames",
+            "packages",
+            "containers",
+            "modules",
+            "flatpaks",
+            "deprecated",
+            "severity",
+        )
+    }
 
 
 # --- the run ------------------------------------------------------------------
@@ -327,8 +393,11 @@ def _install_hooks() -> None:
         _check_deadline()
         if STATE.memo:
             cls = impl_class("fmn.filters", self.name)
-            return cls(requester=requester, params=self.params,
-                       username=self.generation_rule.rule.user.name)
+            return cls(
+                requester=requester,
+                params=self.params,
+                username=self.generation_rule.rule.user.name,
+            )
         return shipped_filter(self, requester)
 
     async def get_rules(self: Any, db: Any) -> list[Any]:
@@ -406,8 +475,9 @@ async def _run(args: argparse.Namespace, population: dict[str, Any], out: Any) -
     # a session (detached ones can't reach their parents). The consumer cases
     # run after they are dropped, so the consumer's heap holds what it would.
     keep_session = consumer.db_manager.Session()
-    loaded = list((await keep_session.execute(
-        Rule.select_related().filter_by(disabled=False))).scalars())
+    loaded = list(
+        (await keep_session.execute(Rule.select_related().filter_by(disabled=False))).scalars()
+    )
     rules_total = len(loaded)
 
     # The tracked cache: FMN 3's TrackedCache._compute_value merges every rule
@@ -419,8 +489,11 @@ async def _run(args: argparse.Namespace, population: dict[str, Any], out: Any) -
     tracked = Tracked()
     for rule in loaded:
         await rule.tracking_rule.prime_cache(tracked, requester)
-    await cache.set(consumer._tracked_cache._cache_key, value=tracked,
-                    expire=ttl_to_seconds(cache_arg("ttl", "tracked")()))
+    await cache.set(
+        consumer._tracked_cache._cache_key,
+        value=tracked,
+        expire=ttl_to_seconds(cache_arg("ttl", "tracked")()),
+    )
     tracked_seconds = time.perf_counter() - started
 
     # Steady state: every user's FASJSON answer and every artifact's owners cached.
@@ -457,11 +530,9 @@ async def _run(args: argparse.Namespace, population: dict[str, Any], out: Any) -
                 pass
     paths_list = sorted(paths)
     for i in range(0, len(paths_list), 32):
-        batch = paths_list[i:i + 32]
-        await asyncio.gather(*(requester.distgit.get_project_users(project_path=p)
-                               for p in batch))
-        await asyncio.gather(*(requester.distgit.get_project_groups(project_path=p)
-                               for p in batch))
+        batch = paths_list[i : i + 32]
+        await asyncio.gather(*(requester.distgit.get_project_users(project_path=p) for p in batch))
+        await asyncio.gather(*(requester.distgit.get_project_groups(project_path=p) for p in batch))
     distgit_seconds = time.perf_counter() - started
     STATE.memo = False
 
@@ -472,12 +543,20 @@ async def _run(args: argparse.Namespace, population: dict[str, Any], out: Any) -
         except Exception:  # a schema property raising; the consumer fails there too
             tracked_of[message.id] = None
         emit({"kind": "tracked", "id": message.id, "tracked": tracked_of[message.id]})
-    emit({"kind": "setup", "active_rules": len(rules), "loaded_rules": len(loaded),
-          "tracked": {k: len(v) for k, v in vars(tracked).items()},
-          "rules_cache_seconds": rules_seconds, "tracked_cache_seconds": tracked_seconds,
-          "fasjson_warm_seconds": fasjson_seconds, "fasjson_http_miss_seconds": fasjson_miss,
-          "distgit_warm_seconds": distgit_seconds,
-          "distgit_paths": len(paths_list)})
+    emit(
+        {
+            "kind": "setup",
+            "active_rules": len(rules),
+            "loaded_rules": len(loaded),
+            "tracked": {k: len(v) for k, v in vars(tracked).items()},
+            "rules_cache_seconds": rules_seconds,
+            "tracked_cache_seconds": tracked_seconds,
+            "fasjson_warm_seconds": fasjson_seconds,
+            "fasjson_http_miss_seconds": fasjson_miss,
+            "distgit_warm_seconds": distgit_seconds,
+            "distgit_paths": len(paths_list),
+        }
+    )
 
     async def match(message: Any) -> set[tuple[str, str]]:
         # Consumer._handle's decisions (is_tracked, deprecated, _user_disabled,
@@ -537,25 +616,52 @@ async def _run(args: argparse.Namespace, population: dict[str, Any], out: Any) -
                 found = await handler(message)
             except BudgetExceeded:
                 now = time.perf_counter()
-                emit({"kind": "censored", "case": case, "id": message.id,
-                      "elapsed": now - started, "merged": STATE.merged,
-                      "evaluated": STATE.evaluated, "rules": rules_total,
-                      "merge_seconds": (STATE.merge_done - started
-                                        if STATE.merge_done is not None else None)})
+                emit(
+                    {
+                        "kind": "censored",
+                        "case": case,
+                        "id": message.id,
+                        "elapsed": now - started,
+                        "merged": STATE.merged,
+                        "evaluated": STATE.evaluated,
+                        "rules": rules_total,
+                        "merge_seconds": (
+                            STATE.merge_done - started if STATE.merge_done is not None else None
+                        ),
+                    }
+                )
                 async for key in cache.scan("locked:*"):  # as `fmn cache delete-locks`
                     await cache.delete(key)
                 break
             except Exception as exc:  # FMN 3 raising on a message: recorded, not hidden
-                emit({"kind": "message", "case": case, "id": message.id,
-                      "seconds": time.perf_counter() - started, "tracked": tracked_of[message.id],
-                      "recipients": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                emit(
+                    {
+                        "kind": "message",
+                        "case": case,
+                        "id": message.id,
+                        "seconds": time.perf_counter() - started,
+                        "tracked": tracked_of[message.id],
+                        "recipients": None,
+                        "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+                    }
+                )
                 done += 1
                 continue
             elapsed = time.perf_counter() - started
-            emit({"kind": "message", "case": case, "id": message.id, "seconds": elapsed,
-                  "tracked": tracked_of[message.id], "recipients": sorted(found), "error": None,
-                  "merge_seconds": (STATE.merge_done - started
-                                    if STATE.merge_done is not None else None)})
+            emit(
+                {
+                    "kind": "message",
+                    "case": case,
+                    "id": message.id,
+                    "seconds": elapsed,
+                    "tracked": tracked_of[message.id],
+                    "recipients": sorted(found),
+                    "error": None,
+                    "merge_seconds": (
+                        STATE.merge_done - started if STATE.merge_done is not None else None
+                    ),
+                }
+            )
             done += 1
         STATE.deadline = float("inf")
         emit({"kind": "case_end", "case": case, "measured": done, "of": len(messages)})
@@ -594,16 +700,29 @@ def main() -> None:
         started = time.perf_counter()
         db_counts = _build_fmn3_db(env["DATABASE__SQLALCHEMY__URL"], population)
         pagure_counts = _build_pagure_db(
-            env["SERVICES__DISTGIT_DB_URL"].replace("+aiosqlite", ""), population["ownership"])
-        out.write(json.dumps({
-            "kind": "environment", "fmn": version("fmn"),
-            "fmn_path": str(Path(fmn.__file__).parent),
-            "python": sys.version.split()[0], "gssapi": gssapi,
-            "sqlalchemy": version("sqlalchemy"), "fedora_messaging": version("fedora-messaging"),
-            "cashews": version("cashews"), "distributions": len(list(
-                __import__("importlib.metadata").metadata.distributions())),
-            "db": db_counts, "pagure": pagure_counts,
-            "build_seconds": time.perf_counter() - started}) + "\n")
+            env["SERVICES__DISTGIT_DB_URL"].replace("+aiosqlite", ""), population["ownership"]
+        )
+        out.write(
+            json.dumps(
+                {
+                    "kind": "environment",
+                    "fmn": version("fmn"),
+                    "fmn_path": str(Path(fmn.__file__).parent),
+                    "python": sys.version.split()[0],
+                    "gssapi": gssapi,
+                    "sqlalchemy": version("sqlalchemy"),
+                    "fedora_messaging": version("fedora-messaging"),
+                    "cashews": version("cashews"),
+                    "distributions": len(
+                        list(__import__("importlib.metadata").metadata.distributions())
+                    ),
+                    "db": db_counts,
+                    "pagure": pagure_counts,
+                    "build_seconds": time.perf_counter() - started,
+                }
+            )
+            + "\n"
+        )
         out.flush()
         try:
             asyncio.run(_run(args, population, out))

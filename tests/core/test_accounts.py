@@ -29,9 +29,16 @@ from .conftest import Exchange, LocalServer
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("kevin", "kevin"), ("  adamwill ", "adamwill"), ("mjg59", "mjg59"),
-     ("dummy-user", "dummy-user"), ("ke", "ke"), ("x", "x"), ("a" * 32, "a" * 32),
-     ("4thelement", "4thelement")],
+    [
+        ("kevin", "kevin"),
+        ("  adamwill ", "adamwill"),
+        ("mjg59", "mjg59"),
+        ("dummy-user", "dummy-user"),
+        ("ke", "ke"),
+        ("x", "x"),
+        ("a" * 32, "a" * 32),
+        ("4thelement", "4thelement"),
+    ],
 )
 def test_check_account_name_accepts_fedora_names(given: str, expected: str) -> None:
     assert check_account_name(given) == expected
@@ -120,8 +127,12 @@ PEOPLE: dict[str, dict[str, Any]] = {
         "approved_memberships": [{"name": "packager", "id": 1}, {"name": "python-sig", "id": 2}],
         "unapproved_memberships": [{"name": "sysadmin", "id": 3}],
     },
-    "bob": {"id": 100201, "username": "bob", "email": "bob@example.org",
-            "approved_memberships": []},
+    "bob": {
+        "id": 100201,
+        "username": "bob",
+        "email": "bob@example.org",
+        "approved_memberships": [],
+    },
 }
 PERSON_PATH = "/accounts/json/person_by_username"
 
@@ -211,8 +222,9 @@ def test_fas2_directory_reports_answers_that_are_not_fas2(http_server: LocalServ
 
 
 def test_fas2_directory_reports_an_unreachable_server(closed_port: int) -> None:
-    directory = Fas2Directory(f"http://127.0.0.1:{closed_port}/accounts/", "fmn-bot", "s3cret",
-                              timeout=5)
+    directory = Fas2Directory(
+        f"http://127.0.0.1:{closed_port}/accounts/", "fmn-bot", "s3cret", timeout=5
+    )
     with pytest.raises(AccountDirectoryUnavailable, match=str(closed_port)):
         directory.exists("alice")
 
@@ -238,8 +250,14 @@ def test_fas2_directory_without_python_fedora_names_the_extra(
 
 
 def test_account_directory_builds_fas2_from_the_configuration(fas: LocalServer) -> None:
-    config = Config(accounts=AccountsConfig(provider="fas2", fas_url=f"{fas.url}/accounts/",
-                                            fas_username="fmn-bot", fas_password="s3cret"))
+    config = Config(
+        accounts=AccountsConfig(
+            provider="fas2",
+            fas_url=f"{fas.url}/accounts/",
+            fas_username="fmn-bot",
+            fas_password="s3cret",
+        )
+    )
     directory = account_directory(config)
     assert isinstance(directory, Fas2Directory)
     assert directory.groups_of("alice") == {"packager", "python-sig"}

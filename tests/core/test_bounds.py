@@ -12,16 +12,19 @@ from fmn_core.bounds import check_json_bounds, json_depth
 from fmn_core.errors import InputTooLarge
 
 
-@pytest.mark.parametrize(("text", "depth"), [
-    ("5", 0),
-    ('"[[[["', 0),
-    ("[]", 1),
-    ('{"a": [1, {"b": []}]}', 4),
-    ('["\\"[[[", ["\\\\"], "]]]"]', 2),
-    ('{"a": "\\u005b\\u005b"}', 1),
-    ('[1] [[2]]', 2),
-    ('["\u00e9[", {"\u2603": ["\U0001f600"]}]', 3),
-])
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("5", 0),
+        ('"[[[["', 0),
+        ("[]", 1),
+        ('{"a": [1, {"b": []}]}', 4),
+        ('["\\"[[[", ["\\\\"], "]]]"]', 2),
+        ('{"a": "\\u005b\\u005b"}', 1),
+        ("[1] [[2]]", 2),
+        ('["\u00e9[", {"\u2603": ["\U0001f600"]}]', 3),
+    ],
+)
 def test_json_depth_counts_only_structure(text: str, depth: int) -> None:
     assert json_depth(text) == depth
     assert json_depth(text.encode("utf-8")) == depth

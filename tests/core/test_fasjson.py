@@ -40,8 +40,18 @@ def _directory(server: FasjsonServer, cache_seconds: float = 900.0) -> FasjsonDi
 
 def test_chat_nicks_are_parsed_like_noggin_stores_them() -> None:
     irc, matrix = parse_chat_nicks(
-        ["irc:/Alice_W", "irc://irc.oftc.net/alice", "matrix://fedora.im/alice", "matrix:/al",
-         "legacy", "mailto:/x", "irc:/has space", 7, "irc:/", "matrix://bad host/x"]
+        [
+            "irc:/Alice_W",
+            "irc://irc.oftc.net/alice",
+            "matrix://fedora.im/alice",
+            "matrix:/al",
+            "legacy",
+            "mailto:/x",
+            "irc:/has space",
+            7,
+            "irc:/",
+            "matrix://bad host/x",
+        ]
     )
     assert irc == (("", "Alice_W"), ("irc.oftc.net", "alice"), ("", "legacy"))
     assert matrix == ("@alice:fedora.im", "@al:fedora.im")
@@ -49,16 +59,20 @@ def test_chat_nicks_are_parsed_like_noggin_stores_them() -> None:
 
 
 def test_fasjson_directory_reads_users_profiles_and_groups(fasjson: FasjsonServer) -> None:
-    fasjson.add_user("alice", emails=["alice@example.org", "a.l@example.com"],
-                     ircnicks=["irc:/Alice_W", "matrix://fedora.im/alice"])
+    fasjson.add_user(
+        "alice",
+        emails=["alice@example.org", "a.l@example.com"],
+        ircnicks=["irc:/Alice_W", "matrix://fedora.im/alice"],
+    )
     fasjson.set_groups("packager", ["alice", "bob"])
     directory = _directory(fasjson)
     assert directory.exists("alice")
     assert not directory.exists("nobody")
     assert not directory.exists("Not_Valid")  # never sent
     profile = directory.profile("alice")
-    assert profile == Profile("alice", ("alice@example.org", "a.l@example.com"),
-                              (("", "Alice_W"),), ("@alice:fedora.im",))
+    assert profile == Profile(
+        "alice", ("alice@example.org", "a.l@example.com"), (("", "Alice_W"),), ("@alice:fedora.im",)
+    )
     assert "example" not in repr(profile)
     assert directory.profile("nobody") is None
     assert directory.groups_of("alice") == {"packager"}
@@ -126,8 +140,9 @@ def test_fasjson_directory_uses_old_answers_during_an_outage(
     assert directory.exists("bob") is False  # asked again, and answered
 
 
-def test_fasjson_directory_reports_refusals_and_garbage(fasjson: FasjsonServer,
-                                                        closed_port: int) -> None:
+def test_fasjson_directory_reports_refusals_and_garbage(
+    fasjson: FasjsonServer, closed_port: int
+) -> None:
     fasjson.failing = 401
     with pytest.raises(ConfigError, match=r"accounts\.fasjson_auth"):
         _directory(fasjson).exists("alice")
@@ -207,36 +222,65 @@ def test_gssapi_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def _facts(
-    topic: str, usernames: set[str], groups: frozenset[str] | set[str] = frozenset(),
+    topic: str,
+    usernames: set[str],
+    groups: frozenset[str] | set[str] = frozenset(),
     body: object = None,
 ) -> MessageFacts:
     return MessageFacts(
-        id="m", topic=topic, app_name="FAS", agent_name=None, usernames=frozenset(usernames),
-        packages=frozenset(), groups=frozenset(groups), containers=frozenset(),
-        modules=frozenset(), flatpaks=frozenset(), severity=20, summary="", url=None,
-        body=body if body is not None else {}, headers={}, schema="x",
+        id="m",
+        topic=topic,
+        app_name="FAS",
+        agent_name=None,
+        usernames=frozenset(usernames),
+        packages=frozenset(),
+        groups=frozenset(groups),
+        containers=frozenset(),
+        modules=frozenset(),
+        flatpaks=frozenset(),
+        severity=20,
+        summary="",
+        url=None,
+        body=body if body is not None else {},
+        headers={},
+        schema="x",
     )
 
 
 def test_directory_changes_come_from_account_and_group_messages() -> None:
-    changes = directory_changes([
-        _facts("org.fedoraproject.prod.fas.group.member.sponsor", {"alice", "admin"}, {"infra"}),
-        _facts("org.fedoraproject.prod.fas.user.update", {"bob"}),
-        _facts("org.fedoraproject.prod.fas.group.member.apply", {"carol"}, {"infra"}),
-        _facts("org.fedoraproject.prod.bodhi.update.comment", {"dave"}),
-        _facts("fas.group.member.removed", {"erin", "Bad Name"}, {"qa"}),
-    ])
+    changes = directory_changes(
+        [
+            _facts(
+                "org.fedoraproject.prod.fas.group.member.sponsor", {"alice", "admin"}, {"infra"}
+            ),
+            _facts("org.fedoraproject.prod.fas.user.update", {"bob"}),
+            _facts("org.fedoraproject.prod.fas.group.member.apply", {"carol"}, {"infra"}),
+            _facts("org.fedoraproject.prod.bodhi.update.comment", {"dave"}),
+            _facts("fas.group.member.removed", {"erin", "Bad Name"}, {"qa"}),
+        ]
+    )
     assert changes.accounts == {"alice", "admin", "bob", "erin"}
     assert changes.groups == {"infra", "qa"}
     # Without a schema, the body's names (FAS's and Noggin's shapes).
-    legacy = directory_changes([
-        _facts("org.fedoraproject.stg.fas.group.member.remove", set(),
-               body={"agent": {"username": "toshio"}, "group": {"name": "ambassadors"},
-                     "user": {"username": "ralph"}}),
-        _facts("org.fedoraproject.prod.fas.user.update", set(),
-               body={"msg": {"agent": "x", "user": "zoe", "fields": ["ircnicks"]}}),
-        _facts("org.fedoraproject.prod.fas.user.update", set(), body=["not", "a", "mapping"]),
-    ])
+    legacy = directory_changes(
+        [
+            _facts(
+                "org.fedoraproject.stg.fas.group.member.remove",
+                set(),
+                body={
+                    "agent": {"username": "toshio"},
+                    "group": {"name": "ambassadors"},
+                    "user": {"username": "ralph"},
+                },
+            ),
+            _facts(
+                "org.fedoraproject.prod.fas.user.update",
+                set(),
+                body={"msg": {"agent": "x", "user": "zoe", "fields": ["ircnicks"]}},
+            ),
+            _facts("org.fedoraproject.prod.fas.user.update", set(), body=["not", "a", "mapping"]),
+        ]
+    )
     assert legacy.accounts == {"ralph", "zoe"}
     assert legacy.groups == {"ambassadors"}
     assert not directory_changes([_facts("org.fedoraproject.prod.fas.group.member.apply", {"x"})])

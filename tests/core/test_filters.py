@@ -14,9 +14,18 @@ from fmn_core.rules import default_catalog
 def test_parse_filters_reports_every_problem_with_its_path() -> None:
     document: Any = [
         {"name": "ok", "rules": [{"rule": "app_is", "args": {"app": "koji"}}]},
-        {"name": "OK", "active": "yes", "colour": 1,
-         "rules": [{"rule": "app_is", "args": {}}, {"rule": "nope"}, "text",
-                   {"rule": "triggered_by_me", "negated": 1}, {"rule": "app_is", "args": []}]},
+        {
+            "name": "OK",
+            "active": "yes",
+            "colour": 1,
+            "rules": [
+                {"rule": "app_is", "args": {}},
+                {"rule": "nope"},
+                "text",
+                {"rule": "triggered_by_me", "negated": 1},
+                {"rule": "app_is", "args": []},
+            ],
+        },
         {"name": "\x00", "rules": "all"},
         7,
     ]
@@ -45,7 +54,10 @@ def test_parse_filters_stores_module_references_by_short_name() -> None:
     problems: Problems = []
     drafts = parse_filters(
         [{"name": "f", "rules": [{"rule": "fmn_core.catalog:app_is", "args": {"app": "x"}}]}],
-        "filters", default_catalog(), problems)
+        "filters",
+        default_catalog(),
+        problems,
+    )
     assert problems == [] and drafts[0].rules[0].name == "app_is"
 
 

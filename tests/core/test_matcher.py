@@ -63,12 +63,18 @@ def insert_user(session: Session, name: str, *contexts: C) -> int:
         preference = Preference(user=user, context=c.context, enabled=c.enabled)
         session.add(preference)
         for position, f in enumerate(c.filters):
-            filter_ = Filter(preference=preference, name=f.name, active=f.active,
-                             position=position)
+            filter_ = Filter(preference=preference, name=f.name, active=f.active, position=position)
             session.add(filter_)
             for number, rule in enumerate(f.rules):
-                session.add(Rule(filter=filter_, name=rule.name, arguments=dict(rule.arguments),
-                                 negated=rule.negated, position=number))
+                session.add(
+                    Rule(
+                        filter=filter_,
+                        name=rule.name,
+                        arguments=dict(rule.arguments),
+                        negated=rule.negated,
+                        position=number,
+                    )
+                )
     session.flush()
     return user.id
 
@@ -85,12 +91,18 @@ def replace_preferences(session: Session, user_id: int, *contexts: C, record: bo
         preference = Preference(user_id=user_id, context=c.context, enabled=c.enabled)
         session.add(preference)
         for position, f in enumerate(c.filters):
-            filter_ = Filter(preference=preference, name=f.name, active=f.active,
-                             position=position)
+            filter_ = Filter(preference=preference, name=f.name, active=f.active, position=position)
             session.add(filter_)
             for number, rule in enumerate(f.rules):
-                session.add(Rule(filter=filter_, name=rule.name, arguments=dict(rule.arguments),
-                                 negated=rule.negated, position=number))
+                session.add(
+                    Rule(
+                        filter=filter_,
+                        name=rule.name,
+                        arguments=dict(rule.arguments),
+                        negated=rule.negated,
+                        position=number,
+                    )
+                )
     if record:
         session.add(ChangeEvent(user_id=user_id, kind="test"))
     session.flush()
@@ -102,11 +114,21 @@ _filter_ids = itertools.count(1)
 
 def snapshot(user_id: int, name: str, *contexts: C) -> UserSnapshot:
     """The same preferences as an in-memory snapshot."""
-    return UserSnapshot(user_id, name, tuple(
-        ContextSnapshot(c.context, tuple(
-            FilterSnapshot(next(_filter_ids), f.name, tuple(f.rules), f.active) for f in c.filters
-        ), c.enabled) for c in contexts
-    ))
+    return UserSnapshot(
+        user_id,
+        name,
+        tuple(
+            ContextSnapshot(
+                c.context,
+                tuple(
+                    FilterSnapshot(next(_filter_ids), f.name, tuple(f.rules), f.active)
+                    for f in c.filters
+                ),
+                c.enabled,
+            )
+            for c in contexts
+        ),
+    )
 
 
 def facts(
@@ -123,10 +145,21 @@ def facts(
 ) -> MessageFacts:
     """A message's facts, written by hand."""
     return MessageFacts(
-        id=message_id, topic=topic, app_name=app, agent_name=agent,
-        usernames=frozenset(usernames), packages=frozenset(packages), groups=frozenset(groups),
-        containers=frozenset(), modules=frozenset(), flatpaks=frozenset(),
-        severity=SEVERITY_LEVELS[severity], summary=summary, url=None, body={}, headers={},
+        id=message_id,
+        topic=topic,
+        app_name=app,
+        agent_name=agent,
+        usernames=frozenset(usernames),
+        packages=frozenset(packages),
+        groups=frozenset(groups),
+        containers=frozenset(),
+        modules=frozenset(),
+        flatpaks=frozenset(),
+        severity=SEVERITY_LEVELS[severity],
+        summary=summary,
+        url=None,
+        body={},
+        headers={},
         schema="base.message",
     )
 
@@ -170,7 +203,11 @@ def _counting(calls: list[str]) -> RuleSpec:
 
 BOOM = RuleSpec("boom", "tests:boom", _boom, "Boom", "Always raises.")
 FLAKY_APP = RuleSpec(
-    "flaky_app", "tests:flaky_app", _flaky_app, "Flaky app", "app_is that raises sometimes.",
+    "flaky_app",
+    "tests:flaky_app",
+    _flaky_app,
+    "Flaky app",
+    "app_is that raises sometimes.",
     (Parameter("app", "an app"),),
     IndexHint("app", lambda arguments, context: (str(arguments["app"]).lower(),), 40),
 )
@@ -207,8 +244,9 @@ def test_matcher_loads_preferences_and_matches(db: Database) -> None:
 
 def test_matcher_ignores_inactive_filter(db: Database) -> None:
     with db.begin() as session:
-        insert_user(session, "alice", C("email", [F("off", [r("app_is", app="bodhi")],
-                                                    active=False)]))
+        insert_user(
+            session, "alice", C("email", [F("off", [r("app_is", app="bodhi")], active=False)])
+        )
         insert_user(session, "bob", C("email", [F("on", [r("app_is", app="bodhi")])]))
     matcher = load(db)
     assert who(matcher.recipients(facts())) == [("bob", "email", "on")]
@@ -217,17 +255,23 @@ def test_matcher_ignores_inactive_filter(db: Database) -> None:
 
 def test_matcher_ignores_disabled_context(db: Database) -> None:
     with db.begin() as session:
-        insert_user(session, "alice",
-                    C("email", [F("bodhi", [r("app_is", app="bodhi")])], enabled=False),
-                    C("irc", [F("bodhi", [r("app_is", app="bodhi")])]))
+        insert_user(
+            session,
+            "alice",
+            C("email", [F("bodhi", [r("app_is", app="bodhi")])], enabled=False),
+            C("irc", [F("bodhi", [r("app_is", app="bodhi")])]),
+        )
     assert who(load(db).recipients(facts())) == [("alice", "irc", "bodhi")]
 
 
 def test_matcher_ignores_context_not_offered(db: Database) -> None:
     with db.begin() as session:
-        insert_user(session, "alice",
-                    C("email", [F("bodhi", [r("app_is", app="bodhi")])]),
-                    C("push", [F("bodhi", [r("app_is", app="bodhi")])]))
+        insert_user(
+            session,
+            "alice",
+            C("email", [F("bodhi", [r("app_is", app="bodhi")])]),
+            C("push", [F("bodhi", [r("app_is", app="bodhi")])]),
+        )
     assert who(load(db, contexts=["email"]).recipients(facts())) == [("alice", "email", "bodhi")]
     # By default the contexts come from the session's configuration (all of them here).
     assert [x.context for x in load(db).recipients(facts())] == ["email", "push"]
@@ -244,55 +288,99 @@ def test_matcher_filter_without_rules_matches_nothing(db: Database) -> None:
 
 def test_matcher_rules_in_a_filter_are_anded(db: Database) -> None:
     with db.begin() as session:
-        insert_user(session, "alice", C("email", [F("kernel updates", [
-            r("app_is", app="bodhi"), r("package_involved", package="kernel")])]))
+        insert_user(
+            session,
+            "alice",
+            C(
+                "email",
+                [
+                    F(
+                        "kernel updates",
+                        [r("app_is", app="bodhi"), r("package_involved", package="kernel")],
+                    )
+                ],
+            ),
+        )
     matcher = load(db)
     assert who(matcher.recipients(facts(packages=["kernel"]))) == [
-        ("alice", "email", "kernel updates")]
+        ("alice", "email", "kernel updates")
+    ]
     assert matcher.recipients(facts(packages=["glibc"])) == []
     assert matcher.recipients(facts(app="koji", packages=["kernel"])) == []
 
 
 def test_matcher_filters_are_ored_and_the_first_by_position_is_named(db: Database) -> None:
     with db.begin() as session:
-        insert_user(session, "alice", C("email", [
-            F("mine", [r("pertains_to_me")]),
-            F("bodhi", [r("app_is", app="bodhi")]),
-            F("kernel", [r("package_involved", package="kernel")]),
-        ]))
+        insert_user(
+            session,
+            "alice",
+            C(
+                "email",
+                [
+                    F("mine", [r("pertains_to_me")]),
+                    F("bodhi", [r("app_is", app="bodhi")]),
+                    F("kernel", [r("package_involved", package="kernel")]),
+                ],
+            ),
+        )
     matcher = load(db)
     assert who(matcher.recipients(facts(packages=["kernel"]))) == [("alice", "email", "bodhi")]
     assert who(matcher.recipients(facts(app="koji", packages=["kernel"]))) == [
-        ("alice", "email", "kernel")]
+        ("alice", "email", "kernel")
+    ]
     assert who(matcher.recipients(facts(usernames=["alice"], packages=["kernel"]))) == [
-        ("alice", "email", "mine")]
+        ("alice", "email", "mine")
+    ]
     assert matcher.recipients(facts(app="koji")) == []
 
 
 def test_matcher_honours_negation(db: Database) -> None:
     with db.begin() as session:
-        insert_user(session, "alice", C("email", [F("about me, not by me", [
-            r("pertains_to_me"), r("triggered_by_me", negated=True)])]))
-        insert_user(session, "bob", C("email", [F("not koji", [
-            r("app_is", app="koji", negated=True)])]))
+        insert_user(
+            session,
+            "alice",
+            C(
+                "email",
+                [
+                    F(
+                        "about me, not by me",
+                        [r("pertains_to_me"), r("triggered_by_me", negated=True)],
+                    )
+                ],
+            ),
+        )
+        insert_user(
+            session, "bob", C("email", [F("not koji", [r("app_is", app="koji", negated=True)])])
+        )
     matcher = load(db)
     mine = facts(usernames=["alice", "carol"], agent="carol")
-    assert who(matcher.recipients(mine)) == [("alice", "email", "about me, not by me"),
-                                            ("bob", "email", "not koji")]
+    assert who(matcher.recipients(mine)) == [
+        ("alice", "email", "about me, not by me"),
+        ("bob", "email", "not koji"),
+    ]
     by_me = facts(usernames=["alice"], agent="alice", app="koji")
     assert matcher.recipients(by_me) == []
 
 
 def test_matcher_one_recipient_per_user_and_context_sorted(db: Database) -> None:
     with db.begin() as session:
-        zed = insert_user(session, "zed", C("irc", [F("a", [r("app_is", app="bodhi")])]),
-                          C("email", [F("b", [r("app_is", app="bodhi")]),
-                                      F("c", [r("pertains_to_me")])]))
-        amy = insert_user(session, "amy", C("email", [F("d", [r("app_is", app="bodhi")]),
-                                                      F("e", [r("app_is", app="bodhi")])]))
+        zed = insert_user(
+            session,
+            "zed",
+            C("irc", [F("a", [r("app_is", app="bodhi")])]),
+            C("email", [F("b", [r("app_is", app="bodhi")]), F("c", [r("pertains_to_me")])]),
+        )
+        amy = insert_user(
+            session,
+            "amy",
+            C("email", [F("d", [r("app_is", app="bodhi")]), F("e", [r("app_is", app="bodhi")])]),
+        )
     found = load(db).recipients(facts(usernames=["zed"]))
     assert [(x.user_id, x.context, x.filter_name) for x in found] == [
-        (zed, "email", "b"), (zed, "irc", "a"), (amy, "email", "d")]
+        (zed, "email", "b"),
+        (zed, "irc", "a"),
+        (amy, "email", "d"),
+    ]
     assert found == sorted(found)  # by user, then context: the dataclass order
 
 
@@ -302,10 +390,17 @@ def test_matcher_rule_that_raises_counts_as_not_matching_and_is_logged_once(
     catalog = catalog_with(BOOM)
     with db.begin() as session:
         for name in ("alice", "bob"):
-            insert_user(session, name, C("email", [
-                F("broken", [r("app_is", app="bodhi"), r("boom")]),
-                F("fine", [r("app_is", app="bodhi")]),
-            ]))
+            insert_user(
+                session,
+                name,
+                C(
+                    "email",
+                    [
+                        F("broken", [r("app_is", app="bodhi"), r("boom")]),
+                        F("fine", [r("app_is", app="bodhi")]),
+                    ],
+                ),
+            )
         insert_user(session, "carol", C("email", [F("broken", [r("boom")])]))
     matcher = load(db, catalog=catalog)
     caplog.set_level(logging.WARNING, logger="fmn_core.matcher")
@@ -326,16 +421,24 @@ def test_matcher_unknown_rule_never_matches_and_is_logged_at_load(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     with db.begin() as session:
-        insert_user(session, "alice", C("email", [
-            F("plugin", [r("app_is", app="bodhi"), r("gone_plugin:rule")]),
-            F("negated plugin", [r("gone_plugin:rule", negated=True)]),
-            F("later", [r("package_involved", package="kernel")]),
-        ]))
+        insert_user(
+            session,
+            "alice",
+            C(
+                "email",
+                [
+                    F("plugin", [r("app_is", app="bodhi"), r("gone_plugin:rule")]),
+                    F("negated plugin", [r("gone_plugin:rule", negated=True)]),
+                    F("later", [r("package_involved", package="kernel")]),
+                ],
+            ),
+        )
     caplog.set_level(logging.WARNING, logger="fmn_core.matcher")
     matcher = load(db)
     warnings = [rec.getMessage() for rec in caplog.records]
-    assert any("gone_plugin:rule" in w and "not installed" in w and "2 filter" in w
-               for w in warnings), warnings
+    assert any(
+        "gone_plugin:rule" in w and "not installed" in w and "2 filter" in w for w in warnings
+    ), warnings
     assert matcher.recipients(facts()) == []
     assert matcher.naive_recipients(facts()) == []
     assert who(matcher.recipients(facts(packages=["kernel"]))) == [("alice", "email", "later")]
@@ -345,8 +448,17 @@ def test_matcher_invalid_stored_arguments_never_match_and_are_logged(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     with db.begin() as session:
-        insert_user(session, "alice", C("email", [F("bad", [r("app_is", application="bodhi")]),
-                                                  F("good", [r("app_is", app="bodhi")])]))
+        insert_user(
+            session,
+            "alice",
+            C(
+                "email",
+                [
+                    F("bad", [r("app_is", application="bodhi")]),
+                    F("good", [r("app_is", app="bodhi")]),
+                ],
+            ),
+        )
     caplog.set_level(logging.WARNING, logger="fmn_core.matcher")
     matcher = load(db)
     assert any("no longer valid" in rec.getMessage() for rec in caplog.records)
@@ -355,8 +467,9 @@ def test_matcher_invalid_stored_arguments_never_match_and_are_logged(
 
 def test_matcher_accepts_rules_stored_by_reference(db: Database) -> None:
     with db.begin() as session:
-        insert_user(session, "alice", C("email", [F("ref", [
-            r("fmn_core.catalog:app_is", app="bodhi")])]))
+        insert_user(
+            session, "alice", C("email", [F("ref", [r("fmn_core.catalog:app_is", app="bodhi")])])
+        )
     assert who(load(db).recipients(facts())) == [("alice", "email", "ref")]
 
 
@@ -365,15 +478,33 @@ def test_matcher_evaluates_only_the_filters_the_index_names() -> None:
     catalog = catalog_with(_counting(calls))
     users = [
         # Filed under username "alice" (rank 10), not under app "bodhi" (rank 40).
-        snapshot(1, "u1", C("email", [F("f", [r("counted"), r("app_is", app="bodhi"),
-                                                r("user_involved", username="alice")])])),
+        snapshot(
+            1,
+            "u1",
+            C(
+                "email",
+                [
+                    F(
+                        "f",
+                        [
+                            r("counted"),
+                            r("app_is", app="bodhi"),
+                            r("user_involved", username="alice"),
+                        ],
+                    )
+                ],
+            ),
+        ),
         # A negated rule is never the index key: this one is checked on every message.
-        snapshot(2, "u2", C("email", [F("f", [r("counted"),
-                                                r("user_involved", username="bob",
-                                                  negated=True)])])),
+        snapshot(
+            2,
+            "u2",
+            C("email", [F("f", [r("counted"), r("user_involved", username="bob", negated=True)])]),
+        ),
         # Filed under package "kernel".
-        snapshot(3, "u3", C("email", [F("f", [r("counted"),
-                                                r("package_involved", package="kernel")])])),
+        snapshot(
+            3, "u3", C("email", [F("f", [r("counted"), r("package_involved", package="kernel")])])
+        ),
     ]
     matcher = Matcher.from_snapshots(users, catalog=catalog)
     stats = matcher.stats()
@@ -383,7 +514,10 @@ def test_matcher_evaluates_only_the_filters_the_index_names() -> None:
     assert calls == ["u2"]
     calls.clear()
     assert who(matcher.recipients(facts(usernames=["alice"], packages=["kernel"]))) == [
-        ("u1", "email", "f"), ("u2", "email", "f"), ("u3", "email", "f")]
+        ("u1", "email", "f"),
+        ("u2", "email", "f"),
+        ("u3", "email", "f"),
+    ]
     assert sorted(calls) == ["u1", "u2", "u3"]
     calls.clear()
     matcher.naive_recipients(facts())
@@ -394,9 +528,15 @@ def test_matcher_hint_on_an_unknown_key_is_checked_on_every_message() -> None:
     def container_is(message: MessageFacts, context: RuleContext, name: str) -> bool:
         return name in message.containers
 
-    spec = RuleSpec("container_is", "tests:container_is", container_is, "Container", "",
-                    (Parameter("name", "a container"),),
-                    IndexHint("container", lambda a, c: (a["name"],), 1))
+    spec = RuleSpec(
+        "container_is",
+        "tests:container_is",
+        container_is,
+        "Container",
+        "",
+        (Parameter("name", "a container"),),
+        IndexHint("container", lambda a, c: (a["name"],), 1),
+    )
     users = [snapshot(1, "alice", C("email", [F("c", [r("container_is", name="httpd")])]))]
     matcher = Matcher.from_snapshots(users, catalog=catalog_with(spec))
     assert matcher.stats().always == 1
@@ -407,8 +547,11 @@ def test_matcher_hint_on_an_unknown_key_is_checked_on_every_message() -> None:
 def test_matcher_ownership_hints_follow_set_ownership(db: Database) -> None:
     with db.begin() as session:
         insert_user(session, "alice", C("email", [F("mine", [r("package_owned_by_me")])]))
-        insert_user(session, "bob", C("email", [F("python-sig", [
-            r("package_owned_by_group", group="python-sig")])]))
+        insert_user(
+            session,
+            "bob",
+            C("email", [F("python-sig", [r("package_owned_by_group", group="python-sig")])]),
+        )
     matcher = load(db, ownership=Ownership({"alice": ["kernel"], "@python-sig": ["python3"]}))
     assert who(matcher.recipients(facts(packages=["kernel"]))) == [("alice", "email", "mine")]
     assert matcher.recipients(facts(packages=["glibc"])) == []
@@ -462,8 +605,9 @@ def test_matcher_apply_changes_refreshes_users_with_new_events(db: Database) -> 
     with db.begin() as session:
         assert matcher.apply_changes(session) == 0
         replace_preferences(session, alice, C("email", [F("koji", [r("app_is", app="koji")])]))
-        replace_preferences(session, bob, C("email", [F("koji", [r("app_is", app="koji")])]),
-                            record=False)
+        replace_preferences(
+            session, bob, C("email", [F("koji", [r("app_is", app="koji")])]), record=False
+        )
     with db.begin() as session:
         assert matcher.apply_changes(session) == 1
         assert matcher.apply_changes(session) == 0
@@ -487,8 +631,9 @@ def test_matcher_apply_changes_picks_up_an_event_committed_late(db: Database) ->
     with db.begin() as session:
         assert matcher.apply_changes(session) == 1
     with db.begin() as session:
-        replace_preferences(session, bob, C("email", [F("koji", [r("app_is", app="koji")])]),
-                            record=False)
+        replace_preferences(
+            session, bob, C("email", [F("koji", [r("app_is", app="koji")])]), record=False
+        )
         session.add(ChangeEvent(id=11, user_id=bob, kind="late"))
     with db.begin() as session:
         assert matcher.apply_changes(session) == 1
@@ -504,10 +649,18 @@ def test_matcher_load_uses_a_few_queries_whatever_the_number_of_users(db: Databa
 
     with db.begin() as session:
         for i in range(60):
-            insert_user(session, f"user{i}", C("email", [
-                F("a", [r("app_is", app="bodhi"), r("pertains_to_me")]),
-                F("b", [r("package_involved", package=f"pkg{i}")])]),
-                C("irc", [F("c", [r("user_involved", username="alice")])]))
+            insert_user(
+                session,
+                f"user{i}",
+                C(
+                    "email",
+                    [
+                        F("a", [r("app_is", app="bodhi"), r("pertains_to_me")]),
+                        F("b", [r("package_involved", package=f"pkg{i}")]),
+                    ],
+                ),
+                C("irc", [F("c", [r("user_involved", username="alice")])]),
+            )
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.begin() as session:
@@ -523,8 +676,14 @@ def test_matcher_load_uses_a_few_queries_whatever_the_number_of_users(db: Databa
 
 def test_matcher_database_load_equals_in_memory_snapshots(db: Database) -> None:
     contexts = [
-        C("email", [F("a", [r("app_is", app="bodhi"), r("triggered_by_me", negated=True)]),
-                    F("off", [r("pertains_to_me")], active=False), F("empty")]),
+        C(
+            "email",
+            [
+                F("a", [r("app_is", app="bodhi"), r("triggered_by_me", negated=True)]),
+                F("off", [r("pertains_to_me")], active=False),
+                F("empty"),
+            ],
+        ),
         C("irc", [F("b", [r("topic_matches", pattern="*.bodhi.*")])], enabled=False),
     ]
     with db.begin() as session:
@@ -536,7 +695,9 @@ def test_matcher_database_load_equals_in_memory_snapshots(db: Database) -> None:
     assert [f.name for f in loaded.contexts[0].filters] == ["a", "off", "empty"]
     assert [f.active for f in loaded.contexts[0].filters] == [True, False, True]
     assert loaded.contexts[0].filters[0].rules == (
-        r("app_is", app="bodhi"), r("triggered_by_me", negated=True))
+        r("app_is", app="bodhi"),
+        r("triggered_by_me", negated=True),
+    )
 
 
 # -- the index against the naive oracle, on the corpus ---------------------------------------
@@ -581,20 +742,28 @@ def probes(names: Names) -> list[MessageFacts]:
     """
     made = []
     for i, package in enumerate(names.packages):
-        made.append(facts(
-            f"probe-package-{i}", topic=names.topics[i % len(names.topics)],
-            app=names.apps[i % len(names.apps)],
-            packages=[package, names.packages[(7 * i) % len(names.packages)]],
-            usernames=[names.usernames[i % len(names.usernames)]],
-            agent=names.usernames[(i + 3) % len(names.usernames)],
-        ))
+        made.append(
+            facts(
+                f"probe-package-{i}",
+                topic=names.topics[i % len(names.topics)],
+                app=names.apps[i % len(names.apps)],
+                packages=[package, names.packages[(7 * i) % len(names.packages)]],
+                usernames=[names.usernames[i % len(names.usernames)]],
+                agent=names.usernames[(i + 3) % len(names.usernames)],
+            )
+        )
     for i, user in enumerate(names.usernames):
-        made.append(facts(
-            f"probe-user-{i}", topic=names.topics[(5 * i) % len(names.topics)],
-            app=names.apps[(3 * i) % len(names.apps)], usernames=[user],
-            agent=user if i % 2 else None, groups=[names.groups[i % len(names.groups)]],
-            severity=("DEBUG", "INFO", "WARNING", "ERROR")[i % 4],
-        ))
+        made.append(
+            facts(
+                f"probe-user-{i}",
+                topic=names.topics[(5 * i) % len(names.topics)],
+                app=names.apps[(3 * i) % len(names.apps)],
+                usernames=[user],
+                agent=user if i % 2 else None,
+                groups=[names.groups[i % len(names.groups)]],
+                severity=("DEBUG", "INFO", "WARNING", "ERROR")[i % 4],
+            )
+        )
     return made
 
 
@@ -610,8 +779,9 @@ def _pattern(names: Names) -> st.SearchStrategy[str]:
 
 
 def _argument(parameter: Parameter, names: Names) -> st.SearchStrategy[Any]:
-    every_name = names.usernames + names.packages + names.groups + tuple(
-        a.lower() for a in names.apps)
+    every_name = (
+        names.usernames + names.packages + names.groups + tuple(a.lower() for a in names.apps)
+    )
     if parameter.kind == "choice":
         return st.sampled_from(parameter.choices)
     if parameter.kind == "integer":
@@ -620,8 +790,12 @@ def _argument(parameter: Parameter, names: Names) -> st.SearchStrategy[Any]:
         return st.one_of(_pattern(names), st.sampled_from(every_name).map(lambda n: f"*{n}*"))
     if parameter.kind == "text":
         return st.sampled_from(names.words + every_name)
-    by_name = {"app": names.apps, "username": names.usernames, "package": names.packages,
-               "group": names.groups}
+    by_name = {
+        "app": names.apps,
+        "username": names.usernames,
+        "package": names.packages,
+        "group": names.groups,
+    }
     return st.sampled_from(by_name.get(parameter.name, every_name))
 
 
@@ -640,24 +814,30 @@ def _rules(catalog: Catalog, names: Names) -> st.SearchStrategy[RuleSnapshot]:
     return draw_rule()
 
 
-def _users(catalog: Catalog, names: Names, first_id: int = 1,
-           max_users: int = 6) -> st.SearchStrategy[list[UserSnapshot]]:
+def _users(
+    catalog: Catalog, names: Names, first_id: int = 1, max_users: int = 6
+) -> st.SearchStrategy[list[UserSnapshot]]:
     rules = _rules(catalog, names)
     mostly = st.integers(0, 5).map(lambda x: x != 0)
 
     @st.composite
     def draw_users(draw: st.DrawFn) -> list[UserSnapshot]:
-        people = draw(st.lists(st.sampled_from(names.usernames), min_size=1,
-                               max_size=max_users, unique=True))
+        people = draw(
+            st.lists(st.sampled_from(names.usernames), min_size=1, max_size=max_users, unique=True)
+        )
         users = []
         for user_id, person in enumerate(people, start=first_id):
             contexts = []
-            for context in draw(st.lists(st.sampled_from(CONTEXTS), min_size=1, max_size=3,
-                                         unique=True)):
+            for context in draw(
+                st.lists(st.sampled_from(CONTEXTS), min_size=1, max_size=3, unique=True)
+            ):
                 filters = tuple(
-                    FilterSnapshot(next(_filter_ids), f"f{k}",
-                                   tuple(draw(st.lists(rules, min_size=draw(mostly), max_size=3))),
-                                   draw(mostly))
+                    FilterSnapshot(
+                        next(_filter_ids),
+                        f"f{k}",
+                        tuple(draw(st.lists(rules, min_size=draw(mostly), max_size=3))),
+                        draw(mostly),
+                    )
                     for k in range(draw(st.integers(0, 3)))
                 )
                 contexts.append(ContextSnapshot(context, filters, draw(mostly)))
@@ -673,19 +853,21 @@ def _ownership(names: Names, users: Iterable[UserSnapshot]) -> st.SearchStrategy
     owners = st.sampled_from(names.usernames + tuple("@" + g for g in names.groups))
     if people:
         owners = st.one_of(st.sampled_from(people), owners)
-    return st.dictionaries(owners, st.lists(st.sampled_from(names.packages), max_size=8),
-                           max_size=12).map(Ownership)
+    return st.dictionaries(
+        owners, st.lists(st.sampled_from(names.packages), max_size=8), max_size=12
+    ).map(Ownership)
 
 
 def _offered() -> st.SearchStrategy[list[str]]:
     """Usually every context; sometimes only a few (maybe none)."""
     return st.integers(0, 3).flatmap(
-        lambda x: st.just(list(CONTEXTS)) if x else st.lists(st.sampled_from(CONTEXTS),
-                                                             unique=True))
+        lambda x: st.just(list(CONTEXTS)) if x else st.lists(st.sampled_from(CONTEXTS), unique=True)
+    )
 
 
-def assert_same_answers(matcher: Matcher, messages: Sequence[MessageFacts],
-                        other: Matcher | None = None) -> None:
+def assert_same_answers(
+    matcher: Matcher, messages: Sequence[MessageFacts], other: Matcher | None = None
+) -> None:
     for message in messages:
         expected = matcher.naive_recipients(message)
         assert matcher.recipients(message) == expected, message.id
@@ -693,8 +875,11 @@ def assert_same_answers(matcher: Matcher, messages: Sequence[MessageFacts],
             assert other.recipients(message) == expected, message.id
 
 
-_PROPERTY = settings(max_examples=200, deadline=None,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_PROPERTY = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 #: Passing takes seconds; a failure then shrinks for minutes, and the minimal
 #: example is worth the wait.
 _SHRINK_TIME = pytest.mark.timeout(900)
@@ -704,14 +889,20 @@ _SHRINK_TIME = pytest.mark.timeout(900)
 @_PROPERTY
 @given(data=st.data())
 def test_matcher_index_agrees_with_naive_on_the_corpus(
-    data: st.DataObject, names: Names, corpus_facts: list[MessageFacts],
+    data: st.DataObject,
+    names: Names,
+    corpus_facts: list[MessageFacts],
     probes: list[MessageFacts],
 ) -> None:
     catalog = catalog_with(BOOM, FLAKY_APP)
     users = data.draw(_users(catalog, names), label="users")
     ownership = data.draw(_ownership(names, users), label="ownership")
-    matcher = Matcher.from_snapshots(users, catalog=catalog, ownership=ownership,
-                                     contexts=data.draw(_offered(), label="contexts"))
+    matcher = Matcher.from_snapshots(
+        users,
+        catalog=catalog,
+        ownership=ownership,
+        contexts=data.draw(_offered(), label="contexts"),
+    )
     assert_same_answers(matcher, corpus_facts + probes)
 
 
@@ -719,23 +910,25 @@ def test_matcher_index_agrees_with_naive_on_the_corpus(
 @settings(_PROPERTY, max_examples=100)  # each example replays several updates
 @given(data=st.data())
 def test_matcher_incremental_updates_equal_a_full_reload(
-    data: st.DataObject, names: Names, corpus_facts: list[MessageFacts],
+    data: st.DataObject,
+    names: Names,
+    corpus_facts: list[MessageFacts],
     probes: list[MessageFacts],
 ) -> None:
     catalog = catalog_with(BOOM, FLAKY_APP)
     contexts = data.draw(_offered(), label="contexts")
     current = {u.user_id: u for u in data.draw(_users(catalog, names), label="users")}
     ownership = data.draw(_ownership(names, current.values()), label="ownership")
-    matcher = Matcher.from_snapshots(current.values(), catalog=catalog, ownership=ownership,
-                                     contexts=contexts)
+    matcher = Matcher.from_snapshots(
+        current.values(), catalog=catalog, ownership=ownership, contexts=contexts
+    )
     for step in range(data.draw(st.integers(1, 4), label="steps")):
         action = data.draw(st.sampled_from(["replace", "remove", "add", "ownership"]))
         if action == "ownership":
             ownership = data.draw(_ownership(names, current.values()))
             matcher.set_ownership(ownership)
             continue
-        ids = data.draw(st.lists(st.sampled_from(sorted(current) or [1]), unique=True,
-                                 max_size=3))
+        ids = data.draw(st.lists(st.sampled_from(sorted(current) or [1]), unique=True, max_size=3))
         fresh = data.draw(_users(catalog, names, first_id=100 * (step + 1), max_users=3))
         if action == "replace":
             fresh = [replace(u, user_id=i) for u, i in zip(fresh, ids, strict=False)]
@@ -745,8 +938,9 @@ def test_matcher_incremental_updates_equal_a_full_reload(
             fresh = []
         current.update({u.user_id: u for u in fresh})
         matcher.replace_users(ids if action != "add" else (), fresh)
-    reloaded = Matcher.from_snapshots(current.values(), catalog=catalog, ownership=ownership,
-                                      contexts=contexts)
+    reloaded = Matcher.from_snapshots(
+        current.values(), catalog=catalog, ownership=ownership, contexts=contexts
+    )
     assert matcher.stats() == reloaded.stats()
     assert_same_answers(reloaded, corpus_facts + probes, other=matcher)
 
@@ -757,19 +951,47 @@ def test_matcher_database_refresh_equals_a_full_reload(
     """The DB path end to end: load, change some users, apply_changes vs a fresh load."""
     people = names.usernames[:12]
     with db.begin() as session:
-        ids = [insert_user(session, person, C("email", [
-            F("me", [r("pertains_to_me"), r("triggered_by_me", negated=True)]),
-            F("pkg", [r("package_involved", package=names.packages[i % len(names.packages)])]),
-        ]), C("irc", [F("app", [r("app_is", app=names.apps[i % len(names.apps)])])]))
-            for i, person in enumerate(people)]
+        ids = [
+            insert_user(
+                session,
+                person,
+                C(
+                    "email",
+                    [
+                        F("me", [r("pertains_to_me"), r("triggered_by_me", negated=True)]),
+                        F(
+                            "pkg",
+                            [
+                                r(
+                                    "package_involved",
+                                    package=names.packages[i % len(names.packages)],
+                                )
+                            ],
+                        ),
+                    ],
+                ),
+                C("irc", [F("app", [r("app_is", app=names.apps[i % len(names.apps)])])]),
+            )
+            for i, person in enumerate(people)
+        ]
     ownership = Ownership({p: names.packages[i::7] for i, p in enumerate(people)})
     matcher = load(db, ownership=ownership)
     with db.begin() as session:
         for i in ids[::3]:
-            replace_preferences(session, i, C("push", [
-                F("owned", [r("package_owned_by_me")]),
-                F("topic", [r("topic_matches", pattern=names.topics[i % len(names.topics)])]),
-            ]))
+            replace_preferences(
+                session,
+                i,
+                C(
+                    "push",
+                    [
+                        F("owned", [r("package_owned_by_me")]),
+                        F(
+                            "topic",
+                            [r("topic_matches", pattern=names.topics[i % len(names.topics)])],
+                        ),
+                    ],
+                ),
+            )
         replace_preferences(session, ids[1])
     with db.begin() as session:
         assert matcher.apply_changes(session) == len(ids[::3]) + 1

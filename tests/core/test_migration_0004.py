@@ -19,22 +19,35 @@ def test_migration_0004_gives_shared_feed_tokens_new_ones(tmp_path: Path) -> Non
     try:
         with engine.begin() as connection:
             for user_id, (name, context, address) in enumerate(
-                [("alice", "rss", SHARED), ("bob", "live", SHARED), ("carol", "email",
-                                                                    "c@example.org")],
+                [
+                    ("alice", "rss", SHARED),
+                    ("bob", "live", SHARED),
+                    ("carol", "email", "c@example.org"),
+                ],
                 start=1,
             ):
-                connection.execute(text(
-                    "INSERT INTO users (id, name, is_admin, created_at, confirm_failures) "
-                    "VALUES (:id, :name, false, CURRENT_TIMESTAMP, 0)"),
-                    {"id": user_id, "name": name})
-                connection.execute(text(
-                    "INSERT INTO preferences (id, user_id, context, enabled, digest_minutes, "
-                    "digest_count) VALUES (:id, :id, :context, true, 0, 0)"),
-                    {"id": user_id, "context": context})
-                connection.execute(text(
-                    "INSERT INTO destinations (id, preference_id, address, confirmed, created_at) "
-                    "VALUES (:id, :id, :address, true, CURRENT_TIMESTAMP)"),
-                    {"id": user_id, "address": address})
+                connection.execute(
+                    text(
+                        "INSERT INTO users (id, name, is_admin, created_at, confirm_failures) "
+                        "VALUES (:id, :name, false, CURRENT_TIMESTAMP, 0)"
+                    ),
+                    {"id": user_id, "name": name},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO preferences (id, user_id, context, enabled, digest_minutes, "
+                        "digest_count) VALUES (:id, :id, :context, true, 0, 0)"
+                    ),
+                    {"id": user_id, "context": context},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO destinations "
+                        "(id, preference_id, address, confirmed, created_at) "
+                        "VALUES (:id, :id, :address, true, CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": user_id, "address": address},
+                )
         upgrade(url)
         with engine.connect() as connection:
             result = connection.execute(

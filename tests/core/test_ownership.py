@@ -187,8 +187,9 @@ def test_ownership_provider_follows_the_configuration(tmp_path: Path) -> None:
 def _rows(db: Database) -> dict[Triple, int]:
     with db.begin() as session:
         rows = session.execute(
-            select(PackageOwner.namespace, PackageOwner.package, PackageOwner.owner,
-                   PackageOwner.id)
+            select(
+                PackageOwner.namespace, PackageOwner.package, PackageOwner.owner, PackageOwner.id
+            )
         )
         return {(ns, package, who): row_id for ns, package, who, row_id in rows}
 
@@ -304,8 +305,11 @@ def _facts(topic: str, body: Any) -> MessageFacts:
 def test_affects_ownership_by_topic_and_namespace(
     topic: str, namespace: str | None, expected: bool
 ) -> None:
-    body = {"agent": "admin", "new_user": "jdoe",
-            "project": {"name": "kernel", "namespace": namespace, "fullname": "x/kernel"}}
+    body = {
+        "agent": "admin",
+        "new_user": "jdoe",
+        "project": {"name": "kernel", "namespace": namespace, "fullname": "x/kernel"},
+    }
     assert affects_ownership(_facts(topic, body)) is expected
 
 

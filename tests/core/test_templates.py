@@ -21,9 +21,19 @@ ALICE = Actor("alice")
 
 #: The rules of the public contract, and the one application rule built-in templates use.
 TEMPLATE_RULES = {"koji_build_failed"} | {
-    "app_is", "topic_matches", "severity_at_least", "pertains_to_me", "user_involved",
-    "triggered_by_me", "triggered_by", "package_involved", "package_owned_by_me",
-    "package_owned_by", "package_owned_by_group", "group_involved", "summary_contains",
+    "app_is",
+    "topic_matches",
+    "severity_at_least",
+    "pertains_to_me",
+    "user_involved",
+    "triggered_by_me",
+    "triggered_by",
+    "package_involved",
+    "package_owned_by_me",
+    "package_owned_by",
+    "package_owned_by_group",
+    "group_involved",
+    "summary_contains",
 }
 
 
@@ -54,26 +64,47 @@ class _Owns:
         return frozenset({self.owner}) if package in self.packages else frozenset()
 
 
-def facts(topic: str, *, agent: str | None = None, users: set[str] | None = None,
-          packages: set[str] | None = None, summary: str = "", severity: int = 20) -> MessageFacts:
+def facts(
+    topic: str,
+    *,
+    agent: str | None = None,
+    users: set[str] | None = None,
+    packages: set[str] | None = None,
+    summary: str = "",
+    severity: int = 20,
+) -> MessageFacts:
     app = topic.split(".")[3]
     return MessageFacts(
-        id="m", topic=topic, app_name=app, agent_name=agent, usernames=frozenset(users or ()),
-        packages=frozenset(packages or ()), groups=frozenset(), containers=frozenset(),
-        modules=frozenset(), flatpaks=frozenset(), severity=severity, summary=summary, url=None,
-        body={}, headers={}, schema="base.message",
+        id="m",
+        topic=topic,
+        app_name=app,
+        agent_name=agent,
+        usernames=frozenset(users or ()),
+        packages=frozenset(packages or ()),
+        groups=frozenset(),
+        containers=frozenset(),
+        modules=frozenset(),
+        flatpaks=frozenset(),
+        severity=severity,
+        summary=summary,
+        url=None,
+        body={},
+        headers={},
+        schema="base.message",
     )
 
 
-def matching_filters(template: str, message: MessageFacts,
-                     owned: frozenset[str] = frozenset({"python-requests"})) -> list[str]:
+def matching_filters(
+    template: str, message: MessageFacts, owned: frozenset[str] = frozenset({"python-requests"})
+) -> list[str]:
     catalog = default_catalog()
     context = RuleContext("alice", _Owns("alice", set(owned)))
     found = next(t for t in BUILTIN_TEMPLATES if t.name == template)
     hits = []
     for draft in found.parse(catalog):
-        if all(catalog.get(r.name)(message, context, r.arguments) != r.negated
-               for r in draft.rules):
+        if all(
+            catalog.get(r.name)(message, context, r.arguments) != r.negated for r in draft.rules
+        ):
             hits.append(draft.name)
     return hits
 
@@ -81,27 +112,62 @@ def matching_filters(template: str, message: MessageFacts,
 @pytest.mark.parametrize(
     ("template", "message", "expected"),
     [
-        ("packager", facts("org.fedoraproject.prod.bodhi.update.request.testing", agent="bob",
-                           packages={"python-requests"}), ["updates of my packages"]),
-        ("packager", facts("org.fedoraproject.prod.bodhi.update.request.testing", agent="alice",
-                           packages={"python-requests"}), []),
-        ("packager", facts("org.fedoraproject.prod.bodhi.update.comment", agent="bob",
-                           users={"alice", "bob"}),
-         ["comments on my updates", "concerns me"]),
-        ("packager", facts("org.fedoraproject.prod.bodhi.update.comment", agent="alice",
-                           users={"alice"}), []),
+        (
+            "packager",
+            facts(
+                "org.fedoraproject.prod.bodhi.update.request.testing",
+                agent="bob",
+                packages={"python-requests"},
+            ),
+            ["updates of my packages"],
+        ),
+        (
+            "packager",
+            facts(
+                "org.fedoraproject.prod.bodhi.update.request.testing",
+                agent="alice",
+                packages={"python-requests"},
+            ),
+            [],
+        ),
+        (
+            "packager",
+            facts(
+                "org.fedoraproject.prod.bodhi.update.comment", agent="bob", users={"alice", "bob"}
+            ),
+            ["comments on my updates", "concerns me"],
+        ),
+        (
+            "packager",
+            facts("org.fedoraproject.prod.bodhi.update.comment", agent="alice", users={"alice"}),
+            [],
+        ),
         ("quiet", facts("org.fedoraproject.prod.pagure.issue.new", users={"alice"}), []),
-        ("quiet", facts("org.fedoraproject.prod.pagure.issue.new", users={"alice"},
-                        severity=40), ["errors that concern me"]),
-        ("mentions", facts("org.fedoraproject.prod.pagure.issue.new", agent="bob",
-                           users={"alice"}), ["concerns me"]),
-        ("everything-mine", facts("org.fedoraproject.prod.bodhi.update.comment", agent="alice",
-                                  users={"alice"}, packages={"python-requests"}),
-         ["concerns me", "my packages"]),
+        (
+            "quiet",
+            facts("org.fedoraproject.prod.pagure.issue.new", users={"alice"}, severity=40),
+            ["errors that concern me"],
+        ),
+        (
+            "mentions",
+            facts("org.fedoraproject.prod.pagure.issue.new", agent="bob", users={"alice"}),
+            ["concerns me"],
+        ),
+        (
+            "everything-mine",
+            facts(
+                "org.fedoraproject.prod.bodhi.update.comment",
+                agent="alice",
+                users={"alice"},
+                packages={"python-requests"},
+            ),
+            ["concerns me", "my packages"],
+        ),
     ],
 )
-def test_builtin_templates_match_what_they_promise(template: str, message: MessageFacts,
-                                                   expected: list[str]) -> None:
+def test_builtin_templates_match_what_they_promise(
+    template: str, message: MessageFacts, expected: list[str]
+) -> None:
     assert matching_filters(template, message) == expected
 
 
@@ -140,10 +206,12 @@ def test_builtin_templates_read_the_build_state_not_the_summary(koji_build: dict
     message = facts_of(load_message({"topic": koji_build["topic"], "body": body, "headers": {}}))
     assert "failed" in message.summary.lower()
     assert matching_filters("packager", message, frozenset({"failed-tests"})) == []
-    failed = facts_of(load_message(
-        {"topic": koji_build["topic"], "body": {**body, "new": 3}, "headers": {}}))
+    failed = facts_of(
+        load_message({"topic": koji_build["topic"], "body": {**body, "new": 3}, "headers": {}})
+    )
     assert matching_filters("packager", failed, frozenset({"failed-tests"})) == [
-        "failed builds of my packages"]
+        "failed builds of my packages"
+    ]
 
 
 def test_ensure_builtin_templates_upserts(db: Database) -> None:
@@ -164,8 +232,12 @@ def test_ensure_builtin_templates_upserts(db: Database) -> None:
 
 OPERATOR_TEMPLATE = {
     "filters": [
-        {"name": "python-sig", "active": True, "oneshot": False,
-         "rules": [{"rule": "package_owned_by_group", "args": {"group": "python-sig"}}]},
+        {
+            "name": "python-sig",
+            "active": True,
+            "oneshot": False,
+            "rules": [{"rule": "package_owned_by_group", "args": {"group": "python-sig"}}],
+        },
     ]
 }
 
@@ -173,8 +245,14 @@ OPERATOR_TEMPLATE = {
 def test_list_templates_returns_builtins_then_operator_rows(db: Database) -> None:
     with db.begin() as session:
         ensure_builtin_templates(session)
-        session.add(Template(name="aa-python", title="Python SIG", description="Python packages",
-                             definition=OPERATOR_TEMPLATE))
+        session.add(
+            Template(
+                name="aa-python",
+                title="Python SIG",
+                description="Python packages",
+                definition=OPERATOR_TEMPLATE,
+            )
+        )
     with db.begin() as session:
         views = prefs.list_templates(session)
     builtins = sorted(t.name for t in BUILTIN_TEMPLATES)
@@ -201,8 +279,10 @@ def test_use_template_refuses_a_broken_operator_template(db: Database) -> None:
     broken = {"filters": [{"name": "x", "rules": [{"rule": "no_such_rule", "args": {}}]}]}
     with db.begin() as session:
         session.add(Template(name="broken", title="Broken", definition=broken))
-    with pytest.raises(InvalidArgument, match="tell the fmn operator") as caught, \
-            db.begin() as session:
+    with (
+        pytest.raises(InvalidArgument, match="tell the fmn operator") as caught,
+        db.begin() as session,
+    ):
         prefs.use_template(session, ALICE, "broken", "email")
     assert "filters[0].rules[0].rule" in str(caught.value)
     with db.begin() as session:

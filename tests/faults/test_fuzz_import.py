@@ -39,28 +39,69 @@ from .conftest import env_int, faults_full
 EXAMPLES = env_int("FMN_FAULTS_EXAMPLES", 400 if faults_full() else 60)
 
 #: A file fmn itself would export: the base most mutations start from.
-BASE: dict[str, Any] = {"users": [
-    {"name": "alice", "contexts": {
-        "email": {"enabled": True, "destinations": ["alice@example.org"],
-                  "digest": {"minutes": 60, "count": 5},
-                  "filters": [{"name": "my builds", "active": True, "oneshot": False,
-                               "rules": [{"rule": "app_is", "args": {"app": "koji"}},
-                                         {"rule": "triggered_by_me", "args": {},
-                                          "negated": True}]}]},
-        "rss": {"destinations": ["A" * 32]},
-    }},
-    {"name": "bob", "contexts": {"irc": {"destinations": ["bob"], "filters": []}}},
-]}
+BASE: dict[str, Any] = {
+    "users": [
+        {
+            "name": "alice",
+            "contexts": {
+                "email": {
+                    "enabled": True,
+                    "destinations": ["alice@example.org"],
+                    "digest": {"minutes": 60, "count": 5},
+                    "filters": [
+                        {
+                            "name": "my builds",
+                            "active": True,
+                            "oneshot": False,
+                            "rules": [
+                                {"rule": "app_is", "args": {"app": "koji"}},
+                                {"rule": "triggered_by_me", "args": {}, "negated": True},
+                            ],
+                        }
+                    ],
+                },
+                "rss": {"destinations": ["A" * 32]},
+            },
+        },
+        {"name": "bob", "contexts": {"irc": {"destinations": ["bob"], "filters": []}}},
+    ]
+}
 
 HOSTILE_VALUES = [
-    None, True, 0, -1, 2**63, 10**40, 1.5, float("nan"), float("inf"), float("-inf"),
-    "", " ", "\x00", "a\x00b", "\ud800", "x\udfff", "\x1b[31m", "\u202e", "\r\nBcc: x",
-    "a" * 5000, [], {}, [[[[]]]], {"": {"": {}}}, ["a"] * 50, "ALICETOKEN" * 4,
+    None,
+    True,
+    0,
+    -1,
+    2**63,
+    10**40,
+    1.5,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "x\udfff",
+    "\x1b[31m",
+    "\u202e",
+    "\r\nBcc: x",
+    "a" * 5000,
+    [],
+    {},
+    [[[[]]]],
+    {"": {"": {}}},
+    ["a"] * 50,
+    "ALICETOKEN" * 4,
 ]
 #: JSON values of any shape, bounded.
 json_values = st.recursive(
     st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=True),
         st.text(st.characters(exclude_categories=()), max_size=30),
         st.sampled_from(HOSTILE_VALUES),
     ),
@@ -130,11 +171,21 @@ junk = st.one_of(
     st.text(st.characters(exclude_categories=()), max_size=200).map(
         lambda t: t.encode("utf-8", "surrogatepass")
     ),
-    st.sampled_from([
-        b"", b"null", b"[]", b"{}", b'{"users": NaN}', b'{"users": Infinity}',
-        b'{"users": [], "users": [1]}', b'{"users": [' , b"\xef\xbb\xbf{\"users\": []}",
-        b'{"users": [' + b"9" * 5000 + b"]}", b'{"users": "\\ud800"}',
-    ]),
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b"{}",
+            b'{"users": NaN}',
+            b'{"users": Infinity}',
+            b'{"users": [], "users": [1]}',
+            b'{"users": [',
+            b'\xef\xbb\xbf{"users": []}',
+            b'{"users": [' + b"9" * 5000 + b"]}",
+            b'{"users": "\\ud800"}',
+        ]
+    ),
     st.binary(max_size=200).map(lambda b: json.dumps(BASE).encode()[: len(b)]),
 )
 files = st.one_of(mutated(), nested(), junk, st.just(json.dumps(BASE).encode()))
@@ -144,18 +195,33 @@ def seed(db: Database) -> None:
     """An existing user holding a feed token, so files can collide with it."""
     with db.begin() as session:
         if not prefs.list_contexts(session, Actor("carol")):
-            import_preferences(session, {"users": [
-                {"name": "carol", "contexts": {"live": {"destinations": ["ALICETOKEN" * 4]}}}
-            ]})
+            import_preferences(
+                session,
+                {
+                    "users": [
+                        {
+                            "name": "carol",
+                            "contexts": {"live": {"destinations": ["ALICETOKEN" * 4]}},
+                        }
+                    ]
+                },
+            )
 
 
 @pytest.mark.slow
 def test_fuzz_import_files_clean_import_or_clear_refusal(db: Database, figures: Any) -> None:
     outcomes: dict[str, int] = {}
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                     HealthCheck.large_base_example])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
     @given(files)
     def check(raw: bytes) -> None:
         seed(db)
@@ -177,9 +243,11 @@ def test_fuzz_import_files_clean_import_or_clear_refusal(db: Database, figures: 
         outcomes["imported"] = outcomes.get("imported", 0) + 1
         with db.begin() as session:
             exported = {u["name"]: u for u in export_preferences(session)["users"]}
-            tokens = list(session.scalars(
-                select(Destination.feed_token).where(Destination.feed_token.is_not(None))
-            ))
+            tokens = list(
+                session.scalars(
+                    select(Destination.feed_token).where(Destination.feed_token.is_not(None))
+                )
+            )
         assert len(tokens) == len(set(tokens)), "two destinations share a feed token"
         for user in data["users"]:
             stored = exported.get(user["name"])

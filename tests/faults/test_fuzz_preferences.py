@@ -38,12 +38,47 @@ ALICE = Actor("alice")
 #: Every character, lone surrogates and unassigned code points included.
 ANY_CHAR = st.characters(exclude_categories=())
 TRICKY = [
-    "", " ", "\t", "\x00", "a\x00b", "\ud800", "x\udcff", "\u202e", "\u200b", "\ufeff",
-    "\ufeffkoji", "k\u0301oji", "\U0001d55c\U0001d560\U0001d55b\U0001d55a",
-    "\uff4b\uff4f\uff4a\uff49", "KOJI", "koji ", "a" * 300, "é" * 1000,
-    ".*", "(a+)+$", "[", "\\", "*", "?", "[!a-z]", "%s%n", "${jndi:ldap://x}", "{0}",
-    "'; DROP TABLE users; --", "<script>", "../../etc/passwd", "file:///etc/passwd",
-    "²", "٣", "0x10", "1e999", "-1", "9" * 40, "None", "null", "true",
+    "",
+    " ",
+    "\t",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "x\udcff",
+    "\u202e",
+    "\u200b",
+    "\ufeff",
+    "\ufeffkoji",
+    "k\u0301oji",
+    "\U0001d55c\U0001d560\U0001d55b\U0001d55a",
+    "\uff4b\uff4f\uff4a\uff49",
+    "KOJI",
+    "koji ",
+    "a" * 300,
+    "é" * 1000,
+    ".*",
+    "(a+)+$",
+    "[",
+    "\\",
+    "*",
+    "?",
+    "[!a-z]",
+    "%s%n",
+    "${jndi:ldap://x}",
+    "{0}",
+    "'; DROP TABLE users; --",
+    "<script>",
+    "../../etc/passwd",
+    "file:///etc/passwd",
+    "²",
+    "٣",
+    "0x10",
+    "1e999",
+    "-1",
+    "9" * 40,
+    "None",
+    "null",
+    "true",
 ]
 texts = st.one_of(
     st.sampled_from(TRICKY),
@@ -59,24 +94,37 @@ numbers = st.one_of(
 )
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), numbers, texts),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=8,
 )
-junk = st.one_of(json_values, st.binary(max_size=20), st.just(object()),
-                 st.sampled_from([dt.timedelta(hours=1), dt.datetime(2030, 1, 1)]))
+junk = st.one_of(
+    json_values,
+    st.binary(max_size=20),
+    st.just(object()),
+    st.sampled_from([dt.timedelta(hours=1), dt.datetime(2030, 1, 1)]),
+)
 contexts = st.one_of(st.sampled_from([*CONTEXTS, "EMAIL", " irc ", "sms", ""]), texts, junk)
 names = st.one_of(st.just("f"), st.just("F "), texts, junk)
 durations = st.one_of(
     st.timedeltas(),
-    st.sampled_from([dt.timedelta.max, dt.timedelta.min, -dt.timedelta(days=1),
-                     dt.timedelta(days=999_999_999), dt.timedelta(0)]),
+    st.sampled_from(
+        [
+            dt.timedelta.max,
+            dt.timedelta.min,
+            -dt.timedelta(days=1),
+            dt.timedelta(days=999_999_999),
+            dt.timedelta(0),
+        ]
+    ),
 )
 moments = st.one_of(
     st.datetimes(),
     st.datetimes(timezones=st.timezones()),
-    st.sampled_from([dt.datetime.max.replace(tzinfo=dt.UTC),
-                     dt.datetime.min.replace(tzinfo=dt.UTC)]),
+    st.sampled_from(
+        [dt.datetime.max.replace(tzinfo=dt.UTC), dt.datetime.min.replace(tzinfo=dt.UTC)]
+    ),
 )
 RULES = sorted(spec.name for spec in default_catalog())
 PARAMETERS = sorted({p.name for spec in default_catalog() for p in spec.parameters})
@@ -85,14 +133,27 @@ arguments = st.one_of(
     st.dictionaries(st.sampled_from(PARAMETERS), texts, max_size=3),
     st.none(),
     junk,
-    st.dictionaries(st.one_of(st.integers(), st.none(), st.text(max_size=3)), st.text(max_size=3),
-                    max_size=3),
+    st.dictionaries(
+        st.one_of(st.integers(), st.none(), st.text(max_size=3)), st.text(max_size=3), max_size=3
+    ),
 )
 push_urls = st.builds(
     lambda scheme, host, rest: f"{scheme}://{host}{rest}",
     st.sampled_from(["ntfys", "ntfy", "json", "gotify", "file", "http", "JSON", "tgram"]),
-    st.one_of(texts, st.sampled_from(["ntfy.sh", "127.0.0.1", "[::1]", "0x7f000001",
-                                      "localhost", "10.0.0.1", "169.254.169.254"])),
+    st.one_of(
+        texts,
+        st.sampled_from(
+            [
+                "ntfy.sh",
+                "127.0.0.1",
+                "[::1]",
+                "0x7f000001",
+                "localhost",
+                "10.0.0.1",
+                "169.254.169.254",
+            ]
+        ),
+    ),
     st.one_of(st.just(""), texts.map(lambda t: "/" + t), texts.map(lambda t: "?" + t)),
 )
 addresses = st.one_of(texts, push_urls, junk, st.just("alice@example.org"))
@@ -130,16 +191,26 @@ CALLS: dict[str, Callable[[Callable[[Any], Any]], tuple[Any, ...]]] = {
     "move_filter": lambda d: (d(contexts), d(names), d(whole)),
     "set_filter_active": lambda d: (d(contexts), d(names), d(st.one_of(st.booleans(), junk))),
     "set_filter_oneshot": lambda d: (d(contexts), d(names), d(st.one_of(st.booleans(), junk))),
-    "add_rule": lambda d: (d(contexts), d(names), d(st.one_of(st.sampled_from(RULES), texts, junk)),
-                           d(arguments)),
+    "add_rule": lambda d: (
+        d(contexts),
+        d(names),
+        d(st.one_of(st.sampled_from(RULES), texts, junk)),
+        d(arguments),
+    ),
     "remove_rule": lambda d: (d(contexts), d(names), d(whole)),
-    "set_rule_negated": lambda d: (d(contexts), d(names), d(whole),
-                                   d(st.one_of(st.booleans(), junk))),
+    "set_rule_negated": lambda d: (
+        d(contexts),
+        d(names),
+        d(whole),
+        d(st.one_of(st.booleans(), junk)),
+    ),
     "set_destination": lambda d: (d(contexts), d(addresses)),
     "resend_confirmation": lambda d: (d(contexts),),
     "remove_destination": lambda d: (d(contexts), d(whole)),
-    "use_template": lambda d: (d(st.one_of(st.sampled_from(["packager", "quiet"]), texts, junk)),
-                               d(contexts)),
+    "use_template": lambda d: (
+        d(st.one_of(st.sampled_from(["packager", "quiet"]), texts, junk)),
+        d(contexts),
+    ),
     "preview": lambda d: (d(contexts), d(names)),
     "recent_notifications": lambda d: (),
     "mute": lambda d: (d(st.one_of(durations, moments, junk)),),
@@ -167,14 +238,16 @@ def without_guesses(state: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_fuzz_preferences_only_user_errors_and_nothing_written(
-    db: Database, figures: Any
-) -> None:
+def test_fuzz_preferences_only_user_errors_and_nothing_written(db: Database, figures: Any) -> None:
     seen: dict[str, int] = {}
     refused: dict[str, int] = {}
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(st.data())
     def check(data: st.DataObject) -> None:
         seed(db)
@@ -198,9 +271,13 @@ def test_fuzz_preferences_only_user_errors_and_nothing_written(
             raise AssertionError(f"{described} raised {type(error).__name__}: {error}") from error
 
     check()
-    figures(backend=db.engine.dialect.name, examples=sum(seen.values()),
-            operations=len(seen), refused=sum(refused.values()),
-            refusals=dict(sorted(refused.items())))
+    figures(
+        backend=db.engine.dialect.name,
+        examples=sum(seen.values()),
+        operations=len(seen),
+        refused=sum(refused.values()),
+        refusals=dict(sorted(refused.items())),
+    )
 
 
 #: Sane arguments for each call; the sweep below replaces one at a time with a hostile value.
@@ -228,11 +305,38 @@ SANE: dict[str, tuple[Any, ...]] = {
     "confirm": ("WRONGCODE",),
 }
 HOSTILE: list[Any] = [
-    "\ud800", "x\udcff", "\x00", "a\x00b", "", " ", "\u202e", "a" * 5000, "(a+)+$", "²",
-    "app=koji", "ntfys://ntfy.sh/\ud800", "json://[::1]:8080/x", None, 0, -1, 2**70, 1.5,
-    float("nan"), True, [], {}, ["a"], {"a": 1},
-    {1: "x", "app": "y"}, b"bytes", object(), dt.timedelta.max, dt.timedelta.min,
-    dt.timedelta(days=999_999_999), dt.datetime(2030, 1, 1), dt.datetime.max.replace(tzinfo=dt.UTC),
+    "\ud800",
+    "x\udcff",
+    "\x00",
+    "a\x00b",
+    "",
+    " ",
+    "\u202e",
+    "a" * 5000,
+    "(a+)+$",
+    "²",
+    "app=koji",
+    "ntfys://ntfy.sh/\ud800",
+    "json://[::1]:8080/x",
+    None,
+    0,
+    -1,
+    2**70,
+    1.5,
+    float("nan"),
+    True,
+    [],
+    {},
+    ["a"],
+    {"a": 1},
+    {1: "x", "app": "y"},
+    b"bytes",
+    object(),
+    dt.timedelta.max,
+    dt.timedelta.min,
+    dt.timedelta(days=999_999_999),
+    dt.datetime(2030, 1, 1),
+    dt.datetime.max.replace(tzinfo=dt.UTC),
 ]
 
 
@@ -256,8 +360,11 @@ def test_fuzz_preferences_hostile_values_in_every_argument(db: Database, figures
                 except UserError:
                     refused += 1
                     after = snapshot(db)
-                    same = (without_guesses(after) == without_guesses(state) if name == "confirm"
-                            else after == state)
+                    same = (
+                        without_guesses(after) == without_guesses(state)
+                        if name == "confirm"
+                        else after == state
+                    )
                     if not same:
                         failures.append(f"{described}: refused but wrote")
                     state = after

@@ -97,8 +97,9 @@ def wrongly_typed(corpus: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any
         body = _corrupt(message["body"])
         headers = {"fedora_messaging_schema": name}
         try:
-            load_message({"id": "probe", "topic": message["topic"], "headers": headers,
-                          "body": body})
+            load_message(
+                {"id": "probe", "topic": message["topic"], "headers": headers, "body": body}
+            )
         except MalformedMessage:
             found.append((message["topic"], {"schema": name, "body": body}))
     assert len(found) >= 10, "too few schema classes among the corpus messages"
@@ -141,35 +142,51 @@ def deliveries(rng: random.Random) -> tuple[list[Outgoing], dict[str, int], list
         bad.append(Outgoing(ident("not_utf8", n), m["topic"], body))
     for n in range(MALFORMED["bad_encoding"]):
         m = sample()
-        bad.append(Outgoing(ident("bad_encoding", n), m["topic"], json.dumps(m["body"]).encode(),
-                            content_encoding=f"x-no-such-codec-{n}"))
+        bad.append(
+            Outgoing(
+                ident("bad_encoding", n),
+                m["topic"],
+                json.dumps(m["body"]).encode(),
+                content_encoding=f"x-no-such-codec-{n}",
+            )
+        )
     scalars = [b"[]", b"[1, 2, 3]", b"42", b'"a string"', b"null", b"true", b"-0.5e9"]
     for n in range(MALFORMED["not_object"]):
         bad.append(Outgoing(ident("not_object", n), sample()["topic"], scalars[n % len(scalars)]))
     typed = wrongly_typed(corpus)
     for n in range(MALFORMED["wrong_types"]):
         topic, data = typed[n % len(typed)]
-        bad.append(Outgoing(ident("wrong_types", n), topic, json.dumps(data["body"]).encode(),
-                            {"fedora_messaging_schema": data["schema"]}))
+        bad.append(
+            Outgoing(
+                ident("wrong_types", n),
+                topic,
+                json.dumps(data["body"]).encode(),
+                {"fedora_messaging_schema": data["schema"]},
+            )
+        )
     for n in range(MALFORMED["no_id"]):
         m = sample()
         bad.append(Outgoing(None if n % 2 else "", m["topic"], json.dumps(m["body"]).encode()))
     for n in range(MALFORMED["bad_headers"]):
         m = sample()
         headers = {"sent-at": n, "fedora_messaging_severity": 99 + n}
-        bad.append(Outgoing(ident("bad_headers", n), m["topic"], json.dumps(m["body"]).encode(),
-                            headers))
+        bad.append(
+            Outgoing(ident("bad_headers", n), m["topic"], json.dumps(m["body"]).encode(), headers)
+        )
     for n in range(MALFORMED["nul_id"]):
         m = sample()
-        bad.append(Outgoing(ident("nul_id", n) + "\x00nul", m["topic"],
-                            json.dumps(m["body"]).encode()))
+        bad.append(
+            Outgoing(ident("nul_id", n) + "\x00nul", m["topic"], json.dumps(m["body"]).encode())
+        )
     for n in range(MALFORMED["nul_topic"]):
         m = sample()
-        bad.append(Outgoing(ident("nul_topic", n), m["topic"] + "\x00.nul",
-                            json.dumps(m["body"]).encode()))
+        bad.append(
+            Outgoing(ident("nul_topic", n), m["topic"] + "\x00.nul", json.dumps(m["body"]).encode())
+        )
     for n in range(MALFORMED["huge_garbage"]):
-        bad.append(Outgoing(ident("huge_garbage", n), sample()["topic"],
-                            b'{"x": "' + b"\xff" * MIB + b'"'))
+        bad.append(
+            Outgoing(ident("huge_garbage", n), sample()["topic"], b'{"x": "' + b"\xff" * MIB + b'"')
+        )
     assert len(bad) == sum(MALFORMED.values()) == 1000
 
     good: list[dict[str, Any]] = []
@@ -177,11 +194,23 @@ def deliveries(rng: random.Random) -> tuple[list[Outgoing], dict[str, int], list
         good.append(dict(sample(), id=f"good-{n:04d}-{uuid.uuid4().hex[:8]}"))
     for n in range(UNKNOWN_SCHEMA):
         m = sample()
-        good.append({"id": f"unknown-schema-{n:04d}", "topic": m["topic"], "body": m["body"],
-                     "headers": {"fedora_messaging_schema": f"no.such.schema:V{n}"}})
+        good.append(
+            {
+                "id": f"unknown-schema-{n:04d}",
+                "topic": m["topic"],
+                "body": m["body"],
+                "headers": {"fedora_messaging_schema": f"no.such.schema:V{n}"},
+            }
+        )
     for n in range(HUGE_VALID):
-        good.append({"id": f"huge-valid-{n}", "topic": "org.fedoraproject.prod.faults.huge",
-                     "headers": {}, "body": {"blob": "é" * (MIB // 2), "n": n}})
+        good.append(
+            {
+                "id": f"huge-valid-{n}",
+                "topic": "org.fedoraproject.prod.faults.huge",
+                "headers": {},
+                "body": {"blob": "é" * (MIB // 2), "n": n},
+            }
+        )
     everything = bad + [outgoing(m) for m in good]
     rng.shuffle(everything)
     return everything, kinds, good
@@ -225,11 +254,21 @@ def test_malformed_deliveries_are_counted_logged_once_and_never_stop_the_daemon(
 
     try:
         wait_for(processed, timeout=90, what="every delivery taken off the queue", interval=0.5)
-        wait_for(lambda: count_rows(url, "messages") >= len(good), timeout=60,
-                 what="every acceptable message stored", interval=0.5)
-        wait_for(lambda: all(r[3] == "sent" for r in outbox_rows(url))
-                 and len(outbox_rows(url)) >= len(expected),
-                 timeout=60, what="every notification sent", interval=0.5)
+        wait_for(
+            lambda: count_rows(url, "messages") >= len(good),
+            timeout=60,
+            what="every acceptable message stored",
+            interval=0.5,
+        )
+        wait_for(
+            lambda: (
+                all(r[3] == "sent" for r in outbox_rows(url))
+                and len(outbox_rows(url)) >= len(expected)
+            ),
+            timeout=60,
+            what="every notification sent",
+            interval=0.5,
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{daemon.output()[-3000:]}") from None
     seconds = time.monotonic() - started

@@ -103,7 +103,10 @@ def exactly_once(url: str, expected: set[tuple[str, str, str]]) -> dict[str, int
 @pytest.mark.postgres
 @pytest.mark.rabbitmq
 def test_outage_rabbitmq_restart_loses_nothing(
-    empty_postgres_url: str, private_rabbitmq: Any, make_daemon: Any, figures: Any,
+    empty_postgres_url: str,
+    private_rabbitmq: Any,
+    make_daemon: Any,
+    figures: Any,
     tmp_path: Path,
 ) -> None:
     url = empty_postgres_url
@@ -123,8 +126,11 @@ def test_outage_rabbitmq_restart_loses_nothing(
     daemon = make_daemon(url, fm_config, extra=DELIVERY)
     daemon.start()
     publish_messages(node.amqp_url, exchange, before)
-    wait_for(lambda: count_rows(url, "messages") >= len(before), timeout=60,
-             what="the first messages stored")
+    wait_for(
+        lambda: count_rows(url, "messages") >= len(before),
+        timeout=60,
+        what="the first messages stored",
+    )
     # The next ones are still being taken in when the broker goes.
     publish_messages(node.amqp_url, exchange, during)
     stopped = time.monotonic()
@@ -173,8 +179,11 @@ def test_outage_postgresql_restart_loses_nothing(
     daemon = make_daemon(url, rabbitmq.config_path, extra=DELIVERY)
     daemon.start()
     publish_messages(rabbitmq.amqp_url, rabbitmq.exchange, before)
-    wait_for(lambda: count_rows(url, "messages") >= len(before), timeout=60,
-             what="the first messages stored")
+    wait_for(
+        lambda: count_rows(url, "messages") >= len(before),
+        timeout=60,
+        what="the first messages stored",
+    )
     publish_messages(rabbitmq.amqp_url, rabbitmq.exchange, during)
     stopped = time.monotonic()
     private_postgres.stop("immediate")
@@ -207,7 +216,10 @@ def test_outage_postgresql_restart_loses_nothing(
 @pytest.mark.postgres
 @pytest.mark.rabbitmq
 def test_outage_smtp_down_then_back_delivers_everything_once(
-    empty_postgres_url: str, rabbitmq: Any, restartable_smtp: Any, make_daemon: Any,
+    empty_postgres_url: str,
+    rabbitmq: Any,
+    restartable_smtp: Any,
+    make_daemon: Any,
     figures: Any,
 ) -> None:
     url = empty_postgres_url
@@ -221,8 +233,7 @@ def test_outage_smtp_down_then_back_delivers_everything_once(
     daemon = make_daemon(url, rabbitmq.config_path, smtp_port=smtp.port, extra=DELIVERY)
     daemon.start()
     publish_messages(rabbitmq.amqp_url, rabbitmq.exchange, before)
-    wait_for(lambda: len(mails_by_message(smtp)) >= len(before), timeout=60,
-             what="the first mails")
+    wait_for(lambda: len(mails_by_message(smtp)) >= len(before), timeout=60, what="the first mails")
     smtp.down()
     stopped = time.monotonic()
     publish_messages(rabbitmq.amqp_url, rabbitmq.exchange, during)
@@ -236,8 +247,11 @@ def test_outage_smtp_down_then_back_delivers_everything_once(
     smtp.up()
     down_for = time.monotonic() - stopped
     settle(url, expected, len(before + during), daemon)
-    wait_for(lambda: wanted_mail <= set(mails_by_message(smtp)), timeout=30,
-             what="every mail at the server")
+    wait_for(
+        lambda: wanted_mail <= set(mails_by_message(smtp)),
+        timeout=30,
+        what="every mail at the server",
+    )
     recovered = time.monotonic() - stopped - down_for
     assert daemon.alive()
     metrics = daemon.metrics()

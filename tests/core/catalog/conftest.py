@@ -28,5 +28,9 @@ def crafted(corpus: list[str]) -> dict[str, MessageFacts]:
 @pytest.fixture(scope="module")
 def bodhi_comment(corpus: list[str]) -> dict[str, Any]:
     return from_corpus(
-        corpus, lambda d: d["topic"].endswith(".bodhi.update.comment")
-        and d["body"].get("comment", {}).get("user", {}).get("name") == "dudemcpants")
+        corpus,
+        lambda d: (
+            d["topic"].endswith(".bodhi.update.comment")
+            and d["body"].get("comment", {}).get("user", {}).get("name") == "dudemcpants"
+        ),
+    )

@@ -14,8 +14,12 @@ from .samples import changed, check, from_corpus, owner
 @pytest.fixture(scope="module")
 def flatpak_release(corpus: list[str]) -> dict[str, Any]:
     return from_corpus(
-        corpus, lambda d: d["topic"].endswith("anitya.project.version.update.v2")
-        and d["body"]["project"]["name"] == "flatpak")
+        corpus,
+        lambda d: (
+            d["topic"].endswith("anitya.project.version.update.v2")
+            and d["body"]["project"]["name"] == "flatpak"
+        ),
+    )
 
 
 def test_anitya_new_release_matches_project_or_package(
@@ -25,8 +29,9 @@ def test_anitya_new_release_matches_project_or_package(
     assert check(rules, "anitya_new_release", message, project="flatpak")
     assert check(rules, "anitya_new_release", message, project="Flatpak")
     assert not check(rules, "anitya_new_release", message, project="flatpak-builder")
-    renamed = changed(flatpak_release, project={**flatpak_release["body"]["project"],
-                                                "name": "flatpak-upstream"})
+    renamed = changed(
+        flatpak_release, project={**flatpak_release["body"]["project"], "name": "flatpak-upstream"}
+    )
     assert check(rules, "anitya_new_release", renamed, project="flatpak")  # the Fedora package
 
 
@@ -34,7 +39,15 @@ def test_anitya_new_release_for_my_packages_uses_ownership(
     rules: Catalog, flatpak_release: dict[str, Any]
 ) -> None:
     message = changed(flatpak_release)
-    assert check(rules, "anitya_new_release_for_my_packages", message,
-                 owner("kalev", {"kalev": ["flatpak", "gnome-shell"]}))
-    assert not check(rules, "anitya_new_release_for_my_packages", message,
-                     owner("kalev", {"kalev": ["gnome-shell"]}))
+    assert check(
+        rules,
+        "anitya_new_release_for_my_packages",
+        message,
+        owner("kalev", {"kalev": ["flatpak", "gnome-shell"]}),
+    )
+    assert not check(
+        rules,
+        "anitya_new_release_for_my_packages",
+        message,
+        owner("kalev", {"kalev": ["gnome-shell"]}),
+    )

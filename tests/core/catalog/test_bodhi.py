@@ -15,8 +15,12 @@ from .samples import changed, check, from_corpus, owner
 @pytest.fixture(scope="module")
 def bodhi_comment(corpus: list[str]) -> dict[str, Any]:
     return from_corpus(
-        corpus, lambda d: d["topic"].endswith(".bodhi.update.comment")
-        and d["body"].get("comment", {}).get("user", {}).get("name") == "dudemcpants")
+        corpus,
+        lambda d: (
+            d["topic"].endswith(".bodhi.update.comment")
+            and d["body"].get("comment", {}).get("user", {}).get("name") == "dudemcpants"
+        ),
+    )
 
 
 def test_bodhi_update_for_package_uses_the_update_builds(
@@ -28,8 +32,9 @@ def test_bodhi_update_for_package_uses_the_update_builds(
     assert not check(rules, "bodhi_update_for_package", message, package="bash")
 
 
-def test_bodhi_update_status_reads_the_update(rules: Catalog, corpus: list[str],
-                                              bodhi_comment: dict[str, Any]) -> None:
+def test_bodhi_update_status_reads_the_update(
+    rules: Catalog, corpus: list[str], bodhi_comment: dict[str, Any]
+) -> None:
     assert check(rules, "bodhi_update_status", changed(bodhi_comment), status="pending")
     assert not check(rules, "bodhi_update_status", changed(bodhi_comment), status="stable")
     stable = from_corpus(corpus, lambda d: d["topic"].endswith(".bodhi.update.complete.stable"))
@@ -37,18 +42,22 @@ def test_bodhi_update_status_reads_the_update(rules: Catalog, corpus: list[str],
 
 
 def test_bodhi_update_pushed_tells_testing_from_stable(rules: Catalog, corpus: list[str]) -> None:
-    stable = changed(from_corpus(
-        corpus, lambda d: d["topic"].endswith(".bodhi.update.complete.stable")))
-    testing = changed(from_corpus(
-        corpus, lambda d: d["topic"].endswith(".bodhi.update.complete.testing")))
+    stable = changed(
+        from_corpus(corpus, lambda d: d["topic"].endswith(".bodhi.update.complete.stable"))
+    )
+    testing = changed(
+        from_corpus(corpus, lambda d: d["topic"].endswith(".bodhi.update.complete.testing"))
+    )
     assert check(rules, "bodhi_update_pushed", stable, repository="stable")
     assert not check(rules, "bodhi_update_pushed", stable, repository="testing")
     assert check(rules, "bodhi_update_pushed", testing, repository="testing")
     spec, arguments = rules.validate("bodhi_update_pushed", {"repository": "stable"})
-    assert spec.index_values(arguments, owner("x")) == frozenset({
-        "org.fedoraproject.prod.bodhi.update.complete.stable",
-        "org.fedoraproject.stg.bodhi.update.complete.stable",
-    })
+    assert spec.index_values(arguments, owner("x")) == frozenset(
+        {
+            "org.fedoraproject.prod.bodhi.update.complete.stable",
+            "org.fedoraproject.stg.bodhi.update.complete.stable",
+        }
+    )
 
 
 def test_bodhi_comment_on_my_update_is_for_the_submitter(
@@ -60,8 +69,9 @@ def test_bodhi_comment_on_my_update_is_for_the_submitter(
     assert not check(rules, "bodhi_comment_on_my_update", message, owner("kalev"))
     own = json.loads(json.dumps(bodhi_comment["body"]))
     own["comment"]["user"]["name"] = "ryanlerch"
-    assert not check(rules, "bodhi_comment_on_my_update", changed(bodhi_comment, **own),
-                     owner("ryanlerch"))
+    assert not check(
+        rules, "bodhi_comment_on_my_update", changed(bodhi_comment, **own), owner("ryanlerch")
+    )
 
 
 def test_bodhi_negative_karma_needs_karma_below_zero(

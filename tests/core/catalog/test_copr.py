@@ -9,8 +9,9 @@ from .samples import changed, check, from_corpus, owner
 
 
 def test_copr_build_in_project_matches_owner_and_name(rules: Catalog, corpus: list[str]) -> None:
-    group_build = changed(from_corpus(
-        corpus, lambda d: d["id"] == "2016-31e1e282-c176-4a9e-94bc-e4ae34536d47"))
+    group_build = changed(
+        from_corpus(corpus, lambda d: d["id"] == "2016-31e1e282-c176-4a9e-94bc-e4ae34536d47")
+    )
     assert check(rules, "copr_build_in_project", group_build, project="@python/python26")
     assert check(rules, "copr_build_in_project", group_build, project="@python/*")
     assert not check(rules, "copr_build_in_project", group_build, project="python/python26")

@@ -15,9 +15,11 @@ from .samples import changed, check, owner
 
 @pytest.mark.parametrize(
     ("name", "key", "value"),
-    [("container_involved", "container", "fedora-toolbox"),
-     ("module_involved", "module", "nodejs"),
-     ("flatpak_involved", "flatpak", "firefox")],
+    [
+        ("container_involved", "container", "fedora-toolbox"),
+        ("module_involved", "module", "nodejs"),
+        ("flatpak_involved", "flatpak", "firefox"),
+    ],
 )
 def test_artifact_rules_read_the_facts(
     rules: Catalog, crafted: dict[str, MessageFacts], name: str, key: str, value: str
@@ -30,11 +32,19 @@ def test_artifact_rules_read_the_facts(
 
 @pytest.mark.parametrize(
     ("agent", "expected"),
-    [("kalev", True), (None, True), ("packit", False), ("zodbot", False),
-     ("dependabot[bot]", False), ("release-bot", False), ("abbot", True)],
+    [
+        ("kalev", True),
+        (None, True),
+        ("packit", False),
+        ("zodbot", False),
+        ("dependabot[bot]", False),
+        ("release-bot", False),
+        ("abbot", True),
+    ],
 )
-def test_not_from_bot(rules: Catalog, bodhi_comment: dict[str, Any], agent: str | None,
-                      expected: bool) -> None:
+def test_not_from_bot(
+    rules: Catalog, bodhi_comment: dict[str, Any], agent: str | None, expected: bool
+) -> None:
     message = dataclasses.replace(changed(bodhi_comment), agent_name=agent)
     assert check(rules, "not_from_bot", message) is expected
 

@@ -19,8 +19,12 @@ def koji_build(corpus: list[str]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("new", "completed", "failed", "state"),
-    [(1, True, False, "COMPLETE"), (3, False, True, "FAILED"), (0, False, False, "BUILDING"),
-     (4, False, False, "CANCELED")],
+    [
+        (1, True, False, "COMPLETE"),
+        (3, False, True, "FAILED"),
+        (0, False, False, "BUILDING"),
+        (4, False, False, "CANCELED"),
+    ],
 )
 def test_koji_build_rules_follow_the_new_state(
     rules: Catalog, koji_build: dict[str, Any], new: int, completed: bool, failed: bool, state: str
@@ -36,20 +40,30 @@ def test_koji_build_rules_follow_the_new_state(
 def test_koji_build_rules_ignore_other_topics_and_odd_states(
     rules: Catalog, koji_build: dict[str, Any]
 ) -> None:
-    assert not check(rules, "koji_build_failed",
-                     changed(koji_build, "org.fedoraproject.prod.buildsys.tag", new=3))
+    assert not check(
+        rules,
+        "koji_build_failed",
+        changed(koji_build, "org.fedoraproject.prod.buildsys.tag", new=3),
+    )
     assert not check(rules, "koji_build_failed", changed(koji_build, new="3"))
     assert not check(rules, "koji_build_completed", changed(koji_build, new=True))
-    assert check(rules, "koji_build_failed",
-                 changed(koji_build, "org.fedoraproject.stg.buildsys.build.state.change", new=3))
+    assert check(
+        rules,
+        "koji_build_failed",
+        changed(koji_build, "org.fedoraproject.stg.buildsys.build.state.change", new=3),
+    )
 
 
 def test_koji_scratch_build_needs_a_finished_scratch_build_task(
     rules: Catalog, corpus: list[str]
 ) -> None:
     data = from_corpus(
-        corpus, lambda d: d["topic"].endswith(".buildsys.task.state.change")
-        and "scratch" in json.dumps(d["body"].get("info", {}).get("request")))
+        corpus,
+        lambda d: (
+            d["topic"].endswith(".buildsys.task.state.change")
+            and "scratch" in json.dumps(d["body"].get("info", {}).get("request"))
+        ),
+    )
     assert check(rules, "koji_scratch_build", changed(data))  # new: CANCELED
     info = data["body"]["info"]
     not_scratch = {**info, "request": [*info["request"][:2], {"scratch": False}]}

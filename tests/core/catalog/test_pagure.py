@@ -16,8 +16,12 @@ from .samples import changed, check, from_corpus, owner
 @pytest.fixture(scope="module")
 def distgit_pr(corpus: list[str]) -> dict[str, Any]:
     return from_corpus(
-        corpus, lambda d: d["topic"] == "org.fedoraproject.prod.pagure.pull-request.new"
-        and d["body"]["pullrequest"]["project"]["fullname"] == "rpms/optee_os")
+        corpus,
+        lambda d: (
+            d["topic"] == "org.fedoraproject.prod.pagure.pull-request.new"
+            and d["body"]["pullrequest"]["project"]["fullname"] == "rpms/optee_os"
+        ),
+    )
 
 
 def test_pagure_pr_on_project_matches_the_full_name(
@@ -26,8 +30,13 @@ def test_pagure_pr_on_project_matches_the_full_name(
     assert check(rules, "pagure_pr_on_project", changed(distgit_pr), project="rpms/optee_os")
     assert not check(rules, "pagure_pr_on_project", changed(distgit_pr), project="optee_os")
     assert not check(rules, "pagure_pr_on_project", changed(distgit_pr), project="rpms/kernel")
-    kiwi = from_corpus(corpus, lambda d: "fedora-kiwi-descriptions" in json.dumps(
-        d["body"].get("pullrequest", {}).get("project", {}).get("fullname")))
+    kiwi = from_corpus(
+        corpus,
+        lambda d: (
+            "fedora-kiwi-descriptions"
+            in json.dumps(d["body"].get("pullrequest", {}).get("project", {}).get("fullname"))
+        ),
+    )
     assert check(rules, "pagure_pr_on_project", changed(kiwi), project="fedora-kiwi-descriptions")
 
 
@@ -57,11 +66,20 @@ def test_distgit_pr_on_my_packages_uses_ownership(
     rules: Catalog, corpus: list[str], distgit_pr: dict[str, Any]
 ) -> None:
     message = changed(distgit_pr)
-    assert check(rules, "distgit_pr_on_my_packages", message,
-                 owner("eballetbo", {"eballetbo": ["optee_os"]}))
-    assert not check(rules, "distgit_pr_on_my_packages", message,
-                     owner("eballetbo", {"eballetbo": ["kernel"], "pbrobinson": ["optee_os"]}))
+    assert check(
+        rules, "distgit_pr_on_my_packages", message, owner("eballetbo", {"eballetbo": ["optee_os"]})
+    )
+    assert not check(
+        rules,
+        "distgit_pr_on_my_packages",
+        message,
+        owner("eballetbo", {"eballetbo": ["kernel"], "pbrobinson": ["optee_os"]}),
+    )
     # The same project name on pagure.io is not a Fedora package.
     pagure_io = changed(distgit_pr, "io.pagure.prod.pagure.pull-request.new")
-    assert not check(rules, "distgit_pr_on_my_packages", pagure_io,
-                     owner("eballetbo", {"eballetbo": ["optee_os"]}))
+    assert not check(
+        rules,
+        "distgit_pr_on_my_packages",
+        pagure_io,
+        owner("eballetbo", {"eballetbo": ["optee_os"]}),
+    )

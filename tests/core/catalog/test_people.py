@@ -10,8 +10,11 @@ from .samples import changed, check, from_corpus, owner
 
 
 def test_badge_awarded_to_me_reads_both_body_shapes(rules: Catalog, corpus: list[str]) -> None:
-    awards = [changed(json.loads(line)) for line in corpus
-              if json.loads(line)["topic"].endswith(".fedbadges.badge.award")]
+    awards = [
+        changed(json.loads(line))
+        for line in corpus
+        if json.loads(line)["topic"].endswith(".fedbadges.badge.award")
+    ]
     assert len(awards) >= 2
     for award in awards:
         assert check(rules, "badge_awarded_to_me", award, owner("ralph"))
@@ -19,8 +22,9 @@ def test_badge_awarded_to_me_reads_both_body_shapes(rules: Catalog, corpus: list
 
 
 def test_group_membership_rules(rules: Catalog, corpus: list[str]) -> None:
-    data = from_corpus(corpus, lambda d: d["topic"].endswith(".fas.group.member.sponsor")
-                       and "msg" in d["body"])
+    data = from_corpus(
+        corpus, lambda d: d["topic"].endswith(".fas.group.member.sponsor") and "msg" in d["body"]
+    )
     message = changed(data)  # dudemcpants sponsored testuser into developers
     assert check(rules, "fas_group_membership_change", message, group="developers")
     assert not check(rules, "fas_group_membership_change", message, group="packager")

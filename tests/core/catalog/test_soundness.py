@@ -44,8 +44,14 @@ def _values_in(message: MessageFacts) -> list[str]:
     copr = message.body.get("copr") if isinstance(message.body, Mapping) else None
     derived = [f"{owner_}/{copr}"] if isinstance(owner_, str) and isinstance(copr, str) else []
     values = [
-        *sorted(message.usernames | message.packages | message.groups | message.containers
-                | message.modules | message.flatpaks),
+        *sorted(
+            message.usernames
+            | message.packages
+            | message.groups
+            | message.containers
+            | message.modules
+            | message.flatpaks
+        ),
         *([message.agent_name] if message.agent_name else []),
         *derived,
         *(str(item) for item in found),
@@ -121,8 +127,10 @@ def test_rules_survive_corpus_and_index_hints_are_sound(
                 # None: this filter can't be indexed, so the matcher checks it always.
                 hint_values = spec.index_values(arguments, context)
                 if hint_values is not None and hint_values.isdisjoint(keys[spec.hint.key]):
-                    unsound.append(f"{spec.name}({arguments}) owner={context.owner} "
-                                   f"on {message.id} ({message.topic})")
+                    unsound.append(
+                        f"{spec.name}({arguments}) owner={context.owner} "
+                        f"on {message.id} ({message.topic})"
+                    )
     assert not unsound, "unsound index hints:\n" + "\n".join(unsound[:20])
     # The check above is only as good as the messages that satisfy each rule.
     never = sorted(name for name, count in matched.items() if count == 0)
