@@ -72,7 +72,8 @@ class DirectoryCase(conftest.FmnCase):
             args=(self.irc.nick, "fmn filters"),
             server_tags={"account": account},
         )
-        return self.plugin.actor(self.irc, msg)
+        actor: preferences.Actor = self.plugin.actor(self.irc, msg)
+        return actor
 
 
 class TestIrcIdentity(DirectoryCase):

@@ -16,7 +16,7 @@ def test_report_internal_error_logs_the_traceback_under_the_reference(
     log = logging.getLogger("fmn_core.tests.edge")
     with caplog.at_level(logging.ERROR, logger=log.name):
         try:
-            {}["missing"]
+            dict[str, int]()["missing"]
         except KeyError:
             notice = report_internal_error(log, "sending message m-1 to a***@example.org")
     assert re.fullmatch(r"[0-9a-f]{8}", notice.reference)

@@ -202,7 +202,7 @@ def _stored(database: Database, messages: tuple[fm_message.Message, ...]) -> boo
             .select_from(StoredMessage)
             .where(StoredMessage.id.in_([m.id for m in messages]))
         )
-    return found == len(messages)
+    return bool(found == len(messages))
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:

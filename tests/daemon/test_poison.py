@@ -433,7 +433,7 @@ def test_sender_marks_a_row_it_cannot_render_dead_and_sends_the_others(
         user = add_user(session, "jo", "live", ("token-jo-0123456789abcdef",))
         good = add_notification(session, user, "live").id
         bad = add_notification(session, user, "live").id
-    real_render = delivery_module.render
+    real_render = delivery_module.render  # type: ignore[attr-defined]  # patched below
 
     def render(notification: Any, links: Any = None) -> Any:
         if notification.id == bad:

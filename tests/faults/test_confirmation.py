@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon.conftest import SmtpServer
 from daemon.test_delivery import drain, make_config
 from sqlalchemy import func, select, update
 
@@ -32,7 +33,7 @@ from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports.live import LiveHub
 
-from .conftest import SmtpServer, upgrade_schema
+from .conftest import upgrade_schema
 
 ALICE = Actor("alice")
 MAX_FAILURES = 5

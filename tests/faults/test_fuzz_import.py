@@ -67,7 +67,7 @@ BASE: dict[str, Any] = {
     ]
 }
 
-HOSTILE_VALUES = [
+HOSTILE_VALUES: list[Any] = [
     None,
     True,
     0,

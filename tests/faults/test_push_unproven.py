@@ -172,6 +172,7 @@ def test_push_matrix_discovery_to_loopback_refused(
     # Control: Apprise left to itself follows the .well-known answer to the other
     # host and logs in there, so the servers really are hostile.
     unguarded = apprise.Apprise.instantiate(url)
+    assert unguarded is not None, "Apprise knows matrixs:// URLs"
     unguarded.socket_connect_timeout = unguarded.socket_read_timeout = 5
     unguarded.notify(body="x", title="x")
     followed = len(forbidden.hits)

@@ -40,7 +40,7 @@ from fmn_core.preferences import Actor
 try:  # a terminal emulator, to read the TUI's screen as a person sees it
     import pyte
 except ImportError:  # pragma: no cover - reported by the requirements fixture
-    pyte = None
+    pyte = None  # type: ignore[assignment]
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "fmn_tui" / "README.md"
@@ -322,22 +322,24 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
             cwd="/",
         )
         processes.append(gateway)
-        socket_path = re.search(r"--socket (\S+)", settings["ExecStart"])[1]
+        socket_flag = re.search(r"--socket (\S+)", settings["ExecStart"])
+        assert socket_flag is not None, "the unit's ExecStart names the gateway's socket"
+        socket_path = socket_flag[1]
         wait_until(lambda: os.path.exists(socket_path), 30, "the gateway's socket")
 
         # --- 4: login shells and the two users ----------------------------------------
-        for path in ("/usr/local/bin/fmn-tui-shell", "/usr/local/bin/fmn-tui-admin"):
-            _, mode, _ = guide.blocks[path]
-            target = Path(guide.rename(path))
-            target.write_text(guide.block(path), encoding="utf-8")
+        for shell in ("/usr/local/bin/fmn-tui-shell", "/usr/local/bin/fmn-tui-admin"):
+            _, mode, _ = guide.blocks[shell]
+            target = Path(guide.rename(shell))
+            target.write_text(guide.block(shell), encoding="utf-8")
             target.chmod(int(mode or "0755", 8))
         keys: dict[str, Path] = {}
         for person in ("alice", "bob", "carol"):
-            key = root / f"key-{person}"
+            key_file = root / f"key-{person}"
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True
             )
-            keys[person] = key
+            keys[person] = key_file
         for person in ("alice", "bob"):
             subprocess.run(["useradd", "-m", "-s", "/bin/bash", names[person]], check=True)
             created_users.append(names[person])
