@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from .access import Actor, target_account
 from .config import CONTEXTS
+from .delivery_settings import set_filter_delivery
 from .editing import add_rule, pause_filter
 from .errors import ActionLinkRefused, AlreadyExists, InvalidArgument, NotFound
 from .explain import message_id_of
@@ -56,11 +57,6 @@ ACTIONS = tuple(ACTION_TITLES)
 PAUSE_DAYS = 7
 #: A mute may be time-bound, for at most this many days.
 MUTE_DAYS_MAX = 365
-#: Why ``digest`` changes nothing yet.
-DIGEST_UNAVAILABLE = (
-    "Sending one filter's notifications to a digest is not available yet; collect a whole "
-    "context into a digest instead (fmn digest <context> <minutes>)."
-)
 
 
 @dataclass(frozen=True)
@@ -170,7 +166,11 @@ def _plan(
     filters = tuple((n.context, f.name) for n, f in pairs)
     title = ACTION_TITLES[action]
     if action == "digest":
-        return ActionPlan(target, message_id, action, title, filters, (), (), DIGEST_UNAVAILABLE)
+        changes = tuple(
+            f"filter {name!r} ({ctx}) now sends its matches to the {ctx} digest"
+            for ctx, name in filters
+        )
+        return ActionPlan(target, message_id, action, title, filters, (), changes)
     if action == "pause-filter":
         until = now + dt.timedelta(days=PAUSE_DAYS)
         changes = tuple(
@@ -267,6 +267,11 @@ def act_on_notification(
         resume = now + dt.timedelta(days=PAUSE_DAYS)
         for (ctx, name), change in zip(plan.filters, plan.changes, strict=True):
             pause_filter(session, owner, ctx, name, resume)
+            written.append(change)
+        return written
+    if action == "digest":
+        for (ctx, name), change in zip(plan.filters, plan.changes, strict=True):
+            set_filter_delivery(session, owner, ctx, name, "digest")
             written.append(change)
         return written
     rule, argument = ("app_is", "app") if action == "mute-app" else ("package_involved", "package")

@@ -218,7 +218,18 @@ def test_pause_and_digest_actions_say_what_they_do(
         )
         assert len(written) == 1 and written[0].startswith("filter 'updates' (email) paused until")
         plan = preferences.plan_action(session, Actor("ana"), TZDATA_FIRST, "digest")
-        assert plan.unavailable.startswith("Sending one filter's notifications to a digest")
+        assert not plan.unavailable
+        assert plan.changes == (
+            "filter 'updates' (email) now sends its matches to the email digest",
+        )
+        assert (
+            preferences.get_filter(session, Actor("ana"), "email", "updates").delivery == "instant"
+        )
+        written = preferences.act_on_notification(session, Actor("ana"), TZDATA_FIRST, "digest")
+        assert written == list(plan.changes)
+        assert (
+            preferences.get_filter(session, Actor("ana"), "email", "updates").delivery == "digest"
+        )
     smtp_server.messages.clear()
     ingest_and_deliver(db, config, corpus_message(corpus, ANNOBIN))
     mails = smtp_server.wait_for(1)
