@@ -15,10 +15,11 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from .access import Actor, check_bool, offered_context, target_account
+from .editing import update_filter, write_digest
 from .errors import InvalidArgument
 from .schedule import check_delivery, check_local_time, check_timezone
-from .store import existing_filter, find_user, preference_for_write, record_change, user_for_write
-from .views import ContextView, FilterView, context_view, filter_view
+from .store import find_user, preference_for_write, record_change, user_for_write
+from .views import ContextView, FilterView, context_view
 from .waiting import POLICY_HOLDS, Waiting, list_waiting, release_held
 
 __all__ = [
@@ -45,11 +46,9 @@ def set_filter_delivery(
 ) -> FilterView:
     """Send a filter's matches ``instant`` (at once) or in the context's ``digest``."""
     delivery = check_delivery(delivery)
-    row, _preference, filter_, context = existing_filter(session, actor, context, name, user)
-    filter_.delivery = delivery
-    record_change(session, row, "filter")
-    release_held(session, row.id, POLICY_HOLDS, context=context)
-    return filter_view(context, filter_)
+    return update_filter(
+        session, actor, context, name, "delivery", delivery, user, release_policy_holds=True
+    )
 
 
 def set_filter_urgent(
@@ -63,11 +62,9 @@ def set_filter_urgent(
 ) -> FilterView:
     """Let a filter's matches through quiet hours (``urgent``), or make them wait."""
     urgent = check_bool(urgent, "urgent")
-    row, _preference, filter_, context = existing_filter(session, actor, context, name, user)
-    filter_.urgent = urgent
-    record_change(session, row, "filter")
-    release_held(session, row.id, POLICY_HOLDS, context=context)
-    return filter_view(context, filter_)
+    return update_filter(
+        session, actor, context, name, "urgent", urgent, user, release_policy_holds=True
+    )
 
 
 def set_daily_digest(
@@ -86,14 +83,7 @@ def set_daily_digest(
     context = offered_context(session, context)
     at = check_local_time(at, "at") if at is not None else None
     zone = check_timezone(timezone, "timezone") if timezone is not None else None
-    row = user_for_write(session, name)
-    preference = preference_for_write(session, row, context)
-    preference.digest_at = at
-    if zone is not None:
-        preference.digest_timezone = zone
-    record_change(session, row, "digest")
-    release_held(session, row.id, POLICY_HOLDS, context=context)
-    return context_view(context, preference, row)
+    return write_digest(session, name, context, at, zone, None)
 
 
 def set_quiet_hours(

@@ -149,9 +149,28 @@ def set_digest(
     count = check_whole(count, "count", 0, MAX_DIGEST_COUNT)
     at = check_local_time(at, "at") if at is not None else None
     zone = check_timezone(timezone, "timezone") if timezone is not None else None
+    return write_digest(session, name, context, at, zone, (minutes, count))
+
+
+def write_digest(
+    session: Session,
+    name: str,
+    context: str,
+    at: str | None,
+    zone: str | None,
+    minutes_count: tuple[int, int] | None,
+) -> ContextView:
+    """Store already-checked digest settings for account ``name`` in ``context``.
+
+    The one write path for a context's digest, shared by :func:`set_digest` and
+    :func:`fmn_core.delivery_settings.set_daily_digest` (which keeps the minutes
+    and count: ``minutes_count`` None). The stored timezone stays when ``zone`` is
+    None; what the old policy held is made due so it is decided on again.
+    """
     row = user_for_write(session, name)
     preference = preference_for_write(session, row, context)
-    preference.digest_minutes, preference.digest_count = minutes, count
+    if minutes_count is not None:
+        preference.digest_minutes, preference.digest_count = minutes_count
     preference.digest_at = at
     if zone is not None:
         preference.digest_timezone = zone
@@ -337,10 +356,32 @@ def _set_filter_flag(
     value: object,
     user: str | None,
 ) -> FilterView:
-    checked = check_bool(value, flag)
+    return update_filter(session, actor, context, name, flag, check_bool(value, flag), user)
+
+
+def update_filter(
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    field: Literal["active", "oneshot", "delivery", "urgent"],
+    value: bool | str,
+    user: str | None,
+    *,
+    release_policy_holds: bool = False,
+) -> FilterView:
+    """Write one already-checked field of a filter and record the change.
+
+    The one write path for a single filter setting, shared with
+    :mod:`fmn_core.delivery_settings` (STYLE 16: one implementation per idea).
+    ``release_policy_holds`` makes what the old policy held due at once, so the
+    senders decide on those rows again under the new delivery or urgency.
+    """
     row, _preference, filter_, context = existing_filter(session, actor, context, name, user)
-    setattr(filter_, flag, checked)
+    setattr(filter_, field, value)
     record_change(session, row, "filter")
+    if release_policy_holds:
+        release_held(session, row.id, POLICY_HOLDS, context=context)
     return filter_view(context, filter_)
 
 
