@@ -48,10 +48,11 @@ class NotificationsScreen(CoreScreen[list[NotificationView], None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w", "why", "Why?"),
-        Binding("i", "explain_id", "Explain an id"),
+        # At 80 columns the footer holds the first keys; the rest are listed under F1.
+        Binding("i", "explain_id", "Explain an id", show=False),
         Binding("m", "act('mute-package')", "Mute package"),
-        Binding("a", "act('mute-app')", "Mute app"),
-        Binding("p", "act('pause-filter')", "Pause 7 days"),
+        Binding("a", "act('mute-app')", "Mute app", show=False),
+        Binding("p", "act('pause-filter')", "Pause 7 days", show=False),
         Binding("r", "reload", "Reload"),
         Binding("escape", "back", "Back", key_display="Esc"),
     ]
