@@ -244,6 +244,10 @@ class TestBotFuzz(FaultsBotCase, bot_conftest.FmnCase):
         assert problem is None, problem
 
 
+#: A message id bob names in explain and act commands.
+MESSAGE_ID = "1f0b8a43-5c5e-4a57-9e3b-0d6c2a7d9c11"
+
+
 class TestBotAuthorization(FaultsBotCase, bot_conftest.FmnCase):
     """Bob runs every command at alice's data."""
 
@@ -297,6 +301,13 @@ class TestBotAuthorization(FaultsBotCase, bot_conftest.FmnCase):
             ],
             "pending": ["fmn pending", "fmn pending irc"],
             "recent": ["fmn recent", "fmn recent irc"],
+            # Explain and act name a message; whatever bob names, only his own
+            # preferences are explained or changed.
+            "why": [f"fmn why {MESSAGE_ID}", f"fmn why {MESSAGE_ID} irc"],
+            "mute-package": [f"fmn mute-package {MESSAGE_ID}"],
+            "mute-app": [f"fmn mute-app {MESSAGE_ID}"],
+            "pause-filter": [f"fmn pause-filter {MESSAGE_ID}"],
+            "revoke-links": ["fmn revoke-links"],
         }
         assert set(lines) == set(COMMANDS), set(COMMANDS) ^ set(lines)
         replies = []
