@@ -28,7 +28,7 @@ from .config import ConfirmationConfig
 from .db import is_postgres
 from .destinations import address_key, mask_address
 from .errors import TooManyCodes
-from .models import CodeSend, User
+from .models import CodeSend, User, utcnow
 
 __all__ = ["check_code_limits", "record_code"]
 
@@ -79,6 +79,9 @@ def check_code_limits(
     """
     key = address_key(context, address)
     _lock(session, f"address:{key}", f"user:{name}")
+    # The clock is read again once the lock is held: a request that waited for it
+    # must not find the code the holder just recorded "in its future" and be refused.
+    now = max(now, utcnow())
     window = dt.timedelta(hours=config.code_window_hours)
     since = now - window
     masked = mask_address(context, address)
