@@ -47,7 +47,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def service_missing(name: str, why: str) -> NoReturn:
-    """Skip a test whose service is absent; under CI, fail instead."""
+    """Skip a test whose service (or machine facility) is absent; under CI, fail instead.
+
+    CI runs on a machine set up for the whole suite, so there a missing service is a
+    broken set-up, not a reason to pass with less checked.
+    """
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required under CI but is not reachable: {why}")
     pytest.skip(f"{name} is not reachable ({why}); start it to run this test")

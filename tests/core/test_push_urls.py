@@ -6,6 +6,7 @@ import ipaddress
 import socket
 
 import pytest
+from conftest import service_missing  # tests/conftest.py (tests/ is on sys.path)
 
 from core.test_destinations import PUSH, fake_resolver
 from fmn_core.config import PushConfig
@@ -136,11 +137,13 @@ def test_check_push_url_refuses_the_machines_own_name_with_the_real_resolver() -
     try:
         addresses = {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
     except OSError:
-        pytest.skip(f"this machine's name {name!r} does not resolve here")
+        service_missing("a resolvable host name", f"this machine's name {name!r} does not resolve")
     if all(is_public_address(a) for a in addresses):
-        pytest.skip(f"this machine's name {name!r} resolves to public addresses only")
+        service_missing(
+            "a host name with a private address", f"{name!r} resolves to public addresses only"
+        )
     if name == "localhost" or name.endswith(".localhost"):
-        pytest.skip("the machine is called localhost, which is refused by name")
+        service_missing("a host name other than localhost", "localhost is refused by name")
     with pytest.raises(InvalidDestination, match="resolves to"):
         check_push_url(f"json://{name}/hook", PUSH)
 

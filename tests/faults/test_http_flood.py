@@ -27,6 +27,7 @@ import uuid
 from typing import Any
 
 import pytest
+from conftest import service_missing  # tests/conftest.py (tests/ is on sys.path)
 from core.test_outbox import BODHI
 
 from fmn_daemon.limits import ACCEPT_BACKLOG, DESCRIPTOR_RESERVE
@@ -163,11 +164,12 @@ def test_http_1100_idle_connections_while_a_real_message_is_delivered(
 
 @pytest.fixture(autouse=True)
 def _loopback_aliases() -> None:
-    """127.0.0.0/8 is all loopback on Linux; skip where another address cannot be bound."""
+    """127.0.0.0/8 is all loopback on Linux; skip (fail under CI) where another address
+    cannot be bound."""
     probe = socket.socket()
     try:
         probe.bind((SOURCES[-1], 0))
     except OSError as exc:
-        pytest.skip(f"cannot bind {SOURCES[-1]}: {exc}")
+        service_missing("loopback aliases (127.0.0.0/8)", f"cannot bind {SOURCES[-1]}: {exc}")
     finally:
         probe.close()
