@@ -35,7 +35,7 @@ import contextlib
 import html
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -400,17 +400,22 @@ async def _unsubscribe_page(request: web.Request) -> web.Response:
     return _page("Unsubscribe", body)
 
 
-async def _one_click_body(request: web.Request) -> bool:
-    """Whether the POST's body is RFC 8058's ``List-Unsubscribe=One-Click``."""
+async def _read_form(request: web.Request) -> Mapping[str, object] | None:
+    """The POST's form within the body deadline; None for a garbled form (bad
+    multipart boundary, bad encoding), which each caller refuses in its own words."""
     timeout = request.app[_CONFIG].http.body_timeout_seconds
     try:
-        form = await asyncio.wait_for(request.post(), timeout)
+        return await asyncio.wait_for(request.post(), timeout)
     except TimeoutError:
         raise web.HTTPRequestTimeout(text="the request body did not arrive in time\n") from None
     except ValueError:
-        # A garbled form (bad multipart boundary, bad encoding) is just not one-click.
-        return False
-    return form.get("List-Unsubscribe") == "One-Click"
+        return None
+
+
+async def _one_click_body(request: web.Request) -> bool:
+    """Whether the POST's body is RFC 8058's ``List-Unsubscribe=One-Click``."""
+    form = await _read_form(request)
+    return form is not None and form.get("List-Unsubscribe") == "One-Click"
 
 
 async def _unsubscribe_post(request: web.Request) -> web.Response:
@@ -512,12 +517,8 @@ async def _action_post(request: web.Request) -> web.Response:
     claim = request.app[_LINKS].verify_action_token(request.match_info["token"])
     if claim is None:
         return _not_found()
-    timeout = request.app[_CONFIG].http.body_timeout_seconds
-    try:
-        form = await asyncio.wait_for(request.post(), timeout)
-    except TimeoutError:
-        raise web.HTTPRequestTimeout(text="the request body did not arrive in time\n") from None
-    except ValueError:
+    form = await _read_form(request)
+    if form is None:
         return _page("Nothing was changed", "<p>The form could not be read.</p>", status=400)
     choice = form.get("choice")
     days_text = form.get("days")
