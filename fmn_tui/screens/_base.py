@@ -78,13 +78,10 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
         if not worker.is_cancelled:
             self.app.call_from_thread(self._show_if_mounted, view)
 
-    # A started write can't be cancelled (its thread runs on), so changes are not
-    # exclusive: each one runs, and each ends by showing the committed state.
-    @work(thread=True, group="change")
     def change(
         self,
         *calls: PreferenceCall,
-        done: Callable[[Any], None] | None = None,
+        done: Callable[[Any], object] | None = None,
         failed: FailureHandler | None = None,
         trial: bool = False,
     ) -> None:
@@ -92,24 +89,44 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
 
         ``done`` gets the last call's result. With ``trial``, the transaction is rolled
         back: core checks the change and ``done`` gets its result, but nothing is
-        stored and the view is not refetched.
+        stored and the view is not refetched. A save is acknowledged at once (the
+        app shows it is saving until the gateway answers), so a busy database never
+        leaves a key press without an answer.
         """
+        if not trial:
+            self.fmn.saving_started()
+        self._change(calls, done, failed, trial)
+
+    # A started write can't be cancelled (its thread runs on), so changes are not
+    # exclusive: each one runs, and each ends by showing the committed state.
+    @work(thread=True, group="change")
+    def _change(
+        self,
+        calls: tuple[PreferenceCall, ...],
+        done: Callable[[Any], object] | None,
+        failed: FailureHandler | None,
+        trial: bool,
+    ) -> None:
         worker = get_current_worker()
         try:
-            result = self.account.run(calls, trial=trial)[-1]
+            try:
+                result = self.account.run(calls, trial=trial)[-1]
+                if not trial:
+                    # Read back apart, like ``load``: whatever ``fetch`` replays is never stored.
+                    view = self.fetch()
+            except Exception as error:
+                if not worker.is_cancelled:
+                    self.app.call_from_thread(self._failed, error, failed)
+                return
+            if worker.is_cancelled:
+                return
             if not trial:
-                # Read back apart, like ``load``: whatever ``fetch`` replays is never stored.
-                view = self.fetch()
-        except Exception as error:
-            if not worker.is_cancelled:
-                self.app.call_from_thread(self._failed, error, failed)
-            return
-        if worker.is_cancelled:
-            return
-        if not trial:
-            self.app.call_from_thread(self._show_if_mounted, view)
-        if done is not None:
-            self.app.call_from_thread(self._done_if_mounted, done, result)
+                self.app.call_from_thread(self._show_if_mounted, view)
+            if done is not None:
+                self.app.call_from_thread(self._done_if_mounted, done, result)
+        finally:
+            if not trial:
+                self.fmn.answered_from_thread()
 
     def _on_screen(self) -> bool:
         # A closing screen leaves the screen stack at once but keeps is_mounted while
@@ -120,7 +137,7 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
         if self._on_screen():
             self.show(view)
 
-    def _done_if_mounted(self, done: Callable[[Any], None], result: Any) -> None:
+    def _done_if_mounted(self, done: Callable[[Any], object], result: Any) -> None:
         if self._on_screen():
             done(result)
 

@@ -172,11 +172,13 @@ class RulesScreen(CoreScreen[FilterView, None]):
         if not self.draft.dirty:
             self.notify("Nothing to save.")
             return
+        self.fmn.saving_started()
         self.save(tuple(self.draft.steps))
 
     @work(thread=True, group="change")
     def save(self, steps: tuple[Step, ...]) -> None:
-        """Replay the draft's steps and commit them, as one unit of work."""
+        """Replay the draft's steps and commit them, as one unit of work (a refused or
+        busy save keeps the whole draft, to save again)."""
         worker = get_current_worker()
         try:
             view: FilterView = self.account.run([*self.draft.calls(steps), self.fetch_saved()])[-1]
@@ -184,6 +186,8 @@ class RulesScreen(CoreScreen[FilterView, None]):
             if not worker.is_cancelled:
                 self.app.call_from_thread(self.fmn.report, error)
             return
+        finally:
+            self.fmn.answered_from_thread()
         if not worker.is_cancelled:
             self.app.call_from_thread(self._saved, steps, view)
 

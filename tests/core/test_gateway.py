@@ -253,12 +253,12 @@ def locked(db: Database) -> Iterator[None]:
             holder.rollback()
             holder.close()
         return
-    with db.engine.connect() as holder:
-        holder.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE NOWAIT")
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE NOWAIT")
         try:
             yield
         finally:
-            holder.rollback()
+            connection.rollback()
 
 
 def test_gateway_answers_busy_within_its_bound_and_saves_nothing(db):
