@@ -32,6 +32,7 @@ from fmn_core.rules import Catalog
 
 from .account import Account
 from .commands import FmnCommands
+from .screens._base import HoldsEdits
 from .screens.confirm import ConfirmScreen
 from .screens.contexts import ContextsScreen
 from .screens.destinations import DestinationsScreen
@@ -50,11 +51,8 @@ SLOW_SAVE_SECONDS = 0.5
 
 
 def _has_unsaved(screen: Screen[Any]) -> bool:
-    """Whether a screen holds changes not yet saved (a rule draft, typed digest values)."""
-    draft = getattr(screen, "draft", None)
-    if draft is not None and bool(getattr(draft, "dirty", False)):
-        return True
-    return bool(getattr(screen, "edited", False))
+    """Whether a screen holds work not yet saved (a rule draft, typed values)."""
+    return isinstance(screen, HoldsEdits) and screen.unsaved
 
 
 class FmnApp(App[int]):
