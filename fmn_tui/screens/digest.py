@@ -77,28 +77,30 @@ class DigestScreen(HoldsEdits, CoreScreen[ContextView, None]):
             yield Input("0", id="minutes", validators=[Integer(minimum=0)], max_length=6)
             yield Label("… or as soon as this many have gathered (0: no count):")
             yield Input("0", id="count", validators=[Integer(minimum=0)], max_length=6)
-            yield Label("… or daily at (HH:MM, empty: no daily digest):")
-            yield Input("", id="at", placeholder="08:00", max_length=5)
-            yield Label("Daily digest time zone (IANA, like Europe/Prague):")
-            yield Input(
-                "UTC",
-                id="digest-timezone",
-                max_length=64,
-                classes="wide",
-                validators=[TimezoneValidator(DIGEST_ZONE)],
+            # Each time zone sits with the times it applies to.
+            yield Label(
+                "… or daily at (HH:MM, empty: none), in time zone (IANA, like Europe/Prague):"
             )
-            yield Label("Quiet hours from … to … (HH:MM, empty: none; urgent filters pass):")
-            with Horizontal(classes="quiet"):
-                yield Input("", id="quiet-from", placeholder="22:00", max_length=5)
-                yield Input("", id="quiet-to", placeholder="07:00", max_length=5)
-            yield Label("Quiet hours time zone (IANA):")
-            yield Input(
-                "UTC",
-                id="quiet-timezone",
-                max_length=64,
-                classes="wide",
-                validators=[TimezoneValidator(QUIET_ZONE)],
-            )
+            with Horizontal(classes="row"):
+                yield Input("", id="at", placeholder="08:00", max_length=5, classes="time")
+                yield Input(
+                    "UTC",
+                    id="digest-timezone",
+                    max_length=64,
+                    classes="zone",
+                    validators=[TimezoneValidator(DIGEST_ZONE)],
+                )
+            yield Label("Quiet hours from … to … (HH:MM, empty: none; urgent filters pass), zone:")
+            with Horizontal(classes="row"):
+                yield Input("", id="quiet-from", placeholder="22:00", max_length=5, classes="time")
+                yield Input("", id="quiet-to", placeholder="07:00", max_length=5, classes="time")
+                yield Input(
+                    "UTC",
+                    id="quiet-timezone",
+                    max_length=64,
+                    classes="zone",
+                    validators=[TimezoneValidator(QUIET_ZONE)],
+                )
             yield Static("", id="digest-error", classes="error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
