@@ -18,6 +18,7 @@ from .rules import Catalog, default_catalog
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "READ_ONLY",
     "Database",
     "catalog_of",
     "config_of",
@@ -30,6 +31,9 @@ __all__ = [
 #: waits for the write lock, instead of the engine's ``timeout``. The preference
 #: gateway sets it (a person is waiting); the daemons keep the long default.
 BUSY_TIMEOUT = "fmn_busy_timeout"
+#: Execution option: this connection's next SQLite transaction only reads, so it
+#: starts DEFERRED and, under WAL, reads while another connection writes.
+READ_ONLY = "fmn_read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -65,13 +69,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_begin(connection: Any) -> None:
             # BEGIN IMMEDIATE waits for the write lock up to the busy timeout: the
             # caller's (BUSY_TIMEOUT), else the engine's. Set only when it changes.
-            seconds = connection.get_execution_options().get(BUSY_TIMEOUT)
+            # A transaction that only reads (READ_ONLY) takes no write lock.
+            options = connection.get_execution_options()
+            seconds = options.get(BUSY_TIMEOUT)
             wanted = default_busy_ms if seconds is None else int(seconds * 1000)
             info = connection.connection.info
             if info.get(BUSY_TIMEOUT, default_busy_ms) != wanted:
                 connection.exec_driver_sql(f"PRAGMA busy_timeout = {wanted}")
                 info[BUSY_TIMEOUT] = wanted
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -36,7 +36,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from . import preferences
-from .db import BUSY_TIMEOUT, Database, is_postgres, is_sqlite
+from .db import BUSY_TIMEOUT, READ_ONLY, Database, is_postgres, is_sqlite
 from .errors import (
     DatabaseBusy,
     MalformedRequest,
@@ -48,6 +48,7 @@ from .gateway import (
     MAX_CALLS,
     MAX_REQUEST,
     OPERATIONS,
+    READ_OPERATIONS,
     TRIAL_FORBIDDEN,
     PreferenceCall,
     SessionInfo,
@@ -158,8 +159,10 @@ class PreferenceGateway:
         return trial, calls
 
     def _run(self, calls: list[PreferenceCall], principal: Principal, *, trial: bool) -> list[Any]:
+        # Reads alone take no write lock (SQLite): a screen shows while others write.
+        read_only = trial and all(call.op in READ_OPERATIONS for call in calls)
         try:
-            with self._transaction(trial=trial) as session:
+            with self._transaction(trial=trial, read_only=read_only) as session:
                 return [self._invoke(session, principal, call) for call in calls]
         except OperationalError as error:
             if is_busy(error):
@@ -172,15 +175,17 @@ class PreferenceGateway:
             raise
 
     @contextmanager
-    def _transaction(self, *, trial: bool) -> Iterator[Session]:
+    def _transaction(self, *, trial: bool, read_only: bool = False) -> Iterator[Session]:
         """One unit of work, committed (rolled back for a ``trial``), that waits at most
         ``busy_timeout`` for a lock another transaction holds."""
         with self.database.sessionmaker() as session:
             session.begin()
             try:
                 if is_sqlite(session):
-                    # Starts the transaction (BEGIN IMMEDIATE) with the short wait.
-                    session.connection(execution_options={BUSY_TIMEOUT: self.busy_timeout})
+                    # Starts the transaction (BEGIN IMMEDIATE, or BEGIN to only read) with the
+                    # short wait.
+                    options = {BUSY_TIMEOUT: self.busy_timeout, READ_ONLY: read_only}
+                    session.connection(execution_options=options)
                 elif is_postgres(session):
                     # For this transaction only (is_local), so the pool stays as it was.
                     milliseconds = f"{max(1, int(self.busy_timeout * 1000))}ms"

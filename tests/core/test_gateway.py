@@ -28,6 +28,7 @@ from fmn_core.errors import (
 )
 from fmn_core.gateway import (
     MAX_REQUEST,
+    READ_OPERATIONS,
     GatewayClient,
     PreferenceCall,
     decode,
@@ -318,3 +319,44 @@ def test_gateway_busy_timeout_comes_from_the_configuration(tmp_path):
         database.dispose()
     with pytest.raises(ConfigError, match=r"gateway\.busy_timeout_seconds"):
         GatewayConfig(busy_timeout_seconds=0)
+
+
+def test_gateway_reads_while_another_change_holds_the_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    database = Database(Config(database_url=url), engine)
+    witness(database, preferences.add_filter, "email", "koji")
+    witness(database, preferences.add_rule, "email", "koji", "app_is", {"app": "koji"})
+    reads = {
+        "explain": ("2024-no-such-message",),
+        "get_context": ("email",),
+        "get_filter": ("email", "koji"),
+        "list_contexts": (),
+        "list_filters": ("email",),
+        "list_templates": (),
+        "pending_notifications": (),
+        "plan_action": ("2024-no-such-message", "mute-app"),
+        "preview": ("email", "koji"),
+        "recent_notifications": (),
+    }
+    assert set(reads) == READ_OPERATIONS
+    sock, thread = serve_in_process(
+        PreferenceGateway(database, busy_timeout=2.0), Principal(Actor("alice"))
+    )
+    client = GatewayClient(sock)
+    try:
+        with locked(database):
+            for op, args in reads.items():
+                started = time.monotonic()
+                with contextlib.suppress(NotFound):  # an unknown message id
+                    client.run([PreferenceCall(op, args)], trial=True)
+                # Read at once: no wait for the write lock.
+                assert time.monotonic() - started < 1.0, op
+            # A trial that writes (a draft replayed) still needs the lock.
+            with pytest.raises(DatabaseBusy):
+                client.run([PreferenceCall.of(preferences.add_filter, "email", "x")], trial=True)
+    finally:
+        client.close()
+        thread.join(timeout=5)
+        engine.dispose()

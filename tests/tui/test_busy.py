@@ -54,16 +54,18 @@ async def wait_for(condition, seconds: float) -> float:
 async def test_busy_database_save_is_acknowledged_bounded_and_retried(tmp_path, make_app):
     database = busy_database(tmp_path)
     core = Core(database)
-    core(preferences.first_contact)
+    core(preferences.set_digest, "email", 45, 0)
     app = make_app(database)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
-            await pilot.press("g")
-            await settle(pilot)
-            assert isinstance(app.screen, DigestScreen)
-            app.screen.query_one("#minutes", Input).value = "30"
             with write_lock(database):
+                # Reading needs no write lock: the screen shows what is stored at once.
+                await pilot.press("g")
+                assert isinstance(app.screen, DigestScreen)
+                minutes = app.screen.query_one("#minutes", Input)
+                assert await wait_for(lambda: minutes.value == "45", 1.0) < 1.0
+                minutes.value = "30"
                 pressed = time.monotonic()
                 await pilot.press("ctrl+s")
                 # Acknowledged at once, while the lock is still held.
