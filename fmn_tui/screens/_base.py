@@ -182,22 +182,24 @@ class CoreScreen(Screen[ResultT], Generic[ViewT, ResultT]):
         try:
             try:
                 result = self.account.run(calls, trial=trial)[-1]
+            finally:
+                # Answered (whatever the answer): the header stops saying "saving…"
+                # before the outcome is shown.
                 if not trial:
-                    # Read back apart, like ``load``: whatever ``fetch`` replays is never stored.
-                    view = self.fetch()
-            except Exception as error:
-                if not worker.is_cancelled:
-                    self.app.call_from_thread(self._failed, error, failed)
-                return
-            if worker.is_cancelled:
-                return
+                    self.fmn.answered_from_thread()
             if not trial:
-                self.app.call_from_thread(self._show_if_mounted, view)
-            if done is not None:
-                self.app.call_from_thread(self._done_if_mounted, done, result)
-        finally:
-            if not trial:
-                self.fmn.answered_from_thread()
+                # Read back apart, like ``load``: whatever ``fetch`` replays is never stored.
+                view = self.fetch()
+        except Exception as error:
+            if not worker.is_cancelled:
+                self.app.call_from_thread(self._failed, error, failed)
+            return
+        if worker.is_cancelled:
+            return
+        if not trial:
+            self.app.call_from_thread(self._show_if_mounted, view)
+        if done is not None:
+            self.app.call_from_thread(self._done_if_mounted, done, result)
 
     def _on_screen(self) -> bool:
         # A closing screen leaves the screen stack at once but keeps is_mounted while

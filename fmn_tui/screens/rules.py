@@ -181,13 +181,15 @@ class RulesScreen(HoldsEdits, CoreScreen[FilterView, None]):
         busy save keeps the whole draft, to save again)."""
         worker = get_current_worker()
         try:
-            view: FilterView = self.account.run([*self.draft.calls(steps), self.fetch_saved()])[-1]
+            try:
+                calls = [*self.draft.calls(steps), self.fetch_saved()]
+                view: FilterView = self.account.run(calls)[-1]
+            finally:
+                self.fmn.answered_from_thread()
         except Exception as error:
             if not worker.is_cancelled:
                 self.app.call_from_thread(self.fmn.report, error)
             return
-        finally:
-            self.fmn.answered_from_thread()
         if not worker.is_cancelled:
             self.app.call_from_thread(self._saved, steps, view)
 
