@@ -222,7 +222,11 @@ class DigestScreen(HoldsEdits, CoreScreen[ContextView, None]):
         )
 
     def _inline(self, message: str) -> None:
-        self.query_one("#digest-error", Static).update(f"✗ {message}" if message else "")
+        error = self.query_one("#digest-error", Static)
+        error.update(f"✗ {message}" if message else "")
+        if message:
+            # Under the last fields, below the fold at 80x24: bring it into sight.
+            self.call_after_refresh(error.scroll_visible, animate=False)
 
     def action_back(self) -> None:
         """Back; asks first when a field holds an unsaved value."""
