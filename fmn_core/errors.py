@@ -13,8 +13,8 @@ The hierarchy::
     │   ├── AlreadyExists       a name is already taken
     │   ├── ConfirmationFailed  the code is wrong, used or expired
     │   ├── RateLimited         too many attempts; wait and try again
-    │   ├── DatabaseBusy        another change held the database too long; nothing was saved
     │   │   └── TooManyCodes    a confirmation-code limit; ``until`` says when it ends
+    │   ├── DatabaseBusy        another change held the database too long; nothing was saved
     │   ├── PermissionDenied    acting on somebody else's data
     │   │   ├── UnmappedChatAccount   no Fedora profile lists this IRC account
     │   │   └── AmbiguousChatAccount  several Fedora profiles list it
