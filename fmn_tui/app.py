@@ -84,6 +84,8 @@ class FmnApp(App[int]):
         self._quit_question: ConfirmScreen | None = None
         #: Saves sent to the gateway and not answered yet.
         self.saving = 0
+        #: Whether the saves under way have already said what they wait for.
+        self._slow_told = False
         self._who = account.name if account.is_own else f"{account.name} (as admin)"
         self.sub_title = self._who
 
@@ -123,6 +125,7 @@ class FmnApp(App[int]):
         self.saving = max(0, self.saving - 1)
         if not self.saving:
             self.sub_title = self._who
+            self._slow_told = False
 
     def answered_from_thread(self) -> None:
         """``saving_finished`` from a save's worker thread, even if its screen has closed."""
@@ -131,7 +134,9 @@ class FmnApp(App[int]):
             self.call_from_thread(self.saving_finished)
 
     def _still_saving(self) -> None:
-        if self.saving:
+        # Once while saves keep waiting, not once per key pressed.
+        if self.saving and not self._slow_told:
+            self._slow_told = True
             self.notify(
                 "Saving… waiting for fmn's preferences database. What you typed is kept.",
                 markup=False,

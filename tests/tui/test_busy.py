@@ -71,6 +71,10 @@ async def test_busy_database_save_is_acknowledged_bounded_and_retried(tmp_path, 
                 # Acknowledged at once, while the lock is still held.
                 assert await wait_for(lambda: "saving…" in app.sub_title, 1.0) < 1.0
                 await wait_for(lambda: any("Saving…" in n for n in notices(app)), 1.0)
+                # Pressed again while waiting: still one note, not one per key.
+                await pilot.press("ctrl+s")
+                await asyncio.sleep(0.7)
+                assert sum("Saving…" in n for n in notices(app)) == 1
                 # The UI keeps answering keys meanwhile.
                 await pilot.press("tab")
                 assert app.focused is app.screen.query_one("#count", Input)
@@ -81,7 +85,9 @@ async def test_busy_database_save_is_acknowledged_bounded_and_retried(tmp_path, 
                 message = text_of(app, "#digest-error")
                 assert "preferences database is busy" in message
                 assert "nothing was saved" in message and "try again" in message
-                assert "saving…" not in app.sub_title
+                # The second save waited its turn and its own bound, then the header
+                # stops saying "saving…".
+                await wait_for(lambda: "saving…" not in app.sub_title, BOUND + 3)
                 # What was typed is still there to save again.
                 assert app.screen.query_one("#minutes", Input).value == "30"
             await pilot.press("ctrl+s")
