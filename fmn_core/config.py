@@ -36,6 +36,7 @@ __all__ = [
     "DefaultsConfig",
     "DeliveryConfig",
     "FcmConfig",
+    "GatewayConfig",
     "HttpConfig",
     "IngestConfig",
     "MatrixConfig",
@@ -178,6 +179,20 @@ class DeliveryConfig:
     rate_limit_per_hour: int = 120
     shutdown_grace_seconds: float = 20.0
     idle_poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The preference gateway (the TUI's way to the database)."""
+
+    #: How long one request waits for a database another change has locked before the
+    #: person is told it is busy (SQLite's busy timeout, PostgreSQL's lock_timeout). A
+    #: person at the keyboard should not wait the daemons' 30 seconds.
+    busy_timeout_seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.busy_timeout_seconds <= 60:
+            raise ConfigError("gateway.busy_timeout_seconds", "must be more than 0 and at most 60")
 
 
 @dataclass(frozen=True)
@@ -445,6 +460,7 @@ class Config:
     bot: BotConfig = field(default_factory=BotConfig)
     matrix: MatrixConfig = field(default_factory=MatrixConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
 
     def __post_init__(self) -> None:

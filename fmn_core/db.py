@@ -16,7 +16,24 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Config
 from .rules import Catalog, default_catalog
 
-__all__ = ["Database", "catalog_of", "config_of", "is_postgres", "is_sqlite", "make_engine"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "READ_ONLY",
+    "Database",
+    "catalog_of",
+    "config_of",
+    "is_postgres",
+    "is_sqlite",
+    "make_engine",
+]
+
+#: Execution option (seconds): how long this connection's next SQLite transaction
+#: waits for the write lock, instead of the engine's ``timeout``. The preference
+#: gateway sets it (a person is waiting); the daemons keep the long default.
+BUSY_TIMEOUT = "fmn_busy_timeout"
+#: Execution option: this connection's next SQLite transaction only reads, so it
+#: starts DEFERRED and, under WAL, reads while another connection writes.
+READ_ONLY = "fmn_read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -33,6 +50,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         connect_args = kwargs.pop("connect_args", {})
         connect_args.setdefault("timeout", 30)
+        default_busy_ms = int(float(connect_args["timeout"]) * 1000)
         connect_args.setdefault("check_same_thread", False)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
 
@@ -49,7 +67,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # BEGIN IMMEDIATE waits for the write lock up to the busy timeout: the
+            # caller's (BUSY_TIMEOUT), else the engine's. Set only when it changes.
+            # A transaction that only reads (READ_ONLY) takes no write lock.
+            options = connection.get_execution_options()
+            seconds = options.get(BUSY_TIMEOUT)
+            wanted = default_busy_ms if seconds is None else int(seconds * 1000)
+            info = connection.connection.info
+            if info.get(BUSY_TIMEOUT, default_busy_ms) != wanted:
+                connection.exec_driver_sql(f"PRAGMA busy_timeout = {wanted}")
+                info[BUSY_TIMEOUT] = wanted
+            connection.exec_driver_sql("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

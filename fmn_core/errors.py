@@ -14,6 +14,7 @@ The hierarchy::
     │   ├── ConfirmationFailed  the code is wrong, used or expired
     │   ├── RateLimited         too many attempts; wait and try again
     │   │   └── TooManyCodes    a confirmation-code limit; ``until`` says when it ends
+    │   ├── DatabaseBusy        another change held the database too long; nothing was saved
     │   ├── PermissionDenied    acting on somebody else's data
     │   │   ├── UnmappedChatAccount   no Fedora profile lists this IRC account
     │   │   └── AmbiguousChatAccount  several Fedora profiles list it
@@ -50,6 +51,7 @@ __all__ = [
     "AmbiguousChatAccount",
     "ConfigError",
     "ConfirmationFailed",
+    "DatabaseBusy",
     "FmnError",
     "GatewayInternalError",
     "GatewayUnavailable",
@@ -148,6 +150,18 @@ class ConfirmationFailed(UserError):
 
 class RateLimited(UserError):
     """Too many attempts in a short time."""
+
+
+class DatabaseBusy(UserError):
+    """The database stayed locked by another change longer than a person should wait
+    (``gateway.busy_timeout_seconds``); the unit of work was rolled back whole."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "The preferences database is busy (another change is being written); "
+            "nothing was saved — try again in a moment."
+        )
 
 
 class TooManyCodes(RateLimited):

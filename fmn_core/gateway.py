@@ -66,6 +66,7 @@ __all__ = [
     "MAX_REPLY",
     "MAX_REQUEST",
     "OPERATIONS",
+    "READ_OPERATIONS",
     "TRIAL_FORBIDDEN",
     "VIEW_TYPES",
     "GatewayClient",
@@ -127,6 +128,22 @@ OPERATIONS: Final = frozenset(
         "pending_notifications",
         "unmute",
         "use_template",
+    }
+)
+#: The calls that only read: a trial made of nothing else takes no write lock, so a
+#: screen can be shown while another change holds the database.
+READ_OPERATIONS: Final = frozenset(
+    {
+        "explain",
+        "get_context",
+        "get_filter",
+        "list_contexts",
+        "list_filters",
+        "list_templates",
+        "pending_notifications",
+        "plan_action",
+        "preview",
+        "recent_notifications",
     }
 )
 #: Calls that may not run in a rolled-back transaction: a trial ``confirm`` would test a

@@ -12,6 +12,12 @@ rolled back for a ``trial``. The actor is never part of a request, and ``user=``
 is refused: over the socket nobody is an administrator. A wrong confirmation code
 is an outcome of ``confirm``, not an error, so its count commits with the unit;
 ``confirm`` is refused in a trial, so guessing is never free.
+
+A person is waiting on the other end, so a request waits for a database that
+another change holds locked at most ``gateway.busy_timeout_seconds`` (SQLite's
+busy timeout for this transaction, PostgreSQL's ``lock_timeout``), not the
+daemons' 30 seconds; then the whole unit is rolled back and the reply is
+:class:`~fmn_core.errors.DatabaseBusy`, which says to try again.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from . import preferences
-from .db import Database
+from .db import BUSY_TIMEOUT, READ_ONLY, Database, is_postgres, is_sqlite
 from .errors import (
+    DatabaseBusy,
     MalformedRequest,
     PermissionDenied,
     UserError,
@@ -39,6 +48,7 @@ from .gateway import (
     MAX_CALLS,
     MAX_REQUEST,
     OPERATIONS,
+    READ_OPERATIONS,
     TRIAL_FORBIDDEN,
     PreferenceCall,
     SessionInfo,
@@ -56,6 +66,21 @@ log = logging.getLogger(__name__)
 
 #: Calls that take no actor (the same for everyone).
 _NO_ACTOR = frozenset({"list_templates"})
+
+#: SQLite's primary result codes for "another connection holds the lock".
+_SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+#: PostgreSQL's SQLSTATE for a lock not granted within lock_timeout.
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def is_busy(error: OperationalError) -> bool:
+    """Whether the database refused because another transaction held a lock too long
+    (by the driver's error code, never by the message's words)."""
+    cause = error.orig
+    code = getattr(cause, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES:
+        return True
+    return getattr(cause, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
 
 
 @dataclass(frozen=True)
@@ -75,8 +100,12 @@ class Principal:
 class PreferenceGateway:
     """Answers protocol requests for one principal at a time, against one database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, busy_timeout: float | None = None) -> None:
         self.database = database
+        #: Seconds a request waits for a locked database before ``DatabaseBusy``.
+        self.busy_timeout = (
+            database.config.gateway.busy_timeout_seconds if busy_timeout is None else busy_timeout
+        )
 
     def session_info(self, principal: Principal) -> SessionInfo:
         """The hello reply: who is served, and what they may choose from."""
@@ -130,21 +159,43 @@ class PreferenceGateway:
         return trial, calls
 
     def _run(self, calls: list[PreferenceCall], principal: Principal, *, trial: bool) -> list[Any]:
-        with self._transaction(trial=trial) as session:
-            return [self._invoke(session, principal, call) for call in calls]
+        # Reads alone take no write lock (SQLite): a screen shows while others write.
+        read_only = trial and all(call.op in READ_OPERATIONS for call in calls)
+        try:
+            with self._transaction(trial=trial, read_only=read_only) as session:
+                return [self._invoke(session, principal, call) for call in calls]
+        except OperationalError as error:
+            if is_busy(error):
+                log.info(
+                    "%s's request waited %.1f s for a locked database; refused as busy",
+                    principal.account,
+                    self.busy_timeout,
+                )
+                raise DatabaseBusy() from error
+            raise
 
     @contextmanager
-    def _transaction(self, *, trial: bool) -> Iterator[Session]:
-        if not trial:
-            with self.database.begin() as session:
-                yield session
-            return
+    def _transaction(self, *, trial: bool, read_only: bool = False) -> Iterator[Session]:
+        """One unit of work, committed (rolled back for a ``trial``), that waits at most
+        ``busy_timeout`` for a lock another transaction holds."""
         with self.database.sessionmaker() as session:
             session.begin()
             try:
+                if is_sqlite(session):
+                    # Starts the transaction (BEGIN IMMEDIATE, or BEGIN to only read) with the
+                    # short wait.
+                    options = {BUSY_TIMEOUT: self.busy_timeout, READ_ONLY: read_only}
+                    session.connection(execution_options=options)
+                elif is_postgres(session):
+                    # For this transaction only (is_local), so the pool stays as it was.
+                    milliseconds = f"{max(1, int(self.busy_timeout * 1000))}ms"
+                    session.execute(select(func.set_config("lock_timeout", milliseconds, True)))
                 yield session
+                if not trial:
+                    session.commit()
             finally:
-                session.rollback()
+                if session.in_transaction():
+                    session.rollback()
 
     @staticmethod
     def _invoke(session: Session, principal: Principal, call: PreferenceCall) -> Any:

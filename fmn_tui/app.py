@@ -9,6 +9,7 @@ else as "internal error (reference …)" with the traceback in the log, never on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from fmn_core.rules import Catalog
 
 from .account import Account
 from .commands import FmnCommands
+from .screens._base import HoldsEdits
 from .screens.confirm import ConfirmScreen
 from .screens.contexts import ContextsScreen
 from .screens.destinations import DestinationsScreen
@@ -44,13 +46,13 @@ __all__ = ["FmnApp"]
 
 log = logging.getLogger(__name__)
 
+#: After this long without an answer, a save says what it is waiting for.
+SLOW_SAVE_SECONDS = 0.5
+
 
 def _has_unsaved(screen: Screen[Any]) -> bool:
-    """Whether a screen holds changes not yet saved (a rule draft, typed digest values)."""
-    draft = getattr(screen, "draft", None)
-    if draft is not None and bool(getattr(draft, "dirty", False)):
-        return True
-    return bool(getattr(screen, "edited", False))
+    """Whether a screen holds work not yet saved (a rule draft, typed values)."""
+    return isinstance(screen, HoldsEdits) and screen.unsaved
 
 
 class FmnApp(App[int]):
@@ -80,7 +82,12 @@ class FmnApp(App[int]):
         self.internal_errors: list[str] = []
         #: The "quit without saving?" dialog while it is open.
         self._quit_question: ConfirmScreen | None = None
-        self.sub_title = account.name if account.is_own else f"{account.name} (as admin)"
+        #: Saves sent to the gateway and not answered yet.
+        self.saving = 0
+        #: Whether the saves under way have already said what they wait for.
+        self._slow_told = False
+        self._who = account.name if account.is_own else f"{account.name} (as admin)"
+        self.sub_title = self._who
 
     def on_mount(self) -> None:
         """Open on the contexts overview; greet a new account, pass on fmn's notices."""
@@ -104,6 +111,37 @@ class FmnApp(App[int]):
             return
         for sentence in [*told[0], *told[1]]:
             self.call_from_thread(self.notify, sentence, markup=False, timeout=15)
+
+    # --- saving ---------------------------------------------------------------------
+
+    def saving_started(self) -> None:
+        """A save was sent: say so at once, and what it waits for if it takes a while."""
+        self.saving += 1
+        self.sub_title = f"{self._who} · saving…"
+        self.set_timer(SLOW_SAVE_SECONDS, self._still_saving)
+
+    def saving_finished(self) -> None:
+        """The gateway answered a save (whatever the answer)."""
+        self.saving = max(0, self.saving - 1)
+        if not self.saving:
+            self.sub_title = self._who
+            self._slow_told = False
+
+    def answered_from_thread(self) -> None:
+        """``saving_finished`` from a save's worker thread, even if its screen has closed."""
+        # The app may be exiting (ctrl+q while a save waits): nothing left to update.
+        with contextlib.suppress(RuntimeError):
+            self.call_from_thread(self.saving_finished)
+
+    def _still_saving(self) -> None:
+        # Once while saves keep waiting, not once per key pressed.
+        if self.saving and not self._slow_told:
+            self._slow_told = True
+            self.notify(
+                "Saving… waiting for fmn's preferences database. What you typed is kept.",
+                markup=False,
+                timeout=3,
+            )
 
     # --- failures -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Checkbox, Footer, Header, Static
 
 from fmn_core.errors import InvalidArgument
 from fmn_core.filters import stored_rule_name
@@ -17,6 +17,7 @@ from fmn_core.rules import RuleSpec
 
 from ..widgets.parameter_form import ParameterForm
 from ..widgets.rule_catalog import RuleCatalog, describe_rule
+from ._base import HoldsEdits
 
 if TYPE_CHECKING:
     from ..app import FmnApp
@@ -80,11 +81,13 @@ class RulePickerScreen(Screen[RuleChoice | None]):
         self.dismiss(None)
 
 
-class RuleFormScreen(Screen[RuleChoice | None]):
+class RuleFormScreen(HoldsEdits, Screen[RuleChoice | None]):
     """The chosen rule's parameters, each checked by core as it is typed."""
 
     CSS_PATH = "add_rule.tcss"
     HELP_TITLE = "Add a rule: its parameters"
+    EDIT_FIELDS = "ParameterForm Input"
+    DISCARD_QUESTION = "Leave this rule without adding it? The values you typed are lost."
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "submit", "Add rule"),
@@ -103,7 +106,8 @@ class RuleFormScreen(Screen[RuleChoice | None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        """Start in the first field."""
+        """Start in the first field (the defaults it shows are not the user's typing)."""
+        self.mark_saved()
         inputs = self.query("ParameterForm Input")
         if inputs:
             inputs.first().focus()
@@ -125,10 +129,15 @@ class RuleFormScreen(Screen[RuleChoice | None]):
         rule = stored_rule_name(self.spec, cast("FmnApp", self.app).catalog)
         self.dismiss(RuleChoice(rule, arguments, event.negated))
 
+    @property
+    def unsaved(self) -> bool:
+        """Whether a value was typed, or the rule negated, and not added yet."""
+        return self.fields_changed() or self.query_one("#negate", Checkbox).value
+
     def on_parameter_form_cancelled(self) -> None:
-        """Back to the catalog."""
+        """Back to the catalog (the Cancel button says so plainly)."""
         self.dismiss(None)
 
     def action_cancel(self) -> None:
-        """Back to the catalog."""
-        self.dismiss(None)
+        """Back to the catalog; asks first when a value was typed."""
+        self.leave(None)

@@ -25,7 +25,7 @@ from fmn_core.preferences import (
 from ..display import destination_status, plain, when
 from ..widgets.validators import DestinationValidator
 from ..widgets.view_table import Cell, ViewTable
-from ._base import CoreScreen
+from ._base import CoreScreen, HoldsEdits
 from .confirm import ConfirmScreen
 
 __all__ = ["DestinationsScreen"]
@@ -40,12 +40,15 @@ PLACEHOLDERS = {
 }
 
 
-class DestinationsScreen(CoreScreen[ContextView, None]):
+class DestinationsScreen(HoldsEdits, CoreScreen[ContextView, None]):
     """Where a context delivers; an address counts only once it is confirmed."""
 
     CSS_PATH = "destinations.tcss"
     HELP_TITLE = "Destination of a context"
     AUTO_FOCUS = "#destinations"
+    # The feed URL field is shown to be copied, not typed in.
+    EDIT_FIELDS = "#address, #code"
+    DISCARD_QUESTION = "Leave without using the address or code you typed?"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "set", "Set"),
@@ -277,8 +280,5 @@ class DestinationsScreen(CoreScreen[ContextView, None]):
         )
 
     def action_back(self) -> None:
-        """Leave a field, or go back to the contexts."""
-        if isinstance(self.focused, Input):
-            self.query_one("#destinations", DataTable).focus()
-            return
-        self.dismiss(None)
+        """Back to the contexts; asks first when a field holds what you typed."""
+        self.leave()

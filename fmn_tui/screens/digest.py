@@ -3,6 +3,11 @@
 The numeric fields are plain text fields with an integer validator, not Textual's
 ``type="integer"`` (which silently drops what it does not allow, so "1.5" became
 "15"): a value that is not a whole number is refused with a message instead.
+
+The daily digest and quiet hours each have their own time zone (the preferences
+file's ``digest.timezone`` and ``quiet_hours.timezone``): somebody who travels may
+want the digest at home's 08:00 and quiet hours where they sleep. Each field is
+checked by core's own time-zone check, and a bad name is refused naming the field.
 """
 
 from __future__ import annotations
@@ -23,19 +28,24 @@ from fmn_core.gateway import PreferenceCall
 from fmn_core.preferences import ContextView
 from fmn_core.wording import digest_policy, quiet_hours
 
-from ._base import CoreScreen
-from .confirm import ConfirmScreen
+from ..widgets.validators import TimezoneValidator
+from ._base import CoreScreen, HoldsEdits
 
 __all__ = ["DigestScreen"]
 
+#: How the two time-zone fields are named in what the user reads.
+DIGEST_ZONE = "daily digest time zone"
+QUIET_ZONE = "quiet hours time zone"
 
-class DigestScreen(CoreScreen[ContextView, None]):
+
+class DigestScreen(HoldsEdits, CoreScreen[ContextView, None]):
     """Send at most every N minutes, after K notifications, and/or daily at a local time;
     quiet hours hold instant notifications."""
 
     CSS_PATH = "digest.tcss"
     HELP_TITLE = "Digest of a context"
     AUTO_FOCUS = "#minutes"
+    DISCARD_QUESTION = "Leave without saving the digest settings you typed?"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save"),
@@ -67,14 +77,30 @@ class DigestScreen(CoreScreen[ContextView, None]):
             yield Input("0", id="minutes", validators=[Integer(minimum=0)], max_length=6)
             yield Label("… or as soon as this many have gathered (0: no count):")
             yield Input("0", id="count", validators=[Integer(minimum=0)], max_length=6)
-            yield Label("… or daily at (HH:MM, empty: no daily digest):")
-            yield Input("", id="at", placeholder="08:00", max_length=5)
-            yield Label("Time zone (IANA, like Europe/Prague):")
-            yield Input("UTC", id="timezone", max_length=64, classes="wide")
-            yield Label("Quiet hours from … to … (HH:MM, empty: none; urgent filters pass):")
-            with Horizontal(classes="quiet"):
-                yield Input("", id="quiet-from", placeholder="22:00", max_length=5)
-                yield Input("", id="quiet-to", placeholder="07:00", max_length=5)
+            # Each time zone sits with the times it applies to.
+            yield Label(
+                "… or daily at (HH:MM, empty: none), in time zone (IANA, like Europe/Prague):"
+            )
+            with Horizontal(classes="row"):
+                yield Input("", id="at", placeholder="08:00", max_length=5, classes="time")
+                yield Input(
+                    "UTC",
+                    id="digest-timezone",
+                    max_length=64,
+                    classes="zone",
+                    validators=[TimezoneValidator(DIGEST_ZONE)],
+                )
+            yield Label("Quiet hours from … to … (HH:MM, empty: none; urgent filters pass), zone:")
+            with Horizontal(classes="row"):
+                yield Input("", id="quiet-from", placeholder="22:00", max_length=5, classes="time")
+                yield Input("", id="quiet-to", placeholder="07:00", max_length=5, classes="time")
+                yield Input(
+                    "UTC",
+                    id="quiet-timezone",
+                    max_length=64,
+                    classes="zone",
+                    validators=[TimezoneValidator(QUIET_ZONE)],
+                )
             yield Static("", id="digest-error", classes="error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -92,7 +118,6 @@ class DigestScreen(CoreScreen[ContextView, None]):
         heading = Text()
         heading.append(f"Digest of {view.context}", style="bold")
         heading.append(f" — now: {digest_policy(view)}")
-        self.query_one("#heading", Static).update(heading)
         heading.append(
             f"; quiet hours: {quiet_hours(view.quiet_from, view.quiet_to, view.quiet_timezone)}"
         )
@@ -105,26 +130,16 @@ class DigestScreen(CoreScreen[ContextView, None]):
         self.query_one("#minutes", Input).value = str(view.digest_minutes)
         self.query_one("#count", Input).value = str(view.digest_count)
         self.query_one("#at", Input).value = view.digest_at or ""
-        self.query_one("#timezone", Input).value = view.quiet_timezone or view.digest_timezone
+        self.query_one("#digest-timezone", Input).value = view.digest_timezone
         self.query_one("#quiet-from", Input).value = view.quiet_from or ""
         self.query_one("#quiet-to", Input).value = view.quiet_to or ""
+        # Without quiet hours there is no zone stored for them: offer the digest's.
+        self.query_one("#quiet-timezone", Input).value = view.quiet_timezone or view.digest_timezone
+        self.mark_saved()
 
-    @property
-    def edited(self) -> bool:
-        """Whether a field differs from what is stored (Esc then asks before leaving)."""
-        view = self.view
-        if view is None:
-            return False
-        stored = {
-            "minutes": str(view.digest_minutes),
-            "count": str(view.digest_count),
-            "at": view.digest_at or "",
-            "quiet-from": view.quiet_from or "",
-            "quiet-to": view.quiet_to or "",
-        }
-        return any(
-            self.query_one(f"#{key}", Input).value.strip() != value for key, value in stored.items()
-        )
+    def on_mount(self) -> None:
+        """Until the stored values arrive, the fields' defaults are the starting point."""
+        self.mark_saved()
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#save")
@@ -141,11 +156,21 @@ class DigestScreen(CoreScreen[ContextView, None]):
                 return
             values.append(int(text))
         minutes, count = values
+        zones = []
+        for name in ("digest-timezone", "quiet-timezone"):
+            field = self.query_one(f"#{name}", Input)
+            zone = field.value.strip() or "UTC"
+            result = field.validate(zone)
+            if result is not None and not result.is_valid:
+                self._inline(result.failure_descriptions[0])
+                field.focus()
+                return
+            zones.append(zone)
+        digest_zone, quiet_zone = zones
         at = self.query_one("#at", Input).value.strip() or None
-        zone = self.query_one("#timezone", Input).value.strip() or "UTC"
         start = self.query_one("#quiet-from", Input).value.strip() or None
         end = self.query_one("#quiet-to", Input).value.strip() or None
-        self._store(minutes, count, at, zone, start, end)
+        self._store(minutes, count, at, digest_zone, start, end, quiet_zone)
 
     @on(Button.Pressed, "#off")
     def action_turn_off(self) -> None:
@@ -155,10 +180,10 @@ class DigestScreen(CoreScreen[ContextView, None]):
             0,
             0,
             None,
-            "UTC",
+            view.digest_timezone if view else "UTC",
             view.quiet_from if view else None,
             view.quiet_to if view else None,
-            quiet_zone=view.quiet_timezone if view else None,
+            (view.quiet_timezone if view else None) or "UTC",
         )
 
     def _store(
@@ -166,11 +191,10 @@ class DigestScreen(CoreScreen[ContextView, None]):
         minutes: int,
         count: int,
         at: str | None,
-        zone: str,
+        digest_zone: str,
         start: str | None,
         end: str | None,
-        *,
-        quiet_zone: str | None = None,
+        quiet_zone: str,
     ) -> None:
         context = self.context
 
@@ -190,26 +214,20 @@ class DigestScreen(CoreScreen[ContextView, None]):
 
         self.change(
             PreferenceCall.of(
-                preferences.set_digest, context, minutes, count, at=at, timezone=zone
+                preferences.set_digest, context, minutes, count, at=at, timezone=digest_zone
             ),
-            PreferenceCall.of(preferences.set_quiet_hours, context, start, end, quiet_zone or zone),
+            PreferenceCall.of(preferences.set_quiet_hours, context, start, end, quiet_zone),
             done=done,
             failed=refused,
         )
 
     def _inline(self, message: str) -> None:
-        self.query_one("#digest-error", Static).update(f"✗ {message}" if message else "")
+        error = self.query_one("#digest-error", Static)
+        error.update(f"✗ {message}" if message else "")
+        if message:
+            # Under the last fields, below the fold at 80x24: bring it into sight.
+            self.call_after_refresh(error.scroll_visible, animate=False)
 
     def action_back(self) -> None:
         """Back; asks first when a field holds an unsaved value."""
-        if not self.edited:
-            self.dismiss(None)
-            return
-
-        def answered(leave: bool | None) -> None:
-            if leave:
-                self.dismiss(None)
-
-        self.app.push_screen(
-            ConfirmScreen("Leave without saving the digest settings you typed?"), answered
-        )
+        self.leave()

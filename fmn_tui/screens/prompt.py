@@ -13,14 +13,18 @@ from textual.screen import ModalScreen
 from textual.validation import Validator
 from textual.widgets import Button, Footer, Input, Label, Static
 
+from ._base import HoldsEdits
+
 __all__ = ["PromptScreen"]
 
 
-class PromptScreen(ModalScreen[str | None]):
+class PromptScreen(HoldsEdits, ModalScreen[str | None]):
     """One input in a dialog; dismissed with the text, or ``None`` when cancelled."""
 
     CSS_PATH = "prompt.tcss"
     AUTO_FOCUS = "Input"
+    EDIT_FIELDS = "#answer"
+    DISCARD_QUESTION = "Discard what you typed?"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", key_display="Esc"),
@@ -58,6 +62,10 @@ class PromptScreen(ModalScreen[str | None]):
                 yield Button("Cancel", id="cancel")
         yield Footer()
 
+    def on_mount(self) -> None:
+        """The value the dialog opened with is not the user's typing."""
+        self.mark_saved()
+
     @on(Input.Changed, "#answer")
     def _changed(self, event: Input.Changed) -> None:
         result = event.validation_result
@@ -76,7 +84,10 @@ class PromptScreen(ModalScreen[str | None]):
             return
         self.dismiss(field.value.strip())
 
-    @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
-        """Close without an answer."""
+        """Close without an answer; asks first when you typed something."""
+        self.leave(None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
         self.dismiss(None)

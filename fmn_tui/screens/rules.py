@@ -24,20 +24,20 @@ from fmn_core.wording import count
 from ..display import plain
 from ..draft import FilterEdits, Step
 from ..widgets.view_table import Cell, ViewTable
-from ._base import CoreScreen
+from ._base import CoreScreen, HoldsEdits
 from .add_rule import RuleChoice, RulePickerScreen
-from .confirm import ConfirmScreen
 from .preview import PreviewScreen
 
 __all__ = ["RulesScreen"]
 
 
-class RulesScreen(CoreScreen[FilterView, None]):
+class RulesScreen(HoldsEdits, CoreScreen[FilterView, None]):
     """One filter's rules (all must match for the filter to match)."""
 
     CSS_PATH = "rules.tcss"
     HELP_TITLE = "Rules of a filter"
     AUTO_FOCUS = "#rules"
+    DISCARD_YES = "Discard"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "add", "Add rule"),
@@ -172,14 +172,20 @@ class RulesScreen(CoreScreen[FilterView, None]):
         if not self.draft.dirty:
             self.notify("Nothing to save.")
             return
+        self.fmn.saving_started()
         self.save(tuple(self.draft.steps))
 
     @work(thread=True, group="change")
     def save(self, steps: tuple[Step, ...]) -> None:
-        """Replay the draft's steps and commit them, as one unit of work."""
+        """Replay the draft's steps and commit them, as one unit of work (a refused or
+        busy save keeps the whole draft, to save again)."""
         worker = get_current_worker()
         try:
-            view: FilterView = self.account.run([*self.draft.calls(steps), self.fetch_saved()])[-1]
+            try:
+                calls = [*self.draft.calls(steps), self.fetch_saved()]
+                view: FilterView = self.account.run(calls)[-1]
+            finally:
+                self.fmn.answered_from_thread()
         except Exception as error:
             if not worker.is_cancelled:
                 self.app.call_from_thread(self.fmn.report, error)
@@ -197,19 +203,17 @@ class RulesScreen(CoreScreen[FilterView, None]):
         if self.is_mounted:
             self.show(view)
 
+    @property
+    def unsaved(self) -> bool:
+        """Whether the draft holds changes not saved yet."""
+        return self.draft.dirty
+
+    def discard_question(self) -> str:
+        """A new filter is lost whole; an old one keeps what was saved."""
+        if self.draft.is_new:
+            return f"Discard the new filter {self.filter_name}? It has not been saved."
+        return f"Discard your unsaved changes to {self.filter_name}?"
+
     def action_back(self) -> None:
         """Back to the filters; unsaved changes are discarded only if you say so."""
-        if not self.draft.dirty:
-            self.dismiss(None)
-            return
-
-        def answered(discard: bool | None) -> None:
-            if discard:
-                self.dismiss(None)
-
-        question = (
-            f"Discard the new filter {self.filter_name}? It has not been saved."
-            if self.draft.is_new
-            else f"Discard your unsaved changes to {self.filter_name}?"
-        )
-        self.app.push_screen(ConfirmScreen(question, yes="Discard"), answered)
+        self.leave()

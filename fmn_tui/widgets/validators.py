@@ -14,8 +14,9 @@ from fmn_core.destinations import check_destination
 from fmn_core.errors import InvalidArgument
 from fmn_core.filters import check_filter_name
 from fmn_core.rules import Parameter, RuleSpec
+from fmn_core.schedule import check_timezone
 
-__all__ = ["DestinationValidator", "FilterNameValidator", "ParameterValidator"]
+__all__ = ["DestinationValidator", "FilterNameValidator", "ParameterValidator", "TimezoneValidator"]
 
 
 class ParameterValidator(Validator):
@@ -36,6 +37,24 @@ class ParameterValidator(Validator):
             self.parameter.validate(self.spec.name, value)
         except InvalidArgument as error:
             return self.failure(str(error))
+        return self.success()
+
+
+class TimezoneValidator(Validator):
+    """An IANA time zone name, checked by core's ``check_timezone``; the refusal names
+    the field (``what``), as there may be more than one zone on a screen."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def validate(self, value: str) -> ValidationResult:
+        """Accept what core accepts."""
+        try:
+            check_timezone(value.strip(), self.what)
+        except InvalidArgument as error:
+            message = str(error)
+            return self.failure(message[:1].upper() + message[1:])
         return self.success()
 
 

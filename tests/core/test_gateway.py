@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
+import sqlite3
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from fmn_core import preferences
-from fmn_core.config import PushConfig
-from fmn_core.db import Database
+from fmn_core.config import Config, GatewayConfig, PushConfig
+from fmn_core.db import Database, make_engine
 from fmn_core.errors import (
+    ConfigError,
     ConfirmationFailed,
+    DatabaseBusy,
     InvalidArgument,
     MalformedRequest,
     NotFound,
@@ -23,6 +28,7 @@ from fmn_core.errors import (
 )
 from fmn_core.gateway import (
     MAX_REQUEST,
+    READ_OPERATIONS,
     GatewayClient,
     PreferenceCall,
     decode,
@@ -30,7 +36,7 @@ from fmn_core.gateway import (
     read_frame,
 )
 from fmn_core.gateway_serving import PreferenceGateway, Principal, serve_in_process
-from fmn_core.models import Confirmation, User
+from fmn_core.models import Base, Confirmation, User
 from fmn_core.preferences import Actor, DestinationView, FilterView, RuleView
 
 
@@ -234,3 +240,123 @@ def test_gateway_admin_in_process_edits_the_named_account(db):
     assert [f.name for f in witness(db, preferences.list_filters, "email", user="bob")] == [
         "set by carol"
     ]
+
+
+@contextlib.contextmanager
+def locked(db: Database) -> Iterator[None]:
+    """Another connection holds the write lock (SQLite) or the users table (PostgreSQL)."""
+    if db.engine.dialect.name == "sqlite":
+        holder = sqlite3.connect(str(db.engine.url.database), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.rollback()
+            holder.close()
+        return
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE NOWAIT")
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def test_gateway_answers_busy_within_its_bound_and_saves_nothing(db):
+    sock, thread = serve_in_process(
+        PreferenceGateway(db, busy_timeout=0.5), Principal(Actor("alice"))
+    )
+    client = GatewayClient(sock)
+    change = [
+        PreferenceCall.of(preferences.add_filter, "email", "builds"),
+        PreferenceCall.of(preferences.set_digest, "email", 30, 5),
+    ]
+    try:
+        with locked(db):
+            started = time.monotonic()
+            with pytest.raises(DatabaseBusy, match=r"busy .* nothing was saved — try again"):
+                client.run(change)
+            waited = time.monotonic() - started
+            # The bound, not the engine's 30 s (nor an internal error).
+            assert 0.4 <= waited < 3, waited
+        # Nothing half-written: the filter and the digest went back together.
+        assert witness(db, preferences.list_filters, "email") == []
+        # Retrying once the lock is gone saves the whole unit.
+        client.run(change)
+    finally:
+        client.close()
+        thread.join(timeout=5)
+    assert [f.name for f in witness(db, preferences.list_filters, "email")] == ["builds"]
+    assert witness(db, preferences.get_context, "email").digest_minutes == 30
+
+
+def test_gateway_short_busy_wait_is_only_the_gateways(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    database = Database(Config(database_url=url), engine)
+    try:
+        sock, thread = serve_in_process(PreferenceGateway(database), Principal(Actor("alice")))
+        client = GatewayClient(sock)
+        client.run([PreferenceCall.of(preferences.set_digest, "email", 30, 5)])
+        client.close()
+        thread.join(timeout=5)
+        # The one pooled connection goes back to the daemons' long wait.
+        with database.begin() as session:
+            waits = session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar()
+        assert waits == 30_000
+    finally:
+        engine.dispose()
+
+
+def test_gateway_busy_timeout_comes_from_the_configuration(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    config = Config(database_url=url, gateway=GatewayConfig(busy_timeout_seconds=1.5))
+    database = Database(config, make_engine(url))
+    try:
+        assert PreferenceGateway(database).busy_timeout == 1.5
+    finally:
+        database.dispose()
+    with pytest.raises(ConfigError, match=r"gateway\.busy_timeout_seconds"):
+        GatewayConfig(busy_timeout_seconds=0)
+
+
+def test_gateway_reads_while_another_change_holds_the_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    database = Database(Config(database_url=url), engine)
+    witness(database, preferences.add_filter, "email", "koji")
+    witness(database, preferences.add_rule, "email", "koji", "app_is", {"app": "koji"})
+    reads = {
+        "explain": ("2024-no-such-message",),
+        "get_context": ("email",),
+        "get_filter": ("email", "koji"),
+        "list_contexts": (),
+        "list_filters": ("email",),
+        "list_templates": (),
+        "pending_notifications": (),
+        "plan_action": ("2024-no-such-message", "mute-app"),
+        "preview": ("email", "koji"),
+        "recent_notifications": (),
+    }
+    assert set(reads) == READ_OPERATIONS
+    sock, thread = serve_in_process(
+        PreferenceGateway(database, busy_timeout=2.0), Principal(Actor("alice"))
+    )
+    client = GatewayClient(sock)
+    try:
+        with locked(database):
+            for op, args in reads.items():
+                started = time.monotonic()
+                with contextlib.suppress(NotFound):  # an unknown message id
+                    client.run([PreferenceCall(op, args)], trial=True)
+                # Read at once: no wait for the write lock.
+                assert time.monotonic() - started < 1.0, op
+            # A trial that writes (a draft replayed) still needs the lock.
+            with pytest.raises(DatabaseBusy):
+                client.run([PreferenceCall.of(preferences.add_filter, "email", "x")], trial=True)
+    finally:
+        client.close()
+        thread.join(timeout=5)
+        engine.dispose()

@@ -9,18 +9,22 @@ from __future__ import annotations
 import os
 import pwd
 import socket
+import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from fmn_core import preferences
-from fmn_core.db import Database
-from fmn_core.errors import GatewayUnavailable, PermissionDenied, RateLimited
+from fmn_core.config import Config, GatewayConfig
+from fmn_core.db import Database, make_engine
+from fmn_core.errors import DatabaseBusy, GatewayUnavailable, PermissionDenied, RateLimited
 from fmn_core.gateway import GatewayClient, PreferenceCall
 from fmn_core.gateway_serving import PreferenceGateway
+from fmn_core.models import Base
 from fmn_core.preferences import Actor
 from fmn_daemon import cli
 from fmn_daemon.gateway import GatewayServer, account_for_uid, peer_uid
@@ -154,3 +158,41 @@ def test_gateway_resolver_refuses_logins_the_directory_does_not_know() -> None:
             resolve(os.getuid())
         server.add_user(login)  # the fas_user shape the real FASJSON answers with
         assert resolve(os.getuid()) == login
+
+
+def test_gateway_server_answers_busy_within_the_configured_bound(tmp_path):
+    # The real socket, a database another connection holds: the configured bound,
+    # a DatabaseBusy the client can act on, and the same connection saves on retry.
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    config = Config(database_url=url, gateway=GatewayConfig(busy_timeout_seconds=0.5))
+    database = Database(config, engine)
+    server = GatewayServer(
+        PreferenceGateway(database), str(tmp_path / "gw.sock"), resolve=lambda uid: "alice"
+    )
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    client = GatewayClient.connect(server.path)
+    change = [PreferenceCall.of(preferences.add_filter, "email", "builds")]
+    try:
+        holder = sqlite3.connect(str(tmp_path / "fmn.sqlite"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(DatabaseBusy):
+                client.run(change)
+            assert 0.4 <= time.monotonic() - started < 3
+        finally:
+            holder.rollback()
+            holder.close()
+        client.run(change)
+    finally:
+        client.close()
+        server.stop()
+        thread.join(timeout=5)
+        engine.dispose()
+    with database.begin() as session:
+        names = [f.name for f in preferences.list_filters(session, Actor("alice"), "email")]
+    assert names == ["builds"]

@@ -47,11 +47,12 @@ async def test_daily_digest_and_quiet_hours_are_saved_and_checked(profile: Core,
         await settle(pilot)
         screen = app.screen
         screen.query_one("#at", Input).value = "18:00"
-        screen.query_one("#timezone", Input).value = "Mars/Base"
+        screen.query_one("#digest-timezone", Input).value = "Mars/Base"
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert "IANA time zone" in text_of(app, "#digest-error")
-        screen.query_one("#timezone", Input).value = "Europe/Prague"
+        screen.query_one("#digest-timezone", Input).value = "Europe/Prague"
+        screen.query_one("#quiet-timezone", Input).value = "Europe/Prague"
         screen.query_one("#quiet-from", Input).value = "22:00"
         screen.query_one("#quiet-to", Input).value = "07:00"
         await pilot.press("ctrl+s")
