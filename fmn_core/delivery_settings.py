@@ -82,7 +82,11 @@ def set_daily_digest(
     name = target_account(actor, user)
     context = offered_context(session, context)
     at = check_local_time(at, "at") if at is not None else None
-    zone = check_timezone(timezone, "timezone") if timezone is not None else None
+    zone = (
+        check_timezone(timezone, "timezone", label="The daily digest's time zone")
+        if timezone is not None
+        else None
+    )
     return write_digest(session, name, context, at, zone, None)
 
 
@@ -115,7 +119,8 @@ def set_quiet_hours(
                 "end must differ from the start.",
                 argument="end",
             )
-        window = (start, end, check_timezone(timezone or "UTC", "timezone"))
+        zone = check_timezone(timezone or "UTC", "timezone", label="The quiet hours' time zone")
+        window = (start, end, zone)
     row = user_for_write(session, name)
     preference = preference_for_write(session, row, context)
     preference.quiet_from, preference.quiet_to, preference.quiet_timezone = window or (

@@ -148,7 +148,11 @@ def set_digest(
     minutes = check_whole(minutes, "minutes", 0, MAX_DIGEST_MINUTES)
     count = check_whole(count, "count", 0, MAX_DIGEST_COUNT)
     at = check_local_time(at, "at") if at is not None else None
-    zone = check_timezone(timezone, "timezone") if timezone is not None else None
+    zone = (
+        check_timezone(timezone, "timezone", label="The daily digest's time zone")
+        if timezone is not None
+        else None
+    )
     return write_digest(session, name, context, at, zone, (minutes, count))
 
 

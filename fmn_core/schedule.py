@@ -87,8 +87,12 @@ def check_local_time(value: object, what: str) -> str:
     return f"{int(match['hour']):02d}:{match['minute']}"
 
 
-def check_timezone(value: object, what: str) -> str:
-    """An IANA time zone name (``Europe/Prague``, ``UTC``) this machine knows."""
+def check_timezone(value: object, what: str, *, label: str | None = None) -> str:
+    """An IANA time zone name (``Europe/Prague``, ``UTC``) this machine knows.
+
+    ``label`` names the setting in the refusal when ``what`` (the argument's name)
+    would not say which of a context's two time zones was wrong.
+    """
     if isinstance(value, str) and 0 < len(value) <= 64 and ".." not in value:
         try:
             zoneinfo.ZoneInfo(value)
@@ -97,7 +101,8 @@ def check_timezone(value: object, what: str) -> str:
         else:
             return value
     raise InvalidArgument(
-        f"{what} must be an IANA time zone name like Europe/Prague or America/New_York, "
+        f"{label or what} must be an IANA time zone name like Europe/Prague or "
+        "America/New_York, "
         f"not {str(value)[:40]!r}.",
         argument=what,
     )

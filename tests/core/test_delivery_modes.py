@@ -184,8 +184,12 @@ def test_schedules_are_checked_with_clear_messages(db: Database) -> None:
     with db.begin() as session:
         with pytest.raises(InvalidArgument, match="HH:MM"):
             prefs.set_digest(session, ALICE, "email", 0, 0, at="25:00")
-        with pytest.raises(InvalidArgument, match="IANA time zone"):
+        with pytest.raises(InvalidArgument, match="daily digest's time zone must be an IANA"):
             prefs.set_digest(session, ALICE, "email", 0, 0, at="08:00", timezone="Mars/Base")
+        with pytest.raises(InvalidArgument, match="daily digest's time zone must be an IANA"):
+            prefs.set_daily_digest(session, ALICE, "email", "08:00", "Mars/Base")
+        with pytest.raises(InvalidArgument, match="quiet hours' time zone must be an IANA"):
+            prefs.set_quiet_hours(session, ALICE, "email", "22:00", "07:00", "Mars/Base")
         with pytest.raises(InvalidArgument, match="quiet hours"):
             prefs.set_quiet_hours(session, ALICE, "email", "22:00", None, "UTC")
         with pytest.raises(InvalidArgument, match="differ"):
