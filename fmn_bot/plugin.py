@@ -549,14 +549,16 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     def unit(self, irc: Any, msg: Any) -> Iterator[tuple[Session, preferences.Actor]]:
         """One bot command's unit of work, as the identified sender."""
         actor = self.actor(irc, msg)
-        with self.database.begin() as session:
+        # A person is waiting: a database another change holds locked is refused as
+        # busy within the gateway's bound, as in the TUI, not after SQLite's long wait.
+        with self.database.person_waiting() as session:
             # A new account's first contact gives it the operator's default filters;
             # then what fmn has to tell the user once (an exclusion that ended), in private.
             notices = preferences.first_contact(session, actor)
             notices += preferences.take_notices(session, actor)
         for notice in notices:
             irc.queueMsg(ircmsgs.privmsg(msg.nick, f"fmn: {notice}"))
-        with self.database.begin() as session:
+        with self.database.person_waiting() as session:
             yield session, actor
 
     # ------------------------------------------------------------- IRC events
@@ -1063,7 +1065,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
 
             Lists the starting profiles "fmn use-template" can copy into a context.
             """
-            with self.plugin.database.begin() as session:
+            with self.plugin.database.person_waiting(read_only=True) as session:
                 views = preferences.list_templates(session)
             if not views:
                 raise callbacks.Error("There are no templates here.")

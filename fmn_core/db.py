@@ -6,14 +6,18 @@ one ``with sessionmaker.begin() as session:``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Config
+from .errors import DatabaseBusy
 from .rules import Catalog, default_catalog
 
 __all__ = [
@@ -84,6 +88,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+#: SQLite's primary result codes for "another connection holds the lock".
+_SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+#: PostgreSQL's SQLSTATE for a lock not granted within lock_timeout.
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def is_busy(error: OperationalError) -> bool:
+    """Whether the database refused because another transaction held a lock too long
+    (by the driver's error code, never by the message's words)."""
+    cause = error.orig
+    code = getattr(cause, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES:
+        return True
+    return getattr(cause, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+
+
 def is_sqlite(engine_or_session: Engine | Session) -> bool:
     """Whether this engine (or session's bind) is SQLite."""
     bind = (
@@ -145,6 +165,40 @@ class Database:
     def begin(self) -> Any:
         """A new session inside a transaction: ``with db.begin() as session:``."""
         return self.sessionmaker.begin()
+
+    @contextmanager
+    def person_waiting(
+        self, *, read_only: bool = False, commit: bool = True, busy_timeout: float | None = None
+    ) -> Iterator[Session]:
+        """One unit of work for a person at a front end: it waits at most
+        ``gateway.busy_timeout_seconds`` for a lock another transaction holds, then
+        raises :class:`DatabaseBusy` with nothing written. Committed unless ``commit``
+        is false (a trial); ``busy_timeout`` overrides the configured wait. The daemons
+        keep the engine's long wait."""
+        seconds = self.config.gateway.busy_timeout_seconds if busy_timeout is None else busy_timeout
+        try:
+            with self.sessionmaker() as session:
+                session.begin()
+                try:
+                    if is_sqlite(session):
+                        # Starts the transaction (BEGIN IMMEDIATE, or BEGIN to only read)
+                        # with the short wait.
+                        options = {BUSY_TIMEOUT: seconds, READ_ONLY: read_only}
+                        session.connection(execution_options=options)
+                    elif is_postgres(session):
+                        # For this transaction only (is_local), so the pool stays as it was.
+                        milliseconds = f"{max(1, int(seconds * 1000))}ms"
+                        session.execute(select(func.set_config("lock_timeout", milliseconds, True)))
+                    yield session
+                    if commit:
+                        session.commit()
+                finally:
+                    if session.in_transaction():
+                        session.rollback()
+        except OperationalError as error:
+            if is_busy(error):
+                raise DatabaseBusy() from error
+            raise
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -26,17 +26,13 @@ import inspect
 import logging
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from . import preferences
-from .db import BUSY_TIMEOUT, READ_ONLY, Database, is_postgres, is_sqlite
+from .db import Database
 from .errors import (
     DatabaseBusy,
     MalformedRequest,
@@ -66,21 +62,6 @@ log = logging.getLogger(__name__)
 
 #: Calls that take no actor (the same for everyone).
 _NO_ACTOR = frozenset({"list_templates"})
-
-#: SQLite's primary result codes for "another connection holds the lock".
-_SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
-#: PostgreSQL's SQLSTATE for a lock not granted within lock_timeout.
-_PG_LOCK_NOT_AVAILABLE = "55P03"
-
-
-def is_busy(error: OperationalError) -> bool:
-    """Whether the database refused because another transaction held a lock too long
-    (by the driver's error code, never by the message's words)."""
-    cause = error.orig
-    code = getattr(cause, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES:
-        return True
-    return getattr(cause, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
 
 
 @dataclass(frozen=True)
@@ -162,40 +143,17 @@ class PreferenceGateway:
         # Reads alone take no write lock (SQLite): a screen shows while others write.
         read_only = trial and all(call.op in READ_OPERATIONS for call in calls)
         try:
-            with self._transaction(trial=trial, read_only=read_only) as session:
+            with self.database.person_waiting(
+                read_only=read_only, commit=not trial, busy_timeout=self.busy_timeout
+            ) as session:
                 return [self._invoke(session, principal, call) for call in calls]
-        except OperationalError as error:
-            if is_busy(error):
-                log.info(
-                    "%s's request waited %.1f s for a locked database; refused as busy",
-                    principal.account,
-                    self.busy_timeout,
-                )
-                raise DatabaseBusy() from error
+        except DatabaseBusy:
+            log.info(
+                "%s's request waited %.1f s for a locked database; refused as busy",
+                principal.account,
+                self.busy_timeout,
+            )
             raise
-
-    @contextmanager
-    def _transaction(self, *, trial: bool, read_only: bool = False) -> Iterator[Session]:
-        """One unit of work, committed (rolled back for a ``trial``), that waits at most
-        ``busy_timeout`` for a lock another transaction holds."""
-        with self.database.sessionmaker() as session:
-            session.begin()
-            try:
-                if is_sqlite(session):
-                    # Starts the transaction (BEGIN IMMEDIATE, or BEGIN to only read) with the
-                    # short wait.
-                    options = {BUSY_TIMEOUT: self.busy_timeout, READ_ONLY: read_only}
-                    session.connection(execution_options=options)
-                elif is_postgres(session):
-                    # For this transaction only (is_local), so the pool stays as it was.
-                    milliseconds = f"{max(1, int(self.busy_timeout * 1000))}ms"
-                    session.execute(select(func.set_config("lock_timeout", milliseconds, True)))
-                yield session
-                if not trial:
-                    session.commit()
-            finally:
-                if session.in_transaction():
-                    session.rollback()
 
     @staticmethod
     def _invoke(session: Session, principal: Principal, call: PreferenceCall) -> Any:

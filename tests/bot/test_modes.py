@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
+import time
 from pathlib import Path
 
 import supybot.conf as conf
@@ -159,3 +161,30 @@ class TestIrcQuietHours(conftest.FmnCase):
         [digest] = sent
         assert digest.args[1].startswith("Digest: 2 notifications")
         assert {r.state for r in self.outbox_rows(ids)} == {"sent"}
+
+
+class TestBusyDatabase(conftest.FmnCase):
+    """A command while another change holds the database: refused in words, quickly."""
+
+    fmn_toml = "[gateway]\nbusy_timeout_seconds = 0.5\n"
+
+    def test_a_locked_database_is_refused_as_busy_and_the_retry_saves(self) -> None:
+        self.assertNotError("fmn contexts")  # first contact done before the lock
+        holder = sqlite3.connect(
+            str(self.plugin.database.engine.url.database), isolation_level=None
+        )
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            self.assertRegexp(
+                "fmn add-filter email failed builds",
+                r"database is busy .*nothing was saved — try again in a moment",
+            )
+            # The configured bound, not SQLite's 30 s default.
+            assert time.monotonic() - started < 5
+        finally:
+            holder.rollback()
+            holder.close()
+        with self.database.begin() as session:
+            assert preferences.list_filters(session, preferences.Actor("alice"), "email") == []
+        self.assertRegexp("fmn add-filter email failed builds", r"failed builds")
