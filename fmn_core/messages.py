@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "check_headers",
     "check_json_text",
     "facts_of",
+    "finite_float",
     "load_message",
     "parse_line",
     "prepare_validators",
@@ -267,6 +269,18 @@ def refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def finite_float(literal: str) -> float:
+    """``json.loads``'s ``parse_float``: a number too large for a float is refused.
+
+    Python reads ``1e400`` as infinity, which no JSON encoder can write back; the
+    body would be stored as its original text but read back as something else.
+    """
+    value = float(literal)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{literal[:40]} is too large a number")
+    return value
+
+
 def check_json_text(text: str, *, max_depth: int, what: str = "the body") -> None:
     """Refuse (``MalformedMessage``) JSON text nested deeper than ``max_depth``."""
     # Cheap first: fewer opening brackets than the limit can't nest past it.
@@ -302,10 +316,46 @@ def value_depth(value: Any, *, stop_after: int | None = None) -> int:
     return deepest
 
 
+#: Header value types whose JSON text is at most as long as ``_flat_size_bound`` counts.
+_SCALARS = frozenset((str, int, bool, float, type(None)))
+
+
+def _flat_size_bound(headers: Mapping[str, Any]) -> int:
+    """At least the UTF-8 length of ``json.dumps(headers, ensure_ascii=False)``.
+
+    For a table of ``_SCALARS`` only: a character takes at most 6 bytes (4 in
+    UTF-8, 6 as a ``\\u`` escape), a key or string 2 quotes more, a number at most
+    24 (its ``repr``; an int so long that this could be wrong counts exactly),
+    and each entry 4 bytes of separators.
+    """
+    total = 2
+    for key, value in headers.items():
+        if type(key) is not str:
+            return _EXACT
+        total += 6 * len(key) + 6
+        if type(value) is str:
+            total += 6 * len(value) + 2
+        elif type(value) is int and not -(10**20) < value < 10**20:
+            return _EXACT
+        else:
+            total += 24
+    return total
+
+
+#: A bound that is never small enough: the size is then measured exactly.
+_EXACT = 1 << 62
+
+
 def check_headers(headers: Mapping[str, Any], limits: IngestConfig) -> None:
     """Refuse headers nested deeper or larger than ``max_header_depth``/``max_header_bytes``."""
-    # Bus headers are nearly always one flat table: then its depth is 1, uncounted.
-    flat = not any(isinstance(v, Mapping | list | tuple) for v in headers.values())
+    # Bus headers are nearly always one flat table of strings and numbers: then
+    # its depth is 1, and its encoded size has a bound cheaper than encoding it.
+    if _SCALARS.issuperset(map(type, headers.values())):
+        if _flat_size_bound(headers) <= limits.max_header_bytes:
+            return
+        flat = True
+    else:
+        flat = not any(isinstance(v, Mapping | list | tuple) for v in headers.values())
     depth = 1 if flat else value_depth(headers, stop_after=limits.max_header_depth)
     if depth > limits.max_header_depth:
         raise MalformedMessage(
@@ -339,7 +389,7 @@ def parse_line(line: str | bytes, limits: IngestConfig | None = None) -> Message
         raise MalformedMessage(f"not valid JSON: the line is not UTF-8 ({exc})") from exc
     check_json_text(text, max_depth=limits.max_depth + 1, what="the line")
     try:
-        data = json.loads(text, parse_constant=refuse_constant)
+        data = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except ValueError as exc:
         raise MalformedMessage(f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -394,6 +444,8 @@ class MessageFacts:
     headers: Mapping[str, Any]
     schema: str
     message: Message | None = field(default=None, repr=False)
+    #: The body as the JSON text it arrived in, when known: stored as is, not re-encoded.
+    body_json: str | None = field(default=None, repr=False)
 
     @property
     def index_keys(self) -> dict[str, frozenset[str]]:
@@ -479,8 +531,12 @@ def _readable_summary(summary: object, message: Message) -> str:
     return text
 
 
-def facts_of(message: Message) -> MessageFacts:
-    """Compute a message's facts; never raises, whatever the schema properties do."""
+def facts_of(message: Message, *, body_json: str | None = None) -> MessageFacts:
+    """Compute a message's facts; never raises, whatever the schema properties do.
+
+    ``body_json`` is the JSON text ``message.body`` was parsed from, if the caller
+    has it (a delivery's body): it is kept so that storing needs no new encoding.
+    """
     app = _safe(message, "app_name", None) or _app_from_topic(message.topic)
     agent = _safe(message, "agent_name", None)
     summary = _readable_summary(_safe(message, "summary", ""), message)
@@ -513,4 +569,5 @@ def facts_of(message: Message) -> MessageFacts:
         headers=dict(message._headers),
         schema=schema_name,
         message=message,
+        body_json=body_json,
     )
