@@ -31,7 +31,7 @@ from typing import Any
 import pika
 import psycopg
 from fedora_messaging import message as fm_message
-from sqlalchemy import Integer, Table, any_, bindparam, select, text, update
+from sqlalchemy import Integer, Table, any_, bindparam, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -267,13 +267,13 @@ def _insert_new(
     in ``rows``). Returns the primary keys of the rows actually inserted. SQLite
     gets one multi-row ``VALUES`` statement. On PostgreSQL such a statement
     (thousands of placeholders, a new text for every batch size) costs the
-    driver more time to parse than the database takes to run it, so:
-
-    - small rows (the outbox) travel as one array per column through ``unnest``,
-      and the constants as scalars: one statement whose text never changes;
-    - messages, whose JSON bodies are large, go through psycopg's pipelined
-      ``executemany`` with one prepared statement: no round trip per row, and
-      no escaping of whole bodies into array literals.
+    driver more time to parse than the database takes to run it; instead the
+    rows travel as one array per column through ``unnest`` and the constants as
+    scalars: one statement whose text never changes (psycopg prepares it), one
+    round trip. The parameters go in PostgreSQL's binary format: text in an
+    array literal would need every quote and backslash of every JSON body
+    escaped, in Python; in binary each element is just its length and bytes.
+    JSON columns travel as ``text[]`` and are cast row by row.
     """
     key = next(iter(table.primary_key.columns))
     dialect = session.get_bind().dialect.name
@@ -293,44 +293,32 @@ def _insert_new(
         )
     types = _PG_TYPES[table.name]
     columns = list(types)
-    target = f"INSERT INTO {table.name} ({', '.join(columns)}) "
-    tail = f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
-    if "json" not in types.values():
-        # The constant columns travel once, as scalars; the others as one array each.
-        params = {
-            f"c{i}": constants[c] if c in constants else [row[c] for row in rows]
-            for i, c in enumerate(columns)
-        }
-        arrays = [i for i, c in enumerate(columns) if c not in constants]
-        unnested = ", ".join(f"CAST(:c{i} AS {types[columns[i]]}[])" for i in arrays)
-        names = ", ".join(f"u{i}" for i in arrays)
-        picked = ", ".join(
-            f"CAST(:c{i} AS {types[c]})" if c in constants else f"u{i}"
-            for i, c in enumerate(columns)
-        )
-        statement = text(f"{target}SELECT {picked} FROM unnest({unnested}) AS u({names}){tail}")
-        return list(session.execute(statement, params).scalars())
-    placeholders = ", ".join(f"%s::{types[c]}" for c in columns)
-    values = [
-        tuple(_json_value(row[c]) if types[c] == "json" else row[c] for c in columns)
-        for row in rows
-    ]
+    varying = [c for c in columns if c not in constants]
+    picked = ", ".join(
+        f"%b::{types[c]}" if c in constants else f"u.{c}::{types[c]}" for c in columns
+    )
+    unnested = ", ".join(f"%b::{'text' if types[c] == 'json' else types[c]}[]" for c in varying)
+    statement_text = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT {picked} FROM unnest({unnested}) AS u({', '.join(varying)}) "
+        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
+    )
+    params: list[Any] = [constants[c] for c in columns if c in constants]
+    for c in varying:
+        if types[c] == "json":
+            params.append([_json_value(row[c]) for row in rows])
+        else:
+            params.append([row[c] for row in rows])
     # The session's own connection, so this runs inside the caller's transaction.
     driver = session.connection().connection.driver_connection
     assert driver is not None
-    statement_text = f"{target}VALUES ({placeholders}){tail}"
-    inserted: list[Any] = []
     try:
         with driver.cursor() as cursor:
-            cursor.executemany(statement_text, values, returning=True)
-            while True:
-                inserted.extend(row[0] for row in cursor.fetchall())
-                if not cursor.nextset():
-                    break
+            cursor.execute(statement_text, params)
+            return [row[0] for row in cursor.fetchall()]
     except psycopg.Error as exc:
         # Wrapped as SQLAlchemy wraps its own: callers sort errors by those classes.
         raise sa_exc.DBAPIError.instance(statement_text, None, exc, psycopg.Error) from exc
-    return inserted
 
 
 def _json_value(value: Any) -> str:
@@ -433,13 +421,12 @@ def ingest_batch(
                 "topic": f.topic,
                 "body": JsonText(f.body_json) if postgres and f.body_json is not None else f.body,
                 "headers": dict(f.headers),
-                "received_at": now,
                 # What feeds and the live feed show, so they never load the body.
                 **_display_columns(f),
             }
             for f in facts_list
         ]
-        new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"]))
+        new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"], {"received_at": now}))
     fresh = [f for f in facts_list if f.id in new_ids]
     result.duplicates += len(facts_list) - len(fresh)
     result.stored = len(fresh)
