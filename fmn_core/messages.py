@@ -414,9 +414,14 @@ def _safe(message: Message, attribute: str, default: Any) -> Any:
     return default if value is None else value
 
 
+_NO_STRINGS: frozenset[str] = frozenset()
+
+
 def _strings(value: Any) -> frozenset[str]:
     if isinstance(value, str):
         return frozenset((value,))
+    if type(value) in (list, tuple) and not value:  # most properties of most messages
+        return _NO_STRINGS
     try:
         return frozenset(v for v in value if isinstance(v, str))
     except TypeError:

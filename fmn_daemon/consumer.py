@@ -433,12 +433,13 @@ class Consumer:
             )
             delivery.body = b""
         self._pending.append(delivery)
-        self.metrics.inc("messages_in")
 
     def _hand_over(self, *, block: bool) -> None:
         """Decode the oldest pending deliveries and queue them for the writer."""
         batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
         self._pending_since = time.monotonic()
+        # Counted per batch (one lock, not one per delivery); still before any ack.
+        self.metrics.inc("messages_in", len(batch))
         decoded: list[tuple[AmqpDelivery, fm_message.Message, str]] = []
         for delivery in batch:
             if delivery.refused is not None:

@@ -420,7 +420,7 @@ def ingest_batch(
                 "id": f.id,
                 "topic": f.topic,
                 "body": JsonText(f.body_json) if postgres and f.body_json is not None else f.body,
-                "headers": dict(f.headers),
+                "headers": f.headers if type(f.headers) is dict else dict(f.headers),
                 # What feeds and the live feed show, so they never load the body.
                 **_display_columns(f),
             }
