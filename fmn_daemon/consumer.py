@@ -53,7 +53,6 @@ import pika
 import pika.channel
 import pika.exceptions
 import pika.spec
-from fedora_messaging import message as fm_message
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -126,8 +125,8 @@ class _Batch:
 
     generation: int
     deliveries: list[AmqpDelivery]
-    #: The deliveries that decoded, with their message and its body's JSON text.
-    decoded: list[tuple[AmqpDelivery, fm_message.Message, str]]
+    #: The deliveries that decoded, with their message's facts (body text included).
+    decoded: list[tuple[AmqpDelivery, MessageFacts]]
 
 
 class Consumer:
@@ -440,7 +439,7 @@ class Consumer:
         self._pending_since = time.monotonic()
         # Counted per batch (one lock, not one per delivery); still before any ack.
         self.metrics.inc("messages_in", len(batch))
-        decoded: list[tuple[AmqpDelivery, fm_message.Message, str]] = []
+        decoded: list[tuple[AmqpDelivery, MessageFacts]] = []
         for delivery in batch:
             if delivery.refused is not None:
                 log.warning(
@@ -452,6 +451,7 @@ class Consumer:
                 message, body_json = read_delivery(
                     delivery.routing_key, delivery.properties, delivery.body, self.limits
                 )
+                facts = facts_of(message, body_json=body_json)
             except MalformedMessage as exc:
                 log.warning(
                     "message %s: malformed, dropped: %s",
@@ -468,7 +468,7 @@ class Consumer:
                 )
                 self.metrics.inc("messages_malformed")
                 continue
-            decoded.append((delivery, message, body_json))
+            decoded.append((delivery, facts))
         item = _Batch(self._generation, batch, decoded)
         if not block:
             self._work.put_nowait(item)
@@ -532,8 +532,7 @@ class Consumer:
 
     def _write(self, item: _Batch) -> None:
         if item.decoded:
-            facts = [facts_of(m, body_json=text) for _, m, text in item.decoded]
-            result = self._ingest(facts)
+            result = self._ingest([facts for _, facts in item.decoded])
             if not isinstance(result, IngestResult):
                 # Something in the batch fails on its own: find it, one message at a time.
                 log.info(
@@ -541,8 +540,8 @@ class Consumer:
                     len(item.decoded),
                     for_log(result, limit=300),
                 )
-                for (delivery, _, _), one in zip(item.decoded, facts, strict=True):
-                    self._ingest_alone(delivery, one)
+                for delivery, facts in item.decoded:
+                    self._ingest_alone(delivery, facts)
         # Everything up to the batch's last tag is committed or put aside on purpose.
         first, last = item.deliveries[0].message_id, item.deliveries[-1].message_id
         connection = self._connection

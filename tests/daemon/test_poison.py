@@ -26,6 +26,7 @@ from sqlalchemy import select, text
 
 from fmn_core.config import Config, DeliveryConfig, IngestConfig
 from fmn_core.db import Database
+from fmn_core.messages import facts_of
 from fmn_core.models import DeadMessage, Notification, StoredMessage, utcnow
 from fmn_core.schema import upgrade
 from fmn_daemon import cli
@@ -235,8 +236,9 @@ def test_writer_puts_a_message_it_cannot_store_aside_as_dead(
     items = []
     for tag, message in enumerate([good[0], good[1], poison, good[2], good[3]], start=1):
         properties = pika.BasicProperties(message_id=message.id, headers={})
-        items.append((AmqpDelivery(tag, message.topic, properties, b'{"n": 1}'), message, "{}"))
-    consumer._write(_Batch(0, [d for d, _, _ in items], items))
+        delivery = AmqpDelivery(tag, message.topic, properties, b'{"n": 1}')
+        items.append((delivery, facts_of(message)))
+    consumer._write(_Batch(0, [d for d, _ in items], items))
     assert count(database, StoredMessage) == 4
     assert count(database, Notification) == 4
     assert metrics.get("messages_dead") == 1
@@ -272,8 +274,9 @@ def test_consumer_buries_a_message_postgresql_keeps_refusing(
         text = "{not json" if message is poison else json.dumps(message.body)
         body = b'{"n": 1e999}' if message is poison else text.encode()
         properties = pika.BasicProperties(message_id=message.id, headers={})
-        items.append((AmqpDelivery(tag, message.topic, properties, body), message, text))
-    consumer._write(_Batch(0, [d for d, _, _ in items], items))
+        delivery = AmqpDelivery(tag, message.topic, properties, body)
+        items.append((delivery, facts_of(message, body_json=text)))
+    consumer._write(_Batch(0, [d for d, _ in items], items))
     assert metrics.get("messages_dead") == 1
     assert count(pg_database, StoredMessage) == 6
     with pg_database.begin() as session:
