@@ -168,8 +168,14 @@ def _checks(cls: type[Message]) -> tuple[tuple[_Validator, bool], ...]:
     return _CHECKS[cls]
 
 
+def _headers_of(message: Message) -> dict[str, Any]:
+    """``message._headers``, without the ``typing.Union`` that property builds on every read."""
+    headers: dict[str, Any] | None = message._properties.headers
+    return headers if headers else {}
+
+
 def _is_valid(message: Message) -> bool:
-    headers, body = message._headers, message.body
+    headers, body = _headers_of(message), message.body
     for validator, on_headers in _checks(type(message)):
         if not validator.is_valid(headers if on_headers else body):
             return False
@@ -599,7 +605,7 @@ def facts_of(message: Message, *, body_json: str | None = None) -> MessageFacts:
         summary=str(summary) if summary else "",
         url=url if isinstance(url, str) else None,
         body=message.body,
-        headers=dict(message._headers),
+        headers=dict(_headers_of(message)),
         schema=schema_name,
         message=message,
         body_json=body_json,
