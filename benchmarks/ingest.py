@@ -459,10 +459,22 @@ def profile_table(profile_dir: str, top: int = 12) -> list[tuple[str, float, flo
         stats = pstats.Stats(str(path))
         for (filename, _line, function), row in stats.stats.items():  # type: ignore[attr-defined]
             own = row[2]  # tottime: the function's own time, without its callees
-            area = _area(filename, function)
-            areas[area] = areas.get(area, 0.0) + own
             key = f"{Path(filename).name}:{function}"
             functions[key] = functions.get(key, 0.0) + own
+            area = _area(filename, function)
+            if area != "built-ins (other)":
+                areas[area] = areas.get(area, 0.0) + own
+                continue
+            # isinstance, len, getattr…: their time goes to the area of whoever called them.
+            callers: dict[tuple[str, int, str], tuple[Any, ...]] = row[4]
+            counted = 0.0
+            for (caller_file, _caller_line, caller_function), calls in callers.items():
+                share = calls[2]  # own time of this function under this caller
+                caller_area = _area(caller_file, caller_function)
+                areas[caller_area] = areas.get(caller_area, 0.0) + share
+                counted += share
+            if own > counted:
+                areas[area] = areas.get(area, 0.0) + own - counted
     total = sum(areas.values()) or 1.0
     rows = sorted(((a, t, t / total) for a, t in areas.items()), key=lambda r: -r[1])
     print(

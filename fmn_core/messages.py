@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "check_headers",
     "check_json_text",
     "facts_of",
+    "finite_float",
     "load_message",
     "parse_line",
     "prepare_validators",
@@ -136,14 +138,48 @@ def prepare_validators() -> int:
     return ready
 
 
+#: Schema class -> the validators ``_is_valid`` runs: (validator, whether it checks headers).
+_CHECKS: dict[type[Message], tuple[tuple[_Validator, bool], ...]] = {}
+
+#: Keywords that say nothing about an instance.
+_ANNOTATIONS = frozenset(("$schema", "$id", "id", "title", "description"))
+
+
+def _checks(cls: type[Message]) -> tuple[tuple[_Validator, bool], ...]:
+    """``_validators(cls)`` without the checks another one already makes.
+
+    A schema class that keeps the base class's headers schema (all of Fedora's
+    do) would check the same headers against the same schema twice; the base
+    body schema only says "an object", which ``load_message`` has checked
+    before any schema runs.
+    """
+    cached = _CHECKS.get(cls)
+    if cached is not None:
+        return cached
+    headers_validator, base_headers, body_validator, base_body = _validators(cls)
+    checks = [(headers_validator, True)]
+    if cls.headers_schema != Message.headers_schema:
+        checks.append((base_headers, True))
+    checks.append((body_validator, False))
+    implied = {k: v for k, v in Message.body_schema.items() if k not in _ANNOTATIONS}
+    if cls.body_schema != Message.body_schema and implied != {"type": "object"}:
+        checks.append((base_body, False))
+    _CHECKS[cls] = tuple(checks)
+    return _CHECKS[cls]
+
+
+def _headers_of(message: Message) -> dict[str, Any]:
+    """``message._headers``, without the ``typing.Union`` that property builds on every read."""
+    headers: dict[str, Any] | None = message._properties.headers
+    return headers if headers else {}
+
+
 def _is_valid(message: Message) -> bool:
-    headers_validator, base_headers, body_validator, base_body = _validators(type(message))
-    return bool(
-        headers_validator.is_valid(message._headers)
-        and base_headers.is_valid(message._headers)
-        and body_validator.is_valid(message.body)
-        and base_body.is_valid(message.body)
-    )
+    headers, body = _headers_of(message), message.body
+    for validator, on_headers in _checks(type(message)):
+        if not validator.is_valid(headers if on_headers else body):
+            return False
+    return True
 
 
 def _validation_error(message: Message) -> str:
@@ -267,6 +303,18 @@ def refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def finite_float(literal: str) -> float:
+    """``json.loads``'s ``parse_float``: a number too large for a float is refused.
+
+    Python reads ``1e400`` as infinity, which no JSON encoder can write back; the
+    body would be stored as its original text but read back as something else.
+    """
+    value = float(literal)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{literal[:40]} is too large a number")
+    return value
+
+
 def check_json_text(text: str, *, max_depth: int, what: str = "the body") -> None:
     """Refuse (``MalformedMessage``) JSON text nested deeper than ``max_depth``."""
     # Cheap first: fewer opening brackets than the limit can't nest past it.
@@ -302,10 +350,46 @@ def value_depth(value: Any, *, stop_after: int | None = None) -> int:
     return deepest
 
 
+#: Header value types whose JSON text is at most as long as ``_flat_size_bound`` counts.
+_SCALARS = frozenset((str, int, bool, float, type(None)))
+
+
+def _flat_size_bound(headers: Mapping[str, Any]) -> int:
+    """At least the UTF-8 length of ``json.dumps(headers, ensure_ascii=False)``.
+
+    For a table of ``_SCALARS`` only: a character takes at most 6 bytes (4 in
+    UTF-8, 6 as a ``\\u`` escape), a key or string 2 quotes more, a number at most
+    24 (its ``repr``; an int so long that this could be wrong counts exactly),
+    and each entry 4 bytes of separators.
+    """
+    total = 2
+    for key, value in headers.items():
+        if type(key) is not str:
+            return _EXACT
+        total += 6 * len(key) + 6
+        if type(value) is str:
+            total += 6 * len(value) + 2
+        elif type(value) is int and not -(10**20) < value < 10**20:
+            return _EXACT
+        else:
+            total += 24
+    return total
+
+
+#: A bound that is never small enough: the size is then measured exactly.
+_EXACT = 1 << 62
+
+
 def check_headers(headers: Mapping[str, Any], limits: IngestConfig) -> None:
     """Refuse headers nested deeper or larger than ``max_header_depth``/``max_header_bytes``."""
-    # Bus headers are nearly always one flat table: then its depth is 1, uncounted.
-    flat = not any(isinstance(v, Mapping | list | tuple) for v in headers.values())
+    # Bus headers are nearly always one flat table of strings and numbers: then
+    # its depth is 1, and its encoded size has a bound cheaper than encoding it.
+    if _SCALARS.issuperset(map(type, headers.values())):
+        if _flat_size_bound(headers) <= limits.max_header_bytes:
+            return
+        flat = True
+    else:
+        flat = not any(isinstance(v, Mapping | list | tuple) for v in headers.values())
     depth = 1 if flat else value_depth(headers, stop_after=limits.max_header_depth)
     if depth > limits.max_header_depth:
         raise MalformedMessage(
@@ -339,7 +423,7 @@ def parse_line(line: str | bytes, limits: IngestConfig | None = None) -> Message
         raise MalformedMessage(f"not valid JSON: the line is not UTF-8 ({exc})") from exc
     check_json_text(text, max_depth=limits.max_depth + 1, what="the line")
     try:
-        data = json.loads(text, parse_constant=refuse_constant)
+        data = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except ValueError as exc:
         raise MalformedMessage(f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -364,9 +448,14 @@ def _safe(message: Message, attribute: str, default: Any) -> Any:
     return default if value is None else value
 
 
+_NO_STRINGS: frozenset[str] = frozenset()
+
+
 def _strings(value: Any) -> frozenset[str]:
     if isinstance(value, str):
         return frozenset((value,))
+    if type(value) in (list, tuple) and not value:  # most properties of most messages
+        return _NO_STRINGS
     try:
         return frozenset(v for v in value if isinstance(v, str))
     except TypeError:
@@ -394,6 +483,8 @@ class MessageFacts:
     headers: Mapping[str, Any]
     schema: str
     message: Message | None = field(default=None, repr=False)
+    #: The body as the JSON text it arrived in, when known: stored as is, not re-encoded.
+    body_json: str | None = field(default=None, repr=False)
 
     @property
     def index_keys(self) -> dict[str, frozenset[str]]:
@@ -479,8 +570,12 @@ def _readable_summary(summary: object, message: Message) -> str:
     return text
 
 
-def facts_of(message: Message) -> MessageFacts:
-    """Compute a message's facts; never raises, whatever the schema properties do."""
+def facts_of(message: Message, *, body_json: str | None = None) -> MessageFacts:
+    """Compute a message's facts; never raises, whatever the schema properties do.
+
+    ``body_json`` is the JSON text ``message.body`` was parsed from, if the caller
+    has it (a delivery's body): it is kept so that storing needs no new encoding.
+    """
     app = _safe(message, "app_name", None) or _app_from_topic(message.topic)
     agent = _safe(message, "agent_name", None)
     summary = _readable_summary(_safe(message, "summary", ""), message)
@@ -510,7 +605,8 @@ def facts_of(message: Message) -> MessageFacts:
         summary=str(summary) if summary else "",
         url=url if isinstance(url, str) else None,
         body=message.body,
-        headers=dict(message._headers),
+        headers=dict(_headers_of(message)),
         schema=schema_name,
         message=message,
+        body_json=body_json,
     )

@@ -53,14 +53,13 @@ import pika
 import pika.channel
 import pika.exceptions
 import pika.spec
-from fedora_messaging import message as fm_message
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from fmn_core.db import Database
 from fmn_core.errors import MalformedMessage
 from fmn_core.matcher import Matcher
-from fmn_core.messages import prepare_validators
+from fmn_core.messages import MessageFacts, facts_of, prepare_validators
 from fmn_core.ownership import OwnershipCache
 from fmn_core.text import for_log
 
@@ -69,7 +68,7 @@ from .dead_messages import bury, delivery_line
 from .failures import describe as _describe
 from .failures import is_transient
 from .frames import bound_header_depth
-from .ingest import IngestResult, decode_delivery, ingest_batch, json_safe
+from .ingest import IngestResult, ingest_batch, json_safe, read_delivery
 from .metrics import Metrics
 
 __all__ = [
@@ -126,8 +125,8 @@ class _Batch:
 
     generation: int
     deliveries: list[AmqpDelivery]
-    #: The deliveries that decoded, with their message.
-    decoded: list[tuple[AmqpDelivery, fm_message.Message]]
+    #: The deliveries that decoded, with their message's facts (body text included).
+    decoded: list[tuple[AmqpDelivery, MessageFacts]]
 
 
 class Consumer:
@@ -433,13 +432,14 @@ class Consumer:
             )
             delivery.body = b""
         self._pending.append(delivery)
-        self.metrics.inc("messages_in")
 
     def _hand_over(self, *, block: bool) -> None:
         """Decode the oldest pending deliveries and queue them for the writer."""
         batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
         self._pending_since = time.monotonic()
-        decoded: list[tuple[AmqpDelivery, fm_message.Message]] = []
+        # Counted per batch (one lock, not one per delivery); still before any ack.
+        self.metrics.inc("messages_in", len(batch))
+        decoded: list[tuple[AmqpDelivery, MessageFacts]] = []
         for delivery in batch:
             if delivery.refused is not None:
                 log.warning(
@@ -448,9 +448,10 @@ class Consumer:
                 self.metrics.inc("messages_malformed")
                 continue
             try:
-                message = decode_delivery(
+                message, body_json = read_delivery(
                     delivery.routing_key, delivery.properties, delivery.body, self.limits
                 )
+                facts = facts_of(message, body_json=body_json)
             except MalformedMessage as exc:
                 log.warning(
                     "message %s: malformed, dropped: %s",
@@ -467,7 +468,7 @@ class Consumer:
                 )
                 self.metrics.inc("messages_malformed")
                 continue
-            decoded.append((delivery, message))
+            decoded.append((delivery, facts))
         item = _Batch(self._generation, batch, decoded)
         if not block:
             self._work.put_nowait(item)
@@ -531,7 +532,7 @@ class Consumer:
 
     def _write(self, item: _Batch) -> None:
         if item.decoded:
-            result = self._ingest([m for _, m in item.decoded])
+            result = self._ingest([facts for _, facts in item.decoded])
             if not isinstance(result, IngestResult):
                 # Something in the batch fails on its own: find it, one message at a time.
                 log.info(
@@ -539,8 +540,8 @@ class Consumer:
                     len(item.decoded),
                     for_log(result, limit=300),
                 )
-                for delivery, message in item.decoded:
-                    self._ingest_alone(delivery, message)
+                for delivery, facts in item.decoded:
+                    self._ingest_alone(delivery, facts)
         # Everything up to the batch's last tag is committed or put aside on purpose.
         first, last = item.deliveries[0].message_id, item.deliveries[-1].message_id
         connection = self._connection
@@ -560,7 +561,7 @@ class Consumer:
         self.metrics.inc("batches")
         log.debug("batch of %d committed (messages %s … %s)", len(item.deliveries), first, last)
 
-    def _ingest_alone(self, delivery: AmqpDelivery, message: fm_message.Message) -> None:
+    def _ingest_alone(self, delivery: AmqpDelivery, message: MessageFacts) -> None:
         """Store one message, ``ingest.max_attempts`` tries; then put it aside as dead."""
         reason = ""
         for _attempt in range(self.limits.max_attempts):
@@ -609,7 +610,7 @@ class Consumer:
                 self._wait(delay)
                 delay = min(delay * 2, self.backoff_max)
 
-    def _ingest(self, messages: list[fm_message.Message]) -> IngestResult | str:
+    def _ingest(self, messages: list[MessageFacts]) -> IngestResult | str:
         """Run one transaction for ``messages``, retrying while the database is unreachable.
 
         Returns the reason (a string) when the batch failed for any other reason

@@ -31,7 +31,7 @@ from typing import Any
 import pika
 import psycopg
 from fedora_messaging import message as fm_message
-from sqlalchemy import Integer, Table, any_, bindparam, select, text, update
+from sqlalchemy import Integer, Table, any_, bindparam, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -45,6 +45,7 @@ from fmn_core.messages import (
     check_headers,
     check_json_text,
     facts_of,
+    finite_float,
     load_message,
     refuse_constant,
 )
@@ -67,9 +68,11 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_TOPIC_LENGTH",
     "IngestResult",
+    "JsonText",
     "decode_delivery",
     "ingest_batch",
     "json_safe",
+    "read_delivery",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,12 @@ log = logging.getLogger(__name__)
 #: The widths of ``messages.id`` and ``messages.topic``; longer values are malformed.
 MAX_ID_LENGTH = 255
 MAX_TOPIC_LENGTH = 512
+
+#: Bodies are read strictly: no ``NaN``, no number beyond a float (built once).
+_BODY_DECODER = json.JSONDecoder(parse_constant=refuse_constant, parse_float=finite_float)
+
+#: Value types ``json_safe`` passes through unchanged.
+_PLAIN = frozenset((str, int, bool, float, type(None)))
 
 _MESSAGES: Table = StoredMessage.__table__  # type: ignore[assignment]
 _NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
@@ -108,6 +117,9 @@ class IngestResult:
 
 def json_safe(value: Any) -> Any:
     """A JSON-serializable copy of AMQP header values (bytes, datetimes, decimals…)."""
+    if type(value) is dict and _PLAIN.issuperset(map(type, value.values())):
+        # The usual headers: one table of strings, numbers and booleans.
+        return {str(k): v for k, v in value.items()}
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, bytes):
@@ -133,6 +145,20 @@ def decode_delivery(
     topic; the body is JSON in the declared content encoding (UTF-8 by default).
     ``limits`` (the defaults when not given) bound the body's size and depth and
     the headers' size and depth, all checked before anything is parsed.
+    """
+    return read_delivery(routing_key, properties, body, limits)[0]
+
+
+def read_delivery(
+    routing_key: str,
+    properties: pika.BasicProperties,
+    body: bytes,
+    limits: IngestConfig | None = None,
+) -> tuple[fm_message.Message, str]:
+    """``decode_delivery``, plus the body's JSON text (decoded, bounded and parsed).
+
+    The text is what the message's body was parsed from, so it is valid JSON
+    (without ``NaN`` or numbers beyond a float) and can be stored as it is.
     """
     limits = limits if limits is not None else IngestConfig()
     message_id = properties.message_id if isinstance(properties.message_id, str) else None
@@ -160,13 +186,14 @@ def decode_delivery(
         ) from exc
     try:
         check_json_text(text, max_depth=limits.max_depth)
-        data = json.loads(text, parse_constant=refuse_constant)
+        data = _BODY_DECODER.decode(text)
     except MalformedMessage as exc:
         raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
         raise MalformedMessage(f"the body is not JSON: {exc}", message_id=message_id) from exc
     headers = json_safe(raw_headers)
-    return load_message({"topic": routing_key, "headers": headers, "id": message_id, "body": data})
+    serialized = {"topic": routing_key, "headers": headers, "id": message_id, "body": data}
+    return load_message(serialized), text
 
 
 def _display_columns(facts: MessageFacts) -> dict[str, str | None]:
@@ -187,6 +214,18 @@ def _refusal(facts: MessageFacts) -> str | None:
     if "\x00" in facts.topic:
         return "the topic contains a NUL character"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonText:
+    """A value already encoded as JSON text, for a PostgreSQL ``json`` column.
+
+    A delivery's body arrives as JSON text, and PostgreSQL's ``json`` type
+    keeps its input text: storing that text spares encoding the parsed body
+    again, and the stored body is the body as it was received.
+    """
+
+    text: str
 
 
 #: Column types for the PostgreSQL bulk inserts, by table.
@@ -216,24 +255,32 @@ _PG_TYPES: dict[str, dict[str, str]] = {
 
 
 def _insert_new(
-    session: Session, table: Table, rows: list[dict[str, Any]], conflict: Sequence[str]
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    conflict: Sequence[str],
+    constants: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """``INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING <primary key>`` for many rows.
 
-    Returns the primary keys of the rows actually inserted. SQLite gets one
-    multi-row ``VALUES`` statement. On PostgreSQL such a statement (thousands of
-    placeholders, a new text for every batch size) costs the driver more time
-    to parse than the database takes to run it, so:
-
-    - small rows (the outbox) travel as one array per column through ``unnest``:
-      one statement whose text never changes;
-    - messages, whose JSON bodies are large, go through psycopg's pipelined
-      ``executemany`` with one prepared statement: no round trip per row, and
-      no escaping of whole bodies into array literals.
+    ``constants`` are columns whose value is the same in every row (not repeated
+    in ``rows``). Returns the primary keys of the rows actually inserted. SQLite
+    gets one multi-row ``VALUES`` statement. On PostgreSQL such a statement
+    (thousands of placeholders, a new text for every batch size) costs the
+    driver more time to parse than the database takes to run it; instead the
+    rows travel as one array per column through ``unnest`` and the constants as
+    scalars: one statement whose text never changes (psycopg prepares it), one
+    round trip. The parameters go in PostgreSQL's binary format: text in an
+    array literal would need every quote and backslash of every JSON body
+    escaped, in Python; in binary each element is just its length and bytes.
+    JSON columns travel as ``text[]`` and are cast row by row.
     """
     key = next(iter(table.primary_key.columns))
     dialect = session.get_bind().dialect.name
+    constants = constants or {}
     if dialect == "sqlite":
+        if constants:
+            rows = [{**row, **constants} for row in rows]
         insert = (
             sqlite.insert(table)
             .on_conflict_do_nothing(index_elements=list(conflict))
@@ -246,33 +293,36 @@ def _insert_new(
         )
     types = _PG_TYPES[table.name]
     columns = list(types)
-    target = f"INSERT INTO {table.name} ({', '.join(columns)}) "
-    tail = f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
-    if "json" not in types.values():
-        params = {f"c{i}": [row[c] for row in rows] for i, c in enumerate(columns)}
-        sources = ", ".join(f"CAST(:c{i} AS {types[c]}[])" for i, c in enumerate(columns))
-        statement = text(f"{target}SELECT * FROM unnest({sources}){tail}")
-        return list(session.execute(statement, params).scalars())
-    placeholders = ", ".join(f"%s::{types[c]}" for c in columns)
-    values = [
-        tuple(json.dumps(row[c]) if types[c] == "json" else row[c] for c in columns) for row in rows
-    ]
+    varying = [c for c in columns if c not in constants]
+    picked = ", ".join(
+        f"%b::{types[c]}" if c in constants else f"u.{c}::{types[c]}" for c in columns
+    )
+    unnested = ", ".join(f"%b::{'text' if types[c] == 'json' else types[c]}[]" for c in varying)
+    statement_text = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT {picked} FROM unnest({unnested}) AS u({', '.join(varying)}) "
+        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
+    )
+    params: list[Any] = [constants[c] for c in columns if c in constants]
+    for c in varying:
+        if types[c] == "json":
+            params.append([_json_value(row[c]) for row in rows])
+        else:
+            params.append([row[c] for row in rows])
     # The session's own connection, so this runs inside the caller's transaction.
     driver = session.connection().connection.driver_connection
     assert driver is not None
-    statement_text = f"{target}VALUES ({placeholders}){tail}"
-    inserted: list[Any] = []
     try:
         with driver.cursor() as cursor:
-            cursor.executemany(statement_text, values, returning=True)
-            while True:
-                inserted.extend(row[0] for row in cursor.fetchall())
-                if not cursor.nextset():
-                    break
+            cursor.execute(statement_text, params)
+            return [row[0] for row in cursor.fetchall()]
     except psycopg.Error as exc:
         # Wrapped as SQLAlchemy wraps its own: callers sort errors by those classes.
         raise sa_exc.DBAPIError.instance(statement_text, None, exc, psycopg.Error) from exc
-    return inserted
+
+
+def _json_value(value: Any) -> str:
+    return value.text if isinstance(value, JsonText) else json.dumps(value)
 
 
 def _safe_recipients(matcher: Matcher, facts: MessageFacts) -> list[Recipient]:
@@ -363,19 +413,20 @@ def ingest_batch(
     new_ids: set[str] = set()
     if facts_list:
         now = utcnow()
+        # SQLite's JSON column encodes values itself; PostgreSQL's takes the text.
+        postgres = session.get_bind().dialect.name == "postgresql"
         rows = [
             {
                 "id": f.id,
                 "topic": f.topic,
-                "body": f.body,
-                "headers": dict(f.headers),
-                "received_at": now,
+                "body": JsonText(f.body_json) if postgres and f.body_json is not None else f.body,
+                "headers": f.headers if type(f.headers) is dict else dict(f.headers),
                 # What feeds and the live feed show, so they never load the body.
                 **_display_columns(f),
             }
             for f in facts_list
         ]
-        new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"]))
+        new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"], {"received_at": now}))
     fresh = [f for f in facts_list if f.id in new_ids]
     result.duplicates += len(facts_list) - len(fresh)
     result.stored = len(fresh)
@@ -399,15 +450,18 @@ def ingest_batch(
                     "context": r.context,
                     "filter_id": r.filter_id,
                     "filter_name": r.filter_name,
-                    "state": NotificationState.PENDING.value,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
                 }
             )
     if outbox:
         conflict = ["message_id", "user_id", "context"]
-        result.notifications = len(_insert_new(session, _NOTIFICATIONS, outbox, conflict))
+        constants = {
+            "state": NotificationState.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        inserted = _insert_new(session, _NOTIFICATIONS, outbox, conflict, constants)
+        result.notifications = len(inserted)
         if result.notifications:
             # Senders listening for new rows claim them at the commit, not at their next poll.
             announce_new_rows(session)

@@ -125,3 +125,24 @@ def test_mail_headers_never_carry_control_characters() -> None:
         assert not has_control(value), name
         assert "\n" not in value and "\r" not in value
     assert "\x1b" not in rendered.text and "\x07" not in rendered.text
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["x", "é" * 10, "\x00\x1f" * 10, "✓" * 7, "\U0001f600" * 5, '"\\' * 9, 0, -(10**19), 1.5e-300],
+)
+def test_flat_headers_are_refused_exactly_at_the_byte_limit(value: object) -> None:
+    """The cheap size bound of flat headers never lets through what measuring refuses."""
+    for width in range(1, 40):
+        headers = {f"k{i}": value for i in range(width)}
+        size = len(json.dumps(headers, ensure_ascii=False).encode("utf-8"))
+        check_headers(headers, IngestConfig(max_header_bytes=max(size, 256)))
+        if size > 256:
+            with pytest.raises(MalformedMessage, match=r"ingest\.max_header_bytes"):
+                check_headers(headers, IngestConfig(max_header_bytes=size - 1))
+
+
+def test_headers_with_a_huge_integer_are_measured() -> None:
+    headers = {"n": 10**300}
+    with pytest.raises(MalformedMessage, match=r"ingest\.max_header_bytes"):
+        check_headers(headers, IngestConfig(max_header_bytes=256))

@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import jsonschema_rs
+import pika
 import pytest
 from fedora_messaging import message as fm_message
 
@@ -203,3 +204,35 @@ def test_a_schema_that_is_not_json_schema_is_refused_with_jsonschemas_reason() -
     with pytest.raises(jsonschema.exceptions.SchemaError, match="12"):
         messages._validators(Broken)
     assert Broken not in messages._VALIDATORS
+
+
+def test_each_check_is_made_once_and_none_is_dropped() -> None:
+    """Duplicate schemas run once; the base headers schema still binds a class with its own."""
+
+    class OwnHeaders(Message):
+        headers_schema = {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "object",
+            "properties": {"x-own": {"type": "string"}},
+        }
+        body_schema = {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "object",
+            "required": ["n"],
+        }
+
+    def build(cls: type[Message], headers: dict[str, Any], body: dict[str, Any]) -> Message:
+        return cls(body=body, properties=pika.BasicProperties(headers=headers))
+
+    assert len(messages._checks(Message)) == 2  # same headers schema, body already an object
+    assert len(messages._checks(OwnHeaders)) == 3
+    good = build(OwnHeaders, {"fedora_messaging_severity": 20, "x-own": "a"}, {"n": 1})
+    assert messages._is_valid(good)
+    for headers, body in (
+        ({"fedora_messaging_severity": 99}, {"n": 1}),  # the base headers schema
+        ({"x-own": 5}, {"n": 1}),  # the class's own headers schema
+        ({}, {"m": 1}),  # the class's body schema
+    ):
+        assert not messages._is_valid(build(OwnHeaders, headers, body))
+    assert messages._is_valid(build(Message, {"fedora_messaging_severity": 20}, {}))
+    assert not messages._is_valid(build(Message, {"fedora_messaging_severity": 99}, {}))

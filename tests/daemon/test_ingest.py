@@ -8,12 +8,14 @@ import uuid
 import pika
 import pytest
 from fedora_messaging import message as fm_message
-from sqlalchemy import func, select, update
+from sqlalchemy import String, func, select, update
 from sqlalchemy.orm import Session
 
+from fmn_core.config import IngestConfig
 from fmn_core.db import Database
 from fmn_core.errors import MalformedMessage
 from fmn_core.matcher import Matcher
+from fmn_core.messages import facts_of
 from fmn_core.models import (
     ChangeEvent,
     Filter,
@@ -24,7 +26,7 @@ from fmn_core.models import (
     User,
     utcnow,
 )
-from fmn_daemon.ingest import decode_delivery, ingest_batch, json_safe
+from fmn_daemon.ingest import decode_delivery, ingest_batch, json_safe, read_delivery
 from fmn_daemon.metrics import Metrics
 
 
@@ -282,6 +284,14 @@ def test_decode_delivery_reads_amqp_properties() -> None:
         (pika.BasicProperties(message_id="m2"), b"\xff\xfe", "cannot be decoded"),
         (pika.BasicProperties(), b"{}", "no message_id"),
         (pika.BasicProperties(message_id="m3"), b"[1, 2]", "not a JSON object"),
+        (pika.BasicProperties(message_id="m5"), b'{"n": NaN}', "NaN is not a JSON value"),
+        (pika.BasicProperties(message_id="m6"), b'{"n": -Infinity}', "Infinity is not a JSON"),
+        (pika.BasicProperties(message_id="m7"), b'{"n": 1e999}', "too large a number"),
+        (
+            pika.BasicProperties(message_id="m8"),
+            b'{"n": "' + b"x" * IngestConfig().max_body_bytes + b'"}',
+            "ingest.max_body_bytes",
+        ),
         (
             pika.BasicProperties(
                 message_id="m4", headers={"fedora_messaging_schema": "bodhi.update.comment.v1"}
@@ -314,3 +324,46 @@ def test_json_safe_converts_amqp_header_values() -> None:
         "n": "1.5",
         "l": [1, "y"],
     }
+
+
+def test_ingest_stores_the_body_as_the_json_text_it_arrived_in(db: Database) -> None:
+    """PostgreSQL keeps the received text (not re-encoded); both read back the same body."""
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    matcher = load_matcher(db)
+    text = '{ "b":[1,  2.50, 12345678901234567890],"a" : "w\\u00f6rld ✓", "n":null }'
+    properties = pika.BasicProperties(message_id=str(uuid.uuid4()), headers={"x": "y"})
+    decoded, body_json = read_delivery(
+        "org.fedoraproject.test.koji.build", properties, text.encode()
+    )
+    assert body_json == text
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [facts_of(decoded, body_json=body_json)])
+    assert (result.stored, result.notifications) == (1, 1)
+    with db.begin() as session:
+        stored = session.get(StoredMessage, decoded.id)
+        assert stored is not None and stored.body == json.loads(text)
+        assert stored.headers == {"x": "y"}
+        if session.get_bind().dialect.name == "postgresql":
+            raw = session.scalar(
+                select(func.cast(StoredMessage.body, String)).where(StoredMessage.id == decoded.id)
+            )
+            assert raw == text
+
+
+def test_ingest_writes_each_outbox_row_with_the_batch_constants(db: Database) -> None:
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+        add_filter(session, "bob", [("app_is", {"app": "koji"})], context="rss")
+    matcher = load_matcher(db)
+    batch = [message("koji"), message("koji"), message("bodhi")]
+    with db.begin() as session:
+        assert ingest_batch(session, matcher, batch).notifications == 4
+    with db.begin() as session:
+        rows = session.scalars(select(Notification)).all()
+    assert sorted((r.message_id, r.context) for r in rows) == sorted(
+        (m.id, c) for m in batch[:2] for c in ("email", "rss")
+    )
+    assert {(r.state, r.attempts) for r in rows} == {("pending", 0)}
+    assert len({(r.created_at, r.next_attempt_at) for r in rows}) == 1
+    assert all(r.created_at == r.next_attempt_at for r in rows)

@@ -26,6 +26,7 @@ from sqlalchemy import select, text
 
 from fmn_core.config import Config, DeliveryConfig, IngestConfig
 from fmn_core.db import Database
+from fmn_core.messages import facts_of
 from fmn_core.models import DeadMessage, Notification, StoredMessage, utcnow
 from fmn_core.schema import upgrade
 from fmn_daemon import cli
@@ -235,7 +236,8 @@ def test_writer_puts_a_message_it_cannot_store_aside_as_dead(
     items = []
     for tag, message in enumerate([good[0], good[1], poison, good[2], good[3]], start=1):
         properties = pika.BasicProperties(message_id=message.id, headers={})
-        items.append((AmqpDelivery(tag, message.topic, properties, b'{"n": 1}'), message))
+        delivery = AmqpDelivery(tag, message.topic, properties, b'{"n": 1}')
+        items.append((delivery, facts_of(message)))
     consumer._write(_Batch(0, [d for d, _ in items], items))
     assert count(database, StoredMessage) == 4
     assert count(database, Notification) == 4
@@ -254,28 +256,61 @@ def test_writer_puts_a_message_it_cannot_store_aside_as_dead(
 def test_consumer_buries_a_message_postgresql_keeps_refusing(
     pg_database: Database, rabbitmq: RabbitMQ, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``1e999`` is JSON to Python (infinity) and not to PostgreSQL: dead, the rest stored."""
+    """A body text PostgreSQL refuses (as a bug upstream might hand over): dead, the rest stored.
+
+    Bodies are stored as the text they arrived in, which was parsed strictly, so
+    no delivery from the bus gets here; the batch is handed to the writer as the
+    AMQP thread would.
+    """
     caplog.set_level(logging.INFO)
-    poison = f"infinite-{uuid.uuid4().hex[:6]}"
-    metrics, _ = run_between_valid(
-        pg_database,
-        rabbitmq,
-        lambda: rabbitmq.publish_raw(b'{"n": 1e999}', message_id=poison),
-    )
+    with pg_database.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    metrics = Metrics()
+    consumer = consumer_for(pg_database, rabbitmq, metrics)
+    good = [koji(n) for n in range(6)]
+    poison = koji(99)
+    items = []
+    for tag, message in enumerate([*good[:3], poison, *good[3:]], start=1):
+        text = "{not json" if message is poison else json.dumps(message.body)
+        body = b'{"n": 1e999}' if message is poison else text.encode()
+        properties = pika.BasicProperties(message_id=message.id, headers={})
+        delivery = AmqpDelivery(tag, message.topic, properties, body)
+        items.append((delivery, facts_of(message, body_json=text)))
+    consumer._write(_Batch(0, [d for d, _ in items], items))
     assert metrics.get("messages_dead") == 1
     assert count(pg_database, StoredMessage) == 6
     with pg_database.begin() as session:
         (dead,) = session.scalars(select(DeadMessage)).all()
-        assert dead.message_id == poison
-        assert json.loads(dead.raw)["id"] == poison
+        assert dead.message_id == poison.id
+        assert json.loads(dead.raw)["id"] == poison.id
         dead_id = dead.id
-    assert len([m for m in lines_naming(caplog, poison) if "put aside" in m]) == 1
+    assert len([m for m in lines_naming(caplog, poison.id) if "put aside" in m]) == 1
     # Requeued, it fails again and stays, with one more attempt.
     outcome = requeue_dead_message(pg_database, dead_id)
     assert not outcome.stored
     with pg_database.begin() as session:
         again = session.get(DeadMessage, dead_id)
         assert again is not None and again.attempts == IngestConfig().max_attempts + 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1" * 400 + b".0"])
+def test_consumer_refuses_a_number_beyond_a_float_on_arrival(
+    pg_database: Database, rabbitmq: RabbitMQ, caplog: pytest.LogCaptureFixture, number: bytes
+) -> None:
+    """Python reads ``1e999`` as infinity, which no JSON encoder writes back: malformed."""
+    caplog.set_level(logging.INFO)
+    poison = f"infinite-{uuid.uuid4().hex[:6]}"
+    metrics, _ = run_between_valid(
+        pg_database,
+        rabbitmq,
+        lambda: rabbitmq.publish_raw(b'{"n": ' + number + b"}", message_id=poison),
+    )
+    assert metrics.get("messages_malformed") == 1
+    assert metrics.get("messages_dead") == 0
+    assert count(pg_database, StoredMessage) == 6
+    (line,) = lines_naming(caplog, poison)
+    assert "malformed, dropped" in line and "too large a number" in line
 
 
 def test_dead_messages_are_listed_and_requeued_from_the_command_line(

@@ -222,7 +222,7 @@ def hostile_delivery(kind: str, n: int, sample: dict[str, Any]) -> tuple[Outgoin
         return Outgoing(ident, topic, body, {f"k{i}": "v" * 100 for i in range(1000)}), ident
     if kind == "nan_body":
         return Outgoing(ident, topic, b'{"x": NaN, "y": Infinity}'), ident
-    if kind == "infinite_number":  # JSON to Python, not to PostgreSQL: a dead message
+    if kind == "infinite_number":  # infinity to Python, which no encoder writes back: refused
         return Outgoing(ident, topic, b'{"n": 1e999}'), ident
     if kind == "control_id_malformed":  # refused (not an object); its id has CR/LF/ESC
         return Outgoing(ident + CONTROL, topic, b"[1, 2]"), for_log(ident + CONTROL, limit=120)
