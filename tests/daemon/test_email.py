@@ -1,20 +1,24 @@
-"""E-mail through Apprise to a real (aiosmtpd) SMTP server on loopback."""
+"""E-mail over pooled SMTP sessions to a real (aiosmtpd) SMTP server on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-import apprise
 import pytest
 from core.test_rendering import claimed
 
 from daemon.conftest import SmtpServer, free_port
 from fmn_core.config import SmtpConfig
 from fmn_core.rendering import Links, render
-from fmn_daemon.transports import TransportError, TransportRefused
-from fmn_daemon.transports.email import EmailTransport, mail_url
+from fmn_daemon.transports import Pooled, TransportError, TransportRefused
+from fmn_daemon.transports.email import EmailTransport, build_message
 
 LINKS = Links(public_url="https://fmn.example.org", secret=b"s", list_domain="fedoraproject.org")
 
@@ -29,9 +33,15 @@ def smtp_for(server: SmtpServer) -> SmtpConfig:
     )
 
 
+def send(transport: EmailTransport, address: str, rendered: Any) -> None:
+    asyncio.run(transport.send(address, rendered))
+
+
 def test_email_delivers_with_fmn_headers(smtp_server: SmtpServer) -> None:
     rendered = render(claimed(), LINKS)
-    asyncio.run(EmailTransport(smtp_for(smtp_server)).send("jo+fmn@example.org", rendered))
+    transport = EmailTransport(smtp_for(smtp_server))
+    send(transport, "jo+fmn@example.org", rendered)
+    transport.close()
     (mail,) = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["jo+fmn@example.org"]
     assert mail.mail_from == "notifications@fedoraproject.org"
@@ -54,7 +64,9 @@ def test_email_delivers_with_fmn_headers(smtp_server: SmtpServer) -> None:
 
 def test_email_header_values_cannot_inject_headers(smtp_server: SmtpServer) -> None:
     rendered = render(claimed(agent="evil\r\nBcc: victim@example.org"), LINKS)
-    asyncio.run(EmailTransport(smtp_for(smtp_server)).send("jo@example.org", rendered))
+    transport = EmailTransport(smtp_for(smtp_server))
+    send(transport, "jo@example.org", rendered)
+    transport.close()
     (mail,) = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["jo@example.org"]
     assert mail.message["Bcc"] is None
@@ -71,61 +83,55 @@ def test_email_refuses_an_address_that_is_not_plain(smtp_server: SmtpServer) -> 
 
 
 def test_email_unreachable_server_is_a_transport_error(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="apprise")
+    caplog.set_level(logging.DEBUG)
     config = SmtpConfig(host="127.0.0.1", port=free_port(), timeout_seconds=2)
     with pytest.raises(TransportError) as caught:
         asyncio.run(EmailTransport(config).send("joanna@example.org", render(claimed())))
     assert not isinstance(caught.value, TransportRefused)
     assert "joanna@example.org" not in caught.value.reason
     assert "did not take the message" in caught.value.reason
-    assert "apprise" in {r.name for r in caplog.records}
+    assert "ConnectionRefusedError" in caught.value.reason
     assert "joanna@example.org" not in caplog.text
 
 
-def test_email_url_uses_only_operator_settings_and_encodes_them() -> None:
+def test_email_message_uses_only_operator_settings() -> None:
     smtp = SmtpConfig(
         host="smtp.example.org",
-        port=587,
-        security="starttls",
-        username="fmn@example.org",
-        password="p@ss:/?&=#word",
         from_address="fmn@example.org",
         from_name="Fedora Notifications",
     )
-    url = mail_url(smtp, "jo+x@example.org", {"X-Fedmsg-Topic": "a.b&c=d"})
-    assert url.startswith("mailtos://")
-    plugin: Any = apprise.Apprise.instantiate(url, suppress_exceptions=False)
-    assert plugin is not None
-    assert plugin.smtp_host == "smtp.example.org"
-    assert plugin.port == 587
-    assert plugin.secure_mode == "starttls"
-    assert plugin.user == "fmn@example.org"
-    assert plugin.password == "p@ss:/?&=#word"
-    assert plugin.targets == [(False, "jo+x@example.org")]
-    assert plugin.from_addr[1] == "fmn@example.org"
-    assert plugin.headers["X-Fedmsg-Topic"] == "a.b&c=d"
-    ssl = mail_url(SmtpConfig(host="mx.example.org", port=465, security="ssl"), "a@example.org")
-    ssl_plugin: Any = apprise.Apprise.instantiate(ssl, suppress_exceptions=False)
-    assert ssl_plugin.secure_mode == "ssl"
-    plain = mail_url(SmtpConfig(), "a@example.org")
-    plain_plugin: Any = apprise.Apprise.instantiate(plain, suppress_exceptions=False)
-    assert plain_plugin.secure_mode == "insecure"
+    rendered = render(claimed(), LINKS)
+    message = build_message(smtp, "jo+x@example.org", rendered)
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert parsed["From"] == "Fedora Notifications <fmn@example.org>"
+    assert parsed["To"] == "jo+x@example.org"
+    assert parsed["Subject"] == rendered.subject
+    assert parsed["X-Application"] == "fmn"
+    assert parsed["Message-ID"].endswith("@example.org>")
+    assert parsed["Date"]
+    assert parsed["X-Fedmsg-Topic"] == rendered.headers["X-Fedmsg-Topic"]
+    # Seven-bit on the wire whatever the text: any server takes it.
+    assert message.as_bytes().isascii()
+
+
+def test_email_message_with_non_ascii_text_travels_in_seven_bits() -> None:
+    rendered = render(claimed(agent="zoë", summary="Ünïcödé summary"), LINKS)
+    message = build_message(SmtpConfig(), "jo@example.org", rendered)
+    data = message.as_bytes()
+    assert data.isascii()
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert "Ünïcödé summary" in str(parsed["Subject"])
+    assert "zoë" in parsed.get_content()
 
 
 def test_email_tls_context_is_built_once_and_cannot_be_weakened() -> None:
     import ssl
 
-    from apprise.plugins.email import smtp as apprise_smtp
+    from fmn_daemon.transports.email import SharedTLSContext
 
-    from fmn_core.config import SmtpConfig
-    from fmn_daemon.transports.email import EmailTransport, SharedTLSContext
-
-    EmailTransport(SmtpConfig())
-    # The name "ssl" in Apprise's SMTP plugin (not an export of it, hence vars()).
-    apprise_ssl = vars(apprise_smtp)["ssl"]
-    first = apprise_ssl.create_default_context()
-    second = apprise_ssl.create_default_context()
-    assert first is second
+    transport = EmailTransport(SmtpConfig(security="starttls"))
+    first = transport.tls_context
+    assert transport.tls_context is first
     assert isinstance(first, SharedTLSContext)
     assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
     with pytest.raises(AttributeError, match="always verifies"):
@@ -133,5 +139,175 @@ def test_email_tls_context_is_built_once_and_cannot_be_weakened() -> None:
     with pytest.raises(AttributeError, match="always verifies"):
         first.verify_mode = ssl.CERT_NONE
     assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
-    # The rest of the ssl module is still what Apprise expects.
-    assert apprise_ssl.CERT_NONE == ssl.CERT_NONE
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@dataclass
+class CountingServer:
+    """An aiosmtpd server that counts connections and mail transactions, and misbehaves
+    on request: it refuses chosen recipients, or closes a session after some mails."""
+
+    host: str
+    port: int
+    refuse: set[str] = field(default_factory=set)
+    #: Close the session after this many mails on it (0: never).
+    close_after: int = 0
+    sessions: list[Any] = field(default_factory=list)
+    mails: list[tuple[int, list[str], bytes]] = field(default_factory=list)
+    logins: list[tuple[bytes, bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def session_index(self, session: Any) -> int:
+        with self.lock:
+            for i, known in enumerate(self.sessions):
+                if known is session:
+                    return i
+            self.sessions.append(session)
+            return len(self.sessions) - 1
+
+    @property
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [to for _, tos, _ in self.mails for to in tos]
+
+
+class _CountingHandler:
+    def __init__(self, server: CountingServer) -> None:
+        self.server = server
+
+    async def handle_EHLO(
+        self, _server: Any, session: Any, _envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.server.session_index(session)
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(
+        self, _server: Any, _session: Any, envelope: Any, address: str, _options: list[str]
+    ) -> str:
+        if address in self.server.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        index = self.server.session_index(session)
+        with self.server.lock:
+            self.server.mails.append((index, list(envelope.rcpt_tos), bytes(envelope.content)))
+            on_session = sum(1 for i, _, _ in self.server.mails if i == index)
+        if self.server.close_after and on_session >= self.server.close_after:
+            # After the reply: the mail was taken, the session then goes away.
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return "250 Message accepted for delivery"
+
+
+def _authenticate(server: CountingServer) -> Any:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticator(
+        _server: Any, _session: Any, _envelope: Any, _mechanism: str, data: Any
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        server.logins.append((data.login, data.password))
+        return AuthResult(success=True)
+
+    return authenticator
+
+
+@pytest.fixture
+def counting_server() -> Iterator[CountingServer]:
+    from aiosmtpd.controller import Controller
+
+    server = CountingServer(host="127.0.0.1", port=free_port())
+    controller = Controller(
+        _CountingHandler(server),
+        hostname=server.host,
+        port=server.port,
+        authenticator=_authenticate(server),
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+def config_for(server: CountingServer, **options: Any) -> SmtpConfig:
+    return SmtpConfig(host=server.host, port=server.port, timeout_seconds=5, **options)
+
+
+def send_all(transport: EmailTransport, addresses: list[str]) -> list[str]:
+    """Send one mail to each address in turn; the reasons of those that failed."""
+
+    async def run() -> list[str]:
+        problems: list[str] = []
+        for address in addresses:
+            try:
+                await transport.send(address, render(claimed(), LINKS))
+            except TransportError as exc:
+                problems.append(exc.reason)
+        return problems
+
+    return asyncio.run(run())
+
+
+def test_email_reuses_one_session_for_many_mails(counting_server: CountingServer) -> None:
+    transport = EmailTransport(config_for(counting_server))
+    assert isinstance(transport, Pooled)
+    addresses = [f"u{n}@example.org" for n in range(12)]
+    assert send_all(transport, addresses) == []
+    transport.close()
+    assert counting_server.recipients == addresses
+    assert len(counting_server.sessions) == 1
+    assert transport.opened == 1
+
+
+def test_email_logs_in_with_the_operator_credentials_once(
+    counting_server: CountingServer,
+) -> None:
+    transport = EmailTransport(config_for(counting_server, username="fmn", password="s3cret"))
+    assert send_all(transport, ["a@example.org", "b@example.org"]) == []
+    transport.close()
+    assert counting_server.logins == [(b"fmn", b"s3cret")]
+    assert counting_server.recipients == ["a@example.org", "b@example.org"]
+
+
+def test_email_reconnects_when_the_server_closed_the_session(
+    counting_server: CountingServer,
+) -> None:
+    counting_server.close_after = 3
+    transport = EmailTransport(config_for(counting_server))
+    addresses = [f"u{n}@example.org" for n in range(10)]
+    assert send_all(transport, addresses) == []
+    transport.close()
+    # Every mail once, in order: none lost when a session went away, none sent twice.
+    assert counting_server.recipients == addresses
+    assert len(counting_server.sessions) == 4  # 3 + 3 + 3 + 1
+    assert transport.opened == 4
+
+
+def test_email_refused_recipient_costs_only_its_mail(counting_server: CountingServer) -> None:
+    counting_server.refuse = {"gone@example.org"}
+    transport = EmailTransport(config_for(counting_server))
+    problems = send_all(transport, ["a@example.org", "gone@example.org", "b@example.org"])
+    transport.close()
+    (problem,) = problems
+    assert "550 5.1.1 mailbox unavailable" in problem
+    assert "gone@example.org" not in problem
+    assert counting_server.recipients == ["a@example.org", "b@example.org"]
+    # The session was reset and kept for the next mail.
+    assert len(counting_server.sessions) == 1
+
+
+def test_email_closes_sessions_idle_too_long(counting_server: CountingServer) -> None:
+    transport = EmailTransport(config_for(counting_server), idle_seconds=0.0)
+    assert send_all(transport, ["a@example.org"]) == []
+    assert transport.close_idle() == 1
+    assert transport.close_idle() == 0
+    assert send_all(transport, ["b@example.org"]) == []
+    transport.close()
+    assert transport.opened == 2
+    assert len(counting_server.sessions) == 2
