@@ -238,9 +238,10 @@ class Senders:
                 if claimed >= delivery.batch_size:
                     continue  # more may be due already
                 if claimed and not self._new_rows.listening:
-                    # Nobody announces new rows: look again once a slot is free.
+                    # Nobody announces new rows: look again when a send is done or
+                    # the poll interval is up, whichever comes first.
                     if self._inflight:
-                        await self._await_one(stop)
+                        await self._await_one(stop, delivery.idle_poll_seconds)
                     continue
                 # Until the poll interval is up, or a consumer commits new rows
                 # (committed since the claim: at once).
@@ -339,11 +340,13 @@ class Senders:
             counts[job.head.group] += len(job.rows)
         return counts
 
-    async def _await_one(self, stop: asyncio.Event) -> None:
-        """Wait until a send finishes or ``stop`` is set."""
+    async def _await_one(self, stop: asyncio.Event, timeout: float | None = None) -> None:
+        """Wait until a send finishes, ``stop`` is set or ``timeout`` seconds passed."""
         stopper = asyncio.create_task(stop.wait(), name="delivery-stop-wait")
         try:
-            await asyncio.wait([*self._inflight, stopper], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [*self._inflight, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stopper.cancel()
             await asyncio.gather(stopper, return_exceptions=True)

@@ -31,14 +31,14 @@ message can start a header of its own.
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import email.utils
 import logging
 import smtplib
 import ssl
 import threading
 import time
-from email.message import EmailMessage
+from email import quoprimime
+from email.header import Header
 from typing import Any
 
 from fmn_core.config import SmtpConfig
@@ -56,12 +56,8 @@ log = logging.getLogger(__name__)
 #: A pooled SMTP session unused for this long is closed instead of reused.
 IDLE_SECONDS = 30.0
 
-#: Headers and bodies in 7-bit form (RFC 2047 words, quoted-printable), so that any
-#: server takes them whether or not it offers ``8BITMIME``. Header lines are folded
-#: only beyond RFC 5322's hard limit: Python's folder at 78 columns may put a whole
-#: subject that starts with "[app]" on a continuation line, which readers then
-#: show with a leading space.
-_POLICY = email.policy.SMTP.clone(cte_type="7bit", max_line_length=998)
+#: RFC 5322's hard limit on a line, without its CRLF.
+_LINE_MAX = 998
 #: Body lines longer than this are wrapped by quoted-printable (RFC 5322 §2.1.1).
 _BODY_LINE = 78
 
@@ -97,27 +93,50 @@ def _header_value(value: str) -> str:
     return " ".join(value.split())
 
 
-def build_message(smtp: SmtpConfig, address: str, rendered: Rendered) -> EmailMessage:
+def _header_line(name: str, value: str) -> str:
+    """``Name: value``, as it is when it can be; RFC 2047 words and folding when not."""
+    line = f"{name}: {value}"
+    if value.isascii() and len(line) <= _LINE_MAX:
+        return line
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return f"{name}: " + Header(value, charset, header_name=name).encode(linesep="\r\n")
+
+
+def build_message(smtp: SmtpConfig, address: str, rendered: Rendered) -> bytes:
     """The plain-text mail of ``rendered`` to ``address``, from the operator's sender.
 
-    An address that is not ASCII needs the server's ``SMTPUTF8``, and then travels
-    as UTF-8 in the ``To`` header as well.
+    Written out directly rather than through ``email.message.EmailMessage``, whose
+    header parsing cost more CPU than the rest of a mail's send path together.
+    Seven bits on the wire (RFC 2047 words, quoted-printable), so that any server
+    takes it whether or not it offers ``8BITMIME``; only an address that is not
+    ASCII travels as UTF-8, and then only to a server that offers ``SMTPUTF8``.
     """
-    policy = _POLICY if address.isascii() else _POLICY.clone(utf8=True)
-    message = EmailMessage(policy=policy)
-    message["From"] = email.utils.formataddr((smtp.from_name, smtp.from_address))
-    message["To"] = address
-    message["Subject"] = _header_value(rendered.subject)
-    message["Date"] = email.utils.formatdate(usegmt=True)
     domain = smtp.from_address.rpartition("@")[2] or None
-    message["Message-ID"] = email.utils.make_msgid(domain=domain)
-    message["X-Application"] = "fmn"
-    for name, value in rendered.headers.items():
-        message[name] = _header_value(value)
-    text = rendered.text
-    plain = text.isascii() and all(len(line) <= _BODY_LINE for line in text.splitlines())
-    message.set_content(text, cte="7bit" if plain else "quoted-printable")
-    return message
+    text = rendered.text.replace("\r\n", "\n")
+    if text.isascii() and all(len(line) <= _BODY_LINE for line in text.split("\n")):
+        encoding, body = "7bit", text.replace("\n", "\r\n")
+    else:
+        # quoprimime works on code points 0-255: the UTF-8 bytes, one per character.
+        raw = text.encode("utf-8").decode("latin-1")
+        encoding, body = "quoted-printable", quoprimime.body_encode(raw, eol="\r\n")
+    lines = [
+        _header_line("From", email.utils.formataddr((smtp.from_name, smtp.from_address))),
+        # An address is never RFC 2047-encoded: one that is not ASCII goes as it is.
+        f"To: {address}",
+        _header_line("Subject", _header_value(rendered.subject)),
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        f"Message-ID: {email.utils.make_msgid(domain=domain)}",
+        "MIME-Version: 1.0",
+        'Content-Type: text/plain; charset="utf-8"',
+        f"Content-Transfer-Encoding: {encoding}",
+        "X-Application: fmn",
+    ]
+    lines.extend(
+        _header_line(name, _header_value(value)) for name, value in rendered.headers.items()
+    )
+    if not body.endswith("\r\n"):
+        body += "\r\n"
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
 
 
 class _Refused(Exception):
@@ -249,7 +268,7 @@ class EmailTransport:
     # -- in a worker thread ---------------------------------------------------------
 
     def _send(self, address: str, rendered: Rendered) -> None:
-        data = build_message(self.smtp, address, rendered).as_bytes()
+        data = build_message(self.smtp, address, rendered)
         utf8 = not address.isascii()
         # A pooled session may have been closed by the server since its last mail:
         # that shows before the data goes out, so one more try on a fresh session

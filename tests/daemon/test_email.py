@@ -6,15 +6,12 @@ import asyncio
 import email
 import email.policy
 import logging
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from core.test_rendering import claimed
 
-from daemon.conftest import SmtpServer, free_port
+from daemon.conftest import CountingServer, SmtpServer, free_port
 from fmn_core.config import SmtpConfig
 from fmn_core.rendering import Links, render
 from fmn_daemon.transports import Pooled, TransportError, TransportRefused
@@ -101,8 +98,8 @@ def test_email_message_uses_only_operator_settings() -> None:
         from_name="Fedora Notifications",
     )
     rendered = render(claimed(), LINKS)
-    message = build_message(smtp, "jo+x@example.org", rendered)
-    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    data = build_message(smtp, "jo+x@example.org", rendered)
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert parsed["From"] == "Fedora Notifications <fmn@example.org>"
     assert parsed["To"] == "jo+x@example.org"
     assert parsed["Subject"] == rendered.subject
@@ -110,18 +107,29 @@ def test_email_message_uses_only_operator_settings() -> None:
     assert parsed["Message-ID"].endswith("@example.org>")
     assert parsed["Date"]
     assert parsed["X-Fedmsg-Topic"] == rendered.headers["X-Fedmsg-Topic"]
+    assert parsed.get_content().replace("\r\n", "\n") == rendered.text
     # Seven-bit on the wire whatever the text: any server takes it.
-    assert message.as_bytes().isascii()
+    assert data.isascii()
 
 
 def test_email_message_with_non_ascii_text_travels_in_seven_bits() -> None:
     rendered = render(claimed(agent="zoë", summary="Ünïcödé summary"), LINKS)
-    message = build_message(SmtpConfig(), "jo@example.org", rendered)
-    data = message.as_bytes()
+    data = build_message(SmtpConfig(from_name="Notifications fédérées"), "jo@example.org", rendered)
     assert data.isascii()
     parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert "Ünïcödé summary" in str(parsed["Subject"])
+    assert parsed.get_content().replace("\r\n", "\n") == rendered.text
     assert "zoë" in parsed.get_content()
+    assert parsed["From"].addresses[0].display_name == "Notifications fédérées"
+
+
+def test_email_message_folds_a_header_longer_than_a_line_may_be() -> None:
+    packages = tuple(f"package-{n}" for n in range(200))
+    rendered = render(claimed(packages=packages), LINKS)
+    data = build_message(SmtpConfig(), "jo@example.org", rendered)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["X-Fedmsg-Package"] == rendered.headers["X-Fedmsg-Package"]
 
 
 def test_email_tls_context_is_built_once_and_cannot_be_weakened() -> None:
@@ -142,97 +150,6 @@ def test_email_tls_context_is_built_once_and_cannot_be_weakened() -> None:
 
 
 # --------------------------------------------------------------------------- sessions
-
-
-@dataclass
-class CountingServer:
-    """An aiosmtpd server that counts connections and mail transactions, and misbehaves
-    on request: it refuses chosen recipients, or closes a session after some mails."""
-
-    host: str
-    port: int
-    refuse: set[str] = field(default_factory=set)
-    #: Close the session after this many mails on it (0: never).
-    close_after: int = 0
-    sessions: list[Any] = field(default_factory=list)
-    mails: list[tuple[int, list[str], bytes]] = field(default_factory=list)
-    logins: list[tuple[bytes, bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def session_index(self, session: Any) -> int:
-        with self.lock:
-            for i, known in enumerate(self.sessions):
-                if known is session:
-                    return i
-            self.sessions.append(session)
-            return len(self.sessions) - 1
-
-    @property
-    def recipients(self) -> list[str]:
-        with self.lock:
-            return [to for _, tos, _ in self.mails for to in tos]
-
-
-class _CountingHandler:
-    def __init__(self, server: CountingServer) -> None:
-        self.server = server
-
-    async def handle_EHLO(
-        self, _server: Any, session: Any, _envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        self.server.session_index(session)
-        session.host_name = hostname
-        return responses
-
-    async def handle_RCPT(
-        self, _server: Any, _session: Any, envelope: Any, address: str, _options: list[str]
-    ) -> str:
-        if address in self.server.refuse:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        index = self.server.session_index(session)
-        with self.server.lock:
-            self.server.mails.append((index, list(envelope.rcpt_tos), bytes(envelope.content)))
-            on_session = sum(1 for i, _, _ in self.server.mails if i == index)
-        if self.server.close_after and on_session >= self.server.close_after:
-            # After the reply: the mail was taken, the session then goes away.
-            asyncio.get_running_loop().call_soon(server.transport.close)
-        return "250 Message accepted for delivery"
-
-
-def _authenticate(server: CountingServer) -> Any:
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-
-    def authenticator(
-        _server: Any, _session: Any, _envelope: Any, _mechanism: str, data: Any
-    ) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        server.logins.append((data.login, data.password))
-        return AuthResult(success=True)
-
-    return authenticator
-
-
-@pytest.fixture
-def counting_server() -> Iterator[CountingServer]:
-    from aiosmtpd.controller import Controller
-
-    server = CountingServer(host="127.0.0.1", port=free_port())
-    controller = Controller(
-        _CountingHandler(server),
-        hostname=server.host,
-        port=server.port,
-        authenticator=_authenticate(server),
-        auth_require_tls=False,
-    )
-    controller.start()
-    try:
-        yield server
-    finally:
-        controller.stop()
 
 
 def config_for(server: CountingServer, **options: Any) -> SmtpConfig:
