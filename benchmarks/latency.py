@@ -95,6 +95,8 @@ class MailLog:
     """When each message id's mail was accepted (``time.monotonic``), thread-safe."""
 
     arrived: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: The same moments on the wall clock (``time.time``), to compare with the database's.
+    arrived_wall: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     changed: threading.Condition = field(init=False)
 
@@ -102,9 +104,10 @@ class MailLog:
         self.changed = threading.Condition(self.lock)
 
     def note(self, message_id: str) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         with self.changed:
             self.arrived[message_id].append(now)
+            self.arrived_wall.setdefault(message_id, wall)
             self.changed.notify_all()
 
     def wait_for(self, ids: Sequence[str], timeout: float) -> None:
@@ -143,8 +146,12 @@ def publish_steadily(
     templates: Sequence[Template],
     items: Sequence[tuple[int, str]],
     rate: float,
+    wall: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Publish ``items`` at ``rate`` per second; when each was published (monotonic)."""
+    """Publish ``items`` at ``rate`` per second; when each was published (monotonic).
+
+    ``wall`` (if given) gets the same moments on the wall clock.
+    """
     sent: dict[str, float] = {}
     with broker.publisher() as publish:
         start = time.monotonic()
@@ -154,6 +161,8 @@ def publish_steadily(
             if delay > 0:
                 time.sleep(delay)
             sent[message_id] = time.monotonic()
+            if wall is not None:
+                wall[message_id] = time.time()
             publish(templates[index], message_id, None)
     return sent
 
@@ -285,6 +294,57 @@ def run_baseline(
     return RelayRun(measure(mails, sent), cpu[0] if cpu else float("nan"))
 
 
+@dataclass
+class Split:
+    """Each mail's latency cut where its outbox row was written (wall clocks, ms)."""
+
+    to_row: list[float]
+    from_row: list[float]
+
+    def line(self) -> str:
+        if not self.to_row:
+            return "no rows found"
+        probe = Latencies(self.to_row, 0, 0)
+        rest = Latencies(self.from_row, 0, 0)
+        return (
+            f"bus -> outbox row written (consumer, matcher, writer) p50 "
+            f"{probe.percentile(50):.0f} ms, p99 {probe.percentile(99):.0f} ms; "
+            f"row written -> SMTP accepted (commit, wake, claim, render, send) p50 "
+            f"{rest.percentile(50):.0f} ms, p99 {rest.percentile(99):.0f} ms"
+        )
+
+
+def split_at_the_outbox(db_url: str, published: dict[str, float], mails: MailLog) -> Split:
+    """Where each measured mail's time went: before its outbox row was written, and after."""
+    from sqlalchemy import select
+
+    from fmn_core.models import Notification
+
+    database = Database(Config(database_url=db_url))
+    try:
+        with database.begin() as session:
+            written = dict(
+                session.execute(
+                    select(Notification.message_id, Notification.created_at).where(
+                        Notification.message_id.in_(list(published))
+                    )
+                ).all()
+            )
+    finally:
+        database.dispose()
+    to_row: list[float] = []
+    from_row: list[float] = []
+    with mails.lock:
+        for message_id, at in published.items():
+            row = written.get(message_id)
+            accepted = mails.arrived_wall.get(message_id)
+            if row is None or accepted is None:
+                continue
+            to_row.append((row.timestamp() - at) * 1000)
+            from_row.append((accepted - row.timestamp()) * 1000)
+    return Split(to_row, from_row)
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` so far (Linux ``/proc``)."""
     try:
@@ -347,11 +407,13 @@ def run_fmn(
     mails: MailLog,
     workdir: Path,
     settle: float,
-) -> tuple[Latencies, Latencies, int | None, list[str], float]:
+    db_url: str,
+) -> tuple[Latencies, Latencies, int | None, list[str], float, Split]:
     """Start the daemon, warm it up, publish steadily, stop it.
 
     Returns the warm-up's and the measured latencies, the exit status, the log's
-    tail and the daemon's CPU seconds from the end of the warm-up to the last mail.
+    tail, the daemon's CPU seconds from the end of the warm-up to the last mail, and
+    the measured mails' latency split where their outbox rows were written.
     """
     env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
     command = [
@@ -380,7 +442,8 @@ def run_fmn(
         warm_sent = publish_steadily(broker, templates, warmup, rate)
         mails.wait_for(list(warm_sent), timeout=30)
         cpu_before = process_cpu_seconds(daemon.pid)
-        sent = publish_steadily(broker, templates, items, rate)
+        wall: dict[str, float] = {}
+        sent = publish_steadily(broker, templates, items, rate, wall)
         mails.wait_for(list(sent), timeout=settle)
         cpu = process_cpu_seconds(daemon.pid) - cpu_before
     finally:
@@ -392,7 +455,8 @@ def run_fmn(
             daemon.kill()
             code = daemon.wait(10)
         log.join(5)
-    return measure(mails, warm_sent), measure(mails, sent), code, log.tail, cpu
+    split = split_at_the_outbox(db_url, wall, mails)
+    return measure(mails, warm_sent), measure(mails, sent), code, log.tail, cpu, split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 with BenchBroker() as broker:
                     fm_config = broker.write_config(workdir / f"fedora-messaging-{n}.toml")
-                    warm, measured, code, tail, cpu = run_fmn(
+                    warm, measured, code, tail, cpu, split = run_fmn(
                         pool,
                         items,
                         warmup,
@@ -498,11 +562,13 @@ def main(argv: list[str] | None = None) -> int:
                         mails,
                         workdir,
                         args.settle,
+                        db.url,
                     )
                 load = (load_before, os.getloadavg()[0])
                 ok &= _report(
                     rate, count, baselines, warm, measured, code, tail, load, args.settle, cpu
                 )
+                print(f"  where it went: {split.line()}")
                 runs.append(
                     {
                         "rate": rate,
