@@ -601,10 +601,11 @@ class Senders:
     async def _deliver(self, job: _Job) -> None:
         async with self._senders:
             outcome = await self._send(job)
-        # Recorded after the slot is given back: the next send need not wait for
-        # the commit, and outcomes that come together share one transaction. A
-        # send cancelled here (a forced stop) still has its outcome written.
-        await self._outcomes.record(outcome)
+            # Recorded before the slot is given back, so that a crash can repeat at
+            # most one accepted mail per slot; outcomes of slots that finish together
+            # still share one transaction. A send cancelled here (a forced stop)
+            # still has its outcome written.
+            await self._outcomes.record(outcome)
 
     async def _send(self, job: _Job) -> Outcome:
         head = job.head
