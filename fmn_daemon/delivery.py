@@ -124,6 +124,8 @@ T = TypeVar("T")
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
+#: How often an idle sender looks for transport connections unused for too long.
+_IDLE_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class Senders:
         self._new_rows = NewRowsListener(db)
         self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
         self._codes_at = 0.0
+        self._idle_check_at = 0.0
 
     # -- the one way into core ------------------------------------------------
 
@@ -246,7 +249,8 @@ class Senders:
                 # Until the poll interval is up, or a consumer commits new rows
                 # (committed since the claim: at once).
                 await self._new_rows.wait(stop, delivery.idle_poll_seconds)
-                if not self._inflight:
+                if not self._inflight and time.monotonic() >= self._idle_check_at:
+                    self._idle_check_at = time.monotonic() + _IDLE_CHECK_SECONDS
                     await self._close_idle_transports()
         except BaseException:
             await self._new_rows.close()

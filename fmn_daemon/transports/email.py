@@ -248,6 +248,12 @@ class EmailTransport:
             raise TransportRefused(str(exc)) from None
         await asyncio.to_thread(self._send, address, rendered)
 
+    @property
+    def idle_sessions(self) -> int:
+        """Sessions open and waiting for the next mail."""
+        with self._lock:
+            return len(self._idle)
+
     def close_idle(self) -> int:
         """Close the sessions idle for ``idle_seconds`` or more; how many were closed."""
         limit = time.monotonic() - self.idle_seconds

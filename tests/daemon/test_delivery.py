@@ -697,3 +697,38 @@ def test_delivery_counts_rows_in_flight_against_the_rate_limit(file_db: Database
     assert all(r.hold_reason == "rate_limit" for r in rows), [
         (r.state, r.hold_reason) for r in rows
     ]
+
+
+def test_delivery_run_closes_smtp_sessions_left_idle(
+    file_db: Database, counting_server: CountingServer
+) -> None:
+    from fmn_daemon.transports.email import EmailTransport
+
+    with file_db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo")).id
+    smtp = SmtpConfig(host=counting_server.host, port=counting_server.port, timeout_seconds=5)
+    email = EmailTransport(smtp, idle_seconds=0.0)
+    delivery = Senders(file_db, make_config(file_db), Metrics(), transports={"email": email})
+
+    async def scenario() -> tuple[int, int]:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        try:
+            for _ in range(200):
+                if counting_server.recipients and state_of(file_db, row_id).state == "sent":
+                    break
+                await asyncio.sleep(0.05)
+            opened_after_send = email.opened
+            # Idle now: the sender closes the session instead of keeping it open.
+            for _ in range(200):
+                if email.idle_sessions == 0:
+                    break
+                await asyncio.sleep(0.05)
+            return opened_after_send, email.idle_sessions
+        finally:
+            stop.set()
+            await asyncio.wait_for(runner, 10)
+
+    opened, idle = asyncio.run(scenario())
+    assert counting_server.recipients == ["jo@example.org"]
+    assert opened == 1 and idle == 0
