@@ -167,6 +167,8 @@ class _Session:
     def __init__(self, client: smtplib.SMTP) -> None:
         self.client = client
         self.used_at = time.monotonic()
+        #: The reset after a refusal failed: the session is not reused.
+        self.broken = False
 
     def transaction(self, sender: str, recipient: str, data: bytes, utf8: bool) -> None:
         """One mail: ``MAIL FROM``, ``RCPT TO``, ``DATA``; raises ``_Refused`` or ``_Gone``."""
@@ -207,9 +209,9 @@ class _Session:
     def _reset(self) -> None:
         try:
             self.client.rset()
-        except _GONE as exc:
-            # The refusal stands; the session is not reused (``_Gone`` after the reply).
-            raise _Gone(exc, before_data=False) from exc
+        except _GONE:
+            # The refusal stands (it is the reason users see); only the session goes.
+            self.broken = True
 
     def close(self) -> None:
         """``QUIT``, or just drop the socket if the server is gone."""
@@ -284,7 +286,10 @@ class EmailTransport:
             try:
                 session.transaction(self.smtp.from_address, address, data, utf8)
             except _Refused as exc:
-                self._give(session)
+                if session.broken:
+                    session.close()
+                else:
+                    self._give(session)
                 raise self._error(exc.reason, address) from None
             except _Gone as exc:
                 session.close()

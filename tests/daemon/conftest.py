@@ -120,6 +120,8 @@ class CountingServer:
     refuse: set[str] = field(default_factory=set)
     #: Close the session after this many mails on it (0: never).
     close_after: int = 0
+    #: Refuse the data of mails to these recipients, then close the session.
+    refuse_and_close: set[str] = field(default_factory=set)
     sessions: list[Any] = field(default_factory=list)
     mails: list[tuple[int, list[str], bytes]] = field(default_factory=list)
     logins: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -160,6 +162,9 @@ class _CountingHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         index = self.server.session_index(session)
+        if set(envelope.rcpt_tos) & self.server.refuse_and_close:
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "554 5.7.1 message rejected as spam"
         with self.server.lock:
             self.server.mails.append((index, list(envelope.rcpt_tos), bytes(envelope.content)))
             on_session = sum(1 for i, _, _ in self.server.mails if i == index)

@@ -219,6 +219,20 @@ def test_email_refused_recipient_costs_only_its_mail(counting_server: CountingSe
     assert len(counting_server.sessions) == 1
 
 
+def test_email_refusal_then_closed_session_keeps_the_servers_reason(
+    counting_server: CountingServer,
+) -> None:
+    counting_server.refuse_and_close = {"spam@example.org"}
+    transport = EmailTransport(config_for(counting_server))
+    problems = send_all(transport, ["a@example.org", "spam@example.org", "b@example.org"])
+    transport.close()
+    (problem,) = problems
+    assert "554 5.7.1 message rejected as spam" in problem
+    assert counting_server.recipients == ["a@example.org", "b@example.org"]
+    # The refused mail's session was closed by the server: the next mail took a new one.
+    assert len(counting_server.sessions) == 2
+
+
 def test_email_closes_sessions_idle_too_long(counting_server: CountingServer) -> None:
     transport = EmailTransport(config_for(counting_server), idle_seconds=0.0)
     assert send_all(transport, ["a@example.org"]) == []
