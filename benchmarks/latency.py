@@ -27,9 +27,15 @@ just before each ``basic_publish`` to the SMTP server accepting its mail; both
 clocks are this process's ``time.monotonic``. Reported: p50, p90, p99, max, and
 any message whose mail never came (or came twice).
 
-Baseline in the same run, before the daemon starts: the least a bus-to-mail
-bridge can take here, a bare relay thread (pika consumer on its own queue,
-one ``smtplib`` connection per mail, no database) under the same schedule.
+Baselines in the same run, before the daemon starts: the least a bus-to-mail
+bridge can take here, a bare relay thread (pika consumer on its own queue, no
+database) under the same schedule, twice: once opening an ``smtplib`` connection
+per mail, once keeping one connection open for every mail (as fmn's e-mail
+transport does), which is the fair comparison.
+
+CPU per mail: the daemon's user and system CPU time (``/proc/<pid>/stat``) from
+the end of the warm-up to the last mail, divided by the mails; the relay's is its
+thread's CPU time (``time.thread_time``) over its run.
 
 Targets: p99 <= 50 ms at 50 messages/s, <= 100 ms at 500 messages/s.
 """
@@ -89,6 +95,8 @@ class MailLog:
     """When each message id's mail was accepted (``time.monotonic``), thread-safe."""
 
     arrived: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: The same moments on the wall clock (``time.time``), to compare with the database's.
+    arrived_wall: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     changed: threading.Condition = field(init=False)
 
@@ -96,9 +104,10 @@ class MailLog:
         self.changed = threading.Condition(self.lock)
 
     def note(self, message_id: str) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         with self.changed:
             self.arrived[message_id].append(now)
+            self.arrived_wall.setdefault(message_id, wall)
             self.changed.notify_all()
 
     def wait_for(self, ids: Sequence[str], timeout: float) -> None:
@@ -137,8 +146,12 @@ def publish_steadily(
     templates: Sequence[Template],
     items: Sequence[tuple[int, str]],
     rate: float,
+    wall: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Publish ``items`` at ``rate`` per second; when each was published (monotonic)."""
+    """Publish ``items`` at ``rate`` per second; when each was published (monotonic).
+
+    ``wall`` (if given) gets the same moments on the wall clock.
+    """
     sent: dict[str, float] = {}
     with broker.publisher() as publish:
         start = time.monotonic()
@@ -148,6 +161,8 @@ def publish_steadily(
             if delay > 0:
                 time.sleep(delay)
             sent[message_id] = time.monotonic()
+            if wall is not None:
+                wall[message_id] = time.time()
             publish(templates[index], message_id, None)
     return sent
 
@@ -195,13 +210,32 @@ def measure(mails: MailLog, sent: dict[str, float]) -> Latencies:
 # --------------------------------------------------------------------------- baseline
 
 
+@dataclass
+class RelayRun:
+    """A baseline relay's latencies and its thread's CPU time."""
+
+    latencies: Latencies
+    cpu_seconds: float
+
+
 def relay(
-    broker: BenchBroker, smtp_port: int, stop: threading.Event, started: threading.Event
+    broker: BenchBroker,
+    smtp_port: int,
+    stop: threading.Event,
+    started: threading.Event,
+    reuse: bool,
+    cpu: list[float],
 ) -> None:
-    """A bare bus-to-mail bridge: consume, send one mail per message over a new connection."""
+    """A bare bus-to-mail bridge: consume, send one mail per message.
+
+    ``reuse`` keeps one SMTP connection open for every mail; otherwise each mail
+    opens (and quits) its own.
+    """
+    began = time.thread_time()
     connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=100)
+    kept: list[smtplib.SMTP] = []
 
     def on_message(ch: Any, method: Any, properties: Any, _body: bytes) -> None:
         text = (
@@ -209,8 +243,13 @@ def relay(
             f"Subject: {method.routing_key}\r\nX-Fedmsg-Id: {properties.message_id}\r\n"
             f"\r\nA message.\r\n"
         )
-        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=15) as smtp:
-            smtp.sendmail("relay@example.org", ["someone@example.org"], text)
+        if reuse:
+            if not kept:
+                kept.append(smtplib.SMTP("127.0.0.1", smtp_port, timeout=15))
+            kept[0].sendmail("relay@example.org", ["someone@example.org"], text)
+        else:
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=15) as smtp:
+                smtp.sendmail("relay@example.org", ["someone@example.org"], text)
         ch.basic_ack(method.delivery_tag)
 
     channel.basic_consume(broker.queue, on_message)
@@ -219,7 +258,10 @@ def relay(
         while not stop.is_set():
             connection.process_data_events(time_limit=0.05)
     finally:
+        for smtp in kept:
+            smtp.quit()
         connection.close()
+        cpu.append(time.thread_time() - began)
 
 
 def run_baseline(
@@ -228,12 +270,18 @@ def run_baseline(
     rate: float,
     smtp_port: int,
     mails: MailLog,
-) -> Latencies:
-    """The relay's latencies under the same schedule."""
+    *,
+    reuse: bool,
+) -> RelayRun:
+    """The relay's latencies under the same schedule, and its CPU time."""
+    cpu: list[float] = []
     with BenchBroker() as broker:
         stop, started = threading.Event(), threading.Event()
         thread = threading.Thread(
-            target=relay, args=(broker, smtp_port, stop, started), name="relay", daemon=True
+            target=relay,
+            args=(broker, smtp_port, stop, started, reuse, cpu),
+            name="relay",
+            daemon=True,
         )
         thread.start()
         started.wait(30)
@@ -243,7 +291,68 @@ def run_baseline(
         finally:
             stop.set()
             thread.join(30)
-    return measure(mails, sent)
+    return RelayRun(measure(mails, sent), cpu[0] if cpu else float("nan"))
+
+
+@dataclass
+class Split:
+    """Each mail's latency cut where its outbox row was written (wall clocks, ms)."""
+
+    to_row: list[float]
+    from_row: list[float]
+
+    def line(self) -> str:
+        if not self.to_row:
+            return "no rows found"
+        probe = Latencies(self.to_row, 0, 0)
+        rest = Latencies(self.from_row, 0, 0)
+        return (
+            f"bus -> outbox row written (consumer, matcher, writer) p50 "
+            f"{probe.percentile(50):.0f} ms, p99 {probe.percentile(99):.0f} ms; "
+            f"row written -> SMTP accepted (commit, wake, claim, render, send) p50 "
+            f"{rest.percentile(50):.0f} ms, p99 {rest.percentile(99):.0f} ms"
+        )
+
+
+def split_at_the_outbox(db_url: str, published: dict[str, float], mails: MailLog) -> Split:
+    """Where each measured mail's time went: before its outbox row was written, and after."""
+    from sqlalchemy import select
+
+    from fmn_core.models import Notification
+
+    database = Database(Config(database_url=db_url))
+    try:
+        with database.begin() as session:
+            written = dict(
+                session.execute(
+                    select(Notification.message_id, Notification.created_at).where(
+                        Notification.message_id.in_(list(published))
+                    )
+                ).all()
+            )
+    finally:
+        database.dispose()
+    to_row: list[float] = []
+    from_row: list[float] = []
+    with mails.lock:
+        for message_id, at in published.items():
+            row = written.get(message_id)
+            accepted = mails.arrived_wall.get(message_id)
+            if row is None or accepted is None:
+                continue
+            to_row.append((row.timestamp() - at) * 1000)
+            from_row.append((accepted - row.timestamp()) * 1000)
+    return Split(to_row, from_row)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    # utime and stime are fields 14 and 15 of stat(5); after "pid (comm)" they are 11, 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- fmn
@@ -298,8 +407,14 @@ def run_fmn(
     mails: MailLog,
     workdir: Path,
     settle: float,
-) -> tuple[Latencies, Latencies, int | None, list[str]]:
-    """Start the daemon, warm it up, publish steadily, stop it; (warm-up, measured, exit, log)."""
+    db_url: str,
+) -> tuple[Latencies, Latencies, int | None, list[str], float, Split]:
+    """Start the daemon, warm it up, publish steadily, stop it.
+
+    Returns the warm-up's and the measured latencies, the exit status, the log's
+    tail, the daemon's CPU seconds from the end of the warm-up to the last mail, and
+    the measured mails' latency split where their outbox rows were written.
+    """
     env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
     command = [
         sys.executable,
@@ -326,8 +441,11 @@ def run_fmn(
             time.sleep(0.05)
         warm_sent = publish_steadily(broker, templates, warmup, rate)
         mails.wait_for(list(warm_sent), timeout=30)
-        sent = publish_steadily(broker, templates, items, rate)
+        cpu_before = process_cpu_seconds(daemon.pid)
+        wall: dict[str, float] = {}
+        sent = publish_steadily(broker, templates, items, rate, wall)
         mails.wait_for(list(sent), timeout=settle)
+        cpu = process_cpu_seconds(daemon.pid) - cpu_before
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
@@ -337,7 +455,8 @@ def run_fmn(
             daemon.kill()
             code = daemon.wait(10)
         log.join(5)
-    return measure(mails, warm_sent), measure(mails, sent), code, log.tail
+    split = split_at_the_outbox(db_url, wall, mails)
+    return measure(mails, warm_sent), measure(mails, sent), code, log.tail, cpu, split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="seconds to wait for the last mails after publishing",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="skip the bare relay")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare relays")
     parser.add_argument(
         "--senders",
         type=int,
@@ -419,14 +538,20 @@ def main(argv: list[str] | None = None) -> int:
                 items = draw(pool, count, seed)
                 warmup = draw(pool, max(10, int(rate)), seed + 1)
                 load_before = os.getloadavg()[0]
-                baseline = None
+                baselines: dict[str, RelayRun] = {}
                 if not args.no_baseline:
-                    baseline = run_baseline(
-                        pool, draw(pool, count, seed + 2), rate, smtp_port, mails
-                    )
+                    for label, reuse, offset in (("per mail", False, 2), ("reused", True, 3)):
+                        baselines[label] = run_baseline(
+                            pool,
+                            draw(pool, count, seed + offset),
+                            rate,
+                            smtp_port,
+                            mails,
+                            reuse=reuse,
+                        )
                 with BenchBroker() as broker:
                     fm_config = broker.write_config(workdir / f"fedora-messaging-{n}.toml")
-                    warm, measured, code, tail = run_fmn(
+                    warm, measured, code, tail, cpu, split = run_fmn(
                         pool,
                         items,
                         warmup,
@@ -437,15 +562,25 @@ def main(argv: list[str] | None = None) -> int:
                         mails,
                         workdir,
                         args.settle,
+                        db.url,
                     )
                 load = (load_before, os.getloadavg()[0])
-                ok &= _report(rate, count, baseline, warm, measured, code, tail, load, args.settle)
+                ok &= _report(
+                    rate, count, baselines, warm, measured, code, tail, load, args.settle, cpu
+                )
+                print(f"  where it went: {split.line()}")
                 runs.append(
                     {
                         "rate": rate,
                         "load": list(load),
-                        "baseline": _percentiles(baseline),
+                        "baseline": _percentiles(
+                            baselines["per mail"].latencies if baselines else None
+                        ),
+                        "baseline_reused": _percentiles(
+                            baselines["reused"].latencies if baselines else None
+                        ),
                         "fmn": _percentiles(measured),
+                        "fmn_cpu_ms_per_mail": _per_mail_ms(cpu, measured),
                     }
                 )
     finally:
@@ -472,31 +607,49 @@ def _percentiles(latencies: Latencies | None) -> dict[str, float] | None:
     }
 
 
+def _per_mail_ms(cpu_seconds: float, latencies: Latencies) -> float:
+    if not latencies.values:
+        return float("nan")
+    return cpu_seconds * 1000 / len(latencies.values)
+
+
 def _report(
     rate: float,
     count: int,
-    baseline: Latencies | None,
+    baselines: dict[str, RelayRun],
     warm: Latencies,
     measured: Latencies,
     code: int | None,
     tail: list[str],
     load: tuple[float, float],
     settle: float,
+    cpu: float,
 ) -> bool:
     target = TARGETS_P99_MS.get(rate, max(TARGETS_P99_MS.values()))
     print(
         f"\nResults at {rate:g} messages/s (load average, 1 min, before/after: "
         f"{load[0]:.1f} / {load[1]:.1f})"
     )
-    if baseline is not None:
-        print(f"  baseline (bare pika -> smtplib relay, no database): {baseline.line()}")
+    for label, run in baselines.items():
+        print(
+            f"  baseline (bare pika -> smtplib relay, SMTP connection {label}, no database): "
+            f"{run.latencies.line()}; CPU {_per_mail_ms(run.cpu_seconds, run.latencies):.2f} "
+            "ms per mail (relay thread)"
+        )
     print(f"  fmn warm-up (not counted): {warm.line()}")
     print(f"  fmn: {measured.line()}")
+    print(
+        f"  fmn CPU: {cpu:.1f} s for {len(measured.values):,} mails, "
+        f"{_per_mail_ms(cpu, measured):.2f} ms per mail (whole daemon: consumer, "
+        "ingest, senders)"
+    )
     if measured.values:
         below = sum(1 for v in measured.values if v <= target)
         print(f"  {below / len(measured.values) * 100:.1f}% of mails within {target:.0f} ms")
-    if baseline is not None and baseline.values and measured.values:
-        print(f"  p99 vs. baseline: {measured.percentile(99) - baseline.percentile(99):+.0f} ms")
+    for label, run in baselines.items():
+        if run.latencies.values and measured.values:
+            difference = measured.percentile(99) - run.latencies.percentile(99)
+            print(f"  p99 vs. baseline (connection {label}): {difference:+.0f} ms")
     print(
         f"  check {'ok' if not measured.missing else 'FAILED'}: "
         f"{measured.missing} of {count:,} messages got no mail within {settle:.0f}s "

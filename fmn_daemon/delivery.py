@@ -1,10 +1,15 @@
 """The daemon's senders: claim due outbox rows, render, send, record the outcome.
 
 Every context but ``irc`` is delivered here (the IRC bot claims ``irc`` rows).
-Each round claims a batch (one transaction), decides what to do with each
-(user, context) group of it (a second transaction), sends with at most
-``delivery.senders`` sends in flight, and records each outcome in its own
-short transaction as soon as it is known.
+Each round claims a batch and decides what to do with each (user, context)
+group of it (one transaction), then sends with at most ``delivery.senders``
+sends in flight; outcomes are recorded as soon as they are known, those that
+come together in one transaction (:mod:`fmn_daemon.outcomes`).
+
+Rounds overlap (``run``): while a round's sends are in flight, the next round
+claims what was committed meanwhile as soon as a send slot is free, so a message
+never waits for an earlier round's slowest send. Rows in flight count as sent
+for the rate limit, as they were once a round waited for its sends.
 
 What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
@@ -31,7 +36,8 @@ A message goes to every confirmed destination of the context, each in its own
   ``TransportRefused``): **dead** at once; retrying cannot help.
 
 Confirmation codes for non-IRC destinations go out through the same
-transports on every round; a code that fails is retried a minute later.
+transports, looked for at most every ``delivery.idle_poll_seconds`` (and on
+every ``drain`` round); a code that fails is retried a minute later.
 
 An idle sender polls every ``delivery.idle_poll_seconds``; on PostgreSQL it also
 listens for the consumers' announcement of new rows (:mod:`fmn_daemon.new_rows`)
@@ -59,8 +65,9 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -94,7 +101,8 @@ from .concurrency import in_thread, in_unit_of_work
 from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
-from .transports import Transport, TransportError, TransportRefused, build_transports
+from .outcomes import Outcome, OutcomeRecorder
+from .transports import Pooled, Transport, TransportError, TransportRefused, build_transports
 from .transports.live import LiveHub
 
 __all__ = [
@@ -116,6 +124,8 @@ T = TypeVar("T")
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
+#: How often an idle sender looks for transport connections unused for too long.
+_IDLE_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,9 @@ class Senders:
         self._inflight: dict[asyncio.Task[None], _Job] = {}
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
+        self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
+        self._codes_at = 0.0
+        self._idle_check_at = 0.0
 
     # -- the one way into core ------------------------------------------------
 
@@ -187,22 +200,31 @@ class Senders:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, then finish or release what is in flight.
 
-        Cancelling the task (a forced stop) skips the grace period: sends in
-        flight are cancelled at once and their rows released.
+        Rounds overlap: a round starts its sends and returns; the next claims as
+        soon as rows are committed and a send slot is free. Cancelling the task (a
+        forced stop) skips the grace period: sends in flight are cancelled at once
+        and their rows released.
         """
+        delivery = self.config.delivery
         failures = 0
+        self._senders = asyncio.Semaphore(delivery.senders)
         try:
             while not stop.is_set():
+                if len(self._inflight) >= delivery.senders:
+                    # Every slot is busy: rows claimed now would only wait for one.
+                    await self._await_one(stop)
+                    continue
                 try:
-                    handled = await self.round(stop)
+                    codes = time.monotonic() >= self._codes_at
+                    if codes:
+                        self._codes_at = time.monotonic() + delivery.idle_poll_seconds
+                    claimed = await self._start_round(codes=codes)
                     failures = 0
                 except Exception as exc:
                     # Rows are isolated inside the round; what reaches here is the
                     # database going away, or a bug: back off, never stop delivering.
                     failures += 1
-                    delay = min(
-                        _DB_BACKOFF_MAX, self.config.delivery.idle_poll_seconds * 2**failures
-                    )
+                    delay = min(_DB_BACKOFF_MAX, delivery.idle_poll_seconds * 2**failures)
                     if isinstance(exc, SQLAlchemyError):
                         self.metrics.inc("db_errors")
                         log.warning(
@@ -216,15 +238,26 @@ class Senders:
                         )
                     await sleep_until_stopped(stop, delay)
                     continue
-                if handled == 0:
-                    # Until the poll interval is up, or a consumer commits new rows.
-                    await self._new_rows.wait(stop, self.config.delivery.idle_poll_seconds)
+                if claimed >= delivery.batch_size:
+                    continue  # more may be due already
+                if claimed and not self._new_rows.listening:
+                    # Nobody announces new rows: look again when a send is done or
+                    # the poll interval is up, whichever comes first.
+                    if self._inflight:
+                        await self._await_one(stop, delivery.idle_poll_seconds)
+                    continue
+                # Until the poll interval is up, or a consumer commits new rows
+                # (committed since the claim: at once).
+                await self._new_rows.wait(stop, delivery.idle_poll_seconds)
+                if not self._inflight and time.monotonic() >= self._idle_check_at:
+                    self._idle_check_at = time.monotonic() + _IDLE_CHECK_SECONDS
+                    await self._close_idle_transports()
         except BaseException:
             await self._new_rows.close()
             await self._finish(0.0)
             raise
         await self._new_rows.close()
-        await self._finish(self.config.delivery.shutdown_grace_seconds)
+        await self._finish(delivery.shutdown_grace_seconds)
 
     async def drain(self, timeout: float) -> int:
         """Deliver until no row is due (and no code waits); returns rows handled.
@@ -238,26 +271,33 @@ class Senders:
             handled = await self.round()
             total += handled
             if handled == 0:
+                await self._close_transports()
                 return total
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rows were still due after {timeout}s ({total} handled)")
 
     async def round(self, stop: asyncio.Event | None = None) -> int:
-        """One round: send pending codes, claim a batch, settle and send it.
+        """One whole round: send pending codes, claim a batch, settle it and send it.
 
         Returns how many rows and codes it handled (0 means there was nothing to do).
         """
-        handled = await self._send_codes()
-        delivery = self.config.delivery
+        if not self._inflight:
+            # A fresh semaphore never belongs to another event loop (drain() from a
+            # new loop in tests).
+            self._senders = asyncio.Semaphore(self.config.delivery.senders)
+        handled = await self._start_round(codes=True)
+        await self._await_inflight(stop)
+        return handled
+
+    async def _start_round(self, *, codes: bool) -> int:
+        """Send pending codes (if ``codes``), claim and settle a batch, start its sends.
+
+        Returns how many rows and codes it handled; the sends run on as tasks.
+        """
+        handled = await self._send_codes() if codes else 0
+        inflight = self._inflight_by_group()
         try:
-            claimed = await self._core(
-                outbox.claim_due,
-                worker=self.worker,
-                exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
-                limit=delivery.batch_size,
-                lease_seconds=delivery.claim_lease_seconds,
-                now=self.clock(),
-            )
+            claimed, plan = await self._core(self._claim_and_plan, inflight)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -266,23 +306,66 @@ class Senders:
                 for_log(describe(exc), limit=200),
             )
             claimed = await in_thread(self._claim_one_by_one)
+            plan = await self._core(self._plan, claimed, inflight) if claimed else _Round([], 0)
         if not claimed:
             return handled
-        plan = await self._core(self._plan, claimed)
         if plan.settled:
             log.debug("delivery: %d claimed rows settled without sending", plan.settled)
-        # One semaphore per round: a round waits for its sends, and a fresh one
-        # never belongs to another event loop (drain() from a new loop in tests).
-        self._senders = asyncio.Semaphore(delivery.senders)
         for job in plan.jobs:
             task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
             self._inflight[task] = job
             task.add_done_callback(self._done)
-        await self._await_inflight(stop)
         claimed_ids = {c.id for c in claimed}
         # Digests may have pulled in waiting rows that were not due yet.
         extra = sum(1 for job in plan.jobs for row in job.rows if row.id not in claimed_ids)
         return handled + len(claimed) + extra
+
+    def _claim_and_plan(
+        self, session: Session, inflight: Mapping[tuple[int, str], int]
+    ) -> tuple[list[ClaimedNotification], _Round]:
+        """Claim a batch of due rows and plan it, in one transaction."""
+        delivery = self.config.delivery
+        claimed = outbox.claim_due(
+            session,
+            worker=self.worker,
+            exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
+            limit=delivery.batch_size,
+            lease_seconds=delivery.claim_lease_seconds,
+            now=self.clock(),
+        )
+        if not claimed:
+            return claimed, _Round([], 0)
+        return claimed, self._plan(session, claimed, inflight)
+
+    def _inflight_by_group(self) -> Counter[tuple[int, str]]:
+        """Rows being sent now, per (user id, context): sent, as far as rate limits go."""
+        counts: Counter[tuple[int, str]] = Counter()
+        for job in self._inflight.values():
+            counts[job.head.group] += len(job.rows)
+        return counts
+
+    async def _await_one(self, stop: asyncio.Event, timeout: float | None = None) -> None:
+        """Wait until a send finishes, ``stop`` is set or ``timeout`` seconds passed."""
+        stopper = asyncio.create_task(stop.wait(), name="delivery-stop-wait")
+        try:
+            await asyncio.wait(
+                [*self._inflight, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+            await asyncio.gather(stopper, return_exceptions=True)
+
+    def _pooled(self) -> list[Pooled]:
+        unique = {id(t): t for t in self.transports.values()}
+        return [t for t in unique.values() if isinstance(t, Pooled)]
+
+    async def _close_idle_transports(self) -> None:
+        for transport in self._pooled():
+            await in_thread(transport.close_idle)
+
+    async def _close_transports(self) -> None:
+        for transport in self._pooled():
+            await in_thread(transport.close)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         job = self._inflight.pop(task, None)
@@ -315,7 +398,14 @@ class Senders:
 
     async def _finish(self, grace: float) -> None:
         """Give sends in flight ``grace`` seconds, cancel the rest, release their rows."""
+        try:
+            await self._finish_sends(grace)
+        finally:
+            await self._close_transports()
+
+    async def _finish_sends(self, grace: float) -> None:
         if not self._inflight:
+            await self._outcomes.settle()
             return
         _, pending = (
             await asyncio.wait(list(self._inflight), timeout=grace)
@@ -323,12 +413,16 @@ class Senders:
             else (set(), set(self._inflight))
         )
         if not pending:
+            await self._outcomes.settle()
             return
         log.warning("delivery: cancelling %d sends still running after %.0fs", len(pending), grace)
         ids = [i for task in pending if task in self._inflight for i in self._inflight[task].ids]
         for task in pending:
             task.cancel("the daemon is stopping")
         await asyncio.gather(*pending, return_exceptions=True)
+        # Outcomes handed over before the cancel are written first; the release
+        # below then leaves those rows alone (they are no longer ``sending``).
+        await self._outcomes.settle()
         try:
             released = await self._core(outbox.release, ids, worker=self.worker)
             log.info("delivery: released %d unsent rows", released)
@@ -369,8 +463,16 @@ class Senders:
 
     # -- deciding ---------------------------------------------------------------
 
-    def _plan(self, session: Session, claimed: Sequence[ClaimedNotification]) -> _Round:
-        """Settle what needs no sending; group the rest into jobs (one transaction)."""
+    def _plan(
+        self,
+        session: Session,
+        claimed: Sequence[ClaimedNotification],
+        inflight: Mapping[tuple[int, str], int],
+    ) -> _Round:
+        """Settle what needs no sending; group the rest into jobs (one transaction).
+
+        ``inflight`` counts each (user id, context)'s rows being sent right now.
+        """
         now = self.clock()
         # A (user, context) pair travels in lanes (instant, urgent, digest: see
         # fmn_core.schedule), each decided on its own.
@@ -393,7 +495,13 @@ class Senders:
                     own = stats
                     if own is None:
                         own = delivery_policy.group_stats(session, [key], now=now)
-                    settled += self._plan_group(session, key, rows, own, now, jobs)
+                    group_stats = own[key]
+                    sending = inflight.get(rows[0].group, 0)
+                    if sending:
+                        group_stats = replace(
+                            group_stats, sent_last_hour=group_stats.sent_last_hour + sending
+                        )
+                    settled += self._plan_group(session, key, rows, group_stats, now, jobs)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -416,7 +524,7 @@ class Senders:
         session: Session,
         key: tuple[int, str, str],
         rows: list[ClaimedNotification],
-        stats: Mapping[delivery_policy.GroupKey, Any],
+        stats: delivery_policy.GroupStats,
         now: dt.datetime,
         jobs: list[_Job],
     ) -> int:
@@ -426,7 +534,7 @@ class Senders:
         ids = [r.id for r in rows]
         decision = delivery_policy.decide(
             head,
-            stats[key],
+            stats,
             now,
             rate_limit_per_hour=delivery.rate_limit_per_hour,
             waiting_in_claim=len(rows),
@@ -496,105 +604,51 @@ class Senders:
 
     async def _deliver(self, job: _Job) -> None:
         async with self._senders:
-            head = job.head
-            transport = self.transports.get(head.context)
-            errors: list[str] = []
-            refused: list[str] = []
-            accepted = 0
-            rendered: Rendered | None = None
-            if transport is None:
-                errors.append(f"this daemon does not deliver {head.context}")
-            else:
-                try:
-                    rendered = self._render(job)
-                except Exception as exc:  # one message that can't be shown costs only its rows
-                    # Logged once, with the outcome, by ``_record``.
-                    refused.append(f"cannot be rendered: {describe(exc)}")
-            if transport is not None and rendered is not None:
-                for destination in head.destinations:
-                    masked = mask_address(head.context, destination)
-                    try:
-                        await transport.send(destination, rendered)
-                    except TransportRefused as exc:
-                        refused.append(f"{masked}: {exc.reason}")
-                    except TransportError as exc:
-                        errors.append(f"{masked}: {exc.reason}")
-                    except Exception:  # a transport's bug must not stop the other destinations
-                        notice = report_internal_error(
-                            log, f"sending message {for_log(head.message_id)} to {masked}"
-                        )
-                        errors.append(f"{masked}: {notice}")
-                    else:
-                        accepted += 1
-            # Recorded inside the slot, so at most ``senders`` sessions are busy at
-            # once. Cancelled while recording (a forced stop), the worker thread
-            # still commits; the release that follows leaves recorded rows alone.
-            await self._record(job, accepted, errors, refused)
+            outcome = await self._send(job)
+            # Recorded before the slot is given back, so that a crash can repeat at
+            # most one accepted mail per slot; outcomes of slots that finish together
+            # still share one transaction. A send cancelled here (a forced stop)
+            # still has its outcome written.
+            await self._outcomes.record(outcome)
 
-    async def _record(
-        self, job: _Job, accepted: int, errors: list[str], refused: list[str]
-    ) -> None:
+    async def _send(self, job: _Job) -> Outcome:
         head = job.head
-        ids = job.ids
-        problems = errors + refused
-        if accepted:
-            note = None
-            if problems:
-                note = f"delivered to {accepted} of {accepted + len(problems)} destinations; " + (
-                    "; ".join(problems)
-                )
-                log.warning(
-                    "delivery: message %s for %s/%s: %s",
-                    for_log(head.message_id),
-                    for_log(head.user),
-                    head.context,
-                    note,
-                )
-            await self._core(outbox.mark_sent, ids, note=note)
-            self.metrics.inc("notifications_sent", len(ids))
-            log.info(
-                "delivery: sent message %s to %s/%s (%d rows%s)",
-                for_log(head.message_id),
-                for_log(head.user),
-                head.context,
-                len(ids),
-                ", digest" if job.digest else "",
-            )
-            return
-        error = "; ".join(problems) or "no destination took the message"
-        if refused and not errors:
-            # fmn refused every destination (a push URL now private): retrying can't help.
-            await self._core(outbox.mark_dead, ids, error)
-            states = ["dead"] * len(ids)
+        transport = self.transports.get(head.context)
+        errors: list[str] = []
+        refused: list[str] = []
+        accepted = 0
+        rendered: Rendered | None = None
+        if transport is None:
+            errors.append(f"this daemon does not deliver {head.context}")
         else:
-            states = await self._core(self._fail_all, ids, error)
-        for state in states:
-            self._count_failure(state)
-        log.warning(
-            "delivery: message %s for %s/%s failed (%s): %s",
-            for_log(head.message_id),
-            for_log(head.user),
-            head.context,
-            states[0] if states else "?",
-            error,
+            try:
+                rendered = self._render(job)
+            except Exception as exc:  # one message that can't be shown costs only its rows
+                # Logged once, with the outcome, when it is recorded.
+                refused.append(f"cannot be rendered: {describe(exc)}")
+        if transport is not None and rendered is not None:
+            for destination in head.destinations:
+                masked = mask_address(head.context, destination)
+                try:
+                    await transport.send(destination, rendered)
+                except TransportRefused as exc:
+                    refused.append(f"{masked}: {exc.reason}")
+                except TransportError as exc:
+                    errors.append(f"{masked}: {exc.reason}")
+                except Exception:  # a transport's bug must not stop the other destinations
+                    notice = report_internal_error(
+                        log, f"sending message {for_log(head.message_id)} to {masked}"
+                    )
+                    errors.append(f"{masked}: {notice}")
+                else:
+                    accepted += 1
+        return Outcome(
+            rows=job.rows,
+            digest=job.digest,
+            accepted=accepted,
+            errors=tuple(errors),
+            refused=tuple(refused),
         )
-
-    def _fail_all(self, session: Session, ids: list[int], error: str) -> list[str]:
-        delivery = self.config.delivery
-        return [
-            outbox.mark_failed(
-                session,
-                row_id,
-                error,
-                max_attempts=delivery.max_attempts,
-                backoff_seconds=delivery.backoff_seconds,
-                backoff_max_seconds=delivery.backoff_max_seconds,
-            )
-            for row_id in ids
-        ]
-
-    def _count_failure(self, state: str) -> None:
-        self.metrics.inc("notifications_dead" if state == "dead" else "notifications_failed")
 
     # -- confirmation codes -------------------------------------------------------
 

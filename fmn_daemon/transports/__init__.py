@@ -17,7 +17,7 @@ Which transport serves which context is decided in :func:`build_transports`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from fmn_core.config import Config
 from fmn_core.rendering import Rendered
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .live import LiveHub
 
 __all__ = [
+    "Pooled",
     "Transport",
     "TransportError",
     "TransportRefused",
@@ -53,6 +54,19 @@ class Transport(Protocol):
 
     async def send(self, destination: str, rendered: Rendered) -> None:
         """Deliver, or raise :class:`TransportError` with a readable reason."""
+        ...
+
+
+@runtime_checkable
+class Pooled(Protocol):
+    """A transport that keeps connections open between sends (blocking methods)."""
+
+    def close_idle(self) -> int:
+        """Close the connections unused for a while; how many were closed."""
+        ...
+
+    def close(self) -> None:
+        """Close every idle connection (the daemon is stopping)."""
         ...
 
 

@@ -7,6 +7,7 @@ exchanges, deleted afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.message
 import email.policy
@@ -103,6 +104,102 @@ def smtp_server() -> Iterator[SmtpServer]:
     server = SmtpServer(host="127.0.0.1", port=free_port())
     controller = Controller(_CollectingHandler(server), hostname=server.host, port=server.port)
     controller.start()  # returns once the server answers
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+@dataclass
+class CountingServer:
+    """An aiosmtpd server that counts connections and mail transactions, and misbehaves
+    on request: it refuses chosen recipients, or closes a session after some mails."""
+
+    host: str
+    port: int
+    refuse: set[str] = field(default_factory=set)
+    #: Close the session after this many mails on it (0: never).
+    close_after: int = 0
+    #: Refuse the data of mails to these recipients, then close the session.
+    refuse_and_close: set[str] = field(default_factory=set)
+    sessions: list[Any] = field(default_factory=list)
+    mails: list[tuple[int, list[str], bytes]] = field(default_factory=list)
+    logins: list[tuple[bytes, bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def session_index(self, session: Any) -> int:
+        with self.lock:
+            for i, known in enumerate(self.sessions):
+                if known is session:
+                    return i
+            self.sessions.append(session)
+            return len(self.sessions) - 1
+
+    @property
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [to for _, tos, _ in self.mails for to in tos]
+
+
+class _CountingHandler:
+    def __init__(self, server: CountingServer) -> None:
+        self.server = server
+
+    async def handle_EHLO(
+        self, _server: Any, session: Any, _envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.server.session_index(session)
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(
+        self, _server: Any, _session: Any, envelope: Any, address: str, _options: list[str]
+    ) -> str:
+        if address in self.server.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        index = self.server.session_index(session)
+        if set(envelope.rcpt_tos) & self.server.refuse_and_close:
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "554 5.7.1 message rejected as spam"
+        with self.server.lock:
+            self.server.mails.append((index, list(envelope.rcpt_tos), bytes(envelope.content)))
+            on_session = sum(1 for i, _, _ in self.server.mails if i == index)
+        if self.server.close_after and on_session >= self.server.close_after:
+            # After the reply: the mail was taken, the session then goes away.
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return "250 Message accepted for delivery"
+
+
+def _authenticate(server: CountingServer) -> Any:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticator(
+        _server: Any, _session: Any, _envelope: Any, _mechanism: str, data: Any
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        server.logins.append((data.login, data.password))
+        return AuthResult(success=True)
+
+    return authenticator
+
+
+@pytest.fixture
+def counting_server() -> Iterator[CountingServer]:
+    from aiosmtpd.controller import Controller
+
+    server = CountingServer(host="127.0.0.1", port=free_port())
+    controller = Controller(
+        _CountingHandler(server),
+        hostname=server.host,
+        port=server.port,
+        authenticator=_authenticate(server),
+        auth_require_tls=False,
+    )
+    controller.start()
     try:
         yield server
     finally:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from core.test_outbox import add_notification, add_user, state_of
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from daemon.conftest import WITH_JSON, PushReceiver, SmtpServer, free_port
+from daemon.conftest import WITH_JSON, CountingServer, PushReceiver, SmtpServer, free_port
 from fmn_core import preferences
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, SmtpConfig
 from fmn_core.db import Database, make_engine
@@ -491,3 +491,244 @@ def test_delivery_wakes_on_committed_rows_instead_of_waiting_for_the_poll(
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# -- the send path: pooled SMTP sessions, overlapping rounds, group commits ---------------------
+
+
+def test_delivery_email_reuses_one_smtp_session_and_recovers_from_a_closed_one(
+    db: Database, counting_server: CountingServer
+) -> None:
+    counting_server.close_after = 2
+    with db.begin() as session:
+        ids = [
+            add_notification(
+                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
+            ).id
+            for n in range(5)
+        ]
+    config = make_config(db).replace(
+        smtp=SmtpConfig(host=counting_server.host, port=counting_server.port, timeout_seconds=5)
+    )
+    assert drain(Senders(db, config, Metrics(), LiveHub())) == 5
+    # Every row's mail exactly once, though the server closed each session after 2 mails.
+    assert sorted(counting_server.recipients) == sorted(f"u{n}@example.org" for n in range(5))
+    assert len(counting_server.sessions) == 3
+    assert {state_of(db, i).state for i in ids} == {"sent"}
+
+
+def test_delivery_email_refused_recipient_fails_only_its_row_with_the_reason(
+    db: Database, counting_server: CountingServer
+) -> None:
+    counting_server.refuse = {"gone@example.org"}
+    with db.begin() as session:
+        kept = add_notification(session, add_user(session, "jo")).id
+        gone = add_notification(
+            session, add_user(session, "al", addresses=("gone@example.org",))
+        ).id
+        after = add_notification(session, add_user(session, "bo", addresses=("bo@example.org",))).id
+    config = make_config(db).replace(
+        smtp=SmtpConfig(host=counting_server.host, port=counting_server.port, timeout_seconds=5)
+    )
+    metrics = Metrics()
+    drain(Senders(db, config, metrics, LiveHub()))
+    assert state_of(db, kept).state == "sent"
+    assert state_of(db, after).state == "sent"
+    failed = state_of(db, gone)
+    assert failed.state == "failed" and failed.attempts == 1
+    assert failed.last_error is not None
+    assert "550 5.1.1 mailbox unavailable" in failed.last_error
+    assert "gone@example.org" not in failed.last_error
+    assert len(counting_server.sessions) == 1
+    assert metrics.get("notifications_sent") == 2
+    assert metrics.get("notifications_failed") == 1
+
+
+class _Held:
+    """A transport that holds sends to ``held`` until released; others go at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        if destination == "held":
+            self.holding.set()
+            await self.release.wait()
+        self.sent.append(destination)
+
+
+def test_delivery_run_claims_new_rows_while_a_send_is_in_flight(file_db: Database) -> None:
+    with file_db.begin() as session:
+        slow = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
+    transport = _Held()
+    config = make_config(file_db, senders=2)
+    delivery = Senders(file_db, config, Metrics(), transports={"push": transport})
+
+    def commit_another() -> int:
+        with file_db.begin() as session:
+            return add_notification(session, add_user(session, "al", "push", ("quick",)), "push").id
+
+    async def scenario() -> tuple[int, list[str], str]:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        try:
+            await asyncio.wait_for(transport.holding.wait(), 10)
+            quick = await asyncio.to_thread(commit_another)
+            # Sent while the first round's send is still held: rounds overlap.
+            for _ in range(200):
+                if transport.sent:
+                    break
+                await asyncio.sleep(0.05)
+            sent_meanwhile = list(transport.sent)
+            state_meanwhile = state_of(file_db, slow).state
+            transport.release.set()
+            return quick, sent_meanwhile, state_meanwhile
+        finally:
+            transport.release.set()
+            stop.set()
+            await asyncio.wait_for(runner, 10)
+
+    quick, sent_meanwhile, state_meanwhile = asyncio.run(scenario())
+    assert sent_meanwhile == ["quick"]
+    assert state_meanwhile == "sending"
+    assert sorted(transport.sent) == ["held", "quick"]
+    assert state_of(file_db, slow).state == "sent"
+    assert state_of(file_db, quick).state == "sent"
+
+
+def test_delivery_records_outcomes_that_come_together_in_one_transaction(
+    file_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fmn_daemon.outcomes import OutcomeRecorder
+
+    with file_db.begin() as session:
+        ids = [
+            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push").id
+            for n in range(12)
+        ]
+    batches: list[int] = []
+    write = OutcomeRecorder._write
+
+    def counting_write(self: OutcomeRecorder, session: Any, outcomes: Any) -> Any:
+        batches.append(len(outcomes))
+        return write(self, session, outcomes)
+
+    monkeypatch.setattr(OutcomeRecorder, "_write", counting_write)
+    gate = _Gate()  # every send takes 50 ms, so the 12 end together
+    metrics = Metrics()
+    delivery = Senders(
+        file_db, make_config(file_db, senders=12), metrics, transports={"push": gate}
+    )
+    assert drain(delivery) == 12
+    assert sum(batches) == 12
+    assert len(batches) < 12 and max(batches) > 1
+    assert {state_of(file_db, i).state for i in ids} == {"sent"}
+    assert metrics.get("notifications_sent") == 12
+
+
+def test_delivery_outcome_that_cannot_be_recorded_costs_only_itself(file_db: Database) -> None:
+    from fmn_core import outbox
+    from fmn_daemon.outcomes import Outcome, OutcomeRecorder
+
+    with file_db.begin() as session:
+        ids = [
+            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push").id
+            for n in range(3)
+        ]
+    with file_db.begin() as session:
+        claimed = outbox.claim_ids(session, ids, worker="w", lease_seconds=60)
+    with file_db.begin() as session:
+        # The failed row vanished meanwhile: recording its failure cannot work.
+        session.execute(delete(Notification).where(Notification.id == ids[1]))
+    metrics = Metrics()
+    recorder = OutcomeRecorder(file_db, DeliveryConfig(), metrics)
+    outcomes = [
+        Outcome(rows=(claimed[0],), digest=False, accepted=1, errors=(), refused=()),
+        Outcome(rows=(claimed[1],), digest=False, accepted=0, errors=("down",), refused=()),
+        Outcome(rows=(claimed[2],), digest=False, accepted=1, errors=(), refused=()),
+    ]
+
+    async def scenario() -> list[BaseException | None]:
+        return await asyncio.gather(*(recorder.record(o) for o in outcomes), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], Exception)
+    assert state_of(file_db, ids[0]).state == "sent"
+    assert state_of(file_db, ids[2]).state == "sent"
+    assert metrics.get("notifications_sent") == 2
+
+
+def test_delivery_counts_rows_in_flight_against_the_rate_limit(file_db: Database) -> None:
+    with file_db.begin() as session:
+        user = add_user(session, "jo", "push", ("held",))
+        first = add_notification(session, user, "push").id
+    transport = _Held()
+    config = make_config(file_db, senders=2, rate_limit_per_hour=2)
+    delivery = Senders(file_db, config, Metrics(), transports={"push": transport})
+
+    def commit_two_more() -> list[int]:
+        with file_db.begin() as session:
+            jo = session.scalars(select(User).where(User.name == "jo")).one()
+            return [add_notification(session, jo, "push").id for _ in range(2)]
+
+    async def scenario() -> list[int]:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        try:
+            await asyncio.wait_for(transport.holding.wait(), 10)
+            more = await asyncio.to_thread(commit_two_more)
+            # Planned while the first is in flight: 1 sending + 2 claimed > 2 an hour.
+            for _ in range(200):
+                if all(state_of(file_db, i).state != "pending" for i in more):
+                    break
+                await asyncio.sleep(0.05)
+            return more
+        finally:
+            transport.release.set()
+            stop.set()
+            await asyncio.wait_for(runner, 10)
+
+    more = asyncio.run(scenario())
+    assert state_of(file_db, first).state == "sent"
+    rows = [state_of(file_db, i) for i in more]
+    assert all(r.hold_reason == "rate_limit" for r in rows), [
+        (r.state, r.hold_reason) for r in rows
+    ]
+
+
+def test_delivery_run_closes_smtp_sessions_left_idle(
+    file_db: Database, counting_server: CountingServer
+) -> None:
+    from fmn_daemon.transports.email import EmailTransport
+
+    with file_db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo")).id
+    smtp = SmtpConfig(host=counting_server.host, port=counting_server.port, timeout_seconds=5)
+    email = EmailTransport(smtp, idle_seconds=0.0)
+    delivery = Senders(file_db, make_config(file_db), Metrics(), transports={"email": email})
+
+    async def scenario() -> tuple[int, int]:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        try:
+            for _ in range(200):
+                if counting_server.recipients and state_of(file_db, row_id).state == "sent":
+                    break
+                await asyncio.sleep(0.05)
+            opened_after_send = email.opened
+            # Idle now: the sender closes the session instead of keeping it open.
+            for _ in range(200):
+                if email.idle_sessions == 0:
+                    break
+                await asyncio.sleep(0.05)
+            return opened_after_send, email.idle_sessions
+        finally:
+            stop.set()
+            await asyncio.wait_for(runner, 10)
+
+    opened, idle = asyncio.run(scenario())
+    assert counting_server.recipients == ["jo@example.org"]
+    assert opened == 1 and idle == 0

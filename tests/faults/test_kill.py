@@ -71,6 +71,7 @@ MAIL_APPS = {"mailer-fedocal": "fedocal"}
 
 DELIVERY = """\
 [delivery]
+senders = 4
 idle_poll_seconds = 0.2
 claim_lease_seconds = 5
 rate_limit_per_hour = 1000000
@@ -254,7 +255,7 @@ def test_kill_daemon_loses_and_duplicates_no_notification(
     assert outbox_duplicates == 0
     assert count_rows(url, "messages") == MESSAGES
     # SMTP level: at least once; a duplicate needs a kill between SMTP's 250 and mark_sent,
-    # so there can be at most one per kill and sender slot.
+    # so there can be at most one per kill and sender slot (``senders = 4`` above).
     assert not mail_missing, sorted(mail_missing)[:10]
     assert not mail_unexpected, sorted(mail_unexpected)[:10]
     assert mail_duplicates <= len(kills) * 4

@@ -1,0 +1,197 @@
+"""Recording what became of each send, many sends to one transaction.
+
+A send's outcome (delivered, failed, refused) is written to the outbox before its
+slot counts as done. One transaction per mail cost as much CPU as the mail's
+SMTP transaction, so outcomes are committed in groups: the first outcome starts a
+flush at once (no waiting at low rates), and outcomes that come while a flush is
+running go together in the next one (a group commit). A send's task resumes only
+once its own outcome is committed, so nothing is reported done before it is.
+
+One outcome can only cost itself: should a group's transaction fail on its data
+(not on the database going away), its outcomes are recorded again one per
+transaction, and only the one that fails again reports the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from fmn_core import outbox
+from fmn_core.config import DeliveryConfig
+from fmn_core.db import Database
+from fmn_core.outbox import ClaimedNotification
+from fmn_core.text import for_log
+
+from .concurrency import in_unit_of_work
+from .failures import is_transient
+from .metrics import Metrics
+
+__all__ = ["Outcome", "OutcomeRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message: the rows it carried and what each destination said."""
+
+    rows: tuple[ClaimedNotification, ...]
+    digest: bool
+    accepted: int
+    errors: tuple[str, ...]
+    refused: tuple[str, ...]
+
+    @property
+    def ids(self) -> list[int]:
+        return [r.id for r in self.rows]
+
+    @property
+    def head(self) -> ClaimedNotification:
+        return self.rows[0]
+
+    @property
+    def note(self) -> str | None:
+        """For a message some destinations took: which ones did not, and why."""
+        problems = [*self.errors, *self.refused]
+        if not self.accepted or not problems:
+            return None
+        return f"delivered to {self.accepted} of {self.accepted + len(problems)} destinations; " + (
+            "; ".join(problems)
+        )
+
+    @property
+    def error(self) -> str:
+        """For a message no destination took: every reason."""
+        return "; ".join([*self.errors, *self.refused]) or "no destination took the message"
+
+
+class OutcomeRecorder:
+    """Writes outcomes to the outbox in group commits; see the module docstring."""
+
+    def __init__(self, db: Database, delivery: DeliveryConfig, metrics: Metrics) -> None:
+        self.db = db
+        self.delivery = delivery
+        self.metrics = metrics
+        self._waiting: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, outcome: Outcome) -> None:
+        """Commit ``outcome``; returns once it is, raises if it could not be."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="delivery-record")
+        # Shielded: a send cancelled while it waits (a forced stop) still has its
+        # outcome written by the flush, which ``settle`` waits for.
+        await asyncio.shield(future)
+
+    async def settle(self) -> None:
+        """Wait until every outcome handed over so far is written (or has failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            outcomes = [outcome for outcome, _ in batch]
+            try:
+                states = await in_unit_of_work(self.db, self._write, outcomes)
+            except Exception as exc:
+                if len(batch) == 1 or is_transient(exc):
+                    self._fail(batch, exc)
+                    continue
+                await self._one_by_one(batch)
+                continue
+            for (outcome, future), outcome_states in zip(batch, states, strict=True):
+                self._report(outcome, outcome_states)
+                if not future.done():
+                    future.set_result(None)
+
+    async def _one_by_one(self, batch: list[tuple[Outcome, asyncio.Future[None]]]) -> None:
+        for outcome, future in batch:
+            try:
+                (states,) = await in_unit_of_work(self.db, self._write, [outcome])
+            except Exception as exc:
+                self._fail([(outcome, future)], exc)
+                continue
+            self._report(outcome, states)
+            if not future.done():
+                future.set_result(None)
+
+    @staticmethod
+    def _fail(batch: Sequence[tuple[Outcome, asyncio.Future[None]]], exc: Exception) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+                # Read here too, so that a future nobody awaits any more (its send
+                # was cancelled) does not log "exception was never retrieved".
+                future.exception()
+
+    def _write(self, session: Session, outcomes: Sequence[Outcome]) -> list[list[str]]:
+        """Every outcome's rows, in one transaction; each row's new state, per outcome."""
+        plain = [o for o in outcomes if o.accepted and o.note is None]
+        # The usual case, mails every destination took: one statement for all of them.
+        outbox.mark_sent(session, [i for o in plain for i in o.ids])
+        states: list[list[str]] = []
+        for outcome in outcomes:
+            ids = outcome.ids
+            if outcome.accepted:
+                if outcome.note is not None:
+                    outbox.mark_sent(session, ids, note=outcome.note)
+                states.append(["sent"] * len(ids))
+            elif outcome.refused and not outcome.errors:
+                # fmn refused every destination (a push URL now private): retrying can't help.
+                outbox.mark_dead(session, ids, outcome.error)
+                states.append(["dead"] * len(ids))
+            else:
+                states.append(
+                    [
+                        outbox.mark_failed(
+                            session,
+                            row_id,
+                            outcome.error,
+                            max_attempts=self.delivery.max_attempts,
+                            backoff_seconds=self.delivery.backoff_seconds,
+                            backoff_max_seconds=self.delivery.backoff_max_seconds,
+                        )
+                        for row_id in ids
+                    ]
+                )
+        return states
+
+    def _report(self, outcome: Outcome, states: list[str]) -> None:
+        head = outcome.head
+        if outcome.accepted:
+            if outcome.note is not None:
+                log.warning(
+                    "delivery: message %s for %s/%s: %s",
+                    for_log(head.message_id),
+                    for_log(head.user),
+                    head.context,
+                    outcome.note,
+                )
+            self.metrics.inc("notifications_sent", len(states))
+            log.info(
+                "delivery: sent message %s to %s/%s (%d rows%s)",
+                for_log(head.message_id),
+                for_log(head.user),
+                head.context,
+                len(states),
+                ", digest" if outcome.digest else "",
+            )
+            return
+        for state in states:
+            self.metrics.inc("notifications_dead" if state == "dead" else "notifications_failed")
+        log.warning(
+            "delivery: message %s for %s/%s failed (%s): %s",
+            for_log(head.message_id),
+            for_log(head.user),
+            head.context,
+            states[0] if states else "?",
+            outcome.error,
+        )
