@@ -408,6 +408,13 @@ async def _read_form(request: web.Request) -> Mapping[str, object] | None:
         return await asyncio.wait_for(request.post(), timeout)
     except TimeoutError:
         raise web.HTTPRequestTimeout(text="the request body did not arrive in time\n") from None
+    except web.RequestPayloadError:
+        # A body that does not follow its own Content-Encoding (gzip that isn't):
+        # the client's mistake, said as such, not a server error.
+        raise web.HTTPBadRequest(
+            text="the request body could not be decoded as its Content-Encoding says; "
+            "send it again unencoded or encoded as it says\n"
+        ) from None
     except ValueError:
         return None
 

@@ -332,11 +332,17 @@ class ServerErrorLog(logging.LoggerAdapter[logging.Logger]):
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         """Log a handler failure with its traceback; a client's bad request as one line."""
-        if isinstance(exc_info, HttpProcessingError):
+        # A body that breaks its own Content-Encoding surfaces wrapped (a payload error
+        # caused by the parser's), when aiohttp drains what the handler left unread.
+        client_fault = exc_info if isinstance(exc_info, HttpProcessingError) else None
+        cause = getattr(exc_info, "__cause__", None)
+        if client_fault is None and isinstance(cause, HttpProcessingError):
+            client_fault = cause
+        if client_fault is not None:
             self.malformed.event(
                 "HTTP: answered a malformed request with %s: %s",
-                exc_info.code,
-                for_log(exc_info.message, limit=120),
+                client_fault.code,
+                for_log(client_fault.message, limit=120),
             )
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)
