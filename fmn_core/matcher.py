@@ -57,6 +57,7 @@ from .snapshots import (
     RuleSnapshot,
     UserSnapshot,
     load_snapshots,
+    stream_snapshots,
 )
 
 __all__ = [
@@ -190,6 +191,8 @@ class _Recording:
 
 
 _CompiledRule = tuple[RuleFunction, Mapping[str, Any], bool, str]
+#: A filter's compiled rules and its positive rules with an index hint.
+_Template = tuple[tuple[_CompiledRule, ...], tuple[tuple["RuleSpec", Mapping[str, Any]], ...]]
 #: (user, context) as one integer, ``user_id * len(contexts) + the context's rank by
 #: name``: sorting a message's answers by it sorts them by user, then context, and
 #: integers sort several times faster than tuples.
@@ -349,6 +352,15 @@ class _UserState:
         self.entries = entries
 
 
+@dataclass(frozen=True, slots=True)
+class _Unusable:
+    """Why a filter is not compiled: its rule ``name`` is not installed (``unknown``),
+    or its stored arguments are no longer valid."""
+
+    name: str
+    unknown: bool
+
+
 class _LoadProblems:
     """Problems found while compiling, logged once per call rather than once per filter."""
 
@@ -376,18 +388,22 @@ class _LoadProblems:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def _collector_paused(*, freeze: bool = False) -> Iterator[None]:
     """Pause the cyclic garbage collector while compiling many users.
 
     Compiling allocates hundreds of thousands of long-lived objects and no
     garbage cycles; left on, the collector rescans all of them again and again
-    and loading 10k users takes three times as long.
+    and loading 10k users takes three times as long. With ``freeze``, what
+    exists at the end is moved out of the collector's reach (``gc.freeze``)
+    before it runs again.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if was_enabled:
             gc.enable()
 
@@ -501,7 +517,13 @@ class Matcher:
         ).all()
         matcher._note_gaps(set(recent), 0, newest)
         matcher.last_change_id = newest
-        matcher.replace_users((), load_snapshots(session))
+        # Each user is compiled as their rows arrive and their snapshot dropped:
+        # all users' snapshots never exist at once (they would set the peak).
+        # What is built here lives as long as the matcher, so it is frozen out of
+        # the cyclic collector before the collector runs again: otherwise its
+        # first run would scan every one of those millions of objects (seconds).
+        with _collector_paused(freeze=True):
+            matcher._add_users(stream_snapshots(session))
         return matcher
 
     @classmethod
@@ -524,13 +546,22 @@ class Matcher:
         A user named in ``user_ids`` without a snapshot is removed; a snapshot
         for a user already loaded replaces them.
         """
-        problems = _LoadProblems()
         with _collector_paused():
             for user_id in user_ids:
                 self._drop_user(user_id)
-            for snapshot in snapshots:
-                self._drop_user(snapshot.user_id)
-                self._add_user(snapshot, problems)
+            self._add_users(snapshots)
+
+    def _add_users(self, snapshots: Iterable[UserSnapshot]) -> None:
+        """Compile these users (replacing any already loaded) and log what was wrong."""
+        problems = _LoadProblems()
+        # Compiled rule lists by the identity of the snapshots' rule tuple:
+        # snapshots read together share one tuple per distinct list (thousands
+        # of users' ``app_is bodhi``), which is then compiled once. The tuple
+        # is kept with its result so that its id is not reused meanwhile.
+        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]] = {}
+        for snapshot in snapshots:
+            self._drop_user(snapshot.user_id)
+            self._add_user(snapshot, problems, templates)
         problems.log()
 
     def refresh_users(self, session: Session, user_ids: Iterable[int]) -> None:
@@ -629,7 +660,12 @@ class Matcher:
             for entry in state.entries:
                 self._unfile(entry)
 
-    def _add_user(self, snapshot: UserSnapshot, problems: _LoadProblems) -> None:
+    def _add_user(
+        self,
+        snapshot: UserSnapshot,
+        problems: _LoadProblems,
+        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]],
+    ) -> None:
         context = RuleContext(snapshot.name, self.ownership, self.membership)
         entries: list[_Entry] = []
         now = self.clock()
@@ -652,7 +688,13 @@ class Matcher:
                 if not filter_.rules:
                     continue
                 entry = self._compile(
-                    snapshot, (slot, preference.context), order, filter_, context, problems
+                    snapshot,
+                    (slot, preference.context),
+                    order,
+                    filter_,
+                    context,
+                    problems,
+                    templates,
                 )
                 if entry is not None:
                     self._file(entry)
@@ -670,24 +712,37 @@ class Matcher:
         filter_: FilterSnapshot,
         context: RuleContext,
         problems: _LoadProblems,
+        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]],
     ) -> _Entry | None:
-        rules: list[_CompiledRule] = []
+        known = templates.get(id(filter_.rules))
+        if known is None:
+            template = self._template(filter_.rules)
+            templates[id(filter_.rules)] = (filter_.rules, template)
+        else:
+            template = known[1]
+        if isinstance(template, _Unusable):
+            problem = problems.unknown if template.unknown else problems.invalid
+            problem[template.name].append(user.name)
+            return None
+        recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
+        return _Entry(recipient, slot[0], order, template[0], context, template[1])
+
+    def _template(self, rules: tuple[RuleSnapshot, ...]) -> _Template | _Unusable:
+        """A filter's rules as evaluated, with its hinted ones; or why it can't be."""
+        compiled_rules: list[_CompiledRule] = []
         hinted: list[tuple[RuleSpec, Mapping[str, Any]]] = []
-        for rule in filter_.rules:
+        for rule in rules:
             try:
                 spec = self.catalog.get(rule.name)
             except UnknownRule:
-                problems.unknown[rule.name].append(user.name)
-                return None
+                return _Unusable(rule.name, unknown=True)
             compiled = self._compile_rule(spec, rule)
             if compiled is None:
-                problems.invalid[rule.name].append(user.name)
-                return None
-            rules.append(compiled)
+                return _Unusable(rule.name, unknown=False)
+            compiled_rules.append(compiled)
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
-        recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
-        return _Entry(recipient, slot[0], order, tuple(rules), context, tuple(hinted))
+        return tuple(compiled_rules), tuple(hinted)
 
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
