@@ -192,7 +192,14 @@ class _Recording:
 
 _CompiledRule = tuple[RuleFunction, Mapping[str, Any], bool, str]
 #: A filter's compiled rules and its positive rules with an index hint.
-_Template = tuple[tuple[_CompiledRule, ...], tuple[tuple["RuleSpec", Mapping[str, Any]], ...]]
+#: Its rules as a hashable key, or ``None`` when it is never grouped (``_SharedFilter``).
+_Template = tuple[
+    tuple[_CompiledRule, ...],
+    tuple[tuple["RuleSpec", Mapping[str, Any]], ...],
+    "_RulesKey | None",
+]
+#: A filter's rules with their arguments, as a value: equal for identical rule lists.
+_RulesKey = tuple[tuple[Any, ...], ...]
 #: (user, context) as one integer, ``user_id * len(contexts) + the context's rank by
 #: name``: sorting a message's answers by it sorts them by user, then context, and
 #: integers sort several times faster than tuples.
@@ -211,6 +218,7 @@ class _Entry:
         "order",
         "recipient",
         "rules",
+        "rules_key",
         "slot",
         "values",
     )
@@ -223,6 +231,7 @@ class _Entry:
         rules: tuple[_CompiledRule, ...],
         context: RuleContext,
         hinted: tuple[tuple[RuleSpec, Mapping[str, Any]], ...],
+        rules_key: _RulesKey | None = None,
     ) -> None:
         self.recipient = recipient
         #: (user id, context), one tuple shared by the context's filters.
@@ -240,6 +249,9 @@ class _Entry:
         self.values: Collection[str] = ()
         #: The group it is evaluated in, when other users' filters are the same.
         self.group: _SharedFilter | None = None
+        #: Its rules as a value shared by the filters with the same rules; ``None``
+        #: when they read whose filter it is, so it is never grouped.
+        self.rules_key = rules_key
 
 
 class _SharedFilter:
@@ -300,7 +312,7 @@ class _SharedFilter:
 
 
 #: (rules with their arguments, index key, index values): what makes filters the same.
-_GroupKey = tuple[tuple[tuple[Any, ...], ...], str | None, frozenset[str]]
+_GroupKey = tuple[_RulesKey, str | None, Collection[str]]
 _Filed = _Entry | _SharedFilter
 
 
@@ -471,7 +483,10 @@ class Matcher:
         #: ``app_is bodhi``, so it is validated once and stored once.
         self._compiled: dict[tuple[str, Any, bool], _CompiledRule] = {}
         #: Groups of identical impersonal filters, by what makes them identical.
-        self._groups: dict[_GroupKey, _SharedFilter] = {}
+        #: A filter alone so far with its key is held as itself (and filed as
+        #: itself): most keys never get a second filter, and a group of one
+        #: would only cost memory. The second turns it into a group.
+        self._groups: dict[_GroupKey, _SharedFilter | _Entry] = {}
         #: Rule functions by whether they read their context (``_impersonal``).
         self._impersonal: dict[RuleFunction, bool] = {}
         #: User id by account name, for ``follow_directory``.
@@ -725,7 +740,7 @@ class Matcher:
             problem[template.name].append(user.name)
             return None
         recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
-        return _Entry(recipient, slot[0], order, template[0], context, template[1])
+        return _Entry(recipient, slot[0], order, template[0], context, template[1], template[2])
 
     def _template(self, rules: tuple[RuleSnapshot, ...]) -> _Template | _Unusable:
         """A filter's rules as evaluated, with its hinted ones; or why it can't be."""
@@ -742,7 +757,27 @@ class Matcher:
             compiled_rules.append(compiled)
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
-        return tuple(compiled_rules), tuple(hinted)
+        return tuple(compiled_rules), tuple(hinted), self._rules_key(compiled_rules)
+
+    def _rules_key(self, rules: Sequence[_CompiledRule]) -> _RulesKey | None:
+        """The rules as a hashable value, or ``None`` when filters with them are never
+        grouped: a rule reads whose filter it is, or an argument is not a plain value."""
+        impersonal = self._impersonal
+        for function, _arguments, _negated, _name in rules:
+            known = impersonal.get(function)
+            if known is None:
+                known = impersonal[function] = _impersonal(function)
+            if not known:
+                return None
+        key = tuple(
+            (function, tuple(sorted(arguments.items())), negated)
+            for function, arguments, negated, _name in rules
+        )
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
 
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
@@ -816,33 +851,45 @@ class Matcher:
                 bucket.append(item)
 
     def _join_group(self, entry: _Entry) -> _Filed | None:
-        """What to file for ``entry``: itself, or a new group of it; ``None`` if it
-        joined an existing group."""
-        if entry.dynamic:
+        """What to file for ``entry``: itself, or ``None`` if it joined a group.
+
+        The first filter with a group key is filed as itself; the second turns
+        it into a group filed in its place.
+        """
+        if entry.dynamic or entry.rules_key is None:
             return entry
-        impersonal = self._impersonal
-        for function, _arguments, _negated, _name in entry.rules:
-            known = impersonal.get(function)
-            if known is None:
-                known = impersonal[function] = _impersonal(function)
-            if not known:
-                return entry
-        try:
-            rules = tuple(
-                (function, tuple(sorted(arguments.items())), negated)
-                for function, arguments, negated, _name in entry.rules
-            )
-            key: _GroupKey = (rules, entry.key, frozenset(entry.values))
-            group = self._groups.get(key)
-        except TypeError:  # an argument that is not a plain value: evaluated alone
+        values = entry.values
+        # Equal sets of several values may list them in different orders.
+        key: _GroupKey = (
+            entry.rules_key,
+            entry.key,
+            values if len(values) <= 1 else frozenset(values),
+        )
+        held = self._groups.get(key)
+        if held is None:
+            self._groups[key] = entry
             return entry
-        if group is not None:
-            group.add(entry)
-            entry.group = group
-            return None
-        group = self._groups[key] = _SharedFilter(key, entry)
-        entry.group = group
-        return group
+        if isinstance(held, _Entry):
+            group = _SharedFilter(key, held)
+            held.group = group
+            self._refile(held, group)
+            self._groups[key] = held = group
+        held.add(entry)
+        entry.group = held
+        return None
+
+    def _refile(self, old: _Filed, new: _Filed) -> None:
+        """Put ``new`` wherever ``old`` is filed (they are filed the same way)."""
+        first = new if isinstance(new, _Entry) else old
+        assert isinstance(first, _Entry)
+        if first.key is None:
+            self._always.discard(old)
+            self._always.add(new)
+            return
+        buckets = self._index[first.key]
+        for value in first.values:
+            bucket = buckets[value]
+            bucket[bucket.index(old)] = new
 
     def _unfile(self, entry: _Entry) -> None:
         item: _Filed = entry
@@ -850,10 +897,24 @@ class Matcher:
         if group is not None:
             entry.group = None
             group.discard(entry)
+            if len(group.members) == 1:
+                # The last member is filed as itself again, as a fresh load would.
+                (lone,) = group.members
+                lone.group = None
+                self._refile(group, lone)
+                self._groups[group.key] = lone
             if group.members:
-                return  # the group stays filed for its other members
+                return  # the group or its last member stays filed
             del self._groups[group.key]
             item = group
+        elif entry.rules_key is not None and not entry.dynamic:
+            key = (
+                entry.rules_key,
+                entry.key,
+                entry.values if len(entry.values) <= 1 else frozenset(entry.values),
+            )
+            if self._groups.get(key) is entry:
+                del self._groups[key]
         if entry.key is None:
             self._always.discard(item)
             return
@@ -877,8 +938,10 @@ class Matcher:
             always=always,
             never=len(entries) - indexed - always,
             buckets=sum(len(buckets) for buckets in self._index.values()),
-            groups=len(self._groups),
-            grouped=sum(len(g.members) for g in self._groups.values()),
+            groups=sum(1 for g in self._groups.values() if isinstance(g, _SharedFilter)),
+            grouped=sum(
+                len(g.members) for g in self._groups.values() if isinstance(g, _SharedFilter)
+            ),
         )
 
     def __len__(self) -> int:
