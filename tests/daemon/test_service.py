@@ -409,7 +409,7 @@ def test_freed_memory_is_returned_through_malloc_trim(monkeypatch: pytest.Monkey
             calls.append((self.name, pad))
             return 1
 
-    monkeypatch.setattr(service_module.ctypes, "CDLL", Libc)
+    monkeypatch.setattr("ctypes.CDLL", Libc)
     service_module._return_freed_memory()
     assert calls == [(None, 0)]
 
@@ -419,5 +419,5 @@ def test_freed_memory_without_malloc_trim_is_left_alone(monkeypatch: pytest.Monk
         def __init__(self, name: str | None) -> None:
             pass
 
-    monkeypatch.setattr(service_module.ctypes, "CDLL", Musl)
+    monkeypatch.setattr("ctypes.CDLL", Musl)
     service_module._return_freed_memory()  # no malloc_trim: nothing to do, nothing raised
