@@ -2,7 +2,7 @@
 
 Users' preferences are compiled once into *entries*, one per active filter of an
 enabled, offered context. Each entry holds its rules as ``(function, arguments,
-negated, name)`` tuples, the user's ``RuleContext`` and the ``Recipient`` it
+negated, name, cache key)`` tuples, the user's ``RuleContext`` and the ``Recipient`` it
 produces, so matching a message is a loop of plain function calls.
 
 The index files every entry under the hint values of its most selective
