@@ -2,7 +2,7 @@
 
 Users' preferences are compiled once into *entries*, one per active filter of an
 enabled, offered context. Each entry holds its rules as ``(function, arguments,
-negated, name)`` tuples, the user's ``RuleContext`` and the ``Recipient`` it
+negated, name, cache key)`` tuples, the user's ``RuleContext`` and the ``Recipient`` it
 produces, so matching a message is a loop of plain function calls.
 
 The index files every entry under the hint values of its most selective
@@ -57,6 +57,7 @@ from .snapshots import (
     RuleSnapshot,
     UserSnapshot,
     load_snapshots,
+    stream_snapshots,
 )
 
 __all__ = [
@@ -189,7 +190,20 @@ class _Recording:
         return self.lookup.owners_of(package)
 
 
-_CompiledRule = tuple[RuleFunction, Mapping[str, Any], bool, str]
+#: (function, validated arguments, negated, name, and the key it is cached by in
+#: ``Matcher._compiled``: the stored arguments as a value, or ``None`` if they
+#: are not plain values).
+_CompiledRule = tuple[RuleFunction, Mapping[str, Any], bool, str, "_RuleKey | None"]
+_RuleKey = tuple[str, Any, bool]
+#: A filter's compiled rules and its positive rules with an index hint.
+#: Its rules as a hashable key, or ``None`` when it is never grouped (``_SharedFilter``).
+_Template = tuple[
+    tuple[_CompiledRule, ...],
+    tuple[tuple["RuleSpec", Mapping[str, Any]], ...],
+    "_RulesKey | None",
+]
+#: A filter's rules with their arguments, as a value: equal for identical rule lists.
+_RulesKey = tuple[_RuleKey, ...]
 #: (user, context) as one integer, ``user_id * len(contexts) + the context's rank by
 #: name``: sorting a message's answers by it sorts them by user, then context, and
 #: integers sort several times faster than tuples.
@@ -208,6 +222,7 @@ class _Entry:
         "order",
         "recipient",
         "rules",
+        "rules_key",
         "slot",
         "values",
     )
@@ -220,6 +235,7 @@ class _Entry:
         rules: tuple[_CompiledRule, ...],
         context: RuleContext,
         hinted: tuple[tuple[RuleSpec, Mapping[str, Any]], ...],
+        rules_key: _RulesKey | None = None,
     ) -> None:
         self.recipient = recipient
         #: (user id, context), one tuple shared by the context's filters.
@@ -237,6 +253,9 @@ class _Entry:
         self.values: Collection[str] = ()
         #: The group it is evaluated in, when other users' filters are the same.
         self.group: _SharedFilter | None = None
+        #: Its rules as a value shared by the filters with the same rules; ``None``
+        #: when they read whose filter it is, so it is never grouped.
+        self.rules_key = rules_key
 
 
 class _SharedFilter:
@@ -297,7 +316,7 @@ class _SharedFilter:
 
 
 #: (rules with their arguments, index key, index values): what makes filters the same.
-_GroupKey = tuple[tuple[tuple[Any, ...], ...], str | None, frozenset[str]]
+_GroupKey = tuple[_RulesKey, str | None, Collection[str]]
 _Filed = _Entry | _SharedFilter
 
 
@@ -344,9 +363,18 @@ class _UserState:
 
     __slots__ = ("entries", "name")
 
-    def __init__(self, name: str, entries: list[_Entry]) -> None:
+    def __init__(self, name: str, entries: tuple[_Entry, ...]) -> None:
         self.name = name
         self.entries = entries
+
+
+@dataclass(frozen=True, slots=True)
+class _Unusable:
+    """Why a filter is not compiled: its rule ``name`` is not installed (``unknown``),
+    or its stored arguments are no longer valid."""
+
+    name: str
+    unknown: bool
 
 
 class _LoadProblems:
@@ -376,18 +404,22 @@ class _LoadProblems:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def _collector_paused(*, freeze: bool = False) -> Iterator[None]:
     """Pause the cyclic garbage collector while compiling many users.
 
     Compiling allocates hundreds of thousands of long-lived objects and no
     garbage cycles; left on, the collector rescans all of them again and again
-    and loading 10k users takes three times as long.
+    and loading 10k users takes three times as long. With ``freeze``, what
+    exists at the end is moved out of the collector's reach (``gc.freeze``)
+    before it runs again.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if was_enabled:
             gc.enable()
 
@@ -453,9 +485,12 @@ class Matcher:
         self._gaps: dict[int, float] = {}
         #: Compiled rules by (rule, arguments, negated): thousands of users share
         #: ``app_is bodhi``, so it is validated once and stored once.
-        self._compiled: dict[tuple[str, Any, bool], _CompiledRule] = {}
+        self._compiled: dict[_RuleKey, _CompiledRule] = {}
         #: Groups of identical impersonal filters, by what makes them identical.
-        self._groups: dict[_GroupKey, _SharedFilter] = {}
+        #: A filter alone so far with its key is held as itself (and filed as
+        #: itself): most keys never get a second filter, and a group of one
+        #: would only cost memory. The second turns it into a group.
+        self._groups: dict[_GroupKey, _SharedFilter | _Entry] = {}
         #: Rule functions by whether they read their context (``_impersonal``).
         self._impersonal: dict[RuleFunction, bool] = {}
         #: User id by account name, for ``follow_directory``.
@@ -501,7 +536,13 @@ class Matcher:
         ).all()
         matcher._note_gaps(set(recent), 0, newest)
         matcher.last_change_id = newest
-        matcher.replace_users((), load_snapshots(session))
+        # Each user is compiled as their rows arrive and their snapshot dropped:
+        # all users' snapshots never exist at once (they would set the peak).
+        # What is built here lives as long as the matcher, so it is frozen out of
+        # the cyclic collector before the collector runs again: otherwise its
+        # first run would scan every one of those millions of objects (seconds).
+        with _collector_paused(freeze=True):
+            matcher._add_users(stream_snapshots(session))
         return matcher
 
     @classmethod
@@ -524,13 +565,22 @@ class Matcher:
         A user named in ``user_ids`` without a snapshot is removed; a snapshot
         for a user already loaded replaces them.
         """
-        problems = _LoadProblems()
         with _collector_paused():
             for user_id in user_ids:
                 self._drop_user(user_id)
-            for snapshot in snapshots:
-                self._drop_user(snapshot.user_id)
-                self._add_user(snapshot, problems)
+            self._add_users(snapshots)
+
+    def _add_users(self, snapshots: Iterable[UserSnapshot]) -> None:
+        """Compile these users (replacing any already loaded) and log what was wrong."""
+        problems = _LoadProblems()
+        # Compiled rule lists by the identity of the snapshots' rule tuple:
+        # snapshots read together share one tuple per distinct list (thousands
+        # of users' ``app_is bodhi``), which is then compiled once. The tuple
+        # is kept with its result so that its id is not reused meanwhile.
+        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]] = {}
+        for snapshot in snapshots:
+            self._drop_user(snapshot.user_id)
+            self._add_user(snapshot, problems, templates)
         problems.log()
 
     def refresh_users(self, session: Session, user_ids: Iterable[int]) -> None:
@@ -629,7 +679,12 @@ class Matcher:
             for entry in state.entries:
                 self._unfile(entry)
 
-    def _add_user(self, snapshot: UserSnapshot, problems: _LoadProblems) -> None:
+    def _add_user(
+        self,
+        snapshot: UserSnapshot,
+        problems: _LoadProblems,
+        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]],
+    ) -> None:
         context = RuleContext(snapshot.name, self.ownership, self.membership)
         entries: list[_Entry] = []
         now = self.clock()
@@ -652,12 +707,19 @@ class Matcher:
                 if not filter_.rules:
                     continue
                 entry = self._compile(
-                    snapshot, (slot, preference.context), order, filter_, context, problems
+                    snapshot,
+                    (slot, preference.context),
+                    order,
+                    filter_,
+                    context,
+                    problems,
+                    templates,
                 )
                 if entry is not None:
                     self._file(entry)
                     entries.append(entry)
-        self._users[snapshot.user_id] = _UserState(snapshot.name, entries)
+        # A tuple: a third smaller than the list it was gathered in, 100k times.
+        self._users[snapshot.user_id] = _UserState(snapshot.name, tuple(entries))
         self._ids_by_name[snapshot.name] = snapshot.user_id
         if wake is not None:
             heapq.heappush(self._wakes, (wake, snapshot.user_id))
@@ -670,29 +732,57 @@ class Matcher:
         filter_: FilterSnapshot,
         context: RuleContext,
         problems: _LoadProblems,
+        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]],
     ) -> _Entry | None:
-        rules: list[_CompiledRule] = []
+        known = templates.get(id(filter_.rules))
+        if known is None:
+            template = self._template(filter_.rules)
+            templates[id(filter_.rules)] = (filter_.rules, template)
+        else:
+            template = known[1]
+        if isinstance(template, _Unusable):
+            problem = problems.unknown if template.unknown else problems.invalid
+            problem[template.name].append(user.name)
+            return None
+        recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
+        return _Entry(recipient, slot[0], order, template[0], context, template[1], template[2])
+
+    def _template(self, rules: tuple[RuleSnapshot, ...]) -> _Template | _Unusable:
+        """A filter's rules as evaluated, with its hinted ones; or why it can't be."""
+        compiled_rules: list[_CompiledRule] = []
         hinted: list[tuple[RuleSpec, Mapping[str, Any]]] = []
-        for rule in filter_.rules:
+        for rule in rules:
             try:
                 spec = self.catalog.get(rule.name)
             except UnknownRule:
-                problems.unknown[rule.name].append(user.name)
-                return None
+                return _Unusable(rule.name, unknown=True)
             compiled = self._compile_rule(spec, rule)
             if compiled is None:
-                problems.invalid[rule.name].append(user.name)
-                return None
-            rules.append(compiled)
+                return _Unusable(rule.name, unknown=False)
+            compiled_rules.append(compiled)
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
-        recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
-        return _Entry(recipient, slot[0], order, tuple(rules), context, tuple(hinted))
+        return tuple(compiled_rules), tuple(hinted), self._rules_key(compiled_rules)
+
+    def _rules_key(self, rules: Sequence[_CompiledRule]) -> _RulesKey | None:
+        """The rules as a hashable value, or ``None`` when filters with them are never
+        grouped: a rule reads whose filter it is, or an argument is not a plain value."""
+        impersonal = self._impersonal
+        keys: list[_RuleKey] = []
+        for function, _arguments, _negated, _name, key in rules:
+            known = impersonal.get(function)
+            if known is None:
+                known = impersonal[function] = _impersonal(function)
+            if not known or key is None:
+                return None
+            # The cache's own key: shared by every filter with the rule, not rebuilt.
+            keys.append(key)
+        return tuple(keys)
 
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
         try:
-            key: tuple[str, Any, bool] | None = (
+            key: _RuleKey | None = (
                 spec.ref,
                 tuple(sorted(rule.arguments.items())),
                 rule.negated,
@@ -706,7 +796,7 @@ class Matcher:
             arguments = spec.validate(rule.arguments)
         except InvalidArgument:
             return None
-        compiled = (spec.function, arguments, rule.negated, spec.name)
+        compiled = (spec.function, arguments, rule.negated, spec.name, key)
         if key is not None:
             self._compiled[key] = compiled
         return compiled
@@ -761,33 +851,45 @@ class Matcher:
                 bucket.append(item)
 
     def _join_group(self, entry: _Entry) -> _Filed | None:
-        """What to file for ``entry``: itself, or a new group of it; ``None`` if it
-        joined an existing group."""
-        if entry.dynamic:
+        """What to file for ``entry``: itself, or ``None`` if it joined a group.
+
+        The first filter with a group key is filed as itself; the second turns
+        it into a group filed in its place.
+        """
+        if entry.dynamic or entry.rules_key is None:
             return entry
-        impersonal = self._impersonal
-        for function, _arguments, _negated, _name in entry.rules:
-            known = impersonal.get(function)
-            if known is None:
-                known = impersonal[function] = _impersonal(function)
-            if not known:
-                return entry
-        try:
-            rules = tuple(
-                (function, tuple(sorted(arguments.items())), negated)
-                for function, arguments, negated, _name in entry.rules
-            )
-            key: _GroupKey = (rules, entry.key, frozenset(entry.values))
-            group = self._groups.get(key)
-        except TypeError:  # an argument that is not a plain value: evaluated alone
+        values = entry.values
+        # Equal sets of several values may list them in different orders.
+        key: _GroupKey = (
+            entry.rules_key,
+            entry.key,
+            values if len(values) <= 1 else frozenset(values),
+        )
+        held = self._groups.get(key)
+        if held is None:
+            self._groups[key] = entry
             return entry
-        if group is not None:
-            group.add(entry)
-            entry.group = group
-            return None
-        group = self._groups[key] = _SharedFilter(key, entry)
-        entry.group = group
-        return group
+        if isinstance(held, _Entry):
+            group = _SharedFilter(key, held)
+            held.group = group
+            self._refile(held, group)
+            self._groups[key] = held = group
+        held.add(entry)
+        entry.group = held
+        return None
+
+    def _refile(self, old: _Filed, new: _Filed) -> None:
+        """Put ``new`` wherever ``old`` is filed (they are filed the same way)."""
+        first = new if isinstance(new, _Entry) else old
+        assert isinstance(first, _Entry)
+        if first.key is None:
+            self._always.discard(old)
+            self._always.add(new)
+            return
+        buckets = self._index[first.key]
+        for value in first.values:
+            bucket = buckets[value]
+            bucket[bucket.index(old)] = new
 
     def _unfile(self, entry: _Entry) -> None:
         item: _Filed = entry
@@ -795,10 +897,24 @@ class Matcher:
         if group is not None:
             entry.group = None
             group.discard(entry)
+            if len(group.members) == 1:
+                # The last member is filed as itself again, as a fresh load would.
+                (lone,) = group.members
+                lone.group = None
+                self._refile(group, lone)
+                self._groups[group.key] = lone
             if group.members:
-                return  # the group stays filed for its other members
+                return  # the group or its last member stays filed
             del self._groups[group.key]
             item = group
+        elif entry.rules_key is not None and not entry.dynamic:
+            key = (
+                entry.rules_key,
+                entry.key,
+                entry.values if len(entry.values) <= 1 else frozenset(entry.values),
+            )
+            if self._groups.get(key) is entry:
+                del self._groups[key]
         if entry.key is None:
             self._always.discard(item)
             return
@@ -822,8 +938,10 @@ class Matcher:
             always=always,
             never=len(entries) - indexed - always,
             buckets=sum(len(buckets) for buckets in self._index.values()),
-            groups=len(self._groups),
-            grouped=sum(len(g.members) for g in self._groups.values()),
+            groups=sum(1 for g in self._groups.values() if isinstance(g, _SharedFilter)),
+            grouped=sum(
+                len(g.members) for g in self._groups.values() if isinstance(g, _SharedFilter)
+            ),
         )
 
     def __len__(self) -> int:
@@ -962,7 +1080,7 @@ class Matcher:
         after the first that does not hold, ``(None, False)`` (not evaluated there)."""
         results: list[tuple[bool | None, bool]] = []
         stopped = False
-        for function, arguments, negated, _name in entry.rules:
+        for function, arguments, negated, _name, _key in entry.rules:
             if stopped:
                 results.append((None, False))
                 continue
@@ -996,7 +1114,7 @@ class Matcher:
             if held is not None and held.order < entry.order:
                 continue  # an earlier filter of this context already matched
             context = entry.context
-            for function, arguments, negated, name in entry.rules:
+            for function, arguments, negated, name, _key in entry.rules:
                 try:
                     result = function(facts, context, **arguments)
                 except Exception:  # any failure is the filter's miss, never the message's
@@ -1013,7 +1131,7 @@ class Matcher:
     def _group_matches(self, facts: MessageFacts, group: _SharedFilter) -> bool:
         """Evaluate a group's rules once, for all its members."""
         context = group.context
-        for function, arguments, negated, name in group.rules:
+        for function, arguments, negated, name, _key in group.rules:
             try:
                 result = function(facts, context, **arguments)
             except Exception:  # any failure is the filter's miss, never the message's

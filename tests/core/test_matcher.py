@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from fmn_core.matcher import (
 from fmn_core.messages import SEVERITY_LEVELS, MessageFacts
 from fmn_core.models import ChangeEvent, Filter, Preference, Rule, User
 from fmn_core.rules import Catalog, IndexHint, Parameter, RuleContext, RuleSpec, default_catalog
+from fmn_core.snapshots import stream_snapshots
 
 # -- building preferences --------------------------------------------------------------
 
@@ -240,6 +242,62 @@ def test_matcher_loads_preferences_and_matches(db: Database) -> None:
     assert found[0].user_id == alice
     assert who(found) == [("alice", "email", "bodhi")]
     assert found == matcher.naive_recipients(facts(app="Bodhi"))
+
+
+def test_streamed_snapshots_equal_the_loaded_ones(db: Database) -> None:
+    """What ``Matcher.load`` compiles (one user at a time) is what ``load_snapshots`` reads,
+    time-bound users, rule-less filters, disabled contexts and shared rule lists included."""
+    now = dt.datetime.now(dt.UTC)
+    shared = [r("app_is", app="bodhi"), r("topic_matches", pattern="*.comment", negated=True)]
+    with db.begin() as session:
+        insert_user(
+            session, "alice", C("email", [F("a", shared), F("b", [r("app_is", app="koji")])])
+        )
+        insert_user(session, "bob", C("email", [F("a", shared)]), C("irc", [F("e", [])]))
+        carol = insert_user(
+            session,
+            "carol",
+            C("irc", [F("off", shared, active=False)], enabled=False),
+            C("email", [F("x", [r("pertains_to_me")]), F("y", shared)]),
+        )
+        dave = insert_user(session, "dave", C("email", [F("p", shared), F("q", shared)]))
+        insert_user(session, "erin", C("email", []))
+        session.add(User(name="frank"))  # no preferences: no snapshot
+        pause = session.scalars(select(Filter).where(Filter.name == "x")).one()
+        pause.paused_until = now + dt.timedelta(hours=1)
+        expiring = session.scalars(
+            select(Rule).join(Filter).where(Filter.name == "q", Rule.position == 1)
+        ).one()
+        expiring.expires_at = now + dt.timedelta(hours=2)
+    with db.begin() as session:
+        streamed = sorted(stream_snapshots(session), key=lambda u: u.user_id)
+        loaded = load_snapshots(session)
+    assert streamed == loaded
+    assert [u.name for u in streamed] == ["alice", "bob", "carol", "dave", "erin"]
+    by_id = {u.user_id: u for u in streamed}
+    assert by_id[carol].contexts[0].filters[0].paused_until is not None
+    assert by_id[dave].contexts[0].filters[1].rules[1].expires_at is not None
+    # Identical rule lists share one tuple (compiled once).
+    firsts = [u.contexts[0].filters[0].rules for u in streamed[:2]]
+    assert firsts[0] is firsts[1]
+
+
+def test_matcher_load_then_an_edit_is_refreshed(db: Database) -> None:
+    with db.begin() as session:
+        alice = insert_user(session, "alice", C("email", [F("bodhi", [r("app_is", app="bodhi")])]))
+        insert_user(session, "bob", C("email", [F("bodhi", [r("app_is", app="bodhi")])]))
+        insert_user(session, "carol", C("email", [F("bodhi", [r("app_is", app="bodhi")])]))
+    matcher = load(db)
+    assert (matcher.stats().groups, matcher.stats().grouped) == (1, 3)
+    with db.begin() as session:
+        replace_preferences(session, alice, C("email", [F("koji", [r("app_is", app="koji")])]))
+    with db.begin() as session:
+        assert matcher.apply_changes(session) == 1
+    assert [x.user for x in matcher.recipients(facts(app="bodhi"))] == ["bob", "carol"]
+    assert who(matcher.recipients(facts(app="koji"))) == [("alice", "email", "koji")]
+    for message in (facts(app="bodhi"), facts(app="koji")):
+        assert matcher.recipients(message) == matcher.naive_recipients(message)
+    assert matcher.stats() == load(db).stats()
 
 
 def test_matcher_ignores_inactive_filter(db: Database) -> None:

@@ -21,6 +21,7 @@ from fedora_messaging import message as fm_message
 
 from fmn_core.config import Config, HttpConfig
 from fmn_core.schema import upgrade
+from fmn_daemon import service as service_module
 from fmn_daemon.service import Service
 from fmn_daemon.systemd import Notifier, watchdog_interval
 
@@ -395,3 +396,28 @@ def test_service_loads_ownership_and_matches_package_owners(
         assert asyncio.run(scenario()) == 0
     finally:
         db.dispose()
+
+
+def test_freed_memory_is_returned_through_malloc_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str | None, int]] = []
+
+    class Libc:
+        def __init__(self, name: str | None) -> None:
+            self.name = name
+
+        def malloc_trim(self, pad: int) -> int:
+            calls.append((self.name, pad))
+            return 1
+
+    monkeypatch.setattr("ctypes.CDLL", Libc)
+    service_module._return_freed_memory()
+    assert calls == [(None, 0)]
+
+
+def test_freed_memory_without_malloc_trim_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Musl:
+        def __init__(self, name: str | None) -> None:
+            pass
+
+    monkeypatch.setattr("ctypes.CDLL", Musl)
+    service_module._return_freed_memory()  # no malloc_trim: nothing to do, nothing raised
