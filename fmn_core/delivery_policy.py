@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from .models import Filter, Notification, NotificationState, utcnow
@@ -184,34 +184,32 @@ def group_stats(
     scope = (Notification.user_id.in_(user_ids), Notification.context.in_(contexts))
     # Whether a row belongs to a digest: its filter sends digests, or it is gone.
     in_digest = case((or_(Filter.id.is_(None), Filter.delivery == "digest"), 1), else_=0)
+    # One statement for both figures (a sender asks once per claim, at low rates once
+    # per message): rows waiting, and rows sent within the hour, per group and lane.
+    is_waiting = Notification.state.in_((*WAITING_STATES, NotificationState.SENDING.value))
+    is_recent = and_(
+        Notification.state == NotificationState.SENT.value,
+        Notification.sent_at >= moment - dt.timedelta(hours=1),
+    )
     waiting: dict[tuple[int, str, bool], tuple[int, dt.datetime | None]] = {}
-    for user_id, context, digest, count, oldest in session.execute(
+    sent: dict[tuple[int, str], int] = {}
+    for user_id, context, digest, count, oldest, recent in session.execute(
         select(
             Notification.user_id,
             Notification.context,
             in_digest,
-            func.count(),
-            func.min(Notification.created_at),
+            func.sum(case((is_waiting, 1), else_=0)),
+            func.min(case((is_waiting, Notification.created_at), else_=None)),
+            func.sum(case((is_recent, 1), else_=0)),
         )
         .outerjoin(Filter, Filter.id == Notification.filter_id)
-        .where(
-            *scope,
-            Notification.state.in_((*WAITING_STATES, NotificationState.SENDING.value)),
-        )
+        .where(*scope, or_(is_waiting, is_recent))
         .group_by(Notification.user_id, Notification.context, in_digest)
     ):
-        waiting[(user_id, context, bool(digest))] = (count, _aware(oldest))
-    sent: dict[tuple[int, str], int] = {}
-    for user_id, context, count in session.execute(
-        select(Notification.user_id, Notification.context, func.count())
-        .where(
-            *scope,
-            Notification.state == NotificationState.SENT.value,
-            Notification.sent_at >= moment - dt.timedelta(hours=1),
-        )
-        .group_by(Notification.user_id, Notification.context)
-    ):
-        sent[(user_id, context)] = count
+        if count:
+            waiting[(user_id, context, bool(digest))] = (int(count), _aware(oldest))
+        if recent:
+            sent[(user_id, context)] = sent.get((user_id, context), 0) + int(recent)
     result: dict[GroupKey, GroupStats] = {}
     for key in wanted:
         user_id, context = key[0], key[1]

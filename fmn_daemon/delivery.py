@@ -306,7 +306,11 @@ class Senders:
                 for_log(describe(exc), limit=200),
             )
             claimed = await in_thread(self._claim_one_by_one)
-            plan = await self._core(self._plan, claimed, inflight) if claimed else _Round([], 0)
+            plan = (
+                await self._core(self._plan, claimed, inflight, isolated=True)
+                if claimed
+                else _Round([], 0)
+            )
         if not claimed:
             return handled
         if plan.settled:
@@ -335,7 +339,9 @@ class Senders:
         )
         if not claimed:
             return claimed, _Round([], 0)
-        return claimed, self._plan(session, claimed, inflight)
+        # No savepoints: anything that fails here rolls the claim back too, and the
+        # round is redone row by row and group by group (``_start_round``).
+        return claimed, self._plan(session, claimed, inflight, isolated=False)
 
     def _inflight_by_group(self) -> Counter[tuple[int, str]]:
         """Rows being sent now, per (user id, context): sent, as far as rate limits go."""
@@ -468,10 +474,15 @@ class Senders:
         session: Session,
         claimed: Sequence[ClaimedNotification],
         inflight: Mapping[tuple[int, str], int],
+        *,
+        isolated: bool,
     ) -> _Round:
         """Settle what needs no sending; group the rest into jobs (one transaction).
 
         ``inflight`` counts each (user id, context)'s rows being sent right now.
+        ``isolated``: each group in its own savepoint, a group that fails marked
+        dead; otherwise (the usual round: two statements fewer per group) the
+        first failure raises.
         """
         now = self.clock()
         # A (user, context) pair travels in lanes (instant, urgent, digest: see
@@ -479,6 +490,25 @@ class Senders:
         groups: dict[tuple[int, str, str], list[ClaimedNotification]] = {}
         for row in claimed:
             groups.setdefault(row.lane_key, []).append(row)
+        if not isolated:
+            counts: Counter[str] = Counter()
+            every = delivery_policy.group_stats(session, groups, now=now)
+            jobs: list[_Job] = []
+            settled = 0
+            for key, rows in groups.items():
+                settled += self._plan_group(
+                    session,
+                    key,
+                    rows,
+                    _with_inflight(every[key], rows, inflight),
+                    now,
+                    jobs,
+                    counts,
+                )
+            # Counted once the whole plan stands (a failure redoes it isolated).
+            for name, count in counts.items():
+                self.metrics.inc(name, count)
+            return _Round(jobs=jobs, settled=settled)
         stats: Mapping[delivery_policy.GroupKey, Any] | None
         try:
             with session.begin_nested():
@@ -487,7 +517,7 @@ class Senders:
             if is_transient(exc):
                 raise
             stats = None  # read again per group below, so a failure costs one group only
-        jobs: list[_Job] = []
+        jobs = []
         settled = 0
         for key, rows in groups.items():
             try:
@@ -495,13 +525,18 @@ class Senders:
                     own = stats
                     if own is None:
                         own = delivery_policy.group_stats(session, [key], now=now)
-                    group_stats = own[key]
-                    sending = inflight.get(rows[0].group, 0)
-                    if sending:
-                        group_stats = replace(
-                            group_stats, sent_last_hour=group_stats.sent_last_hour + sending
-                        )
-                    settled += self._plan_group(session, key, rows, group_stats, now, jobs)
+                    counts = Counter()
+                    settled += self._plan_group(
+                        session,
+                        key,
+                        rows,
+                        _with_inflight(own[key], rows, inflight),
+                        now,
+                        jobs,
+                        counts,
+                    )
+                for name, count in counts.items():
+                    self.metrics.inc(name, count)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -527,8 +562,12 @@ class Senders:
         stats: delivery_policy.GroupStats,
         now: dt.datetime,
         jobs: list[_Job],
+        counts: Counter[str],
     ) -> int:
-        """Settle or schedule one (user, context) group; how many rows it settled."""
+        """Settle or schedule one (user, context) group; how many rows it settled.
+
+        Rows it gives up or fails are added to ``counts`` (metric names).
+        """
         delivery = self.config.delivery
         head = rows[0]
         ids = [r.id for r in rows]
@@ -556,10 +595,8 @@ class Senders:
             session, decision, ids, max_attempts=delivery.max_attempts, now=now
         )
         assert settled is not None  # only "send" and "digest" are left to the sender
-        if settled.dead:
-            self.metrics.inc("notifications_dead", settled.dead)
-        if settled.failed:
-            self.metrics.inc("notifications_failed", settled.failed)
+        counts["notifications_dead"] += settled.dead
+        counts["notifications_failed"] += settled.failed
         if decision.kind == "no_destination":
             log.info(
                 "delivery: user %s has no confirmed %s address; %d rows wait",
@@ -697,6 +734,18 @@ class Senders:
             )
             sent += 1
         return sent
+
+
+def _with_inflight(
+    stats: delivery_policy.GroupStats,
+    rows: Sequence[ClaimedNotification],
+    inflight: Mapping[tuple[int, str], int],
+) -> delivery_policy.GroupStats:
+    """A group's stats with its rows being sent right now counted as sent."""
+    sending = inflight.get(rows[0].group, 0)
+    if not sending:
+        return stats
+    return replace(stats, sent_last_hour=stats.sent_last_hour + sending)
 
 
 def _chat_rendered(job: _Job) -> Rendered:
