@@ -803,3 +803,77 @@ def test_delivery_plan_that_fails_redoes_the_round_group_by_group(
     assert dead.state == "dead" and "a broken preference" in (dead.last_error or "")
     assert metrics.get("notifications_dead") == 1
     assert [m.rcpt_tos for m in smtp_server.wait_for(1)] == [["jo@example.org"]]
+
+
+def test_delivery_email_batch_goes_through_one_thread_call_per_slot(
+    file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A round's mails are sent, and each outcome recorded, from one worker-thread
+    # call per free slot: not one hand-off to send and another to record per mail.
+    with file_db.begin() as session:
+        ids = [
+            add_notification(
+                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
+            ).id
+            for n in range(20)
+        ]
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counting(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    metrics = Metrics()
+    delivery = Senders(file_db, make_config(file_db, smtp_server, senders=2), metrics, LiveHub())
+    assert drain(delivery) == 20
+    assert len(smtp_server.wait_for(20)) == 20
+    assert {state_of(file_db, i).state for i in ids} == {"sent"}
+    assert metrics.get("notifications_sent") == 20
+    assert hops.count("_send_and_record") == 2
+    # Two rounds' codes and claims, two batches, closing the SMTP sessions.
+    assert len(hops) <= 8, hops
+
+
+def test_delivery_forced_stop_lets_a_thread_batch_finish_only_its_current_mail(
+    file_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from fmn_daemon.transports.email import EmailTransport
+
+    with file_db.begin() as session:
+        ids = [
+            add_notification(
+                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
+            ).id
+            for n in range(3)
+        ]
+    started = threading.Event()
+    release = threading.Event()
+    mailed: list[str] = []
+
+    def slow_send(self: EmailTransport, destination: str, rendered: Rendered) -> None:
+        started.set()
+        release.wait(5)
+        mailed.append(destination)
+
+    monkeypatch.setattr(EmailTransport, "send_blocking", slow_send)
+    delivery = Senders(file_db, make_config(file_db, senders=1), Metrics(), LiveHub())
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(delivery.run(stop))
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()  # a forced stop: no grace
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    # The mail being sent is recorded as sent; the others were never sent and are
+    # pending again at once.
+    assert len(mailed) == 1
+    states = sorted(state_of(file_db, i).state for i in ids)
+    assert states == ["pending", "pending", "sent"]
