@@ -63,7 +63,6 @@ import datetime as dt
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import Counter
@@ -103,14 +102,7 @@ from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
 from .outcomes import Outcome, OutcomeRecorder
-from .transports import (
-    Blocking,
-    Pooled,
-    Transport,
-    TransportError,
-    TransportRefused,
-    build_transports,
-)
+from .transports import Pooled, Transport, TransportError, TransportRefused, build_transports
 from .transports.live import LiveHub
 
 __all__ = [
@@ -190,14 +182,7 @@ class Senders:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
         self._senders = asyncio.Semaphore(config.delivery.senders)
-        #: Each task sending now and the jobs it carries (one, or a batch in one thread).
-        self._inflight: dict[asyncio.Task[None], tuple[_Job, ...]] = {}
-        #: Contexts whose transport sends from a worker thread: batched per thread call.
-        self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
-        #: Set when stopping: a batch in a worker thread sends no further message.
-        self._stopping = threading.Event()
-        #: Worker-thread batches still running (awaited before rows are released).
-        self._threads: set[asyncio.Future[None]] = set()
+        self._inflight: dict[asyncio.Task[None], _Job] = {}
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
         self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
@@ -223,7 +208,6 @@ class Senders:
         delivery = self.config.delivery
         failures = 0
         self._senders = asyncio.Semaphore(delivery.senders)
-        self._stopping.clear()
         try:
             while not stop.is_set():
                 if len(self._inflight) >= delivery.senders:
@@ -331,26 +315,14 @@ class Senders:
             return handled
         if plan.settled:
             log.debug("delivery: %d claimed rows settled without sending", plan.settled)
-        batched = [job for job in plan.jobs if job.head.context in self._blocking]
         for job in plan.jobs:
-            if job.head.context not in self._blocking:
-                self._start((job,), self._deliver(job))
-        if batched:
-            # One worker-thread call per free slot sends its share and records each
-            # outcome, instead of two hand-offs per message.
-            slots = max(1, self.config.delivery.senders - len(self._inflight))
-            ways = min(slots, len(batched))
-            for share in (tuple(batched[i::ways]) for i in range(ways)):
-                self._start(share, self._deliver_in_thread(share))
+            task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
+            self._inflight[task] = job
+            task.add_done_callback(self._done)
         claimed_ids = {c.id for c in claimed}
         # Digests may have pulled in waiting rows that were not due yet.
         extra = sum(1 for job in plan.jobs for row in job.rows if row.id not in claimed_ids)
         return handled + len(claimed) + extra
-
-    def _start(self, jobs: tuple[_Job, ...], work: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(work, name=f"deliver-{jobs[0].head.id}")
-        self._inflight[task] = jobs
-        task.add_done_callback(self._done)
 
     def _claim_and_plan(
         self, session: Session, inflight: Mapping[tuple[int, str], int]
@@ -374,9 +346,8 @@ class Senders:
     def _inflight_by_group(self) -> Counter[tuple[int, str]]:
         """Rows being sent now, per (user id, context): sent, as far as rate limits go."""
         counts: Counter[tuple[int, str]] = Counter()
-        for jobs in self._inflight.values():
-            for job in jobs:
-                counts[job.head.group] += len(job.rows)
+        for job in self._inflight.values():
+            counts[job.head.group] += len(job.rows)
         return counts
 
     async def _await_one(self, stop: asyncio.Event, timeout: float | None = None) -> None:
@@ -403,7 +374,7 @@ class Senders:
             await in_thread(transport.close)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        jobs = self._inflight.pop(task, ())
+        job = self._inflight.pop(task, None)
         if task.cancelled():
             return
         error = task.exception()
@@ -412,7 +383,7 @@ class Senders:
             # claimed and are sent again once their lease expires.
             log.error(
                 "delivery: could not record the outcome for rows %s: %r",
-                [i for job in jobs for i in job.ids] or "?",
+                job.ids if job else "?",
                 error,
             )
 
@@ -451,20 +422,10 @@ class Senders:
             await self._outcomes.settle()
             return
         log.warning("delivery: cancelling %d sends still running after %.0fs", len(pending), grace)
-        ids = [
-            i
-            for task in pending
-            if task in self._inflight
-            for job in self._inflight[task]
-            for i in job.ids
-        ]
-        # A batch in a worker thread cannot be cancelled: it finishes (and records)
-        # the message it is sending and sends no other.
-        self._stopping.set()
+        ids = [i for task in pending if task in self._inflight for i in self._inflight[task].ids]
         for task in pending:
             task.cancel("the daemon is stopping")
         await asyncio.gather(*pending, return_exceptions=True)
-        await asyncio.gather(*self._threads, return_exceptions=True)
         # Outcomes handed over before the cancel are written first; the release
         # below then leaves those rows alone (they are no longer ``sending``).
         await self._outcomes.settle()
@@ -687,44 +648,12 @@ class Senders:
             # still has its outcome written.
             await self._outcomes.record(outcome)
 
-    async def _deliver_in_thread(self, jobs: tuple[_Job, ...]) -> None:
-        async with self._senders:
-            work = asyncio.ensure_future(in_thread(self._send_and_record, jobs))
-            self._threads.add(work)
-            work.add_done_callback(self._threads.discard)
-            # Shielded: a forced stop cancels this task, not the thread's work, which
-            # ``_finish_sends`` waits for before releasing rows.
-            await asyncio.shield(work)
-
-    def _send_and_record(self, jobs: Sequence[_Job]) -> None:
-        """Send ``jobs`` one after the other, each outcome committed before the next send.
-
-        In a worker thread. As with one task per message, a crash can repeat at
-        most one accepted message per slot; a database that goes away stops the
-        batch (its rows stay claimed, sent again once their lease expires).
-        """
-        for job in jobs:
-            if self._stopping.is_set():
-                return
-            outcome = self._send_blocking(job)
-            try:
-                self._outcomes.record_blocking(outcome)
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                # Its own data, not the database: this message's rows only.
-                log.error(
-                    "delivery: could not record the outcome for rows %s: %s",
-                    job.ids,
-                    for_log(describe(exc), limit=300),
-                )
-
-    def _prepare(self, job: _Job) -> tuple[Transport | None, Rendered | None, list[str], list[str]]:
-        """The job's transport and message, or why there is none (errors, refusals)."""
+    async def _send(self, job: _Job) -> Outcome:
         head = job.head
         transport = self.transports.get(head.context)
         errors: list[str] = []
         refused: list[str] = []
+        accepted = 0
         rendered: Rendered | None = None
         if transport is None:
             errors.append(f"this daemon does not deliver {head.context}")
@@ -734,50 +663,29 @@ class Senders:
             except Exception as exc:  # one message that can't be shown costs only its rows
                 # Logged once, with the outcome, when it is recorded.
                 refused.append(f"cannot be rendered: {describe(exc)}")
-        return transport, rendered, errors, refused
-
-    def _send_blocking(self, job: _Job) -> Outcome:
-        """``_send`` for a :class:`Blocking` transport, in a worker thread."""
-        transport, rendered, errors, refused = self._prepare(job)
-        accepted = 0
-        if isinstance(transport, Blocking) and rendered is not None:
-            for destination in job.head.destinations:
-                try:
-                    transport.send_blocking(destination, rendered)
-                except Exception as exc:
-                    self._note_failure(job, destination, exc, errors, refused)
-                else:
-                    accepted += 1
-        return _outcome(job, accepted, errors, refused)
-
-    async def _send(self, job: _Job) -> Outcome:
-        transport, rendered, errors, refused = self._prepare(job)
-        accepted = 0
         if transport is not None and rendered is not None:
-            for destination in job.head.destinations:
+            for destination in head.destinations:
+                masked = mask_address(head.context, destination)
                 try:
                     await transport.send(destination, rendered)
-                except Exception as exc:
-                    self._note_failure(job, destination, exc, errors, refused)
+                except TransportRefused as exc:
+                    refused.append(f"{masked}: {exc.reason}")
+                except TransportError as exc:
+                    errors.append(f"{masked}: {exc.reason}")
+                except Exception:  # a transport's bug must not stop the other destinations
+                    notice = report_internal_error(
+                        log, f"sending message {for_log(head.message_id)} to {masked}"
+                    )
+                    errors.append(f"{masked}: {notice}")
                 else:
                     accepted += 1
-        return _outcome(job, accepted, errors, refused)
-
-    @staticmethod
-    def _note_failure(
-        job: _Job, destination: str, exc: Exception, errors: list[str], refused: list[str]
-    ) -> None:
-        """File a destination's failure as a refusal or an error (one never stops the others)."""
-        masked = mask_address(job.head.context, destination)
-        if isinstance(exc, TransportRefused):
-            refused.append(f"{masked}: {exc.reason}")
-        elif isinstance(exc, TransportError):
-            errors.append(f"{masked}: {exc.reason}")
-        else:  # a transport's bug must not stop the other destinations
-            notice = report_internal_error(
-                log, f"sending message {for_log(job.head.message_id)} to {masked}"
-            )
-            errors.append(f"{masked}: {notice}")
+        return Outcome(
+            rows=job.rows,
+            digest=job.digest,
+            accepted=accepted,
+            errors=tuple(errors),
+            refused=tuple(refused),
+        )
 
     # -- confirmation codes -------------------------------------------------------
 
@@ -826,16 +734,6 @@ class Senders:
             )
             sent += 1
         return sent
-
-
-def _outcome(job: _Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:
-    return Outcome(
-        rows=job.rows,
-        digest=job.digest,
-        accepted=accepted,
-        errors=tuple(errors),
-        refused=tuple(refused),
-    )
 
 
 def _with_inflight(

@@ -90,16 +90,6 @@ class OutcomeRecorder:
         # outcome written by the flush, which ``settle`` waits for.
         await asyncio.shield(future)
 
-    def record_blocking(self, outcome: Outcome) -> None:
-        """Commit ``outcome`` from a worker thread, in its own transaction; raises if it could not.
-
-        For senders that send from a worker thread: the outcome is written in the
-        thread that sent, before its next send, with no hand-off to the event loop.
-        """
-        with self.db.begin() as session:
-            (states,) = self._write(session, [outcome])
-        self._report(outcome, states)
-
     async def settle(self) -> None:
         """Wait until every outcome handed over so far is written (or has failed)."""
         while self._flusher is not None and not self._flusher.done():
