@@ -31,13 +31,14 @@ What to do with a claimed group is the delivery policy's
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Integer, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
@@ -236,6 +237,56 @@ def _claim_where(
     return _load_claimed(session, taken)
 
 
+@functools.cache
+def _load_statement() -> Any:
+    """``_load_claimed``'s statement, built once (parameter: ``ids``)."""
+    n = Notification.__table__.c
+    u = User.__table__.c
+    m = StoredMessage.__table__.c
+    p = Preference.__table__.c
+    f = Filter.__table__.c
+    d = Destination.__table__.c
+    return (
+        select(
+            n.id,
+            n.context,
+            n.filter_name,
+            n.created_at,
+            n.attempts,
+            n.hold_reason,
+            u.id,
+            u.name,
+            u.muted_until,
+            u.link_nonce,
+            m.id,
+            m.topic,
+            m.body,
+            m.headers,
+            p.id,
+            p.enabled,
+            p.digest_minutes,
+            p.digest_count,
+            p.digest_at,
+            p.digest_timezone,
+            p.quiet_from,
+            p.quiet_to,
+            p.quiet_timezone,
+            f.delivery,
+            f.urgent,
+            d.address,
+        )
+        .select_from(
+            Notification.__table__.join(User.__table__, u.id == n.user_id)
+            .join(StoredMessage.__table__, m.id == n.message_id)
+            .outerjoin(Preference.__table__, and_(p.user_id == n.user_id, p.context == n.context))
+            .outerjoin(Filter.__table__, f.id == n.filter_id)
+            .outerjoin(Destination.__table__, and_(d.preference_id == p.id, d.confirmed.is_(True)))
+        )
+        .where(n.id.in_(bindparam("ids", expanding=True)))
+        .order_by(n.created_at, n.id, d.id)
+    )
+
+
 def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotification]:
     """The claimed rows ``ids``, oldest first, in one statement.
 
@@ -247,52 +298,7 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
     """
     if not ids:
         return []
-    result = session.execute(
-        select(
-            Notification.id,
-            Notification.context,
-            Notification.filter_name,
-            Notification.created_at,
-            Notification.attempts,
-            Notification.hold_reason,
-            User.id,
-            User.name,
-            User.muted_until,
-            User.link_nonce,
-            StoredMessage.id,
-            StoredMessage.topic,
-            StoredMessage.body,
-            StoredMessage.headers,
-            Preference.id,
-            Preference.enabled,
-            Preference.digest_minutes,
-            Preference.digest_count,
-            Preference.digest_at,
-            Preference.digest_timezone,
-            Preference.quiet_from,
-            Preference.quiet_to,
-            Preference.quiet_timezone,
-            Filter.delivery,
-            Filter.urgent,
-            Destination.address,
-        )
-        .join(User, User.id == Notification.user_id)
-        .join(StoredMessage, StoredMessage.id == Notification.message_id)
-        .outerjoin(
-            Preference,
-            and_(
-                Preference.user_id == Notification.user_id,
-                Preference.context == Notification.context,
-            ),
-        )
-        .outerjoin(Filter, Filter.id == Notification.filter_id)
-        .outerjoin(
-            Destination,
-            and_(Destination.preference_id == Preference.id, Destination.confirmed.is_(True)),
-        )
-        .where(Notification.id.in_(list(ids)))
-        .order_by(Notification.created_at, Notification.id, Destination.id)
-    )
+    result = session.connection().execute(_load_statement(), {"ids": list(ids)})
     # One result row per confirmed address (or one without): fold them per notification.
     found: dict[int, tuple[Any, list[str]]] = {}
     for row in result:
@@ -375,17 +381,61 @@ def claim_due(
     ``exclude_contexts`` leaves some out (the daemon leaves ``irc`` to the bot).
     """
     moment = _now(now)
-    due = _due_select(
-        session, contexts=contexts, exclude_contexts=exclude_contexts, limit=limit, now=moment
+    statement = _claim_due_statement(
+        is_postgres(session),
+        tuple(contexts) if contexts is not None else None,
+        tuple(exclude_contexts),
     )
-    # The due rows are locked and taken by one statement (the sub-select locks them
-    # on PostgreSQL, skipping rows another sender holds).
-    return _claim_where(
-        session,
-        Notification.id.in_(due),
-        worker=worker,
-        lease_seconds=lease_seconds,
-        now=moment,
+    taken = list(
+        session.connection().scalars(
+            statement,
+            {
+                "now": moment,
+                "limit": limit,
+                "worker": worker,
+                "until": moment + dt.timedelta(seconds=lease_seconds),
+            },
+        )
+    )
+    return _load_claimed(session, taken)
+
+
+@functools.cache
+def _claim_due_statement(
+    postgres: bool, contexts: tuple[str, ...] | None, exclude_contexts: tuple[str, ...]
+) -> Any:
+    """``claim_due``'s one statement, built once per dialect and contexts.
+
+    Building it (and its cache key) anew for every claim cost more CPU than
+    running it; parameters: ``now``, ``limit``, ``worker``, ``until``.
+    """
+    table = cast(Table, Notification.__table__)
+    c = table.c
+    now = bindparam("now", type_=c.next_attempt_at.type)
+    due = select(c.id).where(
+        or_(
+            and_(c.state.in_(WAITING_STATES), c.next_attempt_at <= now),
+            # Crash recovery: a sender took these and never came back.
+            and_(c.state == NotificationState.SENDING.value, c.claimed_until < now),
+        )
+    )
+    if contexts is not None:
+        due = due.where(c.context.in_(contexts))
+    if exclude_contexts:
+        due = due.where(c.context.not_in(exclude_contexts))
+    due = due.order_by(c.next_attempt_at, c.id).limit(bindparam("limit", type_=Integer))
+    if postgres:
+        # Locks the due rows, skipping those another sender holds.
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(table)
+        .where(c.id.in_(due))
+        .values(
+            state=NotificationState.SENDING.value,
+            claimed_by=bindparam("worker", type_=c.claimed_by.type),
+            claimed_until=bindparam("until", type_=c.claimed_until.type),
+        )
+        .returning(c.id)
     )
 
 
