@@ -548,20 +548,34 @@ def mark_sent(
     id_list = list(ids)
     if not id_list:
         return 0
-    result = session.execute(
-        update(Notification)
-        .where(Notification.id.in_(id_list))
-        .values(
-            state=NotificationState.SENT.value,
-            sent_at=_now(now),
-            claimed_by=None,
-            claimed_until=None,
-            last_error=scrub_error(note) if note is not None else None,
-            hold_reason=None,
-        )
-        .execution_options(synchronize_session=False)
+    result = session.connection().execute(
+        _mark_sent_statement(),
+        {
+            "ids": id_list,
+            "at": _now(now),
+            "note": scrub_error(note) if note is not None else None,
+        },
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+@functools.cache
+def _mark_sent_statement() -> Any:
+    """``mark_sent``'s statement, built once (one per outcome group, at low rates per mail)."""
+    table = cast(Table, Notification.__table__)
+    c = table.c
+    return (
+        update(table)
+        .where(c.id.in_(bindparam("ids", expanding=True)))
+        .values(
+            state=NotificationState.SENT.value,
+            sent_at=bindparam("at", type_=c.sent_at.type),
+            claimed_by=None,
+            claimed_until=None,
+            last_error=bindparam("note", type_=c.last_error.type),
+            hold_reason=None,
+        )
+    )
 
 
 def backoff_delay(
