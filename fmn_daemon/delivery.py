@@ -302,7 +302,7 @@ class Senders:
             if is_transient(exc):
                 raise
             log.warning(
-                "delivery: a claim failed (%s); claiming its rows one at a time",
+                "delivery: a claim or its plan failed (%s); claiming its rows one at a time",
                 for_log(describe(exc), limit=200),
             )
             claimed = await in_thread(self._claim_one_by_one)
