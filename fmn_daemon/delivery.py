@@ -102,7 +102,14 @@ from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
 from .outcomes import Outcome, OutcomeRecorder
-from .transports import Pooled, Transport, TransportError, TransportRefused, build_transports
+from .transports import (
+    Blocking,
+    Pooled,
+    Transport,
+    TransportError,
+    TransportRefused,
+    build_transports,
+)
 from .transports.live import LiveHub
 
 __all__ = [
@@ -183,6 +190,8 @@ class Senders:
         self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
         self._senders = asyncio.Semaphore(config.delivery.senders)
         self._inflight: dict[asyncio.Task[None], _Job] = {}
+        #: Contexts whose transport sends from a worker thread (``Blocking``).
+        self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
         self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
@@ -641,19 +650,65 @@ class Senders:
 
     async def _deliver(self, job: _Job) -> None:
         async with self._senders:
-            outcome = await self._send(job)
+            if job.head.context in self._blocking:
+                outcome, recorded = await in_thread(self._send_in_thread, job)
+            else:
+                outcome, recorded = await self._send(job), False
             # Recorded before the slot is given back, so that a crash can repeat at
             # most one accepted mail per slot; outcomes of slots that finish together
             # still share one transaction. A send cancelled here (a forced stop)
             # still has its outcome written.
-            await self._outcomes.record(outcome)
+            if not recorded:
+                await self._outcomes.record(outcome)
+
+    def _send_in_thread(self, job: _Job) -> tuple[Outcome, bool]:
+        """Render and send ``job`` in a worker thread; record it there too when it is alone.
+
+        Returns the outcome and whether it is recorded. A send with no other in
+        flight has no group to commit with: its outcome is written in the thread
+        that sent it, saving a hand-off to the event loop and back (the usual case
+        at low rates). Otherwise, or should that write fail, the event loop's group
+        commit records it, as for every other transport.
+        """
+        transport, rendered, errors, refused = self._prepare(job)
+        accepted = 0
+        if isinstance(transport, Blocking) and rendered is not None:
+            for destination in job.head.destinations:
+                try:
+                    transport.send_blocking(destination, rendered)
+                except Exception as exc:
+                    self._note_failure(job, destination, exc, errors, refused)
+                else:
+                    accepted += 1
+        outcome = _outcome(job, accepted, errors, refused)
+        if len(self._inflight) > 1 or not self._outcomes.idle:
+            return outcome, False
+        try:
+            self._outcomes.record_alone(outcome)
+        except Exception as exc:
+            log.debug("delivery: recording in the sending thread failed (%r); retrying", exc)
+            return outcome, False
+        return outcome, True
 
     async def _send(self, job: _Job) -> Outcome:
+        transport, rendered, errors, refused = self._prepare(job)
+        accepted = 0
+        if transport is not None and rendered is not None:
+            for destination in job.head.destinations:
+                try:
+                    await transport.send(destination, rendered)
+                except Exception as exc:
+                    self._note_failure(job, destination, exc, errors, refused)
+                else:
+                    accepted += 1
+        return _outcome(job, accepted, errors, refused)
+
+    def _prepare(self, job: _Job) -> tuple[Transport | None, Rendered | None, list[str], list[str]]:
+        """The job's transport and message, or why there is none (errors, refusals)."""
         head = job.head
         transport = self.transports.get(head.context)
         errors: list[str] = []
         refused: list[str] = []
-        accepted = 0
         rendered: Rendered | None = None
         if transport is None:
             errors.append(f"this daemon does not deliver {head.context}")
@@ -663,29 +718,23 @@ class Senders:
             except Exception as exc:  # one message that can't be shown costs only its rows
                 # Logged once, with the outcome, when it is recorded.
                 refused.append(f"cannot be rendered: {describe(exc)}")
-        if transport is not None and rendered is not None:
-            for destination in head.destinations:
-                masked = mask_address(head.context, destination)
-                try:
-                    await transport.send(destination, rendered)
-                except TransportRefused as exc:
-                    refused.append(f"{masked}: {exc.reason}")
-                except TransportError as exc:
-                    errors.append(f"{masked}: {exc.reason}")
-                except Exception:  # a transport's bug must not stop the other destinations
-                    notice = report_internal_error(
-                        log, f"sending message {for_log(head.message_id)} to {masked}"
-                    )
-                    errors.append(f"{masked}: {notice}")
-                else:
-                    accepted += 1
-        return Outcome(
-            rows=job.rows,
-            digest=job.digest,
-            accepted=accepted,
-            errors=tuple(errors),
-            refused=tuple(refused),
-        )
+        return transport, rendered, errors, refused
+
+    @staticmethod
+    def _note_failure(
+        job: _Job, destination: str, exc: Exception, errors: list[str], refused: list[str]
+    ) -> None:
+        """File a destination's failure as a refusal or an error (one never stops the others)."""
+        masked = mask_address(job.head.context, destination)
+        if isinstance(exc, TransportRefused):
+            refused.append(f"{masked}: {exc.reason}")
+        elif isinstance(exc, TransportError):
+            errors.append(f"{masked}: {exc.reason}")
+        else:  # a transport's bug must not stop the other destinations
+            notice = report_internal_error(
+                log, f"sending message {for_log(job.head.message_id)} to {masked}"
+            )
+            errors.append(f"{masked}: {notice}")
 
     # -- confirmation codes -------------------------------------------------------
 
@@ -734,6 +783,16 @@ class Senders:
             )
             sent += 1
         return sent
+
+
+def _outcome(job: _Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:
+    return Outcome(
+        rows=job.rows,
+        digest=job.digest,
+        accepted=accepted,
+        errors=tuple(errors),
+        refused=tuple(refused),
+    )
 
 
 def _with_inflight(
