@@ -459,6 +459,113 @@ def run_fmn(
     return measure(mails, warm_sent), measure(mails, sent), code, log.tail, cpu, split
 
 
+def sender_cpu(single: int, due: int) -> None:
+    """The senders' CPU per mail in this process, without the consumer or the bus.
+
+    The real ``Senders`` on a fresh PostgreSQL database (10 users with a confirmed
+    address), mailing aiosmtpd's ``Sink`` in a subprocess (so the server's CPU is
+    not counted); ``time.process_time()`` around the rounds only. "One at a time"
+    commits one row and runs one round, ``single`` times, as at a low rate; "due at
+    once" drains ``due`` rows committed together, as under load.
+    """
+    import asyncio
+    import uuid
+
+    from fmn_core.config import DeliveryConfig, HttpConfig, SmtpConfig
+    from fmn_core.models import Destination, Notification, Preference, StoredMessage, User
+    from fmn_daemon.delivery import Senders
+    from fmn_daemon.metrics import Metrics
+
+    templates, _ = corpus_templates()
+    port = free_port()
+    sink = ["-c", "aiosmtpd.handlers.Sink", "-l", f"127.0.0.1:{port}"]
+    server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", *sink])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the SMTP sink did not start") from None
+                time.sleep(0.1)
+        with BenchDatabase() as bench:
+            config = Config(database_url=bench.url).replace(
+                smtp=SmtpConfig(host="127.0.0.1", port=port, timeout_seconds=5),
+                http=HttpConfig(public_url="https://fmn.example.org", secret_key="benchmark"),
+                delivery=DeliveryConfig(rate_limit_per_hour=1_000_000),
+            )
+            db = Database(config, bench.engine())
+            with db.begin() as session:
+                users = [User(name=f"user{n}") for n in range(10)]
+                session.add_all(users)
+                session.flush()
+                for user in users:
+                    preference = Preference(user_id=user.id, context="email", enabled=True)
+                    session.add(preference)
+                    session.flush()
+                    session.add(
+                        Destination(
+                            preference_id=preference.id,
+                            address=f"{user.name}@example.org",
+                            confirmed=True,
+                        )
+                    )
+                user_ids = [user.id for user in users]
+
+            def add_rows(count: int, start: int) -> None:
+                with db.begin() as session:
+                    for n in range(start, start + count):
+                        template = templates[n % len(templates)]
+                        message = StoredMessage(
+                            id=str(uuid.uuid4()),
+                            topic=template.topic,
+                            body=json.loads(template.body),
+                            headers=template.headers,
+                        )
+                        session.add(message)
+                        session.flush()
+                        session.add(
+                            Notification(
+                                message_id=message.id,
+                                user_id=user_ids[n % len(user_ids)],
+                                context="email",
+                                filter_name="benchmark",
+                            )
+                        )
+
+            senders = Senders(db, config, Metrics())
+
+            async def measure() -> tuple[float, float]:
+                one = 0.0
+                for n in range(single):
+                    add_rows(1, n)
+                    started = time.process_time()
+                    # As ``run`` does: codes are looked for every poll interval only.
+                    handled = await senders._start_round(codes=n == 0)
+                    await senders._await_inflight(None)
+                    one += time.process_time() - started
+                    assert handled == 1, handled
+                add_rows(due, single)
+                started = time.process_time()
+                handled = await senders.drain(600)
+                many = time.process_time() - started
+                assert handled == due, handled
+                return one, many
+
+            one, many = asyncio.run(measure())
+            db.engine.dispose()
+        print(
+            f"  senders, one row at a time: {single} mails, "
+            f"{one * 1000 / single:.2f} ms CPU per mail"
+        )
+        print(f"  senders, {due:,} rows due at once: {many * 1000 / due:.3f} ms CPU per mail")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -484,7 +591,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON (for plots)")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument(
+        "--sender-cpu",
+        action="store_true",
+        help="only measure the senders' CPU per mail in this process (no bus, no consumer)",
+    )
     args = parser.parse_args(argv)
+    if args.sender_cpu:
+        print_machine()
+        print_services()
+        print("\nSenders' CPU per mail (in process; SMTP sink in a subprocess)\n")
+        sender_cpu(400, 3000)
+        return 0
     seconds = 10.0 if args.quick else args.seconds
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
 

@@ -11,11 +11,12 @@ behaves alike; only sending is theirs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from .models import Filter, Notification, NotificationState, utcnow
@@ -179,39 +180,20 @@ def group_stats(
     if not wanted:
         return {}
     moment = now if now is not None else utcnow()
-    user_ids = {key[0] for key in wanted}
-    contexts = {key[1] for key in wanted}
-    scope = (Notification.user_id.in_(user_ids), Notification.context.in_(contexts))
-    # Whether a row belongs to a digest: its filter sends digests, or it is gone.
-    in_digest = case((or_(Filter.id.is_(None), Filter.delivery == "digest"), 1), else_=0)
     waiting: dict[tuple[int, str, bool], tuple[int, dt.datetime | None]] = {}
-    for user_id, context, digest, count, oldest in session.execute(
-        select(
-            Notification.user_id,
-            Notification.context,
-            in_digest,
-            func.count(),
-            func.min(Notification.created_at),
-        )
-        .outerjoin(Filter, Filter.id == Notification.filter_id)
-        .where(
-            *scope,
-            Notification.state.in_((*WAITING_STATES, NotificationState.SENDING.value)),
-        )
-        .group_by(Notification.user_id, Notification.context, in_digest)
-    ):
-        waiting[(user_id, context, bool(digest))] = (count, _aware(oldest))
     sent: dict[tuple[int, str], int] = {}
-    for user_id, context, count in session.execute(
-        select(Notification.user_id, Notification.context, func.count())
-        .where(
-            *scope,
-            Notification.state == NotificationState.SENT.value,
-            Notification.sent_at >= moment - dt.timedelta(hours=1),
-        )
-        .group_by(Notification.user_id, Notification.context)
+    for user_id, context, digest, count, oldest, recent in session.connection().execute(
+        _stats_statement(),
+        {
+            "users": sorted({key[0] for key in wanted}),
+            "contexts": sorted({key[1] for key in wanted}),
+            "since": moment - dt.timedelta(hours=1),
+        },
     ):
-        sent[(user_id, context)] = count
+        if count:
+            waiting[(user_id, context, bool(digest))] = (int(count), _aware(oldest))
+        if recent:
+            sent[(user_id, context)] = sent.get((user_id, context), 0) + int(recent)
     result: dict[GroupKey, GroupStats] = {}
     for key in wanted:
         user_id, context = key[0], key[1]
@@ -224,6 +206,39 @@ def group_stats(
             sent_last_hour=sent.get((user_id, context), 0),
         )
     return result
+
+
+@functools.cache
+def _stats_statement() -> Any:
+    """``group_stats``' one statement, built once: rows waiting and rows sent within the
+    hour, per (user, context) and lane. A sender asks once per claim, at low rates once
+    per message, and building the statement cost more than running it."""
+    n = Notification.__table__.c
+    f = Filter.__table__.c
+    # Whether a row belongs to a digest: its filter sends digests, or it is gone.
+    in_digest = case((or_(f.id.is_(None), f.delivery == "digest"), 1), else_=0)
+    is_waiting = n.state.in_((*WAITING_STATES, NotificationState.SENDING.value))
+    is_recent = and_(
+        n.state == NotificationState.SENT.value,
+        n.sent_at >= bindparam("since", type_=n.sent_at.type),
+    )
+    return (
+        select(
+            n.user_id,
+            n.context,
+            in_digest,
+            func.sum(case((is_waiting, 1), else_=0)),
+            func.min(case((is_waiting, n.created_at), else_=None)),
+            func.sum(case((is_recent, 1), else_=0)),
+        )
+        .select_from(Notification.__table__.outerjoin(Filter.__table__, f.id == n.filter_id))
+        .where(
+            n.user_id.in_(bindparam("users", expanding=True)),
+            n.context.in_(bindparam("contexts", expanding=True)),
+            or_(is_waiting, is_recent),
+        )
+        .group_by(n.user_id, n.context, in_digest)
+    )
 
 
 def _aware(value: Any) -> dt.datetime | None:

@@ -31,13 +31,14 @@ What to do with a claimed group is the delivery policy's
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Integer, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import is_postgres
@@ -168,28 +169,6 @@ class ClaimedNotification:
         return self.lane == "digest"
 
 
-class _ClaimedRow(NamedTuple):
-    """The outbox columns a claim reads."""
-
-    id: int
-    context: str
-    filter_name: str
-    created_at: dt.datetime
-    attempts: int
-    filter_id: int | None
-    hold_reason: str | None
-    user_id: int
-
-
-class _ClaimedUser(NamedTuple):
-    """The user columns a claim reads."""
-
-    id: int
-    name: str
-    muted_until: dt.datetime | None
-    link_nonce: int | None
-
-
 @dataclass(frozen=True, slots=True)
 class DeadNotification:
     """A notification that exhausted its attempts (for operators)."""
@@ -223,88 +202,122 @@ def _take(
 ) -> list[ClaimedNotification]:
     if not ids:
         return []
-    session.execute(
-        update(Notification)
-        .where(Notification.id.in_(ids))
-        .values(
-            state=NotificationState.SENDING.value,
-            claimed_by=worker,
-            claimed_until=now + dt.timedelta(seconds=lease_seconds),
-        )
-        .execution_options(synchronize_session=False)
+    return _claim_where(
+        session,
+        Notification.id.in_(list(ids)),
+        worker=worker,
+        lease_seconds=lease_seconds,
+        now=now,
     )
-    return _load_claimed(session, ids)
+
+
+def _claim_where(
+    session: Session, condition: Any, *, worker: str, lease_seconds: float, now: dt.datetime
+) -> list[ClaimedNotification]:
+    """Take the rows ``condition`` selects and load them: two statements in all.
+
+    One ``UPDATE ... RETURNING`` takes the rows (``condition`` may be the locking
+    sub-select of due rows), one ``SELECT`` reads everything a sender renders and
+    decides from. A claim runs once per round, at low rates once per message, so
+    every statement it saves is saved per message.
+    """
+    taken = list(
+        session.scalars(
+            update(Notification)
+            .where(condition)
+            .values(
+                state=NotificationState.SENDING.value,
+                claimed_by=worker,
+                claimed_until=now + dt.timedelta(seconds=lease_seconds),
+            )
+            .returning(Notification.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    return _load_claimed(session, taken)
+
+
+@functools.cache
+def _load_statement() -> Any:
+    """``_load_claimed``'s statement, built once (parameter: ``ids``)."""
+    n = Notification.__table__.c
+    u = User.__table__.c
+    m = StoredMessage.__table__.c
+    p = Preference.__table__.c
+    f = Filter.__table__.c
+    d = Destination.__table__.c
+    return (
+        select(
+            n.id,
+            n.context,
+            n.filter_name,
+            n.created_at,
+            n.attempts,
+            n.hold_reason,
+            u.id,
+            u.name,
+            u.muted_until,
+            u.link_nonce,
+            m.id,
+            m.topic,
+            m.body,
+            m.headers,
+            p.id,
+            p.enabled,
+            p.digest_minutes,
+            p.digest_count,
+            p.digest_at,
+            p.digest_timezone,
+            p.quiet_from,
+            p.quiet_to,
+            p.quiet_timezone,
+            f.delivery,
+            f.urgent,
+            d.address,
+        )
+        .select_from(
+            Notification.__table__.join(User.__table__, u.id == n.user_id)
+            .join(StoredMessage.__table__, m.id == n.message_id)
+            .outerjoin(Preference.__table__, and_(p.user_id == n.user_id, p.context == n.context))
+            .outerjoin(Filter.__table__, f.id == n.filter_id)
+            .outerjoin(Destination.__table__, and_(d.preference_id == p.id, d.confirmed.is_(True)))
+        )
+        .where(n.id.in_(bindparam("ids", expanding=True)))
+        .order_by(n.created_at, n.id, d.id)
+    )
 
 
 def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotification]:
-    # Columns, not entities: a sender claims hundreds of rows a second, and building
-    # three ORM objects per row (the message's body and headers among them) cost
-    # more than the query. The message is re-parsed from a transient copy.
-    rows = [
-        (
-            _ClaimedRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7]),
-            _ClaimedUser(row[8], row[9], row[10], row[11]),
-            StoredMessage(id=row[12], topic=row[13], body=row[14], headers=row[15]),
-        )
-        for row in session.execute(
-            select(
-                Notification.id,
-                Notification.context,
-                Notification.filter_name,
-                Notification.created_at,
-                Notification.attempts,
-                Notification.filter_id,
-                Notification.hold_reason,
-                Notification.user_id,
-                User.id,
-                User.name,
-                User.muted_until,
-                User.link_nonce,
-                StoredMessage.id,
-                StoredMessage.topic,
-                StoredMessage.body,
-                StoredMessage.headers,
-            )
-            .join(User, User.id == Notification.user_id)
-            .join(StoredMessage, StoredMessage.id == Notification.message_id)
-            .where(Notification.id.in_(ids))
-            .order_by(Notification.created_at, Notification.id)
-        )
-    ]
-    user_ids = {user.id for _, user, _ in rows}
-    preferences = {
-        (p.user_id, p.context): p
-        for p in session.scalars(select(Preference).where(Preference.user_id.in_(user_ids)))
-    }
-    addresses: dict[int, list[str]] = {}
-    if preferences:
-        for preference_id, address in session.execute(
-            select(Destination.preference_id, Destination.address)
-            .where(
-                Destination.preference_id.in_([p.id for p in preferences.values()]),
-                Destination.confirmed.is_(True),
-            )
-            .order_by(Destination.id)
-        ):
-            addresses.setdefault(preference_id, []).append(address)
-    filter_ids = {n.filter_id for n, _, _ in rows if n.filter_id is not None}
-    modes: dict[int, tuple[str, bool]] = {}
-    if filter_ids:
-        modes = {
-            filter_id: (delivery, urgent)
-            for filter_id, delivery, urgent in session.execute(
-                select(Filter.id, Filter.delivery, Filter.urgent).where(Filter.id.in_(filter_ids))
-            )
-        }
+    """The claimed rows ``ids``, oldest first, in one statement.
+
+    Columns, not entities: a sender claims hundreds of rows a second, and building
+    ORM objects per row (the message's body and headers among them) cost more than
+    the query. The user's preference, the filter's mode and the confirmed
+    addresses come in the same statement (outer joins: a row whose filter or
+    preference is gone is still claimed), one result row per address.
+    """
+    if not ids:
+        return []
+    result = session.connection().execute(_load_statement(), {"ids": list(ids)})
+    # One result row per confirmed address (or one without): fold them per notification.
+    found: dict[int, tuple[Any, list[str]]] = {}
+    for row in result:
+        entry = found.get(row[0])
+        if entry is None:
+            entry = found[row[0]] = (row, [])
+        if row[25] is not None:
+            entry[1].append(row[25])
     facts = FactsCache()
     claimed: list[ClaimedNotification] = []
-    for notification, user, message in rows:
+    for row, addresses in found.values():
+        # A transient copy: the message's facts are parsed from it, never flushed.
+        message = StoredMessage(id=row[10], topic=row[11], body=row[12], headers=row[13])
         fact = facts.get(message)
-        preference = preferences.get((user.id, notification.context))
-        delivery, urgent = modes.get(notification.filter_id or 0, ("digest", False))
+        has_preference = row[14] is not None
+        has_filter = row[23] is not None
         claimed.append(
             ClaimedNotification(
-                id=notification.id,
+                id=row[0],
                 message_id=message.id,
                 topic=message.topic,
                 app=fact.app_name,
@@ -315,28 +328,27 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
                 usernames=tuple(sorted(fact.usernames)),
                 packages=tuple(sorted(fact.packages)),
                 severity=fact.severity,
-                user_id=user.id,
-                user=user.name,
-                context=notification.context,
-                filter_name=notification.filter_name,
-                created_at=notification.created_at,
-                attempts=notification.attempts,
-                enabled=preference.enabled if preference is not None else False,
-                digest_minutes=preference.digest_minutes if preference is not None else 0,
-                digest_count=preference.digest_count if preference is not None else 0,
-                muted_until=user.muted_until,
-                link_nonce=user.link_nonce or 0,
-                destinations=tuple(addresses.get(preference.id, ()))
-                if preference is not None
-                else (),
-                delivery=delivery,
-                urgent=urgent,
-                digest_at=preference.digest_at if preference is not None else None,
-                digest_timezone=preference.digest_timezone if preference is not None else "UTC",
-                quiet_from=preference.quiet_from if preference is not None else None,
-                quiet_to=preference.quiet_to if preference is not None else None,
-                quiet_timezone=preference.quiet_timezone if preference is not None else None,
-                hold_reason=notification.hold_reason,
+                user_id=row[6],
+                user=row[7],
+                context=row[1],
+                filter_name=row[2],
+                created_at=row[3],
+                attempts=row[4],
+                enabled=bool(row[15]) if has_preference else False,
+                digest_minutes=row[16] if has_preference else 0,
+                digest_count=row[17] if has_preference else 0,
+                muted_until=row[8],
+                link_nonce=row[9] or 0,
+                destinations=tuple(addresses),
+                # A row whose filter is gone follows the context's digest.
+                delivery=row[23] if has_filter else "digest",
+                urgent=bool(row[24]) if has_filter else False,
+                digest_at=row[18] if has_preference else None,
+                digest_timezone=row[19] if has_preference else "UTC",
+                quiet_from=row[20] if has_preference else None,
+                quiet_to=row[21] if has_preference else None,
+                quiet_timezone=row[22] if has_preference else None,
+                hold_reason=row[5],
             )
         )
     return claimed
@@ -369,10 +381,62 @@ def claim_due(
     ``exclude_contexts`` leaves some out (the daemon leaves ``irc`` to the bot).
     """
     moment = _now(now)
-    ids = due_ids(
-        session, contexts=contexts, exclude_contexts=exclude_contexts, limit=limit, now=moment
+    statement = _claim_due_statement(
+        is_postgres(session),
+        tuple(contexts) if contexts is not None else None,
+        tuple(exclude_contexts),
     )
-    return _take(session, ids, worker=worker, lease_seconds=lease_seconds, now=moment)
+    taken = list(
+        session.connection().scalars(
+            statement,
+            {
+                "now": moment,
+                "limit": limit,
+                "worker": worker,
+                "until": moment + dt.timedelta(seconds=lease_seconds),
+            },
+        )
+    )
+    return _load_claimed(session, taken)
+
+
+@functools.cache
+def _claim_due_statement(
+    postgres: bool, contexts: tuple[str, ...] | None, exclude_contexts: tuple[str, ...]
+) -> Any:
+    """``claim_due``'s one statement, built once per dialect and contexts.
+
+    Building it (and its cache key) anew for every claim cost more CPU than
+    running it; parameters: ``now``, ``limit``, ``worker``, ``until``.
+    """
+    table = cast(Table, Notification.__table__)
+    c = table.c
+    now = bindparam("now", type_=c.next_attempt_at.type)
+    due = select(c.id).where(
+        or_(
+            and_(c.state.in_(WAITING_STATES), c.next_attempt_at <= now),
+            # Crash recovery: a sender took these and never came back.
+            and_(c.state == NotificationState.SENDING.value, c.claimed_until < now),
+        )
+    )
+    if contexts is not None:
+        due = due.where(c.context.in_(contexts))
+    if exclude_contexts:
+        due = due.where(c.context.not_in(exclude_contexts))
+    due = due.order_by(c.next_attempt_at, c.id).limit(bindparam("limit", type_=Integer))
+    if postgres:
+        # Locks the due rows, skipping those another sender holds.
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(table)
+        .where(c.id.in_(due))
+        .values(
+            state=NotificationState.SENDING.value,
+            claimed_by=bindparam("worker", type_=c.claimed_by.type),
+            claimed_until=bindparam("until", type_=c.claimed_until.type),
+        )
+        .returning(c.id)
+    )
 
 
 def due_ids(
@@ -384,7 +448,21 @@ def due_ids(
     now: dt.datetime | None = None,
 ) -> list[int]:
     """The ids ``claim_due`` would claim (locked on PostgreSQL), without loading anything."""
-    statement = select(Notification.id).where(_due_condition(_now(now)))
+    due = _due_select(
+        session, contexts=contexts, exclude_contexts=exclude_contexts, limit=limit, now=_now(now)
+    )
+    return list(session.scalars(due))
+
+
+def _due_select(
+    session: Session,
+    *,
+    contexts: Sequence[str] | None,
+    exclude_contexts: Sequence[str],
+    limit: int,
+    now: dt.datetime,
+) -> Any:
+    statement = select(Notification.id).where(_due_condition(now))
     if contexts is not None:
         statement = statement.where(Notification.context.in_(list(contexts)))
     if exclude_contexts:
@@ -392,7 +470,7 @@ def due_ids(
     statement = statement.order_by(Notification.next_attempt_at, Notification.id).limit(limit)
     if is_postgres(session):
         statement = statement.with_for_update(skip_locked=True)
-    return list(session.scalars(statement))
+    return statement
 
 
 def claim_ids(
@@ -470,20 +548,34 @@ def mark_sent(
     id_list = list(ids)
     if not id_list:
         return 0
-    result = session.execute(
-        update(Notification)
-        .where(Notification.id.in_(id_list))
-        .values(
-            state=NotificationState.SENT.value,
-            sent_at=_now(now),
-            claimed_by=None,
-            claimed_until=None,
-            last_error=scrub_error(note) if note is not None else None,
-            hold_reason=None,
-        )
-        .execution_options(synchronize_session=False)
+    result = session.connection().execute(
+        _mark_sent_statement(),
+        {
+            "ids": id_list,
+            "at": _now(now),
+            "note": scrub_error(note) if note is not None else None,
+        },
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+@functools.cache
+def _mark_sent_statement() -> Any:
+    """``mark_sent``'s statement, built once (one per outcome group, at low rates per mail)."""
+    table = cast(Table, Notification.__table__)
+    c = table.c
+    return (
+        update(table)
+        .where(c.id.in_(bindparam("ids", expanding=True)))
+        .values(
+            state=NotificationState.SENT.value,
+            sent_at=bindparam("at", type_=c.sent_at.type),
+            claimed_by=None,
+            claimed_until=None,
+            last_error=bindparam("note", type_=c.last_error.type),
+            hold_reason=None,
+        )
+    )
 
 
 def backoff_delay(

@@ -102,7 +102,14 @@ from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
 from .outcomes import Outcome, OutcomeRecorder
-from .transports import Pooled, Transport, TransportError, TransportRefused, build_transports
+from .transports import (
+    Blocking,
+    Pooled,
+    Transport,
+    TransportError,
+    TransportRefused,
+    build_transports,
+)
 from .transports.live import LiveHub
 
 __all__ = [
@@ -183,6 +190,8 @@ class Senders:
         self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
         self._senders = asyncio.Semaphore(config.delivery.senders)
         self._inflight: dict[asyncio.Task[None], _Job] = {}
+        #: Contexts whose transport sends from a worker thread (``Blocking``).
+        self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
         self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
@@ -302,11 +311,15 @@ class Senders:
             if is_transient(exc):
                 raise
             log.warning(
-                "delivery: a claim failed (%s); claiming its rows one at a time",
+                "delivery: a claim or its plan failed (%s); claiming its rows one at a time",
                 for_log(describe(exc), limit=200),
             )
             claimed = await in_thread(self._claim_one_by_one)
-            plan = await self._core(self._plan, claimed, inflight) if claimed else _Round([], 0)
+            plan = (
+                await self._core(self._plan, claimed, inflight, isolated=True)
+                if claimed
+                else _Round([], 0)
+            )
         if not claimed:
             return handled
         if plan.settled:
@@ -335,7 +348,9 @@ class Senders:
         )
         if not claimed:
             return claimed, _Round([], 0)
-        return claimed, self._plan(session, claimed, inflight)
+        # No savepoints: anything that fails here rolls the claim back too, and the
+        # round is redone row by row and group by group (``_start_round``).
+        return claimed, self._plan(session, claimed, inflight, isolated=False)
 
     def _inflight_by_group(self) -> Counter[tuple[int, str]]:
         """Rows being sent now, per (user id, context): sent, as far as rate limits go."""
@@ -468,10 +483,15 @@ class Senders:
         session: Session,
         claimed: Sequence[ClaimedNotification],
         inflight: Mapping[tuple[int, str], int],
+        *,
+        isolated: bool,
     ) -> _Round:
         """Settle what needs no sending; group the rest into jobs (one transaction).
 
         ``inflight`` counts each (user id, context)'s rows being sent right now.
+        ``isolated``: each group in its own savepoint, a group that fails marked
+        dead; otherwise (the usual round: two statements fewer per group) the
+        first failure raises.
         """
         now = self.clock()
         # A (user, context) pair travels in lanes (instant, urgent, digest: see
@@ -479,6 +499,25 @@ class Senders:
         groups: dict[tuple[int, str, str], list[ClaimedNotification]] = {}
         for row in claimed:
             groups.setdefault(row.lane_key, []).append(row)
+        if not isolated:
+            counts: Counter[str] = Counter()
+            every = delivery_policy.group_stats(session, groups, now=now)
+            jobs: list[_Job] = []
+            settled = 0
+            for key, rows in groups.items():
+                settled += self._plan_group(
+                    session,
+                    key,
+                    rows,
+                    _with_inflight(every[key], rows, inflight),
+                    now,
+                    jobs,
+                    counts,
+                )
+            # Counted once the whole plan stands (a failure redoes it isolated).
+            for name, count in counts.items():
+                self.metrics.inc(name, count)
+            return _Round(jobs=jobs, settled=settled)
         stats: Mapping[delivery_policy.GroupKey, Any] | None
         try:
             with session.begin_nested():
@@ -487,7 +526,7 @@ class Senders:
             if is_transient(exc):
                 raise
             stats = None  # read again per group below, so a failure costs one group only
-        jobs: list[_Job] = []
+        jobs = []
         settled = 0
         for key, rows in groups.items():
             try:
@@ -495,13 +534,18 @@ class Senders:
                     own = stats
                     if own is None:
                         own = delivery_policy.group_stats(session, [key], now=now)
-                    group_stats = own[key]
-                    sending = inflight.get(rows[0].group, 0)
-                    if sending:
-                        group_stats = replace(
-                            group_stats, sent_last_hour=group_stats.sent_last_hour + sending
-                        )
-                    settled += self._plan_group(session, key, rows, group_stats, now, jobs)
+                    counts = Counter()
+                    settled += self._plan_group(
+                        session,
+                        key,
+                        rows,
+                        _with_inflight(own[key], rows, inflight),
+                        now,
+                        jobs,
+                        counts,
+                    )
+                for name, count in counts.items():
+                    self.metrics.inc(name, count)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -527,8 +571,12 @@ class Senders:
         stats: delivery_policy.GroupStats,
         now: dt.datetime,
         jobs: list[_Job],
+        counts: Counter[str],
     ) -> int:
-        """Settle or schedule one (user, context) group; how many rows it settled."""
+        """Settle or schedule one (user, context) group; how many rows it settled.
+
+        Rows it gives up or fails are added to ``counts`` (metric names).
+        """
         delivery = self.config.delivery
         head = rows[0]
         ids = [r.id for r in rows]
@@ -556,10 +604,8 @@ class Senders:
             session, decision, ids, max_attempts=delivery.max_attempts, now=now
         )
         assert settled is not None  # only "send" and "digest" are left to the sender
-        if settled.dead:
-            self.metrics.inc("notifications_dead", settled.dead)
-        if settled.failed:
-            self.metrics.inc("notifications_failed", settled.failed)
+        counts["notifications_dead"] += settled.dead
+        counts["notifications_failed"] += settled.failed
         if decision.kind == "no_destination":
             log.info(
                 "delivery: user %s has no confirmed %s address; %d rows wait",
@@ -604,19 +650,65 @@ class Senders:
 
     async def _deliver(self, job: _Job) -> None:
         async with self._senders:
-            outcome = await self._send(job)
+            if job.head.context in self._blocking:
+                outcome, recorded = await in_thread(self._send_in_thread, job)
+            else:
+                outcome, recorded = await self._send(job), False
             # Recorded before the slot is given back, so that a crash can repeat at
             # most one accepted mail per slot; outcomes of slots that finish together
             # still share one transaction. A send cancelled here (a forced stop)
             # still has its outcome written.
-            await self._outcomes.record(outcome)
+            if not recorded:
+                await self._outcomes.record(outcome)
+
+    def _send_in_thread(self, job: _Job) -> tuple[Outcome, bool]:
+        """Render and send ``job`` in a worker thread; record it there too when it is alone.
+
+        Returns the outcome and whether it is recorded. A send with no other in
+        flight has no group to commit with: its outcome is written in the thread
+        that sent it, saving a hand-off to the event loop and back (the usual case
+        at low rates). Otherwise, or should that write fail, the event loop's group
+        commit records it, as for every other transport.
+        """
+        transport, rendered, errors, refused = self._prepare(job)
+        accepted = 0
+        if isinstance(transport, Blocking) and rendered is not None:
+            for destination in job.head.destinations:
+                try:
+                    transport.send_blocking(destination, rendered)
+                except Exception as exc:
+                    self._note_failure(job, destination, exc, errors, refused)
+                else:
+                    accepted += 1
+        outcome = _outcome(job, accepted, errors, refused)
+        if len(self._inflight) > 1 or not self._outcomes.idle:
+            return outcome, False
+        try:
+            self._outcomes.record_alone(outcome)
+        except Exception as exc:
+            log.debug("delivery: recording in the sending thread failed (%r); retrying", exc)
+            return outcome, False
+        return outcome, True
 
     async def _send(self, job: _Job) -> Outcome:
+        transport, rendered, errors, refused = self._prepare(job)
+        accepted = 0
+        if transport is not None and rendered is not None:
+            for destination in job.head.destinations:
+                try:
+                    await transport.send(destination, rendered)
+                except Exception as exc:
+                    self._note_failure(job, destination, exc, errors, refused)
+                else:
+                    accepted += 1
+        return _outcome(job, accepted, errors, refused)
+
+    def _prepare(self, job: _Job) -> tuple[Transport | None, Rendered | None, list[str], list[str]]:
+        """The job's transport and message, or why there is none (errors, refusals)."""
         head = job.head
         transport = self.transports.get(head.context)
         errors: list[str] = []
         refused: list[str] = []
-        accepted = 0
         rendered: Rendered | None = None
         if transport is None:
             errors.append(f"this daemon does not deliver {head.context}")
@@ -626,29 +718,23 @@ class Senders:
             except Exception as exc:  # one message that can't be shown costs only its rows
                 # Logged once, with the outcome, when it is recorded.
                 refused.append(f"cannot be rendered: {describe(exc)}")
-        if transport is not None and rendered is not None:
-            for destination in head.destinations:
-                masked = mask_address(head.context, destination)
-                try:
-                    await transport.send(destination, rendered)
-                except TransportRefused as exc:
-                    refused.append(f"{masked}: {exc.reason}")
-                except TransportError as exc:
-                    errors.append(f"{masked}: {exc.reason}")
-                except Exception:  # a transport's bug must not stop the other destinations
-                    notice = report_internal_error(
-                        log, f"sending message {for_log(head.message_id)} to {masked}"
-                    )
-                    errors.append(f"{masked}: {notice}")
-                else:
-                    accepted += 1
-        return Outcome(
-            rows=job.rows,
-            digest=job.digest,
-            accepted=accepted,
-            errors=tuple(errors),
-            refused=tuple(refused),
-        )
+        return transport, rendered, errors, refused
+
+    @staticmethod
+    def _note_failure(
+        job: _Job, destination: str, exc: Exception, errors: list[str], refused: list[str]
+    ) -> None:
+        """File a destination's failure as a refusal or an error (one never stops the others)."""
+        masked = mask_address(job.head.context, destination)
+        if isinstance(exc, TransportRefused):
+            refused.append(f"{masked}: {exc.reason}")
+        elif isinstance(exc, TransportError):
+            errors.append(f"{masked}: {exc.reason}")
+        else:  # a transport's bug must not stop the other destinations
+            notice = report_internal_error(
+                log, f"sending message {for_log(job.head.message_id)} to {masked}"
+            )
+            errors.append(f"{masked}: {notice}")
 
     # -- confirmation codes -------------------------------------------------------
 
@@ -697,6 +783,28 @@ class Senders:
             )
             sent += 1
         return sent
+
+
+def _outcome(job: _Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:
+    return Outcome(
+        rows=job.rows,
+        digest=job.digest,
+        accepted=accepted,
+        errors=tuple(errors),
+        refused=tuple(refused),
+    )
+
+
+def _with_inflight(
+    stats: delivery_policy.GroupStats,
+    rows: Sequence[ClaimedNotification],
+    inflight: Mapping[tuple[int, str], int],
+) -> delivery_policy.GroupStats:
+    """A group's stats with its rows being sent right now counted as sent."""
+    sending = inflight.get(rows[0].group, 0)
+    if not sending:
+        return stats
+    return replace(stats, sent_last_hour=stats.sent_last_hour + sending)
 
 
 def _chat_rendered(job: _Job) -> Rendered:

@@ -90,6 +90,22 @@ class OutcomeRecorder:
         # outcome written by the flush, which ``settle`` waits for.
         await asyncio.shield(future)
 
+    @property
+    def idle(self) -> bool:
+        """Whether no outcome waits for, or is in, a group commit now."""
+        flusher = self._flusher
+        return not self._waiting and (flusher is None or flusher.done())
+
+    def record_alone(self, outcome: Outcome) -> None:
+        """Commit ``outcome`` in its own transaction, from a worker thread; raises if it can't.
+
+        For a send with none other in flight, so with no group to commit with: the
+        thread that sent it records it, without a hand-off to the event loop.
+        """
+        with self.db.begin() as session:
+            (states,) = self._write(session, [outcome])
+        self._report(outcome, states)
+
     async def settle(self) -> None:
         """Wait until every outcome handed over so far is written (or has failed)."""
         while self._flusher is not None and not self._flusher.done():

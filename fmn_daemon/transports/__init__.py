@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .live import LiveHub
 
 __all__ = [
+    "Blocking",
     "Pooled",
     "Transport",
     "TransportError",
@@ -54,6 +55,20 @@ class Transport(Protocol):
 
     async def send(self, destination: str, rendered: Rendered) -> None:
         """Deliver, or raise :class:`TransportError` with a readable reason."""
+        ...
+
+
+@runtime_checkable
+class Blocking(Protocol):
+    """A transport whose sends block in a worker thread anyway (SMTP).
+
+    Senders call ``send_blocking`` for a whole batch of messages from one worker
+    thread, instead of one thread hand-off (and one wake of the event loop) per
+    message.
+    """
+
+    def send_blocking(self, destination: str, rendered: Rendered) -> None:
+        """Deliver from a worker thread, or raise :class:`TransportError`."""
         ...
 
 

@@ -244,11 +244,15 @@ class EmailTransport:
 
     async def send(self, destination: str, rendered: Rendered) -> None:
         """Mail ``rendered`` to ``destination``; ``TransportError`` says why it failed."""
+        await asyncio.to_thread(self.send_blocking, destination, rendered)
+
+    def send_blocking(self, destination: str, rendered: Rendered) -> None:
+        """``send`` from a worker thread (senders mail a batch from one thread call)."""
         try:
             address = check_email(destination)
         except InvalidDestination as exc:
             raise TransportRefused(str(exc)) from None
-        await asyncio.to_thread(self._send, address, rendered)
+        self._send(address, rendered)
 
     @property
     def idle_sessions(self) -> int:

@@ -732,3 +732,147 @@ def test_delivery_run_closes_smtp_sessions_left_idle(
     opened, idle = asyncio.run(scenario())
     assert counting_server.recipients == ["jo@example.org"]
     assert opened == 1 and idle == 0
+
+
+def _statements_of_a_claim(db: Database, delivery: Senders) -> tuple[list[str], Any]:
+    """The SQL a round's claim and plan runs, and what it returns."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    with db.begin() as session:
+        session.connection()  # the test fixture's own savepoint is not the claim's
+        event.listen(db.engine, "before_cursor_execute", note)
+        try:
+            result = delivery._claim_and_plan(session, {})
+        finally:
+            event.remove(db.engine, "before_cursor_execute", note)
+    return statements, result
+
+
+@pytest.mark.parametrize("users", [1, 5])
+def test_delivery_claim_and_plan_take_three_statements_whatever_the_batch(
+    db: Database, users: int
+) -> None:
+    # Claim (one UPDATE ... RETURNING), load (one SELECT with every join), the
+    # groups' figures (one SELECT): no per-row or per-group follow-ups, no savepoints.
+    with db.begin() as session:
+        ids = set()
+        for n in range(users):
+            user = add_user(session, f"u{n}", addresses=(f"a{n}@example.org", f"b{n}@example.org"))
+            ids |= {add_notification(session, user).id for _ in range(2)}
+    delivery = Senders(db, make_config(db), Metrics(), LiveHub())
+    statements, (claimed, plan) = _statements_of_a_claim(db, delivery)
+    assert {row.id for row in claimed} == ids
+    assert len(plan.jobs) == 2 * users and plan.settled == 0
+    assert all(
+        job.head.destinations == (f"a{n}@example.org", f"b{n}@example.org")
+        for job in plan.jobs
+        for n in [int(job.head.user[1:])]
+    )
+    assert len(statements) <= 3, statements
+    assert not any(s.lstrip().upper().startswith(("SAVEPOINT", "RELEASE")) for s in statements)
+    assert {state_of(db, i).state for i in ids} == {"sending"}
+
+
+def test_delivery_plan_that_fails_redoes_the_round_group_by_group(
+    db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The usual round plans without savepoints: a group whose planning raises rolls
+    # the whole claim back, and the round is redone isolated, costing that group only.
+    from fmn_core import delivery_policy
+
+    with db.begin() as session:
+        good = add_notification(session, add_user(session, "jo")).id
+        bad = add_notification(session, add_user(session, "al", addresses=("al@example.org",))).id
+    decide = delivery_policy.decide
+
+    def failing_decide(head: Any, *args: Any, **kwargs: Any) -> Any:
+        if head.user == "al":
+            raise ValueError("a broken preference")
+        return decide(head, *args, **kwargs)
+
+    monkeypatch.setattr(delivery_policy, "decide", failing_decide)
+    metrics = Metrics()
+    drain(Senders(db, make_config(db, smtp_server), metrics, LiveHub()))
+    assert state_of(db, good).state == "sent"
+    dead = state_of(db, bad)
+    assert dead.state == "dead" and "a broken preference" in (dead.last_error or "")
+    assert metrics.get("notifications_dead") == 1
+    assert [m.rcpt_tos for m in smtp_server.wait_for(1)] == [["jo@example.org"]]
+
+
+def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
+    db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no other send in flight there is no group to commit with: the worker
+    # thread that sent the mail records it, with no hand-off back to the event loop.
+    from fmn_daemon.outcomes import OutcomeRecorder
+
+    with db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo")).id
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counting(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(function, "__name__", "?"))
+        return await to_thread(function, *args, **kwargs)
+
+    loop_records: list[Any] = []
+    record = OutcomeRecorder.record
+
+    async def counting_record(self: OutcomeRecorder, outcome: Any) -> None:
+        loop_records.append(outcome)
+        await record(self, outcome)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    monkeypatch.setattr(OutcomeRecorder, "record", counting_record)
+    metrics = Metrics()
+    delivery = Senders(db, make_config(db, smtp_server), metrics, LiveHub())
+
+    async def one_round() -> tuple[int, list[str]]:
+        handled = await delivery.round()
+        seen = list(hops)
+        await delivery._close_transports()
+        return handled, seen
+
+    handled, hops = asyncio.run(one_round())
+    assert handled == 1
+    assert smtp_server.wait_for(1)[0].rcpt_tos == ["jo@example.org"]
+    assert state_of(db, row_id).state == "sent"
+    assert metrics.get("notifications_sent") == 1
+    assert loop_records == []
+    # The codes' query, the claim, and the send that also recorded.
+    assert hops == ["unit", "unit", "_send_in_thread"]
+
+
+def test_delivery_emails_in_flight_together_still_share_a_group_commit(
+    file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fmn_daemon.outcomes import OutcomeRecorder
+
+    with file_db.begin() as session:
+        ids = [
+            add_notification(
+                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
+            ).id
+            for n in range(12)
+        ]
+    batches: list[int] = []
+    write = OutcomeRecorder._write
+
+    def counting_write(self: OutcomeRecorder, session: Any, outcomes: Any) -> Any:
+        batches.append(len(outcomes))
+        return write(self, session, outcomes)
+
+    monkeypatch.setattr(OutcomeRecorder, "_write", counting_write)
+    metrics = Metrics()
+    delivery = Senders(file_db, make_config(file_db, smtp_server, senders=12), metrics, LiveHub())
+    assert drain(delivery) == 12
+    assert {state_of(file_db, i).state for i in ids} == {"sent"}
+    assert metrics.get("notifications_sent") == 12
+    assert sum(batches) == 12
+    assert len(batches) < 12 and max(batches) > 1
