@@ -25,7 +25,6 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -243,32 +242,61 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
     return len(added) + len(removed)
 
 
+#: What one name maps to in ``OwnershipCache``: the single name itself (most
+#: packages have one owner, many owners one package), or several as a frozenset.
+_Names = str | frozenset[str]
+_NOBODY: frozenset[str] = frozenset()
+#: Rows fetched per round trip by ``OwnershipCache.load``: the whole table is
+#: never held as driver rows at once.
+_LOAD_BATCH = 5000
+
+
 class OwnershipCache:
     """An in-memory ``OwnershipLookup``: owners' packages and packages' owners.
 
     Immutable once built, so one cache may be shared by threads; a refresh builds
     a new one and swaps it in.
+
+    Built compactly because the daemon holds one for its whole life and the real
+    table has a few hundred thousand rows: each distinct name is one shared
+    string (rows from the database carry a fresh copy each), the maps are
+    per namespace (no key tuples), and a package with one owner (or an owner
+    with one package) stores that name rather than a one-element frozenset. The
+    lookups still answer frozensets.
     """
 
+    __slots__ = ("_by_owner", "_by_package", "_count")
+
     def __init__(self, triples: Iterable[Triple] = ()) -> None:
-        by_owner: dict[tuple[str, str], set[str]] = defaultdict(set)
-        by_package: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # namespace -> name -> the single other name, or a list of them while building.
+        by_owner: dict[str, dict[str, str | list[str]]] = {}
+        by_package: dict[str, dict[str, str | list[str]]] = {}
+        seen: dict[str, str] = {}
         count = 0
         for namespace, package, owner in triples:
-            by_owner[namespace, owner].add(package)
-            by_package[namespace, package].add(owner)
+            package = seen.setdefault(package, package)
+            owner = seen.setdefault(owner, owner)
+            owners_map = by_owner.get(namespace)
+            if owners_map is None:
+                namespace = seen.setdefault(namespace, namespace)
+                owners_map = by_owner[namespace] = {}
+                by_package[namespace] = {}
+            _add(owners_map, owner, package)
+            _add(by_package[namespace], package, owner)
             count += 1
-        self._by_owner = {key: frozenset(value) for key, value in by_owner.items()}
-        self._by_package = {key: frozenset(value) for key, value in by_package.items()}
+        self._by_owner = {ns: _frozen(names) for ns, names in by_owner.items()}
+        self._by_package = {ns: _frozen(names) for ns, names in by_package.items()}
         self._count = count
 
     @classmethod
     def load(cls, session: Session) -> OwnershipCache:
         """Read the whole ``package_owners`` table."""
-        rows = session.execute(
-            select(PackageOwner.namespace, PackageOwner.package, PackageOwner.owner)
+        # Plain column tuples, streamed: no ORM entities for a table this size.
+        rows = session.connection().execute(
+            select(PackageOwner.namespace, PackageOwner.package, PackageOwner.owner),
+            execution_options={"yield_per": _LOAD_BATCH},
         )
-        return cls((namespace, package, owner) for namespace, package, owner in rows)
+        return cls(rows)
 
     def __len__(self) -> int:
         return self._count
@@ -278,11 +306,37 @@ class OwnershipCache:
 
     def packages_of(self, owner: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Packages owned by a user, or by a group given as ``@group``."""
-        return self._by_owner.get((namespace, owner), frozenset())
+        return _lookup(self._by_owner, namespace, owner)
 
     def owners_of(self, package: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Owners of a package: usernames and ``@group`` names."""
-        return self._by_package.get((namespace, package), frozenset())
+        return _lookup(self._by_package, namespace, package)
+
+
+def _add(names: dict[str, str | list[str]], key: str, name: str) -> None:
+    found = names.get(key)
+    if found is None:
+        names[key] = name
+    elif isinstance(found, str):
+        names[key] = [found, name]
+    else:
+        found.append(name)
+
+
+def _frozen(names: dict[str, str | list[str]]) -> dict[str, _Names]:
+    return {
+        key: value if isinstance(value, str) else frozenset(value) for key, value in names.items()
+    }
+
+
+def _lookup(maps: dict[str, dict[str, _Names]], namespace: str, key: str) -> frozenset[str]:
+    names = maps.get(namespace)
+    found = names.get(key) if names is not None else None
+    if found is None:
+        return _NOBODY
+    if isinstance(found, str):
+        return frozenset((found,))
+    return found
 
 
 #: pagure topics (after ``pagure.``) that change who may commit to a repository.
