@@ -243,8 +243,11 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
 
 
 #: What one name maps to in ``OwnershipCache``: the single name itself (most
-#: packages have one owner, many owners one package), or several as a frozenset.
-_Names = str | frozenset[str]
+#: packages have one owner), a few names as a tuple (a third of a frozenset's
+#: size; most owners have two to four packages), or more as a frozenset.
+_Names = str | tuple[str, ...] | frozenset[str]
+#: Up to this many names are kept as a tuple.
+_FEW = 4
 _NOBODY: frozenset[str] = frozenset()
 #: Rows fetched per round trip by ``OwnershipCache.load``: the whole table is
 #: never held as driver rows at once.
@@ -261,8 +264,9 @@ class OwnershipCache:
     table has a few hundred thousand rows: each distinct name is one shared
     string (rows from the database carry a fresh copy each), the maps are
     per namespace (no key tuples), and a package with one owner (or an owner
-    with one package) stores that name rather than a one-element frozenset. The
-    lookups still answer frozensets.
+    with one package) stores that name rather than a one-element frozenset, and a few
+    names are a tuple. The lookups still answer frozensets (a new one for a
+    single name or a tuple).
     """
 
     __slots__ = ("_by_owner", "_by_package", "_count")
@@ -325,7 +329,12 @@ def _add(names: dict[str, str | list[str]], key: str, name: str) -> None:
 
 def _frozen(names: dict[str, str | list[str]]) -> dict[str, _Names]:
     return {
-        key: value if isinstance(value, str) else frozenset(value) for key, value in names.items()
+        key: value
+        if isinstance(value, str)
+        else tuple(value)
+        if len(value) <= _FEW
+        else frozenset(value)
+        for key, value in names.items()
     }
 
 
@@ -334,9 +343,11 @@ def _lookup(maps: dict[str, dict[str, _Names]], namespace: str, key: str) -> fro
     found = names.get(key) if names is not None else None
     if found is None:
         return _NOBODY
+    if isinstance(found, frozenset):
+        return found
     if isinstance(found, str):
         return frozenset((found,))
-    return found
+    return frozenset(found)
 
 
 #: pagure topics (after ``pagure.``) that change who may commit to a repository.

@@ -279,8 +279,8 @@ def test_ownership_cache_of_an_empty_table_knows_nobody(db: Database) -> None:
 
 
 def test_ownership_cache_answers_one_and_many_names_alike() -> None:
-    # One owner, several owners, an owner of one package, an owner of several,
-    # and the same names in another namespace: every answer is a frozenset.
+    # One owner, a few owners, many owners, an owner of one package, of a few, of
+    # many, and the same names in another namespace: every answer is a frozenset.
     cache = OwnershipCache(
         [
             ("rpms", "solo", "alice"),
@@ -291,9 +291,14 @@ def test_ownership_cache_answers_one_and_many_names_alike() -> None:
             ("modules", "solo", "dave"),
             ("modules", "lonely", "carol"),
             ("modules", "lonely", "erin"),
+            *(("rpms", f"many{i}", "frank") for i in range(6)),
+            *(("rpms", "crowded", f"user{i}") for i in range(6)),
         ]
     )
-    assert len(cache) == 8
+    assert len(cache) == 20
+    assert cache.packages_of("frank") == {f"many{i}" for i in range(6)}
+    assert cache.owners_of("crowded") == {f"user{i}" for i in range(6)}
+    assert cache.packages_of("user3") == {"crowded"}
     assert cache.owners_of("solo") == frozenset({"alice"})
     assert cache.owners_of("shared") == frozenset({"alice", "bob", "@sig"})
     assert cache.packages_of("alice") == frozenset({"solo", "shared"})
