@@ -242,9 +242,9 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
     return len(added) + len(removed)
 
 
-#: What one name maps to in ``OwnershipCache``: the single name itself (most
-#: packages have one owner), a few names as a tuple (a third of a frozenset's
-#: size; most owners have two to four packages), or more as a frozenset.
+#: What a package maps to in ``OwnershipCache``: its single owner's name (most
+#: packages have one), a few names as a tuple (a third of a frozenset's size),
+#: or more as a frozenset.
 _Names = str | tuple[str, ...] | frozenset[str]
 #: Up to this many names are kept as a tuple.
 _FEW = 4
@@ -262,11 +262,11 @@ class OwnershipCache:
 
     Built compactly because the daemon holds one for its whole life and the real
     table has a few hundred thousand rows: each distinct name is one shared
-    string (rows from the database carry a fresh copy each), the maps are
-    per namespace (no key tuples), and a package with one owner (or an owner
-    with one package) stores that name rather than a one-element frozenset, and a few
-    names are a tuple. The lookups still answer frozensets (a new one for a
-    single name or a tuple).
+    string (rows from the database carry a fresh copy each) and the maps are
+    per namespace (no key tuples). A package's owners are its single owner's
+    name or a tuple when few, and ``owners_of`` makes the frozenset when asked.
+    An owner's packages stay a frozenset: rules ask ``packages_of`` while
+    matching, and it answers the stored set without building anything.
     """
 
     __slots__ = ("_by_owner", "_by_package", "_count")
@@ -288,8 +288,14 @@ class OwnershipCache:
             _add(owners_map, owner, package)
             _add(by_package[namespace], package, owner)
             count += 1
-        self._by_owner = {ns: _frozen(names) for ns, names in by_owner.items()}
-        self._by_package = {ns: _frozen(names) for ns, names in by_package.items()}
+        self._by_owner = {
+            ns: {
+                key: frozenset((value,)) if isinstance(value, str) else frozenset(value)
+                for key, value in names.items()
+            }
+            for ns, names in by_owner.items()
+        }
+        self._by_package = {ns: _compact(names) for ns, names in by_package.items()}
         self._count = count
 
     @classmethod
@@ -310,11 +316,20 @@ class OwnershipCache:
 
     def packages_of(self, owner: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Packages owned by a user, or by a group given as ``@group``."""
-        return _lookup(self._by_owner, namespace, owner)
+        packages = self._by_owner.get(namespace)
+        return _NOBODY if packages is None else packages.get(owner, _NOBODY)
 
     def owners_of(self, package: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Owners of a package: usernames and ``@group`` names."""
-        return _lookup(self._by_package, namespace, package)
+        owners = self._by_package.get(namespace)
+        found = None if owners is None else owners.get(package)
+        if found is None:
+            return _NOBODY
+        if isinstance(found, frozenset):
+            return found
+        if isinstance(found, str):
+            return frozenset((found,))
+        return frozenset(found)
 
 
 def _add(names: dict[str, str | list[str]], key: str, name: str) -> None:
@@ -327,7 +342,7 @@ def _add(names: dict[str, str | list[str]], key: str, name: str) -> None:
         found.append(name)
 
 
-def _frozen(names: dict[str, str | list[str]]) -> dict[str, _Names]:
+def _compact(names: dict[str, str | list[str]]) -> dict[str, _Names]:
     return {
         key: value
         if isinstance(value, str)
@@ -336,18 +351,6 @@ def _frozen(names: dict[str, str | list[str]]) -> dict[str, _Names]:
         else frozenset(value)
         for key, value in names.items()
     }
-
-
-def _lookup(maps: dict[str, dict[str, _Names]], namespace: str, key: str) -> frozenset[str]:
-    names = maps.get(namespace)
-    found = names.get(key) if names is not None else None
-    if found is None:
-        return _NOBODY
-    if isinstance(found, frozenset):
-        return found
-    if isinstance(found, str):
-        return frozenset((found,))
-    return frozenset(found)
 
 
 #: pagure topics (after ``pagure.``) that change who may commit to a repository.
