@@ -318,6 +318,9 @@ class _SharedFilter:
 #: (rules with their arguments, index key, index values): what makes filters the same.
 _GroupKey = tuple[_RulesKey, str | None, Collection[str]]
 _Filed = _Entry | _SharedFilter
+#: What one index value holds: its only filter as itself (most values have one; a
+#: list of one would cost 80 bytes more, ~270k times at 100k users), or a list.
+_Bucket = _Filed | list[_Filed]
 
 
 def _merge(group: _SharedFilter, best: dict[_Slot, _Entry]) -> None:
@@ -477,7 +480,7 @@ class Matcher:
         self._users: dict[int, _UserState] = {}
         #: key -> value -> entries. Lists, not sets: most buckets hold one or two
         #: entries, and an entry is never filed twice under one value.
-        self._index: dict[str, dict[str, list[_Filed]]] = {key: {} for key in INDEX_KEYS}
+        self._index: dict[str, dict[str, _Bucket]] = {key: {} for key in INDEX_KEYS}
         self._always: set[_Filed] = set()
         self._failures: OrderedDict[tuple[str, str], None] = OrderedDict()
         #: The newest change event applied, and skipped ids that may still commit.
@@ -846,9 +849,11 @@ class Matcher:
         for value in entry.values:
             bucket = buckets.get(value)
             if bucket is None:
-                buckets[value] = [item]
-            else:
+                buckets[value] = item
+            elif isinstance(bucket, list):
                 bucket.append(item)
+            else:
+                buckets[value] = [bucket, item]
 
     def _join_group(self, entry: _Entry) -> _Filed | None:
         """What to file for ``entry``: itself, or ``None`` if it joined a group.
@@ -889,7 +894,12 @@ class Matcher:
         buckets = self._index[first.key]
         for value in first.values:
             bucket = buckets[value]
-            bucket[bucket.index(old)] = new
+            if isinstance(bucket, list):
+                bucket[bucket.index(old)] = new
+            elif bucket is old:
+                buckets[value] = new
+            else:
+                raise ValueError(f"{old!r} is not filed under {first.key}={value!r}")
 
     def _unfile(self, entry: _Entry) -> None:
         item: _Filed = entry
@@ -921,10 +931,12 @@ class Matcher:
         buckets = self._index[entry.key]
         for value in entry.values:
             bucket = buckets.get(value)
-            if bucket is not None and item in bucket:
+            if bucket is item:
+                del buckets[value]
+            elif isinstance(bucket, list) and item in bucket:
                 bucket.remove(item)
-                if not bucket:
-                    del buckets[value]
+                if len(bucket) == 1:
+                    buckets[value] = bucket[0]  # alone again, as a fresh load files it
 
     def stats(self) -> MatcherStats:
         """Counts of users, filters and index buckets (for logs and benchmarks)."""
@@ -980,8 +992,12 @@ class Matcher:
             if buckets:
                 for value in values:
                     bucket = buckets.get(value)
-                    if bucket:
+                    if bucket is None:
+                        continue
+                    if isinstance(bucket, list):
                         found.update(bucket)
+                    else:
+                        found.add(bucket)
         return found
 
     def naive_recipients(self, facts: MessageFacts) -> list[Recipient]:

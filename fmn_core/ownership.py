@@ -25,7 +25,6 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -243,32 +242,71 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
     return len(added) + len(removed)
 
 
+#: What a package maps to in ``OwnershipCache``: its single owner's name (most
+#: packages have one), a few names as a tuple (a third of a frozenset's size),
+#: or more as a frozenset.
+_Names = str | tuple[str, ...] | frozenset[str]
+#: Up to this many names are kept as a tuple.
+_FEW = 4
+_NOBODY: frozenset[str] = frozenset()
+#: Rows fetched per round trip by ``OwnershipCache.load``: the whole table is
+#: never held as driver rows at once.
+_LOAD_BATCH = 5000
+
+
 class OwnershipCache:
     """An in-memory ``OwnershipLookup``: owners' packages and packages' owners.
 
     Immutable once built, so one cache may be shared by threads; a refresh builds
     a new one and swaps it in.
+
+    Built compactly because the daemon holds one for its whole life and the real
+    table has a few hundred thousand rows: each distinct name is one shared
+    string (rows from the database carry a fresh copy each) and the maps are
+    per namespace (no key tuples). A package's owners are its single owner's
+    name or a tuple when few, and ``owners_of`` makes the frozenset when asked.
+    An owner's packages stay a frozenset: rules ask ``packages_of`` while
+    matching, and it answers the stored set without building anything.
     """
 
+    __slots__ = ("_by_owner", "_by_package", "_count")
+
     def __init__(self, triples: Iterable[Triple] = ()) -> None:
-        by_owner: dict[tuple[str, str], set[str]] = defaultdict(set)
-        by_package: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # namespace -> name -> the single other name, or a list of them while building.
+        by_owner: dict[str, dict[str, str | list[str]]] = {}
+        by_package: dict[str, dict[str, str | list[str]]] = {}
+        seen: dict[str, str] = {}
         count = 0
         for namespace, package, owner in triples:
-            by_owner[namespace, owner].add(package)
-            by_package[namespace, package].add(owner)
+            package = seen.setdefault(package, package)
+            owner = seen.setdefault(owner, owner)
+            owners_map = by_owner.get(namespace)
+            if owners_map is None:
+                namespace = seen.setdefault(namespace, namespace)
+                owners_map = by_owner[namespace] = {}
+                by_package[namespace] = {}
+            _add(owners_map, owner, package)
+            _add(by_package[namespace], package, owner)
             count += 1
-        self._by_owner = {key: frozenset(value) for key, value in by_owner.items()}
-        self._by_package = {key: frozenset(value) for key, value in by_package.items()}
+        self._by_owner = {
+            ns: {
+                key: frozenset((value,)) if isinstance(value, str) else frozenset(value)
+                for key, value in names.items()
+            }
+            for ns, names in by_owner.items()
+        }
+        self._by_package = {ns: _compact(names) for ns, names in by_package.items()}
         self._count = count
 
     @classmethod
     def load(cls, session: Session) -> OwnershipCache:
         """Read the whole ``package_owners`` table."""
-        rows = session.execute(
-            select(PackageOwner.namespace, PackageOwner.package, PackageOwner.owner)
+        # Plain column tuples, streamed: no ORM entities for a table this size.
+        rows = session.connection().execute(
+            select(PackageOwner.namespace, PackageOwner.package, PackageOwner.owner),
+            execution_options={"yield_per": _LOAD_BATCH},
         )
-        return cls((namespace, package, owner) for namespace, package, owner in rows)
+        return cls(rows)
 
     def __len__(self) -> int:
         return self._count
@@ -278,11 +316,41 @@ class OwnershipCache:
 
     def packages_of(self, owner: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Packages owned by a user, or by a group given as ``@group``."""
-        return self._by_owner.get((namespace, owner), frozenset())
+        packages = self._by_owner.get(namespace)
+        return _NOBODY if packages is None else packages.get(owner, _NOBODY)
 
     def owners_of(self, package: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Owners of a package: usernames and ``@group`` names."""
-        return self._by_package.get((namespace, package), frozenset())
+        owners = self._by_package.get(namespace)
+        found = None if owners is None else owners.get(package)
+        if found is None:
+            return _NOBODY
+        if isinstance(found, frozenset):
+            return found
+        if isinstance(found, str):
+            return frozenset((found,))
+        return frozenset(found)
+
+
+def _add(names: dict[str, str | list[str]], key: str, name: str) -> None:
+    found = names.get(key)
+    if found is None:
+        names[key] = name
+    elif isinstance(found, str):
+        names[key] = [found, name]
+    else:
+        found.append(name)
+
+
+def _compact(names: dict[str, str | list[str]]) -> dict[str, _Names]:
+    return {
+        key: value
+        if isinstance(value, str)
+        else tuple(value)
+        if len(value) <= _FEW
+        else frozenset(value)
+        for key, value in names.items()
+    }
 
 
 #: pagure topics (after ``pagure.``) that change who may commit to a repository.

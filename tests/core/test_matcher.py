@@ -582,6 +582,40 @@ def test_matcher_evaluates_only_the_filters_the_index_names() -> None:
     assert sorted(calls) == ["u1", "u2", "u3"]
 
 
+def test_matcher_index_values_with_one_then_many_then_one_filter() -> None:
+    # An index value holding its only filter, then a second, then the first gone
+    # again: each answer names who is filed there now and evaluates only them.
+    def kernel_watcher(user_id: int, name: str, *extra: RuleSnapshot) -> UserSnapshot:
+        return snapshot(
+            user_id, name, C("email", [F("f", [r("package_involved", package="kernel"), *extra])])
+        )
+
+    kernel = facts(packages=["kernel"])
+    # Personal rules (whose filter it is) are never grouped: each is filed as itself.
+    mine = r("triggered_by_me", negated=True)
+    matcher = Matcher.from_snapshots([kernel_watcher(1, "u1", mine)])
+    assert who(matcher.recipients(kernel)) == [("u1", "email", "f")]
+    assert matcher.count_candidates(kernel) == 1
+    matcher.replace_users((), [kernel_watcher(2, "u2", mine), kernel_watcher(3, "u3", mine)])
+    assert [w[0] for w in who(matcher.recipients(kernel))] == ["u1", "u2", "u3"]
+    assert matcher.count_candidates(kernel) == 3
+    matcher.replace_users((1, 2), [])
+    assert who(matcher.recipients(kernel)) == [("u3", "email", "f")]
+    assert matcher.count_candidates(kernel) == 1
+    matcher.replace_users((3,), [])
+    assert matcher.recipients(kernel) == []
+    assert matcher.count_candidates(kernel) == 0
+    assert matcher.stats().buckets == 0
+    # Impersonal filters with the same rules become a group filed where the first was.
+    matcher.replace_users((), [kernel_watcher(4, "u4")])
+    matcher.replace_users((), [kernel_watcher(5, "u5")])
+    assert [w[0] for w in who(matcher.recipients(kernel))] == ["u4", "u5"]
+    assert matcher.count_candidates(kernel) == 1
+    matcher.replace_users((4,), [])
+    assert who(matcher.recipients(kernel)) == [("u5", "email", "f")]
+    assert matcher.stats() == Matcher.from_snapshots([kernel_watcher(5, "u5")]).stats()
+
+
 def test_matcher_hint_on_an_unknown_key_is_checked_on_every_message() -> None:
     def container_is(message: MessageFacts, context: RuleContext, name: str) -> bool:
         return name in message.containers

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from fmn_core import ownership
 from fmn_core.config import Config, OwnershipConfig
 from fmn_core.db import Database
 from fmn_core.errors import ConfigError
@@ -275,6 +276,104 @@ def test_ownership_cache_of_an_empty_table_knows_nobody(db: Database) -> None:
         cache = OwnershipCache.load(session)
     assert len(cache) == 0
     assert cache.packages_of("jforbes") == frozenset()
+
+
+def test_ownership_cache_answers_one_and_many_names_alike() -> None:
+    # One owner, a few owners, many owners, an owner of one package, of a few, of
+    # many, and the same names in another namespace: every answer is a frozenset.
+    cache = OwnershipCache(
+        [
+            ("rpms", "solo", "alice"),
+            ("rpms", "shared", "alice"),
+            ("rpms", "shared", "bob"),
+            ("rpms", "shared", "@sig"),
+            ("rpms", "lonely", "carol"),
+            ("modules", "solo", "dave"),
+            ("modules", "lonely", "carol"),
+            ("modules", "lonely", "erin"),
+            *(("rpms", f"many{i}", "frank") for i in range(6)),
+            *(("rpms", "crowded", f"user{i}") for i in range(6)),
+        ]
+    )
+    assert len(cache) == 20
+    assert cache.packages_of("frank") == {f"many{i}" for i in range(6)}
+    assert cache.owners_of("crowded") == {f"user{i}" for i in range(6)}
+    assert cache.packages_of("user3") == {"crowded"}
+    assert cache.owners_of("solo") == frozenset({"alice"})
+    assert cache.owners_of("shared") == frozenset({"alice", "bob", "@sig"})
+    assert cache.packages_of("alice") == frozenset({"solo", "shared"})
+    assert cache.packages_of("bob") == frozenset({"shared"})
+    assert cache.packages_of("@sig") == frozenset({"shared"})
+    assert cache.owners_of("solo", "modules") == frozenset({"dave"})
+    assert cache.owners_of("lonely", "modules") == frozenset({"carol", "erin"})
+    assert cache.packages_of("carol", "modules") == frozenset({"lonely"})
+    assert cache.packages_of("dave") == frozenset()
+    assert cache.owners_of("solo", "flatpaks") == frozenset()
+    for answer in (cache.owners_of("solo"), cache.packages_of("bob"), cache.owners_of("x")):
+        assert isinstance(answer, frozenset)
+    # What rules do with the answers (generic.py, people.py) works on both shapes.
+    assert not cache.packages_of("bob").isdisjoint({"shared", "other"})
+    assert cache.packages_of("carol") | cache.packages_of("@sig") == {"lonely", "shared"}
+
+
+def test_ownership_cache_shares_one_string_per_name() -> None:
+    # Rows from the database carry a fresh copy of every name; the cache keeps one.
+    def fresh(name: str) -> str:
+        return "".join(list(name))
+
+    cache = OwnershipCache(
+        [(fresh("rpms"), fresh(p), fresh(o)) for p, o in [("a", "alice"), ("b", "alice")]]
+        + [(fresh("rpms"), fresh("b"), fresh("bob"))]
+    )
+    (alice_of_a,) = cache.owners_of("a")
+    alice_of_b = next(o for o in cache.owners_of("b") if o == "alice")
+    assert alice_of_a is alice_of_b
+    (b_of_bob,) = cache.packages_of("bob")
+    b_of_alice = next(p for p in cache.packages_of("alice") if p == "b")
+    assert b_of_bob is b_of_alice
+
+
+def test_ownership_cache_reload_after_a_refresh_sees_new_owners(db: Database) -> None:
+    def alias(owners: dict[str, list[str]]) -> ListProvider:
+        return ListProvider(parse_owner_alias({"rpms": owners}))
+
+    with db.begin() as session:
+        refresh_ownership(session, alias({"solo": ["alice"], "pair": ["alice", "bob"]}))
+    with db.begin() as session:
+        before = OwnershipCache.load(session)
+    with db.begin() as session:
+        # solo gains an owner, pair loses one, bob takes a new package.
+        refresh_ownership(
+            session, alias({"solo": ["alice", "carol"], "pair": ["bob"], "new": ["bob"]})
+        )
+    with db.begin() as session:
+        after = OwnershipCache.load(session)
+    assert before.owners_of("solo") == {"alice"}
+    assert before.owners_of("pair") == {"alice", "bob"}
+    assert after.owners_of("solo") == {"alice", "carol"}
+    assert after.owners_of("pair") == {"bob"}
+    assert after.packages_of("alice") == {"solo"}
+    assert after.packages_of("bob") == {"pair", "new"}
+    assert after.packages_of("carol") == {"solo"}
+    assert len(before) == 3
+    assert len(after) == 4
+
+
+def test_ownership_cache_load_reads_more_rows_than_one_batch(db: Database) -> None:
+    # The load streams the table in batches; every row must still arrive.
+    count = 2 * ownership._LOAD_BATCH + 7
+    owners = {
+        f"pkg{i}": [f"user{i % 97}", "@sig"] if i % 3 == 0 else [f"user{i % 97}"]
+        for i in range(count)
+    }
+    with db.begin() as session:
+        refresh_ownership(session, ListProvider(parse_owner_alias({"rpms": owners})))
+    with db.begin() as session:
+        cache = OwnershipCache.load(session)
+    assert len(cache) == count + len(range(0, count, 3))
+    assert cache.packages_of("@sig") == {f"pkg{i}" for i in range(0, count, 3)}
+    assert cache.packages_of("user5") == {f"pkg{i}" for i in range(count) if i % 97 == 5}
+    assert cache.owners_of(f"pkg{count - 1}") == {f"user{(count - 1) % 97}"}
 
 
 # --- which messages change ownership ----------------------------------------------------------
