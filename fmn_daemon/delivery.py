@@ -101,7 +101,7 @@ from .concurrency import in_thread, in_unit_of_work
 from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
-from .outcomes import Outcome, OutcomeRecorder
+from .outcomes import CarriesRows, Outcome, OutcomeRecorder
 from .transports import (
     Blocking,
     Pooled,
@@ -136,21 +136,13 @@ _IDLE_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
-class _Job:
+class _Job(CarriesRows):
     """One message to send: a single row, or a digest of a group's rows (or, in a
     chat context, the rows above a user's burst collapsed into one line)."""
 
     rows: tuple[ClaimedNotification, ...]
     digest: bool
     collapsed: bool = False
-
-    @property
-    def ids(self) -> list[int]:
-        return [r.id for r in self.rows]
-
-    @property
-    def head(self) -> ClaimedNotification:
-        return self.rows[0]
 
 
 @dataclass

@@ -31,20 +31,15 @@ from .concurrency import in_unit_of_work
 from .failures import is_transient
 from .metrics import Metrics
 
-__all__ = ["Outcome", "OutcomeRecorder"]
+__all__ = ["CarriesRows", "Outcome", "OutcomeRecorder"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one message: the rows it carried and what each destination said."""
+class CarriesRows:
+    """Something made of claimed outbox rows (a job to send, its outcome)."""
 
     rows: tuple[ClaimedNotification, ...]
-    digest: bool
-    accepted: int
-    errors: tuple[str, ...]
-    refused: tuple[str, ...]
 
     @property
     def ids(self) -> list[int]:
@@ -53,6 +48,17 @@ class Outcome:
     @property
     def head(self) -> ClaimedNotification:
         return self.rows[0]
+
+
+@dataclass(frozen=True)
+class Outcome(CarriesRows):
+    """What became of one message: the rows it carried and what each destination said."""
+
+    rows: tuple[ClaimedNotification, ...]
+    digest: bool
+    accepted: int
+    errors: tuple[str, ...]
+    refused: tuple[str, ...]
 
     @property
     def note(self) -> str | None:

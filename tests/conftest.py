@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +156,24 @@ def session(db: Database) -> Iterator[Session]:
     """One session in one transaction, committed at the end of the test."""
     with db.begin() as session:
         yield session
+
+
+@contextlib.contextmanager
+def database_locked(db: Database) -> Iterator[None]:
+    """Another connection holds the write lock (SQLite) or the users table (PostgreSQL),
+    as another change would while a person waits on a front end."""
+    if db.engine.dialect.name == "sqlite":
+        holder = sqlite3.connect(str(db.engine.url.database), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.rollback()
+            holder.close()
+        return
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE NOWAIT")
+        try:
+            yield
+        finally:
+            connection.rollback()

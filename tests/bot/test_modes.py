@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 import time
 from pathlib import Path
 
 import supybot.conf as conf
+from conftest import database_locked  # tests/conftest.py (tests/ is on sys.path)
 from sqlalchemy import select
 
 from fmn_bot.plugin import Fmn
@@ -170,11 +170,7 @@ class TestBusyDatabase(conftest.FmnCase):
 
     def test_a_locked_database_is_refused_as_busy_and_the_retry_saves(self) -> None:
         self.assertNotError("fmn contexts")  # first contact done before the lock
-        holder = sqlite3.connect(
-            str(self.plugin.database.engine.url.database), isolation_level=None
-        )
-        holder.execute("BEGIN IMMEDIATE")
-        try:
+        with database_locked(self.plugin.database):
             started = time.monotonic()
             self.assertRegexp(
                 "fmn add-filter email failed builds",
@@ -182,9 +178,6 @@ class TestBusyDatabase(conftest.FmnCase):
             )
             # The configured bound, not SQLite's 30 s default.
             assert time.monotonic() - started < 5
-        finally:
-            holder.rollback()
-            holder.close()
         with self.database.begin() as session:
             assert preferences.list_filters(session, preferences.Actor("alice"), "email") == []
         self.assertRegexp("fmn add-filter email failed builds", r"failed builds")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import socket
-import sqlite3
 import struct
 import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import database_locked  # tests/conftest.py (tests/ is on sys.path)
 from sqlalchemy import select
 
 from fmn_core import preferences
@@ -242,26 +242,6 @@ def test_gateway_admin_in_process_edits_the_named_account(db):
     ]
 
 
-@contextlib.contextmanager
-def locked(db: Database) -> Iterator[None]:
-    """Another connection holds the write lock (SQLite) or the users table (PostgreSQL)."""
-    if db.engine.dialect.name == "sqlite":
-        holder = sqlite3.connect(str(db.engine.url.database), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            holder.rollback()
-            holder.close()
-        return
-    with db.engine.connect() as connection:
-        connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE NOWAIT")
-        try:
-            yield
-        finally:
-            connection.rollback()
-
-
 def test_gateway_answers_busy_within_its_bound_and_saves_nothing(db):
     sock, thread = serve_in_process(
         PreferenceGateway(db, busy_timeout=0.5), Principal(Actor("alice"))
@@ -272,7 +252,7 @@ def test_gateway_answers_busy_within_its_bound_and_saves_nothing(db):
         PreferenceCall.of(preferences.set_digest, "email", 30, 5),
     ]
     try:
-        with locked(db):
+        with database_locked(db):
             started = time.monotonic()
             with pytest.raises(DatabaseBusy, match=r"busy .* nothing was saved — try again"):
                 client.run(change)
@@ -346,7 +326,7 @@ def test_gateway_reads_while_another_change_holds_the_database(tmp_path):
     )
     client = GatewayClient(sock)
     try:
-        with locked(database):
+        with database_locked(database):
             for op, args in reads.items():
                 started = time.monotonic()
                 with contextlib.suppress(NotFound):  # an unknown message id

@@ -19,6 +19,7 @@ from fmn_core.models import Base, Confirmation, Notification, User, utcnow
 from fmn_core.rendering import Links, Rendered
 from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Senders
 from fmn_daemon.metrics import Metrics
+from fmn_daemon.outcomes import Outcome, OutcomeRecorder
 from fmn_daemon.transports import Transport, TransportError
 from fmn_daemon.transports.live import LiveHub
 
@@ -598,16 +599,8 @@ def test_delivery_run_claims_new_rows_while_a_send_is_in_flight(file_db: Databas
     assert state_of(file_db, quick).state == "sent"
 
 
-def test_delivery_records_outcomes_that_come_together_in_one_transaction(
-    file_db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fmn_daemon.outcomes import OutcomeRecorder
-
-    with file_db.begin() as session:
-        ids = [
-            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push").id
-            for n in range(12)
-        ]
+def outcome_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many outcomes each of the recorder's commits wrote, in order."""
     batches: list[int] = []
     write = OutcomeRecorder._write
 
@@ -616,6 +609,18 @@ def test_delivery_records_outcomes_that_come_together_in_one_transaction(
         return write(self, session, outcomes)
 
     monkeypatch.setattr(OutcomeRecorder, "_write", counting_write)
+    return batches
+
+
+def test_delivery_records_outcomes_that_come_together_in_one_transaction(
+    file_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with file_db.begin() as session:
+        ids = [
+            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push").id
+            for n in range(12)
+        ]
+    batches = outcome_commits(monkeypatch)
     gate = _Gate()  # every send takes 50 ms, so the 12 end together
     metrics = Metrics()
     delivery = Senders(
@@ -630,7 +635,6 @@ def test_delivery_records_outcomes_that_come_together_in_one_transaction(
 
 def test_delivery_outcome_that_cannot_be_recorded_costs_only_itself(file_db: Database) -> None:
     from fmn_core import outbox
-    from fmn_daemon.outcomes import Outcome, OutcomeRecorder
 
     with file_db.begin() as session:
         ids = [
@@ -810,8 +814,6 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
 ) -> None:
     # With no other send in flight there is no group to commit with: the worker
     # thread that sent the mail records it, with no hand-off back to the event loop.
-    from fmn_daemon.outcomes import OutcomeRecorder
-
     with db.begin() as session:
         row_id = add_notification(session, add_user(session, "jo")).id
     hops: list[str] = []
@@ -852,8 +854,6 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
 def test_delivery_emails_in_flight_together_still_share_a_group_commit(
     file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fmn_daemon.outcomes import OutcomeRecorder
-
     with file_db.begin() as session:
         ids = [
             add_notification(
@@ -861,14 +861,7 @@ def test_delivery_emails_in_flight_together_still_share_a_group_commit(
             ).id
             for n in range(12)
         ]
-    batches: list[int] = []
-    write = OutcomeRecorder._write
-
-    def counting_write(self: OutcomeRecorder, session: Any, outcomes: Any) -> Any:
-        batches.append(len(outcomes))
-        return write(self, session, outcomes)
-
-    monkeypatch.setattr(OutcomeRecorder, "_write", counting_write)
+    batches = outcome_commits(monkeypatch)
     metrics = Metrics()
     delivery = Senders(file_db, make_config(file_db, smtp_server, senders=12), metrics, LiveHub())
     assert drain(delivery) == 12

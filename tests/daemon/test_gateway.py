@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-import sqlite3
 import stat
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import database_locked  # tests/conftest.py (tests/ is on sys.path)
 
 from fmn_core import preferences
 from fmn_core.config import Config, GatewayConfig
@@ -177,16 +177,11 @@ def test_gateway_server_answers_busy_within_the_configured_bound(tmp_path):
     client = GatewayClient.connect(server.path)
     change = [PreferenceCall.of(preferences.add_filter, "email", "builds")]
     try:
-        holder = sqlite3.connect(str(tmp_path / "fmn.sqlite"), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
+        with database_locked(database):
             started = time.monotonic()
             with pytest.raises(DatabaseBusy):
                 client.run(change)
             assert 0.4 <= time.monotonic() - started < 3
-        finally:
-            holder.rollback()
-            holder.close()
         client.run(change)
     finally:
         client.close()

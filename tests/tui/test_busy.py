@@ -4,12 +4,10 @@ wait is bounded, the user is told what is wrong, and what they typed is kept."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from conftest import database_locked  # tests/conftest.py (tests/ is on sys.path)
 from textual.widgets import Input
 
 from fmn_core import preferences
@@ -22,18 +20,6 @@ from .conftest import Core, make_database, notices, settle, text_of
 
 #: The gateway's wait for the lock in these tests (the default is 3 s).
 BOUND = 1.0
-
-
-@contextlib.contextmanager
-def write_lock(database: Database) -> Iterator[None]:
-    """Another process's transaction holds SQLite's write lock."""
-    holder = sqlite3.connect(str(database.engine.url.database), isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        holder.rollback()
-        holder.close()
 
 
 def busy_database(tmp_path: Path) -> Database:
@@ -59,7 +45,7 @@ async def test_busy_database_save_is_acknowledged_bounded_and_retried(tmp_path, 
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
-            with write_lock(database):
+            with database_locked(database):
                 # Reading needs no write lock: the screen shows what is stored at once.
                 await pilot.press("g")
                 assert isinstance(app.screen, DigestScreen)
@@ -114,7 +100,7 @@ async def test_busy_database_keeps_the_rule_draft(tmp_path, make_app):
             assert isinstance(app.screen, RulesScreen)
             await pilot.press("n")  # negate rule 1: an unsaved change
             await settle(pilot)
-            with write_lock(database):
+            with database_locked(database):
                 await pilot.press("ctrl+s")
                 assert await wait_for(lambda: "saving…" in app.sub_title, 1.0) < 1.0
                 await wait_for(
