@@ -66,20 +66,18 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fmn_core import delivery_policy, outbox, preferences
+from fmn_core import outbox, preferences
 from fmn_core.chat import (
     CHAT_CONTEXTS,
     collapse_line,
     digest_line,
     notification_line,
-    split_burst,
 )
 from fmn_core.config import Config
 from fmn_core.db import Database
@@ -101,7 +99,8 @@ from .concurrency import in_thread, in_unit_of_work
 from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
-from .outcomes import CarriesRows, Outcome, OutcomeRecorder
+from .outcomes import Outcome, OutcomeRecorder
+from .planning import Job, Round, RoundPlanner
 from .transports import (
     Blocking,
     Pooled,
@@ -135,24 +134,6 @@ _DB_BACKOFF_MAX = 30.0
 _IDLE_CHECK_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class _Job(CarriesRows):
-    """One message to send: a single row, or a digest of a group's rows (or, in a
-    chat context, the rows above a user's burst collapsed into one line)."""
-
-    rows: tuple[ClaimedNotification, ...]
-    digest: bool
-    collapsed: bool = False
-
-
-@dataclass
-class _Round:
-    """What one round decided: jobs to send, and how many rows were settled without sending."""
-
-    jobs: list[_Job]
-    settled: int
-
-
 class Senders:
     """Claims and sends every context but ``irc``; see the module docstring."""
 
@@ -179,9 +160,10 @@ class Senders:
         )
         self.links = links if links is not None else Links.from_config(config)
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._planner = RoundPlanner(config, metrics, self.worker, clock)
         self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
         self._senders = asyncio.Semaphore(config.delivery.senders)
-        self._inflight: dict[asyncio.Task[None], _Job] = {}
+        self._inflight: dict[asyncio.Task[None], Job] = {}
         #: Contexts whose transport sends from a worker thread (``Blocking``).
         self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
         self._code_retry_at: dict[int, float] = {}
@@ -308,9 +290,9 @@ class Senders:
             )
             claimed = await in_thread(self._claim_one_by_one)
             plan = (
-                await self._core(self._plan, claimed, inflight, isolated=True)
+                await self._core(self._planner.plan, claimed, inflight, isolated=True)
                 if claimed
-                else _Round([], 0)
+                else Round([], 0)
             )
         if not claimed:
             return handled
@@ -327,7 +309,7 @@ class Senders:
 
     def _claim_and_plan(
         self, session: Session, inflight: Mapping[tuple[int, str], int]
-    ) -> tuple[list[ClaimedNotification], _Round]:
+    ) -> tuple[list[ClaimedNotification], Round]:
         """Claim a batch of due rows and plan it, in one transaction."""
         delivery = self.config.delivery
         claimed = outbox.claim_due(
@@ -339,10 +321,10 @@ class Senders:
             now=self.clock(),
         )
         if not claimed:
-            return claimed, _Round([], 0)
+            return claimed, Round([], 0)
         # No savepoints: anything that fails here rolls the claim back too, and the
         # round is redone row by row and group by group (``_start_round``).
-        return claimed, self._plan(session, claimed, inflight, isolated=False)
+        return claimed, self._planner.plan(session, claimed, inflight, isolated=False)
 
     def _inflight_by_group(self) -> Counter[tuple[int, str]]:
         """Rows being sent now, per (user id, context): sent, as far as rate limits go."""
@@ -468,179 +450,15 @@ class Senders:
         self.metrics.inc("notifications_dead")
         log.error("delivery: row %d is dead: %s", row_id, for_log(reason, limit=300))
 
-    # -- deciding ---------------------------------------------------------------
-
-    def _plan(
-        self,
-        session: Session,
-        claimed: Sequence[ClaimedNotification],
-        inflight: Mapping[tuple[int, str], int],
-        *,
-        isolated: bool,
-    ) -> _Round:
-        """Settle what needs no sending; group the rest into jobs (one transaction).
-
-        ``inflight`` counts each (user id, context)'s rows being sent right now.
-        ``isolated``: each group in its own savepoint, a group that fails marked
-        dead; otherwise (the usual round: two statements fewer per group) the
-        first failure raises.
-        """
-        now = self.clock()
-        # A (user, context) pair travels in lanes (instant, urgent, digest: see
-        # fmn_core.schedule), each decided on its own.
-        groups: dict[tuple[int, str, str], list[ClaimedNotification]] = {}
-        for row in claimed:
-            groups.setdefault(row.lane_key, []).append(row)
-        if not isolated:
-            counts: Counter[str] = Counter()
-            every = delivery_policy.group_stats(session, groups, now=now)
-            jobs: list[_Job] = []
-            settled = 0
-            for key, rows in groups.items():
-                settled += self._plan_group(
-                    session,
-                    key,
-                    rows,
-                    _with_inflight(every[key], rows, inflight),
-                    now,
-                    jobs,
-                    counts,
-                )
-            # Counted once the whole plan stands (a failure redoes it isolated).
-            for name, count in counts.items():
-                self.metrics.inc(name, count)
-            return _Round(jobs=jobs, settled=settled)
-        stats: Mapping[delivery_policy.GroupKey, Any] | None
-        try:
-            with session.begin_nested():
-                stats = delivery_policy.group_stats(session, groups, now=now)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            stats = None  # read again per group below, so a failure costs one group only
-        jobs = []
-        settled = 0
-        for key, rows in groups.items():
-            try:
-                with session.begin_nested():
-                    own = stats
-                    if own is None:
-                        own = delivery_policy.group_stats(session, [key], now=now)
-                    counts = Counter()
-                    settled += self._plan_group(
-                        session,
-                        key,
-                        rows,
-                        _with_inflight(own[key], rows, inflight),
-                        now,
-                        jobs,
-                        counts,
-                    )
-                for name, count in counts.items():
-                    self.metrics.inc(name, count)
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                reason = f"cannot be planned: {describe(exc)}"
-                outbox.mark_dead(session, [row.id for row in rows], reason)
-                self.metrics.inc("notifications_dead", len(rows))
-                log.error(
-                    "delivery: message %s for %s/%s: %d rows are dead: %s",
-                    for_log(rows[0].message_id),
-                    for_log(rows[0].user),
-                    rows[0].context,
-                    len(rows),
-                    for_log(reason, limit=300),
-                )
-                settled += len(rows)
-        return _Round(jobs=jobs, settled=settled)
-
-    def _plan_group(
-        self,
-        session: Session,
-        key: tuple[int, str, str],
-        rows: list[ClaimedNotification],
-        stats: delivery_policy.GroupStats,
-        now: dt.datetime,
-        jobs: list[_Job],
-        counts: Counter[str],
-    ) -> int:
-        """Settle or schedule one (user, context) group; how many rows it settled.
-
-        Rows it gives up or fails are added to ``counts`` (metric names).
-        """
-        delivery = self.config.delivery
-        head = rows[0]
-        ids = [r.id for r in rows]
-        decision = delivery_policy.decide(
-            head,
-            stats,
-            now,
-            rate_limit_per_hour=delivery.rate_limit_per_hour,
-            waiting_in_claim=len(rows),
-        )
-        if decision.kind == "send":
-            if head.context not in CHAT_CONTEXTS:
-                jobs.extend(_Job(rows=(row,), digest=False) for row in rows)
-                return 0
-            # A chat gets at most a burst of lines per user and round, as on IRC.
-            singles, collapsed = split_burst(rows, self.config.matrix.burst)
-            jobs.extend(_Job(rows=(row,), digest=False) for row in singles)
-            if collapsed:
-                jobs.append(_Job(rows=tuple(collapsed), digest=False, collapsed=True))
-            return 0
-        if decision.kind == "digest":
-            jobs.append(self._digest(session, rows, now))
-            return 0
-        settled = delivery_policy.apply(
-            session, decision, ids, max_attempts=delivery.max_attempts, now=now
-        )
-        assert settled is not None  # only "send" and "digest" are left to the sender
-        counts["notifications_dead"] += settled.dead
-        counts["notifications_failed"] += settled.failed
-        if decision.kind == "no_destination":
-            log.info(
-                "delivery: user %s has no confirmed %s address; %d rows wait",
-                for_log(head.user),
-                head.context,
-                len(ids),
-            )
-        return len(ids)
-
-    def _digest(self, session: Session, rows: list[ClaimedNotification], now: dt.datetime) -> _Job:
-        """One digest job: the claimed rows plus every other waiting row of their lane.
-
-        Rows released together from quiet hours were all claimed already: only a
-        digest lane (or a rate limit) pulls in rows that are not due yet.
-        """
-        head = rows[0]
-        if head.lane != "digest" and head.hold_reason == "quiet_hours":
-            return _Job(rows=tuple(rows), digest=True)
-        more = outbox.claim_group(
-            session,
-            worker=self.worker,
-            user_id=head.user_id,
-            context=head.context,
-            lease_seconds=self.config.delivery.claim_lease_seconds,
-            now=now,
-            # With a digest schedule, each lane collects only its own rows.
-            digest_lane=(head.lane == "digest") if head.schedule.active else None,
-        )
-        seen = {r.id for r in rows}
-        everything = sorted(
-            [*rows, *(r for r in more if r.id not in seen)], key=lambda r: (r.created_at, r.id)
-        )
-        return _Job(rows=tuple(everything), digest=True)
-
     # -- sending ----------------------------------------------------------------
 
-    def _render(self, job: _Job) -> Rendered:
+    def _render(self, job: Job) -> Rendered:
         if job.head.context in CHAT_CONTEXTS:
             return _chat_rendered(job)
         links = self.links if job.head.context == "email" else None
         return render_digest(job.rows, links) if job.digest else render(job.head, links)
 
-    async def _deliver(self, job: _Job) -> None:
+    async def _deliver(self, job: Job) -> None:
         async with self._senders:
             if job.head.context in self._blocking:
                 outcome, recorded = await in_thread(self._send_in_thread, job)
@@ -653,7 +471,7 @@ class Senders:
             if not recorded:
                 await self._outcomes.record(outcome)
 
-    def _send_in_thread(self, job: _Job) -> tuple[Outcome, bool]:
+    def _send_in_thread(self, job: Job) -> tuple[Outcome, bool]:
         """Render and send ``job`` in a worker thread; record it there too when it is alone.
 
         Returns the outcome and whether it is recorded. A send with no other in
@@ -682,7 +500,7 @@ class Senders:
             return outcome, False
         return outcome, True
 
-    async def _send(self, job: _Job) -> Outcome:
+    async def _send(self, job: Job) -> Outcome:
         transport, rendered, errors, refused = self._prepare(job)
         accepted = 0
         if transport is not None and rendered is not None:
@@ -695,7 +513,7 @@ class Senders:
                     accepted += 1
         return _outcome(job, accepted, errors, refused)
 
-    def _prepare(self, job: _Job) -> tuple[Transport | None, Rendered | None, list[str], list[str]]:
+    def _prepare(self, job: Job) -> tuple[Transport | None, Rendered | None, list[str], list[str]]:
         """The job's transport and message, or why there is none (errors, refusals)."""
         head = job.head
         transport = self.transports.get(head.context)
@@ -714,7 +532,7 @@ class Senders:
 
     @staticmethod
     def _note_failure(
-        job: _Job, destination: str, exc: Exception, errors: list[str], refused: list[str]
+        job: Job, destination: str, exc: Exception, errors: list[str], refused: list[str]
     ) -> None:
         """File a destination's failure as a refusal or an error (one never stops the others)."""
         masked = mask_address(job.head.context, destination)
@@ -777,7 +595,7 @@ class Senders:
         return sent
 
 
-def _outcome(job: _Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:
+def _outcome(job: Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:
     return Outcome(
         rows=job.rows,
         digest=job.digest,
@@ -787,19 +605,7 @@ def _outcome(job: _Job, accepted: int, errors: list[str], refused: list[str]) ->
     )
 
 
-def _with_inflight(
-    stats: delivery_policy.GroupStats,
-    rows: Sequence[ClaimedNotification],
-    inflight: Mapping[tuple[int, str], int],
-) -> delivery_policy.GroupStats:
-    """A group's stats with its rows being sent right now counted as sent."""
-    sending = inflight.get(rows[0].group, 0)
-    if not sending:
-        return stats
-    return replace(stats, sent_last_hour=stats.sent_last_hour + sending)
-
-
-def _chat_rendered(job: _Job) -> Rendered:
+def _chat_rendered(job: Job) -> Rendered:
     """A chat context's message: one line, worded as the IRC bot words it."""
     if job.collapsed:
         line = collapse_line(job.rows)
