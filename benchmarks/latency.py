@@ -408,12 +408,20 @@ def run_fmn(
     workdir: Path,
     settle: float,
     db_url: str,
+    *,
+    split_processes: bool = False,
 ) -> tuple[Latencies, Latencies, int | None, list[str], float, Split]:
     """Start the daemon, warm it up, publish steadily, stop it.
 
-    Returns the warm-up's and the measured latencies, the exit status, the log's
-    tail, the daemon's CPU seconds from the end of the warm-up to the last mail, and
-    the measured mails' latency split where their outbox rows were written.
+    ``split_processes``: the consumer (``run --no-deliver``) and the senders (``run
+    --no-consume``) as two daemons on the same database, as a busy deployment runs
+    them, each with its own interpreter lock; the senders wake on the consumer's
+    commits through PostgreSQL's NOTIFY.
+
+    Returns the warm-up's and the measured latencies, the exit status (the worst of
+    the daemons'), the log's tail, the daemons' CPU seconds from the end of the
+    warm-up to the last mail, and the measured mails' latency split where their
+    outbox rows were written.
     """
     env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
     command = [
@@ -429,34 +437,44 @@ def run_fmn(
         "--startup-timeout",
         "120",
     ]
-    daemon = subprocess.Popen(
-        command, env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
-    )
-    log = DaemonLog(daemon.stderr, workdir / "daemon.log", ("daemon ready",))
+    roles = [("consumer", ["--no-deliver"]), ("senders", ["--no-consume"])]
+    daemons: list[tuple[subprocess.Popen[str], DaemonLog]] = []
+    for name, flags in roles if split_processes else [("daemon", [])]:
+        daemon = subprocess.Popen(
+            [*command, *flags], env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
+        log = DaemonLog(daemon.stderr, workdir / f"{name}.log", ("daemon ready",))
+        daemons.append((daemon, log))
     try:
         deadline = time.monotonic() + 150
-        while "daemon ready" not in log.seen:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the daemon did not start:\n  " + "\n  ".join(log.tail[-15:]))
-            time.sleep(0.05)
+        for daemon, log in daemons:
+            while "daemon ready" not in log.seen:
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the daemon did not start:\n  " + "\n  ".join(log.tail[-15:]))
+                time.sleep(0.05)
         warm_sent = publish_steadily(broker, templates, warmup, rate)
         mails.wait_for(list(warm_sent), timeout=30)
-        cpu_before = process_cpu_seconds(daemon.pid)
+        cpu_before = sum(process_cpu_seconds(daemon.pid) for daemon, _ in daemons)
         wall: dict[str, float] = {}
         sent = publish_steadily(broker, templates, items, rate, wall)
         mails.wait_for(list(sent), timeout=settle)
-        cpu = process_cpu_seconds(daemon.pid) - cpu_before
+        cpu = sum(process_cpu_seconds(daemon.pid) for daemon, _ in daemons) - cpu_before
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = daemon.wait(60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            code = daemon.wait(10)
-        log.join(5)
+        codes: list[int | None] = []
+        for daemon, _ in daemons:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+        for daemon, log in daemons:
+            try:
+                codes.append(daemon.wait(60))
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                codes.append(daemon.wait(10))
+            log.join(5)
+    code = next((c for c in codes if c != 0), 0)
+    tail = [line for _, log in daemons for line in log.tail]
     split = split_at_the_outbox(db_url, wall, mails)
-    return measure(mails, warm_sent), measure(mails, sent), code, log.tail, cpu, split
+    return measure(mails, warm_sent), measure(mails, sent), code, tail, cpu, split
 
 
 def sender_cpu(single: int, due: int) -> None:
@@ -584,6 +602,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare relays")
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also run the consumer and the senders as two daemons (a busy deployment)",
+    )
+    parser.add_argument(
         "--senders",
         type=int,
         default=None,
@@ -701,6 +724,44 @@ def main(argv: list[str] | None = None) -> int:
                         "fmn_cpu_ms_per_mail": _per_mail_ms(cpu, measured),
                     }
                 )
+                if not args.split:
+                    continue
+                with BenchBroker() as broker:
+                    fm_config = broker.write_config(workdir / f"fedora-messaging-{n}-split.toml")
+                    load_before = os.getloadavg()[0]
+                    warm, measured, code, tail, cpu, split = run_fmn(
+                        pool,
+                        draw(pool, count, seed + 4),
+                        draw(pool, max(10, int(rate)), seed + 5),
+                        rate,
+                        config,
+                        fm_config,
+                        broker,
+                        mails,
+                        workdir,
+                        args.settle,
+                        db.url,
+                        split_processes=True,
+                    )
+                load = (load_before, os.getloadavg()[0])
+                ok_split = _report(
+                    rate,
+                    count,
+                    baselines,
+                    warm,
+                    measured,
+                    code,
+                    tail,
+                    load,
+                    args.settle,
+                    cpu,
+                    topology=", consumer and senders as two daemons",
+                )
+                print(f"  where it went: {split.line()}")
+                runs[-1]["fmn_split"] = _percentiles(measured)
+                runs[-1]["fmn_split_cpu_ms_per_mail"] = _per_mail_ms(cpu, measured)
+                runs[-1]["fmn_split_ok"] = ok_split
+                ok &= ok_split
     finally:
         controller.stop()
     if args.json:
@@ -742,10 +803,12 @@ def _report(
     load: tuple[float, float],
     settle: float,
     cpu: float,
+    *,
+    topology: str = "",
 ) -> bool:
     target = TARGETS_P99_MS.get(rate, max(TARGETS_P99_MS.values()))
     print(
-        f"\nResults at {rate:g} messages/s (load average, 1 min, before/after: "
+        f"\nResults at {rate:g} messages/s{topology} (load average, 1 min, before/after: "
         f"{load[0]:.1f} / {load[1]:.1f})"
     )
     for label, run in baselines.items():
@@ -783,7 +846,11 @@ def _report(
         for line in tail[-10:]:
             print(f"    {line}")
     ok &= print_target(
-        f"p99 at {rate:g} messages/s", measured.percentile(99), target, "ms", at_least=False
+        f"p99 at {rate:g} messages/s{topology}",
+        measured.percentile(99),
+        target,
+        "ms",
+        at_least=False,
     )
     return ok
 
