@@ -690,78 +690,59 @@ def main(argv: list[str] | None = None) -> int:
                             mails,
                             reuse=reuse,
                         )
-                with BenchBroker() as broker:
-                    fm_config = broker.write_config(workdir / f"fedora-messaging-{n}.toml")
-                    warm, measured, code, tail, cpu, split = run_fmn(
-                        pool,
-                        items,
-                        warmup,
+                figures: dict[str, Any] = {
+                    "rate": rate,
+                    "baseline": _percentiles(
+                        baselines["per mail"].latencies if baselines else None
+                    ),
+                    "baseline_reused": _percentiles(
+                        baselines["reused"].latencies if baselines else None
+                    ),
+                }
+                topologies = [("fmn", "", False)]
+                if args.split:
+                    topologies.append(("fmn_split", ", consumer and senders as two daemons", True))
+                for k, (key, topology, split_processes) in enumerate(topologies):
+                    if k:  # each topology gets messages of its own
+                        items = draw(pool, count, seed + 4)
+                        warmup = draw(pool, max(10, int(rate)), seed + 5)
+                        load_before = os.getloadavg()[0]
+                    with BenchBroker() as broker:
+                        fm_config = broker.write_config(workdir / f"fm-{n}-{key}.toml")
+                        warm, measured, code, tail, cpu, split = run_fmn(
+                            pool,
+                            items,
+                            warmup,
+                            rate,
+                            config,
+                            fm_config,
+                            broker,
+                            mails,
+                            workdir,
+                            args.settle,
+                            db.url,
+                            split_processes=split_processes,
+                        )
+                    load = (load_before, os.getloadavg()[0])
+                    met = _report(
                         rate,
-                        config,
-                        fm_config,
-                        broker,
-                        mails,
-                        workdir,
+                        count,
+                        baselines,
+                        warm,
+                        measured,
+                        code,
+                        tail,
+                        load,
                         args.settle,
-                        db.url,
+                        cpu,
+                        topology=topology,
                     )
-                load = (load_before, os.getloadavg()[0])
-                ok &= _report(
-                    rate, count, baselines, warm, measured, code, tail, load, args.settle, cpu
-                )
-                print(f"  where it went: {split.line()}")
-                runs.append(
-                    {
-                        "rate": rate,
-                        "load": list(load),
-                        "baseline": _percentiles(
-                            baselines["per mail"].latencies if baselines else None
-                        ),
-                        "baseline_reused": _percentiles(
-                            baselines["reused"].latencies if baselines else None
-                        ),
-                        "fmn": _percentiles(measured),
-                        "fmn_cpu_ms_per_mail": _per_mail_ms(cpu, measured),
-                    }
-                )
-                if not args.split:
-                    continue
-                with BenchBroker() as broker:
-                    fm_config = broker.write_config(workdir / f"fedora-messaging-{n}-split.toml")
-                    load_before = os.getloadavg()[0]
-                    warm, measured, code, tail, cpu, split = run_fmn(
-                        pool,
-                        draw(pool, count, seed + 4),
-                        draw(pool, max(10, int(rate)), seed + 5),
-                        rate,
-                        config,
-                        fm_config,
-                        broker,
-                        mails,
-                        workdir,
-                        args.settle,
-                        db.url,
-                        split_processes=True,
-                    )
-                load = (load_before, os.getloadavg()[0])
-                ok_split = _report(
-                    rate,
-                    count,
-                    baselines,
-                    warm,
-                    measured,
-                    code,
-                    tail,
-                    load,
-                    args.settle,
-                    cpu,
-                    topology=", consumer and senders as two daemons",
-                )
-                print(f"  where it went: {split.line()}")
-                runs[-1]["fmn_split"] = _percentiles(measured)
-                runs[-1]["fmn_split_cpu_ms_per_mail"] = _per_mail_ms(cpu, measured)
-                runs[-1]["fmn_split_ok"] = ok_split
-                ok &= ok_split
+                    ok &= met
+                    print(f"  where it went: {split.line()}")
+                    figures.setdefault("load", list(load))
+                    figures[key] = _percentiles(measured)
+                    figures[f"{key}_cpu_ms_per_mail"] = _per_mail_ms(cpu, measured)
+                runs.append(figures)
     finally:
         controller.stop()
     if args.json:
