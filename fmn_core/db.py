@@ -6,14 +6,14 @@ one ``with sessionmaker.begin() as session:``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Config
@@ -29,6 +29,7 @@ __all__ = [
     "is_postgres",
     "is_sqlite",
     "make_engine",
+    "run_on_driver",
 ]
 
 #: Execution option (seconds): how long this connection's next SQLite transaction
@@ -122,6 +123,30 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
         else engine_or_session
     )
     return bind.dialect.name == "postgresql"
+
+
+def run_on_driver(
+    session: Session, statement: str, params: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Run one statement on a PostgreSQL session's psycopg connection; the rows it returns.
+
+    It runs in the session's transaction. For statements sent once per batch on
+    the ingest path, where SQLAlchemy's execution (statement objects, result
+    wrapping) costs the client more than the database takes to run them; a
+    statement whose text never changes is prepared by psycopg after a few runs.
+    Driver errors are wrapped as SQLAlchemy wraps its own (``DBAPIError``), so
+    callers sort them the same way (``fmn_daemon.failures.is_transient``).
+    """
+    import psycopg  # only PostgreSQL sessions come here
+
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description is not None else []
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
 def config_of(session: Session) -> Config:

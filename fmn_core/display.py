@@ -60,7 +60,8 @@ def app_from_topic(topic: str) -> str:
 def _safe_url(url: str | None) -> str | None:
     # Only absolute http(s) links, whole and without control characters: a feed
     # reader follows them, so a javascript: or data: URL has no place there.
-    if not url or len(url) > URL_MAX_CHARS or has_control(url) or any(c.isspace() for c in url):
+    # ``split()`` cuts at exactly the characters ``isspace`` names, in C.
+    if not url or len(url) > URL_MAX_CHARS or has_control(url) or url.split() != [url]:
         return None
     try:
         parts = urlsplit(url)
@@ -73,11 +74,10 @@ def _safe_url(url: str | None) -> str | None:
 
 def display_of(facts: MessageFacts) -> MessageDisplay:
     """The display fields of a message's facts (what ingest stores)."""
-    topic = one_line(facts.topic, limit=SUMMARY_MAX_CHARS)
     summary = one_line(facts.summary, limit=SUMMARY_MAX_CHARS) if facts.summary else ""
     app = one_line(facts.app_name, limit=APP_MAX_CHARS) if facts.app_name else ""
     return MessageDisplay(
-        summary=summary or topic,
+        summary=summary or one_line(facts.topic, limit=SUMMARY_MAX_CHARS),
         url=_safe_url(facts.url),
         app=app or app_from_topic(facts.topic),
     )

@@ -28,6 +28,7 @@ from typing import Any, Protocol, cast
 
 import jsonschema
 import jsonschema_rs
+import orjson
 import pika
 from fedora_messaging import message as fm_message
 
@@ -43,6 +44,7 @@ __all__ = [
     "facts_of",
     "finite_float",
     "load_message",
+    "loads_strict",
     "parse_line",
     "prepare_validators",
     "refuse_constant",
@@ -315,6 +317,36 @@ def finite_float(literal: str) -> float:
     return value
 
 
+#: The strict reading with the standard library's decoder (built once).
+_STRICT_DECODER = json.JSONDecoder(parse_constant=refuse_constant, parse_float=finite_float)
+
+#: Bytes: every digit read as ``0``, so that a run of digits is a run of ``0``.
+_DIGITS_AS_ZERO = bytes(ord("0") if ord("0") <= b <= ord("9") else b for b in range(256))
+#: 19 digits in a row: an integer that may not fit in 64 bits.
+_LONG_NUMBER = b"0" * 19
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON text strictly: ``NaN``, ``Infinity`` and numbers beyond a float are refused.
+
+    Raises ``ValueError`` (``json.JSONDecodeError`` or ``finite_float``'s) with the
+    standard library's reason. orjson parses first (about twice as fast on bus
+    bodies); it refuses all of the above too, and lone surrogates, which the
+    standard library accepts: whatever orjson refuses is read again by the
+    standard library, which then decides, so what is accepted and the reason
+    for a refusal are the standard library's. orjson reads an integer beyond 64
+    bits as a float: a text with 19 digits in a row is left to the standard
+    library at once.
+    """
+    raw = text.encode("utf-8", "surrogatepass")
+    if _LONG_NUMBER not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _STRICT_DECODER.decode(text)
+
+
 def check_json_text(text: str, *, max_depth: int, what: str = "the body") -> None:
     """Refuse (``MalformedMessage``) JSON text nested deeper than ``max_depth``."""
     # Cheap first: fewer opening brackets than the limit can't nest past it.
@@ -423,7 +455,7 @@ def parse_line(line: str | bytes, limits: IngestConfig | None = None) -> Message
         raise MalformedMessage(f"not valid JSON: the line is not UTF-8 ({exc})") from exc
     check_json_text(text, max_depth=limits.max_depth + 1, what="the line")
     try:
-        data = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
+        data = loads_strict(text)
     except ValueError as exc:
         raise MalformedMessage(f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -41,7 +41,7 @@ from typing import Any, cast
 from sqlalchemy import Integer, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .db import is_postgres
+from .db import is_postgres, run_on_driver
 from .masking import scrub_error
 from .models import (
     Destination,
@@ -361,7 +361,7 @@ def announce_new_rows(session: Session) -> None:
     rolls back, and several announcements in one transaction arrive as one.
     """
     if is_postgres(session):
-        session.execute(select(func.pg_notify(NEW_ROWS_CHANNEL, "")))
+        run_on_driver(session, "SELECT pg_notify(%s, '')", [NEW_ROWS_CHANNEL])
 
 
 def claim_due(

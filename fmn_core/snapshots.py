@@ -132,8 +132,11 @@ def _load_chunk(session: Session, ids: list[int] | None) -> list[UserSnapshot]:
     rules_of: defaultdict[int, list[RuleSnapshot]] = defaultdict(list)
     shared: dict[tuple[str, str | None, bool, dt.datetime | None], RuleSnapshot] = {}
     # Rows stream in slices (``_STREAM``) rather than all at once: at 100k users
-    # the rows alone would take hundreds of MB while the snapshots are built.
-    streamed = {"yield_per": _STREAM}
+    # the rows alone would take hundreds of MB while the snapshots are built. A
+    # chunk of ``_CHUNK`` users is read at once: streaming (a server-side cursor
+    # on PostgreSQL, three more round trips per query) would cost the few users
+    # a bus message names, refreshed between batches, more than their rows.
+    streamed: dict[str, Any] = {"yield_per": _STREAM} if ids is None else {}
     for rule in session.execute(
         rules.order_by(Rule.filter_id, Rule.position, Rule.id), execution_options=streamed
     ):

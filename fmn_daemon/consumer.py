@@ -306,6 +306,7 @@ class Consumer:
         """
         self._stop = stop
         self._amqp_beat = self._writer_beat = time.monotonic()
+        _tune_collector()
         writer = threading.Thread(target=self._write_loop, name="fmn-writer", daemon=True)
         self._writer = writer
         try:
@@ -746,6 +747,25 @@ class Consumer:
                 log.error("%s failed (%s); retrying in %.1fs", what, _describe(exc), delay)
                 self._wait(delay)
                 delay = min(delay * 2, self.backoff_max)
+
+
+#: The cyclic collector's young-generation threshold while consuming (Python's is 700).
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def _tune_collector() -> None:
+    """Let the collector's youngest generation grow to ``YOUNG_GC_THRESHOLD`` objects.
+
+    Each batch holds a few hundred decoded messages (thousands of small dicts
+    and lists) until it is committed: at Python's default threshold the
+    collector scans them several times per batch and promotes them to older
+    generations, scanned again later, ~7 µs of CPU per message (8% of the
+    consumer's). At 10,000 most of them are freed by reference counting before
+    any scan. Process-wide, and only ever raised.
+    """
+    young, middle, old = gc.get_threshold()
+    if 0 < young < YOUNG_GC_THRESHOLD:  # 0: the collector is switched off; left so
+        gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
 
 
 def _load_ownership(session: Session) -> OwnershipCache:

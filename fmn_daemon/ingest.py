@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pika
-import psycopg
 from fedora_messaging import message as fm_message
-from sqlalchemy import Integer, Table, any_, bindparam, select, update
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from fmn_core.config import IngestConfig
+from fmn_core.db import run_on_driver
 from fmn_core.display import display_of
 from fmn_core.errors import ConfigError, MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
@@ -45,9 +44,8 @@ from fmn_core.messages import (
     check_headers,
     check_json_text,
     facts_of,
-    finite_float,
     load_message,
-    refuse_constant,
+    loads_strict,
 )
 from fmn_core.models import (
     ChangeEvent,
@@ -80,9 +78,6 @@ log = logging.getLogger(__name__)
 #: The widths of ``messages.id`` and ``messages.topic``; longer values are malformed.
 MAX_ID_LENGTH = 255
 MAX_TOPIC_LENGTH = 512
-
-#: Bodies are read strictly: no ``NaN``, no number beyond a float (built once).
-_BODY_DECODER = json.JSONDecoder(parse_constant=refuse_constant, parse_float=finite_float)
 
 #: Value types ``json_safe`` passes through unchanged.
 _PLAIN = frozenset((str, int, bool, float, type(None)))
@@ -186,7 +181,7 @@ def read_delivery(
         ) from exc
     try:
         check_json_text(text, max_depth=limits.max_depth)
-        data = _BODY_DECODER.decode(text)
+        data = loads_strict(text)
     except MalformedMessage as exc:
         raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
@@ -309,16 +304,7 @@ def _insert_new(
             params.append([_json_value(row[c]) for row in rows])
         else:
             params.append([row[c] for row in rows])
-    # The session's own connection, so this runs inside the caller's transaction.
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    try:
-        with driver.cursor() as cursor:
-            cursor.execute(statement_text, params)
-            return [row[0] for row in cursor.fetchall()]
-    except psycopg.Error as exc:
-        # Wrapped as SQLAlchemy wraps its own: callers sort errors by those classes.
-        raise sa_exc.DBAPIError.instance(statement_text, None, exc, psycopg.Error) from exc
+    return [row[0] for row in run_on_driver(session, statement_text, params)]
 
 
 def _json_value(value: Any) -> str:
@@ -344,23 +330,32 @@ class _FilterState:
     oneshot: bool
 
 
+#: ``_filter_states``'s query on PostgreSQL (``Filter`` joined to its ``Preference``).
+_PG_FILTER_STATES = (
+    "SELECT f.id, f.active, f.oneshot, p.user_id FROM filters AS f "
+    "JOIN preferences AS p ON p.id = f.preference_id WHERE f.id = ANY(%b::integer[])"
+)
+
+
 def _filter_states(session: Session, ids: Iterable[int], known: dict[int, _FilterState]) -> None:
     """Load the state of the filters in ``ids`` not in ``known`` yet (usually one query)."""
     missing = sorted(set(ids) - known.keys())
     postgres = session.get_bind().dialect.name == "postgresql"
-    step = 50_000 if postgres else 500
+    if postgres and missing:
+        # One array parameter, whatever the count: one statement text, prepared once.
+        for filter_id, active, oneshot, user_id in run_on_driver(
+            session, _PG_FILTER_STATES, [missing]
+        ):
+            known[filter_id] = _FilterState(user_id, bool(active), bool(oneshot))
+        return
+    step = 500
     for start in range(0, len(missing), step):
         chunk = missing[start : start + step]
-        # One array parameter on PostgreSQL; SQLite has no arrays (and a parameter limit).
-        wanted = (
-            Filter.id == any_(bindparam("ids", chunk, type_=postgresql.ARRAY(Integer)))
-            if postgres
-            else Filter.id.in_(chunk)
-        )
+        # SQLite has no arrays, and a limit on parameters.
         rows = session.execute(
             select(Filter.id, Filter.active, Filter.oneshot, Preference.user_id)
             .join(Preference, Preference.id == Filter.preference_id)
-            .where(wanted)
+            .where(Filter.id.in_(chunk))
         )
         for row in rows:
             known[row.id] = _FilterState(row.user_id, bool(row.active), bool(row.oneshot))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
 from fmn_core.config import Config
-from fmn_core.db import Database, catalog_of, config_of
+from fmn_core.db import Database, catalog_of, config_of, run_on_driver
 from fmn_core.rules import Catalog, default_catalog
 
 
@@ -66,3 +67,24 @@ def test_core_functions_use_the_sessions_catalog(tmp_path: Path) -> None:
                 preferences.add_rule(session, alice, "email", "builds", "app_is", {"app": "x"})
     finally:
         database.dispose()
+
+
+@pytest.mark.postgres
+def test_run_on_driver_runs_in_the_session_s_transaction(postgres_engine: Any) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with Session(postgres_engine) as session, session.begin():
+        session.execute(text("CREATE TEMPORARY TABLE driver_probe (n integer) ON COMMIT DROP"))
+        session.execute(text("INSERT INTO driver_probe VALUES (1), (2), (3)"))
+        rows = run_on_driver(
+            session, "SELECT n FROM driver_probe WHERE n = ANY(%s) ORDER BY n", [[1, 3]]
+        )
+        assert rows == [(1,), (3,)]
+        assert run_on_driver(session, "SELECT pg_notify(%s, '')", ["fmn_probe"]) == [("",)]
+        assert run_on_driver(session, "DELETE FROM driver_probe WHERE n = 2") == []
+        assert session.scalar(text("SELECT count(*) FROM driver_probe")) == 2
+        # A driver error arrives as SQLAlchemy's, which callers sort failures by.
+        with pytest.raises(DBAPIError) as caught:
+            run_on_driver(session, "SELECT 1 / (n - n) FROM driver_probe")
+        assert "division by zero" in str(caught.value.orig)

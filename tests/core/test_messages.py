@@ -9,7 +9,7 @@ import pytest
 from fedora_messaging import message as fm_message
 
 from fmn_core.errors import MalformedMessage
-from fmn_core.messages import MessageFacts, facts_of, load_message, parse_line
+from fmn_core.messages import MessageFacts, facts_of, load_message, loads_strict, parse_line
 
 KOJI_BUILD_SCHEMA = "koji_fedoramessaging.build.BuildStateChangeV1"
 
@@ -246,3 +246,48 @@ def test_a_summary_built_from_missing_fields_is_dropped() -> None:
     )
     assert "None" in message.summary
     assert facts_of(message).summary == ""
+
+
+def test_loads_strict_reads_every_corpus_line_as_the_json_module_does(corpus: list[str]) -> None:
+    for line in corpus:
+        assert loads_strict(line) == json.loads(line)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Integers beyond 64 bits: orjson would read them as floats.
+        '{"n": 123456789012345678901234567890}',
+        '{"n": -9223372036854775809}',
+        '{"n": 18446744073709551616, "m": [1e3, 0.1, -0.0]}',
+        # A lone surrogate: orjson refuses it, the json module (and so fmn) accepts it.
+        '{"s": "\\ud800 \\udfff"}',
+        '{"s": "w\\u00f6rld \\ud83d\\ude00", "k": {"a": 1, "a": 2}}',
+        '{"id": "12345678901234567890123"}',
+    ],
+)
+def test_loads_strict_reads_what_the_json_module_reads(text: str) -> None:
+    value = loads_strict(text)
+    assert repr(value) == repr(json.loads(text))
+
+
+def test_loads_strict_keeps_long_integers_exact() -> None:
+    value = loads_strict('{"n": 123456789012345678901234567890}')
+    assert value["n"] == 123456789012345678901234567890
+    assert isinstance(value["n"], int)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"n": NaN}', "NaN is not a JSON value"),
+        ('{"n": -Infinity}', "-Infinity is not a JSON value"),
+        ('{"n": 1e999}', "1e999 is too large a number"),
+        ('{"n": 1}x', "Extra data"),
+        ('{"n": 01}', "Expecting ','"),
+        ("", "Expecting value"),
+    ],
+)
+def test_loads_strict_refuses_with_the_json_module_s_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        loads_strict(text)

@@ -398,3 +398,23 @@ def test_consumer_drops_only_the_message_the_database_refuses(
         assert metrics.get("db_errors") == 0
     finally:
         db.dispose()
+
+
+def test_consuming_raises_the_young_collection_threshold_and_never_lowers_it() -> None:
+    import gc
+
+    from fmn_daemon.consumer import YOUNG_GC_THRESHOLD, _tune_collector
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        _tune_collector()
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, 10, 10)
+        gc.set_threshold(YOUNG_GC_THRESHOLD * 5, 7, 3)
+        _tune_collector()
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD * 5, 7, 3)
+        gc.set_threshold(0, 10, 10)  # switched off by whoever runs the process: left so
+        _tune_collector()
+        assert gc.get_threshold() == (0, 10, 10)
+    finally:
+        gc.set_threshold(*saved)
