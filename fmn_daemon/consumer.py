@@ -5,7 +5,7 @@ It reads fedora-messaging's own configuration (``fmn_daemon.broker``: ``amqp_url
 deliveries into fedora-messaging message classes through ``fmn_core.messages``
 (one validator per schema, built once). fedora-messaging's own consumer handles
 one message per callback and re-checks the schema each time; this one takes up
-to ``delivery.batch_size`` messages (whatever has arrived when the writer is
+to ``ingest.batch_size`` messages (whatever has arrived when the writer is
 free, else what arrived within ``batch_wait`` seconds), and for the whole batch
 runs one transaction: store, match, outbox rows, commit — then one
 ``basic_ack(multiple=True)``.
@@ -170,7 +170,7 @@ class Consumer:
         self.broker = broker
         self.metrics = metrics
         self.matcher = matcher
-        self.batch_size = batch_size or db.config.delivery.batch_size
+        self.batch_size = batch_size or db.config.ingest.batch_size
         self.batch_wait = batch_wait
         self.changes_interval = changes_interval
         self.backoff_initial = backoff_initial

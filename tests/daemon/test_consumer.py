@@ -418,3 +418,22 @@ def test_consuming_raises_the_young_collection_threshold_and_never_lowers_it() -
         assert gc.get_threshold() == (0, 10, 10)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_the_consumer_batches_up_to_ingest_batch_size_not_the_senders(tmp_path: Path) -> None:
+    from fmn_core.config import DeliveryConfig, IngestConfig
+
+    config = Config(
+        database_url=f"sqlite:///{tmp_path / 'fmn.sqlite'}",
+        ingest=IngestConfig(batch_size=7),
+        delivery=DeliveryConfig(batch_size=3),
+    )
+    db = Database(config)
+    try:
+        broker = BrokerSettings(
+            amqp_url="amqp://guest:guest@127.0.0.1:1/%2F", exchanges={}, queues={}, bindings=()
+        )
+        assert Consumer(db, broker, Metrics()).batch_size == 7
+        assert Consumer(db, broker, Metrics(), batch_size=2).batch_size == 2
+    finally:
+        db.dispose()
