@@ -21,7 +21,7 @@ empty outbox, and runs its consumers in separate processes:
   and acking only, one message at a time;
 - **fmn, 1 process**: ``fmn_daemon.consumer.Consumer``, the class ``fmn-daemon
   run`` runs, with delivery off: decode, store, match, write the outbox, commit,
-  ack, in batches of ``delivery.batch_size``. Its matcher is loaded before the
+  ack, in batches of ``ingest.batch_size``. Its matcher is loaded before the
   clock starts;
 - **fmn, 2 processes** competing on one queue (this machine has 2 cores, shared
   with PostgreSQL and RabbitMQ).

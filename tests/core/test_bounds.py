@@ -40,6 +40,18 @@ def _parsed_depth(value: object) -> int:
     return 0
 
 
+def test_json_depth_of_text_agrees_with_the_string_pattern_on_any_text() -> None:
+    """Text without escaped quotes is cut at its quotes; bytes always go through the
+    pattern. Both must give the same depth for any mix of brackets, quotes and escapes."""
+    import random
+
+    pieces = ["[", "]", "{", "}", '"', "\\", "a", ",", "\u00e9", '\\"', '"]"', '"[\\""', '"\\\\"']
+    rng = random.Random(16)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
+        assert json_depth(text) == json_depth(text.encode("utf-8")), text
+
+
 def test_json_depth_of_an_unterminated_string_errs_high() -> None:
     assert json_depth('["abc, [[[') >= 1
 
