@@ -807,7 +807,9 @@ class Matcher:
             for order, filter_ in enumerate(preference.filters):
                 if not filter_.active:
                     continue
-                known = self._known(filter_.rules, templates)
+                known = templates.get(id(filter_.rules))
+                if known is None:
+                    known = self._known(filter_.rules, templates)
                 if known[2] or filter_.paused_until is not None:
                     # Time-bound (rare): what it is now, and when that changes.
                     for moment in _moments(filter_):
@@ -929,8 +931,12 @@ class Matcher:
             owner = entry.context.owner
             filing = _filing(plan.hinted, RuleContext(owner, recording, recording), owner)
             entry.dynamic = recording.used
-        entry.key, entry.values = filing
-        item = self._join_group(entry)
+            entry.key, entry.values = filing
+            group_key = _entry_group_key(entry)
+        else:
+            entry.key, entry.values = filing
+            group_key = plan.group_key
+        item = entry if group_key is None else self._join_group(entry, group_key)
         if item is None:
             return  # it joined a group that is filed already
         if entry.key is None:
@@ -946,15 +952,13 @@ class Matcher:
             else:
                 buckets[value] = [bucket, item]
 
-    def _join_group(self, entry: _Entry) -> _Filed | None:
-        """What to file for ``entry``: itself, or ``None`` if it joined a group.
+    def _join_group(self, entry: _Entry, key: _GroupKey) -> _Filed | None:
+        """What to file for ``entry``, whose group key is ``key``: itself, or ``None`` if
+        it joined a group.
 
         The first filter with a group key is filed as itself; the second turns
         it into a group filed in its place.
         """
-        key = _entry_group_key(entry)
-        if key is None:
-            return entry
         held = self._groups.get(key)
         if held is None:
             self._groups[key] = entry
