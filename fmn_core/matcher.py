@@ -302,7 +302,7 @@ class _SharedFilter:
     filing did not read the ownership lookup are grouped.
     """
 
-    __slots__ = ("_answer", "_by_slot", "context", "key", "members", "rules")
+    __slots__ = ("_answer", "_by_slot", "_recipients", "context", "key", "members", "rules")
 
     def __init__(self, key: _GroupKey, first: _Entry) -> None:
         self.key = key
@@ -312,14 +312,25 @@ class _SharedFilter:
         self.members: set[_Entry] = {first}
         self._by_slot: dict[_Slot, _Entry] | None = None
         self._answer: list[Recipient] | None = None
+        self._recipients: dict[_Slot, Recipient] | None = None
 
     def add(self, entry: _Entry) -> None:
         self.members.add(entry)
-        self._by_slot = self._answer = None
+        self._by_slot = self._answer = self._recipients = None
 
     def discard(self, entry: _Entry) -> None:
         self.members.discard(entry)
-        self._by_slot = self._answer = None
+        self._by_slot = self._answer = self._recipients = None
+
+    def recipients(self, contexts: Sequence[str]) -> dict[_Slot, Recipient]:
+        """``by_slot``'s members as recipients, built once after a change: a message
+        about a watched application names thousands of them, every time."""
+        recipients = self._recipients
+        if recipients is None:
+            recipients = self._recipients = {
+                slot: _recipient(entry, contexts) for slot, entry in self.by_slot.items()
+            }
+        return recipients
 
     def answer(self, contexts: Sequence[str]) -> list[Recipient]:
         """The recipients when this group is all that matched a message, in order.
@@ -329,10 +340,8 @@ class _SharedFilter:
         """
         answer = self._answer
         if answer is None:
-            by_slot = self.by_slot
-            answer = self._answer = [
-                _recipient(by_slot[slot], contexts) for slot in sorted(by_slot)
-            ]
+            recipients = self.recipients(contexts)
+            answer = self._answer = [recipients[slot] for slot in sorted(recipients)]
         return answer
 
     @property
@@ -446,17 +455,25 @@ def _entry_group_key(entry: _Entry) -> _GroupKey | None:
     return _group_key(plan.rules_key, (entry.key, entry.values))
 
 
-def _merge(group: _SharedFilter, best: dict[_Slot, _Entry]) -> None:
+def _merge(
+    group: _SharedFilter,
+    best: dict[_Slot, _Entry],
+    answers: dict[_Slot, Recipient],
+    contexts: Sequence[str],
+) -> None:
     """Each member of a matched group is its slot's answer unless an earlier filter
-    of that slot matched already."""
+    of that slot matched already; ``answers`` holds each slot's recipient."""
     by_slot = group.by_slot
+    recipients = group.recipients(contexts)
     if best.keys().isdisjoint(by_slot):
         best.update(by_slot)
+        answers.update(recipients)
         return
     for slot, entry in by_slot.items():
         held = best.get(slot)
         if held is None or held.order > entry.order:
             best[slot] = entry
+            answers[slot] = recipients[slot]
 
 
 def _impersonal(function: RuleFunction) -> bool:
@@ -1077,12 +1094,17 @@ class Matcher:
         matched: list[_SharedFilter] = []
         self._evaluate(facts, self._candidates(facts), best, matched)
         self._evaluate(facts, self._always, best, matched)
-        if not best and len(matched) == 1:
-            return list(matched[0].answer(self._context_names))
-        for group in matched:
-            _merge(group, best)
         names = self._context_names
-        return [_recipient(best[slot], names) for slot in sorted(best)]
+        if not matched:
+            return [_recipient(best[slot], names) for slot in sorted(best)]
+        if not best and len(matched) == 1:
+            return list(matched[0].answer(names))
+        # Groups' recipients are built once per group (``_SharedFilter.recipients``),
+        # the few others here.
+        answers = {slot: _recipient(entry, names) for slot, entry in best.items()}
+        for group in matched:
+            _merge(group, best, answers, names)
+        return [answers[slot] for slot in sorted(answers)]
 
     def count_candidates(self, facts: MessageFacts) -> int:
         """How many filters ``recipients`` evaluates for this message (for benchmarks, logs).
