@@ -370,6 +370,8 @@ _Bucket = _Filed | list[_Filed]
 #: is time-bound; by the identity of the tuple (``Matcher._known``).
 _Known = tuple[tuple[RuleSnapshot, ...], "_Plan | _Unusable", bool]
 _Templates = dict[int, _Known]
+#: A user's context for index hints, whose lookups note whether they were read.
+_Probe = tuple["_Recording", RuleContext]
 
 
 #: An entry's index values: one value as the string itself, or a collection.
@@ -831,6 +833,7 @@ class Matcher:
         templates: _Templates,
     ) -> None:
         context = RuleContext(snapshot.name, self.ownership, self.membership)
+        probe: _Probe | None = None
         entries: list[_Entry] = []
         now = self.clock()
         wake: dt.datetime | None = None
@@ -865,7 +868,10 @@ class Matcher:
                     problem[plan.name].append(snapshot.name)
                     continue
                 entry = _Entry(slot, order, plan, context, filter_.filter_id, filter_.name)
-                self._file(entry)
+                if plan.filing is None and probe is None:
+                    recording = _Recording(self.ownership, self.membership)
+                    probe = recording, RuleContext(snapshot.name, recording, recording)
+                self._file(entry, probe)
                 entries.append(entry)
         # A tuple: a third smaller than the list it was gathered in, 100k times.
         self._users[snapshot.user_id] = _UserState(snapshot.name, tuple(entries))
@@ -960,14 +966,22 @@ class Matcher:
 
     # -- the index -------------------------------------------------------------
 
-    def _file(self, entry: _Entry) -> None:
-        """File an entry under its most selective positive hinted rule's values."""
+    def _file(self, entry: _Entry, probe: _Probe | None = None) -> None:
+        """File an entry under its most selective positive hinted rule's values.
+
+        ``probe`` is the owner's context for hints, reading the lookups through a
+        ``_Recording``: one per user while compiling many, rather than one per filter.
+        """
         plan = entry.plan
         filing = plan.filing
         if filing is None:
-            recording = _Recording(self.ownership, self.membership)
             owner = entry.context.owner
-            filing = _filing(plan.hinted, RuleContext(owner, recording, recording), owner)
+            if probe is None or probe[1].owner != owner:
+                recording = _Recording(self.ownership, self.membership)
+                probe = recording, RuleContext(owner, recording, recording)
+            recording = probe[0]
+            recording.used = False
+            filing = _filing(plan.hinted, probe[1], owner)
             entry.dynamic = recording.used
             entry.key, entry.values = filing
             group_key = _entry_group_key(entry)

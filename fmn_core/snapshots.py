@@ -362,23 +362,23 @@ def _rule_lists(session: Session) -> tuple[_RuleLists, set[int]]:
     snapshots: list[RuleSnapshot] = []
     lists: dict[tuple[int, ...], int] = {}
     rules_of = _RuleLists()
+    add = rules_of.add
     timed: set[int] = set()
     current: int | None = None
     numbers: list[int] = []
 
-    def close() -> None:
+    def close(filter_id: int) -> None:
         key = tuple(numbers)
         number = lists.get(key)
         if number is None:
             number = lists[key] = len(rules_of.lists)
             rules_of.lists.append(tuple(snapshots[n] for n in key))
-        assert current is not None
-        rules_of.add(current, number)
+        add(filter_id, number)
 
     for filter_id, name, arguments, negated, expires in rows:
         if filter_id != current:
             if current is not None:
-                close()
+                close(current)
             current, numbers = filter_id, []
         if expires:
             timed.add(filter_id)
@@ -391,6 +391,6 @@ def _rule_lists(session: Session) -> tuple[_RuleLists, set[int]]:
             snapshots.append(RuleSnapshot(name, dict(parsed or {}), signature[2]))
         numbers.append(number)
     if current is not None:
-        close()
+        close(current)
     rules_of.seal()
     return rules_of, timed
