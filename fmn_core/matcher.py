@@ -499,18 +499,19 @@ def _impersonal(function: RuleFunction) -> bool:
     return True
 
 
-class _UserState:
-    """A loaded user: their name and the entries their snapshot gave.
+#: A loaded user: the entries their snapshot gave (their name is their entries'
+#: context's owner), or their name alone when it gave none. The snapshot itself
+#: is not kept: at 100k users it is hundreds of MB, and nothing after compiling
+#: needs more than the name. Not an object holding both: 100k of them are 5 MB.
+_UserState = tuple[_Entry, ...] | str
 
-    The snapshot itself is not kept: at 100k users it is hundreds of MB, and
-    nothing after compiling needs more than the name.
-    """
 
-    __slots__ = ("entries", "name")
+def _entries_of(state: _UserState) -> tuple[_Entry, ...]:
+    return () if isinstance(state, str) else state
 
-    def __init__(self, name: str, entries: tuple[_Entry, ...]) -> None:
-        self.name = name
-        self.entries = entries
+
+def _name_of(state: _UserState) -> str:
+    return state if isinstance(state, str) else state[0].context.owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,8 +792,11 @@ class Matcher:
         self.ownership = ownership
         with _collector_paused():
             for state in self._users.values():
-                context = RuleContext(state.name, ownership, self.membership)
-                for entry in state.entries:
+                entries = _entries_of(state)
+                if not entries:
+                    continue
+                context = RuleContext(_name_of(state), ownership, self.membership)
+                for entry in entries:
                     entry.context = context
                     if entry.dynamic:
                         self._unfile(entry)
@@ -821,9 +825,10 @@ class Matcher:
     def _drop_user(self, user_id: int) -> None:
         state = self._users.pop(user_id, None)
         if state is not None:
-            if self._ids_by_name.get(state.name) == user_id:
-                del self._ids_by_name[state.name]
-            for entry in state.entries:
+            name = _name_of(state)
+            if self._ids_by_name.get(name) == user_id:
+                del self._ids_by_name[name]
+            for entry in _entries_of(state):
                 self._unfile(entry)
 
     def _add_user(
@@ -874,7 +879,7 @@ class Matcher:
                 self._file(entry, probe)
                 entries.append(entry)
         # A tuple: a third smaller than the list it was gathered in, 100k times.
-        self._users[snapshot.user_id] = _UserState(snapshot.name, tuple(entries))
+        self._users[snapshot.user_id] = tuple(entries) if entries else snapshot.name
         self._ids_by_name[snapshot.name] = snapshot.user_id
         if wake is not None:
             heapq.heappush(self._wakes, (wake, snapshot.user_id))
@@ -917,6 +922,7 @@ class Matcher:
                 return plan
             if not recording.used:
                 plan.filing = filing
+                plan.hinted = ()  # never filed by them again: save the memory
                 if plan.rules_key is not None:
                     plan.group_key = _group_key(plan.rules_key, filing)
         return plan
@@ -1077,7 +1083,7 @@ class Matcher:
 
     def stats(self) -> MatcherStats:
         """Counts of users, filters and index buckets (for logs and benchmarks)."""
-        entries = [e for state in self._users.values() for e in state.entries]
+        entries = [e for state in self._users.values() for e in _entries_of(state)]
         indexed = sum(1 for e in entries if e.key is not None and e.values)
         always = sum(1 for e in entries if e.key is None)
         return MatcherStats(
@@ -1150,7 +1156,7 @@ class Matcher:
         """
         best: dict[_Slot, _Entry] = {}
         for state in self._users.values():
-            self._evaluate(facts, state.entries, best, [])
+            self._evaluate(facts, _entries_of(state), best, [])
         names = self._context_names
         return [_recipient(best[slot], names) for slot in sorted(best)]
 
@@ -1168,7 +1174,7 @@ class Matcher:
         if state is None:
             return []
         now = self.clock()
-        entries = {entry.filter_id: entry for entry in state.entries}
+        entries = {entry.filter_id: entry for entry in _entries_of(state)}
         names = self._context_names
         outcomes: list[FilterOutcome] = []
         for preference in sorted(snapshot.contexts, key=lambda p: p.context):
@@ -1233,7 +1239,7 @@ class Matcher:
         if state is None:
             return {}
         best: dict[_Slot, _Entry] = {}
-        self._evaluate(facts, state.entries, best, [])
+        self._evaluate(facts, _entries_of(state), best, [])
         recipients = (_recipient(entry, self._context_names) for entry in best.values())
         return {recipient.context: recipient for recipient in recipients}
 
