@@ -253,7 +253,6 @@ class _Entry:
         "key",
         "order",
         "plan",
-        "rules",
         "slot",
         "values",
     )
@@ -270,9 +269,8 @@ class _Entry:
         #: (user id, context) as one integer (``_Slot``).
         self.slot = slot
         self.order = order
+        #: Its rules (``plan.rules``) and how it is filed.
         self.plan = plan
-        #: The plan's rules, read once per evaluation: kept here for speed.
-        self.rules = plan.rules
         self.context = context
         self.filter_id = filter_id
         self.filter_name = filter_name
@@ -306,7 +304,7 @@ class _SharedFilter:
 
     def __init__(self, key: _GroupKey, first: _Entry) -> None:
         self.key = key
-        self.rules = first.rules
+        self.rules = first.plan.rules
         #: Any member's context: the rules don't read it (they are impersonal).
         self.context = first.context
         self.members: set[_Entry] = {first}
@@ -1248,7 +1246,7 @@ class Matcher:
         after the first that does not hold, ``(None, False)`` (not evaluated there)."""
         results: list[tuple[bool | None, bool]] = []
         stopped = False
-        for function, arguments, negated, _name, _key in entry.rules:
+        for function, arguments, negated, _name, _key in entry.plan.rules:
             if stopped:
                 results.append((None, False))
                 continue
@@ -1282,7 +1280,7 @@ class Matcher:
             if held is not None and held.order < entry.order:
                 continue  # an earlier filter of this context already matched
             context = entry.context
-            for function, arguments, negated, name, _key in entry.rules:
+            for function, arguments, negated, name, _key in entry.plan.rules:
                 try:
                     result = function(facts, context, **arguments)
                 except Exception:  # any failure is the filter's miss, never the message's
