@@ -1,9 +1,11 @@
 """The matcher: who gets a bus message, without looking at every user.
 
 Users' preferences are compiled once into *entries*, one per active filter of an
-enabled, offered context. Each entry holds its rules as ``(function, arguments,
-negated, name, cache key)`` tuples, the user's ``RuleContext`` and the ``Recipient`` it
-produces, so matching a message is a loop of plain function calls.
+enabled, offered context. Each entry holds the user's ``RuleContext``, the fields of
+the ``Recipient`` it stands for (built when an answer names it) and its *plan*: the
+rules as ``(function, arguments, negated, name, cache key)`` tuples, shared by every
+filter with the same rule list, so matching a message is a loop of plain function
+calls.
 
 The index files every entry under the hint values of its most selective
 positive rule that has an index hint (lowest ``IndexHint.rank``, then fewest
