@@ -1,9 +1,11 @@
 """The matcher: who gets a bus message, without looking at every user.
 
 Users' preferences are compiled once into *entries*, one per active filter of an
-enabled, offered context. Each entry holds its rules as ``(function, arguments,
-negated, name, cache key)`` tuples, the user's ``RuleContext`` and the ``Recipient`` it
-produces, so matching a message is a loop of plain function calls.
+enabled, offered context. Each entry holds the user's ``RuleContext``, the fields of
+the ``Recipient`` it stands for (built when an answer names it) and its *plan*: the
+rules as ``(function, arguments, negated, name, cache key)`` tuples, shared by every
+filter with the same rule list, so matching a message is a loop of plain function
+calls.
 
 The index files every entry under the hint values of its most selective
 positive rule that has an index hint (lowest ``IndexHint.rank``, then fewest
@@ -32,6 +34,7 @@ import datetime as dt
 import dis
 import gc
 import heapq
+import itertools
 import logging
 import time
 from collections import OrderedDict, defaultdict
@@ -194,14 +197,7 @@ class _Recording:
 #: ``Matcher._compiled``: the stored arguments as a value, or ``None`` if they
 #: are not plain values).
 _CompiledRule = tuple[RuleFunction, Mapping[str, Any], bool, str, "_RuleKey | None"]
-_RuleKey = tuple[str, Any, bool]
-#: A filter's compiled rules and its positive rules with an index hint.
-#: Its rules as a hashable key, or ``None`` when it is never grouped (``_SharedFilter``).
-_Template = tuple[
-    tuple[_CompiledRule, ...],
-    tuple[tuple["RuleSpec", Mapping[str, Any]], ...],
-    "_RulesKey | None",
-]
+_RuleKey = tuple[Any, ...]
 #: A filter's rules with their arguments, as a value: equal for identical rule lists.
 _RulesKey = tuple[_RuleKey, ...]
 #: (user, context) as one integer, ``user_id * len(contexts) + the context's rank by
@@ -210,52 +206,91 @@ _RulesKey = tuple[_RuleKey, ...]
 _Slot = int
 
 
+class _Plan:
+    """What every filter with one rule list shares: its compiled rules, its hinted
+    rules, its group key, and where it is filed when that does not depend on whose
+    filter it is.
+
+    One per distinct rule list (82,673 for 423,401 filters at 100k users): the
+    filing, the hint calls behind it and the tuple of values are then built once
+    per list rather than once per filter.
+    """
+
+    __slots__ = ("filing", "group_key", "hinted", "rules", "rules_key")
+
+    def __init__(
+        self,
+        rules: tuple[_CompiledRule, ...],
+        hinted: tuple[tuple[RuleSpec, Mapping[str, Any]], ...],
+        rules_key: _RulesKey | None,
+    ) -> None:
+        self.rules = rules
+        #: The positive rules with a hint (``_file`` picks the most selective).
+        self.hinted = hinted
+        #: The rules as a value shared by the filters with the same rules; ``None``
+        #: when they read whose filter it is, so they are never grouped.
+        self.rules_key = rules_key
+        #: ``(key, values)`` for every filter with these rules, when no hint reads
+        #: whose filter it is (nor, through it, ownership or membership); else
+        #: ``None``: each filter is filed by its own hint calls.
+        self.filing: _Filing | None = None
+        #: The group key that filing gives, when there is one.
+        self.group_key: _GroupKey | None = None
+
+
 class _Entry:
-    """One compiled filter: what to evaluate, for whom, and where it is filed."""
+    """One compiled filter: what to evaluate, for whom, and where it is filed.
+
+    The ``Recipient`` it stands for is not kept: it is built from these fields
+    when a message's answer names it (``_recipient``), which saves an object of
+    72 bytes per filter (409k at 100k users).
+    """
 
     __slots__ = (
         "context",
         "dynamic",
+        "filter_id",
+        "filter_name",
         "group",
-        "hinted",
         "key",
         "order",
-        "recipient",
-        "rules",
-        "rules_key",
+        "plan",
         "slot",
         "values",
     )
 
     def __init__(
         self,
-        recipient: Recipient,
         slot: _Slot,
         order: int,
-        rules: tuple[_CompiledRule, ...],
+        plan: _Plan,
         context: RuleContext,
-        hinted: tuple[tuple[RuleSpec, Mapping[str, Any]], ...],
-        rules_key: _RulesKey | None = None,
+        filter_id: int,
+        filter_name: str,
     ) -> None:
-        self.recipient = recipient
-        #: (user id, context), one tuple shared by the context's filters.
+        #: (user id, context) as one integer (``_Slot``).
         self.slot = slot
         self.order = order
-        self.rules = rules
+        #: Its rules (``plan.rules``) and how it is filed.
+        self.plan = plan
         self.context = context
-        #: The positive rules with a hint, kept only while the entry may have to
-        #: be filed again (its filing read the ownership lookup).
-        self.hinted = hinted
+        self.filter_id = filter_id
+        self.filter_name = filter_name
         #: Whether filing it read the ownership lookup (``set_ownership`` refiles it).
         self.dynamic = False
         #: Where it is filed: a key and values, or ``None`` for the always set.
         self.key: str | None = None
-        self.values: Collection[str] = ()
+        self.values: _Values = ()
         #: The group it is evaluated in, when other users' filters are the same.
         self.group: _SharedFilter | None = None
-        #: Its rules as a value shared by the filters with the same rules; ``None``
-        #: when they read whose filter it is, so it is never grouped.
-        self.rules_key = rules_key
+
+
+def _recipient(entry: _Entry, contexts: Sequence[str]) -> Recipient:
+    """The recipient an entry stands for; ``contexts`` are the matcher's, sorted."""
+    user_id, rank = divmod(entry.slot, len(contexts))
+    return Recipient(
+        user_id, entry.context.owner, contexts[rank], entry.filter_id, entry.filter_name
+    )
 
 
 class _SharedFilter:
@@ -267,27 +302,37 @@ class _SharedFilter:
     filing did not read the ownership lookup are grouped.
     """
 
-    __slots__ = ("_answer", "_by_slot", "context", "key", "members", "rules")
+    __slots__ = ("_answer", "_by_slot", "_recipients", "context", "key", "members", "rules")
 
     def __init__(self, key: _GroupKey, first: _Entry) -> None:
         self.key = key
-        self.rules = first.rules
+        self.rules = first.plan.rules
         #: Any member's context: the rules don't read it (they are impersonal).
         self.context = first.context
         self.members: set[_Entry] = {first}
         self._by_slot: dict[_Slot, _Entry] | None = None
         self._answer: list[Recipient] | None = None
+        self._recipients: dict[_Slot, Recipient] | None = None
 
     def add(self, entry: _Entry) -> None:
         self.members.add(entry)
-        self._by_slot = self._answer = None
+        self._by_slot = self._answer = self._recipients = None
 
     def discard(self, entry: _Entry) -> None:
         self.members.discard(entry)
-        self._by_slot = self._answer = None
+        self._by_slot = self._answer = self._recipients = None
 
-    @property
-    def answer(self) -> list[Recipient]:
+    def recipients(self, contexts: Sequence[str]) -> dict[_Slot, Recipient]:
+        """``by_slot``'s members as recipients, built once after a change: a message
+        about a watched application names thousands of them, every time."""
+        recipients = self._recipients
+        if recipients is None:
+            recipients = self._recipients = {
+                slot: _recipient(entry, contexts) for slot, entry in self.by_slot.items()
+            }
+        return recipients
+
+    def answer(self, contexts: Sequence[str]) -> list[Recipient]:
         """The recipients when this group is all that matched a message, in order.
 
         The usual case for a message about a watched application: its answer is
@@ -295,8 +340,8 @@ class _SharedFilter:
         """
         answer = self._answer
         if answer is None:
-            by_slot = self.by_slot
-            answer = self._answer = [by_slot[slot].recipient for slot in sorted(by_slot)]
+            recipients = self.recipients(contexts)
+            answer = self._answer = [recipients[slot] for slot in sorted(recipients)]
         return answer
 
     @property
@@ -321,19 +366,116 @@ _Filed = _Entry | _SharedFilter
 #: What one index value holds: its only filter as itself (most values have one; a
 #: list of one would cost 80 bytes more, ~270k times at 100k users), or a list.
 _Bucket = _Filed | list[_Filed]
+#: A rule list as read, its plan (or why it has none), and whether a rule of it
+#: is time-bound; by the identity of the tuple (``Matcher._known``).
+_Known = tuple[tuple[RuleSnapshot, ...], "_Plan | _Unusable", bool]
+_Templates = dict[int, _Known]
+#: A user's context for index hints, whose lookups note whether they were read.
+_Probe = tuple["_Recording", RuleContext]
 
 
-def _merge(group: _SharedFilter, best: dict[_Slot, _Entry]) -> None:
+#: An entry's index values: one value as the string itself, or a collection.
+_Values = str | Collection[str]
+#: Where a filter is filed: an index key and its values, or ``(None, ())`` for the
+#: always set.
+_Filing = tuple[str | None, _Values]
+
+
+def _each(values: _Values) -> Collection[str]:
+    """Index values as a collection (one value is held as the bare string)."""
+    return (values,) if isinstance(values, str) else values
+
+
+def _filing(
+    hinted: Iterable[tuple[RuleSpec, Mapping[str, Any]]],
+    context: RuleContext,
+    owner: str | None = None,
+) -> _Filing:
+    """Where a filter with these hinted rules (sorted by rank) is filed: its most
+    selective hint's values, the fewest values among hints of one rank.
+
+    For one user's filter (``owner``), a hint that raises is logged and passed over;
+    without an owner it raises.
+    """
+    best: tuple[int, int, str, frozenset[str]] | None = None
+    for spec, arguments in hinted:
+        assert spec.hint is not None  # only hinted rules are kept in ``hinted``
+        if best is not None and spec.hint.rank > best[0]:
+            # Sorted by rank: no hint from here on can win, whatever its values
+            # (so a filing that did not read the ownership lookup yet never will).
+            break
+        try:
+            values = spec.index_values(arguments, context)
+        except Exception:  # a broken hint only costs speed, never matches
+            if owner is None:
+                raise
+            log.warning(
+                "rule %s: index hint failed for a filter of %s; it is checked "
+                "against every message",
+                spec.name,
+                owner,
+                exc_info=True,
+            )
+            continue
+        if values is None:
+            continue
+        candidate = (spec.hint.rank, len(values), spec.hint.key, values)
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+    if best is None:
+        return None, ()
+    values = best[3]
+    if len(values) == 1:
+        (value,) = values
+        if isinstance(value, str) and value:
+            # Most filings name one value ("me", one package): the string itself,
+            # not a tuple of one (48 bytes, ~270k times at 100k users).
+            return best[2], value
+    # A few values fit in a tuple at a third of a frozenset's size; larger sets
+    # usually come shared from the ownership lookup.
+    return best[2], tuple(values) if len(values) <= 4 else values
+
+
+def _group_key(rules_key: _RulesKey, filing: _Filing) -> _GroupKey:
+    key, values = filing
+    # Equal sets of several values may list them in different orders.
+    return (
+        rules_key,
+        key,
+        values if isinstance(values, str) or len(values) <= 1 else frozenset(values),
+    )
+
+
+def _entry_group_key(entry: _Entry) -> _GroupKey | None:
+    """The key of the group an entry belongs in, or ``None`` when it is never grouped:
+    its rules read whose filter it is, or its filing read the ownership lookup."""
+    plan = entry.plan
+    if entry.dynamic or plan.rules_key is None:
+        return None
+    if plan.group_key is not None:
+        return plan.group_key
+    return _group_key(plan.rules_key, (entry.key, entry.values))
+
+
+def _merge(
+    group: _SharedFilter,
+    best: dict[_Slot, _Entry],
+    answers: dict[_Slot, Recipient],
+    contexts: Sequence[str],
+) -> None:
     """Each member of a matched group is its slot's answer unless an earlier filter
-    of that slot matched already."""
+    of that slot matched already; ``answers`` holds each slot's recipient."""
     by_slot = group.by_slot
+    recipients = group.recipients(contexts)
     if best.keys().isdisjoint(by_slot):
         best.update(by_slot)
+        answers.update(recipients)
         return
     for slot, entry in by_slot.items():
         held = best.get(slot)
         if held is None or held.order > entry.order:
             best[slot] = entry
+            answers[slot] = recipients[slot]
 
 
 def _impersonal(function: RuleFunction) -> bool:
@@ -357,18 +499,19 @@ def _impersonal(function: RuleFunction) -> bool:
     return True
 
 
-class _UserState:
-    """A loaded user: their name and the entries their snapshot gave.
+#: A loaded user: the entries their snapshot gave (their name is their entries'
+#: context's owner), or their name alone when it gave none. The snapshot itself
+#: is not kept: at 100k users it is hundreds of MB, and nothing after compiling
+#: needs more than the name. Not an object holding both: 100k of them are 5 MB.
+_UserState = tuple[_Entry, ...] | str
 
-    The snapshot itself is not kept: at 100k users it is hundreds of MB, and
-    nothing after compiling needs more than the name.
-    """
 
-    __slots__ = ("entries", "name")
+def _entries_of(state: _UserState) -> tuple[_Entry, ...]:
+    return () if isinstance(state, str) else state
 
-    def __init__(self, name: str, entries: tuple[_Entry, ...]) -> None:
-        self.name = name
-        self.entries = entries
+
+def _name_of(state: _UserState) -> str:
+    return state if isinstance(state, str) else state[0].context.owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +619,9 @@ class Matcher:
         )
         #: The contexts the deployment offers; preferences for any other are ignored.
         self.contexts = frozenset(CONTEXTS if contexts is None else contexts)
-        self._context_rank = {name: rank for rank, name in enumerate(sorted(self.contexts))}
+        #: The contexts by name, and each one's rank there (``_Slot``).
+        self._context_names = tuple(sorted(self.contexts))
+        self._context_rank = {name: rank for rank, name in enumerate(self._context_names)}
         self._users: dict[int, _UserState] = {}
         #: key -> value -> entries. Lists, not sets: most buckets hold one or two
         #: entries, and an entry is never filed twice under one value.
@@ -580,7 +725,7 @@ class Matcher:
         # snapshots read together share one tuple per distinct list (thousands
         # of users' ``app_is bodhi``), which is then compiled once. The tuple
         # is kept with its result so that its id is not reused meanwhile.
-        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]] = {}
+        templates: _Templates = {}
         for snapshot in snapshots:
             self._drop_user(snapshot.user_id)
             self._add_user(snapshot, problems, templates)
@@ -647,8 +792,11 @@ class Matcher:
         self.ownership = ownership
         with _collector_paused():
             for state in self._users.values():
-                context = RuleContext(state.name, ownership, self.membership)
-                for entry in state.entries:
+                entries = _entries_of(state)
+                if not entries:
+                    continue
+                context = RuleContext(_name_of(state), ownership, self.membership)
+                for entry in entries:
                     entry.context = context
                     if entry.dynamic:
                         self._unfile(entry)
@@ -677,81 +825,77 @@ class Matcher:
     def _drop_user(self, user_id: int) -> None:
         state = self._users.pop(user_id, None)
         if state is not None:
-            if self._ids_by_name.get(state.name) == user_id:
-                del self._ids_by_name[state.name]
-            for entry in state.entries:
+            name = _name_of(state)
+            if self._ids_by_name.get(name) == user_id:
+                del self._ids_by_name[name]
+            for entry in _entries_of(state):
                 self._unfile(entry)
 
     def _add_user(
         self,
         snapshot: UserSnapshot,
         problems: _LoadProblems,
-        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]],
+        templates: _Templates,
     ) -> None:
         context = RuleContext(snapshot.name, self.ownership, self.membership)
+        probe: _Probe | None = None
         entries: list[_Entry] = []
         now = self.clock()
         wake: dt.datetime | None = None
+        ranks = self._context_rank
+        width = len(ranks)
         for preference in sorted(snapshot.contexts, key=lambda p: p.context):
             if not preference.enabled or preference.context not in self.contexts:
                 continue
-            slot = (
-                snapshot.user_id * len(self._context_rank) + self._context_rank[preference.context]
-            )
+            slot = snapshot.user_id * width + ranks[preference.context]
             for order, filter_ in enumerate(preference.filters):
                 if not filter_.active:
                     continue
-                for moment in _moments(filter_):
-                    if moment > now and (wake is None or moment < wake):
-                        wake = moment
-                if _paused(filter_, now):
+                known = templates.get(id(filter_.rules))
+                if known is None:
+                    known = self._known(filter_.rules, templates)
+                if known[2] or filter_.paused_until is not None:
+                    # Time-bound (rare): what it is now, and when that changes.
+                    for moment in _moments(filter_):
+                        if moment > now and (wake is None or moment < wake):
+                            wake = moment
+                    if _paused(filter_, now):
+                        continue
+                    filter_ = _unexpired(filter_, now)
+                    if not filter_.rules:
+                        continue
+                    known = self._known(filter_.rules, templates)
+                elif not filter_.rules:
                     continue
-                filter_ = _unexpired(filter_, now)
-                if not filter_.rules:
+                plan = known[1]
+                if isinstance(plan, _Unusable):
+                    problem = problems.unknown if plan.unknown else problems.invalid
+                    problem[plan.name].append(snapshot.name)
                     continue
-                entry = self._compile(
-                    snapshot,
-                    (slot, preference.context),
-                    order,
-                    filter_,
-                    context,
-                    problems,
-                    templates,
-                )
-                if entry is not None:
-                    self._file(entry)
-                    entries.append(entry)
+                entry = _Entry(slot, order, plan, context, filter_.filter_id, filter_.name)
+                if plan.filing is None and probe is None:
+                    recording = _Recording(self.ownership, self.membership)
+                    probe = recording, RuleContext(snapshot.name, recording, recording)
+                self._file(entry, probe)
+                entries.append(entry)
         # A tuple: a third smaller than the list it was gathered in, 100k times.
-        self._users[snapshot.user_id] = _UserState(snapshot.name, tuple(entries))
+        self._users[snapshot.user_id] = tuple(entries) if entries else snapshot.name
         self._ids_by_name[snapshot.name] = snapshot.user_id
         if wake is not None:
             heapq.heappush(self._wakes, (wake, snapshot.user_id))
 
-    def _compile(
-        self,
-        user: UserSnapshot,
-        slot: tuple[_Slot, str],
-        order: int,
-        filter_: FilterSnapshot,
-        context: RuleContext,
-        problems: _LoadProblems,
-        templates: dict[int, tuple[tuple[RuleSnapshot, ...], _Template | _Unusable]],
-    ) -> _Entry | None:
-        known = templates.get(id(filter_.rules))
+    def _known(self, rules: tuple[RuleSnapshot, ...], templates: _Templates) -> _Known:
+        """A rule list's plan (compiled once per list, by the identity of its tuple),
+        and whether a rule of it is time-bound."""
+        known = templates.get(id(rules))
         if known is None:
-            template = self._template(filter_.rules)
-            templates[id(filter_.rules)] = (filter_.rules, template)
-        else:
-            template = known[1]
-        if isinstance(template, _Unusable):
-            problem = problems.unknown if template.unknown else problems.invalid
-            problem[template.name].append(user.name)
-            return None
-        recipient = Recipient(user.user_id, user.name, slot[1], filter_.filter_id, filter_.name)
-        return _Entry(recipient, slot[0], order, template[0], context, template[1], template[2])
+            timed = any(rule.expires_at is not None for rule in rules)
+            # The tuple is kept with its result so that its id is not reused meanwhile.
+            known = templates[id(rules)] = (rules, self._template(rules), timed)
+        return known
 
-    def _template(self, rules: tuple[RuleSnapshot, ...]) -> _Template | _Unusable:
-        """A filter's rules as evaluated, with its hinted ones; or why it can't be."""
+    def _template(self, rules: tuple[RuleSnapshot, ...]) -> _Plan | _Unusable:
+        """A rule list as evaluated and filed; or why it can't be."""
         compiled_rules: list[_CompiledRule] = []
         hinted: list[tuple[RuleSpec, Mapping[str, Any]]] = []
         for rule in rules:
@@ -765,18 +909,38 @@ class Matcher:
             compiled_rules.append(compiled)
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
-        return tuple(compiled_rules), tuple(hinted), self._rules_key(compiled_rules)
+        # Most selective first (a stable sort keeps the order among equals, which
+        # breaks ties): ``_filing`` then stops before the hints that cannot win.
+        hinted.sort(key=lambda pair: pair[0].hint.rank if pair[0].hint else 0)
+        plan = _Plan(tuple(compiled_rules), tuple(hinted), self._rules_key(compiled_rules))
+        if all(self._reads_nobody(spec.hint.values) for spec, _ in plan.hinted if spec.hint):
+            # Every filter with these rules is filed the same way: work it out once.
+            recording = _Recording(self.ownership, self.membership)
+            try:
+                filing = _filing(plan.hinted, RuleContext("", recording, recording))
+            except Exception:  # each filter is filed (and the failure logged) on its own
+                return plan
+            if not recording.used:
+                plan.filing = filing
+                plan.hinted = ()  # never filed by them again: save the memory
+                if plan.rules_key is not None:
+                    plan.group_key = _group_key(plan.rules_key, filing)
+        return plan
+
+    def _reads_nobody(self, function: Callable[..., Any]) -> bool:
+        """Whether a rule or hint function never reads its second argument (the context)."""
+        impersonal = self._impersonal
+        known = impersonal.get(function)
+        if known is None:
+            known = impersonal[function] = _impersonal(function)
+        return known
 
     def _rules_key(self, rules: Sequence[_CompiledRule]) -> _RulesKey | None:
         """The rules as a hashable value, or ``None`` when filters with them are never
         grouped: a rule reads whose filter it is, or an argument is not a plain value."""
-        impersonal = self._impersonal
         keys: list[_RuleKey] = []
         for function, _arguments, _negated, _name, key in rules:
-            known = impersonal.get(function)
-            if known is None:
-                known = impersonal[function] = _impersonal(function)
-            if not known or key is None:
+            if key is None or not self._reads_nobody(function):
                 return None
             # The cache's own key: shared by every filter with the rule, not rebuilt.
             keys.append(key)
@@ -785,10 +949,12 @@ class Matcher:
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
         try:
+            # One flat tuple, ``(ref, negated, name, value, name, value, ...)`` by
+            # argument name: a third the size of nested pairs, 120k times at 100k users.
             key: _RuleKey | None = (
                 spec.ref,
-                tuple(sorted(rule.arguments.items())),
                 rule.negated,
+                *itertools.chain.from_iterable(sorted(rule.arguments.items())),
             )
             hash(key)
         except TypeError:  # an argument that is not a plain value: compile it alone
@@ -806,47 +972,36 @@ class Matcher:
 
     # -- the index -------------------------------------------------------------
 
-    def _file(self, entry: _Entry) -> None:
-        """File an entry under its most selective positive hinted rule's values."""
-        best: tuple[int, int, str, frozenset[str]] | None = None
-        recording = _Recording(self.ownership, self.membership)
-        owner = entry.context.owner
-        for spec, arguments in entry.hinted:
-            assert spec.hint is not None  # only hinted rules are kept in ``hinted``
-            try:
-                values = spec.index_values(arguments, RuleContext(owner, recording, recording))
-            except Exception:  # a broken hint only costs speed, never matches
-                log.warning(
-                    "rule %s: index hint failed for a filter of %s; it is checked "
-                    "against every message",
-                    spec.name,
-                    owner,
-                    exc_info=True,
-                )
-                continue
-            if values is None:
-                continue
-            candidate = (spec.hint.rank, len(values), spec.hint.key, values)
-            if best is None or candidate[:2] < best[:2]:
-                best = candidate
-        entry.dynamic = recording.used
-        if not entry.dynamic:
-            entry.hinted = ()  # never filed again: save the memory
-        if best is None:
-            entry.key, entry.values = None, ()
+    def _file(self, entry: _Entry, probe: _Probe | None = None) -> None:
+        """File an entry under its most selective positive hinted rule's values.
+
+        ``probe`` is the owner's context for hints, reading the lookups through a
+        ``_Recording``: one per user while compiling many, rather than one per filter.
+        """
+        plan = entry.plan
+        filing = plan.filing
+        if filing is None:
+            owner = entry.context.owner
+            if probe is None or probe[1].owner != owner:
+                recording = _Recording(self.ownership, self.membership)
+                probe = recording, RuleContext(owner, recording, recording)
+            recording = probe[0]
+            recording.used = False
+            filing = _filing(plan.hinted, probe[1], owner)
+            entry.dynamic = recording.used
+            entry.key, entry.values = filing
+            group_key = _entry_group_key(entry)
         else:
-            entry.key = best[2]
-            # A few values fit in a tuple at a third of a frozenset's size; larger
-            # sets usually come shared from the ownership lookup.
-            entry.values = tuple(best[3]) if len(best[3]) <= 4 else best[3]
-        item = self._join_group(entry)
+            entry.key, entry.values = filing
+            group_key = plan.group_key
+        item = entry if group_key is None else self._join_group(entry, group_key)
         if item is None:
             return  # it joined a group that is filed already
         if entry.key is None:
             self._always.add(item)
             return
         buckets = self._index[entry.key]
-        for value in entry.values:
+        for value in _each(entry.values):
             bucket = buckets.get(value)
             if bucket is None:
                 buckets[value] = item
@@ -855,21 +1010,13 @@ class Matcher:
             else:
                 buckets[value] = [bucket, item]
 
-    def _join_group(self, entry: _Entry) -> _Filed | None:
-        """What to file for ``entry``: itself, or ``None`` if it joined a group.
+    def _join_group(self, entry: _Entry, key: _GroupKey) -> _Filed | None:
+        """What to file for ``entry``, whose group key is ``key``: itself, or ``None`` if
+        it joined a group.
 
         The first filter with a group key is filed as itself; the second turns
         it into a group filed in its place.
         """
-        if entry.dynamic or entry.rules_key is None:
-            return entry
-        values = entry.values
-        # Equal sets of several values may list them in different orders.
-        key: _GroupKey = (
-            entry.rules_key,
-            entry.key,
-            values if len(values) <= 1 else frozenset(values),
-        )
         held = self._groups.get(key)
         if held is None:
             self._groups[key] = entry
@@ -892,7 +1039,7 @@ class Matcher:
             self._always.add(new)
             return
         buckets = self._index[first.key]
-        for value in first.values:
+        for value in _each(first.values):
             bucket = buckets[value]
             if isinstance(bucket, list):
                 bucket[bucket.index(old)] = new
@@ -917,19 +1064,15 @@ class Matcher:
                 return  # the group or its last member stays filed
             del self._groups[group.key]
             item = group
-        elif entry.rules_key is not None and not entry.dynamic:
-            key = (
-                entry.rules_key,
-                entry.key,
-                entry.values if len(entry.values) <= 1 else frozenset(entry.values),
-            )
-            if self._groups.get(key) is entry:
+        else:
+            key = _entry_group_key(entry)
+            if key is not None and self._groups.get(key) is entry:
                 del self._groups[key]
         if entry.key is None:
             self._always.discard(item)
             return
         buckets = self._index[entry.key]
-        for value in entry.values:
+        for value in _each(entry.values):
             bucket = buckets.get(value)
             if bucket is item:
                 del buckets[value]
@@ -940,7 +1083,7 @@ class Matcher:
 
     def stats(self) -> MatcherStats:
         """Counts of users, filters and index buckets (for logs and benchmarks)."""
-        entries = [e for state in self._users.values() for e in state.entries]
+        entries = [e for state in self._users.values() for e in _entries_of(state)]
         indexed = sum(1 for e in entries if e.key is not None and e.values)
         always = sum(1 for e in entries if e.key is None)
         return MatcherStats(
@@ -971,11 +1114,17 @@ class Matcher:
         matched: list[_SharedFilter] = []
         self._evaluate(facts, self._candidates(facts), best, matched)
         self._evaluate(facts, self._always, best, matched)
+        names = self._context_names
+        if not matched:
+            return [_recipient(best[slot], names) for slot in sorted(best)]
         if not best and len(matched) == 1:
-            return list(matched[0].answer)
+            return list(matched[0].answer(names))
+        # Groups' recipients are built once per group (``_SharedFilter.recipients``),
+        # the few others here.
+        answers = {slot: _recipient(entry, names) for slot, entry in best.items()}
         for group in matched:
-            _merge(group, best)
-        return [best[slot].recipient for slot in sorted(best)]
+            _merge(group, best, answers, names)
+        return [answers[slot] for slot in sorted(answers)]
 
     def count_candidates(self, facts: MessageFacts) -> int:
         """How many filters ``recipients`` evaluates for this message (for benchmarks, logs).
@@ -1007,8 +1156,9 @@ class Matcher:
         """
         best: dict[_Slot, _Entry] = {}
         for state in self._users.values():
-            self._evaluate(facts, state.entries, best, [])
-        return [best[slot].recipient for slot in sorted(best)]
+            self._evaluate(facts, _entries_of(state), best, [])
+        names = self._context_names
+        return [_recipient(best[slot], names) for slot in sorted(best)]
 
     def explain(self, facts: MessageFacts, snapshot: UserSnapshot) -> list[FilterOutcome]:
         """Every filter of one loaded user, in context and position order, for this message.
@@ -1024,12 +1174,13 @@ class Matcher:
         if state is None:
             return []
         now = self.clock()
-        entries = {entry.recipient.filter_id: entry for entry in state.entries}
+        entries = {entry.filter_id: entry for entry in _entries_of(state)}
+        names = self._context_names
         outcomes: list[FilterOutcome] = []
         for preference in sorted(snapshot.contexts, key=lambda p: p.context):
             for position, filter_ in enumerate(preference.filters, start=1):
                 entry = entries.get(filter_.filter_id)
-                if entry is None or entry.recipient.context != preference.context:
+                if entry is None or names[entry.slot % len(names)] != preference.context:
                     skipped = _why_skipped(preference, filter_, now, self.contexts)
                     rules = tuple(
                         RuleOutcome(
@@ -1088,15 +1239,16 @@ class Matcher:
         if state is None:
             return {}
         best: dict[_Slot, _Entry] = {}
-        self._evaluate(facts, state.entries, best, [])
-        return {entry.recipient.context: entry.recipient for entry in best.values()}
+        self._evaluate(facts, _entries_of(state), best, [])
+        recipients = (_recipient(entry, self._context_names) for entry in best.values())
+        return {recipient.context: recipient for recipient in recipients}
 
     def _trace(self, entry: _Entry, facts: MessageFacts) -> list[tuple[bool | None, bool]]:
         """``(holds, raised)`` for each compiled rule, in the order ``_evaluate`` runs them;
         after the first that does not hold, ``(None, False)`` (not evaluated there)."""
         results: list[tuple[bool | None, bool]] = []
         stopped = False
-        for function, arguments, negated, _name, _key in entry.rules:
+        for function, arguments, negated, _name, _key in entry.plan.rules:
             if stopped:
                 results.append((None, False))
                 continue
@@ -1130,7 +1282,7 @@ class Matcher:
             if held is not None and held.order < entry.order:
                 continue  # an earlier filter of this context already matched
             context = entry.context
-            for function, arguments, negated, name, _key in entry.rules:
+            for function, arguments, negated, name, _key in entry.plan.rules:
                 try:
                     result = function(facts, context, **arguments)
                 except Exception:  # any failure is the filter's miss, never the message's

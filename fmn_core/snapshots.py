@@ -15,6 +15,7 @@ import datetime as dt
 import gc
 import itertools
 import json
+from array import array
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -283,7 +284,9 @@ def _driver_rows(session: Session, statement: Select[Any]) -> Iterator[Sequence[
         cursor = driver.cursor()
     try:
         cursor.execute(sql)
-        yield from cursor
+        # In slices: a server-side cursor's own iterator is a Python call per row.
+        while rows := cursor.fetchmany(_STREAM):
+            yield from rows
     finally:
         cursor.close()
 
@@ -291,7 +294,59 @@ def _driver_rows(session: Session, statement: Select[Any]) -> Iterator[Sequence[
 _cursor_numbers = itertools.count()
 
 
-def _rule_lists(session: Session) -> tuple[dict[int, tuple[RuleSnapshot, ...]], set[int]]:
+class _RuleLists:
+    """Each filter's rule list (one shared tuple per distinct list), by filter id.
+
+    Filled in ascending filter id order. Kept as arrays of machine integers, not
+    a dict: at 100k users a dict would hold 423,401 integer objects for the ids,
+    freed only after the last user is compiled, and the compiled filters
+    allocated meanwhile would leave that memory scattered (tens of MB the
+    process keeps). Ids usually come from one sequence, so a table indexed by id
+    is used when they are dense enough; otherwise a dict.
+    """
+
+    #: A table spans at most this many slots per filter with rules.
+    _SPARSE = 4
+
+    def __init__(self) -> None:
+        self.lists: list[tuple[RuleSnapshot, ...]] = []
+        self._ids = array("q")
+        self._numbers = array("l")
+        self._table: array[int] | None = None
+        self._base = 0
+        self._by_id: dict[int, int] | None = None
+
+    def add(self, filter_id: int, number: int) -> None:
+        """File the ``number``-th of ``lists`` for this filter."""
+        self._ids.append(filter_id)
+        self._numbers.append(number)
+
+    def seal(self) -> None:
+        """Build the lookup once every filter is added."""
+        ids, numbers = self._ids, self._numbers
+        if ids and ids[-1] - ids[0] < self._SPARSE * len(ids) + 1024:
+            self._base = ids[0]
+            table = self._table = array("l", [-1]) * (ids[-1] - ids[0] + 1)
+            base = self._base
+            for filter_id, number in zip(ids, numbers, strict=True):
+                table[filter_id - base] = number
+        else:
+            self._by_id = dict(zip(ids, numbers, strict=True))
+        self._ids = array("q")
+        self._numbers = array("l")
+
+    def get(self, filter_id: int, default: tuple[RuleSnapshot, ...]) -> tuple[RuleSnapshot, ...]:
+        table = self._table
+        if table is not None:
+            at = filter_id - self._base
+            number = table[at] if 0 <= at < len(table) else -1
+        else:
+            assert self._by_id is not None
+            number = self._by_id.get(filter_id, -1)
+        return default if number < 0 else self.lists[number]
+
+
+def _rule_lists(session: Session) -> tuple[_RuleLists, set[int]]:
     """Every filter's rules (shared tuples of shared snapshots), and the filters with a
     rule that expires (left to ``load_snapshots``)."""
     rows = _driver_rows(
@@ -308,24 +363,25 @@ def _rule_lists(session: Session) -> tuple[dict[int, tuple[RuleSnapshot, ...]], 
     # same rule lists: each distinct text is parsed once, each list stored once.
     numbered: dict[tuple[str, str | None, bool], int] = {}
     snapshots: list[RuleSnapshot] = []
-    lists: dict[tuple[int, ...], tuple[RuleSnapshot, ...]] = {}
-    rules_of: dict[int, tuple[RuleSnapshot, ...]] = {}
+    lists: dict[tuple[int, ...], int] = {}
+    rules_of = _RuleLists()
+    add = rules_of.add
     timed: set[int] = set()
     current: int | None = None
     numbers: list[int] = []
 
-    def close() -> None:
+    def close(filter_id: int) -> None:
         key = tuple(numbers)
-        shared = lists.get(key)
-        if shared is None:
-            shared = lists[key] = tuple(snapshots[n] for n in key)
-        assert current is not None
-        rules_of[current] = shared
+        number = lists.get(key)
+        if number is None:
+            number = lists[key] = len(rules_of.lists)
+            rules_of.lists.append(tuple(snapshots[n] for n in key))
+        add(filter_id, number)
 
     for filter_id, name, arguments, negated, expires in rows:
         if filter_id != current:
             if current is not None:
-                close()
+                close(current)
             current, numbers = filter_id, []
         if expires:
             timed.add(filter_id)
@@ -338,5 +394,6 @@ def _rule_lists(session: Session) -> tuple[dict[int, tuple[RuleSnapshot, ...]], 
             snapshots.append(RuleSnapshot(name, dict(parsed or {}), signature[2]))
         numbers.append(number)
     if current is not None:
-        close()
+        close(current)
+    rules_of.seal()
     return rules_of, timed

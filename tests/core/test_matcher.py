@@ -29,7 +29,7 @@ from fmn_core.matcher import (
 from fmn_core.messages import SEVERITY_LEVELS, MessageFacts
 from fmn_core.models import ChangeEvent, Filter, Preference, Rule, User
 from fmn_core.rules import Catalog, IndexHint, Parameter, RuleContext, RuleSpec, default_catalog
-from fmn_core.snapshots import stream_snapshots
+from fmn_core.snapshots import _RuleLists, stream_snapshots
 
 # -- building preferences --------------------------------------------------------------
 
@@ -634,6 +634,133 @@ def test_matcher_hint_on_an_unknown_key_is_checked_on_every_message() -> None:
     assert matcher.stats().always == 1
     message = replace(facts(), containers=frozenset({"httpd"}))
     assert who(matcher.recipients(message)) == [("alice", "email", "c")]
+
+
+def _watchers(rules: tuple[RuleSnapshot, ...], names: Sequence[str]) -> list[UserSnapshot]:
+    """Users with one filter each, all holding the very same rule tuple (as streamed)."""
+    return [
+        UserSnapshot(
+            number,
+            name,
+            (ContextSnapshot("email", (FilterSnapshot(number * 10, "f", rules),)),),
+        )
+        for number, name in enumerate(names, start=1)
+    ]
+
+
+def test_matcher_files_a_rule_list_once_unless_its_hint_reads_whose_filter_it_is() -> None:
+    asked: list[str] = []
+
+    def anyone(arguments: Mapping[str, Any], context: RuleContext) -> tuple[str, ...]:
+        asked.append("anyone")
+        return (str(arguments["name"]),)
+
+    def me(arguments: Mapping[str, Any], context: RuleContext) -> tuple[str, ...]:
+        asked.append(context.owner)
+        return (context.owner,)
+
+    def involves(message: MessageFacts, context: RuleContext, name: str) -> bool:
+        return name in message.usernames
+
+    def involves_me(message: MessageFacts, context: RuleContext) -> bool:
+        return context.owner in message.usernames
+
+    catalog = catalog_with(
+        RuleSpec(
+            "involves",
+            "tests:involves",
+            involves,
+            "Involves",
+            "",
+            (Parameter("name", "a user"),),
+            IndexHint("username", anyone, 10),
+        ),
+        RuleSpec(
+            "involves_me",
+            "tests:involves_me",
+            involves_me,
+            "Me",
+            "",
+            (),
+            IndexHint("username", me, 10),
+        ),
+    )
+    names = ["u1", "u2", "u3"]
+    shared = Matcher.from_snapshots(
+        _watchers((r("involves", name="carol"),), names), catalog=catalog
+    )
+    # One hint call for the three filters; they are one group filed under "carol".
+    assert asked == ["anyone"]
+    assert (shared.stats().groups, shared.stats().grouped) == (1, 3)
+    assert [x.user for x in shared.recipients(facts(usernames=["carol"]))] == names
+    assert shared.recipients(facts(usernames=["u1"])) == []
+
+    asked.clear()
+    personal = Matcher.from_snapshots(_watchers((r("involves_me"),), names), catalog=catalog)
+    # A hint that reads whose filter it is is asked for each, and files each apart.
+    assert asked == names
+    assert personal.stats().buckets == 3
+    for name in names:
+        message = facts(usernames=[name])
+        assert [x.user for x in personal.recipients(message)] == [name]
+        assert personal.recipients(message) == personal.naive_recipients(message)
+
+
+class _CountingOwnership(Ownership):
+    def __init__(self, packages: Mapping[str, Iterable[str]] | None = None) -> None:
+        super().__init__(packages)
+        self.asked = 0
+
+    def packages_of(self, owner: str) -> frozenset[str]:
+        self.asked += 1
+        return super().packages_of(owner)
+
+
+def test_matcher_does_not_ask_hints_that_cannot_win() -> None:
+    """A filter about "me" (rank 10) and "my packages" (rank 15) is filed under its
+    owner's name whatever they own: the ownership lookup is not read, and a new
+    ownership lookup leaves it where it is."""
+    rules = (r("package_owned_by_me"), r("pertains_to_me"))
+    ownership = _CountingOwnership({"alice": ["kernel"]})
+    matcher = Matcher.from_snapshots(_watchers(rules, ["alice", "bob"]), ownership=ownership)
+    assert ownership.asked == 0
+    message = facts(usernames=["alice"], packages=["kernel"])
+    assert who(matcher.recipients(message)) == [("alice", "email", "f")]
+    assert matcher.recipients(facts(packages=["kernel"])) == []
+    matcher.set_ownership(_CountingOwnership({"bob": ["kernel"]}))
+    assert who(matcher.recipients(facts(usernames=["bob"], packages=["kernel"]))) == [
+        ("bob", "email", "f")
+    ]
+    for message in (facts(usernames=["alice", "bob"], packages=["kernel"]), facts()):
+        assert matcher.recipients(message) == matcher.naive_recipients(message)
+
+
+def test_matcher_one_value_filed_whole_through_refresh() -> None:
+    """A filing of one value (held as the string itself) is filed, grouped and removed
+    under that value, never under its letters."""
+    rules = (r("package_involved", package="kernel"),)
+    matcher = Matcher.from_snapshots(_watchers(rules, ["u1", "u2"]))
+    assert matcher.stats().buckets == 1
+    assert matcher.recipients(facts(packages=["k"])) == []
+    assert [x.user for x in matcher.recipients(facts(packages=["kernel"]))] == ["u1", "u2"]
+    matcher.replace_users((1,), [])
+    assert who(matcher.recipients(facts(packages=["kernel"]))) == [("u2", "email", "f")]
+    matcher.replace_users((2,), [])
+    assert matcher.stats().buckets == 0
+
+
+def test_streamed_rule_lists_by_filter_id_dense_or_sparse() -> None:
+    lists = [(r("app_is", app="bodhi"),), (r("app_is", app="koji"),)]
+    for ids, gap in (([3, 4, 6, 7], 5), ([5, 10**9, 2 * 10**9, 2 * 10**9 + 1], 11)):
+        rule_lists = _RuleLists()
+        rule_lists.lists.extend(lists)
+        for filter_id, number in zip(ids, [0, 1, 1, 0], strict=True):
+            rule_lists.add(filter_id, number)
+        rule_lists.seal()
+        none: tuple[RuleSnapshot, ...] = ()
+        assert [rule_lists.get(i, none) for i in ids] == [lists[0], lists[1], lists[1], lists[0]]
+        for missing in (0, ids[0] - 1, gap, ids[-1] + 1, -5):
+            assert rule_lists.get(missing, none) is none
 
 
 def test_matcher_ownership_hints_follow_set_ownership(db: Database) -> None:
