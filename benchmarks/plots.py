@@ -191,7 +191,9 @@ def goals(results: Path) -> list[tuple[str, str, bool]]:
         found.append(("matcher = naive on every sampled message", f"{bad} differ", bad == 0))
     startup = _read(results / "startup.json")
     if startup:
-        largest = max(startup, key=lambda r: r["users"])
+        # Runs written before the whole daemon was measured have no "parts": consumers.
+        consumers = [r for r in startup if r.get("parts", "consumer") == "consumer"]
+        largest = max(consumers, key=lambda r: r["users"])
         if largest["users"] < 100_000:
             # Quick mode: the figures are printed above, but the goal is at 100k users.
             print(
@@ -209,8 +211,8 @@ def goals(results: Path) -> list[tuple[str, str, bool]]:
             found.append(
                 (
                     "daemon RSS <= 400 MB at 100k users",
-                    f"{largest['rss_mib']:.0f} MiB",
-                    largest["rss_mib"] <= 400,
+                    f"{largest['rss_mb']:.0f} MB ({largest['rss_mib']:.0f} MiB)",
+                    largest["rss_mb"] <= 400,
                 )
             )
     return found

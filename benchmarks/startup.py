@@ -17,7 +17,14 @@ on an empty queue, and this script notes:
 
 The 0-user run is the in-run baseline: what the interpreter, the imports and
 the connections cost by themselves. Targets (at 100k users): ready <= 5 s,
-RSS <= 400 MB.
+RSS <= 400 MB, in decimal megabytes as written (400 MB is 381.5 MiB).
+
+``--daemon-python`` runs the daemon with another interpreter: ``nox -s bench``
+passes one from a virtualenv holding ``pip install -e .`` alone, as a deployment
+has it. The benchmark's own virtualenv carries the test extras, and
+fedora-messaging imports pytest whenever it is importable (~6 MiB that no
+deployment holds). ``--whole`` also starts the whole daemon (senders and HTTP
+as well) at the largest size, for its memory beside the consumer's.
 """
 
 from __future__ import annotations
@@ -65,8 +72,19 @@ def _status_kib(pid: int, field: str) -> float:
     return float("nan")
 
 
-def run_size(users: int, app_watchers: float, workdir: Path) -> dict[str, Any]:
-    """One population size: store it, start the daemon, time it to ready, read its memory."""
+#: Bytes in a MiB and in a MB: the figures are read in KiB, the goal is written in MB.
+MIB = 1024 * 1024
+MB = 1000 * 1000
+
+
+def run_size(
+    users: int, app_watchers: float, workdir: Path, python: str, whole: bool
+) -> list[dict[str, Any]]:
+    """One population size: store it, start the daemon, time it to ready, read its memory.
+
+    The consumer (``--no-deliver --no-http``) is always measured; with ``whole``,
+    the whole daemon is started on the same database afterwards.
+    """
     templates, _ = corpus_templates()
     population = build_population(
         users, corpus_names(t.facts for t in templates), app_watchers=app_watchers
@@ -81,66 +99,87 @@ def run_size(users: int, app_watchers: float, workdir: Path) -> dict[str, Any]:
             f"{time.perf_counter() - started:.1f}s",
             flush=True,
         )
-        fmn_config = write_fmn_config(
-            workdir / f"fmn-{users}.toml", db.url, "[http]\nenabled = false\n"
-        )
         fm_config = broker.write_config(workdir / f"fedora-messaging-{users}.toml")
-        env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
-        command = [
-            sys.executable,
-            "-m",
-            "fmn_daemon.cli",
-            "--config",
-            str(fmn_config),
-            "run",
-            "--fedora-messaging-config",
-            str(fm_config),
-            "--no-deliver",
-            "--no-http",
-            "--startup-timeout",
-            "300",
-        ]
-        load_before = os.getloadavg()[0]
-        spawned = time.monotonic()
-        daemon = subprocess.Popen(
-            command, env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
-        )
-        log = DaemonLog(
-            daemon.stderr, workdir / f"daemon-{users}.log", ("matcher loaded", "daemon ready")
-        )
+        runs = [_start(users, population.filters, python, db.url, fm_config, workdir, False)]
+        if whole:
+            runs.append(_start(users, population.filters, python, db.url, fm_config, workdir, True))
+    return runs
+
+
+def _start(
+    users: int,
+    filters: int,
+    python: str,
+    database_url: str,
+    fm_config: Path,
+    workdir: Path,
+    whole: bool,
+) -> dict[str, Any]:
+    """Start one daemon on a stored population; its time to ready and its memory."""
+    parts = "whole" if whole else "consumer"
+    # The whole daemon serves HTTP on a port of its own; its senders find no mail.
+    http = "[http]\nport = 0\n" if whole else "[http]\nenabled = false\n"
+    fmn_config = write_fmn_config(workdir / f"fmn-{users}-{parts}.toml", database_url, http)
+    env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "FMN_LOG_LEVEL": "INFO"}
+    only = [] if whole else ["--no-deliver", "--no-http"]
+    command = [
+        python,
+        "-m",
+        "fmn_daemon.cli",
+        "--config",
+        str(fmn_config),
+        "run",
+        "--fedora-messaging-config",
+        str(fm_config),
+        *only,
+        "--startup-timeout",
+        "300",
+    ]
+    load_before = os.getloadavg()[0]
+    spawned = time.monotonic()
+    daemon = subprocess.Popen(
+        command, env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )
+    log = DaemonLog(
+        daemon.stderr,
+        workdir / f"daemon-{users}-{parts}.log",
+        ("matcher loaded", "daemon ready"),
+    )
+    try:
+        deadline = spawned + 300
+        while "daemon ready" not in log.seen:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the daemon did not start:\n  " + "\n  ".join(log.tail[-15:]))
+            time.sleep(0.02)
+        ready_s = log.seen["daemon ready"] - spawned
+        ready_cpu = cpu_seconds(daemon.pid) or float("nan")
+        matcher_s = log.seen.get("matcher loaded", spawned) - spawned
+        time.sleep(1.0)  # settled: what it holds while consuming
+        rss = _status_kib(daemon.pid, "VmRSS") / 1024
+        peak = _status_kib(daemon.pid, "VmHWM") / 1024
+    finally:
+        daemon.send_signal(signal.SIGTERM)
         try:
-            deadline = spawned + 300
-            while "daemon ready" not in log.seen:
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the daemon did not start:\n  " + "\n  ".join(log.tail[-15:]))
-                time.sleep(0.02)
-            ready_s = log.seen["daemon ready"] - spawned
-            ready_cpu = cpu_seconds(daemon.pid) or float("nan")
-            matcher_s = log.seen.get("matcher loaded", spawned) - spawned
-            time.sleep(1.0)  # settled: what it holds while consuming
-            rss = _status_kib(daemon.pid, "VmRSS") / 1024
-            peak = _status_kib(daemon.pid, "VmHWM") / 1024
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                code: int | None = daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                code = daemon.wait(10)
-            log.join(5)
+            code: int | None = daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            code = daemon.wait(10)
+        log.join(5)
     load = (load_before, os.getloadavg()[0])
     print(
-        f"  ready after {ready_s:.2f}s, {ready_cpu:.2f} CPU-seconds (matcher loaded at "
-        f"{matcher_s:.2f}s); RSS {rss:.0f} MiB "
+        f"  {parts}: ready after {ready_s:.2f}s, {ready_cpu:.2f} CPU-seconds (matcher loaded at "
+        f"{matcher_s:.2f}s); RSS {rss:.0f} MiB ({rss * MIB / MB:.0f} MB) "
         f"(peak {peak:.0f} MiB); exit status {code}; load (1 min) {load[0]:.1f} / {load[1]:.1f}"
     )
     return {
         "users": users,
-        "filters": population.filters,
+        "parts": parts,
+        "filters": filters,
         "ready_s": ready_s,
         "matcher_s": matcher_s,
         "ready_cpu_s": ready_cpu,
         "rss_mib": rss,
+        "rss_mb": rss * MIB / MB,
         "peak_mib": peak,
         "exit": code,
         "load": list(load),
@@ -161,6 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0.05,
         help="app watchers: a number (>= 1) or a share of users (< 1)",
     )
+    parser.add_argument(
+        "--daemon-python",
+        default=sys.executable,
+        help="the interpreter that runs the daemon (default: this one)",
+    )
+    parser.add_argument(
+        "--whole",
+        action="store_true",
+        help="also start the whole daemon (senders, HTTP) at the largest size",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
     sizes = [0, 10_000] if args.quick else [int(s) for s in args.users.split(",") if s.strip()]
@@ -170,23 +219,36 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nStart-up: fmn-daemon run --no-deliver --no-http, populations of "
         f"{', '.join(f'{s:,}' for s in sizes)} users"
+        + (" (and the whole daemon at the largest)" if args.whole else "")
     )
-    results = []
+    probe = "import importlib.util as u; print(u.find_spec('pytest') is not None)"
+    has_pytest = subprocess.run(
+        [args.daemon_python, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    print(f"  daemon interpreter: {args.daemon_python} (pytest importable: {has_pytest})")
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp:
         for users in sizes:
-            results.append(run_size(users, args.app_watchers, Path(tmp)))
+            whole = args.whole and users == max(sizes)
+            results += run_size(users, args.app_watchers, Path(tmp), args.daemon_python, whole)
     ok = all(r["exit"] == 0 for r in results)
     base = next((r for r in results if r["users"] == 0), None)
     print("\nResults")
-    print("  | users | filters | ready (s) | CPU to ready (s) | RSS (MiB) | peak (MiB) | load |")
-    print("  |---|---|---|---|---|---|---|")
+    print(
+        "  | users | daemon | filters | ready (s) | CPU to ready (s) | RSS (MiB) | RSS (MB) "
+        "| peak (MiB) | load |"
+    )
+    print("  |---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"  | {r['users']:,} | {r['filters']:,} | {r['ready_s']:.2f} "
-            f"| {r['ready_cpu_s']:.2f} "
-            f"| {r['rss_mib']:.0f} | {r['peak_mib']:.0f} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |"
+            f"  | {r['users']:,} | {r['parts']} | {r['filters']:,} | {r['ready_s']:.2f} "
+            f"| {r['ready_cpu_s']:.2f} | {r['rss_mib']:.0f} | {r['rss_mb']:.0f} "
+            f"| {r['peak_mib']:.0f} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |"
         )
-    largest = max(results, key=lambda r: r["users"])
+    # The goals are judged on the consumer, the part that holds the matcher, as every
+    # earlier run was; the whole daemon's figures are printed beside them.
+    consumers = [r for r in results if r["parts"] == "consumer"]
+    largest = max(consumers, key=lambda r: r["users"])
     if base is not None and largest is not base:
         print(
             f"  over the 0-user baseline: +{largest['ready_s'] - base['ready_s']:.2f}s to ready, "
@@ -198,8 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         f"cold start to ready {label}", largest["ready_s"], TARGET_READY_S, "s", at_least=False
     )
     ok &= print_target(
-        f"daemon RSS {label}", largest["rss_mib"], TARGET_RSS_MB, "MiB", at_least=False
+        f"daemon RSS {label}", largest["rss_mb"], TARGET_RSS_MB, "MB", at_least=False
     )
+    for r in results:
+        if r["parts"] == "whole":
+            print(
+                f"  (the whole daemon, senders and HTTP too: ready {r['ready_s']:.1f} s, "
+                f"RSS {r['rss_mb']:.0f} MB)"
+            )
     print(f"  (load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")

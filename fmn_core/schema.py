@@ -2,24 +2,40 @@
 
 The migration scripts live in the repository's top-level ``alembic/`` folder; an
 installed (non-editable) fmn carries a copy in ``<prefix>/share/fmn/alembic``.
+
+Alembic itself (with Mako and Pygments) is imported only to change a schema. Every
+start of the daemon, the bot and the TUI asks only "which revision is this database
+at, and is it the newest?": that is answered from the ``alembic_version`` table and
+the scripts' own ``revision`` lines, which keeps ~10 MiB of modules out of every
+long-running process.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
-
-from alembic import command
+from sqlalchemy import Engine, inspect, text
 
 from .db import make_engine
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 __all__ = ["alembic_config", "current_revision", "head_revision", "is_current", "upgrade"]
+
+#: Alembic's default version table; fmn's ``alembic/env.py`` keeps the default.
+VERSION_TABLE = "alembic_version"
+
+# The two assignments every script under alembic/versions/ starts with, in the form
+# Alembic writes them (``revision: str = "0008"``, ``down_revision: ... = "0007"``).
+_ASSIGNMENT = re.compile(
+    r"^(?P<name>revision|down_revision)\s*(?::[^=\n]*)?=\s*(?P<value>.+?)\s*$", re.MULTILINE
+)
+_QUOTED = re.compile(r"""^(["'])([^"']+)\1$""")
 
 
 def _script_location() -> Path:
@@ -40,6 +56,8 @@ def _script_location() -> Path:
 
 def alembic_config(database_url: str) -> AlembicConfig:
     """An Alembic configuration for this database, independent of the working directory."""
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(_script_location()))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
@@ -48,6 +66,8 @@ def alembic_config(database_url: str) -> AlembicConfig:
 
 def upgrade(database_url: str, revision: str = "head") -> str:
     """Apply every migration up to ``revision``; return the revision now in place."""
+    from alembic import command
+
     config = alembic_config(database_url)
     engine = make_engine(database_url)
     try:
@@ -59,17 +79,54 @@ def upgrade(database_url: str, revision: str = "head") -> str:
         engine.dispose()
 
 
+def _linear_head(versions: Path) -> str | None:
+    """The one head of a chain of plain scripts, or ``None`` when Alembic must decide.
+
+    Anything but a single chain written the usual way (a merge, a branch label, a
+    revision computed in code) is left to Alembic's own reading.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in versions.glob("*.py"):
+        found = {m["name"]: m["value"] for m in _ASSIGNMENT.finditer(script.read_text("utf-8"))}
+        revision = _QUOTED.match(found.get("revision", ""))
+        if revision is None:
+            return None
+        revisions.add(revision[2])
+        parent = found.get("down_revision", "None")
+        if parent != "None":
+            quoted = _QUOTED.match(parent)
+            if quoted is None:
+                return None
+            parents.add(quoted[2])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
 def head_revision(database_url: str = "sqlite://") -> str:
     """The newest migration's revision id."""
+    head = _linear_head(_script_location() / "versions")
+    if head is not None:
+        return head
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config(database_url))
-    head = script.get_current_head()
-    return head or ""
+    return script.get_current_head() or ""
 
 
 def current_revision(engine: Engine) -> str | None:
     """The revision a database is at (``None`` for an empty one)."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table(VERSION_TABLE):
+            return None
+        rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+    if len(rows) > 1:
+        raise ConfigError(
+            "(database)",
+            f"the database is at several schema revisions at once "
+            f"({', '.join(sorted(r[0] for r in rows))}); run `fmn-daemon db upgrade`",
+        )
+    return rows[0][0] if rows else None
 
 
 def is_current(engine: Engine) -> bool:

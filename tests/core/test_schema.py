@@ -63,3 +63,74 @@ def test_schema_upgrade_is_idempotent(tmp_path: Path) -> None:
         assert current_revision(engine) == first
     finally:
         engine.dispose()
+
+
+def test_head_revision_read_from_the_scripts_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from fmn_core.schema import _linear_head, _script_location, alembic_config
+
+    alembics = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert _linear_head(_script_location() / "versions") == alembics
+    assert head_revision() == alembics
+
+
+def _script(folder: Path, name: str, revision: str, down: str) -> None:
+    (folder / f"{name}.py").write_text(
+        f'"""{name}"""\n\nrevision: str = {revision}\ndown_revision: str | None = {down}\n'
+    )
+
+
+def test_a_chain_that_is_not_plain_is_left_to_alembic(tmp_path: Path) -> None:
+    from fmn_core.schema import _linear_head
+
+    _script(tmp_path, "a", '"0001"', "None")
+    _script(tmp_path, "b", '"0002"', '"0001"')
+    assert _linear_head(tmp_path) == "0002"
+    _script(tmp_path, "c", '"0003"', '"0001"')  # a branch: two heads
+    assert _linear_head(tmp_path) is None
+    (tmp_path / "c.py").unlink()
+    _script(tmp_path, "m", '"0003"', '("0001", "0002")')  # a merge
+    assert _linear_head(tmp_path) is None
+    (tmp_path / "m.py").unlink()
+    _script(tmp_path, "x", "make_id()", '"0002"')  # computed in code
+    assert _linear_head(tmp_path) is None
+
+
+def test_current_revision_agrees_with_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'agree.sqlite'}"
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) is None
+        upgrade(url, "0003")
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() == "0003"
+        assert current_revision(engine) == "0003"
+        assert not is_current(engine)
+        upgrade(url)
+        assert current_revision(engine) == head_revision() and is_current(engine)
+    finally:
+        engine.dispose()
+
+
+def test_checking_the_schema_does_not_load_alembic(tmp_path: Path) -> None:
+    # The daemon, the bot and the TUI check the schema at every start; Alembic and
+    # its templating stay out of those processes unless a schema is being changed.
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'lean.sqlite'}"
+    upgrade(url)
+    probe = (
+        "import sys\n"
+        "import fmn_core, fmn_daemon.cli, fmn_daemon.service\n"
+        "from fmn_core.db import make_engine\n"
+        "from fmn_core.schema import is_current\n"
+        f"assert is_current(make_engine({url!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
