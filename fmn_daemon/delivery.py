@@ -67,6 +67,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -95,7 +96,7 @@ from fmn_core.outbox import ClaimedNotification
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
 
-from .concurrency import in_thread, in_unit_of_work
+from .concurrency import in_pool, in_thread, in_unit_of_work
 from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
@@ -171,6 +172,10 @@ class Senders:
         self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
         self._codes_at = 0.0
         self._idle_check_at = 0.0
+        #: What ``run`` waits on while every send slot is busy (``_await_one``).
+        self._waiter: asyncio.Future[None] | None = None
+        #: Threads for sends from a worker thread, one per send slot (``_send_threads``).
+        self._send_pool: ThreadPoolExecutor | None = None
 
     # -- the one way into core ------------------------------------------------
 
@@ -191,6 +196,7 @@ class Senders:
         delivery = self.config.delivery
         failures = 0
         self._senders = asyncio.Semaphore(delivery.senders)
+        watcher = asyncio.create_task(self._watch_stop(stop), name="delivery-stop-watch")
         try:
             while not stop.is_set():
                 if len(self._inflight) >= delivery.senders:
@@ -236,11 +242,19 @@ class Senders:
                     self._idle_check_at = time.monotonic() + _IDLE_CHECK_SECONDS
                     await self._close_idle_transports()
         except BaseException:
+            watcher.cancel()
             await self._new_rows.close()
             await self._finish(0.0)
             raise
+        watcher.cancel()
         await self._new_rows.close()
         await self._finish(delivery.shutdown_grace_seconds)
+
+    async def _watch_stop(self, stop: asyncio.Event) -> None:
+        """Once ``stop`` is set, end whatever wait ``run`` is in (one task per run)."""
+        await stop.wait()
+        self._wake_up()
+        self._new_rows.interrupt()
 
     async def drain(self, timeout: float) -> int:
         """Deliver until no row is due (and no code waits); returns rows handled.
@@ -334,15 +348,28 @@ class Senders:
         return counts
 
     async def _await_one(self, stop: asyncio.Event, timeout: float | None = None) -> None:
-        """Wait until a send finishes, ``stop`` is set or ``timeout`` seconds passed."""
-        stopper = asyncio.create_task(stop.wait(), name="delivery-stop-wait")
+        """Wait until a send finishes, ``stop`` is set or ``timeout`` seconds passed.
+
+        One future that ``_done`` (or the stop watcher, or a timer) resolves: waiting
+        on every task in flight instead cost a callback added and removed per task,
+        for each send finished, which grew with the claimed batch.
+        """
+        if stop.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, self._wake_up) if timeout is not None else None
         try:
-            await asyncio.wait(
-                [*self._inflight, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await waiter
         finally:
-            stopper.cancel()
-            await asyncio.gather(stopper, return_exceptions=True)
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake_up(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _pooled(self) -> list[Pooled]:
         unique = {id(t): t for t in self.transports.values()}
@@ -355,9 +382,27 @@ class Senders:
     async def _close_transports(self) -> None:
         for transport in self._pooled():
             await in_thread(transport.close)
+        pool, self._send_pool = self._send_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def _send_threads(self) -> ThreadPoolExecutor:
+        """The threads that sends run in: one per send slot, apart from the loop's own.
+
+        The event loop's shared threads are few (``os.cpu_count() + 4``, 6 on two
+        cores) and also run the claims and the outcomes' commits: with 16 slots, a
+        commit would wait behind sends queued there, each waiting for the mail
+        server's replies, and slots would wait for a thread.
+        """
+        if self._send_pool is None:
+            self._send_pool = ThreadPoolExecutor(
+                max_workers=self.config.delivery.senders, thread_name_prefix="fmn-send"
+            )
+        return self._send_pool
 
     def _done(self, task: asyncio.Task[None]) -> None:
         job = self._inflight.pop(task, None)
+        self._wake_up()
         if task.cancelled():
             return
         error = task.exception()
@@ -461,7 +506,7 @@ class Senders:
     async def _deliver(self, job: Job) -> None:
         async with self._senders:
             if job.head.context in self._blocking:
-                outcome, recorded = await in_thread(self._send_in_thread, job)
+                outcome, recorded = await in_pool(self._send_threads(), self._send_in_thread, job)
             else:
                 outcome, recorded = await self._send(job), False
             # Recorded before the slot is given back, so that a crash can repeat at
