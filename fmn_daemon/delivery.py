@@ -7,9 +7,11 @@ sends in flight; outcomes are recorded as soon as they are known, those that
 come together in one transaction (:mod:`fmn_daemon.outcomes`).
 
 Rounds overlap (``run``): while a round's sends are in flight, the next round
-claims what was committed meanwhile as soon as a send slot is free, so a message
-never waits for an earlier round's slowest send. Rows in flight count as sent
-for the rate limit, as they were once a round waited for its sends.
+claims what was committed meanwhile, as long as fewer sends than twice the slots
+are in flight or waiting for one, so a message never waits for an earlier round's
+slowest send, and a slot that frees up finds the next mail already claimed. Rows
+in flight count as sent for the rate limit, as they were once a round waited for
+its sends.
 
 What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
@@ -131,6 +133,11 @@ T = TypeVar("T")
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
+#: ``run`` claims while fewer than this many times ``delivery.senders`` sends are in
+#: flight or waiting for a slot: a slot that frees up finds a claimed mail waiting
+#: rather than waiting for a claim (10-17 ms at 500 mails/s; claiming only once a
+#: slot was free gave p99 173-177 ms against 114-121 ms with the senders alone).
+_CLAIM_AHEAD = 2
 #: How often an idle sender looks for transport connections unused for too long.
 _IDLE_CHECK_SECONDS = 5.0
 
@@ -189,7 +196,8 @@ class Senders:
         """Deliver until ``stop`` is set, then finish or release what is in flight.
 
         Rounds overlap: a round starts its sends and returns; the next claims as
-        soon as rows are committed and a send slot is free. Cancelling the task (a
+        soon as rows are committed, unless twice as many sends as there are slots
+        are in flight or waiting for one. Cancelling the task (a
         forced stop) skips the grace period: sends in flight are cancelled at once
         and their rows released.
         """
@@ -199,8 +207,8 @@ class Senders:
         watcher = asyncio.create_task(self._watch_stop(stop), name="delivery-stop-watch")
         try:
             while not stop.is_set():
-                if len(self._inflight) >= delivery.senders:
-                    # Every slot is busy: rows claimed now would only wait for one.
+                if len(self._inflight) >= delivery.senders * _CLAIM_AHEAD:
+                    # Every slot is busy and as many sends again wait for one.
                     await self._await_one(stop)
                     continue
                 try:
