@@ -660,6 +660,47 @@ def test_delivery_run_claims_new_rows_while_a_send_is_in_flight(file_db: Databas
     assert state_of(file_db, quick).state == "sent"
 
 
+def test_delivery_run_claims_ahead_while_every_slot_is_busy(file_db: Database) -> None:
+    # One slot, held: a row committed meanwhile is claimed at once (it waits for
+    # the slot claimed, not in the table), so the slot finds it ready when it
+    # frees up; it is sent only after the held one, never beside it.
+    with file_db.begin() as session:
+        held = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
+    transport = _Held()
+    config = make_config(file_db, senders=1)
+    delivery = Senders(file_db, config, Metrics(), transports={"push": transport})
+
+    def commit_another() -> int:
+        with file_db.begin() as session:
+            return add_notification(session, add_user(session, "al", "push", ("next",)), "push").id
+
+    async def scenario() -> tuple[int, str, list[str]]:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        try:
+            await asyncio.wait_for(transport.holding.wait(), 10)
+            following = await asyncio.to_thread(commit_another)
+            state = "pending"
+            for _ in range(200):
+                state = state_of(file_db, following).state
+                if state != "pending":
+                    break
+                await asyncio.sleep(0.05)
+            sent_meanwhile = list(transport.sent)
+            transport.release.set()
+            return following, state, sent_meanwhile
+        finally:
+            transport.release.set()
+            stop.set()
+            await asyncio.wait_for(runner, 10)
+
+    following, state_meanwhile, sent_meanwhile = asyncio.run(scenario())
+    assert state_meanwhile == "sending"  # claimed while the only slot was busy
+    assert sent_meanwhile == []  # but not sent beside the held one
+    assert transport.sent == ["held", "next"]
+    assert {state_of(file_db, i).state for i in (held, following)} == {"sent"}
+
+
 def outcome_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many outcomes each of the recorder's commits wrote, in order."""
     batches: list[int] = []
