@@ -703,9 +703,14 @@ def sender_steady(rate: float, seconds: float) -> None:
 
     from fmn_core.config import DeliveryConfig, HttpConfig, SmtpConfig
     from fmn_core.models import Destination, Notification, Preference, User
+    from fmn_daemon import cli
     from fmn_daemon.delivery import Senders
     from fmn_daemon.metrics import Metrics
 
+    # As ``fmn-daemon run`` sets it, where it does.
+    switch = getattr(cli, "THREAD_SWITCH_SECONDS", None)
+    if switch is not None:
+        sys.setswitchinterval(switch)
     server, port = _smtp_sink()
     try:
         with BenchDatabase() as bench:
