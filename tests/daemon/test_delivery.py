@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, Smtp
 from fmn_core.db import Database, make_engine
 from fmn_core.models import Base, Confirmation, Notification, User, utcnow
 from fmn_core.rendering import Links, Rendered
+from fmn_daemon import concurrency
 from fmn_daemon import delivery as delivery_module
 from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Senders
 from fmn_daemon.metrics import Metrics
@@ -932,7 +934,7 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
         loop_records.append(outcome)
         await record(self, outcome)
 
-    in_pool = delivery_module.in_pool
+    in_pool = concurrency.in_pool
 
     async def counting_in_pool(executor: Any, function: Any, /, *args: Any, **kwargs: Any) -> Any:
         hops.append(getattr(function, "__name__", "?"))
@@ -971,6 +973,16 @@ def test_delivery_emails_in_flight_together_still_share_a_group_commit(
             for n in range(12)
         ]
     batches = outcome_commits(monkeypatch)
+    counted = OutcomeRecorder._commit
+
+    def slow_commit(self: OutcomeRecorder, outcomes: Any) -> Any:
+        # A commit that takes a while, as under load: sends that finish meanwhile
+        # wait for the next one (each of the 12 sends has a thread of its own, so
+        # with instant commits they may well finish one commit apart).
+        time.sleep(0.05)
+        return counted(self, outcomes)
+
+    monkeypatch.setattr(OutcomeRecorder, "_commit", slow_commit)
     metrics = Metrics()
     delivery = Senders(file_db, make_config(file_db, smtp_server, senders=12), metrics, LiveHub())
     assert drain(delivery) == 12
