@@ -6,9 +6,9 @@ RabbitMQ on loopback); ``--quick`` publishes for 10 s instead of 30 s (what
 
 Set-up, all on loopback:
 
-- an ``aiosmtpd`` SMTP server inside this process, noting when it accepts
-  each mail and the mail's ``X-Fedmsg-Id`` header (the bus message's id, which
-  ``fmn_core.rendering`` puts on every notification);
+- an ``aiosmtpd`` SMTP server in a process of its own, reporting to this one
+  when it accepts each mail and the mail's ``X-Fedmsg-Id`` header (the bus
+  message's id, which ``fmn_core.rendering`` puts on every notification);
 - a fresh PostgreSQL database with a few users (10 by default), imported
   through ``fmn_core.portability.import_preferences`` with a confirmed e-mail
   address each, and one ``topic_matches`` filter per corpus topic, every
@@ -24,7 +24,8 @@ After a short warm-up, corpus messages (unique ids, fedora-messaging's headers)
 are published at a steady rate for 30 s: 50 messages/s, then 500 (``--rates``),
 each rate with its own baseline run and its own daemon. Latency is the time from
 just before each ``basic_publish`` to the SMTP server accepting its mail; both
-clocks are this process's ``time.monotonic``. Reported: p50, p90, p99, max, and
+clocks are ``time.monotonic`` (the system's monotonic clock, the same in both
+processes). Reported: p50, p90, p99, max, and
 any message whose mail never came (or came twice).
 
 Baselines in the same run, before the daemon starts: the least a bus-to-mail
@@ -43,7 +44,6 @@ Targets: p99 <= 50 ms at 50 messages/s, <= 100 ms at 500 messages/s.
 from __future__ import annotations
 
 import argparse
-import email.parser
 import json
 import math
 import os
@@ -97,37 +97,130 @@ class MailLog:
     arrived: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     #: The same moments on the wall clock (``time.time``), to compare with the database's.
     arrived_wall: dict[str, float] = field(default_factory=dict)
+    #: Message ids in the order their first mail came (``wait_for`` reads only what is new).
+    order: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     changed: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
 
-    def note(self, message_id: str) -> None:
-        now, wall = time.monotonic(), time.time()
+    def note(self, message_id: str, now: float, wall: float) -> None:
+        """``message_id``'s mail was accepted at ``now`` (monotonic) and ``wall``."""
         with self.changed:
-            self.arrived[message_id].append(now)
+            times = self.arrived[message_id]
+            if not times:
+                self.order.append(message_id)
+            times.append(now)
             self.arrived_wall.setdefault(message_id, wall)
             self.changed.notify_all()
 
     def wait_for(self, ids: Sequence[str], timeout: float) -> None:
-        """Block until every id has a mail, or ``timeout`` seconds passed."""
+        """Block until every id has a mail, or ``timeout`` seconds passed.
+
+        Each wake-up looks only at the mails that came since the last one: checking
+        every id on each mail held this process's interpreter lock, which the SMTP
+        server shares, for longer the further behind the mails were.
+        """
         with self.changed:
-            self.changed.wait_for(lambda: all(i in self.arrived for i in ids), timeout=timeout)
+            pending = set(ids).difference(self.arrived)
+            seen = len(self.order)
+
+            def done() -> bool:
+                nonlocal seen
+                pending.difference_update(self.order[seen:])
+                seen = len(self.order)
+                return not pending
+
+            self.changed.wait_for(done, timeout=timeout)
+
+
+def fedmsg_id(data: bytes) -> str | None:
+    """The ``X-Fedmsg-Id`` header's value, read off the header lines as they are.
+
+    Parsing the whole header block with ``email.parser`` for every mail cost the
+    SMTP server (which shares this process's interpreter lock with the publisher)
+    more than the rest of its work on the mail; fmn and the relays write this
+    header on one line.
+    """
+    for line in data.splitlines():
+        if not line.strip():
+            return None  # the end of the headers
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"x-fedmsg-id":
+            return value.strip().decode("ascii", "replace")
+    return None
 
 
 class _Handler:
-    def __init__(self, mails: MailLog) -> None:
-        self.mails = mails
-        self.parser = email.parser.BytesHeaderParser()
+    """The SMTP server's: each mail's ``X-Fedmsg-Id`` and the moments it was accepted."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8")
-        message_id = self.parser.parsebytes(data).get("X-Fedmsg-Id")
-        self.mails.note(str(message_id).strip() if message_id else "(none)")
+        self.out.send((fedmsg_id(data) or "(none)", time.monotonic(), time.time()))
         return "250 Message accepted for delivery"
+
+
+def _serve_smtp(port: int, out: Any) -> None:
+    """The benchmark's SMTP server, in a process of its own (see ``SmtpServer``)."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(_Handler(out), hostname="127.0.0.1", port=port)
+    controller.start()
+    threading.Event().wait()  # until terminated
+
+
+class SmtpServer:
+    """aiosmtpd in a process of its own, reporting each mail to a ``MailLog``.
+
+    It ran in this process before, where it shared the interpreter lock with the
+    publisher and the bookkeeping: every mail's replies waited for them. Now only
+    a thread here receives (id, monotonic, wall) for each mail; ``time.monotonic``
+    is the same clock in both processes (Linux ``CLOCK_MONOTONIC``). Fmn and the
+    bare relays use the same server.
+    """
+
+    def __init__(self, mails: MailLog) -> None:
+        import multiprocessing
+
+        self.mails = mails
+        self.port = free_port()
+        receiving, sending = multiprocessing.Pipe(duplex=False)
+        self._receiving = receiving
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_serve_smtp, args=(self.port, sending), daemon=True
+        )
+        self._reader = threading.Thread(target=self._read, name="smtp-reader", daemon=True)
+
+    def start(self) -> None:
+        self._process.start()
+        self._reader.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                smtplib.SMTP("127.0.0.1", self.port, timeout=2).quit()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the SMTP server did not start") from None
+                time.sleep(0.1)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message_id, at, wall = self._receiving.recv()
+            except (EOFError, OSError):
+                return
+            self.mails.note(message_id, at, wall)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.join(10)
 
 
 def free_port() -> int:
@@ -584,6 +677,172 @@ def sender_cpu(single: int, due: int) -> None:
         server.wait(10)
 
 
+def _smtp_sink() -> tuple[subprocess.Popen[bytes], int]:
+    """aiosmtpd's ``Sink`` in a subprocess (its CPU is not this process's); its port."""
+    port = free_port()
+    sink = ["-c", "aiosmtpd.handlers.Sink", "-l", f"127.0.0.1:{port}"]
+    server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", *sink])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
+            return server, port
+        except OSError:
+            if time.monotonic() > deadline:
+                server.terminate()
+                raise SystemExit("the SMTP sink did not start") from None
+            time.sleep(0.1)
+
+
+def _write_steadily(url: str, user_ids: list[int], rate: float, seconds: float) -> None:
+    """Commit outbox rows at ``rate`` per second for ``seconds``, announcing each commit.
+
+    Runs in a process of its own, as the consumer's writer would: one commit every
+    10 ms with the rows due by then, ``created_at`` set just before the commit.
+    """
+    import uuid
+
+    from fmn_core.models import Notification, StoredMessage, utcnow
+    from fmn_core.outbox import announce_new_rows
+
+    templates, _ = corpus_templates()
+    db = Database(Config(database_url=url))
+    start = time.monotonic()
+    written = 0
+    total = int(rate * seconds)
+    while written < total:
+        due = min(total, int((time.monotonic() - start) * rate) + 1)
+        if due > written:
+            with db.begin() as session:
+                messages = []
+                for n in range(written, due):
+                    template = templates[n % len(templates)]
+                    messages.append(
+                        StoredMessage(
+                            id=str(uuid.uuid4()),
+                            topic=template.topic,
+                            body=json.loads(template.body),
+                            headers=template.headers,
+                        )
+                    )
+                session.add_all(messages)
+                session.flush()
+                now = utcnow()
+                session.add_all(
+                    Notification(
+                        message_id=message.id,
+                        user_id=user_ids[n % len(user_ids)],
+                        context="email",
+                        filter_name="benchmark",
+                        created_at=now,
+                    )
+                    for n, message in zip(range(written, due), messages, strict=True)
+                )
+                announce_new_rows(session)
+            written = due
+        time.sleep(max(0.0, start + (written / rate) + 0.01 - time.monotonic()))
+    db.dispose()
+
+
+def sender_steady(rate: float, seconds: float) -> None:
+    """The real ``Senders.run`` alone, under outbox rows committed at a steady ``rate``.
+
+    Rows are committed (and announced) by a separate process every 10 ms, for one
+    second more than ``seconds``, which is not counted (the senders open their SMTP
+    sessions and database connections then); the SMTP server is aiosmtpd's
+    ``Sink`` in another process. Latency is each row's ``sent_at``
+    minus its ``created_at`` (committed -> outcome recorded, so it includes the
+    SMTP send and the commit of the outcome); CPU is this process's
+    ``time.process_time()`` while the senders run, per mail.
+    """
+    import asyncio
+    import datetime as dt
+    import multiprocessing
+
+    from sqlalchemy import select
+
+    from fmn_core.config import DeliveryConfig, HttpConfig, SmtpConfig
+    from fmn_core.models import Destination, Notification, Preference, User
+    from fmn_daemon import cli
+    from fmn_daemon.delivery import Senders
+    from fmn_daemon.metrics import Metrics
+
+    # As ``fmn-daemon run`` sets it, where it does.
+    switch = getattr(cli, "THREAD_SWITCH_SECONDS", None)
+    if switch is not None:
+        sys.setswitchinterval(switch)
+    server, port = _smtp_sink()
+    try:
+        with BenchDatabase() as bench:
+            config = Config(database_url=bench.url).replace(
+                smtp=SmtpConfig(host="127.0.0.1", port=port, timeout_seconds=5),
+                http=HttpConfig(public_url="https://fmn.example.org", secret_key="benchmark"),
+                delivery=DeliveryConfig(rate_limit_per_hour=1_000_000),
+            )
+            db = Database(config)
+            with db.begin() as session:
+                users = [User(name=f"user{n}") for n in range(10)]
+                session.add_all(users)
+                session.flush()
+                for user in users:
+                    preference = Preference(user_id=user.id, context="email", enabled=True)
+                    session.add(preference)
+                    session.flush()
+                    session.add(
+                        Destination(
+                            preference_id=preference.id,
+                            address=f"{user.name}@example.org",
+                            confirmed=True,
+                        )
+                    )
+                user_ids = [user.id for user in users]
+            total = int(rate * (seconds + 1))
+            senders = Senders(db, config, Metrics())
+
+            async def run() -> float:
+                stop = asyncio.Event()
+                task = asyncio.create_task(senders.run(stop))
+                await asyncio.sleep(0.5)  # listening
+                started = time.process_time()
+                writer = multiprocessing.get_context("spawn").Process(
+                    target=_write_steadily, args=(bench.url, user_ids, rate, seconds + 1)
+                )
+                writer.start()
+                deadline = time.monotonic() + seconds + 120
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+                    if not writer.is_alive() and senders.metrics.get("notifications_sent") >= total:
+                        break
+                cpu = time.process_time() - started
+                stop.set()
+                await task
+                writer.join(10)
+                return cpu
+
+            cpu = asyncio.run(run())
+            with db.begin() as session:
+                rows = session.execute(
+                    select(Notification.created_at, Notification.sent_at, Notification.state)
+                ).all()
+            db.dispose()
+        # The first second opens the SMTP sessions and the pool's connections: not counted.
+        first = min(row.created_at for row in rows) + dt.timedelta(seconds=1)
+        values = [
+            (row.sent_at - row.created_at).total_seconds() * 1000
+            for row in rows
+            if row.sent_at is not None and row.created_at >= first
+        ]
+        latencies = Latencies(values, sum(1 for row in rows if row.state != "sent"), 0)
+        print(f"  senders at {rate:g} rows/s for {seconds:g} s: {latencies.line()}")
+        print(
+            f"  rows not sent: {latencies.missing}; senders' CPU {cpu:.1f} s, "
+            f"{cpu * 1000 / max(1, len(values)):.2f} ms per mail"
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -619,7 +878,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only measure the senders' CPU per mail in this process (no bus, no consumer)",
     )
+    parser.add_argument(
+        "--sender-steady",
+        type=float,
+        metavar="RATE",
+        help="only run the senders in this process under outbox rows committed at RATE/s",
+    )
     args = parser.parse_args(argv)
+    if args.sender_steady:
+        print_machine()
+        print_services()
+        print(f"\nSenders alone under a steady {args.sender_steady:g} rows/s\n")
+        sender_steady(args.sender_steady, 10.0 if args.quick else args.seconds)
+        return 0
     if args.sender_cpu:
         print_machine()
         print_services()
@@ -636,14 +907,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.users} users with a confirmed e-mail address; PostgreSQL, RabbitMQ and SMTP "
         "on loopback\n"
     )
-    from aiosmtpd.controller import Controller
-
     templates, _ = corpus_templates()
     topics = sorted({t.topic for t in templates})
     mails = MailLog()
-    smtp_port = free_port()
-    controller = Controller(_Handler(mails), hostname="127.0.0.1", port=smtp_port)
-    controller.start()
+    server = SmtpServer(mails)
+    server.start()
+    smtp_port = server.port
     ok = True
     runs: list[dict[str, Any]] = []
     try:
@@ -744,7 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures[f"{key}_cpu_ms_per_mail"] = _per_mail_ms(cpu, measured)
                 runs.append(figures)
     finally:
-        controller.stop()
+        server.stop()
     if args.json:
         Path(args.json).write_text(
             json.dumps({"seconds": seconds, "runs": runs}, indent=1), encoding="utf-8"

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Integer, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import is_postgres, run_on_driver
@@ -534,7 +534,7 @@ def claim_group(
 
 
 def mark_sent(
-    session: Session,
+    session: Session | Connection,
     ids: Iterable[int],
     now: dt.datetime | None = None,
     *,
@@ -543,12 +543,15 @@ def mark_sent(
     """Record that these rows were delivered; returns how many rows changed.
 
     ``note`` (masked like errors) is kept in ``last_error``: the daemon notes
-    there the destinations that failed when others took the message.
+    there the destinations that failed when others took the message. One
+    statement: on a connection that commits each statement
+    (``Database.autocommit``) it needs no transaction of its own.
     """
     id_list = list(ids)
     if not id_list:
         return 0
-    result = session.connection().execute(
+    connection = session.connection() if isinstance(session, Session) else session
+    result = connection.execute(
         _mark_sent_statement(),
         {
             "ids": id_list,

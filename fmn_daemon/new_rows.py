@@ -65,24 +65,26 @@ class NewRowsListener:
         """Return after ``seconds``, or sooner when rows were committed or ``stop`` is set.
 
         Rows committed since the last ``wait`` returned count: then it returns at once.
+        Whoever sets ``stop`` while a wait is on calls :meth:`interrupt` too (else the
+        wait lasts its ``seconds`` when listening).
         """
         woken = self._start(seconds)
         if woken is None:
             await sleep_until_stopped(stop, seconds)
             return
-        if not woken.is_set():
-            waiters = [
-                asyncio.create_task(woken.wait(), name="delivery-new-rows"),
-                asyncio.create_task(stop.wait(), name="delivery-stop"),
-            ]
-            try:
-                await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-                await asyncio.gather(*waiters, return_exceptions=True)
+        if not woken.is_set() and not stop.is_set():
+            # Awaited directly, no task per wait: whoever sets ``stop`` also calls
+            # ``interrupt`` (the senders' stop watcher), which sets ``woken``.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await woken.wait()
         # Cleared before the caller claims: rows announced from here on wake the next wait.
         woken.clear()
+
+    def interrupt(self) -> None:
+        """End the current (or next) :meth:`wait` now: the caller is stopping."""
+        if self._woken is not None:
+            self._woken.set()
 
     def _start(self, poll_seconds: float) -> asyncio.Event | None:
         if not self._enabled or self._closing:

@@ -88,3 +88,56 @@ def test_run_on_driver_runs_in_the_session_s_transaction(postgres_engine: Any) -
         with pytest.raises(DBAPIError) as caught:
             run_on_driver(session, "SELECT 1 / (n - n) FROM driver_probe")
         assert "division by zero" in str(caught.value.orig)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A round trip per checkout was 16% of the senders' wall-clock time: a
+    # connection used seconds ago is handed out as it is; one idle longer than
+    # PING_AFTER_IDLE_SECONDS is pinged, and replaced if the server dropped it.
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from fmn_core import db as db_module
+
+    engine = db_module.make_engine(postgres_database)
+    pings: list[bool] = []
+    ping = engine.dialect.do_ping
+
+    def counting_ping(dbapi_connection: Any) -> bool:
+        pings.append(True)
+        return bool(ping(dbapi_connection))
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counting_ping)
+    try:
+        with engine.connect() as connection:
+            first_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() == first_pid
+        assert pings == []  # fresh, then used a moment ago: no round trip
+
+        # The server drops the connection while it sits in the pool, idle "long".
+        other = create_engine(postgres_database, poolclass=NullPool)
+        with other.connect() as killer:
+            killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first_pid})
+            killer.commit()
+        other.dispose()
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        with engine.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert pid != first_pid  # the dead one was pinged and replaced
+        assert pings == [True]
+    finally:
+        engine.dispose()
+
+
+def test_autocommit_is_offered_on_postgresql_pools_only(tmp_path: Path) -> None:
+    database = Database(Config(database_url=f"sqlite:///{tmp_path / 'fmn.sqlite'}"))
+    try:
+        assert not database.can_autocommit
+        with pytest.raises(RuntimeError), database.autocommit():
+            pass
+    finally:
+        database.dispose()

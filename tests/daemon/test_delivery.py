@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, Smtp
 from fmn_core.db import Database, make_engine
 from fmn_core.models import Base, Confirmation, Notification, User, utcnow
 from fmn_core.rendering import Links, Rendered
+from fmn_daemon import concurrency
+from fmn_daemon import delivery as delivery_module
 from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.outcomes import Outcome, OutcomeRecorder
@@ -494,6 +497,66 @@ def test_delivery_wakes_on_committed_rows_instead_of_waiting_for_the_poll(
         admin.dispose()
 
 
+@pytest.mark.postgres
+def test_delivery_records_mails_every_destination_took_in_one_autocommitted_statement(
+    postgres_database: str,
+) -> None:
+    # On PostgreSQL's pool the usual outcome (sent, no note) is one UPDATE on a
+    # connection that commits it as it runs: no BEGIN/COMMIT round trips. Outcomes
+    # that need more (a failure's backoff) still get a transaction.
+    import uuid
+
+    from sqlalchemy import create_engine, event, text
+
+    base = postgres_database.rsplit("/", 1)[0]
+    name = f"fmn_autocommit_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(f"{base}/{name}")
+    try:
+        Base.metadata.create_all(engine)
+        database = Database(Config(database_url=str(engine.url)), engine)
+        assert database.can_autocommit
+        with database.begin() as session:
+            ok = [
+                add_notification(
+                    session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push"
+                ).id
+                for n in range(4)
+            ]
+        updates: list[tuple[bool, str]] = []
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _seen(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.lstrip().upper().startswith("UPDATE NOTIFICATIONS"):
+                updates.append((conn.connection.dbapi_connection.autocommit, statement))
+
+        config = make_config(database, senders=5)
+        delivery = Senders(database, config, Metrics(), transports={"push": _Gate()})
+        assert drain(delivery) == 4
+        assert {state_of(database, i).state for i in ok} == {"sent"}
+        claims = [auto for auto, sql in updates if "RETURNING" in sql]
+        sent = [auto for auto, sql in updates if "RETURNING" not in sql]
+        assert sent == [True]  # the four outcomes, one autocommitted statement
+        assert claims and not any(claims)  # a claim is a transaction of its own
+        updates.clear()
+        with database.begin() as session:
+            failing = add_notification(
+                session, add_user(session, "f", "push", ("fail",)), "push"
+            ).id
+        assert drain(delivery) == 1
+        assert state_of(database, failing).state == "failed"
+        # A failure's backoff is written in a transaction, as before.
+        failed = [auto for auto, sql in updates if "RETURNING" not in sql]
+        assert failed and not any(failed)
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 # -- the send path: pooled SMTP sessions, overlapping rounds, group commits ---------------------
 
 
@@ -599,16 +662,57 @@ def test_delivery_run_claims_new_rows_while_a_send_is_in_flight(file_db: Databas
     assert state_of(file_db, quick).state == "sent"
 
 
+def test_delivery_run_claims_ahead_while_every_slot_is_busy(file_db: Database) -> None:
+    # One slot, held: a row committed meanwhile is claimed at once (it waits for
+    # the slot claimed, not in the table), so the slot finds it ready when it
+    # frees up; it is sent only after the held one, never beside it.
+    with file_db.begin() as session:
+        held = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
+    transport = _Held()
+    config = make_config(file_db, senders=1)
+    delivery = Senders(file_db, config, Metrics(), transports={"push": transport})
+
+    def commit_another() -> int:
+        with file_db.begin() as session:
+            return add_notification(session, add_user(session, "al", "push", ("next",)), "push").id
+
+    async def scenario() -> tuple[int, str, list[str]]:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        try:
+            await asyncio.wait_for(transport.holding.wait(), 10)
+            following = await asyncio.to_thread(commit_another)
+            state = "pending"
+            for _ in range(200):
+                state = state_of(file_db, following).state
+                if state != "pending":
+                    break
+                await asyncio.sleep(0.05)
+            sent_meanwhile = list(transport.sent)
+            transport.release.set()
+            return following, state, sent_meanwhile
+        finally:
+            transport.release.set()
+            stop.set()
+            await asyncio.wait_for(runner, 10)
+
+    following, state_meanwhile, sent_meanwhile = asyncio.run(scenario())
+    assert state_meanwhile == "sending"  # claimed while the only slot was busy
+    assert sent_meanwhile == []  # but not sent beside the held one
+    assert transport.sent == ["held", "next"]
+    assert {state_of(file_db, i).state for i in (held, following)} == {"sent"}
+
+
 def outcome_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many outcomes each of the recorder's commits wrote, in order."""
     batches: list[int] = []
-    write = OutcomeRecorder._write
+    commit = OutcomeRecorder._commit
 
-    def counting_write(self: OutcomeRecorder, session: Any, outcomes: Any) -> Any:
+    def counting_commit(self: OutcomeRecorder, outcomes: Any) -> Any:
         batches.append(len(outcomes))
-        return write(self, session, outcomes)
+        return commit(self, outcomes)
 
-    monkeypatch.setattr(OutcomeRecorder, "_write", counting_write)
+    monkeypatch.setattr(OutcomeRecorder, "_commit", counting_commit)
     return batches
 
 
@@ -830,7 +934,14 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
         loop_records.append(outcome)
         await record(self, outcome)
 
+    in_pool = concurrency.in_pool
+
+    async def counting_in_pool(executor: Any, function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(function, "__name__", "?"))
+        return await in_pool(executor, function, *args, **kwargs)
+
     monkeypatch.setattr(asyncio, "to_thread", counting)
+    monkeypatch.setattr(delivery_module, "in_pool", counting_in_pool)
     monkeypatch.setattr(OutcomeRecorder, "record", counting_record)
     metrics = Metrics()
     delivery = Senders(db, make_config(db, smtp_server), metrics, LiveHub())
@@ -862,6 +973,16 @@ def test_delivery_emails_in_flight_together_still_share_a_group_commit(
             for n in range(12)
         ]
     batches = outcome_commits(monkeypatch)
+    counted = OutcomeRecorder._commit
+
+    def slow_commit(self: OutcomeRecorder, outcomes: Any) -> Any:
+        # A commit that takes a while, as under load: sends that finish meanwhile
+        # wait for the next one (each of the 12 sends has a thread of its own, so
+        # with instant commits they may well finish one commit apart).
+        time.sleep(0.05)
+        return counted(self, outcomes)
+
+    monkeypatch.setattr(OutcomeRecorder, "_commit", slow_commit)
     metrics = Metrics()
     delivery = Senders(file_db, make_config(file_db, smtp_server, senders=12), metrics, LiveHub())
     assert drain(delivery) == 12
