@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select, Text, case, cast, select
+from sqlalchemy import Connection, Engine, Select, Text, case, cast, select
 from sqlalchemy.orm import Session
 
 from .models import Filter, Preference, Rule, User
@@ -198,9 +198,9 @@ class SnapshotStream:
     """Every user's preferences being read: ``stream_snapshots``, with its queries started early.
 
     With ``concurrent`` on PostgreSQL, both queries start as soon as the stream
-    is made, each on a connection of its own with a thread fetching its rows, so
-    the database sorts and sends them while the caller does other work and
-    while the rows already fetched are compiled. Both connections read the
+    is made, each on a connection of its own with a thread fetching its first
+    rows, so the database sorts them while the caller does other work (and
+    sorts the preferences while the rules are compiled). Both connections read the
     session's snapshot of the database (exported with ``pg_export_snapshot``):
     they see one state, the one the session's transaction saw when the stream
     was made. The session must hold no uncommitted writes (the other
@@ -242,12 +242,10 @@ class SnapshotStream:
         return _snapshots(self._session, rules, preferences)
 
     def close(self) -> None:
-        """Stop the threads still fetching and give their connections back."""
+        """Wait for the threads still starting a query and give the connections back."""
         side, self._side = self._side, []
         for rows in side:
-            rows.stop()
-        for rows in side:
-            rows.join()
+            rows.close()
 
 
 def _tune_for_whole_reads(session: Session) -> None:
@@ -264,8 +262,6 @@ def _tune_for_whole_reads(session: Session) -> None:
 _WHOLE_READS = ("SET LOCAL cursor_tuple_fraction = 1", "SET LOCAL work_mem = '64MB'")
 #: What ``pg_export_snapshot`` returns (it is spliced into ``SET TRANSACTION SNAPSHOT``).
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+")
-#: Slices fetched ahead of the caller by a side connection's thread.
-_AHEAD = 1
 
 
 def _rules_query() -> Select[Any]:
@@ -297,72 +293,67 @@ def _preferences_query() -> Select[Any]:
 
 
 class _SideRows:
-    """One query's rows, fetched in slices by a thread on a connection of its own.
+    """One query's rows on a connection of its own, its first slice fetched by a thread.
 
     The thread checks a connection out of the engine's pool, joins the exported
-    snapshot, and fetches up to ``_AHEAD`` slices ahead of the reader; the
-    driver waits for the database without holding the interpreter lock, so the
-    database's sort and the caller's work overlap. The connection is used by
-    that thread alone and given back (its transaction rolled back) when the
-    rows run out, on an error, or when ``stop`` is called.
+    snapshot, and fetches the first slice: the database sorts the rows then,
+    and the driver waits for it without holding the interpreter lock, so that
+    wait overlaps the caller's work. The reader fetches the rest itself (rows
+    fetched by a thread while the reader compiles would cost interpreter-lock
+    hand-offs for no gain, the database then only sends them). The connection
+    is given back, its transaction rolled back, when the rows run out, on an
+    error, or on ``close``.
     """
 
-    _DONE: tuple[()] = ()
-
     def __init__(self, engine: Engine, snapshot: str, sql: str) -> None:
-        self._slices: queue.Queue[Sequence[Sequence[Any]] | BaseException] = queue.Queue(_AHEAD)
-        self._stopped = threading.Event()
+        self._first: queue.Queue[Sequence[Sequence[Any]] | BaseException] = queue.Queue(1)
+        self._connection: Connection | None = None
+        self._cursor: Any = None
         self._thread = threading.Thread(
-            target=self._fetch, args=(engine, snapshot, sql), name="fmn-load-rows", daemon=True
+            target=self._start, args=(engine, snapshot, sql), name="fmn-load-rows", daemon=True
         )
         self._thread.start()
 
-    def _fetch(self, engine: Engine, snapshot: str, sql: str) -> None:
+    def _start(self, engine: Engine, snapshot: str, sql: str) -> None:
         try:
-            with engine.connect() as connection:
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-                connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                for statement in _WHOLE_READS:
-                    connection.exec_driver_sql(statement)
-                driver = connection.connection.driver_connection
-                assert driver is not None
-                cursor = driver.cursor(name=f"fmn_load_{next(_cursor_numbers)}")
-                try:
-                    cursor.execute(sql)
-                    while not self._stopped.is_set():
-                        rows = cursor.fetchmany(_STREAM)
-                        self._put(rows)
-                        if not rows:
-                            break
-                finally:
-                    cursor.close()
-                connection.rollback()
+            connection = self._connection = engine.connect()
+            connection.execution_options(isolation_level="REPEATABLE READ")
+            connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            for statement in _WHOLE_READS:
+                connection.exec_driver_sql(statement)
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            self._cursor = driver.cursor(name=f"fmn_load_{next(_cursor_numbers)}")
+            self._cursor.execute(sql)
+            self._first.put(self._cursor.fetchmany(_STREAM))
         except BaseException as exc:  # handed to the reader, who raises it
-            self._put(exc)
-
-    def _put(self, item: Sequence[Sequence[Any]] | BaseException) -> None:
-        while not self._stopped.is_set():
-            try:
-                self._slices.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
+            self._first.put(exc)
 
     def rows(self) -> Iterator[Sequence[Any]]:
-        """The rows, in the query's order; raises what the fetching thread met."""
-        while True:
-            item = self._slices.get()
-            if isinstance(item, BaseException):
-                raise item
-            if not item:
-                return
-            yield from item
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def join(self) -> None:
+        """The rows, in the query's order; raises what the thread met."""
+        first = self._first.get()
         self._thread.join()
+        if isinstance(first, BaseException):
+            raise first
+        rows = first
+        try:
+            while rows:
+                yield from rows
+                rows = self._cursor.fetchmany(_STREAM)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the thread, then close the cursor and give the connection back."""
+        self._thread.join()
+        cursor, self._cursor = self._cursor, None
+        connection, self._connection = self._connection, None
+        try:
+            if cursor is not None:
+                cursor.close()
+        finally:
+            if connection is not None:
+                connection.close()
 
 
 def _literal_sql(engine: Engine, statement: Select[Any]) -> str:
