@@ -292,6 +292,12 @@ def _preferences_query() -> Select[Any]:
     )
 
 
+#: Rows in the first slice, fetched by a side connection's thread: a few, as
+#: the database sorts the whole result for the first row; more would be held,
+#: fragmenting the memory of the objects compiled meanwhile.
+_FIRST = 100
+
+
 class _SideRows:
     """One query's rows on a connection of its own, its first slice fetched by a thread.
 
@@ -325,7 +331,7 @@ class _SideRows:
             assert driver is not None
             self._cursor = driver.cursor(name=f"fmn_load_{next(_cursor_numbers)}")
             self._cursor.execute(sql)
-            self._first.put(self._cursor.fetchmany(_STREAM))
+            self._first.put(self._cursor.fetchmany(_FIRST))
         except BaseException as exc:  # handed to the reader, who raises it
             self._first.put(exc)
 
