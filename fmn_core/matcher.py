@@ -58,9 +58,9 @@ from .snapshots import (
     ContextSnapshot,
     FilterSnapshot,
     RuleSnapshot,
+    SnapshotStream,
     UserSnapshot,
     load_snapshots,
-    stream_snapshots,
 )
 
 __all__ = [
@@ -660,21 +660,25 @@ class Matcher:
         ownership: OwnershipLookup | None = None,
         contexts: Iterable[str] | None = None,
         membership: AccountDirectory | None = None,
+        *,
+        load_ownership: Callable[[Session], OwnershipLookup] | None = None,
+        concurrent: bool = False,
     ) -> Matcher:
         """Compile every user's preferences from the database.
 
         ``contexts`` defaults to the ones the session's configuration offers,
         ``membership`` to the account directory it names. Without ``ownership``
-        nobody owns anything: the daemon passes ``OwnershipCache.load(session)``.
+        nobody owns anything; ``load_ownership`` (the daemon's
+        ``OwnershipCache.load``) reads it instead, once the preferences' queries
+        are started. With ``concurrent`` (PostgreSQL, a session without uncommitted
+        writes) those queries run on connections of their own while the
+        ownership is read and the users are compiled (see ``SnapshotStream``).
         Changes recorded after this call are picked up by ``apply_changes``.
         """
         if contexts is None:
             contexts = config_of(session).contexts
         if membership is None:
             membership = account_directory(config_of(session))
-        matcher = cls(
-            catalog if catalog is not None else catalog_of(session), ownership, contexts, membership
-        )
         # Read the high-water mark first: a change committed while the rows are
         # being read is then applied again later rather than missed. Ids missing
         # just below it may belong to transactions still in flight.
@@ -682,15 +686,25 @@ class Matcher:
         recent = session.scalars(
             select(ChangeEvent.id).where(ChangeEvent.id > newest - _MAX_GAPS)
         ).all()
-        matcher._note_gaps(set(recent), 0, newest)
-        matcher.last_change_id = newest
-        # Each user is compiled as their rows arrive and their snapshot dropped:
-        # all users' snapshots never exist at once (they would set the peak).
-        # What is built here lives as long as the matcher, so it is frozen out of
-        # the cyclic collector before the collector runs again: otherwise its
-        # first run would scan every one of those millions of objects (seconds).
-        with _collector_paused(freeze=True):
-            matcher._add_users(stream_snapshots(session))
+        with SnapshotStream(session, concurrent=concurrent) as stream:
+            # The database sorts the preferences' rows meanwhile (when concurrent).
+            lookup = load_ownership(session) if load_ownership is not None else ownership
+            matcher = cls(
+                catalog if catalog is not None else catalog_of(session),
+                lookup,
+                contexts,
+                membership,
+            )
+            matcher._note_gaps(set(recent), 0, newest)
+            matcher.last_change_id = newest
+            # Each user is compiled as their rows arrive and their snapshot
+            # dropped: all users' snapshots never exist at once (they would set
+            # the peak). What is built here lives as long as the matcher, so it
+            # is frozen out of the cyclic collector before the collector runs
+            # again: otherwise its first run would scan every one of those
+            # millions of objects (seconds).
+            with _collector_paused(freeze=True):
+                matcher._add_users(stream)
         return matcher
 
     @classmethod

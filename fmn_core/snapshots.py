@@ -15,13 +15,16 @@ import datetime as dt
 import gc
 import itertools
 import json
+import queue
+import re
+import threading
 from array import array
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Text, case, cast, select
+from sqlalchemy import Connection, Engine, Select, Text, case, cast, select
 from sqlalchemy.orm import Session
 
 from .models import Filter, Preference, Rule, User
@@ -30,6 +33,7 @@ __all__ = [
     "ContextSnapshot",
     "FilterSnapshot",
     "RuleSnapshot",
+    "SnapshotStream",
     "UserSnapshot",
     "load_snapshots",
     "stream_snapshots",
@@ -186,18 +190,92 @@ def stream_snapshots(session: Session) -> Iterator[UserSnapshot]:
     time-bound (a paused filter, a rule that expires) are read afterwards with
     ``load_snapshots``, which reads the times themselves.
     """
+    with SnapshotStream(session) as stream:
+        yield from stream
+
+
+class SnapshotStream:
+    """Every user's preferences being read: ``stream_snapshots``, with its queries started early.
+
+    With ``concurrent`` on PostgreSQL, both queries start as soon as the stream
+    is made, each on a connection of its own with a thread fetching its first
+    rows, so the database sorts them while the caller does other work (and
+    sorts the preferences while the rules are compiled). Both connections read the
+    session's snapshot of the database (exported with ``pg_export_snapshot``):
+    they see one state, the one the session's transaction saw when the stream
+    was made. The session must hold no uncommitted writes (the other
+    connections would not see them) and its transaction must stay open until
+    the stream is closed. Elsewhere (SQLite, a session bound to a connection)
+    the queries run one after the other on the session's connection when
+    iterated. Iterate once; close (or leave the ``with`` block) in any case.
+    """
+
+    def __init__(self, session: Session, *, concurrent: bool = False) -> None:
+        self._session = session
+        self._side: list[_SideRows] = []
+        bind = session.get_bind()
+        if concurrent and isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+            exported = session.connection().exec_driver_sql("SELECT pg_export_snapshot()")
+            snapshot = str(exported.scalar_one())
+            if not _SNAPSHOT_ID.fullmatch(snapshot):
+                raise ValueError(f"unexpected snapshot id from PostgreSQL: {snapshot!r}")
+            try:
+                for statement in (_rules_query(), _preferences_query()):
+                    self._side.append(_SideRows(bind, snapshot, _literal_sql(bind, statement)))
+            except BaseException:
+                self.close()
+                raise
+
+    def __enter__(self) -> SnapshotStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[UserSnapshot]:
+        if self._side:
+            rules, preferences = (side.rows() for side in self._side)
+        else:
+            _tune_for_whole_reads(self._session)
+            rules = _driver_rows(self._session, _rules_query())
+            preferences = _driver_rows(self._session, _preferences_query())
+        return _snapshots(self._session, rules, preferences)
+
+    def close(self) -> None:
+        """Wait for the threads still starting a query and give the connections back."""
+        side, self._side = self._side, []
+        for rows in side:
+            rows.close()
+
+
+def _tune_for_whole_reads(session: Session) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        # For this transaction only: both queries read every row through a
-        # cursor, which the planner otherwise plans for a fast first tenth (a
-        # slower whole: 1.1 s instead of 2.3 s for the rules at 100k users),
-        # and sort hundreds of thousands of rows, in memory rather than in
-        # temporary files where that fits.
-        connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1")
-        connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-    rules_of, timed = _rule_lists(session)
-    rows = _driver_rows(
-        session,
+        for statement in _WHOLE_READS:
+            connection.exec_driver_sql(statement)
+
+
+#: For the transaction only: both queries read every row through a cursor,
+#: which the planner otherwise plans for a fast first tenth (a slower whole:
+#: 1.1 s instead of 2.3 s for the rules at 100k users), and sort hundreds of
+#: thousands of rows, in memory rather than in temporary files where that fits.
+_WHOLE_READS = ("SET LOCAL cursor_tuple_fraction = 1", "SET LOCAL work_mem = '64MB'")
+#: What ``pg_export_snapshot`` returns (it is spliced into ``SET TRANSACTION SNAPSHOT``).
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+")
+
+
+def _rules_query() -> Select[Any]:
+    return select(
+        Rule.filter_id,
+        Rule.name,
+        cast(Rule.arguments, Text),
+        Rule.negated,
+        case((Rule.expires_at.is_(None), False), else_=True),
+    ).order_by(Rule.filter_id, Rule.position, Rule.id)
+
+
+def _preferences_query() -> Select[Any]:
+    return (
         select(
             Preference.user_id,
             User.name,
@@ -210,8 +288,88 @@ def stream_snapshots(session: Session) -> Iterator[UserSnapshot]:
         )
         .join(User, User.id == Preference.user_id)
         .outerjoin(Filter, Filter.preference_id == Preference.id)
-        .order_by(Preference.user_id, Preference.context, Filter.position, Filter.id),
+        .order_by(Preference.user_id, Preference.context, Filter.position, Filter.id)
     )
+
+
+#: Rows in the first slice, fetched by a side connection's thread: a few, as
+#: the database sorts the whole result for the first row; more would be held,
+#: fragmenting the memory of the objects compiled meanwhile.
+_FIRST = 100
+
+
+class _SideRows:
+    """One query's rows on a connection of its own, its first slice fetched by a thread.
+
+    The thread checks a connection out of the engine's pool, joins the exported
+    snapshot, and fetches the first slice: the database sorts the rows then,
+    and the driver waits for it without holding the interpreter lock, so that
+    wait overlaps the caller's work. The reader fetches the rest itself (rows
+    fetched by a thread while the reader compiles would cost interpreter-lock
+    hand-offs for no gain, the database then only sends them). The connection
+    is given back, its transaction rolled back, when the rows run out, on an
+    error, or on ``close``.
+    """
+
+    def __init__(self, engine: Engine, snapshot: str, sql: str) -> None:
+        self._first: queue.Queue[Sequence[Sequence[Any]] | BaseException] = queue.Queue(1)
+        self._connection: Connection | None = None
+        self._cursor: Any = None
+        self._thread = threading.Thread(
+            target=self._start, args=(engine, snapshot, sql), name="fmn-load-rows", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self, engine: Engine, snapshot: str, sql: str) -> None:
+        try:
+            connection = self._connection = engine.connect()
+            connection.execution_options(isolation_level="REPEATABLE READ")
+            connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            for statement in _WHOLE_READS:
+                connection.exec_driver_sql(statement)
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            self._cursor = driver.cursor(name=f"fmn_load_{next(_cursor_numbers)}")
+            self._cursor.execute(sql)
+            self._first.put(self._cursor.fetchmany(_FIRST))
+        except BaseException as exc:  # handed to the reader, who raises it
+            self._first.put(exc)
+
+    def rows(self) -> Iterator[Sequence[Any]]:
+        """The rows, in the query's order; raises what the thread met."""
+        first = self._first.get()
+        self._thread.join()
+        if isinstance(first, BaseException):
+            raise first
+        rows = first
+        try:
+            while rows:
+                yield from rows
+                rows = self._cursor.fetchmany(_STREAM)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the thread, then close the cursor and give the connection back."""
+        self._thread.join()
+        cursor, self._cursor = self._cursor, None
+        connection, self._connection = self._connection, None
+        try:
+            if cursor is not None:
+                cursor.close()
+        finally:
+            if connection is not None:
+                connection.close()
+
+
+def _literal_sql(engine: Engine, statement: Select[Any]) -> str:
+    return str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _snapshots(
+    session: Session, rule_rows: Iterator[Sequence[Any]], rows: Iterator[Sequence[Any]]
+) -> Iterator[UserSnapshot]:
+    rules_of, timed = _rule_lists(rule_rows)
     # Each row brings its own copy of the context's and the filter's name; the
     # compiled filters keep them, so equal ones are shared (a few contexts, and
     # users name their filters alike): tens of MB at 100k users.
@@ -274,7 +432,7 @@ def _driver_rows(session: Session, statement: Select[Any]) -> Iterator[Sequence[
     the driver would have to adapt (they are rendered into the SQL).
     """
     connection = session.connection()
-    sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    sql = _literal_sql(connection.engine, statement)
     driver = connection.connection.driver_connection
     assert driver is not None
     if connection.dialect.name == "postgresql":
@@ -346,19 +504,9 @@ class _RuleLists:
         return default if number < 0 else self.lists[number]
 
 
-def _rule_lists(session: Session) -> tuple[_RuleLists, set[int]]:
-    """Every filter's rules (shared tuples of shared snapshots), and the filters with a
-    rule that expires (left to ``load_snapshots``)."""
-    rows = _driver_rows(
-        session,
-        select(
-            Rule.filter_id,
-            Rule.name,
-            cast(Rule.arguments, Text),
-            Rule.negated,
-            case((Rule.expires_at.is_(None), False), else_=True),
-        ).order_by(Rule.filter_id, Rule.position, Rule.id),
-    )
+def _rule_lists(rows: Iterator[Sequence[Any]]) -> tuple[_RuleLists, set[int]]:
+    """Every filter's rules (shared tuples of shared snapshots), from the rules' rows in
+    filter order, and the filters with a rule that expires (left to ``load_snapshots``)."""
     # Thousands of users store the same few arguments (``app=bodhi``) and the
     # same rule lists: each distinct text is parsed once, each list stored once.
     numbered: dict[tuple[str, str | None, bool], int] = {}
