@@ -90,3 +90,35 @@ def test_seams_the_checks_see_what_they_look_for() -> None:
         if isinstance(node, ast.ClassDef)
     }
     assert {"Matcher", "Senders", "IrcSender", "AmqpDelivery", "StoredMessage"} <= names
+
+
+def test_the_package_loads_its_public_modules_when_first_used() -> None:
+    # A consumer holds only what it runs: the gateway, the preferences editor and
+    # the imports and exports load when a front end first asks for them.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import fmn_core, fmn_daemon.cli, fmn_daemon.service\n"
+        "idle = ('fmn_core.gateway', 'fmn_core.gateway_serving', 'fmn_core.preferences',\n"
+        "        'fmn_core.portability', 'fmn_core.templates')\n"
+        "print(sorted(m for m in idle if m in sys.modules))\n"
+        "print(fmn_core.gateway.__name__, fmn_core.portability.__name__)\n"
+        "from fmn_core import preferences\n"
+        "print(preferences.__name__ in sys.modules)\n"
+        "try:\n"
+        "    fmn_core.no_such_module\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[]",
+        "fmn_core.gateway fmn_core.portability",
+        "True",
+        "module 'fmn_core' has no attribute 'no_such_module'",
+    ]
