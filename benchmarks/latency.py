@@ -570,6 +570,37 @@ def run_fmn(
     return measure(mails, warm_sent), measure(mails, sent), code, tail, cpu, split
 
 
+def _senders_config(database_url: str, port: int) -> Config:
+    """The senders' configuration for the sender-only modes: the sink's port, no rate limit."""
+    from fmn_core.config import DeliveryConfig, HttpConfig, SmtpConfig
+
+    return Config(database_url=database_url).replace(
+        smtp=SmtpConfig(host="127.0.0.1", port=port, timeout_seconds=5),
+        http=HttpConfig(public_url="https://fmn.example.org", secret_key="benchmark"),
+        delivery=DeliveryConfig(rate_limit_per_hour=1_000_000),
+    )
+
+
+def _email_users(db: Database) -> list[int]:
+    """Ten users, each with one confirmed e-mail address; their ids."""
+    from fmn_core.models import Destination, Preference, User
+
+    with db.begin() as session:
+        users = [User(name=f"user{n}") for n in range(10)]
+        session.add_all(users)
+        session.flush()
+        for user in users:
+            preference = Preference(user_id=user.id, context="email", enabled=True)
+            session.add(preference)
+            session.flush()
+            session.add(
+                Destination(
+                    preference_id=preference.id, address=f"{user.name}@example.org", confirmed=True
+                )
+            )
+        return [user.id for user in users]
+
+
 def sender_cpu(single: int, due: int) -> None:
     """The senders' CPU per mail in this process, without the consumer or the bus.
 
@@ -582,8 +613,7 @@ def sender_cpu(single: int, due: int) -> None:
     import asyncio
     import uuid
 
-    from fmn_core.config import DeliveryConfig, HttpConfig, SmtpConfig
-    from fmn_core.models import Destination, Notification, Preference, StoredMessage, User
+    from fmn_core.models import Notification, StoredMessage
     from fmn_daemon.delivery import Senders
     from fmn_daemon.metrics import Metrics
 
@@ -602,28 +632,9 @@ def sender_cpu(single: int, due: int) -> None:
                     raise SystemExit("the SMTP sink did not start") from None
                 time.sleep(0.1)
         with BenchDatabase() as bench:
-            config = Config(database_url=bench.url).replace(
-                smtp=SmtpConfig(host="127.0.0.1", port=port, timeout_seconds=5),
-                http=HttpConfig(public_url="https://fmn.example.org", secret_key="benchmark"),
-                delivery=DeliveryConfig(rate_limit_per_hour=1_000_000),
-            )
+            config = _senders_config(bench.url, port)
             db = Database(config, bench.engine())
-            with db.begin() as session:
-                users = [User(name=f"user{n}") for n in range(10)]
-                session.add_all(users)
-                session.flush()
-                for user in users:
-                    preference = Preference(user_id=user.id, context="email", enabled=True)
-                    session.add(preference)
-                    session.flush()
-                    session.add(
-                        Destination(
-                            preference_id=preference.id,
-                            address=f"{user.name}@example.org",
-                            confirmed=True,
-                        )
-                    )
-                user_ids = [user.id for user in users]
+            user_ids = _email_users(db)
 
             def add_rows(count: int, start: int) -> None:
                 with db.begin() as session:
@@ -761,8 +772,7 @@ def sender_steady(rate: float, seconds: float) -> None:
 
     from sqlalchemy import select
 
-    from fmn_core.config import DeliveryConfig, HttpConfig, SmtpConfig
-    from fmn_core.models import Destination, Notification, Preference, User
+    from fmn_core.models import Notification
     from fmn_daemon import cli
     from fmn_daemon.delivery import Senders
     from fmn_daemon.metrics import Metrics
@@ -774,28 +784,9 @@ def sender_steady(rate: float, seconds: float) -> None:
     server, port = _smtp_sink()
     try:
         with BenchDatabase() as bench:
-            config = Config(database_url=bench.url).replace(
-                smtp=SmtpConfig(host="127.0.0.1", port=port, timeout_seconds=5),
-                http=HttpConfig(public_url="https://fmn.example.org", secret_key="benchmark"),
-                delivery=DeliveryConfig(rate_limit_per_hour=1_000_000),
-            )
+            config = _senders_config(bench.url, port)
             db = Database(config)
-            with db.begin() as session:
-                users = [User(name=f"user{n}") for n in range(10)]
-                session.add_all(users)
-                session.flush()
-                for user in users:
-                    preference = Preference(user_id=user.id, context="email", enabled=True)
-                    session.add(preference)
-                    session.flush()
-                    session.add(
-                        Destination(
-                            preference_id=preference.id,
-                            address=f"{user.name}@example.org",
-                            confirmed=True,
-                        )
-                    )
-                user_ids = [user.id for user in users]
+            user_ids = _email_users(db)
             total = int(rate * (seconds + 1))
             senders = Senders(db, config, Metrics())
 
