@@ -44,8 +44,8 @@ from fmn_core.messages import (
     check_headers,
     check_json_text,
     facts_of,
-    load_message,
     loads_strict,
+    message_of,
 )
 from fmn_core.models import (
     ChangeEvent,
@@ -181,14 +181,15 @@ def read_delivery(
         ) from exc
     try:
         check_json_text(text, max_depth=limits.max_depth)
-        data = loads_strict(text)
+        # A UTF-8 body that decoded is already the text's UTF-8 encoding.
+        utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
+        data = loads_strict(text, body if utf8 else None)
     except MalformedMessage as exc:
         raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
         raise MalformedMessage(f"the body is not JSON: {exc}", message_id=message_id) from exc
-    headers = json_safe(raw_headers)
-    serialized = {"topic": routing_key, "headers": headers, "id": message_id, "body": data}
-    return load_message(serialized), text
+    # ``json_safe`` makes a new table: it becomes the message's own, uncopied.
+    return message_of(routing_key, data, json_safe(raw_headers), message_id), text
 
 
 def _display_columns(facts: MessageFacts) -> dict[str, str | None]:
