@@ -308,7 +308,7 @@ def test_a_few_users_snapshots_equal_those_of_the_whole_load(db: Database) -> No
     assert few == [everyone[bob], everyone[carol]]
     assert few[0].contexts[0].filters[0].paused_until == now + dt.timedelta(hours=1)
     assert few[1].contexts[0].filters[1].rules[1].expires_at == now + dt.timedelta(hours=2)
-    assert few[1].contexts[0].filters[1].rules[1].expires_at.tzinfo == dt.UTC  # type: ignore[union-attr]
+    assert few[1].contexts[0].filters[1].rules[1].expires_at.tzinfo == dt.UTC
     assert few[0].contexts[0].filters[1].rules[1].negated
     assert not few[0].contexts[1].enabled and not few[0].contexts[1].filters[0].active
 
