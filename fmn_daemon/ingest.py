@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pika
 from fedora_messaging import message as fm_message
 from sqlalchemy import Table, select, update
@@ -308,8 +309,22 @@ def _insert_new(
     return [row[0] for row in run_on_driver(session, statement_text, params)]
 
 
+#: Value types orjson writes as the standard library does (floats aside: ``NaN``).
+_ORJSON_SAFE = frozenset((str, int, bool, type(None)))
+
+
 def _json_value(value: Any) -> str:
-    return value.text if isinstance(value, JsonText) else json.dumps(value)
+    if isinstance(value, JsonText):
+        return value.text
+    if type(value) is dict and _ORJSON_SAFE.issuperset(map(type, value.values())):
+        # Usual headers: orjson writes them in C. What it refuses (a key that
+        # is not a string, an integer beyond 64 bits, a lone surrogate) is left
+        # to the standard library, which encoded every value before.
+        try:
+            return orjson.dumps(value).decode("utf-8")
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(value)
 
 
 def _safe_recipients(matcher: Matcher, facts: MessageFacts) -> list[Recipient]:
