@@ -45,6 +45,7 @@ __all__ = [
     "finite_float",
     "load_message",
     "loads_strict",
+    "message_of",
     "parse_line",
     "prepare_validators",
     "refuse_constant",
@@ -241,9 +242,26 @@ def load_message(data: Mapping[str, Any]) -> Message:
     if not isinstance(data, Mapping):
         raise MalformedMessage("a message must be a JSON object")
     message_id = data.get("id") if isinstance(data.get("id"), str) else None
-    topic = data.get("topic")
-    body = data.get("body")
     headers = data.get("headers") or {}
+    topic, body = data.get("topic"), data.get("body")
+    if isinstance(topic, str) and topic and isinstance(body, dict) and isinstance(headers, dict):
+        headers = dict(headers)  # the message's own: the caller's data is not touched
+    queue = data.get("queue")
+    return message_of(topic, body, headers, message_id, queue if isinstance(queue, str) else None)
+
+
+def message_of(
+    topic: object,
+    body: object,
+    headers: object,
+    message_id: str | None,
+    queue: str | None = None,
+) -> Message:
+    """``load_message`` of a message's parts; ``headers`` becomes the message's own.
+
+    A delivery's parts come here without a serialized form built around them
+    (and copied again) first.
+    """
     if not isinstance(topic, str) or not topic:
         raise MalformedMessage("the message has no topic", message_id=message_id)
     if not isinstance(body, dict):
@@ -256,13 +274,14 @@ def load_message(data: Mapping[str, Any]) -> Message:
     candidates: tuple[type[Message], ...] = (
         (*_classes_for_topic(topic), Message) if guessed else (cls,)
     )
+    # Prebuilt properties skip fedora-messaging's filter headers, which call
+    # every schema property (and log when one raises) before validation. The
+    # candidates only read them: one set serves them all.
+    properties = pika.BasicProperties(
+        headers=headers, content_encoding="utf-8", message_id=message_id
+    )
     chosen: Message | None = None
     for candidate in candidates:
-        # Prebuilt properties skip fedora-messaging's filter headers, which call
-        # every schema property (and log when one raises) before validation.
-        properties = pika.BasicProperties(
-            headers=dict(headers), content_encoding="utf-8", message_id=message_id
-        )
         try:
             built = candidate(
                 body=body,
@@ -290,10 +309,7 @@ def load_message(data: Mapping[str, Any]) -> Message:
             )
     if chosen is None:  # pragma: no cover - the base class accepts any object body
         raise MalformedMessage("the message matches no schema", message_id=message_id)
-    if message_id:
-        chosen.id = message_id
-    queue = data.get("queue")
-    chosen.queue = queue if isinstance(queue, str) else None
+    chosen.queue = queue
     return chosen
 
 
@@ -326,7 +342,7 @@ _DIGITS_AS_ZERO = bytes(ord("0") if ord("0") <= b <= ord("9") else b for b in ra
 _LONG_NUMBER = b"0" * 19
 
 
-def loads_strict(text: str) -> Any:
+def loads_strict(text: str, raw: bytes | None = None) -> Any:
     """Parse JSON text strictly: ``NaN``, ``Infinity`` and numbers beyond a float are refused.
 
     Raises ``ValueError`` (``json.JSONDecodeError`` or ``finite_float``'s) with the
@@ -336,9 +352,10 @@ def loads_strict(text: str) -> Any:
     standard library, which then decides, so what is accepted and the reason
     for a refusal are the standard library's. orjson reads an integer beyond 64
     bits as a float: a text with 19 digits in a row is left to the standard
-    library at once.
+    library at once. ``raw`` is the text's UTF-8 encoding, when the caller has it.
     """
-    raw = text.encode("utf-8", "surrogatepass")
+    if raw is None:
+        raw = text.encode("utf-8", "surrogatepass")
     if _LONG_NUMBER not in raw.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(raw)
@@ -637,7 +654,8 @@ def facts_of(message: Message, *, body_json: str | None = None) -> MessageFacts:
         summary=str(summary) if summary else "",
         url=url if isinstance(url, str) else None,
         body=message.body,
-        headers=dict(_headers_of(message)),
+        # The message's own table (nothing writes to either).
+        headers=_headers_of(message),
         schema=schema_name,
         message=message,
         body_json=body_json,

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pika
 from fedora_messaging import message as fm_message
 from sqlalchemy import Table, select, update
@@ -44,8 +45,8 @@ from fmn_core.messages import (
     check_headers,
     check_json_text,
     facts_of,
-    load_message,
     loads_strict,
+    message_of,
 )
 from fmn_core.models import (
     ChangeEvent,
@@ -181,14 +182,15 @@ def read_delivery(
         ) from exc
     try:
         check_json_text(text, max_depth=limits.max_depth)
-        data = loads_strict(text)
+        # A UTF-8 body that decoded is already the text's UTF-8 encoding.
+        utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
+        data = loads_strict(text, body if utf8 else None)
     except MalformedMessage as exc:
         raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
         raise MalformedMessage(f"the body is not JSON: {exc}", message_id=message_id) from exc
-    headers = json_safe(raw_headers)
-    serialized = {"topic": routing_key, "headers": headers, "id": message_id, "body": data}
-    return load_message(serialized), text
+    # ``json_safe`` makes a new table: it becomes the message's own, uncopied.
+    return message_of(routing_key, data, json_safe(raw_headers), message_id), text
 
 
 def _display_columns(facts: MessageFacts) -> dict[str, str | None]:
@@ -307,8 +309,22 @@ def _insert_new(
     return [row[0] for row in run_on_driver(session, statement_text, params)]
 
 
+#: Value types orjson writes as the standard library does (floats aside: ``NaN``).
+_ORJSON_SAFE = frozenset((str, int, bool, type(None)))
+
+
 def _json_value(value: Any) -> str:
-    return value.text if isinstance(value, JsonText) else json.dumps(value)
+    if isinstance(value, JsonText):
+        return value.text
+    if type(value) is dict and _ORJSON_SAFE.issuperset(map(type, value.values())):
+        # Usual headers: orjson writes them in C. What it refuses (a key that
+        # is not a string, an integer beyond 64 bits, a lone surrogate) is left
+        # to the standard library, which encoded every value before.
+        try:
+            return orjson.dumps(value).decode("utf-8")
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(value)
 
 
 def _safe_recipients(matcher: Matcher, facts: MessageFacts) -> list[Recipient]:

@@ -282,6 +282,37 @@ def test_streamed_snapshots_equal_the_loaded_ones(db: Database) -> None:
     assert firsts[0] is firsts[1]
 
 
+def test_a_few_users_snapshots_equal_those_of_the_whole_load(db: Database) -> None:
+    """The refresh between batches (a few users' ids; driver queries on PostgreSQL) reads
+    what the whole load reads, times as UTC datetimes included."""
+    now = dt.datetime.now(dt.UTC)
+    shared = [r("app_is", app="bodhi"), r("topic_matches", pattern="*.comment", negated=True)]
+    with db.begin() as session:
+        insert_user(session, "alice", C("email", [F("a", shared)]))
+        bob = insert_user(
+            session,
+            "bob",
+            C("irc", [F("off", shared, active=False)], enabled=False),
+            C("email", [F("x", [r("pertains_to_me")]), F("y", shared), F("z", [])]),
+        )
+        carol = insert_user(session, "carol", C("email", [F("p", shared), F("q", shared)]))
+        pause = session.scalars(select(Filter).where(Filter.name == "x")).one()
+        pause.paused_until = now + dt.timedelta(hours=1)
+        expiring = session.scalars(
+            select(Rule).join(Filter).where(Filter.name == "q", Rule.position == 1)
+        ).one()
+        expiring.expires_at = now + dt.timedelta(hours=2)
+    with db.begin() as session:
+        everyone = {u.user_id: u for u in load_snapshots(session)}
+        few = load_snapshots(session, [carol, bob, 10_000])
+    assert few == [everyone[bob], everyone[carol]]
+    assert few[0].contexts[0].filters[0].paused_until == now + dt.timedelta(hours=1)
+    assert few[1].contexts[0].filters[1].rules[1].expires_at == now + dt.timedelta(hours=2)
+    assert few[1].contexts[0].filters[1].rules[1].expires_at.tzinfo == dt.UTC
+    assert few[0].contexts[0].filters[1].rules[1].negated
+    assert not few[0].contexts[1].enabled and not few[0].contexts[1].filters[0].active
+
+
 def test_matcher_load_then_an_edit_is_refreshed(db: Database) -> None:
     with db.begin() as session:
         alice = insert_user(session, "alice", C("email", [F("bodhi", [r("app_is", app="bodhi")])]))

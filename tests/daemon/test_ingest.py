@@ -351,6 +351,27 @@ def test_ingest_stores_the_body_as_the_json_text_it_arrived_in(db: Database) -> 
             assert raw == text
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x": "w\u00f6rld ✓", "n": 7, "t": True, "none": None, "q": 'a"b\\c\x01'},
+        {"big": 2**70, "x": "y"},  # beyond 64 bits: orjson refuses, json writes it
+        {"f": 1.5, "nested": {"a": [1, "b"]}},  # not a flat table of plain values
+    ],
+)
+def test_ingest_stores_the_headers_it_was_given(db: Database, headers: dict[str, object]) -> None:
+    """Headers are written by orjson or, for what it refuses, by json: read back the same."""
+    matcher = load_matcher(db)
+    properties = pika.BasicProperties(message_id=str(uuid.uuid4()), headers=headers)
+    decoded, body_json = read_delivery("org.fedoraproject.test.koji.build", properties, b"{}")
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [facts_of(decoded, body_json=body_json)])
+    assert result.stored == 1
+    with db.begin() as session:
+        stored = session.get(StoredMessage, decoded.id)
+        assert stored is not None and stored.headers == headers
+
+
 def test_ingest_writes_each_outbox_row_with_the_batch_constants(db: Database) -> None:
     with db.begin() as session:
         add_filter(session, "alice", [("app_is", {"app": "koji"})])
