@@ -89,20 +89,37 @@ def _postgres_engine_or_skip() -> object:
     return engine
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session; its URL."""
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A brand-new, empty PostgreSQL database (no tables) named after ``prefix``; its URL.
+
+    Dropped afterwards, connections and all. For tests whose sessions must commit for
+    real (NOTIFY, snapshots shared between connections, schema checks).
+    """
     admin = _postgres_engine_or_skip()
-    name = f"fmn_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:  # type: ignore[attr-defined]
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:  # type: ignore[attr-defined]
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; its URL."""
+    with fresh_postgres_database("fmn_test") as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A brand-new, empty PostgreSQL database (no tables) for one test; dropped afterwards."""
+    with fresh_postgres_database("fmn_empty") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

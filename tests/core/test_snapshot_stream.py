@@ -7,13 +7,12 @@ PostgreSQL database of their own rather than the rolled-back ``db`` fixture.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from fmn_core.config import Config
@@ -29,22 +28,14 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def committed(postgres_database: str) -> Iterator[Database]:
+def committed(empty_postgres_url: str) -> Iterator[Database]:
     """A fresh PostgreSQL database whose sessions commit for real, bound to an engine."""
-    admin = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
-    name = f"fmn_stream_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_database).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
+    engine = make_engine(empty_postgres_url)
     Base.metadata.create_all(engine)
     try:
-        yield Database(Config(database_url=url), engine)
+        yield Database(Config(database_url=empty_postgres_url), engine)
     finally:
         engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _populate(db: Database) -> dict[str, int]:

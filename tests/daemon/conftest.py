@@ -465,29 +465,6 @@ def rabbitmq(tmp_path: Path) -> Iterator[RabbitMQ]:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-@pytest.fixture
-def empty_postgres_url() -> Iterator[str]:
-    """A brand-new, empty PostgreSQL database (no tables); dropped afterwards."""
-    from conftest import POSTGRES_URL
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"fmn_empty_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        service_missing("PostgreSQL", f"{POSTGRES_URL.split('@')[-1]}: {type(exc).__name__}")
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def write_fmn_config(path: Path, database_url: str, extra: str = "") -> Path:
     """An fmn TOML file using ``database_url``."""
     path.write_text(f"database_url = {json.dumps(database_url)}\n{extra}", encoding="utf-8")

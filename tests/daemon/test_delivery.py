@@ -437,23 +437,15 @@ def test_delivery_forced_stop_cancels_at_once_and_releases_rows(file_db: Databas
 
 @pytest.mark.postgres
 def test_delivery_wakes_on_committed_rows_instead_of_waiting_for_the_poll(
-    postgres_database: str,
+    empty_postgres_url: str,
 ) -> None:
     import time
-    import uuid
-
-    from sqlalchemy import create_engine, text
 
     from fmn_core import outbox
 
     # A database of its own: NOTIFY is delivered on commit, which the savepoint
     # fixture never does.
-    base = postgres_database.rsplit("/", 1)[0]
-    name = f"fmn_wake_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(f"{base}/{name}")
+    engine = make_engine(empty_postgres_url)
     try:
         Base.metadata.create_all(engine)
         database = Database(Config(database_url=str(engine.url)), engine)
@@ -492,28 +484,18 @@ def test_delivery_wakes_on_committed_rows_instead_of_waiting_for_the_poll(
         assert elapsed < 5, f"the row was sent {elapsed:.1f}s after its commit"
     finally:
         engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres
 def test_delivery_records_mails_every_destination_took_in_one_autocommitted_statement(
-    postgres_database: str,
+    empty_postgres_url: str,
 ) -> None:
     # On PostgreSQL's pool the usual outcome (sent, no note) is one UPDATE on a
     # connection that commits it as it runs: no BEGIN/COMMIT round trips. Outcomes
     # that need more (a failure's backoff) still get a transaction.
-    import uuid
+    from sqlalchemy import event
 
-    from sqlalchemy import create_engine, event, text
-
-    base = postgres_database.rsplit("/", 1)[0]
-    name = f"fmn_autocommit_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(f"{base}/{name}")
+    engine = make_engine(empty_postgres_url)
     try:
         Base.metadata.create_all(engine)
         database = Database(Config(database_url=str(engine.url)), engine)
@@ -552,9 +534,6 @@ def test_delivery_records_mails_every_destination_took_in_one_autocommitted_stat
         assert failed and not any(failed)
     finally:
         engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # -- the send path: pooled SMTP sessions, overlapping rounds, group commits ---------------------

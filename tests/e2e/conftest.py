@@ -23,7 +23,6 @@ from daemon.conftest import (  # noqa: F401 - fixtures shared with the daemon te
     PushReceiver,
     RabbitMQ,
     SmtpServer,
-    empty_postgres_url,
     free_port,
     push_receiver,
     rabbitmq,

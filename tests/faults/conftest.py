@@ -41,7 +41,6 @@ from daemon.conftest import (  # noqa: F401 - fixtures shared with the daemon te
     RabbitMQ,
     SmtpServer,
     _CollectingHandler,
-    empty_postgres_url,
     free_port,
     push_receiver,
     rabbitmq,

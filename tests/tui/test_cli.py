@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect, text
 
 from fmn_core import schema
 from fmn_core.config import Config
@@ -84,23 +82,15 @@ def test_cli_outdated_schema_asks_for_an_upgrade(tmp_path):
 
 
 @pytest.mark.postgres
-def test_cli_postgres_without_schema_asks_for_an_upgrade(postgres_database):
+def test_cli_postgres_without_schema_asks_for_an_upgrade(empty_postgres_url):
     # An empty database of its own: creating PostgreSQL schemas is the operator's job.
-    admin = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
-    name = f"fmn_tui_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_database).set(database=name).render_as_string(hide_password=False)
-    database = Database(Config(database_url=url))
+    database = Database(Config(database_url=empty_postgres_url))
     try:
         with pytest.raises(cli.SetupError, match="has no schema yet"):
             cli.prepare_schema(database)
         assert inspect(database.engine).get_table_names() == []
     finally:
         database.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_cli_without_a_terminal_says_so(tmp_path, capsys):
