@@ -429,6 +429,59 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds every core of this machine has spent busy since boot (``/proc/stat``).
+
+    Busy is everything but idle and I/O wait: user, nice, system, interrupts and
+    steal, summed over the cores.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pids() -> list[int]:
+    """The local RabbitMQ's processes (its Erlang VM, ``beam.smp``); empty if none is local."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class MachineCpu:
+    """Where the whole machine's CPU went over one window: in all, and in the broker.
+
+    With the consumers, PostgreSQL and RabbitMQ on one machine, a program's rate is
+    bounded by the machine's cores divided by everything it costs per message, on
+    whichever process that cost falls. This reads both sides of that division.
+    """
+
+    def __init__(self) -> None:
+        self._machine = 0.0
+        self._broker: dict[int, float] = {}
+
+    def _broker_cpu(self) -> dict[int, float]:
+        found = {pid: cpu_seconds(pid) for pid in broker_pids()}
+        return {pid: cpu for pid, cpu in found.items() if cpu is not None}
+
+    def start(self) -> None:
+        self._machine = machine_busy_seconds()
+        self._broker = self._broker_cpu()
+
+    def stop(self) -> tuple[float, float | None]:
+        """(machine CPU-seconds, broker CPU-seconds or None when no local broker was seen)."""
+        machine = machine_busy_seconds() - self._machine
+        now = self._broker_cpu()
+        if not now:
+            return machine, None
+        return machine, sum(cpu - self._broker.get(pid, cpu) for pid, cpu in now.items())
+
+
 class BackendCpu:
     """CPU time PostgreSQL's server processes spent on one database's connections.
 

@@ -58,6 +58,7 @@ from common import (  # noqa: E402
     BenchBroker,
     BenchDatabase,
     Check,
+    MachineCpu,
     Template,
     check_ingest,
     corpus_templates,
@@ -248,6 +249,9 @@ class Outcome:
     postgres_cpu: float | None
     load: tuple[float, float]
     checks: list[Check]
+    #: CPU-seconds of the whole machine, and of the local broker, while consuming.
+    machine_cpu: float | None = None
+    broker_cpu: float | None = None
 
     @property
     def total_rate(self) -> float:
@@ -355,6 +359,8 @@ def run_scenario(
                 )
             backends = BackendCpu(engine)
             backends.start()
+            machine = MachineCpu()
+            machine.start()
             go.set()
             acked = lambda: sum(int(slots[i * _SLOTS + _ACKED]) for i in range(processes))  # noqa: E731
             if baseline:
@@ -369,6 +375,7 @@ def run_scenario(
                     timeout,
                     f"{name} acking {n} messages",
                 )
+            machine_cpu, broker_cpu = machine.stop()
             postgres_cpu = None if baseline else backends.stop()
         finally:
             stop.set()
@@ -419,7 +426,39 @@ def run_scenario(
     ]
     started = [f for f in firsts if f]
     total_window = max(lasts) - min(started) if started else 0.0
-    return Outcome(name, processes, counts, windows, total_window, cpu, postgres_cpu, load, checks)
+    return Outcome(
+        name,
+        processes,
+        counts,
+        windows,
+        total_window,
+        cpu,
+        postgres_cpu,
+        load,
+        checks,
+        machine_cpu,
+        broker_cpu,
+    )
+
+
+def per_message_us(outcome: Outcome) -> dict[str, float] | None:
+    """The whole machine's CPU per message, in µs, and its parts: consumers, PostgreSQL, broker.
+
+    "rest" is what no named part took: the benchmark's own polling, the kernel's
+    network work not charged to a process, and whatever else ran on the machine.
+    """
+    total = sum(outcome.acked)
+    if not total or outcome.machine_cpu is None:
+        return None
+    parts = {
+        "machine": outcome.machine_cpu,
+        "consumers": sum(outcome.cpu),
+        "postgres": outcome.postgres_cpu or 0.0,
+        "broker": outcome.broker_cpu or 0.0,
+    }
+    us = {key: value / total * 1e6 for key, value in parts.items()}
+    us["rest"] = us["machine"] - us["consumers"] - us["postgres"] - us["broker"]
+    return us
 
 
 def report(outcome: Outcome, baselines: dict[str, Outcome]) -> bool:
@@ -449,6 +488,15 @@ def report(outcome: Outcome, baselines: dict[str, Outcome]) -> bool:
         print(
             f"  PostgreSQL backends: {outcome.postgres_cpu:.2f} CPU-seconds "
             f"({outcome.postgres_cpu / total * 1e6:.0f} us per message)"
+        )
+    us = per_message_us(outcome)
+    if us is not None:
+        cores = os.cpu_count() or 1
+        print(
+            f"  whole machine: {us['machine']:.0f} us of CPU per message (consumers "
+            f"{us['consumers']:.0f}, PostgreSQL {us['postgres']:.0f}, RabbitMQ {us['broker']:.0f}, "
+            f"the rest {us['rest']:.0f}); at that cost {cores} cores allow at most "
+            f"{cores / us['machine'] * 1e6:,.0f} messages/s"
         )
     print(f"  load average (1 min) before/after: {outcome.load[0]:.1f} / {outcome.load[1]:.1f}")
     for label, base in baselines.items():
@@ -675,6 +723,17 @@ def main(argv: list[str] | None = None) -> int:
                     "    per CPU-second (each as if it had a core to itself): "
                     f"{single.cpu_rates()[0] / bare_cpu:.2f}x"
                 )
+            mine, theirs = per_message_us(single), per_message_us(bare)
+            if mine and theirs:
+                # On a saturated machine each rate is cores / whole-machine cost, so
+                # the wall-clock ratio can't pass the ratio of the two costs.
+                print(
+                    f"    whole machine per message: fmn {mine['machine']:.0f} us, bare pika "
+                    f"{theirs['machine']:.0f} us: the ratio of what this machine allows is "
+                    f"{theirs['machine'] / mine['machine']:.2f}x; "
+                    f"{TARGET_VS_PIKA:.2f}x needs fmn's whole cost <= "
+                    f"{theirs['machine'] / TARGET_VS_PIKA:.0f} us per message"
+                )
             met &= ok
     print(f"  (load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     if args.json:
@@ -699,6 +758,7 @@ def _figures(outcome: Outcome) -> dict[str, Any]:
         "rates": outcome.rates(),
         "cpu_rates": outcome.cpu_rates(),
         "postgres_cpu": outcome.postgres_cpu,
+        "per_message_us": per_message_us(outcome),
         "load": list(outcome.load),
         "checks_ok": all(c.ok for c in outcome.checks),
     }
