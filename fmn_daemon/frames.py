@@ -70,17 +70,18 @@ def _bounded_decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
 
 _UNSIGNED_BYTE = struct.Struct("B")
 _UNSIGNED_LONG = struct.Struct(">I")
+_SIGNED_LONG_LONG = struct.Struct(">q")
 
 
 def _decode_table(encoded: bytes, offset: int) -> tuple[dict[str, Any], int]:
-    """``pika.data.decode_table``, with its keys and long strings read in place.
+    """``pika.data.decode_table``, with its keys and common values read in place.
 
-    Bus headers are a table of long strings and a few numbers: pika reads each
-    entry through two calls (three with the depth guard) and a chain of type
-    tests that reaches long strings near its end. Keys and long strings are read
-    here exactly as pika reads them (a key or string that is not UTF-8 stays
-    bytes); every other value still goes through ``pika.data.decode_value``,
-    the depth guard included.
+    Bus headers are a table of long strings, a few integers and booleans: pika
+    reads each entry through two calls (three with the depth guard) and a chain
+    of type tests that reaches long strings near its end. Keys, long strings,
+    64-bit integers and booleans are read here exactly as pika reads them (a key
+    or string that is not UTF-8 stays bytes); every other value still goes
+    through ``pika.data.decode_value``, the depth guard included.
     """
     unpack_byte, unpack_long = _UNSIGNED_BYTE.unpack_from, _UNSIGNED_LONG.unpack_from
     result: dict[Any, Any] = {}
@@ -96,7 +97,8 @@ def _decode_table(encoded: bytes, offset: int) -> tuple[dict[str, Any], int]:
         except UnicodeDecodeError:
             pass
         offset += length
-        if encoded[offset : offset + 1] == b"S":
+        kind = encoded[offset : offset + 1]
+        if kind == b"S":
             length = unpack_long(encoded, offset + 1)[0]
             offset += 5
             value: Any = encoded[offset : offset + length]
@@ -105,6 +107,12 @@ def _decode_table(encoded: bytes, offset: int) -> tuple[dict[str, Any], int]:
             except UnicodeDecodeError:
                 pass
             offset += length
+        elif kind == b"l":  # how pika (and fedora-messaging) send every int
+            value = _SIGNED_LONG_LONG.unpack_from(encoded, offset + 1)[0]
+            offset += 9
+        elif kind == b"t":
+            value = bool(unpack_byte(encoded, offset + 1)[0])
+            offset += 2
         else:
             value, offset = pika.data.decode_value(encoded, offset)
         result[key] = value

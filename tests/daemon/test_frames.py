@@ -135,7 +135,9 @@ def test_the_table_decoder_reads_undecodable_keys_and_strings_as_bytes() -> None
 
 def test_the_table_decoder_fails_where_pikas_fails() -> None:
     bound_header_depth(16)
-    encoded = encoded_properties({"a": "string value", "n": 5, "t": {"x": [1, 2]}})
+    encoded = encoded_properties(
+        {"a": "string value", "n": -(2**62), "b": True, "t": {"x": [1, 2]}}
+    )
     for cut in range(2, len(encoded)):
         truncated = encoded[:cut]
         assert _outcome(pika.data.decode_table, truncated, 2) == _outcome(
