@@ -17,6 +17,12 @@ process; the limit can be changed later (the consumer sets it from
 ``ingest.max_header_depth``). Operators add a second, broker-side bound for
 whatever else might kill a connection: a quorum queue with ``x-delivery-limit``
 and a dead-letter exchange (see docs/reliability.md).
+
+The guard also installs a table decoder that reads the common header values in
+place, and ``read_frames_lean`` makes the consumer's connection read its frames
+with less work per frame; both decode the same bytes into the same values as
+pika, and fail where pika fails (``tests/daemon/test_frames.py`` holds them to
+pika's own code; docs/performance.md has the figures).
 """
 
 from __future__ import annotations
