@@ -17,6 +17,7 @@ deep would otherwise raise ``RecursionError`` wherever it is touched next.
 
 from __future__ import annotations
 
+import dis
 import json
 import logging
 import math
@@ -619,20 +620,78 @@ def _readable_summary(summary: object, message: Message) -> str:
     return text
 
 
+#: The fact properties whose getter in fedora-messaging's base class returns a
+#: constant: ``None``, or a new empty list.
+_FACT_PROPERTIES = (
+    "app_name",
+    "agent_name",
+    "usernames",
+    "groups",
+    "packages",
+    "containers",
+    "modules",
+    "flatpaks",
+)
+
+
+def _returns_constant(prop: object) -> bool:
+    """Whether a property's getter is ``return None`` or ``return []`` and nothing else."""
+    fget = getattr(prop, "fget", None)
+    if fget is None or not hasattr(fget, "__code__"):
+        return False
+    ops = [
+        (i.opname, i.argval)
+        for i in dis.get_instructions(fget)
+        if i.opname not in ("RESUME", "NOP", "CACHE")
+    ]
+    return ops in (
+        [("LOAD_CONST", None), ("RETURN_VALUE", None)],
+        [("RETURN_CONST", None)],
+        [("BUILD_LIST", 0), ("RETURN_VALUE", None)],
+    )
+
+
+_BASE_CONSTANT = frozenset(
+    name for name in _FACT_PROPERTIES if _returns_constant(getattr(Message, name, None))
+)
+_INHERITED: dict[type[Message], frozenset[str]] = {}
+
+
+def _inherited_constants(cls: type[Message]) -> frozenset[str]:
+    """The fact properties ``cls`` inherits unchanged from the base class's constant ones.
+
+    Reading them gives ``None`` or ``[]`` whatever the message: ``facts_of``
+    takes that answer without the call (most bus messages have a schema class
+    that overrides a few of them, or none).
+    """
+    known = _INHERITED.get(cls)
+    if known is None:
+        plain = cls.__getattribute__ is Message.__getattribute__
+        known = _INHERITED[cls] = frozenset(
+            name
+            for name in _BASE_CONSTANT
+            if plain and getattr(cls, name, None) is getattr(Message, name)
+        )
+    return known
+
+
 def facts_of(message: Message, *, body_json: str | None = None) -> MessageFacts:
     """Compute a message's facts; never raises, whatever the schema properties do.
 
     ``body_json`` is the JSON text ``message.body`` was parsed from, if the caller
     has it (a delivery's body): it is kept so that storing needs no new encoding.
     """
-    app = _safe(message, "app_name", None) or _app_from_topic(message.topic)
-    agent = _safe(message, "agent_name", None)
+    inherited = _inherited_constants(type(message))
+    app = (
+        None if "app_name" in inherited else _safe(message, "app_name", None)
+    ) or _app_from_topic(message.topic)
+    agent = None if "agent_name" in inherited else _safe(message, "agent_name", None)
     summary = _readable_summary(_safe(message, "summary", ""), message)
     url = _safe(message, "url", None)
     severity = getattr(message, "severity", fm_message.INFO)
     schema_name = fm_message._class_to_schema_name.get(type(message), "base.message")
     artifacts = {
-        fact: _strings(_safe(message, fact, ()))
+        fact: _NO_STRINGS if fact in inherited else _strings(_safe(message, fact, ()))
         for fact in ("packages", "containers", "modules", "flatpaks")
     }
     distgit = _distgit_artifact(message.topic, message.body)
@@ -644,9 +703,11 @@ def facts_of(message: Message, *, body_json: str | None = None) -> MessageFacts:
         topic=message.topic,
         app_name=str(app),
         agent_name=agent if isinstance(agent, str) and agent else None,
-        usernames=_strings(_safe(message, "usernames", ())),
+        usernames=(
+            _NO_STRINGS if "usernames" in inherited else _strings(_safe(message, "usernames", ()))
+        ),
         packages=artifacts["packages"],
-        groups=_strings(_safe(message, "groups", ())),
+        groups=_NO_STRINGS if "groups" in inherited else _strings(_safe(message, "groups", ())),
         containers=artifacts["containers"],
         modules=artifacts["modules"],
         flatpaks=artifacts["flatpaks"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pika
 import pytest
 from fedora_messaging import message as fm_message
 
@@ -291,3 +292,79 @@ def test_loads_strict_keeps_long_integers_exact() -> None:
 def test_loads_strict_refuses_with_the_json_module_s_reason(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         loads_strict(text)
+
+
+def test_facts_skip_only_base_properties_that_return_a_constant(
+    corpus: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fmn_core.messages as messages
+
+    loaded = []
+    for line in corpus:
+        try:
+            loaded.append(parse_line(line))
+        except MalformedMessage:
+            continue
+    skipped = [facts_of(m) for m in loaded]
+    assert messages._INHERITED  # the corpus has classes that inherit some
+    assert any(messages._INHERITED.values())
+    # Every property read, as before: the same facts.
+    monkeypatch.setattr(messages, "_BASE_CONSTANT", frozenset())
+    monkeypatch.setattr(messages, "_INHERITED", {})
+    assert [facts_of(m) for m in loaded] == skipped
+
+
+def test_facts_read_a_property_a_schema_overrides() -> None:
+    from fmn_core import messages
+
+    class Packaged(fm_message.Message):
+        @property
+        def packages(self) -> list[str]:
+            return ["kernel"]
+
+        @property
+        def usernames(self) -> list[str]:
+            raise RuntimeError("a schema property that breaks")
+
+    properties = pika.BasicProperties(headers={}, message_id="m-1")
+    message = Packaged(topic="org.fedoraproject.prod.test", body={}, properties=properties)
+    facts = facts_of(message)
+    assert facts.packages == frozenset({"kernel"})
+    assert facts.usernames == frozenset()
+    assert messages._inherited_constants(Packaged) == messages._BASE_CONSTANT - {
+        "packages",
+        "usernames",
+    }
+
+    class Looked(fm_message.Message):
+        def __getattribute__(self, name: str) -> Any:
+            if name == "groups":
+                return ["admins"]
+            return super().__getattribute__(name)
+
+    assert messages._inherited_constants(Looked) == frozenset()
+    looked = Looked(topic="t.x", body={}, properties=properties)
+    assert facts_of(looked).groups == frozenset({"admins"})
+
+
+def test_a_getter_is_constant_only_when_it_returns_none_or_an_empty_list() -> None:
+    from fmn_core.messages import _returns_constant
+
+    def none(self: object) -> None:
+        """Documented."""
+        return None
+
+    def empty(self: object) -> list[str]:
+        return []
+
+    def filled(self: object) -> list[str]:
+        return ["a"]
+
+    def computed(self: object) -> object:
+        return getattr(self, "topic", None)
+
+    assert _returns_constant(property(none)) and _returns_constant(property(empty))
+    assert not _returns_constant(property(filled))
+    assert not _returns_constant(property(computed))
+    assert not _returns_constant(property(len))
+    assert not _returns_constant(None)
