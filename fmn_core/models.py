@@ -279,7 +279,8 @@ class Rule(Base):
     __tablename__ = "rules"
 
     id: Mapped[intpk]
-    filter_id: Mapped[int] = mapped_column(ForeignKey("filters.id", ondelete="CASCADE"))
+    #: Indexed: reloading a few users' rules joins them to their filters by it.
+    filter_id: Mapped[int] = mapped_column(ForeignKey("filters.id", ondelete="CASCADE"), index=True)
     #: The rule's catalog name (``app_is``, or ``module:function`` for third-party rules).
     name: Mapped[name255]
     arguments: Mapped[jsondict] = mapped_column(default=dict)

@@ -9,9 +9,10 @@ Per batch there is a fixed number of statements, not one per message:
    and ack) is not matched again, its outbox rows exist already;
 2. one query for the state of the filters that matched (so a filter deleted or
    switched off since the matcher last refreshed, or a one-shot filter, is seen);
-3. one ``INSERT … ON CONFLICT (message_id, user_id, context) DO NOTHING`` for the
-   outbox rows, and (PostgreSQL) one ``NOTIFY`` so that listening senders claim
-   them as soon as the caller commits (``fmn_core.outbox.announce_new_rows``).
+3. one plain ``INSERT`` for the outbox rows (all for messages stored by step 1,
+   so none can exist already), and (PostgreSQL) one ``NOTIFY`` so that listening
+   senders claim them as soon as the caller commits
+   (``fmn_core.outbox.announce_new_rows``).
 
 Muted users still get their rows; the sender holds them back until the mute ends.
 A one-shot filter that matched is switched off (plus a ``ChangeEvent`` so every
@@ -273,9 +274,8 @@ def _insert_new(
     JSON columns travel as ``text[]`` and are cast row by row.
     """
     key = next(iter(table.primary_key.columns))
-    dialect = session.get_bind().dialect.name
     constants = constants or {}
-    if dialect == "sqlite":
+    if _dialect(session) == "sqlite":
         if constants:
             rows = [{**row, **constants} for row in rows]
         insert = (
@@ -284,10 +284,44 @@ def _insert_new(
             .returning(key)
         )
         return list(session.execute(insert, rows).scalars())
-    if dialect != "postgresql":
+    statement_text, params = _pg_insert(table, rows, constants)
+    statement_text += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
+    return [row[0] for row in run_on_driver(session, statement_text, params)]
+
+
+def _insert_all(
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    constants: Mapping[str, Any],
+) -> None:
+    """A plain ``INSERT`` of rows that cannot conflict with any stored row, as ``_insert_new``.
+
+    Without ``ON CONFLICT`` PostgreSQL neither probes the unique index before
+    each row nor inserts it speculatively (a WAL record less), and without
+    ``RETURNING`` nothing comes back: about a tenth of an outbox row's cost to
+    the database. A conflict is an error that fails the transaction.
+    """
+    if _dialect(session) == "sqlite":
+        session.execute(sqlite.insert(table), [{**row, **constants} for row in rows])
+        return
+    statement_text, params = _pg_insert(table, rows, constants)
+    run_on_driver(session, statement_text, params)
+
+
+def _dialect(session: Session) -> str:
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("sqlite", "postgresql"):
         raise ConfigError(
             "database_url", f"fmn stores messages on SQLite or PostgreSQL, not {dialect}"
         )
+    return dialect
+
+
+def _pg_insert(
+    table: Table, rows: list[dict[str, Any]], constants: Mapping[str, Any]
+) -> tuple[str, list[Any]]:
+    """PostgreSQL's ``INSERT … SELECT … FROM unnest(…)`` of ``rows``, and its parameters."""
     types = _PG_TYPES[table.name]
     columns = list(types)
     varying = [c for c in columns if c not in constants]
@@ -297,8 +331,7 @@ def _insert_new(
     unnested = ", ".join(f"%b::{'text' if types[c] == 'json' else types[c]}[]" for c in varying)
     statement_text = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"SELECT {picked} FROM unnest({unnested}) AS u({', '.join(varying)}) "
-        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
+        f"SELECT {picked} FROM unnest({unnested}) AS u({', '.join(varying)})"
     )
     params: list[Any] = [constants[c] for c in columns if c in constants]
     for c in varying:
@@ -306,7 +339,7 @@ def _insert_new(
             params.append([_json_value(row[c]) for row in rows])
         else:
             params.append([row[c] for row in rows])
-    return [row[0] for row in run_on_driver(session, statement_text, params)]
+    return statement_text, params
 
 
 #: Value types orjson writes as the standard library does (floats aside: ``NaN``).
@@ -450,6 +483,15 @@ def ingest_batch(
     now = utcnow()
     outbox: list[dict[str, Any]] = []
     for facts, recipients in zip(fresh, matches, strict=True):
+        if len(recipients) > 1 and len({(r.user_id, r.context) for r in recipients}) < len(
+            recipients
+        ):
+            # The matcher names each (user, context) once; should it ever not,
+            # the first stays, as an ``ON CONFLICT DO NOTHING`` kept it.
+            kept: dict[tuple[int, str], Recipient] = {}
+            for r in recipients:
+                kept.setdefault((r.user_id, r.context), r)
+            recipients = list(kept.values())
         result.recipients[facts.id] = recipients
         if recipients:
             result.matched += 1
@@ -464,15 +506,17 @@ def ingest_batch(
                 }
             )
     if outbox:
-        conflict = ["message_id", "user_id", "context"]
         constants = {
             "state": NotificationState.PENDING.value,
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
         }
-        inserted = _insert_new(session, _NOTIFICATIONS, outbox, conflict, constants)
-        result.notifications = len(inserted)
+        # Every row is for a message this transaction has just stored, one per
+        # (user, context): none can exist already (the unique constraint still
+        # guards it), so they go in without ``ON CONFLICT``.
+        _insert_all(session, _NOTIFICATIONS, outbox, constants)
+        result.notifications = len(outbox)
         if result.notifications:
             # Senders listening for new rows claim them at the commit, not at their next poll.
             announce_new_rows(session)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 import pika
 import pytest
@@ -14,8 +15,8 @@ from sqlalchemy.orm import Session
 from fmn_core.config import IngestConfig
 from fmn_core.db import Database
 from fmn_core.errors import MalformedMessage
-from fmn_core.matcher import Matcher
-from fmn_core.messages import facts_of
+from fmn_core.matcher import Matcher, Recipient
+from fmn_core.messages import MessageFacts, facts_of
 from fmn_core.models import (
     ChangeEvent,
     Filter,
@@ -388,3 +389,33 @@ def test_ingest_writes_each_outbox_row_with_the_batch_constants(db: Database) ->
     assert {(r.state, r.attempts) for r in rows} == {("pending", 0)}
     assert len({(r.created_at, r.next_attempt_at) for r in rows}) == 1
     assert all(r.created_at == r.next_attempt_at for r in rows)
+
+
+def test_ingest_writes_one_outbox_row_per_user_and_context_even_if_named_twice(
+    db: Database,
+) -> None:
+    """The outbox rows go in without ``ON CONFLICT``: a recipient named twice is kept once."""
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], name="first")
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], name="second", position=1)
+    matcher = load_matcher(db)
+    answer = matcher.recipients(facts_of(message("koji")))
+    assert [r.filter_name for r in answer] == ["first"]
+
+    class Repeating(Matcher):
+        def recipients(self, facts: MessageFacts) -> list[Recipient]:
+            first = super().recipients(facts)
+            return first + [replace(r, filter_name="second") for r in first]
+
+    matcher.__class__ = Repeating
+    batch = [message("koji"), message("koji")]
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, batch)
+    assert result.notifications == 2
+    assert [[r.filter_name for r in rs] for rs in result.recipients.values()] == [
+        ["first"],
+        ["first"],
+    ]
+    with db.begin() as session:
+        rows = session.execute(select(Notification.message_id, Notification.filter_name)).all()
+    assert sorted(tuple(r) for r in rows) == sorted((m.id, "first") for m in batch)
