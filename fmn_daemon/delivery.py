@@ -525,13 +525,14 @@ class Senders:
                 await self._outcomes.record(outcome)
 
     def _send_in_thread(self, job: Job) -> tuple[Outcome, bool]:
-        """Render and send ``job`` in a worker thread; record it there too when it is alone.
+        """Render, send and record ``job`` in a worker thread.
 
-        Returns the outcome and whether it is recorded. A send with no other in
-        flight has no group to commit with: its outcome is written in the thread
-        that sent it, saving a hand-off to the event loop and back (the usual case
-        at low rates). Otherwise, or should that write fail, the event loop's group
-        commit records it, as for every other transport.
+        Returns the outcome and whether it is recorded. The outcome is committed
+        here, in a group commit with the other send threads' outcomes of the
+        moment (``OutcomeRecorder.record_blocking``), so a mail costs one hand-off
+        to a thread and back, not a second one for its commit. Should that commit
+        fail, the event loop's group commit tries again, as for every other
+        transport.
         """
         transport, rendered, errors, refused = self._prepare(job)
         accepted = 0
@@ -544,10 +545,8 @@ class Senders:
                 else:
                     accepted += 1
         outcome = _outcome(job, accepted, errors, refused)
-        if len(self._inflight) > 1 or not self._outcomes.idle:
-            return outcome, False
         try:
-            self._outcomes.record_alone(outcome)
+            self._outcomes.record_blocking(outcome)
         except Exception as exc:
             log.debug("delivery: recording in the sending thread failed (%r); retrying", exc)
             return outcome, False
