@@ -18,8 +18,6 @@ from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, Smtp
 from fmn_core.db import Database, make_engine
 from fmn_core.models import Base, Confirmation, Notification, User, utcnow
 from fmn_core.rendering import Links, Rendered
-from fmn_daemon import concurrency
-from fmn_daemon import delivery as delivery_module
 from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.outcomes import Outcome, OutcomeRecorder
@@ -913,14 +911,14 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
         loop_records.append(outcome)
         await record(self, outcome)
 
-    in_pool = concurrency.in_pool
+    start_drain = Senders._start_drain
 
-    async def counting_in_pool(executor: Any, function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(function, "__name__", "?"))
-        return await in_pool(executor, function, *args, **kwargs)
+    def counting_start_drain(self: Senders, *args: Any) -> None:
+        hops.append("_drain_mail")
+        start_drain(self, *args)
 
     monkeypatch.setattr(asyncio, "to_thread", counting)
-    monkeypatch.setattr(delivery_module, "in_pool", counting_in_pool)
+    monkeypatch.setattr(Senders, "_start_drain", counting_start_drain)
     monkeypatch.setattr(OutcomeRecorder, "record", counting_record)
     metrics = Metrics()
     delivery = Senders(db, make_config(db, smtp_server), metrics, LiveHub())
@@ -937,8 +935,8 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
     assert state_of(db, row_id).state == "sent"
     assert metrics.get("notifications_sent") == 1
     assert loop_records == []
-    # The codes' query, the claim, and the send that also recorded.
-    assert hops == ["unit", "unit", "_send_in_thread"]
+    # The codes' query, the claim, and the send thread that also recorded.
+    assert hops == ["unit", "unit", "_drain_mail"]
 
 
 def test_delivery_emails_in_flight_together_still_share_a_group_commit(
