@@ -4,7 +4,10 @@ Every context but ``irc`` is delivered here (the IRC bot claims ``irc`` rows).
 Each round claims a batch and decides what to do with each (user, context)
 group of it (one transaction), then sends with at most ``delivery.senders``
 sends in flight; outcomes are recorded as soon as they are known, those that
-come together in one transaction (:mod:`fmn_daemon.outcomes`).
+come together in one transaction (:mod:`fmn_daemon.outcomes`). E-mail (a
+``Blocking`` transport) is sent by threads that each hold a send slot and take
+mail after mail from a queue, recording each outcome (in a group commit among
+them) before taking the next; other transports send from tasks on the loop.
 
 Rounds overlap (``run``): while a round's sends are in flight, the next round
 claims what was committed meanwhile, as long as fewer sends than twice the slots
@@ -581,12 +584,18 @@ class Senders:
         crash repeats at most one accepted mail per slot; the slot goes back to the
         event loop once no mail waits.
         """
+        # Each job's end goes to the loop when the thread takes the next one, or
+        # with the slot once none waits: one wake-up of the loop for a lone mail.
+        done: tuple[asyncio.AbstractEventLoop, asyncio.Future[None], BaseException | None] | None
+        done = None
         try:
             while True:
                 with self._mail_lock:
                     if not self._mail:
                         break
                     job, sending, job_loop = self._mail.popleft()
+                if done is not None:
+                    _call_soon(done[0], _settle, done[1], done[2])
                 error: BaseException | None = None
                 try:
                     outcome, recorded = self._send_in_thread(job)
@@ -596,9 +605,22 @@ class Senders:
                         self._outcomes.record_blocking(outcome)
                 except Exception as exc:
                     error = exc
-                _call_soon(job_loop, _settle, sending, error)
+                done = (job_loop, sending, error)
         finally:
-            _call_soon(loop, self._slot_freed, slots)
+            if done is not None and done[0] is not loop:
+                _call_soon(done[0], _settle, done[1], done[2])
+                done = None
+            _call_soon(loop, self._drained, slots, done[1:] if done is not None else None)
+
+    def _drained(
+        self,
+        slots: _Slots,
+        last: tuple[asyncio.Future[None], BaseException | None] | None,
+    ) -> None:
+        """On the loop: a send thread found no more mail; its last job ended, its slot is free."""
+        if last is not None:
+            _settle(*last)
+        self._slot_freed(slots)
 
     def _send_in_thread(self, job: Job) -> tuple[Outcome, bool]:
         """Render, send and record ``job`` in a worker thread.

@@ -9,7 +9,14 @@ import pytest
 from fedora_messaging import message as fm_message
 
 from fmn_core.errors import MalformedMessage
-from fmn_core.messages import MessageFacts, facts_of, load_message, loads_strict, parse_line
+from fmn_core.messages import (
+    MessageFacts,
+    facts_of,
+    load_message,
+    loads_json,
+    loads_strict,
+    parse_line,
+)
 
 KOJI_BUILD_SCHEMA = "koji_fedoramessaging.build.BuildStateChangeV1"
 
@@ -291,3 +298,20 @@ def test_loads_strict_keeps_long_integers_exact() -> None:
 def test_loads_strict_refuses_with_the_json_module_s_reason(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         loads_strict(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": [1, 2.5, -0.0, true, null, "x\\u00e9"]}',
+        "12345678901234567890123",  # beyond 64 bits: the standard library's int
+        '{"n": 123456789012345678901234567890}',
+        "1e400",  # orjson refuses; the standard library reads inf
+        '"\\ud800"',  # a lone surrogate: orjson refuses it
+        '{"a": 1, "a": 2}',
+        "[" * 300 + "]" * 300,
+    ],
+)
+def test_loads_json_reads_what_json_loads_reads(text: str) -> None:
+    assert loads_json(text) == json.loads(text)
+    assert loads_json(text.encode("utf-8", "surrogatepass")) == json.loads(text)
