@@ -54,7 +54,7 @@ from .models import (
     utcnow,
 )
 from .schedule import DigestSchedule, Lane, QuietHours, lane_of
-from .stored_messages import FactsCache
+from .stored_messages import FactsCache, MessageRow
 
 __all__ = [
     "NEW_ROWS_CHANNEL",
@@ -301,7 +301,8 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
     result = session.connection().execute(_load_statement(), {"ids": list(ids)})
     # One result row per confirmed address (or one without): fold them per notification.
     found: dict[int, tuple[Any, list[str]]] = {}
-    for row in result:
+    # All rows in one fetch, not one call through the result per row.
+    for row in result.all():
         entry = found.get(row[0])
         if entry is None:
             entry = found[row[0]] = (row, [])
@@ -310,8 +311,8 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
     facts = FactsCache()
     claimed: list[ClaimedNotification] = []
     for row, addresses in found.values():
-        # A transient copy: the message's facts are parsed from it, never flushed.
-        message = StoredMessage(id=row[10], topic=row[11], body=row[12], headers=row[13])
+        # The columns alone: an ORM object per row cost as much as reading its facts.
+        message = MessageRow(row[10], row[11], row[12], row[13])
         fact = facts.get(message)
         has_preference = row[14] is not None
         has_filter = row[23] is not None

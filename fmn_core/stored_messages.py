@@ -9,17 +9,42 @@ what the row itself knows (:func:`fallback_facts`).
 from __future__ import annotations
 
 import logging
+from typing import Any, NamedTuple, Protocol
 
 from .errors import MalformedMessage
 from .messages import MessageFacts, facts_of, load_message
-from .models import StoredMessage
 
-__all__ = ["FactsCache", "fallback_facts", "stored_facts"]
+__all__ = ["FactsCache", "MessageRow", "StoredFields", "fallback_facts", "stored_facts"]
 
 log = logging.getLogger(__name__)
 
 
-def stored_facts(message: StoredMessage) -> MessageFacts | None:
+class StoredFields(Protocol):
+    """What is read of a stored message: a ``StoredMessage``, or a claim's ``MessageRow``."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def body(self) -> Any: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+
+class MessageRow(NamedTuple):
+    """A stored message's columns as a query returned them (no ORM object to build)."""
+
+    id: str
+    topic: str
+    body: Any
+    headers: Any
+
+
+def stored_facts(message: StoredFields) -> MessageFacts | None:
     """The facts of a stored message, or None if it no longer loads."""
     try:
         return facts_of(
@@ -37,7 +62,7 @@ def stored_facts(message: StoredMessage) -> MessageFacts | None:
         return None
 
 
-def fallback_facts(message: StoredMessage) -> MessageFacts:
+def fallback_facts(message: StoredFields) -> MessageFacts:
     """What the row itself knows of a message that no longer loads."""
     parts = message.topic.split(".")
     app = parts[3] if len(parts) > 3 and parts[0] == "org" else (parts[0] if parts else "")
@@ -67,7 +92,7 @@ class FactsCache:
     def __init__(self) -> None:
         self._facts: dict[str, MessageFacts] = {}
 
-    def get(self, message: StoredMessage) -> MessageFacts:
+    def get(self, message: StoredFields) -> MessageFacts:
         """The message's facts, parsed on first use."""
         cached = self._facts.get(message.id)
         if cached is not None:

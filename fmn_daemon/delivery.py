@@ -4,7 +4,10 @@ Every context but ``irc`` is delivered here (the IRC bot claims ``irc`` rows).
 Each round claims a batch and decides what to do with each (user, context)
 group of it (one transaction), then sends with at most ``delivery.senders``
 sends in flight; outcomes are recorded as soon as they are known, those that
-come together in one transaction (:mod:`fmn_daemon.outcomes`).
+come together in one transaction (:mod:`fmn_daemon.outcomes`). E-mail (a
+``Blocking`` transport) is sent by threads that each hold a send slot and take
+mail after mail from a queue, recording each outcome (in a group commit among
+them) before taking the next; other transports send from tasks on the loop.
 
 Rounds overlap (``run``): while a round's sends are in flight, the next round
 claims what was committed meanwhile, as long as fewer sends than twice the slots
@@ -61,13 +64,15 @@ left to their lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -98,7 +103,7 @@ from fmn_core.outbox import ClaimedNotification
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
 
-from .concurrency import in_pool, in_thread, in_unit_of_work
+from .concurrency import in_thread, in_unit_of_work
 from .failures import describe, is_transient
 from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
@@ -170,8 +175,10 @@ class Senders:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._planner = RoundPlanner(config, metrics, self.worker, clock)
         self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
-        self._senders = asyncio.Semaphore(config.delivery.senders)
-        self._inflight: dict[asyncio.Task[None], Job] = {}
+        self._slots = _Slots(config.delivery.senders)
+        #: Every send in flight or waiting for a slot: a task (``_deliver``), or for
+        #: a ``Blocking`` transport the future its thread settles (``_queue_mail``).
+        self._inflight: dict[asyncio.Future[None], Job] = {}
         #: Contexts whose transport sends from a worker thread (``Blocking``).
         self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
         self._code_retry_at: dict[int, float] = {}
@@ -183,6 +190,10 @@ class Senders:
         self._waiter: asyncio.Future[None] | None = None
         #: Threads for sends from a worker thread, one per send slot (``_send_threads``).
         self._send_pool: ThreadPoolExecutor | None = None
+        #: ``Blocking`` sends waiting for a thread, and the lock the threads take them
+        #: under (``_queue_mail``, ``_drain_mail``).
+        self._mail: deque[tuple[Job, asyncio.Future[None], asyncio.AbstractEventLoop]] = deque()
+        self._mail_lock = threading.Lock()
 
     # -- the one way into core ------------------------------------------------
 
@@ -203,7 +214,7 @@ class Senders:
         """
         delivery = self.config.delivery
         failures = 0
-        self._senders = asyncio.Semaphore(delivery.senders)
+        self._slots = _Slots(delivery.senders)
         watcher = asyncio.create_task(self._watch_stop(stop), name="delivery-stop-watch")
         try:
             while not stop.is_set():
@@ -289,7 +300,7 @@ class Senders:
         if not self._inflight:
             # A fresh semaphore never belongs to another event loop (drain() from a
             # new loop in tests).
-            self._senders = asyncio.Semaphore(self.config.delivery.senders)
+            self._slots = _Slots(self.config.delivery.senders)
         handled = await self._start_round(codes=True)
         await self._await_inflight(stop)
         return handled
@@ -321,9 +332,13 @@ class Senders:
         if plan.settled:
             log.debug("delivery: %d claimed rows settled without sending", plan.settled)
         for job in plan.jobs:
-            task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
-            self._inflight[task] = job
-            task.add_done_callback(self._done)
+            sending: asyncio.Future[None]
+            if job.head.context in self._blocking:
+                sending = self._queue_mail(job)
+            else:
+                sending = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
+            self._inflight[sending] = job
+            sending.add_done_callback(self._done)
         claimed_ids = {c.id for c in claimed}
         # Digests may have pulled in waiting rows that were not due yet.
         extra = sum(1 for job in plan.jobs for row in job.rows if row.id not in claimed_ids)
@@ -408,7 +423,7 @@ class Senders:
             )
         return self._send_pool
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Future[None]) -> None:
         job = self._inflight.pop(task, None)
         self._wake_up()
         if task.cancelled():
@@ -433,7 +448,8 @@ class Senders:
         stopper = asyncio.create_task(stop.wait(), name="delivery-stop-wait")
         try:
             while self._inflight and not stop.is_set():
-                await asyncio.wait([*self._inflight, stopper], return_when=asyncio.FIRST_COMPLETED)
+                waits: list[asyncio.Future[Any]] = [*self._inflight, stopper]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
             await asyncio.gather(stopper, return_exceptions=True)
@@ -458,6 +474,9 @@ class Senders:
             await self._outcomes.settle()
             return
         log.warning("delivery: cancelling %d sends still running after %.0fs", len(pending), grace)
+        with self._mail_lock:
+            # Never started: no thread may take them now (their rows are released).
+            self._mail.clear()
         ids = [i for task in pending if task in self._inflight for i in self._inflight[task].ids]
         for task in pending:
             task.cancel("the daemon is stopping")
@@ -512,26 +531,104 @@ class Senders:
         return render_digest(job.rows, links) if job.digest else render(job.head, links)
 
     async def _deliver(self, job: Job) -> None:
-        async with self._senders:
-            if job.head.context in self._blocking:
-                outcome, recorded = await in_pool(self._send_threads(), self._send_in_thread, job)
-            else:
-                outcome, recorded = await self._send(job), False
+        """Send ``job`` on a transport that sends from the event loop, in a slot."""
+        slots = self._slots
+        await slots.take()
+        try:
+            outcome = await self._send(job)
             # Recorded before the slot is given back, so that a crash can repeat at
-            # most one accepted mail per slot; outcomes of slots that finish together
-            # still share one transaction. A send cancelled here (a forced stop)
+            # most one accepted message per slot; outcomes of slots that finish
+            # together share one transaction. A send cancelled here (a forced stop)
             # still has its outcome written.
-            if not recorded:
-                await self._outcomes.record(outcome)
+            await self._outcomes.record(outcome)
+        finally:
+            self._slot_freed(slots)
+
+    def _queue_mail(self, job: Job) -> asyncio.Future[None]:
+        """Hand ``job`` (a ``Blocking`` transport's) to the send threads; settled once recorded.
+
+        The threads take the jobs from a queue of their own, one after the other,
+        each thread holding a send slot for as long as it finds jobs: a mail costs
+        no task, no executor call and no trip through the event loop between its
+        thread finishing the mail before and starting it. A thread is started when
+        a job waits and a slot is free, or when a slot is given back while jobs wait.
+        """
+        loop = asyncio.get_running_loop()
+        sending: asyncio.Future[None] = loop.create_future()
+        with self._mail_lock:
+            self._mail.append((job, sending, loop))
+        # Every thread running is busy with a mail (one finding none ends), so a
+        # job that waits wants a thread of its own if a slot is free.
+        if self._slots.try_take():
+            self._start_drain(self._slots, loop)
+        return sending
+
+    def _start_drain(self, slots: _Slots, loop: asyncio.AbstractEventLoop) -> None:
+        self._send_threads().submit(self._drain_mail, slots, loop)
+
+    def _slot_freed(self, slots: _Slots) -> None:
+        """A send slot is free: to a thread for mails that wait, else to whoever waits."""
+        if slots is not self._slots:
+            return  # a slot of an earlier round's loop (``round`` from a new loop)
+        with self._mail_lock:
+            waiting = bool(self._mail)
+        if waiting:
+            self._start_drain(slots, asyncio.get_running_loop())
+        else:
+            slots.give()
+
+    def _drain_mail(self, slots: _Slots, loop: asyncio.AbstractEventLoop) -> None:
+        """In a send thread, holding one slot: send and record mails until none waits.
+
+        Each mail's outcome is committed before the thread takes the next, so a
+        crash repeats at most one accepted mail per slot; the slot goes back to the
+        event loop once no mail waits.
+        """
+        # Each job's end goes to the loop when the thread takes the next one, or
+        # with the slot once none waits: one wake-up of the loop for a lone mail.
+        done: tuple[asyncio.AbstractEventLoop, asyncio.Future[None], BaseException | None] | None
+        done = None
+        try:
+            while True:
+                with self._mail_lock:
+                    if not self._mail:
+                        break
+                    job, sending, job_loop = self._mail.popleft()
+                if done is not None:
+                    _call_soon(done[0], _settle, done[1], done[2])
+                error: BaseException | None = None
+                try:
+                    outcome, recorded = self._send_in_thread(job)
+                    if not recorded:
+                        # One more try, in this thread; should that fail too, the rows
+                        # stay claimed and go again once their lease is up.
+                        self._outcomes.record_blocking(outcome)
+                except Exception as exc:
+                    error = exc
+                done = (job_loop, sending, error)
+        finally:
+            if done is not None and done[0] is not loop:
+                _call_soon(done[0], _settle, done[1], done[2])
+                done = None
+            _call_soon(loop, self._drained, slots, done[1:] if done is not None else None)
+
+    def _drained(
+        self,
+        slots: _Slots,
+        last: tuple[asyncio.Future[None], BaseException | None] | None,
+    ) -> None:
+        """On the loop: a send thread found no more mail; its last job ended, its slot is free."""
+        if last is not None:
+            _settle(*last)
+        self._slot_freed(slots)
 
     def _send_in_thread(self, job: Job) -> tuple[Outcome, bool]:
-        """Render and send ``job`` in a worker thread; record it there too when it is alone.
+        """Render, send and record ``job`` in a worker thread.
 
-        Returns the outcome and whether it is recorded. A send with no other in
-        flight has no group to commit with: its outcome is written in the thread
-        that sent it, saving a hand-off to the event loop and back (the usual case
-        at low rates). Otherwise, or should that write fail, the event loop's group
-        commit records it, as for every other transport.
+        Returns the outcome and whether it is recorded. The outcome is committed
+        here, in a group commit with the other send threads' outcomes of the
+        moment (``OutcomeRecorder.record_blocking``), not handed to the event loop
+        for its commit and back.
         """
         transport, rendered, errors, refused = self._prepare(job)
         accepted = 0
@@ -544,10 +641,8 @@ class Senders:
                 else:
                     accepted += 1
         outcome = _outcome(job, accepted, errors, refused)
-        if len(self._inflight) > 1 or not self._outcomes.idle:
-            return outcome, False
         try:
-            self._outcomes.record_alone(outcome)
+            self._outcomes.record_blocking(outcome)
         except Exception as exc:
             log.debug("delivery: recording in the sending thread failed (%r); retrying", exc)
             return outcome, False
@@ -646,6 +741,67 @@ class Senders:
             )
             sent += 1
         return sent
+
+
+class _Slots:
+    """The send slots (``delivery.senders``), shared by the send threads and tasks.
+
+    Taken on the event loop only: by a task before its send, or for a send thread
+    while mails wait for one (the thread gives it back, through the loop, once no
+    mail waits). Waiting tasks get a freed slot in turn.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        """Take a slot if one is free and no task waits for one."""
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over just as this task was cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
+def _settle(sending: asyncio.Future[None], error: BaseException | None) -> None:
+    """On the event loop: a send thread is done with a job (cancelled meanwhile: nothing)."""
+    if sending.done():
+        return
+    if error is None:
+        sending.set_result(None)
+    else:
+        sending.set_exception(error)
+
+
+def _call_soon(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
+) -> None:
+    """``callback(*args)`` on ``loop`` from a thread; nothing if the loop is closed."""
+    # Closed: a forced stop left this thread running, and nobody waits for it now.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _outcome(job: Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:

@@ -12,6 +12,15 @@ Outcomes of mails that every destination took (the usual case) are one
 (``Database.autocommit``), one round trip instead of three with ``BEGIN`` and
 ``COMMIT``.
 
+Sends that run in worker threads (e-mail) record their outcomes there, in a
+group commit among those threads (:meth:`OutcomeRecorder.record_blocking`): the
+first thread to finish a send commits its outcome and every outcome that came
+meanwhile, the threads whose outcomes it took wait for that commit, and the next
+thread to find no commit running starts the next one. A mail's outcome thus
+costs no hand-off to the event loop and back (a future, a task and a trip through
+the loop's shared threads per group), and the thread that sent a mail still
+takes no other before its outcome is committed.
+
 One outcome can only cost itself: should a group's transaction fail on its data
 (not on the database going away), its outcomes are recorded again one per
 transaction, and only the one that fails again reports the error.
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,6 +91,24 @@ class Outcome(CarriesRows):
         return "; ".join([*self.errors, *self.refused]) or "no destination took the message"
 
 
+class _Pending:
+    """An outcome handed to the worker threads' group commit, and what became of it."""
+
+    __slots__ = ("error", "lead", "outcome", "settled", "wake")
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.settled = False
+        #: Set when the thread is woken to commit the next group rather than because
+        #: its outcome is settled.
+        self.lead = False
+        self.error: BaseException | None = None
+        #: Held until the thread that waits on it may go on: a lock, not a
+        #: ``Condition``, so that a commit wakes only the threads it concerns.
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
 class OutcomeRecorder:
     """Writes outcomes to the outbox in group commits; see the module docstring."""
 
@@ -90,6 +118,10 @@ class OutcomeRecorder:
         self.metrics = metrics
         self._waiting: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: The worker threads' group commit (``record_blocking``).
+        self._lock = threading.Lock()
+        self._queued: list[_Pending] = []
+        self._committing = False
 
     async def record(self, outcome: Outcome) -> None:
         """Commit ``outcome``; returns once it is, raises if it could not be."""
@@ -101,20 +133,75 @@ class OutcomeRecorder:
         # outcome written by the flush, which ``settle`` waits for.
         await asyncio.shield(future)
 
-    @property
-    def idle(self) -> bool:
-        """Whether no outcome waits for, or is in, a group commit now."""
-        flusher = self._flusher
-        return not self._waiting and (flusher is None or flusher.done())
+    def record_blocking(self, outcome: Outcome) -> None:
+        """Commit ``outcome`` from a worker thread, with those that come meanwhile.
 
-    def record_alone(self, outcome: Outcome) -> None:
-        """Commit ``outcome`` in its own transaction, from a worker thread; raises if it can't.
-
-        For a send with none other in flight, so with no group to commit with: the
-        thread that sent it records it, without a hand-off to the event loop.
+        Returns once it is committed; raises if it could not be. A thread that
+        finds no commit running commits its outcome at once; outcomes that come
+        while one runs wait, and when it ends the first of them commits them all
+        (its own among them), so each thread waits for at most two commits.
         """
-        (states,) = self._commit([outcome])
-        self._report(outcome, states)
+        pending = _Pending(outcome)
+        with self._lock:
+            if self._committing:
+                self._queued.append(pending)
+                batch = None
+            else:
+                self._committing = True
+                batch = [pending]
+        if batch is None:
+            pending.wake.acquire()
+            if pending.lead:
+                with self._lock:
+                    batch, self._queued = self._queued, []
+        if batch is not None:
+            self._lead(batch)
+        if pending.error is not None:
+            raise pending.error
+
+    def _lead(self, batch: list[_Pending]) -> None:
+        """Commit ``batch``, wake its threads, and hand the next group to its first thread."""
+        try:
+            self._commit_group(batch)
+        finally:
+            for pending in batch[1:]:
+                pending.wake.release()
+            with self._lock:
+                if self._queued:
+                    following = self._queued[0]
+                    following.lead = True
+                    following.wake.release()
+                else:
+                    self._committing = False
+
+    def _commit_group(self, batch: list[_Pending]) -> None:
+        """Commit ``batch`` in one transaction, or one by one should that fail on its data."""
+        try:
+            try:
+                states = self._commit([p.outcome for p in batch])
+            except Exception as exc:
+                if len(batch) == 1 or is_transient(exc):
+                    for pending in batch:
+                        pending.error = exc
+                    return
+                for pending in batch:
+                    try:
+                        (outcome_states,) = self._commit([pending.outcome])
+                    except Exception as error:
+                        pending.error = error
+                    else:
+                        self._report(pending.outcome, outcome_states)
+                return
+            for pending, outcome_states in zip(batch, states, strict=True):
+                self._report(pending.outcome, outcome_states)
+        except BaseException as exc:
+            for pending in batch:
+                if not pending.settled and pending.error is None:
+                    pending.error = exc
+            raise
+        finally:
+            for pending in batch:
+                pending.settled = True
 
     async def settle(self) -> None:
         """Wait until every outcome handed over so far is written (or has failed)."""

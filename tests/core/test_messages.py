@@ -10,7 +10,14 @@ import pytest
 from fedora_messaging import message as fm_message
 
 from fmn_core.errors import MalformedMessage
-from fmn_core.messages import MessageFacts, facts_of, load_message, loads_strict, parse_line
+from fmn_core.messages import (
+    MessageFacts,
+    facts_of,
+    load_message,
+    loads_json,
+    loads_strict,
+    parse_line,
+)
 
 KOJI_BUILD_SCHEMA = "koji_fedoramessaging.build.BuildStateChangeV1"
 
@@ -368,3 +375,20 @@ def test_a_getter_is_constant_only_when_it_returns_none_or_an_empty_list() -> No
     assert not _returns_constant(property(computed))
     assert not _returns_constant(property(len))
     assert not _returns_constant(None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": [1, 2.5, -0.0, true, null, "x\\u00e9"]}',
+        "12345678901234567890123",  # beyond 64 bits: the standard library's int
+        '{"n": 123456789012345678901234567890}',
+        "1e400",  # orjson refuses; the standard library reads inf
+        '"\\ud800"',  # a lone surrogate: orjson refuses it
+        '{"a": 1, "a": 2}',
+        "[" * 300 + "]" * 300,
+    ],
+)
+def test_loads_json_reads_what_json_loads_reads(text: str) -> None:
+    assert loads_json(text) == json.loads(text)
+    assert loads_json(text.encode("utf-8", "surrogatepass")) == json.loads(text)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,11 @@ from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, Smtp
 from fmn_core.db import Database, make_engine
 from fmn_core.models import Base, Confirmation, Notification, User, utcnow
 from fmn_core.rendering import Links, Rendered
-from fmn_daemon import concurrency
-from fmn_daemon import delivery as delivery_module
 from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.outcomes import Outcome, OutcomeRecorder
 from fmn_daemon.transports import Transport, TransportError
+from fmn_daemon.transports.email import EmailTransport
 from fmn_daemon.transports.live import LiveHub
 
 
@@ -913,14 +914,14 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
         loop_records.append(outcome)
         await record(self, outcome)
 
-    in_pool = concurrency.in_pool
+    start_drain = Senders._start_drain
 
-    async def counting_in_pool(executor: Any, function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(function, "__name__", "?"))
-        return await in_pool(executor, function, *args, **kwargs)
+    def counting_start_drain(self: Senders, *args: Any) -> None:
+        hops.append("_drain_mail")
+        start_drain(self, *args)
 
     monkeypatch.setattr(asyncio, "to_thread", counting)
-    monkeypatch.setattr(delivery_module, "in_pool", counting_in_pool)
+    monkeypatch.setattr(Senders, "_start_drain", counting_start_drain)
     monkeypatch.setattr(OutcomeRecorder, "record", counting_record)
     metrics = Metrics()
     delivery = Senders(db, make_config(db, smtp_server), metrics, LiveHub())
@@ -937,8 +938,8 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
     assert state_of(db, row_id).state == "sent"
     assert metrics.get("notifications_sent") == 1
     assert loop_records == []
-    # The codes' query, the claim, and the send that also recorded.
-    assert hops == ["unit", "unit", "_send_in_thread"]
+    # The codes' query, the claim, and the send thread that also recorded.
+    assert hops == ["unit", "unit", "_drain_mail"]
 
 
 def test_delivery_emails_in_flight_together_still_share_a_group_commit(
@@ -969,3 +970,186 @@ def test_delivery_emails_in_flight_together_still_share_a_group_commit(
     assert metrics.get("notifications_sent") == 12
     assert sum(batches) == 12
     assert len(batches) < 12 and max(batches) > 1
+
+
+class _Concurrency:
+    """Counts sends in progress at once, across transports (threads and tasks)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+    def __exit__(self, *_: object) -> None:
+        with self.lock:
+            self.active -= 1
+
+
+def test_delivery_send_threads_drain_queued_mails_at_most_senders_at_once(
+    file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 20 mails, 3 slots: each send thread takes mail after mail from the queue
+    # (no thread call per mail), never more than 3 at once, every mail once.
+    with file_db.begin() as session:
+        ids = [
+            add_notification(
+                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
+            ).id
+            for n in range(20)
+        ]
+    at_once = _Concurrency()
+    send_blocking = EmailTransport.send_blocking
+
+    def counting_send(self: EmailTransport, destination: str, rendered: Rendered) -> None:
+        with at_once:
+            time.sleep(0.01)
+            send_blocking(self, destination, rendered)
+
+    started: list[int] = []
+    start_drain = Senders._start_drain
+
+    def counting_start_drain(self: Senders, *args: Any) -> None:
+        started.append(1)
+        start_drain(self, *args)
+
+    monkeypatch.setattr(EmailTransport, "send_blocking", counting_send)
+    monkeypatch.setattr(Senders, "_start_drain", counting_start_drain)
+    metrics = Metrics()
+    delivery = Senders(file_db, make_config(file_db, smtp_server, senders=3), metrics, LiveHub())
+    assert drain(delivery) == 20
+    mails = smtp_server.wait_for(20)
+    assert sorted(m.rcpt_tos[0] for m in mails) == sorted(f"u{n}@example.org" for n in range(20))
+    time.sleep(0.2)
+    assert len(smtp_server.messages) == 20
+    assert {state_of(file_db, i).state for i in ids} == {"sent"}
+    assert metrics.get("notifications_sent") == 20
+    assert 1 <= at_once.peak <= 3
+    assert len(started) < 20
+    transport = delivery.transports["email"]
+    assert isinstance(transport, EmailTransport) and transport.opened <= 3
+
+
+def test_delivery_send_threads_and_tasks_share_the_slots(
+    file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # E-mail (send threads) and push (tasks on the event loop) in one round: at
+    # most ``delivery.senders`` sends at once, whichever transport.
+    with file_db.begin() as session:
+        for n in range(6):
+            add_notification(session, add_user(session, f"m{n}", addresses=(f"m{n}@example.org",)))
+            add_notification(session, add_user(session, f"p{n}", "push", (f"ok-{n}",)), "push")
+    at_once = _Concurrency()
+    send_blocking = EmailTransport.send_blocking
+
+    def counting_send(self: EmailTransport, destination: str, rendered: Rendered) -> None:
+        with at_once:
+            time.sleep(0.03)
+            send_blocking(self, destination, rendered)
+
+    class CountingGate(_Gate):
+        async def send(self, destination: str, rendered: Rendered) -> None:
+            with at_once:
+                await super().send(destination, rendered)
+
+    monkeypatch.setattr(EmailTransport, "send_blocking", counting_send)
+    config = make_config(file_db, smtp_server, senders=2)
+    email = EmailTransport(config.smtp)
+    gate = CountingGate()
+    delivery = Senders(file_db, config, Metrics(), transports={"email": email, "push": gate})
+    assert drain(delivery) == 12
+    assert len(smtp_server.wait_for(6)) == 6
+    assert sorted(gate.sent) == sorted(f"ok-{n}" for n in range(6))
+    assert at_once.peak == 2
+
+
+def test_delivery_stop_releases_mails_no_send_thread_took(
+    file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot, the first mail held in its thread past the grace period: the
+    # mails still queued are released (pending, no attempt) and never sent.
+    with file_db.begin() as session:
+        ids = [
+            add_notification(
+                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
+            ).id
+            for n in range(3)
+        ]
+    holding = threading.Event()
+    release = threading.Event()
+    send_blocking = EmailTransport.send_blocking
+
+    def held_send(self: EmailTransport, destination: str, rendered: Rendered) -> None:
+        holding.set()
+        release.wait(10)
+        send_blocking(self, destination, rendered)
+
+    monkeypatch.setattr(EmailTransport, "send_blocking", held_send)
+    config = make_config(file_db, smtp_server, senders=1, shutdown_grace_seconds=0.2)
+    delivery = Senders(file_db, config, Metrics(), LiveHub())
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        assert await asyncio.to_thread(holding.wait, 10)
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+    time.sleep(0.3)
+    # The held thread sent its mail after the senders stopped: its session too.
+    transport = delivery.transports["email"]
+    assert isinstance(transport, EmailTransport)
+    transport.close()
+    rows = [state_of(file_db, i) for i in ids]
+    untouched = [r for r in rows if r.state == "pending" and r.attempts == 0]
+    assert len(untouched) >= 2
+    assert len(smtp_server.messages) <= 1
+
+
+def test_outcomes_recorded_from_threads_cost_only_themselves(file_db: Database) -> None:
+    # The send threads' group commit: an outcome that cannot be written fails
+    # alone; the others of its group are recorded.
+    from fmn_core import outbox
+
+    with file_db.begin() as session:
+        ids = [
+            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push").id
+            for n in range(6)
+        ]
+    with file_db.begin() as session:
+        claimed = outbox.claim_ids(session, ids, worker="w", lease_seconds=60)
+    with file_db.begin() as session:
+        session.execute(delete(Notification).where(Notification.id == ids[1]))
+    metrics = Metrics()
+    recorder = OutcomeRecorder(file_db, DeliveryConfig(), metrics)
+    gate = threading.Barrier(6)
+
+    def record(n: int) -> BaseException | None:
+        accepted = 0 if n == 1 else 1
+        outcome = Outcome(
+            rows=(claimed[n],),
+            digest=False,
+            accepted=accepted,
+            errors=() if accepted else ("down",),
+            refused=(),
+        )
+        gate.wait(10)
+        try:
+            recorder.record_blocking(outcome)
+        except Exception as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(record, range(6)))
+    assert [r is None for r in results] == [True, False, True, True, True, True]
+    assert {state_of(file_db, i).state for i in ids if i != ids[1]} == {"sent"}
+    assert metrics.get("notifications_sent") == 5
