@@ -1015,7 +1015,9 @@ class Matcher:
             self._always.add(item)
             return
         buckets = self._index[entry.key]
-        for value in _each(entry.values):
+        values = entry.values
+        # Most filings are one value, held as the bare string (``_each`` written out).
+        for value in (values,) if isinstance(values, str) else values:
             bucket = buckets.get(value)
             if bucket is None:
                 buckets[value] = item

@@ -47,6 +47,10 @@ INDEX_KEYS = ("app", "topic", "username", "agent", "package", "group")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@:/~-]*$")
 MAX_TEXT = 256
+#: What a text argument must not contain: control characters and lone surrogates
+#: (one regular expression search: a loop over the characters was a tenth of the
+#: rules' validation at start-up).
+_CONTROL = re.compile("[\x00-\x1f\ud800-\udfff]")
 
 
 class OwnershipLookup(Protocol):
@@ -131,7 +135,7 @@ class Parameter:
                 f"{where} is too long ({len(value)} characters; at most {MAX_TEXT}).",
                 argument=self.name,
             )
-        if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        if _CONTROL.search(value):
             raise InvalidArgument(
                 f"{where} must not contain control characters.", argument=self.name
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -29,7 +30,7 @@ from fmn_core.matcher import (
 from fmn_core.messages import SEVERITY_LEVELS, MessageFacts
 from fmn_core.models import ChangeEvent, Filter, Preference, Rule, User
 from fmn_core.rules import Catalog, IndexHint, Parameter, RuleContext, RuleSpec, default_catalog
-from fmn_core.snapshots import _RuleLists, stream_snapshots
+from fmn_core.snapshots import _filter_snapshot, _RuleLists, stream_snapshots
 
 # -- building preferences --------------------------------------------------------------
 
@@ -792,6 +793,40 @@ def test_streamed_rule_lists_by_filter_id_dense_or_sparse() -> None:
         assert [rule_lists.get(i, none) for i in ids] == [lists[0], lists[1], lists[1], lists[0]]
         for missing in (0, ids[0] - 1, gap, ids[-1] + 1, -5):
             assert rule_lists.get(missing, none) is none
+
+
+def test_streamed_rule_lists_added_in_groups_in_any_order() -> None:
+    # As PostgreSQL groups them: each distinct list with its filters' ids, unordered.
+    lists = [(r("app_is", app="bodhi"),), (r("app_is", app="koji"),)]
+    none: tuple[RuleSnapshot, ...] = ()
+    for first, second in (([9, 3, 7], [4, 12]), ([2 * 10**9, 5], [10**9, 7])):
+        rule_lists = _RuleLists()
+        rule_lists.lists.extend(lists)
+        rule_lists.add_many(first, 0)
+        rule_lists.add_many(second, 1)
+        rule_lists.add_many([], 1)
+        rule_lists.seal()
+        assert [rule_lists.get(i, none) for i in first] == [lists[0]] * len(first)
+        assert [rule_lists.get(i, none) for i in second] == [lists[1]] * len(second)
+        assert rule_lists.get(6, none) is none
+
+
+def test_streamed_filter_snapshots_are_the_dataclass_s_own() -> None:
+    # ``_filter_snapshot`` sets every field itself: a new field must be added there.
+    assert [f.name for f in dataclasses.fields(FilterSnapshot)] == [
+        "filter_id",
+        "name",
+        "rules",
+        "active",
+        "paused_until",
+    ]
+    rules = (r("app_is", app="bodhi"),)
+    made = _filter_snapshot(7, "f", rules, False)
+    assert made == FilterSnapshot(7, "f", rules, False)
+    assert repr(made) == repr(FilterSnapshot(7, "f", rules, False))
+    assert type(made) is FilterSnapshot
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.name = "g"  # type: ignore[misc]
 
 
 def test_matcher_ownership_hints_follow_set_ownership(db: Database) -> None:

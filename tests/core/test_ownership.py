@@ -376,6 +376,47 @@ def test_ownership_cache_load_reads_more_rows_than_one_batch(db: Database) -> No
     assert cache.owners_of(f"pkg{count - 1}") == {f"user{(count - 1) % 97}"}
 
 
+def _answers(cache: OwnershipCache, triples: list[tuple[str, str, str]]) -> dict[Any, Any]:
+    answers: dict[Any, Any] = {}
+    for namespace, package, owner in triples:
+        answers["owners", namespace, package] = cache.owners_of(package, namespace)
+        answers["packages", namespace, owner] = cache.packages_of(owner, namespace)
+    return answers
+
+
+def test_ownership_cache_built_from_owner_runs_in_any_order() -> None:
+    # The PostgreSQL load reads the rows by owner and builds each owner's set from
+    # their run of rows; any order must give what the general build gives.
+    triples = [
+        (namespace, f"pkg{(i * 7) % 61}", f"user{i % 13}" if i % 5 else "@sig")
+        for namespace in ("rpms", "container")
+        for i in range(300)
+    ]
+    triples = sorted(set(triples))
+    expected = OwnershipCache(triples)
+    by_owner = sorted(triples, key=lambda t: (t[0], t[2]))
+    interleaved = by_owner[::2] + by_owner[1::2]  # each owner's rows in two runs
+    for rows in (by_owner, interleaved, triples, triples[::-1]):
+        cache = OwnershipCache._from_owner_runs(rows)
+        assert len(cache) == len(expected) == len(triples)
+        assert _answers(cache, triples) == _answers(expected, triples)
+    assert OwnershipCache._from_owner_runs([]).packages_of("user1") == frozenset()
+
+
+def test_ownership_cache_load_shares_the_names_it_reads(db: Database) -> None:
+    owners = {"kernel": ["alice", "bob"], "bash": ["alice"], "zsh": ["bob", "@sig"]}
+    with db.begin() as session:
+        refresh_ownership(session, ListProvider(parse_owner_alias({"rpms": owners})))
+    with db.begin() as session:
+        cache = OwnershipCache.load(session)
+    (alice,) = (name for name in cache.owners_of("bash") if name == "alice")
+    assert any(name is alice for name in cache.owners_of("kernel"))
+    (kernel,) = (name for name in cache.packages_of("alice") if name == "kernel")
+    assert any(name is kernel for name in cache.packages_of("bob"))
+    assert cache.packages_of("bob") == {"kernel", "zsh"}
+    assert cache.owners_of("zsh") == {"bob", "@sig"}
+
+
 # --- which messages change ownership ----------------------------------------------------------
 
 

@@ -6,21 +6,22 @@ PostgreSQL database of their own rather than the rolled-back ``db`` fixture.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
 from fmn_core.matcher import Matcher
-from fmn_core.models import Base
+from fmn_core.models import Base, Filter, Preference, Rule, User, utcnow
 from fmn_core.ownership import OwnershipCache
-from fmn_core.snapshots import SnapshotStream, load_snapshots
+from fmn_core.snapshots import SnapshotStream, UserSnapshot, load_snapshots
 
 from .test_matcher import C, F, facts, insert_user, r, replace_preferences, who
 
@@ -152,3 +153,67 @@ def test_an_error_on_a_side_connection_reaches_the_reader(committed: Database) -
     ):
         list(stream)
     assert committed.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_rule_lists_grouped_by_postgresql_read_as_stored(committed: Database) -> None:
+    """PostgreSQL groups the rules into distinct lists (one text each): whatever the
+    rules hold, the snapshots are the ones read rule by rule."""
+    odd = [
+        # Separators, quotes, backslashes and non-ASCII text inside names and values.
+        r("weird\x1f{}\x1ftrue\x1ename", app='a\x1eb\x1fc"\\d', n=3),
+        r("app_is", negated=True, app="é\u2603"),
+        r("pertains_to_me"),
+        r("app_is", app="bodhi", extra=None),
+    ]
+    with committed.begin() as session:
+        for n in range(3):
+            insert_user(
+                session,
+                f"odd{n}",
+                C("email", [F("odd", odd), F("none"), F("reversed", odd[::-1])]),
+                C("irc", [F("one", odd[1:2])]),
+            )
+        user_id = insert_user(session, "positions", C("email", [F("f")]))
+        (filter_,) = session.scalars(
+            select(Filter).join(Preference).where(Preference.user_id == user_id)
+        )
+        # Ids in the opposite order of positions: the list follows the positions.
+        for position in (2, 0, 1):
+            session.add(Rule(filter=filter_, name=f"rule{position}", position=position))
+        later = utcnow() + dt.timedelta(days=1)
+        insert_user(session, "timed", C("email", [F("t", odd)]))
+        session.flush()
+        timed_rule = session.scalars(
+            select(Rule)
+            .join(Filter)
+            .join(Preference)
+            .join(User)
+            .where(User.name == "timed")
+            .order_by(Rule.position)
+        ).first()
+        assert timed_rule is not None
+        timed_rule.expires_at = later
+    by_id: dict[str, list[UserSnapshot]] = {}
+    with committed.begin() as session:
+        with SnapshotStream(session) as stream:
+            by_id["sequential"] = sorted(stream, key=lambda u: u.user_id)
+        with SnapshotStream(session, concurrent=True) as stream:
+            by_id["concurrent"] = sorted(stream, key=lambda u: u.user_id)
+        loaded = load_snapshots(session)
+    assert by_id["sequential"] == by_id["concurrent"] == loaded
+    assert len(loaded) == 5
+    first, second = by_id["concurrent"][:2]
+    assert first.contexts[0].filters[0].rules == tuple(odd)
+    assert first.contexts[0].filters[1].rules == ()
+    assert first.contexts[0].filters[2].rules == tuple(odd[::-1])
+    # Equal lists and equal rules are shared.
+    assert first.contexts[0].filters[0].rules is second.contexts[0].filters[0].rules
+    assert first.contexts[1].filters[0].rules[0] is second.contexts[0].filters[0].rules[1]
+    positions = next(u for u in loaded if u.name == "positions")
+    assert [rule.name for rule in positions.contexts[0].filters[0].rules] == [
+        "rule0",
+        "rule1",
+        "rule2",
+    ]
+    timed = next(u for u in by_id["concurrent"] if u.name == "timed")
+    assert timed.contexts[0].filters[0].rules[0].expires_at == later

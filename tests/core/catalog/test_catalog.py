@@ -10,7 +10,7 @@ import pytest
 
 import fmn_core.catalog
 from fmn_core.errors import InvalidArgument
-from fmn_core.rules import Catalog, RuleSpec, default_catalog, specs_in
+from fmn_core.rules import Catalog, Parameter, RuleSpec, default_catalog, specs_in
 
 CONTRACT_RULES = (
     "app_is",
@@ -139,3 +139,17 @@ def test_catalog_rejects_bad_application_rule_arguments(
 ) -> None:
     with pytest.raises(InvalidArgument):
         rules.validate(name, arguments)
+
+
+@pytest.mark.parametrize(
+    "value", ["a\x00b", "tab\there", "a\x1fb", "li\nne", "lone \ud800 surrogate", "\udfff"]
+)
+def test_text_arguments_refuse_control_characters_and_lone_surrogates(value: str) -> None:
+    parameter = Parameter("pattern", "a pattern", kind="text")
+    with pytest.raises(InvalidArgument, match="control characters"):
+        parameter.validate("topic_matches", value)
+
+
+@pytest.mark.parametrize("value", ["plain", " \x7f delete", "é\u2603\U0001f600", "\ue000"])
+def test_text_arguments_keep_everything_else(value: str) -> None:
+    assert Parameter("pattern", "a pattern", kind="text").validate("r", value) == value.strip()
