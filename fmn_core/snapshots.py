@@ -350,7 +350,9 @@ def _rules_query() -> Select[Any]:
 #: 423,401 groups again, half as much database time as the whole query). Nothing
 #: between the sort and the aggregate reorders rows: no join, and no parallel
 #: workers, whose partial aggregates could be combined in any order
-#: (``_WHOLE_READS`` turns them off for the transaction).
+#: (``_WHOLE_READS`` turns them off for the transaction). Should a later PostgreSQL
+#: reorder them anyway, no answer changes: a filter's rules are a conjunction, each
+#: failure a miss, so the order only decides which lists are found to be the same.
 _GROUPED_RULES = (
     "SELECT rules, timed, array_agg(filter_id) FROM ("
     "SELECT filter_id, string_agg(to_json(name)::text || E'\\x1f' "
