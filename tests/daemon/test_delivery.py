@@ -717,19 +717,24 @@ def test_delivery_records_outcomes_that_come_together_in_one_transaction(
     assert metrics.get("notifications_sent") == 12
 
 
-def test_delivery_outcome_that_cannot_be_recorded_costs_only_itself(file_db: Database) -> None:
+def _claimed_with_the_second_gone(db: Database, n: int) -> tuple[list[int], list[Any]]:
+    """``n`` push rows claimed, then the second deleted: recording its outcome cannot work."""
     from fmn_core import outbox
 
-    with file_db.begin() as session:
+    with db.begin() as session:
         ids = [
-            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push").id
-            for n in range(3)
+            add_notification(session, add_user(session, f"u{i}", "push", (f"ok-{i}",)), "push").id
+            for i in range(n)
         ]
-    with file_db.begin() as session:
+    with db.begin() as session:
         claimed = outbox.claim_ids(session, ids, worker="w", lease_seconds=60)
-    with file_db.begin() as session:
-        # The failed row vanished meanwhile: recording its failure cannot work.
+    with db.begin() as session:
         session.execute(delete(Notification).where(Notification.id == ids[1]))
+    return ids, list(claimed)
+
+
+def test_delivery_outcome_that_cannot_be_recorded_costs_only_itself(file_db: Database) -> None:
+    ids, claimed = _claimed_with_the_second_gone(file_db, 3)
     metrics = Metrics()
     recorder = OutcomeRecorder(file_db, DeliveryConfig(), metrics)
     outcomes = [
@@ -1117,17 +1122,7 @@ def test_delivery_stop_releases_mails_no_send_thread_took(
 def test_outcomes_recorded_from_threads_cost_only_themselves(file_db: Database) -> None:
     # The send threads' group commit: an outcome that cannot be written fails
     # alone; the others of its group are recorded.
-    from fmn_core import outbox
-
-    with file_db.begin() as session:
-        ids = [
-            add_notification(session, add_user(session, f"u{n}", "push", (f"ok-{n}",)), "push").id
-            for n in range(6)
-        ]
-    with file_db.begin() as session:
-        claimed = outbox.claim_ids(session, ids, worker="w", lease_seconds=60)
-    with file_db.begin() as session:
-        session.execute(delete(Notification).where(Notification.id == ids[1]))
+    ids, claimed = _claimed_with_the_second_gone(file_db, 6)
     metrics = Metrics()
     recorder = OutcomeRecorder(file_db, DeliveryConfig(), metrics)
     gate = threading.Barrier(6)
