@@ -8,7 +8,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -76,6 +76,20 @@ def corpus() -> list[str]:
         return corpus_lines()
     except CorpusMissing as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+def readable_messages(lines: list[str]) -> list[Any]:
+    """The corpus lines that parse, as fedora-messaging messages (the malformed ones left out)."""
+    from fmn_core.errors import MalformedMessage
+    from fmn_core.messages import parse_line
+
+    loaded = []
+    for line in lines:
+        try:
+            loaded.append(parse_line(line))
+        except MalformedMessage:
+            continue
+    return loaded
 
 
 def _postgres_engine_or_skip() -> object:

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pika
 import pytest
+from conftest import readable_messages  # tests/conftest.py (tests/ is on sys.path)
 from fedora_messaging import message as fm_message
 from sqlalchemy import String, func, select, update
 from sqlalchemy.orm import Session
@@ -247,17 +248,10 @@ def test_ingest_malformed_messages_are_counted_and_skipped(db: Database) -> None
 
 
 def test_ingest_stores_message_with_schema_and_unicode(db: Database, corpus: list[str]) -> None:
-    from fmn_core.messages import parse_line
-
     with db.begin() as session:
         add_filter(session, "ivan", [("topic_matches", {"pattern": "*"})])
     matcher = load_matcher(db)
-    loaded = []
-    for line in corpus:
-        try:
-            loaded.append(parse_line(line))
-        except MalformedMessage:
-            continue
+    loaded = readable_messages(corpus)
     with db.begin() as session:
         result = ingest_batch(session, matcher, loaded, Metrics())
     assert result.stored == len({m.id for m in loaded})
