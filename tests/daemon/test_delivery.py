@@ -540,17 +540,22 @@ def test_delivery_records_mails_every_destination_took_in_one_autocommitted_stat
 # -- the send path: pooled SMTP sessions, overlapping rounds, group commits ---------------------
 
 
+def _email_rows(db: Database, n: int) -> list[int]:
+    """``n`` e-mail notifications, one per new user ``u0`` … with a confirmed address."""
+    with db.begin() as session:
+        return [
+            add_notification(
+                session, add_user(session, f"u{i}", addresses=(f"u{i}@example.org",))
+            ).id
+            for i in range(n)
+        ]
+
+
 def test_delivery_email_reuses_one_smtp_session_and_recovers_from_a_closed_one(
     db: Database, counting_server: CountingServer
 ) -> None:
     counting_server.close_after = 2
-    with db.begin() as session:
-        ids = [
-            add_notification(
-                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
-            ).id
-            for n in range(5)
-        ]
+    ids = _email_rows(db, 5)
     config = make_config(db).replace(
         smtp=SmtpConfig(host=counting_server.host, port=counting_server.port, timeout_seconds=5)
     )
@@ -950,13 +955,7 @@ def test_delivery_lone_email_is_recorded_in_the_thread_that_sent_it(
 def test_delivery_emails_in_flight_together_still_share_a_group_commit(
     file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with file_db.begin() as session:
-        ids = [
-            add_notification(
-                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
-            ).id
-            for n in range(12)
-        ]
+    ids = _email_rows(file_db, 12)
     batches = outcome_commits(monkeypatch)
     counted = OutcomeRecorder._commit
 
@@ -1000,13 +999,7 @@ def test_delivery_send_threads_drain_queued_mails_at_most_senders_at_once(
 ) -> None:
     # 20 mails, 3 slots: each send thread takes mail after mail from the queue
     # (no thread call per mail), never more than 3 at once, every mail once.
-    with file_db.begin() as session:
-        ids = [
-            add_notification(
-                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
-            ).id
-            for n in range(20)
-        ]
+    ids = _email_rows(file_db, 20)
     at_once = _Concurrency()
     send_blocking = EmailTransport.send_blocking
 
@@ -1077,13 +1070,7 @@ def test_delivery_stop_releases_mails_no_send_thread_took(
 ) -> None:
     # One slot, the first mail held in its thread past the grace period: the
     # mails still queued are released (pending, no attempt) and never sent.
-    with file_db.begin() as session:
-        ids = [
-            add_notification(
-                session, add_user(session, f"u{n}", addresses=(f"u{n}@example.org",))
-            ).id
-            for n in range(3)
-        ]
+    ids = _email_rows(file_db, 3)
     holding = threading.Event()
     release = threading.Event()
     send_blocking = EmailTransport.send_blocking
