@@ -547,6 +547,28 @@ async def _action_post(request: web.Request) -> web.Response:
 # -- the application -------------------------------------------------------------------
 
 
+def _refuse_unknown_expectations(router: web.UrlDispatcher) -> None:
+    """Answer an ``Expect`` header other than ``100-continue`` with a 417 that quotes nothing.
+
+    aiohttp runs its own expectation handler before any middleware, and its 417 quotes
+    the header; a value that is not UTF-8 (the parser keeps such bytes as surrogates)
+    then fails to encode and the client gets a 500 with an error in the log. The check
+    runs where the route is resolved, before aiohttp's handler, on every path.
+    """
+    resolve = router.resolve
+
+    async def resolve_checked(request: web.Request) -> web.UrlMappingMatchInfo:
+        expect = request.headers.get("Expect")
+        # aiohttp honours expectations on HTTP/1.1 only, and so does this.
+        if expect and request.version == (1, 1) and expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(
+                text="The only expectation this server meets is 100-continue.\n"
+            )
+        return await resolve(request)
+
+    router.resolve = resolve_checked  # type: ignore[method-assign]
+
+
 @web.middleware
 async def _report_request(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -593,6 +615,7 @@ def build_app(
     app.router.add_post("/unsubscribe/{token}", _unsubscribe_post)
     app.router.add_get("/act/{token}", _action_page)
     app.router.add_post("/act/{token}", _action_post)
+    _refuse_unknown_expectations(app.router)
     return app
 
 

@@ -376,3 +376,32 @@ def test_http_a_body_that_does_not_decode_is_a_400_not_a_server_error(
     assert re.match(rb"HTTP/1\.[01] 400 ", received), received[:200]
     assert fuzz_server.alive()
     assert not server_errors.records, [r.getMessage() for r in server_errors.records]
+
+
+@pytest.mark.parametrize("expect", [b"\xb2", b"\xff\xfe100-continue", b"200-ok"])
+@pytest.mark.parametrize("path", ["/", "/live", "/feeds/x.atom"])
+def test_http_an_unknown_expectation_is_a_417_not_a_server_error(
+    fuzz_server: FuzzServer, server_errors: _Errors, expect: bytes, path: str
+) -> None:
+    # Found by the fuzzer: aiohttp's own 417 quoted a header that is not UTF-8 and
+    # failed to encode it (a 500), on any path, matched or not.
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"Expect: "
+        + expect
+        + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    received = exchange(fuzz_server.port, request)
+    assert received.startswith(b"HTTP/1.1 417 "), received[:200]
+    assert fuzz_server.alive()
+    assert not server_errors.records, [r.getMessage() for r in server_errors.records]
+
+
+def test_http_100_continue_is_still_met(fuzz_server: FuzzServer, server_errors: _Errors) -> None:
+    request = (
+        b"GET /live HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    received = exchange(fuzz_server.port, request)
+    assert received.startswith(b"HTTP/1.1 100 Continue"), received[:200]
+    assert not server_errors.records, [r.getMessage() for r in server_errors.records]
