@@ -7,7 +7,7 @@
 - ``list_dead_messages`` (``dead_messages.py``): messages put aside after failing again and again.
 - ``Senders`` (``delivery.py``): the senders that drain the outbox.
 - ``Service`` (``service.py``): start-up, main loop, clean stop; systemd notifications.
-- ``in_thread``, ``in_pool``, ``in_unit_of_work`` (``concurrency.py``): how async code calls
+- ``in_thread``, ``in_unit_of_work`` (``concurrency.py``): how async code calls
   blocking code.
 - ``Metrics`` (``metrics.py``): counters and health shared by all of them.
 - ``main`` (``cli.py``): the ``fmn-daemon`` command.
@@ -50,7 +50,6 @@ _EXPORTS = {
     "Service": ".service",
     "StartupError": ".service",
     "decode_delivery": ".ingest",
-    "in_pool": ".concurrency",
     "in_thread": ".concurrency",
     "in_unit_of_work": ".concurrency",
     "ingest_batch": ".ingest",
@@ -75,7 +74,6 @@ __all__ = [
     "Service",
     "StartupError",
     "decode_delivery",
-    "in_pool",
     "in_thread",
     "in_unit_of_work",
     "ingest_batch",
