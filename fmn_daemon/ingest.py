@@ -517,9 +517,8 @@ def ingest_batch(
         # guards it), so they go in without ``ON CONFLICT``.
         _insert_all(session, _NOTIFICATIONS, outbox, constants)
         result.notifications = len(outbox)
-        if result.notifications:
-            # Senders listening for new rows claim them at the commit, not at their next poll.
-            announce_new_rows(session)
+        # Senders listening for new rows claim them at the commit, not at their next poll.
+        announce_new_rows(session)
 
     result.ownership_changed = any(_affects_ownership(f) for f in fresh)
     if metrics is not None:
