@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, Text, case, cast, select
 from sqlalchemy.orm import Session
 
-from .db import is_postgres, run_on_driver
+from .db import is_postgres, run_all_on_driver
 from .models import Filter, Preference, Rule, User
 
 __all__ = [
@@ -139,14 +139,15 @@ def _load_chunk(session: Session, ids: list[int] | None) -> list[UserSnapshot]:
     if ids is not None and is_postgres(session):
         # The refresh between ingest batches reads a few users: through the
         # ORM, building and compiling the three statements cost the client
-        # more than the database takes to answer them.
+        # more than the database takes to answer them. The three go in one
+        # round trip: the ingest writer waits for this one between batches.
+        rule_rows, filter_rows, preference_rows = run_all_on_driver(
+            session, [(_FEW_RULES, [ids]), (_FEW_FILTERS, [ids]), (_FEW_PREFERENCES, [ids])]
+        )
         return _build(
-            ((f, n, a, g, _utc(e)) for f, n, a, g, e in run_on_driver(session, _FEW_RULES, [ids])),
-            (
-                (i, p, n, a, _utc(u))
-                for i, p, n, a, u in run_on_driver(session, _FEW_FILTERS, [ids])
-            ),
-            run_on_driver(session, _FEW_PREFERENCES, [ids]),
+            ((f, n, a, g, _utc(e)) for f, n, a, g, e in rule_rows),
+            ((i, p, n, a, _utc(u)) for i, p, n, a, u in filter_rows),
+            preference_rows,
         )
     preferences = select(
         Preference.id, Preference.user_id, Preference.context, Preference.enabled, User.name

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from fmn_core.config import Config
-from fmn_core.db import Database, catalog_of, config_of, run_on_driver
+from fmn_core.db import Database, catalog_of, config_of, run_all_on_driver, run_on_driver
 from fmn_core.rules import Catalog, default_catalog
 
 
@@ -88,6 +88,66 @@ def test_run_on_driver_runs_in_the_session_s_transaction(postgres_engine: Any) -
         with pytest.raises(DBAPIError) as caught:
             run_on_driver(session, "SELECT 1 / (n - n) FROM driver_probe")
         assert "division by zero" in str(caught.value.orig)
+
+
+@pytest.mark.postgres
+def test_run_all_on_driver_sends_statements_together_in_the_transaction(
+    postgres_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with Session(postgres_engine) as session, session.begin():
+        session.execute(text("CREATE TEMPORARY TABLE driver_probe (n integer) ON COMMIT DROP"))
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
+        # Sent together: in one pipeline, which psycopg flushes and syncs once.
+        pipelines: list[bool] = []
+        pipeline = type(driver).pipeline
+
+        def counting_pipeline(self: Any) -> Any:
+            pipelines.append(True)
+            return pipeline(self)
+
+        monkeypatch.setattr(type(driver), "pipeline", counting_pipeline)
+        inserted, selected, notified = run_all_on_driver(
+            session,
+            [
+                ("INSERT INTO driver_probe SELECT unnest(%s::integer[])", [[1, 2, 3]]),
+                ("SELECT n FROM driver_probe WHERE n = ANY(%s) ORDER BY n", [[1, 3]]),
+                ("SELECT pg_notify(%s, '')", ["fmn_probe"]),
+            ],
+        )
+        monkeypatch.undo()
+        # In order, each seeing the ones before.
+        assert (inserted, selected, notified) == ([], [(1,), (3,)], [("",)])
+        assert pipelines == [True]
+        # Still the session's transaction: its own statements see the rows.
+        assert session.scalar(text("SELECT count(*) FROM driver_probe")) == 3
+        # An error in any of them arrives as SQLAlchemy's, which callers sort failures by.
+        with pytest.raises(DBAPIError) as caught:
+            run_all_on_driver(
+                session,
+                [
+                    ("SELECT n FROM driver_probe", []),
+                    ("SELECT 1 / (n - n) FROM driver_probe", []),
+                ],
+            )
+        assert "division by zero" in str(caught.value.orig)
+
+
+@pytest.mark.postgres
+def test_run_all_on_driver_without_pipeline_mode_runs_them_one_at_a_time(
+    postgres_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    # A libpq older than 14 has no pipeline mode: the same answers, a trip each.
+    monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+    with Session(postgres_engine) as session, session.begin():
+        assert run_all_on_driver(
+            session, [("SELECT %s::integer", [1]), ("SELECT pg_notify(%s, '')", ["fmn_probe"])]
+        ) == [[(1,)], [("",)]]
 
 
 @pytest.mark.postgres
