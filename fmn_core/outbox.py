@@ -577,8 +577,8 @@ def mark_sent_autocommitted(
 ) -> int:
     """``mark_sent`` (no note) on PostgreSQL's ``Database.autocommit`` connection.
 
-    The senders' usual outcome, several times a second per sender: as driver SQL it
-    costs about a third of the CPU of the compiled statement.
+    The senders' usual outcome, many times a second: as driver SQL it costs a third
+    less CPU than ``mark_sent``'s compiled statement on the same connection.
     """
     id_list = list(ids)
     if not id_list:
