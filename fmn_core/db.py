@@ -283,11 +283,19 @@ class Database:
         ``COMMIT`` round trips and the session around them. Only where
         :attr:`can_autocommit` says so.
         """
+        with self.autocommit_connection() as connection:
+            yield connection
+
+    def autocommit_connection(self) -> Connection:
+        """:meth:`autocommit`'s connection, for a caller that keeps it open and closes it.
+
+        Taking a connection from the pool and giving it back cost more CPU than the
+        one statement run on it: whoever commits statement after statement keeps one.
+        """
         bind = self.sessionmaker.kw.get("bind")
         if not (isinstance(bind, Engine) and is_postgres(bind)):
             raise RuntimeError("autocommit connections are offered on PostgreSQL's pool only")
-        with bind.connect() as connection:
-            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        return bind.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def person_waiting(

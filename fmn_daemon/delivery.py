@@ -192,8 +192,10 @@ class Senders:
         self._send_pool: ThreadPoolExecutor | None = None
         #: ``Blocking`` sends waiting for a thread, and the lock the threads take them
         #: under (``_queue_mail``, ``_drain_mail``).
-        self._mail: deque[tuple[Job, asyncio.Future[None], asyncio.AbstractEventLoop]] = deque()
+        self._mail: deque[tuple[Job, asyncio.Future[None], _LoopCalls]] = deque()
         self._mail_lock = threading.Lock()
+        #: How the send threads reach the event loop of the latest ``_queue_mail``.
+        self._loop_calls: _LoopCalls | None = None
 
     # -- the one way into core ------------------------------------------------
 
@@ -401,10 +403,12 @@ class Senders:
     async def _close_idle_transports(self) -> None:
         for transport in self._pooled():
             await in_thread(transport.close_idle)
+        await in_thread(self._outcomes.close_idle)
 
     async def _close_transports(self) -> None:
         for transport in self._pooled():
             await in_thread(transport.close)
+        await in_thread(self._outcomes.close)
         pool, self._send_pool = self._send_pool, None
         if pool is not None:
             pool.shutdown(wait=False)
@@ -553,18 +557,26 @@ class Senders:
         thread finishing the mail before and starting it. A thread is started when
         a job waits and a slot is free, or when a slot is given back while jobs wait.
         """
-        loop = asyncio.get_running_loop()
-        sending: asyncio.Future[None] = loop.create_future()
+        calls = self._calls_to_loop()
+        sending: asyncio.Future[None] = calls.loop.create_future()
         with self._mail_lock:
-            self._mail.append((job, sending, loop))
+            self._mail.append((job, sending, calls))
         # Every thread running is busy with a mail (one finding none ends), so a
         # job that waits wants a thread of its own if a slot is free.
         if self._slots.try_take():
-            self._start_drain(self._slots, loop)
+            self._start_drain(self._slots, calls)
         return sending
 
-    def _start_drain(self, slots: _Slots, loop: asyncio.AbstractEventLoop) -> None:
-        self._send_threads().submit(self._drain_mail, slots, loop)
+    def _calls_to_loop(self) -> _LoopCalls:
+        """The running loop's ``_LoopCalls`` (made anew for a new loop: ``drain`` in tests)."""
+        loop = asyncio.get_running_loop()
+        calls = self._loop_calls
+        if calls is None or calls.loop is not loop:
+            calls = self._loop_calls = _LoopCalls(loop)
+        return calls
+
+    def _start_drain(self, slots: _Slots, calls: _LoopCalls) -> None:
+        self._send_threads().submit(self._drain_mail, slots, calls)
 
     def _slot_freed(self, slots: _Slots) -> None:
         """A send slot is free: to a thread for mails that wait, else to whoever waits."""
@@ -573,11 +585,11 @@ class Senders:
         with self._mail_lock:
             waiting = bool(self._mail)
         if waiting:
-            self._start_drain(slots, asyncio.get_running_loop())
+            self._start_drain(slots, self._calls_to_loop())
         else:
             slots.give()
 
-    def _drain_mail(self, slots: _Slots, loop: asyncio.AbstractEventLoop) -> None:
+    def _drain_mail(self, slots: _Slots, calls: _LoopCalls) -> None:
         """In a send thread, holding one slot: send and record mails until none waits.
 
         Each mail's outcome is committed before the thread takes the next, so a
@@ -586,16 +598,16 @@ class Senders:
         """
         # Each job's end goes to the loop when the thread takes the next one, or
         # with the slot once none waits: one wake-up of the loop for a lone mail.
-        done: tuple[asyncio.AbstractEventLoop, asyncio.Future[None], BaseException | None] | None
+        done: tuple[_LoopCalls, asyncio.Future[None], BaseException | None] | None
         done = None
         try:
             while True:
                 with self._mail_lock:
                     if not self._mail:
                         break
-                    job, sending, job_loop = self._mail.popleft()
+                    job, sending, job_calls = self._mail.popleft()
                 if done is not None:
-                    _call_soon(done[0], _settle, done[1], done[2])
+                    done[0].call(_settle, done[1], done[2])
                 error: BaseException | None = None
                 try:
                     outcome, recorded = self._send_in_thread(job)
@@ -605,12 +617,12 @@ class Senders:
                         self._outcomes.record_blocking(outcome)
                 except Exception as exc:
                     error = exc
-                done = (job_loop, sending, error)
+                done = (job_calls, sending, error)
         finally:
-            if done is not None and done[0] is not loop:
-                _call_soon(done[0], _settle, done[1], done[2])
+            if done is not None and done[0] is not calls:
+                done[0].call(_settle, done[1], done[2])
                 done = None
-            _call_soon(loop, self._drained, slots, done[1:] if done is not None else None)
+            calls.call(self._drained, slots, done[1:] if done is not None else None)
 
     def _drained(
         self,
@@ -793,6 +805,39 @@ def _settle(sending: asyncio.Future[None], error: BaseException | None) -> None:
         sending.set_result(None)
     else:
         sending.set_exception(error)
+
+
+class _LoopCalls:
+    """Calls from the send threads to one event loop, as many as wait per wake-up of it.
+
+    ``call_soon_threadsafe`` wakes the loop (a write to its self-pipe) for every call:
+    once per mail at a steady rate. Here a call made while earlier ones still wait
+    for the loop joins them, and the loop runs them all, in order, on one wake-up.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._calls: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        self._lock = threading.Lock()
+
+    def call(self, callback: Callable[..., object], *args: Any) -> None:
+        """``callback(*args)`` on the loop, from any thread."""
+        with self._lock:
+            first = not self._calls
+            self._calls.append((callback, args))
+        if first:
+            _call_soon(self.loop, self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for callback, args in calls:
+            try:
+                callback(*args)
+            except Exception as exc:  # as the loop treats a callback that raises: logged
+                self.loop.call_exception_handler(
+                    {"message": f"exception in callback {callback!r}", "exception": exc}
+                )
 
 
 def _call_soon(

@@ -10,7 +10,10 @@ once its own outcome is committed, so nothing is reported done before it is.
 Outcomes of mails that every destination took (the usual case) are one
 ``UPDATE``; on PostgreSQL it runs on a connection that commits it as it runs
 (``Database.autocommit``), one round trip instead of three with ``BEGIN`` and
-``COMMIT``.
+``COMMIT``. That connection is kept between such commits rather than taken from
+the pool and given back each time (which cost more CPU than the statement), and
+given back once unused for ``PING_AFTER_IDLE_SECONDS``, so that a connection
+idle long enough to have been dropped is pinged by the pool before its next use.
 
 Sends that run in worker threads (e-mail) record their outcomes there, in a
 group commit among those threads (:meth:`OutcomeRecorder.record_blocking`): the
@@ -29,16 +32,20 @@ transaction, and only the one that fails again reports the error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fmn_core import outbox
 from fmn_core.config import DeliveryConfig
-from fmn_core.db import Database
+from fmn_core.db import PING_AFTER_IDLE_SECONDS, Database
 from fmn_core.outbox import ClaimedNotification
 from fmn_core.text import for_log
 
@@ -122,6 +129,11 @@ class OutcomeRecorder:
         self._lock = threading.Lock()
         self._queued: list[_Pending] = []
         self._committing = False
+        #: The autocommit connection sent outcomes are written on (PostgreSQL), kept
+        #: between commits; when it was last used; held while a commit uses it.
+        self._kept: Connection | None = None
+        self._kept_used = 0.0
+        self._kept_lock = threading.Lock()
 
     async def record(self, outcome: Outcome) -> None:
         """Commit ``outcome``; returns once it is, raises if it could not be."""
@@ -248,11 +260,66 @@ class OutcomeRecorder:
     def _commit(self, outcomes: Sequence[Outcome]) -> list[list[str]]:
         """Write and commit ``outcomes`` (blocking); each row's new state, per outcome."""
         if self.db.can_autocommit and all(o.accepted and o.note is None for o in outcomes):
-            with self.db.autocommit() as connection:
-                outbox.mark_sent(connection, [i for o in outcomes for i in o.ids])
+            ids = [i for o in outcomes for i in o.ids]
+            if not self._mark_sent_kept(ids):
+                with self.db.autocommit() as connection:
+                    outbox.mark_sent(connection, ids)
             return [["sent"] * len(o.rows) for o in outcomes]
         with self.db.begin() as session:
             return self._write(session, outcomes)
+
+    def _mark_sent_kept(self, ids: list[int]) -> bool:
+        """``mark_sent`` of ``ids`` on the kept connection; False if another commit holds it."""
+        if not self._kept_lock.acquire(blocking=False):
+            # The loop's commit and the threads' at once (push and e-mail): the
+            # second takes a connection from the pool, as every commit used to.
+            return False
+        try:
+            connection = self._kept
+            if connection is not None and time.monotonic() - self._kept_used >= (
+                PING_AFTER_IDLE_SECONDS
+            ):
+                # Idle long enough that the server may have dropped it: back to the
+                # pool, which pings a connection idle that long before handing it out.
+                self._kept = None
+                self._close(connection)
+                connection = None
+            if connection is None:
+                connection = self._kept = self.db.autocommit_connection()
+            try:
+                outbox.mark_sent_autocommitted(connection, ids)
+            except BaseException:
+                # Raised as before (a transient error is retried by the caller); the
+                # next commit starts from a fresh connection.
+                self._kept = None
+                self._close(connection)
+                raise
+            self._kept_used = time.monotonic()
+            return True
+        finally:
+            self._kept_lock.release()
+
+    def close_idle(self) -> None:
+        """Give the kept connection back to the pool if unused for a while (idle senders)."""
+        with self._kept_lock:
+            connection = self._kept
+            if connection is None or time.monotonic() - self._kept_used < PING_AFTER_IDLE_SECONDS:
+                return
+            self._kept = None
+        self._close(connection)
+
+    def close(self) -> None:
+        """Give the kept connection back to the pool (the senders stop)."""
+        with self._kept_lock:
+            connection, self._kept = self._kept, None
+        self._close(connection)
+
+    @staticmethod
+    def _close(connection: Connection | None) -> None:
+        if connection is not None:
+            # A connection that broke is invalidated by SQLAlchemy already.
+            with contextlib.suppress(SQLAlchemyError):
+                connection.close()
 
     def _write(self, session: Session, outcomes: Sequence[Outcome]) -> list[list[str]]:
         """Every outcome's rows, in one transaction; each row's new state, per outcome."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import smtplib
 import ssl
@@ -102,6 +103,33 @@ def _header_line(name: str, value: str) -> str:
     return f"{name}: " + Header(value, charset, header_name=name).encode(linesep="\r\n")
 
 
+@functools.lru_cache(maxsize=16)
+def _from_line(name: str, address: str) -> str:
+    # The same for every mail of a deployment: formatted once.
+    return _header_line("From", email.utils.formataddr((name, address)))
+
+
+#: The last ``Date`` header written, and the second it is for.
+_date: tuple[int, str] = (0, "")
+
+
+def _date_line() -> str:
+    """``Date: ...`` for now; RFC 5322 dates are to the second, so once per second."""
+    global _date
+    now = time.time()
+    second, line = _date
+    if int(now) != second:
+        line = f"Date: {email.utils.formatdate(now, usegmt=True)}"
+        # One assignment of a tuple: threads that race here write the same value.
+        _date = (int(now), line)
+    return line
+
+
+#: ``<address>`` as ``smtplib`` quotes it for ``MAIL FROM`` and ``RCPT TO``; the
+#: sender and the usual recipients are parsed once rather than for every mail.
+_quoted = functools.lru_cache(maxsize=4096)(smtplib.quoteaddr)
+
+
 def build_message(smtp: SmtpConfig, address: str, rendered: Rendered) -> bytes:
     """The plain-text mail of ``rendered`` to ``address``, from the operator's sender.
 
@@ -120,11 +148,11 @@ def build_message(smtp: SmtpConfig, address: str, rendered: Rendered) -> bytes:
         raw = text.encode("utf-8").decode("latin-1")
         encoding, body = "quoted-printable", quoprimime.body_encode(raw, eol="\r\n")
     lines = [
-        _header_line("From", email.utils.formataddr((smtp.from_name, smtp.from_address))),
+        _from_line(smtp.from_name, smtp.from_address),
         # An address is never RFC 2047-encoded: one that is not ASCII goes as it is.
         f"To: {address}",
         _header_line("Subject", _header_value(rendered.subject)),
-        f"Date: {email.utils.formatdate(usegmt=True)}",
+        _date_line(),
         f"Message-ID: {email.utils.make_msgid(domain=domain)}",
         "MIME-Version: 1.0",
         'Content-Type: text/plain; charset="utf-8"',
@@ -173,11 +201,17 @@ class _Session:
     def transaction(self, sender: str, recipient: str, data: bytes, utf8: bool) -> None:
         """One mail: ``MAIL FROM``, ``RCPT TO``, ``DATA``; raises ``_Refused`` or ``_Gone``."""
         client = self.client
-        options = ["SMTPUTF8"] if utf8 else []
         try:
-            code, text = client.mail(sender, options)
+            if utf8:
+                code, text = client.mail(sender, ["SMTPUTF8"])
+            else:
+                # What ``client.mail`` and ``client.rcpt`` send, with the addresses
+                # quoted once (``_quoted``) instead of parsed again for every mail.
+                client.putcmd("mail", f"FROM:{_quoted(sender)}")
+                code, text = client.getreply()
             self._check(code, text, "sender refused", (250,))
-            code, text = client.rcpt(recipient)
+            client.putcmd("rcpt", f"TO:{_quoted(recipient)}")
+            code, text = client.getreply()
             self._check(code, text, "recipient refused", (250, 251))
         except smtplib.SMTPNotSupportedError:
             raise _Refused("the server does not offer SMTPUTF8, which this address needs") from None

@@ -40,3 +40,26 @@ def test_xml_text_always_parses(text: str) -> None:
 @given(st.text())
 def test_one_line_is_one_clean_line(text: str) -> None:
     assert not has_control(one_line(text))
+
+
+def test_xml_text_of_each_ascii_character() -> None:
+    # ASCII text is translated in one call, not looked up character by character:
+    # the same answer for every one of the 128.
+    for code in range(128):
+        character = chr(code)
+        if character in "\n\t":
+            expected = character
+        elif character == "\r":
+            expected = "\n"
+        elif code < 32 or code == 127:
+            expected = " "
+        else:
+            expected = character
+        assert xml_text(character) == expected, code
+        assert xml_text(f"a{character}b") == f"a{expected}b", code
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)), st.text())
+def test_xml_text_of_ascii_text_as_of_any_text(ascii_text: str, other: str) -> None:
+    # Text with one character beyond ASCII takes the character-by-character path.
+    assert xml_text(ascii_text + "é" + other) == xml_text(ascii_text) + "é" + xml_text(other)

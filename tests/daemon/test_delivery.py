@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 from core.test_outbox import add_notification, add_user, state_of
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.conftest import WITH_JSON, CountingServer, PushReceiver, SmtpServer, free_port
-from fmn_core import preferences
+from fmn_core import outbox, preferences
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, SmtpConfig
 from fmn_core.db import Database, make_engine
 from fmn_core.models import Base, Confirmation, Notification, User, utcnow
 from fmn_core.rendering import Links, Rendered
 from fmn_daemon.delivery import NO_ADDRESS_ERROR, RATE_LIMIT_DIGEST_MINUTES, Senders
+from fmn_daemon.failures import is_transient
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.outcomes import Outcome, OutcomeRecorder
 from fmn_daemon.transports import Transport, TransportError
@@ -538,6 +540,84 @@ def test_delivery_records_mails_every_destination_took_in_one_autocommitted_stat
 
 
 # -- the send path: pooled SMTP sessions, overlapping rounds, group commits ---------------------
+
+
+def checked_out(engine: Any) -> int:
+    """Connections taken from the engine's pool and not given back."""
+    return int(engine.pool.checkedout())
+
+
+@pytest.mark.postgres
+def test_delivery_keeps_the_connection_sent_outcomes_are_written_on(
+    empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taking a connection from the pool and giving it back cost more CPU than the
+    # UPDATE of a sent outcome: the recorder keeps one between such commits, gives
+    # it back once idle (the pool pings a connection idle that long), and starts
+    # from a fresh one when the kept one broke.
+    from sqlalchemy import create_engine, event, text
+    from sqlalchemy.pool import NullPool
+
+    from fmn_daemon import outcomes as outcomes_module
+
+    engine = make_engine(empty_postgres_url)
+    try:
+        Base.metadata.create_all(engine)
+        database = Database(Config(database_url=str(engine.url)), engine)
+        with database.begin() as session:
+            users = [add_user(session, f"u{n}", "push", (f"ok-{n}",)) for n in range(6)]
+            ids = [add_notification(session, user, "push").id for user in users]
+        with database.begin() as session:
+            rows = outbox.claim_due(session, worker="w", limit=10, lease_seconds=60)
+        by_id = {row.id: row for row in rows}
+        checkouts: list[int] = []
+
+        @event.listens_for(engine, "checkout")
+        def _checked_out(dbapi_connection: Any, *_: Any) -> None:
+            checkouts.append(id(dbapi_connection))
+
+        recorder = OutcomeRecorder(database, DeliveryConfig(), Metrics())
+
+        def sent(row_id: int) -> Outcome:
+            return Outcome(rows=(by_id[row_id],), digest=False, accepted=1, errors=(), refused=())
+
+        recorder.record_blocking(sent(ids[0]))
+        recorder.record_blocking(sent(ids[1]))
+        assert len(checkouts) == 1  # two commits, one connection taken from the pool
+        assert checked_out(engine) == 1
+
+        # Idle past the ping interval: given back, and taken again (pinged) when next used.
+        monkeypatch.setattr(outcomes_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        recorder.close_idle()
+        assert checked_out(engine) == 0
+        recorder.record_blocking(sent(ids[2]))
+        assert len(checkouts) == 2
+        monkeypatch.setattr(outcomes_module, "PING_AFTER_IDLE_SECONDS", 60.0)
+
+        # The server drops the kept connection: that commit fails as the database
+        # going away does (the sender retries it), and the next one gets a fresh one.
+        with recorder._kept_lock:
+            kept = recorder._kept
+            assert kept is not None
+            pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        killer_engine = create_engine(empty_postgres_url, poolclass=NullPool)
+        with killer_engine.connect() as killer:
+            killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            killer.commit()
+        killer_engine.dispose()
+        with pytest.raises(SQLAlchemyError) as raised:
+            recorder.record_blocking(sent(ids[3]))
+        assert is_transient(raised.value)
+        recorder.record_blocking(sent(ids[3]))
+        recorder.record_blocking(sent(ids[4]))
+        assert len(checkouts) == 3
+        recorder.close()
+        assert checked_out(engine) == 0
+        states = [state_of(database, i) for i in ids]
+        assert [s.state for s in states] == ["sent"] * 5 + ["sending"]
+        assert all(s.sent_at is not None and s.claimed_by is None for s in states[:5])
+    finally:
+        engine.dispose()
 
 
 def _email_rows(db: Database, n: int) -> list[int]:
@@ -1135,3 +1215,47 @@ def test_outcomes_recorded_from_threads_cost_only_themselves(file_db: Database) 
     assert [r is None for r in results] == [True, False, True, True, True, True]
     assert {state_of(file_db, i).state for i in ids if i != ids[1]} == {"sent"}
     assert metrics.get("notifications_sent") == 5
+
+
+def test_delivery_send_threads_wake_the_loop_once_for_calls_that_wait_together() -> None:
+    # A send thread tells the event loop of each mail it finished; calls made while
+    # earlier ones still wait for the loop go with them on one wake-up, in order,
+    # and a call that raises is reported without stopping the others.
+    from fmn_daemon.delivery import _LoopCalls
+
+    async def scenario() -> tuple[list[int], int, list[Any]]:
+        loop = asyncio.get_running_loop()
+        calls = _LoopCalls(loop)
+        wakeups = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal wakeups
+            wakeups += callback == calls._run
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+        errors: list[Any] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context["exception"]))
+        seen: list[int] = []
+
+        def boom() -> None:
+            raise RuntimeError("a callback's bug")
+
+        def from_a_thread(first: int) -> None:
+            calls.call(seen.append, first)
+            calls.call(boom)
+            calls.call(seen.append, first + 1)
+
+        for first in (1, 3):
+            # The loop is busy (here: waiting for the thread) while the thread calls.
+            thread = threading.Thread(target=from_a_thread, args=(first,))
+            thread.start()
+            thread.join()
+            await asyncio.sleep(0)
+        return seen, wakeups, errors
+
+    seen, wakeups, errors = asyncio.run(scenario())
+    assert seen == [1, 2, 3, 4]
+    assert wakeups == 2  # three calls each time, one wake-up
+    assert [str(e) for e in errors] == ["a callback's bug"] * 2

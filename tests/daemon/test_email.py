@@ -242,3 +242,18 @@ def test_email_closes_sessions_idle_too_long(counting_server: CountingServer) ->
     transport.close()
     assert transport.opened == 2
     assert len(counting_server.sessions) == 2
+
+
+def test_email_message_date_is_the_second_it_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Date header is formatted once per second, never kept longer.
+    import email.utils
+    import time
+
+    rendered = render(claimed(), LINKS)
+    dates = []
+    for moment in (1_800_000_000.2, 1_800_000_000.9, 1_800_000_001.0, 1_800_003_600.5):
+        monkeypatch.setattr(time, "time", lambda moment=moment: moment)
+        parsed = email.message_from_bytes(build_message(SmtpConfig(), "jo@example.org", rendered))
+        dates.append(parsed["Date"])
+        assert parsed["Date"] == email.utils.formatdate(int(moment), usegmt=True)
+    assert len(set(dates)) == 3
