@@ -371,7 +371,7 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("message_id", "user_id", "context"),
         Index("ix_notifications_due", "state", "next_attempt_at"),
-        Index("ix_notifications_user_context", "user_id", "context", "state"),
+        Index("ix_notifications_user_context", "user_id", "context", "state", "sent_at"),
     )
 
     id: Mapped[bigpk]
