@@ -644,6 +644,25 @@ class _RuleLists:
         return default if number < 0 else self.lists[number]
 
 
+_decode_json = json.JSONDecoder().raw_decode
+
+
+def _json(text: str) -> Any:
+    """``json.loads(text)`` at a third of its cost on the stored arguments' texts.
+
+    ``json.loads`` checks its argument's type and a byte-order mark, and matches
+    trailing whitespace with a regular expression before it reads: a microsecond
+    for each of 82,730 distinct rules at 100k users. Texts that are not one JSON
+    value from their first character to their last are left to ``json.loads``,
+    which reads them, or refuses them, as it would have.
+    """
+    try:
+        value, end = _decode_json(text)
+    except ValueError:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
 def _grouped_rule_lists(rows: Iterator[Sequence[Any]]) -> tuple[_RuleLists, set[int]]:
     """``_rule_lists`` from the rows of ``_GROUPED_RULES``: one per distinct rule list."""
     numbered: dict[str, RuleSnapshot] = {}
@@ -660,7 +679,7 @@ def _grouped_rule_lists(rows: Iterator[Sequence[Any]]) -> tuple[_RuleLists, set[
             snapshot = numbered.get(rule)
             if snapshot is None:
                 name, arguments, negated = rule.split(_PART_SEPARATOR)
-                parsed = json.loads(arguments) if arguments else None
+                parsed = _json(arguments) if arguments else None
                 # A JSON string: its bare text unless it has an escape.
                 name = json.loads(name) if "\\" in name else name[1:-1]
                 snapshot = numbered[rule] = RuleSnapshot(
@@ -706,7 +725,7 @@ def _rule_lists(rows: Iterator[Sequence[Any]]) -> tuple[_RuleLists, set[int]]:
         signature = (name, arguments, bool(negated))
         number = numbered.get(signature)
         if number is None:
-            parsed = json.loads(arguments) if arguments else None
+            parsed = _json(arguments) if arguments else None
             number = numbered[signature] = len(snapshots)
             snapshots.append(RuleSnapshot(name, dict(parsed or {}), signature[2]))
         numbers.append(number)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,7 +34,7 @@ from fmn_core.matcher import (
 from fmn_core.messages import SEVERITY_LEVELS, MessageFacts
 from fmn_core.models import ChangeEvent, Filter, Preference, Rule, User
 from fmn_core.rules import Catalog, IndexHint, Parameter, RuleContext, RuleSpec, default_catalog
-from fmn_core.snapshots import _RuleLists, _user_snapshot, stream_snapshots
+from fmn_core.snapshots import _json, _RuleLists, _user_snapshot, stream_snapshots
 
 # -- building preferences --------------------------------------------------------------
 
@@ -894,6 +896,30 @@ def test_streamed_rule_lists_added_in_groups_in_any_order() -> None:
         assert [rule_lists.get(i, none) for i in first] == [lists[0]] * len(first)
         assert [rule_lists.get(i, none) for i in second] == [lists[1]] * len(second)
         assert rule_lists.get(6, none) is none
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{}",
+        '{"app": "bodhi"}',
+        ' {"a": 1}',
+        '{"a": 1} ',
+        '{"a": 1}x',
+        "\ufeff{}",
+        "1e400",
+        "NaN",
+        "",
+    ],
+)
+def test_stored_arguments_are_read_as_json_loads_reads_them(text: str) -> None:
+    try:
+        expected: Any = json.loads(text)
+    except ValueError as refused:
+        with pytest.raises(type(refused), match=re.escape(str(refused))):
+            _json(text)
+    else:
+        assert repr(_json(text)) == repr(expected)  # NaN is not equal to itself
 
 
 def test_streamed_users_as_snapshots_carry_every_field() -> None:
