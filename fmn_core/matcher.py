@@ -600,6 +600,11 @@ def _context_of(preference: StreamedContext) -> str:
     return preference[0]
 
 
+def _hint_rank(hinted: tuple[RuleSpec, Mapping[str, Any]]) -> int:
+    hint = hinted[0].hint
+    return hint.rank if hint is not None else 0
+
+
 def _rule_context(
     owner: str, ownership: OwnershipLookup, membership: MembershipLookup
 ) -> RuleContext:
@@ -1039,11 +1044,13 @@ class Matcher:
             compiled_rules.append(compiled)
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
-        # Most selective first (a stable sort keeps the order among equals, which
-        # breaks ties): ``_filing`` then stops before the hints that cannot win.
-        hinted.sort(key=lambda pair: pair[0].hint.rank if pair[0].hint else 0)
+        if len(hinted) > 1:
+            # Most selective first (a stable sort keeps the order among equals, which
+            # breaks ties): ``_filing`` then stops before the hints that cannot win.
+            hinted.sort(key=_hint_rank)
         plan = _Plan(tuple(compiled_rules), tuple(hinted), self._rules_key(compiled_rules))
-        if all(self._reads_nobody(spec.hint.values) for spec, _ in plan.hinted if spec.hint):
+        reads_nobody = self._reads_nobody
+        if all(reads_nobody(spec.hint.values) for spec, _ in hinted if spec.hint):
             # Every filter with these rules is filed the same way: work it out once.
             recording, anyone = compiling.probe
             recording.used = False
@@ -1057,9 +1064,8 @@ class Matcher:
                 if plan.rules_key is not None:
                     plan.group_key = _group_key(plan.rules_key, filing)
                 return plan
-        ranks = [spec.hint.rank for spec, _ in plan.hinted if spec.hint]
-        if ranks and ranks[0] not in ranks[1:]:
-            plan.lead = plan.hinted[0]
+        if len(hinted) == 1 or (len(hinted) > 1 and _hint_rank(hinted[0]) < _hint_rank(hinted[1])):
+            plan.lead = hinted[0]
         return plan
 
     def _reads_nobody(self, function: Callable[..., Any]) -> bool:
@@ -1083,18 +1089,20 @@ class Matcher:
 
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
+        compiled: _CompiledRule | None
         try:
             # One flat tuple, ``(ref, negated, name, value, name, value, ...)`` by
             # argument name: a third the size of nested pairs, 120k times at 100k users.
-            key: _RuleKey | None = (
+            flat: _RuleKey = (
                 spec.ref,
                 rule.negated,
                 *itertools.chain.from_iterable(sorted(rule.arguments.items())),
             )
-            hash(key)
+            compiled = self._compiled.get(flat)  # raises TypeError if unhashable
+            key: _RuleKey | None = flat
         except TypeError:  # an argument that is not a plain value: compile it alone
-            key = None
-        if key is not None and (compiled := self._compiled.get(key)) is not None:
+            key = compiled = None
+        if compiled is not None:
             return compiled
         try:
             arguments = spec.validate(rule.arguments)
