@@ -4,9 +4,10 @@
 rather than through ORM objects: 100k users' rows load in seconds instead of
 minutes, and nothing is left to lazy-load. ``stream_snapshots`` reads every
 user with two queries and hands out one user at a time, so that a caller
-compiling them as they come never holds all users' snapshots at once (the
-daemon's start-up). Tests and benchmarks build snapshots directly, without a
-database.
+compiling them as they come never holds all users' snapshots at once; the
+daemon's start-up reads the same stream as plain tuples (``SnapshotStream.users``,
+``StreamedUser``), without making snapshots at all. Tests and benchmarks build
+snapshots directly, without a database.
 """
 
 from __future__ import annotations
