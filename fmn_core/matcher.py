@@ -52,13 +52,24 @@ from .db import catalog_of, config_of
 from .errors import InvalidArgument, UnknownRule
 from .messages import MessageFacts
 from .models import ChangeEvent, utcnow
-from .rules import INDEX_KEYS, Catalog, OwnershipLookup, RuleContext, RuleFunction, RuleSpec
+from .rules import (
+    INDEX_KEYS,
+    Catalog,
+    MembershipLookup,
+    OwnershipLookup,
+    RuleContext,
+    RuleFunction,
+    RuleSpec,
+)
 from .rules import default_catalog as _default_catalog
 from .snapshots import (
     ContextSnapshot,
     FilterSnapshot,
     RuleSnapshot,
     SnapshotStream,
+    StreamedContext,
+    StreamedFilter,
+    StreamedUser,
     UserSnapshot,
     load_snapshots,
 )
@@ -216,7 +227,7 @@ class _Plan:
     per list rather than once per filter.
     """
 
-    __slots__ = ("filing", "group_key", "hinted", "rules", "rules_key")
+    __slots__ = ("filing", "group_key", "hinted", "lead", "rules", "rules_key")
 
     def __init__(
         self,
@@ -236,6 +247,10 @@ class _Plan:
         self.filing: _Filing | None = None
         #: The group key that filing gives, when there is one.
         self.group_key: _GroupKey | None = None
+        #: When each filter is filed by its own hint calls and one hinted rule alone
+        #: has the best rank: that rule, whose values decide the filing whenever it
+        #: has any (``Matcher._personal_filing``).
+        self.lead: tuple[RuleSpec, Mapping[str, Any]] | None = None
 
 
 class _Entry:
@@ -267,6 +282,9 @@ class _Entry:
         context: RuleContext,
         filter_id: int,
         filter_name: str,
+        key: str | None,
+        values: _Values,
+        dynamic: bool,
     ) -> None:
         #: (user id, context) as one integer (``_Slot``).
         self.slot = slot
@@ -276,11 +294,11 @@ class _Entry:
         self.context = context
         self.filter_id = filter_id
         self.filter_name = filter_name
-        #: Whether filing it read the ownership lookup (``set_ownership`` refiles it).
-        self.dynamic = False
         #: Where it is filed: a key and values, or ``None`` for the always set.
-        self.key: str | None = None
-        self.values: _Values = ()
+        self.key = key
+        self.values = values
+        #: Whether filing it read the ownership lookup (``set_ownership`` refiles it).
+        self.dynamic = dynamic
         #: The group it is evaluated in, when other users' filters are the same.
         self.group: _SharedFilter | None = None
 
@@ -366,12 +384,14 @@ _Filed = _Entry | _SharedFilter
 #: What one index value holds: its only filter as itself (most values have one; a
 #: list of one would cost 80 bytes more, ~270k times at 100k users), or a list.
 _Bucket = _Filed | list[_Filed]
-#: A rule list as read, its plan (or why it has none), and whether a rule of it
-#: is time-bound; by the identity of the tuple (``Matcher._known``).
-_Known = tuple[tuple[RuleSnapshot, ...], "_Plan | _Unusable", bool]
-_Templates = dict[int, _Known]
+#: A rule list as read and its plan (or why it has none), by the identity of the
+#: tuple (``Matcher._known``).
+_Known = tuple[tuple[RuleSnapshot, ...], "_Plan | _Unusable"]
 #: A user's context for index hints, whose lookups note whether they were read.
 _Probe = tuple["_Recording", RuleContext]
+#: A user's filings by their plans' lead rule (the identity of its arguments):
+#: the filing and whether it read the ownership lookup.
+_Leads = dict[int, tuple["_Filing", bool]]
 
 
 #: An entry's index values: one value as the string itself, or a collection.
@@ -549,6 +569,65 @@ class _LoadProblems:
             )
 
 
+class _Compiling:
+    """What the users compiled by one ``Matcher._add_users`` call share: each distinct
+    rule list's plan, the problems found, and a context for hints that do not ask
+    whose filter it is."""
+
+    __slots__ = ("_timed", "plans", "probe", "problems")
+
+    def __init__(self, ownership: OwnershipLookup, membership: AccountDirectory) -> None:
+        self.problems = _LoadProblems()
+        #: Compiled rule lists by the identity of the users' rule tuple: users read
+        #: together share one tuple per distinct list (thousands of users'
+        #: ``app_is bodhi``), which is then compiled once. The tuple is kept with
+        #: its result so that its id is not reused meanwhile.
+        self.plans: dict[int, _Known] = {}
+        self._timed: dict[int, tuple[tuple[RuleSnapshot, ...], bool]] = {}
+        recording = _Recording(ownership, membership)
+        self.probe: _Probe = recording, RuleContext("", recording, recording)
+
+    def timed(self, rules: tuple[RuleSnapshot, ...]) -> bool:
+        """Whether a rule of this list expires (worked out once per list)."""
+        known = self._timed.get(id(rules))
+        if known is None:
+            timed = any(rule.expires_at is not None for rule in rules)
+            known = self._timed[id(rules)] = rules, timed
+        return known[1]
+
+
+def _context_of(preference: StreamedContext) -> str:
+    return preference[0]
+
+
+def _hint_rank(hinted: tuple[RuleSpec, Mapping[str, Any]]) -> int:
+    hint = hinted[0].hint
+    return hint.rank if hint is not None else 0
+
+
+def _rule_context(
+    owner: str, ownership: OwnershipLookup, membership: MembershipLookup
+) -> RuleContext:
+    """``RuleContext(owner, ownership, membership)`` at a third of the cost.
+
+    A frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``; its slots' own descriptors are quicker (two contexts
+    per user while loading: 200k at 100k users).
+    """
+    context = _new_context(RuleContext)
+    _set_context_owner(context, owner)
+    _set_context_ownership(context, ownership)
+    _set_context_membership(context, membership)
+    return context
+
+
+_new_context = object.__new__
+_context_slots = vars(RuleContext)
+_set_context_owner = _context_slots["owner"].__set__
+_set_context_ownership = _context_slots["ownership"].__set__
+_set_context_membership = _context_slots["membership"].__set__
+
+
 @contextmanager
 def _collector_paused(*, freeze: bool = False) -> Iterator[None]:
     """Pause the cyclic garbage collector while compiling many users.
@@ -704,7 +783,7 @@ class Matcher:
             # again: otherwise its first run would scan every one of those
             # millions of objects (seconds).
             with _collector_paused(freeze=True):
-                matcher._add_users(stream)
+                matcher._add_users(stream.users())
         return matcher
 
     @classmethod
@@ -732,18 +811,17 @@ class Matcher:
                 self._drop_user(user_id)
             self._add_users(snapshots)
 
-    def _add_users(self, snapshots: Iterable[UserSnapshot]) -> None:
+    def _add_users(self, users: Iterable[UserSnapshot | StreamedUser]) -> None:
         """Compile these users (replacing any already loaded) and log what was wrong."""
-        problems = _LoadProblems()
-        # Compiled rule lists by the identity of the snapshots' rule tuple:
-        # snapshots read together share one tuple per distinct list (thousands
-        # of users' ``app_is bodhi``), which is then compiled once. The tuple
-        # is kept with its result so that its id is not reused meanwhile.
-        templates: _Templates = {}
-        for snapshot in snapshots:
-            self._drop_user(snapshot.user_id)
-            self._add_user(snapshot, problems, templates)
-        problems.log()
+        compiling = _Compiling(self.ownership, self.membership)
+        for user in users:
+            if isinstance(user, UserSnapshot):
+                self._drop_user(user.user_id)
+                self._add_user(user, compiling)
+            else:
+                self._drop_user(user[0])
+                self._compile_user(user[0], user[1], user[2], compiling)
+        compiling.problems.log()
 
     def refresh_users(self, session: Session, user_ids: Iterable[int]) -> None:
         """Reload these users' preferences from the database; nobody else is touched."""
@@ -845,70 +923,113 @@ class Matcher:
             for entry in _entries_of(state):
                 self._unfile(entry)
 
-    def _add_user(
-        self,
-        snapshot: UserSnapshot,
-        problems: _LoadProblems,
-        templates: _Templates,
-    ) -> None:
-        context = RuleContext(snapshot.name, self.ownership, self.membership)
-        probe: _Probe | None = None
-        entries: list[_Entry] = []
+    def _add_user(self, snapshot: UserSnapshot, compiling: _Compiling) -> None:
+        """Compile a user's snapshot: what of it is time-bound as it is now, and when
+        that changes."""
         now = self.clock()
         wake: dt.datetime | None = None
-        ranks = self._context_rank
-        width = len(ranks)
-        for preference in sorted(snapshot.contexts, key=lambda p: p.context):
+        contexts: list[StreamedContext] = []
+        for preference in snapshot.contexts:
             if not preference.enabled or preference.context not in self.contexts:
                 continue
-            slot = snapshot.user_id * width + ranks[preference.context]
-            for order, filter_ in enumerate(preference.filters):
-                if not filter_.active:
-                    continue
-                known = templates.get(id(filter_.rules))
-                if known is None:
-                    known = self._known(filter_.rules, templates)
-                if known[2] or filter_.paused_until is not None:
+            filters: list[StreamedFilter] = []
+            for filter_ in preference.filters:
+                rules = filter_.rules
+                active = filter_.active
+                if active and (filter_.paused_until is not None or compiling.timed(rules)):
                     # Time-bound (rare): what it is now, and when that changes.
                     for moment in _moments(filter_):
                         if moment > now and (wake is None or moment < wake):
                             wake = moment
                     if _paused(filter_, now):
-                        continue
-                    filter_ = _unexpired(filter_, now)
-                    if not filter_.rules:
-                        continue
-                    known = self._known(filter_.rules, templates)
-                elif not filter_.rules:
-                    continue
-                plan = known[1]
-                if isinstance(plan, _Unusable):
-                    problem = problems.unknown if plan.unknown else problems.invalid
-                    problem[plan.name].append(snapshot.name)
-                    continue
-                entry = _Entry(slot, order, plan, context, filter_.filter_id, filter_.name)
-                if plan.filing is None and probe is None:
-                    recording = _Recording(self.ownership, self.membership)
-                    probe = recording, RuleContext(snapshot.name, recording, recording)
-                self._file(entry, probe)
-                entries.append(entry)
-        # A tuple: a third smaller than the list it was gathered in, 100k times.
-        self._users[snapshot.user_id] = tuple(entries) if entries else snapshot.name
-        self._ids_by_name[snapshot.name] = snapshot.user_id
+                        active = False
+                    else:
+                        rules = _unexpired(filter_, now).rules
+                # In position order, skipped ones included: the place is the order.
+                filters.append((filter_.filter_id, filter_.name, rules, active))
+            contexts.append((preference.context, True, filters))
+        self._compile_user(snapshot.user_id, snapshot.name, contexts, compiling)
         if wake is not None:
             heapq.heappush(self._wakes, (wake, snapshot.user_id))
 
-    def _known(self, rules: tuple[RuleSnapshot, ...], templates: _Templates) -> _Known:
-        """A rule list's plan (compiled once per list, by the identity of its tuple),
-        and whether a rule of it is time-bound."""
-        known = templates.get(id(rules))
+    def _compile_user(
+        self, user_id: int, name: str, contexts: list[StreamedContext], compiling: _Compiling
+    ) -> None:
+        """Compile and file one user's filters; nothing of them is time-bound.
+
+        The loop that runs 409,443 times at 100k users: it reads what it can from
+        the filter's plan and files the common case (a filing worked out per
+        plan) without further calls.
+        """
+        context = _rule_context(name, self.ownership, self.membership)
+        probe: _Probe | None = None
+        leads: _Leads = {}
+        entries: list[_Entry] = []
+        ranks = self._context_rank
+        first_slot = user_id * len(ranks)
+        plans = compiling.plans
+        place = self._place
+        if len(contexts) > 1:
+            contexts = sorted(contexts, key=_context_of)
+        for context_name, enabled, filters in contexts:
+            rank = ranks.get(context_name)
+            if rank is None or not enabled:
+                continue
+            slot = first_slot + rank
+            for order, (filter_id, filter_name, rules, active) in enumerate(filters):
+                if not active or not rules:
+                    continue
+                known = plans.get(id(rules))
+                plan = (known if known is not None else self._known(rules, compiling))[1]
+                if isinstance(plan, _Unusable):
+                    problem = (
+                        compiling.problems.unknown if plan.unknown else compiling.problems.invalid
+                    )
+                    problem[plan.name].append(name)
+                    continue
+                filing = plan.filing
+                if filing is not None:
+                    entry = _Entry(
+                        slot,
+                        order,
+                        plan,
+                        context,
+                        filter_id,
+                        filter_name,
+                        filing[0],
+                        filing[1],
+                        False,
+                    )
+                    place(entry, plan.group_key)
+                else:
+                    if probe is None:
+                        recording = _Recording(self.ownership, self.membership)
+                        probe = recording, _rule_context(name, recording, recording)
+                    lead = plan.lead
+                    found = None if lead is None else leads.get(id(lead[1]))
+                    if found is None:
+                        found = self._personal_filing(plan, probe, leads)
+                    (key, values), dynamic = found
+                    entry = _Entry(
+                        slot, order, plan, context, filter_id, filter_name, key, values, dynamic
+                    )
+                    place(entry, None if dynamic else _entry_group_key(entry))
+                entries.append(entry)
+        # A tuple: a third smaller than the list it was gathered in, 100k times.
+        self._users[user_id] = tuple(entries) if entries else name
+        self._ids_by_name[name] = user_id
+
+    def _known(self, rules: tuple[RuleSnapshot, ...], compiling: _Compiling) -> _Known:
+        """A rule list's plan, compiled once per list (by the identity of its tuple)."""
+        known = compiling.plans.get(id(rules))
         if known is None:
-            timed = any(rule.expires_at is not None for rule in rules)
             # The tuple is kept with its result so that its id is not reused meanwhile.
-            known = templates[id(rules)] = (rules, self._template(rules), timed)
+            known = compiling.plans[id(rules)] = (rules, self._template(rules, compiling))
         return known
 
-    def _template(self, rules: tuple[RuleSnapshot, ...]) -> _Plan | _Unusable:
+    def _template(
+        self, rules: tuple[RuleSnapshot, ...], compiling: _Compiling
+    ) -> _Plan | _Unusable:
         """A rule list as evaluated and filed; or why it can't be."""
         compiled_rules: list[_CompiledRule] = []
         hinted: list[tuple[RuleSpec, Mapping[str, Any]]] = []
@@ -923,15 +1044,18 @@ class Matcher:
             compiled_rules.append(compiled)
             if not rule.negated and spec.hint is not None and spec.hint.key in INDEX_KEYS:
                 hinted.append((spec, compiled[1]))
-        # Most selective first (a stable sort keeps the order among equals, which
-        # breaks ties): ``_filing`` then stops before the hints that cannot win.
-        hinted.sort(key=lambda pair: pair[0].hint.rank if pair[0].hint else 0)
+        if len(hinted) > 1:
+            # Most selective first (a stable sort keeps the order among equals, which
+            # breaks ties): ``_filing`` then stops before the hints that cannot win.
+            hinted.sort(key=_hint_rank)
         plan = _Plan(tuple(compiled_rules), tuple(hinted), self._rules_key(compiled_rules))
-        if all(self._reads_nobody(spec.hint.values) for spec, _ in plan.hinted if spec.hint):
+        reads_nobody = self._reads_nobody
+        if all(reads_nobody(spec.hint.values) for spec, _ in hinted if spec.hint):
             # Every filter with these rules is filed the same way: work it out once.
-            recording = _Recording(self.ownership, self.membership)
+            recording, anyone = compiling.probe
+            recording.used = False
             try:
-                filing = _filing(plan.hinted, RuleContext("", recording, recording))
+                filing = _filing(plan.hinted, anyone)
             except Exception:  # each filter is filed (and the failure logged) on its own
                 return plan
             if not recording.used:
@@ -939,6 +1063,9 @@ class Matcher:
                 plan.hinted = ()  # never filed by them again: save the memory
                 if plan.rules_key is not None:
                     plan.group_key = _group_key(plan.rules_key, filing)
+                return plan
+        if len(hinted) == 1 or (len(hinted) > 1 and _hint_rank(hinted[0]) < _hint_rank(hinted[1])):
+            plan.lead = hinted[0]
         return plan
 
     def _reads_nobody(self, function: Callable[..., Any]) -> bool:
@@ -962,18 +1089,20 @@ class Matcher:
 
     def _compile_rule(self, spec: RuleSpec, rule: RuleSnapshot) -> _CompiledRule | None:
         """The rule as evaluated, or ``None`` if its stored arguments are no longer valid."""
+        compiled: _CompiledRule | None
         try:
             # One flat tuple, ``(ref, negated, name, value, name, value, ...)`` by
             # argument name: a third the size of nested pairs, 120k times at 100k users.
-            key: _RuleKey | None = (
+            flat: _RuleKey = (
                 spec.ref,
                 rule.negated,
                 *itertools.chain.from_iterable(sorted(rule.arguments.items())),
             )
-            hash(key)
+            compiled = self._compiled.get(flat)  # raises TypeError if unhashable
+            key: _RuleKey | None = flat
         except TypeError:  # an argument that is not a plain value: compile it alone
-            key = None
-        if key is not None and (compiled := self._compiled.get(key)) is not None:
+            key = compiled = None
+        if compiled is not None:
             return compiled
         try:
             arguments = spec.validate(rule.arguments)
@@ -986,28 +1115,47 @@ class Matcher:
 
     # -- the index -------------------------------------------------------------
 
-    def _file(self, entry: _Entry, probe: _Probe | None = None) -> None:
-        """File an entry under its most selective positive hinted rule's values.
+    def _file(self, entry: _Entry) -> None:
+        """File an entry under its most selective positive hinted rule's values."""
+        plan = entry.plan
+        if plan.filing is not None:
+            entry.key, entry.values = plan.filing
+            entry.dynamic = False
+            self._place(entry, plan.group_key)
+            return
+        recording = _Recording(self.ownership, self.membership)
+        probe = recording, RuleContext(entry.context.owner, recording, recording)
+        (entry.key, entry.values), entry.dynamic = self._personal_filing(plan, probe, {})
+        self._place(entry, None if entry.dynamic else _entry_group_key(entry))
+
+    def _personal_filing(self, plan: _Plan, probe: _Probe, leads: _Leads) -> tuple[_Filing, bool]:
+        """Where a filter with this plan is filed for the probe's owner, by its own hint
+        calls, and whether they read the ownership lookup.
 
         ``probe`` is the owner's context for hints, reading the lookups through a
-        ``_Recording``: one per user while compiling many, rather than one per filter.
+        ``_Recording``: one per user while compiling many, rather than one per
+        filter. When the plan's lead rule has values, they alone decide (no other
+        hint has its rank): that filing is kept in ``leads`` for the user's other
+        filters with that lead (a packager's three "my packages" filters ask
+        ``package_owned_by_me`` once).
         """
-        plan = entry.plan
-        filing = plan.filing
-        if filing is None:
-            owner = entry.context.owner
-            if probe is None or probe[1].owner != owner:
-                recording = _Recording(self.ownership, self.membership)
-                probe = recording, RuleContext(owner, recording, recording)
-            recording = probe[0]
-            recording.used = False
-            filing = _filing(plan.hinted, probe[1], owner)
-            entry.dynamic = recording.used
-            entry.key, entry.values = filing
-            group_key = _entry_group_key(entry)
-        else:
-            entry.key, entry.values = filing
-            group_key = plan.group_key
+        recording, context = probe
+        owner = context.owner
+        recording.used = False
+        lead = plan.lead
+        if lead is None:
+            return _filing(plan.hinted, context, owner), recording.used
+        filing = _filing((lead,), context, owner)
+        if filing[0] is None:
+            # No values from the lead for this owner: the other hints decide, as
+            # ``_filing`` over all of them would (the lead, asked again, would
+            # give none again and log its failure twice).
+            return _filing(plan.hinted[1:], context, owner), recording.used
+        found = leads[id(lead[1])] = filing, recording.used
+        return found
+
+    def _place(self, entry: _Entry, group_key: _GroupKey | None) -> None:
+        """Put a filed entry (``entry.key``, ``entry.values``) in the index, or in its group."""
         item = entry if group_key is None else self._join_group(entry, group_key)
         if item is None:
             return  # it joined a group that is filed already

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,6 +19,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from fmn_core import snapshots as snapshots_module
+from fmn_core.accounts import LocalDirectory
 from fmn_core.config import CONTEXTS
 from fmn_core.db import Database, run_all_on_driver
 from fmn_core.matcher import (
@@ -26,12 +29,13 @@ from fmn_core.matcher import (
     Recipient,
     RuleSnapshot,
     UserSnapshot,
+    _rule_context,
     load_snapshots,
 )
 from fmn_core.messages import SEVERITY_LEVELS, MessageFacts
 from fmn_core.models import ChangeEvent, Filter, Preference, Rule, User
 from fmn_core.rules import Catalog, IndexHint, Parameter, RuleContext, RuleSpec, default_catalog
-from fmn_core.snapshots import _filter_snapshot, _RuleLists, stream_snapshots
+from fmn_core.snapshots import _json, _RuleLists, _user_snapshot, stream_snapshots
 
 # -- building preferences --------------------------------------------------------------
 
@@ -781,6 +785,89 @@ def test_matcher_does_not_ask_hints_that_cannot_win() -> None:
         assert matcher.recipients(message) == matcher.naive_recipients(message)
 
 
+def test_matcher_asks_a_user_s_lead_hint_once_for_all_their_filters() -> None:
+    """A packager's "my packages" filters, each with other rules, read the ownership
+    lookup once per user, are filed under the owner's packages, and follow
+    ``set_ownership``."""
+    mine = [
+        F("a", [r("package_owned_by_me"), r("app_is", app="bodhi")]),
+        F("b", [r("topic_matches", pattern="*.koji.*"), r("package_owned_by_me")]),
+        F("c", [r("package_owned_by_me")]),
+    ]
+    users = [snapshot(1, "alice", C("email", mine)), snapshot(2, "bob", C("email", mine))]
+    ownership = _CountingOwnership({"alice": ["kernel", "glibc"], "bob": ["bash"]})
+    matcher = Matcher.from_snapshots(users, ownership=ownership)
+    assert ownership.asked == 2  # once per user, not once per filter
+    assert matcher.stats().buckets == 3
+    kernel = facts(app="bodhi", packages=["kernel"])
+    assert who(matcher.recipients(kernel)) == [("alice", "email", "a")]
+    assert who(matcher.recipients(facts(app="koji", topic="x.koji.y", packages=["bash"]))) == [
+        ("bob", "email", "b")
+    ]
+    matcher.set_ownership(Ownership({"bob": ["kernel"]}))
+    assert who(matcher.recipients(kernel)) == [("bob", "email", "a")]
+    messages = [kernel, facts(app="koji", topic="x.koji.y", packages=["glibc", "kernel"])]
+    for message in messages:
+        assert matcher.recipients(message) == matcher.naive_recipients(message)
+
+
+def test_matcher_files_by_the_next_hint_when_the_lead_names_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lead hint (alone at the best rank) that names nothing for one owner, or raises:
+    that owner's filters are filed by their other hints, as when every hint is asked,
+    and each failure is logged."""
+
+    def maybe_me(arguments: Mapping[str, Any], context: RuleContext) -> tuple[str, ...] | None:
+        if context.owner == "carol":
+            raise RuntimeError("broken hint")
+        return None if context.owner == "bob" else (context.owner,)
+
+    def me(message: MessageFacts, context: RuleContext) -> bool:
+        return context.owner in message.usernames
+
+    spec = RuleSpec(
+        "maybe_me", "tests:maybe_me", me, "Me", "", (), IndexHint("username", maybe_me, 5)
+    )
+    filters = [
+        F("app", [r("maybe_me"), r("app_is", app="bodhi")]),
+        F("pkg", [r("package_involved", package="kernel"), r("maybe_me")]),
+    ]
+    users = [
+        snapshot(n, name, C("email", filters)) for n, name in enumerate(["alice", "bob", "carol"])
+    ]
+    with caplog.at_level("WARNING", logger="fmn_core.matcher"):
+        matcher = Matcher.from_snapshots(users, catalog=catalog_with(spec))
+    assert sum("index hint failed" in m for m in caplog.messages) == 2  # carol's two filters
+    assert matcher.count_candidates(facts(app="x", usernames=["alice"])) == 2
+    assert matcher.count_candidates(facts(app="x", usernames=["bob", "carol"])) == 0
+    assert matcher.count_candidates(facts(app="bodhi")) == 2  # bob's and carol's
+    assert matcher.count_candidates(facts(app="x", packages=["kernel"])) == 2
+    everyone = facts(usernames=["alice", "bob", "carol"], packages=["kernel"])
+    assert who(matcher.recipients(everyone)) == [
+        ("alice", "email", "app"),
+        ("bob", "email", "app"),
+        ("carol", "email", "app"),
+    ]
+    for message in (everyone, facts(app="x", usernames=["bob"], packages=["kernel"]), facts()):
+        assert matcher.recipients(message) == matcher.naive_recipients(message)
+
+
+def test_rule_contexts_made_by_their_slots_are_the_dataclass_s_own() -> None:
+    # ``_rule_context`` sets every field itself: a new field must be added there.
+    assert [f.name for f in dataclasses.fields(RuleContext)] == [
+        "owner",
+        "ownership",
+        "membership",
+    ]
+    ownership, membership = Ownership(), LocalDirectory()
+    made = _rule_context("alice", ownership, membership)
+    assert made == RuleContext("alice", ownership, membership)
+    assert type(made) is RuleContext
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.owner = "bob"  # type: ignore[misc]
+
+
 def test_matcher_one_value_filed_whole_through_refresh() -> None:
     """A filing of one value (held as the string itself) is filed, grouped and removed
     under that value, never under its letters."""
@@ -825,8 +912,33 @@ def test_streamed_rule_lists_added_in_groups_in_any_order() -> None:
         assert rule_lists.get(6, none) is none
 
 
-def test_streamed_filter_snapshots_are_the_dataclass_s_own() -> None:
-    # ``_filter_snapshot`` sets every field itself: a new field must be added there.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{}",
+        '{"app": "bodhi"}',
+        ' {"a": 1}',
+        '{"a": 1} ',
+        '{"a": 1}x',
+        "\ufeff{}",
+        "1e400",
+        "NaN",
+        "",
+    ],
+)
+def test_stored_arguments_are_read_as_json_loads_reads_them(text: str) -> None:
+    try:
+        expected: Any = json.loads(text)
+    except ValueError as refused:
+        with pytest.raises(type(refused), match=re.escape(str(refused))):
+            _json(text)
+    else:
+        assert repr(_json(text)) == repr(expected)  # NaN is not equal to itself
+
+
+def test_streamed_users_as_snapshots_carry_every_field() -> None:
+    # A streamed filter is (id, name, rules, active), with no pause: a new field of
+    # ``FilterSnapshot`` must be streamed too.
     assert [f.name for f in dataclasses.fields(FilterSnapshot)] == [
         "filter_id",
         "name",
@@ -835,12 +947,16 @@ def test_streamed_filter_snapshots_are_the_dataclass_s_own() -> None:
         "paused_until",
     ]
     rules = (r("app_is", app="bodhi"),)
-    made = _filter_snapshot(7, "f", rules, False)
-    assert made == FilterSnapshot(7, "f", rules, False)
-    assert repr(made) == repr(FilterSnapshot(7, "f", rules, False))
-    assert type(made) is FilterSnapshot
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        made.name = "g"  # type: ignore[misc]
+    made = _user_snapshot((5, "u", [("email", True, [(7, "f", rules, 0)]), ("irc", False, [])]))
+    assert made == UserSnapshot(
+        5,
+        "u",
+        (
+            ContextSnapshot("email", (FilterSnapshot(7, "f", rules, False),), True),
+            ContextSnapshot("irc", (), False),
+        ),
+    )
+    assert made.contexts[0].filters[0].active is False  # a driver's 0 read as a bool
 
 
 def test_matcher_ownership_hints_follow_set_ownership(db: Database) -> None:

@@ -153,3 +153,48 @@ def test_text_arguments_refuse_control_characters_and_lone_surrogates(value: str
 @pytest.mark.parametrize("value", ["plain", " \x7f delete", "é\u2603\U0001f600", "\ue000"])
 def test_text_arguments_keep_everything_else(value: str) -> None:
     assert Parameter("pattern", "a pattern", kind="text").validate("r", value) == value.strip()
+
+
+@pytest.mark.parametrize("space", [" ", "\u00a0", "\u2003", "\u3000", "\u2028"])
+def test_glob_arguments_refuse_any_whitespace(space: str) -> None:
+    parameter = Parameter("pattern", "a glob", kind="glob")
+    with pytest.raises(
+        InvalidArgument, match=r"^topic_matches: pattern must not contain spaces\.$"
+    ):
+        parameter.validate("topic_matches", f"org.*{space}update")
+    assert parameter.validate("topic_matches", f"{space}org.*.update{space}") == "org.*.update"
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "message"),
+    [
+        (Parameter("n", "a number", kind="integer"), True, "r: n must be a whole number."),
+        (Parameter("n", "a number", kind="integer"), "x", "r: n must be a whole number, not 'x'."),
+        (Parameter("app", "an app"), 3, "r: app must be text, not int."),
+        (Parameter("app", "an app"), "  ", "r: app must not be empty."),
+        (
+            Parameter("app", "an app"),
+            "a" * 300,
+            "r: app is too long (300 characters; at most 256).",
+        ),
+        (Parameter("app", "an app"), "a\x01", "r: app must not contain control characters."),
+        (
+            Parameter("level", "a level", kind="choice", choices=("INFO", "ERROR")),
+            "loud",
+            "r: level must be one of INFO, ERROR, not 'loud'.",
+        ),
+        (
+            Parameter("user", "a user"),
+            "@bob",
+            "r: user '@bob' is not a valid name: it starts with a letter or a digit, then "
+            "letters, digits and ._+@:/~- only, no spaces (leave out the @: bob, not @bob).",
+        ),
+    ],
+)
+def test_refused_arguments_say_which_rule_and_parameter(
+    parameter: Parameter, value: Any, message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parameter.validate("r", value)
+    assert str(refused.value) == message
+    assert refused.value.argument == parameter.name
