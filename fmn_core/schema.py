@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,14 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "is_current", "upgrade"]
+__all__ = [
+    "alembic_config",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "is_current",
+    "upgrade",
+]
 
 #: Alembic's default version table; fmn's ``alembic/env.py`` keeps the default.
 VERSION_TABLE = "alembic_version"
@@ -68,12 +76,24 @@ def upgrade(database_url: str, revision: str = "head") -> str:
     """Apply every migration up to ``revision``; return the revision now in place."""
     from alembic import command
 
+    return _migrate(database_url, command.upgrade, revision)
+
+
+def downgrade(database_url: str, revision: str) -> str:
+    """Undo the migrations after ``revision`` (rolling a release back); return the
+    revision now in place."""
+    from alembic import command
+
+    return _migrate(database_url, command.downgrade, revision)
+
+
+def _migrate(database_url: str, step: Callable[[AlembicConfig, str], None], revision: str) -> str:
     config = alembic_config(database_url)
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config, revision)
         return current_revision(engine) or ""
     finally:
         engine.dispose()

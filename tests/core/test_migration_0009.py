@@ -8,20 +8,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from fmn_core.db import make_engine
-from fmn_core.schema import alembic_config, upgrade
-
-
-def _downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    config = alembic_config(url)
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, revision)
-    finally:
-        engine.dispose()
+from fmn_core.schema import downgrade, upgrade
 
 
 def _rule_indexes(url: str) -> dict[str, list[str | None]]:
@@ -38,7 +25,7 @@ def test_migration_0009_indexes_rules_by_filter_and_goes_back_on_sqlite(tmp_path
     assert "ix_rules_filter_id" not in _rule_indexes(url)
     upgrade(url, "0009")
     assert _rule_indexes(url)["ix_rules_filter_id"] == ["filter_id"]
-    _downgrade(url, "0008")
+    downgrade(url, "0008")
     assert "ix_rules_filter_id" not in _rule_indexes(url)
 
 
@@ -94,7 +81,7 @@ def test_migration_0009_compresses_new_bodies_with_lz4_on_postgres(
             assert lengths == {"old": 5000, "new": 5000}
     finally:
         engine.dispose()
-    _downgrade(empty_postgres_url, "0008")
+    downgrade(empty_postgres_url, "0008")
     assert "ix_rules_filter_id" not in _rule_indexes(empty_postgres_url)
     if per_column:
         engine = make_engine(empty_postgres_url)

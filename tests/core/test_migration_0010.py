@@ -15,22 +15,9 @@ from sqlalchemy.orm import Session
 from fmn_core.db import make_engine
 from fmn_core.delivery_policy import _stats_statement, group_stats
 from fmn_core.models import User
-from fmn_core.schema import alembic_config, upgrade
+from fmn_core.schema import downgrade, upgrade
 
 _NAME = "ix_notifications_user_context"
-
-
-def _downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    config = alembic_config(url)
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, revision)
-    finally:
-        engine.dispose()
 
 
 def _columns(url: str) -> list[str | None]:
@@ -50,7 +37,7 @@ def test_migration_0010_adds_sent_at_to_the_index_and_goes_back_on_sqlite(
     assert _columns(url) == ["user_id", "context", "state"]
     upgrade(url, "0010")
     assert _columns(url) == ["user_id", "context", "state", "sent_at"]
-    _downgrade(url, "0009")
+    downgrade(url, "0009")
     assert _columns(url) == ["user_id", "context", "state"]
 
 
@@ -133,5 +120,5 @@ def test_migration_0010_counts_the_hours_sends_from_the_index_on_postgres(
         assert any("sent_at" in condition for condition in conditions), plan
     finally:
         engine.dispose()
-    _downgrade(empty_postgres_url, "0009")
+    downgrade(empty_postgres_url, "0009")
     assert _columns(empty_postgres_url) == ["user_id", "context", "state"]
