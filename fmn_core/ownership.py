@@ -26,9 +26,9 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -248,6 +248,8 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
 #: packages have one), a few names as a tuple (a third of a frozenset's size),
 #: or more as a frozenset.
 _Names = str | tuple[str, ...] | frozenset[str]
+#: What an owner's entry holds while the cache is built (names gathered, or a set).
+_Held = TypeVar("_Held")
 #: Up to this many names are kept as a tuple.
 _FEW = 4
 _NOBODY: frozenset[str] = frozenset()
@@ -291,12 +293,7 @@ class OwnershipCache:
             owner = share(owner, owner)
             if namespace != current:
                 current = namespace
-                found_map = by_owner.get(namespace)
-                if found_map is None:
-                    namespace = share(namespace, namespace)
-                    found_map = by_owner[namespace] = {}
-                    by_package[namespace] = {}
-                owners_map, packages_map = found_map, by_package[namespace]
+                owners_map, packages_map = _maps_of(namespace, by_owner, by_package, share)
             found = owners_map.get(owner)
             if found is None:
                 owners_map[owner] = package
@@ -364,12 +361,7 @@ class OwnershipCache:
                 owner = current_owner = share(owner, owner)
                 if namespace != current:
                     current = namespace
-                    found_map = by_owner.get(namespace)
-                    if found_map is None:
-                        namespace = share(namespace, namespace)
-                        found_map = by_owner[namespace] = {}
-                        by_package[namespace] = {}
-                    owners_map, packages_map = found_map, by_package[namespace]
+                    owners_map, packages_map = _maps_of(namespace, by_owner, by_package, share)
             else:
                 owner = current_owner
             run.append(package)
@@ -412,6 +404,22 @@ class OwnershipCache:
         if isinstance(found, str):
             return frozenset((found,))
         return frozenset(found)
+
+
+def _maps_of(
+    namespace: str,
+    by_owner: dict[str, dict[str, _Held]],
+    by_package: dict[str, dict[str, str | list[str]]],
+    share: Callable[[str, str], str],
+) -> tuple[dict[str, _Held], dict[str, str | list[str]]]:
+    """The owners' and the packages' maps of ``namespace``, made at its first row (the
+    loading loops ask only when the namespace changes from the row before's)."""
+    owners = by_owner.get(namespace)
+    if owners is None:
+        namespace = share(namespace, namespace)
+        owners = by_owner[namespace] = {}
+        by_package[namespace] = {}
+    return owners, by_package[namespace]
 
 
 def _end_run(owners: dict[str, frozenset[str]], owner: str, run: list[str]) -> None:

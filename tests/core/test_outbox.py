@@ -290,6 +290,47 @@ def test_mark_sent_records_the_time_and_frees_the_claim(db: Database) -> None:
     assert row.claimed_by is None and row.claimed_until is None
 
 
+def test_mark_sent_autocommitted_leaves_rows_as_mark_sent_does(postgres_engine: Any) -> None:
+    # The senders' fast path writes its own SQL: a column ``mark_sent`` resets
+    # that it forgot would leave a sent row looking claimed, held or failed.
+    from fmn_core.config import Config
+
+    database = Database(Config(database_url=str(postgres_engine.url)), postgres_engine)
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    at = dt.datetime(2026, 12, 6, 7, 0, tzinfo=dt.UTC)
+    columns = [c.name for c in Notification.__table__.columns if c.name not in {"id", "message_id"}]
+    try:
+        with database.begin() as session:
+            user = add_user(session, name)
+            worn: dict[str, Any] = {
+                "attempts": 2,
+                "claimed_by": "w",
+                "claimed_until": at,
+                "last_error": "earlier failure",
+                "hold_reason": "quiet-hours",
+                "created_at": at,
+                "next_attempt_at": at,
+            }
+            ids = [add_notification(session, user, **worn).id for _ in range(4)]
+        with database.begin() as session:
+            assert outbox.mark_sent(session, ids[:2], now=at) == 2
+        with database.autocommit() as connection:
+            assert outbox.mark_sent_autocommitted(connection, ids[2:], now=at) == 2
+            assert outbox.mark_sent_autocommitted(connection, [], now=at) == 0
+        rows = [state_of(database, i) for i in ids]
+        seen = [{c: getattr(row, c) for c in columns} for row in rows]
+        assert seen[0]["state"] == "sent" and seen[0]["sent_at"] == at
+        assert seen[0]["claimed_by"] is None and seen[0]["last_error"] is None
+        assert seen[0]["hold_reason"] is None and seen[0]["attempts"] == 2
+        assert seen[2] == seen[0] and seen[3] == seen[1]
+    finally:
+        with database.begin() as session:
+            session.delete(session.scalars(select(User).where(User.name == name)).one())
+            session.execute(
+                delete(StoredMessage).where(~StoredMessage.id.in_(select(Notification.message_id)))
+            )
+
+
 def test_mark_failed_backs_off_then_goes_dead_with_masked_error(db: Database) -> None:
     with db.begin() as session:
         row_id = add_notification(
