@@ -4,9 +4,9 @@
 
 Every corpus delivery is written as the broker sends it (Basic.Deliver, content
 header, body: three frames on channel 1) into one byte stream, cut in pika's
-4,096-byte reads. The stream is fed to a pika connection object (no socket:
-its channel only assembles each delivery from its frames, as pika's channel
-does) twice: through pika's own ``_on_data_available`` with pika's table
+4,096-byte reads. The stream is fed to a pika connection object (no socket)
+whose pika channel assembles each delivery and hands it to a consumer's
+callback, twice: through pika's own ``_on_data_available`` with pika's table
 decoder, and through ``read_frames_lean`` with fmn's table decoder. Both read
 with the header depth guard installed, as the consumer does. Each side's
 deliveries are checked to be the same. Times are this thread's CPU time per
@@ -32,18 +32,14 @@ import fmn_daemon.frames as frames
 READ_SIZE = 4096
 
 
-class _Channel:
-    """What a pika channel does with a delivery's frames, up to the consumer's callback."""
+class _Consumer:
+    """The consumer's callback on a pika channel: it keeps what it is handed."""
 
     def __init__(self) -> None:
-        self.assembler = pika.channel.ContentFrameAssembler()
         self.deliveries: list[tuple[Any, Any, bytes]] = []
 
-    def _handle_content_frame(self, frame_value: Any) -> None:
-        result = self.assembler.process(frame_value)
-        if result:
-            method, header, body = result
-            self.deliveries.append((method.method, header.properties, body))
+    def __call__(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self.deliveries.append((method, properties, body))
 
 
 class _Connection(pika.connection.Connection):  # type: ignore[misc]
@@ -55,8 +51,12 @@ class _Connection(pika.connection.Connection):  # type: ignore[misc]
         self.frames_received = 0
         self._heartbeat_checker = None
         self.callbacks = pika.callback.CallbackManager()
-        self.channel_one = _Channel()
-        self._channels = {1: self.channel_one}
+        # pika's own channel: its assembler builds each delivery and hands it
+        # to the consumer's callback, as in the consumer.
+        channel = pika.channel.Channel(self, 1, None)
+        self.consumer = _Consumer()
+        channel._consumers["ctag"] = self.consumer
+        self._channels = {1: channel}
 
 
 # pika's I/O hooks: never called, since nothing here is sent or scheduled.
@@ -92,7 +92,7 @@ def _run(chunks: list[bytes], *, lean: bool) -> tuple[float, _Connection]:
 def _summary(connection: _Connection) -> list[tuple[Any, ...]]:
     return [
         (m.delivery_tag, m.routing_key, p.message_id, p.headers, p.content_encoding, body)
-        for m, p, body in connection.channel_one.deliveries
+        for m, p, body in connection.consumer.deliveries
     ]
 
 

@@ -13,6 +13,7 @@ the size, and raises :class:`~fmn_core.errors.InputTooLarge` naming the bound.
 from __future__ import annotations
 
 import re
+from array import array
 from itertools import accumulate
 
 from .errors import InputTooLarge
@@ -24,7 +25,9 @@ _STRING_BYTES = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _STRING_TEXT = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _BRACKETS = b"[]{}"
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_NOT_SKELETON = bytes(b for b in range(256) if b not in b'"[]{}')
+#: Opening brackets as the signed byte 1, closing ones as -1.
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
 def json_depth(raw: bytes | str) -> int:
@@ -32,23 +35,29 @@ def json_depth(raw: bytes | str) -> int:
 
     Brackets inside strings don't count. For invalid JSON (an unterminated
     string, say) the answer may be too high, never too low, which is the safe side
-    for a bound.
+    for a bound. A text and its UTF-8 encoding have the same depth: only ASCII
+    characters (quotes, backslashes, brackets) decide it.
     """
-    if isinstance(raw, str):
-        # Non-ASCII text can't contain brackets; only the ASCII skeleton matters.
-        parts = raw.split('"')
-        if len(parts) % 2 and '\\"' not in raw:
-            # Every quote opens or closes a string (none is escaped, none is left
-            # open): the text outside strings is every other part, cut in C.
-            data = "".join(parts[::2]).encode("ascii", "ignore")
+    # Non-ASCII text can't contain quotes or brackets; only the ASCII skeleton matters.
+    data = raw.encode("ascii", "ignore") if isinstance(raw, str) else raw
+    brackets = None
+    if b'\\"' not in data:
+        # No quote is escaped: if every quote opens or closes a string (none is
+        # left open), the text outside strings is every other part between
+        # quotes. Cut from the quotes and brackets alone, in C.
+        parts = data.translate(None, _NOT_SKELETON).split(b'"')
+        if len(parts) % 2:
+            brackets = b"".join(parts[::2])
+    if brackets is None:
+        if isinstance(raw, str):
+            brackets = _STRING_TEXT.sub("", raw).encode("ascii", "ignore")
         else:
-            data = _STRING_TEXT.sub("", raw).encode("ascii", "ignore")
-    else:
-        data = _STRING_BYTES.sub(b"", raw)
-    brackets = data.translate(None, _NOT_BRACKETS)
+            brackets = _STRING_BYTES.sub(b"", raw)
+        brackets = brackets.translate(None, _NOT_BRACKETS)
     if not brackets:
         return 0
-    return max(0, max(accumulate(_STEP[b] for b in brackets)))
+    # +1 for an opening bracket, -1 for a closing one; the running sum in C.
+    return max(0, max(accumulate(array("b", brackets.translate(_STEPS)))))
 
 
 def _size(raw: bytes | str, max_bytes: int) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "URL_MAX_CHARS",
     "MessageDisplay",
     "app_from_topic",
+    "display_fields",
     "display_of",
     "stored_display",
 ]
@@ -74,12 +75,20 @@ def _safe_url(url: str | None) -> str | None:
 
 def display_of(facts: MessageFacts) -> MessageDisplay:
     """The display fields of a message's facts (what ingest stores)."""
+    return MessageDisplay(*display_fields(facts))
+
+
+def display_fields(facts: MessageFacts) -> tuple[str, str | None, str]:
+    """``display_of``'s summary, URL and application, without the object around them.
+
+    Ingest puts them straight into the message's row, once per message.
+    """
     summary = one_line(facts.summary, limit=SUMMARY_MAX_CHARS) if facts.summary else ""
     app = one_line(facts.app_name, limit=APP_MAX_CHARS) if facts.app_name else ""
-    return MessageDisplay(
-        summary=summary or one_line(facts.topic, limit=SUMMARY_MAX_CHARS),
-        url=_safe_url(facts.url),
-        app=app or app_from_topic(facts.topic),
+    return (
+        summary or one_line(facts.topic, limit=SUMMARY_MAX_CHARS),
+        _safe_url(facts.url),
+        app or app_from_topic(facts.topic),
     )
 
 

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from fmn_core.config import IngestConfig
 from fmn_core.db import run_on_driver
-from fmn_core.display import display_of
+from fmn_core.display import display_fields
 from fmn_core.errors import ConfigError, MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
 from fmn_core.messages import (
@@ -46,6 +46,7 @@ from fmn_core.messages import (
     check_headers,
     check_json_text,
     facts_of,
+    loads_bounded,
     loads_strict,
     message_of,
 )
@@ -83,6 +84,7 @@ MAX_TOPIC_LENGTH = 512
 
 #: Value types ``json_safe`` passes through unchanged.
 _PLAIN = frozenset((str, int, bool, float, type(None)))
+_STRINGS = frozenset((str,))
 
 _MESSAGES: Table = StoredMessage.__table__  # type: ignore[assignment]
 _NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
@@ -115,7 +117,10 @@ class IngestResult:
 def json_safe(value: Any) -> Any:
     """A JSON-serializable copy of AMQP header values (bytes, datetimes, decimals…)."""
     if type(value) is dict and _PLAIN.issuperset(map(type, value.values())):
-        # The usual headers: one table of strings, numbers and booleans.
+        # The usual headers: one table of strings, numbers and booleans, whose
+        # keys are all strings already (copied in C; ``str(k)`` is ``k``).
+        if _STRINGS.issuperset(map(type, value)):
+            return dict(value)
         return {str(k): v for k, v in value.items()}
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -182,10 +187,12 @@ def read_delivery(
             f"the body cannot be decoded as {encoding}: {exc}", message_id=message_id
         ) from exc
     try:
-        check_json_text(text, max_depth=limits.max_depth)
         # A UTF-8 body that decoded is already the text's UTF-8 encoding.
-        utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
-        data = loads_strict(text, body if utf8 else None)
+        if encoding == "utf-8" or encoding.lower().replace("-", "").replace("_", "") == "utf8":
+            data = loads_bounded(text, body, max_depth=limits.max_depth)
+        else:
+            check_json_text(text, max_depth=limits.max_depth)
+            data = loads_strict(text)
     except MalformedMessage as exc:
         raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
@@ -194,9 +201,22 @@ def read_delivery(
     return message_of(routing_key, data, json_safe(raw_headers), message_id), text
 
 
-def _display_columns(facts: MessageFacts) -> dict[str, str | None]:
-    shown = display_of(facts)
-    return {"summary": shown.summary, "url": shown.url, "app": shown.app}
+def _message_row(facts: MessageFacts, postgres: bool) -> dict[str, Any]:
+    """A stored message's columns (``received_at`` aside, the same for a whole batch)."""
+    # What feeds and the live feed show, so they never load the body.
+    summary, url, app = display_fields(facts)
+    body_json = facts.body_json
+    headers = facts.headers
+    return {
+        "id": facts.id,
+        "topic": facts.topic,
+        # SQLite's JSON column encodes values itself; PostgreSQL's takes the text.
+        "body": JsonText(body_json) if postgres and body_json is not None else facts.body,
+        "headers": headers if type(headers) is dict else dict(headers),
+        "summary": summary,
+        "url": url,
+        "app": app,
+    }
 
 
 def _refusal(facts: MessageFacts) -> str | None:
@@ -457,19 +477,8 @@ def ingest_batch(
     new_ids: set[str] = set()
     if facts_list:
         now = utcnow()
-        # SQLite's JSON column encodes values itself; PostgreSQL's takes the text.
         postgres = session.get_bind().dialect.name == "postgresql"
-        rows = [
-            {
-                "id": f.id,
-                "topic": f.topic,
-                "body": JsonText(f.body_json) if postgres and f.body_json is not None else f.body,
-                "headers": f.headers if type(f.headers) is dict else dict(f.headers),
-                # What feeds and the live feed show, so they never load the body.
-                **_display_columns(f),
-            }
-            for f in facts_list
-        ]
+        rows = [_message_row(f, postgres) for f in facts_list]
         new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"], {"received_at": now}))
     fresh = [f for f in facts_list if f.id in new_ids]
     result.duplicates += len(facts_list) - len(fresh)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import sys
 import time
+from itertools import accumulate
 
 import pytest
 
@@ -76,3 +79,41 @@ def test_check_json_bounds_names_the_bound() -> None:
     with pytest.raises(InputTooLarge):
         check_json_bounds('"' + "\u20ac" * 4 + '"', max_bytes=12, max_depth=5)
     check_json_bounds('"' + "\u20ac" * 3 + '"', max_bytes=12, max_depth=5)
+
+
+# -- json_depth against the walk it replaced ----------------------------------------------
+
+_REFERENCE_STRING_BYTES = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_REFERENCE_STRING_TEXT = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_REFERENCE_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _reference_depth(raw: bytes | str) -> int:
+    """``json_depth`` as it was: strings cut from the text, brackets walked one at a time."""
+    if isinstance(raw, str):
+        parts = raw.split('"')
+        if len(parts) % 2 and '\\"' not in raw:
+            data = "".join(parts[::2]).encode("ascii", "ignore")
+        else:
+            data = _REFERENCE_STRING_TEXT.sub("", raw).encode("ascii", "ignore")
+    else:
+        data = _REFERENCE_STRING_BYTES.sub(b"", raw)
+    brackets = data.translate(None, bytes(b for b in range(256) if b not in b"[]{}"))
+    if not brackets:
+        return 0
+    return max(0, max(accumulate(_REFERENCE_STEP[b] for b in brackets)))
+
+
+def test_json_depth_is_the_reference_walk_on_text_and_its_utf8() -> None:
+    rng = random.Random(16)
+    # Quotes, escapes (a backslash before a quote, a backslash, a non-ASCII
+    # character), brackets in and out of strings, unbalanced and invalid text.
+    alphabet = ['"', "\\", "[", "]", "{", "}", "a", ":", ",", " ", "é", "☃", "\U0001f600", "\\é"]
+    texts = ['"\\é"[[[', '["\\é", "]"]', "\\" * 5 + '"[', "]]]][[[", '"' * 7 + "[{"]
+    for _ in range(20_000):
+        texts.append("".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))))
+    for text in texts:
+        expected = _reference_depth(text)
+        assert json_depth(text) == expected, text
+        encoded = text.encode("utf-8")
+        assert json_depth(encoded) == _reference_depth(encoded) == expected, text

@@ -10,11 +10,14 @@ import pytest
 from conftest import readable_messages  # tests/conftest.py (tests/ is on sys.path)
 from fedora_messaging import message as fm_message
 
+from fmn_core import messages
 from fmn_core.errors import MalformedMessage
 from fmn_core.messages import (
     MessageFacts,
+    check_json_text,
     facts_of,
     load_message,
+    loads_bounded,
     loads_json,
     loads_strict,
     parse_line,
@@ -388,3 +391,129 @@ def test_a_getter_is_constant_only_when_it_returns_none_or_an_empty_list() -> No
 def test_loads_json_reads_what_json_loads_reads(text: str) -> None:
     assert loads_json(text) == json.loads(text)
     assert loads_json(text.encode("utf-8", "surrogatepass")) == json.loads(text)
+
+
+# -- the decoding and the facts, held to what they replaced --------------------------------
+
+
+def _reference_facts(message: Any, body_json: str | None = None) -> MessageFacts:
+    """``facts_of`` as it was: a dict of artifacts, the summary's word search always run."""
+    inherited = messages._inherited_constants(type(message))
+    app = (
+        None if "app_name" in inherited else messages._safe(message, "app_name", None)
+    ) or messages._app_from_topic(message.topic)
+    agent = None if "agent_name" in inherited else messages._safe(message, "agent_name", None)
+    summary = messages._safe(message, "summary", "")
+    text = str(summary) if summary else ""
+    if (
+        text
+        and messages._NONE_WORD.search(text)
+        and "None" not in json.dumps(message.body, default=str)
+    ):
+        text = ""
+    url = messages._safe(message, "url", None)
+    severity = getattr(message, "severity", fm_message.INFO)
+    artifacts = {
+        fact: frozenset()
+        if fact in inherited
+        else messages._strings(messages._safe(message, fact, ()))
+        for fact in ("packages", "containers", "modules", "flatpaks")
+    }
+    distgit = messages._distgit_artifact(message.topic, message.body)
+    if distgit is not None:
+        artifacts[distgit[0]] = artifacts[distgit[0]] | {distgit[1]}
+    return MessageFacts(
+        id=str(message.id),
+        topic=message.topic,
+        app_name=str(app),
+        agent_name=agent if isinstance(agent, str) and agent else None,
+        usernames=frozenset()
+        if "usernames" in inherited
+        else messages._strings(messages._safe(message, "usernames", ())),
+        packages=artifacts["packages"],
+        groups=frozenset()
+        if "groups" in inherited
+        else messages._strings(messages._safe(message, "groups", ())),
+        containers=artifacts["containers"],
+        modules=artifacts["modules"],
+        flatpaks=artifacts["flatpaks"],
+        severity=severity if isinstance(severity, int) else fm_message.INFO,
+        summary=text,
+        url=url if isinstance(url, str) else None,
+        body=message.body,
+        headers=message._properties.headers or {},
+        schema=fm_message._class_to_schema_name.get(type(message), "base.message"),
+        message=message,
+        body_json=body_json,
+    )
+
+
+def test_facts_are_the_reference_facts(corpus: list[str]) -> None:
+    loaded = readable_messages(corpus)
+    for namespace in ("rpms", "container", "modules", "flatpaks", "tests"):
+        body = {"project": {"namespace": namespace, "name": "kernel"}, "agent": "None here"}
+        loaded.append(fm_message.Message(topic="org.fedoraproject.prod.pagure.x", body=body))
+    for summary in ("None-None was built", "Nonexistent", "a None b", "", "none"):
+        message = fm_message.Message(topic="org.fedoraproject.prod.x.y", body={"a": 1})
+        loaded.append(_with_summary(message, summary))
+    assert [facts_of(m, body_json="{}") for m in loaded] == [
+        _reference_facts(m, "{}") for m in loaded
+    ]
+
+
+def _with_summary(message: Any, summary: str) -> Any:
+    cls = type("Summarised", (fm_message.Message,), {"summary": property(lambda _self: summary)})
+    properties = pika.BasicProperties(headers={}, message_id="summarised")
+    return cls(body=message.body, topic=message.topic, properties=properties)
+
+
+_BODIES = [
+    b'{"a": 1}',
+    b'{"n": 123456789012345678901234567890}',
+    b'{"n": 1e999}',
+    b'{"n": NaN}',
+    b'{"s": "\\ud800"}',
+    b'{"a": [1, 2}',
+    b"",
+    '{"é": "[[[[", "k": ["✓"]}'.encode(),
+    b"[" * 64 + b"]" * 64,
+    b"[" * 65 + b"]" * 65,
+    b'{"a": "' + b"[" * 100 + b'"}',
+    b'{"a": "\\"' + b"[" * 100 + b'"}',
+    b"[" * 70 + b'"unterminated',
+    b"{" * 3000 + b"}" * 3000,
+]
+
+
+def _outcome(read: Any) -> tuple[str, str]:
+    try:
+        return "ok", repr(read())
+    except (ValueError, MalformedMessage) as exc:
+        return type(exc).__name__, str(exc)
+
+
+def test_loads_bounded_is_the_depth_check_then_the_strict_parse(corpus: list[str]) -> None:
+    bodies = _BODIES + [json.dumps(json.loads(line)["body"]).encode() for line in corpus]
+    for body in bodies:
+        text = body.decode("utf-8")
+
+        def reference(text: str = text) -> Any:
+            check_json_text(text, max_depth=64)
+            return loads_strict(text)
+
+        def bounded(text: str = text, body: bytes = body) -> Any:
+            return loads_bounded(text, body, max_depth=64)
+
+        assert _outcome(bounded) == _outcome(reference), body[:80]
+
+
+@pytest.mark.parametrize("message_id", ["an-id", None])
+def test_a_message_s_properties_are_pika_s(message_id: str | None) -> None:
+    headers = {"fedora_messaging_schema": "base.message"}
+    built = messages._properties(headers, message_id)
+    expected = pika.BasicProperties(
+        headers=headers, content_encoding="utf-8", message_id=message_id
+    )
+    assert type(built) is pika.BasicProperties
+    assert list(vars(built).items()) == list(vars(expected).items())
+    assert built.headers is headers

@@ -310,3 +310,354 @@ def test_lean_frames_fail_where_pika_fails(damage: str) -> None:
         assert ends[0] == ends[1]
         assert ends[0][1] == b""
         assert [k for k, _ in ends[0][0]] == ["method", "channel", "channel", "channel"]
+
+
+# -- the properties and Basic.Deliver read in place, against pika's decoders -------------
+
+PROPERTIES: list[pika.spec.BasicProperties] = [
+    pika.spec.BasicProperties(),
+    pika.spec.BasicProperties(
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_mode=2,
+        headers=TABLES[2],
+        message_id="2b7e1f0a-5c1d-4a8e-9f3b-0c6d2e8a1b4f",
+    ),
+    pika.spec.BasicProperties(headers={}, priority=9, timestamp=1_765_000_000),
+    pika.spec.BasicProperties(message_id="ü✓", content_type=""),
+    # Properties fedora-messaging does not send: pika's own decoder reads them.
+    pika.spec.BasicProperties(correlation_id="c", reply_to="r", expiration="60000"),
+    pika.spec.BasicProperties(type="t", user_id="guest", app_id="a", cluster_id="x"),
+    pika.spec.BasicProperties(
+        content_type="text/plain",
+        content_encoding="latin-1",
+        headers=TABLES[5],
+        delivery_mode=1,
+        priority=0,
+        correlation_id="c",
+        reply_to="r",
+        expiration="1",
+        message_id="m",
+        timestamp=0,
+        type="t",
+        user_id="u",
+        app_id="a",
+        cluster_id="x",
+    ),
+]
+
+
+def _pika_properties(payload: bytes) -> tuple[str, Any]:
+    properties = pika.spec.BasicProperties()
+    try:
+        properties.decode(payload)
+    except Exception as exc:  # the failure itself is compared
+        return type(exc).__name__, None
+    return "ok", vars(properties)
+
+
+def _in_place(decode: Any, payload: bytes, *args: Any) -> Any:
+    """``decode`` of ``payload`` between other bytes, as it sits in a read buffer."""
+    buffer = b"\x01\x02\x03" + payload + b"\xce\x01\x00\x01\x00\x00\x00\x08S\x00\x00\xff\xff"
+    return decode(buffer, 3, *args, 3 + len(payload))
+
+
+def test_properties_read_in_place_are_pikas_or_left_to_pika() -> None:
+    bound_header_depth(16)
+    for original in PROPERTIES:
+        payload = b"".join(original.encode())
+        read = _in_place(frames.decode_properties, payload)
+        expected = _pika_properties(payload)
+        assert expected[0] == "ok"
+        if read is None:  # only for what fedora-messaging never sends
+            assert any(
+                getattr(original, name) is not None
+                for name in (
+                    "correlation_id",
+                    "reply_to",
+                    "expiration",
+                    "type",
+                    "user_id",
+                    "app_id",
+                    "cluster_id",
+                )
+            )
+            continue
+        assert type(read) is pika.spec.BasicProperties
+        assert list(vars(read).items()) == list(expected[1].items())  # the same order too
+    # What a fedora-messaging publisher sends is read in place.
+    assert _in_place(frames.decode_properties, b"".join(PROPERTIES[1].encode())) is not None
+
+
+def test_properties_read_in_place_never_differ_where_pika_fails_or_cuts() -> None:
+    bound_header_depth(16)
+    payload = b"".join(PROPERTIES[1].encode())
+    damaged = [payload[:cut] for cut in range(len(payload))]
+    damaged += [
+        payload + b"extra",  # pika reads the properties and leaves the rest
+        b"\x80\x00\x05ab",  # a short string running past the payload: pika cuts it
+        b"\x20\x00" + struct.pack(">I", 400) + b"\x01aS",  # a table running past it
+        b"\x20\x00\x00\x00\x00\x04\x01a?\x00",  # an unknown value type
+        b"\xd8\x81\x00\x00",  # a second flag word
+        b"\x00\x02",  # a reserved flag bit
+    ]
+    for data in damaged:
+        read = _in_place(frames.decode_properties, data)
+        outcome, expected = _pika_properties(data)
+        if read is not None:
+            assert (outcome, vars(read)) == ("ok", expected), data
+    # Cut short, the in-place reader never answers: pika decides, failing as it does.
+    assert all(_in_place(frames.decode_properties, data) is None for data in damaged[:-6])
+
+
+def _pika_deliver(payload: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", vars(pika.spec.Basic.Deliver().decode(payload))
+    except Exception as exc:  # the failure itself is compared
+        return type(exc).__name__, None
+
+
+def test_deliver_read_in_place_is_pikas_or_left_to_pika() -> None:
+    methods = [
+        pika.spec.Basic.Deliver("ctag", 1, False, "", "t"),
+        pika.spec.Basic.Deliver("c" * 255, 2**64 - 1, True, "amq.topic", "org.fedoraproject.x"),
+        pika.spec.Basic.Deliver("ü", 7, True, "é", "✓"),
+    ]
+    for method in methods:
+        payload = b"".join(method.encode())
+        read = _in_place(frames.decode_deliver, payload)
+        assert read is not None and type(read) is pika.spec.Basic.Deliver
+        assert list(vars(read).items()) == list(_pika_deliver(payload)[1].items())
+        for cut in range(len(payload)):
+            assert _in_place(frames.decode_deliver, payload[:cut]) is None
+        extra = _in_place(frames.decode_deliver, payload + b"more")
+        assert vars(extra) == _pika_deliver(payload + b"more")[1]
+    raw = b"\x02\xff\xfe" + struct.pack(">Q", 5) + b"\x00\x00\x01\xff"
+    assert vars(_in_place(frames.decode_deliver, raw)) == _pika_deliver(raw)[1]
+
+
+# -- whole deliveries handed to a real pika channel, against pika's own path -------------
+
+
+class _Consumer:
+    def __init__(self, seen: list[Any]) -> None:
+        self.seen = seen
+
+    def __call__(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self.seen.append(("delivery", type(method).__name__, vars(method), vars(properties), body))
+
+
+class _PikaChannels(pika.connection.Connection):  # type: ignore[misc]
+    """pika's frame reading, dispatch and channels, on an object with no socket."""
+
+    def __init__(self) -> None:  # pika's would open a connection
+        self.seen: list[Any] = []
+        self._frame_buffer = b""
+        self.bytes_received = 0
+        self.frames_received = 0
+        self._heartbeat_checker = None
+        self.callbacks = pika.callback.CallbackManager()
+        self._channels = {}
+        for number in (1, 3):
+            channel = pika.channel.Channel(self, number, None)
+            channel._consumers["ctag"] = _Consumer(self.seen)
+            self._channels[number] = channel
+        # A method with content that nothing consumes: the assembler's other paths.
+        self._channels[3]._on_getok_callback = lambda *parts: self.seen.append(("getok", parts[3]))
+
+    def _init_connection_state(self) -> None:
+        self._frame_buffer = b""
+
+    def state(self) -> tuple[Any, ...]:
+        assemblers = [
+            vars(self._channels[n]._content_assembler).get("_seen_so_far") for n in (1, 3)
+        ]
+        return (
+            self.seen,
+            self.bytes_received,
+            self.frames_received,
+            self._frame_buffer,
+            assemblers,
+        )
+
+
+_PikaChannels.__abstractmethods__ = frozenset()
+
+
+def _frames_of(tag: int, body: bytes, channel: int = 1, **options: Any) -> bytes:
+    properties = options.pop("properties", None) or pika.spec.BasicProperties(
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_mode=2,
+        headers=TABLES[1],
+        message_id=f"id-{tag}",
+    )
+    deliver = pika.spec.Basic.Deliver(options.pop("ctag", "ctag"), tag, False, "ex", "org.x")
+    parts = [pika.frame.Method(channel, deliver).marshal()]
+    parts.append(pika.frame.Header(channel, len(body), properties).marshal())
+    pieces = options.pop("pieces", 1)
+    step = -(-len(body) // pieces) if body else 1
+    parts += [
+        pika.frame.Body(channel, body[i : i + step]).marshal() for i in range(0, len(body), step)
+    ]
+    return b"".join(parts)
+
+
+def _channel_stream() -> bytes:
+    getok = pika.spec.Basic.GetOk(9, False, "ex", "org.x", 0)
+    return b"".join(
+        (
+            _frames_of(1, b'{"a": 1}'),
+            _frames_of(2, b"x" * 5000),
+            pika.frame.Heartbeat().marshal(),
+            _frames_of(3, b""),
+            _frames_of(4, b"y" * 3000, pieces=3),  # a body in three frames
+            _frames_of(5, b"[]", channel=2),  # no such channel: pika logs it
+            _frames_of(6, b"z", ctag="unknown"),  # no such consumer: pika logs it
+            _frames_of(7, "ü".encode() * 100, channel=3),
+            pika.frame.Method(3, getok).marshal(),
+            pika.frame.Header(3, 2, pika.spec.BasicProperties()).marshal(),
+            pika.frame.Body(3, b"ok").marshal(),
+            pika.frame.Method(1, pika.spec.Basic.CancelOk("ctag")).marshal(),
+            _frames_of(8, b"{}", properties=PROPERTIES[4]),  # properties pika reads
+            _frames_of(9, b"{}", properties=PROPERTIES[6]),
+            _frames_of(10, b"[1]" * 700),
+        )
+    )
+
+
+def _feed_channels(stream: bytes, step: int, *, lean: bool) -> tuple[Any, ...]:
+    connection = _PikaChannels()
+    if lean:
+        frames.read_frames_lean(connection)
+    failure = None
+    for start in range(0, len(stream), step):
+        try:
+            connection._on_data_available(stream[start : start + step])
+        except Exception as exc:  # the same failure, at the same frame
+            failure = type(exc).__name__
+            break
+    return (*connection.state(), failure)
+
+
+@pytest.mark.parametrize("step", [1, 7, 19, 20, 100, 1000, 4096, 1 << 20])
+def test_whole_deliveries_reach_the_consumer_as_through_pika(step: int) -> None:
+    bound_header_depth(16)
+    stream = _channel_stream()
+    lean = _feed_channels(stream, step, lean=True)
+    assert lean == _feed_channels(stream, step, lean=False)
+    seen, received, _, rest, assemblers, failure = lean
+    assert (received, rest, assemblers, failure) == (len(stream), b"", [0, 0], None)
+    assert [entry[0] for entry in seen].count("delivery") == 8
+    assert ("getok", b"ok") in seen
+
+
+def test_a_callback_waiting_for_a_deliver_gets_it_as_through_pika() -> None:
+    bound_header_depth(16)
+    stream = _frames_of(1, b"{}") + _frames_of(2, b"[]")
+    outcomes = []
+    for lean in (True, False):
+        connection = _PikaChannels()
+        if lean:
+            frames.read_frames_lean(connection)
+        connection.callbacks.add(
+            1,
+            pika.spec.Basic.Deliver,
+            lambda frame, seen=connection.seen: seen.append(("callback", _describe(frame))),
+        )
+        try:
+            connection._on_data_available(stream)
+        except AttributeError:  # pika's assembler then has content without a method
+            connection.seen.append(("failed",))
+        outcomes.append(connection.state())
+    assert outcomes[0] == outcomes[1]
+    assert ("failed",) in outcomes[0][0]
+    # The callback takes the first Basic.Deliver; the rest goes on as pika sends it.
+    assert outcomes[0][0][0] == ("callback", _describe(pika.frame.Method(1, _deliver_of(1))))
+
+
+def _deliver_of(tag: int) -> pika.spec.Basic.Deliver:
+    return pika.spec.Basic.Deliver("ctag", tag, False, "ex", "org.x")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["header end marker", "body end marker", "body too long", "short properties", "reset"],
+)
+def test_whole_deliveries_fail_where_pika_fails(damage: str) -> None:
+    bound_header_depth(16)
+    good = _frames_of(1, b"{}")
+    bad = bytearray(_frames_of(2, b"{}"))
+    method_length = len(pika.frame.Method(1, _deliver_of(2)).marshal())
+    header_end = len(bad) - 10
+    if damage == "header end marker":
+        bad[header_end - 1] = 0
+    elif damage == "body end marker":
+        bad[-1] = 0
+    elif damage == "body too long":
+        bad = bytearray(
+            pika.frame.Method(1, _deliver_of(2)).marshal()
+            + pika.frame.Header(1, 1, pika.spec.BasicProperties()).marshal()
+            + pika.frame.Body(1, b"{}").marshal()
+        )
+    elif damage == "short properties":
+        bad = bytearray(
+            bytes(bad[:method_length])
+            + struct.pack(">BHL", 2, 1, 14)
+            + struct.pack(">HHQ", 60, 0, 2)
+            + b"\x80\x00\xce"  # a content type whose length is missing
+            + pika.frame.Body(1, b"{}").marshal()
+        )
+    stream = good + bytes(bad) + good
+    for step in (1, 50, 1 << 20):
+        lean, plain = (
+            _feed_channels(stream, step, lean=True),
+            _feed_channels(stream, step, lean=False),
+        )
+        assert lean == plain, (damage, step)
+    if damage == "reset":
+        ends = []
+        for leanly in (True, False):
+            connection = _PikaChannels()
+            if leanly:
+                frames.read_frames_lean(connection)
+            consumer = connection._channels[1]._consumers["ctag"]
+
+            def reset_on_delivery(
+                *parts: Any, connection: Any = connection, consumer: Any = consumer
+            ) -> None:
+                consumer(*parts)
+                connection._init_connection_state()
+
+            connection._channels[1]._consumers["ctag"] = reset_on_delivery
+            connection._on_data_available(stream)
+            ends.append(connection.state())
+        assert ends[0] == ends[1]
+        assert [entry[0] for entry in ends[0][0]] == ["delivery"]
+
+
+def test_whole_deliveries_skip_the_assembler(monkeypatch: pytest.MonkeyPatch) -> None:
+    bound_header_depth(16)
+    frames_seen: list[Any] = []
+    process = pika.channel.ContentFrameAssembler.process
+
+    def counting(self: Any, frame_value: Any) -> Any:
+        frames_seen.append(type(frame_value).__name__)
+        return process(self, frame_value)
+
+    monkeypatch.setattr(pika.channel.ContentFrameAssembler, "process", counting)
+    stream = b"".join(_frames_of(tag, b"{}") for tag in range(1, 4))
+    # Whole in one read: no frame goes through the assembler.
+    assert _feed_channels(stream, 1 << 20, lean=True) == _feed_channels(stream, 1 << 20, lean=False)
+    assert len(frames_seen) == 9
+    frames_seen.clear()
+    _feed_channels(stream, 1 << 20, lean=True)
+    assert frames_seen == []
+    # Cut after each Basic.Deliver: it waits in the assembler, its content does not.
+    method_length = len(pika.frame.Method(1, _deliver_of(1)).marshal())
+    connection = _PikaChannels()
+    frames.read_frames_lean(connection)
+    connection._on_data_available(stream[:method_length])
+    connection._on_data_available(stream[method_length:])
+    assert frames_seen == ["Method"]
+    assert [entry[2]["delivery_tag"] for entry in connection.seen] == [1, 2, 3]

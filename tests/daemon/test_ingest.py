@@ -413,3 +413,15 @@ def test_ingest_writes_one_outbox_row_per_user_and_context_even_if_named_twice(
     with db.begin() as session:
         rows = session.execute(select(Notification.message_id, Notification.filter_name)).all()
     assert sorted(tuple(r) for r in rows) == sorted((m.id, "first") for m in batch)
+
+
+def test_json_safe_copies_a_flat_table_as_before() -> None:
+    for value in (
+        {"a": "x", "n": 1, "f": 1.5, "t": True, "none": None},
+        {b"raw": "x", 1: 2, "s": "y"},  # keys that are not strings are made strings
+        {},
+    ):
+        copied = json_safe(value)
+        assert copied is not value
+        assert list(copied.items()) == [(str(k), v) for k, v in value.items()]
+        assert all(type(k) is str for k in copied)
