@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from fmn_core import masking, outbox
 from fmn_core.db import Database
-from fmn_core.display import display_fields, display_of
+from fmn_core.display import display_of
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
     Destination,
@@ -449,17 +449,3 @@ def test_claim_group_takes_every_waiting_row_of_the_user_and_context(db: Databas
         )
     assert sorted(c.id for c in claimed) == mine
     assert all(state_of(db, i).state == "sending" for i in mine)
-
-
-def test_display_fields_are_display_of_s() -> None:
-    for summary, url, app in (
-        ("a summary", "https://x.org/a", "koji"),
-        ("", None, ""),
-        ("x\ny", "javascript:x", "ü"),
-    ):
-        facts = facts_of(
-            load_message({"topic": "org.fedoraproject.prod.bodhi.update.comment", "body": {}})
-        )
-        facts.summary, facts.url, facts.app_name = summary, url, app
-        shown = display_of(facts)
-        assert display_fields(facts) == (shown.summary, shown.url, shown.app)
