@@ -495,7 +495,10 @@ def _streamed(
 ) -> Iterator[StreamedUser | UserSnapshot]:
     rules_of, timed = rule_lists
     del rule_lists
-    rules_at = rules_of.get
+    # ``rules_of.get`` written out below: a call per filter (423,401 at 100k users)
+    # cost more than the subscript.
+    lists, table, base, by_id = rules_of.lists, rules_of.table, rules_of.base, rules_of.by_id
+    size = len(table) if table is not None else 0
     # Each row brings its own copy of the context's and the filter's name; the
     # compiled filters keep them, so equal ones are shared (a few contexts, and
     # users name their filters alike): tens of MB at 100k users.
@@ -527,15 +530,20 @@ def _streamed(
         if paused or filter_id in timed:
             skip = True
             continue
-        filters.append(
-            (filter_id, share(filter_name, filter_name), rules_at(filter_id, no_rules), active)
-        )
+        if table is not None:
+            at = filter_id - base
+            number = table[at] if 0 <= at < size else -1
+        else:
+            assert by_id is not None
+            number = by_id.get(filter_id, -1)
+        rules = no_rules if number < 0 else lists[number]
+        filters.append((filter_id, share(filter_name, filter_name), rules, active))
     if user_id is not None:
         if skip:
             deferred.append(user_id)
         else:
             yield user_id, name, contexts
-    del rules_of, rules_at
+    del rules_of, lists, table, by_id
     if deferred:
         yield from load_snapshots(session, deferred)
 
@@ -596,7 +604,9 @@ class _RuleLists:
     freed only after the last user is compiled, and the compiled filters
     allocated meanwhile would leave that memory scattered (tens of MB the
     process keeps). Ids usually come from one sequence, so a table indexed by id
-    is used when they are dense enough; otherwise a dict.
+    is used when they are dense enough; otherwise a dict. ``_streamed`` reads
+    the table itself (``get`` written out: a call per filter costs more than the
+    lookup).
     """
 
     #: A table spans at most this many slots per filter with rules.
@@ -606,9 +616,11 @@ class _RuleLists:
         self.lists: list[tuple[RuleSnapshot, ...]] = []
         self._ids = array("q")
         self._numbers = array("l")
-        self._table: array[int] | None = None
-        self._base = 0
-        self._by_id: dict[int, int] | None = None
+        #: Once sealed: each filter's number in ``lists`` at ``filter id - base``, -1
+        #: where no filter has rules; or, with sparse ids, ``by_id`` instead.
+        self.table: array[int] | None = None
+        self.base = 0
+        self.by_id: dict[int, int] | None = None
 
     def add(self, filter_id: int, number: int) -> None:
         """File the ``number``-th of ``lists`` for this filter."""
@@ -625,24 +637,23 @@ class _RuleLists:
         ids, numbers = self._ids, self._numbers
         low, high = (min(ids), max(ids)) if ids else (0, 0)
         if ids and high - low < self._SPARSE * len(ids) + 1024:
-            self._base = low
-            table = self._table = array("l", [-1]) * (high - low + 1)
-            base = self._base
+            self.base = low
+            table = self.table = array("l", [-1]) * (high - low + 1)
             for filter_id, number in zip(ids, numbers, strict=True):
-                table[filter_id - base] = number
+                table[filter_id - low] = number
         else:
-            self._by_id = dict(zip(ids, numbers, strict=True))
+            self.by_id = dict(zip(ids, numbers, strict=True))
         self._ids = array("q")
         self._numbers = array("l")
 
     def get(self, filter_id: int, default: tuple[RuleSnapshot, ...]) -> tuple[RuleSnapshot, ...]:
-        table = self._table
+        table = self.table
         if table is not None:
-            at = filter_id - self._base
+            at = filter_id - self.base
             number = table[at] if 0 <= at < len(table) else -1
         else:
-            assert self._by_id is not None
-            number = self._by_id.get(filter_id, -1)
+            assert self.by_id is not None
+            number = self.by_id.get(filter_id, -1)
         return default if number < 0 else self.lists[number]
 
 
@@ -665,6 +676,29 @@ def _json(text: str) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
+def _rule_snapshot(name: str, arguments: Mapping[str, Any], negated: bool) -> RuleSnapshot:
+    """``RuleSnapshot(name, arguments, negated)`` for 0.3 µs instead of 0.55.
+
+    A frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``; its slots' own descriptors are quicker (82,730
+    distinct rules at 100k users).
+    """
+    snapshot = _new_rule(RuleSnapshot)
+    _set_rule_name(snapshot, name)
+    _set_rule_arguments(snapshot, arguments)
+    _set_rule_negated(snapshot, negated)
+    _set_rule_expires_at(snapshot, None)
+    return snapshot
+
+
+_new_rule = object.__new__
+_rule_slots = vars(RuleSnapshot)
+_set_rule_name = _rule_slots["name"].__set__
+_set_rule_arguments = _rule_slots["arguments"].__set__
+_set_rule_negated = _rule_slots["negated"].__set__
+_set_rule_expires_at = _rule_slots["expires_at"].__set__
+
+
 def _grouped_rule_lists(rows: Iterator[Sequence[Any]]) -> tuple[_RuleLists, set[int]]:
     """``_rule_lists`` from the rows of ``_GROUPED_RULES``: one per distinct rule list."""
     numbered: dict[str, RuleSnapshot] = {}
@@ -684,7 +718,7 @@ def _grouped_rule_lists(rows: Iterator[Sequence[Any]]) -> tuple[_RuleLists, set[
                 parsed = _json(arguments) if arguments else None
                 # A JSON string: its bare text unless it has an escape.
                 name = json.loads(name) if "\\" in name else name[1:-1]
-                snapshot = numbered[rule] = RuleSnapshot(
+                snapshot = numbered[rule] = _rule_snapshot(
                     name, dict(parsed or {}), negated == "true"
                 )
             snapshots.append(snapshot)

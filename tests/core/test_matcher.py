@@ -26,16 +26,26 @@ from fmn_core.matcher import (
     ContextSnapshot,
     FilterSnapshot,
     Matcher,
+    MatcherStats,
     Recipient,
     RuleSnapshot,
     UserSnapshot,
+    _entries_of,
     _rule_context,
+    _SharedFilter,
     load_snapshots,
 )
 from fmn_core.messages import SEVERITY_LEVELS, MessageFacts
 from fmn_core.models import ChangeEvent, Filter, Preference, Rule, User
 from fmn_core.rules import Catalog, IndexHint, Parameter, RuleContext, RuleSpec, default_catalog
-from fmn_core.snapshots import _json, _RuleLists, _user_snapshot, stream_snapshots
+from fmn_core.snapshots import (
+    _json,
+    _rule_snapshot,
+    _RuleLists,
+    _streamed,
+    _user_snapshot,
+    stream_snapshots,
+)
 
 # -- building preferences --------------------------------------------------------------
 
@@ -896,6 +906,58 @@ def test_streamed_rule_lists_by_filter_id_dense_or_sparse() -> None:
             assert rule_lists.get(missing, none) is none
 
 
+def test_streamed_users_read_their_rule_lists_as_get_does() -> None:
+    # ``_streamed`` reads the sealed table (or the dict of sparse ids) itself.
+    lists = [(r("app_is", app="bodhi"),), (r("app_is", app="koji"),)]
+    for ids in ([3, 4, 6, 7], [5, 10**9, 2 * 10**9, 2 * 10**9 + 1]):
+        rule_lists = _RuleLists()
+        rule_lists.lists.extend(lists)
+        rule_lists.add_many(ids[:2], 0)
+        rule_lists.add_many(ids[2:], 1)
+        rule_lists.seal()
+        # Filters without rules too: below, between and beyond the ids with rules.
+        asked = [ids[0] - 1, *ids, ids[1] + 1, ids[-1] + 1]
+        rows = [(1, "alice", "email", True, i, f"f{i}", True, False) for i in asked]
+        users = list(_streamed(None, (rule_lists, set()), iter(rows)))  # type: ignore[arg-type]
+        expected = [(), lists[0], lists[0], lists[1], lists[1], (), ()]
+        assert [rule_lists.get(i, ()) for i in asked] == expected
+        filters = [(i, f"f{i}", rules, True) for i, rules in zip(asked, expected, strict=True)]
+        assert users == [(1, "alice", [("email", True, filters)])]
+
+
+def test_rule_snapshots_made_by_their_slots_are_the_dataclass_s_own() -> None:
+    # ``_rule_snapshot`` sets every field itself: a new field must be added there.
+    assert [f.name for f in dataclasses.fields(RuleSnapshot)] == [
+        "name",
+        "arguments",
+        "negated",
+        "expires_at",
+    ]
+    arguments = {"app": "bodhi"}
+    made = _rule_snapshot("app_is", arguments, True)
+    assert made == RuleSnapshot("app_is", arguments, True)
+    assert type(made) is RuleSnapshot
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.name = "topic_matches"  # type: ignore[misc]
+
+
+def test_matcher_keys_a_one_argument_rule_as_any_other() -> None:
+    # One argument is keyed without the sort, as ``(ref, negated, name, value)``.
+    matcher = Matcher()
+    spec = matcher.catalog.get("package_involved")
+    for rule in (
+        r("package_involved", package="kernel"),
+        r("package_involved", negated=True, package="kernel"),
+    ):
+        compiled = matcher._compile_rule(spec, rule)
+        assert compiled is not None
+        assert compiled[4] == (spec.ref, rule.negated, "package", "kernel")
+    spec = matcher.catalog.get("pertains_to_me")
+    compiled = matcher._compile_rule(spec, r("pertains_to_me"))
+    assert compiled is not None
+    assert compiled[4] == (spec.ref, False)
+
+
 def test_streamed_rule_lists_added_in_groups_in_any_order() -> None:
     # As PostgreSQL groups them: each distinct list with its filters' ids, unordered.
     lists = [(r("app_is", app="bodhi"),), (r("app_is", app="koji"),)]
@@ -981,6 +1043,7 @@ def test_matcher_ownership_hints_follow_set_ownership(db: Database) -> None:
     # Owning nothing files a filter nowhere; it comes back with ownership.
     matcher.set_ownership(Ownership())
     assert matcher.stats().never == 2
+    assert matcher.stats() == scanned_stats(matcher)
     assert matcher.recipients(facts(packages=["glibc", "kernel"])) == []
     matcher.set_ownership(Ownership({"alice": ["kernel"]}))
     assert who(matcher.recipients(facts(packages=["kernel"]))) == [("alice", "email", "mine")]
@@ -1280,9 +1343,31 @@ def _offered() -> st.SearchStrategy[list[str]]:
     )
 
 
+def scanned_stats(matcher: Matcher) -> MatcherStats:
+    """``matcher.stats()`` counted over every entry and group, as it once was: the
+    matcher now keeps the counts as it files and unfiles."""
+    entries = [e for state in matcher._users.values() for e in _entries_of(state)]
+    indexed = sum(1 for e in entries if e.key is not None and e.values)
+    always = sum(1 for e in entries if e.key is None)
+    groups = [g for g in matcher._groups.values() if isinstance(g, _SharedFilter)]
+    return MatcherStats(
+        users=len(matcher._users),
+        filters=len(entries),
+        indexed=indexed,
+        always=always,
+        never=len(entries) - indexed - always,
+        buckets=sum(len(buckets) for buckets in matcher._index.values()),
+        groups=len(groups),
+        grouped=sum(len(g.members) for g in groups),
+    )
+
+
 def assert_same_answers(
     matcher: Matcher, messages: Sequence[MessageFacts], other: Matcher | None = None
 ) -> None:
+    assert matcher.stats() == scanned_stats(matcher)
+    if other is not None:
+        assert other.stats() == scanned_stats(other)
     for message in messages:
         expected = matcher.naive_recipients(message)
         assert matcher.recipients(message) == expected, message.id
