@@ -72,6 +72,7 @@ from .snapshots import (
     StreamedUser,
     UserSnapshot,
     load_snapshots,
+    slot_setters,
 )
 
 __all__ = [
@@ -645,10 +646,9 @@ def _rule_context(
 
 
 _new_context = object.__new__
-_context_slots = vars(RuleContext)
-_set_context_owner = _context_slots["owner"].__set__
-_set_context_ownership = _context_slots["ownership"].__set__
-_set_context_membership = _context_slots["membership"].__set__
+_set_context_owner, _set_context_ownership, _set_context_membership = slot_setters(
+    RuleContext, "owner", "ownership", "membership"
+)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import re
 import threading
 from array import array
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "StreamedUser",
     "UserSnapshot",
     "load_snapshots",
+    "slot_setters",
     "stream_snapshots",
 ]
 
@@ -691,12 +692,17 @@ def _rule_snapshot(name: str, arguments: Mapping[str, Any], negated: bool) -> Ru
     return snapshot
 
 
+def slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of each named slot of ``cls``: they set a frozen dataclass's
+    fields without the ``object.__setattr__`` its ``__init__`` goes through."""
+    slots = vars(cls)
+    return tuple(slots[name].__set__ for name in names)
+
+
 _new_rule = object.__new__
-_rule_slots = vars(RuleSnapshot)
-_set_rule_name = _rule_slots["name"].__set__
-_set_rule_arguments = _rule_slots["arguments"].__set__
-_set_rule_negated = _rule_slots["negated"].__set__
-_set_rule_expires_at = _rule_slots["expires_at"].__set__
+_set_rule_name, _set_rule_arguments, _set_rule_negated, _set_rule_expires_at = slot_setters(
+    RuleSnapshot, "name", "arguments", "negated", "expires_at"
+)
 
 
 def _grouped_rule_lists(rows: Iterator[Sequence[Any]]) -> tuple[_RuleLists, set[int]]:

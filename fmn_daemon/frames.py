@@ -158,6 +158,19 @@ _LEAN_FLAGS = 0x8000 | 0x4000 | 0x2000 | 0x1000 | 0x0800 | 0x0080 | 0x0040
 _BASIC_PROPERTIES = pika.spec.BasicProperties
 
 
+def _short_string(encoded: bytes, offset: int) -> tuple[str | bytes, int]:
+    """The AMQP short string at ``offset`` and the offset after it, read as pika reads
+    one: UTF-8 text, or its bytes when it is not. Raises ``IndexError`` at the end of
+    ``encoded``; the callers' bound (``end``) is theirs to check."""
+    start = offset + 1
+    offset = start + encoded[offset]
+    value = encoded[start:offset]
+    try:
+        return value.decode("utf8"), offset
+    except UnicodeDecodeError:
+        return value, offset
+
+
 def decode_properties(encoded: bytes, offset: int, end: int) -> pika.spec.BasicProperties | None:
     """``BasicProperties().decode(encoded[offset:end])``, read in place; ``None`` if unsure.
 
@@ -179,27 +192,14 @@ def decode_properties(encoded: bytes, offset: int, end: int) -> pika.spec.BasicP
         if flags & ~_LEAN_FLAGS:
             return None
         offset += 2
-        # A short string is UTF-8 text, or its bytes when it is not (as pika reads it).
         content_type: str | bytes | None = None
         content_encoding: str | bytes | None = None
         message_id: str | bytes | None = None
         headers = delivery_mode = priority = timestamp = None
         if flags & 0x8000:
-            start = offset + 1
-            offset = start + encoded[offset]
-            content_type = encoded[start:offset]
-            try:  # noqa: SIM105
-                content_type = content_type.decode("utf8")
-            except UnicodeDecodeError:
-                pass
+            content_type, offset = _short_string(encoded, offset)
         if flags & 0x4000:
-            start = offset + 1
-            offset = start + encoded[offset]
-            content_encoding = encoded[start:offset]
-            try:  # noqa: SIM105
-                content_encoding = content_encoding.decode("utf8")
-            except UnicodeDecodeError:
-                pass
+            content_encoding, offset = _short_string(encoded, offset)
         if flags & 0x2000:
             headers, offset = pika.data.decode_table(encoded, offset)
         if flags & 0x1000:
@@ -209,13 +209,7 @@ def decode_properties(encoded: bytes, offset: int, end: int) -> pika.spec.BasicP
             priority = encoded[offset]
             offset += 1
         if flags & 0x0080:
-            start = offset + 1
-            offset = start + encoded[offset]
-            message_id = encoded[start:offset]
-            try:  # noqa: SIM105
-                message_id = message_id.decode("utf8")
-            except UnicodeDecodeError:
-                pass
+            message_id, offset = _short_string(encoded, offset)
         if flags & 0x0040:
             timestamp = _UNSIGNED_LONG_LONG.unpack_from(encoded, offset)[0]
             offset += 8
@@ -257,30 +251,12 @@ def decode_deliver(encoded: bytes, offset: int, end: int) -> pika.spec.Basic.Del
     exchange: str | bytes
     routing_key: str | bytes
     try:
-        start = offset + 1
-        offset = start + encoded[offset]
-        consumer_tag = encoded[start:offset]
-        try:  # noqa: SIM105
-            consumer_tag = consumer_tag.decode("utf8")
-        except UnicodeDecodeError:
-            pass
+        consumer_tag, offset = _short_string(encoded, offset)
         delivery_tag = _UNSIGNED_LONG_LONG.unpack_from(encoded, offset)[0]
         redelivered = (encoded[offset + 8] & 1) != 0
         offset += 9
-        start = offset + 1
-        offset = start + encoded[offset]
-        exchange = encoded[start:offset]
-        try:  # noqa: SIM105
-            exchange = exchange.decode("utf8")
-        except UnicodeDecodeError:
-            pass
-        start = offset + 1
-        offset = start + encoded[offset]
-        routing_key = encoded[start:offset]
-        try:  # noqa: SIM105
-            routing_key = routing_key.decode("utf8")
-        except UnicodeDecodeError:
-            pass
+        exchange, offset = _short_string(encoded, offset)
+        routing_key, offset = _short_string(encoded, offset)
     except Exception:  # pika's own decoder says what is wrong
         return None
     if offset > end:

@@ -206,17 +206,21 @@ def _delivery(tag: int, headers: dict[str, Any], body: bytes, channel: int = 1) 
     )
 
 
-def _feed(stream: bytes, step: int, *, lean: bool) -> tuple[Any, ...]:
-    connection = _Connection()
+def _fed(connection: Any, stream: bytes, step: int, *, lean: bool) -> str | None:
+    """Feed ``stream`` to ``connection`` in reads of ``step`` bytes; the failure's name, if any."""
     if lean:
         frames.read_frames_lean(connection)
-    failure = None
     for start in range(0, len(stream), step):
         try:
             connection._on_data_available(stream[start : start + step])
         except Exception as exc:  # the same failure, at the same frame
-            failure = type(exc).__name__
-            break
+            return type(exc).__name__
+    return None
+
+
+def _feed(stream: bytes, step: int, *, lean: bool) -> tuple[Any, ...]:
+    connection = _Connection()
+    failure = _fed(connection, stream, step, lean=lean)
     return (
         connection.seen,
         connection.bytes_received,
@@ -528,15 +532,7 @@ def _channel_stream() -> bytes:
 
 def _feed_channels(stream: bytes, step: int, *, lean: bool) -> tuple[Any, ...]:
     connection = _PikaChannels()
-    if lean:
-        frames.read_frames_lean(connection)
-    failure = None
-    for start in range(0, len(stream), step):
-        try:
-            connection._on_data_available(stream[start : start + step])
-        except Exception as exc:  # the same failure, at the same frame
-            failure = type(exc).__name__
-            break
+    failure = _fed(connection, stream, step, lean=lean)
     return (*connection.state(), failure)
 
 
