@@ -160,8 +160,8 @@ class _Channel:
         self.seen.append(("channel", _describe(frame_value)))
 
 
-class _Connection(pika.connection.Connection):  # type: ignore[misc]
-    """pika's frame reading on an object with no socket: frames are recorded."""
+class _Socketless(pika.connection.Connection):  # type: ignore[misc]
+    """A pika connection's state for reading frames, without a socket."""
 
     def __init__(self) -> None:  # pika's would open a connection
         self.seen: list[Any] = []
@@ -170,6 +170,13 @@ class _Connection(pika.connection.Connection):  # type: ignore[misc]
         self.frames_received = 0
         self._heartbeat_checker = None
         self.callbacks = pika.callback.CallbackManager()
+
+
+class _Connection(_Socketless):
+    """pika's frame reading on an object with no socket: frames are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._channels = {1: _Channel(self.seen)}
 
     def _process_frame(self, frame_value: Any) -> None:
@@ -451,16 +458,11 @@ class _Consumer:
         self.seen.append(("delivery", type(method).__name__, vars(method), vars(properties), body))
 
 
-class _PikaChannels(pika.connection.Connection):  # type: ignore[misc]
+class _PikaChannels(_Socketless):
     """pika's frame reading, dispatch and channels, on an object with no socket."""
 
-    def __init__(self) -> None:  # pika's would open a connection
-        self.seen: list[Any] = []
-        self._frame_buffer = b""
-        self.bytes_received = 0
-        self.frames_received = 0
-        self._heartbeat_checker = None
-        self.callbacks = pika.callback.CallbackManager()
+    def __init__(self) -> None:
+        super().__init__()
         self._channels = {}
         for number in (1, 3):
             channel = pika.channel.Channel(self, number, None)
