@@ -434,7 +434,13 @@ def _filing(
         except Exception:  # a broken hint only costs speed, never matches
             if owner is None:
                 raise
-            log.warning(_HINT_FAILED, spec.name, owner, exc_info=True)
+            log.warning(
+                "rule %s: index hint failed for a filter of %s; it is checked "
+                "against every message",
+                spec.name,
+                owner,
+                exc_info=True,
+            )
             continue
         if values is None:
             continue
@@ -443,39 +449,16 @@ def _filing(
             best = candidate
     if best is None:
         return None, ()
-    return _filed_as(best[2], best[3])
-
-
-def _lead_filing(lead: tuple[RuleSpec, Mapping[str, Any]], context: RuleContext) -> _Filing:
-    """``_filing((lead,), context, context.owner)``: one user's filing by one hinted
-    rule, without the loop over several (asked ~166k times at 100k users)."""
-    spec, arguments = lead
-    hint = spec.hint
-    assert hint is not None  # only hinted rules are kept in ``hinted``
-    try:
-        values = spec.index_values(arguments, context)
-    except Exception:  # a broken hint only costs speed, never matches
-        log.warning(_HINT_FAILED, spec.name, context.owner, exc_info=True)
-        return None, ()
-    if values is None:
-        return None, ()
-    return _filed_as(hint.key, values)
-
-
-_HINT_FAILED = "rule %s: index hint failed for a filter of %s; it is checked against every message"
-
-
-def _filed_as(key: str, values: frozenset[str]) -> _Filing:
-    """A filing under ``key`` by these values, held compactly."""
+    values = best[3]
     if len(values) == 1:
         (value,) = values
         if isinstance(value, str) and value:
             # Most filings name one value ("me", one package): the string itself,
             # not a tuple of one (48 bytes, ~270k times at 100k users).
-            return key, value
+            return best[2], value
     # A few values fit in a tuple at a third of a frozenset's size; larger sets
     # usually come shared from the ownership lookup.
-    return key, tuple(values) if len(values) <= 4 else values
+    return best[2], tuple(values) if len(values) <= 4 else values
 
 
 def _group_key(rules_key: _RulesKey, filing: _Filing) -> _GroupKey:
@@ -1206,7 +1189,7 @@ class Matcher:
         lead = plan.lead
         if lead is None:
             return _filing(plan.hinted, context, owner), recording.used
-        filing = _lead_filing(lead, context)
+        filing = _filing((lead,), context, owner)
         if filing[0] is None:
             # No values from the lead for this owner: the other hints decide, as
             # ``_filing`` over all of them would (the lead, asked again, would

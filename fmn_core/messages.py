@@ -40,6 +40,7 @@ from .errors import MalformedMessage
 __all__ = [
     "SEVERITY_LEVELS",
     "MessageFacts",
+    "bare_properties",
     "check_headers",
     "check_json_text",
     "facts_of",
@@ -279,7 +280,9 @@ def message_of(
     # Prebuilt properties skip fedora-messaging's filter headers, which call
     # every schema property (and log when one raises) before validation. The
     # candidates only read them: one set serves them all.
-    properties = _properties(headers, message_id)
+    properties = bare_properties(
+        {"content_encoding": "utf-8", "headers": headers, "message_id": message_id}
+    )
     chosen: Message | None = None
     for candidate in candidates:
         try:
@@ -314,31 +317,16 @@ def message_of(
 
 
 _BASIC_PROPERTIES = pika.BasicProperties
+#: Every attribute ``pika.BasicProperties()`` sets, unset, in the order it sets them.
+_UNSET_PROPERTIES: dict[str, Any] = dict.fromkeys(vars(pika.BasicProperties()))
 
 
-def _properties(headers: dict[str, Any], message_id: str | None) -> pika.BasicProperties:
-    """``pika.BasicProperties(headers=headers, content_encoding="utf-8", message_id=message_id)``.
-
-    The same object with the same attributes in the same order, without the
-    constructor's fourteen keyword arguments (one set per delivery).
-    """
+def bare_properties(fields: dict[str, Any]) -> pika.BasicProperties:
+    """``pika.BasicProperties(**fields)``: the same object with the same attributes in
+    the same order, without the constructor's fourteen keyword arguments (built once
+    per delivery, by the frame reader and by ``message_of``)."""
     properties: pika.BasicProperties = _BASIC_PROPERTIES.__new__(_BASIC_PROPERTIES)
-    properties.__dict__ = {
-        "content_type": None,
-        "content_encoding": "utf-8",
-        "headers": headers,
-        "delivery_mode": None,
-        "priority": None,
-        "correlation_id": None,
-        "reply_to": None,
-        "expiration": None,
-        "message_id": message_id,
-        "timestamp": None,
-        "type": None,
-        "user_id": None,
-        "app_id": None,
-        "cluster_id": None,
-    }
+    properties.__dict__ = {**_UNSET_PROPERTIES, **fields}
     return properties
 
 

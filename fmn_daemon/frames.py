@@ -42,6 +42,8 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
+from fmn_core.messages import bare_properties
+
 __all__ = ["CUT_MARKER", "bound_header_depth", "header_depth_limit", "read_frames_lean"]
 
 #: What stands for a table or array nested deeper than the limit.
@@ -217,25 +219,17 @@ def decode_properties(encoded: bytes, offset: int, end: int) -> pika.spec.BasicP
         return None
     if offset > end:
         return None
-    properties: pika.spec.BasicProperties = _BASIC_PROPERTIES.__new__(_BASIC_PROPERTIES)
-    # The attributes ``BasicProperties.__init__`` sets, in its order.
-    properties.__dict__ = {
-        "content_type": content_type,
-        "content_encoding": content_encoding,
-        "headers": headers,
-        "delivery_mode": delivery_mode,
-        "priority": priority,
-        "correlation_id": None,
-        "reply_to": None,
-        "expiration": None,
-        "message_id": message_id,
-        "timestamp": timestamp,
-        "type": None,
-        "user_id": None,
-        "app_id": None,
-        "cluster_id": None,
-    }
-    return properties
+    return bare_properties(
+        {
+            "content_type": content_type,
+            "content_encoding": content_encoding,
+            "headers": headers,
+            "delivery_mode": delivery_mode,
+            "priority": priority,
+            "message_id": message_id,
+            "timestamp": timestamp,
+        }
+    )
 
 
 _DELIVER = pika.spec.Basic.Deliver
@@ -274,8 +268,9 @@ def decode_deliver(encoded: bytes, offset: int, end: int) -> pika.spec.Basic.Del
 
 def _content_in(
     buffer: bytes, offset: int, size: int, channel: int
-) -> tuple[pika.spec.BasicProperties, int, int, int] | None:
-    """A delivery's whole content at ``offset``: its properties, body bounds and end; or ``None``.
+) -> tuple[pika.frame.Header, bytes, int, int] | None:
+    """A delivery's whole content at ``offset``: its header frame, its body, where it
+    ends and how many frames it took (1 or 2); or ``None``.
 
     Whole means a content header and its one body frame (none for an empty
     body), both complete in ``buffer``, on ``channel``, with good end markers,
@@ -301,6 +296,7 @@ def _content_in(
         return None
     if body_size == 0:
         body_start = end = header_end
+        frames = 1
     else:
         if size - header_end < 8:
             return None
@@ -315,10 +311,12 @@ def _content_in(
         ):
             return None
         body_start = header_end + 7
+        frames = 2
     properties = decode_properties(buffer, offset + 19, header_end - 1)
     if properties is None:
         return None
-    return properties, body_start, body_start + body_size, end
+    header = pika.frame.Header(channel, body_size, properties)
+    return header, buffer[body_start : body_start + body_size], end, frames
 
 
 def _waiting_for_content(channel: Any) -> bool:
@@ -433,15 +431,11 @@ def read_frames_lean(connection: pika.connection.Connection) -> None:
                                 connection._process_frame(value)
                             else:
                                 # What the frames' dispatch and the assembler do.
-                                properties, body_start, body_end, end = content
+                                header, body, end, taken = content
                                 connection.bytes_received += end - offset
-                                connection.frames_received += 3 if body_end > body_start else 2
+                                connection.frames_received += 1 + taken
                                 offset = end
-                                target._on_deliver(
-                                    value,
-                                    header_frame(channel, body_end - body_start, properties),
-                                    buffer[body_start:body_end],
-                                )
+                                target._on_deliver(value, header, body)
                             if connection._frame_buffer is not buffer:
                                 return  # the connection was reset while this was handled
                             continue
@@ -449,18 +443,14 @@ def read_frames_lean(connection: pika.connection.Connection) -> None:
                         content = content_in(buffer, offset, size, channel)
                         if content is not None:
                             # The content of the Basic.Deliver the assembler holds.
-                            properties, body_start, body_end, end = content
+                            header, body, end, taken = content
                             connection.bytes_received += end - offset
-                            connection.frames_received += 2 if body_end > body_start else 1
+                            connection.frames_received += taken
                             offset = end
                             assembler = target._content_assembler
                             held = assembler._method_frame
                             assembler._reset()
-                            target._on_deliver(
-                                held,
-                                header_frame(channel, body_end - body_start, properties),
-                                buffer[body_start:body_end],
-                            )
+                            target._on_deliver(held, header, body)
                             if connection._frame_buffer is not buffer:
                                 return  # the connection was reset while this was handled
                             continue

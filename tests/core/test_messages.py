@@ -510,7 +510,9 @@ def test_loads_bounded_is_the_depth_check_then_the_strict_parse(corpus: list[str
 @pytest.mark.parametrize("message_id", ["an-id", None])
 def test_a_message_s_properties_are_pika_s(message_id: str | None) -> None:
     headers = {"fedora_messaging_schema": "base.message"}
-    built = messages._properties(headers, message_id)
+    built = messages.bare_properties(
+        {"content_encoding": "utf-8", "headers": headers, "message_id": message_id}
+    )
     expected = pika.BasicProperties(
         headers=headers, content_encoding="utf-8", message_id=message_id
     )
