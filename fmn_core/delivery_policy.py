@@ -16,10 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, case, func, or_, select
+from sqlalchemy import ARRAY, Integer, String, and_, any_, bindparam, case, func, or_, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from .models import Filter, Notification, NotificationState, utcnow
+from .models import Filter, Notification, NotificationState, utc_param, utcnow
 from .outbox import WAITING_STATES, ClaimedNotification, mark_dead, mark_failed, postpone
 from .schedule import DigestSchedule
 
@@ -182,14 +183,21 @@ def group_stats(
     moment = now if now is not None else utcnow()
     waiting: dict[tuple[int, str, bool], tuple[int, dt.datetime | None]] = {}
     sent: dict[tuple[int, str], int] = {}
-    for user_id, context, digest, count, oldest, recent in session.connection().execute(
-        _stats_statement(),
-        {
-            "users": sorted({key[0] for key in wanted}),
-            "contexts": sorted({key[1] for key in wanted}),
-            "since": moment - dt.timedelta(hours=1),
-        },
-    ):
+    connection = session.connection()
+    since = moment - dt.timedelta(hours=1)
+    params = {
+        "users": sorted({key[0] for key in wanted}),
+        "contexts": sorted({key[1] for key in wanted}),
+    }
+    rows: Iterable[Sequence[Any]]
+    if connection.dialect.name == "postgresql":
+        # Once per claim: as driver SQL, with the users and contexts as two arrays,
+        # there is no list of parameters to expand and no statement to compile.
+        sql, fixed = _stats_sql(connection.dialect)
+        rows = connection.exec_driver_sql(sql, {**fixed, **params, "since": utc_param(since)})
+    else:
+        rows = connection.execute(_stats_statement(), {**params, "since": since})
+    for user_id, context, digest, count, oldest, recent in rows:
         if count:
             waiting[(user_id, context, bool(digest))] = (int(count), _aware(oldest))
         if recent:
@@ -214,6 +222,30 @@ def _stats_statement() -> Any:
     hour, per (user, context) and lane. A sender asks once per claim, at low rates once
     per message, and building the statement cost more than running it."""
     n = Notification.__table__.c
+    return _stats_select(
+        n.user_id.in_(bindparam("users", expanding=True)),
+        n.context.in_(bindparam("contexts", expanding=True)),
+    )
+
+
+@functools.cache
+def _stats_sql(dialect: Dialect) -> tuple[str, dict[str, Any]]:
+    """``_stats_statement`` on PostgreSQL as the driver's SQL, the users and the contexts
+    each one array parameter; and the parameters fixed in it (the states)."""
+    n = Notification.__table__.c
+    statement = _stats_select(
+        n.user_id == any_(bindparam("users", [0], type_=ARRAY(Integer))),
+        n.context == any_(bindparam("contexts", [""], type_=ARRAY(String))),
+    ).params(since=utcnow())
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    expanded = compiled.construct_expanded_state()
+    run_by_run = ("users", "contexts", "since")
+    fixed = {k: v for k, v in expanded.parameters.items() if k not in run_by_run}
+    return expanded.statement, fixed
+
+
+def _stats_select(of_users: Any, of_contexts: Any) -> Any:
+    n = Notification.__table__.c
     f = Filter.__table__.c
     # Whether a row belongs to a digest: its filter sends digests, or it is gone.
     in_digest = case((or_(f.id.is_(None), f.delivery == "digest"), 1), else_=0)
@@ -232,11 +264,7 @@ def _stats_statement() -> Any:
             func.sum(case((is_recent, 1), else_=0)),
         )
         .select_from(Notification.__table__.outerjoin(Filter.__table__, f.id == n.filter_id))
-        .where(
-            n.user_id.in_(bindparam("users", expanding=True)),
-            n.context.in_(bindparam("contexts", expanding=True)),
-            or_(is_waiting, is_recent),
-        )
+        .where(of_users, of_contexts, or_(is_waiting, is_recent))
         .group_by(n.user_id, n.context, in_digest)
     )
 

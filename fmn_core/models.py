@@ -45,6 +45,8 @@ __all__ = [
     "StoredMessage",
     "Template",
     "User",
+    "utc_param",
+    "utc_read",
     "utcnow",
 ]
 
@@ -65,19 +67,29 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(dt.UTC)
+        return utc_param(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, dt.datetime)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        return utc_read(value)
+
+
+def utc_param(value: dt.datetime | None) -> dt.datetime | None:
+    """A timestamp as a ``UTCDateTime`` column stores it (also for driver SQL)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(dt.UTC)
+
+
+def utc_read(value: Any) -> dt.datetime | None:
+    """A stored timestamp as a ``UTCDateTime`` column reads it back (also for driver SQL)."""
+    if value is None:
+        return None
+    assert isinstance(value, dt.datetime)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 intpk = Annotated[int, mapped_column(primary_key=True)]

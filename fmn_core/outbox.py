@@ -34,11 +34,12 @@ import datetime as dt
 import functools
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Connection, Integer, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from .db import is_postgres, run_on_driver
@@ -51,6 +52,8 @@ from .models import (
     Preference,
     StoredMessage,
     User,
+    utc_param,
+    utc_read,
     utcnow,
 )
 from .schedule import DigestSchedule, Lane, QuietHours, lane_of
@@ -241,51 +244,65 @@ def _claim_where(
 @functools.cache
 def _load_statement() -> Any:
     """``_load_claimed``'s statement, built once (parameter: ``ids``)."""
+    columns, joined = _load_columns()
+    n = Notification.__table__.c
+    d = Destination.__table__.c
+    p = Preference.__table__.c
+    return (
+        select(*columns, d.address)
+        .select_from(
+            joined.outerjoin(
+                Destination.__table__, and_(d.preference_id == p.id, d.confirmed.is_(True))
+            )
+        )
+        .where(n.id.in_(bindparam("ids", expanding=True)))
+        .order_by(n.created_at, n.id, d.id)
+    )
+
+
+def _load_columns() -> tuple[list[Any], Any]:
+    """What a claim loads of each row but its addresses (the columns ``_claimed_of``
+    reads, in its order), and the joins they come from: a row whose filter or
+    preference is gone is still loaded."""
     n = Notification.__table__.c
     u = User.__table__.c
     m = StoredMessage.__table__.c
     p = Preference.__table__.c
     f = Filter.__table__.c
-    d = Destination.__table__.c
-    return (
-        select(
-            n.id,
-            n.context,
-            n.filter_name,
-            n.created_at,
-            n.attempts,
-            n.hold_reason,
-            u.id,
-            u.name,
-            u.muted_until,
-            u.link_nonce,
-            m.id,
-            m.topic,
-            m.body,
-            m.headers,
-            p.id,
-            p.enabled,
-            p.digest_minutes,
-            p.digest_count,
-            p.digest_at,
-            p.digest_timezone,
-            p.quiet_from,
-            p.quiet_to,
-            p.quiet_timezone,
-            f.delivery,
-            f.urgent,
-            d.address,
-        )
-        .select_from(
-            Notification.__table__.join(User.__table__, u.id == n.user_id)
-            .join(StoredMessage.__table__, m.id == n.message_id)
-            .outerjoin(Preference.__table__, and_(p.user_id == n.user_id, p.context == n.context))
-            .outerjoin(Filter.__table__, f.id == n.filter_id)
-            .outerjoin(Destination.__table__, and_(d.preference_id == p.id, d.confirmed.is_(True)))
-        )
-        .where(n.id.in_(bindparam("ids", expanding=True)))
-        .order_by(n.created_at, n.id, d.id)
+    columns = [
+        n.id,
+        n.context,
+        n.filter_name,
+        n.created_at,
+        n.attempts,
+        n.hold_reason,
+        u.id,
+        u.name,
+        u.muted_until,
+        u.link_nonce,
+        m.id,
+        m.topic,
+        m.body,
+        m.headers,
+        p.id,
+        p.enabled,
+        p.digest_minutes,
+        p.digest_count,
+        p.digest_at,
+        p.digest_timezone,
+        p.quiet_from,
+        p.quiet_to,
+        p.quiet_timezone,
+        f.delivery,
+        f.urgent,
+    ]
+    joined = (
+        Notification.__table__.join(User.__table__, u.id == n.user_id)
+        .join(StoredMessage.__table__, m.id == n.message_id)
+        .outerjoin(Preference.__table__, and_(p.user_id == n.user_id, p.context == n.context))
+        .outerjoin(Filter.__table__, f.id == n.filter_id)
     )
+    return columns, joined
 
 
 def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotification]:
@@ -294,24 +311,35 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
     Columns, not entities: a sender claims hundreds of rows a second, and building
     ORM objects per row (the message's body and headers among them) cost more than
     the query. The user's preference, the filter's mode and the confirmed
-    addresses come in the same statement (outer joins: a row whose filter or
-    preference is gone is still claimed), one result row per address.
+    addresses come in the same statement, one result row per address.
     """
     if not ids:
         return []
-    result = session.connection().execute(_load_statement(), {"ids": list(ids)})
     # One result row per confirmed address (or one without): fold them per notification.
     found: dict[int, tuple[Any, list[str]]] = {}
     # All rows in one fetch, not one call through the result per row.
-    for row in result.all():
+    for row in session.connection().execute(_load_statement(), {"ids": list(ids)}).all():
         entry = found.get(row[0])
         if entry is None:
             entry = found[row[0]] = (row, [])
         if row[25] is not None:
             entry[1].append(row[25])
+    return _claimed_of(found.values(), _as_read)
+
+
+def _as_read(value: Any) -> Any:
+    return value
+
+
+def _claimed_of(
+    found: Iterable[tuple[Sequence[Any], Sequence[str]]], timestamp: Callable[[Any], Any]
+) -> list[ClaimedNotification]:
+    """Claimed rows from ``_load_columns``' values and each row's confirmed addresses,
+    in the order given; ``timestamp`` reads the timestamp columns (``utc_read`` for
+    driver SQL, which no column type reads)."""
     facts = FactsCache()
     claimed: list[ClaimedNotification] = []
-    for row, addresses in found.values():
+    for row, addresses in found:
         # The columns alone: an ORM object per row cost as much as reading its facts.
         message = MessageRow(row[10], row[11], row[12], row[13])
         fact = facts.get(message)
@@ -334,12 +362,12 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
                 user=row[7],
                 context=row[1],
                 filter_name=row[2],
-                created_at=row[3],
+                created_at=timestamp(row[3]),
                 attempts=row[4],
                 enabled=bool(row[15]) if has_preference else False,
                 digest_minutes=row[16] if has_preference else 0,
                 digest_count=row[17] if has_preference else 0,
-                muted_until=row[8],
+                muted_until=timestamp(row[8]),
                 link_nonce=row[9] or 0,
                 destinations=tuple(addresses),
                 # A row whose filter is gone follows the context's digest.
@@ -383,36 +411,105 @@ def claim_due(
     ``exclude_contexts`` leaves some out (the daemon leaves ``irc`` to the bot).
     """
     moment = _now(now)
-    statement = _claim_due_statement(
-        is_postgres(session),
-        tuple(contexts) if contexts is not None else None,
-        tuple(exclude_contexts),
-    )
-    taken = list(
-        session.connection().scalars(
-            statement,
+    chosen = (tuple(contexts) if contexts is not None else None, tuple(exclude_contexts))
+    until = moment + dt.timedelta(seconds=lease_seconds)
+    connection = session.connection()
+    if is_postgres(session):
+        # One statement and one round trip: the claim's UPDATE returns what the load
+        # would read. As driver SQL, with no statement to compile or column types to run.
+        sql, fixed = _claim_and_load_sql(connection.dialect, *chosen)
+        result = connection.exec_driver_sql(
+            sql,
             {
-                "now": moment,
+                **fixed,
+                "now": utc_param(moment),
                 "limit": limit,
                 "worker": worker,
-                "until": moment + dt.timedelta(seconds=lease_seconds),
+                "until": utc_param(until),
             },
+        )
+        # RETURNING has no order: oldest first, as the load's ORDER BY.
+        rows = sorted(result.all(), key=_created_and_id)
+        return _claimed_of(((row, row[25]) for row in rows), utc_read)
+    # SQLite has no UPDATE ... FROM a locking sub-select: the claim, then the load.
+    taken = list(
+        connection.scalars(
+            _claim_due_statement(*chosen),
+            {"now": moment, "limit": limit, "worker": worker, "until": until},
         )
     )
     return _load_claimed(session, taken)
 
 
-@functools.cache
-def _claim_due_statement(
-    postgres: bool, contexts: tuple[str, ...] | None, exclude_contexts: tuple[str, ...]
-) -> Any:
-    """``claim_due``'s one statement, built once per dialect and contexts.
+def _created_and_id(row: Sequence[Any]) -> tuple[Any, Any]:
+    return (row[3], row[0])
 
-    Building it (and its cache key) anew for every claim cost more CPU than
-    running it; parameters: ``now``, ``limit``, ``worker``, ``until``.
+
+#: The parameters a claim passes run by run (the rest is fixed per statement).
+_RUN_BY_RUN = ("now", "limit", "worker", "until")
+
+
+@functools.cache
+def _claim_and_load_sql(
+    dialect: Dialect, contexts: tuple[str, ...] | None, exclude_contexts: tuple[str, ...]
+) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL's claim and load in one statement: the driver's SQL, and the
+    parameters fixed in it (the caller adds ``_RUN_BY_RUN``).
+
+    ``UPDATE notifications ... FROM`` the load's columns (``_load_columns``) of the
+    due rows (``_due_ids``, locked and skipped as in ``_claim_due_statement``),
+    ``RETURNING`` them, the confirmed addresses as one array per row: it takes the
+    rows the two statements would take and returns what the load would read.
     """
     table = cast(Table, Notification.__table__)
-    c = table.c
+    n = table.c
+    p = Preference.__table__.c
+    d = Destination.__table__.c
+    columns, joined = _load_columns()
+    addresses = func.array(
+        select(d.address)
+        .where(d.preference_id == p.id, d.confirmed.is_(True))
+        .order_by(d.id)
+        .scalar_subquery()
+    )
+    # Placeholder values, so that the lists fixed in it (states, contexts) can be
+    # rendered as parameters of their own.
+    placeholders = {"now": utcnow(), "limit": 0, "worker": "", "until": utcnow()}
+    loaded = (
+        select(*columns, addresses)
+        .select_from(joined)
+        .where(n.id.in_(_due_ids(True, contexts, exclude_contexts).correlate(None)))
+        .params(placeholders)
+        .subquery("loaded")
+    )
+    statement = (
+        update(table)
+        .where(n.id == loaded.c[0])
+        .values(_claim_values(n, placeholders))
+        .returning(*loaded.c)
+    )
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    expanded = compiled.construct_expanded_state()
+    fixed = {k: v for k, v in expanded.parameters.items() if k not in _RUN_BY_RUN}
+    return expanded.statement, fixed
+
+
+def _claim_values(c: Any, placeholders: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a claim sets (parameters ``worker`` and ``until``)."""
+    given = placeholders or {}
+    return {
+        "state": NotificationState.SENDING.value,
+        "claimed_by": bindparam("worker", given.get("worker"), type_=c.claimed_by.type),
+        "claimed_until": bindparam("until", given.get("until"), type_=c.claimed_until.type),
+    }
+
+
+def _due_ids(
+    postgres: bool, contexts: tuple[str, ...] | None, exclude_contexts: tuple[str, ...]
+) -> Any:
+    """The ids of up to ``limit`` due rows, oldest due first (parameters ``now``,
+    ``limit``); on PostgreSQL locked, skipping those another sender holds."""
+    c = Notification.__table__.c
     now = bindparam("now", type_=c.next_attempt_at.type)
     due = select(c.id).where(
         or_(
@@ -427,16 +524,25 @@ def _claim_due_statement(
         due = due.where(c.context.not_in(exclude_contexts))
     due = due.order_by(c.next_attempt_at, c.id).limit(bindparam("limit", type_=Integer))
     if postgres:
-        # Locks the due rows, skipping those another sender holds.
         due = due.with_for_update(skip_locked=True)
+    return due
+
+
+@functools.cache
+def _claim_due_statement(
+    contexts: tuple[str, ...] | None, exclude_contexts: tuple[str, ...]
+) -> Any:
+    """``claim_due``'s claim on SQLite, built once per contexts.
+
+    Building it (and its cache key) anew for every claim cost more CPU than
+    running it; parameters: ``now``, ``limit``, ``worker``, ``until``.
+    """
+    table = cast(Table, Notification.__table__)
+    c = table.c
     return (
         update(table)
-        .where(c.id.in_(due))
-        .values(
-            state=NotificationState.SENDING.value,
-            claimed_by=bindparam("worker", type_=c.claimed_by.type),
-            claimed_until=bindparam("until", type_=c.claimed_until.type),
-        )
+        .where(c.id.in_(_due_ids(False, contexts, exclude_contexts)))
+        .values(_claim_values(c))
         .returning(c.id)
     )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import select
+
 from core.test_outbox import add_notification, add_user, state_of
 from fmn_core import delivery_policy, outbox
 from fmn_core.db import Database
@@ -160,6 +162,69 @@ def test_group_stats_counts_waiting_rows_and_recent_sends(db: Database) -> None:
     assert stats[key].sent_last_hour == 1
     assert stats[key].oldest_waiting == old
     assert stats[(user.id, "push")] == delivery_policy.GroupStats(0, None, 0)
+
+
+def test_group_stats_on_postgresql_reads_what_its_portable_statement_reads(
+    db: Database,
+) -> None:
+    # PostgreSQL runs group_stats as driver SQL (users and contexts as arrays): the
+    # figures must be those of the statement SQLite runs, lanes and users apart.
+    from fmn_core.models import Filter, Preference
+
+    now = utcnow()
+    with db.begin() as session:
+        jo, al = add_user(session, "jo"), add_user(session, "al")
+        add_user(session, "jo", "push", ("p",))
+        preference = session.scalars(
+            select(Preference).where(Preference.user_id == jo.id, Preference.context == "email")
+        ).one()
+        digest = Filter(preference_id=preference.id, name="later", delivery="digest")
+        instant = Filter(preference_id=preference.id, name="now", delivery="instant")
+        session.add_all([digest, instant])
+        session.flush()
+        add_notification(session, jo, filter_id=instant.id, created_at=now - dt.timedelta(hours=4))
+        for user in (jo, al):
+            add_notification(session, user, created_at=now - dt.timedelta(minutes=20))
+            add_notification(session, user, "push", state="failed")
+            add_notification(session, user, state="sent", sent_at=now - dt.timedelta(minutes=5))
+        add_notification(session, jo, filter_id=digest.id, created_at=now - dt.timedelta(hours=3))
+        add_notification(session, jo, filter_id=digest.id, state="sending")
+        add_notification(session, al, state="sent", sent_at=now - dt.timedelta(hours=2))
+        keys = [(jo.id, "email"), (al.id, "email"), (jo.id, "push"), (al.id, "sms")]
+    with db.begin() as session:
+        stats = delivery_policy.group_stats(session, keys, now=now)
+        lanes = [(jo.id, "email", "digest"), (jo.id, "email", "instant")]
+        by_lane = delivery_policy.group_stats(session, lanes, now=now)
+        portable = session.connection().execute(
+            delivery_policy._stats_statement(),
+            {
+                "users": [jo.id, al.id],
+                "contexts": ["email", "push", "sms"],
+                "since": now - dt.timedelta(hours=1),
+            },
+        )
+        rows = sorted(
+            (u, c, int(d), int(n), delivery_policy._aware(o), int(r))
+            for u, c, d, n, o, r in portable
+        )
+    assert stats[(jo.id, "email")] == delivery_policy.GroupStats(4, now - dt.timedelta(hours=4), 1)
+    assert stats[(al.id, "email")] == delivery_policy.GroupStats(
+        1, now - dt.timedelta(minutes=20), 1
+    )
+    assert stats[(al.id, "sms")] == delivery_policy.GroupStats(0, None, 0)
+    # A row whose filter is gone is the digest's.
+    assert by_lane[lanes[0]] == delivery_policy.GroupStats(3, now - dt.timedelta(hours=3), 1)
+    assert by_lane[lanes[1]] == delivery_policy.GroupStats(1, now - dt.timedelta(hours=4), 1)
+    for user_id, context, digest_lane, waiting, oldest, _ in rows:
+        key = (user_id, context, "digest" if digest_lane else "instant")
+        if context == "email" and user_id == jo.id:
+            assert (by_lane[key].waiting, by_lane[key].oldest_waiting) == (waiting, oldest)
+    sent = {(u, c): 0 for u, c, *_ in rows}
+    for user_id, context, *_, recent in rows:
+        sent[(user_id, context)] += recent
+    asked = {key: figure for key, figure in sent.items() if key in stats}
+    assert {key: stats[key].sent_last_hour for key in asked} == asked
+    assert len(asked) == 3
 
 
 # -- apply: one applier of decisions for every sender ----------------------------------

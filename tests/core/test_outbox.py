@@ -17,6 +17,7 @@ from fmn_core.display import display_of
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
     Destination,
+    Filter,
     Notification,
     Preference,
     StoredMessage,
@@ -149,6 +150,73 @@ def test_claim_due_returns_everything_needed_to_render(db: Database) -> None:
     row = state_of(db, row_id)
     assert row.state == "sending" and row.claimed_by == "w1"
     assert row.claimed_until is not None and row.claimed_until > utcnow()
+
+
+def test_claim_due_returns_what_the_load_of_its_rows_reads(db: Database) -> None:
+    # On PostgreSQL the claim and the load are one statement (driver SQL, its rows
+    # read by hand): whatever it returns, the load of the same rows must read too,
+    # for every shape a row can take.
+    now = utcnow()
+    with db.begin() as session:
+        jo = add_user(session, "jo", addresses=("b@example.org", "a@example.org"))
+        session.add(
+            Destination(
+                preference_id=session.scalars(select(Preference.id)).one(),
+                address="unconfirmed@example.org",
+                confirmed=False,
+            )
+        )
+        preference = session.scalars(select(Preference).where(Preference.user_id == jo.id)).one()
+        preference.digest_at = "08:30"
+        preference.digest_timezone = "Europe/Prague"
+        preference.quiet_from, preference.quiet_to = "22:00", "07:00"
+        preference.quiet_timezone = "Asia/Tokyo"
+        urgent = Filter(preference_id=preference.id, name="urgent", delivery="instant", urgent=True)
+        digest = Filter(preference_id=preference.id, name="later", delivery="digest")
+        session.add_all([urgent, digest])
+        muted = add_user(session, "al", addresses=())
+        muted.muted_until = now + dt.timedelta(hours=2)
+        muted.link_nonce = 7
+        session.flush()
+        ids = [
+            add_notification(session, jo, filter_id=urgent.id, created_at=now).id,
+            # Older than the row before it, with a larger id: oldest first all the same.
+            add_notification(
+                session,
+                jo,
+                filter_id=digest.id,
+                created_at=now - dt.timedelta(minutes=3),
+                state="failed",
+                attempts=2,
+                hold_reason="retry",
+            ).id,
+            # Its filter is gone; its user has no preference for the context.
+            add_notification(session, muted, "sms", created_at=now - dt.timedelta(minutes=1)).id,
+            # A lease that expired (a sender that never came back).
+            add_notification(
+                session,
+                muted,
+                created_at=now - dt.timedelta(minutes=2),
+                state="sending",
+                claimed_by="gone",
+                claimed_until=now - dt.timedelta(seconds=1),
+            ).id,
+        ]
+    with db.begin() as session:
+        claimed = outbox.claim_due(session, worker="w1", limit=10, lease_seconds=60)
+        loaded = outbox._load_claimed(session, [c.id for c in claimed])
+    assert claimed == loaded
+    assert [c.id for c in claimed] == [ids[1], ids[3], ids[2], ids[0]]
+    first = claimed[3]
+    assert first.destinations == ("b@example.org", "a@example.org")
+    assert first.urgent and first.delivery == "instant" and first.quiet is not None
+    assert first.created_at == now and first.created_at.tzinfo == dt.UTC
+    assert claimed[0].attempts == 2 and claimed[0].hold_reason == "retry"
+    assert claimed[0].wants_digest and claimed[0].digest_timezone == "Europe/Prague"
+    gone = claimed[2]
+    assert gone.destinations == () and gone.delivery == "digest" and not gone.enabled
+    assert gone.muted_until == muted.muted_until and gone.link_nonce == 7
+    assert {state_of(db, i).claimed_by for i in ids} == {"w1"}
 
 
 def test_claim_due_only_confirmed_destinations(db: Database) -> None:
