@@ -354,24 +354,38 @@ def _dialect(session: Session) -> str:
 def _pg_insert(
     table: Table, rows: list[dict[str, Any]], constants: Mapping[str, Any]
 ) -> tuple[str, list[Any]]:
-    """PostgreSQL's ``INSERT … SELECT … FROM unnest(…)`` of ``rows``, and its parameters."""
+    """PostgreSQL's ``INSERT … SELECT … FROM unnest(…)`` of ``rows``, and its parameters.
+
+    A single row (at a steady rate most batches are one message) comes from
+    ``VALUES`` with one scalar per column instead: psycopg looks up a dumper for
+    each array (scanning it for its element type) and dumps it element by
+    element, which for one row cost more than the row itself. Either text never
+    changes for a table and its constants, so each is prepared once.
+    """
     types = _PG_TYPES[table.name]
     columns = list(types)
     varying = [c for c in columns if c not in constants]
     picked = ", ".join(
         f"%b::{types[c]}" if c in constants else f"u.{c}::{types[c]}" for c in columns
     )
-    unnested = ", ".join(f"%b::{'text' if types[c] == 'json' else types[c]}[]" for c in varying)
+    # JSON columns travel as text and are cast in ``picked``.
+    sent = {c: "text" if types[c] == "json" else types[c] for c in varying}
+    if len(rows) == 1:
+        source = f"(VALUES ({', '.join(f'%b::{sent[c]}' for c in varying)}))"
+    else:
+        source = f"unnest({', '.join(f'%b::{sent[c]}[]' for c in varying)})"
     statement_text = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"SELECT {picked} FROM unnest({unnested}) AS u({', '.join(varying)})"
+        f"SELECT {picked} FROM {source} AS u({', '.join(varying)})"
     )
     params: list[Any] = [constants[c] for c in columns if c in constants]
     for c in varying:
-        if types[c] == "json":
-            params.append([_json_value(row[c]) for row in rows])
-        else:
-            params.append([row[c] for row in rows])
+        values = (
+            [_json_value(row[c]) for row in rows]
+            if types[c] == "json"
+            else [row[c] for row in rows]
+        )
+        params.append(values[0] if len(rows) == 1 else values)
     return statement_text, params
 
 

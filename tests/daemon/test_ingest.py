@@ -478,3 +478,44 @@ def test_ingest_announces_its_outbox_rows_as_announce_new_rows_does(
     finally:
         listener.close()
         engine.dispose()
+
+
+def test_ingest_stores_the_same_columns_for_one_row_as_for_many(db: Database) -> None:
+    """On PostgreSQL one row goes as scalars (``VALUES``), more as arrays (``unnest``)."""
+    from fmn_daemon.ingest import _MESSAGES, _message_row, _pg_insert
+
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], name="koji ✓")
+    matcher = load_matcher(db)
+    text = '{"a": "w\\u00f6rld ✓", "q": "x\\"y\\\\z", "n": null, "l": [1, 2.5]}'
+    headers = {"x": "w\u00f6rld ✓", "n": 7, "t": True, "none": None, "big": 2**70}
+    properties = pika.BasicProperties(message_id="one", headers=headers)
+    decoded, body_json = read_delivery(
+        "org.fedoraproject.test.koji.build", properties, text.encode()
+    )
+    alone = facts_of(decoded, body_json=body_json)
+    together = [replace(alone, id="two"), replace(alone, id="three")]
+    row = _message_row(alone, True)
+    assert " FROM (VALUES (" in _pg_insert(_MESSAGES, [row], {"received_at": utcnow()})[0]
+    assert " FROM unnest(" in _pg_insert(_MESSAGES, [row, row], {"received_at": utcnow()})[0]
+
+    with db.begin() as session:
+        assert ingest_batch(session, matcher, [alone]).notifications == 1
+    with db.begin() as session:
+        assert ingest_batch(session, matcher, together).notifications == 2
+
+    with db.begin() as session:
+        stored = {
+            m.id: (m.topic, m.body, m.headers, m.summary, m.url, m.app)
+            for m in session.scalars(select(StoredMessage))
+        }
+        raw = dict(
+            session.execute(select(StoredMessage.id, func.cast(StoredMessage.body, String))).all()
+        )
+        outbox = {
+            n.message_id: (n.user_id, n.context, n.filter_id, n.filter_name, n.state, n.attempts)
+            for n in session.scalars(select(Notification))
+        }
+    assert stored["one"] == stored["two"] == stored["three"]
+    assert raw["one"] == raw["two"] == raw["three"]
+    assert outbox["one"] == outbox["two"] == outbox["three"]
