@@ -41,6 +41,7 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 import queue
 import random
 import threading
@@ -197,6 +198,8 @@ class Consumer:
         #: Users refreshed from state a rolled-back batch wrote; refreshed again later.
         self._stale_users: set[int] = set()
         self._stop: threading.Event | None = None
+        #: When the AMQP thread's timer fires (monotonic), and its id (``_arm_tick``).
+        self._tick: tuple[float, object | None] = (math.inf, None)
 
     @property
     def heartbeat(self) -> float:
@@ -389,11 +392,17 @@ class Consumer:
     def _pump(self, stop: threading.Event) -> None:
         connection = self._connection
         assert connection is not None
+        self._tick = (math.inf, None)
         while not stop.is_set():
-            self._amqp_beat = time.monotonic()
+            now = time.monotonic()
+            self._amqp_beat = now
             self._check_writer()
-            wait = self.batch_wait if self._pending else 0.25
-            connection.process_data_events(time_limit=wait)
+            if not self._pending:
+                due = now + 0.25
+            elif (due := self._pending_since + self.batch_wait) <= now:
+                due = now + self.batch_wait  # the writer has batches enough in hand
+            self._arm_tick(connection, due, now)
+            connection.process_data_events(time_limit=None)
             if (
                 self._pending
                 and not self._work.full()
@@ -414,6 +423,23 @@ class Consumer:
         self._consumer_tags = []
         while self._pending:
             self._hand_over(block=True)
+
+    def _arm_tick(self, connection: pika.BlockingConnection, due: float, now: float) -> None:
+        """Have the connection's loop return by ``due`` (monotonic), whatever else happens.
+
+        One timer, set again only when it has fired or must fire sooner: a time
+        limit on ``process_data_events`` sets and cancels a timer of its own on
+        every call, and at a steady rate every delivery is a call of its own.
+        """
+        armed, timer = self._tick
+        if due >= armed:
+            return
+        if timer is not None:
+            connection.remove_timeout(timer)
+        self._tick = (due, connection.call_later(max(0.0, due - now), self._on_tick))
+
+    def _on_tick(self) -> None:
+        self._tick = (math.inf, None)
 
     def _check_writer(self) -> None:
         writer, stop = self._writer, self._stop

@@ -437,3 +437,83 @@ def test_the_consumer_batches_up_to_ingest_batch_size_not_the_senders(tmp_path: 
         assert Consumer(db, broker, Metrics(), batch_size=2).batch_size == 2
     finally:
         db.dispose()
+
+
+class _TimerRecorder:
+    """The two timer calls ``Consumer._arm_tick`` makes on a ``BlockingConnection``."""
+
+    def __init__(self) -> None:
+        self.armed: dict[int, float] = {}
+        self.removed: list[int] = []
+
+    def call_later(self, delay: float, _callback: Callable[[], None]) -> int:
+        timer = len(self.armed) + len(self.removed) + 1
+        self.armed[timer] = delay
+        return timer
+
+    def remove_timeout(self, timer: int) -> None:
+        self.removed.append(timer)
+        del self.armed[timer]
+
+
+def test_the_amqp_thread_keeps_one_timer_and_sets_it_again_only_to_fire_sooner(
+    tmp_path: Path,
+) -> None:
+    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'fmn.sqlite'}"))
+    try:
+        broker = BrokerSettings(
+            amqp_url="amqp://guest:guest@127.0.0.1:1/%2F", exchanges={}, queues={}, bindings=()
+        )
+        consumer = Consumer(db, broker, Metrics())
+        connection: Any = _TimerRecorder()
+        consumer._arm_tick(connection, 10.25, 10.0)
+        assert connection.armed == {1: 0.25}
+        consumer._arm_tick(connection, 10.26, 10.01)  # later: the armed timer will do
+        consumer._arm_tick(connection, 10.25, 10.02)
+        assert connection.armed == {1: 0.25} and connection.removed == []
+        consumer._arm_tick(connection, 10.08, 10.03)  # sooner (a delivery waits): moved
+        assert connection.removed == [1] and connection.armed == {2: pytest.approx(0.05)}
+        consumer._on_tick()  # fired: the next due time is armed, whatever it is
+        consumer._arm_tick(connection, 10.33, 10.08)
+        assert connection.armed == {2: pytest.approx(0.05), 3: pytest.approx(0.25)}
+        assert connection.removed == [1]
+    finally:
+        db.dispose()
+
+
+def test_a_delivery_the_busy_writer_cannot_take_is_handed_over_after_batch_wait(
+    database: Database, rabbitmq: RabbitMQ
+) -> None:
+    # Nothing else arrives to wake the AMQP thread: its own timer must, batch_wait
+    # after the delivery, not at the idle wake-up (a quarter of a second).
+    release = threading.Event()
+    arrived: list[float] = []
+
+    class SlowWriter(Consumer):
+        def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            arrived.append(time.monotonic())
+            super()._on_message(channel, method, properties, body)
+
+        def _write(self, item: Any) -> None:
+            release.wait(15)
+            super()._write(item)
+
+    consumer = SlowWriter(
+        database, load_broker_settings(rabbitmq.config_path), Metrics(), batch_wait=0.02
+    )
+    consumer.load_matcher()
+    consumer.connect()
+    run = Running(consumer)
+    try:
+        publish(rabbitmq, [koji(0)])
+        wait_until(lambda: len(arrived) == 1 and consumer._writer_idle is False)
+        time.sleep(0.3)  # the writer holds the first batch; the AMQP thread is idle again
+        publish(rabbitmq, [koji(1)])
+        wait_until(lambda: consumer._work.qsize() == 1, timeout=5)
+        handed_over = time.monotonic()
+        assert len(arrived) == 2
+        assert handed_over - arrived[1] < 0.2
+    finally:
+        release.set()
+        run.halt()
+    assert count(database, StoredMessage) == 2

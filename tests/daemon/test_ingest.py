@@ -425,3 +425,97 @@ def test_json_safe_copies_a_flat_table_as_before() -> None:
         assert copied is not value
         assert list(copied.items()) == [(str(k), v) for k, v in value.items()]
         assert all(type(k) is str for k in copied)
+
+
+@pytest.mark.postgres
+def test_ingest_announces_its_outbox_rows_as_announce_new_rows_does(
+    empty_postgres_url: str,
+) -> None:
+    # The batch's NOTIFY rides in the outbox insert's statement: listening senders
+    # must hear, at the commit and only then, what ``announce_new_rows`` sends.
+    import psycopg
+
+    from fmn_core import outbox
+    from fmn_core.config import Config
+    from fmn_core.db import make_engine
+    from fmn_core.models import Base
+
+    engine = make_engine(empty_postgres_url)
+    listener = psycopg.connect(
+        empty_postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    )
+    try:
+        Base.metadata.create_all(engine)
+        database = Database(Config(database_url=str(engine.url)), engine)
+        listener.execute(f"LISTEN {outbox.NEW_ROWS_CHANNEL}")
+
+        def heard() -> list[tuple[str, str]]:
+            return [(n.channel, n.payload) for n in listener.notifies(timeout=0.5, stop_after=5)]
+
+        with database.begin() as session:
+            add_filter(session, "alice", [("app_is", {"app": "koji"})])
+        matcher = load_matcher(database)
+        with database.begin() as session:
+            outbox.announce_new_rows(session)
+        announced = heard()
+        assert announced == [(outbox.NEW_ROWS_CHANNEL, "")]
+
+        with database.begin() as session:
+            result = ingest_batch(session, matcher, [message("koji"), message("koji")])
+            assert result.notifications == 2
+            assert heard() == []  # not before the commit
+        assert heard() == announced
+
+        with database.begin() as session:  # no outbox rows: nothing to announce
+            assert ingest_batch(session, matcher, [message("bodhi")]).notifications == 0
+        assert heard() == []
+
+        with pytest.raises(RuntimeError), database.begin() as session:
+            assert ingest_batch(session, matcher, [message("koji")]).notifications == 1
+            raise RuntimeError("rolled back")
+        assert heard() == []
+        assert count(database, Notification) == 2
+    finally:
+        listener.close()
+        engine.dispose()
+
+
+def test_ingest_stores_the_same_columns_for_one_row_as_for_many(db: Database) -> None:
+    """On PostgreSQL one row goes as scalars (``VALUES``), more as arrays (``unnest``)."""
+    from fmn_daemon.ingest import _MESSAGES, _message_row, _pg_insert
+
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], name="koji ✓")
+    matcher = load_matcher(db)
+    text = '{"a": "w\\u00f6rld ✓", "q": "x\\"y\\\\z", "n": null, "l": [1, 2.5]}'
+    headers = {"x": "w\u00f6rld ✓", "n": 7, "t": True, "none": None, "big": 2**70}
+    properties = pika.BasicProperties(message_id="one", headers=headers)
+    decoded, body_json = read_delivery(
+        "org.fedoraproject.test.koji.build", properties, text.encode()
+    )
+    alone = facts_of(decoded, body_json=body_json)
+    together = [replace(alone, id="two"), replace(alone, id="three")]
+    row = _message_row(alone, True)
+    assert " FROM (VALUES (" in _pg_insert(_MESSAGES, [row], {"received_at": utcnow()})[0]
+    assert " FROM unnest(" in _pg_insert(_MESSAGES, [row, row], {"received_at": utcnow()})[0]
+
+    with db.begin() as session:
+        assert ingest_batch(session, matcher, [alone]).notifications == 1
+    with db.begin() as session:
+        assert ingest_batch(session, matcher, together).notifications == 2
+
+    with db.begin() as session:
+        stored = {
+            m.id: (m.topic, m.body, m.headers, m.summary, m.url, m.app)
+            for m in session.scalars(select(StoredMessage))
+        }
+        raw = dict(
+            session.execute(select(StoredMessage.id, func.cast(StoredMessage.body, String))).all()
+        )
+        outbox = {
+            n.message_id: (n.user_id, n.context, n.filter_id, n.filter_name, n.state, n.attempts)
+            for n in session.scalars(select(Notification))
+        }
+    assert stored["one"] == stored["two"] == stored["three"]
+    assert raw["one"] == raw["two"] == raw["three"]
+    assert outbox["one"] == outbox["two"] == outbox["three"]
