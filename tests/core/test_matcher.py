@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
 import itertools
 import json
 import logging
@@ -37,6 +38,7 @@ from fmn_core.matcher import (
 )
 from fmn_core.messages import SEVERITY_LEVELS, MessageFacts
 from fmn_core.models import ChangeEvent, Filter, Preference, Rule, User
+from fmn_core.ownership import OwnershipCache
 from fmn_core.rules import Catalog, IndexHint, Parameter, RuleContext, RuleSpec, default_catalog
 from fmn_core.snapshots import (
     _json,
@@ -258,6 +260,32 @@ def test_matcher_loads_preferences_and_matches(db: Database) -> None:
     assert found[0].user_id == alice
     assert who(found) == [("alice", "email", "bodhi")]
     assert found == matcher.naive_recipients(facts(app="Bodhi"))
+
+
+def test_the_collector_is_paused_from_the_ownership_on_while_loading(db: Database) -> None:
+    # The ownership is built with the collector paused, as the users are: its full
+    # collections would otherwise scan everything the process holds, several times.
+    with db.begin() as session:
+        insert_user(session, "alice", C("email", [F("mine", [r("package_owned_by_me")])]))
+    assert gc.isenabled()
+    seen: list[bool] = []
+
+    def load_ownership(session: Session) -> OwnershipCache:
+        seen.append(gc.isenabled())
+        return OwnershipCache([("rpms", "kernel", "alice")])
+
+    matcher = load(db, load_ownership=load_ownership)
+    assert seen == [False]
+    assert gc.isenabled()
+    assert who(matcher.recipients(facts(packages=["kernel"]))) == [("alice", "email", "mine")]
+    assert matcher.recipients(facts(packages=["glibc"])) == []
+
+    def broken(session: Session) -> OwnershipCache:
+        raise RuntimeError("no ownership")
+
+    with pytest.raises(RuntimeError, match="no ownership"):
+        load(db, load_ownership=broken)
+    assert gc.isenabled()  # back on after a failed load too
 
 
 def test_streamed_snapshots_equal_the_loaded_ones(db: Database) -> None:
