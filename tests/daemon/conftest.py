@@ -287,7 +287,12 @@ def push_receiver() -> Iterator[PushReceiver]:
     receiver = PushReceiver(host="127.0.0.1", port=0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _push_handler(receiver))
     receiver.port = int(server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, name="push-receiver", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="push-receiver",
+        daemon=True,
+    )
     thread.start()
     try:
         yield receiver

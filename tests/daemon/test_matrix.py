@@ -319,7 +319,7 @@ def test_matrix_client_follows_no_redirect_and_reads_no_huge_answer(answer: str)
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = Thread(target=server.serve_forever, daemon=True)
+    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         config = MatrixConfig(
