@@ -60,6 +60,7 @@ from .schedule import DigestSchedule, Lane, QuietHours, lane_of
 from .stored_messages import FactsCache, MessageRow
 
 __all__ = [
+    "ANNOUNCE_SQL",
     "NEW_ROWS_CHANNEL",
     "WAITING_STATES",
     "ClaimedNotification",
@@ -85,6 +86,9 @@ log = logging.getLogger(__name__)
 
 #: The PostgreSQL channel that announces committed outbox rows (``LISTEN`` to it).
 NEW_ROWS_CHANNEL = "fmn_outbox"
+#: The announcement itself (parameter: the channel); the writer also sends it as
+#: the tail of its outbox insert.
+ANNOUNCE_SQL = "SELECT pg_notify(%s::text, '')"
 
 #: Retries wait up to this fraction longer than their nominal delay.
 _JITTER = 0.1
@@ -391,7 +395,7 @@ def announce_new_rows(session: Session) -> None:
     rolls back, and several announcements in one transaction arrive as one.
     """
     if is_postgres(session):
-        run_on_driver(session, "SELECT pg_notify(%s, '')", [NEW_ROWS_CHANNEL])
+        run_on_driver(session, ANNOUNCE_SQL, [NEW_ROWS_CHANNEL])
 
 
 def claim_due(

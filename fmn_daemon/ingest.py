@@ -59,7 +59,7 @@ from fmn_core.models import (
     StoredMessage,
     utcnow,
 )
-from fmn_core.outbox import NEW_ROWS_CHANNEL, announce_new_rows
+from fmn_core.outbox import ANNOUNCE_SQL, NEW_ROWS_CHANNEL, announce_new_rows
 from fmn_core.ownership import affects_ownership
 from fmn_core.text import for_log
 
@@ -337,7 +337,7 @@ def _insert_all(
         return
     statement_text, params = _pg_insert(table, rows, constants)
     if announce:
-        statement_text = f"WITH inserted AS ({statement_text}) SELECT pg_notify(%b::text, '')"
+        statement_text = f"WITH inserted AS ({statement_text}) {ANNOUNCE_SQL}"
         params.append(NEW_ROWS_CHANNEL)
     run_on_driver(session, statement_text, params)
 
