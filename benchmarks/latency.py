@@ -633,7 +633,7 @@ def sender_cpu(single: int, due: int) -> None:
                 time.sleep(0.1)
         with BenchDatabase() as bench:
             config = _senders_config(bench.url, port)
-            db = Database(config, bench.engine())
+            db = Database(config)
             user_ids = _email_users(db)
 
             def add_rows(count: int, start: int) -> None:
