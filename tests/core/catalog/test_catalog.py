@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
+import sys
 from types import MappingProxyType
 from typing import Any
 
@@ -290,3 +292,14 @@ def test_validation_by_pattern_only_where_it_answers_alike(rules: Catalog) -> No
 
 class _Mapping(dict[str, Any]):
     pass
+
+
+def test_patterns_whitespace_is_what_strip_removes() -> None:
+    # The patterns take "no ``\s`` first or last" for "nothing for ``str.strip`` to
+    # remove": true only while the two agree on every code point.
+    space = re.compile(r"\s")
+    assert [
+        hex(point)
+        for point in range(sys.maxunicode + 1)
+        if bool(space.match(chr(point))) != chr(point).isspace()
+    ] == []
