@@ -28,7 +28,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -250,8 +250,13 @@ def refresh_ownership(session: Session, provider: OwnershipProvider) -> int:
 _Names = str | tuple[str, ...] | frozenset[str]
 #: What an owner's entry holds while the cache is built (names gathered, or a set).
 _Held = TypeVar("_Held")
+#: What a package's entry holds while the cache is built.
+_Owners = TypeVar("_Owners")
 #: Up to this many names are kept as a tuple.
 _FEW = 4
+#: A package's owners while ``OwnershipCache._from_owner_runs`` reads them: as
+#: ``_Names``, or a list once they are more than ``_FEW``.
+_Gathering = _Names | list[str]
 _NOBODY: frozenset[str] = frozenset()
 #: Rows fetched per round trip by ``OwnershipCache.load``: the whole table is
 #: never held as driver rows at once.
@@ -342,7 +347,7 @@ class OwnershipCache:
         before is added to their set.)
         """
         by_owner: dict[str, dict[str, frozenset[str]]] = {}
-        by_package: dict[str, dict[str, str | list[str]]] = {}
+        by_package: dict[str, dict[str, _Gathering]] = {}
         seen: dict[str, str] = {}
         share = seen.setdefault
         count = 0
@@ -350,7 +355,12 @@ class OwnershipCache:
         current_owner: str | None = None
         run: list[str] = []
         owners_map: dict[str, frozenset[str]] = {}
-        packages_map: dict[str, str | list[str]] = {}
+        packages_map: dict[str, _Gathering] = {}
+        # A package's owners are held as ``_compact`` keeps them from the start (a
+        # name, then a tuple of up to ``_FEW``), not gathered in lists and copied
+        # into a second map at the end (a pass over 130k packages at 100k users);
+        # only the few with more owners are gathered in a list, made a set at the end.
+        crowded: list[tuple[dict[str, _Gathering], str]] = []
         for namespace, package, owner in triples:
             package = share(package, package)
             if owner != current_owner or namespace != current:
@@ -369,16 +379,25 @@ class OwnershipCache:
             if found is None:
                 packages_map[package] = owner
             elif isinstance(found, str):
-                packages_map[package] = [found, owner]
-            else:
-                found.append(owner)
+                packages_map[package] = (found, owner)
+            elif isinstance(found, tuple):
+                if len(found) < _FEW:
+                    packages_map[package] = (*found, owner)
+                else:
+                    packages_map[package] = [*found, owner]
+                    crowded.append((packages_map, package))
+            else:  # a list: no frozenset is made before the end
+                cast(list[str], found).append(owner)
             count += 1
         if run:
             assert current_owner is not None
             _end_run(owners_map, current_owner, run)
+        for names, package in crowded:
+            names[package] = frozenset(names[package])
         cache = cls.__new__(cls)
         cache._by_owner = by_owner
-        cache._by_package = {ns: _compact(names) for ns, names in by_package.items()}
+        # Every list was made a frozenset just above.
+        cache._by_package = cast(dict[str, dict[str, _Names]], by_package)
         cache._count = count
         return cache
 
@@ -409,9 +428,9 @@ class OwnershipCache:
 def _maps_of(
     namespace: str,
     by_owner: dict[str, dict[str, _Held]],
-    by_package: dict[str, dict[str, str | list[str]]],
+    by_package: dict[str, dict[str, _Owners]],
     share: Callable[[str, str], str],
-) -> tuple[dict[str, _Held], dict[str, str | list[str]]]:
+) -> tuple[dict[str, _Held], dict[str, _Owners]]:
     """The owners' and the packages' maps of ``namespace``, made at its first row (the
     loading loops ask only when the namespace changes from the row before's)."""
     owners = by_owner.get(namespace)

@@ -54,6 +54,17 @@ MAX_TEXT = 256
 _CONTROL = re.compile("[\x00-\x1f\ud800-\udfff]")
 #: Whitespace, as ``str.isspace`` has it (a glob must not contain any).
 _SPACE = re.compile(r"\s")
+#: ``_CONTROL``'s characters, as a pattern's class.
+_BARRED = r"\x00-\x1f\ud800-\udfff"
+#: Text that ``Parameter.validate`` accepts unchanged, by kind: nothing to strip
+#: (no whitespace first or last), one to ``MAX_TEXT`` characters, no control
+#: character nor lone surrogate, and the kind's own form. A value these match is
+#: returned as it is; any other goes through the checks that say what is wrong.
+_UNCHANGED = {
+    "name": re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+@:/~-]{{0,{MAX_TEXT - 1}}}"),
+    "text": re.compile(rf"[^\s{_BARRED}](?:[^{_BARRED}]{{0,{MAX_TEXT - 2}}}[^\s{_BARRED}])?"),
+    "glob": re.compile(rf"[^\s{_BARRED}]{{1,{MAX_TEXT}}}"),
+}
 
 
 class OwnershipLookup(Protocol):
@@ -215,6 +226,15 @@ class RuleSpec:
 
     def validate(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
         """Check arguments against the declared parameters; return normalized ones."""
+        # Every stored rule's arguments are checked at start-up (82,730 distinct
+        # ones at 100k users), nearly all one text argument already as stored:
+        # that case is answered by one pattern, the same answer as the checks below.
+        if type(arguments) is dict and len(arguments) == 1:
+            quick = self._unchanged
+            if quick is not None:
+                ((name, value),) = arguments.items()
+                if name == quick[0] and type(value) is str and quick[1](value):
+                    return {quick[0]: value}
         # Front ends and imports hand in whatever they parsed: refuse anything but
         # a mapping of names, as a user error rather than a TypeError.
         if arguments is not None and not isinstance(arguments, Mapping):
@@ -251,6 +271,19 @@ class RuleSpec:
                 continue
             result[parameter.name] = parameter.validate(self.name, arguments[parameter.name])
         return result
+
+    @functools.cached_property
+    def _unchanged(self) -> tuple[str, Callable[[str], re.Match[str] | None]] | None:
+        """For a rule of one required text argument: its name, and the pattern of
+        the values ``validate`` returns unchanged (``_UNCHANGED``); else ``None``."""
+        if len(self.parameters) != 1:
+            return None
+        (parameter,) = self.parameters
+        pattern = _UNCHANGED.get(parameter.kind)
+        # A subclass may check more than ``Parameter.validate`` does.
+        if pattern is None or not parameter.required or type(parameter) is not Parameter:
+            return None
+        return parameter.name, pattern.fullmatch
 
     @functools.cached_property
     def _names(self) -> frozenset[str]:

@@ -403,6 +403,44 @@ def test_ownership_cache_built_from_owner_runs_in_any_order() -> None:
     assert OwnershipCache._from_owner_runs([]).packages_of("user1") == frozenset()
 
 
+def test_ownership_cache_from_owner_runs_holds_what_the_general_build_holds() -> None:
+    # The PostgreSQL load keeps a package's owners as a name, then a tuple of up
+    # to four, and makes a set only of the larger ones at the end, rather than
+    # gathering lists to convert afterwards: each package must be held in the
+    # same shape (and with the same names) as the general build holds it.
+    counts = (1, 2, 3, 4, 5, 6, 9)
+    triples = sorted(
+        (namespace, f"pkg{count}", f"owner{i}")
+        for namespace in ("rpms", "modules")
+        for count in counts
+        for i in range(count)
+    )
+    expected = OwnershipCache(triples)
+    by_owner = sorted(triples, key=lambda t: (t[0], t[2]))
+    for rows in (by_owner, triples, triples[::-1]):
+        cache = OwnershipCache._from_owner_runs(rows)
+        assert cache._by_package.keys() == expected._by_package.keys()
+        for namespace, held in expected._by_package.items():
+            assert held.keys() == cache._by_package[namespace].keys()
+            for package, names in held.items():
+                found = cache._by_package[namespace][package]
+                assert type(found) is type(names), package
+                assert ({found} if isinstance(found, str) else set(found)) == (
+                    {names} if isinstance(names, str) else set(names)
+                )
+        assert [type(cache._by_package["rpms"][f"pkg{count}"]) for count in counts] == [
+            str,
+            tuple,
+            tuple,
+            tuple,
+            frozenset,
+            frozenset,
+            frozenset,
+        ]
+        assert cache.owners_of("pkg9", "modules") == {f"owner{i}" for i in range(9)}
+        assert cache.owners_of("pkg4") == {f"owner{i}" for i in range(4)}
+
+
 def test_ownership_cache_load_shares_the_names_it_reads(db: Database) -> None:
     owners = {"kernel": ["alice", "bob"], "bash": ["alice"], "zsh": ["bob", "@sig"]}
     with db.begin() as session:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
+import sys
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fmn_core.catalog
 from fmn_core.errors import InvalidArgument
@@ -198,3 +203,103 @@ def test_refused_arguments_say_which_rule_and_parameter(
         parameter.validate("r", value)
     assert str(refused.value) == message
     assert refused.value.argument == parameter.name
+
+
+def _checked(spec: RuleSpec, value: Any) -> dict[str, Any] | str:
+    """What ``spec.validate`` answers by its checks alone (they take any mapping; the
+    pattern, only a plain dict)."""
+    return _validated(spec, MappingProxyType({"arg": value}))
+
+
+def _validated(spec: RuleSpec, arguments: Any) -> dict[str, Any] | str:
+    try:
+        return spec.validate(arguments)
+    except InvalidArgument as refused:
+        return f"refused: {refused}"
+
+
+_EDGES = (
+    "bodhi",
+    "a",
+    "a" * 256,
+    "a" * 257,
+    " bodhi",
+    "bodhi ",
+    "bo dhi",
+    "bodhi\n",
+    "\u00a0bodhi",
+    "bodhi\u3000",
+    "bo\x00dhi",
+    "bo\x1fdhi",
+    "bo\ud800dhi",
+    "@bodhi",
+    "org.fedoraproject.*.bodhi.update.comment",
+    "é\u2603\U0001f600",
+    "\x7f",
+    "",
+    " ",
+)
+
+
+@pytest.mark.parametrize("kind", ["name", "text", "glob"])
+def test_one_text_argument_validated_as_its_parameter_checks_it(kind: Any) -> None:
+    # ``RuleSpec.validate`` answers the usual stored argument (one text value
+    # already as it is kept) by one pattern: every value must get the answer the
+    # parameter's own checks give, returned or refused alike.
+    spec = RuleSpec("r", "r:r", lambda m, c: True, "r", "r", (Parameter("arg", "an arg", kind),))
+    assert spec._unchanged is not None
+    for value in (*_EDGES, *(e * 2 for e in _EDGES), *(f"x{e}y" for e in _EDGES)):
+        assert _validated(spec, {"arg": value}) == _checked(spec, value), (kind, value)
+    for value in ("a" * 255, "a" * 256, "a" * 257, " " + "a" * 256, "a" * 256 + " "):
+        assert _validated(spec, {"arg": value}) == _checked(spec, value), (kind, len(value))
+
+
+@given(
+    kind=st.sampled_from(["name", "text", "glob"]),
+    value=st.one_of(
+        st.text(max_size=300),
+        st.text(alphabet=st.characters(codec="utf-8"), min_size=250, max_size=260),
+        st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._+@:/~ -]{0,20}\s?", fullmatch=True),
+    ),
+)
+def test_one_text_argument_validated_alike_for_any_text(kind: Any, value: str) -> None:
+    spec = RuleSpec("r", "r:r", lambda m, c: True, "r", "r", (Parameter("arg", "an arg", kind),))
+    assert _validated(spec, {"arg": value}) == _checked(spec, value)
+
+
+def test_validation_by_pattern_only_where_it_answers_alike(rules: Catalog) -> None:
+    # Rules of one required text argument take the quick path; integer and choice
+    # arguments, optional ones and several arguments always take the checks.
+    for name in ("app_is", "topic_matches", "user_involved", "package_involved"):
+        assert rules.get(name)._unchanged is not None, name
+    assert rules.get("pertains_to_me")._unchanged is None
+    optional = RuleSpec(
+        "r", "r:r", lambda m, c: True, "r", "r", (Parameter("a", "a", required=False),)
+    )
+    choice = RuleSpec(
+        "r", "r:r", lambda m, c: True, "r", "r", (Parameter("a", "a", "choice", ("X", "Y")),)
+    )
+    assert optional._unchanged is None and choice._unchanged is None
+    assert choice.validate({"a": "x"}) == {"a": "X"}
+    spec = rules.get("app_is")
+    # Not a plain dict, a name that is not the parameter's, a value that is not str.
+    assert spec.validate(_Mapping({"app": "bodhi"})) == {"app": "bodhi"}
+    with pytest.raises(InvalidArgument, match="does not take"):
+        spec.validate({"name": "bodhi"})
+    with pytest.raises(InvalidArgument, match="must be text"):
+        spec.validate({"app": 3})
+
+
+class _Mapping(dict[str, Any]):
+    pass
+
+
+def test_patterns_whitespace_is_what_strip_removes() -> None:
+    # The patterns take "no ``\s`` first or last" for "nothing for ``str.strip`` to
+    # remove": true only while the two agree on every code point.
+    space = re.compile(r"\s")
+    assert [
+        hex(point)
+        for point in range(sys.maxunicode + 1)
+        if bool(space.match(chr(point))) != chr(point).isspace()
+    ] == []
