@@ -138,8 +138,16 @@ def _start(
     ]
     load_before = os.getloadavg()[0]
     spawned = time.monotonic()
+    # Started in the work directory: ``python -m`` puts the current directory first on
+    # the path, so from a checkout's root the checkout's packages would run, not the
+    # ones installed for ``--daemon-python``.
     daemon = subprocess.Popen(
-        command, env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        command,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=workdir,
     )
     log = DaemonLog(
         daemon.stderr,
@@ -265,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for r in results:
         if r["parts"] == "whole":
+            verdict = "under" if r["rss_mb"] <= TARGET_RSS_MB else "over"
             print(
-                f"  (the whole daemon, senders and HTTP too: ready {r['ready_s']:.1f} s, "
-                f"RSS {r['rss_mb']:.0f} MB)"
+                f"  (the whole daemon, senders and HTTP too, not judged: "
+                f"ready {r['ready_s']:.1f} s, RSS {r['rss_mb']:.0f} MB = {r['rss_mib']:.0f} MiB, "
+                f"{verdict} {TARGET_RSS_MB:.0f} MB once ready, before any mail or request)"
             )
     print(f"  (load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     if args.json:

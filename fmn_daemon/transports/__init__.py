@@ -90,7 +90,6 @@ def build_transports(config: Config, live: LiveHub | None = None) -> Mapping[str
     from .email import EmailTransport
     from .feed import FeedTransport
     from .live import LiveTransport
-    from .matrix import MatrixTransport
     from .push import AndroidTransport, PushTransport
 
     push = PushTransport(config.push)
@@ -104,6 +103,9 @@ def build_transports(config: Config, live: LiveHub | None = None) -> Mapping[str
     if live is not None:
         transports["live"] = LiveTransport(live)
     if config.matrix.configured:
-        # Without a bot (matrix.user_id), nobody can set a Matrix ID either.
+        # Without a bot (matrix.user_id), nobody can set a Matrix ID either. Imported
+        # only then: its HTTP client is ~1 MiB that a daemon without a bot never uses.
+        from .matrix import MatrixTransport
+
         transports["matrix"] = MatrixTransport(config.matrix)
     return {context: t for context, t in transports.items() if context in config.contexts}

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from feedgen.feed import FeedGenerator
-
 from fmn_core.destinations import check_feed_token
 from fmn_core.errors import InvalidDestination
 from fmn_core.feeds import SentEntry
@@ -59,6 +57,10 @@ def build_feed(
     refuse the whole document otherwise. ``actions`` gives each entry's signed
     one-click action links (title, URL), listed after its description.
     """
+    # Imported on the first feed asked for: feedgen and lxml are ~4 MiB of the
+    # daemon's memory, which a deployment whose users read no feed never needs.
+    from feedgen.feed import FeedGenerator
+
     generator = FeedGenerator()
     generator.id(feed_url)
     generator.title(_line(f"fmn notifications for {user}"))

@@ -52,11 +52,28 @@ from fmn_core.push_urls import (
 from fmn_core.rendering import Rendered
 
 from . import TransportError, TransportRefused
-from ._apprise import notify_once, plugin_for
 
 __all__ = ["FCM_PREFIX", "AndroidTransport", "FcmTransport", "PushTransport"]
 
 log = logging.getLogger(__name__)
+
+
+# Apprise is imported by the first push send, not when the senders start: ~2 MiB of
+# the daemon's memory that a deployment without push users never needs.
+
+
+def plugin_for(url: str, *, plain: bool = False) -> Any:
+    """Apprise's plugin for ``url`` (see ``_apprise.plugin_for``)."""
+    from ._apprise import plugin_for as apprise_plugin
+
+    return apprise_plugin(url, plain=plain)
+
+
+def notify_once(target: str | Any, *, title: str, body: str) -> str | None:
+    """One Apprise send (see ``_apprise.notify_once``)."""
+    from ._apprise import notify_once as apprise_notify
+
+    return apprise_notify(target, title=title, body=body)
 
 
 class PushTransport:
