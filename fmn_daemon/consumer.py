@@ -6,7 +6,8 @@ deliveries into fedora-messaging message classes through ``fmn_core.messages``
 (one validator per schema, built once). fedora-messaging's own consumer handles
 one message per callback and re-checks the schema each time; this one takes up
 to ``ingest.batch_size`` messages (whatever has arrived when the writer is
-free, else what arrived within ``batch_wait`` seconds), and for the whole batch
+free, else what arrived within ``batch_wait`` seconds; while deliveries come
+close together, what arrives within ``linger`` seconds), and for the whole batch
 runs one transaction: store, match, outbox rows, commit — then one
 ``basic_ack(multiple=True)``.
 
@@ -82,6 +83,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: How long deliveries arriving close together are held to gather into one batch
+#: (seconds): one arriving within a quarter of this of the previous hand-over
+#: (at more than 200 a second) waits up to this long for others; one arriving
+#: later goes to an idle writer at once (at 50 a second, one every 20 ms, each does).
+LINGER = 0.02
 
 
 @dataclass(slots=True)
@@ -160,6 +167,7 @@ class Consumer:
         matcher: Matcher | None = None,
         batch_size: int | None = None,
         batch_wait: float = 0.05,
+        linger: float = LINGER,
         changes_interval: float = 1.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -173,6 +181,7 @@ class Consumer:
         self.matcher = matcher
         self.batch_size = batch_size or db.config.ingest.batch_size
         self.batch_wait = batch_wait
+        self.linger = linger
         self.changes_interval = changes_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -187,6 +196,9 @@ class Consumer:
         self._consumer_tags: list[str] = []
         self._pending: list[AmqpDelivery] = []
         self._pending_since = 0.0
+        #: When the last batch was handed over, and until when the pending ones are held.
+        self._handed_over = -math.inf
+        self._hold_until = 0.0
         self._work: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
@@ -397,12 +409,26 @@ class Consumer:
             now = time.monotonic()
             self._amqp_beat = now
             self._check_writer()
-            if not self._pending:
+            holding = bool(self._pending) and now < self._hold_until
+            if holding and self._writer_idle and self._work.empty():
+                # Deliveries come close together and the writer waits for them: let
+                # the next ones gather in the socket, then read them in one go and
+                # hand them over as one batch. Waiting here, not in the connection's
+                # loop, where every delivery would end the wait (a wake-up and a
+                # batch each). A busy writer makes batches by itself: no waiting then.
+                time.sleep(self._hold_until - now)
+                now = time.monotonic()
+                due = now
+            elif not self._pending:
                 due = now + 0.25
-            elif (due := self._pending_since + self.batch_wait) <= now:
-                due = now + self.batch_wait  # the writer has batches enough in hand
+            else:
+                if (due := self._pending_since + self.batch_wait) <= now:
+                    due = now + self.batch_wait  # the writer has batches enough in hand
+                if holding:
+                    due = min(due, self._hold_until)
             self._arm_tick(connection, due, now)
             connection.process_data_events(time_limit=None)
+            now = time.monotonic()
             if (
                 self._pending
                 and not self._work.full()
@@ -411,8 +437,8 @@ class Consumer:
                     # An idle writer takes what is here now: a batch waits only
                     # while the previous one is being written, so batches grow
                     # with the load and a lone message is not held back.
-                    or (self._writer_idle and self._work.empty())
-                    or time.monotonic() - self._pending_since >= self.batch_wait
+                    or (self._writer_idle and self._work.empty() and now >= self._hold_until)
+                    or now - self._pending_since >= self.batch_wait
                 )
             ):
                 self._hand_over(block=False)
@@ -454,7 +480,12 @@ class Consumer:
         body: bytes,
     ) -> None:
         if not self._pending:
-            self._pending_since = time.monotonic()
+            now = self._pending_since = time.monotonic()
+            # Close behind the previous batch: the rate is high enough that holding
+            # this one for ``linger`` gathers others with it (fewer batches, fewer
+            # wake-ups, less CPU per message). After a quieter spell it goes at once.
+            close = now - self._handed_over < self.linger / 4
+            self._hold_until = now + self.linger if close else now
         delivery = AmqpDelivery(method.delivery_tag, method.routing_key, properties, body)
         if len(body) > self.limits.max_body_bytes:
             # Let the body go now: nothing reads it, and a batch of them must not pile up.
@@ -468,7 +499,7 @@ class Consumer:
     def _hand_over(self, *, block: bool) -> None:
         """Decode the oldest pending deliveries and queue them for the writer."""
         batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
-        self._pending_since = time.monotonic()
+        self._pending_since = self._handed_over = time.monotonic()
         # Counted per batch (one lock, not one per delivery); still before any ack.
         self.metrics.inc("messages_in", len(batch))
         decoded: list[tuple[AmqpDelivery, MessageFacts]] = []

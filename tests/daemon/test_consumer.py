@@ -517,3 +517,103 @@ def test_a_delivery_the_busy_writer_cannot_take_is_handed_over_after_batch_wait(
         release.set()
         run.halt()
     assert count(database, StoredMessage) == 2
+
+
+class _Recording(Consumer):
+    """Records when each delivery arrived and when, and how many, were handed over."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived: list[float] = []
+        self.handed_over: list[tuple[float, int]] = []
+
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self.arrived.append(time.monotonic())
+        super()._on_message(channel, method, properties, body)
+
+    def _hand_over(self, *, block: bool) -> None:
+        self.handed_over.append((time.monotonic(), min(len(self._pending), self.batch_size)))
+        super()._hand_over(block=block)
+
+
+def test_a_lone_delivery_after_a_quiet_spell_is_handed_over_at_once(
+    database: Database, rabbitmq: RabbitMQ
+) -> None:
+    # A linger far longer than a hand-over takes: had either delivery been held,
+    # it would show.
+    linger = 0.5
+    consumer = _Recording(
+        database, load_broker_settings(rabbitmq.config_path), Metrics(), linger=linger
+    )
+    consumer.load_matcher()
+    consumer.connect()
+    run = Running(consumer)
+    try:
+        publish(rabbitmq, [koji(0)])
+        wait_until(lambda: len(consumer.handed_over) == 1)
+        time.sleep(linger + 0.2)  # quiet for longer than the linger
+        publish(rabbitmq, [koji(1)])
+        wait_until(lambda: len(consumer.handed_over) == 2)
+    finally:
+        run.halt()
+    assert [size for _, size in consumer.handed_over] == [1, 1]
+    for arrived, (handed_over, _) in zip(consumer.arrived, consumer.handed_over, strict=True):
+        assert handed_over - arrived < linger / 2
+    assert count(database, StoredMessage) == 2
+
+
+def test_deliveries_close_behind_a_batch_are_held_for_the_linger_and_go_together(
+    database: Database, rabbitmq: RabbitMQ
+) -> None:
+    linger = 1.0
+    consumer = _Recording(
+        database, load_broker_settings(rabbitmq.config_path), Metrics(), linger=linger
+    )
+    consumer.load_matcher()
+    consumer.connect()
+    run = Running(consumer)
+    try:
+        # The first finds the writer idle after a quiet spell and goes at once; the
+        # five published right after its hand-over (one connection, a millisecond
+        # or two apart) are gathered into one batch.
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq.amqp_url))
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            for n in range(6):
+                message = koji(n)
+                channel.basic_publish(
+                    rabbitmq.exchange,
+                    message._encoded_routing_key,
+                    message._encoded_body,
+                    message._properties,
+                )
+                if n == 0:
+                    wait_until(lambda: len(consumer.handed_over) == 1, timeout=linger / 2)
+        finally:
+            connection.close()
+        wait_until(lambda: sum(size for _, size in consumer.handed_over) == 6)
+        wait_until(lambda: count(database, StoredMessage) == 6)
+    finally:
+        run.halt()
+    assert [size for _, size in consumer.handed_over] == [1, 5]
+    (first, _), (second, _) = consumer.handed_over
+    assert first - consumer.arrived[0] < linger / 2
+    # Held, but no delivery longer than the linger (and the time to read and decode).
+    assert second - consumer.arrived[1] >= linger * 0.9
+    assert all(second - arrived < linger + 0.2 for arrived in consumer.arrived[1:])
+    assert count(database, StoredMessage) == 6
+
+
+def test_the_linger_can_be_switched_off(database: Database, rabbitmq: RabbitMQ) -> None:
+    consumer = _Recording(database, load_broker_settings(rabbitmq.config_path), Metrics(), linger=0)
+    consumer.load_matcher()
+    consumer.connect()
+    run = Running(consumer)
+    try:
+        publish(rabbitmq, [koji(n) for n in range(6)])
+        wait_until(lambda: count(database, StoredMessage) == 6)
+    finally:
+        run.halt()
+    assert consumer._hold_until <= consumer.arrived[-1]
+    assert all(handed_over - consumer.arrived[0] < 0.25 for handed_over, _ in consumer.handed_over)
