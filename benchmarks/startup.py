@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
+    # The daemon starts in its own work directory (see ``_start``): a relative path
+    # such as nox's ``.nox/.cache/deployed/bin/python`` is made absolute first, and
+    # a bare name is looked up on the PATH.
+    located = shutil.which(args.daemon_python)
+    if located is None:
+        parser.error(f"--daemon-python {args.daemon_python}: no such interpreter")
+    args.daemon_python = os.path.abspath(located)
     sizes = [0, 10_000] if args.quick else [int(s) for s in args.users.split(",") if s.strip()]
 
     print_machine()
