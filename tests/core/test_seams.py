@@ -3,12 +3,15 @@
 Class names are unique across fmn_core, fmn_daemon, fmn_bot and fmn_tui (a name
 says what it is, so a reader never has to ask which ``Delivery`` is meant), and no
 module reaches into another fmn module's ``_private`` names: what two modules
-share is public in one of them.
+share is public in one of them. And a process imports a module it may never use
+only when it first uses it (checked in a fresh interpreter).
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -92,12 +95,18 @@ def test_seams_the_checks_see_what_they_look_for() -> None:
     assert {"Matcher", "Senders", "IrcSender", "AmqpDelivery", "StoredMessage"} <= names
 
 
+def _probe(script: str) -> list[str]:
+    """What ``script`` prints, run in a fresh interpreter (nothing imported yet)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 def test_the_package_loads_its_public_modules_when_first_used() -> None:
     # A consumer holds only what it runs: the gateway, the preferences editor and
     # the imports and exports load when a front end first asks for them.
-    import subprocess
-    import sys
-
     probe = (
         "import sys\n"
         "import fmn_core, fmn_daemon.cli, fmn_daemon.service\n"
@@ -112,13 +121,43 @@ def test_the_package_loads_its_public_modules_when_first_used() -> None:
         "except AttributeError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    assert _probe(probe) == [
         "[]",
         "fmn_core.gateway fmn_core.portability",
         "True",
         "module 'fmn_core' has no attribute 'no_such_module'",
+    ]
+
+
+def test_senders_and_http_load_feeds_apprise_and_matrix_when_first_used() -> None:
+    # feedgen and lxml (~4 MiB), Apprise (~2 MiB) and the Matrix client (~1 MiB) are
+    # imported by the first feed, the first push send and a configured Matrix bot;
+    # a daemon whose users use none of them never holds them.
+    probe = (
+        "import sys\n"
+        "import fmn_daemon.cli, fmn_daemon.service, fmn_daemon.delivery, fmn_daemon.http\n"
+        "from fmn_core.config import Config, MatrixConfig\n"
+        "from fmn_daemon.transports import build_transports\n"
+        "from fmn_daemon.transports.live import LiveHub\n"
+        "idle = ('feedgen', 'lxml', 'apprise', 'fmn_daemon.transports._apprise',\n"
+        "        'fmn_daemon.transports.matrix')\n"
+        "config = Config()\n"
+        "transports = build_transports(config, LiveHub())\n"
+        "print(sorted(m for m in idle if m in sys.modules))\n"
+        "from fmn_daemon.transports.feed import build_feed\n"
+        "feed = build_feed('alice', [], feed_url='https://fmn.example.org/feeds/t.atom',\n"
+        "                  kind='atom')\n"
+        "print(b'<feed' in feed, sorted(m for m in ('feedgen', 'lxml') if m in sys.modules))\n"
+        "from fmn_daemon.transports.push import plugin_for\n"
+        "plugin = plugin_for('ntfys://ntfy.example.org/topic')\n"
+        "print(plugin is not None, 'apprise' in sys.modules)\n"
+        "bot = config.replace(matrix=MatrixConfig(homeserver_url='https://matrix.example.org',\n"
+        "                                         user_id='@fmn:example.org', access_token='t'))\n"
+        "print(type(build_transports(bot)['matrix']).__name__)\n"
+    )
+    assert _probe(probe) == [
+        "[]",
+        "True ['feedgen', 'lxml']",
+        "True True",
+        "MatrixTransport",
     ]

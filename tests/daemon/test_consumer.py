@@ -535,6 +535,18 @@ class _Recording(Consumer):
         self.handed_over.append((time.monotonic(), min(len(self._pending), self.batch_size)))
         super()._hand_over(block=block)
 
+    @classmethod
+    def started(
+        cls, database: Database, rabbitmq: RabbitMQ, linger: float
+    ) -> tuple[_Recording, Running]:
+        """A recording consumer with ``linger``, its matcher loaded, running."""
+        consumer = cls(
+            database, load_broker_settings(rabbitmq.config_path), Metrics(), linger=linger
+        )
+        consumer.load_matcher()
+        consumer.connect()
+        return consumer, Running(consumer)
+
 
 def test_a_lone_delivery_after_a_quiet_spell_is_handed_over_at_once(
     database: Database, rabbitmq: RabbitMQ
@@ -542,12 +554,7 @@ def test_a_lone_delivery_after_a_quiet_spell_is_handed_over_at_once(
     # A linger far longer than a hand-over takes: had either delivery been held,
     # it would show.
     linger = 0.5
-    consumer = _Recording(
-        database, load_broker_settings(rabbitmq.config_path), Metrics(), linger=linger
-    )
-    consumer.load_matcher()
-    consumer.connect()
-    run = Running(consumer)
+    consumer, run = _Recording.started(database, rabbitmq, linger)
     try:
         publish(rabbitmq, [koji(0)])
         wait_until(lambda: len(consumer.handed_over) == 1)
@@ -566,12 +573,7 @@ def test_deliveries_close_behind_a_batch_are_held_for_the_linger_and_go_together
     database: Database, rabbitmq: RabbitMQ
 ) -> None:
     linger = 1.0
-    consumer = _Recording(
-        database, load_broker_settings(rabbitmq.config_path), Metrics(), linger=linger
-    )
-    consumer.load_matcher()
-    consumer.connect()
-    run = Running(consumer)
+    consumer, run = _Recording.started(database, rabbitmq, linger)
     try:
         # The first finds the writer idle after a quiet spell and goes at once; the
         # five published right after its hand-over (one connection, a millisecond
@@ -606,10 +608,7 @@ def test_deliveries_close_behind_a_batch_are_held_for_the_linger_and_go_together
 
 
 def test_the_linger_can_be_switched_off(database: Database, rabbitmq: RabbitMQ) -> None:
-    consumer = _Recording(database, load_broker_settings(rabbitmq.config_path), Metrics(), linger=0)
-    consumer.load_matcher()
-    consumer.connect()
-    run = Running(consumer)
+    consumer, run = _Recording.started(database, rabbitmq, linger=0)
     try:
         publish(rabbitmq, [koji(n) for n in range(6)])
         wait_until(lambda: count(database, StoredMessage) == 6)
