@@ -6,9 +6,11 @@ Per batch there is a fixed number of statements, not one per message:
 
 1. one ``INSERT … ON CONFLICT (id) DO NOTHING RETURNING id`` for the messages; a
    message that was already stored (a redelivery after a crash between commit
-   and ack) is not matched again, its outbox rows exist already;
+   and ack) gets no outbox rows, its rows exist already;
 2. one query for the state of the filters that matched (so a filter deleted or
    switched off since the matcher last refreshed, or a one-shot filter, is seen);
+   the messages are matched before they are stored, so on PostgreSQL this query
+   goes to the database with step 1, in one round trip;
 3. one plain ``INSERT`` for the outbox rows (all for messages stored by step 1,
    so none can exist already), with (PostgreSQL) a ``NOTIFY`` in the same statement
    so that listening senders claim them as soon as the caller commits
@@ -37,7 +39,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from fmn_core.config import IngestConfig
-from fmn_core.db import run_on_driver
+from fmn_core.db import run_all_on_driver, run_on_driver
 from fmn_core.display import display_fields
 from fmn_core.errors import ConfigError, MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
@@ -98,7 +100,7 @@ class IngestResult:
     received: int = 0
     #: Newly stored (and matched) messages.
     stored: int = 0
-    #: Messages that were already stored (redeliveries); not matched again.
+    #: Messages that were already stored (redeliveries): they get no outbox rows again.
     duplicates: int = 0
     #: ``(message id, reason)`` of messages refused before storing.
     malformed: list[tuple[str, str]] = field(default_factory=list)
@@ -304,9 +306,21 @@ def _insert_new(
             .returning(key)
         )
         return list(session.execute(insert, rows).scalars())
+    statement_text, params = _pg_insert_new(table, rows, conflict, constants)
+    return [row[0] for row in run_on_driver(session, statement_text, params)]
+
+
+def _pg_insert_new(
+    table: Table,
+    rows: list[dict[str, Any]],
+    conflict: Sequence[str],
+    constants: Mapping[str, Any],
+) -> tuple[str, list[Any]]:
+    """``_insert_new``'s PostgreSQL statement and its parameters (it returns the keys)."""
+    key = next(iter(table.primary_key.columns))
     statement_text, params = _pg_insert(table, rows, constants)
     statement_text += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {key.name}"
-    return [row[0] for row in run_on_driver(session, statement_text, params)]
+    return statement_text, params
 
 
 def _insert_all(
@@ -439,10 +453,7 @@ def _filter_states(session: Session, ids: Iterable[int], known: dict[int, _Filte
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres and missing:
         # One array parameter, whatever the count: one statement text, prepared once.
-        for filter_id, active, oneshot, user_id in run_on_driver(
-            session, _PG_FILTER_STATES, [missing]
-        ):
-            known[filter_id] = _FilterState(user_id, bool(active), bool(oneshot))
+        _note_states(run_on_driver(session, _PG_FILTER_STATES, [missing]), known)
         return
     step = 500
     for start in range(0, len(missing), step):
@@ -455,6 +466,12 @@ def _filter_states(session: Session, ids: Iterable[int], known: dict[int, _Filte
         )
         for row in rows:
             known[row.id] = _FilterState(row.user_id, bool(row.active), bool(row.oneshot))
+
+
+def _note_states(rows: Iterable[tuple[Any, ...]], known: dict[int, _FilterState]) -> None:
+    """``_PG_FILTER_STATES``'s rows into ``known``."""
+    for filter_id, active, oneshot, user_id in rows:
+        known[filter_id] = _FilterState(user_id, bool(active), bool(oneshot))
 
 
 def _affects_ownership(facts: MessageFacts) -> bool:
@@ -501,20 +518,26 @@ def ingest_batch(
         seen.add(facts.id)
         facts_list.append(facts)
 
-    new_ids: set[str] = set()
-    if facts_list:
-        now = utcnow()
-        postgres = session.get_bind().dialect.name == "postgresql"
-        rows = [_message_row(f, postgres) for f in facts_list]
-        new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"], {"received_at": now}))
-    fresh = [f for f in facts_list if f.id in new_ids]
+    # Fedora Accounts' messages change who is in which group: apply them first
+    # (identity). Every message is matched before it is stored, so that on
+    # PostgreSQL the messages' insert and the query for the matched filters'
+    # state travel together. A redelivered message (already stored, its outbox
+    # rows written when it was) is matched for nothing and its matches dropped;
+    # its Fedora Accounts change, applied again, makes this process read again
+    # what the directory and the database hold now, as the first delivery did.
+    matcher.follow_directory(session, facts_list)
+    candidates = [_safe_recipients(matcher, f) for f in facts_list]
+    states: dict[int, _FilterState] = {}
+    new_ids = _store_messages(session, facts_list, candidates, states)
+    fresh: list[MessageFacts] = []
+    matches: list[list[Recipient]] = []
+    for facts, recipients in zip(facts_list, candidates, strict=True):
+        if facts.id in new_ids:
+            fresh.append(facts)
+            matches.append(recipients)
     result.duplicates += len(facts_list) - len(fresh)
     result.stored = len(fresh)
-
-    # Fedora Accounts' messages change who is in which group: apply them first (identity).
-    matcher.follow_directory(session, fresh)
-    matches = [_safe_recipients(matcher, f) for f in fresh]
-    matches = _check_filters(session, matcher, fresh, matches, result, refreshed)
+    matches = _check_filters(session, matcher, fresh, matches, result, refreshed, states)
 
     now = utcnow()
     outbox: list[dict[str, Any]] = []
@@ -565,6 +588,40 @@ def ingest_batch(
     return result
 
 
+def _store_messages(
+    session: Session,
+    facts_list: list[MessageFacts],
+    matches: list[list[Recipient]],
+    states: dict[int, _FilterState],
+) -> set[str]:
+    """Store the messages not stored yet (their ids) and read the matched filters' state.
+
+    The state of every filter in ``matches`` goes into ``states``. On PostgreSQL
+    the insert and the query go to the database together, in one round trip:
+    the writer waits for each trip, and then for the interpreter lock its other
+    thread holds while it decodes the next batch.
+    """
+    if not facts_list:
+        return set()
+    postgres = _dialect(session) == "postgresql"
+    rows = [_message_row(f, postgres) for f in facts_list]
+    constants = {"received_at": utcnow()}
+    filter_ids = sorted({r.filter_id for rs in matches for r in rs})
+    if not postgres or not filter_ids:
+        new_ids = set(_insert_new(session, _MESSAGES, rows, ["id"], constants))
+        _filter_states(session, filter_ids, states)
+        return new_ids
+    inserted, found = run_all_on_driver(
+        session,
+        [
+            _pg_insert_new(_MESSAGES, rows, ["id"], constants),
+            (_PG_FILTER_STATES, [filter_ids]),
+        ],
+    )
+    _note_states(found, states)
+    return {row[0] for row in inserted}
+
+
 def _check_filters(
     session: Session,
     matcher: Matcher,
@@ -572,17 +629,17 @@ def _check_filters(
     matches: list[list[Recipient]],
     result: IngestResult,
     refreshed: MutableSet[int] | None,
+    states: dict[int, _FilterState],
 ) -> list[list[Recipient]]:
     """Hold the matches against the filters' committed state; fire one-shot filters.
 
-    The matcher lags the database by up to a second: a filter may have been
-    removed or switched off meanwhile. Those users are refreshed and their
-    messages matched again. Then, in message order, the first message a one-shot
-    filter matches switches it off, and later messages are matched without it.
+    ``states`` holds the state of every filter in ``matches`` that exists (read
+    with the messages' insert). The matcher lags the database by up to a second:
+    a filter may have been removed or switched off meanwhile. Those users are
+    refreshed and their messages matched again. Then, in message order, the
+    first message a one-shot filter matches switches it off, and later messages
+    are matched without it.
     """
-    states: dict[int, _FilterState] = {}
-    _filter_states(session, (r.filter_id for rs in matches for r in rs), states)
-
     stale = {
         r.user_id
         for rs in matches

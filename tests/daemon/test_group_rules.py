@@ -145,6 +145,39 @@ def test_group_rules_follow_membership_messages(db: Database, fasjson: FasjsonSe
     )
 
 
+def test_a_redelivered_membership_message_is_followed_again(
+    db: Database, fasjson: FasjsonServer
+) -> None:
+    """A redelivery's first delivery was committed, perhaps by another process whose
+    matcher followed it: this one reads the accounts it names again all the same."""
+    with db.begin() as session:
+        add_filter(session, "bob", [("package_owned_by_my_groups", {})], name="packages")
+    ownership = OwnershipCache([("rpms", "python-requests", "@python-sig")])
+    with db.begin() as session:
+        matcher, other = (
+            Matcher.load(
+                session,
+                ownership=ownership,
+                membership=FasjsonDirectory(fasjson.url, auth="none", cache_seconds=3600),
+            )
+            for _ in range(2)
+        )
+    before = [_koschei("python-requests")]
+    with db.begin() as session:
+        ingest_batch(session, matcher, before)
+    assert _received(db, "bob", before) == []
+
+    fasjson.set_groups("python-sig", ["carol", "bob"])
+    sponsored = _sponsored("bob", "python-sig")
+    with db.begin() as session:  # stored by the other process, which then lost its ack
+        ingest_batch(session, other, [sponsored])
+    package = _koschei("python-requests")
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [sponsored, package])
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert _received(db, "bob", [package]) == [package.id]
+
+
 @pytest.mark.rabbitmq
 def test_consumer_follows_membership_announced_on_the_bus(
     tmp_path: Path, rabbitmq: RabbitMQ, fasjson: FasjsonServer

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import pika
 import pytest
@@ -219,6 +221,83 @@ def test_ingest_ignores_filter_switched_off_since_the_matcher_loaded(db: Databas
         result = ingest_batch(session, matcher, [message("koji")])
     assert result.notifications == 0
     assert count(db, Notification) == 0
+
+
+def test_ingest_stores_messages_and_reads_filter_states_in_one_round_trip(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the messages' insert and the matched filters' state go together, then
+    the outbox rows; a redelivery in the batch is matched but gets no rows again."""
+    from fmn_daemon import ingest as ingest_module
+
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+        add_filter(session, "bob", [("app_is", {"app": "bodhi"})])
+    matcher = load_matcher(db)
+    stored = message("koji")
+    with db.begin() as session:
+        ingest_batch(session, matcher, [stored])
+    sent: list[list[str]] = []
+    together, alone = ingest_module.run_all_on_driver, ingest_module.run_on_driver
+
+    def all_counted(session: Session, statements: Sequence[tuple[str, Sequence[Any]]]) -> Any:
+        sent.append([statement.split()[0] for statement, _ in statements])
+        return together(session, statements)
+
+    def one_counted(session: Session, statement: str, params: Sequence[Any] = ()) -> Any:
+        sent.append([statement.split()[0]])
+        return alone(session, statement, params)
+
+    monkeypatch.setattr(ingest_module, "run_all_on_driver", all_counted)
+    monkeypatch.setattr(ingest_module, "run_on_driver", one_counted)
+    fresh = [message("koji"), message("bodhi"), message("pagure")]
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [stored, fresh[0], *fresh])
+
+    postgres = db.engine.dialect.name == "postgresql"
+    assert sent == ([["INSERT", "SELECT"], ["WITH"]] if postgres else [])
+    assert (result.stored, result.duplicates, result.matched, result.notifications) == (3, 2, 2, 2)
+    assert sorted(result.recipients) == sorted(m.id for m in fresh)
+    assert [r.user for r in result.recipients[fresh[0].id]] == ["alice"]
+    assert count(db, StoredMessage) == 4
+    with db.begin() as session:
+        rows = session.execute(
+            select(Notification.message_id, User.name).join(User, User.id == Notification.user_id)
+        ).all()
+    assert sorted(tuple(r) for r in rows) == sorted(
+        [(stored.id, "alice"), (fresh[0].id, "alice"), (fresh[1].id, "bob")]
+    )
+
+
+def test_ingest_redelivered_message_does_not_fire_a_oneshot_filter(db: Database) -> None:
+    """Only new messages fire one-shot filters: a redelivery gets no outbox rows, so a
+    filter switched off for it would have notified nobody."""
+    with db.begin() as session:
+        add_filter(session, "dave", [("app_is", {"app": "koji"})], name="always")
+    matcher = load_matcher(db)
+    first = message("koji")
+    with db.begin() as session:
+        ingest_batch(session, matcher, [first])
+    # Made after the first delivery was stored, before the broker delivers it again.
+    with db.begin() as session:
+        once_id = add_filter(
+            session, "carol", [("app_is", {"app": "koji"})], name="once", oneshot=True
+        ).id
+    matcher = load_matcher(db)
+
+    with db.begin() as session:
+        again = ingest_batch(session, matcher, [first])
+    assert (again.duplicates, again.notifications, again.oneshots_fired) == (1, 0, [])
+    with db.begin() as session:
+        assert session.scalar(select(Filter.active).where(Filter.id == once_id)) is True
+
+    later = message("koji")
+    with db.begin() as session:
+        result = ingest_batch(session, matcher, [first, later])
+    assert result.oneshots_fired == [once_id]
+    assert sorted(r.user for r in result.recipients[later.id]) == ["carol", "dave"]
+    assert first.id not in result.recipients
+    assert count(db, Notification) == 3
 
 
 def test_ingest_muted_user_still_gets_outbox_rows(db: Database) -> None:
