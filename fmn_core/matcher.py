@@ -55,6 +55,7 @@ from .models import ChangeEvent, utcnow
 from .rules import (
     INDEX_KEYS,
     Catalog,
+    HintOwner,
     MembershipLookup,
     OwnershipLookup,
     RuleContext,
@@ -399,6 +400,9 @@ _Probe = tuple["_Recording", RuleContext]
 _Leads = dict[int, tuple["_Filing", bool]]
 
 
+#: The index's own key for filters filed under whose packages they are about
+#: (``_owner_filing``): never a key of a message's ``index_keys``.
+_BY_OWNER = "package owner"
 #: An entry's index values: one value as the string itself, or a collection.
 _Values = str | Collection[str]
 #: Where a filter is filed: an index key and its values, or ``(None, ())`` for the
@@ -423,6 +427,9 @@ def _filing(
     without an owner it raises.
     """
     best: tuple[int, int, str, frozenset[str]] | None = None
+    # The winning hint's rule and arguments, and whose packages it names (if it does).
+    won: tuple[RuleSpec, Mapping[str, Any]] | None = None
+    won_owner: HintOwner | None = None
     for spec, arguments in hinted:
         assert spec.hint is not None  # only hinted rules are kept in ``hinted``
         if best is not None and spec.hint.rank > best[0]:
@@ -447,9 +454,14 @@ def _filing(
         candidate = (spec.hint.rank, len(values), spec.hint.key, values)
         if best is None or candidate[:2] < best[:2]:
             best = candidate
+            won, won_owner = (spec, arguments), spec.hint.owner
     if best is None:
         return None, ()
     values = best[3]
+    if won_owner is not None and values and won is not None:
+        by_owner = _owner_filing(won, context)
+        if by_owner is not None:
+            return by_owner
     if len(values) == 1:
         (value,) = values
         if isinstance(value, str) and value:
@@ -459,6 +471,34 @@ def _filing(
     # A few values fit in a tuple at a third of a frozenset's size; larger sets
     # usually come shared from the ownership lookup.
     return best[2], tuple(values) if len(values) <= 4 else values
+
+
+def _owner_filing(
+    hinted: tuple[RuleSpec, Mapping[str, Any]], context: RuleContext
+) -> _Filing | None:
+    """The filing under an owner's name for a hint whose values are that owner's
+    packages (``IndexHint.owner``), or ``None`` for a hint of any other kind.
+
+    One placement instead of one per package: 115k filters about their owners'
+    packages were 657k placements at 100k users, most of them in lists of their own.
+    ``Matcher._candidates`` finds them through ``owners_of`` of a message's packages.
+    """
+    spec, arguments = hinted
+    hint = spec.hint
+    if hint is None or hint.owner is None or hint.key != "package":
+        return None
+    try:
+        owner = hint.owner(arguments, context)
+    except Exception:  # filed under the packages themselves, which is never wrong
+        log.warning(
+            "rule %s: its index hint's owner failed; filed under the packages instead",
+            spec.name,
+            exc_info=True,
+        )
+        return None
+    if not isinstance(owner, str) or not owner:
+        return None
+    return _BY_OWNER, owner
 
 
 def _group_key(rules_key: _RulesKey, filing: _Filing) -> _GroupKey:
@@ -711,6 +751,9 @@ class Matcher:
         #: key -> value -> entries. Lists, not sets: most buckets hold one or two
         #: entries, and an entry is never filed twice under one value.
         self._index: dict[str, dict[str, _Bucket]] = {key: {} for key in INDEX_KEYS}
+        #: Owner -> filters about that owner's packages (``_owner_filing``).
+        self._by_owner: dict[str, _Bucket] = {}
+        self._index[_BY_OWNER] = self._by_owner
         self._always: set[_Filed] = set()
         #: What ``stats`` reports, counted as entries are filed and unfiled: counting
         #: them over every entry took 0.1 s at 100k users, on the daemon's way to ready
@@ -1373,6 +1416,21 @@ class Matcher:
                         found.update(bucket)
                     else:
                         found.add(bucket)
+        by_owner = self._by_owner
+        if by_owner:
+            # ``index_keys["package"]``, the values the packages are filed under.
+            packages = facts.packages
+            if packages:
+                owners_of = self.ownership.owners_of
+                for package in packages:
+                    for owner in owners_of(package):
+                        bucket = by_owner.get(owner)
+                        if bucket is None:
+                            continue
+                        if isinstance(bucket, list):
+                            found.update(bucket)
+                        else:
+                            found.add(bucket)
         return found
 
     def naive_recipients(self, facts: MessageFacts) -> list[Recipient]:

@@ -29,6 +29,7 @@ __all__ = [
     "INDEX_KEYS",
     "Catalog",
     "HintFunction",
+    "HintOwner",
     "IndexHint",
     "MembershipLookup",
     "OwnershipLookup",
@@ -75,7 +76,12 @@ class OwnershipLookup(Protocol):
         ...
 
     def owners_of(self, package: str) -> frozenset[str]:
-        """Owners of a package: usernames and ``@group`` names."""
+        """Owners of a package: usernames and ``@group`` names.
+
+        The inverse of ``packages_of``: ``owner in owners_of(package)`` exactly when
+        ``package in packages_of(owner)`` (the matcher finds filters about an
+        owner's packages by it).
+        """
         ...
 
 
@@ -193,6 +199,8 @@ class Parameter:
 
 #: ``(arguments, context) -> index values``; ``None`` means "cannot be indexed".
 HintFunction = Callable[[Mapping[str, Any], RuleContext], Iterable[str] | None]
+#: ``(arguments, context) -> owner``: whose packages a ``package`` hint's values are.
+HintOwner = Callable[[Mapping[str, Any], RuleContext], str]
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,11 @@ class IndexHint:
     values: HintFunction
     #: Lower is more selective; the matcher indexes a filter by its most selective rule.
     rank: int = 50
+    #: For a ``package`` hint whose values are ``ownership.packages_of(owner)``: that
+    #: owner (a username, or ``@group``). The matcher then files the filter once,
+    #: under the owner, and finds it through ``ownership.owners_of`` of a message's
+    #: packages, instead of under each of the owner's packages (dozens for some).
+    owner: HintOwner | None = None
 
 
 RuleFunction = Callable[..., bool]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..messages import MessageFacts
 from ..rules import IndexHint, Parameter, RuleContext, rule
-from .hints import FEDORA, RANK_PACKAGE, RANK_TOPIC, in_topics, owned_by_me, topics
+from .hints import FEDORA, RANK_PACKAGE, RANK_TOPIC, in_topics, me, owned_by_me, topics
 from .reading import body_text, owns_any
 
 __all__ = [
@@ -41,7 +41,10 @@ def anitya_new_release(message: MessageFacts, context: RuleContext, project: str
     return name is not None and name.lower() == project.lower()
 
 
-@rule("New upstream release of my packages", hint=IndexHint("package", owned_by_me, RANK_PACKAGE))
+@rule(
+    "New upstream release of my packages",
+    hint=IndexHint("package", owned_by_me, RANK_PACKAGE, owner=me),
+)
 def anitya_new_release_for_my_packages(message: MessageFacts, context: RuleContext) -> bool:
     """release-monitoring.org found a new upstream version of a package you maintain."""
     return message.topic in _ANITYA_RELEASE and owns_any(message, context, context.owner)

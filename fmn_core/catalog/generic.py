@@ -20,6 +20,7 @@ from .hints import (
     RANK_TOPIC,
     RANK_USER,
     argument,
+    me,
     owned_by_me,
     owner,
 )
@@ -125,27 +126,43 @@ def package_involved(message: MessageFacts, context: RuleContext, package: str) 
 
 
 def _owned_by(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
-    return context.ownership.packages_of(str(arguments["username"]))
+    return context.ownership.packages_of(_user_named(arguments, context))
+
+
+def _user_named(arguments: Mapping[str, Any], context: RuleContext) -> str:
+    return str(arguments["username"])
 
 
 def _owned_by_group(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
-    return context.ownership.packages_of("@" + str(arguments["group"]))
+    return context.ownership.packages_of(_group_named(arguments, context))
 
 
-@rule("Package owned by me", hint=IndexHint("package", owned_by_me, RANK_PACKAGE))
+def _group_named(arguments: Mapping[str, Any], context: RuleContext) -> str:
+    return "@" + str(arguments["group"])
+
+
+@rule("Package owned by me", hint=IndexHint("package", owned_by_me, RANK_PACKAGE, owner=me))
 def package_owned_by_me(message: MessageFacts, context: RuleContext) -> bool:
     """Messages about a package you own or co-maintain in dist-git."""
     owned = context.ownership.packages_of(context.owner)
     return not owned.isdisjoint(message.packages)
 
 
-@rule("Package owned by", USERNAME, hint=IndexHint("package", _owned_by, RANK_PACKAGE))
+@rule(
+    "Package owned by",
+    USERNAME,
+    hint=IndexHint("package", _owned_by, RANK_PACKAGE, owner=_user_named),
+)
 def package_owned_by(message: MessageFacts, context: RuleContext, username: str) -> bool:
     """Messages about a package this user owns or co-maintains in dist-git."""
     return not context.ownership.packages_of(username).isdisjoint(message.packages)
 
 
-@rule("Package owned by group", GROUP, hint=IndexHint("package", _owned_by_group, RANK_PACKAGE))
+@rule(
+    "Package owned by group",
+    GROUP,
+    hint=IndexHint("package", _owned_by_group, RANK_PACKAGE, owner=_group_named),
+)
 def package_owned_by_group(message: MessageFacts, context: RuleContext, group: str) -> bool:
     """Messages about a package this group maintains in dist-git."""
     return not context.ownership.packages_of("@" + group).isdisjoint(message.packages)

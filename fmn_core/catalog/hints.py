@@ -25,6 +25,7 @@ __all__ = [
     "RANK_USER",
     "argument",
     "in_topics",
+    "me",
     "owned_by_me",
     "owner",
     "topics",
@@ -61,6 +62,11 @@ def owner(arguments: Mapping[str, Any], context: RuleContext) -> tuple[str, ...]
 def owned_by_me(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
     """A hint naming the packages the filter's owner owns or co-maintains."""
     return context.ownership.packages_of(context.owner)
+
+
+def me(arguments: Mapping[str, Any], context: RuleContext) -> str:
+    """The filter's owner, whose packages ``owned_by_me`` names (``IndexHint.owner``)."""
+    return context.owner
 
 
 def topics(prefixes: tuple[str, ...], *suffixes: str) -> frozenset[str]:

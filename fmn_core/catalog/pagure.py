@@ -12,6 +12,7 @@ from .hints import (
     RANK_PACKAGE,
     RANK_USER,
     in_topics,
+    me,
     owned_by_me,
     owner,
     topics,
@@ -128,7 +129,7 @@ def pagure_assigned_to_me(message: MessageFacts, context: RuleContext) -> bool:
     return body_text(message.body, kind, "assignee", "name") == context.owner
 
 
-@rule("Pull request on my packages", hint=IndexHint("package", owned_by_me, RANK_PACKAGE))
+@rule("Pull request on my packages", hint=IndexHint("package", owned_by_me, RANK_PACKAGE, owner=me))
 def distgit_pr_on_my_packages(message: MessageFacts, context: RuleContext) -> bool:
     """Pull-request activity in dist-git on a package you own or co-maintain."""
     return message.topic in _DISTGIT_PR and owns_any(message, context, context.owner)

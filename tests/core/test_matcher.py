@@ -825,8 +825,8 @@ def test_matcher_does_not_ask_hints_that_cannot_win() -> None:
 
 def test_matcher_asks_a_user_s_lead_hint_once_for_all_their_filters() -> None:
     """A packager's "my packages" filters, each with other rules, read the ownership
-    lookup once per user, are filed under the owner's packages, and follow
-    ``set_ownership``."""
+    lookup once per user, are filed once under their owner (not under each of the
+    owner's packages), and follow ``set_ownership``."""
     mine = [
         F("a", [r("package_owned_by_me"), r("app_is", app="bodhi")]),
         F("b", [r("topic_matches", pattern="*.koji.*"), r("package_owned_by_me")]),
@@ -836,7 +836,7 @@ def test_matcher_asks_a_user_s_lead_hint_once_for_all_their_filters() -> None:
     ownership = _CountingOwnership({"alice": ["kernel", "glibc"], "bob": ["bash"]})
     matcher = Matcher.from_snapshots(users, ownership=ownership)
     assert ownership.asked == 2  # once per user, not once per filter
-    assert matcher.stats().buckets == 3
+    assert matcher.stats().buckets == 2  # "alice" and "bob", not their three packages
     kernel = facts(app="bodhi", packages=["kernel"])
     assert who(matcher.recipients(kernel)) == [("alice", "email", "a")]
     assert who(matcher.recipients(facts(app="koji", topic="x.koji.y", packages=["bash"]))) == [
@@ -1526,3 +1526,157 @@ def test_matcher_database_refresh_equals_a_full_reload(
     assert matcher.stats().users == len(ids) - 1
     assert_same_answers(reloaded, corpus_facts, other=matcher)
     assert any(matcher.recipients(f) for f in corpus_facts)
+
+
+def test_matcher_files_owned_package_filters_once_under_their_owner() -> None:
+    """A filter about someone's packages (``package_owned_by_me``, ``package_owned_by``,
+    ``package_owned_by_group``) is filed once under that owner and found through
+    ``owners_of`` of a message's packages; a hint of equal rank naming fewer packages
+    still wins, and owning nothing still files it nowhere. Each answer is the naive
+    matcher's, through replacing users and ``set_ownership``."""
+    ownership = Ownership(
+        {
+            "alice": ["kernel", "glibc", "bash"],
+            "bob": ["bash"],
+            "@python-sig": ["python3", "python-pip"],
+        }
+    )
+    users = [
+        snapshot(
+            1,
+            "alice",
+            C("email", [F("mine", [r("package_owned_by_me")])]),
+            C(
+                "irc",
+                [
+                    F(
+                        "my kernel",
+                        [r("package_owned_by_me"), r("package_involved", package="kernel")],
+                    )
+                ],
+            ),
+        ),
+        snapshot(2, "bob", C("email", [F("alice's", [r("package_owned_by", username="alice")])])),
+        snapshot(
+            3,
+            "carol",
+            C("email", [F("sig", [r("package_owned_by_group", group="python-sig")])]),
+            C("irc", [F("mine", [r("package_owned_by_me")])]),
+        ),
+        snapshot(
+            4,
+            "dave",
+            C(
+                "email",
+                [
+                    F(
+                        "bob's bash",
+                        [
+                            r("package_owned_by", username="bob"),
+                            r("package_involved", package="bash"),
+                        ],
+                    )
+                ],
+            ),
+        ),
+    ]
+    matcher = Matcher.from_snapshots(users, ownership=ownership)
+    filed = {(e.key, e.values) for state in matcher._users.values() for e in _entries_of(state)}
+    assert filed == {
+        ("package owner", "alice"),  # alice's "mine", bob's "alice's"
+        ("package", "kernel"),  # one package is fewer than alice's three
+        ("package owner", "@python-sig"),
+        ("package", ()),  # carol owns nothing: nowhere
+        ("package owner", "bob"),  # a tie of one package each: the first hint
+    }
+    assert matcher.stats().never == 1
+    messages = [
+        facts(packages=[p]) for p in ("kernel", "glibc", "bash", "python3", "python-pip", "zsh")
+    ] + [facts(packages=["bash", "python3", "kernel"]), facts()]
+    assert who(matcher.recipients(facts(packages=["bash"]))) == [
+        ("alice", "email", "mine"),
+        ("bob", "email", "alice's"),
+        ("dave", "email", "bob's bash"),
+    ]
+    assert who(matcher.recipients(facts(packages=["python-pip"]))) == [("carol", "email", "sig")]
+    assert_same_answers(matcher, messages)
+
+    matcher.set_ownership(Ownership({"carol": ["zsh"], "@python-sig": ["kernel"]}))
+    assert who(matcher.recipients(facts(packages=["zsh"]))) == [("carol", "irc", "mine")]
+    # alice owns nothing now: her "my kernel" filter is filed under "kernel" and fails.
+    assert who(matcher.recipients(facts(packages=["kernel"]))) == [("carol", "email", "sig")]
+    assert_same_answers(matcher, messages)
+
+    matcher.replace_users([1, 3], [users[2]])
+    assert_same_answers(matcher, messages)
+    matcher.replace_users([2, 3, 4], [])
+    assert matcher.stats() == Matcher().stats()
+    assert matcher._by_owner == {}
+
+
+def test_matcher_files_by_packages_when_a_hint_s_owner_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A third-party hint whose ``owner`` raises or names nobody: its filter is filed
+    under the packages themselves (logged when it raised), and still found."""
+
+    def owned(arguments: Mapping[str, Any], context: RuleContext) -> frozenset[str]:
+        return context.ownership.packages_of(str(arguments["who"]))
+
+    def broken_owner(arguments: Mapping[str, Any], context: RuleContext) -> str:
+        if arguments["who"] == "alice":
+            raise RuntimeError("broken owner")
+        return ""
+
+    def holds(message: MessageFacts, context: RuleContext, who: str) -> bool:
+        return not context.ownership.packages_of(who).isdisjoint(message.packages)
+
+    catalog = Catalog()
+    catalog.add(
+        RuleSpec(
+            "owned",
+            "test:owned",
+            holds,
+            "Owned",
+            "",
+            (Parameter("who", "whose"),),
+            IndexHint("package", owned, 15, owner=broken_owner),
+        )
+    )
+    users = [
+        snapshot(1, "x", C("email", [F("a", [r("owned", who="alice")])])),
+        snapshot(2, "y", C("email", [F("b", [r("owned", who="bob")])])),
+    ]
+    ownership = Ownership({"alice": ["kernel", "bash"], "bob": ["bash"]})
+    with caplog.at_level(logging.WARNING, logger="fmn_core.matcher"):
+        matcher = Matcher.from_snapshots(users, catalog=catalog, ownership=ownership)
+    assert "broken owner" in caplog.text
+    assert matcher._by_owner == {}
+    assert who(matcher.recipients(facts(packages=["bash"]))) == [
+        ("x", "email", "a"),
+        ("y", "email", "b"),
+    ]
+    assert_same_answers(matcher, [facts(packages=[p]) for p in ("kernel", "bash", "zsh")])
+
+
+def test_catalog_hints_with_an_owner_name_exactly_that_owner_s_packages() -> None:
+    """Every rule of the catalog whose hint declares an owner (``IndexHint.owner``)
+    hints exactly ``packages_of(owner)``: the matcher files it under that owner
+    instead, and finds it through ``owners_of``."""
+    ownership = Ownership({"me": ["a"], "someone": ["b", "c"], "@someone": ["d"]})
+    context = RuleContext("me", ownership, LocalDirectory())
+    declared = [spec for spec in default_catalog() if spec.hint and spec.hint.owner]
+    assert {spec.name for spec in declared} >= {
+        "package_owned_by_me",
+        "package_owned_by",
+        "package_owned_by_group",
+        "anitya_new_release_for_my_packages",
+        "distgit_pr_on_my_packages",
+    }
+    for spec in declared:
+        assert spec.hint is not None and spec.hint.owner is not None
+        arguments = spec.validate({p.name: "someone" for p in spec.parameters})
+        owner = spec.hint.owner(arguments, context)
+        assert spec.hint.key == "package"
+        assert spec.index_values(arguments, context) == ownership.packages_of(owner), spec.name
+        assert ownership.packages_of(owner), spec.name  # the owner is one that owns some
