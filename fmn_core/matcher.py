@@ -1405,7 +1405,14 @@ class Matcher:
     def _candidates(self, facts: MessageFacts) -> set[_Filed]:
         index = self._index
         found: set[_Filed] = set()
-        for key, values in facts.index_keys.items():
+        lookups: Iterable[tuple[str, Iterable[str]]] = facts.index_keys.items()
+        if self._by_owner and facts.packages:
+            # Filters about someone's packages are filed under that owner: the
+            # owners of the message's packages (``index_keys["package"]``) find them.
+            owners_of = self.ownership.owners_of
+            owners = [owner for package in facts.packages for owner in owners_of(package)]
+            lookups = itertools.chain(lookups, ((_BY_OWNER, owners),))
+        for key, values in lookups:
             buckets = index.get(key)
             if buckets:
                 for value in values:
@@ -1416,21 +1423,6 @@ class Matcher:
                         found.update(bucket)
                     else:
                         found.add(bucket)
-        by_owner = self._by_owner
-        if by_owner:
-            # ``index_keys["package"]``, the values the packages are filed under.
-            packages = facts.packages
-            if packages:
-                owners_of = self.ownership.owners_of
-                for package in packages:
-                    for owner in owners_of(package):
-                        bucket = by_owner.get(owner)
-                        if bucket is None:
-                            continue
-                        if isinstance(bucket, list):
-                            found.update(bucket)
-                        else:
-                            found.add(bucket)
         return found
 
     def naive_recipients(self, facts: MessageFacts) -> list[Recipient]:
