@@ -497,11 +497,16 @@ def _flat_size_bound(headers: Mapping[str, Any]) -> int:
 _EXACT = 1 << 62
 
 
-def check_headers(headers: Mapping[str, Any], limits: IngestConfig) -> None:
-    """Refuse headers nested deeper or larger than ``max_header_depth``/``max_header_bytes``."""
+def check_headers(headers: Mapping[str, Any], limits: IngestConfig, *, flat: bool = False) -> None:
+    """Refuse headers nested deeper or larger than ``max_header_depth``/``max_header_bytes``.
+
+    ``flat``: the caller has seen that every value is one of ``_SCALARS`` (a
+    delivery's table, which it copies with the same test), so it is not looked
+    at again.
+    """
     # Bus headers are nearly always one flat table of strings and numbers: then
     # its depth is 1, and its encoded size has a bound cheaper than encoding it.
-    if _SCALARS.issuperset(map(type, headers.values())):
+    if flat or _SCALARS.issuperset(map(type, headers.values())):
         if _flat_size_bound(headers) <= limits.max_header_bytes:
             return
         flat = True

@@ -52,7 +52,11 @@ def _cut(text: str, limit: int | None) -> str:
 def one_line(text: object, *, limit: int | None = None) -> str:
     """``text`` on one line without control characters, at most ``limit`` characters."""
     value = text if isinstance(text, str) else str(text)
-    flat = value if _plain(value) else "".join(" " if _is_unsafe(c) else c for c in value)
+    if _plain(value):
+        # In printable ASCII the space is the only white space: without one
+        # there is nothing to fold (topics, application names, most summaries).
+        return _cut(value if " " not in value else " ".join(value.split()), limit)
+    flat = "".join(" " if _is_unsafe(c) else c for c in value)
     return _cut(" ".join(flat.split()), limit)
 
 

@@ -177,8 +177,15 @@ def read_delivery(
     raw_headers = properties.headers or {}
     if not isinstance(raw_headers, Mapping):
         raise MalformedMessage("the headers are not a table", message_id=message_id)
+    # The usual table: string keys, values that JSON writes as they are. Seen
+    # once here, for the size check and for the message's own copy below.
+    flat = (
+        type(raw_headers) is dict
+        and _PLAIN.issuperset(map(type, raw_headers.values()))
+        and _STRINGS.issuperset(map(type, raw_headers))
+    )
     try:
-        check_headers(raw_headers, limits)
+        check_headers(raw_headers, limits, flat=flat)
     except MalformedMessage as exc:
         raise MalformedMessage(str(exc), message_id=message_id) from None
     encoding = properties.content_encoding or "utf-8"
@@ -199,8 +206,10 @@ def read_delivery(
         raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
         raise MalformedMessage(f"the body is not JSON: {exc}", message_id=message_id) from exc
-    # ``json_safe`` makes a new table: it becomes the message's own, uncopied.
-    return message_of(routing_key, data, json_safe(raw_headers), message_id), text
+    # A new table (``json_safe``'s copy of a flat one): it becomes the message's
+    # own, uncopied.
+    headers = dict(raw_headers) if flat else json_safe(raw_headers)
+    return message_of(routing_key, data, headers, message_id), text
 
 
 def _message_row(facts: MessageFacts, postgres: bool) -> dict[str, Any]:

@@ -63,3 +63,40 @@ def test_xml_text_of_each_ascii_character() -> None:
 def test_xml_text_of_ascii_text_as_of_any_text(ascii_text: str, other: str) -> None:
     # Text with one character beyond ASCII takes the character-by-character path.
     assert xml_text(ascii_text + "é" + other) == xml_text(ascii_text) + "é" + xml_text(other)
+
+
+def _one_line_as_before(text: object, *, limit: int | None = None) -> str:
+    """``one_line`` before plain text without spaces skipped the fold."""
+    import unicodedata
+
+    value = text if isinstance(text, str) else str(text)
+    plain = value.isascii() and value.isprintable()
+    flat = (
+        value
+        if plain
+        else "".join(
+            " " if unicodedata.category(c) in {"Cc", "Cf", "Cs", "Zl", "Zp"} else c for c in value
+        )
+    )
+    folded = " ".join(flat.split())
+    if limit is None or len(folded) <= limit:
+        return folded
+    return folded[: max(limit - 1, 0)].rstrip() + "…"
+
+
+@given(
+    st.one_of(
+        st.text(alphabet=st.sampled_from("ab. \t\n\x0b\x0c\r\x1c\x1f\x7f-_é\u2028")),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126)),
+        st.text(),
+    ),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=12)),
+)
+def test_one_line_as_before(text: str, limit: int | None) -> None:
+    assert one_line(text, limit=limit) == _one_line_as_before(text, limit=limit)
+
+
+def test_one_line_of_plain_text_as_before() -> None:
+    for text in ("org.fedoraproject.prod.koji.build.tag", "", " ", "a  b ", " x", "koji", 42):
+        for limit in (None, 0, 1, 3, 500):
+            assert one_line(text, limit=limit) == _one_line_as_before(text, limit=limit)

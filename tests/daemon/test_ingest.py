@@ -598,3 +598,57 @@ def test_ingest_stores_the_same_columns_for_one_row_as_for_many(db: Database) ->
     assert stored["one"] == stored["two"] == stored["three"]
     assert raw["one"] == raw["two"] == raw["three"]
     assert outbox["one"] == outbox["two"] == outbox["three"]
+
+
+def _headers_as_before(headers: Any, limits: IngestConfig) -> tuple[str, Any]:
+    """What ``read_delivery`` made of a delivery's headers before the flat table was
+    seen once: ``check_headers`` on its own, then ``json_safe``'s copy."""
+    from fmn_core.messages import check_headers
+
+    try:
+        check_headers(headers, limits)
+    except Exception as exc:  # a key json.dumps refuses raises TypeError, as before
+        return type(exc).__name__, str(exc)
+    return "taken", json_safe(headers)
+
+
+@pytest.mark.parametrize("max_header_bytes", [16, 60, 200, 65536])
+def test_read_delivery_checks_and_copies_headers_as_before(max_header_bytes: int) -> None:
+    from fmn_core.messages import _SCALARS
+    from fmn_daemon.ingest import _PLAIN
+
+    # ``check_headers(flat=True)`` skips its own test of the values for this one.
+    assert _PLAIN == _SCALARS
+    limits = IngestConfig(max_header_bytes=max_header_bytes, max_header_depth=3)
+    tables: list[Any] = [
+        {},
+        {"fedora_messaging_schema": "base.message", "fedora_messaging_severity": 20},
+        {"x": "w\u00f6rld ✓" * 5, "n": 7, "t": True, "none": None, "f": -1.5e-300},
+        {"q": 'a"b\\c\x01' * 4, "nan": float("nan"), "inf": float("inf")},
+        {"big": 2**70, "x": "y"},  # an integer beyond the bound's 24 characters
+        {"long": "é" * 40},
+        {b"raw": "x", 1: 2, "s": "y"},  # keys that are not strings
+        {"b": b"bytes", "x": "y"},  # a value that is not plain
+        {"nested": {"a": [1, "b"]}},
+        {"deep": {"a": {"b": {"c": {"d": 1}}}}},
+        {"d": [[[["x"]]]]},
+    ]
+    for table in tables:
+        expected = _headers_as_before(table, limits)
+        properties = pika.BasicProperties(message_id="m1", headers=table)
+        try:
+            decoded, _ = read_delivery(
+                "org.fedoraproject.test.koji.build", properties, b"{}", limits
+            )
+        except MalformedMessage as exc:
+            assert expected == ("MalformedMessage", str(exc)), table
+            assert exc.message_id == "m1"
+            continue
+        except Exception as exc:
+            assert expected == (type(exc).__name__, str(exc)), table
+            continue
+        assert expected[0] == "taken", table
+        taken = decoded._properties.headers
+        assert taken is not table and taken == expected[1]
+        assert list(taken.items()) == list(expected[1].items())
+        assert [type(k) for k in taken] == [str] * len(taken)
