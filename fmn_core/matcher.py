@@ -1224,7 +1224,8 @@ class Matcher:
 
     def _personal_filing(self, plan: _Plan, probe: _Probe, leads: _Leads) -> tuple[_Filing, bool]:
         """Where a filter with this plan is filed for the probe's owner, by its own hint
-        calls, and whether they read the ownership lookup.
+        calls (none for a lead that names its owner, ``IndexHint.names_owner``), and
+        whether they read the ownership lookup.
 
         ``probe`` is the owner's context for hints, reading the lookups through a
         ``_Recording``: one per user while compiling many, rather than one per
@@ -1239,6 +1240,13 @@ class Matcher:
         lead = plan.lead
         if lead is None:
             return _filing(plan.hinted, context, owner), recording.used
+        hint = lead[0].hint
+        if hint is not None and hint.names_owner and hint.owner is None and owner:
+            # What ``_filing`` gives for the values ``(owner,)``, without the calls
+            # (~100k users' "me" rules at 100k users, each read once per user).
+            mine: tuple[_Filing, bool] = ((hint.key, owner), False)
+            leads[id(lead[1])] = mine
+            return mine
         filing = _filing((lead,), context, owner)
         if filing[0] is None:
             # No values from the lead for this owner: the other hints decide, as

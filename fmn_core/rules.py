@@ -220,6 +220,10 @@ class IndexHint:
     #: under the owner, and finds it through ``ownership.owners_of`` of a message's
     #: packages, instead of under each of the owner's packages (dozens for some).
     owner: HintOwner | None = None
+    #: The values are the filter's owner's name alone, ``(context.owner,)``, whatever
+    #: the arguments (``catalog.hints.owner``, for rules about "me"). The matcher then
+    #: files such a filter under that name without calling ``values`` for each user.
+    names_owner: bool = False
 
 
 RuleFunction = Callable[..., bool]

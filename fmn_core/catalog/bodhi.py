@@ -101,7 +101,7 @@ def bodhi_update_pushed(message: MessageFacts, context: RuleContext, repository:
     return message.topic in topics(FEDORA, f"bodhi.update.complete.{repository}")
 
 
-@rule("Comment on my Bodhi update", hint=IndexHint("username", owner, RANK_USER))
+@rule("Comment on my Bodhi update", hint=IndexHint("username", owner, RANK_USER, names_owner=True))
 def bodhi_comment_on_my_update(message: MessageFacts, context: RuleContext) -> bool:
     """Someone else commented on a Bodhi update you submitted."""
     if message.topic not in _BODHI_COMMENT or context.owner not in message.usernames:

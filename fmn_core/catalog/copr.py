@@ -46,7 +46,7 @@ def copr_build_in_project(message: MessageFacts, context: RuleContext, project: 
     return owner is not None and name is not None and fnmatchcase(f"{owner}/{name}", project)
 
 
-@rule("Build in my Copr project", hint=IndexHint("username", owner, RANK_USER))
+@rule("Build in my Copr project", hint=IndexHint("username", owner, RANK_USER, names_owner=True))
 def copr_build_in_my_project(message: MessageFacts, context: RuleContext) -> bool:
     """Builds starting and ending in any of your own Copr projects."""
     if message.topic not in _COPR_BUILD or context.owner not in message.usernames:

@@ -95,7 +95,7 @@ def severity_at_least(message: MessageFacts, context: RuleContext, level: str) -
     return message.severity >= SEVERITY_LEVELS[level]
 
 
-@rule("Concerns me", hint=IndexHint("username", owner, RANK_USER))
+@rule("Concerns me", hint=IndexHint("username", owner, RANK_USER, names_owner=True))
 def pertains_to_me(message: MessageFacts, context: RuleContext) -> bool:
     """Messages that name you among the users involved."""
     return context.owner in message.usernames
@@ -107,7 +107,7 @@ def user_involved(message: MessageFacts, context: RuleContext, username: str) ->
     return username in message.usernames
 
 
-@rule("Triggered by me", hint=IndexHint("agent", owner, RANK_USER))
+@rule("Triggered by me", hint=IndexHint("agent", owner, RANK_USER, names_owner=True))
 def triggered_by_me(message: MessageFacts, context: RuleContext) -> bool:
     """Messages about something you did yourself; negate it to hear only about others."""
     return message.agent_name == context.owner

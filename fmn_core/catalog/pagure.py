@@ -111,7 +111,7 @@ def pagure_issue_on_project(message: MessageFacts, context: RuleContext, project
     return _project_name(body_get(message.body, "project")) == project
 
 
-@rule("Comment on my pull request", hint=IndexHint("username", owner, RANK_USER))
+@rule("Comment on my pull request", hint=IndexHint("username", owner, RANK_USER, names_owner=True))
 def pagure_comment_on_my_pr(message: MessageFacts, context: RuleContext) -> bool:
     """Someone else commented on a pull request you opened on pagure.io or dist-git."""
     if message.topic not in _PAGURE_PR_COMMENT or context.owner not in message.usernames:
@@ -120,7 +120,7 @@ def pagure_comment_on_my_pr(message: MessageFacts, context: RuleContext) -> bool
     return author == context.owner and message.agent_name != context.owner
 
 
-@rule("Assigned to me on Pagure", hint=IndexHint("username", owner, RANK_USER))
+@rule("Assigned to me on Pagure", hint=IndexHint("username", owner, RANK_USER, names_owner=True))
 def pagure_assigned_to_me(message: MessageFacts, context: RuleContext) -> bool:
     """An issue or a pull request on pagure.io or dist-git was assigned to you."""
     kind = _PAGURE_ASSIGNED.get(message.topic)

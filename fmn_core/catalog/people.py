@@ -61,7 +61,7 @@ def fas_group_membership_change(message: MessageFacts, context: RuleContext, gro
     return message.topic in _GROUP_MEMBERSHIP and group in message.groups
 
 
-@rule("My group membership changed", hint=IndexHint("username", owner, RANK_USER))
+@rule("My group membership changed", hint=IndexHint("username", owner, RANK_USER, names_owner=True))
 def my_group_membership_changed(message: MessageFacts, context: RuleContext) -> bool:
     """You were sponsored into or removed from a Fedora group (or applied to one)."""
     if message.topic not in _GROUP_MEMBERSHIP or context.owner not in message.usernames:

@@ -1680,3 +1680,82 @@ def test_catalog_hints_with_an_owner_name_exactly_that_owner_s_packages() -> Non
         assert spec.hint.key == "package"
         assert spec.index_values(arguments, context) == ownership.packages_of(owner), spec.name
         assert ownership.packages_of(owner), spec.name  # the owner is one that owns some
+
+
+def test_matcher_files_a_lead_naming_its_owner_without_calling_its_hint() -> None:
+    """A filter whose lead hint declares ``names_owner`` is filed under its owner's
+    name, as ``_filing`` over the hint's values would file it, without the hint
+    being called; a hint that does not declare it is called as before. Through
+    ``set_ownership`` and replacing users, each answer is the naive matcher's."""
+    calls: list[str] = []
+
+    def me(arguments: Mapping[str, Any], context: RuleContext) -> tuple[str, ...]:
+        calls.append(context.owner)
+        return (context.owner,)
+
+    def concerns(message: MessageFacts, context: RuleContext) -> bool:
+        return context.owner in message.usernames
+
+    catalog = Catalog()
+    for name, declared in (("declared", True), ("undeclared", False)):
+        catalog.add(
+            RuleSpec(
+                name,
+                f"test:{name}",
+                concerns,
+                name,
+                "",
+                (),
+                IndexHint("username", me, 10, names_owner=declared),
+            )
+        )
+    users = [
+        snapshot(1, "alice", C("email", [F("a", [r("declared")]), F("b", [r("declared")])])),
+        snapshot(2, "bob", C("irc", [F("c", [r("undeclared")])])),
+        snapshot(3, "carol", C("email", [F("d", [r("declared")])]), C("irc", [F("e", [])])),
+    ]
+    matcher = Matcher.from_snapshots(users, catalog=catalog)
+    assert calls == ["bob"]
+    filed = {
+        (e.filter_name, e.key, e.values, e.dynamic)
+        for state in matcher._users.values()
+        for e in _entries_of(state)
+    }
+    assert filed == {
+        ("a", "username", "alice", False),
+        ("b", "username", "alice", False),
+        ("c", "username", "bob", False),
+        ("d", "username", "carol", False),
+    }
+    messages = [facts(usernames=[n]) for n in ("alice", "bob", "carol", "dave")]
+    messages.append(facts(usernames=["alice", "carol"]))
+    assert who(matcher.recipients(messages[-1])) == [
+        ("alice", "email", "a"),
+        ("carol", "email", "d"),
+    ]
+    assert_same_answers(matcher, messages)
+    matcher.set_ownership(Ownership({"alice": ["kernel"]}))
+    assert_same_answers(matcher, messages)
+    matcher.replace_users([1], [snapshot(1, "alice", C("irc", [F("f", [r("declared")])]))])
+    assert who(matcher.recipients(messages[0])) == [("alice", "irc", "f")]
+    assert_same_answers(matcher, messages)
+
+
+def test_catalog_hints_declaring_names_owner_name_exactly_the_owner() -> None:
+    """Every rule of the catalog whose hint declares ``names_owner`` hints exactly
+    ``(context.owner,)``, and every rule hinted by ``hints.owner`` declares it."""
+    from fmn_core.catalog import hints
+
+    ownership = Ownership({"me": ["a"], "someone": ["b"]})
+    declared = [spec for spec in default_catalog() if spec.hint and spec.hint.names_owner]
+    assert {spec.name for spec in declared} >= {"pertains_to_me", "triggered_by_me"}
+    owner_hinted = {
+        spec.name for spec in default_catalog() if spec.hint and spec.hint.values is hints.owner
+    }
+    assert {spec.name for spec in declared} == owner_hinted
+    for spec in declared:
+        assert spec.hint is not None and spec.hint.owner is None
+        arguments = spec.validate({p.name: "someone" for p in spec.parameters})
+        for owner in ("me", "someone", "@group"):
+            context = RuleContext(owner, ownership, LocalDirectory())
+            assert spec.index_values(arguments, context) == frozenset((owner,)), spec.name
