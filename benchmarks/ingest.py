@@ -125,11 +125,13 @@ def _fmn_worker(
                 slots[base + _CPU_FIRST] = time.process_time()
             super()._on_message(channel, method, properties, body)
 
-        def _ack(self, generation: int, tag: int, first: str, last: str) -> None:
-            super()._ack(generation, tag, first, last)
-            slots[base + _LAST] = time.time()
-            slots[base + _CPU_LAST] = time.process_time()
-            slots[base + _ACKED] = tag  # acks are cumulative (multiple=True) on one channel
+        def _ack(self, item: Any, first: str, last: str) -> int | None:
+            tag = super()._ack(item, first, last)
+            if tag is not None:
+                slots[base + _LAST] = time.time()
+                slots[base + _CPU_LAST] = time.process_time()
+                slots[base + _ACKED] = tag  # acks are cumulative (multiple=True) on one channel
+            return tag
 
     if profile_dir:
         # One profiler per thread (cProfile sees only the thread it runs in), on
@@ -144,7 +146,8 @@ def _fmn_worker(
                     return method(self, *args)
                 finally:
                     profiler.disable()
-                    profiler.dump_stats(os.path.join(profile_dir, f"{label}-{slot}.prof"))
+                    name = threading.current_thread().name
+                    profiler.dump_stats(os.path.join(profile_dir, f"{label}-{slot}-{name}.prof"))
 
             return run
 
@@ -313,10 +316,16 @@ def run_scenario(
         if kind == "fm":
             workers = [ctx.Process(target=_baseline_worker, args=(str(fm_config), n, slots, go))]
         elif kind == "pika":
-            # The prefetch fmn's consumer takes from the same configuration.
+            # The prefetch fmn's consumer asks for, from the same configuration.
+            from fmn_core.config import load_config
             from fmn_daemon.broker import load_broker_settings
+            from fmn_daemon.consumer import prefetch_for
 
-            prefetch = load_broker_settings(str(fm_config)).prefetch_count
+            ingest = load_config(fmn_config).ingest
+            prefetch = prefetch_for(
+                load_broker_settings(str(fm_config)), ingest.batch_size, ingest.writers
+            )
+            print(f"  {name}: prefetch {prefetch:,}, as fmn's consumer asks for", flush=True)
             workers = [
                 ctx.Process(
                     target=_pika_worker,

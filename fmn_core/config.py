@@ -222,9 +222,14 @@ class IngestConfig:
     #: The consumer stores at most this many messages per transaction (fewer when
     #: fewer are waiting). Each batch costs a few fixed statements (messages, outbox,
     #: filter states, the users a Fedora Accounts message names), so larger batches
-    #: cost less CPU per message; keep it at most half of ``qos.prefetch_count``, so
-    #: that the next batch arrives while one is being written.
+    #: cost less CPU per message. The consumer asks the broker for a prefetch of at
+    #: least two batches per writer, so that the next batch arrives while one is written.
     batch_size: int = 500
+    #: Threads that store batches side by side (PostgreSQL; SQLite takes one). While
+    #: one waits for the database, another matches and sends its own batch; each
+    #: has a connection of its own, and the consumer asks the broker for a prefetch
+    #: of at least ``2 * batch_size * writers``.
+    writers: int = 2
 
 
 @dataclass(frozen=True)
@@ -527,6 +532,7 @@ def _check_ingest(ingest: IngestConfig) -> None:
         "max_attempts": 1,
         "dead_copy_bytes": 1024,
         "batch_size": 1,
+        "writers": 1,
     }
     for name, minimum in minimums.items():
         value = getattr(ingest, name)
@@ -534,6 +540,10 @@ def _check_ingest(ingest: IngestConfig) -> None:
             raise ConfigError(f"ingest.{name}", f"{value!r} is too small; at least {minimum}")
     if ingest.batch_size > 10_000:
         raise ConfigError("ingest.batch_size", f"{ingest.batch_size!r} is too large; at most 10000")
+    if ingest.writers > 8:
+        raise ConfigError(
+            "ingest.writers", f"{ingest.writers!r} is too many; at most 8 (each holds a connection)"
+        )
     # Past this, Python's own recursion limit would be reached while decoding.
     for name in ("max_depth", "max_header_depth"):
         value = getattr(ingest, name)

@@ -5,11 +5,11 @@ It reads fedora-messaging's own configuration (``fmn_daemon.broker``: ``amqp_url
 deliveries into fedora-messaging message classes through ``fmn_core.messages``
 (one validator per schema, built once). fedora-messaging's own consumer handles
 one message per callback and re-checks the schema each time; this one takes up
-to ``ingest.batch_size`` messages (whatever has arrived when the writer is
+to ``ingest.batch_size`` messages (whatever has arrived when a writer is
 free, else what arrived within ``batch_wait`` seconds; while deliveries come
 close together, what arrives within ``linger`` seconds), and for the whole batch
-runs one transaction: store, match, outbox rows, commit — then one
-``basic_ack(multiple=True)``.
+runs one transaction: match, store, outbox rows, commit — then one
+``basic_ack(multiple=True)``, once every older batch is committed too.
 
 Failures, sorted the way STYLE rule 10 asks; one delivery can only ever cost itself:
 
@@ -32,8 +32,10 @@ Failures, sorted the way STYLE rule 10 asks; one delivery can only ever cost its
   yet committed are simply redelivered, and already-committed ones are not
   stored twice (the message id is the primary key; outbox rows are unique).
 
-All of this runs in one thread (pika's ``BlockingConnection`` is not
-thread-safe); the service starts it and stops it through a ``threading.Event``.
+The broker connection is served by one thread (pika's ``BlockingConnection`` is
+not thread-safe), the database work by ``ingest.writers`` writer threads on
+PostgreSQL (one on SQLite); the service starts it and stops it through a
+``threading.Event``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +73,7 @@ from .dead_messages import bury, delivery_line
 from .failures import describe as _describe
 from .failures import is_transient
 from .frames import bound_header_depth, read_frames_lean
-from .ingest import IngestResult, ingest_batch, json_safe, read_delivery
+from .ingest import IngestResult, json_safe, match_batch, read_delivery, store_batch
 from .metrics import Metrics
 
 __all__ = [
@@ -80,6 +83,8 @@ __all__ = [
     "Consumer",
     "is_transient",
     "load_broker_settings",
+    "prefetch_for",
+    "writers_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,27 +140,34 @@ class _Batch:
     deliveries: list[AmqpDelivery]
     #: The deliveries that decoded, with their message's facts (body text included).
     decoded: list[tuple[AmqpDelivery, MessageFacts]]
+    #: Set on the AMQP thread once committed (or put aside): acked with those before it.
+    done: bool = False
 
 
 class Consumer:
     """Consumes the configured queues in batches; ``run`` it in its own thread.
 
-    Two threads share the work, so that decoding the next batch overlaps with
-    committing the previous one:
+    The threads share the work, so that decoding the next batch overlaps with
+    committing the previous ones:
 
     - the AMQP thread (the one calling ``run``) owns the pika connection: it
-      receives deliveries, decodes them, hands batches to the writer, and sends
-      the acks the writer asks for (pika is not thread-safe; the writer reaches
-      it only through ``add_callback_threadsafe``);
-    - the writer thread owns the matcher and the database work: store, match,
-      outbox, commit, then ask for the ack; between batches it applies
-      preference changes and reloads ownership.
+      receives deliveries, decodes them, hands batches to the writers, and sends
+      the acks they ask for (pika is not thread-safe; the writers reach it only
+      through ``add_callback_threadsafe``);
+    - each writer thread takes a batch, matches it, then stores it, writes its
+      outbox rows and commits on a database connection of its own, and asks for
+      the ack; while one waits for the database, another matches or sends its
+      own batch. The writers share one matcher: matching, and every change to
+      it (preference changes and ownership, applied between batches; the rare
+      refresh after a filter changed or a one-shot filter fired), hold
+      ``_matcher_lock``.
 
-    Batches are committed and acked in the order they arrived, so one
-    ``basic_ack(multiple=True)`` per batch is exact. ``on_ownership_change`` is
-    called (from the writer) when a stored message changes package ownership;
-    ``reload_ownership`` may be set from any thread to load the ownership table
-    into the matcher again.
+    Writers may commit batches out of their order of arrival; a batch is acked
+    (``basic_ack(multiple=True)``, covering every delivery before it) once every
+    older batch is committed too, so an ack never covers an uncommitted delivery.
+    ``on_ownership_change`` is called (from a writer) when a stored message
+    changes package ownership; ``reload_ownership`` may be set from any thread
+    to load the ownership table into the matcher again.
     """
 
     def __init__(
@@ -168,6 +180,7 @@ class Consumer:
         batch_size: int | None = None,
         batch_wait: float = 0.05,
         linger: float = LINGER,
+        writers: int | None = None,
         changes_interval: float = 1.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -182,6 +195,8 @@ class Consumer:
         self.batch_size = batch_size or db.config.ingest.batch_size
         self.batch_wait = batch_wait
         self.linger = linger
+        self.writers = writers or writers_for(db)
+        self.prefetch_count = prefetch_for(broker, self.batch_size, self.writers)
         self.changes_interval = changes_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -200,12 +215,16 @@ class Consumer:
         self._handed_over = -math.inf
         self._hold_until = 0.0
         self._work: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
-        self._writer: threading.Thread | None = None
+        self._writer_threads: list[threading.Thread] = []
         self._writer_error: BaseException | None = None
-        #: Whether the writer is waiting for a batch (read by the AMQP thread).
-        self._writer_idle = False
+        #: Per writer: whether it waits for a batch (read by the AMQP thread).
+        self._idle = [False] * self.writers
+        #: Batches handed over and not yet acked, oldest first (AMQP thread only).
+        self._unacked: deque[_Batch] = deque()
+        #: Held while matching or changing the matcher (writers share one).
+        self._matcher_lock = threading.Lock()
         self._amqp_beat = time.monotonic()
-        self._writer_beat = time.monotonic()
+        self._writer_beats = [time.monotonic()] * self.writers
         self._last_changes = 0.0
         #: Users refreshed from state a rolled-back batch wrote; refreshed again later.
         self._stale_users: set[int] = set()
@@ -215,8 +234,13 @@ class Consumer:
 
     @property
     def heartbeat(self) -> float:
-        """Monotonic time when both threads last looped; the watchdog checks it."""
-        return min(self._amqp_beat, self._writer_beat)
+        """Monotonic time when every thread last looped; the watchdog checks it."""
+        return min(self._amqp_beat, *self._writer_beats)
+
+    @property
+    def _writer_idle(self) -> bool:
+        """Whether a writer waits for a batch."""
+        return any(self._idle)
 
     def _set_ready(self) -> None:
         self.metrics.ready = self.connected and self._db_ok
@@ -261,7 +285,7 @@ class Consumer:
         try:
             channel = connection.channel()
             names = self._declare(channel)
-            channel.basic_qos(prefetch_count=self.broker.prefetch_count)
+            channel.basic_qos(prefetch_count=self.prefetch_count)
             tags = [channel.basic_consume(name, self._on_message) for name in names]
         except (pika.exceptions.AMQPError, OSError) as exc:
             _close_quietly(connection)
@@ -312,6 +336,7 @@ class Consumer:
         self.connected = False
         self._set_ready()
         self._pending = []
+        self._unacked.clear()
         if connection is not None:
             _close_quietly(connection)
 
@@ -325,37 +350,45 @@ class Consumer:
         fails on a bug, so the service notices.
         """
         self._stop = stop
-        self._amqp_beat = self._writer_beat = time.monotonic()
+        self._amqp_beat = time.monotonic()
+        self._writer_beats = [self._amqp_beat] * self.writers
         _tune_collector()
-        writer = threading.Thread(target=self._write_loop, name="fmn-writer", daemon=True)
-        self._writer = writer
+        self._writer_threads = [
+            threading.Thread(
+                target=self._write_loop, args=(n,), name=f"fmn-writer-{n}", daemon=True
+            )
+            for n in range(self.writers)
+        ]
         try:
             # Every schema's validator now, so that no delivery waits for one.
             prepare_validators()
             if self.matcher is None:
                 self._with_retry(self.load_matcher, "loading the matcher")
-            writer.start()
+            for writer in self._writer_threads:
+                writer.start()
             self._consume(stop)
         except _Stopping:
             pass
         finally:
-            if writer.is_alive():
-                self._finish_writer(writer)
+            if any(w.is_alive() for w in self._writer_threads):
+                self._finish_writers()
             self.close()
         if self._writer_error is not None:
             raise RuntimeError("the consumer's writer thread failed") from self._writer_error
 
-    def _finish_writer(self, writer: threading.Thread) -> None:
-        """Let the writer commit what it holds, sending its acks meanwhile."""
-        while writer.is_alive():
-            try:
-                self._work.put(None, timeout=0.05)
-                break
-            except queue.Full:
-                self._events(0.0)
-        while writer.is_alive():
-            self._events(0.05)
-            writer.join(0.0)
+    def _finish_writers(self) -> None:
+        """Let the writers commit what they hold, sending their acks meanwhile."""
+        for _ in self._writer_threads:
+            while any(w.is_alive() for w in self._writer_threads):
+                try:
+                    self._work.put(None, timeout=0.05)
+                    break
+                except queue.Full:
+                    self._events(0.0)
+        for writer in self._writer_threads:
+            while writer.is_alive():
+                self._events(0.05)
+                writer.join(0.0)
         self._events(0.0)  # the last acks
 
     def _events(self, seconds: float) -> None:
@@ -468,9 +501,13 @@ class Consumer:
         self._tick = (math.inf, None)
 
     def _check_writer(self) -> None:
-        writer, stop = self._writer, self._stop
-        if writer is not None and not writer.is_alive() and stop is not None and not stop.is_set():
-            raise _Stopping  # the writer died on a bug: ``run`` raises it
+        stop = self._stop
+        if (
+            stop is not None
+            and not stop.is_set()
+            and any(not w.is_alive() for w in self._writer_threads)
+        ):
+            raise _Stopping  # a writer died on a bug: ``run`` raises it
 
     def _on_message(
         self,
@@ -533,6 +570,7 @@ class Consumer:
                 continue
             decoded.append((delivery, facts))
         item = _Batch(self._generation, batch, decoded)
+        self._unacked.append(item)
         if not block:
             self._work.put_nowait(item)
             return
@@ -542,37 +580,50 @@ class Consumer:
                 return
             except queue.Full:
                 self._check_writer()
-                if self._writer is None or not self._writer.is_alive():
+                if not all(w.is_alive() for w in self._writer_threads):
                     raise _Stopping from None
                 assert self._connection is not None
                 self._connection.process_data_events(time_limit=0)
 
-    def _ack(self, generation: int, tag: int, first: str, last: str) -> None:
-        """Runs on the AMQP thread: ack a committed batch (if its channel still exists)."""
-        if generation != self._generation or self._channel is None:
+    def _ack(self, item: _Batch, first: str, last: str) -> int | None:
+        """Runs on the AMQP thread: ack a committed batch with every one before it.
+
+        Writers commit side by side, so a batch may be committed before an older
+        one: it is acked (``multiple``) when every older batch is. Returns the
+        delivery tag acked up to, if any.
+        """
+        if item.generation != self._generation or self._channel is None:
             log.info(
                 "messages %s … %s: committed but their connection is gone; their "
                 "redelivery will be recognised and skipped",
                 first,
                 last,
             )
-            return
-        self._channel.basic_ack(delivery_tag=tag, multiple=True)
+            return None
+        item.done = True
+        unacked = self._unacked
+        tag = None
+        while unacked and unacked[0].done:
+            tag = unacked.popleft().deliveries[-1].tag
+        if tag is not None:
+            self._channel.basic_ack(delivery_tag=tag, multiple=True)
+        return tag
 
     # -- the writer thread --------------------------------------------------------
 
-    def _write_loop(self) -> None:
+    def _write_loop(self, n: int = 0) -> None:
         try:
             while True:
-                self._writer_beat = time.monotonic()
-                self._housekeeping()
-                self._writer_idle = True
+                self._writer_beats[n] = time.monotonic()
+                with self._matcher_lock:
+                    self._housekeeping()
+                self._idle[n] = True
                 try:
                     item = self._work.get(timeout=0.1)
                 except queue.Empty:
                     continue
                 finally:
-                    self._writer_idle = False
+                    self._idle[n] = False
                 if item is None:
                     return
                 try:
@@ -611,9 +662,7 @@ class Consumer:
         try:
             if connection is None:
                 raise pika.exceptions.ConnectionWrongStateError("no connection")
-            connection.add_callback_threadsafe(
-                functools.partial(self._ack, item.generation, item.deliveries[-1].tag, first, last)
-            )
+            connection.add_callback_threadsafe(functools.partial(self._ack, item, first, last))
         except (pika.exceptions.AMQPError, OSError, RuntimeError):
             log.info(
                 "messages %s … %s: committed but their connection is gone; their redelivery "
@@ -682,19 +731,29 @@ class Consumer:
         """
         assert self.matcher is not None
         delay = self.backoff_initial
+        lock = self._matcher_lock
         while True:
             refreshed: set[int] = set()
             try:
                 with self.db.begin() as session:
-                    result = ingest_batch(
-                        session, self.matcher, messages, self.metrics, refreshed=refreshed
+                    with lock:
+                        matched = match_batch(session, self.matcher, messages)
+                    result = store_batch(
+                        session,
+                        self.matcher,
+                        matched,
+                        self.metrics,
+                        refreshed=refreshed,
+                        matcher_lock=lock,
                     )
             except Exception as exc:
-                self._stale_users |= refreshed
+                with lock:
+                    self._stale_users |= refreshed
                 self.metrics.inc("db_errors")
                 if not is_transient(exc):
-                    if self._stale_users:
-                        self._refresh_stale()
+                    with lock:
+                        if self._stale_users:
+                            self._refresh_stale()
                     return _describe(exc)
                 self._db_ok = False
                 self._set_ready()
@@ -710,8 +769,9 @@ class Consumer:
                 )
                 self._wait(delay)
                 delay = min(delay * 2, self.backoff_max)
-                if self._stale_users:
-                    self._refresh_stale()
+                with lock:
+                    if self._stale_users:
+                        self._refresh_stale()
                 continue
             if not self._db_ok:
                 log.info(
@@ -787,8 +847,9 @@ class Consumer:
         deadline = time.monotonic() + seconds * (0.8 + 0.4 * random.random())
         while True:
             now = time.monotonic()
-            if threading.current_thread() is self._writer:
-                self._writer_beat = now
+            current = threading.current_thread()
+            if current in self._writer_threads:
+                self._writer_beats[self._writer_threads.index(current)] = now
             else:
                 self._amqp_beat = now
             if self._stop is not None and self._stop.is_set():
@@ -809,6 +870,24 @@ class Consumer:
                 log.error("%s failed (%s); retrying in %.1fs", what, _describe(exc), delay)
                 self._wait(delay)
                 delay = min(delay * 2, self.backoff_max)
+
+
+def writers_for(db: Database) -> int:
+    """How many writer threads the consumer runs: ``ingest.writers`` on PostgreSQL, else 1.
+
+    SQLite takes one writing transaction at a time: a second writer would only
+    wait for the first.
+    """
+    return db.config.ingest.writers if db.engine.dialect.name == "postgresql" else 1
+
+
+def prefetch_for(broker: BrokerSettings, batch_size: int, writers: int) -> int:
+    """The prefetch the consumer asks the broker for: the configured one, or more.
+
+    Each writer needs two batches unacked, the one it writes and the next one
+    gathering, or the AMQP thread has nothing to read while the writers commit.
+    """
+    return max(broker.prefetch_count, 2 * batch_size * writers)
 
 
 #: The cyclic collector's young-generation threshold while consuming (Python's is 700).

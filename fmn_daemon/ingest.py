@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterable, Mapping, MutableSet, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,10 +73,13 @@ __all__ = [
     "MAX_TOPIC_LENGTH",
     "IngestResult",
     "JsonText",
+    "MatchedBatch",
     "decode_delivery",
     "ingest_batch",
     "json_safe",
+    "match_batch",
     "read_delivery",
+    "store_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -495,6 +499,18 @@ def _affects_ownership(facts: MessageFacts) -> bool:
         return False
 
 
+@dataclass(slots=True)
+class MatchedBatch:
+    """A batch matched and not yet stored (``match_batch``), for ``store_batch``."""
+
+    #: What the batch did so far: received, refused, duplicates within it.
+    result: IngestResult
+    #: The messages to store, in order, each id once.
+    facts: list[MessageFacts]
+    #: The matcher's recipients of each of ``facts``.
+    candidates: list[list[Recipient]]
+
+
 def ingest_batch(
     session: Session,
     matcher: Matcher,
@@ -510,6 +526,21 @@ def ingest_batch(
     transaction rolls back, it must refresh them again from the database.
     Counters in ``metrics`` are added when the batch has been written (a batch
     whose commit then fails and is retried counts twice).
+    """
+    matched = match_batch(session, matcher, messages)
+    return store_batch(session, matcher, matched, metrics, refreshed=refreshed)
+
+
+def match_batch(
+    session: Session,
+    matcher: Matcher,
+    messages: Sequence[fm_message.Message | MessageFacts],
+) -> MatchedBatch:
+    """Refuse what cannot be stored, follow Fedora Accounts' changes, match the rest.
+
+    ``session`` is used only when the batch holds Fedora Accounts messages (to
+    reload the users they name); it need not be the transaction that stores the
+    batch.
     """
     result = IngestResult(received=len(messages))
     facts_list: list[MessageFacts] = []
@@ -536,6 +567,25 @@ def ingest_batch(
     # what the directory and the database hold now, as the first delivery did.
     matcher.follow_directory(session, facts_list)
     candidates = [_safe_recipients(matcher, f) for f in facts_list]
+    return MatchedBatch(result, facts_list, candidates)
+
+
+def store_batch(
+    session: Session,
+    matcher: Matcher,
+    matched: MatchedBatch,
+    metrics: Metrics | None = None,
+    *,
+    refreshed: MutableSet[int] | None = None,
+    matcher_lock: AbstractContextManager[object] | None = None,
+) -> IngestResult:
+    """Store a matched batch and write its outbox rows, in the caller's transaction.
+
+    The matcher is used again only for a filter changed since the batch was
+    matched, or a one-shot filter that fires; ``matcher_lock`` is then held, so
+    that another thread may match the next batch meanwhile.
+    """
+    result, facts_list, candidates = matched.result, matched.facts, matched.candidates
     states: dict[int, _FilterState] = {}
     new_ids = _store_messages(session, facts_list, candidates, states)
     fresh: list[MessageFacts] = []
@@ -546,7 +596,9 @@ def ingest_batch(
             matches.append(recipients)
     result.duplicates += len(facts_list) - len(fresh)
     result.stored = len(fresh)
-    matches = _check_filters(session, matcher, fresh, matches, result, refreshed, states)
+    matches = _check_filters(
+        session, matcher, fresh, matches, result, refreshed, states, matcher_lock
+    )
 
     now = utcnow()
     outbox: list[dict[str, Any]] = []
@@ -639,6 +691,32 @@ def _check_filters(
     result: IngestResult,
     refreshed: MutableSet[int] | None,
     states: dict[int, _FilterState],
+    matcher_lock: AbstractContextManager[object] | None = None,
+) -> list[list[Recipient]]:
+    """``_recheck_filters``, with ``matcher_lock`` held, unless every match stands as it is."""
+    stands = True
+    for rs in matches:
+        for r in rs:
+            state = states.get(r.filter_id)
+            if state is None or not state.active or state.oneshot:
+                stands = False
+                break
+        if not stands:
+            break
+    if stands:
+        return matches
+    with matcher_lock if matcher_lock is not None else nullcontext():
+        return _recheck_filters(session, matcher, fresh, matches, result, refreshed, states)
+
+
+def _recheck_filters(
+    session: Session,
+    matcher: Matcher,
+    fresh: list[MessageFacts],
+    matches: list[list[Recipient]],
+    result: IngestResult,
+    refreshed: MutableSet[int] | None,
+    states: dict[int, _FilterState],
 ) -> list[list[Recipient]]:
     """Hold the matches against the filters' committed state; fire one-shot filters.
 
@@ -679,16 +757,33 @@ def _check_filters(
         rs = [r for r in rs if usable(r)]
         firing = sorted({r.filter_id for r in rs if states[r.filter_id].oneshot})
         if firing:
-            session.execute(update(Filter).where(Filter.id.in_(firing)).values(active=False))
+            # Only a filter still active is switched off here: another writer, or
+            # another process, may have fired it first (this statement waits for
+            # that transaction, then finds it inactive). That one notified; this
+            # message gets nothing through it.
+            fired = sorted(
+                session.scalars(
+                    update(Filter)
+                    .where(Filter.id.in_(firing), Filter.active.is_(True))
+                    .values(active=False)
+                    .returning(Filter.id)
+                )
+            )
+            if len(fired) < len(firing):
+                rs = [r for r in rs if r.filter_id in fired or r.filter_id not in firing]
             users = {states[f].user_id for f in firing}
-            session.add_all(ChangeEvent(user_id=u, kind="oneshot_fired") for u in sorted(users))
+            session.add_all(
+                ChangeEvent(user_id=u, kind="oneshot_fired")
+                for u in sorted({states[f].user_id for f in fired})
+            )
             session.flush()
             for f in firing:
                 states[f] = _FilterState(states[f].user_id, False, True)
+            for f in fired:
                 log.info(
                     "message %s: one-shot filter %d fired and is now inactive", for_log(facts.id), f
                 )
-            result.oneshots_fired.extend(firing)
+            result.oneshots_fired.extend(fired)
             fired_users |= users
             if refreshed is not None:
                 refreshed |= users

@@ -21,7 +21,14 @@ from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.models import ChangeEvent, Notification, StoredMessage, User
 from fmn_core.schema import upgrade
-from fmn_daemon.consumer import BrokerSettings, Consumer, is_transient, load_broker_settings
+from fmn_daemon.consumer import (
+    BrokerSettings,
+    Consumer,
+    is_transient,
+    load_broker_settings,
+    prefetch_for,
+    writers_for,
+)
 from fmn_daemon.metrics import Metrics
 
 from .conftest import RabbitMQ, publish
@@ -498,8 +505,13 @@ def test_a_delivery_the_busy_writer_cannot_take_is_handed_over_after_batch_wait(
             release.wait(15)
             super()._write(item)
 
+    # One writer, so that the writer holding the first batch is every writer there is.
     consumer = SlowWriter(
-        database, load_broker_settings(rabbitmq.config_path), Metrics(), batch_wait=0.02
+        database,
+        load_broker_settings(rabbitmq.config_path),
+        Metrics(),
+        batch_wait=0.02,
+        writers=1,
     )
     consumer.load_matcher()
     consumer.connect()
@@ -614,5 +626,82 @@ def test_the_linger_can_be_switched_off(database: Database, rabbitmq: RabbitMQ) 
         wait_until(lambda: count(database, StoredMessage) == 6)
     finally:
         run.halt()
-    assert consumer._hold_until <= consumer.arrived[-1]
+    # Held until its own arrival, no later (``arrived`` is noted just before the consumer
+    # reads the clock for the same delivery).
+    assert consumer._hold_until - consumer.arrived[-1] < 0.001
     assert all(handed_over - consumer.arrived[0] < 0.25 for handed_over, _ in consumer.handed_over)
+
+
+def test_the_consumer_runs_one_writer_on_sqlite_and_asks_a_prefetch_for_its_writers(
+    database: Database, rabbitmq: RabbitMQ
+) -> None:
+    broker = load_broker_settings(rabbitmq.config_path)
+    assert broker.prefetch_count == 1000
+    # SQLite takes one writing transaction at a time: ``ingest.writers`` is for PostgreSQL.
+    assert writers_for(database) == 1
+    consumer = Consumer(database, broker, Metrics())
+    assert (consumer.writers, consumer.prefetch_count) == (1, 1000)
+    # Two batches unacked per writer: the configured prefetch, or more.
+    assert Consumer(database, broker, Metrics(), writers=2).prefetch_count == 2000
+    assert Consumer(database, broker, Metrics(), writers=3, batch_size=100).prefetch_count == 1000
+    assert prefetch_for(broker, 700, 2) == 2800
+
+
+@pytest.mark.postgres
+def test_writers_side_by_side_store_every_message_once_and_ack_in_order(
+    empty_postgres_url: str, rabbitmq: RabbitMQ
+) -> None:
+    """On PostgreSQL two writers commit batches side by side. A batch committed while an
+    older one is still being written is acked only with it: an ack covers every delivery
+    before its tag, and the older batch is not committed yet."""
+    upgrade(empty_postgres_url)
+    db = Database(Config(database_url=empty_postgres_url))
+    release = threading.Event()
+    writers: set[str] = set()
+    acks: list[tuple[str, int | None]] = []
+
+    class Recording(Consumer):
+        def _write(self, item: Any) -> None:
+            writers.add(threading.current_thread().name)
+            if item.decoded and item.decoded[0][1].id == held.id:
+                release.wait(15)
+            super()._write(item)
+
+        def _ack(self, item: Any, first: str, last: str) -> int | None:
+            tag = super()._ack(item, first, last)
+            acks.append((first, tag))
+            return tag
+
+    try:
+        assert writers_for(db) == 2  # ``ingest.writers``' default
+        with db.begin() as session:
+            add_filter(session, "alice", [("app_is", {"app": "koji"})])
+        consumer = Recording(db, load_broker_settings(rabbitmq.config_path), Metrics())
+        assert consumer.prefetch_count == 2000
+        consumer.load_matcher()
+        consumer.connect()
+        run = Running(consumer)
+        try:
+            held, overtaking = koji(0), koji(1)
+            publish(rabbitmq, [held])
+            wait_until(lambda: len(writers) == 1)
+            publish(rabbitmq, [overtaking])
+            wait_until(lambda: count(db, StoredMessage) == 1)
+            wait_until(lambda: len(acks) == 1)
+            # The second batch is committed, and not acked: the first one is not.
+            assert acks == [(overtaking.id, None)]
+            release.set()
+            wait_until(lambda: len(acks) == 2)
+            assert acks[1] == (held.id, 2)  # one ack for both deliveries
+            # Then a burst, many batches written by both writers at once.
+            burst = [koji(n) for n in range(2, 402)]
+            publish(rabbitmq, burst)
+            wait_until(lambda: count(db, Notification) == 402, timeout=30)
+        finally:
+            release.set()
+            run.halt()
+        assert len(writers) == 2
+        assert count(db, StoredMessage) == 402
+        assert rabbitmq.queue_depth() == 0  # everything was acked before the connection closed
+    finally:
+        db.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -15,7 +16,7 @@ from fedora_messaging import message as fm_message
 from sqlalchemy import String, func, select, update
 from sqlalchemy.orm import Session
 
-from fmn_core.config import IngestConfig
+from fmn_core.config import Config, IngestConfig
 from fmn_core.db import Database
 from fmn_core.errors import MalformedMessage
 from fmn_core.matcher import Matcher, Recipient
@@ -30,6 +31,7 @@ from fmn_core.models import (
     User,
     utcnow,
 )
+from fmn_core.schema import upgrade
 from fmn_daemon.ingest import decode_delivery, ingest_batch, json_safe, read_delivery
 from fmn_daemon.metrics import Metrics
 
@@ -652,3 +654,48 @@ def test_read_delivery_checks_and_copies_headers_as_before(max_header_bytes: int
         assert taken is not table and taken == expected[1]
         assert list(taken.items()) == list(expected[1].items())
         assert [type(k) for k in taken] == [str] * len(taken)
+
+
+@pytest.mark.postgres
+def test_a_oneshot_filter_two_transactions_match_at_once_fires_once(
+    empty_postgres_url: str,
+) -> None:
+    """Two writers (threads or processes) match one one-shot filter in open transactions:
+    the second waits for the first to commit, finds the filter off, and sends nothing."""
+    upgrade(empty_postgres_url)
+    db = Database(Config(database_url=empty_postgres_url))
+    try:
+        with db.begin() as session:
+            once_id = add_filter(
+                session, "carol", [("app_is", {"app": "koji"})], name="once", oneshot=True
+            ).id
+        first_matcher, second_matcher = load_matcher(db), load_matcher(db)
+        first_message, second_message = message("koji"), message("koji")
+        outcome: dict[str, Any] = {}
+
+        def second() -> None:
+            with db.begin() as session:
+                outcome["result"] = ingest_batch(session, second_matcher, [second_message])
+
+        with db.begin() as session:
+            first = ingest_batch(session, first_matcher, [first_message])
+            assert first.oneshots_fired == [once_id]
+            racing = threading.Thread(target=second)
+            racing.start()
+            racing.join(0.5)
+            # It waits on the filter's row, which this open transaction switched off.
+            assert racing.is_alive()
+        racing.join(10)
+        assert not racing.is_alive()
+
+        late = outcome["result"]
+        assert late.stored == 1
+        assert late.oneshots_fired == []
+        assert late.recipients[second_message.id] == []
+        with db.begin() as session:
+            rows = session.scalars(select(Notification.message_id)).all()
+            events = session.scalars(select(ChangeEvent.kind)).all()
+        assert rows == [first_message.id]
+        assert events == ["oneshot_fired"]
+    finally:
+        db.dispose()
