@@ -230,6 +230,7 @@ def test_ingest_stores_messages_and_reads_filter_states_in_one_round_trip(
 ) -> None:
     """On PostgreSQL the messages' insert and the matched filters' state go together, then
     the outbox rows; a redelivery in the batch is matched but gets no rows again."""
+    from fmn_core import db as db_module
     from fmn_daemon import ingest as ingest_module
 
     with db.begin() as session:
@@ -240,7 +241,8 @@ def test_ingest_stores_messages_and_reads_filter_states_in_one_round_trip(
     with db.begin() as session:
         ingest_batch(session, matcher, [stored])
     sent: list[list[str]] = []
-    together, alone = ingest_module.run_all_on_driver, ingest_module.run_on_driver
+    # The functions the ingest module imported (``fmn_core.db``'s), wrapped where it calls them.
+    together, alone = db_module.run_all_on_driver, db_module.run_on_driver
 
     def all_counted(session: Session, statements: Sequence[tuple[str, Sequence[Any]]]) -> Any:
         sent.append([statement.split()[0] for statement, _ in statements])
