@@ -693,31 +693,6 @@ def _check_filters(
     states: dict[int, _FilterState],
     matcher_lock: AbstractContextManager[object] | None = None,
 ) -> list[list[Recipient]]:
-    """``_recheck_filters``, with ``matcher_lock`` held, unless every match stands as it is."""
-    stands = True
-    for rs in matches:
-        for r in rs:
-            state = states.get(r.filter_id)
-            if state is None or not state.active or state.oneshot:
-                stands = False
-                break
-        if not stands:
-            break
-    if stands:
-        return matches
-    with matcher_lock if matcher_lock is not None else nullcontext():
-        return _recheck_filters(session, matcher, fresh, matches, result, refreshed, states)
-
-
-def _recheck_filters(
-    session: Session,
-    matcher: Matcher,
-    fresh: list[MessageFacts],
-    matches: list[list[Recipient]],
-    result: IngestResult,
-    refreshed: MutableSet[int] | None,
-    states: dict[int, _FilterState],
-) -> list[list[Recipient]]:
     """Hold the matches against the filters' committed state; fire one-shot filters.
 
     ``states`` holds the state of every filter in ``matches`` that exists (read
@@ -725,68 +700,81 @@ def _recheck_filters(
     a filter may have been removed or switched off meanwhile. Those users are
     refreshed and their messages matched again. Then, in message order, the
     first message a one-shot filter matches switches it off, and later messages
-    are matched without it.
+    are matched without it. The matcher is used only then, with ``matcher_lock``
+    held; the common case (every matched filter active, none one-shot) needs
+    neither.
     """
-    stale = {
-        r.user_id
+    if all(
+        (state := states.get(r.filter_id)) is not None and state.active and not state.oneshot
         for rs in matches
         for r in rs
-        if r.filter_id not in states or not states[r.filter_id].active
-    }
-    if stale:
-        log.info("refreshing %d user(s) whose filters changed since the matcher loaded", len(stale))
-        matcher.refresh_users(session, stale)
-        for i, (facts, rs) in enumerate(zip(fresh, matches, strict=True)):
-            if any(r.user_id in stale for r in rs):
-                matches[i] = _safe_recipients(matcher, facts)
-        _filter_states(session, (r.filter_id for rs in matches for r in rs), states)
-
-    def usable(r: Recipient) -> bool:
-        state = states.get(r.filter_id)
-        return state is not None and state.active
-
-    if not any(states[r.filter_id].oneshot for rs in matches for r in rs if usable(r)):
-        return [[r for r in rs if usable(r)] for rs in matches]
-
-    fired_users: set[int] = set()
-    checked: list[list[Recipient]] = []
-    for facts, rs in zip(fresh, matches, strict=True):
-        if fired_users & {r.user_id for r in rs}:
-            rs = _safe_recipients(matcher, facts)
-            _filter_states(session, (r.filter_id for r in rs), states)
-        rs = [r for r in rs if usable(r)]
-        firing = sorted({r.filter_id for r in rs if states[r.filter_id].oneshot})
-        if firing:
-            # Only a filter still active is switched off here: another writer, or
-            # another process, may have fired it first (this statement waits for
-            # that transaction, then finds it inactive). That one notified; this
-            # message gets nothing through it.
-            fired = sorted(
-                session.scalars(
-                    update(Filter)
-                    .where(Filter.id.in_(firing), Filter.active.is_(True))
-                    .values(active=False)
-                    .returning(Filter.id)
-                )
+    ):
+        return matches
+    with matcher_lock if matcher_lock is not None else nullcontext():
+        stale = {
+            r.user_id
+            for rs in matches
+            for r in rs
+            if r.filter_id not in states or not states[r.filter_id].active
+        }
+        if stale:
+            log.info(
+                "refreshing %d user(s) whose filters changed since the matcher loaded", len(stale)
             )
-            if len(fired) < len(firing):
-                rs = [r for r in rs if r.filter_id in fired or r.filter_id not in firing]
-            users = {states[f].user_id for f in firing}
-            session.add_all(
-                ChangeEvent(user_id=u, kind="oneshot_fired")
-                for u in sorted({states[f].user_id for f in fired})
-            )
-            session.flush()
-            for f in firing:
-                states[f] = _FilterState(states[f].user_id, False, True)
-            for f in fired:
-                log.info(
-                    "message %s: one-shot filter %d fired and is now inactive", for_log(facts.id), f
+            matcher.refresh_users(session, stale)
+            for i, (facts, rs) in enumerate(zip(fresh, matches, strict=True)):
+                if any(r.user_id in stale for r in rs):
+                    matches[i] = _safe_recipients(matcher, facts)
+            _filter_states(session, (r.filter_id for rs in matches for r in rs), states)
+
+        def usable(r: Recipient) -> bool:
+            state = states.get(r.filter_id)
+            return state is not None and state.active
+
+        if not any(states[r.filter_id].oneshot for rs in matches for r in rs if usable(r)):
+            return [[r for r in rs if usable(r)] for rs in matches]
+
+        fired_users: set[int] = set()
+        checked: list[list[Recipient]] = []
+        for facts, rs in zip(fresh, matches, strict=True):
+            if fired_users & {r.user_id for r in rs}:
+                rs = _safe_recipients(matcher, facts)
+                _filter_states(session, (r.filter_id for r in rs), states)
+            rs = [r for r in rs if usable(r)]
+            firing = sorted({r.filter_id for r in rs if states[r.filter_id].oneshot})
+            if firing:
+                # Only a filter still active is switched off here: another writer, or
+                # another process, may have fired it first (this statement waits for
+                # that transaction, then finds it inactive). That one notified; this
+                # message gets nothing through it.
+                fired = sorted(
+                    session.scalars(
+                        update(Filter)
+                        .where(Filter.id.in_(firing), Filter.active.is_(True))
+                        .values(active=False)
+                        .returning(Filter.id)
+                    )
                 )
-            result.oneshots_fired.extend(fired)
-            fired_users |= users
-            if refreshed is not None:
-                refreshed |= users
-            matcher.refresh_users(session, users)
-        checked.append(rs)
-    return checked
+                if len(fired) < len(firing):
+                    rs = [r for r in rs if r.filter_id in fired or r.filter_id not in firing]
+                users = {states[f].user_id for f in firing}
+                session.add_all(
+                    ChangeEvent(user_id=u, kind="oneshot_fired")
+                    for u in sorted({states[f].user_id for f in fired})
+                )
+                session.flush()
+                for f in firing:
+                    states[f] = _FilterState(states[f].user_id, False, True)
+                for f in fired:
+                    log.info(
+                        "message %s: one-shot filter %d fired and is now inactive",
+                        for_log(facts.id),
+                        f,
+                    )
+                result.oneshots_fired.extend(fired)
+                fired_users |= users
+                if refreshed is not None:
+                    refreshed |= users
+                matcher.refresh_users(session, users)
+            checked.append(rs)
+        return checked
