@@ -632,12 +632,13 @@ class Consumer:
                     raise
                 except Exception:
                     # A bug outside any one message (``_write`` isolates those): the
-                    # batch is logged and left; the next batch's ack covers it.
+                    # batch is logged and left, and acked, or no later batch could be.
                     log.exception(
                         "messages %s … %s: internal error while writing their batch",
                         item.deliveries[0].message_id,
                         item.deliveries[-1].message_id,
                     )
+                    self._ask_ack(item)
         except _Stopping:
             return
         except BaseException as exc:
@@ -657,6 +658,17 @@ class Consumer:
                 for delivery, facts in item.decoded:
                     self._ingest_alone(delivery, facts)
         # Everything up to the batch's last tag is committed or put aside on purpose.
+        self._ask_ack(item)
+        self.metrics.inc("batches")
+        log.debug(
+            "batch of %d committed (messages %s … %s)",
+            len(item.deliveries),
+            item.deliveries[0].message_id,
+            item.deliveries[-1].message_id,
+        )
+
+    def _ask_ack(self, item: _Batch) -> None:
+        """Have the AMQP thread ack ``item`` (with every older batch, once they are done)."""
         first, last = item.deliveries[0].message_id, item.deliveries[-1].message_id
         connection = self._connection
         try:
@@ -670,8 +682,6 @@ class Consumer:
                 first,
                 last,
             )
-        self.metrics.inc("batches")
-        log.debug("batch of %d committed (messages %s … %s)", len(item.deliveries), first, last)
 
     def _ingest_alone(self, delivery: AmqpDelivery, message: MessageFacts) -> None:
         """Store one message, ``ingest.max_attempts`` tries; then put it aside as dead."""

@@ -705,3 +705,34 @@ def test_writers_side_by_side_store_every_message_once_and_ack_in_order(
         assert rabbitmq.queue_depth() == 0  # everything was acked before the connection closed
     finally:
         db.dispose()
+
+
+def test_a_batch_a_writer_fails_on_is_acked_so_the_later_ones_are_too(
+    database: Database, rabbitmq: RabbitMQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug outside any one message leaves its batch logged, and acked: acks go in order,
+    so an unacked batch would hold back every ack after it."""
+    broken = koji(0)
+
+    class Buggy(Consumer):
+        def _write(self, item: Any) -> None:
+            if any(facts.id == broken.id for _, facts in item.decoded):
+                raise RuntimeError("a bug in the writer")
+            super()._write(item)
+
+    with database.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})])
+    consumer = Buggy(database, load_broker_settings(rabbitmq.config_path), Metrics())
+    consumer.load_matcher()
+    consumer.connect()
+    run = Running(consumer)
+    try:
+        publish(rabbitmq, [broken])
+        wait_until(lambda: any("internal error" in r.getMessage() for r in caplog.records))
+        later = [koji(n) for n in range(1, 31)]
+        publish(rabbitmq, later)
+        wait_until(lambda: count(database, Notification) == 30)
+    finally:
+        run.halt()
+    assert count(database, StoredMessage) == 30
+    assert rabbitmq.queue_depth() == 0  # the later batches were acked before the connection closed
