@@ -20,7 +20,7 @@ Hints can depend on package ownership (``package_owned_by_me``) and group
 membership (``member_of_group_involved``); the matcher notices which hints read
 either lookup when it files them, and ``set_ownership`` files those again.
 ``follow_directory`` makes the account directory forget what Fedora Accounts'
-bus messages changed and reloads the users they name.
+bus messages changed and files the hints of the users they name anew.
 
 Updates are per user: ``refresh_users`` reloads some users' rows and replaces
 their entries; ``apply_changes`` finds the users to refresh in the
@@ -925,18 +925,33 @@ class Matcher:
         self.last_change_id = max(since, newest)
         return len(user_ids | due)
 
-    def follow_directory(self, session: Session, messages: Iterable[MessageFacts]) -> int:
+    def follow_directory(self, messages: Iterable[MessageFacts]) -> int:
         """Apply Fedora Accounts' bus messages: the directory forgets the accounts and
-        groups they change, and those users are reloaded (their group rules filed
-        anew). Returns how many users were reloaded."""
+        groups they change, and the filters of the users they name whose filing read
+        the directory (their group rules) are filed anew. Returns how many users had
+        such filters.
+
+        Only the filing reads the directory when a filter is compiled: a filter
+        whose hints did not read it (``_Entry.dynamic``) files the same whatever
+        the directory says, and rules read it afresh at match time. So nothing is
+        read from the database: preferences change through ``apply_changes``.
+        """
         changes = directory_changes(messages)
         if not changes:
             return 0
         self.membership.forget(changes.accounts, changes.groups)
-        names = self._ids_by_name
-        ids = [names[name] for name in changes.accounts if name in names]
-        self.refresh_users(session, ids)
-        return len(ids)
+        refiled = 0
+        for name in sorted(changes.accounts):
+            user_id = self._ids_by_name.get(name)
+            state = self._users.get(user_id) if user_id is not None else None
+            if state is None:
+                continue
+            dynamic = [entry for entry in _entries_of(state) if entry.dynamic]
+            for entry in dynamic:
+                self._unfile(entry)
+                self._file(entry)
+            refiled += bool(dynamic)
+        return refiled
 
     def set_ownership(self, ownership: OwnershipLookup, session: Session | None = None) -> None:
         """Use a new ownership lookup; filters whose hints depend on it are filed again.

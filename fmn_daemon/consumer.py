@@ -745,9 +745,9 @@ class Consumer:
         while True:
             refreshed: set[int] = set()
             try:
+                with lock:
+                    matched = match_batch(self.matcher, messages)
                 with self.db.begin() as session:
-                    with lock:
-                        matched = match_batch(session, self.matcher, messages)
                     result = store_batch(
                         session,
                         self.matcher,

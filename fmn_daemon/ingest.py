@@ -527,20 +527,17 @@ def ingest_batch(
     Counters in ``metrics`` are added when the batch has been written (a batch
     whose commit then fails and is retried counts twice).
     """
-    matched = match_batch(session, matcher, messages)
+    matched = match_batch(matcher, messages)
     return store_batch(session, matcher, matched, metrics, refreshed=refreshed)
 
 
 def match_batch(
-    session: Session,
     matcher: Matcher,
     messages: Sequence[fm_message.Message | MessageFacts],
 ) -> MatchedBatch:
     """Refuse what cannot be stored, follow Fedora Accounts' changes, match the rest.
 
-    ``session`` is used only when the batch holds Fedora Accounts messages (to
-    reload the users they name); it need not be the transaction that stores the
-    batch.
+    No database is read: a batch can be matched before its transaction begins.
     """
     result = IngestResult(received=len(messages))
     facts_list: list[MessageFacts] = []
@@ -563,9 +560,9 @@ def match_batch(
     # PostgreSQL the messages' insert and the query for the matched filters'
     # state travel together. A redelivered message (already stored, its outbox
     # rows written when it was) is matched for nothing and its matches dropped;
-    # its Fedora Accounts change, applied again, makes this process read again
-    # what the directory and the database hold now, as the first delivery did.
-    matcher.follow_directory(session, facts_list)
+    # its Fedora Accounts change, applied again, makes this process ask the
+    # directory again, as the first delivery did.
+    matcher.follow_directory(facts_list)
     candidates = [_safe_recipients(matcher, f) for f in facts_list]
     return MatchedBatch(result, facts_list, candidates)
 

@@ -1075,6 +1075,71 @@ def test_matcher_ownership_hints_follow_set_ownership(db: Database) -> None:
     assert who(matcher.recipients(facts(packages=["kernel"]))) == [("alice", "email", "mine")]
 
 
+class Directory(LocalDirectory):
+    """An account directory whose memberships a test changes, as Fedora Accounts would."""
+
+    def __init__(self, groups: Mapping[str, Iterable[str]]) -> None:
+        super().__init__()
+        self.groups = groups
+        self.forgotten: list[str] = []
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        return frozenset(self.groups.get(name, ()))
+
+    def forget(self, accounts: Iterable[str] = (), groups: Iterable[str] = ()) -> None:
+        self.forgotten.extend(sorted(accounts))
+
+
+def test_matcher_follows_the_directory_without_the_database(db: Database) -> None:
+    """A Fedora Accounts message files the group rules of the users it names anew,
+    from the directory alone; filters that never read the directory stay filed."""
+    with db.begin() as session:
+        for name in ("alice", "carol"):
+            insert_user(session, name, C("email", [F("groups", [r("member_of_group_involved")])]))
+        insert_user(session, "bob", C("email", [F("bodhi", [r("app_is", app="bodhi")])]))
+    directory = Directory({"alice": ["infra"], "carol": ["infra"]})
+    matcher = load(db, membership=directory)
+    qa, infra = facts(groups=["qa"], app="fas"), facts(groups=["infra"], app="fas")
+    assert who(matcher.recipients(infra)) == [
+        ("alice", "email", "groups"),
+        ("carol", "email", "groups"),
+    ]
+
+    directory.groups = {"alice": ["qa"], "carol": ["qa"]}
+    sponsored = facts(
+        "fas-1",
+        topic="org.fedoraproject.prod.fas.group.member.sponsor",
+        app="fas",
+        usernames=["alice", "bob"],
+        groups=["qa"],
+    )
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        refiled = matcher.follow_directory([sponsored])
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert (refiled, statements, directory.forgotten) == (1, [], ["alice", "bob"])
+    # alice is filed under her new group. carol, not named, stays filed under her
+    # old one while her rule reads the new one: she matches neither until a
+    # message names her.
+    assert who(matcher.recipients(qa)) == [("alice", "email", "groups")]
+    assert matcher.recipients(infra) == []
+    assert who(matcher.recipients(facts(app="bodhi"))) == [("bob", "email", "bodhi")]
+
+    assert matcher.follow_directory([replace(sponsored, usernames=frozenset({"carol"}))]) == 1
+    # Now every user matches as a fresh load with this directory does.
+    fresh = load(db, membership=directory)
+    for message in (qa, infra, facts(app="bodhi")):
+        assert who(matcher.recipients(message)) == who(fresh.recipients(message))
+    assert matcher.stats() == scanned_stats(matcher) == fresh.stats()
+    assert matcher.follow_directory([facts(topic="org.fedoraproject.prod.bodhi.update")]) == 0
+
+
 def test_matcher_refresh_users_reloads_only_those_users(db: Database) -> None:
     with db.begin() as session:
         alice = insert_user(session, "alice", C("email", [F("bodhi", [r("app_is", app="bodhi")])]))
