@@ -104,6 +104,7 @@ def _fmn_worker(
     from fmn_core.config import load_config
     from fmn_core.db import Database
     from fmn_core.messages import prepare_validators
+    from fmn_daemon.cli import THREAD_SWITCH_SECONDS
     from fmn_daemon.consumer import Consumer, load_broker_settings
     from fmn_daemon.metrics import Metrics
 
@@ -156,6 +157,9 @@ def _fmn_worker(
             Consumer._write_loop, "writer"
         )
 
+    # As ``fmn-daemon run`` sets it: the consumer's threads hand the interpreter
+    # lock to each other at the daemon's switch interval, not Python's default.
+    sys.setswitchinterval(THREAD_SWITCH_SECONDS)
     config = load_config(fmn_config)
     db = Database(config)
     metrics = Metrics()
