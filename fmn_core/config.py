@@ -225,6 +225,11 @@ class IngestConfig:
     #: cost less CPU per message. The consumer asks the broker for a prefetch of at
     #: least two batches per writer, so that the next batch arrives while one is written.
     batch_size: int = 500
+    #: Bodies received and not yet acked, in bytes, at most (about): past it the
+    #: consumer stops taking deliveries until its writers have committed half of
+    #: them. The prefetch bounds their number, this their size: 2,000 bodies just
+    #: under ``max_body_bytes`` would otherwise be 8 GiB in the process at once.
+    max_inflight_bytes: int = 256 * 1024 * 1024
     #: Threads that store batches side by side (PostgreSQL; SQLite takes one). While
     #: one waits for the database, another matches and sends its own batch; each
     #: has a connection of its own, and the consumer asks the broker for a prefetch
@@ -533,6 +538,7 @@ def _check_ingest(ingest: IngestConfig) -> None:
         "dead_copy_bytes": 1024,
         "batch_size": 1,
         "writers": 1,
+        "max_inflight_bytes": 1024 * 1024,
     }
     for name, minimum in minimums.items():
         value = getattr(ingest, name)

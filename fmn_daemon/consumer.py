@@ -142,6 +142,8 @@ class _Batch:
     decoded: list[tuple[AmqpDelivery, MessageFacts]]
     #: Set on the AMQP thread once committed (or put aside): acked with those before it.
     done: bool = False
+    #: The deliveries' body bytes, held until the batch is acked.
+    size: int = 0
 
 
 class Consumer:
@@ -209,6 +211,11 @@ class Consumer:
         self._channel: Any = None
         self._generation = 0
         self._consumer_tags: list[str] = []
+        self._queue_names: list[str] = []
+        #: Body bytes received and not yet acked (AMQP thread only); past
+        #: ``ingest.max_inflight_bytes`` the consumers are paused (``_bound_inflight``).
+        self._inflight = 0
+        self._paused = False
         self._pending: list[AmqpDelivery] = []
         self._pending_since = 0.0
         #: When the last batch was handed over, and until when the pending ones are held.
@@ -295,6 +302,7 @@ class Consumer:
             ) from exc
         self._generation += 1
         self._connection, self._channel, self._consumer_tags = connection, channel, tags
+        self._queue_names = names
         self._pending = []
         self.connected = True
         self._set_ready()
@@ -337,6 +345,9 @@ class Consumer:
         self._set_ready()
         self._pending = []
         self._unacked.clear()
+        # What was not acked goes back to the broker: nothing is held for it any more.
+        self._inflight = 0
+        self._paused = False
         if connection is not None:
             _close_quietly(connection)
 
@@ -475,6 +486,8 @@ class Consumer:
                 )
             ):
                 self._hand_over(block=False)
+            if self._paused and self._inflight <= self.limits.max_inflight_bytes // 2:
+                self._resume()
         # Stop taking messages, then hand over the ones received.
         channel = self._channel
         for tag in self._consumer_tags:
@@ -482,6 +495,39 @@ class Consumer:
         self._consumer_tags = []
         while self._pending:
             self._hand_over(block=True)
+
+    def _pause(self) -> None:
+        """Take no more deliveries: the bodies held are past ``ingest.max_inflight_bytes``.
+
+        The prefetch bounds how many deliveries are held, not how large they
+        are. Called from the delivery that crossed the bound, so that the ones
+        pika has already read behind it go back to the broker (its
+        ``basic_cancel`` nacks them) instead of being handed on as well. The
+        broker keeps the rest of the queue; the acks of what is held go on, and
+        ``_resume`` consumes again once the writers have committed half of it.
+        """
+        channel = self._channel
+        tags, self._consumer_tags = self._consumer_tags, []
+        self._paused = True
+        for tag in tags:
+            channel.basic_cancel(tag)
+        self.metrics.inc("ingest_pauses")
+        log.info(
+            "%.1f MiB of message bodies received and not yet committed "
+            "(ingest.max_inflight_bytes: %.1f MiB): taking no more until the writers "
+            "have committed half of them",
+            self._inflight / 2**20,
+            self.limits.max_inflight_bytes / 2**20,
+        )
+
+    def _resume(self) -> None:
+        """Consume again after ``_pause``, once half of the bound is free."""
+        channel = self._channel
+        self._consumer_tags = [
+            channel.basic_consume(name, self._on_message) for name in self._queue_names
+        ]
+        self._paused = False
+        log.info("taking deliveries again (%.1f MiB held)", self._inflight / 2**20)
 
     def _arm_tick(self, connection: pika.BlockingConnection, due: float, now: float) -> None:
         """Have the connection's loop return by ``due`` (monotonic), whatever else happens.
@@ -531,7 +577,10 @@ class Consumer:
                 "are accepted (ingest.max_body_bytes)"
             )
             delivery.body = b""
+        self._inflight += len(delivery.body)
         self._pending.append(delivery)
+        if self._inflight > self.limits.max_inflight_bytes and not self._paused:
+            self._pause()
 
     def _hand_over(self, *, block: bool) -> None:
         """Decode the oldest pending deliveries and queue them for the writer."""
@@ -569,7 +618,7 @@ class Consumer:
                 self.metrics.inc("messages_malformed")
                 continue
             decoded.append((delivery, facts))
-        item = _Batch(self._generation, batch, decoded)
+        item = _Batch(self._generation, batch, decoded, size=sum(len(d.body) for d in batch))
         self._unacked.append(item)
         if not block:
             self._work.put_nowait(item)
@@ -604,7 +653,9 @@ class Consumer:
         unacked = self._unacked
         tag = None
         while unacked and unacked[0].done:
-            tag = unacked.popleft().deliveries[-1].tag
+            acked = unacked.popleft()
+            tag = acked.deliveries[-1].tag
+            self._inflight -= acked.size
         if tag is not None:
             self._channel.basic_ack(delivery_tag=tag, multiple=True)
         return tag

@@ -24,6 +24,7 @@ COUNTERS: tuple[str, ...] = (
     "notifications_failed",
     "notifications_dead",
     "batches",
+    "ingest_pauses",
     "db_errors",
 )
 

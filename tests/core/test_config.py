@@ -53,6 +53,7 @@ def test_config_unknown_key_is_named_with_the_valid_ones(tmp_path: Path) -> None
         ("[ingest]\nbatch_size = 20000\n", "ingest.batch_size", "at most 10000"),
         ("[ingest]\nwriters = 0\n", "ingest.writers", "at least 1"),
         ("[ingest]\nwriters = 9\n", "ingest.writers", "at most 8"),
+        ("[ingest]\nmax_inflight_bytes = 4096\n", "ingest.max_inflight_bytes", "at least 1048576"),
         ("contexts = ['email', 'pager']\n", "contexts", "'pager'"),
         ("[push]\nallow_private_hosts = 'yes'\n", "push.allow_private_hosts", "true or false"),
         ("smtp = 3\n", "smtp", "table"),

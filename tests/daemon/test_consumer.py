@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 from fedora_messaging import message as fm_message
 from sqlalchemy import func, select, text
 
-from fmn_core.config import Config
+from fmn_core.config import Config, IngestConfig
 from fmn_core.db import Database
 from fmn_core.models import ChangeEvent, Notification, StoredMessage, User
 from fmn_core.schema import upgrade
@@ -736,3 +737,63 @@ def test_a_batch_a_writer_fails_on_is_acked_so_the_later_ones_are_too(
         run.halt()
     assert count(database, StoredMessage) == 30
     assert rabbitmq.queue_depth() == 0  # the later batches were acked before the connection closed
+
+
+def test_bodies_held_past_max_inflight_bytes_pause_the_consumer_until_committed(
+    tmp_path: Path, rabbitmq: RabbitMQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The prefetch bounds how many deliveries are held, not their size: large bodies
+    beyond ``ingest.max_inflight_bytes`` stay in the broker while the writer is behind,
+    and every one of them is stored once it catches up."""
+    caplog.set_level(logging.INFO, logger="fmn_daemon.consumer")
+    url = f"sqlite:///{tmp_path / 'inflight.sqlite'}"
+    upgrade(url)
+    limit = 1024 * 1024
+    db = Database(Config(database_url=url, ingest=IngestConfig(max_inflight_bytes=limit)))
+    release = threading.Event()
+    held: list[int] = []
+
+    class Slow(Consumer):
+        def _write(self, item: Any) -> None:
+            release.wait(15)
+            super()._write(item)
+
+        def _on_message(self, *args: Any) -> None:
+            super()._on_message(*args)
+            held.append(self._inflight)
+
+    big = []
+    for n in range(30):
+        message = fm_message.Message(
+            topic="org.fedoraproject.test.big.upload", body={"n": n, "pad": "x" * 100_000}
+        )
+        message.id = f"big-{uuid.uuid4()}"
+        big.append(message)
+    metrics = Metrics()
+    consumer = Slow(db, load_broker_settings(rabbitmq.config_path), metrics)
+    assert consumer.prefetch_count >= len(big)  # the count alone would let all in
+    try:
+        consumer.load_matcher()
+        consumer.connect()
+        run = Running(consumer)
+        try:
+            publish(rabbitmq, big)
+            wait_until(lambda: metrics.get("ingest_pauses") == 1)
+            time.sleep(0.5)  # anything still on its way would arrive meanwhile
+            # One delivery crosses the bound, and none after it is taken.
+            assert limit < max(held) < limit + 110_000
+            assert len(held) < len(big)
+            assert rabbitmq.queue_depth() == len(big) - len(held)
+            assert "ingest.max_inflight_bytes" in caplog.text
+            release.set()
+            wait_until(lambda: count(db, StoredMessage) == len(big))
+            wait_until(lambda: rabbitmq.queue_depth() == 0)
+        finally:
+            release.set()
+            run.halt()
+        assert metrics.get("ingest_pauses") >= 1
+        assert count(db, StoredMessage) == len(big)
+        assert "taking deliveries again" in caplog.text
+        assert max(held) < limit + 110_000
+    finally:
+        db.dispose()
