@@ -213,7 +213,7 @@ class Consumer:
         self._consumer_tags: list[str] = []
         self._queue_names: list[str] = []
         #: Body bytes received and not yet acked (AMQP thread only); past
-        #: ``ingest.max_inflight_bytes`` the consumers are paused (``_bound_inflight``).
+        #: ``ingest.max_inflight_bytes`` the consumers are paused (``_pause``, ``_resume``).
         self._inflight = 0
         self._paused = False
         self._pending: list[AmqpDelivery] = []
