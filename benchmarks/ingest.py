@@ -1,7 +1,7 @@
 """Benchmark item 2, "Ingest": how many bus messages per second one fmn process takes in.
 
 Run ``python benchmarks/ingest.py`` from the project's virtualenv (PostgreSQL and
-RabbitMQ on loopback; ``--quick`` for a short run, as ``nox -s bench`` does).
+RabbitMQ on loopback), as ``nox -s bench`` does; ``--quick`` for a short run.
 
 Set-up: a fresh PostgreSQL database at the newest migration holding a 10k-user
 population (``benchmarks/populations.py``, written with bulk inserts), and N
@@ -28,7 +28,11 @@ empty outbox, and runs its consumers in separate processes:
 
 Throughput is the messages acked divided by the time from a process's first
 delivery to its last ack; for several processes, all messages over the first
-delivery to the last ack of any. Each fmn run is then checked: the queue is
+delivery to the last ack of any. Bare pika and one fmn process run ``--pairs``
+times (3), interleaved and alternately first, and each side's figure is all its
+messages over all its windows: the ratio between them is the goal, and a run of
+20,000 messages lasts 1-3 s where 5,000 lasted a few tenths, which this
+machine's speed alone moves by a third. Each fmn run is then checked: the queue is
 empty, every message is stored, and the outbox holds exactly the rows that
 ``fmn_core.matcher`` computes for these messages and users (none lost, none
 extra). Target: >= 1,500 messages/s per process.
@@ -46,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +263,8 @@ class Outcome:
     #: CPU-seconds of the whole machine, and of the local broker, while consuming.
     machine_cpu: float | None = None
     broker_cpu: float | None = None
+    #: The runs this one pools (``pooled``), in the order they ran.
+    parts: list[Outcome] = field(default_factory=list)
 
     @property
     def total_rate(self) -> float:
@@ -270,6 +276,34 @@ class Outcome:
     def cpu_rates(self) -> list[float]:
         """Messages per CPU-second of each process: its rate if it had a core to itself."""
         return [a / c if c > 0 else 0.0 for a, c in zip(self.acked, self.cpu, strict=True)]
+
+
+def pooled(name: str, outcomes: list[Outcome]) -> Outcome:
+    """One-process runs taken as one: all their messages over all their windows.
+
+    The same as one run as long as all of them, so a short disturbance weighs
+    on the figure by its length, and no run is chosen over another.
+    """
+    if len(outcomes) == 1:
+        return outcomes[0]
+
+    def total(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else sum(v or 0.0 for v in values)
+
+    return Outcome(
+        name,
+        1,
+        [sum(sum(o.acked) for o in outcomes)],
+        [sum(sum(o.windows) for o in outcomes)],
+        sum(o.total_window for o in outcomes),
+        [sum(sum(o.cpu) for o in outcomes)],
+        total([o.postgres_cpu for o in outcomes]),
+        (min(o.load[0] for o in outcomes), max(o.load[1] for o in outcomes)),
+        [check for o in outcomes for check in o.checks],
+        total([o.machine_cpu for o in outcomes]),
+        total([o.broker_cpu for o in outcomes]),
+        parts=outcomes,
+    )
 
 
 def _wait_for(condition: Any, timeout: float, what: str) -> None:
@@ -496,6 +530,13 @@ def report(outcome: Outcome, baselines: dict[str, Outcome]) -> bool:
             f"    process {i}: {acked:,} messages in {window:.2f}s: {rate:,.0f} messages/s; "
             f"{cpu:.2f} CPU-seconds: {cpu_rate:,.0f} messages per CPU-second"
         )
+    for i, part in enumerate(outcome.parts, 1):
+        us = per_message_us(part)
+        machine = f"; whole machine {us['machine']:.0f} us per message" if us else ""
+        print(
+            f"    run {i} of {len(outcome.parts)}: {sum(part.acked):,} messages in "
+            f"{part.total_window:.2f}s: {part.total_rate:,.0f} messages/s{machine}"
+        )
     if outcome.postgres_cpu is not None:
         total = sum(outcome.acked)
         print(
@@ -615,7 +656,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000, help="messages per scenario")
     parser.add_argument("--users", type=int, default=10_000, help="population size")
-    parser.add_argument("--quick", action="store_true", help="5,000 messages (for nox -s bench)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="bare pika and 1-process fmn runs, interleaved, alternately first; the "
+        "ratio is over all of them (default: 3)",
+    )
+    parser.add_argument("--quick", action="store_true", help="5,000 messages, one pair")
     parser.add_argument(
         "--processes",
         default="1,2,4",
@@ -638,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args(argv)
     n = 5_000 if args.quick else args.messages
+    pairs = 1 if args.quick else args.pairs
+    if pairs < 1:
+        parser.error("--pairs must be at least 1")
     counts = [int(c) for c in args.processes.split(",") if c.strip()]
     wanted = {b.strip() for b in args.baselines.split(",")} - {"none", ""}
 
@@ -659,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
 
     baselines: dict[str, Outcome] = {}
     runs: list[Outcome] = []
+    bare_runs: list[Outcome] = []
+    single_runs: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="fmn-bench-") as tmp, BenchDatabase() as db:
         workdir = Path(tmp)
         engine = db.engine()
@@ -676,9 +729,42 @@ def main(argv: list[str] | None = None) -> int:
             workdir=workdir,
             timeout=args.timeout,
         )
-        if "pika" in wanted:
-            baselines["bare pika consume+ack"] = run_scenario(
-                "baseline: bare pika, consume+ack", 1, kind="pika", seed=args.seed, **common
+        # The ratio's two sides, interleaved and alternately first, so that a
+        # passing disturbance of the machine falls on both; the other
+        # scenarios run once.
+        for pair in range(pairs):
+            sides = [
+                side
+                for side, wanted_here in (("pika", "pika" in wanted), ("fmn", 1 in counts))
+                if wanted_here
+            ]
+            for side in sides if pair % 2 == 0 else sides[::-1]:
+                if side == "pika":
+                    bare_runs.append(
+                        run_scenario(
+                            f"baseline: bare pika, consume+ack (pair {pair + 1})",
+                            1,
+                            kind="pika",
+                            seed=args.seed + 10 * pair,
+                            **common,
+                        )
+                    )
+                else:
+                    if args.profile:
+                        os.makedirs(args.profile, exist_ok=True)
+                    single_runs.append(
+                        run_scenario(
+                            f"fmn consumer, 1 process (pair {pair + 1})",
+                            1,
+                            kind="fmn",
+                            seed=args.seed + 1 + 10 * pair,
+                            profile_dir=args.profile if pair == 0 else None,
+                            **common,
+                        )
+                    )
+        if bare_runs:
+            baselines["bare pika consume+ack"] = pooled(
+                "baseline: bare pika, consume+ack", bare_runs
             )
         if "fedora-messaging" in wanted:
             baselines["fedora-messaging no-op"] = run_scenario(
@@ -689,17 +775,15 @@ def main(argv: list[str] | None = None) -> int:
                 **common,
             )
         for i, processes in enumerate(counts):
-            label = "process" if processes == 1 else "processes"
-            profile = args.profile if processes == 1 else None
-            if profile:
-                os.makedirs(profile, exist_ok=True)
+            if processes == 1:
+                runs.append(pooled("fmn consumer, 1 process", single_runs))
+                continue
             runs.append(
                 run_scenario(
-                    f"fmn consumer, {processes} {label}",
+                    f"fmn consumer, {processes} processes",
                     processes,
                     kind="fmn",
                     seed=args.seed + 1 + i,
-                    profile_dir=profile,
                     **common,
                 )
             )
@@ -747,6 +831,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{TARGET_VS_PIKA:.2f}x needs fmn's whole cost <= "
                     f"{theirs['machine'] / TARGET_VS_PIKA:.0f} us per message"
                 )
+            for i, (theirs_run, mine_run) in enumerate(_pairs(bare, single), 1):
+                print(
+                    f"    pair {i} ({'bare pika' if i % 2 else 'fmn'} first): fmn "
+                    f"{mine_run.total_rate:,.0f} / bare {theirs_run.total_rate:,.0f} messages/s "
+                    f"= {mine_run.total_rate / theirs_run.total_rate:.2f}x"
+                )
             met &= ok
     print(f"  (load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     if args.json:
@@ -755,12 +845,24 @@ def main(argv: list[str] | None = None) -> int:
             "users": args.users,
             "baselines": {k: _figures(v) for k, v in baselines.items()},
             "runs": [_figures(o) for o in runs],
+            "pairs": [
+                {"bare": bare_run.total_rate, "fmn": fmn_run.total_rate}
+                for bare_run, fmn_run in _pairs(baselines.get("bare pika consume+ack"), single)
+            ],
             "profile": [{"area": a, "cpu_s": t, "share": f} for a, t, f in profile_rows],
         }
         Path(args.json).write_text(json.dumps(figures, indent=1), encoding="utf-8")
         print(f"  figures written to {args.json}")
     print(f"\nall targets and checks met: {'yes' if met else 'NO'}")
     return 0
+
+
+def _pairs(bare: Outcome | None, single: Outcome | None) -> list[tuple[Outcome, Outcome]]:
+    """The (bare pika, fmn) runs that ran side by side, when both were pooled."""
+    if bare is None or single is None:
+        return []
+    bares, singles = bare.parts or [bare], single.parts or [single]
+    return list(zip(bares, singles, strict=True)) if len(bares) == len(singles) else []
 
 
 def _figures(outcome: Outcome) -> dict[str, Any]:

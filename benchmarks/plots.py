@@ -147,6 +147,9 @@ def goals(results: Path) -> list[tuple[str, str, bool]]:
             mine, theirs = single.get("per_message_us"), bare.get("per_message_us")
             if mine and theirs:
                 figure += f"; whole machine {mine['machine']:.0f} vs {theirs['machine']:.0f} us/msg"
+            pairs = ingest.get("pairs", [])
+            if len(pairs) > 1:
+                figure += "; pairs " + " / ".join(f"{p['fmn'] / p['bare']:.2f}x" for p in pairs)
             found.append(("ingest >= 0.65x bare pika consume+ack", figure, ratio >= 0.65))
         if ingest["runs"]:
             found.append(
