@@ -524,7 +524,14 @@ def directory_changes(messages: Iterable[MessageFacts]) -> DirectoryChanges:
     accounts: set[str] = set()
     groups: set[str] = set()
     for facts in messages:
-        if not isinstance(facts.topic, str) or not _DIRECTORY_TOPIC_RE.search(facts.topic):
+        topic = facts.topic
+        # Nearly every message is about something else: a substring test turns
+        # those away at a tenth of the pattern's cost.
+        if (
+            not isinstance(topic, str)
+            or "fas." not in topic
+            or not _DIRECTORY_TOPIC_RE.search(topic)
+        ):
             continue
         # The schema's names first; the body too, for messages without a schema
         # ({"msg": {"user", "group"}} from Noggin, {"user": {"username"}} from FAS).
