@@ -397,8 +397,15 @@ def _pg_insert(
     )
     # JSON columns travel as text and are cast in ``picked``.
     sent = {c: "text" if types[c] == "json" else types[c] for c in varying}
+    values = [
+        [_json_value(row[c]) for row in rows] if types[c] == "json" else [row[c] for row in rows]
+        for c in varying
+    ]
+    joined = None
     if len(rows) == 1:
         source = f"(VALUES ({', '.join(f'%b::{sent[c]}' for c in varying)}))"
+    elif (joined := _joined_columns(values, [types[c] == "json" for c in varying])) is not None:
+        source = f"unnest({', '.join(_SPLIT.format(sent[c]) for c in varying)})"
     else:
         source = f"unnest({', '.join(f'%b::{sent[c]}[]' for c in varying)})"
     statement_text = (
@@ -406,14 +413,49 @@ def _pg_insert(
         f"SELECT {picked} FROM {source} AS u({', '.join(varying)})"
     )
     params: list[Any] = [constants[c] for c in columns if c in constants]
-    for c in varying:
-        values = (
-            [_json_value(row[c]) for row in rows]
-            if types[c] == "json"
-            else [row[c] for row in rows]
-        )
-        params.append(values[0] if len(rows) == 1 else values)
+    if joined is not None:
+        params += joined
+    elif len(rows) == 1:
+        params += [column[0] for column in values]
+    else:
+        params += values
     return statement_text, params
+
+
+#: A column's values sent as one text (``_joined_columns``): split on the unit
+#: separator, with the record separator standing alone for NULL, then cast.
+_SEPARATOR = "\x1f"
+_NULL = "\x1e"
+_SPLIT = "string_to_array(%b::text, E'\\x1f', E'\\x1e')::{}[]"
+
+
+def _joined_columns(columns: list[list[Any]], json: list[bool]) -> list[str] | None:
+    """Each column's values as one text for ``_SPLIT``; ``None`` where that can't be exact.
+
+    psycopg dumps an array element by element in Python (its length, then its
+    bytes); one text per column is one join in C, and PostgreSQL splits it. A
+    JSON text never holds a control character unescaped, so a JSON column (a
+    body as received and parsed, headers as encoded) is joined without a look;
+    any other column is joined only when it holds neither control character
+    (the separators counted in the result prove it) and only strings, integers
+    and NULLs. Otherwise the caller sends arrays, as it did for every batch
+    before; the two give the same rows (``tests/daemon/test_ingest.py``).
+    """
+    joined: list[str] = []
+    for column, is_json in zip(columns, json, strict=True):
+        nulls = column.count(None)
+        items = [_NULL if v is None else v for v in column] if nulls else column
+        kinds = set(map(type, items))
+        if kinds == {int} or kinds == {int, str}:
+            # An integer out of the column's range fails its cast, as in an array.
+            items = [v if type(v) is str else str(v) for v in items]
+        elif kinds != {str}:
+            return None
+        text = _SEPARATOR.join(items)
+        if not is_json and (text.count(_SEPARATOR) != len(items) - 1 or text.count(_NULL) != nulls):
+            return None
+        joined.append(text)
+    return joined
 
 
 #: Value types orjson writes as the standard library does (floats aside: ``NaN``).

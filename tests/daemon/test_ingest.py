@@ -604,6 +604,96 @@ def test_ingest_stores_the_same_columns_for_one_row_as_for_many(db: Database) ->
     assert outbox["one"] == outbox["two"] == outbox["three"]
 
 
+def test_ingest_stores_the_same_rows_whether_columns_travel_joined_or_as_arrays(
+    db: Database,
+) -> None:
+    """On PostgreSQL a batch's columns go as one text each, split by the database, unless
+    a value holds a separator; then as arrays. Either way each row is what was given."""
+    from fmn_daemon.ingest import _MESSAGES, _NOTIFICATIONS, _message_row, _pg_insert
+
+    odd_name = "bodhi \x1f\x1e ✓"
+    with db.begin() as session:
+        add_filter(session, "alice", [("app_is", {"app": "koji"})], name="koji ✓")
+        add_filter(session, "bob", [("app_is", {"app": "koji"})], name="plain", context="irc")
+        add_filter(session, "carol", [("app_is", {"app": "bodhi"})], name=odd_name)
+    matcher = load_matcher(db)
+
+    def facts(ident: str, topic: str, body: dict[str, object]) -> MessageFacts:
+        properties = pika.BasicProperties(message_id=ident, headers={"k": "v\x1f"})
+        decoded, body_json = read_delivery(topic, properties, json.dumps(body).encode())
+        return facts_of(decoded, body_json=body_json)
+
+    koji, bodhi = "org.fedoraproject.test.koji.build", "org.fedoraproject.test.bodhi.update"
+    clean = [facts(f"clean-{i}", koji, {"n": i, "s": "a\u001fb"}) for i in range(3)]
+    # A separator in an id, in a topic, in a filter's name: each goes as arrays.
+    odd_id = [facts("odd\x1fid", koji, {"n": 1}), facts("odd-2", koji, {"n": 2})]
+    odd_topic = [facts("odd-3", koji + ".\x1e", {"n": 3}), facts("odd-4", koji, {"n": 4})]
+    odd_filter = [facts("odd-5", bodhi, {"n": 5}), facts("odd-6", bodhi, {"n": 6})]
+    now = {"received_at": utcnow()}
+    outbox_constants = {
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": now["received_at"],
+        "created_at": now["received_at"],
+    }
+
+    def travels_joined(table: Any, rows: list[dict[str, Any]]) -> bool:
+        constants = now if table is _MESSAGES else outbox_constants
+        statement = _pg_insert(table, rows, constants)[0]
+        assert ("string_to_array(" in statement) != ("%b::text[]" in statement)
+        return "string_to_array(" in statement
+
+    def outbox_row(ident: str, name: str) -> dict[str, Any]:
+        return {
+            "message_id": ident,
+            "user_id": 1,
+            "context": "email",
+            "filter_id": None,
+            "filter_name": name,
+        }
+
+    assert travels_joined(_MESSAGES, [_message_row(f, True) for f in clean])
+    assert travels_joined(_MESSAGES, [_message_row(f, True) for f in odd_filter])
+    for batch in (odd_id, odd_topic):
+        assert not travels_joined(_MESSAGES, [_message_row(f, True) for f in batch])
+    assert travels_joined(_NOTIFICATIONS, [outbox_row("a", "x"), outbox_row("b", "y")])
+    assert not travels_joined(_NOTIFICATIONS, [outbox_row("a", "x"), outbox_row("b", odd_name)])
+
+    for batch, rows in ((clean, 2), (odd_id, 2), (odd_topic, 2), (odd_filter, 1)):
+        with db.begin() as session:
+            assert ingest_batch(session, matcher, batch).notifications == rows * len(batch)
+
+    everything = [*clean, *odd_id, *odd_topic, *odd_filter]
+    with db.begin() as session:
+        stored = {
+            m.id: (m.topic, m.body, m.headers, m.summary, m.url, m.app)
+            for m in session.scalars(select(StoredMessage))
+        }
+        outbox = sorted(
+            (n.message_id, n.user_id, n.context, n.filter_id, n.filter_name)
+            for n in session.scalars(select(Notification))
+        )
+        users = dict(session.execute(select(User.name, User.id)).all())
+        filters = {f.name: f.id for f in session.scalars(select(Filter))}
+    assert stored == {f.id: (f.topic, f.body, {"k": "v\x1f"}, *_display(f)) for f in everything}
+    assert stored["clean-1"][1] == {"n": 1, "s": "a\x1fb"}
+    assert stored["clean-1"][4] is None  # a NULL among the joined values
+    expected = []
+    for f in everything:
+        if f.topic.startswith(bodhi):
+            expected.append((f.id, users["carol"], "email", filters[odd_name], odd_name))
+        else:
+            expected.append((f.id, users["alice"], "email", filters["koji ✓"], "koji ✓"))
+            expected.append((f.id, users["bob"], "irc", filters["plain"], "plain"))
+    assert outbox == sorted(expected)
+
+
+def _display(facts: MessageFacts) -> tuple[str, str | None, str]:
+    from fmn_core.display import display_fields
+
+    return display_fields(facts)
+
+
 def _headers_as_before(headers: Any, limits: IngestConfig) -> tuple[str, Any]:
     """What ``read_delivery`` made of a delivery's headers before the flat table was
     seen once: ``check_headers`` on its own, then ``json_safe``'s copy."""
