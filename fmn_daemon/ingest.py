@@ -301,12 +301,14 @@ def _insert_new(
     gets one multi-row ``VALUES`` statement. On PostgreSQL such a statement
     (thousands of placeholders, a new text for every batch size) costs the
     driver more time to parse than the database takes to run it; instead the
-    rows travel as one array per column through ``unnest`` and the constants as
+    rows travel one column at a time through ``unnest`` and the constants as
     scalars: one statement whose text never changes (psycopg prepares it), one
-    round trip. The parameters go in PostgreSQL's binary format: text in an
-    array literal would need every quote and backslash of every JSON body
-    escaped, in Python; in binary each element is just its length and bytes.
-    JSON columns travel as ``text[]`` and are cast row by row.
+    round trip. A column is one text that the database splits
+    (``_joined_columns``), or, when a value holds a separator, an array in
+    PostgreSQL's binary format: text in an array literal would need every quote
+    and backslash of every JSON body escaped, in Python; in binary each element
+    is just its length and bytes. JSON columns travel as text and are cast row
+    by row.
     """
     key = next(iter(table.primary_key.columns))
     constants = constants or {}
