@@ -446,12 +446,13 @@ def _joined_columns(columns: list[list[Any]], json: list[bool]) -> list[str] | N
     joined: list[str] = []
     for column, is_json in zip(columns, json, strict=True):
         nulls = column.count(None)
-        items = [_NULL if v is None else v for v in column] if nulls else column
-        kinds = set(map(type, items))
-        if kinds == {int} or kinds == {int, str}:
+        kinds = set(map(type, column)) - {type(None)}
+        if kinds == {int}:
             # An integer out of the column's range fails its cast, as in an array.
-            items = [v if type(v) is str else str(v) for v in items]
-        elif kinds != {str}:
+            items = [_NULL if v is None else str(v) for v in column]
+        elif kinds <= {str}:
+            items = [_NULL if v is None else v for v in column] if nulls else column
+        else:
             return None
         text = _SEPARATOR.join(items)
         if not is_json and (text.count(_SEPARATOR) != len(items) - 1 or text.count(_NULL) != nulls):

@@ -609,7 +609,22 @@ def test_ingest_stores_the_same_rows_whether_columns_travel_joined_or_as_arrays(
 ) -> None:
     """On PostgreSQL a batch's columns go as one text each, split by the database, unless
     a value holds a separator; then as arrays. Either way each row is what was given."""
-    from fmn_daemon.ingest import _MESSAGES, _NOTIFICATIONS, _message_row, _pg_insert
+    from fmn_daemon.ingest import (
+        _MESSAGES,
+        _NOTIFICATIONS,
+        _joined_columns,
+        _message_row,
+        _pg_insert,
+    )
+
+    assert _joined_columns([[1, None, 22], ["a", None, ""]], [False, False]) == [
+        "1\x1f\x1e\x1f22",
+        "a\x1f\x1e\x1f",
+    ]
+    for mixed in ([1, "2"], [True, 1], [1.5, 2], ["a", b"b"]):
+        assert _joined_columns([mixed], [False]) is None
+    assert _joined_columns([["a\x1eb", "c"]], [False]) is None
+    assert _joined_columns([["\x1e", None]], [False]) is None
 
     odd_name = "bodhi \x1f\x1e ✓"
     with db.begin() as session:
