@@ -23,8 +23,8 @@ empty outbox, and runs its consumers in separate processes:
   run`` runs, with delivery off: decode, store, match, write the outbox, commit,
   ack, in batches of ``ingest.batch_size``. Its matcher is loaded before the
   clock starts;
-- **fmn, 2 processes** competing on one queue (this machine has 2 cores, shared
-  with PostgreSQL and RabbitMQ).
+- **fmn, 2 and 4 processes** competing on one queue (``--processes``; this
+  machine has 2 cores, shared with PostgreSQL and RabbitMQ).
 
 Throughput is the messages acked divided by the time from a process's first
 delivery to its last ack; for several processes, all messages over the first
@@ -35,7 +35,8 @@ messages over all its windows: the ratio between them is the goal, and a run of
 machine's speed alone moves by a third. Each fmn run is then checked: the queue is
 empty, every message is stored, and the outbox holds exactly the rows that
 ``fmn_core.matcher`` computes for these messages and users (none lost, none
-extra). Target: >= 1,500 messages/s per process.
+extra). Targets (issue 16): >= 4,000 messages/s per process, and >= 0.65x bare
+pika in the same run.
 """
 
 from __future__ import annotations

@@ -439,9 +439,10 @@ def _joined_columns(columns: list[list[Any]], json: list[bool]) -> list[str] | N
     JSON text never holds a control character unescaped, so a JSON column (a
     body as received and parsed, headers as encoded) is joined without a look;
     any other column is joined only when it holds neither control character
-    (the separators counted in the result prove it) and only strings, integers
-    and NULLs. Otherwise the caller sends arrays, as it did for every batch
-    before; the two give the same rows (``tests/daemon/test_ingest.py``).
+    (the separators counted in the result prove it). Either kind is joined only
+    when its values are all strings or all integers, NULLs aside. Otherwise the
+    caller sends arrays, as it did for every batch before; the two give the
+    same rows (``tests/daemon/test_ingest.py``).
     """
     joined: list[str] = []
     for column, is_json in zip(columns, json, strict=True):
