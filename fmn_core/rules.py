@@ -224,6 +224,11 @@ class IndexHint:
     #: the arguments (``catalog.hints.owner``, for rules about "me"). The matcher then
     #: files such a filter under that name without calling ``values`` for each user.
     names_owner: bool = False
+    #: The rule holds for every message whose ``key`` holds one of the values (the
+    #: converse of soundness; ``tests/core/catalog/test_soundness.py`` checks both).
+    #: A group of filters found through such a rule's values then skips the rule:
+    #: finding it was the check.
+    exact: bool = False
 
 
 RuleFunction = Callable[..., bool]

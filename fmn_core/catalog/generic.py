@@ -64,7 +64,11 @@ PACKAGE = Parameter("package", "a package name, e.g. kernel")
 GROUP = Parameter("group", "a Fedora group name, e.g. python-sig")
 
 
-@rule("Application is", APP, hint=IndexHint("app", argument("app", lower=True), RANK_APP))
+@rule(
+    "Application is",
+    APP,
+    hint=IndexHint("app", argument("app", lower=True), RANK_APP, exact=True),
+)
 def app_is(message: MessageFacts, context: RuleContext, app: str) -> bool:
     """Messages sent by this application (case-insensitive), such as koji or bodhi."""
     return message.app_name.lower() == app.lower()
@@ -77,7 +81,7 @@ def app_is(message: MessageFacts, context: RuleContext, app: str) -> bool:
         "a glob on the full topic, e.g. *.buildsys.build.state.change (Koji builds)",
         kind="glob",
     ),
-    hint=IndexHint("topic", _literal_topic, RANK_TOPIC),
+    hint=IndexHint("topic", _literal_topic, RANK_TOPIC, exact=True),
 )
 def topic_matches(message: MessageFacts, context: RuleContext, pattern: str) -> bool:
     """Messages whose full topic matches the glob (``*`` any text, ``?`` one character)."""
@@ -101,7 +105,11 @@ def pertains_to_me(message: MessageFacts, context: RuleContext) -> bool:
     return context.owner in message.usernames
 
 
-@rule("User involved", USERNAME, hint=IndexHint("username", argument("username"), RANK_USER))
+@rule(
+    "User involved",
+    USERNAME,
+    hint=IndexHint("username", argument("username"), RANK_USER, exact=True),
+)
 def user_involved(message: MessageFacts, context: RuleContext, username: str) -> bool:
     """Messages that name this user among the users involved; to follow someone."""
     return username in message.usernames
@@ -113,13 +121,21 @@ def triggered_by_me(message: MessageFacts, context: RuleContext) -> bool:
     return message.agent_name == context.owner
 
 
-@rule("Triggered by", USERNAME, hint=IndexHint("agent", argument("username"), RANK_USER))
+@rule(
+    "Triggered by",
+    USERNAME,
+    hint=IndexHint("agent", argument("username"), RANK_USER, exact=True),
+)
 def triggered_by(message: MessageFacts, context: RuleContext, username: str) -> bool:
     """Messages about something this user did."""
     return message.agent_name == username
 
 
-@rule("Package involved", PACKAGE, hint=IndexHint("package", argument("package"), RANK_PACKAGE))
+@rule(
+    "Package involved",
+    PACKAGE,
+    hint=IndexHint("package", argument("package"), RANK_PACKAGE, exact=True),
+)
 def package_involved(message: MessageFacts, context: RuleContext, package: str) -> bool:
     """Messages about this package."""
     return package in message.packages
@@ -168,7 +184,11 @@ def package_owned_by_group(message: MessageFacts, context: RuleContext, group: s
     return not context.ownership.packages_of("@" + group).isdisjoint(message.packages)
 
 
-@rule("Group involved", GROUP, hint=IndexHint("group", argument("group"), RANK_GROUP))
+@rule(
+    "Group involved",
+    GROUP,
+    hint=IndexHint("group", argument("group"), RANK_GROUP, exact=True),
+)
 def group_involved(message: MessageFacts, context: RuleContext, group: str) -> bool:
     """Messages that name this group."""
     return group in message.groups

@@ -65,8 +65,8 @@ def test_facts_of_never_raises_on_corpus(corpus: list[str]) -> None:
         assert isinstance(facts.summary, str)
         assert all(isinstance(name, str) for name in facts.usernames | facts.packages)
         keys = facts.index_keys
-        assert keys["topic"] == frozenset((facts.topic,))
-        assert keys["app"] <= {facts.app_name.lower()}
+        assert set(keys["topic"]) == {facts.topic}
+        assert set(keys["app"]) <= {facts.app_name.lower()}
 
 
 def test_facts_of_survives_schema_properties_that_raise(corpus: list[str]) -> None:
@@ -177,7 +177,7 @@ def test_load_message_rejects_body_that_does_not_match_its_header_schema() -> No
 def test_facts_of_takes_app_name_from_topic_without_schema(topic: str, app: str) -> None:
     facts = facts_of(load_message({"topic": topic, "body": {}}))
     assert facts.app_name == app
-    assert facts.index_keys["app"] == frozenset((app,))
+    assert set(facts.index_keys["app"]) == {app}
 
 
 def test_facts_of_adds_the_distgit_package_of_a_pull_request(corpus: list[str]) -> None:

@@ -482,7 +482,7 @@ def test_ingest_writes_one_outbox_row_per_user_and_context_even_if_named_twice(
     class Repeating(Matcher):
         def recipients(self, facts: MessageFacts) -> list[Recipient]:
             first = super().recipients(facts)
-            return first + [replace(r, filter_name="second") for r in first]
+            return first + [r._replace(filter_name="second") for r in first]
 
     matcher.__class__ = Repeating
     batch = [message("koji"), message("koji")]

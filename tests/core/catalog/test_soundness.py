@@ -109,6 +109,7 @@ def test_rules_survive_corpus_and_index_hints_are_sound(
 ) -> None:
     matched: dict[str, int] = dict.fromkeys((spec.name for spec in rules), 0)
     unsound: list[str] = []
+    inexact: list[str] = []
     for message in [*corpus_facts, *crafted.values()]:
         values = _values_in(message)
         keys = message.index_keys
@@ -121,17 +122,32 @@ def test_rules_survive_corpus_and_index_hints_are_sound(
                     raise AssertionError(
                         f"{spec.name}({arguments}) raised on {message.id} ({message.topic})"
                     ) from exc
-                if not result:
-                    continue
-                matched[spec.name] += 1
                 # None: this filter can't be indexed, so the matcher checks it always.
                 hint_values = spec.index_values(arguments, context)
+                if not result:
+                    # An exact hint stands for the rule: a group found by its values
+                    # skips it, so no message may hold them and fail the rule.
+                    if (
+                        spec.hint is not None
+                        and spec.hint.exact
+                        and hint_values is not None
+                        and not hint_values.isdisjoint(keys[spec.hint.key])
+                    ):
+                        inexact.append(
+                            f"{spec.name}({arguments}) owner={context.owner} "
+                            f"on {message.id} ({message.topic})"
+                        )
+                    continue
+                matched[spec.name] += 1
                 if hint_values is not None and hint_values.isdisjoint(keys[spec.hint.key]):
                     unsound.append(
                         f"{spec.name}({arguments}) owner={context.owner} "
                         f"on {message.id} ({message.topic})"
                     )
     assert not unsound, "unsound index hints:\n" + "\n".join(unsound[:20])
+    assert not inexact, "hints marked exact that hold for a failing rule:\n" + "\n".join(
+        inexact[:20]
+    )
     # The check above is only as good as the messages that satisfy each rule.
     never = sorted(name for name, count in matched.items() if count == 0)
     assert never == [], f"rules no corpus or crafted message satisfies: {never}"
