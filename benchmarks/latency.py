@@ -71,7 +71,9 @@ from common import (  # noqa: E402
     BenchDatabase,
     Template,
     corpus_templates,
+    cpu_seconds,
     draw,
+    machine_busy_seconds,
     print_services,
     print_target,
     write_fmn_config,
@@ -218,9 +220,48 @@ class SmtpServer:
                 return
             self.mails.note(message_id, at, wall)
 
+    def cpu_seconds(self) -> float:
+        """The server process's CPU-seconds so far (NaN once it is gone)."""
+        pid = self._process.pid
+        used = cpu_seconds(pid) if pid is not None else None
+        return float("nan") if used is None else used
+
     def stop(self) -> None:
         self._process.terminate()
         self._process.join(10)
+
+
+@dataclass
+class Usage:
+    """What a run cost the SMTP server and the whole machine, beside its own CPU.
+
+    The server stands in for a mail relay on another host, yet here it shares the
+    machine's cores with the daemon, PostgreSQL and RabbitMQ: at 500 mails/s its
+    CPU per mail says how much of the machine was left for the rest.
+    """
+
+    server_s: float
+    busy_s: float
+    wall_s: float
+
+    @classmethod
+    def start(cls, server: SmtpServer) -> Usage:
+        return cls(server.cpu_seconds(), machine_busy_seconds(), time.monotonic())
+
+    def since(self, server: SmtpServer) -> Usage:
+        return Usage(
+            server.cpu_seconds() - self.server_s,
+            machine_busy_seconds() - self.busy_s,
+            time.monotonic() - self.wall_s,
+        )
+
+    def line(self, mails: int) -> str:
+        cores = os.cpu_count() or 1
+        return (
+            f"SMTP server {self.server_s * 1000 / max(1, mails):.2f} ms CPU per mail; "
+            f"machine busy {self.busy_s / max(self.wall_s, 1e-9) / cores * 100:.0f}% "
+            f"of {cores} cores over {self.wall_s:.1f} s"
+        )
 
 
 def free_port() -> int:
@@ -940,8 +981,10 @@ def main(argv: list[str] | None = None) -> int:
                 warmup = draw(pool, max(10, int(rate)), seed + 1)
                 load_before = os.getloadavg()[0]
                 baselines: dict[str, RelayRun] = {}
+                usage: dict[str, tuple[Usage, int]] = {}
                 if not args.no_baseline:
                     for label, reuse, offset in (("per mail", False, 2), ("reused", True, 3)):
+                        began = Usage.start(server)
                         baselines[label] = run_baseline(
                             pool,
                             draw(pool, count, seed + offset),
@@ -949,6 +992,10 @@ def main(argv: list[str] | None = None) -> int:
                             smtp_port,
                             mails,
                             reuse=reuse,
+                        )
+                        usage[f"baseline, connection {label}"] = (
+                            began.since(server),
+                            len(baselines[label].latencies.values),
                         )
                 figures: dict[str, Any] = {
                     "rate": rate,
@@ -967,6 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
                         items = draw(pool, count, seed + 4)
                         warmup = draw(pool, max(10, int(rate)), seed + 5)
                         load_before = os.getloadavg()[0]
+                    began = Usage.start(server)
                     with BenchBroker() as broker:
                         fm_config = broker.write_config(workdir / f"fm-{n}-{key}.toml")
                         warm, measured, code, tail, cpu, split = run_fmn(
@@ -984,6 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
                             split_processes=split_processes,
                         )
                     load = (load_before, os.getloadavg()[0])
+                    usage[key] = (began.since(server), len(warm.values) + len(measured.values))
                     met = _report(
                         rate,
                         count,
@@ -997,11 +1046,23 @@ def main(argv: list[str] | None = None) -> int:
                         cpu,
                         topology=topology,
                     )
+                    for label, (used, received) in usage.items():
+                        if label.startswith("baseline") or label == key:
+                            print(f"  {label}: {used.line(received)}")
                     ok &= met
                     print(f"  where it went: {split.line()}")
                     figures.setdefault("load", list(load))
                     figures[key] = _percentiles(measured)
                     figures[f"{key}_cpu_ms_per_mail"] = _per_mail_ms(cpu, measured)
+                    for label, (used, received) in usage.items():
+                        if label.startswith("baseline") or label == key:
+                            name = "smtp_server_ms_per_mail"
+                            figures.setdefault(name, {})[label] = (
+                                used.server_s * 1000 / max(1, received)
+                            )
+                            figures.setdefault("machine_busy_share", {})[label] = used.busy_s / (
+                                max(used.wall_s, 1e-9) * (os.cpu_count() or 1)
+                            )
                 runs.append(figures)
     finally:
         server.stop()
