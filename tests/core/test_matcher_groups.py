@@ -40,7 +40,7 @@ from .test_matcher import (
 )
 
 
-def _impersonal_counter(calls: list[str]) -> RuleSpec:
+def _impersonal_counter(calls: list[str], *, exact: bool = False) -> RuleSpec:
     def counted_app(message: MessageFacts, context: RuleContext, app: str) -> bool:
         calls.append(app)
         return message.app_name.lower() == app
@@ -52,7 +52,7 @@ def _impersonal_counter(calls: list[str]) -> RuleSpec:
         "Counted app",
         "",
         (Parameter("app", "an app"),),
-        IndexHint("app", lambda arguments, context: (str(arguments["app"]),), 40),
+        IndexHint("app", lambda arguments, context: (str(arguments["app"]),), 40, exact=exact),
     )
 
 
@@ -92,6 +92,25 @@ def test_a_popular_filter_is_evaluated_once_per_message_for_all_its_owners() -> 
     assert matcher.recipients(facts(app="koji")) == []
     assert calls == []  # filed under "bodhi": not even a candidate
     assert matcher.count_candidates(facts(app="bodhi")) == 1
+
+
+def test_a_group_found_through_an_exact_hint_skips_that_rule_and_evaluates_the_rest() -> None:
+    calls: list[str] = []
+    catalog = catalog_with(_impersonal_counter(calls, exact=True))
+    rules = [r("counted_app", app="bodhi"), r("topic_matches", pattern="*.bodhi.update.comment")]
+    users = [snapshot(i, f"u{i}", C("email", [F("comments", rules)])) for i in range(1, 51)]
+    matcher = Matcher.from_snapshots(users, catalog=catalog)
+    assert matcher.stats().groups == 1
+
+    comment = facts(app="bodhi", topic="org.fedoraproject.prod.bodhi.update.comment")
+    assert [x.user for x in matcher.recipients(comment)] == [f"u{i}" for i in range(1, 51)]
+    assert calls == []  # found under "bodhi": the index's lookup was that rule's check
+    # The rest of the rules still decide: the glob is not an index key.
+    request = facts(app="bodhi", topic="org.fedoraproject.prod.bodhi.update.request.testing")
+    assert matcher.recipients(request) == []
+    # The naive evaluation, which the index is held to, evaluates every rule.
+    assert matcher.naive_recipients(comment) == matcher.recipients(comment)
+    assert calls == ["bodhi"] * 50
 
 
 def test_a_group_member_still_loses_to_an_earlier_filter_of_its_own_context() -> None:
