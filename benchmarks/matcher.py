@@ -8,9 +8,15 @@ through ``Matcher.recipients`` several times, and through
 ``Matcher.naive_recipients`` (every filter of every user) on a sample sized to a
 time budget. Every sampled answer of the index is checked against the naive one.
 
-Timings are CPU time of this (single) thread, per message, so that other
-processes on the machine don't count as matcher cost; wall-clock throughput is
-printed beside it. Not part of the test suite.
+Timings are CPU time of this (single) thread, so that other processes on the
+machine don't count as matcher cost; wall-clock throughput is printed beside it.
+Every size is compiled first, then timed in the same rounds, in turn (the order
+rotating from round to round): this machine's speed moves by half within minutes,
+and sizes timed minutes apart would compare its moments, not the populations.
+Throughput and mean cost come from whole passes over the corpus, one clock read
+before and after each pass; the percentiles from a pass timing each message, whose
+clock reads (a system call, ~0.6 us here, printed) fall partly inside what they
+time. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -60,6 +66,11 @@ class Result:
     p50_us: float
     p99_us: float
     mean_us: float
+    #: The mean of the pass that times each message (clock reads included).
+    per_call_mean_us: float
+    #: The lowest and highest mean of one whole pass, over the rounds.
+    pass_mean_us_range: tuple[float, float]
+    rounds: int
     candidates: float
     recipients: float
     naive_messages: int
@@ -104,15 +115,33 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def run_size(
+@dataclass
+class _Built:
+    """One population size compiled, and its naive matcher's figures."""
+
+    users: int
+    matcher: Matcher
+    build_s: float
+    compile_s: float
+    matcher_mib: float
+    rss_mib: float
+    naive_chosen: list[int]
+    naive_us: float
+    mismatches: int
+    #: Thread CPU of each whole pass, and each message's time in the per-message passes.
+    passes_ns: list[int]
+    wall_s: float
+    per_message: list[list[int]]
+
+
+def build_size(
     n_users: int,
     messages: list[MessageFacts],
-    rounds: int,
     naive_budget_s: float,
     app_watchers: float,
     seed: int,
-) -> Result:
-    """Build, compile and measure one population size."""
+) -> _Built:
+    """Build and compile one population size; check its answers against the naive matcher."""
     names = corpus_names(messages)
     gc.collect()
     rss_before = _rss_mib()
@@ -132,33 +161,11 @@ def run_size(
     traced = Matcher.from_snapshots(population.users, ownership=population.ownership)
     matcher_mib = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
-    del traced
+    del traced, population
     gc.collect()
 
-    for facts in messages:  # warm-up
-        matcher.recipients(facts)
-
-    per_message: list[list[int]] = [[] for _ in messages]
-    cpu_total = 0
-    wall_total = 0.0
-    clock = time.thread_time_ns
-    for _ in range(rounds):
-        wall_started = time.perf_counter()
-        for i, facts in enumerate(messages):
-            before = clock()
-            matcher.recipients(facts)
-            elapsed = clock() - before
-            per_message[i].append(elapsed)
-            cpu_total += elapsed
-        wall_total += time.perf_counter() - wall_started
-    samples = sorted(ns / 1000 for times in per_message for ns in times)
-    medians = [statistics.median(times) / 1000 for times in per_message]
-    count = len(messages) * rounds
-
-    candidates = sum(matcher.count_candidates(f) for f in messages) / len(messages)
-    recipients = sum(len(matcher.recipients(f)) for f in messages) / len(messages)
-
     # The naive matcher on as many messages as the budget allows, spread evenly.
+    clock = time.thread_time_ns
     probe = messages[: min(3, len(messages))]
     before = clock()
     for facts in probe:
@@ -175,27 +182,96 @@ def run_size(
         naive_ns += clock() - before
         if naive != matcher.recipients(messages[i]):
             mismatches += 1
-    stats = matcher.stats()
-    return Result(
+    print(
+        f"  {n_users:,} users compiled in {compile_s:.2f} CPU-s; naive answers checked on "
+        f"{len(chosen)} messages",
+        flush=True,
+    )
+    return _Built(
         users=n_users,
-        filters=stats.filters,
-        indexed=stats.indexed,
-        always=stats.always,
+        matcher=matcher,
         build_s=build_s,
         compile_s=compile_s,
         matcher_mib=matcher_mib,
         rss_mib=rss_mib,
-        cpu_rate=count / (cpu_total / 1e9),
-        wall_rate=count / wall_total,
+        naive_chosen=chosen,
+        naive_us=naive_ns / 1000 / len(chosen),
+        mismatches=mismatches,
+        passes_ns=[],
+        wall_s=0.0,
+        per_message=[[] for _ in messages],
+    )
+
+
+def clock_read_ns() -> float:
+    """The median time between two back-to-back reads of the thread CPU clock."""
+    clock = time.thread_time_ns
+    gaps = []
+    for _ in range(20_000):
+        before = clock()
+        gaps.append(clock() - before)
+    return statistics.median(gaps)
+
+
+def time_sizes(built: list[_Built], messages: list[MessageFacts], rounds: int) -> None:
+    """Time every size in the same rounds: in each, a whole pass and a pass timing each
+    message, size after size, starting one size further on each round."""
+    clock = time.thread_time_ns
+    for size in built:
+        for facts in messages:  # warm-up
+            size.matcher.recipients(facts)
+    for round_number in range(rounds):
+        turn = round_number % len(built)
+        for size in built[turn:] + built[:turn]:
+            recipients = size.matcher.recipients
+            wall_started = time.perf_counter()
+            before = clock()
+            for facts in messages:
+                recipients(facts)
+            size.passes_ns.append(clock() - before)
+            size.wall_s += time.perf_counter() - wall_started
+            per_message = size.per_message
+            for i, facts in enumerate(messages):
+                before = clock()
+                recipients(facts)
+                per_message[i].append(clock() - before)
+
+
+def result_of(size: _Built, messages: list[MessageFacts]) -> Result:
+    """A timed size's figures."""
+    matcher = size.matcher
+    rounds = len(size.passes_ns)
+    count = len(messages) * rounds
+    cpu_ns = sum(size.passes_ns)
+    samples = sorted(ns / 1000 for times in size.per_message for ns in times)
+    medians = [statistics.median(times) / 1000 for times in size.per_message]
+    pass_means = [ns / 1000 / len(messages) for ns in size.passes_ns]
+    candidates = sum(matcher.count_candidates(f) for f in messages) / len(messages)
+    recipients = sum(len(matcher.recipients(f)) for f in messages) / len(messages)
+    stats = matcher.stats()
+    return Result(
+        users=size.users,
+        filters=stats.filters,
+        indexed=stats.indexed,
+        always=stats.always,
+        build_s=size.build_s,
+        compile_s=size.compile_s,
+        matcher_mib=size.matcher_mib,
+        rss_mib=size.rss_mib,
+        cpu_rate=count / (cpu_ns / 1e9),
+        wall_rate=count / size.wall_s,
         p50_us=_percentile(samples, 0.50),
         p99_us=_percentile(samples, 0.99),
-        mean_us=cpu_total / 1000 / count,
+        mean_us=cpu_ns / 1000 / count,
+        per_call_mean_us=statistics.fmean(samples),
+        pass_mean_us_range=(min(pass_means), max(pass_means)),
+        rounds=rounds,
         candidates=candidates,
         recipients=recipients,
-        naive_messages=len(chosen),
-        naive_us=naive_ns / 1000 / len(chosen),
-        indexed_us_on_sample=statistics.fmean(medians[i] for i in chosen),
-        mismatches=mismatches,
+        naive_messages=len(size.naive_chosen),
+        naive_us=size.naive_us,
+        indexed_us_on_sample=statistics.fmean(medians[i] for i in size.naive_chosen),
+        mismatches=size.mismatches,
     )
 
 
@@ -215,9 +291,15 @@ def _report(result: Result, total_messages: int) -> None:
         f"  memory: matcher {r.matcher_mib:.1f} MiB (tracemalloc), "
         f"population + matcher {r.rss_mib:.0f} MiB (RSS growth)"
     )
+    low, high = r.pass_mean_us_range
     print(
-        f"  indexed: {r.cpu_rate:,.0f} msg/s CPU ({r.wall_rate:,.0f} msg/s wall); "
-        f"per message p50 {r.p50_us:.1f} us, p99 {r.p99_us:.1f} us, mean {r.mean_us:.1f} us"
+        f"  indexed: {r.cpu_rate:,.0f} msg/s CPU ({r.wall_rate:,.0f} msg/s wall), mean "
+        f"{r.mean_us:.1f} us per message over {r.rounds} whole passes ({low:.1f}-{high:.1f} "
+        f"us by pass)"
+    )
+    print(
+        f"  timed message by message: p50 {r.p50_us:.1f} us, p99 {r.p99_us:.1f} us, "
+        f"mean {r.per_call_mean_us:.1f} us (clock reads included)"
     )
     print(f"  per message: {r.candidates:.1f} filters evaluated, {r.recipients:.2f} recipients")
     print(
@@ -286,9 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1k, 10k and 100k users, one timed pass, a smaller naive budget",
+        help="1k, 10k and 100k users, a smaller naive budget",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="passes over the corpus per size")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=20,
+        help="rounds of timed passes over the corpus, every size in each (default: %(default)s)",
+    )
     parser.add_argument(
         "--naive-budget",
         type=float,
@@ -308,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(s) for s in args.users.split(",") if s.strip()]
     rounds, budget = args.rounds, args.naive_budget
     if args.quick:
-        rounds, budget = min(rounds, 1), min(budget, 3.0)
+        budget = min(budget, 3.0)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
 
@@ -318,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     messages, malformed = load_corpus()
     print(
         f"\nCorpus: {len(messages)} messages read in {time.perf_counter() - started:.1f} s "
-        f"({malformed} malformed lines skipped), {rounds} timed passes per size"
+        f"({malformed} malformed lines skipped); {rounds} rounds of timed passes, every "
+        f"size in each"
     )
     watchers = (
         f"{args.app_watchers:.0%} of users"
@@ -327,16 +415,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"Population: benchmarks/populations.py, seed {args.seed}, app watchers: {watchers}")
 
-    results = []
-    for n in sizes:
-        result = run_size(n, messages, rounds, budget, args.app_watchers, args.seed)
+    built = [build_size(n, messages, budget, args.app_watchers, args.seed) for n in sizes]
+    clock_ns = clock_read_ns()
+    time_sizes(built, messages, rounds)
+    results = [result_of(size, messages) for size in built]
+    print(f"\nThe thread CPU clock: {clock_ns:.0f} ns between two reads")
+    for result in results:
         _report(result, len(messages))
-        results.append(result)
     status = _summary(results)
     if args.json:
         figures = [{**vars(r), "speedup": r.speedup} for r in results]
         Path(args.json).write_text(
-            json.dumps({"load": list(os.getloadavg()), "sizes": figures}, indent=1),
+            json.dumps(
+                {"load": list(os.getloadavg()), "clock_read_ns": clock_ns, "sizes": figures},
+                indent=1,
+            ),
             encoding="utf-8",
         )
     print(f"\n  load:    {_load_average()} (1, 5, 15 min) at the end")

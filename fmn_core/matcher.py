@@ -1448,12 +1448,23 @@ class Matcher:
         best: dict[_Slot, _Entry] = {}
         matched: list[_SharedFilter] = []
         self._evaluate(facts, self._candidates(facts), best, matched)
-        self._evaluate(facts, self._always, best, matched)
+        if self._always:
+            self._evaluate(facts, self._always, best, matched)
         names = self._context_names
         if not matched:
             return [_recipient(best[slot], names) for slot in sorted(best)]
-        if not best and len(matched) == 1:
-            return list(matched[0].answer(names))
+        if len(matched) == 1:
+            group = matched[0]
+            if not best:
+                return list(group.answer(names))
+            if best.keys().isdisjoint(group.by_slot):
+                # A group and a few filters of other users: the group's answer is in
+                # slot order already, and recipients order as their slots do (user
+                # id, then the context's name, which is how ranks were given), so
+                # one sort of a list that is nearly in order gives the answer.
+                answer = group.answer(names) + [_recipient(e, names) for e in best.values()]
+                answer.sort()
+                return answer
         # Groups' recipients are built once per group (``_SharedFilter.recipients``),
         # the few others here.
         answers = {slot: _recipient(entry, names) for slot, entry in best.items()}

@@ -134,6 +134,37 @@ def test_a_group_member_still_loses_to_an_earlier_filter_of_its_own_context() ->
     assert matcher.recipients(message) == matcher.naive_recipients(message)
 
 
+def test_a_group_and_other_users_filters_answer_in_user_then_context_order() -> None:
+    shared = F("all bodhi", [r("app_is", app="bodhi")])
+    mine = F("mine", [r("pertains_to_me")])
+    # Users whose own filters match sit between, before and after the group's
+    # members, in contexts that sort before and after theirs.
+    users = [
+        snapshot(1, "dora", C("irc", [mine])),
+        snapshot(2, "abe", C("email", [shared]), C("irc", [shared])),
+        snapshot(3, "cy", C("email", [mine]), C("irc", [mine])),
+        snapshot(4, "bo", C("irc", [shared])),
+        snapshot(5, "al", C("email", [mine])),
+        snapshot(6, "eve", C("email", [shared])),
+    ]
+    matcher = Matcher.from_snapshots(users)
+    assert matcher.stats().groups == 1
+    message = facts(app="bodhi", usernames=["dora", "cy", "al"])
+    assert [(x.user_id, x.user, x.context, x.filter_name) for x in matcher.recipients(message)] == [
+        (1, "dora", "irc", "mine"),
+        (2, "abe", "email", "all bodhi"),
+        (2, "abe", "irc", "all bodhi"),
+        (3, "cy", "email", "mine"),
+        (3, "cy", "irc", "mine"),
+        (4, "bo", "irc", "all bodhi"),
+        (5, "al", "email", "mine"),
+        (6, "eve", "email", "all bodhi"),
+    ]
+    assert matcher.recipients(message) == matcher.naive_recipients(message)
+    # The group's own answer is not changed by the message's other recipients.
+    assert [x.user for x in matcher.recipients(facts(app="bodhi"))] == ["abe", "abe", "bo", "eve"]
+
+
 def test_personal_filters_are_not_grouped() -> None:
     users = [
         snapshot(
