@@ -98,6 +98,17 @@ def plot_latency(figures: dict[str, Any], out: Path) -> Path:
     return path
 
 
+def judged_start(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The start-up benchmark's run that its goals are judged on: the consumer's
+    start with the median time to ready at the largest population (the lower middle
+    one of an even count). Runs written before there were several starts have no
+    "parts": consumers."""
+    consumers = [r for r in runs if r.get("parts", "consumer") == "consumer"]
+    largest = max(r["users"] for r in consumers)
+    starts = sorted((r for r in consumers if r["users"] == largest), key=lambda r: r["ready_s"])
+    return starts[(len(starts) - 1) // 2]
+
+
 def plot_matcher(figures: dict[str, Any], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -192,9 +203,7 @@ def goals(results: Path) -> list[tuple[str, str, bool]]:
         found.append(("matcher = naive on every sampled message", f"{bad} differ", bad == 0))
     startup = _read(results / "startup.json")
     if startup:
-        # Runs written before the whole daemon was measured have no "parts": consumers.
-        consumers = [r for r in startup if r.get("parts", "consumer") == "consumer"]
-        largest = max(consumers, key=lambda r: r["users"])
+        largest = judged_start(startup)
         if largest["users"] < 100_000:
             # Quick mode: the figures are printed above, but the goal is at 100k users.
             print(
