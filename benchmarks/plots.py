@@ -101,8 +101,8 @@ def plot_latency(figures: dict[str, Any], out: Path) -> Path:
 def judged_start(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The start-up benchmark's run that its goals are judged on: the consumer's
     start with the median time to ready at the largest population (the lower middle
-    one of an even count). Runs written before there were several starts have no
-    "parts": consumers."""
+    one of an even count). Runs written before the whole daemon was measured have
+    no "parts": consumers."""
     consumers = [r for r in runs if r.get("parts", "consumer") == "consumer"]
     largest = max(r["users"] for r in consumers)
     starts = sorted((r for r in consumers if r["users"] == largest), key=lambda r: r["ready_s"])

@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                 users, args.app_watchers, Path(tmp), args.daemon_python, whole, args.starts
             )
     ok = all(r["exit"] == 0 for r in results)
-    base = judged_start([r for r in results if r["users"] == 0]) if sizes[0] == 0 else None
+    baseline = [r for r in results if r["users"] == 0]
+    base = judged_start(baseline) if baseline else None
     print("\nResults")
     print(
         "  | users | daemon | filters | ready (s) | CPU to ready (s) | RSS (MiB) | RSS (MB) "
