@@ -42,6 +42,7 @@ __all__ = [
     "MatrixConfig",
     "OwnershipConfig",
     "PushConfig",
+    "RetentionConfig",
     "SmtpConfig",
     "default_database_url",
     "load_config",
@@ -182,6 +183,28 @@ class DeliveryConfig:
     rate_limit_per_hour: int = 120
     shutdown_grace_seconds: float = 20.0
     idle_poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long stored bus messages and finished notifications are kept (``fmn_core.retention``)."""
+
+    #: Sent and given-up notifications, bus messages no waiting notification needs, and
+    #: dead messages are deleted this many days after their time; 0 keeps them for ever.
+    #: Feeds, ``explain`` and filter previews reach back this far.
+    days: int = 30
+    #: Rows deleted per transaction: a first pass over a large backlog holds no lock long.
+    batch_rows: int = 5000
+    #: Minutes between the daemon's passes (the first runs once it has started).
+    interval_minutes: int = 60
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.days <= 36_500:
+            raise ConfigError("retention.days", "must be from 0 (keep for ever) to 36500")
+        if not 1 <= self.batch_rows <= 100_000:
+            raise ConfigError("retention.batch_rows", "must be from 1 to 100000")
+        if not 1 <= self.interval_minutes <= 10_080:
+            raise ConfigError("retention.interval_minutes", "must be from 1 to 10080 (a week)")
 
 
 @dataclass(frozen=True)
@@ -480,6 +503,7 @@ class Config:
     matrix: MatrixConfig = field(default_factory=MatrixConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
 
     def __post_init__(self) -> None:

@@ -364,12 +364,14 @@ def explain(
     target = target_account(actor, user)
     message_id = message_id_of(message)
     row = session.get(StoredMessage, message_id)
+    config = config_of(session)
     if row is None:
+        days = config.retention.days
+        kept = f"; messages older than {days} days are pruned" if days else ""
         raise NotFound(
             f"fmn has no message {message_id[:80]!r}: it explains only messages it received "
-            "(check the id; very old messages may have been cleaned up)."
+            f"(check the id{kept})."
         )
-    config = config_of(session)
     offered = tuple(config.contexts)
     catalog = catalog_of(session)
     facts = stored_facts(row)

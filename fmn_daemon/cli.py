@@ -165,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revive.add_argument("id", type=int, metavar="ID")
 
+    prune = commands.add_parser(
+        "prune",
+        help="delete now what is past retention.days: sent and given-up notifications, "
+        "bus messages nothing waits on, dead messages",
+    )
+    prune.add_argument(
+        "--days", type=int, metavar="N", help="what is older than N days (default: retention.days)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    prune.add_argument(
+        "--progress", action="store_true", help="draw a progress bar even if stderr is no terminal"
+    )
+
     ownership = commands.add_parser("ownership", help="package ownership from dist-git")
     ownership_commands = ownership.add_subparsers(
         dest="ownership_command", metavar="ACTION", required=True
@@ -249,6 +262,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _messages(config, args)
     if args.command == "ownership":
         return _ownership(config, args)
+    if args.command == "prune":
+        return _prune(config, args)
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 
@@ -445,6 +460,46 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
             f"{stats.messages} messages, {stats.matched} matched, {stats.recipients} recipients, "
             f"{stats.errors} unreadable lines{written}"
         )
+    return EXIT_OK
+
+
+class NothingToPrune(UserError):
+    """``prune`` was asked to keep everything."""
+
+
+def _prune(config: Config, args: argparse.Namespace) -> int:
+    from fmn_core.retention import Pruning, cutoff_for, prunable
+
+    from .progress import Progress
+
+    days = args.days if args.days is not None else config.retention.days
+    if args.days is None and days == 0:
+        raise NothingToPrune(
+            "retention.days is 0: fmn keeps everything. Give --days N to prune what is "
+            "older than N days once, or set retention.days."
+        )
+    if days < 1:
+        raise NothingToPrune(f"--days must be at least 1, not {days}.")
+    cutoff = cutoff_for(days)
+    older = f"older than {days} days (before {cutoff:%Y-%m-%d %H:%M} UTC)"
+    with _opened(config) as db:
+        with db.begin() as session:
+            found = prunable(session, cutoff)
+        if args.dry_run:
+            print(f"would prune {found.describe()} {older}")
+            return EXIT_OK
+        show = args.progress or sys.stderr.isatty()
+        bar = Progress(found.total, sys.stderr, "pruning", "rows") if show else None
+        pruning = Pruning(cutoff, config.retention.batch_rows)
+        while True:
+            with db.begin() as session:
+                if not pruning.step(session):
+                    break
+            if bar is not None:
+                bar.update(pruning.done.total)
+        if bar is not None:
+            bar.close(pruning.done.total)
+    print(f"pruned {pruning.done.describe()} {older}")
     return EXIT_OK
 
 

@@ -26,6 +26,7 @@ COUNTERS: tuple[str, ...] = (
     "batches",
     "ingest_pauses",
     "db_errors",
+    "rows_pruned",
 )
 
 

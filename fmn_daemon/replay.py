@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,9 @@ from fmn_core.text import for_log, one_line
 from .failures import describe, is_transient
 from .ingest import IngestResult, ingest_batch
 from .metrics import Metrics
+from .progress import Progress
 
-__all__ = ["Progress", "ReplayStats", "read_messages", "replay"]
+__all__ = ["ReplayStats", "read_messages", "replay"]
 
 
 @dataclass
@@ -75,37 +75,6 @@ def read_messages(
             yield number, exc
         except Exception as exc:  # whatever a hostile line makes the decoder do
             yield number, MalformedMessage(f"cannot be read: {describe(exc)}")
-
-
-class Progress:
-    """A one-line progress bar on a terminal (``\\r`` updates, at most 10 per second)."""
-
-    def __init__(self, total: int, stream: IO[str], width: int = 30) -> None:
-        self.total = max(total, 1)
-        self.stream = stream
-        self.width = width
-        self._shown = 0.0
-
-    def update(self, done: int, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._shown < 0.1:
-            return
-        self._shown = now
-        filled = int(self.width * min(done, self.total) / self.total)
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\rreplaying [{bar}] {done}/{self.total} lines")
-        self.stream.flush()
-
-    def clear(self) -> None:
-        """Erase the bar, so that output to the same terminal starts on a clean line."""
-        self.stream.write("\r\x1b[K")
-        self.stream.flush()
-        self._shown = 0.0
-
-    def close(self, done: int) -> None:
-        self.update(done, force=True)
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def _recipients_json(recipients: Iterable[Recipient]) -> list[dict[str, Any]]:
@@ -210,7 +179,7 @@ def replay(
         total = sum(1 for _ in handle)
         handle.seek(0)
         show = err.isatty() if progress is None else progress
-        bar = Progress(total, err) if show else None
+        bar = Progress(total, err, "replaying", "lines") if show else None
         size = batch_size or db.config.delivery.batch_size
         batch: list[tuple[int, fm_message.Message]] = []
         for number, item in _well_formed(read_messages(handle, limits), stats, output):

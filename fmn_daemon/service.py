@@ -242,6 +242,8 @@ class Service:
             self._spawn(self._ownership_loop(provider), "ownership")
         if self.parts.consumer is not None:
             self._spawn(self._expiry_loop(), "expiry")
+            if self.config.retention.days:
+                self._spawn(self._retention_loop(), "retention")
         tick = min(1.0, self._watchdog) if self._watchdog else 1.0
         while not self.should_exit:
             self._on_tick()
@@ -352,6 +354,38 @@ class Service:
                 if ended:
                     log.info("ended %d time-bound rules and pauses", ended)
             await asyncio.sleep(EXPIRY_SECONDS)
+
+    async def _retention_loop(self) -> None:
+        """Delete what is past ``retention.days`` (``fmn_core.retention``), a batch per
+        transaction, once started and then every ``retention.interval_minutes``."""
+        from fmn_core.retention import Pruning, cutoff_for
+
+        assert self.parts.db is not None
+        db = self.parts.db
+        retention = self.config.retention
+        while True:
+            pruning = Pruning(cutoff_for(retention.days), retention.batch_rows)
+            try:
+                # One batch per transaction, and a chance to stop between them: a first
+                # pass over a large backlog never holds a lock, or the stop, for long.
+                while step := await in_unit_of_work(db, pruning.step):
+                    self.metrics.inc("rows_pruned", step.total)
+            except Exception:
+                self.metrics.inc("db_errors")
+                log.warning(
+                    "retention: pruning stopped after %s; trying again in %d minutes",
+                    pruning.done.describe(),
+                    retention.interval_minutes,
+                    exc_info=True,
+                )
+            else:
+                if pruning.done:
+                    log.info(
+                        "retention: pruned %s older than %d days",
+                        pruning.done.describe(),
+                        retention.days,
+                    )
+            await asyncio.sleep(retention.interval_minutes * 60)
 
     # -- stopping -----------------------------------------------------------------
 

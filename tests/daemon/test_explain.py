@@ -307,4 +307,6 @@ def test_cli_explain_prints_the_issue_json_shape(
     assert main(["--config", str(config_file), "explain", "ana", bodhi_pkg.id]) == 0
     assert capsys.readouterr().out.splitlines() == explanation_lines(missed)
     assert main(["--config", str(config_file), "explain", "ana", "no-such-id"]) == 2
-    assert "fmn has no message 'no-such-id'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "fmn has no message 'no-such-id'" in err
+    assert "(check the id; messages older than 30 days are pruned)" in err

@@ -1,0 +1,176 @@
+"""Retention: how long fmn keeps the bus messages it stored and the notifications it is done with.
+
+fmn stores every bus message it receives (the id turns a redelivery into a no-op;
+``explain``, filter previews and the feeds read them) and keeps every notification
+with its outcome. Left alone, both grow with the bus for ever: at a few dozen
+messages a second, millions of rows a day. :class:`Pruning` deletes what is
+older than ``retention.days``, in this order:
+
+1. notifications fmn is done with — ``sent``, or ``dead`` (given up) — sent, or
+   last due, before the cutoff;
+2. bus messages received before the cutoff that no notification refers to any
+   more. A message that a notification still waiting for delivery needs (held for
+   a digest or a mute, failing and retried) stays as long as that notification;
+3. dead messages (deliveries put aside after failing again and again) received
+   before the cutoff.
+
+Nothing ``pending``, ``sending`` or ``failed`` is ever deleted, whatever its age:
+pruning never costs a notification that has not been delivered or given up.
+
+One step deletes at most ``retention.batch_rows`` rows, in the caller's transaction, so that a
+first pass over years of rows holds no lock for long and can show progress; on
+PostgreSQL a step takes its rows with ``SKIP LOCKED``, so that daemons pruning at
+once share the work and never wait on a row another process holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func, not_, or_, select
+from sqlalchemy.orm import Session
+
+from .models import DeadMessage, Notification, NotificationState, StoredMessage, utcnow
+
+__all__ = ["DONE_STATES", "Pruned", "Pruning", "cutoff_for", "prunable"]
+
+#: Notifications in these states are finished with: nothing will send them again
+#: unless an operator re-queues a dead one, which they can do until it is pruned.
+DONE_STATES: tuple[str, ...] = (NotificationState.SENT.value, NotificationState.DEAD.value)
+
+_NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
+_MESSAGES: Table = StoredMessage.__table__  # type: ignore[assignment]
+_DEAD_MESSAGES: Table = DeadMessage.__table__  # type: ignore[assignment]
+
+
+@dataclasses.dataclass
+class Pruned:
+    """Rows deleted (or that would be), by table."""
+
+    notifications: int = 0
+    messages: int = 0
+    dead_messages: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.notifications + self.messages + self.dead_messages
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def __iadd__(self, other: Pruned) -> Pruned:
+        self.notifications += other.notifications
+        self.messages += other.messages
+        self.dead_messages += other.dead_messages
+        return self
+
+    def describe(self) -> str:
+        """``"3 notifications, 2 bus messages and 0 dead messages"``."""
+        return (
+            f"{self.notifications:,} notifications, {self.messages:,} bus messages "
+            f"and {self.dead_messages:,} dead messages"
+        )
+
+
+def cutoff_for(days: int, now: dt.datetime | None = None) -> dt.datetime:
+    """The moment before which rows are pruned, ``days`` before ``now``."""
+    if days < 1:
+        raise ValueError(f"retention needs at least one day, got {days}")
+    return (now or utcnow()) - dt.timedelta(days=days)
+
+
+def _done_before(cutoff: dt.datetime) -> ColumnElement[bool]:
+    n = _NOTIFICATIONS.c
+    # ``next_attempt_at`` is when the row was last due, never after it was sent, so
+    # the range is read from the outbox's own index (state, next_attempt_at).
+    return and_(
+        n.state.in_(DONE_STATES),
+        n.next_attempt_at < cutoff,
+        or_(n.sent_at.is_(None), n.sent_at < cutoff),
+    )
+
+
+def _unneeded_message(cutoff: dt.datetime, *, after_notifications: bool) -> ColumnElement[bool]:
+    """A stored message received before ``cutoff`` that no notification keeps.
+
+    With ``after_notifications`` (a dry run), a notification that step 1 would
+    delete does not keep its message either.
+    """
+    m, n = _MESSAGES.c, _NOTIFICATIONS.c
+    keeps = [n.message_id == m.id]
+    if after_notifications:
+        keeps.append(not_(_done_before(cutoff)))
+    return and_(m.received_at < cutoff, not_(exists(select(n.id).where(*keeps))))
+
+
+def _chosen(
+    session: Session, table: Table, condition: ColumnElement[bool], limit: int
+) -> Select[Any]:
+    chosen = select(table.c.id).where(condition).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        chosen = chosen.with_for_update(skip_locked=True)
+    return chosen
+
+
+class Pruning:
+    """One pass over everything older than ``cutoff``, a transaction per :meth:`step`."""
+
+    def __init__(self, cutoff: dt.datetime, batch_rows: int) -> None:
+        self.cutoff = cutoff
+        self.batch_rows = batch_rows
+        #: What the steps so far deleted.
+        self.done = Pruned()
+        #: Where the next step starts reading messages (``received_at``): where the last
+        #: one stopped, rather than past every old message a waiting notification keeps,
+        #: again in each step (at 1M messages, steps went from 75 to 200 ms).
+        self._messages_from: dt.datetime | None = None
+
+    def step(self, session: Session) -> Pruned:
+        """Delete up to ``batch_rows`` rows: notifications first, then messages, then
+        dead messages (see the module docstring). Nothing deleted: the pass is over."""
+        pruned = Pruned()
+        limit = self.batch_rows
+        pruned.notifications = _delete(session, _NOTIFICATIONS, _done_before(self.cutoff), limit)
+        if not pruned:
+            pruned.messages = self._messages(session, limit)
+        if not pruned:
+            old = _DEAD_MESSAGES.c.received_at < self.cutoff
+            pruned.dead_messages = _delete(session, _DEAD_MESSAGES, old, limit)
+        self.done += pruned
+        return pruned
+
+    def _messages(self, session: Session, limit: int) -> int:
+        m = _MESSAGES.c
+        unneeded = _unneeded_message(self.cutoff, after_notifications=False)
+        if self._messages_from is not None:
+            unneeded = and_(unneeded, m.received_at >= self._messages_from)
+        # Oldest first, along ``received_at``'s index: in the primary key's order
+        # PostgreSQL walked past every message already deleted and every recent one.
+        chosen = _chosen(session, _MESSAGES, unneeded, limit).order_by(m.received_at)
+        deleted = session.scalars(
+            delete(_MESSAGES).where(m.id.in_(chosen.scalar_subquery())).returning(m.received_at)
+        ).all()
+        if deleted:
+            self._messages_from = max(deleted)
+        return len(deleted)
+
+
+def _delete(session: Session, table: Table, condition: ColumnElement[bool], limit: int) -> int:
+    chosen = _chosen(session, table, condition, limit)
+    result: Any = session.execute(delete(table).where(table.c.id.in_(chosen.scalar_subquery())))
+    return int(result.rowcount or 0)
+
+
+def prunable(session: Session, cutoff: dt.datetime) -> Pruned:
+    """How many rows pruning at ``cutoff`` would delete now (nothing is deleted)."""
+
+    def count(table: Table, condition: ColumnElement[bool]) -> int:
+        return int(session.scalar(select(func.count()).select_from(table).where(condition)) or 0)
+
+    return Pruned(
+        notifications=count(_NOTIFICATIONS, _done_before(cutoff)),
+        messages=count(_MESSAGES, _unneeded_message(cutoff, after_notifications=True)),
+        dead_messages=count(_DEAD_MESSAGES, _DEAD_MESSAGES.c.received_at < cutoff),
+    )

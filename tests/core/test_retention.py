@@ -1,0 +1,243 @@
+"""Retention: what is pruned past ``retention.days``, what never is, and in what steps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from fmn_core.config import Config, RetentionConfig, load_config
+from fmn_core.db import Database, make_engine
+from fmn_core.errors import ConfigError
+from fmn_core.models import Base, DeadMessage, Notification, StoredMessage, User, utcnow
+from fmn_core.retention import Pruned, Pruning, cutoff_for, prunable
+
+from .test_outbox import add_message, add_notification, add_user
+
+NOW = utcnow()
+OLD = NOW - dt.timedelta(days=40)
+RECENT = NOW - dt.timedelta(days=10)
+CUTOFF = cutoff_for(30, NOW)
+
+
+def _message(session: Session, received_at: dt.datetime) -> StoredMessage:
+    message = add_message(session)
+    message.received_at = received_at
+    session.flush()
+    return message
+
+
+def _row(
+    session: Session,
+    user: User,
+    received_at: dt.datetime,
+    state: str,
+    due: dt.datetime,
+    sent_at: dt.datetime | None = None,
+    message: StoredMessage | None = None,
+) -> Notification:
+    message = message if message is not None else _message(session, received_at)
+    return add_notification(
+        session, user, message=message, state=state, next_attempt_at=due, sent_at=sent_at
+    )
+
+
+@dataclass
+class Seeded:
+    """Ids of what must go and what must stay."""
+
+    gone_notifications: set[int]
+    kept_notifications: set[int]
+    gone_messages: set[str]
+    kept_messages: set[str]
+    gone_dead: set[int]
+    kept_dead: set[int]
+
+
+def seed(session: Session) -> Seeded:
+    jo = add_user(session, "jo")
+    sent_long_ago = _row(session, jo, OLD, "sent", OLD, OLD)
+    given_up_long_ago = _row(session, jo, OLD, "dead", OLD)
+    # Waiting, whatever their age: held for a digest, retried later, being sent now.
+    held = _row(session, jo, OLD, "pending", NOW + dt.timedelta(hours=3))
+    overdue = _row(session, jo, OLD, "pending", OLD)
+    retried = _row(session, jo, OLD, "failed", NOW + dt.timedelta(minutes=5))
+    sending = _row(session, jo, OLD, "sending", OLD)
+    sent_lately = _row(session, jo, RECENT, "sent", RECENT, RECENT)
+    # Due long ago, sent only lately (it waited for a digest): kept until its sending ages.
+    waited_then_sent = _row(session, jo, OLD, "sent", OLD, RECENT)
+    # One message, two users: the sent row goes, the waiting one keeps the message.
+    shared = _message(session, OLD)
+    ann = add_user(session, "ann")
+    shared_sent = _row(session, jo, OLD, "sent", OLD, OLD, message=shared)
+    shared_waiting = _row(session, ann, OLD, "pending", NOW + dt.timedelta(days=1), message=shared)
+    nobodys_old = _message(session, OLD)
+    nobodys_recent = _message(session, RECENT)
+    dead_old = DeadMessage(message_id="m1", topic="t", reason="r", raw=b"x", received_at=OLD)
+    dead_recent = DeadMessage(message_id="m2", topic="t", reason="r", raw=b"x", received_at=RECENT)
+    session.add_all([dead_old, dead_recent])
+    session.flush()
+    return Seeded(
+        gone_notifications={sent_long_ago.id, given_up_long_ago.id, shared_sent.id},
+        kept_notifications={
+            held.id,
+            overdue.id,
+            retried.id,
+            sending.id,
+            sent_lately.id,
+            waited_then_sent.id,
+            shared_waiting.id,
+        },
+        gone_messages={sent_long_ago.message_id, given_up_long_ago.message_id, nobodys_old.id},
+        kept_messages={
+            held.message_id,
+            overdue.message_id,
+            retried.message_id,
+            sending.message_id,
+            sent_lately.message_id,
+            waited_then_sent.message_id,
+            shared.id,
+            nobodys_recent.id,
+        },
+        gone_dead={dead_old.id},
+        kept_dead={dead_recent.id},
+    )
+
+
+def _left(db: Database) -> tuple[set[int], set[str], set[int]]:
+    with db.begin() as session:
+        return (
+            set(session.scalars(select(Notification.id))),
+            set(session.scalars(select(StoredMessage.id))),
+            set(session.scalars(select(DeadMessage.id))),
+        )
+
+
+def _prune_all(db: Database, limit: int) -> tuple[Pruned, int]:
+    pruning, steps = Pruning(CUTOFF, limit), 0
+    while True:
+        with db.begin() as session:
+            step = pruning.step(session)
+        if not step:
+            return pruning.done, steps
+        assert step.total <= limit
+        steps += 1
+
+
+def test_prune_deletes_what_is_done_and_old_and_keeps_everything_still_waiting(
+    db: Database,
+) -> None:
+    with db.begin() as session:
+        seeded = seed(session)
+    with db.begin() as session:
+        counted = prunable(session, CUTOFF)
+    pruned, _ = _prune_all(db, 5000)
+    notifications, messages, dead = _left(db)
+    assert notifications == seeded.kept_notifications
+    assert messages == seeded.kept_messages
+    assert dead == seeded.kept_dead
+    expected = Pruned(
+        notifications=len(seeded.gone_notifications),
+        messages=len(seeded.gone_messages),
+        dead_messages=len(seeded.gone_dead),
+    )
+    # The dry run's count is what the pass then deleted.
+    assert counted == expected
+    assert pruned == expected
+    # A second pass finds nothing.
+    with db.begin() as session:
+        assert not Pruning(CUTOFF, 5000).step(session)
+        assert not prunable(session, CUTOFF)
+
+
+def test_prune_deletes_in_steps_of_at_most_the_batch(db: Database) -> None:
+    with db.begin() as session:
+        seeded = seed(session)
+    pruned, steps = _prune_all(db, 1)
+    gone = len(seeded.gone_notifications) + len(seeded.gone_messages) + len(seeded.gone_dead)
+    assert pruned.total == gone
+    assert steps == gone
+    assert _left(db)[0] == seeded.kept_notifications
+
+
+def test_cutoff_needs_at_least_a_day() -> None:
+    assert cutoff_for(1, NOW) == NOW - dt.timedelta(days=1)
+    with pytest.raises(ValueError, match="at least one day"):
+        cutoff_for(0, NOW)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("days", -1, "retention.days"),
+        ("days", 40_000, "retention.days"),
+        ("batch_rows", 0, "retention.batch_rows"),
+        ("interval_minutes", 0, "retention.interval_minutes"),
+    ],
+)
+def test_retention_settings_out_of_range_name_their_key(key: str, value: int, words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        RetentionConfig(**{key: value})
+
+
+def test_retention_is_read_from_the_configuration_file(tmp_path: Path) -> None:
+    path = tmp_path / "fmn.toml"
+    path.write_text("[retention]\ndays = 7\nbatch_rows = 100\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.retention == RetentionConfig(days=7, batch_rows=100, interval_minutes=60)
+    path.write_text('[retention]\ndays = "soon"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"retention\.days.*whole number"):
+        load_config(path)
+    assert Config().retention.days == 30
+
+
+# -- PostgreSQL: daemons pruning at once, and rows another process holds ---------------
+
+
+@pytest.fixture
+def committed_postgres(empty_postgres_url: str) -> Iterator[Database]:
+    """A PostgreSQL database whose rows other connections see (no outer transaction)."""
+    engine = make_engine(empty_postgres_url)
+    Base.metadata.create_all(engine)
+    db = Database(Config(database_url=empty_postgres_url), engine)
+    try:
+        yield db
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_prune_skips_rows_another_transaction_holds_instead_of_waiting(
+    committed_postgres: Database,
+) -> None:
+    db = committed_postgres
+    with db.begin() as session:
+        seeded = seed(session)
+    held_id = min(seeded.gone_notifications)
+    with db.engine.connect() as holder:
+        holder.begin()
+        # As a sender (or another daemon's pruning) holds a row it is working on.
+        holder.execute(
+            text("SELECT id FROM notifications WHERE id = :id FOR UPDATE"), {"id": held_id}
+        )
+        started = time.monotonic()
+        with db.begin() as session:
+            session.execute(text("SET LOCAL lock_timeout = '5s'"))
+            step = Pruning(CUTOFF, 5000).step(session)
+        assert time.monotonic() - started < 3
+        assert step.notifications == len(seeded.gone_notifications) - 1
+        holder.rollback()
+    notifications, _, _ = _left(db)
+    assert held_id in notifications
+    # Once let go, the next pass takes it (and its message).
+    pruned, _ = _prune_all(db, 5000)
+    assert pruned.notifications == 1
+    notifications, messages, _ = _left(db)
+    assert notifications == seeded.kept_notifications
+    assert messages == seeded.kept_messages
