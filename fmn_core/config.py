@@ -29,6 +29,7 @@ from .errors import ConfigError
 __all__ = [
     "CONTEXTS",
     "DATABASE_DRIVERS",
+    "MAX_RETENTION_DAYS",
     "AccountsConfig",
     "BotConfig",
     "Config",
@@ -185,6 +186,10 @@ class DeliveryConfig:
     idle_poll_seconds: float = 0.5
 
 
+#: A hundred years: beyond it, ``retention.days`` would mean "for ever" anyway.
+MAX_RETENTION_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class RetentionConfig:
     """How long stored bus messages and finished notifications are kept (``fmn_core.retention``)."""
@@ -199,8 +204,10 @@ class RetentionConfig:
     interval_minutes: int = 60
 
     def __post_init__(self) -> None:
-        if not 0 <= self.days <= 36_500:
-            raise ConfigError("retention.days", "must be from 0 (keep for ever) to 36500")
+        if not 0 <= self.days <= MAX_RETENTION_DAYS:
+            raise ConfigError(
+                "retention.days", f"must be from 0 (keep for ever) to {MAX_RETENTION_DAYS}"
+            )
         if not 1 <= self.batch_rows <= 100_000:
             raise ConfigError("retention.batch_rows", "must be from 1 to 100000")
         if not 1 <= self.interval_minutes <= 10_080:
@@ -520,6 +527,14 @@ class Config:
         if self.delivery.senders < 1:
             raise ConfigError("delivery.senders", "must be at least 1")
         _check_ingest(self.ingest)
+        retention = self.retention.days
+        if retention and self.http.action_link_days > retention:
+            # The links act on a notification; pruned, it would answer "gone".
+            raise ConfigError(
+                "http.action_link_days",
+                f"{self.http.action_link_days} outlives retention.days ({retention}): links "
+                "would point at pruned notifications; lower it or keep notifications longer",
+            )
         _check_confirmation(self.confirmation)
         for index, pair in enumerate(self.defaults.templates):
             context = pair.partition(":")[2].strip()

@@ -787,6 +787,7 @@ def mark_failed(
     notification.hold_reason = reason
     if notification.attempts >= max_attempts:
         notification.state = NotificationState.DEAD.value
+        notification.next_attempt_at = moment  # when it died: see ``mark_dead``
     else:
         notification.state = NotificationState.FAILED.value
         delay = backoff_delay(notification.attempts, base=backoff_seconds, cap=backoff_max_seconds)
@@ -795,16 +796,22 @@ def mark_failed(
     return notification.state
 
 
-def mark_dead(session: Session, ids: Iterable[int], reason: str) -> int:
+def mark_dead(
+    session: Session, ids: Iterable[int], reason: str, *, now: dt.datetime | None = None
+) -> int:
     """Give rows up at once, with ``reason`` (masked): retrying cannot help. Returns how many.
 
     The attempt is counted; an operator may re-queue the rows (:func:`requeue_dead`).
+    A dead row's ``next_attempt_at`` is when it died: retention counts its days from
+    there, so a row that waited long before dying is not pruned at once.
     """
+    moment = _now(now)
     count = 0
     for notification_id in ids:
         notification = _row(session, notification_id)
         _record_failure(session, notification, reason)
         notification.state = NotificationState.DEAD.value
+        notification.next_attempt_at = moment
         notification.hold_reason = None
         count += 1
     session.flush()

@@ -83,8 +83,10 @@ def cutoff_for(days: int, now: dt.datetime | None = None) -> dt.datetime:
 
 def _done_before(cutoff: dt.datetime) -> ColumnElement[bool]:
     n = _NOTIFICATIONS.c
-    # ``next_attempt_at`` is when the row was last due, never after it was sent, so
-    # the range is read from the outbox's own index (state, next_attempt_at).
+    # A dead row's ``next_attempt_at`` is when it died (``outbox.mark_dead``); a sent
+    # row's, when it was last due. The range is read from the outbox's own index
+    # (state, next_attempt_at); a row sent before it was due (a digest's) stays until
+    # both moments are past the cutoff.
     return and_(
         n.state.in_(DONE_STATES),
         n.next_attempt_at < cutoff,

@@ -468,6 +468,8 @@ class NothingToPrune(UserError):
 
 
 def _prune(config: Config, args: argparse.Namespace) -> int:
+    from fmn_core.config import MAX_RETENTION_DAYS
+    from fmn_core.db import READ_ONLY
     from fmn_core.retention import Pruning, cutoff_for, prunable
 
     from .progress import Progress
@@ -478,25 +480,36 @@ def _prune(config: Config, args: argparse.Namespace) -> int:
             "retention.days is 0: fmn keeps everything. Give --days N to prune what is "
             "older than N days once, or set retention.days."
         )
-    if days < 1:
-        raise NothingToPrune(f"--days must be at least 1, not {days}.")
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        raise NothingToPrune(f"--days must be from 1 to {MAX_RETENTION_DAYS}, not {days}.")
     cutoff = cutoff_for(days)
     older = f"older than {days} days (before {cutoff:%Y-%m-%d %H:%M} UTC)"
+    show = args.progress or sys.stderr.isatty()
     with _opened(config) as db:
-        with db.begin() as session:
-            found = prunable(session, cutoff)
-        if args.dry_run:
-            print(f"would prune {found.describe()} {older}")
-            return EXIT_OK
-        show = args.progress or sys.stderr.isatty()
-        bar = Progress(found.total, sys.stderr, "pruning", "rows") if show else None
-        pruning = Pruning(cutoff, config.retention.batch_rows)
-        while True:
+        bar: Progress | None = None
+        if args.dry_run or show:
             with db.begin() as session:
-                if not pruning.step(session):
-                    break
+                # Counting only reads: on SQLite, no write lock held meanwhile.
+                session.connection(execution_options={READ_ONLY: True})
+                found = prunable(session, cutoff)
+            if args.dry_run:
+                print(f"would prune {found.describe()} {older}")
+                return EXIT_OK
+            if found:
+                bar = Progress(found.total, sys.stderr, "pruning", "rows")
+        pruning = Pruning(cutoff, config.retention.batch_rows)
+        try:
+            while True:
+                with db.begin() as session:
+                    if not pruning.step(session):
+                        break
+                if bar is not None:
+                    bar.update(pruning.done.total)
+        except KeyboardInterrupt:
             if bar is not None:
-                bar.update(pruning.done.total)
+                bar.close(pruning.done.total)
+            print(f"interrupted: pruned {pruning.done.describe()} {older}")
+            raise
         if bar is not None:
             bar.close(pruning.done.total)
     print(f"pruned {pruning.done.describe()} {older}")

@@ -67,6 +67,8 @@ OWNERSHIP_DEBOUNCE_SECONDS = 60.0
 #: How often expired time-bound rules and ended pauses are cleared (the matcher already
 #: ignores them from their time on; this deletes them and tells their users).
 EXPIRY_SECONDS = 60.0
+#: Between two of retention's transactions (``fmn_core.retention``).
+PRUNE_PAUSE_SECONDS = 0.05
 
 
 class StartupError(FmnError):
@@ -370,6 +372,9 @@ class Service:
                 # pass over a large backlog never holds a lock, or the stop, for long.
                 while step := await in_unit_of_work(db, pruning.step):
                     self.metrics.inc("rows_pruned", step.total)
+                    # SQLite's writers queue on one lock: let the consumer's take it
+                    # between two steps rather than behind a whole pass.
+                    await asyncio.sleep(PRUNE_PAUSE_SECONDS)
             except Exception:
                 self.metrics.inc("db_errors")
                 log.warning(

@@ -166,6 +166,37 @@ def test_prune_deletes_in_steps_of_at_most_the_batch(db: Database) -> None:
     assert _left(db)[0] == seeded.kept_notifications
 
 
+def test_a_row_that_waited_long_and_died_lately_is_kept_its_whole_window(db: Database) -> None:
+    from fmn_core import outbox
+
+    with db.begin() as session:
+        jo = add_user(session, "jo")
+        refused = _row(session, jo, OLD, "pending", OLD)
+        retried = _row(session, jo, OLD, "failed", OLD)
+        retried.attempts = 7
+        session.flush()
+    with db.begin() as session:
+        # Both die now, 40 days after they were first due.
+        outbox.mark_dead(session, [refused.id], "the context was turned off")
+        state = outbox.mark_failed(
+            session,
+            retried.id,
+            "SMTP said no",
+            max_attempts=8,
+            backoff_seconds=30,
+            backoff_max_seconds=3600,
+        )
+        assert state == "dead"
+    with db.begin() as session:
+        assert not Pruning(CUTOFF, 5000).step(session)
+    assert {refused.id, retried.id} <= _left(db)[0]
+    # Their window runs from their death.
+    later = cutoff_for(30, NOW + dt.timedelta(days=31))
+    pruning = Pruning(later, 5000)
+    with db.begin() as session:
+        assert pruning.step(session).notifications == 2
+
+
 def test_cutoff_needs_at_least_a_day() -> None:
     assert cutoff_for(1, NOW) == NOW - dt.timedelta(days=1)
     with pytest.raises(ValueError, match="at least one day"):
@@ -188,13 +219,29 @@ def test_retention_settings_out_of_range_name_their_key(key: str, value: int, wo
 
 def test_retention_is_read_from_the_configuration_file(tmp_path: Path) -> None:
     path = tmp_path / "fmn.toml"
-    path.write_text("[retention]\ndays = 7\nbatch_rows = 100\n", encoding="utf-8")
+    path.write_text("[retention]\ndays = 45\nbatch_rows = 100\n", encoding="utf-8")
     config = load_config(path)
-    assert config.retention == RetentionConfig(days=7, batch_rows=100, interval_minutes=60)
+    assert config.retention == RetentionConfig(days=45, batch_rows=100, interval_minutes=60)
+    # A window shorter than the action links' needs them shorter too.
+    path.write_text("[retention]\ndays = 7\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"http\.action_link_days"):
+        load_config(path)
+    path.write_text("[retention]\ndays = 7\n[http]\naction_link_days = 7\n", encoding="utf-8")
+    assert load_config(path).retention.days == 7
     path.write_text('[retention]\ndays = "soon"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"retention\.days.*whole number"):
         load_config(path)
     assert Config().retention.days == 30
+
+
+def test_action_links_may_not_outlive_the_notifications_they_act_on() -> None:
+    from fmn_core.config import HttpConfig
+
+    with pytest.raises(ConfigError, match=r"http\.action_link_days.*outlives retention\.days"):
+        Config(retention=RetentionConfig(days=7), http=HttpConfig(action_link_days=30))
+    assert Config(retention=RetentionConfig(days=7), http=HttpConfig(action_link_days=7))
+    # Kept for ever: any link lifetime goes.
+    assert Config(retention=RetentionConfig(days=0), http=HttpConfig(action_link_days=365))
 
 
 # -- PostgreSQL: daemons pruning at once, and rows another process holds ---------------
