@@ -146,7 +146,7 @@ def _fmn(url: str, cutoff: object) -> tuple[Pruned, float, float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000, help="bus messages stored")
-    parser.add_argument("--quick", action="store_true", help="100,000 messages (nox -s bench)")
+    parser.add_argument("--quick", action="store_true", help="100,000 messages, a smoke run")
     args = parser.parse_args(argv)
     messages = 100_000 if args.quick else args.messages
     print_machine()

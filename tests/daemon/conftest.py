@@ -12,14 +12,16 @@ import email
 import email.message
 import email.policy
 import json
+import signal
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pika
@@ -29,6 +31,32 @@ from fedora_messaging import message as fm_message
 from matrix_server import Synapse, synapse_homeserver  # tests/matrix_server.py
 
 from fmn_core.config import PushConfig
+
+if TYPE_CHECKING:
+    from fmn_daemon.service import Service
+
+
+def serve_during(service: Service, checks: Callable[[], object], ready_within: float = 60.0) -> int:
+    """Serve ``service`` in this process; once it is ready, run ``checks`` in a thread,
+    then stop it as systemd does (SIGTERM). Returns the daemon's exit status."""
+
+    async def scenario() -> int:
+        async def drive() -> None:
+            deadline = time.monotonic() + ready_within
+            try:
+                while not service.metrics.ready:
+                    assert time.monotonic() < deadline, f"not ready within {ready_within}s"
+                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(checks)
+            finally:
+                service.handle_exit(signal.SIGTERM)
+
+        driver = asyncio.create_task(drive())
+        code = await service.serve()
+        await driver
+        return code
+
+    return asyncio.run(scenario())
 
 
 def free_port() -> int:

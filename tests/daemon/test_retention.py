@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from fmn_core.schema import upgrade
 from fmn_daemon.cli import main
 from fmn_daemon.service import Service
 
-from .conftest import RabbitMQ, write_fmn_config
+from .conftest import RabbitMQ, serve_during, write_fmn_config
 
 
 def _seeded(url: str) -> Seeded:
@@ -107,23 +106,14 @@ def test_cli_prune_refuses_to_keep_nothing_or_to_do_nothing(
     assert _left(url) == _kept(seeded)
 
 
-def _serve_until(service: Service, done: object, timeout: float = 30.0) -> int:
-    async def scenario() -> int:
-        async def drive() -> None:
-            deadline = time.monotonic() + timeout
-            try:
-                while not (service.metrics.ready and done()):  # type: ignore[operator]
-                    assert time.monotonic() < deadline, "the daemon did not get there in time"
-                    await asyncio.sleep(0.05)
-            finally:
-                service.handle_exit(signal.SIGTERM)
+def _serve_until(service: Service, done: Callable[[], object], timeout: float = 30.0) -> int:
+    def until_done() -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, "the daemon did not get there in time"
+            time.sleep(0.05)
 
-        driver = asyncio.create_task(drive())
-        code = await service.serve()
-        await driver
-        return code
-
-    return asyncio.run(scenario())
+    return serve_during(service, until_done)
 
 
 def test_daemon_prunes_once_started_and_counts_it(

@@ -25,7 +25,13 @@ from fmn_daemon import service as service_module
 from fmn_daemon.service import Service
 from fmn_daemon.systemd import Notifier, watchdog_interval
 
-from .conftest import RabbitMQ, free_port, write_fedora_messaging_config, write_fmn_config
+from .conftest import (
+    RabbitMQ,
+    free_port,
+    serve_during,
+    write_fedora_messaging_config,
+    write_fmn_config,
+)
 
 
 class NotifySocket:
@@ -378,22 +384,8 @@ def test_service_loads_ownership_and_matches_package_owners(
             publish_message(rabbitmq, owned_by_alice())
             time.sleep(0.5)
 
-    async def scenario() -> int:
-        async def drive() -> None:
-            while not service.metrics.ready:
-                await asyncio.sleep(0.05)
-            try:
-                await asyncio.to_thread(scenario_checks)
-            finally:
-                service.handle_exit(signal.SIGTERM)
-
-        driver = asyncio.create_task(drive())
-        code = await service.serve()
-        await driver
-        return code
-
     try:
-        assert asyncio.run(scenario()) == 0
+        assert serve_during(service, scenario_checks) == 0
     finally:
         db.dispose()
 
