@@ -464,7 +464,7 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
 
 
 class NothingToPrune(UserError):
-    """``prune`` was asked to keep everything."""
+    """``prune`` was given no window it can prune by (none configured, or out of range)."""
 
 
 def _prune(config: Config, args: argparse.Namespace) -> int:
