@@ -321,7 +321,7 @@ def apply(
             postponed=postpone(session, ids, until, note=decision.note, reason=decision.reason)
         )
     if decision.kind == "dead":
-        return Settled(dead=mark_dead(session, ids, decision.note))
+        return Settled(dead=mark_dead(session, ids, decision.note, now=now))
     if decision.kind == "no_destination":
         states = [
             mark_failed(

@@ -61,6 +61,7 @@ from .stored_messages import FactsCache, MessageRow
 
 __all__ = [
     "ANNOUNCE_SQL",
+    "FINISHED_STATES",
     "NEW_ROWS_CHANNEL",
     "WAITING_STATES",
     "ClaimedNotification",
@@ -94,6 +95,8 @@ ANNOUNCE_SQL = "SELECT pg_notify(%s::text, '')"
 _JITTER = 0.1
 #: The states of rows that wait for a send (a claim takes them when due).
 WAITING_STATES = (NotificationState.PENDING.value, NotificationState.FAILED.value)
+#: Nothing sends these again, unless an operator re-queues a dead one (until it is pruned).
+FINISHED_STATES = (NotificationState.SENT.value, NotificationState.DEAD.value)
 
 
 @dataclass(frozen=True, slots=True)

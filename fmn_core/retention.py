@@ -32,13 +32,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from .models import DeadMessage, Notification, NotificationState, StoredMessage, utcnow
+from .models import DeadMessage, Notification, StoredMessage, utcnow
+from .outbox import FINISHED_STATES
 
-__all__ = ["DONE_STATES", "Pruned", "Pruning", "cutoff_for", "prunable"]
-
-#: Notifications in these states are finished with: nothing will send them again
-#: unless an operator re-queues a dead one, which they can do until it is pruned.
-DONE_STATES: tuple[str, ...] = (NotificationState.SENT.value, NotificationState.DEAD.value)
+__all__ = ["Pruned", "Pruning", "cutoff_for", "prunable"]
 
 _NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
 _MESSAGES: Table = StoredMessage.__table__  # type: ignore[assignment]
@@ -88,7 +85,7 @@ def _done_before(cutoff: dt.datetime) -> ColumnElement[bool]:
     # (state, next_attempt_at); a row sent before it was due (a digest's) stays until
     # both moments are past the cutoff.
     return and_(
-        n.state.in_(DONE_STATES),
+        n.state.in_(FINISHED_STATES),
         n.next_attempt_at < cutoff,
         or_(n.sent_at.is_(None), n.sent_at < cutoff),
     )

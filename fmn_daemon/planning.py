@@ -143,7 +143,7 @@ class RoundPlanner:
                 if is_transient(exc):
                     raise
                 reason = f"cannot be planned: {describe(exc)}"
-                outbox.mark_dead(session, [row.id for row in rows], reason)
+                outbox.mark_dead(session, [row.id for row in rows], reason, now=now)
                 self.metrics.inc("notifications_dead", len(rows))
                 log.error(
                     "delivery: message %s for %s/%s: %d rows are dead: %s",
