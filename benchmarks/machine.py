@@ -1,7 +1,14 @@
-"""What machine a benchmark ran on: CPU model, cores, RAM, Python and OS.
+"""What machine a benchmark ran on: CPU model, cores, RAM, Python, OS and its speed.
 
 Every benchmark prints this first, so its figures can be compared with a run
 elsewhere. Run it alone with ``python benchmarks/machine.py``.
+
+The CPU's name says little about its speed here: machines named "AMD EPYC" have
+run the same code at figures three to five times apart. ``python_speed`` times a
+fixed pure-Python loop (dict lookups, a set, integer arithmetic, the matcher's
+kind of work) on the thread's CPU clock, so the goals that have no baseline of
+their own in the run (the matcher's rate, the cold start) can be read against
+how fast the interpreter ran that day.
 """
 
 from __future__ import annotations
@@ -9,7 +16,12 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
+
+#: Steps of the reference loop per timing, and timings (the best counts).
+SPEED_STEPS = 200_000
+SPEED_REPEATS = 5
 
 
 def _cpu_model() -> str:
@@ -42,6 +54,25 @@ def _usable_cores() -> int | None:
     return os.cpu_count()
 
 
+def python_speed(steps: int = SPEED_STEPS, repeats: int = SPEED_REPEATS) -> float:
+    """Nanoseconds of thread CPU per step of the reference loop, the best of ``repeats``."""
+    keys = [f"package-{i}" for i in range(1000)]
+    table = {key: i for i, key in enumerate(keys)}
+    best = float("inf")
+    for _ in range(repeats):
+        found: set[str] = set()
+        total = 0
+        started = time.thread_time_ns()
+        for i in range(steps):
+            key = keys[i % 1000]
+            value = table.get(key, -1)
+            if value & 1:
+                found.add(key)
+            total += value
+        best = min(best, time.thread_time_ns() - started)
+    return best / steps
+
+
 def describe_machine() -> dict[str, str]:
     """The machine's description as label -> value, in print order."""
     ram = _ram_bytes()
@@ -52,6 +83,8 @@ def describe_machine() -> dict[str, str]:
         "Python": f"{platform.python_implementation()} {platform.python_version()} "
         f"({sys.executable})",
         "OS": platform.platform(),
+        "speed": f"{python_speed():.1f} ns per step of the reference loop "
+        "(machine.py; lower is faster)",
     }
 
 

@@ -19,6 +19,7 @@ from fmn_core.models import PackageOwner
 from fmn_core.ownership import (
     DistGitOwnership,
     OwnershipCache,
+    OwnershipQueries,
     OwnershipSourceError,
     Triple,
     affects_ownership,
@@ -269,6 +270,37 @@ def test_ownership_cache_load_answers_both_ways(db: Database) -> None:
     assert cache.packages_of("sgallagh") == frozenset()
     assert cache.packages_of("sgallagh", "modules") == {"nodejs"}
     assert cache.owners_of("firefox", namespace="flatpaks") == {"@flatpak-sig"}
+
+
+def test_ownership_queries_answer_as_the_cache_loaded_from_the_same_rows(db: Database) -> None:
+    triples = [
+        *parse_owner_alias(OWNER_ALIAS),
+        # More owners than the cache keeps in a tuple, and a name in two namespaces.
+        *(("rpms", "glibc", f"owner{i}") for i in range(7)),
+        ("modules", "kernel", "jforbes"),
+    ]
+    with db.begin() as session:
+        refresh_ownership(session, ListProvider(triples))
+    with db.begin() as session:
+        cache = OwnershipCache.load(session)
+        queries = OwnershipQueries(session)
+        owners = {owner for _ns, _package, owner in triples} | {"nobody", "@nobody"}
+        packages = {package for _ns, package, _owner in triples} | {"orphaned", "missing"}
+        for namespace in ("rpms", "modules", "flatpaks", "container", "nowhere"):
+            for owner in sorted(owners):
+                assert queries.packages_of(owner, namespace) == cache.packages_of(owner, namespace)
+            for package in sorted(packages):
+                assert queries.owners_of(package, namespace) == cache.owners_of(package, namespace)
+        assert queries.packages_of("jforbes") == {"kernel"}
+        assert queries.packages_of("jforbes", "modules") == {"kernel"}
+        assert queries.owners_of("glibc") == {f"owner{i}" for i in range(7)}
+        assert queries.owners_of("orphaned") == frozenset()
+    # Each answer is read once and kept; a lookup made after a refresh reads the new rows.
+    with db.begin() as session:
+        refresh_ownership(session, ListProvider([("rpms", "kernel", "newcomer")]))
+    with db.begin() as session:
+        assert OwnershipQueries(session).owners_of("kernel") == {"newcomer"}
+        assert OwnershipQueries(session).packages_of("jforbes") == frozenset()
 
 
 def test_ownership_cache_of_an_empty_table_knows_nobody(db: Database) -> None:

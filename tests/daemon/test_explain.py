@@ -29,7 +29,7 @@ from fmn_core.errors import InvalidArgument, NotFound, PermissionDenied
 from fmn_core.explain import OUTCOMES, Explanation, explain, message_id_of
 from fmn_core.matcher import Matcher
 from fmn_core.messages import MessageFacts, facts_of, parse_line
-from fmn_core.models import Destination, Notification, Preference, User
+from fmn_core.models import Destination, Notification, PackageOwner, Preference, User
 from fmn_core.ownership import OwnershipCache
 from fmn_core.preferences import Actor
 from fmn_core.rules import RuleContext
@@ -115,7 +115,12 @@ def ingest_and_deliver(db: Database, smtp_server: SmtpServer, messages: list[Mes
 
 
 def oracle_matched(
-    session: Any, snapshot: UserSnapshot, context: str, filter_id: int, facts: MessageFacts
+    session: Any,
+    snapshot: UserSnapshot,
+    context: str,
+    filter_id: int,
+    facts: MessageFacts,
+    ownership: OwnershipCache,
 ) -> bool:
     """A matcher holding only this filter (as if its context were on): does it match?"""
     found = [(c, f) for c in snapshot.contexts for f in c.filters if f.filter_id == filter_id]
@@ -123,17 +128,22 @@ def oracle_matched(
     if not filter_.active:
         return False
     alone = UserSnapshot(snapshot.user_id, snapshot.name, (ContextSnapshot(context, (filter_,)),))
-    matcher = Matcher.from_snapshots(
-        [alone], catalog_of(session), OwnershipCache.load(session), (context,)
-    )
+    matcher = Matcher.from_snapshots([alone], catalog_of(session), ownership, (context,))
     return bool(matcher.recipients(facts))
 
 
 def check_agreement(
-    session: Any, explanation: Explanation, snapshot: UserSnapshot, facts: MessageFacts
+    session: Any,
+    explanation: Explanation,
+    snapshot: UserSnapshot,
+    facts: MessageFacts,
+    ownership: OwnershipCache,
 ) -> None:
+    """Each filter's and rule's verdict in ``explanation`` is what the daemon's
+    matcher (over the whole ``ownership`` table, as the consumer loads it) and the
+    rule itself say."""
     catalog = catalog_of(session)
-    rule_context = RuleContext(snapshot.name, OwnershipCache.load(session))
+    rule_context = RuleContext(snapshot.name, ownership)
     enabled = {c.context: c.enabled for c in snapshot.contexts}
     by_context = {c.context: c for c in explanation.contexts}
     for context_snapshot in snapshot.contexts:
@@ -141,7 +151,7 @@ def check_agreement(
         assert [f.name for f in explained.filters] == [f.name for f in context_snapshot.filters]
         for shown, stored in zip(explained.filters, context_snapshot.filters, strict=True):
             expected = enabled[context_snapshot.context] and oracle_matched(
-                session, snapshot, context_snapshot.context, stored.filter_id, facts
+                session, snapshot, context_snapshot.context, stored.filter_id, facts, ownership
             )
             assert shown.matched == expected, (explanation.message_id, shown)
             assert shown.active == stored.active
@@ -177,19 +187,20 @@ def test_explain_agrees_with_the_matcher_and_the_outbox(
             (n.user_id, n.message_id, n.context): n for n in session.scalars(select(Notification))
         }
         snapshots = {s.name: s for s in load_snapshots(session)}
+        ownership = OwnershipCache.load(session)
     assert rows, "the population must get some notifications"
-    notified_ids = {m for (_u, m, _c) in rows}
-    # Every message somebody got, and a sample of the rest.
-    tried = [f for i, f in enumerate(messages) if f.id in notified_ids or i % 7 == 0]
     seen_outcomes: set[str] = set()
     negated_failures = 0
     for name in ("ana", "ben", "cy", "dee"):
         snapshot = snapshots[name]
+        got = {m for (u, m, _c) in rows if u == snapshot.user_id}
+        # Every message this user has a row for, and a sample of the rest.
+        tried = [f for i, f in enumerate(messages) if f.id in got or i % 7 == 0]
         with db.begin() as session:
             for facts in tried:
                 explanation = explain(session, Actor(name), facts.id)
                 assert explanation.message_id == facts.id
-                check_agreement(session, explanation, snapshot, facts)
+                check_agreement(session, explanation, snapshot, facts, ownership)
                 for item in explanation.contexts:
                     assert item.outcome in OUTCOMES
                     row = rows.get((snapshot.user_id, facts.id, item.context))
@@ -212,6 +223,72 @@ def test_explain_agrees_with_the_matcher_and_the_outbox(
         seen_outcomes
     )
     assert negated_failures > 0
+
+
+def test_explain_reads_package_ownership_as_the_daemon_does(
+    db: Database, corpus: list[str]
+) -> None:
+    """``explain`` asks the table about the owners and packages it needs
+    (``OwnershipQueries``); its verdicts equal the daemon's, which loads the whole
+    table, and the rows the daemon wrote."""
+    messages = corpus_facts_of(corpus)
+    packaged = [f for f in messages if f.packages]
+    packages = sorted({p for f in packaged for p in f.packages})
+    assert len(packages) > 30, "the corpus must name packages"
+    P = preferences
+    with db.begin() as s:
+        s.add_all(
+            [PackageOwner(namespace="rpms", package=p, owner="olga") for p in packages[::2]]
+            + [PackageOwner(namespace="rpms", package=p, owner="@maint") for p in packages[::3]]
+            # Another namespace's owners do not count for a message's (rpm) packages.
+            + [PackageOwner(namespace="modules", package=p, owner="olga") for p in packages[1::2]]
+        )
+        olga = Actor("olga")
+        P.add_filter(s, olga, "email", "mine")
+        P.add_rule(s, olga, "email", "mine", "package_owned_by_me", {})
+        P.add_filter(s, olga, "email", "the group's")
+        P.add_rule(s, olga, "email", "the group's", "package_owned_by_group", {"group": "maint"})
+        pete = Actor("pete")
+        P.add_filter(s, pete, "email", "all but olga's")
+        P.add_rule(s, pete, "email", "all but olga's", "topic_matches", {"pattern": "*"})
+        P.add_rule(
+            s,
+            pete,
+            "email",
+            "all but olga's",
+            "package_owned_by",
+            {"username": "olga"},
+            negated=True,
+        )
+    with db.begin() as session:
+        ownership = OwnershipCache.load(session)
+        ingest_batch(session, Matcher.load(session, ownership=ownership), messages)
+    with db.begin() as session:
+        rows = {
+            (n.user_id, n.message_id): n.filter_name for n in session.scalars(select(Notification))
+        }
+        snapshots = {s.name: s for s in load_snapshots(session)}
+    tried = packaged[:150] + [f for f in messages if not f.packages][:20]
+    matched: dict[str, int] = {}
+    for name in ("olga", "pete"):
+        snapshot = snapshots[name]
+        with db.begin() as session:
+            for facts in tried:
+                explanation = explain(session, Actor(name), facts.id)
+                check_agreement(session, explanation, snapshot, facts, ownership)
+                (email,) = [c for c in explanation.contexts if c.context == "email"]
+                assert email.filter == rows.get((snapshot.user_id, facts.id)), (name, facts.id)
+                for filter_ in email.filters:
+                    key = f"{name}: {filter_.name} {'matched' if filter_.matched else 'not'}"
+                    matched[key] = matched.get(key, 0) + 1
+    # Each owner rule both held and failed on some message.
+    for name, filter_name in (
+        ("olga", "mine"),
+        ("olga", "the group's"),
+        ("pete", "all but olga's"),
+    ):
+        assert matched.get(f"{name}: {filter_name} matched", 0) > 0, (name, filter_name, matched)
+        assert matched.get(f"{name}: {filter_name} not", 0) > 0, (name, filter_name, matched)
 
 
 def test_explain_words_for_a_message_that_reached_the_user_and_one_that_did_not(
