@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from .config import Config
 from .db import is_postgres
@@ -444,30 +444,29 @@ class OwnershipQueries:
 
     def packages_of(self, owner: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Packages owned by a user, or by a group given as ``@group``."""
-        key = (namespace, owner)
-        found = self._packages.get(key)
-        if found is None:
-            found = self._packages[key] = frozenset(
-                self._session.scalars(
-                    select(PackageOwner.package).where(
-                        PackageOwner.owner == owner, PackageOwner.namespace == namespace
-                    )
-                )
-            )
-        return found
+        return self._read(
+            self._packages, PackageOwner.package, PackageOwner.owner, namespace, owner
+        )
 
     def owners_of(self, package: str, namespace: str = DEFAULT_NAMESPACE) -> frozenset[str]:
         """Owners of a package: usernames and ``@group`` names."""
-        key = (namespace, package)
-        found = self._owners.get(key)
+        return self._read(
+            self._owners, PackageOwner.owner, PackageOwner.package, namespace, package
+        )
+
+    def _read(
+        self,
+        known: dict[tuple[str, str], frozenset[str]],
+        wanted: InstrumentedAttribute[str],
+        by: InstrumentedAttribute[str],
+        namespace: str,
+        name: str,
+    ) -> frozenset[str]:
+        key = (namespace, name)
+        found = known.get(key)
         if found is None:
-            found = self._owners[key] = frozenset(
-                self._session.scalars(
-                    select(PackageOwner.owner).where(
-                        PackageOwner.namespace == namespace, PackageOwner.package == package
-                    )
-                )
-            )
+            query = select(wanted).where(PackageOwner.namespace == namespace, by == name)
+            found = known[key] = frozenset(self._session.scalars(query))
         return found
 
 
