@@ -295,7 +295,7 @@ def test_ownership_queries_answer_as_the_cache_loaded_from_the_same_rows(db: Dat
         assert queries.packages_of("jforbes", "modules") == {"kernel"}
         assert queries.owners_of("glibc") == {f"owner{i}" for i in range(7)}
         assert queries.owners_of("orphaned") == frozenset()
-    # Each answer is read once and kept; a lookup made after a refresh reads the new rows.
+    # A lookup made after a refresh reads the new rows.
     with db.begin() as session:
         refresh_ownership(session, ListProvider([("rpms", "kernel", "newcomer")]))
     with db.begin() as session:
