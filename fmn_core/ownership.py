@@ -430,10 +430,12 @@ class OwnershipQueries:
     """The ownership lookup for one answer: each owner and package read when first asked.
 
     ``explain`` compiles one user's filters and evaluates them on one message,
-    which asks about a few owners and packages. ``OwnershipCache.load`` would read
-    the whole table for that (219,095 rows at Fedora's size: seconds of CPU on
-    every "why"); this reads the rows asked about, one indexed query per owner or
-    package, and keeps each answer for the rest of its life. It answers as an
+    which asks about a few owners and packages; a preview evaluates one filter on
+    up to a thousand stored messages. ``OwnershipCache.load`` would read the whole
+    table for either (219,095 rows at Fedora's size: seconds of CPU on every "why"
+    and every preview); this reads the rows asked about, one indexed query per
+    owner or package, or per few hundred packages read ahead (``read_owners``),
+    and keeps each answer for the rest of its life. It answers as an
     ``OwnershipCache`` loaded from the same rows in the same transaction does.
     """
 
@@ -453,6 +455,28 @@ class OwnershipQueries:
         return self._read(
             self._owners, PackageOwner.owner, PackageOwner.package, namespace, package
         )
+
+    def read_owners(self, packages: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Read ahead the owners of every package not asked about yet, a chunk per query.
+
+        The matcher asks ``owners_of`` for each package of each message when filters
+        are filed under owners; a preview names its messages' packages here first, so
+        that a thousand messages cost a few queries rather than one per package.
+        """
+        known = self._owners
+        wanted = sorted({p for p in packages if (namespace, p) not in known})
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            found: dict[str, set[str]] = {package: set() for package in chunk}
+            rows = self._session.execute(
+                select(PackageOwner.package, PackageOwner.owner).where(
+                    PackageOwner.namespace == namespace, PackageOwner.package.in_(chunk)
+                )
+            )
+            for package, owner in rows:
+                found[package].add(owner)
+            for package, owners in found.items():
+                known[(namespace, package)] = frozenset(owners)
 
     def _read(
         self,

@@ -291,6 +291,12 @@ def test_ownership_queries_answer_as_the_cache_loaded_from_the_same_rows(db: Dat
                 assert queries.packages_of(owner, namespace) == cache.packages_of(owner, namespace)
             for package in sorted(packages):
                 assert queries.owners_of(package, namespace) == cache.owners_of(package, namespace)
+        # Owners read ahead, many packages a query, answer the same.
+        ahead = OwnershipQueries(session)
+        for namespace in ("rpms", "modules", "flatpaks", "container", "nowhere"):
+            ahead.read_owners(packages, namespace)
+            for package in sorted(packages):
+                assert ahead.owners_of(package, namespace) == cache.owners_of(package, namespace)
         assert queries.packages_of("jforbes") == {"kernel"}
         assert queries.packages_of("jforbes", "modules") == {"kernel"}
         assert queries.owners_of("glibc") == {f"owner{i}" for i in range(7)}

@@ -25,6 +25,7 @@ from fmn_core.errors import (
     UnknownRule,
     UserError,
 )
+from fmn_core.history import MAX_PREVIEW
 from fmn_core.matcher import Matcher
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
@@ -45,6 +46,7 @@ from fmn_core.preferences import Actor
 
 ALICE = Actor("alice")
 BOB = Actor("bob")
+CAROL = Actor("carol")
 
 
 def run(db: Database, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -733,6 +735,83 @@ def test_preview_uses_package_ownership(db: Database, stored: list[tuple[str, An
     # The same filter for someone who owns nothing matches nothing.
     with_filter(db, "mine", ("package_owned_by_me", {}, False), actor=BOB)
     assert run(db, prefs.preview, BOB, "email", "mine") == []
+
+
+def test_preview_reads_ownership_as_the_daemon_does_in_a_few_queries(
+    db: Database, corpus: list[str]
+) -> None:
+    """A preview reads only the ownership rows its filter and messages ask about, the
+    messages' packages in a few queries, and matches what the daemon's matcher, which
+    loads the whole table, matches."""
+    from sqlalchemy import event
+
+    stored: list[Any] = []
+    with db.begin() as session:
+        start = utcnow() - dt.timedelta(hours=1)
+        for line in corpus:
+            data = json.loads(line)
+            try:
+                facts = facts_of(load_message(data))
+            except Exception:  # only loadable messages make good fixtures
+                continue
+            if data["id"] in {f.id for f in stored}:
+                continue
+            session.add(
+                StoredMessage(
+                    id=data["id"],
+                    topic=data["topic"],
+                    body=data["body"],
+                    headers=data["headers"],
+                    received_at=start + dt.timedelta(seconds=len(stored)),
+                )
+            )
+            stored.append(facts)
+    packages = sorted({p for f in stored for p in f.packages})
+    assert len(packages) > 30, "the corpus must name packages"
+    with db.begin() as session:
+        session.add_all(
+            [PackageOwner(namespace="rpms", package=p, owner="alice") for p in packages[::2]]
+            + [PackageOwner(namespace="rpms", package=p, owner="@maint") for p in packages[::3]]
+            # Another namespace's owners do not count for a message's (rpm) packages.
+            + [PackageOwner(namespace="modules", package=p, owner="alice") for p in packages[1::2]]
+        )
+    with_filter(db, "mine", ("package_owned_by_me", {}, False))
+    # One filter a user: the daemon's answer names a user's first matching filter only.
+    with_filter(
+        db, "the group's", ("package_owned_by_group", {"group": "maint"}, False), actor=CAROL
+    )
+    with_filter(
+        db,
+        "all but alice's",
+        ("topic_matches", {"pattern": "*"}, False),
+        ("package_owned_by", {"username": "alice"}, True),
+        actor=BOB,
+    )
+    with db.begin() as session:
+        matcher = Matcher.load(session, ownership=OwnershipCache.load(session))
+    reads: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "package_owners" in statement:
+            reads.append(statement)
+
+    for actor, name in ((ALICE, "mine"), (CAROL, "the group's"), (BOB, "all but alice's")):
+        reads.clear()
+        event.listen(db.engine, "before_cursor_execute", note)
+        try:
+            hits = run(db, prefs.preview, actor, "email", name, limit=MAX_PREVIEW)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", note)
+        matched = [
+            f.id
+            for f in reversed(stored)
+            if any(r.filter_name == name for r in matcher.recipients(f))
+        ][:MAX_PREVIEW]
+        assert [h.message_id for h in hits] == matched, name
+        assert 0 < len(matched) < len(stored), name
+        # Never the whole table, and not a query per package.
+        assert reads and all("WHERE" in statement for statement in reads), reads
+        assert len(reads) <= 2 + len(packages) // 500, (name, len(reads))
 
 
 def test_preview_of_an_empty_filter_matches_nothing(
