@@ -289,10 +289,12 @@ class Rule(Base):
     """One condition of a filter: a catalog rule, its arguments, maybe negated."""
 
     __tablename__ = "rules"
+    #: Reloading a few users' rules joins them to their filters by ``filter_id``; the
+    #: start reads every rule in this order (``snapshots._GROUPED_RULES``), unsorted.
+    __table_args__ = (Index("ix_rules_filter_order", "filter_id", "position", "id"),)
 
     id: Mapped[intpk]
-    #: Indexed: reloading a few users' rules joins them to their filters by it.
-    filter_id: Mapped[int] = mapped_column(ForeignKey("filters.id", ondelete="CASCADE"), index=True)
+    filter_id: Mapped[int] = mapped_column(ForeignKey("filters.id", ondelete="CASCADE"))
     #: The rule's catalog name (``app_is``, or ``module:function`` for third-party rules).
     name: Mapped[name255]
     arguments: Mapped[jsondict] = mapped_column(default=dict)
@@ -436,7 +438,8 @@ class PackageOwner(Base):
     __tablename__ = "package_owners"
     __table_args__ = (
         UniqueConstraint("namespace", "package", "owner"),
-        Index("ix_package_owners_owner", "owner"),
+        #: An owner's packages, and the start's read of the table by owner, unsorted.
+        Index("ix_package_owners_namespace_owner", "namespace", "owner"),
     )
 
     id: Mapped[intpk]
