@@ -848,9 +848,9 @@ class Matcher:
         ``contexts`` defaults to the ones the session's configuration offers,
         ``membership`` to the account directory it names. Without ``ownership``
         nobody owns anything; ``load_ownership`` (the daemon's
-        ``OwnershipCache.load``) reads it instead, once the rules' query is
-        started. With ``concurrent`` (PostgreSQL, a session without uncommitted
-        writes) the preferences' queries run on connections of their own while the
+        ``OwnershipCache.load``) reads it instead, once the preferences' queries
+        are started. With ``concurrent`` (PostgreSQL, a session without uncommitted
+        writes) those queries run on connections of their own while the
         ownership is read and the users are compiled (see ``SnapshotStream``).
         Changes recorded after this call are picked up by ``apply_changes``.
         """

@@ -268,13 +268,10 @@ def stream_snapshots(session: Session) -> Iterator[UserSnapshot]:
 class SnapshotStream:
     """Every user's preferences being read: ``stream_snapshots``, with its queries started early.
 
-    With ``concurrent`` on PostgreSQL, each query runs on a connection of its own
-    with a thread fetching its first rows, so the database works on it while the
-    caller does other work: the rules' grouping (the longer of the two) as soon as
-    the stream is made; the preferences' when ``users`` is called, so that while the caller
-    reads the ownership, two queries at once do not take the CPU it needs (on two
-    cores that cost the start more than it gained), and the preferences are ready
-    once the rules are read. Both connections read the
+    With ``concurrent`` on PostgreSQL, both queries start as soon as the stream
+    is made, each on a connection of its own with a thread fetching its first
+    rows, so the database sorts them while the caller does other work (and
+    sorts the preferences while the rules are compiled). Both connections read the
     session's snapshot of the database (exported with ``pg_export_snapshot``):
     they see one state, the one the session's transaction saw when the stream
     was made. The session must hold no uncommitted writes (the other
@@ -287,7 +284,6 @@ class SnapshotStream:
     def __init__(self, session: Session, *, concurrent: bool = False) -> None:
         self._session = session
         self._side: list[_SideRows] = []
-        self._later: tuple[Engine, str, str] | None = None
         bind = session.get_bind()
         if concurrent and isinstance(bind, Engine) and bind.dialect.name == "postgresql":
             exported = session.connection().exec_driver_sql("SELECT pg_export_snapshot()")
@@ -295,11 +291,11 @@ class SnapshotStream:
             if not _SNAPSHOT_ID.fullmatch(snapshot):
                 raise ValueError(f"unexpected snapshot id from PostgreSQL: {snapshot!r}")
             try:
-                self._side.append(_SideRows(bind, snapshot, _GROUPED_RULES))
+                for sql in (_GROUPED_RULES, _literal_sql(bind, _preferences_query())):
+                    self._side.append(_SideRows(bind, snapshot, sql))
             except BaseException:
                 self.close()
                 raise
-            self._later = (bind, snapshot, _literal_sql(bind, _preferences_query()))
 
     def __enter__(self) -> SnapshotStream:
         return self
@@ -316,9 +312,6 @@ class SnapshotStream:
         then, as snapshots, the users with anything time-bound (read by
         ``load_snapshots``)."""
         if self._side:
-            if self._later is not None:
-                self._side.append(_SideRows(*self._later))
-                self._later = None
             rules, preferences = (side.rows() for side in self._side)
             return _streamed(self._session, _grouped_rule_lists(rules), preferences)
         _tune_for_whole_reads(self._session)

@@ -257,9 +257,9 @@ class Consumer:
     def load_matcher(self) -> Matcher:
         """Compile every user's preferences (and package ownership) from the database."""
         with self.db.begin() as session:
-            # The preferences' queries run on connections of their own (on
-            # PostgreSQL): the database groups the rules while the ownership is
-            # read, and sends the rows while the users are compiled.
+            # The preferences' queries start first (on PostgreSQL, on connections
+            # of their own): the database sorts their rows while the ownership
+            # is read, and sends them while the users are compiled.
             self.matcher = Matcher.load(session, load_ownership=_load_ownership, concurrent=True)
         # What is loaded now lives as long as the process: the cyclic collector
         # need not scan it again on every full collection while consuming.

@@ -7,8 +7,8 @@ Create Date: 2026-12-07 09:20:00.000000
 The consumer's start reads every rule in filter and position order (grouped into
 rule lists on PostgreSQL) and every package owner by namespace and owner, while it
 compiles what it has read. Both were sorted by the database first: the owners'
-sort kept the start waiting before its first row, and on a machine with two
-cores the sorts took the CPU the start's own work needed.
+sort kept the start waiting before its first row, and both sorts took CPU that the
+start's own work needed on the same two cores.
 
 - ``ix_rules_filter_order`` (``filter_id``, ``position``, ``id``) replaces
   ``ix_rules_filter_id`` (``filter_id``): the rules' order with no sort, and the
