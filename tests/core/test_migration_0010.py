@@ -4,9 +4,7 @@ hour's sends a claim counts are read without every older sent row."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -16,6 +14,8 @@ from fmn_core.db import make_engine
 from fmn_core.delivery_policy import _stats_statement, group_stats
 from fmn_core.models import User
 from fmn_core.schema import downgrade, upgrade
+
+from .plans import plan_values
 
 _NAME = "ix_notifications_user_context"
 
@@ -39,20 +39,6 @@ def test_migration_0010_adds_sent_at_to_the_index_and_goes_back_on_sqlite(
     assert _columns(url) == ["user_id", "context", "state", "sent_at"]
     downgrade(url, "0009")
     assert _columns(url) == ["user_id", "context", "state"]
-
-
-def _index_conditions(plan: Any) -> list[str]:
-    """Every ``Index Cond`` in a JSON plan, at any depth."""
-    found: list[str] = []
-    if isinstance(plan, dict):
-        if "Index Cond" in plan:
-            found.append(plan["Index Cond"])
-        for value in plan.values():
-            found.extend(_index_conditions(value))
-    elif isinstance(plan, list):
-        for value in plan:
-            found.extend(_index_conditions(value))
-    return found
 
 
 @pytest.mark.postgres
@@ -113,9 +99,7 @@ def test_migration_0010_counts_the_hours_sends_from_the_index_on_postgres(
             (plan,) = connection.exec_driver_sql(
                 f"EXPLAIN (FORMAT JSON) {expanded.statement}", expanded.parameters
             ).one()
-        if isinstance(plan, str):
-            plan = json.loads(plan)
-        conditions = _index_conditions(plan)
+        conditions = plan_values(plan, "Index Cond")
         # The hour's sends are a range of the index, not a filter over all of Alice's.
         assert any("sent_at" in condition for condition in conditions), plan
     finally:

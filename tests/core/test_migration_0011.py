@@ -3,9 +3,7 @@ order from an index, with no sort before their first row."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import inspect
@@ -14,6 +12,8 @@ from fmn_core.db import make_engine
 from fmn_core.ownership import _OWNERS_SQL
 from fmn_core.schema import downgrade, upgrade
 from fmn_core.snapshots import _GROUPED_RULES
+
+from .plans import plan_values
 
 
 def _indexes(url: str, table: str) -> dict[str, list[str | None]]:
@@ -44,20 +44,6 @@ def test_migration_0011_replaces_the_two_indexes_and_goes_back_on_sqlite(tmp_pat
     _check(f"sqlite:///{tmp_path / 'old.sqlite'}")
 
 
-def _node_types(plan: Any) -> list[str]:
-    """Every ``Node Type`` in a JSON plan, at any depth."""
-    found: list[str] = []
-    if isinstance(plan, dict):
-        if "Node Type" in plan:
-            found.append(plan["Node Type"])
-        for value in plan.values():
-            found.extend(_node_types(value))
-    elif isinstance(plan, list):
-        for value in plan:
-            found.extend(_node_types(value))
-    return found
-
-
 @pytest.mark.postgres
 def test_migration_0011_reads_rules_and_owners_in_index_order_on_postgres(
     empty_postgres_url: str,
@@ -72,9 +58,7 @@ def test_migration_0011_reads_rules_and_owners_in_index_order_on_postgres(
             connection.exec_driver_sql("SET enable_sort = off")
             for sql in (_OWNERS_SQL, _GROUPED_RULES):
                 (plan,) = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}").one()
-                if isinstance(plan, str):
-                    plan = json.loads(plan)
-                nodes = _node_types(plan)
+                nodes = plan_values(plan, "Node Type")
                 assert "Sort" not in nodes and "Incremental Sort" not in nodes, (sql, nodes)
                 assert any(n.startswith("Index") for n in nodes), (sql, nodes)
     finally:
@@ -87,7 +71,5 @@ def test_migration_0011_reads_rules_and_owners_in_index_order_on_postgres(
             (plan,) = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {_OWNERS_SQL}").one()
     finally:
         engine.dispose()
-    if isinstance(plan, str):
-        plan = json.loads(plan)
     # Without the index the owners are sorted: the check above can fail.
-    assert {"Sort", "Incremental Sort"} & set(_node_types(plan))
+    assert {"Sort", "Incremental Sort"} & set(plan_values(plan, "Node Type"))

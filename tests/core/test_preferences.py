@@ -660,24 +660,26 @@ def test_use_template_copies_filters_and_refuses_clashes(db: Database) -> None:
 # --- preview and history -----------------------------------------------------------
 
 
-@pytest.fixture
-def stored(db: Database, corpus: list[str]) -> list[tuple[str, Any]]:
-    """Forty corpus messages stored a second apart; (id, facts), oldest first."""
-    chosen: list[tuple[dict[str, Any], Any]] = []
+def store_corpus(
+    db: Database, corpus: list[str], keep: Callable[[str], bool], most: int | None = None
+) -> list[tuple[str, Any]]:
+    """The loadable corpus messages whose topic ``keep`` takes (at most ``most``), stored a
+    second apart, the newest an hour ago; (id, facts), oldest first."""
+    chosen: dict[str, tuple[dict[str, Any], Any]] = {}
     for line in corpus:
         data = json.loads(line)
-        if "bodhi" in data["topic"] or "koji" in data["topic"] or "pagure" in data["topic"]:
-            try:
-                facts = facts_of(load_message(data))
-            except Exception:  # only loadable messages make good fixtures
-                continue
-            if data["id"] not in {d["id"] for d, _ in chosen}:
-                chosen.append((data, facts))
-        if len(chosen) == 40:
+        if not keep(data["topic"]) or data["id"] in chosen:
+            continue
+        try:
+            facts = facts_of(load_message(data))
+        except Exception:  # only loadable messages make good fixtures
+            continue
+        chosen[data["id"]] = (data, facts)
+        if len(chosen) == most:
             break
     start = utcnow() - dt.timedelta(hours=1)
     with db.begin() as session:
-        for number, (data, _) in enumerate(chosen):
+        for number, (data, _) in enumerate(chosen.values()):
             session.add(
                 StoredMessage(
                     id=data["id"],
@@ -687,7 +689,15 @@ def stored(db: Database, corpus: list[str]) -> list[tuple[str, Any]]:
                     received_at=start + dt.timedelta(seconds=number),
                 )
             )
-    return [(data["id"], facts) for data, facts in chosen]
+    return [(message_id, facts) for message_id, (_, facts) in chosen.items()]
+
+
+@pytest.fixture
+def stored(db: Database, corpus: list[str]) -> list[tuple[str, Any]]:
+    """Forty bodhi, koji and pagure corpus messages stored a second apart, oldest first."""
+    return store_corpus(
+        db, corpus, lambda topic: any(app in topic for app in ("bodhi", "koji", "pagure")), 40
+    )
 
 
 def test_preview_evaluates_the_filter_newest_first(
@@ -745,27 +755,7 @@ def test_preview_reads_ownership_as_the_daemon_does_in_a_few_queries(
     loads the whole table, matches."""
     from sqlalchemy import event
 
-    stored: list[Any] = []
-    with db.begin() as session:
-        start = utcnow() - dt.timedelta(hours=1)
-        for line in corpus:
-            data = json.loads(line)
-            try:
-                facts = facts_of(load_message(data))
-            except Exception:  # only loadable messages make good fixtures
-                continue
-            if data["id"] in {f.id for f in stored}:
-                continue
-            session.add(
-                StoredMessage(
-                    id=data["id"],
-                    topic=data["topic"],
-                    body=data["body"],
-                    headers=data["headers"],
-                    received_at=start + dt.timedelta(seconds=len(stored)),
-                )
-            )
-            stored.append(facts)
+    stored = [facts for _, facts in store_corpus(db, corpus, lambda _topic: True)]
     packages = sorted({p for f in stored for p in f.packages})
     assert len(packages) > 30, "the corpus must name packages"
     with db.begin() as session:
