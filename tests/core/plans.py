@@ -7,16 +7,18 @@ from typing import Any
 
 
 def plan_values(plan: Any, key: str) -> list[Any]:
-    """Every value of ``key`` in a JSON plan (or its text), at any depth."""
-    if isinstance(plan, str):
-        plan = json.loads(plan)
+    """Every value of ``key`` in a JSON plan (as the driver gives it, or its text)."""
+    return _values(json.loads(plan) if isinstance(plan, str) else plan, key)
+
+
+def _values(node: Any, key: str) -> list[Any]:
     found: list[Any] = []
-    if isinstance(plan, dict):
-        if key in plan:
-            found.append(plan[key])
-        for value in plan.values():
-            found.extend(plan_values(value, key))
-    elif isinstance(plan, list):
-        for value in plan:
-            found.extend(plan_values(value, key))
+    if isinstance(node, dict):
+        if key in node:
+            found.append(node[key])
+        for value in node.values():
+            found.extend(_values(value, key))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_values(value, key))
     return found
