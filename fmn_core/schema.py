@@ -32,6 +32,7 @@ __all__ = [
     "downgrade",
     "head_revision",
     "is_current",
+    "schema_problem",
     "upgrade",
 ]
 
@@ -99,12 +100,9 @@ def _migrate(database_url: str, step: Callable[[AlembicConfig, str], None], revi
         engine.dispose()
 
 
-def _linear_head(versions: Path) -> str | None:
-    """The one head of a chain of plain scripts, or ``None`` when Alembic must decide.
-
-    Anything but a single chain written the usual way (a merge, a branch label, a
-    revision computed in code) is left to Alembic's own reading.
-    """
+def _plain_scripts(versions: Path) -> tuple[set[str], set[str]] | None:
+    """The revisions of the scripts and the ones they revise, or ``None`` when a script
+    is not written the usual way (a revision computed in code) and Alembic must read them."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for script in versions.glob("*.py"):
@@ -119,8 +117,37 @@ def _linear_head(versions: Path) -> str | None:
             if quoted is None:
                 return None
             parents.add(quoted[2])
+    return revisions, parents
+
+
+def _linear_head(versions: Path) -> str | None:
+    """The one head of a chain of plain scripts, or ``None`` when Alembic must decide.
+
+    Anything but a single chain written the usual way (a merge, a branch label, a
+    revision computed in code) is left to Alembic's own reading.
+    """
+    scripts = _plain_scripts(versions)
+    if scripts is None:
+        return None
+    revisions, parents = scripts
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
+def _knows(revision: str, database_url: str) -> bool:
+    """Whether one of this fmn's migration scripts is ``revision``."""
+    scripts = _plain_scripts(_script_location() / "versions")
+    if scripts is not None:
+        return revision in scripts[0]
+    from alembic.script import ScriptDirectory
+
+    try:
+        return (
+            ScriptDirectory.from_config(alembic_config(database_url)).get_revision(revision)
+            is not None
+        )
+    except Exception:  # Alembic's "can't locate revision"
+        return False
 
 
 def head_revision(database_url: str = "sqlite://") -> str:
@@ -152,3 +179,31 @@ def current_revision(engine: Engine) -> str | None:
 def is_current(engine: Engine) -> bool:
     """Whether the database's schema is at the newest migration."""
     return current_revision(engine) == head_revision(str(engine.url))
+
+
+#: What to do about a schema that is missing or older than this fmn's.
+UPGRADE = "run `fmn-daemon db upgrade`"
+
+
+def schema_problem(engine: Engine, upgrade_hint: str = UPGRADE) -> str | None:
+    """Why this fmn can't use the database's schema, and what to do, to follow "the
+    database ..."; ``None`` when it is at the newest migration. ``upgrade_hint`` says
+    what to do about a missing or older schema (a front end's users are not the
+    operator).
+
+    A schema newer than every script this fmn has was upgraded by a newer fmn:
+    ``fmn-daemon db upgrade`` can do nothing for it, so that is not what it says.
+    """
+    url = engine.url.render_as_string(hide_password=False)
+    current = current_revision(engine)
+    head = head_revision(url)
+    if current == head:
+        return None
+    if current is None:
+        return f"has no fmn schema yet: {upgrade_hint}"
+    if _knows(current, url):
+        return f"is at schema {current}, older than this fmn's {head}: {upgrade_hint}"
+    return (
+        f"is at schema {current}, which this fmn does not know (its newest is {head}): a "
+        "newer fmn has upgraded it; run that fmn instead"
+    )

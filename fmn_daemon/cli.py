@@ -41,7 +41,7 @@ EXIT_USAGE = 2
 
 
 class SchemaMissing(UserError):
-    """The database has no (or an old) fmn schema."""
+    """The database has no fmn schema, an older one, or one a newer fmn made."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,20 +283,17 @@ def _db_upgrade(config: Config) -> int:
 
 def _open(config: Config) -> Database:
     """The database, its schema checked; an empty embedded SQLite file is set up on the spot."""
-    from fmn_core.schema import current_revision, head_revision, upgrade
+    from fmn_core.schema import current_revision, schema_problem, upgrade
 
     db = Database(config)
-    current = current_revision(db.engine)
-    if current is None and db.engine.dialect.name == "sqlite":
+    if current_revision(db.engine) is None and db.engine.dialect.name == "sqlite":
         log.info("setting up the fmn schema in %s", _masked(config.database_url))
         upgrade(config.database_url)
         return db
-    if current != head_revision(config.database_url):
+    problem = schema_problem(db.engine)
+    if problem is not None:
         db.dispose()
-        raise SchemaMissing(
-            f"The database {_masked(config.database_url)} is at schema {current or '(none)'}, "
-            f"not the newest; run `fmn-daemon db upgrade` first."
-        )
+        raise SchemaMissing(f"The database {_masked(config.database_url)} {problem}.")
     return db
 
 

@@ -44,7 +44,7 @@ from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
 from fmn_core.errors import ConfigError, FmnError, report_internal_error
 from fmn_core.ownership import OwnershipProvider, ownership_provider, refresh_ownership
-from fmn_core.schema import current_revision, head_revision
+from fmn_core.schema import schema_problem
 
 from .concurrency import in_thread, in_unit_of_work
 from .consumer import BrokerSettings, BrokerUnavailable, Consumer, load_broker_settings
@@ -502,15 +502,11 @@ def _check_database(db: Database) -> None:
     try:
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-        current = current_revision(db.engine)
+        problem = schema_problem(db.engine)
     except Exception as exc:
         raise StartupError(f"the database {masked} does not answer: {_first_line(exc)}") from exc
-    head = head_revision(db.config.database_url)
-    if current != head:
-        raise StartupError(
-            f"the database {masked} is at schema {current or '(empty)'} but this fmn needs {head}; "
-            "run `fmn-daemon db upgrade`"
-        )
+    if problem is not None:
+        raise StartupError(f"the database {masked} {problem}")
 
 
 def _first_line(error: BaseException) -> str:

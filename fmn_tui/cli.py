@@ -19,7 +19,8 @@ Two ways to reach the preferences, one code path behind them (see
 The schema, in-process: on SQLite, an empty database gets fmn's schema on first
 start (the laptop default must just work); anything else — PostgreSQL, or a schema
 at an older revision — is the operator's job, and ``fmn-tui`` says to run
-``fmn-daemon db upgrade`` and exits with status 2.
+``fmn-daemon db upgrade`` and exits with status 2. A schema that a newer fmn made is
+not one this fmn can upgrade: it says to use that fmn instead.
 
 Logs never go to a shared place: internal errors of the TUI itself are appended
 to ``~/.local/state/fmn/log/tui.log`` of the account's own home (from the password
@@ -163,8 +164,8 @@ def prepare_schema(database: Database) -> None:
     if "users" in tables:
         # Tables without Alembic's bookkeeping were made by ``create_all`` (tests,
         # development); an Alembic database must be at the newest revision.
-        if "alembic_version" in tables and not schema.is_current(engine):
-            raise SetupError(f"fmn's database schema is out of date: {UPGRADE_HINT}.")
+        if "alembic_version" in tables and (problem := schema.schema_problem(engine, UPGRADE_HINT)):
+            raise SetupError(f"fmn's database {problem}.")
         return
     if not is_sqlite(engine) or tables:
         raise SetupError(f"fmn's database has no schema yet: {UPGRADE_HINT}.")

@@ -134,3 +134,37 @@ def test_checking_the_schema_does_not_load_alembic(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_schema_problem_says_what_to_do_for_a_missing_an_older_and_a_newer_schema(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import text
+
+    from fmn_core.schema import schema_problem
+
+    url = f"sqlite:///{tmp_path / 'versions.sqlite'}"
+    engine = make_engine(url)
+    head = head_revision(url)
+    try:
+        assert schema_problem(engine) == "has no fmn schema yet: run `fmn-daemon db upgrade`"
+        upgrade(url, "0010")
+        assert schema_problem(engine) == (
+            f"is at schema 0010, older than this fmn's {head}: run `fmn-daemon db upgrade`"
+        )
+        assert schema_problem(engine, "ask the operator") == (
+            f"is at schema 0010, older than this fmn's {head}: ask the operator"
+        )
+        upgrade(url)
+        assert schema_problem(engine) is None
+        # Upgraded by a newer fmn: upgrading with this one can do nothing for it.
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9001'"))
+        problem = schema_problem(engine)
+        assert problem is not None
+        assert problem.startswith(
+            f"is at schema 9001, which this fmn does not know (its newest is {head})"
+        )
+        assert "newer fmn" in problem and "db upgrade" not in problem
+    finally:
+        engine.dispose()

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 from fedora_messaging import message as fm_message
+from sqlalchemy import text
 
 from fmn_core.config import Config, HttpConfig
+from fmn_core.db import make_engine
 from fmn_core.schema import upgrade
 from fmn_daemon import service as service_module
 from fmn_daemon.service import Service
@@ -136,6 +138,25 @@ def test_service_refuses_to_start_on_an_old_schema(
     assert "fmn-daemon db upgrade" in errors[0]
     with pytest.raises(AssertionError):
         listener.collect("READY=1", timeout=0.5)  # never claimed to be ready
+
+
+def test_service_refuses_to_start_on_a_schema_a_newer_fmn_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sqlite_url(tmp_path)
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9001'"))
+    engine.dispose()
+    service = Service(Config(database_url=url), consume=False, deliver=False, serve_http=False)
+    with caplog.at_level(logging.ERROR):
+        assert asyncio.run(service.serve()) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    # Not "run `fmn-daemon db upgrade`": this fmn's upgrade can do nothing for it.
+    assert "is at schema 9001, which this fmn does not know" in errors[0]
+    assert "newer fmn" in errors[0] and "db upgrade" not in errors[0]
 
 
 def test_service_refuses_to_start_without_a_broker(

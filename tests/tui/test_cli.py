@@ -69,14 +69,19 @@ def test_cli_creates_the_schema_in_a_new_sqlite_database(tmp_path):
 
 def test_cli_outdated_schema_asks_for_an_upgrade(tmp_path):
     url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    schema.upgrade(url)
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
-    database = Database(Config(database_url=url), engine)
+    schema.upgrade(url, "0010")
+    database = Database(Config(database_url=url), make_engine(url))
     try:
-        with pytest.raises(cli.SetupError, match="fmn-daemon db upgrade"):
+        with pytest.raises(cli.SetupError, match="fmn-daemon db upgrade") as raised:
             cli.prepare_schema(database)
+        assert "then start fmn-tui again" in str(raised.value)
+        # A schema this fmn does not know was made by a newer one: no upgrade to ask for.
+        schema.upgrade(url)
+        with database.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9001'"))
+        with pytest.raises(cli.SetupError, match="newer fmn") as raised:
+            cli.prepare_schema(database)
+        assert "db upgrade" not in str(raised.value)
     finally:
         database.dispose()
 
