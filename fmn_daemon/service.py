@@ -503,6 +503,8 @@ def _check_database(db: Database) -> None:
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         problem = schema_problem(db.engine)
+    except FmnError:
+        raise  # says what is wrong itself (scripts missing, several revisions at once)
     except Exception as exc:
         raise StartupError(f"the database {masked} does not answer: {_first_line(exc)}") from exc
     if problem is not None:

@@ -140,23 +140,40 @@ def test_service_refuses_to_start_on_an_old_schema(
         listener.collect("READY=1", timeout=0.5)  # never claimed to be ready
 
 
-def test_service_refuses_to_start_on_a_schema_a_newer_fmn_made(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def _start_error_after(tmp_path: Path, caplog: pytest.LogCaptureFixture, statement: str) -> str:
+    """The one error the daemon logs when it starts on a schema that ``statement`` changed."""
     url = sqlite_url(tmp_path)
     upgrade(url)
     engine = make_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '9001'"))
+        connection.execute(text(statement))
     engine.dispose()
     service = Service(Config(database_url=url), consume=False, deliver=False, serve_http=False)
     with caplog.at_level(logging.ERROR):
         assert asyncio.run(service.serve()) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
+    return errors[0]
+
+
+def test_service_refuses_to_start_on_a_schema_a_newer_fmn_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = _start_error_after(tmp_path, caplog, "UPDATE alembic_version SET version_num = '9001'")
     # Not "run `fmn-daemon db upgrade`": this fmn's upgrade can do nothing for it.
-    assert "is at schema 9001, which this fmn does not know" in errors[0]
-    assert "newer fmn" in errors[0] and "db upgrade" not in errors[0]
+    assert "is at schema 9001, which this fmn does not know" in error
+    assert "newer fmn" in error and "db upgrade" not in error
+
+
+def test_service_says_what_is_wrong_with_a_schema_at_two_revisions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = _start_error_after(
+        tmp_path, caplog, "INSERT INTO alembic_version (version_num) VALUES ('0009')"
+    )
+    # fmn's own words, not "the database ... does not answer".
+    assert "several schema revisions at once" in error
+    assert "does not answer" not in error
 
 
 def test_service_refuses_to_start_without_a_broker(
