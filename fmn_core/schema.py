@@ -32,6 +32,7 @@ __all__ = [
     "downgrade",
     "head_revision",
     "is_current",
+    "knows_revision",
     "schema_problem",
     "upgrade",
 ]
@@ -134,7 +135,7 @@ def _linear_head(versions: Path) -> str | None:
     return heads.pop() if len(heads) == 1 and parents <= revisions else None
 
 
-def _knows(revision: str, database_url: str) -> bool:
+def knows_revision(revision: str, database_url: str = "sqlite://") -> bool:
     """Whether one of this fmn's migration scripts is ``revision``."""
     scripts = _plain_scripts(_script_location() / "versions")
     if scripts is not None:
@@ -201,9 +202,10 @@ def schema_problem(engine: Engine, upgrade_hint: str = UPGRADE) -> str | None:
         return None
     if current is None:
         return f"has no fmn schema yet: {upgrade_hint}"
-    if _knows(current, url):
+    if knows_revision(current, url):
         return f"is at schema {current}, older than this fmn's {head}: {upgrade_hint}"
     return (
         f"is at schema {current}, which this fmn does not know (its newest is {head}): a "
-        "newer fmn has upgraded it; run that fmn instead"
+        "newer fmn has upgraded it; run that fmn, or take the schema back with that fmn's "
+        f"`fmn-daemon db downgrade {head}`"
     )

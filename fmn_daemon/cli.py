@@ -44,6 +44,10 @@ class SchemaMissing(UserError):
     """The database has no fmn schema, an older one, or one a newer fmn made."""
 
 
+class RevisionRefused(UserError):
+    """``db downgrade`` was given a revision it cannot take the schema back to."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -66,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="the database schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser("upgrade", help="create or migrate the schema to the newest version")
+    downgrade = db_commands.add_parser(
+        "downgrade",
+        help="take the schema back to an older revision, for an older fmn (what the later "
+        "revisions added is dropped)",
+    )
+    downgrade.add_argument("revision", help="the revision the older fmn needs (it names it)")
 
     prefs = commands.add_parser("prefs", help="export or import every user's preferences")
     prefs_commands = prefs.add_subparsers(dest="prefs_command", metavar="ACTION", required=True)
@@ -245,6 +255,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(Path(args.dir) if args.dir else None, sys.stdout)
     config = load_config(args.config)
     if args.command == "db":
+        if args.db_command == "downgrade":
+            return _db_downgrade(config, args.revision)
         return _db_upgrade(config)
     if args.command == "run":
         return _run(config, args)
@@ -278,6 +290,38 @@ def _db_upgrade(config: Config) -> int:
 
     revision = upgrade(config.database_url)
     print(f"{_masked(config.database_url)} is at schema {revision}")
+    return EXIT_OK
+
+
+def _db_downgrade(config: Config, revision: str) -> int:
+    from fmn_core.schema import current_revision, downgrade, knows_revision
+
+    if not knows_revision(revision, config.database_url):
+        raise RevisionRefused(
+            f"This fmn has no schema revision {revision!r}; give the one the older fmn names "
+            "when it refuses to start."
+        )
+    db = Database(config)
+    try:
+        current = current_revision(db.engine)
+    finally:
+        db.dispose()
+    if current is None:
+        raise SchemaMissing(f"The database {_masked(config.database_url)} has no fmn schema.")
+    if not knows_revision(current, config.database_url):
+        raise SchemaMissing(
+            f"The database {_masked(config.database_url)} is at schema {current}, which this "
+            "fmn does not know; take it back with the fmn that upgraded it."
+        )
+    from alembic.util import CommandError
+
+    try:
+        now = downgrade(config.database_url, revision)
+    except CommandError as exc:  # a revision after the current one, say
+        raise RevisionRefused(
+            f"The schema cannot be taken back from {current} to {revision}: {exc}."
+        ) from None
+    print(f"{_masked(config.database_url)} is at schema {now}")
     return EXIT_OK
 
 

@@ -166,5 +166,6 @@ def test_schema_problem_says_what_to_do_for_a_missing_an_older_and_a_newer_schem
             f"is at schema 9001, which this fmn does not know (its newest is {head})"
         )
         assert "newer fmn" in problem and "db upgrade" not in problem
+        assert f"`fmn-daemon db downgrade {head}`" in problem
     finally:
         engine.dispose()

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from fmn_core.config import Config
 from fmn_core.db import Database
@@ -112,6 +112,37 @@ def test_cli_db_upgrade_creates_schema_at_head(
         db.dispose()
     # Running it again is harmless.
     assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+
+
+def test_cli_db_downgrade_takes_the_schema_back_for_an_older_fmn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    head = head_revision(url)
+    code, out, err = run(capsys, "--config", str(config), "db", "downgrade", "0010")
+    assert code == 0, err
+    assert "is at schema 0010" in out
+    db = Database(Config(database_url=url))
+    try:
+        assert current_revision(db.engine) == "0010"
+        # Refused, each with what to give instead; the schema stays where it is.
+        code, _, err = run(capsys, "--config", str(config), "db", "downgrade", "nope")
+        assert code == 2 and "no schema revision 'nope'" in err
+        code, _, err = run(capsys, "--config", str(config), "db", "downgrade", head)
+        assert code == 2 and f"cannot be taken back from 0010 to {head}" in err
+        assert current_revision(db.engine) == "0010"
+        assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+        assert current_revision(db.engine) == head
+        # A schema a newer fmn made is that fmn's to take back.
+        with db.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9001'"))
+        code, _, err = run(capsys, "--config", str(config), "db", "downgrade", "0010")
+        assert code == 2 and "is at schema 9001, which this fmn does not know" in err
+        assert current_revision(db.engine) == "9001"
+    finally:
+        db.dispose()
 
 
 def test_cli_prefs_import_export_round_trip(
