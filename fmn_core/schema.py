@@ -31,7 +31,6 @@ __all__ = [
     "current_revision",
     "downgrade",
     "head_revision",
-    "is_current",
     "knows_revision",
     "schema_problem",
     "upgrade",
@@ -175,11 +174,6 @@ def current_revision(engine: Engine) -> str | None:
             f"({', '.join(sorted(r[0] for r in rows))}); run `fmn-daemon db upgrade`",
         )
     return rows[0][0] if rows else None
-
-
-def is_current(engine: Engine) -> bool:
-    """Whether the database's schema is at the newest migration."""
-    return current_revision(engine) == head_revision(str(engine.url))
 
 
 #: What to do about a schema that is missing or older than this fmn's.

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 
 from fmn_core.db import make_engine
 from fmn_core.models import Base
-from fmn_core.schema import current_revision, head_revision, is_current, upgrade
+from fmn_core.schema import current_revision, head_revision, schema_problem, upgrade
 
 
 def _check_matches_models(url: str) -> None:
@@ -19,7 +19,7 @@ def _check_matches_models(url: str) -> None:
     assert revision == head_revision(url)
     engine = make_engine(url)
     try:
-        assert is_current(engine)
+        assert schema_problem(engine) is None
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             differences = compare_metadata(context, Base.metadata)
@@ -106,27 +106,32 @@ def test_current_revision_agrees_with_alembic(tmp_path: Path) -> None:
         with engine.connect() as connection:
             assert MigrationContext.configure(connection).get_current_revision() == "0003"
         assert current_revision(engine) == "0003"
-        assert not is_current(engine)
+        assert schema_problem(engine) is not None
         upgrade(url)
-        assert current_revision(engine) == head_revision() and is_current(engine)
+        assert current_revision(engine) == head_revision()
+        assert schema_problem(engine) is None
     finally:
         engine.dispose()
 
 
 def test_checking_the_schema_does_not_load_alembic(tmp_path: Path) -> None:
-    # The daemon, the bot and the TUI check the schema at every start; Alembic and
-    # its templating stay out of those processes unless a schema is being changed.
+    # The daemon, its commands and the TUI check the schema at every start; Alembic
+    # and its templating stay out of those processes unless a schema is being
+    # changed, whether the schema is the newest or not.
     import subprocess
     import sys
 
     url = f"sqlite:///{tmp_path / 'lean.sqlite'}"
+    older = f"sqlite:///{tmp_path / 'older.sqlite'}"
     upgrade(url)
+    upgrade(older, "0010")
     probe = (
         "import sys\n"
         "import fmn_core, fmn_daemon.cli, fmn_daemon.service\n"
         "from fmn_core.db import make_engine\n"
-        "from fmn_core.schema import is_current\n"
-        f"assert is_current(make_engine({url!r}))\n"
+        "from fmn_core.schema import schema_problem\n"
+        f"assert schema_problem(make_engine({url!r})) is None\n"
+        f"assert 'older' in schema_problem(make_engine({older!r}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
     )
     done = subprocess.run(
