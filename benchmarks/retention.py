@@ -38,7 +38,7 @@ from common import BenchDatabase, print_services  # noqa: E402
 from machine import print_machine  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 
-from fmn_core.config import Config  # noqa: E402
+from fmn_core.config import Config, ConfirmationConfig  # noqa: E402
 from fmn_core.db import Database  # noqa: E402
 from fmn_core.models import utcnow  # noqa: E402
 from fmn_core.retention import Pruned, Pruning, cutoff_for  # noqa: E402
@@ -125,7 +125,12 @@ def _bare(engine: Engine, cutoff: object) -> tuple[Pruned, float]:
 
 def _fmn(url: str, cutoff: object) -> tuple[Pruned, float, float, int]:
     db = Database(Config(database_url=url))
-    pruning, steps, longest = Pruning(cutoff, BATCH_ROWS), 0, 0.0  # type: ignore[arg-type]
+    pruning = Pruning(
+        cutoff,  # type: ignore[arg-type]
+        BATCH_ROWS,
+        codes_counted_for=ConfirmationConfig().counted_for,
+    )
+    steps, longest = 0, 0.0
     started = time.perf_counter()
     try:
         while True:

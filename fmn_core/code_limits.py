@@ -131,16 +131,13 @@ def record_code(
     now: dt.datetime,
 ) -> None:
     """Count a code just made for the address ``key`` (from :func:`check_code_limits`)."""
-    keep = max(
-        dt.timedelta(hours=config.code_window_hours),
-        dt.timedelta(seconds=config.resend_interval_seconds),
-    )
-    # Rows older than every limit count for nothing; drop this address's and user's.
+    # Rows older than every limit count for nothing; drop this address's and user's
+    # (retention prunes everybody's, ``fmn_core.retention``).
     session.execute(
         delete(CodeSend)
         .where(
             or_(CodeSend.address_key == key, CodeSend.user_id == user.id),
-            CodeSend.created_at < now - keep,
+            CodeSend.created_at < now - config.counted_for,
         )
         .execution_options(synchronize_session=False)
     )

@@ -11,6 +11,7 @@ shape of ``bot.account_format``, ``fcm.project`` with ``fcm.keyfile``). Secrets
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import string
 import tomllib
@@ -356,6 +357,14 @@ class ConfirmationConfig:
     #: Codes one user may have made per ``code_window_hours``, to all addresses together.
     codes_per_user: int = 10
     code_window_hours: int = 24
+
+    @property
+    def counted_for(self) -> dt.timedelta:
+        """How long a code made counts for a limit (older records count for nothing)."""
+        return max(
+            dt.timedelta(hours=self.code_window_hours),
+            dt.timedelta(seconds=self.resend_interval_seconds),
+        )
 
 
 @dataclass(frozen=True)

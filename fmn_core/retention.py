@@ -12,7 +12,15 @@ older than ``retention.days``, in this order:
    more. A message that a notification still waiting for delivery needs (held for
    a digest or a mute, failing and retried) stays as long as that notification;
 3. dead messages (deliveries put aside after failing again and again) received
-   before the cutoff.
+   before the cutoff;
+4. preference changes (``change_events``) recorded before the cutoff, but never the
+   newest: every matcher has long applied them (it reads those past its last one
+   at every batch), and on SQLite the newest row holds the ids' sequence, which
+   would otherwise start again from the highest row left and hide later changes
+   from matchers already past those ids;
+5. records of confirmation codes sent (``code_sends``) made before the cutoff and
+   older than any code limit counts (``ConfirmationConfig.counted_for``), so that
+   pruning never gives anyone a fresh allowance.
 
 Nothing ``pending``, ``sending`` or ``failed`` is ever deleted, whatever its age:
 pruning never costs a notification that has not been delivered or given up.
@@ -32,7 +40,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from .models import DeadMessage, Notification, StoredMessage, utcnow
+from .models import ChangeEvent, CodeSend, DeadMessage, Notification, StoredMessage, utcnow
 from .outbox import FINISHED_STATES
 
 __all__ = ["Pruned", "Pruning", "cutoff_for", "prunable"]
@@ -40,6 +48,8 @@ __all__ = ["Pruned", "Pruning", "cutoff_for", "prunable"]
 _NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
 _MESSAGES: Table = StoredMessage.__table__  # type: ignore[assignment]
 _DEAD_MESSAGES: Table = DeadMessage.__table__  # type: ignore[assignment]
+_CHANGE_EVENTS: Table = ChangeEvent.__table__  # type: ignore[assignment]
+_CODE_SENDS: Table = CodeSend.__table__  # type: ignore[assignment]
 
 
 @dataclasses.dataclass
@@ -49,10 +59,18 @@ class Pruned:
     notifications: int = 0
     messages: int = 0
     dead_messages: int = 0
+    change_events: int = 0
+    code_sends: int = 0
 
     @property
     def total(self) -> int:
-        return self.notifications + self.messages + self.dead_messages
+        return (
+            self.notifications
+            + self.messages
+            + self.dead_messages
+            + self.change_events
+            + self.code_sends
+        )
 
     def __bool__(self) -> bool:
         return self.total > 0
@@ -61,13 +79,17 @@ class Pruned:
         self.notifications += other.notifications
         self.messages += other.messages
         self.dead_messages += other.dead_messages
+        self.change_events += other.change_events
+        self.code_sends += other.code_sends
         return self
 
     def describe(self) -> str:
-        """``"3 notifications, 2 bus messages and 0 dead messages"``."""
+        """``"3 notifications, 2 bus messages, 0 dead messages, 4 preference changes
+        and 1 code records"``."""
         return (
-            f"{self.notifications:,} notifications, {self.messages:,} bus messages "
-            f"and {self.dead_messages:,} dead messages"
+            f"{self.notifications:,} notifications, {self.messages:,} bus messages, "
+            f"{self.dead_messages:,} dead messages, {self.change_events:,} preference "
+            f"changes and {self.code_sends:,} code records"
         )
 
 
@@ -104,6 +126,17 @@ def _unneeded_message(cutoff: dt.datetime, *, after_notifications: bool) -> Colu
     return and_(m.received_at < cutoff, not_(exists(select(n.id).where(*keeps))))
 
 
+def _old_change(cutoff: dt.datetime) -> ColumnElement[bool]:
+    c = _CHANGE_EVENTS.c
+    newest = select(func.max(c.id)).scalar_subquery()
+    return and_(c.created_at < cutoff, c.id < newest)
+
+
+def _codes_before(cutoff: dt.datetime, counted_for: dt.timedelta) -> dt.datetime:
+    """Code records go once past ``cutoff`` and no longer counted by a code limit."""
+    return min(cutoff, utcnow() - counted_for)
+
+
 def _chosen(
     session: Session, table: Table, condition: ColumnElement[bool], limit: int
 ) -> Select[Any]:
@@ -116,9 +149,13 @@ def _chosen(
 class Pruning:
     """One pass over everything older than ``cutoff``, a transaction per :meth:`step`."""
 
-    def __init__(self, cutoff: dt.datetime, batch_rows: int) -> None:
+    def __init__(
+        self, cutoff: dt.datetime, batch_rows: int, *, codes_counted_for: dt.timedelta
+    ) -> None:
         self.cutoff = cutoff
         self.batch_rows = batch_rows
+        #: Before when code records go: the code limits still count younger ones.
+        self.codes_before = _codes_before(cutoff, codes_counted_for)
         #: What the steps so far deleted.
         self.done = Pruned()
         #: Where the next step starts reading messages (``received_at``): where the last
@@ -127,8 +164,9 @@ class Pruning:
         self._messages_from: dt.datetime | None = None
 
     def step(self, session: Session) -> Pruned:
-        """Delete up to ``batch_rows`` rows: notifications first, then messages, then
-        dead messages (see the module docstring). Nothing deleted: the pass is over."""
+        """Delete up to ``batch_rows`` rows: notifications first, then messages, dead
+        messages, preference changes and code records (see the module docstring).
+        Nothing deleted: the pass is over."""
         pruned = Pruned()
         limit = self.batch_rows
         pruned.notifications = _delete(session, _NOTIFICATIONS, _done_before(self.cutoff), limit)
@@ -137,6 +175,11 @@ class Pruning:
         if not pruned:
             old = _DEAD_MESSAGES.c.received_at < self.cutoff
             pruned.dead_messages = _delete(session, _DEAD_MESSAGES, old, limit)
+        if not pruned:
+            pruned.change_events = _delete(session, _CHANGE_EVENTS, _old_change(self.cutoff), limit)
+        if not pruned:
+            old = _CODE_SENDS.c.created_at < self.codes_before
+            pruned.code_sends = _delete(session, _CODE_SENDS, old, limit)
         self.done += pruned
         return pruned
 
@@ -162,8 +205,9 @@ def _delete(session: Session, table: Table, condition: ColumnElement[bool], limi
     return int(result.rowcount or 0)
 
 
-def prunable(session: Session, cutoff: dt.datetime) -> Pruned:
+def prunable(session: Session, cutoff: dt.datetime, *, codes_counted_for: dt.timedelta) -> Pruned:
     """How many rows pruning at ``cutoff`` would delete now (nothing is deleted)."""
+    codes_before = _codes_before(cutoff, codes_counted_for)
 
     def count(table: Table, condition: ColumnElement[bool]) -> int:
         return int(session.scalar(select(func.count()).select_from(table).where(condition)) or 0)
@@ -172,4 +216,6 @@ def prunable(session: Session, cutoff: dt.datetime) -> Pruned:
         notifications=count(_NOTIFICATIONS, _done_before(cutoff)),
         messages=count(_MESSAGES, _unneeded_message(cutoff, after_notifications=True)),
         dead_messages=count(_DEAD_MESSAGES, _DEAD_MESSAGES.c.received_at < cutoff),
+        change_events=count(_CHANGE_EVENTS, _old_change(cutoff)),
+        code_sends=count(_CODE_SENDS, _CODE_SENDS.c.created_at < codes_before),
     )

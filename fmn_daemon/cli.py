@@ -525,6 +525,7 @@ def _prune(config: Config, args: argparse.Namespace) -> int:
         raise NothingToPrune(f"--days must be from 1 to {MAX_RETENTION_DAYS}, not {days}.")
     cutoff = cutoff_for(days)
     older = f"older than {days} days (before {cutoff:%Y-%m-%d %H:%M} UTC)"
+    counted_for = config.confirmation.counted_for
     show = args.progress or sys.stderr.isatty()
     with _opened(config) as db:
         bar: Progress | None = None
@@ -532,13 +533,13 @@ def _prune(config: Config, args: argparse.Namespace) -> int:
             with db.begin() as session:
                 # Counting only reads: on SQLite, no write lock held meanwhile.
                 session.connection(execution_options={READ_ONLY: True})
-                found = prunable(session, cutoff)
+                found = prunable(session, cutoff, codes_counted_for=counted_for)
             if args.dry_run:
                 print(f"would prune {found.describe()} {older}")
                 return EXIT_OK
             if found:
                 bar = Progress(found.total, sys.stderr, "pruning", "rows")
-        pruning = Pruning(cutoff, config.retention.batch_rows)
+        pruning = Pruning(cutoff, config.retention.batch_rows, codes_counted_for=counted_for)
         try:
             while True:
                 with db.begin() as session:

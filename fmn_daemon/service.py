@@ -366,7 +366,11 @@ class Service:
         db = self.parts.db
         retention = self.config.retention
         while True:
-            pruning = Pruning(cutoff_for(retention.days), retention.batch_rows)
+            pruning = Pruning(
+                cutoff_for(retention.days),
+                retention.batch_rows,
+                codes_counted_for=self.config.confirmation.counted_for,
+            )
             try:
                 # One batch per transaction, and a chance to stop between them: a first
                 # pass over a large backlog never holds a lock, or the stop, for long.

@@ -12,10 +12,19 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from fmn_core.config import Config, RetentionConfig, load_config
+from fmn_core.config import Config, ConfirmationConfig, RetentionConfig, load_config
 from fmn_core.db import Database, make_engine
 from fmn_core.errors import ConfigError
-from fmn_core.models import Base, DeadMessage, Notification, StoredMessage, User, utcnow
+from fmn_core.models import (
+    Base,
+    ChangeEvent,
+    CodeSend,
+    DeadMessage,
+    Notification,
+    StoredMessage,
+    User,
+    utcnow,
+)
 from fmn_core.retention import Pruned, Pruning, cutoff_for, prunable
 
 from .test_outbox import add_message, add_notification, add_user
@@ -24,6 +33,12 @@ NOW = utcnow()
 OLD = NOW - dt.timedelta(days=40)
 RECENT = NOW - dt.timedelta(days=10)
 CUTOFF = cutoff_for(30, NOW)
+#: How long code records count by default (a day).
+COUNTED = ConfirmationConfig().counted_for
+
+
+def pruning(cutoff: dt.datetime, limit: int, counted_for: dt.timedelta = COUNTED) -> Pruning:
+    return Pruning(cutoff, limit, codes_counted_for=counted_for)
 
 
 def _message(session: Session, received_at: dt.datetime) -> StoredMessage:
@@ -58,6 +73,63 @@ class Seeded:
     kept_messages: set[str]
     gone_dead: set[int]
     kept_dead: set[int]
+    gone_changes: set[int]
+    kept_changes: set[int]
+    gone_codes: set[int]
+    kept_codes: set[int]
+
+    def kept(self) -> Left:
+        return Left(
+            self.kept_notifications,
+            self.kept_messages,
+            self.kept_dead,
+            self.kept_changes,
+            self.kept_codes,
+        )
+
+    def gone(self) -> Pruned:
+        return Pruned(
+            notifications=len(self.gone_notifications),
+            messages=len(self.gone_messages),
+            dead_messages=len(self.gone_dead),
+            change_events=len(self.gone_changes),
+            code_sends=len(self.gone_codes),
+        )
+
+
+@dataclass
+class Left:
+    """Ids of what is in the database, by table."""
+
+    notifications: set[int]
+    messages: set[str]
+    dead: set[int]
+    changes: set[int]
+    codes: set[int]
+
+
+def left(session: Session) -> Left:
+    return Left(
+        set(session.scalars(select(Notification.id))),
+        set(session.scalars(select(StoredMessage.id))),
+        set(session.scalars(select(DeadMessage.id))),
+        set(session.scalars(select(ChangeEvent.id))),
+        set(session.scalars(select(CodeSend.id))),
+    )
+
+
+def _change(session: Session, user_id: int, created_at: dt.datetime) -> ChangeEvent:
+    change = ChangeEvent(user_id=user_id, kind="filters", created_at=created_at)
+    session.add(change)
+    session.flush()
+    return change
+
+
+def _code(session: Session, user: User, created_at: dt.datetime) -> CodeSend:
+    code = CodeSend(user_id=user.id, address_key="k" * 64, created_at=created_at)
+    session.add(code)
+    session.flush()
+    return code
 
 
 def seed(session: Session) -> Seeded:
@@ -83,6 +155,12 @@ def seed(session: Session) -> Seeded:
     dead_recent = DeadMessage(message_id="m2", topic="t", reason="r", raw=b"x", received_at=RECENT)
     session.add_all([dead_old, dead_recent])
     session.flush()
+    # Preference changes: every matcher applied them long ago; the newest stays.
+    changed_long_ago = [_change(session, jo.id, OLD), _change(session, ann.id, OLD)]
+    changed_lately = _change(session, jo.id, RECENT)
+    # Codes sent: counted by the code limits for a day, kept as long as the rest.
+    code_long_ago = _code(session, jo, OLD)
+    code_lately = _code(session, jo, RECENT)
     return Seeded(
         gone_notifications={sent_long_ago.id, given_up_long_ago.id, shared_sent.id},
         kept_notifications={
@@ -107,25 +185,25 @@ def seed(session: Session) -> Seeded:
         },
         gone_dead={dead_old.id},
         kept_dead={dead_recent.id},
+        gone_changes={change.id for change in changed_long_ago},
+        kept_changes={changed_lately.id},
+        gone_codes={code_long_ago.id},
+        kept_codes={code_lately.id},
     )
 
 
-def _left(db: Database) -> tuple[set[int], set[str], set[int]]:
+def _left(db: Database) -> Left:
     with db.begin() as session:
-        return (
-            set(session.scalars(select(Notification.id))),
-            set(session.scalars(select(StoredMessage.id))),
-            set(session.scalars(select(DeadMessage.id))),
-        )
+        return left(session)
 
 
 def _prune_all(db: Database, limit: int) -> tuple[Pruned, int]:
-    pruning, steps = Pruning(CUTOFF, limit), 0
+    pass_, steps = pruning(CUTOFF, limit), 0
     while True:
         with db.begin() as session:
-            step = pruning.step(session)
+            step = pass_.step(session)
         if not step:
-            return pruning.done, steps
+            return pass_.done, steps
         assert step.total <= limit
         steps += 1
 
@@ -136,34 +214,27 @@ def test_prune_deletes_what_is_done_and_old_and_keeps_everything_still_waiting(
     with db.begin() as session:
         seeded = seed(session)
     with db.begin() as session:
-        counted = prunable(session, CUTOFF)
+        counted = prunable(session, CUTOFF, codes_counted_for=COUNTED)
     pruned, _ = _prune_all(db, 5000)
-    notifications, messages, dead = _left(db)
-    assert notifications == seeded.kept_notifications
-    assert messages == seeded.kept_messages
-    assert dead == seeded.kept_dead
-    expected = Pruned(
-        notifications=len(seeded.gone_notifications),
-        messages=len(seeded.gone_messages),
-        dead_messages=len(seeded.gone_dead),
-    )
+    assert _left(db) == seeded.kept()
+    expected = seeded.gone()
     # The dry run's count is what the pass then deleted.
     assert counted == expected
     assert pruned == expected
     # A second pass finds nothing.
     with db.begin() as session:
-        assert not Pruning(CUTOFF, 5000).step(session)
-        assert not prunable(session, CUTOFF)
+        assert not pruning(CUTOFF, 5000).step(session)
+        assert not prunable(session, CUTOFF, codes_counted_for=COUNTED)
 
 
 def test_prune_deletes_in_steps_of_at_most_the_batch(db: Database) -> None:
     with db.begin() as session:
         seeded = seed(session)
     pruned, steps = _prune_all(db, 1)
-    gone = len(seeded.gone_notifications) + len(seeded.gone_messages) + len(seeded.gone_dead)
+    gone = seeded.gone().total
     assert pruned.total == gone
     assert steps == gone
-    assert _left(db)[0] == seeded.kept_notifications
+    assert _left(db) == seeded.kept()
 
 
 def test_a_row_that_waited_long_and_died_lately_is_kept_its_whole_window(db: Database) -> None:
@@ -188,13 +259,50 @@ def test_a_row_that_waited_long_and_died_lately_is_kept_its_whole_window(db: Dat
         )
         assert state == "dead"
     with db.begin() as session:
-        assert not Pruning(CUTOFF, 5000).step(session)
-    assert {refused.id, retried.id} <= _left(db)[0]
+        assert not pruning(CUTOFF, 5000).step(session)
+    assert {refused.id, retried.id} <= _left(db).notifications
     # Their window runs from their death.
     later = cutoff_for(30, NOW + dt.timedelta(days=31))
-    pruning = Pruning(later, 5000)
     with db.begin() as session:
-        assert pruning.step(session).notifications == 2
+        assert pruning(later, 5000).step(session).notifications == 2
+
+
+def test_the_newest_change_is_kept_so_later_changes_still_reach_running_matchers(
+    db: Database,
+) -> None:
+    from fmn_core.matcher import Matcher
+
+    with db.begin() as session:
+        jo = add_user(session, "jo").id
+        old = [_change(session, jo, OLD).id for _ in range(3)]
+    with db.begin() as session:
+        matcher = Matcher.load(session)
+        assert matcher.last_change_id == max(old)
+    pruned, _ = _prune_all(db, 5000)
+    assert pruned == Pruned(change_events=2)
+    assert _left(db).changes == {max(old)}
+    # A change made after the pass gets an id past every one a matcher has seen (on
+    # SQLite ids would start again from the highest row left), and reaches it.
+    with db.begin() as session:
+        later = _change(session, jo, NOW).id
+        assert later > max(old)
+        assert matcher.apply_changes(session) == 1
+        assert matcher.last_change_id == later
+
+
+def test_code_records_stay_as_long_as_a_code_limit_counts_them(db: Database) -> None:
+    with db.begin() as session:
+        jo = add_user(session, "jo")
+        old = _code(session, jo, OLD).id
+    # Limits that count codes over sixty days keep a 40-day-old record past the
+    # 30-day window; the default day's limits do not.
+    sixty_days = ConfirmationConfig(code_window_hours=60 * 24).counted_for
+    with db.begin() as session:
+        assert prunable(session, CUTOFF, codes_counted_for=sixty_days).code_sends == 0
+        assert not pruning(CUTOFF, 5000, sixty_days).step(session)
+        assert prunable(session, CUTOFF, codes_counted_for=COUNTED).code_sends == 1
+        assert pruning(CUTOFF, 5000).step(session) == Pruned(code_sends=1)
+    assert old not in _left(db).codes
 
 
 def test_cutoff_needs_at_least_a_day() -> None:
@@ -276,15 +384,12 @@ def test_prune_skips_rows_another_transaction_holds_instead_of_waiting(
         started = time.monotonic()
         with db.begin() as session:
             session.execute(text("SET LOCAL lock_timeout = '5s'"))
-            step = Pruning(CUTOFF, 5000).step(session)
+            step = pruning(CUTOFF, 5000).step(session)
         assert time.monotonic() - started < 3
         assert step.notifications == len(seeded.gone_notifications) - 1
         holder.rollback()
-    notifications, _, _ = _left(db)
-    assert held_id in notifications
+    assert held_id in _left(db).notifications
     # Once let go, the next pass takes it (and its message).
     pruned, _ = _prune_all(db, 5000)
     assert pruned.notifications == 1
-    notifications, messages, _ = _left(db)
-    assert notifications == seeded.kept_notifications
-    assert messages == seeded.kept_messages
+    assert _left(db) == seeded.kept()

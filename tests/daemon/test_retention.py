@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from core.test_retention import Seeded, seed
+from core.test_retention import Left, Seeded, left, seed
 from sqlalchemy import select
 
 from fmn_core.config import Config, DeliveryConfig, RetentionConfig
 from fmn_core.db import Database
-from fmn_core.models import DeadMessage, Notification, StoredMessage
+from fmn_core.models import Notification, StoredMessage
 from fmn_core.schema import upgrade
 from fmn_daemon.cli import main
 from fmn_daemon.service import Service
@@ -31,21 +31,13 @@ def _seeded(url: str) -> Seeded:
         db.dispose()
 
 
-def _left(url: str) -> tuple[set[int], set[str], set[int]]:
+def _left(url: str) -> Left:
     db = Database(Config(database_url=url))
     try:
         with db.begin() as session:
-            return (
-                set(session.scalars(select(Notification.id))),
-                set(session.scalars(select(StoredMessage.id))),
-                set(session.scalars(select(DeadMessage.id))),
-            )
+            return left(session)
     finally:
         db.dispose()
-
-
-def _kept(seeded: Seeded) -> tuple[set[int], set[str], set[int]]:
-    return seeded.kept_notifications, seeded.kept_messages, seeded.kept_dead
 
 
 @pytest.mark.parametrize(
@@ -65,19 +57,21 @@ def test_cli_prune_counts_then_deletes_with_a_progress_bar(
     assert main(["--config", config, "prune", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(
-        "would prune 3 notifications, 3 bus messages and 1 dead messages older than 30 days"
+        "would prune 3 notifications, 3 bus messages, 1 dead messages, 2 preference changes "
+        "and 1 code records older than 30 days"
     ), out
     assert _left(url) == before
 
     assert main(["--config", config, "prune", "--progress"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith(
-        "pruned 3 notifications, 3 bus messages and 1 dead messages older than 30 days (before "
+        "pruned 3 notifications, 3 bus messages, 1 dead messages, 2 preference changes and "
+        "1 code records older than 30 days (before "
     ), captured.out
-    # Seven rows in steps of two: the bar moved, and ended full.
+    # Ten rows in steps of two: the bar moved, and ended full.
     assert captured.err.count("\rpruning [") >= 2, captured.err
-    assert f"[{'#' * 30}] 7/7 rows" in captured.err
-    assert _left(url) == _kept(seeded)
+    assert f"[{'#' * 30}] 10/10 rows" in captured.err
+    assert _left(url) == seeded.kept()
 
     assert main(["--config", config, "prune", "--progress"]) == 0
     captured = capsys.readouterr()
@@ -100,10 +94,10 @@ def test_cli_prune_refuses_to_keep_nothing_or_to_do_nothing(
     for days in ("0", "-3", "36501", "1000000"):
         assert main(["--config", keep_all, "prune", "--days", days]) == 2
         assert f"--days must be from 1 to 36500, not {days}." in capsys.readouterr().err
-    assert len(_left(url)[0]) > len(seeded.kept_notifications)
+    assert len(_left(url).notifications) > len(seeded.kept_notifications)
     # Asked for explicitly, a window works even where the daemon keeps everything.
     assert main(["--config", keep_all, "prune", "--days", "30"]) == 0
-    assert _left(url) == _kept(seeded)
+    assert _left(url) == seeded.kept()
 
 
 def _serve_until(service: Service, done: Callable[[], object], timeout: float = 30.0) -> int:
@@ -134,10 +128,11 @@ def test_daemon_prunes_once_started_and_counts_it(
 
     # The pass's one line comes once its last step found nothing more.
     assert _serve_until(service, told) == 0
-    assert service.metrics.get("rows_pruned") == 7
-    assert _left(url) == _kept(seeded)
+    assert service.metrics.get("rows_pruned") == 10
+    assert _left(url) == seeded.kept()
     assert told() == [
-        "retention: pruned 3 notifications, 3 bus messages and 1 dead messages older than 30 days"
+        "retention: pruned 3 notifications, 3 bus messages, 1 dead messages, 2 preference "
+        "changes and 1 code records older than 30 days"
     ]
 
 
