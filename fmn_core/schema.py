@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 __all__ = [
+    "SchemaProblem",
     "alembic_config",
     "current_revision",
     "downgrade",
@@ -34,6 +36,7 @@ __all__ = [
     "knows_revision",
     "schema_problem",
     "upgrade",
+    "usable_schema_problem",
 ]
 
 #: Alembic's default version table; fmn's ``alembic/env.py`` keeps the default.
@@ -203,3 +206,34 @@ def schema_problem(engine: Engine, upgrade_hint: str = UPGRADE) -> str | None:
         "newer fmn has upgraded it; run that fmn, or take the schema back with that fmn's "
         f"`fmn-daemon db downgrade {head}`"
     )
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    """Why a front end can't use the database's schema (see :func:`usable_schema_problem`)."""
+
+    #: What is wrong and what to do, to follow "the database ...".
+    sentence: str
+    #: Whether the database has no fmn tables at all (a front end may create them).
+    missing: bool
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def usable_schema_problem(engine: Engine, upgrade_hint: str = UPGRADE) -> SchemaProblem | None:
+    """Why a front end (the bot, the TUI) can't use the database's schema; ``None`` when
+    it can.
+
+    Unlike :func:`schema_problem`, tables without Alembic's bookkeeping count as usable:
+    ``Base.metadata.create_all`` made them (tests, development), and they are the models'
+    own. A database with Alembic's table must be at the newest migration.
+    """
+    with engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+    if "users" not in tables:
+        return SchemaProblem(f"has no fmn schema yet: {upgrade_hint}", missing=True)
+    if VERSION_TABLE not in tables:
+        return None
+    problem = schema_problem(engine, upgrade_hint)
+    return None if problem is None else SchemaProblem(problem, missing=False)

@@ -160,14 +160,14 @@ def prepare_schema(database: Database) -> None:
     Raises :class:`SetupError` when the operator has to act first.
     """
     engine = database.engine
-    tables = set(inspect(engine).get_table_names())
-    if "users" in tables:
-        # Tables without Alembic's bookkeeping were made by ``create_all`` (tests,
-        # development); an Alembic database must be at the newest revision.
-        if "alembic_version" in tables and (problem := schema.schema_problem(engine, UPGRADE_HINT)):
-            raise SetupError(f"fmn's database {problem}.")
+    problem = schema.usable_schema_problem(engine, UPGRADE_HINT)
+    if problem is None:
         return
-    if not is_sqlite(engine) or tables:
+    if not problem.missing:
+        raise SetupError(f"fmn's database {problem}.")
+    # Only an empty SQLite file is the laptop default's to fill; other tables may be
+    # somebody else's.
+    if not is_sqlite(engine) or inspect(engine).get_table_names():
         raise SetupError(f"fmn's database has no schema yet: {UPGRADE_HINT}.")
     revision = schema.upgrade(str(engine.url.render_as_string(hide_password=False)))
     log.info("created fmn's schema (revision %s) in a new SQLite database", revision)

@@ -174,3 +174,34 @@ def test_schema_problem_says_what_to_do_for_a_missing_an_older_and_a_newer_schem
         assert f"`fmn-daemon db downgrade {head}`" in problem
     finally:
         engine.dispose()
+
+
+def test_usable_schema_problem_accepts_create_all_and_only_the_newest_alembic_schema(
+    tmp_path: Path,
+) -> None:
+    from fmn_core.schema import usable_schema_problem
+
+    url = f"sqlite:///{tmp_path / 'usable.sqlite'}"
+    made = f"sqlite:///{tmp_path / 'create_all.sqlite'}"
+    engine = make_engine(url)
+    made_engine = make_engine(made)
+    head = head_revision(url)
+    try:
+        missing = usable_schema_problem(engine, "ask the operator")
+        assert missing is not None and missing.missing
+        assert str(missing) == "has no fmn schema yet: ask the operator"
+        # Tests and development make the models' tables without Alembic's bookkeeping.
+        Base.metadata.create_all(made_engine)
+        assert usable_schema_problem(made_engine) is None
+        assert schema_problem(made_engine) is not None  # which the daemon refuses
+        upgrade(url, "0010")
+        older = usable_schema_problem(engine)
+        assert older is not None and not older.missing
+        assert str(older) == (
+            f"is at schema 0010, older than this fmn's {head}: run `fmn-daemon db upgrade`"
+        )
+        upgrade(url)
+        assert usable_schema_problem(engine) is None
+    finally:
+        engine.dispose()
+        made_engine.dispose()
