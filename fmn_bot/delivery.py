@@ -145,6 +145,7 @@ class IrcSender:
         *,
         bot_nick: Callable[[], str],
         log: logging.Logger,
+        schema_ready: Callable[[], bool],
         worker: str | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
@@ -153,6 +154,8 @@ class IrcSender:
         self.link = link
         self.bot_nick = bot_nick
         self.log = log
+        #: Whether the database's schema is one this fmn can use (asked before each round).
+        self.schema_ready = schema_ready
         self.worker = worker or f"fmn-bot:{socket.gethostname()}:{os.getpid()}"
         self.clock = clock
         bot = self.config.bot
@@ -214,6 +217,11 @@ class IrcSender:
         """One round: claim due rows, decide, send; then confirmation codes."""
         moment = now if now is not None else self.clock()
         report = RoundReport()
+        if not self.schema_ready():
+            # Claiming on a schema this fmn can't use would fail, or worse, half work;
+            # the rows wait untouched until the operator has upgraded it.
+            report.notes.append("the database's schema is not usable yet")
+            return report
         lease = self.config.delivery.claim_lease_seconds
         with self.database.begin() as session:
             claimed = outbox.claim_due(

@@ -53,6 +53,7 @@ from fmn_core.wording import count, digest_policy, explanation_lines, quiet_hour
 from .delivery import IrcSender
 from .irc_link import LimnoriaLink
 from .reloading import load_keeping_last_good
+from .schema_gate import SchemaGate
 
 __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "services_account"]
 
@@ -469,6 +470,9 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
                 "identified without services. Never do this on a public network."
             )
         self.database = Database(self.fmn_config)
+        #: Commands and delivery wait while the schema is one this fmn can't use.
+        self.schema = SchemaGate(self.database.engine, self.log)
+        self.schema.check()
         self.directory: AccountDirectory = account_directory(
             self.fmn_config, self.database.sessionmaker
         )
@@ -488,7 +492,11 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
             log=self.log,
         )
         self.delivery = IrcSender(
-            self.database, self.link, bot_nick=self.link.bot_nick, log=self.log
+            self.database,
+            self.link,
+            bot_nick=self.link.bot_nick,
+            log=self.log,
+            schema_ready=self.schema.ready,
         )
         self.fmn.plugin = self
         if self.registryValue("deliver"):
@@ -548,6 +556,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     @contextmanager
     def unit(self, irc: Any, msg: Any) -> Iterator[tuple[Session, preferences.Actor]]:
         """One bot command's unit of work, as the identified sender."""
+        self.schema.require()
         actor = self.actor(irc, msg)
         # A person is waiting: a database another change holds locked is refused as
         # busy within the gateway's bound, as in the TUI, not after SQLite's long wait.
@@ -1065,6 +1074,7 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
 
             Lists the starting profiles "fmn use-template" can copy into a context.
             """
+            self.plugin.schema.require()
             with self.plugin.database.person_waiting(read_only=True) as session:
                 views = preferences.list_templates(session)
             if not views:

@@ -93,6 +93,7 @@ logging.setLoggerClass(_Logger)
 from sqlalchemy import delete  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
+from fmn_core import schema  # noqa: E402
 from fmn_core.db import make_engine  # noqa: E402
 from fmn_core.models import Base  # noqa: E402
 
@@ -113,7 +114,8 @@ def _fmn_bot_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 
     Limnoria test cases are unittest classes, so they can't take fixtures as
     arguments: this puts ``fmn_database_url`` and ``fmn_tmp`` on the instance.
-    SQLite is a file in ``tmp_path``; PostgreSQL is the session's database,
+    SQLite is a file in ``tmp_path``, made by ``create_all`` or, when the case sets
+    ``fmn_revision``, by Alembic up to that revision; PostgreSQL is the session's database,
     emptied after each test (the bot opens its own connections, so the
     rolled-back outer transaction of ``tests/conftest.py`` can't be used here).
     """
@@ -129,7 +131,11 @@ def _fmn_bot_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     else:
         url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
         engine = make_engine(url)
-        Base.metadata.create_all(engine)
+        revision = getattr(instance, "fmn_revision", None)
+        if revision is None:
+            Base.metadata.create_all(engine)
+        else:
+            schema.upgrade(url, revision)
     instance.fmn_database_url = url
     instance.fmn_tmp = tmp_path
     try:
@@ -198,6 +204,8 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
     #: ``bot.identity``: most tests are about commands, so the services account is
     #: the Fedora account; tests/bot/test_identity.py maps through a directory.
     fmn_identity = "services-account"
+    #: The Alembic revision of the SQLite database (None: ``create_all``'s tables).
+    fmn_revision: str | None = None
     account: str | None = "alice"
     fmn_database_url: str
     fmn_tmp: Path

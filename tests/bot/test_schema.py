@@ -1,0 +1,131 @@
+"""The bot on a database whose schema this fmn can't use: the operator is told once
+what to do, users are told to come back later, IRC delivery waits, and the upgrade
+is noticed without a reload."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from unittest import mock
+
+import pytest
+from sqlalchemy import select
+
+import fmn_bot.plugin
+from fmn_bot.schema_gate import RECHECK_SECONDS, SchemaGate, SchemaNotReady
+from fmn_core import schema
+from fmn_core.db import make_engine
+from fmn_core.models import Notification, NotificationState
+
+from . import conftest
+
+USER_ERROR = f"Error: {SchemaNotReady()}"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class TestOlderSchema(conftest.FmnCase):
+    """A database that Alembic took to an older revision than this fmn's newest."""
+
+    fmn_revision = "0010"
+    fmn_toml = "[bot]\nlines_per_second = 200.0\n"
+
+    def setUp(self) -> None:
+        # The plugin's log (Limnoria's "supybot" logger), from the plugin's start on.
+        self.logged = _Records()
+        logging.getLogger("supybot").addHandler(self.logged)
+        #: The schema gate's clock, moved on by hand.
+        self.now = 1000.0
+        gate = functools.partial(SchemaGate, clock=lambda: self.now)
+        with mock.patch.object(fmn_bot.plugin, "SchemaGate", gate):
+            super().setUp()
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        # The plugin copies the "supybot" handlers to fmn's own loggers.
+        for name in ("supybot", "fmn_core", "fmn_bot"):
+            logging.getLogger(name).removeHandler(self.logged)
+
+    def _errors(self) -> list[str]:
+        """fmn's errors (Limnoria logs its own about the test's empty registry)."""
+        return [
+            r.getMessage()
+            for r in self.logged.records
+            if r.levelno >= logging.ERROR and r.getMessage().startswith(("fmn", "internal error"))
+        ]
+
+    def test_commands_wait_for_the_upgrade_and_work_after_it_without_a_reload(self) -> None:
+        plugin = self.plugin
+        [told] = self._errors()
+        assert told.startswith(
+            f"fmn: the database sqlite:///{self.fmn_tmp / 'fmn.sqlite'} is at schema 0010, "
+            f"older than this fmn's {schema.head_revision()}: run `fmn-daemon db upgrade`."
+        ), told
+        for command in ("fmn add-filter irc builds", "fmn filters", "fmn templates"):
+            assert self.assertError(command).args[1] == USER_ERROR
+        self.now += RECHECK_SECONDS
+        assert self.assertError("fmn contexts").args[1] == USER_ERROR
+        # Told once, and no command was taken for a bug (an internal error is logged).
+        assert self._errors() == [told]
+        self.assertNotError("fmn help add-filter")  # needs no database
+
+        schema.upgrade(self.fmn_database_url)
+        # The bot looks again only once RECHECK_SECONDS have passed since its last look.
+        assert self.assertError("fmn filters").args[1] == USER_ERROR
+        self.now += RECHECK_SECONDS
+        self.assertRegexp("fmn add-filter irc builds", r"Added filter")
+        self.assertRegexp("fmn filters", r"builds")
+        assert self.irc.getCallback("Fmn") is plugin  # the same plugin: no reload
+        # Once usable, the schema is never looked at again.
+        self.now += RECHECK_SECONDS
+        with mock.patch(
+            "fmn_bot.schema_gate.usable_schema_problem", side_effect=AssertionError("looked")
+        ):
+            self.assertRegexp("fmn filters", r"builds")
+        assert self._errors() == [told]
+
+    def test_delivery_claims_nothing_until_the_upgrade(self) -> None:
+        self.confirm_irc("alice", "alice_")
+        ids = self.add_notifications("alice", ["rnv"])
+        report, sent = self.deliver_round(online=["alice_"])
+        assert sent == [] and report.idle
+        [row] = self.outbox_rows(ids)
+        assert row.state == NotificationState.PENDING.value
+        assert (row.claimed_by, row.attempts, row.last_error) == (None, 0, None)
+
+        schema.upgrade(self.fmn_database_url)
+        self.now += RECHECK_SECONDS
+        report, sent = self.deliver_round(online=["alice_"])
+        assert [m.args[0] for m in sent] == ["alice_"] and report.sent == 1
+        with self.database.begin() as session:
+            states = session.scalars(select(Notification.state).where(Notification.id.in_(ids)))
+            assert list(states) == [NotificationState.SENT.value]
+
+
+def test_a_database_that_does_not_answer_holds_delivery_but_not_commands(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: the connection is refused at once.
+    engine = make_engine("postgresql+psycopg://fmn:s3cret@127.0.0.1:1/fmn")
+    now = 0.0
+    gate = SchemaGate(engine, logging.getLogger("tests.bot.schema_gate"), clock=lambda: now)
+    try:
+        with caplog.at_level(logging.INFO, "tests.bot.schema_gate"):
+            assert not gate.check()
+            gate.require()  # the command reports the database itself
+            assert not gate.ready()  # delivery waits
+        [record] = [r for r in caplog.records if r.name == "tests.bot.schema_gate"]
+        assert record.levelno == logging.WARNING
+        assert "fmn: the database postgresql+psycopg://fmn:***@127.0.0.1:1/fmn does not answer" in (
+            record.getMessage()
+        )
+        assert "s3cret" not in record.getMessage()
+    finally:
+        engine.dispose()
