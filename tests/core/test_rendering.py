@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import stat
+import threading
 from pathlib import Path
 
 from fmn_core.config import Config, HttpConfig, SmtpConfig
@@ -133,6 +137,40 @@ def test_links_reject_tampered_and_foreign_tokens() -> None:
     assert links().verify_unsubscribe_token("not a token at all") is None
     other_secret = Links(public_url="https://x", secret=b"another")
     assert other_secret.verify_unsubscribe_token(token) is None
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_tokens_are_signed_as_links_already_in_mailboxes_were() -> None:
+    """HMAC-SHA256 of the purpose, a NUL and the payload, cut to 16 bytes: links in
+    mails sent by an earlier fmn keep working after an upgrade."""
+    expires = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    made = {
+        b"fmn-unsubscribe": links().unsubscribe_token("jo", "email"),
+        b"fmn-action": links().action_token("jo", "email", "m-1", "digest", expires, 3),
+    }
+    for purpose, token in made.items():
+        encoded, signature = token.split(".")
+        expected = hmac.digest(SECRET, purpose + b"\0" + _unb64(encoded), hashlib.sha256)
+        assert _unb64(signature) == expected[:16]
+    # Signed from many sender threads at once with one ``Links``: each token is its own.
+    shared, tokens = links(), {}
+
+    def sign(user: str) -> None:
+        for _ in range(200):
+            tokens[user] = shared.action_token(user, "email", "m-1", "digest", expires, 3)
+            assert shared.verify_action_token(tokens[user]) is not None
+
+    threads = [threading.Thread(target=sign, args=(f"user{n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for user, token in tokens.items():
+        claim = links().verify_action_token(token)
+        assert claim is not None and claim.user == user
 
 
 def test_load_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
