@@ -77,6 +77,7 @@ from .snapshots import (
 )
 
 __all__ = [
+    "GAP_WINDOW",
     "ContextSnapshot",
     "FilterOutcome",
     "FilterSnapshot",
@@ -97,7 +98,9 @@ _FAILURES_REMEMBERED = 4096
 #: (PostgreSQL hands out sequence values before commit); it is looked for again
 #: for this long, then given up as rolled back or deleted.
 _GAP_SECONDS = 300.0
-_MAX_GAPS = 1000
+#: How far below the newest change-event id such ids are looked for (retention never
+#: prunes a change this close to the newest, which would look like one).
+GAP_WINDOW = 1000
 
 
 class Recipient(NamedTuple):
@@ -863,7 +866,7 @@ class Matcher:
         # just below it may belong to transactions still in flight.
         newest = session.scalar(select(func.max(ChangeEvent.id))) or 0
         recent = session.scalars(
-            select(ChangeEvent.id).where(ChangeEvent.id > newest - _MAX_GAPS)
+            select(ChangeEvent.id).where(ChangeEvent.id >= newest - GAP_WINDOW)
         ).all()
         # What is built from here on (the ownership lookup, then the compiled
         # users) lives as long as the matcher, and none of it is a cycle: the
@@ -1027,7 +1030,7 @@ class Matcher:
     def _note_gaps(self, seen: set[int], since: int, newest: int) -> None:
         """Remember the ids after ``since`` and below ``newest`` that were not seen."""
         now = time.monotonic()
-        for missing in range(max(since + 1, newest - _MAX_GAPS), newest):
+        for missing in range(max(since + 1, newest - GAP_WINDOW), newest):
             if missing not in seen:
                 self._gaps[missing] = now
 

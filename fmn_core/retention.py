@@ -13,11 +13,13 @@ older than ``retention.days``, in this order:
    a digest or a mute, failing and retried) stays as long as that notification;
 3. dead messages (deliveries put aside after failing again and again) received
    before the cutoff;
-4. preference changes (``change_events``) recorded before the cutoff, but never the
-   newest: every matcher has long applied them (it reads those past its last one
-   at every batch), and on SQLite the newest row holds the ids' sequence, which
-   would otherwise start again from the highest row left and hide later changes
-   from matchers already past those ids;
+4. preference changes (``change_events``) recorded before the cutoff, except the
+   newest ``GAP_WINDOW`` ids: every matcher has long applied them (it reads those
+   past its last one at every batch), but a matcher starting up takes ids missing
+   that close below the newest for transactions still in flight and asks for them
+   at every batch for minutes; and on SQLite the newest row holds the ids'
+   sequence, which would otherwise start again from the highest row left and hide
+   later changes from matchers already past those ids;
 5. records of confirmation codes sent (``code_sends``) made before the cutoff and
    older than any code limit counts (``ConfirmationConfig.counted_for``), so that
    pruning never gives anyone a fresh allowance.
@@ -40,6 +42,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from .matcher import GAP_WINDOW
 from .models import ChangeEvent, CodeSend, DeadMessage, Notification, StoredMessage, utcnow
 from .outbox import FINISHED_STATES
 
@@ -129,7 +132,7 @@ def _unneeded_message(cutoff: dt.datetime, *, after_notifications: bool) -> Colu
 def _old_change(cutoff: dt.datetime) -> ColumnElement[bool]:
     c = _CHANGE_EVENTS.c
     newest = select(func.max(c.id)).scalar_subquery()
-    return and_(c.created_at < cutoff, c.id < newest)
+    return and_(c.created_at < cutoff, c.id < newest - GAP_WINDOW)
 
 
 def _codes_before(cutoff: dt.datetime, counted_for: dt.timedelta) -> dt.datetime:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session
 
 from fmn_core.config import Config, ConfirmationConfig, RetentionConfig, load_config
 from fmn_core.db import Database, make_engine
 from fmn_core.errors import ConfigError
+from fmn_core.matcher import GAP_WINDOW
 from fmn_core.models import (
     Base,
     ChangeEvent,
@@ -125,6 +126,13 @@ def _change(session: Session, user_id: int, created_at: dt.datetime) -> ChangeEv
     return change
 
 
+def _changes(session: Session, user_id: int, created_at: dt.datetime, count: int) -> list[int]:
+    """``count`` changes in one statement; their ids, in order."""
+    rows = [{"user_id": user_id, "kind": "filters", "created_at": created_at}] * count
+    statement = insert(ChangeEvent).returning(ChangeEvent.id, sort_by_parameter_order=True)
+    return list(session.scalars(statement, rows))
+
+
 def _code(session: Session, user: User, created_at: dt.datetime) -> CodeSend:
     code = CodeSend(user_id=user.id, address_key="k" * 64, created_at=created_at)
     session.add(code)
@@ -155,8 +163,10 @@ def seed(session: Session) -> Seeded:
     dead_recent = DeadMessage(message_id="m2", topic="t", reason="r", raw=b"x", received_at=RECENT)
     session.add_all([dead_old, dead_recent])
     session.flush()
-    # Preference changes: every matcher applied them long ago; the newest stays.
+    # Preference changes: every matcher applied the old ones long ago, but the ids
+    # closest below the newest stay whatever their age (see the next tests).
     changed_long_ago = [_change(session, jo.id, OLD), _change(session, ann.id, OLD)]
+    near_the_newest = _changes(session, jo.id, OLD, GAP_WINDOW)
     changed_lately = _change(session, jo.id, RECENT)
     # Codes sent: counted by the code limits for a day, kept as long as the rest.
     code_long_ago = _code(session, jo, OLD)
@@ -186,7 +196,7 @@ def seed(session: Session) -> Seeded:
         gone_dead={dead_old.id},
         kept_dead={dead_recent.id},
         gone_changes={change.id for change in changed_long_ago},
-        kept_changes={changed_lately.id},
+        kept_changes={*near_the_newest, changed_lately.id},
         gone_codes={code_long_ago.id},
         kept_codes={code_lately.id},
     )
@@ -267,27 +277,44 @@ def test_a_row_that_waited_long_and_died_lately_is_kept_its_whole_window(db: Dat
         assert pruning(later, 5000).step(session).notifications == 2
 
 
-def test_the_newest_change_is_kept_so_later_changes_still_reach_running_matchers(
+def test_changes_near_the_newest_are_kept_so_matchers_neither_miss_nor_wait_for_any(
     db: Database,
 ) -> None:
     from fmn_core.matcher import Matcher
 
     with db.begin() as session:
         jo = add_user(session, "jo").id
-        old = [_change(session, jo, OLD).id for _ in range(3)]
+        old = _changes(session, jo, OLD, GAP_WINDOW + 3)
     with db.begin() as session:
-        matcher = Matcher.load(session)
-        assert matcher.last_change_id == max(old)
+        running = Matcher.load(session)
+    newest = max(old)
+    assert running.last_change_id == newest
     pruned, _ = _prune_all(db, 5000)
     assert pruned == Pruned(change_events=2)
-    assert _left(db).changes == {max(old)}
+    assert _left(db).changes == set(old[2:])
+
+    asked: list[str] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def note(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "change_events" in statement:
+            asked.append(statement)
+
+    # A matcher starting now finds no id missing below the newest, so it does not
+    # ask for any at each batch as it would for transactions still in flight.
+    with db.begin() as session:
+        starting = Matcher.load(session)
+        assert starting.apply_changes(session) == 0
+    assert asked and not any(" IN (" in statement.upper() for statement in asked), asked
     # A change made after the pass gets an id past every one a matcher has seen (on
-    # SQLite ids would start again from the highest row left), and reaches it.
+    # SQLite ids would start again from the highest row left), and reaches both.
     with db.begin() as session:
         later = _change(session, jo, NOW).id
-        assert later > max(old)
-        assert matcher.apply_changes(session) == 1
-        assert matcher.last_change_id == later
+        assert later > newest
+        for matcher in (running, starting):
+            assert matcher.apply_changes(session) == 1
+            assert matcher.last_change_id == later
+    event.remove(db.engine, "before_cursor_execute", note)
 
 
 def test_code_records_stay_as_long_as_a_code_limit_counts_them(db: Database) -> None:
