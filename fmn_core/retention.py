@@ -12,7 +12,12 @@ older than ``retention.days``, in this order:
    more. A message that a notification still waiting for delivery needs (held for
    a digest or a mute, failing and retried) stays as long as that notification;
 3. dead messages (deliveries put aside after failing again and again) received
-   before the cutoff;
+   before the cutoff.
+
+   On SQLite, which gives a new row the highest id left plus one, the newest
+   notification and the newest dead message are never pruned: the live feed's
+   catch-up reads the notification ids past the last one a client saw, and the
+   operator re-queues a dead message by its id;
 4. preference changes (``change_events``) recorded before the cutoff, except the
    newest ``GAP_WINDOW`` ids: every matcher has long applied them (it reads those
    past its last one at every batch), but a matcher starting up takes ids missing
@@ -103,20 +108,41 @@ def cutoff_for(days: int, now: dt.datetime | None = None) -> dt.datetime:
     return (now or utcnow()) - dt.timedelta(days=days)
 
 
-def _done_before(cutoff: dt.datetime) -> ColumnElement[bool]:
+def _ids_reused(session: Session) -> bool:
+    """Whether a new row's id is the highest id left plus one (SQLite without
+    ``AUTOINCREMENT``): pruning the newest row would hand its id, and those below
+    it, out again."""
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def _short_of_newest(table: Table) -> ColumnElement[bool]:
+    return table.c.id < select(func.max(table.c.id)).scalar_subquery()
+
+
+def _done_before(cutoff: dt.datetime, *, keep_newest: bool) -> ColumnElement[bool]:
     n = _NOTIFICATIONS.c
     # A dead row's ``next_attempt_at`` is when it died (``outbox.mark_dead``); a sent
     # row's, when it was last due. The range is read from the outbox's own index
     # (state, next_attempt_at); a row sent before it was due (a digest's) stays until
     # both moments are past the cutoff.
-    return and_(
+    done = and_(
         n.state.in_(FINISHED_STATES),
         n.next_attempt_at < cutoff,
         or_(n.sent_at.is_(None), n.sent_at < cutoff),
     )
+    # The live feed's catch-up reads the ids past the last one a client saw.
+    return and_(done, _short_of_newest(_NOTIFICATIONS)) if keep_newest else done
 
 
-def _unneeded_message(cutoff: dt.datetime, *, after_notifications: bool) -> ColumnElement[bool]:
+def _old_dead(cutoff: dt.datetime, *, keep_newest: bool) -> ColumnElement[bool]:
+    old = _DEAD_MESSAGES.c.received_at < cutoff
+    # The operator re-queues a dead message by the id ``messages dead`` showed.
+    return and_(old, _short_of_newest(_DEAD_MESSAGES)) if keep_newest else old
+
+
+def _unneeded_message(
+    cutoff: dt.datetime, *, after_notifications: bool, keep_newest: bool = False
+) -> ColumnElement[bool]:
     """A stored message received before ``cutoff`` that no notification keeps.
 
     With ``after_notifications`` (a dry run), a notification that step 1 would
@@ -125,7 +151,7 @@ def _unneeded_message(cutoff: dt.datetime, *, after_notifications: bool) -> Colu
     m, n = _MESSAGES.c, _NOTIFICATIONS.c
     keeps = [n.message_id == m.id]
     if after_notifications:
-        keeps.append(not_(_done_before(cutoff)))
+        keeps.append(not_(_done_before(cutoff, keep_newest=keep_newest)))
     return and_(m.received_at < cutoff, not_(exists(select(n.id).where(*keeps))))
 
 
@@ -172,11 +198,13 @@ class Pruning:
         Nothing deleted: the pass is over."""
         pruned = Pruned()
         limit = self.batch_rows
-        pruned.notifications = _delete(session, _NOTIFICATIONS, _done_before(self.cutoff), limit)
+        keep = _ids_reused(session)
+        done = _done_before(self.cutoff, keep_newest=keep)
+        pruned.notifications = _delete(session, _NOTIFICATIONS, done, limit)
         if not pruned:
             pruned.messages = self._messages(session, limit)
         if not pruned:
-            old = _DEAD_MESSAGES.c.received_at < self.cutoff
+            old = _old_dead(self.cutoff, keep_newest=keep)
             pruned.dead_messages = _delete(session, _DEAD_MESSAGES, old, limit)
         if not pruned:
             pruned.change_events = _delete(session, _CHANGE_EVENTS, _old_change(self.cutoff), limit)
@@ -215,10 +243,12 @@ def prunable(session: Session, cutoff: dt.datetime, *, codes_counted_for: dt.tim
     def count(table: Table, condition: ColumnElement[bool]) -> int:
         return int(session.scalar(select(func.count()).select_from(table).where(condition)) or 0)
 
+    keep = _ids_reused(session)
+    unneeded = _unneeded_message(cutoff, after_notifications=True, keep_newest=keep)
     return Pruned(
-        notifications=count(_NOTIFICATIONS, _done_before(cutoff)),
-        messages=count(_MESSAGES, _unneeded_message(cutoff, after_notifications=True)),
-        dead_messages=count(_DEAD_MESSAGES, _DEAD_MESSAGES.c.received_at < cutoff),
+        notifications=count(_NOTIFICATIONS, _done_before(cutoff, keep_newest=keep)),
+        messages=count(_MESSAGES, unneeded),
+        dead_messages=count(_DEAD_MESSAGES, _old_dead(cutoff, keep_newest=keep)),
         change_events=count(_CHANGE_EVENTS, _old_change(cutoff)),
         code_sends=count(_CODE_SENDS, _CODE_SENDS.c.created_at < codes_before),
     )

@@ -255,6 +255,8 @@ def test_a_row_that_waited_long_and_died_lately_is_kept_its_whole_window(db: Dat
         refused = _row(session, jo, OLD, "pending", OLD)
         retried = _row(session, jo, OLD, "failed", OLD)
         retried.attempts = 7
+        # Not the newest row (which SQLite keeps: see the test on ids below).
+        _row(session, jo, NOW, "pending", NOW + dt.timedelta(days=90))
         session.flush()
     with db.begin() as session:
         # Both die now, 40 days after they were first due.
@@ -315,6 +317,39 @@ def test_changes_near_the_newest_are_kept_so_matchers_neither_miss_nor_wait_for_
             assert matcher.apply_changes(session) == 1
             assert matcher.last_change_id == later
     event.remove(db.engine, "before_cursor_execute", note)
+
+
+def test_ids_a_client_or_the_operator_saw_are_never_handed_out_again(db: Database) -> None:
+    """Everything old and finished: on SQLite, which gives a new row the highest id
+    left plus one, the newest notification and dead message stay; on PostgreSQL
+    (a sequence) all go. Either way new rows get ids past every pruned one."""
+    with db.begin() as session:
+        jo = add_user(session, "jo")
+        sent = [_row(session, jo, OLD, "sent", OLD, OLD).id for _ in range(3)]
+        dead = []
+        for n in range(3):
+            row = DeadMessage(message_id=f"d{n}", topic="t", reason="r", raw=b"x", received_at=OLD)
+            session.add(row)
+            session.flush()
+            dead.append(row.id)
+        counted = prunable(session, CUTOFF, codes_counted_for=COUNTED)
+    pruned, _ = _prune_all(db, 5000)
+    assert pruned.notifications == counted.notifications
+    assert pruned.messages == counted.messages
+    assert pruned.dead_messages == counted.dead_messages
+    kept = _left(db)
+    if db.engine.dialect.name == "sqlite":
+        assert kept.notifications == {max(sent)} and kept.dead == {max(dead)}
+        assert kept.messages and pruned.messages == len(sent) - 1
+    else:
+        assert kept.notifications == set() and kept.dead == set()
+    with db.begin() as session:
+        jo = session.get_one(User, jo.id)
+        assert _row(session, jo, RECENT, "sent", RECENT, RECENT).id > max(sent)
+        later = DeadMessage(message_id="d9", topic="t", reason="r", raw=b"x", received_at=NOW)
+        session.add(later)
+        session.flush()
+        assert later.id > max(dead)
 
 
 def test_code_records_stay_as_long_as_a_code_limit_counts_them(db: Database) -> None:
