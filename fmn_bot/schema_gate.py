@@ -20,6 +20,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from fmn_core.db import driver_said
 from fmn_core.errors import FmnError, UserError
 from fmn_core.schema import usable_schema_problem
 
@@ -91,7 +92,7 @@ class SchemaGate:
             self._problem = None
             self._tell(
                 logging.WARNING,
-                f"fmn: the database {self._masked} does not answer ({_first_line(exc)}); "
+                f"fmn: the database {self._masked} does not answer ({driver_said(exc)}); "
                 "its schema is checked again when a command arrives",
             )
             return False
@@ -118,9 +119,3 @@ class SchemaGate:
         if sentence != self._told:
             self.log.log(level, "%s", sentence)
             self._told = sentence
-
-
-def _first_line(error: SQLAlchemyError) -> str:
-    orig = getattr(error, "orig", None)
-    lines = str(orig if orig is not None else error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

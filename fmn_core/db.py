@@ -21,6 +21,7 @@ from .config import Config
 from .errors import DatabaseBusy
 from .messages import loads_json
 from .rules import Catalog, default_catalog
+from .text import one_line
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -29,6 +30,7 @@ __all__ = [
     "Database",
     "catalog_of",
     "config_of",
+    "driver_said",
     "is_postgres",
     "is_sqlite",
     "make_engine",
@@ -146,6 +148,14 @@ def is_busy(error: OperationalError) -> bool:
     if isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES:
         return True
     return getattr(cause, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+
+
+def driver_said(error: BaseException) -> str:
+    """What the database driver said, in one line: the real cause ("connection
+    refused", "attempt to write a readonly database"), not SQLAlchemy's wrapping."""
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    return one_line(lines[0], limit=160) if lines else type(error).__name__
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:

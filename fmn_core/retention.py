@@ -47,6 +47,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from .db import is_sqlite
 from .matcher import GAP_WINDOW
 from .models import ChangeEvent, CodeSend, DeadMessage, Notification, StoredMessage, utcnow
 from .outbox import FINISHED_STATES
@@ -106,13 +107,6 @@ def cutoff_for(days: int, now: dt.datetime | None = None) -> dt.datetime:
     if days < 1:
         raise ValueError(f"retention needs at least one day, got {days}")
     return (now or utcnow()) - dt.timedelta(days=days)
-
-
-def _ids_reused(session: Session) -> bool:
-    """Whether a new row's id is the highest id left plus one (SQLite without
-    ``AUTOINCREMENT``): pruning the newest row would hand its id, and those below
-    it, out again."""
-    return session.get_bind().dialect.name == "sqlite"
 
 
 def _short_of_newest(table: Table) -> ColumnElement[bool]:
@@ -198,7 +192,9 @@ class Pruning:
         Nothing deleted: the pass is over."""
         pruned = Pruned()
         limit = self.batch_rows
-        keep = _ids_reused(session)
+        # SQLite (no ``AUTOINCREMENT``) gives a new row the highest id left plus one:
+        # pruning the newest row would hand its id, and those below it, out again.
+        keep = is_sqlite(session)
         done = _done_before(self.cutoff, keep_newest=keep)
         pruned.notifications = _delete(session, _NOTIFICATIONS, done, limit)
         if not pruned:
@@ -243,7 +239,7 @@ def prunable(session: Session, cutoff: dt.datetime, *, codes_counted_for: dt.tim
     def count(table: Table, condition: ColumnElement[bool]) -> int:
         return int(session.scalar(select(func.count()).select_from(table).where(condition)) or 0)
 
-    keep = _ids_reused(session)
+    keep = is_sqlite(session)
     unneeded = _unneeded_message(cutoff, after_notifications=True, keep_newest=keep)
     return Pruned(
         notifications=count(_NOTIFICATIONS, _done_before(cutoff, keep_newest=keep)),

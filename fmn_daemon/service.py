@@ -41,7 +41,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from fmn_core.config import Config
-from fmn_core.db import Database, make_engine
+from fmn_core.db import Database, driver_said, make_engine
 from fmn_core.errors import ConfigError, FmnError, report_internal_error
 from fmn_core.ownership import OwnershipProvider, ownership_provider, refresh_ownership
 from fmn_core.schema import schema_problem
@@ -510,15 +510,9 @@ def _check_database(db: Database) -> None:
     except FmnError:
         raise  # says what is wrong itself (scripts missing, several revisions at once)
     except Exception as exc:
-        raise StartupError(f"the database {masked} does not answer: {_first_line(exc)}") from exc
+        raise StartupError(f"the database {masked} does not answer: {driver_said(exc)}") from exc
     if problem is not None:
         raise StartupError(f"the database {masked} {problem}")
-
-
-def _first_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None)
-    text_ = str(orig if orig is not None else error).strip().splitlines()
-    return text_[0] if text_ else type(error).__name__
 
 
 def _return_freed_memory() -> None:

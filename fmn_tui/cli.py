@@ -46,7 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fmn_core import schema
 from fmn_core.accounts import account_directory, account_of_login, check_account_name, is_admin
 from fmn_core.config import load_config
-from fmn_core.db import Database, is_sqlite
+from fmn_core.db import Database, driver_said, is_sqlite
 from fmn_core.errors import (
     AccountDirectoryUnavailable,
     ConfigError,
@@ -213,12 +213,6 @@ def _start(args: argparse.Namespace) -> tuple[Account, Database | None]:
         raise
 
 
-def _database_problem(error: SQLAlchemyError) -> str:
-    """What the database said, in one line: the real cause ("readonly database", …)."""
-    cause = getattr(error, "orig", None) or error
-    return one_line(str(cause).split("\n")[0], limit=160)
-
-
 def _plain_terminal() -> None:
     # A terminal that can't draw colours (TERM=dumb or unset) gets Textual's
     # monochrome mode instead of a 24-bit screen it would show as garbage.
@@ -252,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     except SQLAlchemyError as error:
         log.exception("cannot use the database")
         print(
-            f"fmn-tui: fmn's database refused this account: {_database_problem(error)}. "
+            f"fmn-tui: fmn's database refused this account: {driver_said(error)}. "
             "On a shared host fmn-tui must run with --gateway (see fmn_tui/README.md); "
             "otherwise tell the fmn operators.",
             file=sys.stderr,

@@ -138,8 +138,11 @@ def test_cli_database_refusal_names_the_real_cause(tmp_path, capsys):
 def test_cli_database_problem_quotes_the_driver():
     from sqlalchemy.exc import OperationalError
 
+    from fmn_core.db import driver_said
+
     error = OperationalError("INSERT …", {}, Exception("attempt to write a readonly database"))
-    assert cli._database_problem(error) == "attempt to write a readonly database"
+    assert driver_said(error) == "attempt to write a readonly database"
+    assert driver_said(RuntimeError("first\nsecond")) == "first"
 
 
 def test_cli_gateway_mode_reads_no_configuration_and_takes_no_user(tmp_path, capsys):
