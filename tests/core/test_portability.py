@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -429,25 +429,42 @@ def nested(depth: int) -> str:
     )
 
 
+# Each file is made when its test runs, and named: pytest would otherwise name a case
+# by its whole value and file the 65 MB one under that name (a 65 MB test id, and
+# the file held for the whole session).
 @pytest.mark.parametrize(
-    ("raw", "said"),
+    ("make", "said"),
     [
-        (nested(10_000), "nests arrays and objects 10010 levels deep; at most 32"),
-        (nested(990), "levels deep; at most 32"),
-        ("[" * 100_000, "levels deep"),
-        (b'{"users": []}' + b" " * (65 * 1024 * 1024), "bytes long; at most"),
-        ('{"users": [{"name": "alice", "x": NaN}]}', "NaN is not a number JSON allows"),
-        ('{"users": [], "users": []}', "appears twice"),
-        (b'{"users": ["\xff"]}', "not UTF-8"),
-        ('{"users": [', "not valid JSON at line 1 column 12"),
-        ('{"users": [' + "1" * 5000 + "]}", "not valid JSON"),
+        pytest.param(
+            lambda: nested(10_000),
+            "nests arrays and objects 10010 levels deep; at most 32",
+            id="nested-10000",
+        ),
+        pytest.param(lambda: nested(990), "levels deep; at most 32", id="nested-990"),
+        pytest.param(lambda: "[" * 100_000, "levels deep", id="bare-brackets-100000"),
+        pytest.param(
+            lambda: b'{"users": []}' + b" " * (65 * 1024 * 1024),
+            "bytes long; at most",
+            id="65-MB",
+        ),
+        pytest.param(
+            lambda: '{"users": [{"name": "alice", "x": NaN}]}',
+            "NaN is not a number JSON allows",
+            id="NaN",
+        ),
+        pytest.param(lambda: '{"users": [], "users": []}', "appears twice", id="duplicate-key"),
+        pytest.param(lambda: b'{"users": ["\xff"]}', "not UTF-8", id="not-utf8"),
+        pytest.param(lambda: '{"users": [', "not valid JSON at line 1 column 12", id="truncated"),
+        pytest.param(
+            lambda: '{"users": [' + "1" * 5000 + "]}", "not valid JSON", id="5000-digit-number"
+        ),
     ],
 )
 def test_import_nested_or_hostile_file_refused_with_a_clear_message(
-    db: Database, raw: str | bytes, said: str
+    db: Database, make: Callable[[], str | bytes], said: str
 ) -> None:
     with pytest.raises(ImportRejected) as caught:
-        parse_preferences(raw)
+        parse_preferences(make())
     ((path, why),) = caught.value.problems
     assert path == "(file)" and said in why, why
     assert str(caught.value).startswith("Nothing was imported: 1 invalid entries ((file): ")
