@@ -35,7 +35,8 @@ class SchemaNotReady(UserError):
 
     def __init__(self) -> None:
         super().__init__(
-            "fmn can't use its database until the fmn operators upgrade it; please try again later."
+            "fmn can't use its database until the fmn operators fix its schema; "
+            "please try again later."
         )
 
 
