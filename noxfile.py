@@ -7,9 +7,12 @@ pyproject.toml), so a fresh clone needs only ``python3 -m pip install nox``.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
+from typing import IO
 
 import nox
 
@@ -25,18 +28,113 @@ RUFF = "ruff==0.17.6"
 LINTED = [*PACKAGES, "tests", "benchmarks", "noxfile.py", "alembic"]
 
 
+#: ``nox -s tests`` runs the suite as these pytest processes side by side. Most tests
+#: wait on servers and subprocesses: on a two-core machine one pytest took 15
+#: minutes, and two side by side about 8. Folders rather than pytest-xdist: Limnoria looks
+#: names up in its callers' frames (``supybot.dynamicScope``) and finds the
+#: ``channel`` that every xdist worker has there. The fault suite's outages stop
+#: private servers of their own, never the machine's, so no test needs to run alone.
+SHARDS: dict[str, tuple[str, ...]] = {
+    "core+bot+tui+e2e": ("tests/core", "tests/bot", "tests/tui", "tests/e2e"),
+    "daemon+faults": ("tests/daemon", "tests/faults"),
+}
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite, on SQLite and on PostgreSQL (absent services skip, except under CI).
 
-    ``nox -s tests -- -m "not slow"`` is the quick loop: it leaves out the
-    fault suite and the other whole-system runs (tests/conftest.py, SLOW_FOLDERS).
+    Without arguments, or with options only (``nox -s tests -- -m "not slow"``, the
+    quick loop, which leaves out the fault suite and the other whole-system runs:
+    tests/conftest.py, SLOW_FOLDERS), the shards of :data:`SHARDS` run side by side,
+    each line of their output marked with its shard. Arguments that name a path
+    (``nox -s tests -- tests/core -x``) run one pytest, as given.
     """
     session.install("-e", ".[test]")
-    args = session.posargs or ["tests"]
-    # pytest exits 5 when it collected nothing; nox fails on any non-zero exit,
-    # so an empty run can never pass.
-    session.run("pytest", *args, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    if any(Path(arg.split("::", 1)[0]).exists() for arg in session.posargs):
+        # pytest exits 5 when it collected nothing; nox fails on any non-zero exit,
+        # so an empty run can never pass.
+        session.run("pytest", *session.posargs, env=env)
+        return
+    _check_shards_cover_the_suite(session)
+    statuses = _run_side_by_side(
+        session, {name: [*session.posargs, *paths] for name, paths in SHARDS.items()}, env
+    )
+    failed = {name: status for name, status in statuses.items() if status not in (0, 5)}
+    # Exit 5 is "no tests collected": a shard that lost its tests fails the whole run,
+    # and with options (-k, -m) so does a run in which no shard collected any.
+    empty = [name for name, status in statuses.items() if status == 5]
+    if failed:
+        session.error(
+            "tests failed in "
+            + ", ".join(f"{name} (pytest exit status {status})" for name, status in failed.items())
+            + "; their lines above, marked with the shard's name, say which"
+        )
+    if empty and (not session.posargs or len(empty) == len(statuses)):
+        session.error(f"no tests were collected in {', '.join(empty)}")
+
+
+def _check_shards_cover_the_suite(session: nox.Session) -> None:
+    """Every folder of tests/ that holds tests is in a shard, and none is in two."""
+    sharded = [path for paths in SHARDS.values() for path in paths]
+    folders = {
+        f"tests/{folder.name}"
+        for folder in (ROOT / "tests").iterdir()
+        if folder.is_dir() and any(folder.rglob("test_*.py"))
+    }
+    if sorted(sharded) != sorted(folders):
+        session.error(
+            f"noxfile.SHARDS lists {sorted(sharded)}, but the folders with tests are "
+            f"{sorted(folders)}: put each folder in exactly one shard"
+        )
+
+
+def _run_side_by_side(
+    session: nox.Session, runs: dict[str, list[str]], env: dict[str, str]
+) -> dict[str, int]:
+    """Run ``pytest ARGS`` for every named run at once; each one's exit status.
+
+    Each line a run prints is printed as it comes, after the run's name in brackets.
+    """
+    bin_dir = str(session.bin)
+    environ = {**os.environ, **env, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    lock = threading.Lock()
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def relay(name: str, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with lock:
+                print(f"[{name}] {line}", flush=True)
+
+    session.log(
+        "running " + "; ".join(f"[{name}] pytest {' '.join(a)}" for name, a in runs.items())
+    )
+    readers = []
+    try:
+        for name, args in runs.items():
+            process = subprocess.Popen(
+                [os.path.join(bin_dir, "pytest"), *args],
+                cwd=ROOT,
+                env=environ,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            processes[name] = process
+            assert process.stdout is not None
+            reader = threading.Thread(target=relay, args=(name, process.stdout), daemon=True)
+            reader.start()
+            readers.append(reader)
+        statuses = {name: process.wait() for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:  # interrupted: leave no pytest running
+                process.terminate()
+                process.wait()
+    for reader in readers:
+        reader.join()
+    return statuses
 
 
 @nox.session
