@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from unittest import mock
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 import fmn_bot.plugin
 from fmn_bot.schema_gate import RECHECK_SECONDS, SchemaGate, SchemaNotReady
@@ -127,5 +128,34 @@ def test_a_database_that_does_not_answer_holds_delivery_but_not_commands(
             record.getMessage()
         )
         assert "s3cret" not in record.getMessage()
+    finally:
+        engine.dispose()
+
+
+def test_a_schema_a_newer_fmn_made_is_not_called_one_to_upgrade(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path}/newer.sqlite"
+    schema.upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"UPDATE {schema.VERSION_TABLE} SET version_num = 'f0f0'"))
+        gate = SchemaGate(engine, logging.getLogger("tests.bot.schema_gate"), clock=lambda: 0.0)
+        with caplog.at_level(logging.INFO, "tests.bot.schema_gate"):
+            assert not gate.check()
+            with pytest.raises(SchemaNotReady) as refused:
+                gate.require()
+            assert not gate.ready()  # delivery waits
+        # The operator is told that a newer fmn made it, and how to go back; users are
+        # told the operators must fix it, which an upgrade of this database would not.
+        [record] = [r for r in caplog.records if r.name == "tests.bot.schema_gate"]
+        said = record.getMessage()
+        assert record.levelno == logging.ERROR
+        assert "is at schema f0f0, which this fmn does not know" in said, said
+        assert f"`fmn-daemon db downgrade {schema.head_revision()}`" in said, said
+        assert "db upgrade" not in said, said
+        assert "fix its schema" in str(refused.value)
+        assert "upgrade" not in str(refused.value)
     finally:
         engine.dispose()
