@@ -76,7 +76,14 @@ def tests(session: nox.Session) -> None:
 
 
 def _check_shards_cover_the_suite(session: nox.Session) -> None:
-    """Every folder of tests/ that holds tests is in a shard, and none is in two."""
+    """Every folder of tests/ that holds tests is in a shard, none is in two, and no
+    test module sits in tests/ itself (no shard would run it)."""
+    loose = sorted(path.name for path in (ROOT / "tests").glob("test_*.py"))
+    if loose:
+        session.error(
+            f"tests/ holds {', '.join(loose)} outside every folder of noxfile.SHARDS: "
+            "move it into the folder of the part it tests"
+        )
     sharded = [path for paths in SHARDS.values() for path in paths]
     folders = {
         f"tests/{folder.name}"
