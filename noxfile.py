@@ -58,9 +58,13 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", *session.posargs, env=env)
         return
     _check_shards_cover_the_suite(session)
-    statuses = _run_side_by_side(
+    statuses, last_lines = _run_side_by_side(
         session, {name: [*session.posargs, *paths] for name, paths in SHARDS.items()}, env
     )
+    # Each shard's own summary ("N passed in Ts"), together: the first shard to end
+    # has its line far above the other's by then.
+    for name, line in last_lines.items():
+        session.log(f"[{name}] {line.strip(' =')}")
     failed = {name: status for name, status in statuses.items() if status not in (0, 5)}
     # Exit 5 is "no tests collected": a shard that lost its tests fails the whole run,
     # and with options (-k, -m) so does a run in which no shard collected any.
@@ -99,8 +103,9 @@ def _check_shards_cover_the_suite(session: nox.Session) -> None:
 
 def _run_side_by_side(
     session: nox.Session, runs: dict[str, list[str]], env: dict[str, str]
-) -> dict[str, int]:
-    """Run ``pytest ARGS`` for every named run at once; each one's exit status.
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Run ``pytest ARGS`` for every named run at once; each one's exit status and
+    last line of output.
 
     Each line a run prints is printed as it comes, after the run's name in brackets.
     """
@@ -108,10 +113,13 @@ def _run_side_by_side(
     environ = {**os.environ, **env, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     lock = threading.Lock()
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    last_lines = dict.fromkeys(runs, "(no output)")
 
     def relay(name: str, stream: IO[bytes]) -> None:
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line.strip():
+                last_lines[name] = line
             with lock:
                 print(f"[{name}] {line}", flush=True)
 
@@ -141,7 +149,7 @@ def _run_side_by_side(
                 process.wait()
     for reader in readers:
         reader.join()
-    return statuses
+    return statuses, last_lines
 
 
 @nox.session
