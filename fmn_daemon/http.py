@@ -299,8 +299,29 @@ def _abort(request: web.Request) -> None:
         request.transport.abort()
 
 
+#: The handshake headers that aiohttp quotes when it refuses a WebSocket handshake.
+_QUOTED_HANDSHAKE_HEADERS = ("Upgrade", "Connection", "Sec-WebSocket-Version")
+
+
+def _refuse_unquotable_handshake(request: web.Request) -> None:
+    """Answer a handshake header that is not ASCII with a 400 that quotes nothing.
+
+    aiohttp's 400 for a bad handshake quotes these headers; a value that is not
+    UTF-8 (the parser keeps such bytes as surrogates) then fails to encode and the
+    client gets a 500 with an error in the log, as with ``Expect`` (see
+    :func:`_refuse_unknown_expectations`). Valid values are ASCII tokens.
+    """
+    for name in _QUOTED_HANDSHAKE_HEADERS:
+        value = request.headers.get(name)
+        if value is not None and not value.isascii():
+            raise web.HTTPBadRequest(
+                text=f"The {name} header of a WebSocket handshake must be ASCII.\n"
+            )
+
+
 async def _live_ws(request: web.Request) -> web.StreamResponse:
     since = parse_since(request.query.get("since"), "since")
+    _refuse_unquotable_handshake(request)
     async with _live_client(request) as client:
         if isinstance(client, web.Response):
             return client

@@ -154,21 +154,25 @@ def server_errors() -> Iterator[_Errors]:
             logger.removeHandler(handler)
 
 
-def exchange(port: int, request: bytes, timeout: float = 6.0) -> bytes:
-    """Send ``request`` on a fresh connection; what came back until the status line ended."""
+def exchange(port: int, request: bytes, timeout: float = 6.0, until: bytes = b"\r\n") -> bytes:
+    """Send ``request`` on a fresh connection; what came back until ``until`` (by
+    default, the end of the status line) or the connection closed."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
         # The server may answer and close before reading it all.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             connection.sendall(request)
         received = b""
         deadline = time.monotonic() + timeout
-        while b"\r\n" not in received and time.monotonic() < deadline:
+        while until not in received and time.monotonic() < deadline:
             try:
                 chunk = connection.recv(4096)
             except ConnectionResetError:
                 break
             except TimeoutError:
-                raise AssertionError(f"no answer within {timeout}s to {request[:200]!r}") from None
+                raise AssertionError(
+                    f"no {until!r} within {timeout}s in the answer to {request[:200]!r}: "
+                    f"{received[:400]!r}"
+                ) from None
             if not chunk:
                 break
             received += chunk
@@ -414,6 +418,44 @@ def test_http_an_unknown_expectation_is_a_417_not_a_server_error(
     received = exchange(fuzz_server.port, request)
     assert received.startswith(b"HTTP/1.1 417 "), received[:200]
     assert fuzz_server.alive()
+    assert not server_errors.records, [r.getMessage() for r in server_errors.records]
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"13\xff", b"websocket\xc3"])
+@pytest.mark.parametrize("header", [b"Upgrade", b"Connection", b"Sec-WebSocket-Version"])
+def test_http_a_websocket_handshake_header_that_is_not_text_is_a_400_not_a_server_error(
+    fuzz_server: FuzzServer, server_errors: _Errors, header: bytes, value: bytes
+) -> None:
+    # Found by the fuzzer: aiohttp's 400 for a bad handshake quoted a header that is
+    # not UTF-8 and failed to encode it (a 500 and a traceback in the log).
+    handshake = {
+        b"Upgrade": b"websocket",
+        b"Connection": b"Upgrade",
+        b"Sec-WebSocket-Version": b"13",
+        b"Sec-WebSocket-Key": b"dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    handshake[header] = value
+    request = (
+        f"GET /live/ws/{LIVE} HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"".join(name + b": " + given + b"\r\n" for name, given in handshake.items())
+        + b"\r\n"
+    )
+    received = exchange(fuzz_server.port, request, until=b"must be ASCII")
+    assert received.startswith(b"HTTP/1.1 400 "), received[:200]
+    assert fuzz_server.alive()
+    assert not server_errors.records, [r.getMessage() for r in server_errors.records]
+
+
+def test_http_a_valid_websocket_handshake_is_still_met(
+    fuzz_server: FuzzServer, server_errors: _Errors
+) -> None:
+    request = (
+        f"GET /live/ws/{LIVE} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n".encode()
+        + b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    received = exchange(fuzz_server.port, request, until=b"\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 101 Switching Protocols"), received[:200]
     assert not server_errors.records, [r.getMessage() for r in server_errors.records]
 
 
