@@ -299,19 +299,20 @@ def _abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-#: The handshake headers that aiohttp quotes when it refuses a WebSocket handshake.
-_QUOTED_HANDSHAKE_HEADERS = ("Upgrade", "Connection", "Sec-WebSocket-Version")
+#: WebSocket handshake headers that aiohttp quotes or decodes when it refuses one.
+_ASCII_HANDSHAKE_HEADERS = ("Upgrade", "Connection", "Sec-WebSocket-Version", "Sec-WebSocket-Key")
 
 
-def _refuse_unquotable_handshake(request: web.Request) -> None:
+def _refuse_non_ascii_handshake(request: web.Request) -> None:
     """Answer a handshake header that is not ASCII with a 400 that quotes nothing.
 
-    aiohttp's 400 for a bad handshake quotes these headers; a value that is not
-    UTF-8 (the parser keeps such bytes as surrogates) then fails to encode and the
-    client gets a 500 with an error in the log, as with ``Expect`` (see
-    :func:`_refuse_unknown_expectations`). Valid values are ASCII tokens.
+    aiohttp's 400 for a bad handshake quotes the first three; a value that is not
+    UTF-8 (the parser keeps such bytes as surrogates) then fails to encode, as with
+    ``Expect`` (see :func:`_refuse_unknown_expectations`), and a key that is not
+    ASCII fails its base64 decoding with an error aiohttp does not catch: the client
+    got a 500 and the log a traceback. Valid values are ASCII tokens and base64.
     """
-    for name in _QUOTED_HANDSHAKE_HEADERS:
+    for name in _ASCII_HANDSHAKE_HEADERS:
         value = request.headers.get(name)
         if value is not None and not value.isascii():
             raise web.HTTPBadRequest(
@@ -321,7 +322,7 @@ def _refuse_unquotable_handshake(request: web.Request) -> None:
 
 async def _live_ws(request: web.Request) -> web.StreamResponse:
     since = parse_since(request.query.get("since"), "since")
-    _refuse_unquotable_handshake(request)
+    _refuse_non_ascii_handshake(request)
     async with _live_client(request) as client:
         if isinstance(client, web.Response):
             return client

@@ -422,12 +422,22 @@ def test_http_an_unknown_expectation_is_a_417_not_a_server_error(
 
 
 @pytest.mark.parametrize("value", [b"\xb2", b"13\xff", b"websocket\xc3"])
-@pytest.mark.parametrize("header", [b"Upgrade", b"Connection", b"Sec-WebSocket-Version"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Upgrade",
+        b"Connection",
+        b"Sec-WebSocket-Version",
+        b"Sec-WebSocket-Key",
+    ],
+)
 def test_http_a_websocket_handshake_header_that_is_not_text_is_a_400_not_a_server_error(
     fuzz_server: FuzzServer, server_errors: _Errors, header: bytes, value: bytes
 ) -> None:
     # Found by the fuzzer: aiohttp's 400 for a bad handshake quoted a header that is
-    # not UTF-8 and failed to encode it (a 500 and a traceback in the log).
+    # not UTF-8 and failed to encode it (a 500 and a traceback in the log); a key that
+    # is not ASCII failed its base64 decoding the same way. (Sec-WebSocket-Protocol and
+    # -Extensions that are not text are ignored, and the handshake is met.)
     handshake = {
         b"Upgrade": b"websocket",
         b"Connection": b"Upgrade",
