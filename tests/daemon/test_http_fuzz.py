@@ -421,16 +421,25 @@ def test_http_an_unknown_expectation_is_a_417_not_a_server_error(
     assert not server_errors.records, [r.getMessage() for r in server_errors.records]
 
 
+#: A valid WebSocket handshake's headers, for the live feed of ``LIVE``.
+HANDSHAKE = {
+    b"Upgrade": b"websocket",
+    b"Connection": b"Upgrade",
+    b"Sec-WebSocket-Version": b"13",
+    b"Sec-WebSocket-Key": b"dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+def handshake_request(headers: dict[bytes, bytes]) -> bytes:
+    return (
+        f"GET /live/ws/{LIVE} HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"".join(name + b": " + value + b"\r\n" for name, value in headers.items())
+        + b"\r\n"
+    )
+
+
 @pytest.mark.parametrize("value", [b"\xb2", b"13\xff", b"websocket\xc3"])
-@pytest.mark.parametrize(
-    "header",
-    [
-        b"Upgrade",
-        b"Connection",
-        b"Sec-WebSocket-Version",
-        b"Sec-WebSocket-Key",
-    ],
-)
+@pytest.mark.parametrize("header", list(HANDSHAKE))
 def test_http_a_websocket_handshake_header_that_is_not_text_is_a_400_not_a_server_error(
     fuzz_server: FuzzServer, server_errors: _Errors, header: bytes, value: bytes
 ) -> None:
@@ -438,20 +447,10 @@ def test_http_a_websocket_handshake_header_that_is_not_text_is_a_400_not_a_serve
     # not UTF-8 and failed to encode it (a 500 and a traceback in the log); a key that
     # is not ASCII failed its base64 decoding the same way. (Sec-WebSocket-Protocol and
     # -Extensions that are not text are ignored, and the handshake is met.)
-    handshake = {
-        b"Upgrade": b"websocket",
-        b"Connection": b"Upgrade",
-        b"Sec-WebSocket-Version": b"13",
-        b"Sec-WebSocket-Key": b"dGhlIHNhbXBsZSBub25jZQ==",
-    }
-    handshake[header] = value
-    request = (
-        f"GET /live/ws/{LIVE} HTTP/1.1\r\nHost: x\r\n".encode()
-        + b"".join(name + b": " + given + b"\r\n" for name, given in handshake.items())
-        + b"\r\n"
-    )
+    request = handshake_request({**HANDSHAKE, header: value})
     received = exchange(fuzz_server.port, request, until=b"must be ASCII")
     assert received.startswith(b"HTTP/1.1 400 "), received[:200]
+    assert b"The " + header + b" header of a WebSocket handshake must be ASCII." in received
     assert fuzz_server.alive()
     assert not server_errors.records, [r.getMessage() for r in server_errors.records]
 
@@ -459,15 +458,10 @@ def test_http_a_websocket_handshake_header_that_is_not_text_is_a_400_not_a_serve
 def test_http_a_valid_websocket_handshake_is_still_met(
     tmp_path: Path, server_errors: _Errors
 ) -> None:
-    request = (
-        f"GET /live/ws/{LIVE} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n".encode()
-        + b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
     # A server of its own: on the shared one, the fuzzed requests before may still
     # hold the token's live seats (a 429).
     with contextlib.contextmanager(_serve)(tmp_path) as server:
-        received = exchange(server.port, request, until=b"\r\n\r\n")
+        received = exchange(server.port, handshake_request(HANDSHAKE), until=b"\r\n\r\n")
     assert received.startswith(b"HTTP/1.1 101 Switching Protocols"), received[:200]
     assert not server_errors.records, [r.getMessage() for r in server_errors.records]
 
