@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from .access import Actor, target_account
+from .access import Actor, offered_context, target_account
 from .config import CONTEXTS
 from .delivery_settings import set_filter_delivery
 from .editing import add_rule, pause_filter
@@ -78,7 +78,7 @@ class ActionPlan:
 
 
 def _check_action(action: str) -> str:
-    if action not in ACTION_TITLES:
+    if not isinstance(action, str) or action not in ACTION_TITLES:
         raise InvalidArgument(
             f"There is no action {str(action)[:30]!r}; the actions are: {', '.join(ACTIONS)}.",
             argument="action",
@@ -155,6 +155,8 @@ def _plan(
     now: dt.datetime,
 ) -> ActionPlan:
     action = _check_action(action)
+    if context is not None:
+        context = offered_context(session, context)
     user = session.scalars(select(User).where(User.name == target)).one_or_none()
     pairs = _notifications(session, user, message_id, context)
     if not pairs:
@@ -203,9 +205,9 @@ def _plan(
             target, message_id, action, title, filters, (), (), "This message is about no package."
         )
     chosen = [choice] if choice is not None else list(packages)
-    if choice is not None and choice not in packages:
+    if choice is not None and (not isinstance(choice, str) or choice not in packages):
         raise InvalidArgument(
-            f"The message is not about {choice[:60]!r}; choose one of: {', '.join(packages)}.",
+            f"The message is not about {str(choice)[:60]!r}; choose one of: {', '.join(packages)}.",
             argument="package",
         )
     changes = tuple(

@@ -59,6 +59,7 @@ from .ownership import OwnershipQueries
 from .rules import Catalog, RuleSpec
 from .snapshots import load_snapshots
 from .stored_messages import stored_facts
+from .text import has_control
 
 __all__ = [
     "OUTCOMES",
@@ -206,7 +207,7 @@ def message_id_of(text: str) -> str:
                 argument="message",
             )
         given = found
-    if len(given) > MAX_MESSAGE_ID or any(ch.isspace() or ord(ch) < 32 for ch in given):
+    if len(given) > MAX_MESSAGE_ID or has_control(given) or any(ch.isspace() for ch in given):
         raise InvalidArgument(
             f"{given[:40]!r} is not a message id (at most {MAX_MESSAGE_ID} characters, no spaces).",
             argument="message",

@@ -25,7 +25,8 @@ imports only ``fmn_core``:
   ``$tuple``, ``$dt`` (an aware datetime), ``$view`` (one of :data:`VIEW_TYPES`) —
   so data a user typed can never pass for a view. A confirmation code never leaves
   the gateway: :class:`~fmn_core.preferences.PendingConfirmation` is encoded without
-  it (only the daemon sends codes, to the address being confirmed).
+  it (only the daemon sends codes, to the address being confirmed). Values nest at
+  most :data:`MAX_DEPTH` levels.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from .waiting import Waiting
 __all__ = [
     "DEFAULT_SOCKET",
     "MAX_CALLS",
+    "MAX_DEPTH",
     "MAX_REPLY",
     "MAX_REQUEST",
     "OPERATIONS",
@@ -86,6 +88,9 @@ MAX_REQUEST: Final = 256 * 1024
 MAX_REPLY: Final = 16 * 1024 * 1024
 #: Calls in one request.
 MAX_CALLS: Final = 500
+#: How deep values may nest: the deepest reply (an explanation, down to a rule's
+#: arguments) is 13 levels, counted as `decode` does; requests are shallower.
+MAX_DEPTH: Final = 64
 
 #: The preference calls a front end may ask for: what a user can see and change about
 #: their own account. The daemon's own calls (sending codes) are not among them.
@@ -269,15 +274,23 @@ def encode(value: Any) -> Any:
 
 def decode(data: Any) -> Any:
     """The value :func:`encode` made; ``MalformedRequest`` for anything else."""
+    return _decode(data, 0)
+
+
+def _decode(data: Any, depth: int) -> Any:
     if data is None or isinstance(data, bool | int | float | str):
         return data
+    if depth >= MAX_DEPTH:
+        # Before Python's own limit: past it the request would end as a bug.
+        raise MalformedRequest(f"values nested more than {MAX_DEPTH} levels deep")
+    depth += 1
     if isinstance(data, list):
-        return [decode(item) for item in data]
+        return [_decode(item, depth) for item in data]
     if not isinstance(data, dict):
         raise MalformedRequest(f"a value of type {type(data).__name__}")
     if "$view" in data and set(data) == {"$view", "fields"}:
         cls = VIEW_TYPES.get(data["$view"]) if isinstance(data["$view"], str) else None
-        fields = decode(data["fields"])
+        fields = _decode(data["fields"], depth)
         if cls is None or not isinstance(fields, dict):
             raise MalformedRequest("an unknown kind of view")
         try:
@@ -288,9 +301,9 @@ def decode(data: Any) -> Any:
         raise MalformedRequest("an object that is not a tagged value")
     ((tag, inner),) = data.items()
     if tag == "$map" and isinstance(inner, dict):
-        return {key: decode(item) for key, item in inner.items()}
+        return {key: _decode(item, depth) for key, item in inner.items()}
     if tag == "$tuple" and isinstance(inner, list):
-        return tuple(decode(item) for item in inner)
+        return tuple(_decode(item, depth) for item in inner)
     if tag == "$dt" and isinstance(inner, str):
         try:
             moment = dt.datetime.fromisoformat(inner)

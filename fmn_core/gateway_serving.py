@@ -22,12 +22,17 @@ daemons' 30 seconds; then the whole unit is rolled back and the reply is
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import inspect
 import logging
 import socket
 import threading
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
@@ -62,6 +67,17 @@ log = logging.getLogger(__name__)
 
 #: Calls that take no actor (the same for everyone).
 _NO_ACTOR = frozenset({"list_templates"})
+#: The kinds of value a preference call's arguments are annotated with, as a refusal
+#: names them. ``bool`` before ``int``: ``True`` is an ``int`` to Python, not to a user.
+_KINDS: Final[Mapping[type, str]] = {
+    str: "text",
+    bool: "true or false",
+    int: "a whole number",
+    dt.datetime: "a date and time",
+    dt.timedelta: "a duration",
+    Mapping: "a map",
+    type(None): "nothing",
+}
 
 
 @dataclass(frozen=True)
@@ -164,9 +180,17 @@ class PreferenceGateway:
             kwargs["user"] = principal.user
         head: tuple[Any, ...] = (session,) if call.op in _NO_ACTOR else (session, principal.actor)
         try:
-            signature.bind(*head, *call.args, **kwargs)
+            bound = signature.bind(*head, *call.args, **kwargs)
         except TypeError as error:
             raise MalformedRequest(f"wrong arguments for {call.op}") from error
+        expected = argument_kinds(call.op)
+        for name, value in bound.arguments.items():
+            kinds = expected.get(name)
+            if kinds is not None and not _is_one_of(value, kinds):
+                wanted = " or ".join(_KINDS[kind] for kind in kinds)
+                raise MalformedRequest(
+                    f"{call.op}'s {name} must be {wanted}, not {type(value).__name__}"
+                )
         return function(*head, *call.args, **kwargs)
 
     # --- one connection ---------------------------------------------------------------
@@ -196,6 +220,37 @@ class PreferenceGateway:
         except OSError:
             return False
         return True
+
+
+@functools.cache
+def argument_kinds(op: str) -> Mapping[str, tuple[type, ...]]:
+    """The kinds of value each argument of a preference call may be, from its annotations.
+
+    A request carries JSON, so a list can arrive where the service expects a name;
+    checked here, it is refused as malformed instead of failing inside the service
+    as a bug. Session, actor and ``user`` never come from a request.
+    """
+    hints = typing.get_type_hints(getattr(preferences, op))
+    return {
+        name: _kinds_of(hint)
+        for name, hint in hints.items()
+        if name not in ("session", "actor", "user", "return")
+    }
+
+
+def _kinds_of(hint: Any) -> tuple[type, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(kind for member in typing.get_args(hint) for kind in _kinds_of(member))
+    kind = typing.get_origin(hint) or hint
+    if kind not in _KINDS:
+        raise TypeError(f"the gateway has no check for arguments annotated {hint!r}")
+    return (kind,)
+
+
+def _is_one_of(value: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
 
 
 def reply_refusal(sock: socket.socket, error: UserError) -> None:

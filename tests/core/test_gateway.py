@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import inspect
+import logging
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 from conftest import database_locked  # tests/conftest.py (tests/ is on sys.path)
@@ -26,18 +29,30 @@ from fmn_core.errors import (
     PermissionDenied,
     UnknownContext,
 )
+from fmn_core.explain import ContextExplanation, Explanation, FilterExplanation, RuleExplanation
 from fmn_core.gateway import (
+    MAX_DEPTH,
     MAX_REQUEST,
+    OPERATIONS,
     READ_OPERATIONS,
+    TRIAL_FORBIDDEN,
     GatewayClient,
     PreferenceCall,
     decode,
     encode,
     read_frame,
+    write_frame,
 )
-from fmn_core.gateway_serving import PreferenceGateway, Principal, serve_in_process
+from fmn_core.gateway_serving import (
+    PreferenceGateway,
+    Principal,
+    argument_kinds,
+    serve_in_process,
+)
 from fmn_core.models import Base, Confirmation, User
 from fmn_core.preferences import Actor, DestinationView, FilterView, RuleView
+
+ALICE = Actor("alice")
 
 
 @pytest.fixture
@@ -202,6 +217,110 @@ def test_gateway_refuses_malformed_requests(db, request_, match):
     reply = gateway.handle(request_, Principal(Actor("alice")))
     assert reply["ok"] is False and reply["error"]["class"] == "MalformedRequest"
     assert match in reply["error"]["message"]
+
+
+def nested(value: Any, depth: int) -> Any:
+    """``value`` inside ``depth`` lists."""
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_gateway_decodes_its_deepest_replies_with_room_to_spare():
+    rule = RuleExplanation(1, "app_is", {"app": "koji"}, False, True, "app_is app=koji", "app")
+    filter_ = FilterExplanation("koji", 1, True, True, "", (rule,))
+    context = ContextExplanation("email", "sent", "koji", (filter_,))
+    explanation = Explanation("alice", "m-1", "t", "s", True, {"app": ("koji",)}, (context,))
+    # A reply's results are a list: one level more than the explanation itself.
+    deep = nested(encode([explanation]), MAX_DEPTH // 2)
+    assert decode(deep) == nested([explanation], MAX_DEPTH // 2)
+    assert decode(nested("x", MAX_DEPTH)) == nested("x", MAX_DEPTH)
+    with pytest.raises(MalformedRequest, match=f"nested more than {MAX_DEPTH} levels"):
+        decode(nested("x", MAX_DEPTH + 1))
+
+
+def test_gateway_refuses_values_nested_too_deep_and_keeps_the_connection(db, caplog):
+    sock, thread = serve_in_process(PreferenceGateway(db), Principal(Actor("alice")))
+    try:
+        for depth in (MAX_DEPTH + 1, 900):
+            # Written by hand: Python's own encoder refuses to nest this deep.
+            args = b"[" * depth + b"]" * depth
+            body = b'{"mode":"trial","calls":[{"op":"list_contexts","args":%s,"kwargs":{}}]}'
+            sock.sendall(struct.pack(">I", len(body % args)) + body % args)
+            reply = read_frame(sock, 1 << 20)
+            assert reply["ok"] is False and reply["error"]["class"] == "MalformedRequest"
+            assert f"nested more than {MAX_DEPTH} levels" in reply["error"]["message"]
+        # Still served: a bad request costs only itself.
+        write_frame(sock, {"hello": True})
+        assert read_frame(sock, 1 << 20)["session"]["account"] == "alice"
+        # Past what JSON itself reads, the frame is unreadable: said once, then hung up.
+        sock.sendall(struct.pack(">I", 200_000) + b"[" * 100_000 + b"]" * 100_000)
+        reply = read_frame(sock, 1 << 20)
+        assert "could not read the request" in reply["error"]["message"]
+        assert read_frame(sock, 1 << 20) is None
+    finally:
+        sock.close()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+#: A value of each kind a request can carry, and the kinds it passes for.
+VALUES_BY_KIND: list[tuple[Any, set[type]]] = [
+    ("email", {str}),
+    (1, {int}),
+    (True, {bool}),
+    (1.5, set()),
+    (None, {type(None)}),
+    (["email"], set()),
+    ({"app": "koji"}, {Mapping}),
+    (("email",), set()),
+    (dt.datetime(2030, 1, 1, tzinfo=dt.UTC), {dt.datetime}),
+]
+
+
+def fitting(kinds: tuple[type, ...]) -> Any:
+    return next(value for value, passes in VALUES_BY_KIND if passes & set(kinds))
+
+
+@pytest.mark.parametrize("op", sorted(OPERATIONS))
+def test_gateway_refuses_every_argument_of_the_wrong_kind_by_name(db, op, caplog):
+    """The annotations of the preference call are the contract: a value of another kind
+    is refused before the call runs, naming the call and the argument, never a bug."""
+    gateway = PreferenceGateway(db)
+    mode = "unit" if op in TRIAL_FORBIDDEN else "trial"
+    kinds = argument_kinds(op)
+    parameters = inspect.signature(getattr(preferences, op)).parameters
+    assert set(kinds) == set(parameters) - {"session", "actor", "user"}
+    refused = 0
+    for name in kinds:
+        for value, passes in VALUES_BY_KIND:
+            if passes & set(kinds[name]):
+                continue
+            args = {other: fitting(wanted) for other, wanted in kinds.items()}
+            args[name] = value
+            call = PreferenceCall(op, (), args)
+            reply = gateway.handle({"mode": mode, "calls": [call.to_wire()]}, Principal(ALICE))
+            assert reply["ok"] is False and "internal" not in reply, (name, value)
+            assert reply["error"]["class"] == "MalformedRequest", (name, value)
+            assert f"{op}'s {name} must be " in reply["error"]["message"], (name, value)
+            refused += 1
+    assert refused >= 5 * len(kinds)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_gateway_refused_argument_leaves_the_whole_unit_unwritten(db, alice):
+    calls = [
+        PreferenceCall.of(preferences.add_filter, "email", "kept?"),
+        PreferenceCall("move_filter", ("email", "kept?", "1")),
+    ]
+    with pytest.raises(MalformedRequest, match="move_filter's position must be a whole number"):
+        alice.run(calls)
+    with pytest.raises(MalformedRequest, match="must be true or false, not int"):
+        alice.run([PreferenceCall("set_filter_active", ("email", "kept?", 1))])
+    with pytest.raises(MalformedRequest, match="plan_action's action must be text, not dict"):
+        alice.run([PreferenceCall("plan_action", ("m-1", {"a": 1}))], trial=True)
+    assert witness(db, preferences.list_filters, "email") == []
 
 
 def test_gateway_hangs_up_on_an_oversized_or_broken_frame(db):

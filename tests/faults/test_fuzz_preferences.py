@@ -12,6 +12,7 @@ change only the guess counter).
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import string
 from collections.abc import Callable
 from typing import Any
@@ -20,14 +21,19 @@ import pytest
 from core.test_authorization import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from fmn_core import preferences as prefs
+from fmn_core.actions import ACTIONS
 from fmn_core.config import CONTEXTS
 from fmn_core.db import Database
 from fmn_core.errors import UserError
 from fmn_core.filters import MAX_FILTERS_PER_CONTEXT
+from fmn_core.gateway import OPERATIONS
+from fmn_core.models import Notification, StoredMessage, User
 from fmn_core.preferences import Actor
 from fmn_core.rules import default_catalog
+from fmn_core.schedule import DELIVERY_MODES
 
 from .conftest import env_int, faults_full
 
@@ -126,6 +132,22 @@ moments = st.one_of(
         [dt.datetime.max.replace(tzinfo=dt.UTC), dt.datetime.min.replace(tzinfo=dt.UTC)]
     ),
 )
+messages = st.one_of(
+    st.just("m-1"),
+    st.just("https://apps.fedoraproject.org/datagrepper/v2/id?id=m-1"),
+    texts,
+    junk,
+)
+actions = st.one_of(st.sampled_from(ACTIONS), texts, junk)
+clock_times = st.one_of(
+    st.none(), st.sampled_from(["08:00", "23:59", "24:00", "8", "08:60", "-1:00"]), texts, junk
+)
+time_zones = st.one_of(
+    st.none(),
+    st.sampled_from(["UTC", "Europe/Prague", "../../etc/passwd", "posix/UTC", "Factory"]),
+    texts,
+    junk,
+)
 RULES = sorted(spec.name for spec in default_catalog())
 PARAMETERS = sorted({p.name for spec in default_catalog() for p in spec.parameters})
 arguments = st.one_of(
@@ -171,7 +193,7 @@ def operation(draw: Callable[[Any], Any]) -> tuple[str, Callable[[Any], Any]]:
     function = getattr(prefs, name)
 
     def call(session: Any) -> Any:
-        if name in ("confirm",) or user is None:
+        if name in NO_USER_ARGUMENT or user is None:
             return function(session, actor, *args)
         return function(session, actor, *args, user=user)
 
@@ -216,11 +238,37 @@ CALLS: dict[str, Callable[[Callable[[Any], Any]], tuple[Any, ...]]] = {
     "mute": lambda d: (d(st.one_of(durations, moments, junk)),),
     "unmute": lambda d: (),
     "confirm": lambda d: (d(st.one_of(texts, junk, st.just("ABCD-EFGH"))),),
+    "first_contact": lambda d: (),
+    "take_notices": lambda d: (),
+    "revoke_action_links": lambda d: (),
+    "pending_notifications": lambda d: (),
+    "explain": lambda d: (d(messages),),
+    "plan_action": lambda d: (d(messages), d(actions)),
+    "act_on_notification": lambda d: (d(messages), d(actions)),
+    "pause_filter": lambda d: (d(contexts), d(names), d(st.one_of(st.none(), moments, junk))),
+    "set_filter_delivery": lambda d: (
+        d(contexts),
+        d(names),
+        d(st.one_of(st.sampled_from(DELIVERY_MODES), texts, junk)),
+    ),
+    "set_filter_urgent": lambda d: (d(contexts), d(names), d(st.one_of(st.booleans(), junk))),
+    "set_daily_digest": lambda d: (d(contexts), d(clock_times), d(time_zones)),
+    "set_quiet_hours": lambda d: (d(contexts), d(clock_times), d(clock_times), d(time_zones)),
 }
+#: Operations that take an actor but no ``user=``.
+NO_USER_ARGUMENT = frozenset({"confirm", "first_contact"})
+#: Gateway operations not drawn above, and why.
+NOT_DRAWN = {"list_templates": "takes no actor and no argument: the same list for everyone"}
+
+
+def test_fuzz_preferences_draws_every_operation_front_ends_can_call() -> None:
+    assert sorted(OPERATIONS - CALLS.keys() - NOT_DRAWN.keys()) == []
+    assert sorted(CALLS.keys() - OPERATIONS) == []
 
 
 def seed(db: Database) -> None:
-    """Alice has filter ``f`` (with a rule) in email and an address there."""
+    """Alice has filter ``f`` (with a rule) in email and an address there, and was
+    notified of message ``m-1`` by it (what ``explain`` and the actions read)."""
     with db.begin() as session:
         view = prefs.get_context(session, ALICE, "email")
         if not any(f.name == "f" for f in view.filters):
@@ -230,6 +278,18 @@ def seed(db: Database) -> None:
             prefs.add_rule(session, ALICE, "email", "f", "app_is", {"app": "koji"})
         if not view.destinations:
             prefs.set_destination(session, ALICE, "email", "alice@example.org")
+        if session.get(StoredMessage, "m-1") is None:
+            body = {"tag": "f40-updates", "name": "kernel", "owner": "alice"}
+            session.add(
+                StoredMessage(
+                    id="m-1", topic="org.fedoraproject.prod.buildsys.tag", body=body, headers={}
+                )
+            )
+            session.flush()
+            alice = session.scalars(select(User.id).where(User.name == "alice")).one()
+            session.add(
+                Notification(message_id="m-1", user_id=alice, context="email", filter_name="f")
+            )
 
 
 def without_guesses(state: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +363,44 @@ SANE: dict[str, tuple[Any, ...]] = {
     "preview": ("email", "f"),
     "mute": (dt.timedelta(hours=1),),
     "confirm": ("WRONGCODE",),
+    "explain": ("m-1",),
+    "plan_action": ("m-1", "mute-package"),
+    "act_on_notification": ("m-1", "mute-package"),
+    "pause_filter": ("email", "f", dt.datetime(2030, 1, 1, tzinfo=dt.UTC)),
+    "set_filter_delivery": ("email", "f", "digest"),
+    "set_filter_urgent": ("email", "f", True),
+    "set_daily_digest": ("email", "08:00", "Europe/Prague"),
+    "set_quiet_hours": ("email", "22:00", "07:00", "Europe/Prague"),
 }
+#: Sane keyword arguments; the sweep gives each, in turn, a hostile value too.
+SANE_KEYWORDS: dict[str, dict[str, Any]] = {
+    "add_filter": {"oneshot": True},
+    "add_rule": {"negated": True, "expires_at": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)},
+    "set_digest": {"at": "08:00", "timezone": "UTC"},
+    "plan_action": {"context": "email", "days": 3},
+    "act_on_notification": {"context": "email", "choice": "kernel", "days": 3},
+    "pending_notifications": {"context": "email", "limit": 5},
+    "recent_notifications": {"context": "email", "limit": 5},
+    "preview": {"limit": 5},
+}
+#: Gateway operations with no argument to sweep.
+NO_ARGUMENTS = frozenset(
+    {"first_contact", "list_contexts", "list_templates", "revoke_action_links", "take_notices"}
+    | {"unmute"}
+)
+
+
+def test_fuzz_preferences_sweeps_every_argument_front_ends_can_give() -> None:
+    swept = SANE.keys() | SANE_KEYWORDS.keys() | NO_ARGUMENTS
+    assert sorted(OPERATIONS - swept) == []
+    for name in OPERATIONS - NO_ARGUMENTS:
+        parameters = inspect.signature(getattr(prefs, name)).parameters
+        positional = [p for p in parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        keywords = {p.name for p in parameters.values() if p.kind is p.KEYWORD_ONLY}
+        assert len(SANE.get(name, ())) == len(positional) - 2, name  # session, actor
+        assert sorted(keywords - SANE_KEYWORDS.get(name, {}).keys() - {"user"}) == [], name
+
+
 HOSTILE: list[Any] = [
     "\ud800",
     "x\udcff",
@@ -347,16 +444,20 @@ def test_fuzz_preferences_hostile_values_in_every_argument(db: Database, figures
     failures: list[str] = []
     seed(db)
     state = snapshot(db)
-    for name, sane in sorted(SANE.items()):
-        for position in range(len(sane)):
+    for name in sorted(SANE.keys() | SANE_KEYWORDS.keys()):
+        sane, sane_keywords = SANE.get(name, ()), SANE_KEYWORDS.get(name, {})
+        for position in [*range(len(sane)), *sane_keywords]:
             for value in HOSTILE:
-                args = list(sane)
-                args[position] = value
-                described = f"{name}{tuple(args)!r}"[:300]
+                args, kwargs = list(sane), dict(sane_keywords)
+                if isinstance(position, int):
+                    args[position] = value
+                else:
+                    kwargs[position] = value
+                described = f"{name}{tuple(args)!r} {kwargs!r}"[:300]
                 calls += 1
                 try:
                     with db.begin() as session:
-                        getattr(prefs, name)(session, ALICE, *args)
+                        getattr(prefs, name)(session, ALICE, *args, **kwargs)
                 except UserError:
                     refused += 1
                     after = snapshot(db)
