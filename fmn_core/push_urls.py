@@ -202,7 +202,9 @@ def _split_host_port(hostport: str) -> tuple[str, int | None]:
         port_text = port_text if ":" in hostport else None
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        # ASCII digits only: int() reads "٣" as 3 (a port the URL does not spell for
+        # the sender that parses it again) and refuses "²", which isdigit() accepts.
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise _refuse(f"{port_text[:20]!r} is not a port number from 1 to 65535")
         port = int(port_text)
     return host, port

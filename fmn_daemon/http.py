@@ -553,9 +553,11 @@ async def _action_post(request: web.Request) -> web.Response:
     days_text = form.get("days")
     days: int | None = None
     if isinstance(days_text, str) and days_text.strip():
-        if not days_text.strip().isdigit() or len(days_text.strip()) > 3:
+        typed = days_text.strip()
+        # ASCII digits only: "²" is a digit to str.isdigit(), and int() refuses it.
+        if not (typed.isascii() and typed.isdigit()) or len(typed) > 3:
             return _page("Nothing was changed", "<p>days must be a whole number.</p>", status=400)
-        days = int(days_text.strip())
+        days = int(typed)
     try:
         written = await _core(
             request, _act, claim, choice if isinstance(choice, str) and choice else None, days

@@ -29,7 +29,7 @@ def discourse_category(message: MessageFacts, context: RuleContext, category: st
     post = body_get(event, "post")
     if body_text(post, "category_slug") == category:
         return True
-    if not category.isdigit():
+    if not (category.isascii() and category.isdigit()):
         return False
     number = body_integer(post, "category_id")
     if number is None:

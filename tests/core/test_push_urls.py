@@ -101,6 +101,9 @@ HOSTILE_URLS = [
     ("json://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", "non-ASCII"),  # fullwidth
     ("json://ntfy.example.org:0/", "port number"),
     ("json://ntfy.example.org:99999/", "port number"),
+    # digits to str.isdigit() that int() refuses ("²") or reads as another port ("٣")
+    ("json://ntfy.example.org:\u00b2/", "port number"),
+    ("json://ntfy.example.org:\u0663\u0664\u0663/", "port number"),
     ("json://1:2:3/", "several colons"),
     ("json://[::1/", "closing"),
     ("json:///path-only", "names no host"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import re
 import socket
@@ -36,9 +37,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.conftest import free_port
+from fmn_core import preferences
 from fmn_core.config import HttpConfig
 from fmn_core.db import Database
 from fmn_core.models import utcnow
+from fmn_core.preferences import Actor
 from fmn_core.rendering import Links
 from fmn_daemon.http import HttpServer, start_http
 from fmn_daemon.metrics import Metrics
@@ -68,6 +71,8 @@ class FuzzServer:
 
     port: int
     unsubscribe_token: str
+    #: A genuine "mute this package" link's token, for a notification jo was sent.
+    action_token: str
     thread: threading.Thread
     loop: asyncio.AbstractEventLoop
     server: HttpServer
@@ -85,6 +90,8 @@ def _serve(tmp: Path) -> Iterator[FuzzServer]:
         add_user(session, "jo", "email", ("jo@example.org",))
         for context in ("rss", "live"):
             add_notification(session, jo, context, state="sent", sent_at=now)
+        preferences.add_filter(session, Actor("jo"), "email", "my packages")
+        mailed = add_notification(session, jo, "email", state="sent", sent_at=now).message_id
     port = free_port()
     config = db.config.replace(
         http=HttpConfig(
@@ -127,9 +134,12 @@ def _serve(tmp: Path) -> Iterator[FuzzServer]:
     while not started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert started, "the server did not start"
-    token = Links.from_config(config).unsubscribe_token("jo", "email")
+    links = Links.from_config(config)
+    token = links.unsubscribe_token("jo", "email")
+    expires = now + dt.timedelta(days=1)
+    action = links.action_token("jo", "email", mailed, "mute-package", expires, 0)
     try:
-        yield FuzzServer(port, token, thread, loop, started[0])
+        yield FuzzServer(port, token, action, thread, loop, started[0])
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(15)
@@ -203,7 +213,7 @@ methods = st.one_of(
 
 
 @st.composite
-def paths(draw: st.DrawFn, unsubscribe: str) -> bytes:
+def paths(draw: st.DrawFn, unsubscribe: str, action: str) -> bytes:
     prefix = draw(
         st.sampled_from(
             [
@@ -222,6 +232,9 @@ def paths(draw: st.DrawFn, unsubscribe: str) -> bytes:
                 f"/unsubscribe/{unsubscribe}",
                 "/unsubscribe/",
                 "/unsubscribe/a.b",
+                f"/act/{action}",
+                "/act/",
+                "/act/a.b",
             ]
         )
     )
@@ -299,13 +312,25 @@ _HARMLESS_HEADER_NAMES = st.one_of(
 )
 
 
+#: What an action page's form posts: the package chosen, and for how many days.
+action_forms = st.dictionaries(
+    st.sampled_from(["choice", "days", "x"]),
+    st.one_of(
+        st.sampled_from(["libxcrypt", "7", "999", "-1", "", "²", "0x10"]),
+        st.text(max_size=30),
+        st.binary(max_size=30).map(lambda b: b.decode("latin-1")),
+    ),
+    max_size=3,
+).map(lambda form: "&".join(f"{quote(k)}={quote(v)}" for k, v in form.items()).encode())
+
+
 @st.composite
-def requests(draw: st.DrawFn, unsubscribe: str) -> bytes:
+def requests(draw: st.DrawFn, server: FuzzServer) -> bytes:
     # A whole request at random mostly ends at the parser's 400. Half of the requests
     # are framed as a client would frame them, so the handlers behind the parser meet
     # the hostile paths, queries, header values and bodies too.
     well_framed = draw(st.booleans())
-    path = draw(paths(unsubscribe))
+    path = draw(paths(server.unsubscribe_token, server.action_token))
     if well_framed:
         method = draw(st.sampled_from([b"GET", b"HEAD", b"POST"]))
         version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
@@ -321,6 +346,7 @@ def requests(draw: st.DrawFn, unsubscribe: str) -> bytes:
             st.just(b""),
             st.just(b"List-Unsubscribe=One-Click"),
             st.binary(max_size=2000),
+            action_forms,
         )
     )
     lines = [method + b" " + path + (b" " + version if version else b"")]
@@ -347,7 +373,7 @@ def test_http_fuzzed_requests_never_5xx_and_server_stays_up(
     )
     @given(data=st.data())
     def one(data: Any) -> None:
-        request = data.draw(requests(fuzz_server.unsubscribe_token))
+        request = data.draw(requests(fuzz_server))
         received = exchange(fuzz_server.port, request)
         if received:
             assert received.startswith(b"HTTP/"), received[:200]
@@ -374,7 +400,7 @@ def test_http_fuzzed_requests_feed_still_answers_between(
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(data=st.data())
     def one(data: Any) -> None:
-        exchange(fuzz_server.port, data.draw(requests(fuzz_server.unsubscribe_token)))
+        exchange(fuzz_server.port, data.draw(requests(fuzz_server)))
         valid_feed(fuzz_server.port)
 
     one()
@@ -473,4 +499,34 @@ def test_http_100_continue_is_still_met(fuzz_server: FuzzServer, server_errors: 
     )
     received = exchange(fuzz_server.port, request)
     assert received.startswith(b"HTTP/1.1 100 Continue"), received[:200]
+    assert not server_errors.records, [r.getMessage() for r in server_errors.records]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        b"choice=%00",
+        b"choice=%ff%fe",
+        b"choice=" + b"x" * 5000,
+        b"choice=libxcrypt&choice=other",
+        b"choice=%ED%A0%80",
+        b"days=99999",
+        b"days=-1",
+        b"days=%C2%B2",
+        b"days=7&days=abc",
+        b"\xff=\xfe",
+    ],
+    ids=lambda form: form[:24].decode("latin-1"),
+)
+def test_http_a_hostile_action_form_is_refused_not_a_server_error(
+    fuzz_server: FuzzServer, server_errors: _Errors, form: bytes
+) -> None:
+    request = (
+        f"POST /act/{fuzz_server.action_token} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n"
+    ).encode() + form
+    received = exchange(fuzz_server.port, request)
+    assert re.match(rb"HTTP/1\.1 (200|400|410) ", received), received[:200]
+    assert fuzz_server.alive()
     assert not server_errors.records, [r.getMessage() for r in server_errors.records]

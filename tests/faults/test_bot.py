@@ -85,6 +85,8 @@ NASTY = [
     "ntfys://127.0.0.1/x",
     "file:///etc/passwd",
 ]
+#: A message id named in explain and act commands.
+MESSAGE_ID = "1f0b8a43-5c5e-4a57-9e3b-0d6c2a7d9c11"
 #: A line per command, ``{}`` where the nasty token goes.
 TEMPLATES = [
     "fmn {}",
@@ -115,6 +117,24 @@ TEMPLATES = [
     "fmn preview irc {}",
     "fmn mute {}",
     "fmn unmute {}",
+    "fmn resend-code {}",
+    "fmn remove-address irc {}",
+    "fmn remove-address {} x",
+    "fmn daily irc {}",
+    "fmn daily irc 08:00 {}",
+    "fmn quiet irc {}",
+    "fmn quiet irc 22:00-07:00 {}",
+    "fmn delivery irc {} f",
+    "fmn delivery irc urgent {}",
+    "fmn pending {}",
+    "fmn recent {}",
+    "fmn why {}",
+    "fmn why https://apps.fedoraproject.org/datagrepper/v2/id?id={}",
+    "fmn mute-package {}",
+    f"fmn mute-package {MESSAGE_ID} {{}}",
+    "fmn mute-app {}",
+    "fmn pause-filter {}",
+    "fmn revoke-links {}",
 ]
 IRC_TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x00")
 tokens = st.one_of(
@@ -143,6 +163,10 @@ if TYPE_CHECKING:
     _Case = bot_conftest.FmnCase
 else:
     _Case = object
+
+
+def test_bot_nasty_tokens_reach_every_command() -> None:
+    assert sorted(set(COMMANDS) - {t.split()[1] for t in TEMPLATES if len(t.split()) > 1}) == []
 
 
 class FaultsBotCase(_Case):
@@ -242,10 +266,6 @@ class TestBotFuzz(FaultsBotCase, bot_conftest.FmnCase):
         self.seed()
         _text, problem = self.problem(line, private=private)
         assert problem is None, problem
-
-
-#: A message id bob names in explain and act commands.
-MESSAGE_ID = "1f0b8a43-5c5e-4a57-9e3b-0d6c2a7d9c11"
 
 
 class TestBotAuthorization(FaultsBotCase, bot_conftest.FmnCase):
