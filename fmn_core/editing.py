@@ -24,6 +24,7 @@ from .errors import (
 )
 from .filters import (
     MAX_FILTERS_PER_CONTEXT,
+    MAX_MUTE,
     MAX_RULES_PER_FILTER,
     check_filter_name,
     stored_rule_name,
@@ -83,7 +84,6 @@ __all__ = [
 
 MAX_DIGEST_MINUTES = 7 * 24 * 60
 MAX_DIGEST_COUNT = 1000
-MAX_MUTE = dt.timedelta(days=366)
 
 
 # --- contexts ----------------------------------------------------------------------

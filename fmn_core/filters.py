@@ -15,6 +15,8 @@ rule is stored.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from .schedule import DELIVERY_MODES
 __all__ = [
     "MAX_FILTERS_PER_CONTEXT",
     "MAX_FILTER_NAME",
+    "MAX_MUTE",
     "MAX_RULES_PER_FILTER",
     "FilterDraft",
     "Problems",
@@ -39,12 +42,16 @@ __all__ = [
 MAX_FILTER_NAME = 100
 MAX_FILTERS_PER_CONTEXT = 100
 MAX_RULES_PER_FILTER = 20
+#: How far ahead a rule may expire, a filter's pause or a mute end.
+MAX_MUTE = dt.timedelta(days=366)
 
 #: ``(JSON path, what is wrong)`` pairs, collected rather than raised one by one.
 Problems = list[tuple[str, str]]
 
-_FILTER_KEYS = frozenset({"name", "active", "oneshot", "rules", "delivery", "urgent"})
-_RULE_KEYS = frozenset({"rule", "args", "negated"})
+_FILTER_KEYS = frozenset(
+    {"name", "active", "oneshot", "rules", "delivery", "urgent", "paused_until"}
+)
+_RULE_KEYS = frozenset({"rule", "args", "negated", "expires_at"})
 
 # Bidirectional overrides make a name display as something else in a terminal.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -92,6 +99,8 @@ class RuleDraft:
     name: str
     arguments: Mapping[str, Any]
     negated: bool = False
+    #: When the rule ends by itself (an exclusion added for a while), in UTC.
+    expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class FilterDraft:
     delivery: str = "instant"
     #: Passes through quiet hours.
     urgent: bool = False
+    #: Skipped until then, in UTC.
+    paused_until: dt.datetime | None = None
 
 
 def _flag(entry: Mapping[str, Any], key: str, default: bool, path: str, problems: Problems) -> bool:
@@ -114,6 +125,40 @@ def _flag(entry: Mapping[str, Any], key: str, default: bool, path: str, problems
         problems.append((f"{path}.{key}", "must be true or false"))
         return default
     return value
+
+
+#: How the format writes a time (``fmn_core.portability``).
+_EXAMPLE_TIME = "2027-01-31T08:00:00+00:00"
+
+
+def _moment(
+    entry: Mapping[str, Any], key: str, path: str, problems: Problems
+) -> dt.datetime | None:
+    """An optional end time in the public form: ISO 8601 with its UTC offset.
+
+    A time already past is kept: it ended while the file was on its way, and the
+    housekeeping that ends such rules and pauses tells the user, as it would have.
+    """
+    value = entry.get(key)
+    if value is None:
+        return None
+    where = f"{path}.{key}"
+    moment = None
+    if isinstance(value, str) and len(value) <= 40:
+        with contextlib.suppress(ValueError):
+            moment = dt.datetime.fromisoformat(value)
+    if moment is None or moment.tzinfo is None:
+        problems.append((where, f"must be a time with its UTC offset, like {_EXAMPLE_TIME!r}"))
+        return None
+    try:
+        moment = moment.astimezone(dt.UTC)
+    except OverflowError:
+        problems.append((where, "is not a time fmn can store"))
+        return None
+    if moment - dt.datetime.now(dt.UTC) > MAX_MUTE:
+        problems.append((where, "must be within a year from now"))
+        return None
+    return moment
 
 
 def _parse_rule(entry: Any, path: str, catalog: Catalog, problems: Problems) -> RuleDraft | None:
@@ -128,6 +173,7 @@ def _parse_rule(entry: Any, path: str, catalog: Catalog, problems: Problems) -> 
     name = entry.get("rule")
     arguments = entry.get("args", {})
     negated = _flag(entry, "negated", False, path, problems)
+    expires_at = _moment(entry, "expires_at", path, problems)
     if not isinstance(name, str) or not name.strip():
         problems.append((f"{path}.rule", "must name a rule from the catalog"))
         return None
@@ -145,7 +191,7 @@ def _parse_rule(entry: Any, path: str, catalog: Catalog, problems: Problems) -> 
         return None
     if len(problems) > before:
         return None
-    return RuleDraft(stored_rule_name(spec, catalog), normalized, negated)
+    return RuleDraft(stored_rule_name(spec, catalog), normalized, negated, expires_at)
 
 
 def parse_filters(data: Any, path: str, catalog: Catalog, problems: Problems) -> list[FilterDraft]:
@@ -185,6 +231,7 @@ def parse_filters(data: Any, path: str, catalog: Catalog, problems: Problems) ->
         active = _flag(entry, "active", True, where, problems)
         oneshot = _flag(entry, "oneshot", False, where, problems)
         urgent = _flag(entry, "urgent", False, where, problems)
+        paused_until = _moment(entry, "paused_until", where, problems)
         delivery = entry.get("delivery", "instant")
         if delivery not in DELIVERY_MODES:
             problems.append((f"{where}.delivery", 'must be "instant" or "digest"'))
@@ -205,5 +252,7 @@ def parse_filters(data: Any, path: str, catalog: Catalog, problems: Problems) ->
                 draft = _parse_rule(raw, f"{where}.rules[{number}]", catalog, problems)
                 if draft is not None:
                     rules.append(draft)
-        drafts.append(FilterDraft(name, active, oneshot, tuple(rules), str(delivery), urgent))
+        drafts.append(
+            FilterDraft(name, active, oneshot, tuple(rules), str(delivery), urgent, paused_until)
+        )
     return drafts

@@ -9,8 +9,16 @@ reads it)::
       "quiet_hours": {"from": "22:00", "to": "07:00", "timezone": "Europe/Prague"},
       "filters": [{"name": "my builds", "active": true, "oneshot": false,
         "delivery": "instant", "urgent": false,
+        "paused_until": "2027-01-31T08:00:00+00:00",
         "rules": [{"rule": "app_is", "args": {"app": "koji"}},
-                  {"rule": "triggered_by_me", "args": {}, "negated": true}]}]}}}]}
+                  {"rule": "triggered_by_me", "args": {}, "negated": true},
+                  {"rule": "package_involved", "args": {"package": "kernel"},
+                   "negated": true, "expires_at": "2027-01-05T12:00:00+00:00"}]}]}}}]}
+
+A rule's ``expires_at`` and a filter's ``paused_until`` are written only when set,
+as ISO 8601 with the UTC offset; a time already past is imported as it is, and the
+housekeeping ends it (``fmn_core.expiry``) and tells the user, as it would have. A
+user's mute is not part of the format: it is of the moment, not a preference.
 
 Only confirmed destinations are exported, because imported ones count as
 confirmed: an export must never turn an unproven address into a proven one.
@@ -30,6 +38,7 @@ user (or another context) already holds, is refused naming that user.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import unicodedata
@@ -111,6 +120,9 @@ def _export_filter(filter_: Filter) -> dict[str, Any]:
         }
         if rule.negated:
             entry["negated"] = True
+        if rule.expires_at is not None:
+            # Without it, a restored "mute this package for 30 days" would mute for good.
+            entry["expires_at"] = _moment_text(rule.expires_at)
         rules.append(entry)
     exported = {
         "name": filter_.name,
@@ -124,7 +136,13 @@ def _export_filter(filter_: Filter) -> dict[str, Any]:
         exported["delivery"] = filter_.delivery
     if filter_.urgent:
         exported["urgent"] = True
+    if filter_.paused_until is not None:
+        exported["paused_until"] = _moment_text(filter_.paused_until)
     return exported
+
+
+def _moment_text(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def _export_context(preference: Preference) -> dict[str, Any]:

@@ -167,6 +167,7 @@ def add_drafts(session: Session, preference: Preference, drafts: Sequence[Filter
             position=position,
             delivery=draft.delivery,
             urgent=draft.urgent,
+            paused_until=draft.paused_until,
         )
         session.add(filter_)
         for number, rule in enumerate(draft.rules, start=1):
@@ -177,5 +178,6 @@ def add_drafts(session: Session, preference: Preference, drafts: Sequence[Filter
                     arguments=dict(rule.arguments),
                     negated=rule.negated,
                     position=number,
+                    expires_at=rule.expires_at,
                 )
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,16 @@ from fmn_core import preferences as prefs
 from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
 from fmn_core.errors import ImportRejected
-from fmn_core.models import Base, ChangeEvent, Confirmation, Destination, Filter, User
+from fmn_core.expiry import expire_preferences
+from fmn_core.models import (
+    Base,
+    ChangeEvent,
+    Confirmation,
+    Destination,
+    Filter,
+    User,
+    utcnow,
+)
 from fmn_core.portability import (
     ImportSummary,
     export_preferences,
@@ -143,6 +153,98 @@ def test_export_import_round_trip(db: Database, fresh: Database) -> None:
         import_preferences(session, copy.deepcopy(exported), resolver=no_dns)
     with db.begin() as session:
         assert export_preferences(session) == exported
+
+
+def test_time_bound_rules_and_pauses_survive_a_round_trip(db: Database, fresh: Database) -> None:
+    """A restored "mute this package for 30 days" still ends in 30 days, not never."""
+    expires = utcnow() + dt.timedelta(days=30)
+    resumes = expires + dt.timedelta(days=1)
+    with db.begin() as session:
+        prefs.add_filter(session, ALICE, "email", "updates")
+        prefs.add_rule(session, ALICE, "email", "updates", "app_is", {"app": "bodhi"})
+        prefs.add_rule(
+            session,
+            ALICE,
+            "email",
+            "updates",
+            "package_involved",
+            {"package": "kernel"},
+            negated=True,
+            expires_at=expires,
+        )
+        prefs.pause_filter(session, ALICE, "email", "updates", resumes)
+    with db.begin() as session:
+        exported = export_preferences(session)
+    (written,) = exported["users"][0]["contexts"]["email"]["filters"]
+    assert written["paused_until"] == resumes.isoformat(timespec="seconds")
+    assert "expires_at" not in written["rules"][0]
+    assert written["rules"][1]["expires_at"] == expires.isoformat(timespec="seconds")
+    with fresh.begin() as session:
+        import_preferences(session, copy.deepcopy(exported), resolver=no_dns)
+    with fresh.begin() as session:
+        assert export_preferences(session) == exported
+        view = prefs.get_filter(session, ALICE, "email", "updates")
+    assert view.paused_until == resumes.replace(microsecond=0)
+    assert [r.expires_at for r in view.rules] == [None, expires.replace(microsecond=0)]
+
+
+def test_a_time_bound_entry_already_past_is_imported_then_ended_with_a_notice(
+    db: Database,
+) -> None:
+    past = "2026-01-01T09:00:00+01:00"
+    rules = [
+        {"rule": "app_is", "args": {"app": "bodhi"}},
+        {
+            "rule": "package_involved",
+            "args": {"package": "kernel"},
+            "negated": True,
+            "expires_at": past,
+        },
+    ]
+    filters = [{"name": "updates", "paused_until": past, "rules": rules}]
+    document = {"users": [{"name": "alice", "contexts": {"email": {"filters": filters}}}]}
+    with db.begin() as session:
+        import_preferences(session, document, resolver=no_dns)
+    with db.begin() as session:
+        view = prefs.get_filter(session, ALICE, "email", "updates")
+        assert view.paused_until == dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)
+        assert expire_preferences(session) == 2
+    with db.begin() as session:
+        view = prefs.get_filter(session, ALICE, "email", "updates")
+        assert view.paused_until is None and [r.name for r in view.rules] == ["app_is"]
+        assert len(prefs.take_notices(session, ALICE)) == 2
+
+
+#: Stands for a time 400 days from when the test runs.
+IN_400_DAYS = "in 400 days"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2027-01-06T16:45:13", "with its UTC offset"),
+        ("yesterday", "with its UTC offset"),
+        (1767225600, "with its UTC offset"),
+        ("9999-12-31T23:59:59-05:00", "not a time fmn can store"),
+        (IN_400_DAYS, "within a year from now"),
+    ],
+)
+def test_import_refuses_a_time_it_cannot_take_with_its_path(
+    db: Database, value: Any, problem: str
+) -> None:
+    if value == IN_400_DAYS:
+        value = (utcnow() + dt.timedelta(days=400)).isoformat()
+    rules = [{"rule": "app_is", "args": {"app": "bodhi"}, "expires_at": value}]
+    filters = [{"name": "updates", "paused_until": value, "rules": rules}]
+    document = {"users": [{"name": "alice", "contexts": {"email": {"filters": filters}}}]}
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        import_preferences(session, document, resolver=no_dns)
+    where = "users[0].contexts.email.filters[0]"
+    problems = dict(caught.value.problems)
+    assert problem in problems[f"{where}.paused_until"]
+    assert problem in problems[f"{where}.rules[0].expires_at"]
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Filter)) == 0
 
 
 def test_export_is_deterministic(db: Database) -> None:

@@ -47,15 +47,26 @@ BASE: dict[str, Any] = {
                 "email": {
                     "enabled": True,
                     "destinations": ["alice@example.org"],
-                    "digest": {"minutes": 60, "count": 5},
+                    "digest": {"minutes": 60, "count": 5, "at": "08:00", "timezone": "UTC"},
+                    "quiet_hours": {"from": "22:00", "to": "07:00", "timezone": "Europe/Prague"},
                     "filters": [
                         {
                             "name": "my builds",
                             "active": True,
                             "oneshot": False,
+                            "delivery": "digest",
+                            "urgent": True,
+                            # Past: the file stays valid whenever the test runs.
+                            "paused_until": "2026-01-01T00:00:00+00:00",
                             "rules": [
                                 {"rule": "app_is", "args": {"app": "koji"}},
                                 {"rule": "triggered_by_me", "args": {}, "negated": True},
+                                {
+                                    "rule": "package_involved",
+                                    "args": {"package": "kernel"},
+                                    "negated": True,
+                                    "expires_at": "2026-01-01T00:00:00+00:00",
+                                },
                             ],
                         }
                     ],

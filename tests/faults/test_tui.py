@@ -14,6 +14,7 @@ the address field's validator (which calls core's own check, without DNS).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import unicodedata
 from pathlib import Path
@@ -27,23 +28,26 @@ from hypothesis import strategies as st
 from textual.widgets import Input
 from tui.conftest import make_database, settle
 
+import fmn_tui
 from fmn_core import preferences
 from fmn_core.db import Database
 from fmn_core.preferences import Actor
 from fmn_core.rules import default_catalog
 from fmn_tui.account import Account
 from fmn_tui.app import FmnApp
-from fmn_tui.screens.add_rule import RuleFormScreen
+from fmn_tui.screens.add_rule import RuleFormScreen, RulePickerScreen
 from fmn_tui.screens.confirm import ConfirmScreen
 from fmn_tui.screens.destinations import DestinationsScreen
 from fmn_tui.screens.digest import DigestScreen
 from fmn_tui.screens.filters import FiltersScreen
+from fmn_tui.screens.notifications import NotificationsScreen
 from fmn_tui.screens.prompt import PromptScreen
 from fmn_tui.widgets.validators import DestinationValidator
 
 from .conftest import env_int, faults_full
 
-pytestmark = [pytest.mark.slow]
+#: Every string into every input, or 25 sessions, take longer than pytest's 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800 if faults_full() else 300)]
 
 EXAMPLES = env_int("FMN_FAULTS_TUI_EXAMPLES", 25 if faults_full() else 2)
 #: Characters typed key by key; the rest of a string is pasted.
@@ -106,6 +110,8 @@ class Session:
         self.app = app
         self.pilot = pilot
         self.entries = 0
+        #: The ids of the inputs typed into (``test_tui_sweep_reaches_every_input``).
+        self.reached: set[str] = set()
 
     def check(self, what: str) -> None:
         assert self.app.is_running, f"the app stopped after {what}"
@@ -125,6 +131,8 @@ class Session:
         await self.pilot.press(submit)
         await settle(self.pilot)
         self.entries += 1
+        if field.id:
+            self.reached.add(field.id)
         self.check(f"typing {text!r} into {field.id}")
 
     async def back_to(self, screen_type: type) -> None:
@@ -139,13 +147,14 @@ class Session:
             await settle(self.pilot)
         assert isinstance(self.app.screen, screen_type), self.app.screen
 
-    async def new_filter_prompt(self, text: str) -> None:
-        self.app.screen.query_one("#filters").focus()
-        await self.pilot.press("a")
+    async def prompt(self, key: str, text: str, back_to: type, focus: str) -> None:
+        """Open the prompt ``key`` opens, answer it with ``text``, go back to ``back_to``."""
+        self.app.screen.query_one(focus).focus()
+        await self.pilot.press(key)
         await settle(self.pilot)
         assert isinstance(self.app.screen, PromptScreen)
         await self.enter(self.app.screen.query_one("#answer", Input), text)
-        await self.back_to(FiltersScreen)
+        await self.back_to(back_to)
 
     async def every_input(self, texts: list[str], spread: bool = False) -> None:
         """Each string into each input; with ``spread``, the strings are dealt out
@@ -162,7 +171,24 @@ class Session:
         app.push_screen(FiltersScreen("email"))
         await settle(self.pilot)
         for text in some(texts):
-            await self.new_filter_prompt(text)
+            await self.prompt("a", text, FiltersScreen, "#filters")  # a new filter's name
+        for text in some(texts):
+            await self.prompt("r", text, FiltersScreen, "#filters")  # a new name for "koji"
+        app.pop_screen()
+        await settle(self.pilot)
+        app.push_screen(NotificationsScreen())
+        await settle(self.pilot)
+        for text in some(texts):
+            # The message to explain: its id or a datagrepper link, pasted.
+            await self.prompt("i", text, NotificationsScreen, "#notifications")
+        app.pop_screen()
+        await settle(self.pilot)
+        app.push_screen(RulePickerScreen("koji"))
+        await settle(self.pilot)
+        for text in some(texts):
+            await self.enter(app.screen.query_one("#search", Input), text)
+            if not isinstance(app.screen, RulePickerScreen):
+                await self.back_to(RulePickerScreen)
         app.pop_screen()
         await settle(self.pilot)
         for context in ("push", "email"):
@@ -175,6 +201,13 @@ class Session:
                 await self.enter(screen.query_one("#code", Input), text)
             app.pop_screen()
             await settle(self.pilot)
+        app.push_screen(DestinationsScreen("rss"))
+        await settle(self.pilot)
+        for text in some(texts):
+            # Shown for copying; what is typed over it must not matter.
+            await self.enter(app.screen.query_one("#feed-url", Input), text)
+        app.pop_screen()
+        await settle(self.pilot)
         app.push_screen(DigestScreen("email"))
         await settle(self.pilot)
         screen = app.screen
@@ -182,6 +215,9 @@ class Session:
             await self.enter(screen.query_one("#minutes", Input), text, submit="ctrl+s")
         for text in some(texts):
             await self.enter(screen.query_one("#count", Input), text, submit="ctrl+s")
+        for field in ("at", "digest-timezone", "quiet-from", "quiet-to", "quiet-timezone"):
+            for text in some(texts):
+                await self.enter(screen.query_one(f"#{field}", Input), text, submit="ctrl+s")
         app.pop_screen()
         await settle(self.pilot)
         for spec in rule_specs():
@@ -204,6 +240,19 @@ def rule_specs() -> list[Any]:
     return [chosen[kind] for kind in sorted(chosen)]
 
 
+def input_ids() -> set[str]:
+    """The ids of every ``Input`` the TUI's source makes with a fixed id: the sweep must
+    reach each (a rule form's inputs are named after their parameters: ``rule_specs``)."""
+    ids = set()
+    for source in Path(fmn_tui.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Input":
+                for keyword in node.keywords:
+                    if keyword.arg == "id" and isinstance(keyword.value, ast.Constant):
+                        ids.add(str(keyword.value.value))
+    return ids
+
+
 def make_app(tmp_path: Path) -> tuple[FmnApp, Database]:
     database = make_database(tmp_path)
     with database.begin() as session:
@@ -221,6 +270,8 @@ def run_session(tmp_path: Path, texts: list[str], spread: bool = False) -> int:
         async with app.run_test(size=(100, 40)) as pilot:
             session = Session(app, pilot)
             await session.every_input(texts, spread)
+            missing = sorted(input_ids() - session.reached)
+            assert missing == [], f"inputs the sweep never typed into: {missing}"
             return session.entries
 
     try:
