@@ -225,6 +225,8 @@ def check_destination(
     ``matrix`` (the operator's Matrix bot) refuses Matrix IDs where no bot is set up;
     without it only the ID's grammar is checked.
     """
+    if not isinstance(address, str):
+        raise InvalidDestination("An address must be text; type the address to send to.")
     if context == "email":
         return check_email(address)
     if context == "irc":

@@ -476,3 +476,27 @@ def test_fuzz_preferences_hostile_values_in_every_argument(db: Database, figures
                     state = snapshot(db)
     figures(backend=db.engine.dialect.name, calls=calls, refused=refused, bugs=len(failures))
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+def test_fuzz_preferences_hostile_addresses_in_every_context(db: Database, figures: Any) -> None:
+    """The sweep above sets push addresses; each context checks its own kind of address."""
+    calls = refused = 0
+    failures: list[str] = []
+    seed(db)
+    state = snapshot(db)
+    for context in sorted(CONTEXTS):
+        for value in [*HOSTILE, *TRICKY]:
+            calls += 1
+            try:
+                with db.begin() as session:
+                    prefs.set_destination(session, ALICE, context, value)
+            except UserError:
+                refused += 1
+                if snapshot(db) != state:
+                    failures.append(f"set_destination({context!r}, {value!r}) refused but wrote")
+            except Exception as error:
+                failures.append(f"set_destination({context!r}, {value!r}): {error!r}"[:300])
+            state = snapshot(db)
+    figures(backend=db.engine.dialect.name, calls=calls, refused=refused, bugs=len(failures))
+    assert not failures, "\n".join(failures)
