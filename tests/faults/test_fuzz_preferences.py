@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -437,66 +437,70 @@ HOSTILE: list[Any] = [
 ]
 
 
-@pytest.mark.slow
-def test_fuzz_preferences_hostile_values_in_every_argument(db: Database, figures: Any) -> None:
-    """Each argument of each call, in turn, gets each hostile value; the rest are sane."""
-    calls = refused = 0
+Call = tuple[str, list[Any], dict[str, Any]]
+
+
+def sweep(db: Database, calls: Iterable[Call]) -> tuple[int, int, list[str]]:
+    """Make each call in turn: only ``UserError`` may come out, and a refused call
+    writes nothing. How many calls, how many refused, and what went wrong."""
+    count = refused = 0
     failures: list[str] = []
     seed(db)
     state = snapshot(db)
-    for name in sorted(SANE.keys() | SANE_KEYWORDS.keys()):
-        sane, sane_keywords = SANE.get(name, ()), SANE_KEYWORDS.get(name, {})
-        for position in [*range(len(sane)), *sane_keywords]:
-            for value in HOSTILE:
-                args, kwargs = list(sane), dict(sane_keywords)
-                if isinstance(position, int):
-                    args[position] = value
-                else:
-                    kwargs[position] = value
-                described = f"{name}{tuple(args)!r} {kwargs!r}"[:300]
-                calls += 1
-                try:
-                    with db.begin() as session:
-                        getattr(prefs, name)(session, ALICE, *args, **kwargs)
-                except UserError:
-                    refused += 1
-                    after = snapshot(db)
-                    same = (
-                        without_guesses(after) == without_guesses(state)
-                        if name == "confirm"
-                        else after == state
-                    )
-                    if not same:
-                        failures.append(f"{described}: refused but wrote")
-                    state = after
-                except Exception as error:
-                    failures.append(f"{described}: {type(error).__name__}: {str(error)[:120]}")
-                else:
-                    seed(db)
-                    state = snapshot(db)
-    figures(backend=db.engine.dialect.name, calls=calls, refused=refused, bugs=len(failures))
+    for name, args, kwargs in calls:
+        described = f"{name}{tuple(args)!r} {kwargs!r}"[:300]
+        count += 1
+        try:
+            with db.begin() as session:
+                getattr(prefs, name)(session, ALICE, *args, **kwargs)
+        except UserError:
+            refused += 1
+            after = snapshot(db)
+            same = (
+                without_guesses(after) == without_guesses(state)
+                if name == "confirm"
+                else after == state
+            )
+            if not same:
+                failures.append(f"{described}: refused but wrote")
+            state = after
+        except Exception as error:
+            failures.append(f"{described}: {type(error).__name__}: {str(error)[:120]}")
+        else:
+            seed(db)
+            state = snapshot(db)
+    return count, refused, failures
+
+
+@pytest.mark.slow
+def test_fuzz_preferences_hostile_values_in_every_argument(db: Database, figures: Any) -> None:
+    """Each argument of each call, in turn, gets each hostile value; the rest are sane."""
+
+    def calls() -> Iterator[Call]:
+        for name in sorted(SANE.keys() | SANE_KEYWORDS.keys()):
+            sane, sane_keywords = SANE.get(name, ()), SANE_KEYWORDS.get(name, {})
+            for position in [*range(len(sane)), *sane_keywords]:
+                for value in HOSTILE:
+                    args, kwargs = list(sane), dict(sane_keywords)
+                    if isinstance(position, int):
+                        args[position] = value
+                    else:
+                        kwargs[position] = value
+                    yield name, args, kwargs
+
+    count, refused, failures = sweep(db, calls())
+    figures(backend=db.engine.dialect.name, calls=count, refused=refused, bugs=len(failures))
     assert not failures, "\n".join(failures)
 
 
 @pytest.mark.slow
 def test_fuzz_preferences_hostile_addresses_in_every_context(db: Database, figures: Any) -> None:
     """The sweep above sets push addresses; each context checks its own kind of address."""
-    calls = refused = 0
-    failures: list[str] = []
-    seed(db)
-    state = snapshot(db)
-    for context in sorted(CONTEXTS):
-        for value in [*HOSTILE, *TRICKY]:
-            calls += 1
-            try:
-                with db.begin() as session:
-                    prefs.set_destination(session, ALICE, context, value)
-            except UserError:
-                refused += 1
-                if snapshot(db) != state:
-                    failures.append(f"set_destination({context!r}, {value!r}) refused but wrote")
-            except Exception as error:
-                failures.append(f"set_destination({context!r}, {value!r}): {error!r}"[:300])
-            state = snapshot(db)
-    figures(backend=db.engine.dialect.name, calls=calls, refused=refused, bugs=len(failures))
+    calls: Iterator[Call] = (
+        ("set_destination", [context, value], {})
+        for context in sorted(CONTEXTS)
+        for value in [*HOSTILE, *TRICKY]
+    )
+    count, refused, failures = sweep(db, calls)
+    figures(backend=db.engine.dialect.name, calls=count, refused=refused, bugs=len(failures))
     assert not failures, "\n".join(failures)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import unicodedata
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from core.test_destinations import PUSH
 from core.test_push_urls import HOSTILE_URLS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from textual.screen import Screen
 from textual.widgets import Input
 from tui.conftest import make_database, settle
 
@@ -147,6 +150,15 @@ class Session:
             await settle(self.pilot)
         assert isinstance(self.app.screen, screen_type), self.app.screen
 
+    @contextlib.asynccontextmanager
+    async def on(self, screen: Screen[Any]) -> AsyncIterator[Screen[Any]]:
+        """``screen`` on top of the app while the block runs, then taken off."""
+        self.app.push_screen(screen)
+        await settle(self.pilot)
+        yield screen
+        self.app.pop_screen()
+        await settle(self.pilot)
+
     async def prompt(self, key: str, text: str, back_to: type, focus: str) -> None:
         """Open the prompt ``key`` opens, answer it with ``text``, go back to ``back_to``."""
         self.app.screen.query_one(focus).focus()
@@ -168,58 +180,35 @@ class Session:
             return [strings[next(deck) % len(strings)] for _ in range(SPREAD)]
 
         await settle(self.pilot)
-        app.push_screen(FiltersScreen("email"))
-        await settle(self.pilot)
-        for text in some(texts):
-            await self.prompt("a", text, FiltersScreen, "#filters")  # a new filter's name
-        for text in some(texts):
-            await self.prompt("r", text, FiltersScreen, "#filters")  # a new name for "koji"
-        app.pop_screen()
-        await settle(self.pilot)
-        app.push_screen(NotificationsScreen())
-        await settle(self.pilot)
-        for text in some(texts):
-            # The message to explain: its id or a datagrepper link, pasted.
-            await self.prompt("i", text, NotificationsScreen, "#notifications")
-        app.pop_screen()
-        await settle(self.pilot)
-        app.push_screen(RulePickerScreen("koji"))
-        await settle(self.pilot)
-        for text in some(texts):
-            await self.enter(app.screen.query_one("#search", Input), text)
-            if not isinstance(app.screen, RulePickerScreen):
-                await self.back_to(RulePickerScreen)
-        app.pop_screen()
-        await settle(self.pilot)
+        async with self.on(FiltersScreen("email")):
+            for text in some(texts):
+                await self.prompt("a", text, FiltersScreen, "#filters")  # a new filter's name
+            for text in some(texts):
+                await self.prompt("r", text, FiltersScreen, "#filters")  # a new name for "koji"
+        async with self.on(NotificationsScreen()):
+            for text in some(texts):
+                # The message to explain: its id or a datagrepper link, pasted.
+                await self.prompt("i", text, NotificationsScreen, "#notifications")
+        async with self.on(RulePickerScreen("koji")) as picker:
+            for text in some(texts):
+                await self.enter(picker.query_one("#search", Input), text)
+                if not isinstance(app.screen, RulePickerScreen):
+                    await self.back_to(RulePickerScreen)
         for context in ("push", "email"):
-            app.push_screen(DestinationsScreen(context))
-            await settle(self.pilot)
-            screen = app.screen
+            async with self.on(DestinationsScreen(context)) as screen:
+                for text in some(texts):
+                    await self.enter(screen.query_one("#address", Input), text)
+                for text in some(texts):
+                    await self.enter(screen.query_one("#code", Input), text)
+        async with self.on(DestinationsScreen("rss")) as screen:
             for text in some(texts):
-                await self.enter(screen.query_one("#address", Input), text)
-            for text in some(texts):
-                await self.enter(screen.query_one("#code", Input), text)
-            app.pop_screen()
-            await settle(self.pilot)
-        app.push_screen(DestinationsScreen("rss"))
-        await settle(self.pilot)
-        for text in some(texts):
-            # Shown for copying; what is typed over it must not matter.
-            await self.enter(app.screen.query_one("#feed-url", Input), text)
-        app.pop_screen()
-        await settle(self.pilot)
-        app.push_screen(DigestScreen("email"))
-        await settle(self.pilot)
-        screen = app.screen
-        for text in some(texts):
-            await self.enter(screen.query_one("#minutes", Input), text, submit="ctrl+s")
-        for text in some(texts):
-            await self.enter(screen.query_one("#count", Input), text, submit="ctrl+s")
-        for field in ("at", "digest-timezone", "quiet-from", "quiet-to", "quiet-timezone"):
-            for text in some(texts):
-                await self.enter(screen.query_one(f"#{field}", Input), text, submit="ctrl+s")
-        app.pop_screen()
-        await settle(self.pilot)
+                # Shown for copying; what is typed over it must not matter.
+                await self.enter(screen.query_one("#feed-url", Input), text)
+        async with self.on(DigestScreen("email")) as screen:
+            fields = ("minutes", "count", "at", "digest-timezone", "quiet-from", "quiet-to")
+            for field in (*fields, "quiet-timezone"):
+                for text in some(texts):
+                    await self.enter(screen.query_one(f"#{field}", Input), text, submit="ctrl+s")
         for spec in rule_specs():
             for text in some(texts):
                 app.push_screen(RuleFormScreen(spec))
