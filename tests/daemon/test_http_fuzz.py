@@ -2,8 +2,9 @@
 
 A real server runs on loopback in a thread of its own (its own event loop), with
 a SQLite database holding a user with a feed, a live token and sent
-notifications. Hypothesis builds whole requests as bytes — methods, paths,
-query strings, headers, bodies, framing — and sends each on a fresh TCP
+notifications, one of them with a genuine one-click action link. Hypothesis builds
+whole requests as bytes — methods, paths, query strings, headers, bodies (action
+forms among them), framing — and sends each on a fresh TCP
 connection; half are framed as a client frames them, so that the handlers, not only
 the parser, meet the hostile parts. For every request:
 
