@@ -244,10 +244,14 @@ class Screen:
             if len(self.raw) == before:
                 return
 
-    def wait_for(self, text: str, timeout: float = 30) -> None:
-        """Wait until ``text`` is on the screen once it has stopped changing."""
+    def wait_for(self, text: str, timeout: float = 30, *, settled: bool = True) -> None:
+        """Wait until ``text`` is on the screen once it has stopped changing; with
+        ``settled=False``, until it is on the screen at all (a notification, which
+        goes by itself after a few seconds, may be gone once the screen is still)."""
         deadline = time.monotonic() + timeout
         while True:
+            if text in self.text() and not settled:
+                return
             if text in self.text():
                 # Textual may redraw (a table refilled); judge the settled frame.
                 self.quiet()
@@ -530,7 +534,7 @@ def test_sshd_guide_two_users_and_an_escape(requirements, tmp_path):
         screen.wait_for("New address")
         screen.send("s")
         screen.send("bob@example.org", "\r")
-        screen.wait_for("on its way")
+        screen.wait_for("on its way", settled=False)
         screen.record("his e-mail destination, waiting for its code")
         finish(screen)
         # NO_COLOR came through AcceptEnv: every colour is a grey.
