@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgument, UnknownRule
+from .models import utcnow
 from .rules import Catalog, RuleSpec
 from .schedule import DELIVERY_MODES
 
@@ -155,7 +156,7 @@ def _moment(
     except OverflowError:
         problems.append((where, "is not a time fmn can store"))
         return None
-    if moment - dt.datetime.now(dt.UTC) > MAX_MUTE:
+    if moment - utcnow() > MAX_MUTE:
         problems.append((where, "must be within a year from now"))
         return None
     return moment

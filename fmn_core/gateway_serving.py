@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 #: Calls that take no actor (the same for everyone).
 _NO_ACTOR = frozenset({"list_templates"})
 #: The kinds of value a preference call's arguments are annotated with, as a refusal
-#: names them. ``bool`` before ``int``: ``True`` is an ``int`` to Python, not to a user.
+#: names them. ``True`` is an ``int`` to Python, not to a user (``_is_one_of``).
 _KINDS: Final[Mapping[type, str]] = {
     str: "text",
     bool: "true or false",
