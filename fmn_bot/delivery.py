@@ -5,7 +5,7 @@ based claim the daemon uses, so a crashed or restarted bot loses nothing: rows
 are marked sent only after their line was queued, and an expired lease makes
 them due again), decides per user what to do, and sends through an
 :class:`IrcLink` (:class:`LimnoriaLink` on a real connection: ``ISON`` for
-presence, the account Limnoria tracks for a nick, ``PRIVMSG``):
+presence, the services account on a nick (tracked or asked with WHOX), ``PRIVMSG``):
 
 * muted (``fmn mute``): postponed until the mute ends;
 * the ``irc`` context turned off: the rows go ``dead`` with that reason
@@ -14,9 +14,11 @@ presence, the account Limnoria tracks for a nick, ``PRIVMSG``):
   ``delivery.max_attempts``;
 * a digest policy (``fmn digest``): postponed until the digest is due, then
   everything waiting is sent as one line;
-* the confirmed nick is not online, or another services account holds it:
-  postponed and looked up again every minute, for ``bot.offline_hold_minutes``
-  after the notification was made; after that the rows go ``dead``;
+* the confirmed nick is not online, or no services account of the user's is on
+  it (logged out, another account, or that can't be told now): postponed and
+  looked up again every minute, for ``bot.offline_hold_minutes`` after the
+  notification was made; after that the rows go ``dead``. On a server without
+  WHOX there are no accounts to check: the one on the nick gets its lines;
 * otherwise one line per notification, at most ``bot.burst`` lines per user per
   round: above that the rest collapses into one "N more notifications" line.
   Lines across all users are paced at ``bot.lines_per_second``. The lines and
@@ -27,7 +29,7 @@ longer, so ``fmn unmute`` and ``fmn digest irc off`` take effect within a minute
 outcomes match the daemon's senders for the other contexts.
 
 The same round sends IRC confirmation codes (``fmn set-address irc <nick>``) to
-nicks that are online, and marks them sent.
+nicks that are online and held the same way, and marks them sent.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fmn_core import delivery_policy, outbox, preferences
@@ -56,7 +58,7 @@ from fmn_core.delivery_policy import COUNT_ONLY_MAX_WAIT, DISABLED_ERROR, NO_ADD
 from fmn_core.models import utcnow
 from fmn_core.outbox import ClaimedNotification
 
-from .irc_link import IrcLink
+from .irc_link import UNCHECKED, Holder, IrcLink
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
@@ -87,6 +89,17 @@ NO_NICK_ERROR = "no confirmed IRC nick; confirm one to receive these"
 NO_NICK_RETRY_SECONDS = NO_ADDRESS_RETRY_SECONDS
 #: Stats for a group without a digest: ``delivery_policy.decide`` does not read them then.
 _NO_STATS = delivery_policy.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
+
+
+def _held_by(holders: Mapping[str, Holder], nick: str, user: str) -> bool:
+    """Whether ``user``'s lines may go to ``nick``: a services account of theirs is on it.
+
+    Only a positive answer counts. A nick that is logged out, held by another
+    account, or whose holder can't be told now may be anyone's; ``UNCHECKED``
+    (no WHOX, so no accounts to check) is the exception the network leaves.
+    """
+    holder = holders.get(nick)
+    return holder is UNCHECKED or holder == user
 
 
 def confirmation_line(user: str, code: str, bot_nick: str) -> str:
@@ -264,6 +277,7 @@ class IrcSender:
                 )
             report.notes.append("no IRC connection")
             return report
+        holders = self.link.holders(sorted(online)) if online else {}
 
         for index, group in enumerate(ready):
             if self._stop.is_set():
@@ -271,12 +285,12 @@ class IrcSender:
                     rest = [i for g in ready[index:] for i in g.ids]
                     report.released += outbox.release(session, rest, worker=self.worker)
                 return report
-            self._deliver(group, online, moment, report)
+            self._deliver(group, online, holders, moment, report)
 
         for code in codes:
             if self._stop.is_set():
                 break
-            if code.address not in online or not self._held_by(code.address, code.user):
+            if code.address not in online or not _held_by(holders, code.address, code.user):
                 # Ask about this nick again later, not on every idle poll.
                 self._code_waits[code.destination_id] = moment + dt.timedelta(
                     seconds=RECHECK_SECONDS
@@ -339,16 +353,18 @@ class IrcSender:
         with self.database.begin() as session:
             return delivery_policy.group_stats(session, [first.lane_key], now=now)[first.lane_key]
 
-    def _held_by(self, nick: str, user: str) -> bool:
-        holder = self.link.holder(nick)
-        return holder is None or holder == user
-
     def _deliver(
-        self, group: _LaneRows, online: frozenset[str], now: dt.datetime, report: RoundReport
+        self,
+        group: _LaneRows,
+        online: frozenset[str],
+        holders: Mapping[str, Holder],
+        now: dt.datetime,
+        report: RoundReport,
     ) -> None:
         first = group.first
         nick = next(
-            (n for n in first.destinations if n in online and self._held_by(n, group.user)), None
+            (n for n in first.destinations if n in online and _held_by(holders, n, group.user)),
+            None,
         )
         if nick is None:
             self._hold_offline(group, now, report)

@@ -48,10 +48,12 @@ from fmn_core.errors import (
 )
 from fmn_core.models import utcnow
 from fmn_core.rules import default_catalog
+from fmn_core.text import irc_fold
 from fmn_core.wording import count, digest_policy, explanation_lines, quiet_hours
 
 from .delivery import IrcSender
 from .irc_link import LimnoriaLink
+from .nick_accounts import forget_after_join, forget_after_leave, tracked_account
 from .reloading import load_keeping_last_good
 from .schema_gate import SchemaGate
 
@@ -59,7 +61,8 @@ __all__ = ["Class", "Fmn", "fmn_command", "fmn_errors", "parse_duration", "servi
 
 NOT_IDENTIFIED = (
     "I don't know your Fedora account: identify with NickServ (your services account) "
-    "first, then try again."
+    "first; if you are identified already, join one of my channels so that I can see it, "
+    "then try again."
 )
 DIRECTORY_DOWN = (
     "I can't reach Fedora Accounts to tell who you are right now; try again in a few minutes."
@@ -135,8 +138,10 @@ def services_account(irc: Any, msg: Any, static: Sequence[str] = ()) -> str | No
     The IRCv3 ``account`` message tag is the authority when the server sends it
     (``account-tag`` acknowledged: no tag means not logged in). Without it, the
     account Limnoria tracks from ``account-notify``, ``extended-join`` and WHOX
-    replies. ``static`` (``nick=account`` pairs from the registry) is a last
-    resort for networks without services; it is never consulted otherwise.
+    replies, only while the sender shares a channel with the bot: elsewhere the
+    bot doesn't see them quit, so the entry may be an earlier holder's of the
+    nick. ``static`` (``nick=account`` pairs from the registry) is a last resort
+    for networks without services; it is never consulted otherwise.
     """
     tags = msg.server_tags or {}
     if "account" in tags:
@@ -144,12 +149,9 @@ def services_account(irc: Any, msg: Any, static: Sequence[str] = ()) -> str | No
         return tagged if tagged and tagged != "*" else None
     if "account-tag" in irc.state.capabilities_ack:
         return None  # the server tags every identified sender: no tag, no account
-    try:
-        tracked = irc.state.nickToAccount(msg.nick)
-    except KeyError:
-        tracked = None
+    tracked = tracked_account(irc.state, msg.nick)
     if tracked:
-        return str(tracked)
+        return tracked
     wanted = ircutils.toLower(msg.nick)
     for pair in static:
         nick, _, mapped = pair.partition("=")
@@ -442,7 +444,8 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     """Manage your Fedora notifications from IRC: type ``fmn help``.
 
     Commands act on the Fedora account of your IRC services account, so
-    identify with NickServ first. The bot also delivers your ``irc`` context
+    identify with NickServ first (on networks that don't tag messages with it,
+    also share a channel with the bot). The bot also delivers your ``irc`` context
     as private messages to the nick you confirm with ``fmn set-address irc``.
     """
 
@@ -533,7 +536,9 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
         """
         bot = self.fmn_config.bot
         if bot.identity == "services-account":
-            return check_account_name(bot.account_format.format(account=account.lower()))
+            # irc_fold, not str.lower: only ASCII capitals become small (a Kelvin sign
+            # stays one, and the name check refuses it), as the IRC server folds.
+            return check_account_name(bot.account_format.format(account=irc_fold(account)))
         return account_of_irc(self.directory, account, bot.irc_servers)
 
     def actor(self, irc: Any, msg: Any) -> preferences.Actor:
@@ -575,6 +580,28 @@ class Fmn(callbacks.Plugin):  # type: ignore[misc]
     def do303(self, irc: Any, msg: Any) -> None:
         """RPL_ISON: the nicks of our last ISON question that are online."""
         self.link.answer(irc, msg.args[-1].split())
+
+    def do354(self, irc: Any, msg: Any) -> None:
+        """RPL_WHOSPCRPL: a WHOX reply; those with fmn's token name a nick's account."""
+        self.link.who_reply(irc, msg.args)
+
+    def do315(self, irc: Any, msg: Any) -> None:
+        """RPL_ENDOFWHO: the end of a WHO, ours (a nick) or Limnoria's (a channel)."""
+        self.link.who_end(irc, msg.args)
+
+    # Limnoria's state has updated the channels when these run.
+
+    def doJoin(self, irc: Any, msg: Any) -> None:
+        """Forget a services account the bot did not keep true up to this JOIN."""
+        forget_after_join(irc.state, msg, irc.nick)
+
+    def doPart(self, irc: Any, msg: Any) -> None:
+        """Forget the services account of a nick the bot no longer shares a channel with."""
+        forget_after_leave(irc.state, [msg.nick], irc.nick)
+
+    def doKick(self, irc: Any, msg: Any) -> None:
+        """Like :meth:`doPart`, for the kicked nicks."""
+        forget_after_leave(irc.state, msg.args[1].split(","), irc.nick)
 
     def getCommandHelp(self, command: list[str], simpleSyntax: bool | None = None) -> str:
         """Limnoria's help and usage replies, with the names users type (``add-filter``)."""

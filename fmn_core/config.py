@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import string
 import tomllib
 import types
@@ -114,6 +115,8 @@ class PushConfig:
     # relay for whoever registers one. Operators may add them to this list.
     #: Only for tests and closed networks: lets push URLs point at loopback/private hosts.
     allow_private_hosts: bool = False
+    #: For connecting and for each read; a whole send (a plugin may make several
+    #: requests) ends after three times this, however the server drips its answer.
     timeout_seconds: float = 10.0
 
 
@@ -392,6 +395,10 @@ class BotConfig:
             raise ConfigError("bot.account_format", f"{self.account_format!r} {problem}")
 
 
+#: A lowercase Matrix server name (a DNS name, with an optional port).
+_MATRIX_SERVER_RE = re.compile(r"^[a-z0-9.-]{1,253}(:[0-9]{1,5})?$")
+
+
 @dataclass(frozen=True)
 class MatrixConfig:
     """The ``matrix`` context: ONE bot account of the operator sends users direct messages.
@@ -413,6 +420,10 @@ class MatrixConfig:
     lines_per_second: float = 1.0
     burst: int = 5
     timeout_seconds: float = 15.0
+    #: The homeserver whose users ARE the directory's accounts (Fedora's fedora.im
+    #: logs people in with their Fedora account): ``@<account>:<this>`` is the
+    #: account's own, so it needs no confirmation code. "" trusts no server.
+    accounts_server: str = "fedora.im"
 
     @property
     def configured(self) -> bool:
@@ -429,6 +440,12 @@ class MatrixConfig:
             raise ConfigError("matrix.burst", f"must be from 1 to 1000, got {self.burst}")
         if not 0 < self.timeout_seconds <= 300:
             raise ConfigError("matrix.timeout_seconds", "must be more than 0 and at most 300")
+        if self.accounts_server and not _MATRIX_SERVER_RE.match(self.accounts_server):
+            raise ConfigError(
+                "matrix.accounts_server",
+                f"{self.accounts_server!r} is not a lowercase server name like fedora.im "
+                '(or "" to trust none)',
+            )
         if not (self.user_id or self.homeserver_url or self.access_token or self.password):
             return
         if not self.user_id:

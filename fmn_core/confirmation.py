@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from .access import Actor, offered_context, target_account
-from .accounts import check_account_name, directory_of, irc_fold
+from .accounts import check_account_name, directory_of
 from .code_limits import check_code_limits, record_code
 from .config import Config
 from .db import config_of
@@ -54,6 +54,7 @@ from .store import (
     record_change,
     user_for_write,
 )
+from .text import irc_fold
 from .views import (
     DestinationView,
     OutgoingCode,
@@ -227,12 +228,13 @@ def _verified_address(
 ) -> bool:
     """Whether Fedora Accounts already proves this address is the target's, so no code.
 
-    An email or a Matrix ID listed in the target's profile (Fedora Accounts
-    verifies emails before storing them; a Matrix ID there is one the account
-    holder wrote into their own profile, which is what FMN 3.x trusted too); an
-    IRC nick that is the services account the actor is identified as right now,
-    when it acts for itself (a profile can name any nick, so a profile nick alone
-    proves nothing on IRC, where the bot sees who holds it).
+    An email listed in the target's profile (Fedora Accounts verifies emails
+    before storing them); the Matrix ID the accounts' own homeserver gives the
+    target (``matrix.accounts_server``), when the profile lists it; an IRC nick
+    that is the services account the actor is identified as right now, when it
+    acts for itself. Any other chat identity in a profile proves nothing: anyone
+    can write anyone's nick or Matrix ID into their own profile, and the other
+    person would then get their notifications with no code asked.
     """
     if context in ("email", "matrix"):
         try:
@@ -244,7 +246,7 @@ def _verified_address(
         if profile is None:
             return False
         if context == "matrix":
-            return address in _profile_matrix_ids(profile.matrix)
+            return address in _vouched_matrix_ids(session, target, profile.matrix)
         return _email_key(address) in {_email_key(e) for e in profile.emails}
     if context == "irc":
         return (
@@ -255,15 +257,20 @@ def _verified_address(
     return False
 
 
-def _profile_matrix_ids(listed: Iterable[str]) -> tuple[str, ...]:
-    """The profile's Matrix IDs that are valid destinations, in their normalized form."""
-    valid: list[str] = []
+def _vouched_matrix_ids(session: Session, target: str, listed: Iterable[str]) -> tuple[str, ...]:
+    """The profile's Matrix IDs (normalized) that are the target's by the homeserver's
+    own login: at most ``@<target>:<matrix.accounts_server>``."""
+    server = config_of(session).matrix.accounts_server
+    if not server:
+        return ()
+    own = f"@{target}:{server}"
     for user_id in listed:
         try:
-            valid.append(check_matrix_id(user_id))
+            if check_matrix_id(user_id) == own:
+                return (own,)
         except InvalidDestination:
             continue
-    return tuple(dict.fromkeys(valid))
+    return ()
 
 
 def _email_key(address: str) -> str:
@@ -282,7 +289,7 @@ def profile_addresses(
     offered: dict[str, tuple[str, ...]] = {}
     if profile is not None and profile.emails:
         offered["email"] = profile.emails
-    matrix_ids = _profile_matrix_ids(profile.matrix) if profile is not None else ()
+    matrix_ids = _vouched_matrix_ids(session, target, profile.matrix) if profile is not None else ()
     if matrix_ids and config_of(session).matrix.configured:
         offered["matrix"] = matrix_ids
     if actor.irc_account is not None and target == actor.name:

@@ -19,7 +19,7 @@ import secrets
 from .config import FcmConfig, MatrixConfig, PushConfig
 from .errors import InvalidDestination
 from .push_urls import FIXED_ENDPOINT_SCHEMES, SCHEME_RE, Resolver, check_push_url
-from .text import has_control
+from .text import has_control, irc_fold
 
 __all__ = [
     "CODE_ALPHABET",
@@ -296,7 +296,8 @@ def _canonical_address(context: str, address: str) -> str:
         local, domain = address.lower().split("@")
         return f"mailto:{local.split('+', 1)[0]}@{domain}"
     if context == "irc":
-        return f"irc:{address.lower()}"
+        # Servers fold nicks RFC 1459's way: ``bob[m]`` and ``BOB{M}`` are one person.
+        return f"irc:{irc_fold(address)}"
     if context == "matrix":
         return f"matrix:{address.lower()}"
     if context in PUSH_CONTEXTS or address.lower().startswith(FCM_PREFIX):

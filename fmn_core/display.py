@@ -31,6 +31,7 @@ __all__ = [
     "app_from_topic",
     "display_fields",
     "display_of",
+    "safe_url",
     "stored_display",
 ]
 
@@ -58,9 +59,11 @@ def app_from_topic(topic: str) -> str:
     return one_line(app, limit=APP_MAX_CHARS)
 
 
-def _safe_url(url: str | None) -> str | None:
+def safe_url(url: str | None) -> str | None:
+    """``url`` if it is a link fit to show and follow, else None."""
     # Only absolute http(s) links, whole and without control characters: a feed
-    # reader follows them, so a javascript: or data: URL has no place there.
+    # reader or a web client follows them, so a javascript: or data: URL has no
+    # place there.
     # ``split()`` cuts at exactly the characters ``isspace`` names, in C.
     if not url or len(url) > URL_MAX_CHARS or has_control(url) or url.split() != [url]:
         return None
@@ -87,7 +90,7 @@ def display_fields(facts: MessageFacts) -> tuple[str, str | None, str]:
     app = one_line(facts.app_name, limit=APP_MAX_CHARS) if facts.app_name else ""
     return (
         summary or one_line(facts.topic, limit=SUMMARY_MAX_CHARS),
-        _safe_url(facts.url),
+        safe_url(facts.url),
         app or app_from_topic(facts.topic),
     )
 
@@ -103,6 +106,6 @@ def stored_display(
     clean_topic = one_line(topic, limit=SUMMARY_MAX_CHARS)
     return MessageDisplay(
         summary=one_line(summary, limit=SUMMARY_MAX_CHARS) if summary else clean_topic,
-        url=_safe_url(url),
+        url=safe_url(url),
         app=one_line(app, limit=APP_MAX_CHARS) if app else app_from_topic(topic),
     )

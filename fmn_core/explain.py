@@ -20,12 +20,17 @@ Outcomes (``ContextExplanation.outcome``), first of these that applies:
   packages and users could not be read), ``no-match``.
 
 A user only ever explains their own preferences; admins may name another account.
+
+The message's topic, summary and facts come from the bus: an explanation carries
+them as every display of a message does (``fmn_core.display``), on one line without
+control characters and cut at ``SUMMARY_MAX_CHARS``, so the bot, the TUI and the
+operator's terminal show them as they are.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -39,6 +44,7 @@ from .config import CONTEXTS
 from .db import catalog_of, config_of
 from .delivery_policy import DISABLED_ERROR, NO_ADDRESS_ERROR
 from .destinations import mask_address
+from .display import SUMMARY_MAX_CHARS
 from .errors import InvalidArgument, NotFound, UnknownRule
 from .matcher import (
     FilterOutcome,
@@ -59,7 +65,7 @@ from .ownership import OwnershipQueries
 from .rules import Catalog, RuleSpec
 from .snapshots import load_snapshots
 from .stored_messages import stored_facts
-from .text import has_control
+from .text import has_control, one_line
 
 __all__ = [
     "OUTCOMES",
@@ -239,21 +245,30 @@ _FACT_OF_PARAMETER = {
 }
 
 
+def _shown(text: str) -> str:
+    """A value from the message, as an explanation shows it (see the module docstring)."""
+    return one_line(text, limit=SUMMARY_MAX_CHARS)
+
+
+def _shown_all(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(_shown(value) for value in values))
+
+
 def _facts_table(facts: MessageFacts | None, topic: str) -> dict[str, tuple[str, ...]]:
     if facts is None:
-        return {"topic": (topic,)}
+        return {"topic": (_shown(topic),)}
     return {
-        "topic": (facts.topic,),
-        "application": (facts.app_name,) if facts.app_name else (),
-        "agent": (facts.agent_name,) if facts.agent_name else (),
-        "users": tuple(sorted(facts.usernames)),
-        "packages": tuple(sorted(facts.packages)),
-        "groups": tuple(sorted(facts.groups)),
-        "containers": tuple(sorted(facts.containers)),
-        "modules": tuple(sorted(facts.modules)),
-        "flatpaks": tuple(sorted(facts.flatpaks)),
+        "topic": (_shown(facts.topic),),
+        "application": (_shown(facts.app_name),) if facts.app_name else (),
+        "agent": (_shown(facts.agent_name),) if facts.agent_name else (),
+        "users": _shown_all(facts.usernames),
+        "packages": _shown_all(facts.packages),
+        "groups": _shown_all(facts.groups),
+        "containers": _shown_all(facts.containers),
+        "modules": _shown_all(facts.modules),
+        "flatpaks": _shown_all(facts.flatpaks),
         "severity": (str(facts.severity),),
-        "summary": (facts.summary,) if facts.summary else (),
+        "summary": (_shown(facts.summary),) if facts.summary else (),
     }
 
 
@@ -470,8 +485,8 @@ def explain(
     return Explanation(
         target,
         message_id,
-        row.topic,
-        (facts.summary if facts is not None else "") or row.summary or "",
+        _shown(row.topic),
+        _shown((facts.summary if facts is not None else "") or row.summary or ""),
         schema_known,
         table,
         tuple(explained),

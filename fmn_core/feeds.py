@@ -17,7 +17,7 @@ from .display import SUMMARY_MAX_CHARS, stored_display
 from .models import Destination, Notification, NotificationState, Preference, StoredMessage, User
 from .text import one_line
 
-__all__ = ["SentEntry", "owner_of_address", "sent_entries"]
+__all__ = ["SentEntry", "owner_of_address", "sent_entries", "token_entries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +115,25 @@ def sent_entries(
             )
         )
     return entries
+
+
+def token_entries(
+    session: Session,
+    context: str,
+    token: str,
+    user_id: int,
+    *,
+    limit: int = 50,
+    since: dt.datetime | None = None,
+    after_id: int | None = None,
+) -> list[SentEntry] | None:
+    """:func:`sent_entries` for whoever holds ``token``, while it is still ``user_id``'s.
+
+    None once it is not (the user removed it, or made a new one in its place):
+    a connection opened with a leaked token must end when the token is taken
+    away, not go on reading what is sent to the new one.
+    """
+    owner = owner_of_address(session, context, token)
+    if owner is None or owner[0] != user_id:
+        return None
+    return sent_entries(session, user_id, context, limit=limit, since=since, after_id=after_id)

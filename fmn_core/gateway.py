@@ -344,7 +344,13 @@ def error_from_wire(data: Any) -> UserError:
 
 
 def write_frame(sock: socket.socket, payload: Any) -> None:
-    """Send one JSON document."""
+    """Send one JSON document.
+
+    The whole frame is encoded before a byte is sent, so a payload that JSON or
+    UTF-8 cannot carry (``TypeError``; ``ValueError``, such as the
+    ``UnicodeEncodeError`` of a lone surrogate) raises with the stream untouched:
+    the connection can still carry the next frame.
+    """
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     sock.sendall(_LENGTH.pack(len(body)) + body)
 

@@ -204,21 +204,34 @@ class PreferenceGateway:
                 except MalformedRequest as error:
                     # The stream has lost its framing: say why once, then hang up.
                     log.warning("closing %s's connection: %s", principal.account, error)
-                    self._reply(sock, {"ok": False, "error": error_to_wire(error)})
+                    self._reply(sock, {"ok": False, "error": error_to_wire(error)}, principal)
                     return
                 except OSError:
                     return
                 if request is None:
                     return
-                if not self._reply(sock, self.handle(request, principal)):
+                if not self._reply(sock, self.handle(request, principal), principal):
                     return
 
     @staticmethod
-    def _reply(sock: socket.socket, reply: dict[str, Any]) -> bool:
+    def _reply(
+        sock: socket.socket, reply: dict[str, Any], principal: Principal | None = None
+    ) -> bool:
+        """Send ``reply``; False once the connection is gone.
+
+        A reply JSON or UTF-8 cannot carry (a lone surrogate) is a bug that costs only
+        that reply: ``write_frame`` fails before sending a byte, so the client gets the
+        internal-error reply instead and the connection serves its next request.
+        """
         try:
             write_frame(sock, reply)
         except OSError:
             return False
+        except (ValueError, TypeError, RecursionError):
+            # UnicodeEncodeError is a ValueError; the stream is still in step.
+            account = principal.account if principal is not None else "a refused client"
+            notice = report_internal_error(log, f"encoding the reply to {account}")
+            return PreferenceGateway._reply(sock, {"ok": False, "internal": notice.reference})
         return True
 
 

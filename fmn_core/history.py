@@ -6,6 +6,10 @@ message goes through ``Matcher.recipients``, so a preview says exactly what the
 daemon would deliver. A filter the matcher skips (no rules, a rule that is not
 installed, stored arguments no longer valid) matches nothing here too, and a
 rule that raises counts as not matching, as it does there.
+
+Topics and summaries come from the bus, so a view carries them as every display
+of a message does (``fmn_core.display``): one line, without control characters,
+cut at ``SUMMARY_MAX_CHARS``. The front ends show them as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sqlalchemy.orm import Session
 from .access import Actor, check_whole, offered_context, target_account
 from .accounts import directory_of
 from .db import catalog_of
+from .display import SUMMARY_MAX_CHARS
 from .matcher import Matcher
 from .models import Filter, Notification, StoredMessage, User
 from .ownership import OwnershipQueries
@@ -23,6 +28,7 @@ from .rules import OwnershipLookup
 from .snapshots import ContextSnapshot, FilterSnapshot, RuleSnapshot, UserSnapshot
 from .store import existing_filter, find_user, ordered_rules
 from .stored_messages import stored_facts
+from .text import one_line
 from .views import NotificationView, PreviewHit
 from .waiting import due_at_of
 from .wording import waiting_reason
@@ -91,7 +97,12 @@ def preview(
     read = [(message, stored_facts(message)) for message in messages]
     ownership.read_owners(p for _, facts in read if facts is not None for p in facts.packages)
     return [
-        PreviewHit(message.id, message.topic, facts.summary, message.received_at)
+        PreviewHit(
+            message.id,
+            one_line(message.topic, limit=SUMMARY_MAX_CHARS),
+            one_line(facts.summary, limit=SUMMARY_MAX_CHARS),
+            message.received_at,
+        )
         for message, facts in read
         if facts is not None and matcher.recipients(facts)
     ]
@@ -132,8 +143,8 @@ def recent_notifications(
             NotificationView(
                 notification.id,
                 message.id,
-                message.topic,
-                facts.summary if facts else "",
+                one_line(message.topic, limit=SUMMARY_MAX_CHARS),
+                one_line(facts.summary, limit=SUMMARY_MAX_CHARS) if facts else "",
                 notification.context,
                 notification.filter_name,
                 notification.state,

@@ -38,6 +38,7 @@ from .db import is_postgres
 from .errors import ConfigError, OwnershipSourceError
 from .messages import MessageFacts
 from .models import PackageOwner
+from .text import has_control
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -464,7 +465,7 @@ class OwnershipQueries:
         that a thousand messages cost a few queries rather than one per package.
         """
         known = self._owners
-        wanted = sorted({p for p in packages if (namespace, p) not in known})
+        wanted = sorted({p for p in packages if (namespace, p) not in known and _askable(p)})
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             found: dict[str, set[str]] = {package: set() for package in chunk}
@@ -489,9 +490,22 @@ class OwnershipQueries:
         key = (namespace, name)
         found = known.get(key)
         if found is None:
+            if not _askable(name):
+                return _NOBODY
             query = select(wanted).where(PackageOwner.namespace == namespace, by == name)
             found = known[key] = frozenset(self._session.scalars(query))
         return found
+
+
+def _askable(name: str) -> bool:
+    """Whether a name from a message can be asked of the database at all.
+
+    Package and owner names come from bus messages, and a control character or a
+    lone surrogate there would fail in the driver (SQLite can't encode a surrogate,
+    PostgreSQL refuses NUL), taking a whole preview or explanation with it. No
+    owner row holds such a name: it owns nothing, and nobody owns it.
+    """
+    return not has_control(name)
 
 
 def _maps_of(

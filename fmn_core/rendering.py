@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .config import Config
+from .display import SUMMARY_MAX_CHARS, safe_url
 from .outbox import ClaimedNotification
 from .text import one_line, xml_text
 
@@ -320,15 +321,17 @@ def _header(value: str) -> str:
 
 def _entry(notification: ClaimedNotification) -> Entry:
     # Everything shown comes from a bus message: one line, no control characters
-    # (``fmn_core.text``), whichever transport shows it.
-    topic = one_line(notification.topic)
+    # (``fmn_core.text``), whichever transport shows it; and bounded and linked as
+    # the feeds and the live catch-up show the same message (``fmn_core.display``),
+    # so a live client is not pushed what its catch-up would refuse.
+    topic = one_line(notification.topic, limit=SUMMARY_MAX_CHARS)
     return Entry(
         id=notification.id,
         message_id=notification.message_id,
         topic=topic,
         app=one_line(notification.app),
-        summary=one_line(notification.summary) or topic,
-        url=one_line(notification.url) if notification.url else None,
+        summary=one_line(notification.summary, limit=SUMMARY_MAX_CHARS) or topic,
+        url=safe_url(notification.url),
         filter=one_line(notification.filter_name),
         created=notification.created_at,
     )

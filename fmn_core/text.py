@@ -19,9 +19,10 @@ topic can neither forge a log line nor break a feed, whichever part shows it.
 
 from __future__ import annotations
 
+import string
 import unicodedata
 
-__all__ = ["for_log", "has_control", "one_line", "xml_text"]
+__all__ = ["for_log", "has_control", "irc_fold", "one_line", "xml_text"]
 
 # Categories that are never shown as text: controls, formats (bidi and zero-width
 # marks included), surrogates, line and paragraph separators.
@@ -98,3 +99,16 @@ def for_log(text: object, *, limit: int = 200) -> str:
         c.encode("unicode_escape").decode("ascii") if _is_unsafe(c) else c for c in value
     )
     return _cut(shown, limit)
+
+
+#: RFC 1459's case folding: ASCII capitals, and ``[]\~``, the capitals of ``{}|^``.
+_IRC_CAPITALS = str.maketrans(string.ascii_uppercase + "[]\\~", string.ascii_lowercase + "{}|^")
+
+
+def irc_fold(nick: str) -> str:
+    """An IRC nick or account in RFC 1459 case folding (``Alice[m]`` and ``alice{m}`` are one).
+
+    ASCII only, as the servers fold: ``str.lower`` would also make the Kelvin sign
+    (U+212A) a ``k``, and an account spelled with it the same as one spelled without.
+    """
+    return nick.translate(_IRC_CAPITALS)

@@ -38,7 +38,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -232,11 +232,14 @@ def parse_since(value: str | None, name: str) -> int | None:
     return number
 
 
-async def _read_live(request: web.Request, user_id: int, **kwargs: Any) -> list[SentEntry]:
-    """A live client's rows from the outbox (catch-up and the poll for other daemons')."""
+async def _read_live(
+    request: web.Request, token: str, user_id: int, **kwargs: Any
+) -> list[SentEntry] | None:
+    """A live client's rows from the outbox (catch-up and the poll for other daemons');
+    None once its token is no longer the user's."""
     try:
         return await _core(
-            request, feeds.sent_entries, user_id, "live", limit=_REPLAY_LIMIT, **kwargs
+            request, feeds.token_entries, "live", token, user_id, limit=_REPLAY_LIMIT, **kwargs
         )
     except SQLAlchemyError:
         log.warning("live: could not read the outbox", exc_info=True)
@@ -244,12 +247,12 @@ async def _read_live(request: web.Request, user_id: int, **kwargs: Any) -> list[
 
 
 def _live_stream(request: web.Request, user_id: int, since: int | None) -> LiveStream:
-    async def read(**kwargs: Any) -> list[SentEntry]:
-        return await _read_live(request, user_id, **kwargs)
+    token = request.match_info["token"]
 
-    return LiveStream(
-        request.app[_LIVE], read, request.match_info["token"], since, request.app[_STREAMS]
-    )
+    async def read(**kwargs: Any) -> list[SentEntry] | None:
+        return await _read_live(request, token, user_id, **kwargs)
+
+    return LiveStream(request.app[_LIVE], read, token, since, request.app[_STREAMS])
 
 
 async def _live_owner(request: web.Request) -> tuple[int, str] | None:
@@ -346,7 +349,13 @@ async def _live_ws(request: web.Request) -> web.StreamResponse:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-            await socket.close()
+            if stream.revoked:
+                # 1008: the client should not reconnect with this token.
+                await socket.close(
+                    code=WSCloseCode.POLICY_VIOLATION, message=b"this live token was removed"
+                )
+            else:
+                await socket.close()
         return socket
 
 

@@ -31,7 +31,6 @@ gateway's own errors go to its journal.
 from __future__ import annotations
 
 import argparse
-import getpass
 import io
 import logging
 import os
@@ -78,10 +77,16 @@ class SetupError(Exception):
 
 def login_name() -> str:
     """The name of the account running this process (from its user id, not the environment)."""
+    uid = os.getuid()
     try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:  # a uid without a passwd entry (some containers)
-        return getpass.getuser()
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        # Some containers run uids with no passwd entry. $USER would name someone,
+        # but whoever starts the process sets it: no name is better than a claimed one.
+        raise SetupError(
+            f"User id {uid} has no account name (no passwd entry), and fmn-tui knows you "
+            "only by that name; run it as an account the system knows."
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -138,8 +138,9 @@ def live_event(entry: SentEntry) -> dict[str, Any]:
 
 _END: dict[str, Any] = {"_end": True}
 
-#: Reads a client's sent rows: ``read(after_id=…)`` or ``read(since=…)``, newest first.
-EntryReader = Callable[..., Awaitable[list[SentEntry]]]
+#: Reads a client's sent rows: ``read(after_id=…)`` or ``read(since=…)``, newest first;
+#: None when the client's token was taken away.
+EntryReader = Callable[..., Awaitable[list[SentEntry] | None]]
 
 
 class LiveStream:
@@ -168,6 +169,8 @@ class LiveStream:
         # of several daemons differ, and a row's sent_at precedes its commit.
         self.poll_from = utcnow() - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
         self.closed = False
+        #: The token stopped being the user's while the client was connected.
+        self.revoked = False
         self._subscription: Subscription | None = None
 
     def close(self) -> None:
@@ -178,6 +181,11 @@ class LiveStream:
 
     async def _from_database(self, **kwargs: Any) -> list[dict[str, Any]]:
         entries = await self.read(**kwargs)
+        if entries is None:
+            log.info("live: ended a client whose token was removed")
+            self.revoked = True
+            self.close()
+            return []
         if entries:
             newest = max(e.sent_at for e in entries)
             self.poll_from = max(
@@ -200,7 +208,10 @@ class LiveStream:
             self.streams.add(self)
             try:
                 if self.since is not None:
-                    yield self._fresh(await self._from_database(after_id=self.since))
+                    caught_up = await self._from_database(after_id=self.since)
+                    if self.closed:
+                        return
+                    yield self._fresh(caught_up)
                 last_poll = loop.time()
                 while not self.closed:
                     try:
@@ -214,8 +225,11 @@ class LiveStream:
                         return
                     if loop.time() - last_poll >= LIVE_POLL_SECONDS:
                         last_poll = loop.time()
-                        # Rows other daemons sent to this user meanwhile.
+                        # Rows other daemons sent to this user meanwhile; and
+                        # whether the token is still theirs.
                         batch += await self._from_database(since=self.poll_from)
+                        if self.revoked:
+                            return
                     yield self._fresh(batch)
             finally:
                 self.streams.discard(self)

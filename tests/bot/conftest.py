@@ -155,7 +155,7 @@ import datetime as dt  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
+from collections.abc import Iterable, Mapping  # noqa: E402
 
 import supybot.conf as conf  # noqa: E402
 import supybot.ircmsgs as ircmsgs  # noqa: E402
@@ -289,6 +289,24 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
         self.prefix = f"{nick}!{nick}@users.example.org"
         self.account = account
 
+    # --------------------------------------------------------- the server side
+
+    def server_says(self, prefix: str, command: str, *args: str) -> None:
+        """Feed the bot one line from the server, as ``prefix``."""
+        self.irc.feedMsg(ircmsgs.IrcMsg(prefix=prefix, command=command, args=args))
+
+    def join(self, nick: str, host: str = "users.example.org") -> None:
+        """``nick`` joins the bot's channel (then the bot follows its services account)."""
+        self.server_says(f"{nick}!{nick}@{host}", "JOIN", self.channel)
+
+    def account_notify(self, nick: str, account: str, host: str = "users.example.org") -> None:
+        """The server's ``account-notify`` line: ``nick`` logged in as ``account`` (``*``: out)."""
+        self.server_says(f"{nick}!{nick}@{host}", "ACCOUNT", account)
+
+    def advertise_whox(self) -> None:
+        """The server's ISUPPORT says it has WHOX."""
+        self.server_says("irc.example.org", "005", self.irc.nick, "WHOX", "are supported")
+
     # ------------------------------------------------------- the database side
 
     @property
@@ -378,13 +396,32 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
             ircmsgs.IrcMsg(prefix="irc.example.org", command="303", args=(self.irc.nick, present))
         )
 
+    def answer_who(self, msg: ircmsgs.IrcMsg, accounts: Mapping[str, str]) -> None:
+        """Answer a WHOX ``WHO <nick> %tna,<token>`` like a server.
+
+        ``accounts`` maps the nicks that are on to their account (``0``: logged
+        out); a nick not in it gets only the end of the list.
+        """
+        nick, fields = msg.args
+        token = fields.partition(",")[2]
+        me = self.irc.nick
+        found = {n.lower(): (n, a) for n, a in accounts.items()}.get(nick.lower())
+        if found is not None:
+            self.server_says("irc.example.org", "354", me, token, *found)
+        self.server_says("irc.example.org", "315", me, nick, "End of /WHO list.")
+
     def deliver_round(
-        self, online: Iterable[str] = (), now: dt.datetime | None = None
+        self,
+        online: Iterable[str] = (),
+        now: dt.datetime | None = None,
+        who: Mapping[str, str] | None = None,
     ) -> tuple[RoundReport, list[ircmsgs.IrcMsg]]:
         """Run one delivery round as the plugin would, playing the server's part.
 
         The round runs in a thread (it waits for the ISON reply, as it does on a
-        real connection); this answers ISON and collects what else was sent.
+        real connection); this answers ISON, and WHO with ``who`` (see
+        :meth:`answer_who`; None: WHO is not answered), and collects what else
+        was sent, the unanswered WHO included.
         """
         online = list(online)
         outcome: dict[str, object] = {}
@@ -407,6 +444,8 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
                 time.sleep(0.005)
             elif msg.command == "ISON":
                 self.answer_ison(msg, online)
+            elif msg.command == "WHO" and who is not None:
+                self.answer_who(msg, who)
             else:
                 sent.append(msg)
         thread.join(5)

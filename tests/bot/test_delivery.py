@@ -14,7 +14,7 @@ import pytest
 import supybot.conf as conf
 import supybot.ircmsgs as ircmsgs
 
-from fmn_bot.delivery import MAX_LINE_BYTES, Pacer, notification_line
+from fmn_bot.delivery import MAX_LINE_BYTES, Pacer, RoundReport, notification_line
 from fmn_core import outbox, preferences
 from fmn_core.models import NotificationState, utcnow
 
@@ -123,6 +123,7 @@ class DeliveryCases(_Cases):
 
     def test_nick_held_by_another_account_gets_nothing(self) -> None:
         ids = self.add_notifications("alice", ["rnv"])
+        self.join("alice_", "impostor.example")  # account-notify comes through a shared channel
         self.irc.feedMsg(
             ircmsgs.IrcMsg(prefix="alice_!x@impostor.example", command="ACCOUNT", args=("mallory",))
         )
@@ -188,6 +189,98 @@ class TestDeliveryPostgres(DeliveryCases, conftest.FmnCase):
     """Delivery on PostgreSQL (row locks that skip locked rows)."""
 
     fmn_backend = "postgres"
+
+
+class TestDeliveryHolder(conftest.FmnCase):
+    """A nick gets a user's lines only while one of the user's services accounts is on it.
+
+    A nick the bot follows (it shares a channel with the bot) is judged by the
+    account Limnoria tracks; any other nick is asked about with WHOX, where the
+    server has it. The test plays the server's part.
+    """
+
+    fmn_toml = "[bot]\nlines_per_second = 200.0\n"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.confirm_irc("alice", "alice_")
+        self.ids = self.add_notifications("alice", ["rnv"])
+
+    def _later(self, minutes: int) -> dt.datetime:
+        return utcnow() + dt.timedelta(minutes=minutes)
+
+    def _held_back(self, report: RoundReport, sent: list[ircmsgs.IrcMsg]) -> None:
+        assert [m for m in sent if m.command == "PRIVMSG"] == [] and report.postponed == 1
+        [row] = self.outbox_rows(self.ids)
+        assert row.state == PENDING and "not online" in (row.last_error or "")
+
+    def test_a_nick_known_to_be_logged_out_gets_nothing(self) -> None:
+        self.join("alice_", "impostor.example")
+        self.account_notify("alice_", "*", "impostor.example")
+        self._held_back(*self.deliver_round(online=["alice_"]))
+        self.account_notify("alice_", "alice", "impostor.example")
+        report, sent = self.deliver_round(online=["alice_"], now=self._later(2))
+        assert [m.args[0] for m in sent] == ["alice_"] and report.sent == 1
+
+    def test_a_logged_out_extended_join_gets_nothing(self) -> None:
+        self.irc.state.capabilities_ack.add("extended-join")
+        self.server_says("alice_!x@impostor.example", "JOIN", self.channel, "*", "Not Alice")
+        self._held_back(*self.deliver_round(online=["alice_"]))
+
+    def test_a_nick_the_bot_does_not_follow_is_asked_about_with_whox(self) -> None:
+        self.advertise_whox()
+        for minutes, account in enumerate(("0", "mallory")):
+            self._held_back(
+                *self.deliver_round(
+                    online=["alice_"], now=self._later(2 * minutes), who={"alice_": account}
+                )
+            )
+        # Gone by the time WHO asks (no 354 before the 315): nobody's.
+        self._held_back(*self.deliver_round(online=["alice_"], now=self._later(4), who={}))
+        report, sent = self.deliver_round(
+            online=["alice_"], now=self._later(6), who={"alice_": "alice"}
+        )
+        assert [m.args[0] for m in sent] == ["alice_"] and report.sent == 1
+        assert self.outbox_rows(self.ids)[0].state == SENT
+
+    def test_an_account_left_from_a_shared_channel_is_not_believed(self) -> None:
+        self.advertise_whox()
+        self.join("alice_")
+        self.account_notify("alice_", "alice")
+        self.server_says("alice_!alice_@users.example.org", "PART", self.channel)
+        # alice quits unseen; whoever is on the nick now is logged out.
+        self._held_back(*self.deliver_round(online=["alice_"], who={"alice_": "0"}))
+
+    def test_an_unanswered_whox_holds_the_round_and_warns_once(self) -> None:
+        self.confirm_irc("bob", "bob_")
+        self.add_notifications("bob", ["kernel"])
+        self.advertise_whox()
+        self.plugin.link.who_timeout = 0.2
+        with self.assertLogs(self.plugin.log, "WARNING") as logs:
+            report, sent = self.deliver_round(online=["alice_", "bob_"])
+        asked = sorted(m.args for m in sent if m.command == "WHO")
+        tokens = {fields.partition(",")[2] for _nick, fields in asked}
+        assert [(nick, fields.partition(",")[0]) for nick, fields in asked] == [
+            ("alice_", "%tna"),
+            ("bob_", "%tna"),
+        ]
+        # fmn's own token: Limnoria's IrcState.do354 takes token 1 for its channel WHO.
+        [token] = tokens
+        assert token.isdigit() and len(token) <= 3 and token != "1"
+        assert [m for m in sent if m.command == "PRIVMSG"] == [] and report.postponed == 2
+        assert len([r for r in logs.records if "no WHO reply" in r.getMessage()]) == 1
+
+    def test_a_confirmation_code_waits_for_the_owner_to_be_identified(self) -> None:
+        with self.database.begin() as session:
+            preferences.set_destination(session, preferences.Actor("alice"), "irc", "alice__")
+        self.join("alice__", "impostor.example")
+        self.account_notify("alice__", "*", "impostor.example")
+        report, sent = self.deliver_round(online=["alice_", "alice__"])
+        assert [m.args[0] for m in sent] == ["alice_"] and report.codes == 0
+        self.account_notify("alice__", "alice", "impostor.example")
+        report, sent = self.deliver_round(online=["alice__"], now=self._later(2))
+        assert [m.args[0] for m in sent] == ["alice__"] and report.codes == 1
+        assert "fmn confirm " in sent[0].args[1]
 
 
 class TestDeliveryThread(conftest.FmnCase):

@@ -178,6 +178,7 @@ class TestDeliveryHolder(DirectoryCase):
         self.confirm_irc("alice", "alice_")
         ids = self.add_notifications("alice", ["rnv"])
         # An impostor registered the IRC account "alice": not in alice's profile.
+        self.join("alice_", "impostor.example")
         self.irc.feedMsg(
             ircmsgs.IrcMsg(prefix="alice_!x@impostor.example", command="ACCOUNT", args=("alice",))
         )
@@ -191,6 +192,41 @@ class TestDeliveryHolder(DirectoryCase):
         )
         report, sent = self.deliver_round(online=["alice_"], now=utcnow() + dt.timedelta(minutes=2))
         assert len(sent) == 1
+        assert self.outbox_rows(ids)[0].state == NotificationState.SENT.value
+
+    def test_an_account_from_whox_maps_through_the_profile(self) -> None:
+        self.confirm_irc("alice", "alice_")
+        ids = self.add_notifications("alice", ["rnv"])
+        self.advertise_whox()
+        report, sent = self.deliver_round(online=["alice_"], who={"alice_": "alice"})
+        assert [m for m in sent if m.command == "PRIVMSG"] == [] and report.postponed == 1
+        report, sent = self.deliver_round(
+            online=["alice_"], now=utcnow() + dt.timedelta(minutes=2), who={"alice_": "Alice_W"}
+        )
+        assert [m.args[0] for m in sent] == ["alice_"]
+        assert self.outbox_rows(ids)[0].state == NotificationState.SENT.value
+
+    def test_nothing_goes_out_while_the_directory_cannot_say_whose_account_it_is(self) -> None:
+        self.confirm_irc("alice", "alice_")
+        ids = self.add_notifications("alice", ["rnv"])
+        self.join("alice_")
+        self.irc.feedMsg(
+            ircmsgs.IrcMsg(
+                prefix="alice_!alice_@users.example.org", command="ACCOUNT", args=("Alice_W",)
+            )
+        )
+        retry = fasjson_module.RETRY_AFTER_SECONDS
+        fasjson_module.RETRY_AFTER_SECONDS = 0.3
+        try:
+            self.fasjson.failing = 503
+            report, sent = self.deliver_round(online=["alice_"])
+            assert sent == [] and report.postponed == 1
+            self.fasjson.failing = None
+            time.sleep(0.35)
+        finally:
+            fasjson_module.RETRY_AFTER_SECONDS = retry
+        report, sent = self.deliver_round(online=["alice_"], now=utcnow() + dt.timedelta(minutes=2))
+        assert [m.args[0] for m in sent] == ["alice_"]
         assert self.outbox_rows(ids)[0].state == NotificationState.SENT.value
 
     def test_holder_is_unknown_while_the_directory_is_down(self) -> None:

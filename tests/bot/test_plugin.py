@@ -452,30 +452,93 @@ class TestIdentitySources(conftest.FmnCase):
 
     account = None
 
-    def _account_notify(self, nick: str, account: str) -> None:
-        self.irc.feedMsg(
-            ircmsgs.IrcMsg(
-                prefix=f"{nick}!{nick}@users.example.org", command="ACCOUNT", args=(account,)
-            )
-        )
-
     def test_account_from_account_notify_when_tags_are_off(self) -> None:
         self.as_user("carol", None)
-        self._account_notify("carol", "carol")
+        self.join("carol")
+        self.account_notify("carol", "carol")
         self.assertRegexp("fmn add-filter irc mine", r"Added filter")
         self.as_user("carol", "carol")
         self.assertRegexp("fmn filters", r"1\. mine \(no rules\)")
 
     def test_logging_out_is_noticed(self) -> None:
         self.as_user("carol", None)
-        self._account_notify("carol", "carol")
+        self.join("carol")
+        self.account_notify("carol", "carol")
         self.assertNotError("fmn filters")
-        self._account_notify("carol", "*")
+        self.account_notify("carol", "*")
         self.assertRegexp("fmn filters", f"^Error: {IDENTIFY}")
+
+    # Limnoria keeps a nick's account after the nick leaves the bot's channels (PART,
+    # KICK); the bot never sees its later QUIT, so the account would pass to whoever
+    # takes the nick next.
+
+    def _carol_identified_then(self, *leaving: tuple[str, str, tuple[str, ...]]) -> None:
+        """carol, identified in the bot's channel; then the ``leaving`` lines."""
+        self.as_user("carol", None)
+        self.join("carol")
+        self.account_notify("carol", "carol")
+        self.assertRegexp("fmn add-filter irc mine", r"Added filter")
+        for prefix, command, args in leaving:
+            self.server_says(prefix, command, *args)
+        # Later carol quits the network unseen, and mallory (not identified) takes the nick.
+        self.prefix = "carol!m@mallory.example"
+
+    def _refused_as_carol(self, *, private: bool) -> None:
+        reply = self.assertError("fmn add-filter irc theirs", private=private)
+        assert reply.args[1] == f"Error: {NOT_IDENTIFIED}"
+        with self.database.begin() as session:
+            filters = preferences.list_filters(session, preferences.Actor("carol"), "irc")
+        assert [f.name for f in filters] == ["mine"]
+
+    def _bot_says(self, command: str, *args: str) -> None:
+        self.server_says(f"{self.irc.nick}!user@host.domain.tld", command, *args)
+        while self.irc.takeMsg() is not None:  # Limnoria's WHO and MODE of a joined channel
+            pass
+
+    def test_a_nick_that_parted_loses_its_account(self) -> None:
+        self._carol_identified_then(("carol!carol@users.example.org", "PART", (self.channel,)))
+        self._refused_as_carol(private=True)
+
+    def test_a_kicked_nick_loses_its_account(self) -> None:
+        self._carol_identified_then(("op!op@users.example.org", "KICK", (self.channel, "carol")))
+        self._refused_as_carol(private=True)
+
+    def test_the_bot_leaving_forgets_the_accounts_of_its_channel(self) -> None:
+        self._carol_identified_then()
+        self._bot_says("PART", self.channel)
+        self._refused_as_carol(private=True)
+        # Back in a channel with the nick (names listed, no WHOX), nothing old is believed.
+        self._bot_says("JOIN", self.channel)
+        self.server_says("irc.example.org", "353", self.irc.nick, "=", self.channel, "carol")
+        self._refused_as_carol(private=False)
+
+    def test_the_next_holder_joining_the_channel_is_not_the_old_account(self) -> None:
+        # Without extended-join, a JOIN does not say who is on the nick now.
+        self._carol_identified_then(("carol!carol@users.example.org", "PART", (self.channel,)))
+        self.server_says("carol!m@mallory.example", "JOIN", self.channel)
+        self._refused_as_carol(private=False)
+        self.server_says("carol!m@mallory.example", "PART", self.channel)
+        # carol herself, back: a JOIN that carries her account is believed.
+        self.irc.feedMsg(
+            ircmsgs.IrcMsg(
+                prefix="carol!carol@users.example.org",
+                command="JOIN",
+                args=(self.channel,),
+                server_tags={"account": "carol"},
+            )
+        )
+        self.prefix = "carol!carol@users.example.org"
+        self.assertRegexp("fmn filters", r"1\. mine \(no rules\)")
+
+    def test_the_refusal_says_how_to_be_seen(self) -> None:
+        # Identified, but in no channel with the bot on a network without account-tag.
+        self.as_user("dora", None)
+        reply = self.assertError("fmn contexts", private=True).args[1]
+        assert "identify with NickServ" in reply and "join one of my channels" in reply
 
     def test_with_account_tag_on_a_missing_tag_means_not_identified(self) -> None:
         self.as_user("carol", None)
-        self._account_notify("carol", "carol")
+        self.account_notify("carol", "carol")
         self.irc.state.capabilities_ack.add("account-tag")
         try:
             self.assertRegexp("fmn filters", f"^Error: {IDENTIFY}")
@@ -506,6 +569,24 @@ class TestAccountFormat(conftest.FmnCase):
         actor = preferences.Actor("fas-alice")
         with self.database.begin() as session:
             assert [f.name for f in preferences.list_filters(session, actor, "irc")] == ["x"]
+
+
+class TestServicesAccountFolding(conftest.FmnCase):
+    """Services accounts are folded as IRC servers fold them: ASCII only."""
+
+    def test_capitals_are_the_same_account(self) -> None:
+        self.as_user("Alice", "ALICE")
+        self.assertNotError("fmn add-filter irc x")
+        with self.database.begin() as session:
+            assert session.scalars(select(User.name)).all() == ["alice"]
+
+    def test_a_kelvin_sign_is_not_a_k(self) -> None:
+        # "\u212aevin".lower() == "kevin": a network that allowed such an account
+        # name would have let it act as kevin.
+        self.as_user("kelvin", "\u212aevin")
+        self.assertError("fmn add-filter irc x")
+        with self.database.begin() as session:
+            assert session.scalars(select(User.name)).all() == []
 
 
 class TestConfiguration(conftest.FmnCase):

@@ -154,6 +154,9 @@ def test_code_limits_address_key_canonical_forms() -> None:
     assert len({address_key("email", a) for a in same}) == 1
     assert address_key("email", "victim@example.org") != address_key("email", "v@example.org")
     assert address_key("irc", "Alice") == address_key("irc", "alice")
+    # RFC 1459: the server folds []\~ to {}|^, so these reach the same person.
+    assert len({address_key("irc", a) for a in ("bob[m]", "bob{m}", "BOB{M}", "Bob[M]")}) == 1
+    assert len({address_key("irc", a) for a in ("a\\~", "a|^", "A|~")}) == 1
     assert address_key("push", "ntfys://NTFY.sh/t?x=1#f") == address_key(
         "push", "ntfys://ntfy.sh/t"
     )

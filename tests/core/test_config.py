@@ -174,6 +174,8 @@ def test_config_matrix_bot_is_off_by_default_and_keeps_its_secrets_out_of_repr(
         ),
         ("lines_per_second = 0", "matrix.lines_per_second", "more than 0"),
         ("burst = 0", "matrix.burst", "from 1"),
+        ("accounts_server = 'Fedora.IM'", "matrix.accounts_server", "lowercase server name"),
+        ("accounts_server = 'fedora.im/x'", "matrix.accounts_server", "lowercase server name"),
     ],
 )
 def test_config_matrix_bad_settings_name_the_key(

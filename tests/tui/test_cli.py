@@ -30,6 +30,21 @@ def test_cli_login_name_comes_from_the_user_id_not_the_environment(monkeypatch):
     assert cli.login_name() == ME
 
 
+def test_cli_a_user_id_without_a_name_is_refused_not_taken_from_the_environment(
+    tmp_path, capsys, monkeypatch
+):
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert cli.main(["--config", str(write_config(tmp_path))]) == 2
+    error = capsys.readouterr().err
+    assert f"User id {os.getuid()} has no account name" in error
+    assert "mallory" not in error and "Traceback" not in error
+
+
 def test_cli_user_option_is_for_admins_only(tmp_path, capsys):
     config = write_config(tmp_path)
     assert cli.main(["--config", str(config), "--user", "bob"]) == 2
