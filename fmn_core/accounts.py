@@ -9,8 +9,8 @@ chosen by ``accounts.provider``:
   already knows; it knows no groups and no profiles unless it is given some.
 - ``fasjson`` (``fmn_core.fasjson.FasjsonDirectory``): Fedora's account API,
   over HTTP with optional GSSAPI.
-- ``fas2`` (``Fas2Directory``): asks a FAS2-compatible account system through
-  python-fedora (the optional extra ``fmn[fas]``).
+- ``fas2`` (``Fas2Directory``): asks a FAS2-compatible account system the way
+  python-fedora does, but following no redirect (the optional extra ``fmn[fas]``).
 
 The functions below are what the rest of fmn asks: ``check_account_name`` (the
 one syntax check), ``account_of_login`` (the TUI's uid to an account),
@@ -21,6 +21,7 @@ messages make cached answers stale).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -45,6 +46,7 @@ from .errors import (
 )
 from .messages import MessageFacts
 from .models import User
+from .text import irc_fold
 
 __all__ = [
     "ACCOUNT_NAME_RE",
@@ -60,7 +62,6 @@ __all__ = [
     "check_account_name",
     "directory_changes",
     "directory_of",
-    "irc_fold",
     "is_admin",
     "parse_chat_nicks",
 ]
@@ -134,11 +135,6 @@ class Profile:
             irc_fold(nick) == wanted and (not server or server.lower() in allowed)
             for server, nick in self.irc
         )
-
-
-def irc_fold(nick: str) -> str:
-    """An IRC nick or account in RFC 1459 case folding (``Alice[m]`` and ``alice{m}`` are one)."""
-    return nick.lower().translate(str.maketrans("[]\\~", "{}|^"))
 
 
 def parse_chat_nicks(
@@ -264,17 +260,24 @@ class LocalDirectory:
 
 
 class Fas2Directory:
-    """A FAS2-compatible account system, through python-fedora's ``AccountSystem``.
+    """A FAS2-compatible account system, asked for ``json/person_by_username``.
 
     FAS2 (admin.fedoraproject.org/accounts) is retired: Fedora's accounts now
     live in Noggin/FreeIPA. This directory is for deployments that run a
-    FAS2-compatible service. It needs the optional extra ``fmn[fas]``
-    (python-fedora) and an account to query with (``accounts.fas_username`` and
-    ``accounts.fas_password``).
+    FAS2-compatible service, with an account to query with
+    (``accounts.fas_username`` and ``accounts.fas_password``).
+
+    It asks through python-fedora's ``AccountSystem`` (the optional extra
+    ``fmn[fas]``), inside ``fmn_core.library_http.bounded_requests``: the client
+    posts fmn's password in its form and would follow a redirect with it to
+    another host, and reads an answer of any size at any pace. In the block no
+    redirect is followed, and an answer ends after ``timeout`` seconds and 4 MiB.
 
     Answers are remembered for ``cache_seconds`` so a busy front end does not
     query the service for every command. One instance may be shared by threads:
-    python-fedora's client is not thread-safe, so calls are serialized.
+    python-fedora's client is not thread-safe, so each thread has its own, and a
+    question is asked outside the cache's lock, so a slow answer about one
+    account holds up nobody asking about another.
     """
 
     def __init__(
@@ -307,13 +310,15 @@ class Fas2Directory:
         if not base_url.lower().startswith(("http://", "https://")):
             raise ConfigError("accounts.fas_url", f"{base_url!r} is not an http(s) URL")
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.timeout = timeout
         self._auth_error: type[Exception] = AuthError
         self._failures: tuple[type[Exception], ...] = (
             AppError,
             ServerError,
             requests.RequestException,
         )
-        self._client = AccountSystem(
+        self._new_client = functools.partial(
+            AccountSystem,
             self.base_url,
             username=username,
             password=password,
@@ -321,6 +326,7 @@ class Fas2Directory:
             timeout=timeout,
             retries=0,
         )
+        self._clients = threading.local()
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._cache_seconds = cache_seconds
@@ -373,30 +379,47 @@ class Fas2Directory:
             if cached is not None and now - cached[0] < self._cache_seconds:
                 self._cache.move_to_end(name)
                 return cached[1]
-            person = self._ask(name)
+        # Asked without the lock: two threads may ask about one account at once,
+        # which costs a question, where holding the lock would stop every lookup.
+        person = self._ask(name)
+        with self._lock:
             self._cache[name] = (now, person)
             self._cache.move_to_end(name)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-            return person
+        return person
+
+    def _client(self) -> Any:
+        client = getattr(self._clients, "client", None)
+        if client is None:
+            client = self._clients.client = self._new_client()
+        return client
 
     def _ask(self, name: str) -> dict[str, Any]:
-        try:
-            answer = self._client.person_by_username(name)
-        except self._auth_error as exc:
-            raise ConfigError(
-                "accounts.fas_username",
-                f"{self.base_url} rejected the credentials of accounts.fas_username",
-            ) from exc
-        except self._failures as exc:
-            problem = str(exc) or type(exc).__name__
-            raise AccountDirectoryUnavailable(self.base_url, problem) from exc
-        except (KeyError, TypeError, AttributeError) as exc:
-            # python-fedora indexes the answer directly; a server speaking some
-            # other JSON surfaces here.
-            raise AccountDirectoryUnavailable(
-                self.base_url, f"the answer is not a FAS2 person ({type(exc).__name__}: {exc})"
-            ) from exc
+        # Imported here: requests is for the remote directories only.
+        from .directory_http import MAX_ANSWER_BYTES
+        from .library_http import bounded_requests
+
+        with bounded_requests(self.timeout, max_bytes=MAX_ANSWER_BYTES, server="FAS2") as limits:
+            try:
+                answer = self._client().person_by_username(name)
+            except self._auth_error as exc:
+                raise ConfigError(
+                    "accounts.fas_username",
+                    f"{self.base_url} rejected the credentials of accounts.fas_username",
+                ) from exc
+            except self._failures as exc:
+                problem = limits.problem or str(exc) or type(exc).__name__
+                raise AccountDirectoryUnavailable(self.base_url, problem) from exc
+            except (ValueError, RecursionError) as exc:
+                # The body is not JSON, or nests deeper than the parser goes.
+                raise AccountDirectoryUnavailable(self.base_url, "the answer is not JSON") from exc
+            except (KeyError, TypeError, AttributeError) as exc:
+                # python-fedora indexes the answer directly; a server speaking some
+                # other JSON surfaces here.
+                raise AccountDirectoryUnavailable(
+                    self.base_url, "the answer is not a FAS2 person"
+                ) from exc
         if not isinstance(answer, Mapping):
             return {}
         person = dict(answer)
@@ -436,6 +459,7 @@ def _build_remote(accounts: AccountsConfig) -> AccountDirectory:
             accounts.fas_url,
             accounts.fas_username,
             accounts.fas_password,
+            timeout=accounts.timeout_seconds,
             cache_seconds=accounts.cache_seconds,
         )
     # Imported here: fasjson builds on this module's names (Profile, the name check).

@@ -21,16 +21,22 @@ plain HTTP (httpx with SPNEGO). requests is already installed with Apprise,
 and ``requests-gssapi`` (the extra ``fmn[fasjson]``) adds Kerberos when
 ``accounts.fasjson_auth = "gssapi"``.
 
+Answers are read within bounds (``fmn_core.directory_http``): no redirect is
+followed, a body is at most ``MAX_ANSWER_BYTES`` and must arrive within
+``timeout`` seconds, and a page holding more than the ``PAGE_SIZE`` items asked
+for is refused. Whatever can't be read (a body cut short, stalled, dripping, too
+large, broken gzip, not JSON) counts as FASJSON not answering.
+
 Answers are cached for ``cache_seconds`` and dropped early by ``forget`` (the
 daemon calls it for Fedora Accounts' bus messages). When FASJSON can't answer,
 a remembered answer, however old, is used rather than failing; with none,
-``AccountDirectoryUnavailable``.
+``AccountDirectoryUnavailable``. After a failure, questions fail at once for
+``RETRY_AFTER_SECONDS`` (or use what is remembered) instead of each waiting.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import re
 import threading
@@ -39,20 +45,18 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import requests
-
-from .accounts import ACCOUNT_NAME_RE, Profile, irc_fold, parse_chat_nicks
+from .accounts import ACCOUNT_NAME_RE, Profile, parse_chat_nicks
+from .directory_http import MAX_ANSWER_BYTES, ThreadSessions, ask_json
 from .errors import AccountDirectoryUnavailable, ConfigError
+from .text import irc_fold
 
 __all__ = ["FasjsonDirectory"]
 
 log = logging.getLogger(__name__)
 
-#: The largest answer read (a page of 40 full users is ~40 kB).
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
 #: Pages followed for one list; a group larger than this is cut short (and logged).
 MAX_PAGES = 200
-#: FASJSON's largest page for searches (40) serves every list.
+#: FASJSON's largest page for searches (40) serves every list; a longer page is refused.
 PAGE_SIZE = 40
 #: FASJSON refuses substring searches shorter than this.
 MIN_SEARCH = 3
@@ -116,10 +120,8 @@ class FasjsonDirectory:
         self.base_url = base_url.rstrip("/") + "/"
         self.api_url = self.base_url + "v1/"
         self.timeout = timeout
-        self._auth = _auth(auth)
+        self._sessions = ThreadSessions(_auth(auth))
         self._cache = _Cache(cache_seconds)
-        # requests' Session is not documented as thread-safe: one per thread.
-        self._local = threading.local()
         #: monotonic time before which FASJSON is not asked again, and why.
         self._down_until = 0.0
         self._down_why = ""
@@ -238,6 +240,10 @@ class FasjsonDirectory:
             items = answer.get("result")
             if not isinstance(items, list):
                 raise self._unreadable(path, "the answer has no result list")
+            if len(items) > PAGE_SIZE:
+                # fmn asked for PAGE_SIZE: a longer page (each of MAX_PAGES of them)
+                # would make one lookup hold millions of names.
+                raise self._unreadable(path, f"a page of more than the {PAGE_SIZE} items asked for")
             yield from items
             page = answer.get("page")
             total = page.get("total_pages") if isinstance(page, Mapping) else None
@@ -253,49 +259,28 @@ class FasjsonDirectory:
     def _get(
         self, path: str, query: Mapping[str, Any] | None = None, *, missing_ok: bool = False
     ) -> dict[str, Any] | None:
-        url = self.api_url + path
-        try:
-            with self._session().get(
-                url,
-                params=dict(query or {}),
-                timeout=self.timeout,
-                stream=True,
-                headers={"Accept": "application/json"},
-                allow_redirects=False,
-            ) as response:
-                if response.status_code == 404 and missing_ok:
-                    return None
-                if response.status_code in (401, 403):
-                    raise ConfigError(
-                        "accounts.fasjson_auth",
-                        f"{self.base_url} refused fmn ({response.status_code}); check "
-                        "fmn's Kerberos credentials (keytab) or accounts.fasjson_auth",
-                    )
-                if response.status_code != 200:
-                    raise AccountDirectoryUnavailable(
-                        self.base_url, f"{path}: HTTP {response.status_code}"
-                    )
-                raw = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
-        except requests.RequestException as exc:
-            raise AccountDirectoryUnavailable(self.base_url, type(exc).__name__) from exc
-        if len(raw) > MAX_ANSWER_BYTES:
-            raise self._unreadable(path, f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
-        try:
-            answer = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise self._unreadable(path, "the answer is not JSON") from exc
+        status, answer = ask_json(
+            self._sessions.get(),
+            "GET",
+            self.api_url + path,
+            where=self.base_url,
+            timeout=self.timeout,
+            limit=MAX_ANSWER_BYTES,
+            params=dict(query or {}),
+        )
+        if status == 404 and missing_ok:
+            return None
+        if status in (401, 403):
+            raise ConfigError(
+                "accounts.fasjson_auth",
+                f"{self.base_url} refused fmn ({status}); check "
+                "fmn's Kerberos credentials (keytab) or accounts.fasjson_auth",
+            )
+        if status != 200:
+            raise AccountDirectoryUnavailable(self.base_url, f"{path}: HTTP {status}")
         if not isinstance(answer, dict):
             raise self._unreadable(path, "the answer is not a JSON object")
         return answer
-
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.auth = self._auth
-            session.trust_env = False  # no proxies or netrc picked up from the environment
-            self._local.session = session
-        return session
 
     def _unreadable(self, path: str, why: str) -> AccountDirectoryUnavailable:
         return AccountDirectoryUnavailable(self.base_url, f"{path}: {why}")

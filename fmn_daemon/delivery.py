@@ -102,6 +102,7 @@ from fmn_core.models import utcnow
 from fmn_core.outbox import ClaimedNotification
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
+from fmn_core.views import OutgoingCode
 
 from .concurrency import in_thread, in_unit_of_work
 from .failures import describe, is_transient
@@ -185,6 +186,10 @@ class Senders:
         self._new_rows = NewRowsListener(db)
         self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
         self._codes_at = 0.0
+        #: ``run``'s confirmation codes, sent beside its rounds (``_codes_beside``), and
+        #: the destinations whose code went, to be marked by the next round.
+        self._codes_task: asyncio.Task[None] | None = None
+        self._codes_sent: list[int] = []
         self._idle_check_at = 0.0
         #: What ``run`` waits on while every send slot is busy (``_await_one``).
         self._waiter: asyncio.Future[None] | None = None
@@ -228,7 +233,7 @@ class Senders:
                     codes = time.monotonic() >= self._codes_at
                     if codes:
                         self._codes_at = time.monotonic() + delivery.idle_poll_seconds
-                    claimed = await self._start_round(codes=codes)
+                    claimed = await self._start_round(codes=codes, beside=True)
                     failures = 0
                 except Exception as exc:
                     # Rows are isolated inside the round; what reaches here is the
@@ -307,12 +312,19 @@ class Senders:
         await self._await_inflight(stop)
         return handled
 
-    async def _start_round(self, *, codes: bool) -> int:
+    async def _start_round(self, *, codes: bool, beside: bool = False) -> int:
         """Send pending codes (if ``codes``), claim and settle a batch, start its sends.
 
-        Returns how many rows and codes it handled; the sends run on as tasks.
+        Returns how many rows and codes it handled; the sends run on as tasks. With
+        ``beside``, the codes go in a task of their own and are not counted: a code
+        goes to an address nobody has proved yet, and a server there that answers
+        slowly must not hold up everyone's notifications until it is done.
         """
-        handled = await self._send_codes() if codes else 0
+        handled = 0
+        if codes and beside:
+            await self._codes_beside()
+        elif codes:
+            handled = await self._send_codes()
         inflight = self._inflight_by_group()
         try:
             claimed, plan = await self._core(self._claim_and_plan, inflight)
@@ -463,7 +475,21 @@ class Senders:
         try:
             await self._finish_sends(grace)
         finally:
+            await self._stop_codes()
             await self._close_transports()
+
+    async def _stop_codes(self) -> None:
+        # A code not marked sent is sent again by the next daemon: nothing is lost.
+        task, self._codes_task = self._codes_task, None
+        if task is not None and not task.done():
+            task.cancel("the daemon is stopping")
+            await asyncio.gather(task, return_exceptions=True)
+        sent, self._codes_sent = self._codes_sent, []
+        try:
+            for destination_id in sent:
+                await self._core(preferences.mark_code_sent, destination_id)
+        except SQLAlchemyError:
+            log.warning("delivery: %d sent codes not marked sent; they will go again", len(sent))
 
     async def _finish_sends(self, grace: float) -> None:
         if not self._inflight:
@@ -709,50 +735,82 @@ class Senders:
     # -- confirmation codes -------------------------------------------------------
 
     async def _send_codes(self) -> int:
-        codes = await self._core(preferences.pending_confirmation_codes, contexts=self.contexts)
+        """Send the due confirmation codes one after another, each marked sent as it goes
+        (``round``); returns how many went."""
         sent = 0
-        now = time.monotonic()
-        for code in codes:
-            if self._code_retry_at.get(code.destination_id, 0.0) > now:
-                continue
-            transport = self.transports.get(code.context)
-            if transport is None:
-                continue
-            masked = mask_address(code.context, code.address)
-            rendered = render_confirmation(
-                code.context, code.code, public_url=self.config.http.public_url, origin=code.origin
+        for code in await self._due_codes():
+            if await self._send_code(code):
+                await self._core(preferences.mark_code_sent, code.destination_id)
+                sent += 1
+        return sent
+
+    async def _codes_beside(self) -> None:
+        """``run``'s codes: mark those sent since the last time, and start sending the due
+        ones in a task of their own, unless the last ones are still going.
+
+        Only the sends leave the round: the database work stays in its order (on the
+        tests' PostgreSQL every session shares one connection).
+        """
+        idle = self._codes_task is None or self._codes_task.done()
+        sent, self._codes_sent = self._codes_sent, []
+        for destination_id in sent:
+            await self._core(preferences.mark_code_sent, destination_id)
+        if not idle:
+            return
+        codes = await self._due_codes()
+        if codes:
+            self._codes_task = asyncio.create_task(
+                self._send_codes_beside(codes), name="delivery-codes"
             )
-            try:
-                await transport.send(code.address, rendered)
-            except TransportError as exc:
-                self._code_retry_at[code.destination_id] = now + CODE_RETRY_SECONDS
-                log.warning(
-                    "delivery: confirmation code for %s/%s to %s not sent: %s",
-                    code.user,
-                    code.context,
-                    masked,
-                    exc.reason,
-                )
-                continue
-            except Exception:  # a transport's bug: this code waits, the round goes on
-                self._code_retry_at[code.destination_id] = now + CODE_RETRY_SECONDS
-                log.exception(
-                    "delivery: confirmation code for %s/%s to %s not sent (internal error)",
-                    for_log(code.user),
-                    code.context,
-                    masked,
-                )
-                continue
-            self._code_retry_at.pop(code.destination_id, None)
-            await self._core(preferences.mark_code_sent, code.destination_id)
-            log.info(
-                "delivery: sent a confirmation code for %s/%s to %s",
+
+    async def _send_codes_beside(self, codes: list[OutgoingCode]) -> None:
+        for code in codes:
+            if await self._send_code(code):
+                self._codes_sent.append(code.destination_id)
+
+    async def _due_codes(self) -> list[OutgoingCode]:
+        codes = await self._core(preferences.pending_confirmation_codes, contexts=self.contexts)
+        now = time.monotonic()
+        return [
+            code
+            for code in codes
+            if self._code_retry_at.get(code.destination_id, 0.0) <= now
+            and code.context in self.transports
+        ]
+
+    async def _send_code(self, code: OutgoingCode) -> bool:
+        """Send one code; False (and a retry in ``CODE_RETRY_SECONDS``) when it did not go."""
+        transport = self.transports[code.context]
+        masked = mask_address(code.context, code.address)
+        rendered = render_confirmation(
+            code.context, code.code, public_url=self.config.http.public_url, origin=code.origin
+        )
+        try:
+            await transport.send(code.address, rendered)
+        except TransportError as exc:
+            self._code_retry_at[code.destination_id] = time.monotonic() + CODE_RETRY_SECONDS
+            log.warning(
+                "delivery: confirmation code for %s/%s to %s not sent: %s",
                 code.user,
                 code.context,
                 masked,
+                exc.reason,
             )
-            sent += 1
-        return sent
+            return False
+        except Exception:  # a transport's bug: this code waits, the others go on
+            self._code_retry_at[code.destination_id] = time.monotonic() + CODE_RETRY_SECONDS
+            log.exception(
+                "delivery: confirmation code for %s/%s to %s not sent (internal error)",
+                for_log(code.user),
+                code.context,
+                masked,
+            )
+            return False
+        self._code_retry_at.pop(code.destination_id, None)
+        log.info(
+            "delivery: sent a confirmation code for %s/%s to %s", code.user, code.context, masked
+        )
+        return True
 
 
 class _Slots:

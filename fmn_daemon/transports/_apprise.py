@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any
 
 import apprise
 
+from fmn_core.library_http import RequestLimits, bounded_requests
 from fmn_core.masking import scrub_error
 
-__all__ = ["asset", "notify_once", "plugin_for"]
+__all__ = ["MAX_REPLY_BYTES", "asset", "notify_once", "plugin_for"]
+
+#: The most of a push server's reply fmn reads: plugins only look for an error in it.
+MAX_REPLY_BYTES = 256 * 1024
 
 _PATH_RE = re.compile(r"\b(url|path): ?/\S*", re.IGNORECASE)
 _URL_RE = re.compile(
@@ -101,17 +106,35 @@ def _reason(result: Any) -> str:
     return "; ".join(parts) if parts else f"Apprise reported {result.status.name}"
 
 
-def notify_once(target: str | Any, *, title: str, body: str) -> str | None:
+def notify_once(
+    target: str | Any, *, title: str, body: str, deadline_seconds: float | None = None
+) -> str | None:
     """Send through one Apprise service (a URL or a prepared plugin); None on
-    success, otherwise Apprise's own account of what went wrong."""
+    success, otherwise Apprise's own account of what went wrong.
+
+    With ``deadline_seconds``, the send's HTTP requests end by then whatever the
+    server does, follow no redirect, and read at most ``MAX_REPLY_BYTES`` of each
+    reply (``fmn_core.library_http``).
+    """
     plugin = plugin_for(target) if isinstance(target, str) else target
     if plugin is None:
         return "Apprise cannot use this URL"
     notifier = apprise.Apprise(asset=plugin.asset)
     notifier.add(plugin)
-    with notifier.notify(
-        body=body, title=title, body_format="text", log_level=_CAPTURE_LEVEL
-    ) as result:
+    bounds: contextlib.AbstractContextManager[RequestLimits | None] = (
+        contextlib.nullcontext()
+        if deadline_seconds is None
+        else bounded_requests(deadline_seconds, max_bytes=MAX_REPLY_BYTES, server="the push server")
+    )
+    with (
+        bounds as limits,
+        notifier.notify(
+            body=body, title=title, body_format="text", log_level=_CAPTURE_LEVEL
+        ) as result,
+    ):
         if result:
             return None
+        # What the bounds cut short says more than the plugin's "connection error".
+        if limits is not None and limits.problem is not None:
+            return limits.problem
         return _reason(result)

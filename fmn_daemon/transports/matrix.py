@@ -17,7 +17,10 @@ a notification bot needs:
 - **only the operator's homeserver**: every request goes to
   ``matrix.homeserver_url``; no ``.well-known`` discovery and no redirects, so a
   server's answer can never send the bot's credentials elsewhere;
-- **bounded answers**: a body above :data:`MAX_ANSWER_BYTES` is refused unread.
+- **bounded answers**: a body above :data:`MAX_ANSWER_BYTES` is refused unread; a
+  body that is not JSON (or nests too deep to parse) and a ``retry_after_ms`` out of
+  range (negative, NaN, above :data:`MAX_RETRY_AFTER_SECONDS`) are read as the
+  homeserver's error, so the failure carries its status and reason.
 
 :class:`MatrixTransport` is the daemon's transport for the context: it checks
 the Matrix ID again, paces lines with the shared :class:`fmn_core.chat.Pacer`
@@ -161,7 +164,7 @@ class MatrixClient:
             answer = _Answer(status, _json_object(raw))
             if status == 429 and answer.errcode == "M_LIMIT_EXCEEDED":
                 wait = _retry_after(answer.body)
-                if wait is not None and wait <= MAX_RETRY_AFTER_SECONDS:
+                if wait is not None:
                     await asyncio.sleep(wait)
                     continue
             return answer
@@ -407,13 +410,20 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return {"error": "the answer is not JSON"}
     return value if isinstance(value, dict) else {"error": "the answer is not a JSON object"}
 
 
 def _retry_after(body: dict[str, Any]) -> float | None:
+    """The wait a rate-limited answer asks for, in seconds; ``None`` unless it is a number
+    from 0 to :data:`MAX_RETRY_AFTER_SECONDS` (NaN fails the range check, and an integer
+    too large for a float is never converted)."""
     value = body.get("retry_after_ms")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value) / 1000
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_RETRY_AFTER_SECONDS * 1000
+    ):
+        return value / 1000
     return None

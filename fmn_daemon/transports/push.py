@@ -69,11 +69,20 @@ def plugin_for(url: str, *, plain: bool = False) -> Any:
     return apprise_plugin(url, plain=plain)
 
 
-def notify_once(target: str | Any, *, title: str, body: str) -> str | None:
-    """One Apprise send (see ``_apprise.notify_once``)."""
+#: A whole send's deadline, in ``push.timeout_seconds`` (each connect and read has one).
+SEND_DEADLINE_TIMEOUTS = 3
+
+
+def notify_once(target: str | Any, *, title: str, body: str, push: PushConfig) -> str | None:
+    """One Apprise send (see ``_apprise.notify_once``), over by its deadline."""
     from ._apprise import notify_once as apprise_notify
 
-    return apprise_notify(target, title=title, body=body)
+    return apprise_notify(
+        target,
+        title=title,
+        body=body,
+        deadline_seconds=push.timeout_seconds * SEND_DEADLINE_TIMEOUTS,
+    )
 
 
 class PushTransport:
@@ -141,7 +150,7 @@ class PushTransport:
         host = self._connect_host(plugin)
         if host is not None:
             self.check_resolved(host)
-        problem = notify_once(plugin, title=rendered.subject, body=rendered.short)
+        problem = notify_once(plugin, title=rendered.subject, body=rendered.short, push=self.push)
         if problem is not None:
             raise TransportError(
                 scrub_error(
@@ -187,7 +196,7 @@ class FcmTransport:
         plugin.redirects = False
         plugin.socket_connect_timeout = self.push.timeout_seconds
         plugin.socket_read_timeout = self.push.timeout_seconds
-        problem = notify_once(plugin, title=rendered.subject, body=rendered.short)
+        problem = notify_once(plugin, title=rendered.subject, body=rendered.short, push=self.push)
         if problem is not None:
             raise TransportError(
                 scrub_error(f"Firebase did not take the message ({problem})", [url])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from hostile_http import Answer, head, hostile_server, reply
 
 from fmn_core.accounts import (
     AccountDirectoryUnavailable,
@@ -249,15 +253,127 @@ def test_fas2_directory_without_python_fedora_names_the_extra(
     assert "fmn[fas]" in str(caught.value)
 
 
-def test_account_directory_builds_fas2_from_the_configuration(fas: LocalServer) -> None:
-    config = Config(
+def fas2_config(server_url: str, **accounts: Any) -> Config:
+    """fmn's configuration for the FAS2 service at ``server_url``/accounts/."""
+    return Config(
         accounts=AccountsConfig(
             provider="fas2",
-            fas_url=f"{fas.url}/accounts/",
+            fas_url=f"{server_url}/accounts/",
             fas_username="fmn-bot",
             fas_password="s3cret",
+            **accounts,
         )
     )
-    directory = account_directory(config)
+
+
+def test_account_directory_builds_fas2_from_the_configuration(fas: LocalServer) -> None:
+    directory = account_directory(fas2_config(fas.url))
     assert isinstance(directory, Fas2Directory)
     assert directory.groups_of("alice") == {"packager", "python-sig"}
+
+
+# --- FAS2 against hostile replies (a raw-socket server: tests/hostile_http.py) -------------
+
+
+def _person_answer(conn: socket.socket, request: bytes) -> None:
+    """FAS2's answer about whoever the form names, from PEOPLE."""
+    form = parse_qs(request.partition(b"\r\n\r\n")[2].decode())
+    person = PEOPLE.get(form.get("username", [""])[0])
+    answer = {"success": True, "person": person} if person else {"success": False}
+    reply(conn, 200, json.dumps(answer).encode(), "Content-Type: application/json")
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_fas2_directory_sends_its_password_to_no_other_host(status: int) -> None:
+    """A redirect that keeps the POST (307, 308) would carry the form, password and
+    all, to whatever host it names: no redirect is followed."""
+    with hostile_server(_person_answer) as elsewhere:
+        # Another host name for this machine: requests keeps the form across hosts.
+        target = elsewhere.url.replace("127.0.0.1", "localhost") + "/steal"
+        with hostile_server(
+            lambda conn, request: reply(conn, status, b"", f"Location: {target}")
+        ) as fas:
+            directory = Fas2Directory(
+                f"{fas.url}/accounts/", "fmn-bot", "S3CRET-PASSWORD", timeout=5
+            )
+            with pytest.raises(
+                AccountDirectoryUnavailable, match=f"HTTP {status}\\); fmn follows none"
+            ):
+                directory.exists("alice")
+            assert fas.request_lines() == [f"POST {PERSON_PATH} HTTP/1.1"]
+            assert b"password=S3CRET-PASSWORD" in fas.requests[0]  # FAS itself gets it
+    assert elsewhere.requests == []
+
+
+def _too_deep(conn: socket.socket, request: bytes) -> None:
+    reply(conn, 200, b"[" * 100_000 + b"]" * 100_000, "Content-Type: application/json")
+
+
+def _too_large(conn: socket.socket, request: bytes) -> None:
+    reply(conn, 200, b'{"success": false, "pad": "' + b" " * (5 * 1024 * 1024) + b'"}')
+
+
+def _cut_short(conn: socket.socket, request: bytes) -> None:
+    conn.sendall(head(200, "Content-Length: 100") + b'{"success": ')
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (_too_deep, "the answer is not JSON"),
+        (_too_large, "reply is larger than 4096 KiB"),
+        (_cut_short, "reply broke off"),
+    ],
+)
+def test_fas2_directory_reports_an_answer_it_cannot_read(answer: Answer, problem: str) -> None:
+    """100,000 nested lists, 5 MiB, a body cut short: the directory could not answer
+    (not an internal error from deep inside the parser or urllib3)."""
+    with hostile_server(answer) as fas:
+        directory = Fas2Directory(f"{fas.url}/accounts/", "fmn-bot", "s3cret", timeout=5)
+        with pytest.raises(AccountDirectoryUnavailable, match=problem):
+            directory.exists("alice")
+
+
+def test_fas2_directory_gives_a_dripping_answer_the_configured_timeout() -> None:
+    """``accounts.timeout_seconds`` reaches the provider, and covers the whole body: an
+    answer dripping one byte every 0.05 s (about 6 s in all) ends after about 0.5 s."""
+    body = b'{"success": false}' + b" " * 100
+
+    def drip(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(head(200, f"Content-Length: {len(body)}"))
+        for byte in body:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.05)
+
+    with hostile_server(drip) as fas:
+        directory = account_directory(fas2_config(fas.url, timeout_seconds=0.5))
+        started = time.monotonic()
+        with pytest.raises(AccountDirectoryUnavailable, match=r"did not answer within 0\.5 s"):
+            directory.exists("alice")
+        elapsed = time.monotonic() - started
+    assert elapsed < 3 * 0.5
+
+
+def test_fas2_directory_answers_about_others_while_one_answer_is_slow() -> None:
+    """A slow answer about alice holds up nobody asking about bob (the cache's lock is
+    not held across the question)."""
+    alice_asked, bob_answered = threading.Event(), threading.Event()
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        if b"username=alice&" in request:
+            alice_asked.set()
+            bob_answered.wait(4)
+        _person_answer(conn, request)
+
+    with hostile_server(answer) as fas:
+        directory = Fas2Directory(f"{fas.url}/accounts/", "fmn-bot", "s3cret", timeout=10)
+        slow = threading.Thread(target=directory.exists, args=("alice",), daemon=True)
+        slow.start()
+        assert alice_asked.wait(5)
+        started = time.monotonic()
+        assert directory.groups_of("bob") == frozenset() and directory.exists("bob")
+        elapsed = time.monotonic() - started
+        bob_answered.set()
+        slow.join(10)
+    assert elapsed < 2
+    assert directory.groups_of("alice") == {"packager", "python-sig"}  # remembered

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import socket
 import time
 from pathlib import Path
 
 import pytest
 from fasjson_server import FasjsonServer
+from hostile_http import Answer, head, hostile_server, reply
 
 from fmn_core import fasjson as fasjson_module
 from fmn_core.accounts import (
@@ -16,10 +20,10 @@ from fmn_core.accounts import (
     account_of_irc,
     account_of_login,
     directory_changes,
-    irc_fold,
     is_admin,
     parse_chat_nicks,
 )
+from fmn_core.catalog.people import member_of_group_involved
 from fmn_core.config import AccountsConfig, Config, load_config
 from fmn_core.errors import (
     AccountDirectoryUnavailable,
@@ -30,6 +34,8 @@ from fmn_core.errors import (
 )
 from fmn_core.fasjson import FasjsonDirectory
 from fmn_core.messages import MessageFacts
+from fmn_core.rules import RuleContext
+from fmn_core.text import irc_fold
 
 LIBERA = ("irc.libera.chat",)
 
@@ -56,6 +62,8 @@ def test_chat_nicks_are_parsed_like_noggin_stores_them() -> None:
     assert irc == (("", "Alice_W"), ("irc.oftc.net", "alice"), ("", "legacy"))
     assert matrix == ("@alice:fedora.im", "@al:fedora.im")
     assert irc_fold("Alice[W]") == irc_fold("alice{w}")
+    # ASCII only, as servers fold: the Kelvin sign is not a k.
+    assert irc_fold("\u212aevin") != irc_fold("kevin") == "kevin"
 
 
 def test_fasjson_directory_reads_users_profiles_and_groups(fasjson: FasjsonServer) -> None:
@@ -312,3 +320,129 @@ def test_identity_defaults_are_safe() -> None:
     assert config.bot.identity == "directory"
     assert config.admin_group == "" and config.admins == ()
     assert "s3cret" not in repr(AccountsConfig(fas_password="s3cret"))
+
+
+# --- hostile replies (a raw-socket server: tests/hostile_http.py) ---------------------
+
+GROUPS_PAGE = json.dumps(
+    {"result": [{"groupname": "infra"}], "page": {"page_number": 1, "total_pages": 1}}
+).encode()
+JSON_TYPE = "Content-Type: application/json"
+
+
+def _gzip_cut_short(body: bytes) -> bytes:
+    whole = gzip.compress(body)
+    return whole[: len(whole) // 2]
+
+
+def _broken_answer(kind: str) -> Answer:
+    """An answer whose headers are fine and whose body breaks."""
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        if kind in ("short", "stall"):
+            # Says 100 bytes, sends 10; then closes ("short") or sends nothing more.
+            conn.sendall(head(200, JSON_TYPE, "Content-Length: 100") + GROUPS_PAGE[:10])
+            if kind == "stall":
+                conn.recv(1)  # until fmn hangs up (or the test's server stops)
+        else:
+            body = (
+                b"this is not gzip at all" if kind == "bad-gzip" else _gzip_cut_short(GROUPS_PAGE)
+            )
+            reply(conn, 200, body, JSON_TYPE, "Content-Encoding: gzip")
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("short", "the answer broke off (ProtocolError)"),
+        ("stall", "the answer broke off (ReadTimeoutError)"),
+        ("bad-gzip", "the answer is not valid gzip"),
+        ("gzip-cut-short", "the gzip answer is cut short"),
+    ],
+)
+def test_fasjson_directory_group_rule_uses_the_remembered_answer_when_a_body_breaks(
+    kind: str, problem: str
+) -> None:
+    """A body that breaks is FASJSON not answering: the group rule still matches on the
+    remembered groups (the message is not lost), and FASJSON is paused for everyone."""
+    broken = _broken_answer(kind)
+    mode = {"broken": False}
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        if mode["broken"]:
+            broken(conn, request)
+        else:
+            reply(conn, 200, GROUPS_PAGE, JSON_TYPE)
+
+    with hostile_server(answer) as server:
+        directory = FasjsonDirectory(server.url, auth="none", timeout=0.5, cache_seconds=0)
+        context = RuleContext("alice", membership=directory)
+        message = _facts("org.fedoraproject.prod.fas.group.update", set(), {"infra"})
+        assert member_of_group_involved(message, context)
+        mode["broken"] = True
+        # cache_seconds=0: FASJSON is asked again, its body breaks, the old answer counts.
+        assert member_of_group_involved(message, context)
+        asked = len(server.requests)
+        with pytest.raises(AccountDirectoryUnavailable) as caught:
+            directory.groups_of("bob")  # nothing remembered about bob
+        assert problem in str(caught.value) and "not asked again" in str(caught.value)
+        assert len(server.requests) == asked
+
+
+def test_fasjson_directory_ends_a_dripping_answer_at_its_timeout() -> None:
+    """The timeout covers the whole body, not each read: one byte every 0.1 s (8 s in
+    all) ends after about a second, not when the last byte comes."""
+    body = json.dumps({"result": [], "page": {"total_pages": 1}}).encode() + b" " * 40
+
+    def drip(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(head(200, f"Content-Length: {len(body)}"))
+        for byte in body:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.1)
+
+    timeout = 1.0
+    with hostile_server(drip) as server:
+        directory = FasjsonDirectory(server.url, auth="none", timeout=timeout)
+        started = time.monotonic()
+        with pytest.raises(AccountDirectoryUnavailable, match="took longer than 1s"):
+            directory.groups_of("alice")
+        elapsed = time.monotonic() - started
+    assert elapsed < 3 * timeout
+
+
+def test_fasjson_directory_refuses_a_page_longer_than_it_asked_for() -> None:
+    """Every page longer than PAGE_SIZE, with a billion pages to follow, would make one
+    lookup hold millions of names: the first such page is refused."""
+    page = {
+        "result": [{"groupname": f"group{n}"} for n in range(fasjson_module.PAGE_SIZE + 1)],
+        "page": {"page_number": 1, "total_pages": 10**9},
+    }
+    body = json.dumps(page).encode()
+    with hostile_server(lambda conn, request: reply(conn, 200, body, JSON_TYPE)) as server:
+        directory = FasjsonDirectory(server.url, auth="none", timeout=5)
+        with pytest.raises(AccountDirectoryUnavailable, match="more than the 40 items asked for"):
+            directory.groups_of("alice")
+        assert len(server.requests) == 1
+
+
+def test_fasjson_directory_inflates_gzip_within_the_size_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fmn inflates gzip answers itself: a page arrives whole, and a small gzip that
+    inflates past MAX_ANSWER_BYTES is refused without being inflated whole."""
+    monkeypatch.setattr(fasjson_module, "MAX_ANSWER_BYTES", 64 * 1024)
+    bomb = gzip.compress(b'{"result": [], "pad": "' + b" " * (8 * 1024 * 1024) + b'"}')
+    mode = {"body": gzip.compress(GROUPS_PAGE)}
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        reply(conn, 200, mode["body"], JSON_TYPE, "Content-Encoding: gzip")
+
+    with hostile_server(answer) as server:
+        directory = FasjsonDirectory(server.url, auth="none", timeout=5)
+        assert directory.groups_of("alice") == {"infra"}
+        assert b"\r\naccept-encoding: gzip\r\n" in server.requests[0].lower()
+        mode["body"] = bomb
+        with pytest.raises(AccountDirectoryUnavailable, match="larger than 65536 bytes"):
+            directory.groups_of("bob")

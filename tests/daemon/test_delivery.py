@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from core.test_outbox import add_notification, add_user, state_of
+from hostile_http import HostileServer
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.conftest import WITH_JSON, CountingServer, PushReceiver, SmtpServer, free_port
+from daemon.test_push import answering, drip_body, ntfy_url
 from fmn_core import outbox, preferences
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, SmtpConfig
 from fmn_core.db import Database, make_engine
@@ -28,6 +30,7 @@ from fmn_daemon.outcomes import Outcome, OutcomeRecorder
 from fmn_daemon.transports import Transport, TransportError
 from fmn_daemon.transports.email import EmailTransport
 from fmn_daemon.transports.live import LiveHub
+from fmn_daemon.transports.push import SEND_DEADLINE_TIMEOUTS
 
 
 def make_config(db: Database, smtp: SmtpServer | None = None, **delivery: Any) -> Config:
@@ -394,6 +397,81 @@ def test_delivery_run_stops_cleanly_and_releases_unsent_rows(file_db: Database) 
     asyncio.run(scenario())
     row = state_of(file_db, row_id)
     assert row.state == "pending" and row.claimed_by is None and row.attempts == 0
+
+
+def test_delivery_run_sends_codes_beside_its_rounds_and_marks_them_sent(
+    file_db: Database, smtp_server: SmtpServer
+) -> None:
+    config = make_config(file_db, smtp_server)
+    file_db.config = config
+    file_db.sessionmaker.configure(info=file_db.session_info())
+    with file_db.begin() as session:
+        pending = preferences.set_destination(
+            session, preferences.Actor("jo"), "email", "jo@example.org"
+        )
+    delivery = Senders(file_db, config, Metrics(), LiveHub())
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(delivery.run(stop))
+        await asyncio.to_thread(smtp_server.wait_for, 1)
+        # Marked by a later round, or at the stop: either way, once.
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+
+    asyncio.run(scenario())
+    (mail,) = smtp_server.messages
+    assert pending.code and pending.code in mail.message.get_content()
+    with file_db.begin() as session:
+        assert preferences.pending_confirmation_codes(session) == []
+        assert session.scalars(select(Confirmation.sent_count)).one() == 1
+
+
+def test_delivery_run_a_code_to_a_slow_push_server_holds_up_nobody(
+    file_db: Database, push_receiver: PushReceiver
+) -> None:
+    """mallory sets a push URL on a server that drips its answer; its confirmation code
+    is sent beside the rounds, so jo's notification goes at once, and a stop is prompt."""
+    config = make_config(file_db, shutdown_grace_seconds=1).replace(
+        push=PushConfig(allow_private_hosts=True, timeout_seconds=2)
+    )
+    file_db.config = config
+    file_db.sessionmaker.configure(info=file_db.session_info())
+    delivery = Senders(file_db, config, Metrics(), LiveHub())
+
+    async def scenario(
+        dripping: HostileServer, ended: threading.Event, row_id: int
+    ) -> tuple[float, bool, float]:
+        stop = asyncio.Event()
+        started = time.monotonic()
+        runner = asyncio.create_task(delivery.run(stop))
+        while state_of(file_db, row_id).state != "sent":
+            assert time.monotonic() - started < 10, "jo's notification waited for the code"
+            await asyncio.sleep(0.05)
+        sent_after = time.monotonic() - started
+        still_dripping = bool(dripping.requests) and not ended.is_set()
+        stop.set()
+        stopping = time.monotonic()
+        await asyncio.wait_for(runner, 10)
+        return sent_after, still_dripping, time.monotonic() - stopping
+
+    with answering(drip_body) as (dripping, ended):
+        with file_db.begin() as session:
+            preferences.set_destination(
+                session, preferences.Actor("mallory"), "push", ntfy_url(dripping, "m")
+            )
+            jo = add_user(session, "jo", "push", (f"ntfy://127.0.0.1:{push_receiver.port}/jo",))
+            row_id = add_notification(session, jo, "push").id
+        sent_after, still_dripping, stop_took = asyncio.run(scenario(dripping, ended, row_id))
+    deadline = 2 * SEND_DEADLINE_TIMEOUTS
+    assert still_dripping, "the code's send was over before jo's notification went"
+    assert sent_after < deadline / 2
+    assert stop_took < 1 + 2  # the grace period, and a little
+    assert push_receiver.wait_for(1)[0].json()["topic"] == "jo"
+    with file_db.begin() as session:
+        # Not marked sent: the next daemon sends it again.
+        assert [c.user for c in preferences.pending_confirmation_codes(session)] == ["mallory"]
 
 
 def test_delivery_run_finishes_sends_within_the_grace_period(file_db: Database) -> None:

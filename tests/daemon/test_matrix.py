@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from core.test_outbox import add_notification, add_user, state_of
 from fasjson_server import running_fasjson
-from matrix_server import MatrixUser, Synapse
+from matrix_server import SERVER_NAME, MatrixUser, Synapse
 
 from fmn_core import preferences
 from fmn_core.chat import notification_line
@@ -134,15 +135,17 @@ def test_matrix_profile_id_needs_no_code_other_ids_confirm_with_one_sent_by_dm(
 ) -> None:
     bot = synapse.register(unique("fmnbot"))
     alice, other = synapse.register(unique("alice")), synapse.register(unique("alice-alt"))
-    localpart = alice.user_id[1:].split(":")[0]
-    config = matrix_config(db, synapse, bot)
+    # The test homeserver stands for the accounts' own (fedora.im): alice's Fedora
+    # account name is her localpart there.
+    account = alice.user_id[1:].split(":")[0]
+    config = matrix_config(db, synapse, bot, accounts_server=SERVER_NAME)
     # The preference service reads the configuration from its session: the bot is set up.
     db.config = config
     db.sessionmaker.configure(info=db.session_info())
-    actor = Actor("alice")
+    actor = Actor(account)
     with running_fasjson() as fasjson:
         # Noggin's form for a Matrix ID on a given server.
-        fasjson.add_user("alice", ircnicks=[f"matrix://localhost/{localpart}"])
+        fasjson.add_user(account, ircnicks=[f"matrix://localhost/{account}"])
         directory = FasjsonDirectory(fasjson.url, auth="none")
         with db.begin() as session:
             session.info["directory"] = directory
@@ -168,6 +171,51 @@ def test_matrix_profile_id_needs_no_code_other_ids_confirm_with_one_sent_by_dm(
     confirmed = result.destination
     assert confirmed is not None and confirmed.confirmed and confirmed.address == other.user_id
     assert drain(delivery) == 0  # nothing else waits
+
+
+def test_matrix_someone_elses_id_in_a_profile_still_needs_a_code(
+    db: Database, synapse: Synapse
+) -> None:
+    """mallory writes bob's Matrix ID into her own profile: bob must not get her
+    notifications unasked. Only the ID the accounts' homeserver gives mallory herself
+    is hers without a code."""
+    bot = synapse.register(unique("fmnbot"))
+    bob = synapse.register(unique("bob"))
+    mallory = synapse.register(unique("mallory"))
+    bob_account = bob.user_id[1:].split(":")[0]
+    mallory_account = mallory.user_id[1:].split(":")[0]
+    db.config = matrix_config(db, synapse, bot, accounts_server=SERVER_NAME)
+    db.sessionmaker.configure(info=db.session_info())
+    actor = Actor(mallory_account)
+    with running_fasjson() as fasjson:
+        # bob lists his own ID too: two profiles naming it prove nothing either way.
+        fasjson.add_user(bob_account, ircnicks=[f"matrix://localhost/{bob_account}"])
+        fasjson.add_user(
+            mallory_account,
+            ircnicks=[f"matrix://localhost/{bob_account}", f"matrix://localhost/{mallory_account}"],
+        )
+        with db.begin() as session:
+            session.info["directory"] = FasjsonDirectory(fasjson.url, auth="none")
+            offered = preferences.profile_addresses(session, actor)["matrix"]
+            claimed = preferences.set_destination(session, actor, "matrix", bob.user_id)
+            own = preferences.set_destination(session, actor, "matrix", mallory.user_id)
+    assert offered == (mallory.user_id,)
+    assert not claimed.destination.confirmed and claimed.code
+    assert (own.destination.confirmed, own.code) == (True, None)
+    # Nobody trusted: every profile ID gets a code, one's own too.
+    carol = synapse.register(unique("carol"))
+    carol_account = carol.user_id[1:].split(":")[0]
+    db.config = db.config.replace(matrix=replace(db.config.matrix, accounts_server=""))
+    db.sessionmaker.configure(info=db.session_info())
+    with running_fasjson() as fasjson:
+        fasjson.add_user(carol_account, ircnicks=[f"matrix://localhost/{carol_account}"])
+        with db.begin() as session:
+            session.info["directory"] = FasjsonDirectory(fasjson.url, auth="none")
+            assert "matrix" not in preferences.profile_addresses(session, Actor(carol_account))
+            again = preferences.set_destination(
+                session, Actor(carol_account), "matrix", carol.user_id
+            )
+    assert not again.destination.confirmed and again.code
 
 
 def test_matrix_digests_and_mutes_work_as_for_every_context(db: Database, synapse: Synapse) -> None:
@@ -337,3 +385,75 @@ def test_matrix_client_follows_no_redirect_and_reads_no_huge_answer(answer: str)
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def _rate_limited(retry_after_ms: bytes) -> bytes:
+    return (
+        b'{"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": '
+        + retry_after_ms
+        + b"}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "requests"),
+    [
+        pytest.param(
+            200, b"[" * 100_000 + b"]" * 100_000, "HTTP 200 the answer is not JSON", 1, id="deep"
+        ),
+        pytest.param(
+            429, _rate_limited(b"1" + b"0" * 400), "HTTP 429 M_LIMIT_EXCEEDED", 1, id="huge"
+        ),
+        pytest.param(429, _rate_limited(b"NaN"), "HTTP 429 M_LIMIT_EXCEEDED", 1, id="nan"),
+        pytest.param(429, _rate_limited(b"-5000"), "HTTP 429 M_LIMIT_EXCEEDED", 1, id="negative"),
+        pytest.param(429, _rate_limited(b"31000"), "HTTP 429 M_LIMIT_EXCEEDED", 1, id="too-long"),
+        # Within range: waited for once, asked again, then given up with the reason.
+        pytest.param(429, _rate_limited(b"10"), "HTTP 429 M_LIMIT_EXCEEDED", 2, id="short"),
+    ],
+)
+def test_matrix_client_reads_a_hostile_answer_as_the_homeservers_error(
+    status: int, body: bytes, reason: str, requests: int
+) -> None:
+    """100,000 nested lists, or a ``retry_after_ms`` of 10**400 (no float holds it), NaN,
+    a negative or an overlong wait: a TransportError with the homeserver's status and
+    reason, not a RecursionError or OverflowError reported as an internal error."""
+    from hostile_http import hostile_server, reply
+
+    from fmn_daemon.transports import TransportError
+
+    def answer(conn: Any, request: bytes) -> None:
+        reply(conn, status, body, "Content-Type: application/json")
+
+    with hostile_server(answer) as server:
+        config = MatrixConfig(
+            homeserver_url=server.url,
+            user_id="@fmn:localhost",
+            password="secret",
+            timeout_seconds=5,
+        )
+        with pytest.raises(TransportError) as caught:
+            asyncio.run(MatrixClient(config).send_text("@alice:localhost", "hello"))
+        assert len(server.requests) == requests
+    assert "could not log in" in caught.value.reason and reason in caught.value.reason
+    assert "secret" not in caught.value.reason
+
+
+def test_matrix_retry_after_is_used_only_within_its_range() -> None:
+    from fmn_daemon.transports.matrix import MAX_RETRY_AFTER_SECONDS, _json_object, _retry_after
+
+    most = MAX_RETRY_AFTER_SECONDS * 1000
+    assert _retry_after({"retry_after_ms": 1500}) == 1.5
+    assert _retry_after({"retry_after_ms": most}) == MAX_RETRY_AFTER_SECONDS
+    for value in (
+        most + 1,
+        10**400,
+        -(10**400),
+        -1,
+        float("nan"),
+        float("inf"),
+        True,
+        "5000",
+        None,
+    ):
+        assert _retry_after({"retry_after_ms": value}) is None, value
+    assert _json_object(b"[" * 100_000 + b"]" * 100_000) == {"error": "the answer is not JSON"}

@@ -9,25 +9,35 @@ request Apprise builds) is real.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import json
 import logging
+import socket
 import threading
-from collections.abc import Iterator
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from apprise.plugins.fcm import NotifyFCM
 from core.test_rendering import claimed
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hostile_http import HostileServer, hostile_server
 
 from daemon.conftest import WITH_JSON, PushReceiver
 from fmn_core.config import FcmConfig, PushConfig
+from fmn_core.library_http import bounded_requests
 from fmn_core.rendering import render
 from fmn_daemon.transports import TransportError, TransportRefused
-from fmn_daemon.transports.push import AndroidTransport, PushTransport
+from fmn_daemon.transports._apprise import MAX_REPLY_BYTES
+from fmn_daemon.transports.push import SEND_DEADLINE_TIMEOUTS, AndroidTransport, PushTransport
 
 OPEN = PushConfig(allowed_schemes=WITH_JSON, allow_private_hosts=True, timeout_seconds=5)
 RENDERED = render(claimed())
@@ -153,6 +163,109 @@ def test_push_server_error_is_a_retryable_transport_error(
     assert push_receiver.wait_for(1)[0].path == "/secret-topic"
     for text in (caught.value.reason, caplog.text):
         assert "secret-topic" not in text and "hunter2" not in text
+
+
+# -- servers that answer slowly, or too much ------------------------------------------
+
+
+@contextmanager
+def answering(
+    answer: Callable[[socket.socket], None],
+) -> Iterator[tuple[HostileServer, threading.Event]]:
+    """A hostile server whose every request ``answer`` takes, and an event set once an
+    answer is over (fmn hung up, or it was all sent)."""
+    ended = threading.Event()
+
+    def answer_then_note(conn: socket.socket, request: bytes) -> None:
+        try:
+            answer(conn)
+        finally:
+            ended.set()
+
+    with hostile_server(answer_then_note) as server:
+        yield server, ended
+
+
+def ntfy_url(server: HostileServer, topic: str = "t") -> str:
+    return f"{server.url.replace('http://', 'ntfy://')}/{topic}"
+
+
+def _drip_headers(connection: socket.socket) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 600:
+        connection.sendall(bytes([byte]))
+        time.sleep(0.1)
+
+
+def drip_body(connection: socket.socket) -> None:
+    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
+    for _ in range(600):
+        connection.sendall(b" ")
+        time.sleep(0.1)
+
+
+def _endless_body(connection: socket.socket) -> None:
+    connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b" " * 65536
+    for _ in range(100_000):  # 6.5 GB if nobody stops reading
+        connection.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+
+
+@functools.cache
+def _bomb() -> bytes:
+    """256 MiB of zeros, 256 KiB gzipped."""
+    return gzip.compress(b"\0" * (256 * 1024 * 1024), compresslevel=9)
+
+
+def _gzip_bomb(connection: socket.socket) -> None:
+    body = _bomb()
+    connection.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    connection.sendall(body)
+
+
+@pytest.mark.parametrize("answer", [_drip_headers, drip_body], ids=["headers", "body"])
+def test_push_a_server_that_drips_its_answer_is_cut_off_at_the_deadline(answer: Any) -> None:
+    """A read timeout alone never ends a send whose server sends a byte now and then."""
+    config = PushConfig(allow_private_hosts=True, timeout_seconds=1)
+    with answering(answer) as (server, ended):
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            asyncio.run(PushTransport(config).send(ntfy_url(server), RENDERED))
+        took = time.monotonic() - started
+        # fmn hung up: the server's writes failed long before its answer was all sent.
+        assert ended.wait(5)
+    deadline = config.timeout_seconds * SEND_DEADLINE_TIMEOUTS
+    assert "did not answer within 3 s" in caught.value.reason
+    assert deadline - 0.5 < took < deadline + 5
+
+
+@pytest.mark.parametrize("answer", [_endless_body, _gzip_bomb], ids=["endless", "gzip-bomb"])
+def test_push_a_reply_too_large_is_refused_after_reading_a_little(answer: Any) -> None:
+    _bomb()  # made before memory is traced: the server's own
+    with answering(answer) as (server, _):
+        tracemalloc.start()
+        try:
+            with pytest.raises(TransportError) as caught:
+                asyncio.run(PushTransport(OPEN).send(ntfy_url(server), RENDERED))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert f"larger than {MAX_REPLY_BYTES // 1024} KiB" in caught.value.reason
+    assert peak < 32 * 1024 * 1024, f"{peak / 2**20:.0f} MiB held reading the reply"
+    # Asked for the reply as it is: its size on the wire is the size it reads as.
+    assert b"accept-encoding: identity" in server.requests[0].lower()
+
+
+def test_push_the_bounds_stay_with_push_sends() -> None:
+    """Requests made elsewhere in the daemon (the account directory's) are untouched."""
+    with answering(_endless_body) as (server, _):
+        with bounded_requests(5, max_bytes=MAX_REPLY_BYTES, server="a push server"):
+            pass
+        response = requests.get(f"{server.url}/", stream=True, timeout=5)
+        read = sum(len(c) for _, c in zip(range(8), response.iter_content(65536), strict=False))
+        response.close()
+    assert read == 8 * 65536 > MAX_REPLY_BYTES
 
 
 # -- Android and FCM -----------------------------------------------------------------
