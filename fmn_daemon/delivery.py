@@ -42,7 +42,9 @@ A message goes to every confirmed destination of the context, each in its own
 
 Confirmation codes for non-IRC destinations go out through the same
 transports, looked for at most every ``delivery.idle_poll_seconds`` (and on
-every ``drain`` round); a code that fails is retried a minute later.
+every ``drain`` round); a code that fails is retried a minute later. In ``run``
+they are sent beside the rounds, in a task of their own: a code goes to an
+address nobody has proved, whose server may answer as slowly as it likes.
 
 An idle sender polls every ``delivery.idle_poll_seconds``; on PostgreSQL it also
 listens for the consumers' announcement of new rows (:mod:`fmn_daemon.new_rows`)
