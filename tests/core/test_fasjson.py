@@ -409,7 +409,8 @@ def test_fasjson_directory_ends_a_dripping_answer_at_its_timeout() -> None:
         with pytest.raises(AccountDirectoryUnavailable, match="took longer than 1s"):
             directory.groups_of("alice")
         elapsed = time.monotonic() - started
-    assert elapsed < 3 * timeout
+    # Well short of the 8 s the whole body takes, with room for a loaded machine.
+    assert elapsed < 5 * timeout
 
 
 def test_fasjson_directory_refuses_a_page_longer_than_it_asked_for() -> None:
