@@ -46,7 +46,13 @@ from . import errors
 from .actions import ActionPlan
 from .config import PushConfig
 from .confirmation import ConfirmResult
-from .errors import GatewayInternalError, GatewayUnavailable, MalformedRequest, UserError
+from .errors import (
+    GatewayInternalError,
+    GatewayUnavailable,
+    InvalidArgument,
+    MalformedRequest,
+    UserError,
+)
 from .explain import ContextExplanation, Explanation, FilterExplanation, RuleExplanation
 from .templates import TemplateView
 from .text import one_line
@@ -431,6 +437,14 @@ class GatewayClient:
                 with contextlib.suppress(BrokenPipeError):
                     write_frame(self._sock, request)
                 reply = read_frame(self._sock, MAX_REPLY)
+            except UnicodeEncodeError:
+                # From write_frame, before a byte was sent: the connection is still in
+                # step. In-process, core refuses such text the same way.
+                raise InvalidArgument(
+                    "A value holds a character that is not text (a lone surrogate, such "
+                    "as a byte that was not UTF-8 pasted into the terminal); remove it "
+                    "and try again."
+                ) from None
             except (OSError, MalformedRequest) as error:
                 raise GatewayUnavailable(
                     f"lost the connection to fmn's preference service ({error})"

@@ -386,6 +386,26 @@ def test_gateway_unencodable_reply_is_an_internal_error_and_keeps_the_connection
     assert "encoding the reply to alice" in logged[-1].getMessage()
 
 
+def test_gateway_client_refuses_text_it_cannot_send_as_core_would(tmp_path):
+    """A lone surrogate (an undecodable byte pasted into the terminal) in an argument is
+    the user's to fix, as in-process, where core refuses it: the client says so
+    without sending anything, and the connection goes on."""
+    database = sqlite_with_a_koji_filter(tmp_path)
+    sock, thread = serve_in_process(PreferenceGateway(database), Principal(ALICE))
+    client = GatewayClient(sock)
+    try:
+        with pytest.raises(InvalidArgument, match="not text"):
+            client.run([PreferenceCall.of(preferences.add_filter, "email", "bad\udcff")])
+        with database.begin() as session, pytest.raises(InvalidArgument):
+            preferences.add_filter(session, ALICE, "email", "bad\udcff")
+        listed = client.run([PreferenceCall.of(preferences.list_filters, "email")])
+        assert [f.name for f in listed[0]] == ["koji"]
+    finally:
+        client.close()
+        thread.join(timeout=5)
+        database.dispose()
+
+
 def test_gateway_admin_in_process_edits_the_named_account(db):
     sock, thread = serve_in_process(
         PreferenceGateway(db), Principal(Actor("carol", is_admin=True), user="bob")
