@@ -9,8 +9,8 @@ chosen by ``accounts.provider``:
   already knows; it knows no groups and no profiles unless it is given some.
 - ``fasjson`` (``fmn_core.fasjson.FasjsonDirectory``): Fedora's account API,
   over HTTP with optional GSSAPI.
-- ``fas2`` (``Fas2Directory``): asks a FAS2-compatible account system the way
-  python-fedora does, but following no redirect (the optional extra ``fmn[fas]``).
+- ``fas2`` (``Fas2Directory``): asks a FAS2-compatible account system through
+  python-fedora (the optional extra ``fmn[fas]``), bounded: no redirect is followed.
 
 The functions below are what the rest of fmn asks: ``check_account_name`` (the
 one syntax check), ``account_of_login`` (the TUI's uid to an account),
@@ -50,6 +50,7 @@ from .text import irc_fold
 
 __all__ = [
     "ACCOUNT_NAME_RE",
+    "MAX_ANSWER_BYTES",
     "AccountDirectory",
     "AccountDirectoryUnavailable",
     "DirectoryChanges",
@@ -98,6 +99,11 @@ def check_account_name(name: str) -> str:
 
 def _is_valid_name(name: str) -> bool:
     return isinstance(name, str) and bool(ACCOUNT_NAME_RE.match(name))
+
+
+#: The largest answer read from a remote directory (a FASJSON page of 40 full users is
+#: ~40 kB; a FAS2 person with every membership far less).
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 # --- profiles ------------------------------------------------------------------------
@@ -397,7 +403,6 @@ class Fas2Directory:
 
     def _ask(self, name: str) -> dict[str, Any]:
         # Imported here: requests is for the remote directories only.
-        from .directory_http import MAX_ANSWER_BYTES
         from .library_http import bounded_requests
 
         with bounded_requests(self.timeout, max_bytes=MAX_ANSWER_BYTES, server="FAS2") as limits:

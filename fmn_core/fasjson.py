@@ -21,10 +21,11 @@ plain HTTP (httpx with SPNEGO). requests is already installed with Apprise,
 and ``requests-gssapi`` (the extra ``fmn[fasjson]``) adds Kerberos when
 ``accounts.fasjson_auth = "gssapi"``.
 
-Answers are read within bounds (``fmn_core.directory_http``): no redirect is
-followed, a body is at most ``MAX_ANSWER_BYTES`` and must arrive within
-``timeout`` seconds, and a page holding more than the ``PAGE_SIZE`` items asked
-for is refused. Whatever can't be read (a body cut short, stalled, dripping, too
+Answers are read within bounds (``fmn_core.library_http.bounded_requests``, as
+push sends and FAS2 are): no redirect is followed, an answer is at most
+``MAX_ANSWER_BYTES`` and must arrive whole within ``timeout`` seconds, headers
+included, and a page holding more than the ``PAGE_SIZE`` items asked for is
+refused. Whatever can't be read (an answer cut short, stalled, dripping, too
 large, broken gzip, not JSON) counts as FASJSON not answering.
 
 Answers are cached for ``cache_seconds`` and dropped early by ``forget`` (the
@@ -37,6 +38,7 @@ a remembered answer, however old, is used rather than failing; with none,
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import re
 import threading
@@ -45,9 +47,11 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from .accounts import ACCOUNT_NAME_RE, Profile, parse_chat_nicks
-from .directory_http import MAX_ANSWER_BYTES, ThreadSessions, ask_json
+import requests
+
+from .accounts import ACCOUNT_NAME_RE, MAX_ANSWER_BYTES, Profile, parse_chat_nicks
 from .errors import AccountDirectoryUnavailable, ConfigError
+from .library_http import bounded_requests
 from .text import irc_fold
 
 __all__ = ["FasjsonDirectory"]
@@ -120,7 +124,9 @@ class FasjsonDirectory:
         self.base_url = base_url.rstrip("/") + "/"
         self.api_url = self.base_url + "v1/"
         self.timeout = timeout
-        self._sessions = ThreadSessions(_auth(auth))
+        self._auth = _auth(auth)
+        # requests' Session is not documented as thread-safe: one per thread.
+        self._local = threading.local()
         self._cache = _Cache(cache_seconds)
         #: monotonic time before which FASJSON is not asked again, and why.
         self._down_until = 0.0
@@ -259,15 +265,17 @@ class FasjsonDirectory:
     def _get(
         self, path: str, query: Mapping[str, Any] | None = None, *, missing_ok: bool = False
     ) -> dict[str, Any] | None:
-        status, answer = ask_json(
-            self._sessions.get(),
-            "GET",
-            self.api_url + path,
-            where=self.base_url,
-            timeout=self.timeout,
-            limit=MAX_ANSWER_BYTES,
-            params=dict(query or {}),
-        )
+        with bounded_requests(self.timeout, max_bytes=MAX_ANSWER_BYTES, server="FASJSON") as limits:
+            try:
+                response = self._session().get(
+                    self.api_url + path,
+                    params=dict(query or {}),
+                    timeout=self.timeout,
+                    headers={"Accept": "application/json"},
+                )
+            except requests.RequestException as exc:
+                raise self._unreadable(path, limits.problem or type(exc).__name__) from exc
+        status = response.status_code
         if status == 404 and missing_ok:
             return None
         if status in (401, 403):
@@ -278,9 +286,22 @@ class FasjsonDirectory:
             )
         if status != 200:
             raise AccountDirectoryUnavailable(self.base_url, f"{path}: HTTP {status}")
+        try:
+            answer = json.loads(response.content)
+        except (ValueError, RecursionError) as exc:
+            raise self._unreadable(path, "the answer is not JSON") from exc
         if not isinstance(answer, dict):
             raise self._unreadable(path, "the answer is not a JSON object")
         return answer
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.auth = self._auth
+            session.trust_env = False  # no proxies or netrc picked up from the environment
+            self._local.session = session
+        return session
 
     def _unreadable(self, path: str, why: str) -> AccountDirectoryUnavailable:
         return AccountDirectoryUnavailable(self.base_url, f"{path}: {why}")

@@ -1,11 +1,12 @@
-"""HTTP that libraries fmn calls make (Apprise, python-fedora), bounded from outside.
+"""HTTP to servers fmn does not trust, bounded: push sends, FASJSON, FAS2.
 
-Apprise's plugins and python-fedora's client call ``requests`` themselves, with a
-timeout for each socket read and the whole reply read at once, and python-fedora
-follows redirects with the form it posted (fmn's password in it). Neither offers a
-hook, and their servers are not fmn's to trust: a push server is whoever set the
-URL's, and a directory's answer reaches the consumer while it matches. So requests
-made inside :func:`bounded_requests` go through two wrappers, installed once:
+``requests`` times each socket read, not a whole answer, and reads a reply whole.
+Apprise's plugins and python-fedora's client call it themselves, offer no hook, and
+python-fedora follows redirects with the form it posted (fmn's password in it); fmn's
+own FASJSON client is no better off. Their servers are not fmn's to trust: a push
+server is whoever set the URL's, and a directory's answer reaches the consumer while
+it matches. So requests made inside :func:`bounded_requests` go through two
+wrappers, installed once:
 
 - every socket they open is shut down when the block's deadline passes, so a server
   that sends a byte now and then (headers or body) ends there;
@@ -15,7 +16,7 @@ made inside :func:`bounded_requests` go through two wrappers, installed once:
 
 The block is a context variable, not a thread's own: Apprise runs each service in
 its pool's threads, in a copy of the caller's context. Requests made outside a block
-(fmn's own, ``fmn_core.directory_http``'s) pass through untouched.
+pass through untouched.
 """
 
 from __future__ import annotations

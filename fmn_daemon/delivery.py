@@ -486,12 +486,13 @@ class Senders:
         if task is not None and not task.done():
             task.cancel("the daemon is stopping")
             await asyncio.gather(task, return_exceptions=True)
-        sent, self._codes_sent = self._codes_sent, []
         try:
-            for destination_id in sent:
-                await self._core(preferences.mark_code_sent, destination_id)
+            await self._mark_codes_sent()
         except SQLAlchemyError:
-            log.warning("delivery: %d sent codes not marked sent; they will go again", len(sent))
+            log.warning(
+                "delivery: %d sent codes not marked sent; they will go again",
+                len(self._codes_sent),
+            )
 
     async def _finish_sends(self, grace: float) -> None:
         if not self._inflight:
@@ -754,9 +755,7 @@ class Senders:
         tests' PostgreSQL every session shares one connection).
         """
         idle = self._codes_task is None or self._codes_task.done()
-        sent, self._codes_sent = self._codes_sent, []
-        for destination_id in sent:
-            await self._core(preferences.mark_code_sent, destination_id)
+        await self._mark_codes_sent()
         if not idle:
             return
         codes = await self._due_codes()
@@ -764,6 +763,13 @@ class Senders:
             self._codes_task = asyncio.create_task(
                 self._send_codes_beside(codes), name="delivery-codes"
             )
+
+    async def _mark_codes_sent(self) -> None:
+        # One at a time, each dropped once marked: a failure leaves the rest to mark
+        # next time (the task may add more meanwhile, at the end).
+        while self._codes_sent:
+            await self._core(preferences.mark_code_sent, self._codes_sent[0])
+            del self._codes_sent[0]
 
     async def _send_codes_beside(self, codes: list[OutgoingCode]) -> None:
         for code in codes:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from typing import Any
 
 import apprise
 
-from fmn_core.library_http import RequestLimits, bounded_requests
+from fmn_core.library_http import bounded_requests
 from fmn_core.masking import scrub_error
 
 __all__ = ["MAX_REPLY_BYTES", "asset", "notify_once", "plugin_for"]
@@ -106,28 +105,23 @@ def _reason(result: Any) -> str:
     return "; ".join(parts) if parts else f"Apprise reported {result.status.name}"
 
 
-def notify_once(
-    target: str | Any, *, title: str, body: str, deadline_seconds: float | None = None
-) -> str | None:
+def notify_once(target: str | Any, *, title: str, body: str, deadline_seconds: float) -> str | None:
     """Send through one Apprise service (a URL or a prepared plugin); None on
     success, otherwise Apprise's own account of what went wrong.
 
-    With ``deadline_seconds``, the send's HTTP requests end by then whatever the
-    server does, follow no redirect, and read at most ``MAX_REPLY_BYTES`` of each
-    reply (``fmn_core.library_http``).
+    The send's HTTP requests end within ``deadline_seconds`` whatever the server
+    does, follow no redirect, and read at most ``MAX_REPLY_BYTES`` of each reply
+    (``fmn_core.library_http``).
     """
     plugin = plugin_for(target) if isinstance(target, str) else target
     if plugin is None:
         return "Apprise cannot use this URL"
     notifier = apprise.Apprise(asset=plugin.asset)
     notifier.add(plugin)
-    bounds: contextlib.AbstractContextManager[RequestLimits | None] = (
-        contextlib.nullcontext()
-        if deadline_seconds is None
-        else bounded_requests(deadline_seconds, max_bytes=MAX_REPLY_BYTES, server="the push server")
-    )
     with (
-        bounds as limits,
+        bounded_requests(
+            deadline_seconds, max_bytes=MAX_REPLY_BYTES, server="the push server"
+        ) as limits,
         notifier.notify(
             body=body, title=title, body_format="text", log_level=_CAPTURE_LEVEL
         ) as result,
@@ -135,6 +129,6 @@ def notify_once(
         if result:
             return None
         # What the bounds cut short says more than the plugin's "connection error".
-        if limits is not None and limits.problem is not None:
+        if limits.problem is not None:
             return limits.problem
         return _reason(result)
