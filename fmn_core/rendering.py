@@ -257,6 +257,27 @@ class Links:
         """The ``List-Id`` header value for a context."""
         return f"<{context}.fmn.{self.list_domain}>"
 
+    def mail_key(self, notifications: Sequence[ClaimedNotification]) -> str:
+        """The left part of the ``Message-ID`` of the mail that carries ``notifications``.
+
+        The same rows give the same key, however often they are sent, so a mail
+        sent again (a crash between the server's 250 and the row marked sent, a
+        requeued dead row) carries the ``Message-ID`` of the first, and mail
+        clients fold the two. The outbox's ids alone would not do: a database
+        rebuilt, or SQLite handing out an id again, would give a new notification
+        an old mail's ``Message-ID``, and clients drop such a mail as a duplicate.
+        So the key covers the bus messages, the user and the context too, and is
+        keyed with this deployment's secret, so that no two deployments sending
+        from one domain collide and nobody outside can forge or predict one.
+        """
+        rows = sorted((n.id, n.message_id) for n in notifications)
+        head = notifications[0]
+        payload = "\0".join(
+            [head.user, head.context, *(f"{row_id}:{message_id}" for row_id, message_id in rows)]
+        ).encode("utf-8", "surrogatepass")
+        digest = self._signature(payload, b"fmn-message-id")
+        return base64.b32encode(digest).rstrip(b"=").decode("ascii").lower()
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -302,6 +323,9 @@ class Rendered:
     #: Carries a confirmation code to an address nobody has proved yet: transports
     #: send it plainly, without the request options the address's URL chooses.
     confirmation: bool = False
+    #: Names the notifications it carries, the same each time they are sent
+    #: (:meth:`Links.mail_key`); e-mail makes its ``Message-ID`` of it.
+    mail_key: str | None = None
 
 
 _FOOTER = (
@@ -408,6 +432,7 @@ def render(notification: ClaimedNotification, links: Links | None = None) -> Ren
         headers=MappingProxyType(_headers(notification, links)),
         entries=(entry,),
         url=entry.url,
+        mail_key=links.mail_key((notification,)) if links is not None else None,
     )
 
 
@@ -443,6 +468,7 @@ def render_digest(
         headers=MappingProxyType(_headers(first, links, digest=True)),
         entries=entries,
         url=None,
+        mail_key=links.mail_key(ordered) if links is not None else None,
     )
 
 

@@ -130,6 +130,14 @@ def _date_line() -> str:
 _quoted = functools.lru_cache(maxsize=4096)(smtplib.quoteaddr)
 
 
+def _message_id(rendered: Rendered, domain: str | None) -> str:
+    # The same notifications, the same Message-ID: a mail sent twice is folded by
+    # mail clients (``Links.mail_key``). Confirmation codes carry no notification.
+    if rendered.mail_key is None:
+        return email.utils.make_msgid(domain=domain)
+    return f"<{rendered.mail_key}.fmn@{domain or 'localhost'}>"
+
+
 def build_message(smtp: SmtpConfig, address: str, rendered: Rendered) -> bytes:
     """The plain-text mail of ``rendered`` to ``address``, from the operator's sender.
 
@@ -153,7 +161,7 @@ def build_message(smtp: SmtpConfig, address: str, rendered: Rendered) -> bytes:
         f"To: {address}",
         _header_line("Subject", _header_value(rendered.subject)),
         _date_line(),
-        f"Message-ID: {email.utils.make_msgid(domain=domain)}",
+        f"Message-ID: {_message_id(rendered, domain)}",
         "MIME-Version: 1.0",
         'Content-Type: text/plain; charset="utf-8"',
         f"Content-Transfer-Encoding: {encoding}",

@@ -210,3 +210,26 @@ def test_render_confirmation_fits_the_front_end_that_set_the_address() -> None:
     either = render_confirmation("email", "ABCD2345").text
     assert "press c" in either and "fmn confirm ABCD2345" in either
     assert "fmn confirm ABCD2345\nin the fmn TUI" not in either
+
+
+def test_mail_key_names_the_notifications_and_nothing_else() -> None:
+    one = links()
+    key = one.mail_key([claimed()])
+    assert key == one.mail_key([claimed(summary="rendered again, other links")])
+    assert key.isalnum() and key.islower() and len(key) == 26
+    # Any of what the mail carries, or another deployment's secret, changes it: a
+    # client that sees a Message-ID again drops the mail as a duplicate.
+    others = {
+        one.mail_key([claimed(id=8)]),
+        one.mail_key([claimed(message_id="another-bus-message")]),
+        one.mail_key([claimed(user="bob")]),
+        one.mail_key([claimed(context="matrix")]),
+        one.mail_key([claimed(), claimed(id=8, message_id="m2")]),
+        dataclasses.replace(one, secret=b"another deployment").mail_key([claimed()]),
+    }
+    assert key not in others and len(others) == 6
+    digest = [claimed(id=9, message_id="m9"), claimed(id=3, message_id="m3")]
+    assert one.mail_key(digest) == one.mail_key(digest[::-1])
+    assert render(claimed(), one).mail_key == key
+    assert render_digest(digest, one).mail_key == one.mail_key(digest)
+    assert render(claimed()).mail_key is None

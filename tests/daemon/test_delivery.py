@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core.test_outbox import add_notification, add_user, state_of
+from core.test_outbox import add_message, add_notification, add_user, state_of
 from hostile_http import HostileServer
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -93,6 +93,43 @@ def test_delivery_reclaims_rows_a_crashed_sender_left(
     drain(Senders(db, make_config(db, smtp_server), Metrics(), LiveHub()))
     assert smtp_server.wait_for(1)
     assert state_of(db, row_id).state == "sent"
+
+
+def test_delivery_a_mail_sent_again_after_a_crash_keeps_its_message_id(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    # The server said 250, then the sender died before the row was marked sent: the
+    # row is claimed again and mailed again. The two mails carry one Message-ID,
+    # which mail clients fold; another notification gets another.
+    with db.begin() as session:
+        jo = add_user(session, "jo")
+        row_id = add_notification(session, jo).id
+        add_notification(session, jo, message=add_message(session, id="another-bus-message"))
+    config = make_config(db, smtp_server)
+    assert drain(Senders(db, config, Metrics(), LiveHub())) == 2
+    with db.begin() as session:
+        session.execute(
+            update(Notification)
+            .where(Notification.id == row_id)
+            .values(
+                state="sending",
+                sent_at=None,
+                claimed_by="crashed",
+                claimed_until=utcnow() - dt.timedelta(seconds=1),
+            )
+        )
+    assert drain(Senders(db, config, Metrics(), LiveHub())) == 1
+    assert state_of(db, row_id).state == "sent"
+    mails = smtp_server.wait_for(3)
+    by_bus_message: dict[str, list[str]] = {}
+    for mail in mails:
+        by_bus_message.setdefault(str(mail.message["X-Fedmsg-Id"]), []).append(
+            str(mail.message["Message-ID"])
+        )
+    another = by_bus_message.pop("another-bus-message")
+    ((_, resent),) = by_bus_message.items()
+    assert len(resent) == 2 and resent[0] == resent[1]
+    assert another[0] not in resent
 
 
 def test_delivery_one_failing_destination_does_not_block_the_others(

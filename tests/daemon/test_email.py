@@ -13,7 +13,7 @@ from core.test_rendering import claimed
 
 from daemon.conftest import CountingServer, SmtpServer, free_port
 from fmn_core.config import SmtpConfig
-from fmn_core.rendering import Links, render
+from fmn_core.rendering import Links, render, render_confirmation, render_digest
 from fmn_daemon.transports import Pooled, TransportError, TransportRefused
 from fmn_daemon.transports.email import EmailTransport, build_message
 
@@ -68,6 +68,30 @@ def test_email_header_values_cannot_inject_headers(smtp_server: SmtpServer) -> N
     assert mail.rcpt_tos == ["jo@example.org"]
     assert mail.message["Bcc"] is None
     assert mail.message["X-Fedmsg-Username"] == "evil Bcc: victim@example.org"
+
+
+def test_email_sent_again_carries_the_message_id_it_first_had(smtp_server: SmtpServer) -> None:
+    # A crash between the server's 250 and the row marked sent sends the mail again:
+    # the same Message-ID lets the user's mail client fold the two into one.
+    first, second = claimed(id=7), claimed(id=8, message_id="0b3c4e7e-second")
+    transport = EmailTransport(smtp_for(smtp_server))
+    send(transport, "jo@example.org", render(first, LINKS))
+    send(transport, "jo@example.org", render(first, LINKS))
+    send(transport, "jo@example.org", render(second, LINKS))
+    send(transport, "jo@example.org", render_digest([first, second], LINKS))
+    send(transport, "jo@example.org", render_digest([second, first], LINKS))
+    confirmation = render_confirmation("email", "123456")
+    send(transport, "jo@example.org", confirmation)
+    send(transport, "jo@example.org", confirmation)
+    transport.close()
+    ids = [str(mail.message["Message-ID"]) for mail in smtp_server.wait_for(7)]
+    assert all(i.startswith("<") and i.endswith(".fmn@fedoraproject.org>") for i in ids[:5])
+    assert ids[0] == ids[1]
+    assert ids[3] == ids[4]
+    assert len({ids[0], ids[2], ids[3]}) == 3
+    # A code is not a notification: each one its own Message-ID.
+    assert ids[5] != ids[6]
+    assert ".fmn@" not in ids[5]
 
 
 def test_email_refuses_an_address_that_is_not_plain(smtp_server: SmtpServer) -> None:

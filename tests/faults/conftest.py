@@ -692,6 +692,18 @@ def mails_by_message(server: SmtpServer) -> dict[tuple[str, str], int]:
     return counts
 
 
+def mail_ids_by_message(server: SmtpServer) -> dict[tuple[str, str], set[str]]:
+    """The ``Message-ID`` headers the SMTP server saw per ``(X-Fedmsg-Id, recipient)``."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    with server.lock:
+        received = list(server.messages)
+    for mail in received:
+        message_id = str(mail.message["X-Fedmsg-Id"] or "")
+        for rcpt in mail.rcpt_tos:
+            seen.setdefault((message_id, rcpt), set()).add(str(mail.message["Message-ID"]))
+    return seen
+
+
 def set_up_watcher(database_url: str, context: str = "rss", address: str | None = None) -> None:
     """User ``watcher``, whose ``context`` gets every message (``topic_matches *``)."""
     from fmn_core import preferences

@@ -48,6 +48,7 @@ from .conftest import (
     env_int,
     expected_recipients,
     faults_full,
+    mail_ids_by_message,
     mails_by_message,
     outbox_rows,
     outgoing,
@@ -259,5 +260,8 @@ def test_kill_daemon_loses_and_duplicates_no_notification(
     assert not mail_missing, sorted(mail_missing)[:10]
     assert not mail_unexpected, sorted(mail_unexpected)[:10]
     assert mail_duplicates <= len(kills) * 4
+    # A mail sent again carries the Message-ID of the first: clients fold the two.
+    resent = {key: ids for key, ids in mail_ids_by_message(smtp_server).items() if mails[key] > 1}
+    assert all(len(ids) == 1 for ids in resent.values()), resent
     assert "the consumer thread crashed" not in daemon.output()
     assert rabbitmq.queue_depth() == 0
