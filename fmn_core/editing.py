@@ -562,6 +562,8 @@ def mute(
     row = user_for_write(session, target)
     row.muted_until = until.astimezone(dt.UTC)
     record_change(session, row, "mute")
+    # Rows held for an earlier mute wait until its end: a shorter mute must free them.
+    release_held(session, row.id, ("muted",))
     return row.muted_until
 
 

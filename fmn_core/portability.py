@@ -71,6 +71,7 @@ from .store import (
     record_change,
     user_for_write,
 )
+from .waiting import POLICY_HOLDS, release_held
 
 __all__ = [
     "MAX_IMPORT_BYTES",
@@ -644,6 +645,8 @@ def import_preferences(
     session.flush()
     for preference, context in cleared:
         _fill_context(session, preference, context)
+        # What the old digest, quiet hours or filter modes held is decided on again now.
+        release_held(session, preference.user_id, POLICY_HOLDS, context=context.context)
         counts["contexts"] += 1
         counts["filters"] += len(context.filters)
         counts["rules"] += sum(len(f.rules) for f in context.filters)

@@ -18,11 +18,15 @@ Local times are wall-clock times in the user's zone (``zoneinfo``): a daily
 digest at 08:00 in Europe/Prague is at 07:00 UTC in winter and 06:00 UTC in
 summer. A local time that does not exist on a given day (a DST gap) resolves to
 the time the same wall-clock reading has after the gap (PEP 495, ``fold=0``).
+A zone name this machine no longer knows (tzdata dropped it after it was stored)
+reads as UTC, so the user's notifications still go out, at UTC times.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -61,6 +65,8 @@ HOLD_REASONS: Final = (
 #: Which queue a claimed row travels in: the context's digest, instant, or
 #: instant and urgent (through quiet hours).
 Lane = Literal["digest", "instant", "urgent"]
+
+log = logging.getLogger(__name__)
 
 _TIME_RE = re.compile(r"(?P<hour>[0-2]?\d):(?P<minute>[0-5]\d)")
 
@@ -113,13 +119,51 @@ def _clock(value: str) -> dt.time:
     return dt.time(int(hour), int(minute))
 
 
+@functools.cache
+def _zone(name: str) -> dt.tzinfo:
+    """The zone ``name``, or UTC when this machine does not know it.
+
+    Names are checked when stored, but tzdata can drop one later (``US/Pacific-New``
+    went in 2020): raising here would make every held row of the user unplannable,
+    and the daemon marks such rows dead.
+    """
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        log.warning("schedule: unknown time zone %r, using UTC", name[:64])
+        return dt.UTC
+
+
+def _readings(day: dt.date, wanted: dt.time, zone: dt.tzinfo) -> list[dt.datetime]:
+    """The moments (UTC) on local ``day`` when the clock in ``zone`` reaches ``wanted``.
+
+    One on most days; two when the hour repeats (DST ends); in a skipped hour (DST
+    starts), the moment the clock jumps past ``wanted``.
+    """
+    first = dt.datetime.combine(day, wanted, tzinfo=zone).astimezone(dt.UTC)
+    second = dt.datetime.combine(day, wanted.replace(fold=1), tzinfo=zone).astimezone(dt.UTC)
+    if first <= second:
+        return [first] if first == second else [first, second]
+    # A gap: ``second`` (the new offset) lies before the change, ``first`` (the old
+    # offset) after it; the change itself is the moment the clock passes ``wanted``.
+    before, after = second, first
+    changed = after.astimezone(zone).utcoffset()
+    while after - before > dt.timedelta(seconds=1):
+        middle = before + (after - before) // 2
+        if middle.astimezone(zone).utcoffset() == changed:
+            after = middle
+        else:
+            before = middle
+    return [after]
+
+
 def next_local_time(after: dt.datetime, at: str, timezone: str) -> dt.datetime:
     """The first moment strictly after ``after`` when the clock in ``timezone`` reads ``at``.
 
     Returned in UTC. Computed on wall-clock dates, so a DST change between the two
     days does not shift the local hour.
     """
-    zone = zoneinfo.ZoneInfo(timezone)
+    zone = _zone(timezone)
     local = after.astimezone(zone)
     wanted = _clock(at)
     day = local.date()
@@ -140,14 +184,27 @@ class QuietHours:
     timezone: str
 
     def end_if_quiet(self, now: dt.datetime) -> dt.datetime | None:
-        """When the window ``now`` falls in ends (UTC), or None outside the window."""
-        zone = zoneinfo.ZoneInfo(self.timezone)
-        local = now.astimezone(zone).time().replace(second=0, microsecond=0, tzinfo=None)
+        """When the window ``now`` falls in ends (UTC), or None outside the window.
+
+        A window runs from the moment the clock reads ``start`` to the next moment it
+        reads ``end``, in real time: when DST ends and the clock goes back an hour,
+        02:10 after 02:30 is still inside a 02:30-07:00 window, and a window ending
+        at 01:30 ends at the first 01:30, not a day after the second. An end in a
+        skipped hour comes when the clock jumps past it.
+        """
+        zone = _zone(self.timezone)
         start, end = _clock(self.start), _clock(self.end)
-        inside = start <= local < end if start < end else (local >= start or local < end)
-        if not inside:
+        if start == end:  # refused when stored; never a window that never ends
             return None
-        return next_local_time(now, self.end, self.timezone)
+        today = now.astimezone(zone).date()
+        days = [today + dt.timedelta(days=k) for k in (-2, -1, 0, 1)]
+        began = max(
+            (m for day in days[:3] for m in _readings(day, start, zone) if m <= now), default=None
+        )
+        if began is None:  # pragma: no cover - yesterday's start is always before now
+            return None
+        until = min(m for day in days for m in _readings(day, end, zone) if m > began)
+        return until if until > now else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,9 @@ __all__ = ["Job", "Round", "RoundPlanner"]
 
 log = logging.getLogger(__name__)
 
+#: Stats for rows only checked against quiet hours (``decide`` reads none then).
+_NO_STATS = delivery_policy.GroupStats(waiting=0, oldest_waiting=None, sent_last_hour=0)
+
 
 @dataclass(frozen=True)
 class Job(CarriesRows):
@@ -228,9 +231,22 @@ class RoundPlanner:
             digest_lane=(head.lane == "digest") if head.schedule.active else None,
         )
         seen = {r.id for r in rows}
-        everything = sorted(
-            [*rows, *(r for r in more if r.id not in seen)], key=lambda r: (r.created_at, r.id)
-        )
+        pulled = [r for r in more if r.id not in seen]
+        quiet = [r for r in pulled if r.lane == "instant"]
+        if head.lane == "urgent" and quiet:
+            # An urgent digest (a rate limit) passes quiet hours; the instant rows it
+            # took along must not, so they go back to wait for the window's end.
+            decision = delivery_policy.decide(quiet[0], _NO_STATS, now)
+            if decision.reason == "quiet_hours":
+                delivery_policy.apply(
+                    session,
+                    decision,
+                    [r.id for r in quiet],
+                    max_attempts=self.config.delivery.max_attempts,
+                    now=now,
+                )
+                pulled = [r for r in pulled if r.lane != "instant"]
+        everything = sorted([*rows, *pulled], key=lambda r: (r.created_at, r.id))
         return Job(rows=tuple(everything), digest=True)
 
 

@@ -18,6 +18,7 @@ from fmn_core import preferences as prefs
 from fmn_core.db import Database
 from fmn_core.errors import InvalidArgument
 from fmn_core.models import Filter, Notification, Preference, utcnow
+from fmn_core.portability import export_preferences, import_preferences
 from fmn_core.preferences import Actor
 
 from .test_outbox import add_message, add_notification, add_user
@@ -155,6 +156,26 @@ def test_ending_quiet_hours_releases_what_they_held(db: Database) -> None:
     row_id = _held(db, "quiet_hours")
     with db.begin() as session:
         prefs.set_quiet_hours(session, ALICE, "email", None, None, None)
+    assert _due(db, row_id)
+
+
+def test_a_shorter_mute_frees_what_a_longer_one_held(db: Database) -> None:
+    # Held until the end of a month-long mute; muting again for an hour must not
+    # leave the rows waiting for the old end (the senders hold them to the new one).
+    row_id = _held(db, "muted", until_hours=30 * 24)
+    with db.begin() as session:
+        prefs.mute(session, ALICE, dt.timedelta(hours=1))
+    assert _due(db, row_id)
+
+
+def test_importing_preferences_releases_what_the_old_policy_held(db: Database) -> None:
+    row_id = _held(db, "digest")
+    with db.begin() as session:
+        document = export_preferences(session)
+    (alice,) = document["users"]
+    alice["contexts"]["email"]["digest"] = {"minutes": 0, "count": 0}
+    with db.begin() as session:
+        import_preferences(session, document, resolve=False)
     assert _due(db, row_id)
 
 

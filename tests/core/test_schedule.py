@@ -106,3 +106,52 @@ def test_delivery_modes_are_checked() -> None:
     assert check_delivery("digest") == "digest"
     with pytest.raises(InvalidArgument, match="'instant' or 'digest'"):
         check_delivery("hourly")
+
+
+def test_quiet_hours_end_at_the_first_end_when_the_clock_goes_back() -> None:
+    # New York, 1 November 2026: 01:00-02:00 comes twice (05:00-06:00 UTC as EDT,
+    # 06:00-07:00 UTC as EST). A window ending at 01:30 ends at the first 01:30.
+    quiet = QuietHours("22:00", "01:30", "America/New_York")
+    assert quiet.end_if_quiet(at("2026-11-01 05:10")) == at("2026-11-01 05:30")
+    # The second 01:10 is after the window: not held until 01:30 the next day.
+    assert quiet.end_if_quiet(at("2026-11-01 06:10")) is None
+    # Lord Howe goes back half an hour (02:00 to 01:30 at 15:00 UTC on 4 April).
+    lord_howe = QuietHours("23:00", "01:45", "Australia/Lord_Howe")
+    assert lord_howe.end_if_quiet(at("2026-04-04 14:40")) == at("2026-04-04 14:45")
+    assert lord_howe.end_if_quiet(at("2026-04-04 15:05")) is None
+
+
+def test_quiet_hours_hold_through_the_repeated_hour() -> None:
+    # Prague, 25 October 2026: 03:00 CEST becomes 02:00 CET at 01:00 UTC. The window
+    # began at the first 02:30 (00:30 UTC); the second 02:10 is still inside it.
+    quiet = QuietHours("02:30", "07:00", "Europe/Prague")
+    assert quiet.end_if_quiet(at("2026-10-25 00:40")) == at("2026-10-25 06:00")
+    assert quiet.end_if_quiet(at("2026-10-25 01:10")) == at("2026-10-25 06:00")
+    assert quiet.end_if_quiet(at("2026-10-25 00:20")) is None
+
+
+def test_quiet_hours_ending_in_a_skipped_hour_end_when_the_clock_jumps() -> None:
+    # New York, 8 March 2026: 02:00 EST becomes 03:00 EDT at 07:00 UTC; 02:30 never
+    # comes, the window ends when the clock jumps past it.
+    quiet = QuietHours("22:00", "02:30", "America/New_York")
+    assert quiet.end_if_quiet(at("2026-03-08 06:50")) == at("2026-03-08 07:00")
+    assert quiet.end_if_quiet(at("2026-03-08 07:10")) is None
+    # A start in the skipped hour: the window begins at the jump.
+    late = QuietHours("02:30", "08:00", "America/New_York")
+    assert late.end_if_quiet(at("2026-03-08 06:50")) is None
+    assert late.end_if_quiet(at("2026-03-08 07:00")) == at("2026-03-08 12:00")
+
+
+def test_quiet_hours_that_start_and_end_alike_never_hold() -> None:
+    # Refused when stored; a row written some other way must not hold mail for ever.
+    assert QuietHours("22:00", "22:00", "UTC").end_if_quiet(at("2026-12-05 12:00")) is None
+
+
+def test_a_time_zone_this_machine_no_longer_knows_reads_as_utc() -> None:
+    # tzdata dropped US/Pacific-New in 2020: a name stored before must not break delivery.
+    quiet = QuietHours("22:00", "07:00", "US/Pacific-New")
+    assert quiet.end_if_quiet(at("2026-12-05 23:00")) == at("2026-12-06 07:00")
+    daily = DigestSchedule(at="18:00", timezone="Mars/Base")
+    assert daily.due_at(at("2026-12-05 10:00"), count_only_max_wait=MAX_WAIT) == at(
+        "2026-12-05 18:00"
+    )

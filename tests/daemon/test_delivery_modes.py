@@ -179,3 +179,57 @@ def test_confirming_the_address_delivers_what_waited_at_once(
     drain(delivery)  # no hour-long wait for the next retry
     assert len(smtp_server.wait_for(2)) == 2
     assert state_of(db, row_id).state == "sent"
+
+
+def test_a_rate_limited_urgent_digest_leaves_quiet_rows_held(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    clock = Clock(dt.datetime(2026, 12, 5, 21, 30, tzinfo=UTC))  # 22:30 in Prague
+    user_id, failed, _group = alice_with_two_filters(
+        db, quiet_from="22:00", quiet_to="07:00", quiet_timezone="Europe/Prague"
+    )
+    with db.begin() as session:
+        row = session.scalars(select(Preference).where(Preference.user_id == user_id)).one()
+        plain = Filter(preference=row, name="comments", position=3)
+        session.add(plain)
+        session.flush()
+        plain_id = plain.id
+    config = make_config(db, smtp_server, rate_limit_per_hour=2)
+    delivery = Senders(db, config, Metrics(), LiveHub(), clock=clock)
+    held = [notify(db, user_id, plain_id, "comments", clock.now) for _ in range(2)]
+    drain(delivery)
+    urgent = [notify(db, user_id, failed, "failed builds", clock.now) for _ in range(4)]
+    drain(delivery)
+    clock.now += dt.timedelta(minutes=16)  # the rate limit's digest is due, still quiet
+    drain(delivery)
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.subject.startswith("[fmn] 4 notifications")
+    assert all(state_of(db, i).state == "sent" for i in urgent)
+    for row_id in held:
+        row = state_of(db, row_id)
+        assert (row.state, row.hold_reason) == ("pending", "quiet_hours")
+        assert row.next_attempt_at == dt.datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
+
+
+def test_a_time_zone_that_disappeared_reads_as_utc_and_loses_nothing(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    # Stored when tzdata knew them; a machine whose tzdata dropped them since.
+    clock = Clock(dt.datetime(2026, 12, 5, 10, 0, tzinfo=UTC))
+    user_id, failed, group = alice_with_two_filters(
+        db,
+        quiet_from="22:00",
+        quiet_to="07:00",
+        quiet_timezone="US/Pacific-New",
+        digest_at="18:00",
+        digest_timezone="Mars/Base",
+    )
+    delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
+    digest = notify(db, user_id, group, "group packages", clock.now)
+    urgent = notify(db, user_id, failed, "failed builds", clock.now)
+    drain(delivery)
+    smtp_server.wait_for(1)
+    assert state_of(db, urgent).state == "sent"
+    row = state_of(db, digest)
+    assert (row.state, row.hold_reason) == ("pending", "digest")
+    assert row.next_attempt_at == dt.datetime(2026, 12, 5, 18, 0, tzinfo=UTC)
