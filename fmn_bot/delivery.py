@@ -16,8 +16,9 @@ presence, the services account on a nick (tracked or asked with WHOX), ``PRIVMSG
   everything waiting is sent as one line;
 * the confirmed nick is not online, or no services account of the user's is on
   it (logged out, another account, or that can't be told now): postponed and
-  looked up again every minute, for ``bot.offline_hold_minutes`` after the
-  notification was made; after that the rows go ``dead``. On a server without
+  looked up again every minute, for ``bot.offline_hold_minutes`` from the first
+  look-up that found it so (time a row waited before, for a digest, quiet hours
+  or a mute, does not count); after that the rows go ``dead``. On a server without
   WHOX there are no accounts to check: the one on the nick gets its lines;
 * otherwise one line per notification, at most ``bot.burst`` lines per user per
   round: above that the rest collapses into one "N more notifications" line.
@@ -423,8 +424,11 @@ class IrcSender:
 
     def _hold_offline(self, group: _LaneRows, now: dt.datetime, report: RoundReport) -> None:
         hold = dt.timedelta(minutes=self.config.bot.offline_hold_minutes)
-        expired = [r.id for r in group.rows if now - r.created_at >= hold]
-        waiting = [r.id for r in group.rows if now - r.created_at < hold]
+        # The allowance counts from the first look-up that found the nick offline for
+        # the row (now, for a row that was not waiting for it), not from when the row
+        # was made: a row held for a daily digest is older than a day when it is due.
+        expired = [r.id for r in group.rows if now - (r.offline_since or now) >= hold]
+        waiting = [r.id for r in group.rows if r.id not in expired]
         if expired:
             reason = (
                 f"the recipient's IRC nick was not online for "
@@ -435,9 +439,10 @@ class IrcSender:
             )
         if waiting:
             until = now + dt.timedelta(seconds=RECHECK_SECONDS)
-            self._postpone(
-                waiting, until, "the recipient's IRC nick is not online", report, reason="offline"
-            )
+            with self.database.begin() as session:
+                report.postponed += outbox.postpone_offline(
+                    session, waiting, until, note="the recipient's IRC nick is not online", now=now
+                )
 
     def _postpone(
         self,

@@ -405,6 +405,12 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     #: Why a waiting row waits (``fmn_core.schedule.HOLD_REASONS``); NULL when it doesn't.
     hold_reason: Mapped[str | None] = mapped_column(String(32))
+    #: When the IRC bot first found the row's nick offline in the row's current wait
+    #: (``hold_reason`` ``offline``): its offline allowance counts from here, not from
+    #: ``created_at``, so time held for a digest, quiet hours or a mute doesn't use it
+    #: up. Written by ``outbox.postpone_offline`` and read only while ``hold_reason``
+    #: is still ``offline``: a value left from a wait that ended means nothing.
+    offline_since: Mapped[dt.datetime | None]
     created_at: Mapped[created]
     sent_at: Mapped[dt.datetime | None]
 

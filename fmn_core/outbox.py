@@ -38,7 +38,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Integer, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -79,6 +91,7 @@ __all__ = [
     "mark_sent",
     "mark_sent_autocommitted",
     "postpone",
+    "postpone_offline",
     "release",
     "requeue_dead",
 ]
@@ -97,6 +110,8 @@ _JITTER = 0.1
 WAITING_STATES = (NotificationState.PENDING.value, NotificationState.FAILED.value)
 #: Nothing sends these again, unless an operator re-queues a dead one (until it is pruned).
 FINISHED_STATES = (NotificationState.SENT.value, NotificationState.DEAD.value)
+#: The ``hold_reason`` of rows the IRC bot holds for a nick that is not online.
+_OFFLINE = "offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +159,9 @@ class ClaimedNotification:
     quiet_timezone: str | None = None
     #: Why the row waited before this claim (``Notification.hold_reason``).
     hold_reason: str | None = None
+    #: When the row's wait for an offline IRC nick began (:func:`postpone_offline`);
+    #: None unless it waited for that before this claim.
+    offline_since: dt.datetime | None = None
 
     @property
     def group(self) -> tuple[int, str]:
@@ -302,6 +320,9 @@ def _load_columns() -> tuple[list[Any], Any]:
         p.quiet_timezone,
         f.delivery,
         f.urgent,
+        # Last, so that the other columns keep their places: one nullable timestamp
+        # more per claimed row, read from the row the claim already reads.
+        n.offline_since,
     ]
     joined = (
         Notification.__table__.join(User.__table__, u.id == n.user_id)
@@ -329,8 +350,8 @@ def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedNotificat
         entry = found.get(row[0])
         if entry is None:
             entry = found[row[0]] = (row, [])
-        if row[25] is not None:
-            entry[1].append(row[25])
+        if row[26] is not None:
+            entry[1].append(row[26])
     return _claimed_of(found.values(), _as_read)
 
 
@@ -386,6 +407,8 @@ def _claimed_of(
                 quiet_to=row[21] if has_preference else None,
                 quiet_timezone=row[22] if has_preference else None,
                 hold_reason=row[5],
+                # A value left from an earlier wait, which ended since, means nothing.
+                offline_since=timestamp(row[25]) if row[5] == _OFFLINE else None,
             )
         )
     return claimed
@@ -437,7 +460,7 @@ def claim_due(
         )
         # RETURNING has no order: oldest first, as the load's ORDER BY.
         rows = sorted(result.all(), key=_created_and_id)
-        return _claimed_of(((row, row[25]) for row in rows), utc_read)
+        return _claimed_of(((row, row[26]) for row in rows), utc_read)
     # SQLite has no UPDATE ... FROM a locking sub-select: the claim, then the load.
     taken = list(
         connection.scalars(
@@ -760,11 +783,25 @@ def _record_failure(session: Session, notification: Notification, error: str) ->
     notification.claimed_until = None
 
 
-def _row(session: Session, notification_id: int) -> Notification:
-    notification = session.get(Notification, notification_id, populate_existing=True)
+def _row(session: Session, notification_id: int, *, locked: bool = False) -> Notification:
+    notification = session.get(
+        Notification, notification_id, populate_existing=True, with_for_update=locked
+    )
     if notification is None:
         raise LookupError(f"notification {notification_id} does not exist")
     return notification
+
+
+def _held_by(notification: Notification, worker: str | None) -> bool:
+    """Whether a failure ``worker`` reports may still be recorded on the row.
+
+    A sender whose lease ran out (slow, or paused) is late: another sender may have
+    taken the row since, and sent it. Its failure must not undo that, or the row
+    would go out once more after its backoff (and its attempts be counted twice).
+    """
+    return worker is None or (
+        notification.state == NotificationState.SENDING.value and notification.claimed_by == worker
+    )
 
 
 def mark_failed(
@@ -777,14 +814,19 @@ def mark_failed(
     backoff_max_seconds: float,
     now: dt.datetime | None = None,
     reason: str = "retry",
+    worker: str | None = None,
 ) -> str:
     """Count a failed attempt; retry later with backoff, or give up (``dead``).
 
     Returns the row's new state (``failed`` or ``dead``). The error is stored with
     the user's addresses masked and cut to :data:`~fmn_core.masking.ERROR_MAX_CHARS`;
     ``reason`` is the row's ``hold_reason`` while it waits (``no_address``, say).
+    With ``worker`` (a sender reporting its send), a row that sender no longer
+    holds is left alone and its state returned as it is (see ``_held_by``).
     """
-    notification = _row(session, notification_id)
+    notification = _row(session, notification_id, locked=worker is not None)
+    if not _held_by(notification, worker):
+        return notification.state
     moment = _now(now)
     _record_failure(session, notification, error)
     notification.hold_reason = reason
@@ -800,18 +842,27 @@ def mark_failed(
 
 
 def mark_dead(
-    session: Session, ids: Iterable[int], reason: str, *, now: dt.datetime | None = None
+    session: Session,
+    ids: Iterable[int],
+    reason: str,
+    *,
+    now: dt.datetime | None = None,
+    worker: str | None = None,
 ) -> int:
     """Give rows up at once, with ``reason`` (masked): retrying cannot help. Returns how many.
 
     The attempt is counted; an operator may re-queue the rows (:func:`requeue_dead`).
     A dead row's ``next_attempt_at`` is when it died: retention counts its days from
-    there, so a row that waited long before dying is not pruned at once.
+    there, so a row that waited long before dying is not pruned at once. With
+    ``worker`` (a sender reporting its send), rows that sender no longer holds are
+    left alone (see ``_held_by``).
     """
     moment = _now(now)
     count = 0
     for notification_id in ids:
-        notification = _row(session, notification_id)
+        notification = _row(session, notification_id, locked=worker is not None)
+        if not _held_by(notification, worker):
+            continue
         _record_failure(session, notification, reason)
         notification.state = NotificationState.DEAD.value
         notification.next_attempt_at = moment
@@ -836,6 +887,46 @@ def postpone(
     ``fmn_core.schedule.HOLD_REASONS``: what users are told). Returns how many
     rows changed.
     """
+    return _postpone(session, ids, until, note=note, reason=reason, extra={})
+
+
+def postpone_offline(
+    session: Session,
+    ids: Iterable[int],
+    until: dt.datetime,
+    *,
+    note: str | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """``postpone`` rows whose IRC nick is not online (``hold_reason`` ``offline``).
+
+    Each row keeps when its wait for the nick began (``offline_since``, read back
+    as ``ClaimedNotification.offline_since``), which ``bot.offline_hold_minutes``
+    counts from: ``now`` for a row that did not wait for that before this claim
+    (new, or back from a digest, quiet hours, a mute or a failed send), the time it
+    has for one that did. Returns how many rows changed.
+    """
+    c = Notification.__table__.c
+    began = case(
+        # SET reads the row as it was before this update: one still in its offline
+        # wait keeps when that began.
+        (and_(c.hold_reason == _OFFLINE, c.offline_since.is_not(None)), c.offline_since),
+        else_=literal(_now(now), c.offline_since.type),
+    )
+    return _postpone(
+        session, ids, until, note=note, reason=_OFFLINE, extra={"offline_since": began}
+    )
+
+
+def _postpone(
+    session: Session,
+    ids: Iterable[int],
+    until: dt.datetime,
+    *,
+    note: str | None,
+    reason: str | None,
+    extra: dict[str, Any],
+) -> int:
     id_list = list(ids)
     if not id_list:
         return 0
@@ -845,6 +936,7 @@ def postpone(
         "claimed_by": None,
         "claimed_until": None,
         "hold_reason": reason,
+        **extra,
     }
     if note is not None:
         values["last_error"] = scrub_error(note)

@@ -186,7 +186,7 @@ class Senders:
         self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
-        self._outcomes = OutcomeRecorder(db, config.delivery, metrics)
+        self._outcomes = OutcomeRecorder(db, config.delivery, metrics, worker=self.worker)
         self._codes_at = 0.0
         #: ``run``'s confirmation codes, sent beside its rounds (``_codes_beside``), and
         #: the destinations whose code went, to be marked by the next round.

@@ -119,8 +119,14 @@ class _Pending:
 class OutcomeRecorder:
     """Writes outcomes to the outbox in group commits; see the module docstring."""
 
-    def __init__(self, db: Database, delivery: DeliveryConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, db: Database, delivery: DeliveryConfig, metrics: Metrics, *, worker: str | None = None
+    ) -> None:
         self.db = db
+        #: The sender whose claims these outcomes settle: a failure is recorded only
+        #: on a row it still holds (``outbox.mark_failed``). A success is recorded
+        #: whoever holds the row: the message went out, and no one should send it again.
+        self.worker = worker
         self.delivery = delivery
         self.metrics = metrics
         self._waiting: list[tuple[Outcome, asyncio.Future[None]]] = []
@@ -335,8 +341,8 @@ class OutcomeRecorder:
                 states.append(["sent"] * len(ids))
             elif outcome.refused and not outcome.errors:
                 # fmn refused every destination (a push URL now private): retrying can't help.
-                outbox.mark_dead(session, ids, outcome.error)
-                states.append(["dead"] * len(ids))
+                dead = outbox.mark_dead(session, ids, outcome.error, worker=self.worker)
+                states.append(["dead"] * dead)
             else:
                 states.append(
                     [
@@ -347,6 +353,7 @@ class OutcomeRecorder:
                             max_attempts=self.delivery.max_attempts,
                             backoff_seconds=self.delivery.backoff_seconds,
                             backoff_max_seconds=self.delivery.backoff_max_seconds,
+                            worker=self.worker,
                         )
                         for row_id in ids
                     ]
@@ -375,7 +382,9 @@ class OutcomeRecorder:
             )
             return
         for state in states:
-            self.metrics.inc("notifications_dead" if state == "dead" else "notifications_failed")
+            # Any other state: another sender took the row since and settled it.
+            if state in ("dead", "failed"):
+                self.metrics.inc(f"notifications_{state}")
         log.warning(
             "delivery: message %s for %s/%s failed (%s): %s",
             for_log(head.message_id),

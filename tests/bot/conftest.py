@@ -160,7 +160,7 @@ from collections.abc import Iterable, Mapping  # noqa: E402
 import supybot.conf as conf  # noqa: E402
 import supybot.ircmsgs as ircmsgs  # noqa: E402
 import supybot.ircutils as ircutils  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
 from supybot import test as supytest  # noqa: E402
 
 import fmn_bot  # noqa: E402, F401 - registers supybot.plugins.Fmn
@@ -354,26 +354,30 @@ class FmnCase(supytest.ChannelPluginTestCase):  # type: ignore[misc]
         """Outbox rows for ``user``'s irc context, made ``age`` ago and due now."""
         message_ids = self.add_messages(packages)
         made = utcnow() - age
-        rows = []
         with self.database.begin() as session:
             user_row = session.scalars(select(User).where(User.name == user)).one_or_none()
             if user_row is None:
                 user_row = User(name=user)
                 session.add(user_row)
                 session.flush()
-            for index, message_id in enumerate(message_ids):
-                row = Notification(
-                    message_id=message_id,
-                    user_id=user_row.id,
-                    context="irc",
-                    filter_name=filter_name,
-                    created_at=made + dt.timedelta(milliseconds=index),
-                    next_attempt_at=made,
-                )
-                session.add(row)
-                rows.append(row)
-            session.flush()
-            return [row.id for row in rows]
+            # A Core insert names only these columns (and those with defaults), so rows
+            # can be added to an older schema (``fmn_revision``) too; the ORM would name
+            # every column the model has.
+            return [
+                session.execute(
+                    insert(Notification)
+                    .values(
+                        message_id=message_id,
+                        user_id=user_row.id,
+                        context="irc",
+                        filter_name=filter_name,
+                        created_at=made + dt.timedelta(milliseconds=index),
+                        next_attempt_at=made,
+                    )
+                    .returning(Notification.id)
+                ).scalar_one()
+                for index, message_id in enumerate(message_ids)
+            ]
 
     def outbox_rows(self, ids: Iterable[int]) -> list[Notification]:
         """The rows, as they are in the database now."""

@@ -71,13 +71,54 @@ class DeliveryCases(_Cases):
         assert {r.state for r in self.outbox_rows(ids)} == {SENT}
 
     def test_offline_past_the_hold_goes_dead_with_a_reason(self) -> None:
-        old = self.add_notifications("alice", ["rnv"], age=dt.timedelta(minutes=31))
-        new = self.add_notifications("alice", ["kernel"], age=dt.timedelta(minutes=5))
-        report, sent = self.deliver_round(online=[])
+        start = utcnow()
+        old = self.add_notifications("alice", ["rnv"], age=dt.timedelta(minutes=5))
+        report, sent = self.deliver_round(online=[], now=start)
+        assert sent == [] and report.postponed == 1
+        # Made 25 minutes later: found offline later, it waits longer.
+        new = self.add_notifications("alice", ["kernel"], age=dt.timedelta(minutes=-25))
+        report, sent = self.deliver_round(online=[], now=start + dt.timedelta(minutes=30))
         assert sent == [] and report.dead == 1 and report.postponed == 1
         [dead] = self.outbox_rows(old)
         assert dead.state == DEAD and "not online for 30 minutes" in (dead.last_error or "")
         assert self.outbox_rows(new)[0].state == PENDING
+
+    def test_offline_hold_counts_from_the_first_offline_look_up_not_the_digest(self) -> None:
+        # A 60-minute digest: its oldest rows are an hour old when it is due, twice
+        # the 30 minutes an offline nick is waited for.
+        self.assertNotError("fmn digest irc 60")
+        start = utcnow()
+        ids = self.add_notifications("alice", ["rnv", "kernel"], age=dt.timedelta(minutes=61))
+        report, sent = self.deliver_round(online=[], now=start)
+        assert sent == [] and report.dead == 0 and report.postponed == 2
+        for row in self.outbox_rows(ids):
+            assert row.state == PENDING and row.hold_reason == "offline"
+        later = start + dt.timedelta(minutes=29)
+        report, sent = self.deliver_round(online=[], now=later)
+        assert sent == [] and report.dead == 0 and report.postponed == 2
+        report, sent = self.deliver_round(online=[], now=start + dt.timedelta(minutes=30))
+        assert sent == [] and report.dead == 2
+        for row in self.outbox_rows(ids):
+            assert row.state == DEAD and "not online for 30 minutes" in (row.last_error or "")
+
+    def test_offline_hold_starts_again_after_another_hold(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        start = utcnow()
+        assert self.deliver_round(online=[], now=start)[0].postponed == 1
+        # Muted by the 20th minute offline, unmuted after it: the mute's hold ended
+        # the offline wait, and the next one has its own 30 minutes.
+        with self.database.begin() as session:
+            preferences.mute(session, preferences.Actor("alice"), dt.timedelta(hours=5))
+        report, _sent = self.deliver_round(online=[], now=start + dt.timedelta(minutes=20))
+        assert report.postponed == 1 and self.outbox_rows(ids)[0].hold_reason == "muted"
+        with self.database.begin() as session:
+            preferences.unmute(session, preferences.Actor("alice"))
+        report, _sent = self.deliver_round(online=[], now=start + dt.timedelta(minutes=35))
+        assert report.postponed == 1 and report.dead == 0
+        report, _sent = self.deliver_round(online=[], now=start + dt.timedelta(minutes=64))
+        assert report.postponed == 1 and report.dead == 0
+        report, _sent = self.deliver_round(online=[], now=start + dt.timedelta(minutes=65))
+        assert report.dead == 1 and self.outbox_rows(ids)[0].state == DEAD
 
     def test_muted_user_is_held_and_unmute_releases_soon(self) -> None:
         ids = self.add_notifications("alice", ["rnv"])

@@ -432,6 +432,44 @@ def test_mark_failed_backs_off_then_goes_dead_with_masked_error(db: Database) ->
     assert "550 mailbox" in row.last_error
 
 
+def test_a_sender_whose_lease_ran_out_records_no_failure_on_a_row_taken_since(
+    db: Database,
+) -> None:
+    now = utcnow()
+    with db.begin() as session:
+        user = add_user(session, "jo")
+        failing, refused = (add_notification(session, user).id for _ in range(2))
+    with db.begin() as session:
+        outbox.claim_due(session, worker="A", limit=10, lease_seconds=60, now=now)
+    later = now + dt.timedelta(seconds=120)
+    with db.begin() as session:
+        taken = outbox.claim_due(session, worker="B", limit=10, lease_seconds=60, now=later)
+        assert {row.id for row in taken} == {failing, refused}
+        outbox.mark_sent(session, [failing], now=later)
+    with db.begin() as session:
+        # A's failures come late: the one B sent stays sent, the one B holds stays B's.
+        assert (
+            outbox.mark_failed(
+                session,
+                failing,
+                "timed out",
+                max_attempts=3,
+                backoff_seconds=10,
+                backoff_max_seconds=25,
+                worker="A",
+            )
+            == "sent"
+        )
+        assert outbox.mark_dead(session, [refused], "refused", worker="A") == 0
+    sent, held = state_of(db, failing), state_of(db, refused)
+    assert (sent.state, sent.attempts, sent.last_error) == ("sent", 0, None)
+    assert (held.state, held.claimed_by, held.attempts) == ("sending", "B", 0)
+    with db.begin() as session:
+        # B's own outcome is recorded.
+        assert outbox.mark_dead(session, [refused], "refused", worker="B") == 1
+    assert state_of(db, refused).state == "dead"
+
+
 def test_mark_failed_truncates_long_errors(db: Database) -> None:
     with db.begin() as session:
         row_id = add_notification(session, add_user(session, "jo")).id
@@ -464,6 +502,54 @@ def test_postpone_returns_rows_to_pending_without_an_attempt(db: Database) -> No
     assert row.last_error == "held: muted"
     with db.begin() as session:
         assert outbox.claim_due(session, worker="w", limit=10, lease_seconds=60) == []
+
+
+def test_postpone_offline_keeps_when_the_wait_for_the_nick_began(db: Database) -> None:
+    start = utcnow() - dt.timedelta(minutes=10)
+    later = start + dt.timedelta(minutes=5)
+    due = start - dt.timedelta(minutes=1)
+    with db.begin() as session:
+        jo = add_user(session, "jo", "irc", ("jo_",))
+        new = add_notification(session, jo, "irc", next_attempt_at=due).id
+        # Back from a digest, with the start of an earlier, ended offline wait.
+        held = add_notification(
+            session,
+            jo,
+            "irc",
+            next_attempt_at=due,
+            hold_reason="digest",
+            offline_since=start - dt.timedelta(hours=3),
+        ).id
+
+    def claim(now: dt.datetime) -> dict[int, outbox.ClaimedNotification]:
+        with db.begin() as session:
+            claimed = outbox.claim_due(
+                session, worker="bot", contexts=["irc"], limit=10, lease_seconds=60, now=now
+            )
+            # On PostgreSQL the claim reads its rows itself: the load reads the same.
+            assert claimed == outbox._load_claimed(session, [c.id for c in claimed])
+        return {c.id: c for c in claimed}
+
+    claimed = claim(start)
+    assert claimed[new].offline_since is None and claimed[held].offline_since is None
+    with db.begin() as session:
+        assert outbox.postpone_offline(session, [new, held], start, note="offline", now=start) == 2
+    for row_id in (new, held):
+        row = state_of(db, row_id)
+        assert row.hold_reason == "offline" and row.offline_since == start
+        assert row.state == "pending" and row.last_error == "offline"
+    claimed = claim(later)
+    assert {c.offline_since for c in claimed.values()} == {start}
+    with db.begin() as session:
+        # Still offline: the wait goes on from its start. Another hold ends it.
+        outbox.postpone_offline(session, [new], later, now=later)
+        outbox.postpone(session, [held], later, reason="quiet_hours")
+    assert state_of(db, new).offline_since == start
+    claimed = claim(later)
+    assert claimed[new].offline_since == start and claimed[held].offline_since is None
+    with db.begin() as session:
+        outbox.postpone_offline(session, [held], later, now=later)
+    assert state_of(db, held).offline_since == later
 
 
 def test_release_frees_only_the_workers_own_rows(db: Database) -> None:

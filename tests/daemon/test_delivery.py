@@ -883,6 +883,52 @@ def test_delivery_run_claims_ahead_while_every_slot_is_busy(file_db: Database) -
     assert {state_of(file_db, i).state for i in (held, following)} == {"sent"}
 
 
+class _HeldThenFailing(_Held):
+    """Holds sends to ``held`` until released, then fails them."""
+
+    async def send(self, destination: str, rendered: Rendered) -> None:
+        await super().send(destination, rendered)
+        if destination == "held":
+            raise TransportError("timed out")
+
+
+def test_delivery_a_late_sender_does_not_undo_the_send_of_the_one_that_took_its_row(
+    file_db: Database,
+) -> None:
+    # Sender A's send outlasts its lease (a slow server, a paused host); sender B
+    # takes the row and sends it. A's failure, reported afterwards, must not turn
+    # the row back to failed: it would go out once more after its backoff.
+    with file_db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
+    config = make_config(file_db, claim_lease_seconds=60)
+    slow = _HeldThenFailing()
+    late_metrics = Metrics()
+    late = Senders(file_db, config, late_metrics, transports={"push": slow}, worker="A")
+    quick = _Held()
+    quick.release.set()
+    later = utcnow() + dt.timedelta(seconds=120)  # A's lease ran out
+    taker = Senders(
+        file_db, config, Metrics(), transports={"push": quick}, worker="B", clock=lambda: later
+    )
+
+    async def scenario() -> None:
+        sending = asyncio.create_task(late.round())
+        try:
+            await asyncio.wait_for(slow.holding.wait(), 10)
+            assert await asyncio.to_thread(drain, taker) == 1
+        finally:
+            slow.release.set()
+        await asyncio.wait_for(sending, 10)
+
+    asyncio.run(scenario())
+    assert quick.sent == ["held"]
+    row = state_of(file_db, row_id)
+    assert (row.state, row.attempts, row.last_error) == ("sent", 0, None)
+    # Nor does A count a failure of a notification that went out.
+    assert late_metrics.get("notifications_failed") == 0
+    assert drain(taker) == 0
+
+
 def outcome_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many outcomes each of the recorder's commits wrote, in order."""
     batches: list[int] = []
