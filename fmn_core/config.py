@@ -75,6 +75,17 @@ def default_database_url() -> str:
     return f"sqlite:///{state / 'fmn.sqlite'}"
 
 
+def _check_range(
+    key: str, value: float, low: float, high: float, *, above: bool = False, hint: str = ""
+) -> None:
+    """Raise ``ConfigError`` for ``key`` unless ``low <= value <= high`` (``low < value``
+    with ``above``); NaN and infinities are never in range."""
+    inside = (low < value if above else low <= value) and value <= high
+    if not inside:
+        bounds = f"more than {low} and at most {high}" if above else f"from {low} to {high}"
+        raise ConfigError(key, f"must be {bounds}{hint}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SmtpConfig:
     """The operator's outgoing mail server; users only ever supply an address."""
@@ -87,6 +98,12 @@ class SmtpConfig:
     from_address: str = "notifications@fedoraproject.org"
     from_name: str = "Fedora Notifications"
     timeout_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ConfigError("smtp.host", "is empty; give the mail server's host name")
+        _check_range("smtp.port", self.port, 1, 65535)
+        _check_range("smtp.timeout_seconds", self.timeout_seconds, 0, 300, above=True)
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,9 @@ class PushConfig:
     #: requests) ends after three times this, however the server drips its answer.
     timeout_seconds: float = 10.0
 
+    def __post_init__(self) -> None:
+        _check_range("push.timeout_seconds", self.timeout_seconds, 0, 300, above=True)
+
 
 @dataclass(frozen=True)
 class FcmConfig:
@@ -143,6 +163,9 @@ class OwnershipConfig:
     #: A URL or a file path; empty disables ownership rules' data (they match nothing).
     source: str = ""
     refresh_minutes: int = 60
+
+    def __post_init__(self) -> None:
+        _check_range("ownership.refresh_minutes", self.refresh_minutes, 1, 10_080, hint=" (a week)")
 
 
 @dataclass(frozen=True)
@@ -188,6 +211,26 @@ class DeliveryConfig:
     rate_limit_per_hour: int = 120
     shutdown_grace_seconds: float = 20.0
     idle_poll_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        # Lower bounds of max_attempts and senders: Config.__post_init__.
+        for key, high in (("max_attempts", 1000), ("senders", 1000)):
+            value = getattr(self, key)
+            if value > high:
+                raise ConfigError(f"delivery.{key}", f"must be at most {high}, got {value!r}")
+        # 0 would claim nothing and spin; a poll of 0 would spin too.
+        _check_range("delivery.batch_size", self.batch_size, 1, 10_000)
+        _check_range("delivery.idle_poll_seconds", self.idle_poll_seconds, 0.01, 60)
+        _check_range("delivery.backoff_seconds", self.backoff_seconds, 0, 86_400)
+        _check_range("delivery.backoff_max_seconds", self.backoff_max_seconds, 0, 7 * 86_400)
+        # A lease shorter than a send would hand a row being sent to another sender.
+        _check_range("delivery.claim_lease_seconds", self.claim_lease_seconds, 1, 86_400)
+        if self.rate_limit_per_hour < 1:
+            raise ConfigError(
+                "delivery.rate_limit_per_hour",
+                f"must be at least 1, got {self.rate_limit_per_hour!r}",
+            )
+        _check_range("delivery.shutdown_grace_seconds", self.shutdown_grace_seconds, 0, 3600)
 
 
 #: A hundred years: beyond it, ``retention.days`` would mean "for ever" anyway.
@@ -390,6 +433,11 @@ class BotConfig:
     account_format: str = "{account}"
 
     def __post_init__(self) -> None:
+        _check_range("bot.lines_per_second", self.lines_per_second, 0, 1000, above=True)
+        _check_range("bot.burst", self.burst, 1, 1000)
+        _check_range(
+            "bot.offline_hold_minutes", self.offline_hold_minutes, 0, 525_600, hint=" (a year)"
+        )
         problem = _account_format_problem(self.account_format)
         if problem:
             raise ConfigError("bot.account_format", f"{self.account_format!r} {problem}")
@@ -576,6 +624,8 @@ class Config:
 
 def _database_problem(url: str) -> str | None:
     """Why fmn can't store its data at ``url``, or ``None``; the message never shows a password."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        return "contains control characters; write the URL on one line, without them"
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -590,6 +640,11 @@ def _database_problem(url: str) -> str | None:
             f"fmn stores its data in SQLite (sqlite:///path) or PostgreSQL "
             f"(postgresql+psycopg://host/db), not {parsed.drivername}"
         )
+    if backend == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+    ):
+        # Each connection would get an empty database of its own, gone when it closes.
+        return "is an in-memory SQLite database, which keeps nothing; give a file: sqlite:///path"
     return None
 
 
@@ -623,19 +678,22 @@ def _check_ingest(ingest: IngestConfig) -> None:
 
 
 def _check_confirmation(confirmation: ConfirmationConfig) -> None:
-    at_least = {
-        "ttl_minutes": 1,
-        "max_failures": 1,
-        "lockout_minutes": 0,
-        "resend_interval_seconds": 0,
-        "codes_per_address": 1,
-        "codes_per_user": 1,
-        "code_window_hours": 1,
+    # The upper bounds keep every window a date can hold (and a human would choose).
+    bounds = {
+        "ttl_minutes": (1, 43_200),
+        "max_failures": (1, 1000),
+        "lockout_minutes": (0, 43_200),
+        "resend_interval_seconds": (0, 86_400),
+        "codes_per_address": (1, 10_000),
+        "codes_per_user": (1, 10_000),
+        "code_window_hours": (1, 8760),
     }
-    for name, low in at_least.items():
+    for name, (low, high) in bounds.items():
         value = getattr(confirmation, name)
         if value < low:
             raise ConfigError(f"confirmation.{name}", f"must be at least {low}, got {value!r}")
+        if value > high:
+            raise ConfigError(f"confirmation.{name}", f"must be at most {high}, got {value!r}")
 
 
 T = TypeVar("T")

@@ -85,6 +85,11 @@ def load_broker_settings(
     from fedora_messaging import config as fm_config
     from fedora_messaging import exceptions as fm_exceptions
 
+    # fedora-messaging runs on its defaults (a broker on localhost, a throwaway
+    # queue) when its file is missing: right for no file named, wrong for a typo.
+    named = path if path is not None else os.environ.get("FEDORA_MESSAGING_CONF")
+    if named:
+        _check_readable(str(named))
     try:
         if path is not None:
             # A fresh LazyConfig: loading into the global one merges with what it held.
@@ -93,6 +98,12 @@ def load_broker_settings(
             conf = fm_config.conf if fm_config.conf.loaded else fm_config.conf.load_config()
     except fm_exceptions.ConfigurationException as exc:
         raise ConfigError("fedora-messaging", exc.message) from exc
+    scheme = str(conf["amqp_url"]).partition("://")[0].lower()
+    if scheme not in ("amqp", "amqps"):
+        raise ConfigError(
+            "fedora-messaging",
+            f"amqp_url must be an amqp:// or amqps:// URL, not {scheme or 'no scheme'}://",
+        )
     bindings = conf["bindings"]
     if isinstance(bindings, Mapping):
         bindings = [bindings]
@@ -109,3 +120,16 @@ def load_broker_settings(
         client_properties=dict(conf.get("client_properties") or {}),
         tls=dict(conf.get("tls") or {}),
     )
+
+
+def _check_readable(path: str) -> None:
+    """Raise ``ConfigError`` unless ``path`` is a file this process can read."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            "fedora-messaging",
+            f"cannot read {path}: {exc.strerror}; give fedora-messaging's TOML file "
+            "(--fedora-messaging-config or FEDORA_MESSAGING_CONF)",
+        ) from None

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,48 @@ class SchemaMissing(UserError):
 
 class RevisionRefused(UserError):
     """``db downgrade`` was given a revision it cannot take the schema back to."""
+
+
+class DatabaseUnavailable(FmnError):
+    """The database server ``database_url`` names did not let fmn in.
+
+    Exit 1, not 2: a server that is down or still starting may answer the next
+    try, and systemd tries again (the units' ``RestartPreventExitStatus=2``).
+    """
+
+
+class DatabaseUnopenable(UserError):
+    """The SQLite file ``database_url`` names can't be opened: a setting to fix (exit 2)."""
+
+
+#: The largest row id a database column holds (a signed 64-bit integer).
+MAX_ROW_ID = 2**63 - 1
+
+
+def _whole_number(low: int, high: int) -> Any:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, not {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds, more than 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, not {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-deliver", action="store_true", help="don't send notifications")
     run.add_argument("--no-http", action="store_true", help="don't serve HTTP")
     run.add_argument(
-        "--startup-timeout", type=float, default=30.0, metavar="SECONDS", help="(default: 30)"
+        "--startup-timeout", type=_seconds, default=30.0, metavar="SECONDS", help="(default: 30)"
     )
 
     gateway = commands.add_parser(
@@ -150,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outbox_commands = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
     listing = outbox_commands.add_parser("list", help="list dead notifications (the default)")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=_whole_number(1, 1_000_000), default=100)
     listing.add_argument(
         "--json",
         action="store_true",
@@ -158,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="every notification not sent, one JSON object a line, with why it waits",
     )
     requeue = outbox_commands.add_parser("requeue", help="make dead notifications pending again")
-    requeue.add_argument("ids", nargs="*", type=int, metavar="ID")
+    requeue.add_argument("ids", nargs="*", type=_whole_number(1, MAX_ROW_ID), metavar="ID")
     requeue.add_argument("--all", action="store_true", help="every dead notification")
 
     messages = commands.add_parser(
@@ -168,12 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="messages_command", metavar="ACTION", required=True
     )
     dead = messages_commands.add_parser("dead", help="list dead messages, newest first")
-    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--limit", type=_whole_number(1, 1_000_000), default=100)
     dead.add_argument("--json", action="store_true", help="one JSON object per line")
     revive = messages_commands.add_parser(
         "requeue", help="run a dead message through the pipeline again"
     )
-    revive.add_argument("id", type=int, metavar="ID")
+    revive.add_argument("id", type=_whole_number(1, MAX_ROW_ID), metavar="ID")
 
     prune = commands.add_parser(
         "prune",
@@ -285,9 +328,35 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _reach(config: Config, db: Database | None = None) -> None:
+    """Connect once: a database that can't be reached or opened is one sentence
+    naming ``database_url``, not a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from fmn_core.db import driver_said
+
+    database = db if db is not None else Database(config)
+    try:
+        with database.engine.connect():
+            pass
+    except DBAPIError as exc:
+        problem = (
+            DatabaseUnopenable if database.engine.dialect.name == "sqlite" else DatabaseUnavailable
+        )
+        raise problem(
+            f"Cannot use the database {_masked(config.database_url)} (database_url): "
+            f"{driver_said(exc)}. Check database_url, and that the database runs and "
+            "lets fmn in."
+        ) from None
+    finally:
+        if db is None:
+            database.dispose()
+
+
 def _db_upgrade(config: Config) -> int:
     from fmn_core.schema import upgrade
 
+    _reach(config)
     revision = upgrade(config.database_url)
     print(f"{_masked(config.database_url)} is at schema {revision}")
     return EXIT_OK
@@ -303,6 +372,7 @@ def _db_downgrade(config: Config, revision: str) -> int:
         )
     db = Database(config)
     try:
+        _reach(config, db)
         current = current_revision(db.engine)
     finally:
         db.dispose()
@@ -330,6 +400,11 @@ def _open(config: Config) -> Database:
     from fmn_core.schema import current_revision, schema_problem, upgrade
 
     db = Database(config)
+    try:
+        _reach(config, db)
+    except (DatabaseUnavailable, DatabaseUnopenable):
+        db.dispose()
+        raise
     if current_revision(db.engine) is None and db.engine.dialect.name == "sqlite":
         log.info("setting up the fmn schema in %s", _masked(config.database_url))
         upgrade(config.database_url)
@@ -397,7 +472,10 @@ def _prefs(config: Config, args: argparse.Namespace) -> int:
                 document = export_preferences(session)
             text = json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
             if args.file and args.file != "-":
-                Path(args.file).write_text(text, encoding="utf-8")
+                try:
+                    Path(args.file).write_text(text, encoding="utf-8")
+                except OSError as exc:
+                    raise UnwritableFile(f"Cannot write {args.file}: {exc.strerror}.") from None
                 print(
                     f"exported {len(document.get('users', []))} users to {args.file}",
                     file=sys.stderr,
@@ -456,6 +534,10 @@ def _import_files(db: Database, names: Sequence[str], *, resolve: bool) -> int:
 
 class UnreadableFile(UserError):
     """A file named on the command line can't be read or parsed."""
+
+
+class UnwritableFile(UserError):
+    """A file named on the command line can't be written."""
 
 
 def _read_bounded(name: str) -> bytes:
@@ -590,6 +672,8 @@ def _outbox(config: Config, args: argparse.Namespace) -> int:
             if not args.ids and not args.all:
                 raise UnreadableFile("Name the notifications to requeue (IDS), or pass --all.")
             with db.begin() as session:
+                if not args.all:
+                    _check_dead(session, args.ids)
                 count = requeue_dead(session, None if args.all else args.ids)
             print(f"requeued {count} dead notifications")
             return EXIT_OK
@@ -611,6 +695,29 @@ def _outbox(config: Config, args: argparse.Namespace) -> int:
                 "(see fmn-daemon messages dead)"
             )
         return EXIT_OK
+
+
+def _check_dead(session: Any, ids: Sequence[int]) -> None:
+    """Refuse, before anything changes, ids that are no dead notification."""
+    from sqlalchemy import select
+
+    from fmn_core.errors import NotFound
+    from fmn_core.models import Notification, NotificationState
+
+    dead = set(
+        session.scalars(
+            select(Notification.id).where(
+                Notification.id.in_(set(ids)),
+                Notification.state == NotificationState.DEAD.value,
+            )
+        )
+    )
+    missing = sorted(set(ids) - dead)
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise NotFound(
+            f"No dead notification {shown} (fmn-daemon outbox lists them); nothing was requeued."
+        )
 
 
 def _messages(config: Config, args: argparse.Namespace) -> int:

@@ -415,3 +415,96 @@ def test_cli_demo_delivers_the_samples_by_mail_and_feed(
     # The demo's database answers the operator's commands.
     assert main(["--config", str(tmp_path / "demo" / "fmn.toml"), "outbox"]) == 0
     assert "no dead notifications" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "argv", [("outbox",), ("db", "upgrade"), ("db", "downgrade", "0001"), ("prune", "--dry-run")]
+)
+def test_cli_unreachable_database_is_one_clear_line(
+    argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Exit 2 (a setting to fix, not retried by systemd) for a file that can't be one;
+    # exit 1 (worth retrying) for a server that does not answer.
+    urls = [
+        (f"sqlite:///{tmp_path}", 2),  # a directory where the database file should be
+        (f"postgresql+psycopg://fmn@127.0.0.1:{_free_port()}/fmn", 1),  # nobody listens
+    ]
+    for url, status in urls:
+        config = write_fmn_config(tmp_path / "fmn.toml", url)
+        code, _, err = run(capsys, "--config", str(config), *argv)
+        assert code == status, err
+        assert err.count("\n") == 1 and "(database_url)" in err
+        assert "internal error" not in err and "Traceback" not in err
+
+
+def test_cli_prefs_export_to_an_unwritable_path_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    for target, why in ((tmp_path, "Is a directory"), (tmp_path / "no" / "x.json", "No such")):
+        code, _, err = run(capsys, "--config", str(config), "prefs", "export", str(target))
+        assert code == 2
+        assert f"Cannot write {target}: {why}" in err and "internal error" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("outbox", "list", "--limit", "-1"),
+        ("messages", "dead", "--limit", "0"),
+        ("outbox", "requeue", "99999999999999999999"),
+        ("messages", "requeue", "99999999999999999999"),
+        ("run", "--startup-timeout", "nan"),
+        ("run", "--startup-timeout", "-1"),
+    ],
+)
+def test_cli_out_of_range_numbers_are_refused_before_anything_runs(
+    argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(config), *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be" in err and "Traceback" not in err
+
+
+def test_cli_outbox_requeue_of_unknown_ids_says_so_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = sqlite_config(tmp_path)
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
+    try:
+        with db.begin() as session:
+            user = User(name="dora")
+            session.add_all([user, StoredMessage(id="m-1", topic="t", body={}, headers={})])
+            session.flush()
+            row = Notification(
+                message_id="m-1",
+                user_id=user.id,
+                context="email",
+                filter_name="f",
+                state=NotificationState.DEAD.value,
+                attempts=8,
+            )
+            session.add(row)
+            session.flush()
+            dead_id = row.id
+        code, out, err = run(
+            capsys, "--config", str(config), "outbox", "requeue", str(dead_id), "999"
+        )
+        assert code == 2 and out == ""
+        assert "No dead notification 999" in err and "nothing was requeued" in err
+        with db.begin() as session:
+            assert session.scalars(select(Notification.state)).all() == ["dead"]
+    finally:
+        db.dispose()

@@ -797,3 +797,26 @@ def test_bodies_held_past_max_inflight_bytes_pause_the_consumer_until_committed(
         assert max(held) < limit + 110_000
     finally:
         db.dispose()
+
+
+def test_load_broker_settings_refuses_a_named_file_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fedora-messaging would run on its defaults (localhost, a throwaway queue).
+    from fmn_core.errors import ConfigError
+
+    for path in (tmp_path / "nope.toml", tmp_path):
+        with pytest.raises(ConfigError, match=f"cannot read {path}"):
+            load_broker_settings(path)
+    monkeypatch.setenv("FEDORA_MESSAGING_CONF", str(tmp_path / "typo.toml"))
+    with pytest.raises(ConfigError, match="FEDORA_MESSAGING_CONF"):
+        load_broker_settings()
+
+
+def test_load_broker_settings_refuses_a_url_that_is_not_amqp(tmp_path: Path) -> None:
+    from fmn_core.errors import ConfigError
+
+    bad = tmp_path / "fm.toml"
+    bad.write_text("amqp_url = 'http://broker.example.org/'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="amqp:// or amqps://"):
+        load_broker_settings(bad)

@@ -378,6 +378,46 @@ def test_systemd_unit_is_notify_with_watchdog_and_hardening() -> None:
         assert problems == []
 
 
+@pytest.mark.parametrize("unit_name", ["fmn-daemon.service", "fmn-gateway.service"])
+def test_systemd_does_not_restart_a_daemon_whose_settings_are_wrong(
+    tmp_path: Path, unit_name: str
+) -> None:
+    # A wrong setting, restarted every few seconds, would fill the journal for ever;
+    # a database that is down is worth retrying. The unit tells them apart by the
+    # exit status the command really gives.
+    import configparser
+    from importlib.resources import files
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((files("fmn_daemon") / unit_name).read_text())
+    service = parser["Service"]
+    assert service["Restart"] == "on-failure"
+    prevented = {int(code) for code in service["RestartPreventExitStatus"].split()}
+    command = service["ExecStart"].split(" --config /etc/fmn/fmn.toml ")[1].split()
+    command = [c.replace("/run/fmn/", f"{tmp_path}/") for c in command]
+
+    def exit_status(config: str) -> int:
+        path = tmp_path / "fmn.toml"
+        path.write_text(config)
+        env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "fmn-daemon"), "--config", str(path), *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.returncode
+
+    assert exit_status("[delivery]\nbatch_size = 0\n") in prevented
+    assert exit_status("[delivery]\nbatchsize = 10\n") in prevented
+    closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/fmn"
+    assert exit_status(f'database_url = "{closed}"\n') not in prevented | {0}
+
+
 @pytest.mark.rabbitmq
 def test_service_loads_ownership_and_matches_package_owners(
     tmp_path: Path, rabbitmq: RabbitMQ
