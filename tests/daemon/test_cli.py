@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,20 @@ PREFERENCES = {
 
 def sqlite_config(tmp_path: Path, extra: str = "") -> Path:
     return write_fmn_config(tmp_path / "fmn.toml", f"sqlite:///{tmp_path / 'cli.sqlite'}", extra)
+
+
+@contextlib.contextmanager
+def cli_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Iterator[tuple[Path, Database]]:
+    """The configuration of a SQLite database ``db upgrade`` made, and the database."""
+    config = sqlite_config(tmp_path)
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
+    try:
+        yield config, db
+    finally:
+        db.dispose()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -309,10 +325,7 @@ def test_cli_refuses_a_database_without_schema(
 def test_cli_outbox_lists_and_requeues_dead_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = sqlite_config(tmp_path)
-    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
-    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
-    try:
+    with cli_database(tmp_path, capsys) as (config, db):
         with db.begin() as session:
             user = User(name="dora")
             session.add_all([user, StoredMessage(id="m-1", topic="t", body={}, headers={})])
@@ -344,8 +357,6 @@ def test_cli_outbox_lists_and_requeues_dead_rows(
             states = session.scalars(select(Notification.state)).all()
         assert states == ["pending", "pending"]
         assert "no dead notifications" in run(capsys, "--config", str(config), "outbox", "list")[1]
-    finally:
-        db.dispose()
 
 
 def test_cli_ownership_refresh_from_a_file(
@@ -480,10 +491,7 @@ def test_cli_out_of_range_numbers_are_refused_before_anything_runs(
 def test_cli_outbox_requeue_of_unknown_ids_says_so_and_changes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = sqlite_config(tmp_path)
-    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
-    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
-    try:
+    with cli_database(tmp_path, capsys) as (config, db):
         with db.begin() as session:
             user = User(name="dora")
             session.add_all([user, StoredMessage(id="m-1", topic="t", body={}, headers={})])
@@ -506,5 +514,3 @@ def test_cli_outbox_requeue_of_unknown_ids_says_so_and_changes_nothing(
         assert "No dead notification 999" in err and "nothing was requeued" in err
         with db.begin() as session:
             assert session.scalars(select(Notification.state)).all() == ["dead"]
-    finally:
-        db.dispose()

@@ -107,10 +107,10 @@ def test_failed_build_at_once_the_rest_once_at_the_local_hour(
     assert len(smtp_server.messages) == 2  # once
 
 
-def test_quiet_hours_hold_then_release_as_one_digest_and_urgent_passes(
-    db: Database, smtp_server: SmtpServer
-) -> None:
-    clock = Clock(dt.datetime(2026, 12, 5, 21, 30, tzinfo=UTC))  # 22:30 in Prague
+def alice_at_night_with_a_plain_filter(db: Database) -> tuple[Clock, int, int, int]:
+    """22:30 in Prague, inside alice's quiet hours (22:00-07:00); her user id, her
+    urgent filter ``failed`` and a plain (instant) filter ``comments``."""
+    clock = Clock(dt.datetime(2026, 12, 5, 21, 30, tzinfo=UTC))
     user_id, failed, _group = alice_with_two_filters(
         db, quiet_from="22:00", quiet_to="07:00", quiet_timezone="Europe/Prague"
     )
@@ -119,7 +119,13 @@ def test_quiet_hours_hold_then_release_as_one_digest_and_urgent_passes(
         plain = Filter(preference=row, name="comments", position=3)
         session.add(plain)
         session.flush()
-        plain_id = plain.id
+        return clock, user_id, failed, plain.id
+
+
+def test_quiet_hours_hold_then_release_as_one_digest_and_urgent_passes(
+    db: Database, smtp_server: SmtpServer
+) -> None:
+    clock, user_id, failed, plain_id = alice_at_night_with_a_plain_filter(db)
     delivery = Senders(db, make_config(db, smtp_server), Metrics(), LiveHub(), clock=clock)
     held = [notify(db, user_id, plain_id, "comments", clock.now) for _ in range(2)]
     urgent = notify(db, user_id, failed, "failed builds", clock.now)
@@ -184,16 +190,7 @@ def test_confirming_the_address_delivers_what_waited_at_once(
 def test_a_rate_limited_urgent_digest_leaves_quiet_rows_held(
     db: Database, smtp_server: SmtpServer
 ) -> None:
-    clock = Clock(dt.datetime(2026, 12, 5, 21, 30, tzinfo=UTC))  # 22:30 in Prague
-    user_id, failed, _group = alice_with_two_filters(
-        db, quiet_from="22:00", quiet_to="07:00", quiet_timezone="Europe/Prague"
-    )
-    with db.begin() as session:
-        row = session.scalars(select(Preference).where(Preference.user_id == user_id)).one()
-        plain = Filter(preference=row, name="comments", position=3)
-        session.add(plain)
-        session.flush()
-        plain_id = plain.id
+    clock, user_id, failed, plain_id = alice_at_night_with_a_plain_filter(db)
     config = make_config(db, smtp_server, rate_limit_per_hour=2)
     delivery = Senders(db, config, Metrics(), LiveHub(), clock=clock)
     held = [notify(db, user_id, plain_id, "comments", clock.now) for _ in range(2)]

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fmn_core.config import Config
-from fmn_core.db import Database
 from fmn_core.models import Notification, NotificationState, StoredMessage, User
 
-from .test_cli import run, sqlite_config
+from .test_cli import cli_database, run
 
 UNTIL = dt.datetime(2031, 1, 2, 6, 0, tzinfo=dt.UTC)
 
@@ -20,10 +18,7 @@ UNTIL = dt.datetime(2031, 1, 2, 6, 0, tzinfo=dt.UTC)
 def test_outbox_json_prints_one_object_per_waiting_row(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = sqlite_config(tmp_path)
-    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
-    db = Database(Config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}"))
-    try:
+    with cli_database(tmp_path, capsys) as (config, db):
         with db.begin() as session:
             user = User(name="dora")
             session.add(user)
@@ -66,5 +61,3 @@ def test_outbox_json_prints_one_object_per_waiting_row(
         assert quiet["reason"] == "held for your quiet hours until 2031-01-02 06:00 UTC"
         assert address["reason"].startswith("waiting for a confirmed address")
         assert (dead["due_at"], dead["reason"]) == (None, "given up: SMTP said no")
-    finally:
-        db.dispose()
