@@ -102,6 +102,20 @@ class SmtpConfig:
     def __post_init__(self) -> None:
         if not self.host.strip():
             raise ConfigError("smtp.host", "is empty; give the mail server's host name")
+        # These go into every mail's header and SMTP commands: a line break in
+        # from_name would add a header (a Bcc) to every notification sent.
+        for key in ("host", "username", "from_address", "from_name"):
+            if any(ord(c) < 32 or ord(c) == 127 for c in getattr(self, key)):
+                raise ConfigError(
+                    f"smtp.{key}", "contains control characters (a line break?); remove them"
+                )
+        local, at, domain = self.from_address.rpartition("@")
+        if not at or not local or not domain or any(c.isspace() for c in self.from_address):
+            raise ConfigError(
+                "smtp.from_address",
+                f"{self.from_address!r} is not an e-mail address; give one such as "
+                "notifications@example.org",
+            )
         _check_range("smtp.port", self.port, 1, 65535)
         _check_range("smtp.timeout_seconds", self.timeout_seconds, 0, 300, above=True)
 

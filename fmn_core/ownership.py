@@ -85,6 +85,13 @@ class DistGitOwnership:
     def __init__(self, source: str, *, timeout: float = 60.0) -> None:
         if not source.strip():
             raise ConfigError("ownership.source", "is empty; give a URL or a file path")
+        scheme, separator, _ = source.strip().partition("://")
+        if separator and scheme.lower() not in ("http", "https", "file") and "/" not in scheme:
+            # Read as a path, ftp://host/x would fail as "no such file", which misleads.
+            raise ConfigError(
+                "ownership.source",
+                f"{scheme}:// is not read; give an http(s):// URL, a file:// URL or a file path",
+            )
         self.source = source.strip()
         self.timeout = timeout
 

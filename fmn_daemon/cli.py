@@ -146,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--progress", action="store_true", help="draw a progress bar even if stderr is no terminal"
     )
-    replay.add_argument("--batch-size", type=int, metavar="N", help="messages per transaction")
+    replay.add_argument(
+        "--batch-size",
+        type=_whole_number(1, 10_000),
+        metavar="N",
+        help="messages per transaction (as ingest.batch_size, at most 10000)",
+    )
 
     run = commands.add_parser("run", help="run the daemon (consumer, senders, HTTP)")
     run.add_argument(
@@ -559,8 +564,6 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
 
     if not Path(args.file).is_file():
         raise UnreadableFile(f"Cannot read {args.file}: no such file.")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UnreadableFile("--batch-size must be at least 1.")
     with _opened(config) as db:
         stats = replay(
             db,

@@ -69,6 +69,13 @@ def test_config_unknown_key_is_named_with_the_valid_ones(tmp_path: Path) -> None
         ("[fcm]\nproject = 'fmn-android'\n", "fcm.keyfile", "set both, or neither"),
         ("[fcm]\nkeyfile = '/etc/fmn/fcm.json'\n", "fcm.project", "set both, or neither"),
         # Values that were accepted and made the daemon spin, crash or misbehave later.
+        ('[smtp]\nfrom_name = "Fedora\\r\\nBcc: x@example.org"\n', "smtp.from_name", "line break"),
+        (
+            '[smtp]\nfrom_address = "x@example.org\\nBcc: y@example.org"\n',
+            "smtp.from_address",
+            "control",
+        ),
+        ("[smtp]\nfrom_address = 'notifications'\n", "smtp.from_address", "not an e-mail address"),
         ("[delivery]\nbatch_size = 0\n", "delivery.batch_size", "from 1 to 10000"),
         ("[delivery]\nidle_poll_seconds = 0\n", "delivery.idle_poll_seconds", "from 0.01"),
         ("[delivery]\nidle_poll_seconds = nan\n", "delivery.idle_poll_seconds", "nan"),

@@ -170,6 +170,12 @@ def test_dist_git_ownership_reports_a_missing_file(tmp_path: Path) -> None:
         DistGitOwnership(str(tmp_path / "nope.json")).fetch()
 
 
+@pytest.mark.parametrize("source", ["ftp://src.example.org/owners.json", "gopher://x/y"])
+def test_dist_git_ownership_names_a_scheme_it_does_not_read(source: str) -> None:
+    with pytest.raises(ConfigError, match=r"ownership\.source.*:// is not read"):
+        DistGitOwnership(source)
+
+
 def test_dist_git_ownership_refuses_an_empty_source() -> None:
     with pytest.raises(ConfigError, match=r"ownership\.source"):
         DistGitOwnership("  ")

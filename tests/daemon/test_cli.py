@@ -475,6 +475,8 @@ def test_cli_prefs_export_to_an_unwritable_path_says_so(
         ("messages", "requeue", "99999999999999999999"),
         ("run", "--startup-timeout", "nan"),
         ("run", "--startup-timeout", "-1"),
+        ("replay", "messages.jsonl", "--batch-size", "0"),
+        ("replay", "messages.jsonl", "--batch-size", "100000000"),
     ],
 )
 def test_cli_out_of_range_numbers_are_refused_before_anything_runs(
