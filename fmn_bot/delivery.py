@@ -303,7 +303,7 @@ class IrcSender:
                 code.address, confirmation_line(code.user, code.code, self.bot_nick())
             ):
                 with self.database.begin() as session:
-                    preferences.mark_code_sent(session, code.destination_id)
+                    preferences.mark_code_sent(session, code.destination_id, code.code)
                 report.codes += 1
                 report.lines += 1
         return report

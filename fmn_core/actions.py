@@ -37,7 +37,7 @@ from .explain import message_id_of
 from .messages import MessageFacts
 from .models import Filter, Notification, Preference, StoredMessage, User, utcnow
 from .rendering import ACTION_TITLES, ActionClaim
-from .store import record_change
+from .store import lock_account, record_change
 from .stored_messages import stored_facts
 
 __all__ = [
@@ -255,6 +255,8 @@ def act_on_notification(
     target = target_account(actor, user)
     message_id = message_id_of(message)
     now = utcnow()
+    # The plan and the writes see one state of the account (a link clicked twice).
+    lock_account(session, target)
     plan = _plan(session, target, message_id, action, context, choice, days, now)
     if plan.unavailable:
         raise InvalidArgument(plan.unavailable, argument="action")
@@ -318,6 +320,7 @@ def check_claim(session: Session, claim: ActionClaim, now: dt.datetime | None = 
 def revoke_action_links(session: Session, actor: Actor, *, user: str | None = None) -> int:
     """Refuse every action link sent so far (the user changed their mind); the new nonce."""
     target = target_account(actor, user)
+    lock_account(session, target)
     row = session.scalars(select(User).where(User.name == target)).one_or_none()
     if row is None:
         return 0

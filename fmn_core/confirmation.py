@@ -50,6 +50,7 @@ from .models import Confirmation, Destination, Preference, User, utcnow
 from .store import (
     find_preference,
     find_user,
+    lock_account,
     preference_for_write,
     record_change,
     user_for_write,
@@ -155,6 +156,7 @@ def set_destination(
     context = offered_context(session, context)
     config = config_of(session)
     feed = context in FEED_CONTEXTS
+    lock_account(session, target)
     normalized = (
         _unique_feed_token(session)
         if feed
@@ -305,6 +307,7 @@ def resend_confirmation(
     target = target_account(actor, user)
     context = offered_context(session, context)
     config = config_of(session)
+    lock_account(session, target)
     row = find_user(session, target)
     preference = find_preference(session, row, context)
     pending = (
@@ -380,6 +383,10 @@ def confirm(session: Session, actor: Actor, code: str) -> ConfirmResult:
     """
     config = config_of(session).confirmation
     name = check_account_name(actor.name)
+    # Before the row lock, in the order every write takes them: remove_destination
+    # (which locks the destination, then the user row through its change event) and
+    # confirm would otherwise each wait for the other.
+    lock_account(session, name)
     # The user's row is locked (PostgreSQL; SQLite serializes writers anyway) and read
     # afresh: guesses sent in parallel (the bot is threaded) would otherwise all read
     # the same failure count, each add one to it, and guessing would be unlimited.
@@ -477,6 +484,7 @@ def remove_destination(
     """Delete one of the context's destinations (and any pending code for it)."""
     target = target_account(actor, user)
     context = offered_context(session, context)
+    lock_account(session, target)
     preference = find_preference(session, find_user(session, target), context)
     destination = None
     if preference is not None and type(destination_id) is int:
@@ -524,13 +532,23 @@ def pending_confirmation_codes(
     ]
 
 
-def mark_code_sent(session: Session, destination_id: int) -> bool:
+def mark_code_sent(session: Session, destination_id: int, code: str | None = None) -> bool:
     """Forget a code's clear text once it is sent; False if it was confirmed or removed
-    meanwhile."""
+    meanwhile, or (given the ``code`` that went) replaced by a newer code, whose clear
+    text stays for its own sending."""
+    # Locked and read afresh: a confirmation or removal committing between a plain read
+    # and the write would leave the UPDATE matching no row (StaleDataError, a traceback
+    # in the daemon or the bot). Locked, a row deleted meanwhile is simply not found.
     confirmation = session.scalars(
-        select(Confirmation).where(Confirmation.destination_id == destination_id)
+        select(Confirmation)
+        .where(Confirmation.destination_id == destination_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).one_or_none()
     if confirmation is None:
+        return False
+    if code is not None and not hmac.compare_digest(confirmation.secret_hash, hash_code(code)):
+        # The user asked for a new code while this one was going out.
         return False
     confirmation.outgoing_code = None
     confirmation.sent_count = (confirmation.sent_count or 0) + 1

@@ -21,7 +21,7 @@ from .db import config_of
 from .editing import use_template
 from .errors import AlreadyExists, InvalidArgument, NotFound, UnknownContext
 from .models import User
-from .store import find_user, user_for_write
+from .store import find_user, lock_account, user_for_write
 
 __all__ = ["first_contact", "give_defaults"]
 
@@ -62,6 +62,9 @@ def first_contact(session: Session, actor: Actor) -> list[str]:
     name fmn never stored.
     """
     target = target_account(actor, None)
+    # Two front ends starting at once (the TUI and a bot command) must not both
+    # create the user row, nor both copy the templates.
+    lock_account(session, target)
     row = find_user(session, target)
     if row is not None and row.defaults_applied:
         return []

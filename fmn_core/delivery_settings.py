@@ -18,7 +18,13 @@ from .access import Actor, check_bool, offered_context, target_account
 from .editing import update_filter, write_digest
 from .errors import InvalidArgument
 from .schedule import check_delivery, check_local_time, check_timezone
-from .store import find_user, preference_for_write, record_change, user_for_write
+from .store import (
+    find_user,
+    lock_account,
+    preference_for_write,
+    record_change,
+    user_for_write,
+)
 from .views import ContextView, FilterView, context_view
 from .waiting import POLICY_HOLDS, Waiting, list_waiting, release_held
 
@@ -121,6 +127,7 @@ def set_quiet_hours(
             )
         zone = check_timezone(timezone or "UTC", "timezone", label="The quiet hours' time zone")
         window = (start, end, zone)
+    lock_account(session, name)
     row = user_for_write(session, name)
     preference = preference_for_write(session, row, context)
     preference.quiet_from, preference.quiet_to, preference.quiet_timezone = window or (

@@ -36,6 +36,7 @@ from .store import (
     existing_filter,
     find_preference,
     find_user,
+    lock_account,
     name_taken,
     ordered_filters,
     ordered_rules,
@@ -116,6 +117,7 @@ def set_context_enabled(
     name = target_account(actor, user)
     context = offered_context(session, context)
     enabled = check_bool(enabled, "enabled")
+    lock_account(session, name)
     row = user_for_write(session, name)
     preference = preference_for_write(session, row, context)
     preference.enabled = enabled
@@ -171,6 +173,7 @@ def write_digest(
     and count: ``minutes_count`` None). The stored timezone stays when ``zone`` is
     None; what the old policy held is made due so it is decided on again.
     """
+    lock_account(session, name)
     row = user_for_write(session, name)
     preference = preference_for_write(session, row, context)
     if minutes_count is not None:
@@ -199,7 +202,9 @@ def get_filter(
     session: Session, actor: Actor, context: str, name: str, *, user: str | None = None
 ) -> FilterView:
     """One filter by name (exact, else a unique case-insensitive match)."""
-    _row, _preference, filter_, context = existing_filter(session, actor, context, name, user)
+    _row, _preference, filter_, context = existing_filter(
+        session, actor, context, name, user, write=False
+    )
     return filter_view(context, filter_)
 
 
@@ -217,6 +222,7 @@ def add_filter(
     context = offered_context(session, context)
     name = check_filter_name(name)
     oneshot = check_bool(oneshot, "oneshot")
+    lock_account(session, target)
     preference = find_preference(session, find_user(session, target), context)
     if name_taken(preference, name):
         raise AlreadyExists(
@@ -512,6 +518,7 @@ def use_template(
             f"There is no template called {str(template)[:40]!r}; choose one of: {names}."
         )
     drafts = found.parse(catalog_of(session))
+    lock_account(session, target)
     preference = find_preference(session, find_user(session, target), context)
     for draft in drafts:
         if name_taken(preference, draft.name):
@@ -559,6 +566,7 @@ def mute(
             "A mute must end in the future and within a year; choose another time.",
             argument="until",
         )
+    lock_account(session, target)
     row = user_for_write(session, target)
     row.muted_until = until.astimezone(dt.UTC)
     record_change(session, row, "mute")
@@ -570,6 +578,7 @@ def mute(
 def unmute(session: Session, actor: Actor, *, user: str | None = None) -> None:
     """Deliver again; what was held back while muted follows."""
     target = target_account(actor, user)
+    lock_account(session, target)
     row = find_user(session, target)
     if row is None or row.muted_until is None:
         return

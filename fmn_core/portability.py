@@ -22,10 +22,14 @@ user's mute is not part of the format: it is of the moment, not a preference.
 
 Only confirmed destinations are exported, because imported ones count as
 confirmed: an export must never turn an unproven address into a proven one.
-Import is an operator's tool and all-or-nothing: every entry is checked first,
-every problem is reported with its JSON path in one ``ImportRejected``, and only
-a clean file writes anything. For each user it names, an import replaces the
-contexts the file gives and leaves the others alone.
+Import is an operator's tool and all-or-nothing: every entry is checked first
+(also that the account directory knows each new user), every problem is reported
+with its JSON path in one ``ImportRejected``, and only a clean file writes
+anything. For each user it names, an import replaces the contexts the file gives
+and leaves the others alone. Rows still waiting in the outbox keep the filter of
+their name when the file gives one (a row whose filter is gone waits for the
+digest); what the old policy held, or a missing address the file now gives, is
+decided on again at once.
 
 Files are read as hostile: :func:`parse_preferences` bounds their size and
 nesting depth before parsing (:mod:`fmn_core.bounds`) and refuses ``NaN``,
@@ -46,10 +50,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
-from .accounts import check_account_name
+from .accounts import check_account_name, directory_of
 from .bounds import check_json_bounds
 from .config import Config
 from .confirmation import MAX_DESTINATIONS_PER_CONTEXT
@@ -58,13 +62,15 @@ from .defaults import give_defaults
 from .destinations import FEED_CONTEXTS, check_destination
 from .errors import ImportRejected, InputTooLarge, InvalidArgument
 from .filters import FilterDraft, Problems, parse_filters
-from .models import Destination, Filter, Preference, User
+from .models import Destination, Filter, Notification, Preference, User
+from .outbox import FINISHED_STATES
 from .push_urls import Resolver
 from .rules import Catalog
 from .schedule import check_local_time, check_timezone
 from .store import (
     add_drafts,
     find_user,
+    lock_account,
     ordered_filters,
     ordered_rules,
     preference_for_write,
@@ -573,9 +579,35 @@ def _check_feed_tokens(session: Session, plans: list[_UserPlan], problems: Probl
             )
 
 
-def _clear_context(session: Session, user: User, plan: _ContextPlan) -> Preference:
+def _check_accounts(session: Session, plans: list[_UserPlan], problems: Problems) -> None:
+    """Refuse, with its path, a user fmn has no row for and the directory does not know
+    (an account deleted since the export, say), before anything is written: otherwise
+    the write would stop at the first one, naming no entry and not the others."""
+    names = sorted({plan.name for plan in plans if plan.name})
+    known: set[str] = set()
+    for start in range(0, len(names), 500):
+        known.update(
+            session.scalars(select(User.name).where(User.name.in_(names[start : start + 500])))
+        )
+    directory = directory_of(session)
+    for plan in plans:
+        if plan.name and plan.name not in known and not directory.exists(plan.name):
+            problems.append(
+                (
+                    f"{plan.path}.name",
+                    f"there is no Fedora account named {plan.name!r}; leave this user out "
+                    "of the file, or create the account first",
+                )
+            )
+
+
+def _clear_context(
+    session: Session, user: User, plan: _ContextPlan, replaced: dict[int, tuple[Preference, str]]
+) -> Preference:
+    """Empty a context the file gives; each removed filter's id goes into ``replaced``."""
     preference = preference_for_write(session, user, plan.context)
     for filter_ in list(preference.filters):
+        replaced[filter_.id] = (preference, filter_.name.casefold())
         preference.filters.remove(filter_)
     for destination in list(preference.destinations):
         preference.destinations.remove(destination)
@@ -601,6 +633,55 @@ def _fill_context(session: Session, preference: Preference, plan: _ContextPlan) 
     add_drafts(session, preference, plan.filters)
 
 
+def _unsent_of(session: Session, user: User, contexts: list[str]) -> dict[int, list[int]]:
+    """The user's rows not yet sent in these contexts, by the id of their filter.
+
+    Read before the contexts are emptied: deleting a filter sets its rows'
+    ``filter_id`` to NULL in the database.
+    """
+    found: dict[int, list[int]] = {}
+    rows = session.execute(
+        select(Notification.id, Notification.filter_id).where(
+            Notification.user_id == user.id,
+            Notification.context.in_(contexts),
+            Notification.state.not_in(FINISHED_STATES),
+            Notification.filter_id.is_not(None),
+        )
+    )
+    for row_id, filter_id in rows:
+        if filter_id is not None:  # the query says so; the column's type does not
+            found.setdefault(filter_id, []).append(row_id)
+    return found
+
+
+def _repoint_unsent(
+    session: Session,
+    replaced: Mapping[int, tuple[Preference, str]],
+    unsent: Mapping[int, list[int]],
+) -> None:
+    """Give the rows of a replaced filter the filter of that name the file gives.
+
+    A row whose filter is gone travels as the context's digest, not urgent: without
+    this, re-importing the very same preferences would hold an urgent or instant
+    filter's waiting rows for the digest.
+    """
+    session.flush()
+    for old_id, row_ids in unsent.items():
+        if old_id not in replaced:
+            continue
+        preference, folded = replaced[old_id]
+        new = next((f for f in preference.filters if f.name.casefold() == folded), None)
+        if new is None:
+            continue  # the file drops that filter: its rows go as a removed filter's do
+        for start in range(0, len(row_ids), 500):
+            session.execute(
+                update(Notification)
+                .where(Notification.id.in_(row_ids[start : start + 500]))
+                .values(filter_id=new.id)
+                .execution_options(synchronize_session=False)
+            )
+
+
 def import_preferences(
     session: Session,
     data: Mapping[str, Any],
@@ -624,12 +705,19 @@ def import_preferences(
     # the sweep adds what no field check looks at (NaN in an argument, say).
     named = {path for path, _ in problems}
     problems.extend(sorted(p for p in found if p[0] not in named))
+    # Front ends write one account at a time under its lock: so does an import, each
+    # account's in one order (two imports never wait on each other crosswise).
+    for name in sorted({plan.name for plan in plans}):
+        lock_account(session, name)
     if not problems:
+        _check_accounts(session, plans, problems)
         _check_feed_tokens(session, plans, problems)
     if problems:
         raise ImportRejected(problems)
     counts = {"contexts": 0, "filters": 0, "rules": 0, "destinations": 0}
     cleared: list[tuple[Preference, _ContextPlan]] = []
+    replaced: dict[int, tuple[Preference, str]] = {}
+    unsent: dict[int, list[int]] = {}
     users: list[User] = []
     new: list[tuple[User, set[str]]] = []
     for plan in plans:
@@ -638,15 +726,22 @@ def import_preferences(
         users.append(user)
         if not existed:
             new.append((user, {c.context for c in plan.contexts}))
-        cleared.extend((_clear_context(session, user, c), c) for c in plan.contexts)
+        elif plan.contexts:
+            unsent.update(_unsent_of(session, user, [c.context for c in plan.contexts]))
+        cleared.extend((_clear_context(session, user, c, replaced), c) for c in plan.contexts)
     # Every replaced row goes before any new one: new rows may reuse the old ones'
     # unique names, addresses and feed tokens (another user's, too), and the unit
     # of work would otherwise insert before it deletes.
     session.flush()
     for preference, context in cleared:
         _fill_context(session, preference, context)
-        # What the old digest, quiet hours or filter modes held is decided on again now.
-        release_held(session, preference.user_id, POLICY_HOLDS, context=context.context)
+    _repoint_unsent(session, replaced, unsent)
+    for preference, context in cleared:
+        # What the old digest, quiet hours or filter modes held is decided on again now,
+        # and so is what waited for an address, if the file gives confirmed ones (as a
+        # confirmation does).
+        reasons = (*POLICY_HOLDS, "no_address") if context.destinations else POLICY_HOLDS
+        release_held(session, preference.user_id, reasons, context=context.context)
         counts["contexts"] += 1
         counts["filters"] += len(context.filters)
         counts["rules"] += sum(len(f.rules) for f in context.filters)

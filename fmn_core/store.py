@@ -7,18 +7,23 @@ imports (:mod:`fmn_core.portability`) share these; front ends never call them
 (they go through :mod:`fmn_core.preferences`).
 
 Uniqueness is checked with a query before inserting, never by catching an
-``IntegrityError`` (which would poison the caller's PostgreSQL transaction).
+``IntegrityError`` (which would poison the caller's PostgreSQL transaction). That
+check, and every other "read the rows, decide, write" of the write path (a cap
+not reached, the next position, the filter still there), holds only while nobody
+else writes the account meanwhile: every write takes :func:`lock_account` first.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from .access import Actor, offered_context, target_account
 from .accounts import directory_of
+from .db import is_postgres
 from .errors import NotFound, UnknownAccount
 from .filters import FilterDraft
 from .models import ChangeEvent, Destination, Filter, Preference, Rule, User
@@ -28,6 +33,7 @@ __all__ = [
     "existing_filter",
     "find_preference",
     "find_user",
+    "lock_account",
     "lookup_filter",
     "name_taken",
     "ordered_filters",
@@ -40,13 +46,53 @@ __all__ = [
 ]
 
 
+#: ``session.info`` key: the transaction and the accounts it holds the lock of.
+_ACCOUNTS_LOCKED = "fmn_accounts_locked"
+
+
+def lock_account(session: Session, name: str) -> None:
+    """Make this transaction the only writer of account ``name`` until it ends.
+
+    Call it before reading the account's rows to change them. On PostgreSQL, at
+    READ COMMITTED, two requests for one account (the TUI and the bot, a link
+    clicked twice) would otherwise both read the same rows and decide on them: both
+    create the user row, both find a filter name free or a cap not reached, both
+    give the next position, one adds a rule to a filter the other deletes; the
+    loser then fails on a constraint (an internal error, not a sentence) or the
+    account ends up with two filters at one position or past its caps. A
+    transaction-scoped advisory lock keyed on the name serializes them (it covers
+    an account with no row yet, which a row lock can't), and is waited for within
+    the caller's ``lock_timeout`` (``DatabaseBusy`` for a person). SQLite's writers
+    already run one at a time (``BEGIN IMMEDIATE``).
+
+    Rows this session loaded earlier in the transaction (a gateway unit's earlier
+    calls) may predate the lock, so they are written out and read again.
+    """
+    if not is_postgres(session):
+        return
+    transaction = session.get_transaction()
+    held: tuple[object, set[str]] | None = session.info.get(_ACCOUNTS_LOCKED)
+    if held is None or held[0] is not transaction:
+        held = (transaction, set())
+        session.info[_ACCOUNTS_LOCKED] = held
+    if name in held[1]:
+        return
+    digest = hashlib.sha256(f"fmn-account-lock\0{name}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    held[1].add(name)
+    session.flush()
+    session.expire_all()
+
+
 def find_user(session: Session, name: str) -> User | None:
     """The user row of an account, if it has one."""
     return session.scalars(select(User).where(User.name == name)).one_or_none()
 
 
 def user_for_write(session: Session, name: str) -> User:
-    """The user row, created on first use (queried first: no IntegrityError races here).
+    """The user row, created on first use (queried first, under :func:`lock_account`,
+    so two first requests don't both insert it).
 
     Only for an account the directory knows: preferences for a name nobody holds
     would collect notifications for whoever registers it later.
@@ -142,11 +188,20 @@ def record_change(session: Session, user: User, kind: str) -> None:
 
 
 def existing_filter(
-    session: Session, actor: Actor, context: str, name: str, user: str | None
+    session: Session,
+    actor: Actor,
+    context: str,
+    name: str,
+    user: str | None,
+    *,
+    write: bool = True,
 ) -> tuple[User, Preference, Filter, str]:
-    """The target user's filter, or ``NotFound``; nothing is created."""
+    """The target user's filter, or ``NotFound``; nothing is created. For a ``write``
+    the account is locked first (:func:`lock_account`); a read passes ``write=False``."""
     target = target_account(actor, user)
     context = offered_context(session, context)
+    if write:
+        lock_account(session, target)
     row = find_user(session, target)
     preference = find_preference(session, row, context)
     filter_ = lookup_filter(preference, context, name)

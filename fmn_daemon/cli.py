@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -478,7 +479,7 @@ def _prefs(config: Config, args: argparse.Namespace) -> int:
             text = json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
             if args.file and args.file != "-":
                 try:
-                    Path(args.file).write_text(text, encoding="utf-8")
+                    _write_private(args.file, text)
                 except OSError as exc:
                     raise UnwritableFile(f"Cannot write {args.file}: {exc.strerror}.") from None
                 print(
@@ -543,6 +544,17 @@ class UnreadableFile(UserError):
 
 class UnwritableFile(UserError):
     """A file named on the command line can't be written."""
+
+
+def _write_private(name: str, text: str) -> None:
+    """Write an export readable by its owner only: it holds every user's addresses
+    and their feed tokens, and whoever holds a token reads that user's feed."""
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "w", encoding="utf-8") as file:
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            # A file that was already there keeps its mode unless told otherwise.
+            os.fchmod(descriptor, 0o600)
+        file.write(text)
 
 
 def _read_bounded(name: str) -> bytes:

@@ -191,7 +191,9 @@ class Senders:
         #: ``run``'s confirmation codes, sent beside its rounds (``_codes_beside``), and
         #: the destinations whose code went, to be marked by the next round.
         self._codes_task: asyncio.Task[None] | None = None
-        self._codes_sent: list[int] = []
+        #: (destination id, code) of codes sent and not yet marked: the code too, so
+        #: that a newer one the user asked for meanwhile is not marked sent with it.
+        self._codes_sent: list[tuple[int, str]] = []
         self._idle_check_at = 0.0
         #: What ``run`` waits on while every send slot is busy (``_await_one``).
         self._waiter: asyncio.Future[None] | None = None
@@ -743,7 +745,7 @@ class Senders:
         sent = 0
         for code in await self._due_codes():
             if await self._send_code(code):
-                await self._core(preferences.mark_code_sent, code.destination_id)
+                await self._core(preferences.mark_code_sent, code.destination_id, code.code)
                 sent += 1
         return sent
 
@@ -768,13 +770,13 @@ class Senders:
         # One at a time, each dropped once marked: a failure leaves the rest to mark
         # next time (the task may add more meanwhile, at the end).
         while self._codes_sent:
-            await self._core(preferences.mark_code_sent, self._codes_sent[0])
+            await self._core(preferences.mark_code_sent, *self._codes_sent[0])
             del self._codes_sent[0]
 
     async def _send_codes_beside(self, codes: list[OutgoingCode]) -> None:
         for code in codes:
             if await self._send_code(code):
-                self._codes_sent.append(code.destination_id)
+                self._codes_sent.append((code.destination_id, code.code))
 
     async def _due_codes(self) -> list[OutgoingCode]:
         codes = await self._core(preferences.pending_confirmation_codes, contexts=self.contexts)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from fmn_core import confirmation
 from fmn_core import preferences as prefs
+from fmn_core.accounts import LocalDirectory
 from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
 from fmn_core.errors import ImportRejected
@@ -633,3 +634,25 @@ def test_set_destination_feed_token_generation_retries_on_a_clash(
     monkeypatch.setattr(confirmation, "new_feed_token", lambda: TOKEN)
     with pytest.raises(RuntimeError, match="no unused feed token"), db.begin() as session:
         prefs.set_destination(session, BOB, "rss", None)
+
+
+def test_import_refuses_accounts_the_directory_does_not_know_before_writing(
+    db: Database,
+) -> None:
+    """Accounts deleted since the export are all named, with their paths, up front."""
+    with db.begin() as session:
+        import_preferences(session, {"users": [{"name": "alice"}]})
+    document = {
+        "users": [
+            {"name": "alice", "contexts": {"email": {"enabled": False}}},
+            {"name": "gone"},
+            {"name": "left"},
+        ]
+    }
+    with pytest.raises(ImportRejected) as caught, db.begin() as session:
+        session.info["directory"] = LocalDirectory(session, accept_any=False)
+        import_preferences(session, document)
+    assert [path for path, _ in caught.value.problems] == ["users[1].name", "users[2].name"]
+    assert "no Fedora account named 'gone'" in caught.value.problems[0][1]
+    with db.begin() as session:
+        assert list(session.scalars(select(User.name))) == ["alice"]

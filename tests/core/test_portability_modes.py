@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from fmn_core import preferences as prefs
 from fmn_core.config import Config
 from fmn_core.db import Database, make_engine
 from fmn_core.errors import ImportRejected
-from fmn_core.models import Base
+from fmn_core.models import Base, Filter, Notification, StoredMessage, User, utcnow
+from fmn_core.outbox import claim_due
 from fmn_core.portability import export_preferences, import_preferences
 from fmn_core.preferences import Actor
 
@@ -115,3 +118,61 @@ def test_bad_delivery_values_are_refused_naming_their_path(fresh: Database) -> N
     assert "differ" in problems[f"{base}.quiet_hours.to"]
     assert "instant" in problems[f"{base}.filters[0].delivery"]
     assert "true or false" in problems[f"{base}.filters[0].urgent"]
+
+
+def _waiting_row(db: Database, hold_reason: str | None = None) -> None:
+    """One notification of alice's only email filter, waiting in the outbox."""
+    with db.begin() as session:
+        user = session.scalars(select(User)).one()
+        filter_ = session.scalars(select(Filter)).one()
+        session.add(StoredMessage(id="m1", topic="t", body={}, headers={}))
+        session.flush()
+        session.add(
+            Notification(
+                message_id="m1",
+                user_id=user.id,
+                context="email",
+                filter_id=filter_.id,
+                filter_name=filter_.name,
+                state="failed" if hold_reason else "pending",
+                attempts=1 if hold_reason else 0,
+                hold_reason=hold_reason,
+                next_attempt_at=utcnow() + dt.timedelta(hours=1 if hold_reason else 0),
+            )
+        )
+
+
+def test_reimporting_the_same_file_keeps_waiting_rows_in_their_filters_lane(db: Database) -> None:
+    """An urgent filter's waiting row still passes quiet hours after the import: a row
+    whose filter is gone would wait for the context's digest instead."""
+    with db.begin() as session:
+        prefs.add_filter(session, ALICE, "email", "failed builds")
+        prefs.add_rule(session, ALICE, "email", "failed builds", "app_is", {"app": "koji"})
+        prefs.set_filter_urgent(session, ALICE, "email", "failed builds", True)
+        prefs.set_digest(session, ALICE, "email", 60, 0)
+        prefs.set_quiet_hours(session, ALICE, "email", "00:00", "23:59", "UTC")
+    _waiting_row(db)
+    with db.begin() as session:
+        exported = export_preferences(session)
+    with db.begin() as session:
+        import_preferences(session, copy.deepcopy(exported))
+    with db.begin() as session:
+        row = session.scalars(select(Notification)).one()
+        assert row.filter_id == session.scalars(select(Filter.id)).one()
+        (claimed,) = claim_due(session, worker="w", limit=10, lease_seconds=30)
+    assert (claimed.delivery, claimed.urgent, claimed.lane) == ("instant", True, "urgent")
+
+
+def test_an_import_giving_an_address_releases_rows_that_waited_for_one(db: Database) -> None:
+    with db.begin() as session:
+        prefs.add_filter(session, ALICE, "email", "builds")
+        prefs.add_rule(session, ALICE, "email", "builds", "app_is", {"app": "koji"})
+    _waiting_row(db, hold_reason="no_address")
+    with db.begin() as session:
+        document = export_preferences(session)
+    document["users"][0]["contexts"]["email"]["destinations"] = ["alice@example.org"]
+    with db.begin() as session:
+        import_preferences(session, document)
+    with db.begin() as session:
+        row = session.scalars(select(Notification)).one()
+        assert row.next_attempt_at <= utcnow()

@@ -5,15 +5,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import threading
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
 from fmn_core import preferences as prefs
-from fmn_core.config import ConfirmationConfig, PushConfig
-from fmn_core.db import Database
+from fmn_core.config import Config, ConfirmationConfig, PushConfig
+from fmn_core.db import Database, make_engine
 from fmn_core.errors import (
     AlreadyExists,
     ConfirmationFailed,
@@ -29,6 +32,7 @@ from fmn_core.history import MAX_PREVIEW
 from fmn_core.matcher import Matcher
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
+    Base,
     ChangeEvent,
     CodeSend,
     Confirmation,
@@ -43,6 +47,7 @@ from fmn_core.models import (
 )
 from fmn_core.ownership import OwnershipCache
 from fmn_core.preferences import Actor
+from fmn_core.templates import BUILTIN_TEMPLATES
 
 ALICE = Actor("alice")
 BOB = Actor("bob")
@@ -907,3 +912,230 @@ def test_mute_refuses_bad_times(db: Database) -> None:
         error = fails(db, InvalidArgument, prefs.mute, ALICE, until)
         assert_sentence(error)
     assert count(db, User) == 0
+
+
+# --- two writers at once -------------------------------------------------------------
+#
+# The TUI (through the gateway), the bot, the HTTP links and the daemons write the
+# same account at once, in processes of their own. These tests need units that
+# commit for real on connections of their own, so they use a database of their
+# own rather than the rolled-back ``db`` fixture. ``while_held`` makes the race
+# deterministic: the second unit starts while the first is open and uncommitted,
+# and the first commits once the second waits for it (or has finished).
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def committed(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """A ``Database`` whose units commit for real, on SQLite or a fresh PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    else:
+        url = request.getfixturevalue("empty_postgres_url")
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    try:
+        yield Database(Config(database_url=url), engine)
+    finally:
+        engine.dispose()
+
+
+def _waiting_for_a_lock(db: Database) -> bool:
+    """Whether some other connection of this PostgreSQL database waits for a lock."""
+    with db.engine.connect() as connection:
+        return bool(
+            connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).scalar()
+        )
+
+
+def while_held(
+    db: Database, first: Callable[[Any], Any], second: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """Run ``first`` in a unit, then ``second`` in another thread's unit while the first
+    is still open; commit the first once the second waits for it or is done.
+    Returns each one's result, or the exception it raised."""
+    outcome: list[Any] = [None]
+
+    def run_second() -> None:
+        try:
+            with db.person_waiting(busy_timeout=10) as session:
+                outcome[0] = second(session)
+        except Exception as exc:
+            outcome[0] = exc
+
+    thread = threading.Thread(target=run_second)
+    with db.person_waiting() as session:
+        first_result = first(session)
+        session.flush()
+        thread.start()
+        deadline = time.monotonic() + 5
+        while thread.is_alive() and time.monotonic() < deadline:
+            if db.engine.dialect.name == "postgresql" and _waiting_for_a_lock(db):
+                break
+            time.sleep(0.02 if db.engine.dialect.name == "postgresql" else 0.2)
+            if db.engine.dialect.name == "sqlite":
+                break  # BEGIN IMMEDIATE: the second waits for the write lock
+    thread.join(timeout=15)
+    assert not thread.is_alive()
+    return first_result, outcome[0]
+
+
+def test_two_first_writes_of_a_new_account_both_count(committed: Database) -> None:
+    # The bot and the TUI both creating alice's user row: not a unique violation.
+    _, second = while_held(
+        committed,
+        lambda s: prefs.add_filter(s, ALICE, "email", "one"),
+        lambda s: prefs.add_filter(s, ALICE, "email", "two"),
+    )
+    assert not isinstance(second, Exception), second
+    views = run(committed, prefs.list_filters, ALICE, "email")
+    assert [(v.name, v.position) for v in views] == [("one", 1), ("two", 2)]
+
+
+def test_an_import_beside_a_front_end_creating_the_account_is_not_an_error(
+    committed: Database,
+) -> None:
+    # The operator imports alice while the bot creates her account: not a unique
+    # violation; the import, last, gives her the file's filters.
+    from fmn_core.portability import import_preferences
+
+    document = {"users": [{"name": "alice", "contexts": {"email": {"filters": []}}}]}
+    _, second = while_held(
+        committed,
+        lambda s: prefs.add_filter(s, ALICE, "email", "from the bot"),
+        lambda s: import_preferences(s, document),
+    )
+    assert not isinstance(second, Exception), second
+    assert run(committed, prefs.list_filters, ALICE, "email") == []
+
+
+def test_one_filter_name_added_twice_at_once_is_refused_in_words(committed: Database) -> None:
+    run(committed, prefs.add_filter, ALICE, "email", "first")
+    _, second = while_held(
+        committed,
+        lambda s: prefs.add_filter(s, ALICE, "email", "same"),
+        lambda s: prefs.add_filter(s, ALICE, "email", "Same"),
+    )
+    assert isinstance(second, AlreadyExists), second
+
+
+def test_rules_added_at_once_get_positions_of_their_own(committed: Database) -> None:
+    run(committed, prefs.add_filter, ALICE, "email", "f")
+    _, second = while_held(
+        committed,
+        lambda s: prefs.add_rule(s, ALICE, "email", "f", "app_is", {"app": "bodhi"}),
+        lambda s: prefs.add_rule(s, ALICE, "email", "f", "app_is", {"app": "koji"}),
+    )
+    assert not isinstance(second, Exception), second
+    with committed.begin() as session:
+        positions = sorted(session.scalars(select(Rule.position)))
+    assert positions == [1, 2]
+
+
+def test_a_rule_for_a_filter_removed_meanwhile_is_not_found(committed: Database) -> None:
+    run(committed, prefs.add_filter, ALICE, "email", "f")
+    _, second = while_held(
+        committed,
+        lambda s: prefs.remove_filter(s, ALICE, "email", "f"),
+        lambda s: prefs.add_rule(s, ALICE, "email", "f", "app_is", {"app": "koji"}),
+    )
+    assert isinstance(second, NotFound), second
+    assert count(committed, Rule) == 0
+
+
+def test_addresses_added_at_once_stay_within_the_pending_cap(committed: Database) -> None:
+    for n in range(prefs.MAX_PENDING_PER_CONTEXT - 1):
+        run(committed, prefs.set_destination, ALICE, "email", f"alice{n}@example.org")
+    _, second = while_held(
+        committed,
+        lambda s: prefs.set_destination(s, ALICE, "email", "alice.a@example.org"),
+        lambda s: prefs.set_destination(s, ALICE, "email", "alice.b@example.org"),
+    )
+    assert isinstance(second, RateLimited), second
+    assert count(committed, Destination) == prefs.MAX_PENDING_PER_CONTEXT
+
+
+def test_first_contact_from_two_front_ends_gives_the_defaults_once(committed: Database) -> None:
+    template = BUILTIN_TEMPLATES[0]
+    db = committed
+    configure(
+        db, defaults=dataclasses.replace(db.config.defaults, templates=(f"{template.name}:email",))
+    )
+    first, second = while_held(
+        db, lambda s: prefs.first_contact(s, ALICE), lambda s: prefs.first_contact(s, ALICE)
+    )
+    assert len(first) == 1 and second == [], second
+    assert count(db, User) == 1
+    assert count(db, Filter) == len(template.filters)
+
+
+def at_once(db: Database, *calls: Callable[[Any], Any]) -> list[Any]:
+    """Run each call in a unit of its own thread, all released together; each one's
+    result, or the exception it raised."""
+    barrier = threading.Barrier(len(calls))
+    outcomes: list[Any] = [None] * len(calls)
+
+    def attempt(index: int) -> None:
+        barrier.wait()
+        try:
+            with db.person_waiting(busy_timeout=10) as session:
+                outcomes[index] = calls[index](session)
+        except Exception as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+    return outcomes
+
+
+def test_confirm_and_remove_at_once_never_deadlock(committed: Database) -> None:
+    # Confirming locks the user row and then updates the destination; removing it
+    # deletes the destination and then references the user: without one order for
+    # both, PostgreSQL found a deadlock in most of these rounds.
+    for n in range(8):
+        actor = Actor(f"user{n}")
+        pending = run(committed, prefs.set_destination, actor, "email", f"u{n}@example.org")
+        destination_id = pending.destination.id
+        outcomes = at_once(
+            committed,
+            partial(prefs.confirm, actor=actor, code=pending.code),
+            partial(
+                prefs.remove_destination,
+                actor=actor,
+                context="email",
+                destination_id=destination_id,
+            ),
+        )
+        # Removed first, nothing waits for confirmation any more: a sentence.
+        assert all(
+            not isinstance(o, Exception) or isinstance(o, ConfirmationFailed) for o in outcomes
+        ), outcomes
+
+
+def test_a_code_confirmed_while_it_is_marked_sent_is_not_an_error(committed: Database) -> None:
+    pending = add_email(committed)
+    code = pending.code
+    assert code is not None
+    _, marked = while_held(
+        committed,
+        lambda s: prefs.confirm(s, ALICE, code),
+        lambda s: prefs.mark_code_sent(s, pending.destination.id),
+    )
+    assert marked is False
+
+
+def test_a_new_code_asked_for_while_the_old_one_goes_out_stays_to_send(db: Database) -> None:
+    configure(db, confirmation=ConfirmationConfig(resend_interval_seconds=0))
+    pending = add_email(db)
+    (going,) = run(db, prefs.pending_confirmation_codes)
+    fresh = run(db, prefs.resend_confirmation, ALICE, "email")
+    # The sender marks the code it sent: the new one, unsent, keeps its clear text.
+    assert run(db, prefs.mark_code_sent, going.destination_id, going.code) is False
+    assert [c.code for c in run(db, prefs.pending_confirmation_codes)] == [fresh.code]
+    assert run(db, prefs.mark_code_sent, going.destination_id, fresh.code) is True
+    assert pending.code != fresh.code

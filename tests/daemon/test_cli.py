@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -184,6 +185,25 @@ def test_cli_prefs_import_export_round_trip(
     code, out, _ = run(capsys, "--config", str(config), "prefs", "export")
     assert code == 0
     assert json.loads(out) == PREFERENCES
+
+
+def test_cli_prefs_export_file_is_readable_by_its_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export holds every address and feed token; other local users must not read it."""
+    config = sqlite_config(tmp_path)
+    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
+    source = tmp_path / "prefs.json"
+    source.write_text(json.dumps(PREFERENCES), encoding="utf-8")
+    assert run(capsys, "--config", str(config), "prefs", "import", str(source))[0] == 0
+    fresh, existing = tmp_path / "fresh.json", tmp_path / "existing.json"
+    existing.write_text("", encoding="utf-8")
+    existing.chmod(0o644)
+    for target in (fresh, existing):
+        code, _, err = run(capsys, "--config", str(config), "prefs", "export", str(target))
+        assert code == 0, err
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+        assert json.loads(target.read_text()) == PREFERENCES
 
 
 def test_cli_prefs_import_rejects_and_lists_every_invalid_entry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -335,6 +336,46 @@ def test_delivery_sends_confirmation_codes(db: Database, smtp_server: SmtpServer
         assert confirmation.outgoing_code is None and confirmation.sent_count == 1
         assert preferences.pending_confirmation_codes(session) == []
     assert user_id
+
+
+def test_delivery_a_new_code_asked_for_while_the_old_one_goes_out_is_sent_too(
+    file_db: Database, smtp_server: SmtpServer
+) -> None:
+    # jo asks for a new code while the first is on its way: marking the first sent
+    # must not forget the second, which would then never be sent.
+    config = make_config(file_db, smtp_server)
+    config = dataclasses.replace(
+        config, confirmation=dataclasses.replace(config.confirmation, resend_interval_seconds=0)
+    )
+    file_db.config = config
+    file_db.sessionmaker.configure(info=file_db.session_info())
+    with file_db.begin() as session:
+        first = preferences.set_destination(
+            session, preferences.Actor("jo"), "email", "jo@example.org"
+        )
+    asked: list[str] = []
+
+    class AskingAgain(EmailTransport):
+        def send_blocking(self, destination: str, rendered: Rendered) -> None:
+            super().send_blocking(destination, rendered)
+            if not asked:
+                with file_db.begin() as session:
+                    again = preferences.resend_confirmation(
+                        session, preferences.Actor("jo"), "email"
+                    )
+                asked.append(again.code or "")
+
+    transport = AskingAgain(config.smtp)
+    delivery = Senders(file_db, config, Metrics(), LiveHub(), transports={"email": transport})
+    drain(delivery)
+    drain(delivery)
+    transport.close()
+    mails = smtp_server.wait_for(2)
+    assert asked and asked[0] != first.code
+    assert [first.code in m.message.get_content() for m in mails] == [True, False]
+    assert asked[0] in mails[1].message.get_content()
+    with file_db.begin() as session:
+        assert preferences.pending_confirmation_codes(session) == []
 
 
 def test_delivery_rss_is_marked_sent_and_live_reaches_subscribers(db: Database) -> None:
