@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from fasjson_server import FasjsonServer, running_fasjson
 
+from fmn_core.config import Config
+from fmn_core.db import Database, make_engine
 from fmn_core.errors import MalformedMessage
 from fmn_core.messages import MessageFacts, facts_of, parse_line
 
@@ -110,3 +113,16 @@ def fasjson() -> Iterator[FasjsonServer]:
     """A FASJSON-compatible server on loopback (tests/fasjson_server.py)."""
     with running_fasjson() as server:
         yield server
+
+
+@contextlib.contextmanager
+def database_at(url: str) -> Iterator[Database]:
+    """A ``Database`` at ``url`` with fmn's tables made, whose units commit for real."""
+    from fmn_core.models import Base
+
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    try:
+        yield Database(Config(database_url=url), engine)
+    finally:
+        engine.dispose()

@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from core.conftest import database_at
 from fmn_core import confirmation
 from fmn_core import preferences as prefs
 from fmn_core.accounts import LocalDirectory
-from fmn_core.config import Config
-from fmn_core.db import Database, make_engine
+from fmn_core.db import Database
 from fmn_core.errors import ImportRejected
 from fmn_core.expiry import expire_preferences
 from fmn_core.models import (
-    Base,
     ChangeEvent,
     Confirmation,
     Destination,
@@ -48,13 +47,8 @@ def no_dns(host: str, port: object, *args: object, **kwargs: object) -> list[tup
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Database]:
     """A second, empty database to import into."""
-    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    try:
-        yield Database(Config(database_url=url), engine)
-    finally:
-        engine.dispose()
+    with database_at(f"sqlite:///{tmp_path / 'fresh.sqlite'}") as db:
+        yield db
 
 
 def confirmed(session: Any, actor: Actor, context: str, address: str) -> None:

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from core.conftest import database_at
 from fmn_core import preferences as prefs
-from fmn_core.config import Config
-from fmn_core.db import Database, make_engine
+from fmn_core.db import Database
 from fmn_core.errors import ImportRejected
-from fmn_core.models import Base, Filter, Notification, StoredMessage, User, utcnow
+from fmn_core.models import Filter, Notification, StoredMessage, User, utcnow
 from fmn_core.outbox import claim_due
 from fmn_core.portability import export_preferences, import_preferences
 from fmn_core.preferences import Actor
@@ -26,13 +26,8 @@ ALICE = Actor("alice")
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Database]:
     """A second, empty database to import into."""
-    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    try:
-        yield Database(Config(database_url=url), engine)
-    finally:
-        engine.dispose()
+    with database_at(f"sqlite:///{tmp_path / 'fresh.sqlite'}") as db:
+        yield db
 
 
 def test_the_new_keys_round_trip(db: Database, fresh: Database) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from core.conftest import database_at
 from fmn_core import preferences as prefs
-from fmn_core.config import Config, ConfirmationConfig, PushConfig
-from fmn_core.db import Database, make_engine
+from fmn_core.config import ConfirmationConfig, PushConfig
+from fmn_core.db import Database
 from fmn_core.errors import (
     AlreadyExists,
     ConfirmationFailed,
@@ -32,7 +33,6 @@ from fmn_core.history import MAX_PREVIEW
 from fmn_core.matcher import Matcher
 from fmn_core.messages import facts_of, load_message
 from fmn_core.models import (
-    Base,
     ChangeEvent,
     CodeSend,
     Confirmation,
@@ -931,12 +931,8 @@ def committed(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
         url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
     else:
         url = request.getfixturevalue("empty_postgres_url")
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    try:
-        yield Database(Config(database_url=url), engine)
-    finally:
-        engine.dispose()
+    with database_at(url) as db:
+        yield db
 
 
 def _waiting_for_a_lock(db: Database) -> bool:

@@ -162,17 +162,22 @@ def test_cli_db_downgrade_takes_the_schema_back_for_an_older_fmn(
         db.dispose()
 
 
-def test_cli_prefs_import_export_round_trip(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def imported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The configuration of a new SQLite database into which ``PREFERENCES`` was imported."""
     config = sqlite_config(tmp_path)
     assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
     source = tmp_path / "prefs.json"
     source.write_text(json.dumps(PREFERENCES), encoding="utf-8")
-
     code, out, err = run(capsys, "--config", str(config), "prefs", "import", str(source))
     assert code == 0, err
     assert "imported 2 users" in out
+    return config
+
+
+def test_cli_prefs_import_export_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = imported(tmp_path, capsys)
 
     exported = tmp_path / "export.json"
     code, _, err = run(capsys, "--config", str(config), "prefs", "export", str(exported))
@@ -191,11 +196,7 @@ def test_cli_prefs_export_file_is_readable_by_its_owner_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An export holds every address and feed token; other local users must not read it."""
-    config = sqlite_config(tmp_path)
-    assert run(capsys, "--config", str(config), "db", "upgrade")[0] == 0
-    source = tmp_path / "prefs.json"
-    source.write_text(json.dumps(PREFERENCES), encoding="utf-8")
-    assert run(capsys, "--config", str(config), "prefs", "import", str(source))[0] == 0
+    config = imported(tmp_path, capsys)
     fresh, existing = tmp_path / "fresh.json", tmp_path / "existing.json"
     existing.write_text("", encoding="utf-8")
     existing.chmod(0o644)
