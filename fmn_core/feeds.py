@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from .display import SUMMARY_MAX_CHARS, stored_display
 from .models import Destination, Notification, NotificationState, Preference, StoredMessage, User
 from .text import one_line
 
-__all__ = ["SentEntry", "owner_of_address", "sent_entries", "token_entries"]
+__all__ = [
+    "Position",
+    "SentEntry",
+    "entries_after",
+    "owner_of_address",
+    "sent_entries",
+    "sent_position",
+    "token_entries",
+]
+
+#: Where a sent row stands in the order rows were sent: (``sent_at``, id).
+Position = tuple[dt.datetime, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +80,76 @@ def sent_entries(
     since: dt.datetime | None = None,
     after_id: int | None = None,
 ) -> list[SentEntry]:
-    """A user's sent notifications in one context, newest first (feeds, live catch-up).
+    """A user's sent notifications in one context, newest first (the feeds).
 
     Reads only the display columns ingest stored (:mod:`fmn_core.display`), never
     a message body: a request's memory is bounded by ``limit`` times a few
     kilobytes, whatever the messages weighed.
     """
-    statement = (
+    statement = _sent_rows(user_id, context)
+    if since is not None:
+        statement = statement.where(Notification.sent_at >= since)
+    if after_id is not None:
+        statement = statement.where(Notification.id > after_id)
+    rows = session.execute(
+        statement.order_by(Notification.sent_at.desc(), Notification.id.desc()).limit(limit)
+    ).all()
+    return [_entry(row) for row in rows]
+
+
+def entries_after(
+    session: Session,
+    user_id: int,
+    context: str,
+    after: Position,
+    *,
+    limit: int = 50,
+    above_id: int | None = None,
+) -> list[SentEntry]:
+    """The sent rows after ``after`` in the order they were sent, oldest first (live reads).
+
+    A live client's place is a position in send order, not an id: ids are given
+    when a row is queued, and a digest, a retry or quiet hours send a lower id
+    after higher ones, so "ids above the last one seen" missed those and sent
+    again the higher ones a client had seen before a late low one. Oldest first,
+    so that a reader pages on from the last row it got. ``above_id`` also asks
+    for ids above it (the client's id when its row is gone).
+    """
+    at, after_row = after
+    statement = _sent_rows(user_id, context).where(
+        or_(
+            Notification.sent_at > at,
+            and_(Notification.sent_at == at, Notification.id > after_row),
+        )
+    )
+    if above_id is not None:
+        statement = statement.where(Notification.id > above_id)
+    rows = session.execute(
+        statement.order_by(Notification.sent_at.asc(), Notification.id.asc()).limit(limit)
+    ).all()
+    return [_entry(row) for row in rows]
+
+
+def sent_position(
+    session: Session, user_id: int, context: str, notification_id: int
+) -> Position | None:
+    """Where the user's sent row ``notification_id`` stands in send order; None when it is
+    not one (pruned, not committed yet, another user's or context's, not sent)."""
+    row = session.execute(
+        select(Notification.sent_at).where(
+            Notification.id == notification_id,
+            Notification.user_id == user_id,
+            Notification.context == context,
+            Notification.state == NotificationState.SENT.value,
+        )
+    ).first()
+    if row is None or row[0] is None:
+        return None
+    return (row[0], notification_id)
+
+
+def _sent_rows(user_id: int, context: str) -> Select[*tuple[Any, ...]]:
+    return (
         select(
             Notification.id,
             Notification.filter_name,
@@ -91,30 +168,21 @@ def sent_entries(
             Notification.state == NotificationState.SENT.value,
         )
     )
-    if since is not None:
-        statement = statement.where(Notification.sent_at >= since)
-    if after_id is not None:
-        statement = statement.where(Notification.id > after_id)
-    rows = session.execute(
-        statement.order_by(Notification.sent_at.desc(), Notification.id.desc()).limit(limit)
-    ).all()
-    entries = []
-    for row in rows:
-        shown = stored_display(row.topic, row.summary, row.url, row.app)
-        entries.append(
-            SentEntry(
-                id=row.id,
-                message_id=row.message_id,
-                topic=one_line(row.topic, limit=SUMMARY_MAX_CHARS),
-                app=shown.app,
-                summary=shown.summary,
-                url=shown.url,
-                filter_name=one_line(row.filter_name),
-                created_at=row.created_at,
-                sent_at=row.sent_at or row.created_at,
-            )
-        )
-    return entries
+
+
+def _entry(row: Row[Any]) -> SentEntry:
+    shown = stored_display(row.topic, row.summary, row.url, row.app)
+    return SentEntry(
+        id=row.id,
+        message_id=row.message_id,
+        topic=one_line(row.topic, limit=SUMMARY_MAX_CHARS),
+        app=shown.app,
+        summary=shown.summary,
+        url=shown.url,
+        filter_name=one_line(row.filter_name),
+        created_at=row.created_at,
+        sent_at=row.sent_at or row.created_at,
+    )
 
 
 def token_entries(
@@ -124,16 +192,29 @@ def token_entries(
     user_id: int,
     *,
     limit: int = 50,
-    since: dt.datetime | None = None,
-    after_id: int | None = None,
-) -> list[SentEntry] | None:
-    """:func:`sent_entries` for whoever holds ``token``, while it is still ``user_id``'s.
+    after: Position | None = None,
+    above_id: int | None = None,
+    position_of: int | None = None,
+) -> tuple[list[SentEntry], Position | None] | None:
+    """:func:`entries_after` for whoever holds ``token``, while it is still ``user_id``'s.
 
-    None once it is not (the user removed it, or made a new one in its place):
-    a connection opened with a leaked token must end when the token is taken
-    away, not go on reading what is sent to the new one.
+    With ``position_of`` (a client's last id), that row's :func:`sent_position` is
+    returned too and the entries are those after it (none are read when it has
+    none). None once the token is not the user's (they removed it, or made a new
+    one in its place): a connection opened with a leaked token must end when the
+    token is taken away, not go on reading what is sent to the new one.
     """
     owner = owner_of_address(session, context, token)
     if owner is None or owner[0] != user_id:
         return None
-    return sent_entries(session, user_id, context, limit=limit, since=since, after_id=after_id)
+    position = None
+    if position_of is not None:
+        position = sent_position(session, user_id, context, position_of)
+        if position is None:
+            return [], None
+        after = position
+    start = after if after is not None else (_EPOCH, 0)
+    return entries_after(session, user_id, context, start, limit=limit, above_id=above_id), position
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -25,7 +25,8 @@ says what it wrote. An expired or withdrawn link is refused with a page saying s
 Live clients get notifications this process delivers at once (``LiveHub``),
 and every ``LIVE_POLL_SECONDS`` the ones other daemons delivered, from the
 database. ``?since=<id>`` (or SSE's ``Last-Event-ID``) first replays what was
-sent after that notification.
+sent after that notification was sent (in the order rows were sent, not by id: a
+digest sends lower ids after higher ones), every page of it.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def parse_since(value: str | None, name: str) -> int | None:
 
 async def _read_live(
     request: web.Request, token: str, user_id: int, **kwargs: Any
-) -> list[SentEntry] | None:
+) -> tuple[list[SentEntry], feeds.Position | None] | None:
     """A live client's rows from the outbox (catch-up and the poll for other daemons');
     None once its token is no longer the user's."""
     try:
@@ -243,16 +244,18 @@ async def _read_live(
         )
     except SQLAlchemyError:
         log.warning("live: could not read the outbox", exc_info=True)
-        return []
+        return [], None
 
 
 def _live_stream(request: web.Request, user_id: int, since: int | None) -> LiveStream:
     token = request.match_info["token"]
 
-    async def read(**kwargs: Any) -> list[SentEntry] | None:
+    async def read(**kwargs: Any) -> tuple[list[SentEntry], feeds.Position | None] | None:
         return await _read_live(request, token, user_id, **kwargs)
 
-    return LiveStream(request.app[_LIVE], read, token, since, request.app[_STREAMS])
+    return LiveStream(
+        request.app[_LIVE], read, token, since, request.app[_STREAMS], page_size=_REPLAY_LIMIT
+    )
 
 
 async def _live_owner(request: web.Request) -> tuple[int, str] | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from fmn_core.destinations import check_feed_token, mask_address
 from fmn_core.errors import InvalidDestination
-from fmn_core.feeds import SentEntry
+from fmn_core.feeds import Position, SentEntry
 from fmn_core.models import utcnow
 from fmn_core.rendering import Rendered
 
@@ -138,9 +138,11 @@ def live_event(entry: SentEntry) -> dict[str, Any]:
 
 _END: dict[str, Any] = {"_end": True}
 
-#: Reads a client's sent rows: ``read(after_id=…)`` or ``read(since=…)``, newest first;
-#: None when the client's token was taken away.
-EntryReader = Callable[..., Awaitable[list[SentEntry] | None]]
+#: Reads a client's sent rows after a place in send order, oldest first, at most
+#: ``page_size`` of them: ``read(after=…, above_id=…)``, or ``read(position_of=id)``
+#: for the rows after that sent row (and its place, None when it has none). None
+#: when the client's token was taken away.
+EntryReader = Callable[..., Awaitable[tuple[list[SentEntry], Position | None] | None]]
 
 
 class LiveStream:
@@ -158,16 +160,26 @@ class LiveStream:
         token: str,
         since: int | None,
         streams: set[LiveStream],
+        *,
+        page_size: int = 50,
     ) -> None:
         self.hub = hub
         self.read = read
         self.token = token
         self.since = since
         self.streams = streams
-        self.seen: set[int] = set()
+        self.page_size = page_size
+        #: Ids sent to this client, oldest first (a dict keeps their order).
+        self.seen: dict[int, None] = {}
+        self.connected_at = utcnow()
         # Polls look for rows sent from a little before the last one seen: clocks
         # of several daemons differ, and a row's sent_at precedes its commit.
-        self.poll_from = utcnow() - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
+        self.poll_from = self.connected_at - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
+        #: The client's place in send order when it came back with ``since``: it had
+        #: every row up to there, so the polls' look back must not send them again.
+        self.floor: Position | None = None
+        #: ``since`` when its row is gone: the client had the rows up to that id.
+        self.above_id: int | None = None
         self.closed = False
         #: The token stopped being the user's while the client was connected.
         self.revoked = False
@@ -179,26 +191,68 @@ class LiveStream:
         if self._subscription is not None:
             self._subscription.offer(_END)
 
-    async def _from_database(self, **kwargs: Any) -> list[dict[str, Any]]:
-        entries = await self.read(**kwargs)
-        if entries is None:
+    async def _read(self, **kwargs: Any) -> list[SentEntry]:
+        found = await self.read(**kwargs)
+        if found is None:
             log.info("live: ended a client whose token was removed")
             self.revoked = True
             self.close()
             return []
+        entries, position = found
+        if "position_of" in kwargs:
+            self.floor = position
         if entries:
             newest = max(e.sent_at for e in entries)
             self.poll_from = max(
                 self.poll_from, newest - dt.timedelta(seconds=LIVE_POLL_SECONDS * 2)
             )
-        return [live_event(e) for e in reversed(entries)]
+        return entries
+
+    async def _pages(self, **first: Any) -> AsyncGenerator[list[SentEntry], None]:
+        """Every row after a place, a page at a time: a client away for a while may
+        have missed more than a page, and the rest must follow."""
+        above_id = first.get("above_id")
+        entries = await self._read(**first)
+        while entries:
+            yield entries
+            if len(entries) < self.page_size or self.closed:
+                return
+            last = entries[-1]
+            entries = await self._read(after=(last.sent_at, last.id), above_id=above_id)
+
+    def _after_floor(self, entry: SentEntry) -> bool:
+        """Whether the client can lack ``entry``: it was sent after the client's place."""
+        if self.floor is not None and (entry.sent_at, entry.id) <= self.floor:
+            return False
+        return not (
+            self.above_id is not None
+            and entry.id <= self.above_id
+            and entry.sent_at <= self.connected_at
+        )
 
     def _fresh(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        fresh = [e for e in events if e["id"] not in self.seen]
-        self.seen.update(e["id"] for e in fresh)
+        fresh = []
+        for event in events:
+            if event["id"] not in self.seen:
+                self.seen[event["id"]] = None
+                fresh.append(event)
         if len(self.seen) > 10_000:
-            self.seen = set(sorted(self.seen)[-5_000:])
+            # Forget the longest sent, not the lowest ids: a late low id (a digest)
+            # is as likely as any to come back in the polls' look back.
+            self.seen = dict.fromkeys(list(self.seen)[-5_000:])
         return fresh
+
+    async def _catch_up(self, since: int) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """What was sent after the client's row ``since``, in the order it was sent."""
+        first: dict[str, Any] = {"position_of": since}
+        async for page in self._pages(**first):
+            yield self._fresh([live_event(e) for e in page])
+        if self.floor is None and not self.closed:
+            # Its row is gone (pruned, or pushed from the hub before its commit):
+            # the rows with higher ids, as a client without a place expects.
+            self.above_id = since
+            async for page in self._pages(after=(_EPOCH, 0), above_id=since):
+                yield self._fresh([live_event(e) for e in page])
 
     async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Batches of new events until closed; an empty batch is a quiet interval."""
@@ -208,10 +262,12 @@ class LiveStream:
             self.streams.add(self)
             try:
                 if self.since is not None:
-                    caught_up = await self._from_database(after_id=self.since)
+                    async for caught_up in self._catch_up(self.since):
+                        if self.closed:
+                            return
+                        yield caught_up
                     if self.closed:
                         return
-                    yield self._fresh(caught_up)
                 last_poll = loop.time()
                 while not self.closed:
                     try:
@@ -225,12 +281,16 @@ class LiveStream:
                         return
                     if loop.time() - last_poll >= LIVE_POLL_SECONDS:
                         last_poll = loop.time()
-                        # Rows other daemons sent to this user meanwhile; and
-                        # whether the token is still theirs.
-                        batch += await self._from_database(since=self.poll_from)
+                        # Rows other daemons sent to this user meanwhile (and those a
+                        # full queue dropped); and whether the token is still theirs.
+                        async for page in self._pages(after=(self.poll_from, 0)):
+                            batch += [live_event(e) for e in page if self._after_floor(e)]
                         if self.revoked:
                             return
                     yield self._fresh(batch)
             finally:
                 self.streams.discard(self)
                 self._subscription = None
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import WSCloseCode, WSMsgType
+from aiohttp import ClientWebSocketResponse, WSCloseCode, WSMsgType
 from core.test_outbox import add_message, add_notification, add_user
 from corpus import corpus_lines
 from sqlalchemy import update
@@ -284,3 +285,103 @@ def test_live_hub_fans_out_and_drops_oldest_for_slow_clients() -> None:
         assert hub.publish("t", [{"id": 4}]) == 0
 
     asyncio.run(scenario())
+
+
+async def _ids_received(
+    socket: ClientWebSocketResponse, wait: float = 1.0, count: int | None = None
+) -> list[int]:
+    """The ids a client receives until ``wait`` seconds pass quietly (or ``count`` came)."""
+    ids: list[int] = []
+    while count is None or len(ids) < count:
+        try:
+            ids.append((await socket.receive_json(timeout=wait))["id"])
+        except TimeoutError:
+            break
+    return ids
+
+
+def _mark_sent(db: Database, ids: list[int], at: dt.datetime) -> None:
+    with db.begin() as session:
+        session.execute(
+            update(Notification).where(Notification.id.in_(ids)).values(state="sent", sent_at=at)
+        )
+
+
+def test_live_catch_up_sends_every_page_oldest_first(live_db: Database) -> None:
+    """A client away for more than a page gets all it missed, not only the newest page."""
+    config = http_config(live_db)
+    rows = queue_for(live_db, "jo", 121, state="sent", sent_at=utcnow() - dt.timedelta(minutes=5))
+
+    async def scenario() -> list[int]:
+        async with (
+            serving(config, live_db) as (base, client),
+            client.ws_connect(f"{base}/live/ws/{TOKEN}?since={rows[0]}") as socket,
+        ):
+            return await _ids_received(socket)
+
+    assert run(scenario) == rows[1:]
+
+
+def test_live_catch_up_follows_the_order_rows_were_sent_not_their_ids(
+    live_db: Database,
+) -> None:
+    """A digest (or a retry) sends a lower id after a higher one: the client that saw
+    the higher one gets the lower one, and the client that saw the late lower one last
+    does not get the higher one again."""
+    config = http_config(live_db)
+    late, early = queue_for(live_db, "jo", 2)
+    now = utcnow()
+    _mark_sent(live_db, [early], now - dt.timedelta(minutes=10))
+    _mark_sent(live_db, [late], now - dt.timedelta(minutes=5))
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with serving(config, live_db) as (base, client):
+            async with client.ws_connect(f"{base}/live/ws/{TOKEN}?since={early}") as socket:
+                after_early = await _ids_received(socket)
+            headers = {"Last-Event-ID": str(late)}
+            after_late = []
+            async with client.get(f"{base}/live/sse/{TOKEN}", headers=headers) as response:
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        line = await asyncio.wait_for(response.content.readline(), 1.0)
+                        if line.startswith(b"id: "):
+                            after_late.append(int(line[4:]))
+        return after_early, after_late
+
+    assert run(scenario) == ([late], [])
+
+
+def test_live_quick_reconnect_does_not_repeat_what_the_client_had(live_db: Database) -> None:
+    """The polls look back a few seconds for other daemons' rows; a client back with its
+    last id within those seconds must not get the rows up to it again."""
+    config = http_config(live_db)
+    rows = queue_for(live_db, "jo", 2, state="sent", sent_at=utcnow())
+
+    async def scenario() -> list[int]:
+        async with (
+            serving(config, live_db) as (base, client),
+            client.ws_connect(f"{base}/live/ws/{TOKEN}?since={rows[-1]}") as socket,
+        ):
+            return await _ids_received(socket, wait=1.5 * LIVE_POLL_SECONDS)
+
+    assert run(scenario) == []
+
+
+def test_live_client_whose_queue_overflowed_still_gets_every_row(live_db: Database) -> None:
+    """A digest larger than a client's queue drops the oldest events from it; the next
+    poll finds them in the database, however many they are."""
+    config = http_config(live_db)
+    hub = LiveHub(queue_size=5)
+    rows = queue_for(live_db, "jo", 70, state="sent", sent_at=utcnow())
+
+    async def scenario() -> list[int]:
+        async with (
+            serving(config, live_db, live=hub) as (base, client),
+            client.ws_connect(f"{base}/live/ws/{TOKEN}") as socket,
+        ):
+            await _wait_subscribed(hub, TOKEN)
+            hub.publish(TOKEN, [{"id": row} for row in rows])
+            return await _ids_received(socket, wait=1.5 * LIVE_POLL_SECONDS, count=len(rows))
+
+    received = run(scenario)
+    assert sorted(received) == rows
