@@ -75,6 +75,7 @@ __all__ = [
     "MAX_REQUEST",
     "OPERATIONS",
     "READ_OPERATIONS",
+    "REPLY_TIMEOUT",
     "TRIAL_FORBIDDEN",
     "VIEW_TYPES",
     "GatewayClient",
@@ -94,6 +95,10 @@ MAX_REQUEST: Final = 256 * 1024
 MAX_REPLY: Final = 16 * 1024 * 1024
 #: Calls in one request.
 MAX_CALLS: Final = 500
+#: Seconds a client waits for a reply before it gives the connection up. The gateway
+#: bounds its own waits (a locked database: seconds), so only a gateway that is hung
+#: or stopped takes this long; a person is told so instead of waiting forever.
+REPLY_TIMEOUT: Final = 120.0
 #: How deep values may nest: the deepest reply (an explanation, down to a rule's
 #: arguments) is 13 levels, counted as `decode` does; requests are shallower.
 MAX_DEPTH: Final = 64
@@ -397,14 +402,24 @@ def read_frame(sock: socket.socket, limit: int) -> Any:
 
 
 class GatewayClient:
-    """A front end's end of a gateway connection; safe to share between threads."""
+    """A front end's end of a gateway connection; safe to share between threads.
 
-    def __init__(self, sock: socket.socket) -> None:
+    A reply that does not come within ``reply_timeout`` seconds, or cannot be read,
+    ends the connection: a late or partial reply left in the stream would otherwise
+    be read as the answer to the next request.
+    """
+
+    def __init__(self, sock: socket.socket, *, reply_timeout: float = REPLY_TIMEOUT) -> None:
+        sock.settimeout(reply_timeout)
         self._sock = sock
         self._lock = threading.Lock()
+        self._reply_timeout = reply_timeout
+        self._broken: str | None = None
 
     @classmethod
-    def connect(cls, path: str, timeout: float = 5.0) -> GatewayClient:
+    def connect(
+        cls, path: str, timeout: float = 5.0, *, reply_timeout: float = REPLY_TIMEOUT
+    ) -> GatewayClient:
         """Connect to the gateway's socket; ``GatewayUnavailable`` says why not."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -425,12 +440,12 @@ class GatewayClient:
             raise GatewayUnavailable(
                 f"fmn's preference service did not answer at {path} ({error.strerror or error})"
             ) from error
-        # Long transactions (a big preview) are the gateway's to bound, not a timeout's.
-        sock.settimeout(None)
-        return cls(sock)
+        return cls(sock, reply_timeout=reply_timeout)
 
     def _exchange(self, request: Mapping[str, Any]) -> Any:
         with self._lock:
+            if self._broken is not None:
+                raise GatewayUnavailable(f"{self._broken}, and the connection was closed")
             try:
                 # A gateway that refused the connection before reading anything
                 # left its reason waiting to be read.
@@ -445,8 +460,17 @@ class GatewayClient:
                     "as a byte that was not UTF-8 pasted into the terminal); remove it "
                     "and try again."
                 ) from None
-            except (OSError, MalformedRequest) as error:
-                raise GatewayUnavailable(
+            except TimeoutError as error:
+                raise self._break(
+                    f"fmn's preference service did not answer within "
+                    f"{self._reply_timeout:g} seconds"
+                ) from error
+            except MalformedRequest as error:
+                raise self._break("fmn's preference service sent a reply fmn cannot read") from (
+                    error
+                )
+            except OSError as error:
+                raise self._break(
                     f"lost the connection to fmn's preference service ({error})"
                 ) from error
         if reply is None:
@@ -458,6 +482,13 @@ class GatewayClient:
         if "error" in reply:
             raise error_from_wire(reply["error"])
         raise GatewayInternalError(one_line(reply.get("internal"), limit=16))
+
+    def _break(self, reason: str) -> GatewayUnavailable:
+        """Give the connection up (the stream is out of step): every later call says why."""
+        self._broken = reason
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        return GatewayUnavailable(reason)
 
     def hello(self) -> SessionInfo:
         """Who this connection acts for, and the contexts and push rules to offer."""

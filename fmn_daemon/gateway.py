@@ -12,6 +12,7 @@ exactly what the TUI lets them do, to their own account, and nothing else.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -21,10 +22,17 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 from fmn_core.accounts import AccountDirectory, account_of_login, check_account_name
-from fmn_core.errors import GatewayUnavailable, PermissionDenied, RateLimited, UserError
+from fmn_core.errors import (
+    AccountDirectoryUnavailable,
+    GatewayUnavailable,
+    PermissionDenied,
+    RateLimited,
+    UserError,
+)
 from fmn_core.gateway_serving import PreferenceGateway, Principal, reply_refusal
 from fmn_core.preferences import Actor
 
@@ -44,6 +52,15 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS_PER_ACCOUNT = 8
 #: Open connections in all.
 MAX_CONNECTIONS = 512
+#: Seconds :meth:`GatewayServer.stop` waits in all for connection threads to end. A
+#: thread stuck where hanging up cannot reach it (a slow account directory) is a
+#: daemon thread and ends with the process; systemd's TimeoutStopSec is 15 s.
+STOP_GRACE_SECONDS = 5.0
+#: Seconds the accept loop pauses when the process is out of descriptors or memory:
+#: connections already open go on being served and close, and accepting resumes.
+ACCEPT_BACKOFF_SECONDS = 0.1
+#: accept() errors that say the process is short of a resource for now, not broken.
+_ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 UidResolver = Callable[[int], str]
 
@@ -75,7 +92,14 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 class GatewayServer:
-    """The gateway on a Unix socket: one thread per connection, callers known by uid."""
+    """The gateway on a Unix socket: one thread per connection, callers known by uid.
+
+    A connection takes its caller's slot before a thread is started for it, so the
+    threads and descriptors one local user can make the gateway hold are bounded by
+    ``per_account`` however fast they connect, and all of them by ``max_connections``.
+    Slots are counted by uid, which the kernel gives at once; the account name may
+    need the directory, which can be slow.
+    """
 
     def __init__(
         self,
@@ -84,14 +108,18 @@ class GatewayServer:
         *,
         resolve: UidResolver = account_for_uid,
         per_account: int = MAX_CONNECTIONS_PER_ACCOUNT,
+        max_connections: int = MAX_CONNECTIONS,
+        stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.gateway = gateway
         self.path = path
         self.resolve = resolve
         self.per_account = per_account
+        self.max_connections = max_connections
+        self.stop_grace = stop_grace
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
-        self._open: dict[str, int] = {}
+        self._open: dict[int, int] = {}
         self._connections: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
@@ -127,64 +155,106 @@ class GatewayServer:
                 conn, _ = self._listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as error:
                 if self._stopping.is_set():
                     break
-                raise
-            conn.settimeout(None)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            with self._lock:
-                self._threads.add(thread)
-            thread.start()
+                if error.errno not in _ACCEPT_TRANSIENT:
+                    raise
+                # Out of descriptors: dying would lock every user out, so wait
+                # for open connections to close and go on.
+                log.warning("cannot accept a connection for now: %s", error.strerror)
+                self._stopping.wait(ACCEPT_BACKOFF_SECONDS)
+                continue
+            self._admit(conn)
 
-    def _serve(self, conn: socket.socket) -> None:
-        account: str | None = None
+    def _admit(self, conn: socket.socket) -> None:
+        """Take a slot for ``conn`` and start its thread, or refuse it here, threadless."""
         try:
             uid = peer_uid(conn)
-            try:
-                account = self.resolve(uid)
-            except (LookupError, UserError) as error:
-                log.warning("refused uid %d: %s", uid, error)
-                reply_refusal(
-                    conn,
-                    PermissionDenied("This login is not an fmn account; ask the fmn operators."),
+        except OSError:
+            conn.close()
+            return
+        with self._lock:
+            if self._open.get(uid, 0) >= self.per_account:
+                refusal: UserError | None = RateLimited(
+                    "Too many fmn sessions are open for this account; close one and try again."
                 )
-                conn.close()
-                return
-            with self._lock:
-                busy = self._open.get(account, 0) >= self.per_account or (
-                    len(self._connections) >= MAX_CONNECTIONS
+            elif len(self._connections) >= self.max_connections:
+                refusal = RateLimited(
+                    "fmn's preference service is serving as many sessions as it can; "
+                    "try again in a few minutes."
                 )
-                if not busy:
-                    self._open[account] = self._open.get(account, 0) + 1
-                    self._connections.add(conn)
-            if busy:
-                log.warning("refused a connection from %s: too many open", account)
-                reply_refusal(
-                    conn,
-                    RateLimited(
-                        "Too many fmn sessions are open for this account; close one and try again."
-                    ),
-                )
-                conn.close()
-                account = None
-                return
-            self.gateway.serve_connection(conn, Principal(Actor(account)))
+            else:
+                refusal = None
+                self._open[uid] = self._open.get(uid, 0) + 1
+                self._connections.add(conn)
+        if refusal is not None:
+            log.warning("refused a connection from uid %d: %s", uid, refusal)
+            # From the accept loop: a client that does not read must not stall it
+            # (the refusal fits in an empty socket buffer; if not, it is dropped).
+            conn.setblocking(False)
+            reply_refusal(conn, refusal)
+            conn.close()
+            return
+        thread = threading.Thread(target=self._serve, args=(conn, uid), daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except RuntimeError:
+            log.warning("refused a connection from uid %d: cannot start a thread", uid)
+            self._release(conn, uid, thread)
+            conn.close()
+
+    def _release(self, conn: socket.socket, uid: int, thread: threading.Thread) -> None:
+        with self._lock:
+            self._open[uid] -= 1
+            if not self._open[uid]:
+                del self._open[uid]
+            self._connections.discard(conn)
+            self._threads.discard(thread)
+
+    def _serve(self, conn: socket.socket, uid: int) -> None:
+        try:
+            with conn:
+                try:
+                    account = self.resolve(uid)
+                except (LookupError, UserError) as error:
+                    log.warning("refused uid %d: %s", uid, error)
+                    reply_refusal(
+                        conn,
+                        PermissionDenied(
+                            "This login is not an fmn account; ask the fmn operators."
+                        ),
+                    )
+                    return
+                except AccountDirectoryUnavailable as error:
+                    # Not the caller's fault and not a bug: say so, and hang up
+                    # rather than leave the client waiting for a reply.
+                    log.warning("cannot check uid %d: %s", uid, error)
+                    reply_refusal(
+                        conn,
+                        UserError(
+                            "fmn cannot check who you are right now (its account directory "
+                            "did not answer); try again in a few minutes."
+                        ),
+                    )
+                    return
+                if self._stopping.is_set():
+                    return
+                self.gateway.serve_connection(conn, Principal(Actor(account)))
         finally:
-            with self._lock:
-                if account is not None:
-                    self._open[account] -= 1
-                    if not self._open[account]:
-                        del self._open[account]
-                self._connections.discard(conn)
-                self._threads.discard(threading.current_thread())
+            self._release(conn, uid, threading.current_thread())
 
     def request_stop(self) -> None:
         """Ask :meth:`serve_forever` to return (safe from a signal handler)."""
         self._stopping.set()
 
     def stop(self) -> None:
-        """Stop accepting, hang up every connection, remove the socket."""
+        """Stop accepting, hang up every connection, remove the socket.
+
+        Waits at most ``stop_grace`` seconds in all for the connections' threads.
+        """
         self._stopping.set()
         if self._listener is not None:
             self._listener.close()
@@ -194,8 +264,9 @@ class GatewayServer:
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + self.stop_grace
         for thread in threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         try:
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
                 os.unlink(self.path)

@@ -518,3 +518,45 @@ def test_gateway_reads_while_another_change_holds_the_database(tmp_path):
         client.close()
         thread.join(timeout=5)
         database.dispose()
+
+
+def test_gateway_client_gives_up_on_a_gateway_that_never_answers(tmp_path):
+    # A hung gateway (it accepted, then nothing): the person is told within the
+    # bound, and the connection is given up so a late reply is never read as the
+    # answer to the next request.
+    from fmn_core.errors import GatewayUnavailable
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "hung.sock"))
+    listener.listen(1)
+    client = GatewayClient.connect(str(tmp_path / "hung.sock"), reply_timeout=0.5)
+    hung, _ = listener.accept()
+    try:
+        started = time.monotonic()
+        with pytest.raises(GatewayUnavailable, match=r"did not answer within 0\.5 seconds"):
+            client.hello()
+        assert time.monotonic() - started < 3
+        with contextlib.suppress(OSError):  # the late reply to the hello, if it can go
+            write_frame(hung, {"ok": True, "results": []})
+        with pytest.raises(GatewayUnavailable, match="connection was closed"):
+            client.run([PreferenceCall.of(preferences.list_templates)], trial=True)
+    finally:
+        client.close()
+        hung.close()
+        listener.close()
+
+
+def test_gateway_client_names_an_unreadable_reply_as_the_gateways(tmp_path):
+    from fmn_core.errors import GatewayUnavailable
+
+    ours, theirs = socket.socketpair()
+    client = GatewayClient(theirs, reply_timeout=3)
+    try:
+        ours.sendall(struct.pack(">I", 2**31) + b"garbage")
+        with pytest.raises(GatewayUnavailable, match="sent a reply fmn cannot read"):
+            client.hello()
+        with pytest.raises(GatewayUnavailable, match="connection was closed"):
+            client.hello()
+    finally:
+        client.close()
+        ours.close()

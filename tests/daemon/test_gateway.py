@@ -191,3 +191,119 @@ def test_gateway_server_answers_busy_within_the_configured_bound(tmp_path):
     with database.begin() as session:
         names = [f.name for f in preferences.list_filters(session, Actor("alice"), "email")]
     assert names == ["builds"]
+
+
+def test_gateway_server_starts_no_thread_for_a_caller_over_their_limit(serve):
+    # A flood of connections from one uid while the directory is slow: only the
+    # caller's own slots get a thread, the rest are refused from the accept loop.
+    directory_answers = threading.Event()
+
+    def slow_directory(uid: int) -> str:
+        directory_answers.wait(10)
+        return "mallory"
+
+    before = threading.active_count()
+    server = serve(slow_directory, per_account=2)
+    flood = [socket.socket(socket.AF_UNIX) for _ in range(40)]
+    try:
+        for sock in flood:
+            sock.connect(server.path)
+        time.sleep(0.5)
+        assert threading.active_count() - before <= 1 + 2  # the accept loop, two slots
+    finally:
+        directory_answers.set()
+        for sock in flood:
+            sock.close()
+
+
+def test_gateway_server_names_the_overall_limit_apart_from_the_accounts(db, tmp_path):
+    names = iter(["alice", "bob", "carol"])
+    server = GatewayServer(
+        PreferenceGateway(db),
+        str(tmp_path / "gw.sock"),
+        resolve=lambda uid: next(names),
+        max_connections=1,
+    )
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    first = GatewayClient.connect(server.path)
+    try:
+        first.hello()
+        second = GatewayClient.connect(server.path)
+        with pytest.raises(RateLimited, match="as many sessions as it can"):
+            second.hello()
+        second.close()
+    finally:
+        first.close()
+        server.stop()
+        thread.join(timeout=5)
+
+
+def test_gateway_server_says_when_the_account_directory_is_down(serve):
+    from fmn_core.errors import AccountDirectoryUnavailable, UserError
+
+    def directory_down(uid: int) -> str:
+        raise AccountDirectoryUnavailable("https://fasjson.example", "timed out")
+
+    server = serve(directory_down)
+    client = GatewayClient.connect(server.path, reply_timeout=3)
+    try:
+        with pytest.raises(UserError, match="account directory did not answer"):
+            client.hello()
+    finally:
+        client.close()
+
+
+def test_gateway_server_stop_waits_once_for_threads_it_cannot_hang_up(db, tmp_path):
+    directory_answers = threading.Event()
+
+    def stuck_directory(uid: int) -> str:
+        directory_answers.wait(10)
+        return "alice"
+
+    server = GatewayServer(
+        PreferenceGateway(db),
+        str(tmp_path / "gw.sock"),
+        resolve=stuck_directory,
+        stop_grace=0.5,
+        max_connections=8,
+    )
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    waiting = [socket.socket(socket.AF_UNIX) for _ in range(4)]
+    try:
+        for sock in waiting:
+            sock.connect(server.path)
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 1.5  # not half a second per thread
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+    finally:
+        directory_answers.set()
+        for sock in waiting:
+            sock.close()
+
+
+def test_gateway_server_outlives_running_out_of_descriptors(serve):
+    import resource
+
+    server = serve(lambda uid: "alice")
+    client_sock = socket.socket(socket.AF_UNIX)  # its descriptor exists before the limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.open(os.devnull, os.O_RDONLY)  # a new descriptor gets the lowest number
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        client_sock.connect(server.path)  # waits in the backlog: accept() gets EMFILE
+        time.sleep(0.3)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    client = GatewayClient(client_sock, reply_timeout=3)
+    try:
+        assert client.hello().account == "alice"
+    finally:
+        client.close()
