@@ -19,13 +19,12 @@ it makes the code, in the same unit of work.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
-from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from .config import ConfirmationConfig
-from .db import is_postgres
+from .db import is_postgres, lock_for_transaction
 from .destinations import address_key, mask_address
 from .errors import TooManyCodes
 from .models import CodeSend, User, utcnow
@@ -42,9 +41,7 @@ def _lock(session: Session, *names: str) -> None:
     if not is_postgres(session):
         return
     for name in sorted(names):  # one order everywhere: no deadlock between two callers
-        digest = hashlib.sha256(f"fmn-code-lock\0{name}".encode()).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        lock_for_transaction(session, f"fmn-code-lock\0{name}")
 
 
 def _when(moment: dt.datetime, now: dt.datetime) -> str:

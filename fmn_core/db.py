@@ -6,13 +6,14 @@ one ``with sessionmaker.begin() as session:``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -176,6 +177,17 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
         else engine_or_session
     )
     return bind.dialect.name == "postgresql"
+
+
+def lock_for_transaction(session: Session, name: str) -> None:
+    """Hold PostgreSQL's advisory lock named ``name`` until the transaction ends.
+
+    The lock's key is a hash of the name, so callers need no registry of numbers;
+    the name says what is serialized (``fmn-code-lock\0<address key>``, say).
+    """
+    digest = hashlib.sha256(name.encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def run_on_driver(

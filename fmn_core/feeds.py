@@ -77,8 +77,6 @@ def sent_entries(
     context: str,
     *,
     limit: int = 50,
-    since: dt.datetime | None = None,
-    after_id: int | None = None,
 ) -> list[SentEntry]:
     """A user's sent notifications in one context, newest first (the feeds).
 
@@ -86,13 +84,10 @@ def sent_entries(
     a message body: a request's memory is bounded by ``limit`` times a few
     kilobytes, whatever the messages weighed.
     """
-    statement = _sent_rows(user_id, context)
-    if since is not None:
-        statement = statement.where(Notification.sent_at >= since)
-    if after_id is not None:
-        statement = statement.where(Notification.id > after_id)
     rows = session.execute(
-        statement.order_by(Notification.sent_at.desc(), Notification.id.desc()).limit(limit)
+        _sent_rows(user_id, context)
+        .order_by(Notification.sent_at.desc(), Notification.id.desc())
+        .limit(limit)
     ).all()
     return [_entry(row) for row in rows]
 

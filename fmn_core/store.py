@@ -15,15 +15,14 @@ else writes the account meanwhile: every write takes :func:`lock_account` first.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from .access import Actor, offered_context, target_account
 from .accounts import directory_of
-from .db import is_postgres
+from .db import is_postgres, lock_for_transaction
 from .errors import NotFound, UnknownAccount
 from .filters import FilterDraft
 from .models import ChangeEvent, Destination, Filter, Preference, Rule, User
@@ -77,9 +76,7 @@ def lock_account(session: Session, name: str) -> None:
         session.info[_ACCOUNTS_LOCKED] = held
     if name in held[1]:
         return
-    digest = hashlib.sha256(f"fmn-account-lock\0{name}".encode()).digest()
-    key = int.from_bytes(digest[:8], "big", signed=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    lock_for_transaction(session, f"fmn-account-lock\0{name}")
     held[1].add(name)
     session.flush()
     session.expire_all()

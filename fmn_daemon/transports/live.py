@@ -251,7 +251,7 @@ class LiveStream:
             # Its row is gone (pruned, or pushed from the hub before its commit):
             # the rows with higher ids, as a client without a place expects.
             self.above_id = since
-            async for page in self._pages(after=(_EPOCH, 0), above_id=since):
+            async for page in self._pages(above_id=since):
                 yield self._fresh([live_event(e) for e in page])
 
     async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
@@ -291,6 +291,3 @@ class LiveStream:
             finally:
                 self.streams.discard(self)
                 self._subscription = None
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -41,7 +41,5 @@ def test_sent_entries_lists_a_users_sent_rows_newest_first(db: Database) -> None
         jo_id = jo.id
     with db.begin() as session:
         entries = feeds.sent_entries(session, jo_id, "rss", limit=10)
-        newer = feeds.sent_entries(session, jo_id, "rss", after_id=first)
     assert [e.id for e in entries] == [second, first]
     assert entries[0].summary == BODHI_SUMMARY and entries[0].app == "bodhi"
-    assert [e.id for e in newer] == [second]
