@@ -15,8 +15,9 @@ The bot and the TUI call :func:`act_on_notification` as the signed-in user. Mail
 footers and feed entries carry signed links instead (:class:`~fmn_core.rendering.Links`):
 :func:`check_claim` turns a genuine token into the user it was made for, refusing it
 once it expired, once the user withdrew their links (a new ``users.link_nonce``:
-:func:`revoke_action_links`), or when the notification it names is not theirs.
-A link only ever acts as the user it was made for, on their own notification.
+:func:`revoke_action_links`), once the feed token whose feed carried it is no longer
+theirs, or when the notification it names is not theirs. A link only ever acts as
+the user it was made for, on their own notification.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from .delivery_settings import set_filter_delivery
 from .editing import add_rule, pause_filter
 from .errors import ActionLinkRefused, AlreadyExists, InvalidArgument, NotFound
 from .explain import message_id_of
+from .feeds import token_fingerprint
 from .messages import MessageFacts
-from .models import Filter, Notification, Preference, StoredMessage, User, utcnow
+from .models import Destination, Filter, Notification, Preference, StoredMessage, User, utcnow
 from .rendering import ACTION_TITLES, ActionClaim
 from .store import lock_account, record_change
 from .stored_messages import stored_facts
@@ -308,6 +310,11 @@ def check_claim(session: Session, claim: ActionClaim, now: dt.datetime | None = 
             "This link was withdrawn: you asked fmn to refuse the links it had sent you. "
             "Newer notifications carry links that work."
         )
+    if claim.via and not _carried_by_a_held_token(session, user, claim.context, claim.via):
+        raise ActionLinkRefused(
+            "This link came in a feed whose address you have since removed; the links in "
+            "your feed's new address work."
+        )
     if claim.action not in ACTION_TITLES:
         raise ActionLinkRefused("This link names no action fmn knows.")
     if not _notifications(session, user, claim.message_id, claim.context):
@@ -315,6 +322,25 @@ def check_claim(session: Session, claim: ActionClaim, now: dt.datetime | None = 
             "The notification this link belongs to, or the filter that sent it, is gone."
         )
     return Actor(user.name)
+
+
+def _carried_by_a_held_token(session: Session, user: User, context: str, via: str) -> bool:
+    """Whether ``via`` fingerprints one of the user's confirmed ``context`` feed tokens.
+
+    A feed's links go with its token: the user removes a token because it leaked,
+    and whoever read the feed must lose its links too. Links sent by mail are not
+    tied to a token (no ``via``) and are not touched.
+    """
+    addresses = session.scalars(
+        select(Destination.address)
+        .join(Preference, Preference.id == Destination.preference_id)
+        .where(
+            Preference.user_id == user.id,
+            Preference.context == context,
+            Destination.confirmed.is_(True),
+        )
+    )
+    return any(token_fingerprint(address) == via for address in addresses)
 
 
 def revoke_action_links(session: Session, actor: Actor, *, user: str | None = None) -> int:

@@ -3,11 +3,18 @@
 A feed or live token is a destination like any other; :func:`owner_of_address`
 finds whose it is, and :func:`sent_entries` reads only the display columns
 ingest stored (:mod:`fmn_core.display`), never a message body.
+
+A feed is read in pages (RFC 5005 archived feeds): :func:`sent_page` gives the
+newest page and, from a :func:`feed_cursor`, each older one. A cursor is a place
+in send order (``sent_at``, id), never an offset: a page reads the same rows
+however many arrived since, the read stays on the (user, context, state,
+``sent_at``) index, and a cursor whose row retention deleted still reads on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from .display import SUMMARY_MAX_CHARS, stored_display
+from .errors import InvalidArgument
 from .models import Destination, Notification, NotificationState, Preference, StoredMessage, User
 from .text import one_line
 
@@ -24,10 +32,14 @@ __all__ = [
     "Position",
     "SentEntry",
     "entries_after",
+    "feed_cursor",
     "owner_of_address",
+    "parse_feed_cursor",
     "sent_entries",
+    "sent_page",
     "sent_position",
     "token_entries",
+    "token_fingerprint",
 ]
 
 #: Where a sent row stands in the order rows were sent: (``sent_at``, id).
@@ -78,18 +90,93 @@ def sent_entries(
     *,
     limit: int = 50,
 ) -> list[SentEntry]:
-    """A user's sent notifications in one context, newest first (the feeds).
+    """A user's newest sent notifications in one context, newest first (the feeds).
 
     Reads only the display columns ingest stored (:mod:`fmn_core.display`), never
     a message body: a request's memory is bounded by ``limit`` times a few
     kilobytes, whatever the messages weighed.
     """
+    return sent_page(session, user_id, context, limit=limit)[0]
+
+
+def sent_page(
+    session: Session,
+    user_id: int,
+    context: str,
+    *,
+    before: Position | None = None,
+    limit: int = 50,
+) -> tuple[list[SentEntry], Position | None]:
+    """One page of a user's sent notifications in one context, newest first, and where
+    the next older page starts (None when no older row is left).
+
+    Without ``before``, the newest ``limit`` rows (a feed's subscription document);
+    with it, the ``limit`` rows sent before that place. ``before`` is a place in
+    send order, not a row: it reads only this user's rows in this context, whoever's
+    row it was taken from, and still reads on once retention deleted that row.
+    """
+    statement = _sent_rows(user_id, context)
+    if before is not None:
+        at, below_row = before
+        statement = statement.where(
+            or_(
+                Notification.sent_at < at,
+                and_(Notification.sent_at == at, Notification.id < below_row),
+            )
+        )
+    # One row more than the page says whether an older page exists.
     rows = session.execute(
-        _sent_rows(user_id, context)
-        .order_by(Notification.sent_at.desc(), Notification.id.desc())
-        .limit(limit)
+        statement.order_by(Notification.sent_at.desc(), Notification.id.desc()).limit(limit + 1)
     ).all()
-    return [_entry(row) for row in rows]
+    older: Position | None = None
+    if len(rows) > limit:
+        oldest = rows[limit - 1]
+        older = (oldest.sent_at, oldest.id)
+    return [_entry(row) for row in rows[:limit]], older
+
+
+#: A cursor's parts: microseconds since 1970 (year 9999 has 18 digits) and a row id.
+_CURSOR_MICROSECONDS_DIGITS = 18
+_CURSOR_ID_DIGITS = 19
+_ID_MAX = 2**63 - 1
+
+
+def feed_cursor(position: Position) -> str:
+    """``position`` as it goes in a feed page's URL: ``<microseconds since 1970>-<id>``."""
+    at, row = position
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return f"{(at - _EPOCH) // dt.timedelta(microseconds=1)}-{row}"
+
+
+def parse_feed_cursor(text: str) -> Position:
+    """The position a :func:`feed_cursor` names; ``InvalidArgument`` for anything else."""
+    micro, dash, row = text.partition("-")
+    bad = InvalidArgument(
+        f"{text[:40]!r} is not a feed page: follow the feed's prev-archive links, or read "
+        "the feed's address without ?before= for its newest entries.",
+        argument="before",
+    )
+    for part, digits in ((micro, _CURSOR_MICROSECONDS_DIGITS), (row, _CURSOR_ID_DIGITS)):
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (dash and part.isascii() and part.isdigit() and len(part) <= digits):
+            raise bad
+    if int(row) > _ID_MAX:
+        raise bad
+    try:
+        at = _EPOCH + dt.timedelta(microseconds=int(micro))
+    except OverflowError:
+        raise bad from None
+    return at, int(row)
+
+
+def token_fingerprint(token: str) -> str:
+    """What an action link carries to name the feed token it came through.
+
+    A digest, not the token: a link may be passed on by itself, and must not hand
+    over the feed it came from.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
 def entries_after(

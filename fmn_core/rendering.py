@@ -119,6 +119,9 @@ class ActionClaim:
     action: str
     expires: dt.datetime
     nonce: int
+    #: The fingerprint of the feed token whose feed carried the link
+    #: (:func:`fmn_core.feeds.token_fingerprint`); "" for a mail's link.
+    via: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,9 +188,20 @@ class Links:
         action: str,
         expires: dt.datetime,
         nonce: int,
+        via: str = "",
     ) -> str:
-        """A token for one action on one notification of one user, until ``expires``."""
-        fields = (user, context, message_id, action, str(int(expires.timestamp())), str(nonce))
+        """A token for one action on one notification of one user, until ``expires``;
+        ``via`` names the feed token that carries it (see :class:`ActionClaim`)."""
+        fields: tuple[str, ...] = (
+            user,
+            context,
+            message_id,
+            action,
+            str(int(expires.timestamp())),
+            str(nonce),
+        )
+        # A seventh field only for feed links: mail links keep the format they were sent in.
+        fields += (via,) if via else ()
         payload = "\0".join(fields).encode()
         return f"{_b64(payload)}.{_b64(self._signature(payload, b'fmn-action'))}"
 
@@ -197,15 +211,15 @@ class Links:
         if payload is None:
             return None
         fields = payload.decode("utf-8", "replace").split("\0")
-        if len(fields) != 6 or not all(fields[:4]):
+        if len(fields) not in (6, 7) or not all(fields[:4]) or fields[6:] == [""]:
             return None
-        user, context, message_id, action, expires, nonce = fields
+        user, context, message_id, action, expires, nonce = fields[:6]
         try:
             moment = dt.datetime.fromtimestamp(int(expires), dt.UTC)
             number = int(nonce)
         except (ValueError, OverflowError, OSError):
             return None
-        return ActionClaim(user, context, message_id, action, moment, number)
+        return ActionClaim(user, context, message_id, action, moment, number, "".join(fields[6:]))
 
     def action_url(self, token: str) -> str:
         """The page that shows, then applies, a token's action."""
@@ -220,14 +234,16 @@ class Links:
         *,
         has_packages: bool,
         now: dt.datetime | None = None,
+        via: str = "",
     ) -> list[tuple[str, str]]:
-        """``(title, url)`` for each action a notification offers (``ACTION_TITLES``)."""
+        """``(title, url)`` for each action a notification offers (``ACTION_TITLES``);
+        ``via``: the fingerprint of the feed token that carries them."""
         expires = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(days=self.action_link_days)
         return [
             (
                 title,
                 self.action_url(
-                    self.action_token(user, context, message_id, action, expires, nonce)
+                    self.action_token(user, context, message_id, action, expires, nonce, via)
                 ),
             )
             for action, title in ACTION_TITLES.items()

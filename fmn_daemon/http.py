@@ -5,6 +5,7 @@
 ``GET /ready``                          readiness: 200 once database and broker answered
 ``GET /metrics``                        counters, Prometheus text format
 ``GET /feeds/<token>.atom`` / ``.rss``  a user's feed (newest 50 sent ``rss`` rows)
+``GET /feeds/<token>.atom?before=<c>``  the next 50 older ones (RFC 5005 archive page)
 ``GET /live/ws/<token>``                the live feed over WebSocket
 ``GET /live/sse/<token>``               the live feed as Server-Sent Events
 ``GET /unsubscribe/<token>``            a page with a one-click unsubscribe form
@@ -14,7 +15,12 @@
 ======================================  ==============================================
 
 Feed and live tokens are the user's confirmed ``rss``/``live`` destination: an
-unknown token is a 404, the same as a wrong URL. Unsubscribe tokens are signed
+unknown token is a 404, the same as a wrong URL. A feed document links to the next
+older page (``prev-archive``, RFC 5005), down to the oldest row retention kept, so a
+reader that polls less often than 50 notifications arrive misses none; the cursor
+(:func:`fmn_core.feeds.feed_cursor`) is a place in send order, and reads only the
+token owner's rows. A feed entry's action links name the token whose feed carried
+them, and stop working once the user removes that token. Unsubscribe tokens are signed
 (:class:`fmn_core.rendering.Links`); a forged or altered one is a 404 and changes
 nothing. Unsubscribing turns the context off through the preference service,
 like the user doing it themselves. Action links (:mod:`fmn_core.actions`) work the
@@ -37,6 +43,7 @@ import html
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -47,7 +54,7 @@ from sqlalchemy.orm import Session
 from fmn_core import actions, feeds, outbox, preferences
 from fmn_core.config import Config
 from fmn_core.db import Database
-from fmn_core.errors import ActionLinkRefused, UserError
+from fmn_core.errors import ActionLinkRefused, InvalidArgument, UserError
 from fmn_core.feeds import SentEntry
 from fmn_core.models import User
 from fmn_core.rendering import ActionClaim, Links
@@ -62,7 +69,7 @@ from .limits import (
     connection_cap,
 )
 from .metrics import Metrics
-from .transports.feed import FEED_LIMIT, build_feed
+from .transports.feed import FEED_LIMIT, FeedPage, build_feed
 from .transports.live import LIVE_POLL_SECONDS, LiveHub, LiveStream
 
 __all__ = [
@@ -169,14 +176,23 @@ async def _metrics(request: web.Request) -> web.Response:
 _FEED_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml"}
 
 
-def _feed(session: Session, token: str) -> tuple[str, int, list[SentEntry]] | None:
+@dataclass(frozen=True)
+class _FeedRead:
+    user: str
+    nonce: int
+    entries: list[SentEntry]
+    older: feeds.Position | None
+
+
+def _feed(session: Session, token: str, before: feeds.Position | None) -> _FeedRead | None:
     owner = feeds.owner_of_address(session, "rss", token)
     if owner is None:
         return None
     user_id, user = owner
     # Entries carry action links signed with the user's current nonce.
     nonce = session.scalar(select(User.link_nonce).where(User.id == user_id)) or 0
-    return user, nonce, feeds.sent_entries(session, user_id, "rss", limit=FEED_LIMIT)
+    entries, older = feeds.sent_page(session, user_id, "rss", before=before, limit=FEED_LIMIT)
+    return _FeedRead(user, nonce, entries, older)
 
 
 async def _feed_handler(request: web.Request) -> web.Response:
@@ -184,20 +200,45 @@ async def _feed_handler(request: web.Request) -> web.Response:
     if suffix not in _FEED_TYPES or not token:
         return _not_found()
     kind: Literal["atom", "rss"] = "atom" if suffix == "atom" else "rss"
-    found = await _core(request, _feed, token)
+    cursor = request.query.get("before")
+    before: feeds.Position | None = None
+    if cursor is not None:
+        try:
+            before = feeds.parse_feed_cursor(cursor)
+        except InvalidArgument as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    found = await _core(request, _feed, token, before)
     if found is None:
         return _not_found()
-    user, nonce, entries = found
     config = request.app[_CONFIG]
     feed_url = f"{config.http.public_url.rstrip('/')}/feeds/{token}.{suffix}"
+    page = FeedPage(
+        self_url=feed_url if before is None else f"{feed_url}?before={feeds.feed_cursor(before)}",
+        prev_archive=(
+            f"{feed_url}?before={feeds.feed_cursor(found.older)}"
+            if found.older is not None
+            else None
+        ),
+        archive=before is not None,
+    )
     links = request.app[_LINKS]
+    # The links name the token that carries them: removing it (it leaked) withdraws them.
+    via = feeds.token_fingerprint(token)
 
     def offered(entry: SentEntry) -> list[tuple[str, str]]:
         # A feed row keeps no package list: the page asks which package, if any.
-        return links.action_links(user, "rss", entry.message_id, nonce, has_packages=True)
+        return links.action_links(
+            found.user, "rss", entry.message_id, found.nonce, has_packages=True, via=via
+        )
 
     document = await in_thread(
-        build_feed, user, entries, feed_url=feed_url, kind=kind, actions=offered
+        build_feed,
+        found.user,
+        found.entries,
+        feed_url=feed_url,
+        kind=kind,
+        actions=offered,
+        page=page,
     )
     return web.Response(
         body=document,
