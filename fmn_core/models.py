@@ -354,6 +354,10 @@ class DeadMessage(Base):
     """
 
     __tablename__ = "dead_messages"
+    # Operators requeue a dead message by the id a listing showed them; without
+    # AUTOINCREMENT SQLite hands the id of a requeued (deleted) newest row to the
+    # next dead message, and a repeated requeue would run that one instead.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[bigpk]
     message_id: Mapped[name255] = mapped_column(index=True)

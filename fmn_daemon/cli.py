@@ -28,6 +28,7 @@ from fmn_core.errors import (
     FmnError,
     ImportRejected,
     MissingExtra,
+    UnsupportedFormatVersion,
     UserError,
     report_internal_error,
 )
@@ -503,6 +504,11 @@ def _import_files(db: Database, names: Sequence[str], *, resolve: bool) -> int:
             data = parse_preferences(_read_bounded(name))
             with db.begin() as session:
                 summary = import_preferences(session, data, resolve=resolve)
+        except UnsupportedFormatVersion as exc:
+            # One sentence, not an entry list: the file is a newer fmn's, not wrong.
+            failed += 1
+            print(f"fmn-daemon: error: {label}: {exc}", file=sys.stderr)
+            continue
         except ImportRejected as exc:
             failed += 1
             print(

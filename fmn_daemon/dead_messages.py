@@ -5,6 +5,9 @@ ingest pipeline raise) is tried ``ingest.max_attempts`` times on its own, then
 recorded here, logged once, and acked, so the queue behind it keeps moving.
 ``fmn-daemon messages dead`` lists them, ``fmn-daemon messages requeue ID`` runs
 one through the pipeline again (after a fix), and ``fmn-daemon outbox`` counts them.
+An id is never given to a second dead message (``AUTOINCREMENT`` on SQLite, whose
+plain rowids reuse the newest deleted one; migration 0013), so a requeue repeated
+from an old listing finds nothing rather than running another message.
 
 What is kept is safe to show and to store: the id and topic escaped and cut
 (``fmn_core.text.for_log``), the reason, and the delivery as one message-file line

@@ -13,16 +13,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
+from sqlalchemy.orm import Session
 
-from fmn_core.config import Config
+from fmn_core.config import Config, IngestConfig
 from fmn_core.db import Database
 from fmn_core.models import Notification, NotificationState, PackageOwner, StoredMessage, User
 from fmn_core.schema import current_revision, head_revision
 from fmn_daemon.cli import main
+from fmn_daemon.dead_messages import bury, delivery_line, requeue_dead_message
 
 from .conftest import write_fmn_config
 
 PREFERENCES = {
+    "version": 2,
     "users": [
         {
             "name": "alice",
@@ -76,7 +79,7 @@ PREFERENCES = {
                 }
             },
         },
-    ]
+    ],
 }
 
 
@@ -537,3 +540,57 @@ def test_cli_outbox_requeue_of_unknown_ids_says_so_and_changes_nothing(
         assert "No dead notification 999" in err and "nothing was requeued" in err
         with db.begin() as session:
             assert session.scalars(select(Notification.state)).all() == ["dead"]
+
+
+def test_cli_messages_requeue_repeated_never_runs_a_newer_dead_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Requeuing the newest dead message freed its id on SQLite; the next dead message
+    took it, and repeating the command from the same listing ran that one instead."""
+
+    def dead(session: Session, message_id: str) -> int:
+        topic = "org.fedoraproject.test.koji.build.done"
+        return bury(
+            session,
+            message_id=message_id,
+            topic=topic,
+            reason="OperationalError: the disk was full",
+            attempts=3,
+            raw=delivery_line(message_id, topic, {}, b'{"n": 1}'),
+            limits=IngestConfig(),
+        )
+
+    with cli_database(tmp_path, capsys) as (config, db):
+        with db.begin() as session:
+            dead(session, "m-old")
+            newest = dead(session, "m-new")
+        code, out, err = run(capsys, "--config", str(config), "messages", "requeue", str(newest))
+        assert code == 0 and "(m-new) stored again" in out, err
+        with db.begin() as session:
+            later = dead(session, "m-later")
+        assert later != newest
+        code, out, err = run(capsys, "--config", str(config), "messages", "requeue", str(newest))
+        assert code == 2 and f"there is no dead message {newest}" in err
+        with db.begin() as session:
+            assert session.get(StoredMessage, "m-later") is None
+
+
+def test_dead_message_ids_are_never_reused_in_the_models_schema(db: Database) -> None:
+    """The schema the models create (tests, ``create_all``) spends ids as 0013 does."""
+
+    def dead(message_id: str) -> int:
+        with db.begin() as session:
+            return bury(
+                session,
+                message_id=message_id,
+                topic="t",
+                reason="r",
+                attempts=3,
+                raw=b'{"id": "%s", "topic": "t", "body": {}}' % message_id.encode(),
+                limits=IngestConfig(),
+            )
+
+    dead("m-old")
+    newest = dead("m-new")
+    assert requeue_dead_message(db, newest).stored
+    assert dead("m-later") > newest
