@@ -25,6 +25,12 @@ presence, the services account on a nick (tracked or asked with WHOX), ``PRIVMSG
   Lines across all users are paced at ``bot.lines_per_second``. The lines and
   the pacing are ``fmn_core.chat``'s, which the daemon's Matrix sender shares.
 
+What the bot records on a row after its look-ups and sends (postponed, dead) is
+recorded only while its claim on the row holds, as the daemon's senders do
+(``worker=``): a bot whose lease ran out, slow or paused, leaves the row to the
+sender that took it since, which may already have sent it. That the line went out
+is recorded even then: it did.
+
 Muted and digest rows are looked at again every minute even when they wait
 longer, so ``fmn unmute`` and ``fmn digest irc off`` take effect within a minute. These
 outcomes match the daemon's senders for the other contexts.
@@ -338,13 +344,14 @@ class IrcSender:
                 ),
                 no_destination_error=NO_NICK_ERROR,
                 retry_seconds=NO_NICK_RETRY_SECONDS,
+                worker=self.worker,
             )
         assert settled is not None  # only "send" and "digest" are left to the sender
         report.postponed += settled.postponed
         report.failed += settled.failed
         report.dead += settled.dead
-        if decision.kind == "dead":
-            self._log_dropped(group, decision.note)
+        if decision.kind == "dead" and settled.dead:
+            self._log_dropped(group, decision.note, settled.dead)
         return True
 
     def _stats(self, first: ClaimedNotification, now: dt.datetime) -> delivery_policy.GroupStats:
@@ -441,7 +448,12 @@ class IrcSender:
             until = now + dt.timedelta(seconds=RECHECK_SECONDS)
             with self.database.begin() as session:
                 report.postponed += outbox.postpone_offline(
-                    session, waiting, until, note="the recipient's IRC nick is not online", now=now
+                    session,
+                    waiting,
+                    until,
+                    note="the recipient's IRC nick is not online",
+                    now=now,
+                    worker=self.worker,
                 )
 
     def _postpone(
@@ -454,15 +466,23 @@ class IrcSender:
         reason: str | None = None,
     ) -> None:
         with self.database.begin() as session:
-            report.postponed += outbox.postpone(session, ids, until, note=note, reason=reason)
+            report.postponed += outbox.postpone(
+                session, ids, until, note=note, reason=reason, worker=self.worker
+            )
 
     def _kill(self, group: _LaneRows, reason: str, report: RoundReport) -> None:
         """``dead`` at once, with the reason: retrying cannot help."""
         with self.database.begin() as session:
-            report.dead += outbox.mark_dead(session, group.ids, reason)
-        self._log_dropped(group, reason)
+            dead = outbox.mark_dead(session, group.ids, reason, worker=self.worker)
+        report.dead += dead
+        if dead:
+            # Fewer when another sender took some of the rows after this one's claim ran out.
+            self._log_dropped(group, reason, dead)
 
-    def _log_dropped(self, group: _LaneRows, reason: str) -> None:
+    def _log_dropped(self, group: _LaneRows, reason: str, count: int | None = None) -> None:
         self.log.info(
-            "%d IRC notification(s) of %s dropped: %s", len(group.rows), group.user, reason
+            "%d IRC notification(s) of %s dropped: %s",
+            len(group.rows) if count is None else count,
+            group.user,
+            reason,
         )

@@ -303,6 +303,7 @@ def apply(
     hold_at_most: dt.timedelta | None = None,
     no_destination_error: str = NO_ADDRESS_ERROR,
     retry_seconds: float = NO_ADDRESS_RETRY_SECONDS,
+    worker: str | None = None,
 ) -> Settled | None:
     """Carry out a decision that settles rows without sending; None for ``send``/``digest``.
 
@@ -310,7 +311,9 @@ def apply(
     ``hold_at_most`` when given (so an unmute takes effect soon); ``dead`` marks
     them dead with the decision's note; ``no_destination`` counts a failed attempt
     retried every ``retry_seconds``, dead after ``max_attempts``, recorded as
-    ``no_destination_error`` (the sender's wording for its kind of address).
+    ``no_destination_error`` (the sender's wording for its kind of address). With
+    ``worker``, rows that sender's claim no longer holds are left to their new
+    holder, as for ``outbox.mark_failed``.
     """
     if decision.kind == "hold":
         assert decision.until is not None  # every hold says until when
@@ -318,10 +321,12 @@ def apply(
         if hold_at_most is not None:
             until = min(until, now + hold_at_most)
         return Settled(
-            postponed=postpone(session, ids, until, note=decision.note, reason=decision.reason)
+            postponed=postpone(
+                session, ids, until, note=decision.note, reason=decision.reason, worker=worker
+            )
         )
     if decision.kind == "dead":
-        return Settled(dead=mark_dead(session, ids, decision.note, now=now))
+        return Settled(dead=mark_dead(session, ids, decision.note, now=now, worker=worker))
     if decision.kind == "no_destination":
         states = [
             mark_failed(
@@ -333,9 +338,10 @@ def apply(
                 backoff_max_seconds=retry_seconds,
                 now=now,
                 reason="no_address",
+                worker=worker,
             )
             for row_id in ids
         ]
-        dead = states.count("dead")
-        return Settled(failed=len(states) - dead, dead=dead)
+        # A row another sender holds keeps its state, which counts as neither.
+        return Settled(failed=states.count("failed"), dead=states.count("dead"))
     return None

@@ -879,15 +879,17 @@ def postpone(
     *,
     note: str | None = None,
     reason: str | None = None,
+    worker: str | None = None,
 ) -> int:
     """Put rows back to ``pending`` until ``until`` without counting an attempt.
 
     ``note``, when given, is kept in ``last_error`` so operators see why a row
     waits (masked like errors); ``reason`` is kept in ``hold_reason`` (one of
-    ``fmn_core.schedule.HOLD_REASONS``: what users are told). Returns how many
-    rows changed.
+    ``fmn_core.schedule.HOLD_REASONS``: what users are told). With ``worker`` (a
+    sender reporting its send), rows that sender no longer holds are left alone
+    (see ``_held_by``). Returns how many rows changed.
     """
-    return _postpone(session, ids, until, note=note, reason=reason, extra={})
+    return _postpone(session, ids, until, note=note, reason=reason, extra={}, worker=worker)
 
 
 def postpone_offline(
@@ -897,6 +899,7 @@ def postpone_offline(
     *,
     note: str | None = None,
     now: dt.datetime | None = None,
+    worker: str | None = None,
 ) -> int:
     """``postpone`` rows whose IRC nick is not online (``hold_reason`` ``offline``).
 
@@ -904,7 +907,7 @@ def postpone_offline(
     as ``ClaimedNotification.offline_since``), which ``bot.offline_hold_minutes``
     counts from: ``now`` for a row that did not wait for that before this claim
     (new, or back from a digest, quiet hours, a mute or a failed send), the time it
-    has for one that did. Returns how many rows changed.
+    has for one that did. ``worker`` as for ``postpone``. Returns how many rows changed.
     """
     c = Notification.__table__.c
     began = case(
@@ -914,7 +917,13 @@ def postpone_offline(
         else_=literal(_now(now), c.offline_since.type),
     )
     return _postpone(
-        session, ids, until, note=note, reason=_OFFLINE, extra={"offline_since": began}
+        session,
+        ids,
+        until,
+        note=note,
+        reason=_OFFLINE,
+        extra={"offline_since": began},
+        worker=worker,
     )
 
 
@@ -926,6 +935,7 @@ def _postpone(
     note: str | None,
     reason: str | None,
     extra: dict[str, Any],
+    worker: str | None = None,
 ) -> int:
     id_list = list(ids)
     if not id_list:
@@ -940,13 +950,24 @@ def _postpone(
     }
     if note is not None:
         values["last_error"] = scrub_error(note)
+    where = [Notification.id.in_(id_list)]
+    if worker is not None:
+        where.append(_still_held_by(worker))
     result = session.execute(
         update(Notification)
-        .where(Notification.id.in_(id_list))
+        .where(*where)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _still_held_by(worker: str) -> Any:
+    """``_held_by`` as a condition, for statements that change many rows at once."""
+    return and_(
+        Notification.state == NotificationState.SENDING.value,
+        Notification.claimed_by == worker,
+    )
 
 
 def release(session: Session, ids: Iterable[int], *, worker: str) -> int:
@@ -960,11 +981,7 @@ def release(session: Session, ids: Iterable[int], *, worker: str) -> int:
         return 0
     result = session.execute(
         update(Notification)
-        .where(
-            Notification.id.in_(id_list),
-            Notification.state == NotificationState.SENDING.value,
-            Notification.claimed_by == worker,
-        )
+        .where(Notification.id.in_(id_list), _still_held_by(worker))
         .values(state=NotificationState.PENDING.value, claimed_by=None, claimed_until=None)
         .execution_options(synchronize_session=False)
     )

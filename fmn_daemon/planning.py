@@ -146,7 +146,9 @@ class RoundPlanner:
                 if is_transient(exc):
                     raise
                 reason = f"cannot be planned: {describe(exc)}"
-                outbox.mark_dead(session, [row.id for row in rows], reason, now=now)
+                outbox.mark_dead(
+                    session, [row.id for row in rows], reason, now=now, worker=self.worker
+                )
                 self.metrics.inc("notifications_dead", len(rows))
                 log.error(
                     "delivery: message %s for %s/%s: %d rows are dead: %s",
@@ -197,7 +199,12 @@ class RoundPlanner:
             jobs.append(self._digest(session, rows, now))
             return 0
         settled = delivery_policy.apply(
-            session, decision, ids, max_attempts=delivery.max_attempts, now=now
+            session,
+            decision,
+            ids,
+            max_attempts=delivery.max_attempts,
+            now=now,
+            worker=self.worker,
         )
         assert settled is not None  # only "send" and "digest" are left to the sender
         counts["notifications_dead"] += settled.dead
@@ -244,6 +251,7 @@ class RoundPlanner:
                     [r.id for r in quiet],
                     max_attempts=self.config.delivery.max_attempts,
                     now=now,
+                    worker=self.worker,
                 )
                 pulled = [r for r in pulled if r.lane != "instant"]
         everything = sorted([*rows, *pulled], key=lambda r: (r.created_at, r.id))

@@ -15,6 +15,7 @@ import supybot.conf as conf
 import supybot.ircmsgs as ircmsgs
 
 from fmn_bot.delivery import MAX_LINE_BYTES, Pacer, RoundReport, notification_line
+from fmn_bot.irc_link import IrcLink
 from fmn_core import outbox, preferences
 from fmn_core.models import NotificationState, utcnow
 
@@ -219,6 +220,101 @@ class DeliveryCases(_Cases):
         assert row.state == PENDING and row.claimed_by is None
         conf.supybot.plugins.Fmn.network.setValue("test")
         assert len(self.deliver_round(online=["alice_"])[1]) == 1
+
+    def _taken_over_while_looking_up(self, moment: dt.datetime, *, refuse: bool = False) -> None:
+        """While this bot waits for ISON its claim runs out, and another sender claims
+        the rows and sends them; ``refuse``: the connection then refuses the bot's line."""
+        sender = self.plugin.delivery
+        real: IrcLink = sender.link
+        lease = sender.config.delivery.claim_lease_seconds
+        database = self.database
+
+        class LateLink:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def online(self, nicks: list[str]) -> frozenset[str] | None:
+                with database.begin() as session:
+                    taken = outbox.claim_due(
+                        session,
+                        worker="fmn-bot:elsewhere:1",
+                        contexts=["irc"],
+                        limit=10,
+                        lease_seconds=lease,
+                        now=moment + dt.timedelta(seconds=lease + 1),
+                    )
+                    assert taken, "the bot's claim did not run out"
+                    outbox.mark_sent(session, [r.id for r in taken])
+                return real.online(nicks)
+
+            def send(self, nick: str, line: str) -> bool:
+                return False if refuse else real.send(nick, line)
+
+        sender.link = LateLink()
+        self.addCleanup(setattr, sender, "link", real)
+
+    def test_a_late_bot_does_not_undo_a_send_by_the_rows_new_holder(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        moment = utcnow()
+        self._taken_over_while_looking_up(moment)
+        report, sent = self.deliver_round(online=[], now=moment)
+        assert sent == [] and report.postponed == 0
+        [row] = self.outbox_rows(ids)
+        # Back to pending, it would have gone out once more when the nick came back.
+        assert row.state == SENT and row.hold_reason is None and row.last_error is None
+
+    def test_a_late_bot_does_not_kill_a_row_its_new_holder_sent(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        start = utcnow()
+        assert self.deliver_round(online=[], now=start)[0].postponed == 1
+        moment = start + dt.timedelta(minutes=31)
+        self._taken_over_while_looking_up(moment)
+        report, sent = self.deliver_round(online=[], now=moment)
+        assert sent == [] and report.dead == 0
+        [row] = self.outbox_rows(ids)
+        assert row.state == SENT and row.attempts == 0 and row.last_error is None
+
+    def test_a_late_bot_whose_line_is_refused_leaves_the_new_holders_send(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        moment = utcnow()
+        self._taken_over_while_looking_up(moment, refuse=True)
+        report, _sent = self.deliver_round(online=["alice_"], now=moment)
+        assert report.sent == 0 and report.postponed == 0
+        [row] = self.outbox_rows(ids)
+        assert row.state == SENT and row.last_error is None
+
+    def test_a_late_bot_does_not_hold_a_muted_row_its_new_holder_sent(self) -> None:
+        ids = self.add_notifications("alice", ["rnv"])
+        with self.database.begin() as session:
+            preferences.mute(session, preferences.Actor("alice"), dt.timedelta(hours=5))
+        moment = utcnow()
+        sender = self.plugin.delivery
+        lease = sender.config.delivery.claim_lease_seconds
+        real_stats = sender._stats
+        database = self.database
+
+        def late_stats(first: object, now: dt.datetime) -> object:
+            # The policy's look-ups are slow: the claim runs out, another sender sends.
+            with database.begin() as session:
+                taken = outbox.claim_due(
+                    session,
+                    worker="fmn-bot:elsewhere:1",
+                    contexts=["irc"],
+                    limit=10,
+                    lease_seconds=lease,
+                    now=moment + dt.timedelta(seconds=lease + 1),
+                )
+                assert taken, "the bot's claim did not run out"
+                outbox.mark_sent(session, [r.id for r in taken])
+            return real_stats(first, now)  # type: ignore[arg-type]
+
+        sender._stats = late_stats
+        self.addCleanup(setattr, sender, "_stats", real_stats)
+        report, sent = self.deliver_round(online=["alice_"], now=moment)
+        assert sent == [] and report.postponed == 0
+        [row] = self.outbox_rows(ids)
+        # Held as muted, it would have gone out a second time after the unmute.
+        assert row.state == SENT and row.hold_reason is None and row.last_error is None
 
 
 class TestDeliverySqlite(DeliveryCases, conftest.FmnCase):

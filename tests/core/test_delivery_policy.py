@@ -283,6 +283,38 @@ def test_apply_no_destination_retries_until_max_attempts(db: Database) -> None:
     assert row.next_attempt_at >= expected
 
 
+def test_apply_with_a_worker_leaves_rows_another_sender_took_since(db: Database) -> None:
+    with db.begin() as session:
+        jo = add_user(session, "jo")
+        ids = [add_notification(session, jo).id for _ in range(3)]
+    now = utcnow()
+    with db.begin() as session:
+        late = outbox.claim_ids(session, ids, worker="late", lease_seconds=60, now=now)
+        assert len(late) == 3
+    later = now + dt.timedelta(seconds=61)
+    with db.begin() as session:
+        # The late sender's lease ran out: its rows are due again, for another sender.
+        taken = outbox.claim_due(
+            session, worker="new", contexts=["email"], limit=10, lease_seconds=60, now=later
+        )
+        assert sorted(r.id for r in taken) == ids
+        outbox.mark_sent(session, ids)
+    decisions = (
+        delivery_policy.Decision("hold", later + dt.timedelta(hours=1), "held: muted"),
+        delivery_policy.Decision("dead", note="turned off"),
+        delivery_policy.Decision("no_destination"),
+    )
+    for decision in decisions:
+        with db.begin() as session:
+            settled = delivery_policy.apply(
+                session, decision, ids, max_attempts=1, now=later, worker="late"
+            )
+        assert settled == delivery_policy.Settled(), decision.kind
+    for row_id in ids:
+        row = state_of(db, row_id)
+        assert (row.state, row.attempts, row.last_error) == ("sent", 0, None)
+
+
 def test_mark_dead_counts_the_attempt_masks_the_reason_and_can_be_requeued(db: Database) -> None:
     with db.begin() as session:
         jo = add_user(session, "jo", addresses=("jo@example.org",))
