@@ -12,6 +12,10 @@ chosen by ``accounts.provider``:
 - ``fas2`` (``Fas2Directory``): asks a FAS2-compatible account system through
   python-fedora (the optional extra ``fmn[fas]``), bounded: no redirect is followed.
 
+The two remote ones share a ``DirectoryBreaker``: after the directory failed to
+answer, questions fail at once for ``RETRY_AFTER_SECONDS`` instead of each waiting
+for its own timeout on a server that is down or silent.
+
 The functions below are what the rest of fmn asks: ``check_account_name`` (the
 one syntax check), ``account_of_login`` (the TUI's uid to an account),
 ``account_of_irc`` (the bot's services account to an account, through the
@@ -27,9 +31,9 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,8 +55,10 @@ from .text import irc_fold
 __all__ = [
     "ACCOUNT_NAME_RE",
     "MAX_ANSWER_BYTES",
+    "RETRY_AFTER_SECONDS",
     "AccountDirectory",
     "AccountDirectoryUnavailable",
+    "DirectoryBreaker",
     "DirectoryChanges",
     "Fas2Directory",
     "LocalDirectory",
@@ -104,6 +110,48 @@ def _is_valid_name(name: str) -> bool:
 #: The largest answer read from a remote directory (a FASJSON page of 40 full users is
 #: ~40 kB; a FAS2 person with every membership far less).
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: After a remote directory failed to answer, how long questions to it fail at once
+#: instead of each waiting for its own timeout (the matcher asks inside the consumer's loop).
+RETRY_AFTER_SECONDS = 30.0
+
+_Answer = TypeVar("_Answer")
+
+
+class DirectoryBreaker:
+    """Fails questions to a remote directory at once for a while after one failed.
+
+    A directory that is down, or accepts connections and never answers, would
+    otherwise cost every question its full timeout. After a question fails with
+    ``AccountDirectoryUnavailable``, the next ones raise the same error at once,
+    saying when the directory is asked again; the first question after that
+    window goes to the directory again. ``retry_after`` is read at each failure
+    (so a test, or the FASJSON module's own setting, can shorten it). Safe to share
+    between threads: its state is one tuple, replaced whole.
+    """
+
+    def __init__(self, where: str, retry_after: Callable[[], float] | None = None) -> None:
+        self.where = where
+        self._retry_after = retry_after or (lambda: RETRY_AFTER_SECONDS)
+        #: monotonic time before which the directory is not asked again, and why.
+        self._down: tuple[float, str] = (0.0, "")
+
+    def __repr__(self) -> str:
+        return f"DirectoryBreaker({self.where!r})"
+
+    def ask(self, question: Callable[[], _Answer]) -> _Answer:
+        """``question()``, unless the directory failed lately; its failure opens the breaker."""
+        until, why = self._down
+        if time.monotonic() < until:
+            raise AccountDirectoryUnavailable(self.where, why)
+        try:
+            return question()
+        except AccountDirectoryUnavailable as exc:
+            wait = self._retry_after()
+            self._down = (
+                time.monotonic() + wait,
+                f"{exc.problem} (not asked again for {wait:.0f}s)",
+            )
+            raise
 
 
 # --- profiles ------------------------------------------------------------------------
@@ -280,10 +328,11 @@ class Fas2Directory:
     redirect is followed, and an answer ends after ``timeout`` seconds and 4 MiB.
 
     Answers are remembered for ``cache_seconds`` so a busy front end does not
-    query the service for every command. One instance may be shared by threads:
-    python-fedora's client is not thread-safe, so each thread has its own, and a
-    question is asked outside the cache's lock, so a slow answer about one
-    account holds up nobody asking about another.
+    query the service for every command. After the service failed to answer,
+    questions fail at once for a while (``DirectoryBreaker``). One instance may be
+    shared by threads: python-fedora's client is not thread-safe, so each thread
+    has its own, and a question is asked outside the cache's lock, so a slow
+    answer about one account holds up nobody asking about another.
     """
 
     def __init__(
@@ -337,6 +386,7 @@ class Fas2Directory:
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
+        self._breaker = DirectoryBreaker(self.base_url)
 
     def __repr__(self) -> str:
         return f"Fas2Directory({self.base_url!r})"
@@ -387,7 +437,7 @@ class Fas2Directory:
                 return cached[1]
         # Asked without the lock: two threads may ask about one account at once,
         # which costs a question, where holding the lock would stop every lookup.
-        person = self._ask(name)
+        person = self._breaker.ask(lambda: self._ask(name))
         with self._lock:
             self._cache[name] = (now, person)
             self._cache.move_to_end(name)

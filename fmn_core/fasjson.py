@@ -49,7 +49,14 @@ from typing import Any
 
 import requests
 
-from .accounts import ACCOUNT_NAME_RE, MAX_ANSWER_BYTES, Profile, parse_chat_nicks
+from . import accounts
+from .accounts import (
+    ACCOUNT_NAME_RE,
+    MAX_ANSWER_BYTES,
+    DirectoryBreaker,
+    Profile,
+    parse_chat_nicks,
+)
 from .errors import AccountDirectoryUnavailable, ConfigError
 from .library_http import bounded_requests
 from .text import irc_fold
@@ -65,8 +72,9 @@ PAGE_SIZE = 40
 #: FASJSON refuses substring searches shorter than this.
 MIN_SEARCH = 3
 #: After FASJSON failed to answer, how long questions fail at once instead of each
-#: waiting for its own timeout (the matcher asks inside the consumer's loop).
-RETRY_AFTER_SECONDS = 30.0
+#: waiting for its own timeout (``accounts.DirectoryBreaker``); FASJSON's own, so it
+#: can be set apart from FAS2's.
+RETRY_AFTER_SECONDS = accounts.RETRY_AFTER_SECONDS
 
 _MISSING = object()
 #: Fedora group names: like account names, and some older ones hold "_" or ".".
@@ -128,9 +136,7 @@ class FasjsonDirectory:
         # requests' Session is not documented as thread-safe: one per thread.
         self._local = threading.local()
         self._cache = _Cache(cache_seconds)
-        #: monotonic time before which FASJSON is not asked again, and why.
-        self._down_until = 0.0
-        self._down_why = ""
+        self._breaker = DirectoryBreaker(self.base_url, lambda: RETRY_AFTER_SECONDS)
 
     def __repr__(self) -> str:
         return f"FasjsonDirectory({self.base_url!r})"
@@ -311,14 +317,7 @@ class FasjsonDirectory:
         if found is not _MISSING:
             return found
         try:
-            if time.monotonic() < self._down_until:
-                raise AccountDirectoryUnavailable(self.base_url, self._down_why)
-            try:
-                value = ask()
-            except AccountDirectoryUnavailable as exc:
-                self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
-                self._down_why = f"{exc.problem} (not asked again for {RETRY_AFTER_SECONDS:.0f}s)"
-                raise
+            value = self._breaker.ask(ask)
         except AccountDirectoryUnavailable as exc:
             old = self._cache.stale(key)
             if old is _MISSING:

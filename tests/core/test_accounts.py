@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 from hostile_http import Answer, head, hostile_server, reply
 
+import fmn_core.accounts as accounts_module
 from fmn_core.accounts import (
     AccountDirectoryUnavailable,
     Fas2Directory,
@@ -379,3 +380,34 @@ def test_fas2_directory_answers_about_others_while_one_answer_is_slow() -> None:
     # Not the 4 s alice's answer is held for.
     assert elapsed < 3.5
     assert directory.groups_of("alice") == {"packager", "python-sig"}  # remembered
+
+
+def test_fas2_directory_fails_fast_while_a_silent_server_is_down_and_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A FAS2 server that takes connections and never answers costs one timeout, not
+    one per question: after that, questions fail at once until it is asked again."""
+    monkeypatch.setattr(accounts_module, "RETRY_AFTER_SECONDS", 1.5)
+    answering = threading.Event()
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        if answering.is_set():
+            _person_answer(conn, request)
+        else:
+            answering.wait(10)  # silent: the connection stays open, and nothing comes
+
+    with hostile_server(answer) as fas:
+        directory = Fas2Directory(f"{fas.url}/accounts/", "fmn-bot", "s3cret", timeout=0.5)
+        with pytest.raises(AccountDirectoryUnavailable, match=r"did not answer within 0\.5 s"):
+            directory.exists("alice")
+        asked = len(fas.requests)
+        started = time.monotonic()
+        for name in ("bob", "carol", "alice"):
+            with pytest.raises(AccountDirectoryUnavailable, match="not asked again for 2s"):
+                directory.groups_of(name)
+        assert time.monotonic() - started < 0.3  # not 3 timeouts of 0.5 s
+        assert len(fas.requests) == asked
+        answering.set()
+        time.sleep(1.6)
+        assert directory.groups_of("alice") == {"packager", "python-sig"}
+        assert not directory.exists("carol")
