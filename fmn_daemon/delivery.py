@@ -16,6 +16,15 @@ slowest send, and a slot that frees up finds the next mail already claimed. Rows
 in flight count as sent for the rate limit, as they were once a round waited for
 its sends.
 
+A paced context (Matrix: ``matrix.lines_per_second`` across all users) costs only
+itself: a line waits for its turn before it takes a send slot, so no slot sleeps
+through the pacing; its lines do not count against the claim-ahead bound above but
+against one of their own, a quarter of the claim lease's worth of lines
+(``_paced_room``), so the last of them goes well before its lease ends (and it is
+not claimed and sent again). Lines claimed beyond that go back to ``pending`` at
+once, and claims leave the context out while more than half its room is taken, so
+a Matrix backlog never stops other contexts' rows from being claimed.
+
 What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
 the IRC bot: ``fmn_core.delivery_policy.decide`` says what, and
@@ -30,7 +39,10 @@ line, and every message is one line worded by ``fmn_core.chat``, as the IRC bot
 words it.
 
 A message goes to every confirmed destination of the context, each in its own
-``try``: one failing destination never stops the others. Outcome of a row:
+``try``: one failing destination never stops the others. Up to
+``DESTINATIONS_AT_ONCE`` go at once, so that a user whose push servers each keep a
+send to its deadline holds the claim for two deadlines, not ten (a start-up warning
+names a claim lease shorter than twice that). Outcome of a row:
 
 - every destination took it, or at least one did: **sent**. The destinations
   that failed are noted (masked) in ``last_error`` and logged, but the row is not
@@ -75,9 +87,9 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -89,7 +101,8 @@ from fmn_core.chat import (
     digest_line,
     notification_line,
 )
-from fmn_core.config import Config
+from fmn_core.config import Config, DeliveryConfig
+from fmn_core.confirmation import MAX_DESTINATIONS_PER_CONTEXT
 from fmn_core.db import Database
 from fmn_core.delivery_policy import (
     COUNT_ONLY_MAX_WAIT,
@@ -113,6 +126,7 @@ from .new_rows import NewRowsListener, sleep_until_stopped
 from .outcomes import Outcome, OutcomeRecorder
 from .planning import Job, Round, RoundPlanner
 from .transports import (
+    DESTINATIONS_AT_ONCE,
     Blocking,
     Pooled,
     Transport,
@@ -121,13 +135,16 @@ from .transports import (
     build_transports,
 )
 from .transports.live import LiveHub
+from .transports.push import SEND_DEADLINE_TIMEOUTS
 
 __all__ = [
     "COUNT_ONLY_MAX_WAIT",
     "DELIVERED_CONTEXTS_EXCLUDE",
+    "DESTINATIONS_AT_ONCE",
     "DISABLED_ERROR",
     "NO_ADDRESS_ERROR",
     "NO_ADDRESS_RETRY_SECONDS",
+    "PUSH_JOB_TIMEOUTS",
     "RATE_LIMIT_DIGEST_MINUTES",
     "Senders",
 ]
@@ -148,6 +165,26 @@ _DB_BACKOFF_MAX = 30.0
 _CLAIM_AHEAD = 2
 #: How often an idle sender looks for transport connections unused for too long.
 _IDLE_CHECK_SECONDS = 5.0
+#: A paced context (``_Paced``: Matrix) has at most this share of the claim lease in
+#: lines claimed ahead: the last of them waits its turn a quarter of the lease, well
+#: before the lease runs out and the row is claimed (and sent) again.
+_PACED_LEASE_SHARE = 0.25
+#: The longest a push job takes, in ``push.timeout_seconds``: a send's deadline for
+#: each round of a user's destinations.
+PUSH_JOB_TIMEOUTS = SEND_DEADLINE_TIMEOUTS * -(
+    -MAX_DESTINATIONS_PER_CONTEXT // DESTINATIONS_AT_ONCE
+)
+_PUSH_CONTEXTS = frozenset({"push", "android", "desktop"})
+
+
+@runtime_checkable
+class _Paced(Protocol):
+    """A transport whose lines wait their turn (Matrix) inside ``send``, just before
+    each goes: it sends in slots of its own, so that a send asleep in the pacing
+    holds no slot another context's message could use."""
+
+    @property
+    def lines_per_second(self) -> float: ...
 
 
 class Senders:
@@ -184,6 +221,17 @@ class Senders:
         self._inflight: dict[asyncio.Future[None], Job] = {}
         #: Contexts whose transport sends from a worker thread (``Blocking``).
         self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
+        #: Paced contexts, how many lines each may have claimed ahead, and has (``run``
+        #: counts their jobs apart, and claims leave out a context whose backlog is full).
+        self._paced = {c: t for c, t in self.transports.items() if isinstance(t, _Paced)}
+        self._paced_room = {
+            c: _paced_room(t.lines_per_second, config.delivery) for c, t in self._paced.items()
+        }
+        self._paced_lines: Counter[str] = Counter()
+        self._paced_jobs = 0
+        #: A paced context's own send slots, as many as the shared ones.
+        self._paced_slots = {c: _Slots(config.delivery.senders) for c in self._paced}
+        _warn_of_a_short_lease(config, self.transports)
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
         self._outcomes = OutcomeRecorder(db, config.delivery, metrics, worker=self.worker)
@@ -225,19 +273,20 @@ class Senders:
         """
         delivery = self.config.delivery
         failures = 0
-        self._slots = _Slots(delivery.senders)
+        self._fresh_slots()
         watcher = asyncio.create_task(self._watch_stop(stop), name="delivery-stop-watch")
         try:
             while not stop.is_set():
-                if len(self._inflight) >= delivery.senders * _CLAIM_AHEAD:
-                    # Every slot is busy and as many sends again wait for one.
+                if len(self._inflight) - self._paced_jobs >= delivery.senders * _CLAIM_AHEAD:
+                    # Every slot is busy and as many sends again wait for one (paced
+                    # lines have their own bound: ``_paced_room``).
                     await self._await_one(stop)
                     continue
                 try:
                     codes = time.monotonic() >= self._codes_at
                     if codes:
                         self._codes_at = time.monotonic() + delivery.idle_poll_seconds
-                    claimed = await self._start_round(codes=codes, beside=True)
+                    claimed, more = await self._start_round(codes=codes, beside=True)
                     failures = 0
                 except Exception as exc:
                     # Rows are isolated inside the round; what reaches here is the
@@ -257,7 +306,7 @@ class Senders:
                         )
                     await sleep_until_stopped(stop, delay)
                     continue
-                if claimed >= delivery.batch_size:
+                if more:
                     continue  # more may be due already
                 if claimed and not self._new_rows.listening:
                     # Nobody announces new rows: look again when a send is done or
@@ -311,15 +360,22 @@ class Senders:
         if not self._inflight:
             # A fresh semaphore never belongs to another event loop (drain() from a
             # new loop in tests).
-            self._slots = _Slots(self.config.delivery.senders)
-        handled = await self._start_round(codes=True)
+            self._fresh_slots()
+        handled, _ = await self._start_round(codes=True)
         await self._await_inflight(stop)
         return handled
 
-    async def _start_round(self, *, codes: bool, beside: bool = False) -> int:
+    def _fresh_slots(self) -> None:
+        senders = self.config.delivery.senders
+        self._slots = _Slots(senders)
+        self._paced_slots = {c: _Slots(senders) for c in self._paced}
+
+    async def _start_round(self, *, codes: bool, beside: bool = False) -> tuple[int, bool]:
         """Send pending codes (if ``codes``), claim and settle a batch, start its sends.
 
-        Returns how many rows and codes it handled; the sends run on as tasks. With
+        Returns how many rows and codes it handled, and whether more rows may be due
+        already (a whole batch claimed, or a paced context's rows given back); the
+        sends run on as tasks. With
         ``beside``, the codes go in a task of their own and are not counted: a code
         goes to an address nobody has proved yet, and a server there that answers
         slowly must not hold up everyone's notifications until it is done.
@@ -330,8 +386,10 @@ class Senders:
         elif codes:
             handled = await self._send_codes()
         inflight = self._inflight_by_group()
+        exclude = self._claim_exclusions()
+        released: set[int] = set()
         try:
-            claimed, plan = await self._core(self._claim_and_plan, inflight)
+            claimed, plan, released = await self._core(self._claim_plan_and_trim, inflight, exclude)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -339,14 +397,14 @@ class Senders:
                 "delivery: a claim or its plan failed (%s); claiming its rows one at a time",
                 for_log(describe(exc), limit=200),
             )
-            claimed = await in_thread(self._claim_one_by_one)
-            plan = (
-                await self._core(self._planner.plan, claimed, inflight, isolated=True)
-                if claimed
-                else Round([], 0)
-            )
+            claimed = await in_thread(self._claim_one_by_one, exclude)
+            if claimed:
+                plan = await self._core(self._planner.plan, claimed, inflight, isolated=True)
+                plan, released = await self._core(self._within_paced_room, plan)
+            else:
+                plan = Round([], 0)
         if not claimed:
-            return handled
+            return handled, False
         if plan.settled:
             log.debug("delivery: %d claimed rows settled without sending", plan.settled)
         for job in plan.jobs:
@@ -354,23 +412,45 @@ class Senders:
             if job.head.context in self._blocking:
                 sending = self._queue_mail(job)
             else:
+                if job.head.context in self._paced:
+                    self._paced_lines[job.head.context] += _lines(job)
+                    self._paced_jobs += 1
                 sending = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
             self._inflight[sending] = job
             sending.add_done_callback(self._done)
         claimed_ids = {c.id for c in claimed}
         # Digests may have pulled in waiting rows that were not due yet.
         extra = sum(1 for job in plan.jobs for row in job.rows if row.id not in claimed_ids)
-        return handled + len(claimed) + extra
+        kept = len(claimed_ids - released)
+        more = len(claimed) >= self.config.delivery.batch_size or bool(released)
+        return handled + kept + extra, more
+
+    def _claim_plan_and_trim(
+        self,
+        session: Session,
+        inflight: Mapping[tuple[int, str], int],
+        exclude: tuple[str, ...],
+    ) -> tuple[list[ClaimedNotification], Round, set[int]]:
+        """``_claim_and_plan``, then ``_within_paced_room``: also returns the rows
+        given back at once."""
+        claimed, plan = self._claim_and_plan(session, inflight, exclude)
+        if not self._paced or not plan.jobs:
+            return claimed, plan, set()
+        plan, released = self._within_paced_room(session, plan)
+        return claimed, plan, released
 
     def _claim_and_plan(
-        self, session: Session, inflight: Mapping[tuple[int, str], int]
+        self,
+        session: Session,
+        inflight: Mapping[tuple[int, str], int],
+        exclude: tuple[str, ...] = DELIVERED_CONTEXTS_EXCLUDE,
     ) -> tuple[list[ClaimedNotification], Round]:
         """Claim a batch of due rows and plan it, in one transaction."""
         delivery = self.config.delivery
         claimed = outbox.claim_due(
             session,
             worker=self.worker,
-            exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE,
+            exclude_contexts=exclude,
             limit=delivery.batch_size,
             lease_seconds=delivery.claim_lease_seconds,
             now=self.clock(),
@@ -380,6 +460,40 @@ class Senders:
         # No savepoints: anything that fails here rolls the claim back too, and the
         # round is redone row by row and group by group (``_start_round``).
         return claimed, self._planner.plan(session, claimed, inflight, isolated=False)
+
+    def _claim_exclusions(self) -> tuple[str, ...]:
+        """The contexts the next claim leaves out: the bot's, and each paced context
+        with more than half its room taken (so that a claim is not made for a line or
+        two, and given back, at every line sent)."""
+        if not self._paced:
+            return DELIVERED_CONTEXTS_EXCLUDE
+        full = tuple(c for c, room in self._paced_room.items() if self._paced_lines[c] * 2 > room)
+        return DELIVERED_CONTEXTS_EXCLUDE + full
+
+    def _within_paced_room(self, session: Session, plan: Round) -> tuple[Round, set[int]]:
+        """Keep a paced context's jobs while their lines fit its room (``_paced_room``),
+        oldest first, and give the rest back at once (``outbox.release``: no attempt
+        counted): lines claimed beyond it would wait their turn past their lease.
+
+        A context with nothing in flight keeps at least one job, however many lines.
+        """
+        taken = Counter(self._paced_lines)
+        jobs: list[Job] = []
+        released: set[int] = set()
+        for job in plan.jobs:
+            context = job.head.context
+            room = self._paced_room.get(context)
+            if room is not None:
+                lines = _lines(job)
+                if taken[context] and taken[context] + lines > room:
+                    released.update(job.ids)
+                    continue
+                taken[context] += lines
+            jobs.append(job)
+        if released:
+            outbox.release(session, released, worker=self.worker)
+            log.debug("delivery: %d paced rows given back until their turn nears", len(released))
+        return Round(jobs=jobs, settled=plan.settled), released
 
     def _inflight_by_group(self) -> Counter[tuple[int, str]]:
         """Rows being sent now, per (user id, context): sent, as far as rate limits go."""
@@ -445,6 +559,9 @@ class Senders:
 
     def _done(self, task: asyncio.Future[None]) -> None:
         job = self._inflight.pop(task, None)
+        if self._paced and job is not None and job.head.context in self._paced:
+            self._paced_lines[job.head.context] -= _lines(job)
+            self._paced_jobs -= 1
         self._wake_up()
         if task.cancelled():
             return
@@ -525,13 +642,11 @@ class Senders:
         except SQLAlchemyError:
             log.warning("delivery: could not release %d rows; their lease will expire", len(ids))
 
-    def _claim_one_by_one(self) -> list[ClaimedNotification]:
+    def _claim_one_by_one(self, exclude: tuple[str, ...]) -> list[ClaimedNotification]:
         """Claim due rows one per transaction; a row that fails is marked dead with the reason."""
         delivery = self.config.delivery
         with self.db.begin() as session:
-            ids = outbox.due_ids(
-                session, exclude_contexts=DELIVERED_CONTEXTS_EXCLUDE, limit=delivery.batch_size
-            )
+            ids = outbox.due_ids(session, exclude_contexts=exclude, limit=delivery.batch_size)
         claimed: list[ClaimedNotification] = []
         for row_id in ids:
             try:
@@ -567,6 +682,10 @@ class Senders:
 
     async def _deliver(self, job: Job) -> None:
         """Send ``job`` on a transport that sends from the event loop, in a slot."""
+        paced = self._paced_slots.get(job.head.context)
+        if paced is not None:
+            await self._deliver_paced(job, paced)
+            return
         slots = self._slots
         await slots.take()
         try:
@@ -578,6 +697,21 @@ class Senders:
             await self._outcomes.record(outcome)
         finally:
             self._slot_freed(slots)
+
+    async def _deliver_paced(self, job: Job, slots: _Slots) -> None:
+        """Send ``job`` in a slot of its paced context's own.
+
+        Its transport waits for the line's turn just before the message goes (after
+        the room is found), as the pacing must; the context's lines keep their order
+        (the pacing is one queue), and no other context's send waits meanwhile.
+        """
+        await slots.take()
+        try:
+            outcome = await self._send(job)
+            # Recorded before the slot is given back, as ``_deliver`` records.
+            await self._outcomes.record(outcome)
+        finally:
+            slots.give()
 
     def _queue_mail(self, job: Job) -> asyncio.Future[None]:
         """Hand ``job`` (a ``Blocking`` transport's) to the send threads; settled once recorded.
@@ -695,13 +829,21 @@ class Senders:
         transport, rendered, errors, refused = self._prepare(job)
         accepted = 0
         if transport is not None and rendered is not None:
-            for destination in job.head.destinations:
-                try:
-                    await transport.send(destination, rendered)
-                except Exception as exc:
-                    self._note_failure(job, destination, exc, errors, refused)
-                else:
+            destinations = job.head.destinations
+            if len(destinations) == 1:
+                failures = [await _send_one(transport.send, destinations[0], rendered)]
+            else:
+                # At once (``DESTINATIONS_AT_ONCE``): one after the other, a user's slow
+                # servers would hold the claim for the sum of their deadlines.
+                at_once = asyncio.Semaphore(DESTINATIONS_AT_ONCE)
+                failures = await asyncio.gather(
+                    *(_send_one(transport.send, d, rendered, at_once) for d in destinations)
+                )
+            for destination, failure in zip(destinations, failures, strict=True):
+                if failure is None:
                     accepted += 1
+                else:
+                    self._note_failure(job, destination, failure, errors, refused)
         return _outcome(job, accepted, errors, refused)
 
     def _prepare(self, job: Job) -> tuple[Transport | None, Rendered | None, list[str], list[str]]:
@@ -915,6 +1057,60 @@ def _call_soon(
     # Closed: a forced stop left this thread running, and nobody waits for it now.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *args)
+
+
+async def _send_one(
+    send: Callable[[str, Rendered], Awaitable[None]],
+    destination: str,
+    rendered: Rendered,
+    at_once: asyncio.Semaphore | None = None,
+) -> Exception | None:
+    """Send to one destination; what it failed with, if it did (one never stops the others)."""
+    try:
+        if at_once is None:
+            await send(destination, rendered)
+        else:
+            async with at_once:
+                await send(destination, rendered)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _warn_of_a_short_lease(config: Config, transports: Mapping[str, Transport]) -> None:
+    """Say at start-up when a push job can outlast half its claim's lease.
+
+    Half is left for the wait for a send slot. A warning, not a refusal: a short
+    lease recovers a dead sender's rows sooner, and the crash tests use one.
+    """
+    if _PUSH_CONTEXTS.isdisjoint(transports):
+        return
+    timeout = config.push.timeout_seconds
+    lease = config.delivery.claim_lease_seconds
+    worst = PUSH_JOB_TIMEOUTS * timeout
+    if 2 * worst > lease:
+        log.warning(
+            "delivery: delivery.claim_lease_seconds (%g s) is short for push.timeout_seconds "
+            "(%g s): a push to a user's destinations may take %g s, and a row still being "
+            "sent when its lease ends is claimed and sent again; set "
+            "delivery.claim_lease_seconds to at least %g or push.timeout_seconds to at most %g",
+            lease,
+            timeout,
+            worst,
+            2 * worst,
+            lease / (2 * PUSH_JOB_TIMEOUTS),
+        )
+
+
+def _paced_room(lines_per_second: float, delivery: DeliveryConfig) -> int:
+    """How many lines a paced context may have claimed ahead (``_PACED_LEASE_SHARE``)."""
+    room = int(lines_per_second * delivery.claim_lease_seconds * _PACED_LEASE_SHARE)
+    return max(1, min(room, delivery.batch_size))
+
+
+def _lines(job: Job) -> int:
+    """How many lines (turns of the pacing) a job takes: one per destination."""
+    return max(1, len(job.head.destinations))
 
 
 def _outcome(job: Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:

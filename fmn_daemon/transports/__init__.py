@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .live import LiveHub
 
 __all__ = [
+    "DESTINATIONS_AT_ONCE",
     "Blocking",
     "Pooled",
     "Transport",
@@ -33,6 +34,12 @@ __all__ = [
     "TransportRefused",
     "build_transports",
 ]
+
+
+#: How many of one message's destinations are sent to at once (a user has at most
+#: ``MAX_DESTINATIONS_PER_CONTEXT``, 10): a user whose push servers each keep a send
+#: to its deadline holds the claim two deadlines, not ten.
+DESTINATIONS_AT_ONCE = 5
 
 
 class TransportError(Exception):
@@ -92,7 +99,9 @@ def build_transports(config: Config, live: LiveHub | None = None) -> Mapping[str
     from .live import LiveTransport
     from .push import AndroidTransport, PushTransport
 
-    push = PushTransport(config.push)
+    # Threads for every send slot's destinations at once, and one for the confirmation
+    # codes sent beside them (started only as sends need them).
+    push = PushTransport(config.push, threads=config.delivery.senders * DESTINATIONS_AT_ONCE + 1)
     transports: dict[str, Transport] = {
         "email": EmailTransport(config.smtp),
         "push": push,

@@ -27,7 +27,9 @@ the Matrix ID again, paces lines with the shared :class:`fmn_core.chat.Pacer`
 (``matrix.lines_per_second``, ``matrix.burst``, across all users) and sends the
 line as an ``m.text`` message. The daemon's senders decide what to send as for
 every context (``delivery_policy.decide``: quiet hours, digests, the hourly rate limit),
-and render chat lines with ``fmn_core.chat``, as the IRC bot does.
+and render chat lines with ``fmn_core.chat``, as the IRC bot does; they send the
+context's lines in send slots of its own (``lines_per_second`` marks a paced
+transport), so a line waiting for its turn holds up no other context.
 
 Why not Apprise's Matrix plugin (2.3 can DM a user id): it is
 synchronous (a thread per send), logs out when its object is collected unless
@@ -84,8 +86,8 @@ class _Answer:
         return str(self.body.get("errcode") or "")
 
     def reason(self) -> str:
-        text = self.body.get("error")
-        detail = f"{self.errcode}: {text}" if self.errcode else str(text or "")
+        text = str(self.body.get("error") or "")
+        detail = ": ".join(part for part in (self.errcode, text) if part)
         return for_log(f"HTTP {self.status}" + (f" {detail}" if detail else ""), limit=300)
 
 
@@ -146,7 +148,13 @@ class MatrixClient:
                 ) as response:
                     raw = await _bounded_body(response)
                     status = response.status
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except TimeoutError:
+                # Connected or not, the server kept fmn waiting: say so, not "unreachable".
+                raise TransportError(
+                    f"the Matrix homeserver {self.base} did not answer {_endpoint(path)} "
+                    f"within {self.config.timeout_seconds:g} s (matrix.timeout_seconds)"
+                ) from None
+            except (aiohttp.ClientError, OSError) as exc:
                 raise TransportError(
                     f"the Matrix homeserver {self.base} cannot be reached "
                     f"({type(exc).__name__}: {for_log(str(exc), limit=200)})"
@@ -157,7 +165,7 @@ class MatrixClient:
                 )
             if 300 <= status < 400:
                 raise TransportError(
-                    f"the Matrix homeserver answered {path.split('?')[0]} with a redirect "
+                    f"the Matrix homeserver answered {_endpoint(path)} with a redirect "
                     f"(HTTP {status}); fmn does not follow redirects: set matrix.homeserver_url "
                     "to the client API's own address"
                 )
@@ -341,8 +349,16 @@ class MatrixClient:
                 answer = await self._authorized(
                     http, "PUT", path, {"msgtype": "m.text", "body": text}
                 )
-                if answer.status == 200:
+                if answer.status == 200 and isinstance(answer.body.get("event_id"), str):
                     return
+                if answer.status == 200:
+                    # Only an event ID says the message is in the room: a 200 without one
+                    # (a proxy's page, an empty answer) took nothing that fmn can tell.
+                    raise TransportError(
+                        f"the Matrix homeserver answered the message for "
+                        f"{mask_address('matrix', user_id)} without an event ID "
+                        f"({answer.reason()}); is matrix.homeserver_url the client API?"
+                    )
                 if answer.status == 403 and attempt == 0:
                     # The bot left or was removed from that room: find or make another.
                     self.forget_room(user_id)
@@ -366,6 +382,12 @@ class MatrixTransport:
         self.config = config
         self.client = client if client is not None else MatrixClient(config)
         self.pacer = Pacer(config.lines_per_second, config.burst, clock=clock)
+
+    @property
+    def lines_per_second(self) -> float:
+        """The pace of lines, across all users (``matrix.lines_per_second``); the
+        daemon's senders bound how many lines they claim ahead by it."""
+        return self.config.lines_per_second
 
     async def send(self, destination: str, rendered: Rendered) -> None:
         """Send ``rendered`` (a chat line, or a confirmation code) to the Matrix ID
@@ -402,6 +424,13 @@ async def _bounded_body(response: aiohttp.ClientResponse) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _endpoint(path: str) -> str:
+    """The API a request went to, for messages: ``/rooms/…/send/m.room.message/…``
+    (room, user and transaction IDs left out)."""
+    parts = path.split("?", 1)[0].split("/")
+    return "/".join("…" if "%" in part or len(part) == 32 else part for part in parts)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

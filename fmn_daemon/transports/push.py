@@ -34,9 +34,14 @@ when ``[fcm] project`` is set.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import socket
-from typing import Any
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fmn_core.config import FcmConfig, PushConfig
@@ -53,9 +58,14 @@ from fmn_core.rendering import Rendered
 
 from . import TransportError, TransportRefused
 
-__all__ = ["FCM_PREFIX", "AndroidTransport", "FcmTransport", "PushTransport"]
+__all__ = ["FCM_PREFIX", "AndroidTransport", "FcmTransport", "PushTransport", "SendThreads"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Send threads of a transport built without ``delivery.senders`` (tests, tools).
+DEFAULT_SEND_THREADS = 16
 
 
 # Apprise is imported by the first push send, not when the senders start: ~2 MiB of
@@ -85,12 +95,61 @@ def notify_once(target: str | Any, *, title: str, body: str, push: PushConfig) -
     )
 
 
+class SendThreads:
+    """The threads push sends block in: the transport's own, never the event loop's.
+
+    A send to a server that drips its answer blocks its thread until the send's
+    deadline. In the loop's shared threads (``asyncio.to_thread``: 6 on two cores)
+    six such sends would make every claim, outcome commit and web request of the
+    daemon wait behind them, and queue later sends, whose deadline only starts
+    once they get a thread. Here there is a thread for every send slot (and for
+    the confirmation codes sent beside them), started as needed.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in one of the threads, in a copy of this context
+        (as ``asyncio.to_thread`` does)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="fmn-push")
+            pool = self._pool
+        call = functools.partial(contextvars.copy_context().run, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    def close(self) -> None:
+        """Let the threads end once their sends are over; the next send starts new ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
 class PushTransport:
     """Sends through a user's Apprise URL, after checking where it leads."""
 
-    def __init__(self, push: PushConfig, *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        push: PushConfig,
+        *,
+        resolver: Resolver | None = None,
+        threads: int = DEFAULT_SEND_THREADS,
+    ) -> None:
         self.push = push
         self.resolver: Resolver = resolver if resolver is not None else socket.getaddrinfo
+        self.threads = SendThreads(threads)
+
+    def close_idle(self) -> int:
+        """Nothing to close between sends (``Pooled``): no connection is kept."""
+        return 0
+
+    def close(self) -> None:
+        """The daemon is stopping, or a drain ended (``Pooled``)."""
+        self.threads.close()
 
     async def send(self, destination: str, rendered: Rendered) -> None:
         """Push ``rendered`` to the URL ``destination``."""
@@ -98,7 +157,7 @@ class PushTransport:
             url = check_push_url(destination, self.push, resolve=False)
         except InvalidDestination as exc:
             raise TransportRefused(str(exc)) from None
-        await asyncio.to_thread(self._send, url, rendered)
+        await self.threads.run(self._send, url, rendered)
 
     def _plugin(self, url: str, *, plain: bool = False) -> Any:
         plugin = plugin_for(url, plain=plain)
@@ -163,9 +222,12 @@ class PushTransport:
 class FcmTransport:
     """Firebase Cloud Messaging with the operator's Firebase project."""
 
-    def __init__(self, fcm: FcmConfig, push: PushConfig) -> None:
+    def __init__(
+        self, fcm: FcmConfig, push: PushConfig, threads: SendThreads | None = None
+    ) -> None:
         self.fcm = fcm
         self.push = push
+        self.threads = threads if threads is not None else SendThreads(DEFAULT_SEND_THREADS)
 
     def url_for(self, token: str) -> str:
         """Apprise's ``fcm://`` URL for a device token (operator settings only)."""
@@ -185,7 +247,7 @@ class FcmTransport:
             token = check_fcm_token(address, self.fcm).removeprefix(FCM_PREFIX)
         except InvalidDestination as error:
             raise TransportRefused(str(error)) from error
-        await asyncio.to_thread(self._send, self.url_for(token), rendered)
+        await self.threads.run(self._send, self.url_for(token), rendered)
 
     def _send(self, url: str, rendered: Rendered) -> None:
         plugin = plugin_for(url)
@@ -208,7 +270,8 @@ class AndroidTransport:
 
     def __init__(self, push: PushTransport, fcm: FcmConfig, push_config: PushConfig) -> None:
         self.push = push
-        self.fcm = FcmTransport(fcm, push_config)
+        # The push transport's threads: both kinds of Android send count against them.
+        self.fcm = FcmTransport(fcm, push_config, push.threads)
 
     async def send(self, destination: str, rendered: Rendered) -> None:
         """Send to an Android device."""
