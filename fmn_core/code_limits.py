@@ -7,8 +7,17 @@ address, restarting, or running several daemons buys nothing:
 
 - ``confirmation.resend_interval_seconds`` between two codes to one address;
 - ``confirmation.codes_per_address`` codes to one address per
-  ``confirmation.code_window_hours``, whoever asks;
+  ``confirmation.code_window_hours``, whoever asks (what bounds the mail a
+  stranger's inbox gets);
+- of those, ``confirmation.codes_per_address_per_user`` (its
+  :attr:`~fmn_core.config.ConfirmationConfig.address_share`, fewer) asked for by
+  one user: somebody adding another person's address again and again uses up
+  their own share, not the address's, and the owner still gets a code that day;
 - ``confirmation.codes_per_user`` codes made by one user in that window.
+
+Several accounts together can still use up an address's codes (it takes
+``codes_per_address / address_share`` of them, each a real Fedora account): the
+inbox's bound comes first.
 
 Addresses are counted under :func:`fmn_core.destinations.address_key` (a hash of
 their canonical form), never stored here in clear. The preference service calls
@@ -20,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from .config import ConfirmationConfig
@@ -97,6 +106,20 @@ def check_code_limits(
         )
 
     by_address = CodeSend.address_key == key
+    share = config.address_share
+    if user is not None:
+        # Before the address's count: a requester past their own share is told so,
+        # and their codes never make up more than a share of the address's.
+        mine = _nth_newest(session, and_(by_address, CodeSend.user_id == user.id), share)
+        if mine is not None and mine > since:
+            until = mine + window
+            raise TooManyCodes(
+                f"You have asked for {share} confirmation {'code' if share == 1 else 'codes'} "
+                f"to {masked} in {config.code_window_hours} hours, the most one account may; "
+                f"enter a code it got, or ask again after {_when(until, now)}.",
+                until=until,
+            )
+
     oldest = _nth_newest(session, by_address, config.codes_per_address)
     if oldest is not None and oldest > since:
         until = oldest + window

@@ -412,11 +412,24 @@ class ConfirmationConfig:
     #: Least time between two codes to the same address (whoever asks, however often
     #: the address was removed and added again).
     resend_interval_seconds: int = 60
-    #: Codes one address may receive per ``code_window_hours``, from all users together.
-    codes_per_address: int = 5
+    #: Codes one address may receive per ``code_window_hours``, from all users together:
+    #: the bound on what fmn mails a stranger's inbox on others' say-so.
+    codes_per_address: int = 10
+    #: Of those, the codes one user may ask for to one address per window. Less than
+    #: ``codes_per_address``, so nobody can use up an address's codes and keep its
+    #: owner from confirming it; unset, :attr:`address_share` is 3, or less to stay
+    #: below a lower ``codes_per_address``.
+    codes_per_address_per_user: int | None = None
     #: Codes one user may have made per ``code_window_hours``, to all addresses together.
     codes_per_user: int = 10
     code_window_hours: int = 24
+
+    @property
+    def address_share(self) -> int:
+        """The codes one user may ask for to one address per window."""
+        if self.codes_per_address_per_user is not None:
+            return self.codes_per_address_per_user
+        return max(1, min(3, self.codes_per_address - 1))
 
     @property
     def counted_for(self) -> dt.timedelta:
@@ -708,6 +721,17 @@ def _check_confirmation(confirmation: ConfirmationConfig) -> None:
             raise ConfigError(f"confirmation.{name}", f"must be at least {low}, got {value!r}")
         if value > high:
             raise ConfigError(f"confirmation.{name}", f"must be at most {high}, got {value!r}")
+    share = confirmation.codes_per_address_per_user
+    if share is not None:
+        # At the cap, one user's requests could keep the address's owner from a code.
+        _check_range(
+            "confirmation.codes_per_address_per_user",
+            share,
+            1,
+            max(1, confirmation.codes_per_address - 1),
+            hint=" (less than confirmation.codes_per_address, so that one user can't use "
+            "up an address's codes)",
+        )
 
 
 T = TypeVar("T")

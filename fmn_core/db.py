@@ -179,15 +179,33 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def lock_for_transaction(session: Session, name: str) -> None:
+def _lock_key(name: str) -> int:
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_for_transaction(session: Session, name: str, *, within: str | None = None) -> None:
     """Hold PostgreSQL's advisory lock named ``name`` until the transaction ends.
 
     The lock's key is a hash of the name, so callers need no registry of numbers;
     the name says what is serialized (``fmn-code-lock\0<address key>``, say).
+    ``within`` names a lock held shared beside it (in the same statement): whoever
+    takes that one exclusively waits for every such holder, and they for it.
     """
-    digest = hashlib.sha256(name.encode()).digest()
-    key = int.from_bytes(digest[:8], "big", signed=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    if within is None:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
+        return
+    session.execute(
+        text("SELECT pg_advisory_xact_lock_shared(:outer), pg_advisory_xact_lock(:key)"),
+        {"outer": _lock_key(within), "key": _lock_key(name)},
+    )
+
+
+def lock_exclusively(session: Session, name: str) -> None:
+    """Hold the lock named ``name`` exclusively until the transaction ends: every
+    transaction holding it shared (``lock_for_transaction(within=name)``) ends first,
+    and none starts until this one ends."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
 
 
 def run_on_driver(

@@ -432,6 +432,12 @@ def add_rule(
             normalized,
             negated,
         ):
+            if existing.expires_at is not None and existing.expires_at <= utcnow():
+                # Ended, and not yet removed by housekeeping, which would remove the
+                # new rule with it: the new one takes its place, with its own end.
+                existing.expires_at = expires_at
+                record_change(session, row, "rule")
+                return filter_view(context, filter_, catalog)
             raise AlreadyExists(
                 f"Filter {filter_.name!r} already has the rule "
                 f"{describe_rule(stored, normalized, negated)!r}."

@@ -19,6 +19,7 @@ The hierarchy::
     │   │   ├── UnmappedChatAccount   no Fedora profile lists this IRC account
     │   │   └── AmbiguousChatAccount  several Fedora profiles list it
     │   ├── ImportRejected      a preferences file with invalid entries
+    │   │   └── UnsupportedFormatVersion  a preferences file from a newer fmn
     │   └── MalformedRequest    a preference-gateway request fmn cannot read
     ├── ConfigError             a bad setting; start-up stops and names the key
     │   └── OwnershipSourceError  ownership.source can't be read or isn't owner-alias JSON
@@ -72,6 +73,7 @@ __all__ = [
     "UnknownContext",
     "UnknownRule",
     "UnmappedChatAccount",
+    "UnsupportedFormatVersion",
     "UserError",
     "report_internal_error",
 ]
@@ -218,6 +220,24 @@ class ImportRejected(UserError):
         super().__init__(
             f"Nothing was imported: {len(self.problems)} invalid entries ({lines}{suffix})."
         )
+
+
+class UnsupportedFormatVersion(ImportRejected):
+    """A preferences file of a format version newer than this fmn reads (written by a
+    newer fmn); nothing was imported. ``found`` and ``supported`` are the versions."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        shown = str(found) if len(str(found)) <= 12 else f"{str(found)[:12]}…"
+        super().__init__(
+            [("version", f"is {shown}; this fmn reads format versions 1 to {supported}")]
+        )
+        self.args = (
+            f"Nothing was imported: the file is in preferences format version {shown}, "
+            f"written by a newer fmn, and this fmn reads versions up to {supported}; "
+            f"upgrade fmn here to the release that wrote the file, then import it again.",
+        )
+        self.found = found
+        self.supported = supported
 
 
 class ConfigError(FmnError):

@@ -20,30 +20,69 @@ from sqlalchemy.orm import Session
 
 from .access import Actor, target_account
 from .models import ChangeEvent, Filter, Preference, Rule, User, utcnow
-from .store import ordered_rules, renumber
+from .store import MAX_SINGLE_LOCKS, lock_account, lock_accounts, ordered_rules, renumber
 from .views import describe_rule
 
-__all__ = ["MAX_NOTICES", "expire_preferences", "take_notices"]
+__all__ = ["MAX_ACCOUNTS_PER_RUN", "MAX_NOTICES", "expire_preferences", "take_notices"]
 
 #: Notices kept per user (oldest dropped first): a user away for months is told the latest.
 MAX_NOTICES = 50
+
+
+#: Accounts one housekeeping run ends things for, each under its own lock (more would
+#: take the lock of every account, which holds off every person's edits for the
+#: run), so a backlog (after a long stop) goes a batch a minute.
+MAX_ACCOUNTS_PER_RUN = MAX_SINGLE_LOCKS
+
+
+def _due_accounts(session: Session, now: dt.datetime) -> list[str]:
+    """The accounts with an expired rule or an ended pause, by name, a batch at most."""
+    rules = (
+        select(User.name)
+        .join(Preference, Preference.user_id == User.id)
+        .join(Filter, Filter.preference_id == Preference.id)
+        .join(Rule, Rule.filter_id == Filter.id)
+        .where(Rule.expires_at.is_not(None), Rule.expires_at <= now)
+    )
+    pauses = (
+        select(User.name)
+        .join(Preference, Preference.user_id == User.id)
+        .join(Filter, Filter.preference_id == Preference.id)
+        .where(Filter.paused_until.is_not(None), Filter.paused_until <= now)
+    )
+    names = set(session.scalars(rules.distinct().order_by(User.name).limit(MAX_ACCOUNTS_PER_RUN)))
+    names.update(session.scalars(pauses.distinct().order_by(User.name).limit(MAX_ACCOUNTS_PER_RUN)))
+    return sorted(names)[:MAX_ACCOUNTS_PER_RUN]
 
 
 def expire_preferences(session: Session, now: dt.datetime | None = None) -> int:
     """Delete rules whose expiry passed, end pauses that passed; how many rows changed.
 
     Each user affected gets one notice per change and one change event (their
-    matcher entries are reloaded everywhere).
+    matcher entries are reloaded everywhere). Like every preference write, it takes
+    each account's lock (:func:`~fmn_core.store.lock_account`, in name order, as an
+    import does) and only then reads what to end: a person changing or removing the
+    rule, or the filter, at that moment goes first or after, never half-way (their
+    unit failed on a rule already deleted, and their clearing of the notices
+    dropped the one added meanwhile). At most :data:`MAX_ACCOUNTS_PER_RUN` accounts
+    a run; the rest wait for the next.
     """
     now = now or utcnow()
     told: defaultdict[int, list[str]] = defaultdict(list)
+    accounts = _due_accounts(session, now)
+    if not accounts:
+        return 0
+    lock_accounts(session, accounts)
+    # Under the locks, read again: the person who held one may have changed the row.
     # Two daemons doing housekeeping at once: each row is handled by one of them.
     postgres = session.get_bind().dialect.name == "postgresql"
+    mine = select(User.id).where(User.name.in_(accounts)).scalar_subquery()
     expired = (
         select(Rule, Filter, Preference)
         .join(Filter, Filter.id == Rule.filter_id)
         .join(Preference, Preference.id == Filter.preference_id)
         .where(Rule.expires_at.is_not(None), Rule.expires_at <= now)
+        .where(Preference.user_id.in_(mine))
         .order_by(Rule.id)
     )
     if postgres:
@@ -67,6 +106,7 @@ def expire_preferences(session: Session, now: dt.datetime | None = None) -> int:
         select(Filter, Preference)
         .join(Preference, Preference.id == Filter.preference_id)
         .where(Filter.paused_until.is_not(None), Filter.paused_until <= now)
+        .where(Preference.user_id.in_(mine))
         .order_by(Filter.id)
     )
     if postgres:
@@ -92,6 +132,10 @@ def expire_preferences(session: Session, now: dt.datetime | None = None) -> int:
 def take_notices(session: Session, actor: Actor, *, user: str | None = None) -> list[str]:
     """What fmn has to tell the user (oldest first), each only once: reading clears them."""
     target = target_account(actor, user)
+    if target == actor.name:
+        # Reading clears: under the account's lock, or a notice housekeeping adds
+        # meanwhile would be cleared unread.
+        lock_account(session, target)
     row = session.scalars(select(User).where(User.name == target)).one_or_none()
     if row is None or not row.notices:
         return []

@@ -3,7 +3,8 @@
 The public format (``export_preferences`` writes it, ``import_preferences``
 reads it)::
 
-    {"users": [{"name": "alice", "contexts": {"email": {"enabled": true,
+    {"version": 2,
+     "users": [{"name": "alice", "contexts": {"email": {"enabled": true,
       "destinations": ["alice@example.org"],
       "digest": {"minutes": 0, "count": 0, "at": "08:00", "timezone": "Europe/Prague"},
       "quiet_hours": {"from": "22:00", "to": "07:00", "timezone": "Europe/Prague"},
@@ -14,6 +15,26 @@ reads it)::
                   {"rule": "triggered_by_me", "args": {}, "negated": true},
                   {"rule": "package_involved", "args": {"package": "kernel"},
                    "negated": true, "expires_at": "2027-01-05T12:00:00+00:00"}]}]}}}]}
+
+**Versions.** ``version`` says which shape a file has, so a reader never reads one
+shape as another; :data:`FORMAT_VERSION` is the one written, and import reads it and
+every older one:
+
+- **1**, the oldest: what fmn wrote before delivery modes (schema revision 0007).
+  A digest is only ``{"minutes", "count"}``, and a filter has no mode of its own: a
+  context with a digest (``minutes`` or ``count`` above 0) collected every
+  filter's matches into it. So a filter without ``delivery`` in such a context is
+  read as ``"digest"`` (as revision 0007 set the database's filters), anywhere else
+  as ``"instant"``.
+- **2**, delivery modes: ``delivery``, ``urgent``, ``quiet_hours``, the digest's
+  ``at`` and ``timezone``, ``paused_until`` and ``expires_at``; a filter without
+  ``delivery`` is instant, wherever it is.
+
+A file without ``version`` is the oldest shape, version 1, unless any entry holds a
+key version 1 never had (the ones just listed): fmn wrote version 2 without a
+``version`` key for a while, and those files are read as version 2. A file of a
+newer version (from a newer fmn) is refused whole with
+:class:`~fmn_core.errors.UnsupportedFormatVersion`, never read as an older one.
 
 A rule's ``expires_at`` and a filter's ``paused_until`` are written only when set,
 as ISO 8601 with the UTC offset; a time already past is imported as it is, and the
@@ -42,6 +63,7 @@ user (or another context) already holds, is refused naming that user.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -60,7 +82,7 @@ from .confirmation import MAX_DESTINATIONS_PER_CONTEXT
 from .db import catalog_of, config_of
 from .defaults import give_defaults
 from .destinations import FEED_CONTEXTS, check_destination
-from .errors import ImportRejected, InputTooLarge, InvalidArgument
+from .errors import ImportRejected, InputTooLarge, InvalidArgument, UnsupportedFormatVersion
 from .filters import FilterDraft, Problems, parse_filters
 from .models import Destination, Filter, Notification, Preference, User
 from .outbox import FINISHED_STATES
@@ -70,7 +92,7 @@ from .schedule import check_local_time, check_timezone
 from .store import (
     add_drafts,
     find_user,
-    lock_account,
+    lock_accounts,
     ordered_filters,
     ordered_rules,
     preference_for_write,
@@ -80,6 +102,7 @@ from .store import (
 from .waiting import POLICY_HOLDS, release_held
 
 __all__ = [
+    "FORMAT_VERSION",
     "MAX_IMPORT_BYTES",
     "MAX_IMPORT_DEPTH",
     "ImportSummary",
@@ -87,6 +110,11 @@ __all__ = [
     "import_preferences",
     "parse_preferences",
 ]
+
+#: The format version ``export_preferences`` writes, and the newest import reads.
+FORMAT_VERSION = 2
+#: The version delivery modes came with: before it, a digest context collected every filter.
+_MODES_VERSION = 2
 
 #: The largest preferences file read (an export of tens of thousands of users fits).
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
@@ -97,11 +125,18 @@ MAX_IMPORT_DEPTH = 32
 _MAX_PROBLEMS = 1000
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
+_TOP_KEYS = frozenset({"version", "users"})
 _USER_KEYS = frozenset({"name", "contexts"})
 _CONTEXT_KEYS = frozenset({"enabled", "destinations", "digest", "quiet_hours", "filters"})
 _DIGEST_KEYS = frozenset({"minutes", "count", "at", "timezone"})
 _QUIET_KEYS = frozenset({"from", "to", "timezone"})
 _DIGEST_LIMITS = {"minutes": 7 * 24 * 60, "count": 1000}
+#: Keys a version 1 file never has, by where they go: an unversioned file holding one
+#: was written by an fmn with delivery modes (version 2 without its ``version`` key).
+_SINCE_MODES_CONTEXT = frozenset({"quiet_hours"})
+_SINCE_MODES_DIGEST = frozenset({"at", "timezone"})
+_SINCE_MODES_FILTER = frozenset({"delivery", "urgent", "paused_until"})
+_SINCE_MODES_RULE = frozenset({"expires_at"})
 
 
 @dataclass(frozen=True)
@@ -176,9 +211,9 @@ def _export_context(preference: Preference) -> dict[str, Any]:
 
 
 def export_preferences(session: Session) -> dict[str, Any]:
-    """Every user's preferences in the public JSON form, sorted so that equal
-    preferences give equal files (users and contexts by name, filters and rules in
-    their order)."""
+    """Every user's preferences in the public JSON form (format :data:`FORMAT_VERSION`),
+    sorted so that equal preferences give equal files (users and contexts by name,
+    filters and rules in their order)."""
     users = session.scalars(
         select(User)
         .order_by(User.name)
@@ -190,6 +225,7 @@ def export_preferences(session: Session) -> dict[str, Any]:
         )
     )
     return {
+        "version": FORMAT_VERSION,
         "users": [
             {
                 "name": user.name,
@@ -199,7 +235,7 @@ def export_preferences(session: Session) -> dict[str, Any]:
                 },
             }
             for user in users
-        ]
+        ],
     }
 
 
@@ -430,6 +466,69 @@ def _check_destinations(
         plan.destinations.append(normalized)
 
 
+def _mappings(value: Any) -> list[Mapping[str, Any]]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _holds_keys_since_modes(users: Any) -> bool:
+    """Whether any entry of an unversioned file holds a key version 1 never had."""
+    for user in _mappings(users):
+        contexts = user.get("contexts")
+        for context in contexts.values() if isinstance(contexts, Mapping) else ():
+            if not isinstance(context, Mapping):
+                continue
+            digest = context.get("digest")
+            if not _SINCE_MODES_CONTEXT.isdisjoint(context) or (
+                isinstance(digest, Mapping) and not _SINCE_MODES_DIGEST.isdisjoint(digest)
+            ):
+                return True
+            for filter_ in _mappings(context.get("filters")):
+                if not _SINCE_MODES_FILTER.isdisjoint(filter_):
+                    return True
+                rules = _mappings(filter_.get("rules"))
+                if any(not _SINCE_MODES_RULE.isdisjoint(rule) for rule in rules):
+                    return True
+    return False
+
+
+def _format_version(data: Mapping[str, Any], problems: Problems) -> int:
+    """The version a file's entries are read in (a newer one was refused already)."""
+    if "version" not in data:
+        return _MODES_VERSION if _holds_keys_since_modes(data.get("users")) else 1
+    declared = data["version"]
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+        problems.append(
+            ("version", f"must be a whole number from 1 to {FORMAT_VERSION}, like {FORMAT_VERSION}")
+        )
+        return FORMAT_VERSION
+    return declared
+
+
+def _refuse_newer(data: Any) -> None:
+    """Refuse a file of a format newer than this fmn reads, before anything else: its
+    entries may mean what no check here knows, and would be read silently wrong."""
+    if not isinstance(data, Mapping):
+        return
+    declared = data.get("version")
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared > FORMAT_VERSION:
+        raise UnsupportedFormatVersion(declared, FORMAT_VERSION)
+
+
+def _collected_by_digest(plan: _ContextPlan, entries: Any) -> None:
+    """Read a version 1 context's filters as they behaved then: a context with a digest
+    collected every filter's matches, so a filter without ``delivery`` is a digest one."""
+    if plan.digest_minutes <= 0 and plan.digest_count <= 0:
+        return
+    # parse_filters gives one draft per object in the list, in order.
+    objects = _mappings(entries)
+    if len(objects) != len(plan.filters):
+        return  # a list with problems: nothing is written anyway
+    plan.filters = [
+        draft if "delivery" in entry else dataclasses.replace(draft, delivery="digest")
+        for entry, draft in zip(objects, plan.filters, strict=True)
+    ]
+
+
 def _check_context(
     name: Any,
     value: Any,
@@ -439,6 +538,7 @@ def _check_context(
     resolve: bool,
     resolver: Resolver | None,
     problems: Problems,
+    version: int = FORMAT_VERSION,
 ) -> _ContextPlan | None:
     if name not in config.contexts:
         problems.append(
@@ -475,6 +575,8 @@ def _check_context(
         problems,
     )
     plan.filters = parse_filters(value.get("filters", []), f"{path}.filters", catalog, problems)
+    if version < _MODES_VERSION:
+        _collected_by_digest(plan, value.get("filters", []))
     return plan
 
 
@@ -489,7 +591,8 @@ def _check_document(
     if not isinstance(data, Mapping):
         problems.append(("(top)", 'must be an object like {"users": [...]}'))
         return []
-    _unknown_keys(data, frozenset({"users"}), "(top)", "a preferences file", problems)
+    _unknown_keys(data, _TOP_KEYS, "(top)", "a preferences file", problems)
+    version = _format_version(data, problems)
     users = data.get("users")
     if not isinstance(users, list):
         problems.append(("users", "must be a list of users"))
@@ -527,6 +630,7 @@ def _check_document(
                 resolve,
                 resolver,
                 problems,
+                version,
             )
             if checked is not None:
                 plan.contexts.append(checked)
@@ -693,8 +797,11 @@ def import_preferences(
 
     Raises ``ImportRejected`` listing every invalid entry by JSON path, such as
     ``users[0].contexts.email.filters[1].rules[0].args.app``, before writing
-    anything. ``resolve`` and ``resolver`` are passed to the push-URL check.
+    anything; ``UnsupportedFormatVersion`` (one) for a file of a newer format than
+    :data:`FORMAT_VERSION`. ``resolve`` and ``resolver`` are passed to the push-URL
+    check.
     """
+    _refuse_newer(data)
     config = config_of(session)
     problems: Problems = []
     found: Problems = []
@@ -705,10 +812,9 @@ def import_preferences(
     # the sweep adds what no field check looks at (NaN in an argument, say).
     named = {path for path, _ in problems}
     problems.extend(sorted(p for p in found if p[0] not in named))
-    # Front ends write one account at a time under its lock: so does an import, each
-    # account's in one order (two imports never wait on each other crosswise).
-    for name in sorted({plan.name for plan in plans}):
-        lock_account(session, name)
+    # Front ends write one account at a time under its lock: an import takes the
+    # lock of every account it names (of all accounts, for a site's file).
+    lock_accounts(session, (plan.name for plan in plans))
     if not problems:
         _check_accounts(session, plans, problems)
         _check_feed_tokens(session, plans, problems)

@@ -15,14 +15,14 @@ else writes the account meanwhile: every write takes :func:`lock_account` first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from .access import Actor, offered_context, target_account
 from .accounts import directory_of
-from .db import is_postgres, lock_for_transaction
+from .db import is_postgres, lock_exclusively, lock_for_transaction
 from .errors import NotFound, UnknownAccount
 from .filters import FilterDraft
 from .models import ChangeEvent, Destination, Filter, Preference, Rule, User
@@ -33,6 +33,7 @@ __all__ = [
     "find_preference",
     "find_user",
     "lock_account",
+    "lock_accounts",
     "lookup_filter",
     "name_taken",
     "ordered_filters",
@@ -47,6 +48,15 @@ __all__ = [
 
 #: ``session.info`` key: the transaction and the accounts it holds the lock of.
 _ACCOUNTS_LOCKED = "fmn_accounts_locked"
+#: The lock every account's lock is taken within (shared), for writers of many.
+_EVERY_ACCOUNT = "fmn-every-account-lock"
+#: ``session.info`` key: the transaction that holds every account's lock at once.
+_EVERY_ACCOUNT_LOCKED = "fmn_every_account_locked"
+#: Above this many accounts, a writer of many locks them all with one lock:
+#: PostgreSQL keeps every advisory lock until the commit in a shared table of about
+#: 64 per connection (``max_locks_per_transaction``), which a site-wide import of
+#: thousands of accounts one lock each would fill ("out of shared memory").
+MAX_SINGLE_LOCKS = 200
 
 
 def lock_account(session: Session, name: str) -> None:
@@ -70,14 +80,40 @@ def lock_account(session: Session, name: str) -> None:
     if not is_postgres(session):
         return
     transaction = session.get_transaction()
+    if session.info.get(_EVERY_ACCOUNT_LOCKED) is transaction:
+        return
     held: tuple[object, set[str]] | None = session.info.get(_ACCOUNTS_LOCKED)
     if held is None or held[0] is not transaction:
         held = (transaction, set())
         session.info[_ACCOUNTS_LOCKED] = held
     if name in held[1]:
         return
-    lock_for_transaction(session, f"fmn-account-lock\0{name}")
+    lock_for_transaction(session, f"fmn-account-lock\0{name}", within=_EVERY_ACCOUNT)
     held[1].add(name)
+    session.flush()
+    session.expire_all()
+
+
+def lock_accounts(session: Session, names: Iterable[str]) -> None:
+    """:func:`lock_account` for many accounts (an import, housekeeping).
+
+    In name order, so two such writers never wait on each other crosswise; above
+    :data:`MAX_SINGLE_LOCKS` accounts, one lock for every account instead, which
+    waits for every writer of one account to finish and holds the others off
+    until this transaction ends.
+    """
+    ordered = sorted(set(names))
+    if len(ordered) <= MAX_SINGLE_LOCKS:
+        for name in ordered:
+            lock_account(session, name)
+        return
+    if not is_postgres(session):
+        return
+    transaction = session.get_transaction()
+    if session.info.get(_EVERY_ACCOUNT_LOCKED) is transaction:
+        return
+    lock_exclusively(session, _EVERY_ACCOUNT)
+    session.info[_EVERY_ACCOUNT_LOCKED] = transaction
     session.flush()
     session.expire_all()
 

@@ -107,7 +107,7 @@ def test_code_limits_per_user(db: Database) -> None:
 
 
 def test_code_limits_resend_obeys_the_same_limits(db: Database) -> None:
-    configure(db, resend_interval_seconds=60, codes_per_address=2)
+    configure(db, resend_interval_seconds=60, codes_per_address=3, codes_per_address_per_user=2)
     run(db, prefs.set_destination, ALICE, "email", VICTIM)
     refused(db, prefs.resend_confirmation, ALICE, "email")
     refused(db, prefs.set_destination, ALICE, "email", VICTIM)  # again for the pending one
@@ -115,7 +115,7 @@ def test_code_limits_resend_obeys_the_same_limits(db: Database) -> None:
     run(db, prefs.resend_confirmation, ALICE, "email")
     age_codes(db, dt.timedelta(seconds=61))
     error = refused(db, prefs.resend_confirmation, ALICE, "email")
-    assert "the most confirmation codes" in str(error)
+    assert "You have asked for 2 confirmation codes to v***m@example.org" in str(error)
     assert codes_made(db) == 2
 
 
@@ -169,3 +169,70 @@ def test_code_limits_address_key_canonical_forms() -> None:
 def test_code_limits_config_is_checked(key: str) -> None:
     with pytest.raises(ConfigError, match=f"confirmation.{key}"):
         Config(confirmation=ConfirmationConfig(**{key: 0}))
+
+
+BOB = Actor("bob")
+MALLORY = Actor("mallory")
+BOBS = "bob@example.org"
+
+
+def test_code_limits_one_requester_cannot_use_up_an_address(db: Database) -> None:
+    # Mallory adds Bob's address as her own, again and again until fmn refuses: Bob
+    # must still be able to confirm it himself the same day.
+    configure(db, resend_interval_seconds=0)
+    made = 0
+    with pytest.raises(TooManyCodes) as caught:
+        for _ in range(100):
+            set_and_remove(db, MALLORY, BOBS)
+            made += 1
+    share = db.config.confirmation.address_share
+    assert made == share
+    assert f"You have asked for {share} confirmation codes to b***b@example.org" in str(
+        caught.value
+    )
+    pending = run(db, prefs.set_destination, BOB, "email", BOBS)
+    assert pending.code is not None
+    assert codes_made(db) == share + 1
+
+
+def test_code_limits_an_address_gets_at_most_its_cap_whoever_asks(db: Database) -> None:
+    # Many accounts asking each their share: the inbox still gets at most
+    # codes_per_address codes in the window, Bob's own request included.
+    configure(db, resend_interval_seconds=0, codes_per_address=4, codes_per_address_per_user=2)
+    for name in ("mallory", "trudy"):
+        for _ in range(2):
+            set_and_remove(db, Actor(name), BOBS)
+    error = refused(db, prefs.set_destination, BOB, "email", BOBS)
+    assert "the most confirmation codes fmn sends to one address in 24 hours" in str(error)
+    refused(db, prefs.set_destination, Actor("eve"), "email", BOBS)
+    assert codes_made(db) == 4
+
+
+def test_code_limits_share_defaults_below_the_address_cap() -> None:
+    assert ConfirmationConfig().address_share < ConfirmationConfig().codes_per_address
+    # A cap set lower in an existing file still leaves the owner a code.
+    for cap in (2, 3, 4):
+        assert 1 <= ConfirmationConfig(codes_per_address=cap).address_share < cap
+    assert ConfirmationConfig(codes_per_address=1).address_share == 1
+    assert ConfirmationConfig(codes_per_address_per_user=5).address_share == 5
+
+
+def test_code_limits_share_may_not_reach_the_address_cap() -> None:
+    with pytest.raises(ConfigError, match=r"confirmation\.codes_per_address_per_user"):
+        Config(confirmation=ConfirmationConfig(codes_per_address=4, codes_per_address_per_user=4))
+    with pytest.raises(ConfigError, match=r"confirmation\.codes_per_address_per_user"):
+        Config(confirmation=ConfirmationConfig(codes_per_address_per_user=0))
+    Config(confirmation=ConfirmationConfig(codes_per_address=1, codes_per_address_per_user=1))
+
+
+def test_code_limits_share_is_read_from_the_file(tmp_path: Any) -> None:
+    from fmn_core.config import load_config
+
+    path = tmp_path / "fmn.toml"
+    path.write_text("[confirmation]\ncodes_per_address = 6\ncodes_per_address_per_user = 2\n")
+    assert load_config(path).confirmation.address_share == 2
+    path.write_text("[confirmation]\ncodes_per_address = 2\n")  # a file from before the share
+    assert load_config(path).confirmation.address_share == 1
+    path.write_text('[confirmation]\ncodes_per_address_per_user = "2"\n')
+    with pytest.raises(ConfigError, match=r"confirmation\.codes_per_address_per_user"):
+        load_config(path)

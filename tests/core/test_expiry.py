@@ -4,17 +4,23 @@ deletes them, and the user is told once."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from core.conftest import database_at
 from fmn_core import preferences
 from fmn_core.db import Database
-from fmn_core.errors import InvalidArgument
+from fmn_core.errors import InvalidArgument, NotFound
 from fmn_core.expiry import expire_preferences
 from fmn_core.matcher import Matcher, load_snapshots
 from fmn_core.messages import MessageFacts
-from fmn_core.models import ChangeEvent, Rule, utcnow
+from fmn_core.models import ChangeEvent, Filter, Rule, User, utcnow
 from fmn_core.preferences import Actor
 
 ANA = Actor("ana")
@@ -115,3 +121,230 @@ def test_a_paused_filter_resumes_and_the_user_is_told(db: Database) -> None:
         assert [r.user for r in Matcher.load(s).recipients(facts("glibc"))] == ["ana"]
         (notice,) = preferences.take_notices(s, ANA)
         assert notice.startswith("Your filter 'updates' (email) is on again")
+
+
+# --- housekeeping beside a person editing the same account ------------------------------
+#
+# The daemon's housekeeping and a front end write one account at once, each on a
+# connection of its own: these units commit for real, on a database of their own.
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def committed(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Database]:
+    """A ``Database`` whose units commit for real, on SQLite or a fresh PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    else:
+        url = request.getfixturevalue("empty_postgres_url")
+    with database_at(url) as db:
+        yield db
+
+
+def _waiting_for_a_lock(db: Database) -> bool:
+    with db.engine.connect() as connection:
+        return bool(
+            connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).scalar()
+        )
+
+
+def while_held(
+    db: Database, first: Callable[[Session], Any], second: Callable[[Session], Any]
+) -> tuple[Any, Any]:
+    """Run ``first`` in a unit, then ``second`` in another thread's unit while the first
+    is open; commit the first once the second waits for it (or is done). Each one's
+    result, or the exception the second raised."""
+    outcome: list[Any] = [None]
+
+    def run_second() -> None:
+        try:
+            with db.person_waiting(busy_timeout=10) as session:
+                outcome[0] = second(session)
+        except Exception as exc:
+            outcome[0] = exc
+
+    thread = threading.Thread(target=run_second)
+    with db.begin() as session:
+        first_result = first(session)
+        session.flush()
+        thread.start()
+        deadline = time.monotonic() + 5
+        while thread.is_alive() and time.monotonic() < deadline:
+            if db.engine.dialect.name != "postgresql":
+                time.sleep(0.2)  # BEGIN IMMEDIATE: the second waits for the write lock
+                break
+            if _waiting_for_a_lock(db):
+                break
+            time.sleep(0.02)
+    thread.join(timeout=15)
+    assert not thread.is_alive()
+    return first_result, outcome[0]
+
+
+def _expiring_rule(db: Database) -> dt.datetime:
+    """Ana's filter "updates": rule 1 for good, rule 2 until the time returned."""
+    until = utcnow() + dt.timedelta(hours=1)
+    with db.begin() as s:
+        preferences.add_filter(s, ANA, "email", "updates")
+        preferences.add_rule(s, ANA, "email", "updates", "app_is", {"app": "bodhi"})
+        preferences.add_rule(
+            s,
+            ANA,
+            "email",
+            "updates",
+            "package_involved",
+            {"package": "tzdata"},
+            negated=True,
+            expires_at=until,
+        )
+    return until
+
+
+def _rules(db: Database) -> list[tuple[str, int]]:
+    with db.begin() as s:
+        return [(r.name, r.position) for r in s.scalars(select(Rule).order_by(Rule.position))]
+
+
+def test_expiry_beside_a_change_to_the_expiring_rule_gives_a_sentence(
+    committed: Database,
+) -> None:
+    # Housekeeping removed the rule while the person changed it: the person's unit
+    # failed with SQLAlchemy's StaleDataError (an internal error), not in words.
+    until = _expiring_rule(committed)
+    _, second = while_held(
+        committed,
+        lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
+        lambda s: preferences.set_rule_negated(s, ANA, "email", "updates", 2, False),
+    )
+    assert isinstance(second, NotFound), repr(second)
+    assert _rules(committed) == [("app_is", 1)]
+
+
+def test_expiry_beside_removing_the_filter_removes_it_cleanly(committed: Database) -> None:
+    until = _expiring_rule(committed)
+    _, second = while_held(
+        committed,
+        lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
+        lambda s: preferences.remove_filter(s, ANA, "email", "updates"),
+    )
+    assert not isinstance(second, Exception), repr(second)
+    assert _rules(committed) == []
+    with committed.begin() as s:
+        assert s.scalar(select(func.count()).select_from(Filter)) == 0
+
+
+def test_expiry_after_a_change_under_way_waits_and_checks_again(committed: Database) -> None:
+    # The person removes the expiring rule first; housekeeping, waiting for them,
+    # finds nothing left to end and tells nobody about a rule they removed themselves.
+    until = _expiring_rule(committed)
+    _, ended = while_held(
+        committed,
+        lambda s: preferences.remove_rule(s, ANA, "email", "updates", 2),
+        lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
+    )
+    assert ended == 0, repr(ended)
+    assert _rules(committed) == [("app_is", 1)]
+    with committed.begin() as s:
+        assert preferences.take_notices(s, ANA) == []
+
+
+def test_notices_read_beside_expiry_are_not_lost(committed: Database) -> None:
+    # The person reads (and so clears) the notices while housekeeping adds one: the
+    # clearing overwrote the new notice, which the person never saw.
+    until = _expiring_rule(committed)
+    with committed.begin() as s:
+        user = s.scalars(select(User).where(User.name == "ana")).one()
+        user.notices = ["an older notice"]
+    _, read = while_held(
+        committed,
+        lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
+        lambda s: preferences.take_notices(s, ANA),
+    )
+    assert not isinstance(read, Exception), repr(read)
+    with committed.begin() as s:
+        left = preferences.take_notices(s, ANA)
+    assert len(read) + len(left) == 2, (read, left)
+    assert "an older notice" in read
+
+
+def test_a_new_pause_beside_the_old_one_ending_stays(committed: Database) -> None:
+    until = _expiring_rule(committed)
+    later = utcnow() + dt.timedelta(days=2)
+    with committed.begin() as s:
+        preferences.pause_filter(s, ANA, "email", "updates", until)
+    _, second = while_held(
+        committed,
+        lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
+        lambda s: preferences.pause_filter(s, ANA, "email", "updates", later),
+    )
+    assert not isinstance(second, Exception), repr(second)
+    with committed.begin() as s:
+        assert preferences.get_filter(s, ANA, "email", "updates").paused_until == later
+
+
+def test_expiry_takes_a_batch_of_accounts_a_run(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each account's lock is held to the commit: a backlog goes a batch per run.
+    monkeypatch.setattr("fmn_core.expiry.MAX_ACCOUNTS_PER_RUN", 2)
+    until = utcnow() + dt.timedelta(hours=1)
+    with db.begin() as s:
+        for name in ("cid", "ana", "bea"):
+            actor = Actor(name)
+            preferences.add_filter(s, actor, "email", "updates")
+            preferences.add_rule(
+                s, actor, "email", "updates", "app_is", {"app": "bodhi"}, expires_at=until
+            )
+        preferences.pause_filter(s, Actor("cid"), "email", "updates", until)
+    later = until + dt.timedelta(seconds=1)
+    with db.begin() as s:
+        assert expire_preferences(s, now=later) == 2
+        left = s.scalars(select(User.name).join(User.preferences).join(Filter).join(Rule))
+        assert list(left) == ["cid"]
+    with db.begin() as s:
+        assert expire_preferences(s, now=later) == 2  # cid's rule and pause
+        assert expire_preferences(s, now=later) == 0
+
+
+def test_adding_again_a_rule_that_ended_before_housekeeping_keeps_the_new_one(
+    db: Database,
+) -> None:
+    with db.begin() as s:
+        preferences.add_filter(s, ANA, "email", "updates")
+        preferences.add_rule(s, ANA, "email", "updates", "app_is", {"app": "bodhi"})
+        preferences.add_rule(
+            s,
+            ANA,
+            "email",
+            "updates",
+            "package_involved",
+            {"package": "tzdata"},
+            negated=True,
+            expires_at=utcnow() + dt.timedelta(hours=1),
+        )
+    with db.begin() as s:
+        # The mute ended a minute ago; housekeeping has not run since.
+        rule = s.scalars(select(Rule).where(Rule.expires_at.is_not(None))).one()
+        rule.expires_at = utcnow() - dt.timedelta(minutes=1)
+    again = utcnow() + dt.timedelta(days=30)
+    with db.begin() as s:
+        # "Mute for 30 days" once more: taken, not "already in filter".
+        view = preferences.add_rule(
+            s,
+            ANA,
+            "email",
+            "updates",
+            "package_involved",
+            {"package": "tzdata"},
+            negated=True,
+            expires_at=again,
+        )
+        assert [r.expires_at for r in view.rules] == [None, again]
+    with db.begin() as s:
+        assert expire_preferences(s) == 0
+    with db.begin() as s:
+        matcher = Matcher.load(s)
+        assert matcher.recipients(facts("tzdata")) == []
+        assert s.scalars(select(func.count()).select_from(Rule)).one() == 2

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from core.conftest import database_at
 from fmn_core import confirmation
@@ -28,13 +30,14 @@ from fmn_core.models import (
     utcnow,
 )
 from fmn_core.portability import (
+    FORMAT_VERSION,
     ImportSummary,
     export_preferences,
     import_preferences,
     parse_preferences,
 )
 from fmn_core.preferences import Actor
-from fmn_core.store import preference_for_write
+from fmn_core.store import MAX_SINGLE_LOCKS, lock_account, preference_for_write
 
 ALICE = Actor("alice")
 BOB = Actor("bob")
@@ -89,6 +92,7 @@ def test_export_writes_the_public_format(db: Database) -> None:
     with db.begin() as session:
         document = export_preferences(session)
     assert document == {
+        "version": FORMAT_VERSION,
         "users": [
             {
                 "name": "alice",
@@ -111,7 +115,7 @@ def test_export_writes_the_public_format(db: Database) -> None:
                     }
                 },
             }
-        ]
+        ],
     }
     json.dumps(document)  # plain JSON all the way down
 
@@ -353,11 +357,13 @@ BAD_DOCUMENT: dict[str, Any] = {
         {"name": "alice"},
         "bob",
     ],
-    "version": 2,
+    "version": "2",
+    "colour": "red",
 }
 
 EXPECTED_PATHS = [
-    "(top).version",
+    "(top).colour",
+    "version",
     "users[0].contexts.email.colour",
     "users[0].contexts.email.enabled",
     "users[0].contexts.email.digest.hours",
@@ -650,3 +656,31 @@ def test_import_refuses_accounts_the_directory_does_not_know_before_writing(
     assert "no Fedora account named 'gone'" in caught.value.problems[0][1]
     with db.begin() as session:
         assert list(session.scalars(select(User.name))) == ["alice"]
+
+
+def test_a_site_import_locks_every_account_with_one_lock(db: Database) -> None:
+    """PostgreSQL keeps about 64 locks a connection until the commit: a site's file of
+    7,000 accounts, locked one by one, ran out of its shared memory and failed. Above
+    ``MAX_SINGLE_LOCKS`` accounts an import holds one lock, which every writer of
+    one account waits for."""
+    count = MAX_SINGLE_LOCKS + 50
+    document = {"users": [{"name": f"user{n:05d}"} for n in range(count)]}
+    with db.begin() as session:
+        summary = import_preferences(session, document)
+        if session.get_bind().dialect.name == "postgresql":
+            held = session.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                )
+            ).scalar_one()
+            assert held == 1
+            # Another connection's writer of one account waits for it (here: is refused).
+            with db.engine.connect() as other:
+                other.execute(text("SET lock_timeout = '100ms'"))
+                with pytest.raises(OperationalError, match="lock timeout"):
+                    with Session(other) as writer, writer.begin():
+                        lock_account(writer, "user00001")
+    assert summary.users == count
+    with db.begin() as session:
+        assert session.scalars(select(func.count()).select_from(User)).one() == count
