@@ -707,7 +707,7 @@ def sender_cpu(single: int, due: int) -> None:
                     add_rows(1, n)
                     started = time.process_time()
                     # As ``run`` does: codes are looked for every poll interval only.
-                    handled = await senders._start_round(codes=n == 0)
+                    handled, _more = await senders._start_round(codes=n == 0)
                     await senders._await_inflight(None)
                     one += time.process_time() - started
                     assert handled == 1, handled
