@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fasjson_server import FasjsonServer, running_fasjson
@@ -126,3 +129,64 @@ def database_at(url: str) -> Iterator[Database]:
         yield Database(Config(database_url=url), engine)
     finally:
         engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def committed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A ``Database`` whose units commit for real, on SQLite or a fresh PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    else:
+        url = request.getfixturevalue("empty_postgres_url")
+    with database_at(url) as db:
+        yield db
+
+
+def waiting_for_a_lock(db: Database) -> bool:
+    """Whether some other connection of this PostgreSQL database waits for a lock."""
+    with db.engine.connect() as connection:
+        return bool(
+            connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).scalar()
+        )
+
+
+def while_held(
+    db: Database,
+    first: Callable[[Any], Any],
+    second: Callable[[Any], Any],
+    *,
+    first_is_a_person: bool = True,
+) -> tuple[Any, Any]:
+    """Run ``first`` in a unit, then ``second`` in another thread's unit (a person's)
+    while the first is still open; commit the first once the second waits for it or
+    is done. Returns each one's result, or the exception the second raised.
+    ``first_is_a_person=False``: the first unit is the daemon's (housekeeping)."""
+    outcome: list[Any] = [None]
+
+    def run_second() -> None:
+        try:
+            with db.person_waiting(busy_timeout=10) as session:
+                outcome[0] = second(session)
+        except Exception as exc:
+            outcome[0] = exc
+
+    thread = threading.Thread(target=run_second)
+    unit = db.person_waiting() if first_is_a_person else db.begin()
+    with unit as session:
+        first_result = first(session)
+        session.flush()
+        thread.start()
+        deadline = time.monotonic() + 5
+        while thread.is_alive() and time.monotonic() < deadline:
+            if db.engine.dialect.name != "postgresql":
+                time.sleep(0.2)  # BEGIN IMMEDIATE: the second waits for the write lock
+                break
+            if waiting_for_a_lock(db):
+                break
+            time.sleep(0.02)
+    thread.join(timeout=15)
+    assert not thread.is_alive()
+    return first_result, outcome[0]

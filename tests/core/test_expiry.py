@@ -4,16 +4,11 @@ deletes them, and the user is told once."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from core.conftest import database_at
+from core.conftest import while_held
 from fmn_core import preferences
 from fmn_core.db import Database
 from fmn_core.errors import InvalidArgument, NotFound
@@ -129,60 +124,6 @@ def test_a_paused_filter_resumes_and_the_user_is_told(db: Database) -> None:
 # connection of its own: these units commit for real, on a database of their own.
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def committed(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Database]:
-    """A ``Database`` whose units commit for real, on SQLite or a fresh PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    else:
-        url = request.getfixturevalue("empty_postgres_url")
-    with database_at(url) as db:
-        yield db
-
-
-def _waiting_for_a_lock(db: Database) -> bool:
-    with db.engine.connect() as connection:
-        return bool(
-            connection.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            ).scalar()
-        )
-
-
-def while_held(
-    db: Database, first: Callable[[Session], Any], second: Callable[[Session], Any]
-) -> tuple[Any, Any]:
-    """Run ``first`` in a unit, then ``second`` in another thread's unit while the first
-    is open; commit the first once the second waits for it (or is done). Each one's
-    result, or the exception the second raised."""
-    outcome: list[Any] = [None]
-
-    def run_second() -> None:
-        try:
-            with db.person_waiting(busy_timeout=10) as session:
-                outcome[0] = second(session)
-        except Exception as exc:
-            outcome[0] = exc
-
-    thread = threading.Thread(target=run_second)
-    with db.begin() as session:
-        first_result = first(session)
-        session.flush()
-        thread.start()
-        deadline = time.monotonic() + 5
-        while thread.is_alive() and time.monotonic() < deadline:
-            if db.engine.dialect.name != "postgresql":
-                time.sleep(0.2)  # BEGIN IMMEDIATE: the second waits for the write lock
-                break
-            if _waiting_for_a_lock(db):
-                break
-            time.sleep(0.02)
-    thread.join(timeout=15)
-    assert not thread.is_alive()
-    return first_result, outcome[0]
-
-
 def _expiring_rule(db: Database) -> dt.datetime:
     """Ana's filter "updates": rule 1 for good, rule 2 until the time returned."""
     until = utcnow() + dt.timedelta(hours=1)
@@ -217,6 +158,7 @@ def test_expiry_beside_a_change_to_the_expiring_rule_gives_a_sentence(
         committed,
         lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
         lambda s: preferences.set_rule_negated(s, ANA, "email", "updates", 2, False),
+        first_is_a_person=False,
     )
     assert isinstance(second, NotFound), repr(second)
     assert _rules(committed) == [("app_is", 1)]
@@ -228,6 +170,7 @@ def test_expiry_beside_removing_the_filter_removes_it_cleanly(committed: Databas
         committed,
         lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
         lambda s: preferences.remove_filter(s, ANA, "email", "updates"),
+        first_is_a_person=False,
     )
     assert not isinstance(second, Exception), repr(second)
     assert _rules(committed) == []
@@ -243,6 +186,7 @@ def test_expiry_after_a_change_under_way_waits_and_checks_again(committed: Datab
         committed,
         lambda s: preferences.remove_rule(s, ANA, "email", "updates", 2),
         lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
+        first_is_a_person=False,
     )
     assert ended == 0, repr(ended)
     assert _rules(committed) == [("app_is", 1)]
@@ -261,6 +205,7 @@ def test_notices_read_beside_expiry_are_not_lost(committed: Database) -> None:
         committed,
         lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
         lambda s: preferences.take_notices(s, ANA),
+        first_is_a_person=False,
     )
     assert not isinstance(read, Exception), repr(read)
     with committed.begin() as s:
@@ -278,6 +223,7 @@ def test_a_new_pause_beside_the_old_one_ending_stays(committed: Database) -> Non
         committed,
         lambda s: expire_preferences(s, now=until + dt.timedelta(seconds=1)),
         lambda s: preferences.pause_filter(s, ANA, "email", "updates", later),
+        first_is_a_person=False,
     )
     assert not isinstance(second, Exception), repr(second)
     with committed.begin() as s:

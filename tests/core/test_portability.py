@@ -678,9 +678,12 @@ def test_a_site_import_locks_every_account_with_one_lock(db: Database) -> None:
             # Another connection's writer of one account waits for it (here: is refused).
             with db.engine.connect() as other:
                 other.execute(text("SET lock_timeout = '100ms'"))
-                with pytest.raises(OperationalError, match="lock timeout"):
-                    with Session(other) as writer, writer.begin():
-                        lock_account(writer, "user00001")
+                with (
+                    pytest.raises(OperationalError, match="lock timeout"),
+                    Session(other) as writer,
+                    writer.begin(),
+                ):
+                    lock_account(writer, "user00001")
     assert summary.users == count
     with db.begin() as session:
         assert session.scalars(select(func.count()).select_from(User)).one() == count

@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import json
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from core.conftest import database_at
+from core.conftest import while_held
 from fmn_core import preferences as prefs
 from fmn_core.config import ConfirmationConfig, PushConfig
 from fmn_core.db import Database
@@ -922,60 +921,6 @@ def test_mute_refuses_bad_times(db: Database) -> None:
 # own rather than the rolled-back ``db`` fixture. ``while_held`` makes the race
 # deterministic: the second unit starts while the first is open and uncommitted,
 # and the first commits once the second waits for it (or has finished).
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def committed(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
-    """A ``Database`` whose units commit for real, on SQLite or a fresh PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    else:
-        url = request.getfixturevalue("empty_postgres_url")
-    with database_at(url) as db:
-        yield db
-
-
-def _waiting_for_a_lock(db: Database) -> bool:
-    """Whether some other connection of this PostgreSQL database waits for a lock."""
-    with db.engine.connect() as connection:
-        return bool(
-            connection.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            ).scalar()
-        )
-
-
-def while_held(
-    db: Database, first: Callable[[Any], Any], second: Callable[[Any], Any]
-) -> tuple[Any, Any]:
-    """Run ``first`` in a unit, then ``second`` in another thread's unit while the first
-    is still open; commit the first once the second waits for it or is done.
-    Returns each one's result, or the exception it raised."""
-    outcome: list[Any] = [None]
-
-    def run_second() -> None:
-        try:
-            with db.person_waiting(busy_timeout=10) as session:
-                outcome[0] = second(session)
-        except Exception as exc:
-            outcome[0] = exc
-
-    thread = threading.Thread(target=run_second)
-    with db.person_waiting() as session:
-        first_result = first(session)
-        session.flush()
-        thread.start()
-        deadline = time.monotonic() + 5
-        while thread.is_alive() and time.monotonic() < deadline:
-            if db.engine.dialect.name == "postgresql" and _waiting_for_a_lock(db):
-                break
-            time.sleep(0.02 if db.engine.dialect.name == "postgresql" else 0.2)
-            if db.engine.dialect.name == "sqlite":
-                break  # BEGIN IMMEDIATE: the second waits for the write lock
-    thread.join(timeout=15)
-    assert not thread.is_alive()
-    return first_result, outcome[0]
 
 
 def test_two_first_writes_of_a_new_account_both_count(committed: Database) -> None:
