@@ -221,30 +221,35 @@ class DeliveryCases(_Cases):
         conf.supybot.plugins.Fmn.network.setValue("test")
         assert len(self.deliver_round(online=["alice_"])[1]) == 1
 
+    def _take_over(self, moment: dt.datetime) -> None:
+        """This bot's claim (made at ``moment``) has run out: another sender claims the
+        rows and sends them."""
+        lease = self.plugin.delivery.config.delivery.claim_lease_seconds
+        with self.database.begin() as session:
+            taken = outbox.claim_due(
+                session,
+                worker="fmn-bot:elsewhere:1",
+                contexts=["irc"],
+                limit=10,
+                lease_seconds=lease,
+                now=moment + dt.timedelta(seconds=lease + 1),
+            )
+            assert taken, "the bot's claim did not run out"
+            outbox.mark_sent(session, [r.id for r in taken])
+
     def _taken_over_while_looking_up(self, moment: dt.datetime, *, refuse: bool = False) -> None:
         """While this bot waits for ISON its claim runs out, and another sender claims
         the rows and sends them; ``refuse``: the connection then refuses the bot's line."""
         sender = self.plugin.delivery
         real: IrcLink = sender.link
-        lease = sender.config.delivery.claim_lease_seconds
-        database = self.database
+        take_over = self._take_over
 
         class LateLink:
             def __getattr__(self, name: str) -> object:
                 return getattr(real, name)
 
             def online(self, nicks: list[str]) -> frozenset[str] | None:
-                with database.begin() as session:
-                    taken = outbox.claim_due(
-                        session,
-                        worker="fmn-bot:elsewhere:1",
-                        contexts=["irc"],
-                        limit=10,
-                        lease_seconds=lease,
-                        now=moment + dt.timedelta(seconds=lease + 1),
-                    )
-                    assert taken, "the bot's claim did not run out"
-                    outbox.mark_sent(session, [r.id for r in taken])
+                take_over(moment)
                 return real.online(nicks)
 
             def send(self, nick: str, line: str) -> bool:
@@ -289,23 +294,11 @@ class DeliveryCases(_Cases):
             preferences.mute(session, preferences.Actor("alice"), dt.timedelta(hours=5))
         moment = utcnow()
         sender = self.plugin.delivery
-        lease = sender.config.delivery.claim_lease_seconds
         real_stats = sender._stats
-        database = self.database
 
         def late_stats(first: object, now: dt.datetime) -> object:
             # The policy's look-ups are slow: the claim runs out, another sender sends.
-            with database.begin() as session:
-                taken = outbox.claim_due(
-                    session,
-                    worker="fmn-bot:elsewhere:1",
-                    contexts=["irc"],
-                    limit=10,
-                    lease_seconds=lease,
-                    now=moment + dt.timedelta(seconds=lease + 1),
-                )
-                assert taken, "the bot's claim did not run out"
-                outbox.mark_sent(session, [r.id for r in taken])
+            self._take_over(moment)
             return real_stats(first, now)  # type: ignore[arg-type]
 
         sender._stats = late_stats
