@@ -257,19 +257,7 @@ def test_expiry_takes_a_batch_of_accounts_a_run(
 def test_adding_again_a_rule_that_ended_before_housekeeping_keeps_the_new_one(
     db: Database,
 ) -> None:
-    with db.begin() as s:
-        preferences.add_filter(s, ANA, "email", "updates")
-        preferences.add_rule(s, ANA, "email", "updates", "app_is", {"app": "bodhi"})
-        preferences.add_rule(
-            s,
-            ANA,
-            "email",
-            "updates",
-            "package_involved",
-            {"package": "tzdata"},
-            negated=True,
-            expires_at=utcnow() + dt.timedelta(hours=1),
-        )
+    _expiring_rule(db)
     with db.begin() as s:
         # The mute ended a minute ago; housekeeping has not run since.
         rule = s.scalars(select(Rule).where(Rule.expires_at.is_not(None))).one()
