@@ -25,6 +25,19 @@ not claimed and sent again). Lines claimed beyond that go back to ``pending`` at
 once, and claims leave the context out while more than half its room is taken, so
 a Matrix backlog never stops other contexts' rows from being claimed.
 
+Push (``push``, ``desktop``, ``android``) goes to the users' own servers, any of
+which may keep a send to its deadline: one user, or one slow push service, costs
+only itself and push. Push sends in slots of its own (as many as the shared ones,
+which e-mail keeps to itself and the fast contexts), a user's jobs in at most a
+quarter of them at once (``_USER_SHARE_OF_SLOTS``; the user's others wait their turn
+holding no slot), and its jobs count against a claim-ahead room of their own, a
+quarter of the claim lease's worth of send deadlines (``_push_room``), a user's up
+to twice the user's slots: claims leave push out while more than half of it is
+taken. A claim keeps no more push jobs than that room, and no more of one user's than
+the user's slots send in that time; the rest go back to ``pending`` (no attempt
+counted), the user's put off by one send deadline so they are not claimed again,
+ahead of everyone's newer rows, by every claim until then.
+
 What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
 the IRC bot: ``fmn_core.delivery_policy.decide`` says what, and
@@ -175,6 +188,10 @@ PUSH_JOB_TIMEOUTS = SEND_DEADLINE_TIMEOUTS * -(
     -MAX_DESTINATIONS_PER_CONTEXT // DESTINATIONS_AT_ONCE
 )
 _PUSH_CONTEXTS = frozenset({"push", "android", "desktop"})
+#: One user's push jobs hold at most this share of the push send slots at once (at least
+#: one): with a quarter, four users whose servers each keep every send to its deadline
+#: are needed to fill them, and one user's backlog leaves the other users three quarters.
+_USER_SHARE_OF_SLOTS = 4
 
 
 @runtime_checkable
@@ -231,6 +248,30 @@ class Senders:
         self._paced_jobs = 0
         #: A paced context's own send slots, as many as the shared ones.
         self._paced_slots = {c: _Slots(config.delivery.senders) for c in self._paced}
+        #: Push contexts: the users' own servers, each of which may keep a send to its
+        #: deadline. They send in slots of their own (as many as the shared ones), a
+        #: user's jobs in at most ``_user_slots`` of them at once, the user's others
+        #: waiting their turn without a slot (``_Turns``). Their jobs do not count
+        #: against the claim-ahead bound of the others but against a room of their own
+        #: (``_push_room``, in send deadlines: ``_rounds``), each user's at most
+        #: ``_user_cap`` of it, and a user's against the user's own room.
+        self._push = frozenset(
+            c
+            for c in self.transports
+            if c in _PUSH_CONTEXTS and c not in self._blocking and c not in self._paced
+        )
+        self._push_excluded = tuple(sorted(self._push))
+        self._user_slots = max(1, config.delivery.senders // _USER_SHARE_OF_SLOTS)
+        self._user_cap = self._user_slots * _CLAIM_AHEAD
+        self._push_room = _push_room(config.delivery.senders, config)
+        self._user_room = _push_room(self._user_slots, config)
+        self._push_slots = _Slots(config.delivery.senders)
+        self._turns = _Turns(self._user_slots)
+        self._push_jobs = 0
+        #: Send deadlines of push jobs in flight, per user id, and their sum with each
+        #: user's counted up to ``_user_cap`` (what claims leave push out on).
+        self._push_rounds: Counter[int] = Counter()
+        self._push_counted = 0
         _warn_of_a_short_lease(config, self.transports)
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
@@ -277,9 +318,10 @@ class Senders:
         watcher = asyncio.create_task(self._watch_stop(stop), name="delivery-stop-watch")
         try:
             while not stop.is_set():
-                if len(self._inflight) - self._paced_jobs >= delivery.senders * _CLAIM_AHEAD:
+                ahead = len(self._inflight) - self._paced_jobs - self._push_jobs
+                if ahead >= delivery.senders * _CLAIM_AHEAD:
                     # Every slot is busy and as many sends again wait for one (paced
-                    # lines have their own bound: ``_paced_room``).
+                    # lines and push jobs have their own bounds: ``_claim_exclusions``).
                     await self._await_one(stop)
                     continue
                 try:
@@ -369,6 +411,8 @@ class Senders:
         senders = self.config.delivery.senders
         self._slots = _Slots(senders)
         self._paced_slots = {c: _Slots(senders) for c in self._paced}
+        self._push_slots = _Slots(senders)
+        self._turns = _Turns(self._user_slots)
 
     async def _start_round(self, *, codes: bool, beside: bool = False) -> tuple[int, bool]:
         """Send pending codes (if ``codes``), claim and settle a batch, start its sends.
@@ -400,7 +444,7 @@ class Senders:
             claimed = await in_thread(self._claim_one_by_one, exclude)
             if claimed:
                 plan = await self._core(self._planner.plan, claimed, inflight, isolated=True)
-                plan, released = await self._core(self._within_paced_room, plan)
+                plan, released = await self._core(self._within_room, plan)
             else:
                 plan = Round([], 0)
         if not claimed:
@@ -415,6 +459,9 @@ class Senders:
                 if job.head.context in self._paced:
                     self._paced_lines[job.head.context] += _lines(job)
                     self._paced_jobs += 1
+                elif job.head.context in self._push:
+                    self._push_jobs += 1
+                    self._count_push(job.head.user_id, _rounds(job))
                 sending = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
             self._inflight[sending] = job
             sending.add_done_callback(self._done)
@@ -431,12 +478,12 @@ class Senders:
         inflight: Mapping[tuple[int, str], int],
         exclude: tuple[str, ...],
     ) -> tuple[list[ClaimedNotification], Round, set[int]]:
-        """``_claim_and_plan``, then ``_within_paced_room``: also returns the rows
-        given back at once."""
+        """``_claim_and_plan``, then ``_within_room``: also returns the rows given
+        back at once."""
         claimed, plan = self._claim_and_plan(session, inflight, exclude)
-        if not self._paced or not plan.jobs:
+        if not (self._paced or self._push) or not plan.jobs:
             return claimed, plan, set()
-        plan, released = self._within_paced_room(session, plan)
+        plan, released = self._within_room(session, plan)
         return claimed, plan, released
 
     def _claim_and_plan(
@@ -464,22 +511,41 @@ class Senders:
     def _claim_exclusions(self) -> tuple[str, ...]:
         """The contexts the next claim leaves out: the bot's, and each paced context
         with more than half its room taken (so that a claim is not made for a line or
-        two, and given back, at every line sent)."""
-        if not self._paced:
-            return DELIVERED_CONTEXTS_EXCLUDE
-        full = tuple(c for c, room in self._paced_room.items() if self._paced_lines[c] * 2 > room)
-        return DELIVERED_CONTEXTS_EXCLUDE + full
+        two, and given back, at every line sent), and the push contexts likewise."""
+        exclude = DELIVERED_CONTEXTS_EXCLUDE
+        if self._paced:
+            exclude += tuple(
+                c for c, room in self._paced_room.items() if self._paced_lines[c] * 2 > room
+            )
+        if self._push and self._push_counted * 2 > self._push_room:
+            exclude += self._push_excluded
+        return exclude
 
-    def _within_paced_room(self, session: Session, plan: Round) -> tuple[Round, set[int]]:
-        """Keep a paced context's jobs while their lines fit its room (``_paced_room``),
-        oldest first, and give the rest back at once (``outbox.release``: no attempt
-        counted): lines claimed beyond it would wait their turn past their lease.
+    def _within_room(self, session: Session, plan: Round) -> tuple[Round, set[int]]:
+        """Keep the jobs that can be sent before their lease ends, oldest first:
 
-        A context with nothing in flight keeps at least one job, however many lines.
+        - a paced context's while their lines fit its room (``_paced_room``);
+        - a push job while its user's send deadlines fit the user's room, and the
+          push contexts' (each user's counted up to ``_user_cap``) theirs
+          (``_push_room``).
+
+        Lines or jobs claimed beyond would wait their turn past their lease. The rest
+        are given back at once (``outbox.release``: no attempt counted), and claims
+        leave their context out until its room is half free; but a user's push jobs
+        beyond the user's room are put off by a send deadline (``outbox.postpone``, no
+        attempt counted either), by when one of theirs in a slot has ended: given back
+        at once, they would be claimed again by every claim, ahead of everyone's
+        newer rows, until one had.
+
+        A context or user with nothing in flight keeps at least one job.
         """
         taken = Counter(self._paced_lines)
+        users = Counter(self._push_rounds)
+        counted = self._push_counted
+        cap = self._user_cap
         jobs: list[Job] = []
         released: set[int] = set()
+        put_off: set[int] = set()
         for job in plan.jobs:
             context = job.head.context
             room = self._paced_room.get(context)
@@ -489,11 +555,30 @@ class Senders:
                     released.update(job.ids)
                     continue
                 taken[context] += lines
+            elif context in self._push:
+                user = job.head.user_id
+                rounds = _rounds(job)
+                before = users[user]
+                if before and before + rounds > self._user_room:
+                    put_off.update(job.ids)
+                    continue
+                more = min(before + rounds, cap) - min(before, cap)
+                if counted and counted + more > self._push_room:
+                    released.update(job.ids)
+                    continue
+                users[user] = before + rounds
+                counted += more
             jobs.append(job)
         if released:
             outbox.release(session, released, worker=self.worker)
-            log.debug("delivery: %d paced rows given back until their turn nears", len(released))
-        return Round(jobs=jobs, settled=plan.settled), released
+            log.debug("delivery: %d rows given back until their turn nears", len(released))
+        if put_off:
+            until = self.clock() + dt.timedelta(
+                seconds=self.config.push.timeout_seconds * SEND_DEADLINE_TIMEOUTS
+            )
+            outbox.postpone(session, put_off, until, worker=self.worker)
+            log.debug("delivery: %d push rows put off until their user's turn", len(put_off))
+        return Round(jobs=jobs, settled=plan.settled), released | put_off
 
     def _inflight_by_group(self) -> Counter[tuple[int, str]]:
         """Rows being sent now, per (user id, context): sent, as far as rate limits go."""
@@ -559,9 +644,14 @@ class Senders:
 
     def _done(self, task: asyncio.Future[None]) -> None:
         job = self._inflight.pop(task, None)
-        if self._paced and job is not None and job.head.context in self._paced:
-            self._paced_lines[job.head.context] -= _lines(job)
-            self._paced_jobs -= 1
+        if job is not None and job.head.context not in self._blocking:
+            context = job.head.context
+            if context in self._paced:
+                self._paced_lines[context] -= _lines(job)
+                self._paced_jobs -= 1
+            elif context in self._push:
+                self._push_jobs -= 1
+                self._count_push(job.head.user_id, -_rounds(job))
         self._wake_up()
         if task.cancelled():
             return
@@ -574,6 +664,17 @@ class Senders:
                 job.ids if job else "?",
                 error,
             )
+
+    def _count_push(self, user: int, rounds: int) -> None:
+        """Add ``rounds`` send deadlines (or take them off) to ``user``'s push jobs in flight."""
+        before = self._push_rounds[user]
+        after = before + rounds
+        if after:
+            self._push_rounds[user] = after
+        else:
+            del self._push_rounds[user]
+        cap = self._user_cap
+        self._push_counted += min(after, cap) - min(before, cap)
 
     async def _await_inflight(self, stop: asyncio.Event | None) -> None:
         """Wait for this round's sends; return early (leaving them to ``_finish``) on stop."""
@@ -686,6 +787,9 @@ class Senders:
         if paced is not None:
             await self._deliver_paced(job, paced)
             return
+        if job.head.context in self._push:
+            await self._deliver_push(job, self._turns, self._push_slots)
+            return
         slots = self._slots
         await slots.take()
         try:
@@ -712,6 +816,23 @@ class Senders:
             await self._outcomes.record(outcome)
         finally:
             slots.give()
+
+    async def _deliver_push(self, job: Job, turns: _Turns, slots: _Slots) -> None:
+        """Send ``job`` in a push slot, once its user has fewer than ``_user_slots`` in
+        use: a user's jobs go in their order, and while they wait for the user's turn
+        they hold no slot another user's job could use."""
+        user = job.head.user_id
+        await turns.take(user)
+        try:
+            await slots.take()
+            try:
+                outcome = await self._send(job)
+                # Recorded before the slot is given back, as ``_deliver`` records.
+                await self._outcomes.record(outcome)
+            finally:
+                slots.give()
+        finally:
+            turns.give(user)
 
     def _queue_mail(self, job: Job) -> asyncio.Future[None]:
         """Hand ``job`` (a ``Blocking`` transport's) to the send threads; settled once recorded.
@@ -966,7 +1087,8 @@ class Senders:
 
 
 class _Slots:
-    """The send slots (``delivery.senders``), shared by the send threads and tasks.
+    """Send slots (``delivery.senders``): the shared ones (the send threads and the fast
+    contexts' tasks), a paced context's own, or push's own.
 
     Taken on the event loop only: by a task before its send, or for a send thread
     while mails wait for one (the thread gives it back, through the loop, once no
@@ -1005,6 +1127,35 @@ class _Slots:
                 waiter.set_result(None)
                 return
         self.free += 1
+
+
+class _Turns:
+    """At most ``size`` sends of one user at once; the user's others wait in turn."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        #: Only users with a send in flight or waiting: dropped once the last is done.
+        self._users: dict[int, _Slots] = {}
+
+    async def take(self, user: int) -> None:
+        slots = self._users.get(user)
+        if slots is None:
+            slots = self._users[user] = _Slots(self.size)
+        try:
+            await slots.take()
+        except BaseException:
+            self._drop_if_idle(user, slots)
+            raise
+
+    def give(self, user: int) -> None:
+        slots = self._users.get(user)
+        if slots is not None:
+            slots.give()
+            self._drop_if_idle(user, slots)
+
+    def _drop_if_idle(self, user: int, slots: _Slots) -> None:
+        if slots.free >= self.size and self._users.get(user) is slots:
+            del self._users[user]
 
 
 def _settle(sending: asyncio.Future[None], error: BaseException | None) -> None:
@@ -1106,6 +1257,20 @@ def _paced_room(lines_per_second: float, delivery: DeliveryConfig) -> int:
     """How many lines a paced context may have claimed ahead (``_PACED_LEASE_SHARE``)."""
     room = int(lines_per_second * delivery.claim_lease_seconds * _PACED_LEASE_SHARE)
     return max(1, min(room, delivery.batch_size))
+
+
+def _push_room(slots: int, config: Config) -> int:
+    """How many send deadlines of push jobs ``slots`` slots may have claimed ahead: a
+    quarter of the claim lease's worth (``_PACED_LEASE_SHARE``), so that the last of
+    them starts well before its lease ends, the slot waits of other users' included."""
+    deadline = config.push.timeout_seconds * SEND_DEADLINE_TIMEOUTS
+    room = int(slots * config.delivery.claim_lease_seconds * _PACED_LEASE_SHARE / deadline)
+    return max(1, min(room, config.delivery.batch_size))
+
+
+def _rounds(job: Job) -> int:
+    """How many send deadlines a push job may take: one per ``DESTINATIONS_AT_ONCE``."""
+    return max(1, -(-len(job.head.destinations) // DESTINATIONS_AT_ONCE))
 
 
 def _lines(job: Job) -> int:

@@ -1314,37 +1314,34 @@ def test_delivery_send_threads_drain_queued_mails_at_most_senders_at_once(
     assert isinstance(transport, EmailTransport) and transport.opened <= 3
 
 
-def test_delivery_send_threads_and_tasks_share_the_slots(
+def test_delivery_send_threads_and_push_tasks_have_slots_of_their_own(
     file_db: Database, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # E-mail (send threads) and push (tasks on the event loop) in one round: at
-    # most ``delivery.senders`` sends at once, whichever transport.
+    # most ``delivery.senders`` sends of each at once, in slots of their own (a push
+    # server that keeps its sends to their deadline must hold up no mail).
     with file_db.begin() as session:
         for n in range(6):
             add_notification(session, add_user(session, f"m{n}", addresses=(f"m{n}@example.org",)))
             add_notification(session, add_user(session, f"p{n}", "push", (f"ok-{n}",)), "push")
-    at_once = _Concurrency()
+    mails_at_once = _Concurrency()
     send_blocking = EmailTransport.send_blocking
 
     def counting_send(self: EmailTransport, destination: str, rendered: Rendered) -> None:
-        with at_once:
+        with mails_at_once:
             time.sleep(0.03)
             send_blocking(self, destination, rendered)
-
-    class CountingGate(_Gate):
-        async def send(self, destination: str, rendered: Rendered) -> None:
-            with at_once:
-                await super().send(destination, rendered)
 
     monkeypatch.setattr(EmailTransport, "send_blocking", counting_send)
     config = make_config(file_db, smtp_server, senders=2)
     email = EmailTransport(config.smtp)
-    gate = CountingGate()
+    gate = _Gate()
     delivery = Senders(file_db, config, Metrics(), transports={"email": email, "push": gate})
     assert drain(delivery) == 12
     assert len(smtp_server.wait_for(6)) == 6
     assert sorted(gate.sent) == sorted(f"ok-{n}" for n in range(6))
-    assert at_once.peak == 2
+    assert mails_at_once.peak == 2
+    assert gate.peak == 2
 
 
 def test_delivery_stop_releases_mails_no_send_thread_took(
