@@ -14,7 +14,12 @@ claims what was committed meanwhile, as long as fewer sends than twice the slots
 are in flight or waiting for one, so a message never waits for an earlier round's
 slowest send, and a slot that frees up finds the next mail already claimed. Rows
 in flight count as sent for the rate limit, as they were once a round waited for
-its sends.
+its sends. That bound is e-mail's and the fast contexts' (rss, live), which send in
+slots of their own each: while their sends fill it, claims leave e-mail out and go
+on claiming the others (only the fast contexts' own filling it stops them), so a
+mail server that keeps every mail to its timeout holds up only e-mail. A send that
+ends and lifts what left its context out of the claims (this bound, or the rooms
+below) wakes the claims at once, not at the next poll.
 
 A paced context (Matrix: ``matrix.lines_per_second`` across all users) costs only
 itself: a line waits for its turn before it takes a send slot, so no slot sleeps
@@ -27,16 +32,16 @@ a Matrix backlog never stops other contexts' rows from being claimed.
 
 Push (``push``, ``desktop``, ``android``) goes to the users' own servers, any of
 which may keep a send to its deadline: one user, or one slow push service, costs
-only itself and push. Push sends in slots of its own (as many as the shared ones,
-which e-mail keeps to itself and the fast contexts), a user's jobs in at most a
-quarter of them at once (``_USER_SHARE_OF_SLOTS``; the user's others wait their turn
-holding no slot), and its jobs count against a claim-ahead room of their own, a
-quarter of the claim lease's worth of send deadlines (``_push_room``), a user's up
-to twice the user's slots: claims leave push out while more than half of it is
-taken. A claim keeps no more push jobs than that room, and no more of one user's than
-the user's slots send in that time; the rest go back to ``pending`` (no attempt
-counted), the user's put off by one send deadline so they are not claimed again,
-ahead of everyone's newer rows, by every claim until then.
+only itself and push. Push sends in slots of its own (as many as e-mail's), a
+user's jobs in at most a quarter of them at once (``_USER_SHARE_OF_SLOTS``; the
+user's others wait their turn holding no slot), and its jobs count against a
+claim-ahead room of their own, a quarter of the claim lease's worth of send
+deadlines (``_push_room``), a user's up to twice the user's slots: claims leave push
+out while more than half of it is taken. A claim keeps no more push jobs than that
+room, and no more of one user's than the user's slots send in that time; the rest
+go back to ``pending`` (no attempt counted), the user's put off by one send deadline
+so they are not claimed again, ahead of everyone's newer rows, by every claim until
+then.
 
 What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
@@ -232,12 +237,26 @@ class Senders:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._planner = RoundPlanner(config, metrics, self.worker, clock)
         self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
+        #: E-mail's send slots (its threads'), and the fast contexts' (rss, live): a mail
+        #: server that keeps every mail to its timeout holds no slot of theirs.
         self._slots = _Slots(config.delivery.senders)
+        self._fast_slots = _Slots(config.delivery.senders)
+        #: How many sends of e-mail and the fast contexts ``run`` claims ahead; while
+        #: they fill it, claims leave e-mail out (``_mail_left_out``) as long as the
+        #: fast contexts' alone do not.
+        self._claim_ahead = config.delivery.senders * _CLAIM_AHEAD
         #: Every send in flight or waiting for a slot: a task (``_deliver``), or for
         #: a ``Blocking`` transport the future its thread settles (``_queue_mail``).
         self._inflight: dict[asyncio.Future[None], Job] = {}
         #: Contexts whose transport sends from a worker thread (``Blocking``).
         self._blocking = {c for c, t in self.transports.items() if isinstance(t, Blocking)}
+        self._mail_excluded = tuple(sorted(self._blocking))
+        self._mail_jobs = 0
+        #: Whether the last claim left e-mail out, and the paced and push contexts it
+        #: left out: the first send of theirs to end that lifts that wakes ``run``
+        #: (``_done``), rather than the next poll.
+        self._mail_left_out = False
+        self._left_out: frozenset[str] = frozenset()
         #: Paced contexts, how many lines each may have claimed ahead, and has (``run``
         #: counts their jobs apart, and claims leave out a context whose backlog is full).
         self._paced = {c: t for c, t in self.transports.items() if isinstance(t, _Paced)}
@@ -286,6 +305,9 @@ class Senders:
         self._idle_check_at = 0.0
         #: What ``run`` waits on while every send slot is busy (``_await_one``).
         self._waiter: asyncio.Future[None] | None = None
+        #: Set (with the new rows' wait interrupted) to end ``run``'s idle wait: it is
+        #: stopping, or a context the last claim left out may be claimed again.
+        self._look_again: asyncio.Event | None = None
         #: Threads for sends from a worker thread, one per send slot (``_send_threads``).
         self._send_pool: ThreadPoolExecutor | None = None
         #: ``Blocking`` sends waiting for a thread, and the lock the threads take them
@@ -315,15 +337,19 @@ class Senders:
         delivery = self.config.delivery
         failures = 0
         self._fresh_slots()
+        look_again = self._look_again = asyncio.Event()
         watcher = asyncio.create_task(self._watch_stop(stop), name="delivery-stop-watch")
         try:
             while not stop.is_set():
-                ahead = len(self._inflight) - self._paced_jobs - self._push_jobs
-                if ahead >= delivery.senders * _CLAIM_AHEAD:
-                    # Every slot is busy and as many sends again wait for one (paced
-                    # lines and push jobs have their own bounds: ``_claim_exclusions``).
+                if self._ahead() - self._mail_jobs >= self._claim_ahead:
+                    # The fast contexts' sends alone fill the bound. While e-mail's help
+                    # fill it, claims leave e-mail out and go on (a mail server that
+                    # never answers holds up only e-mail); paced lines and push jobs
+                    # have their own bounds (``_claim_exclusions``).
                     await self._await_one(stop)
                     continue
+                # Ends of sends from here on that lift an exclusion end the idle wait.
+                look_again.clear()
                 try:
                     codes = time.monotonic() >= self._codes_at
                     if codes:
@@ -350,15 +376,16 @@ class Senders:
                     continue
                 if more:
                     continue  # more may be due already
-                if claimed and not self._new_rows.listening:
+                if claimed and not self._new_rows.listening and not self._mail_left_out:
                     # Nobody announces new rows: look again when a send is done or
-                    # the poll interval is up, whichever comes first.
+                    # the poll interval is up, whichever comes first (with e-mail left
+                    # out, not at each other send: once e-mail can be claimed again).
                     if self._inflight:
                         await self._await_one(stop, delivery.idle_poll_seconds)
                     continue
-                # Until the poll interval is up, or a consumer commits new rows
-                # (committed since the claim: at once).
-                await self._new_rows.wait(stop, delivery.idle_poll_seconds)
+                # Until the poll interval is up, a consumer commits new rows (committed
+                # since the claim: at once), or a context left out may be claimed.
+                await self._new_rows.wait(look_again, delivery.idle_poll_seconds)
                 if not self._inflight and time.monotonic() >= self._idle_check_at:
                     self._idle_check_at = time.monotonic() + _IDLE_CHECK_SECONDS
                     await self._close_idle_transports()
@@ -375,6 +402,12 @@ class Senders:
         """Once ``stop`` is set, end whatever wait ``run`` is in (one task per run)."""
         await stop.wait()
         self._wake_up()
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """End ``run``'s idle wait now (or its next, if it is not waiting)."""
+        if self._look_again is not None:
+            self._look_again.set()
         self._new_rows.interrupt()
 
     async def drain(self, timeout: float) -> int:
@@ -410,6 +443,7 @@ class Senders:
     def _fresh_slots(self) -> None:
         senders = self.config.delivery.senders
         self._slots = _Slots(senders)
+        self._fast_slots = _Slots(senders)
         self._paced_slots = {c: _Slots(senders) for c in self._paced}
         self._push_slots = _Slots(senders)
         self._turns = _Turns(self._user_slots)
@@ -454,6 +488,7 @@ class Senders:
         for job in plan.jobs:
             sending: asyncio.Future[None]
             if job.head.context in self._blocking:
+                self._mail_jobs += 1
                 sending = self._queue_mail(job)
             else:
                 if job.head.context in self._paced:
@@ -509,17 +544,26 @@ class Senders:
         return claimed, self._planner.plan(session, claimed, inflight, isolated=False)
 
     def _claim_exclusions(self) -> tuple[str, ...]:
-        """The contexts the next claim leaves out: the bot's, and each paced context
-        with more than half its room taken (so that a claim is not made for a line or
-        two, and given back, at every line sent), and the push contexts likewise."""
-        exclude = DELIVERED_CONTEXTS_EXCLUDE
+        """The contexts the next claim leaves out: the bot's, each paced context with
+        more than half its room taken (so that a claim is not made for a line or two,
+        and given back, at every line sent), the push contexts likewise, and e-mail
+        while its sends and the fast contexts' fill the claim-ahead bound."""
+        left_out: tuple[str, ...] = ()
         if self._paced:
-            exclude += tuple(
+            left_out += tuple(
                 c for c, room in self._paced_room.items() if self._paced_lines[c] * 2 > room
             )
         if self._push and self._push_counted * 2 > self._push_room:
-            exclude += self._push_excluded
-        return exclude
+            left_out += self._push_excluded
+        self._left_out = frozenset(left_out)
+        self._mail_left_out = bool(self._blocking) and self._ahead() >= self._claim_ahead
+        if self._mail_left_out:
+            left_out += self._mail_excluded
+        return DELIVERED_CONTEXTS_EXCLUDE + left_out
+
+    def _ahead(self) -> int:
+        """Sends of e-mail and the fast contexts in flight or waiting for a slot."""
+        return len(self._inflight) - self._paced_jobs - self._push_jobs
 
     def _within_room(self, session: Session, plan: Round) -> tuple[Round, set[int]]:
         """Keep the jobs that can be sent before their lease ends, oldest first:
@@ -644,14 +688,30 @@ class Senders:
 
     def _done(self, task: asyncio.Future[None]) -> None:
         job = self._inflight.pop(task, None)
-        if job is not None and job.head.context not in self._blocking:
+        if job is not None:
+            # A context the last claim left out may be claimed again once its room
+            # is half free (e-mail: once below the bound): ``run`` looks now, not at
+            # the next poll.
             context = job.head.context
             if context in self._paced:
                 self._paced_lines[context] -= _lines(job)
                 self._paced_jobs -= 1
+                if (
+                    context in self._left_out
+                    and self._paced_lines[context] * 2 <= self._paced_room[context]
+                ):
+                    self._nudge()
             elif context in self._push:
                 self._push_jobs -= 1
                 self._count_push(job.head.user_id, -_rounds(job))
+                if context in self._left_out and self._push_counted * 2 <= self._push_room:
+                    self._nudge()
+            else:
+                if context in self._blocking:
+                    self._mail_jobs -= 1
+                if self._mail_left_out and self._ahead() < self._claim_ahead:
+                    self._mail_left_out = False
+                    self._nudge()
         self._wake_up()
         if task.cancelled():
             return
@@ -790,7 +850,7 @@ class Senders:
         if job.head.context in self._push:
             await self._deliver_push(job, self._turns, self._push_slots)
             return
-        slots = self._slots
+        slots = self._fast_slots
         await slots.take()
         try:
             outcome = await self._send(job)
@@ -800,7 +860,7 @@ class Senders:
             # still has its outcome written.
             await self._outcomes.record(outcome)
         finally:
-            self._slot_freed(slots)
+            slots.give()
 
     async def _deliver_paced(self, job: Job, slots: _Slots) -> None:
         """Send ``job`` in a slot of its paced context's own.
@@ -1087,8 +1147,8 @@ class Senders:
 
 
 class _Slots:
-    """Send slots (``delivery.senders``): the shared ones (the send threads and the fast
-    contexts' tasks), a paced context's own, or push's own.
+    """Send slots (``delivery.senders``): e-mail's (its send threads'), the fast
+    contexts' (their tasks'), a paced context's own, or push's own.
 
     Taken on the event loop only: by a task before its send, or for a send thread
     while mails wait for one (the thread gives it back, through the loop, once no
