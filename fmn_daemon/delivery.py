@@ -842,15 +842,24 @@ class Senders:
         return render_digest(job.rows, links) if job.digest else render(job.head, links)
 
     async def _deliver(self, job: Job) -> None:
-        """Send ``job`` on a transport that sends from the event loop, in a slot."""
-        paced = self._paced_slots.get(job.head.context)
-        if paced is not None:
-            await self._deliver_paced(job, paced)
+        """Send ``job`` on a transport that sends from the event loop, in a slot of its
+        kind's: Matrix's own (its transport waits for the line's turn just before the
+        message goes, after the room is found, and no other context's send waits
+        meanwhile), push's own once its user has fewer than ``_user_slots`` in use (a
+        user's jobs go in their order and hold no slot while they wait for the user's
+        turn), or the fast contexts'."""
+        context = job.head.context
+        if context in self._push:
+            turns, user = self._turns, job.head.user_id
+            await turns.take(user)
+            try:
+                await self._send_in_slot(job, self._push_slots)
+            finally:
+                turns.give(user)
             return
-        if job.head.context in self._push:
-            await self._deliver_push(job, self._turns, self._push_slots)
-            return
-        slots = self._fast_slots
+        await self._send_in_slot(job, self._paced_slots.get(context, self._fast_slots))
+
+    async def _send_in_slot(self, job: Job, slots: _Slots) -> None:
         await slots.take()
         try:
             outcome = await self._send(job)
@@ -861,38 +870,6 @@ class Senders:
             await self._outcomes.record(outcome)
         finally:
             slots.give()
-
-    async def _deliver_paced(self, job: Job, slots: _Slots) -> None:
-        """Send ``job`` in a slot of its paced context's own.
-
-        Its transport waits for the line's turn just before the message goes (after
-        the room is found), as the pacing must; the context's lines keep their order
-        (the pacing is one queue), and no other context's send waits meanwhile.
-        """
-        await slots.take()
-        try:
-            outcome = await self._send(job)
-            # Recorded before the slot is given back, as ``_deliver`` records.
-            await self._outcomes.record(outcome)
-        finally:
-            slots.give()
-
-    async def _deliver_push(self, job: Job, turns: _Turns, slots: _Slots) -> None:
-        """Send ``job`` in a push slot, once its user has fewer than ``_user_slots`` in
-        use: a user's jobs go in their order, and while they wait for the user's turn
-        they hold no slot another user's job could use."""
-        user = job.head.user_id
-        await turns.take(user)
-        try:
-            await slots.take()
-            try:
-                outcome = await self._send(job)
-                # Recorded before the slot is given back, as ``_deliver`` records.
-                await self._outcomes.record(outcome)
-            finally:
-                slots.give()
-        finally:
-            turns.give(user)
 
     def _queue_mail(self, job: Job) -> asyncio.Future[None]:
         """Hand ``job`` (a ``Blocking`` transport's) to the send threads; settled once recorded.

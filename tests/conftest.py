@@ -136,6 +136,37 @@ def empty_postgres_url() -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def database_at(url: str) -> Iterator[Database]:
+    """A ``Database`` at ``url`` with fmn's tables made, whose units commit for real."""
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    try:
+        yield Database(Config(database_url=url), engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def committed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A ``Database`` whose units commit for real, on SQLite or a fresh PostgreSQL: for
+    code that opens connections of its own (the senders' threads, two writers at
+    once), which the ``db`` fixture's one PostgreSQL connection cannot serve."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
+    else:
+        url = request.getfixturevalue("empty_postgres_url")
+    with database_at(url) as db:
+        yield db
+
+
+@pytest.fixture
+def file_db(tmp_path: Path) -> Iterator[Database]:
+    """A ``Database`` in a SQLite file of this test's own."""
+    with database_at(f"sqlite:///{tmp_path / 'fmn.sqlite'}") as db:
+        yield db
+
+
 @pytest.fixture(scope="session")
 def postgres_engine(postgres_database: str) -> Iterator[object]:
     """An engine on the session's PostgreSQL database, schema created once."""

@@ -12,6 +12,7 @@ ends at its next send.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -46,6 +47,39 @@ def head(status: int, *headers: str) -> bytes:
 def reply(conn: socket.socket, status: int, body: bytes, *headers: str) -> None:
     """A whole answer: ``status``, ``Content-Length`` and ``headers``, then ``body``."""
     conn.sendall(head(status, f"Content-Length: {len(body)}", *headers) + body)
+
+
+def json_reply(conn: socket.socket, value: object, status: int = 200) -> None:
+    """Answer with ``value`` as JSON."""
+    reply(conn, status, json.dumps(value).encode(), "Content-Type: application/json")
+
+
+def matrix_homeserver(
+    bot: str, send: Callable[[socket.socket], None] | None = None
+) -> Callable[[socket.socket, bytes], None]:
+    """A homeserver's answers as Synapse gives them to ``bot``: a login, no ``m.direct``
+    yet, a new room; the message itself answered by ``send`` (an event ID by default)."""
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        line = request.split(b"\r\n", 1)[0].decode()
+        if "/login " in line:
+            json_reply(conn, {"access_token": "t0k", "user_id": bot, "device_id": "DEV"})
+        elif "/account_data/m.direct " in line:
+            if line.startswith("PUT"):
+                json_reply(conn, {})
+            else:
+                json_reply(conn, {"errcode": "M_NOT_FOUND", "error": "no data"}, 404)
+        elif "/createRoom " in line:
+            json_reply(conn, {"room_id": "!dm:localhost"})
+        elif "/send/m.room.message/" in line:
+            if send is None:
+                json_reply(conn, {"event_id": "$e"})
+            else:
+                send(conn)
+        else:
+            json_reply(conn, {"errcode": "M_UNRECOGNIZED"}, 404)
+
+    return answer
 
 
 def _read_request(conn: socket.socket) -> bytes | None:

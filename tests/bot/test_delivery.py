@@ -299,7 +299,7 @@ class DeliveryCases(_Cases):
         def late_stats(first: object, now: dt.datetime) -> object:
             # The policy's look-ups are slow: the claim runs out, another sender sends.
             self._take_over(moment)
-            return real_stats(first, now)  # type: ignore[arg-type]
+            return real_stats(first, now)
 
         sender._stats = late_stats
         self.addCleanup(setattr, sender, "_stats", real_stats)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import database_at as database_at  # tests/conftest.py, for the core tests' imports
 from fasjson_server import FasjsonServer, running_fasjson
 
-from fmn_core.config import Config
-from fmn_core.db import Database, make_engine
+from fmn_core.db import Database
 from fmn_core.errors import MalformedMessage
 from fmn_core.messages import MessageFacts, facts_of, parse_line
 
@@ -116,30 +114,6 @@ def fasjson() -> Iterator[FasjsonServer]:
     """A FASJSON-compatible server on loopback (tests/fasjson_server.py)."""
     with running_fasjson() as server:
         yield server
-
-
-@contextlib.contextmanager
-def database_at(url: str) -> Iterator[Database]:
-    """A ``Database`` at ``url`` with fmn's tables made, whose units commit for real."""
-    from fmn_core.models import Base
-
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    try:
-        yield Database(Config(database_url=url), engine)
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def committed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A ``Database`` whose units commit for real, on SQLite or a fresh PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    else:
-        url = request.getfixturevalue("empty_postgres_url")
-    with database_at(url) as db:
-        yield db
 
 
 def waiting_for_a_lock(db: Database) -> bool:

@@ -8,7 +8,6 @@ import datetime as dt
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -433,14 +432,6 @@ class _Gate:
             self.sent.append(destination)
         finally:
             self.active -= 1
-
-
-@pytest.fixture
-def file_db(tmp_path: Path) -> Database:
-    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    return Database(Config(database_url=url), engine)
 
 
 def test_delivery_runs_at_most_the_configured_number_of_senders(file_db: Database) -> None:

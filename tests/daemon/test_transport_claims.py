@@ -19,7 +19,6 @@ import pytest
 from core.test_outbox import add_notification, add_user, state_of
 
 from daemon.conftest import PushReceiver
-from daemon.test_transport_fairness import committing_db  # noqa: F401  (a fixture)
 from fmn_core.config import DeliveryConfig, PushConfig, SmtpConfig
 from fmn_core.db import Database
 from fmn_core.rendering import Rendered
@@ -64,7 +63,7 @@ def silent_smtp() -> Iterator[int]:
 
 @pytest.mark.parametrize("senders", [2, 4])
 def test_transport_claims_a_silent_mail_server_stops_no_claim_of_other_contexts(
-    committing_db: Database,  # noqa: F811
+    committed: Database,
     silent_smtp: int,
     push_receiver: PushReceiver,
     senders: int,
@@ -73,7 +72,7 @@ def test_transport_claims_a_silent_mail_server_stops_no_claim_of_other_contexts(
     ahead bound full) when a push row and an rss row come: both go at once, and the
     mails fail once their timeout is up, as before. Claims used to stop until a mail
     ended, so every other context waited for the SMTP timeout."""
-    db = committing_db
+    db = committed
     config = db.config.replace(
         smtp=SmtpConfig(host="127.0.0.1", port=silent_smtp, timeout_seconds=SMTP_TIMEOUT),
         push=PushConfig(allow_private_hosts=True, timeout_seconds=2),
@@ -155,13 +154,13 @@ class _Gated:
 
 
 def test_transport_claims_a_context_left_out_is_claimed_again_when_a_send_ends(
-    committing_db: Database,  # noqa: F811
+    committed: Database,
 ) -> None:
     """Matrix's room holds 2 lines (1 line/s, an 8 s lease): 2 of 3 users' lines are
     claimed, the third given back, and claims leave Matrix out. Once one line went, the
     third is claimed and sent at once; it used to wait for the next poll (30 s here) or
     new rows."""
-    db = committing_db
+    db = committed
     config = db.config.replace(
         delivery=DeliveryConfig(
             senders=4, idle_poll_seconds=30, claim_lease_seconds=8, shutdown_grace_seconds=0

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from core.test_outbox import add_notification, add_user, state_of
 
 from daemon.conftest import PushReceiver, SmtpServer
 from daemon.test_push import answering, drip_body, ntfy_url
+from daemon.test_transport_pacing import Held
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, SmtpConfig
-from fmn_core.db import Database, make_engine
-from fmn_core.models import Base
-from fmn_core.rendering import Rendered
+from fmn_core.db import Database
 from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
 from fmn_daemon.transports import Transport
@@ -33,22 +29,6 @@ PUSH = PushConfig(allow_private_hosts=True, timeout_seconds=2)
 DEADLINE = PUSH.timeout_seconds * SEND_DEADLINE_TIMEOUTS
 #: A good row goes within this; behind the hostile rows it would wait a deadline or more.
 PROMPT = 1.5
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def committing_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A database whose transactions commit for real, as ``run`` and its send threads
-    need (the ``db`` fixture's PostgreSQL shares one connection among them)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    else:
-        url = request.getfixturevalue("empty_postgres_url")
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    try:
-        yield Database(Config(database_url=url), engine)
-    finally:
-        engine.dispose()
 
 
 def _config(db: Database, smtp: SmtpServer) -> Config:
@@ -91,13 +71,13 @@ async def _until_good_rows_went(
 
 
 def test_transport_fairness_a_users_dripping_push_servers_hold_up_no_one_else(
-    committing_db: Database, push_receiver: PushReceiver, smtp_server: SmtpServer
+    committed: Database, push_receiver: PushReceiver, smtp_server: SmtpServer
 ) -> None:
     """4 send slots; a user with 10 push rows to a server that drips every answer
     until the send's deadline (6 s), then another user's push row and a mail: both go
     at once. They used to wait behind the hostile rows in the shared slots (the mail
     a deadline, the push row three)."""
-    db = committing_db
+    db = committed
     with answering(drip_body) as (server, _):
         with db.begin() as session:
             mallory = add_user(session, "mallory", "push", (ntfy_url(server, "m"),))
@@ -122,13 +102,13 @@ def test_transport_fairness_a_users_dripping_push_servers_hold_up_no_one_else(
 
 
 def test_transport_fairness_push_in_flight_stops_no_claim_of_mail(
-    committing_db: Database, push_receiver: PushReceiver, smtp_server: SmtpServer
+    committed: Database, push_receiver: PushReceiver, smtp_server: SmtpServer
 ) -> None:
     """Two users' 5 push rows each, all kept to their deadline by a dripping server, are
     in flight (more than twice the 4 slots) when a mail and another user's push row
     come: both are claimed and sent at once. Push sends in flight used to count
     against the one claim-ahead bound, which stopped every claim until they ended."""
-    db = committing_db
+    db = committed
     with answering(drip_body) as (server, _):
         with db.begin() as session:
             for name in ("mallory", "trent"):
@@ -157,17 +137,6 @@ def test_transport_fairness_push_in_flight_stops_no_claim_of_mail(
     assert max(push_after, mail_after) < PROMPT, waited
 
 
-class _Held:
-    """A transport whose sends never end (until cancelled)."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-
-    async def send(self, destination: str, rendered: Rendered) -> None:
-        self.started.append(destination)
-        await asyncio.Event().wait()
-
-
 def test_transport_fairness_no_more_push_is_claimed_than_goes_before_the_lease(
     db: Database,
 ) -> None:
@@ -187,7 +156,7 @@ def test_transport_fairness_no_more_push_is_claimed_than_goes_before_the_lease(
     config = db.config.replace(
         push=push_config, delivery=DeliveryConfig(senders=4, claim_lease_seconds=24)
     )
-    push = _Held()
+    push = Held()
     senders = Senders(db, config, Metrics(), transports={"push": push})
 
     async def scenario() -> tuple[list[str], list[str]]:

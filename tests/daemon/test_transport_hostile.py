@@ -7,7 +7,6 @@ itself badly. Push: servers that keep every send until its deadline, many at onc
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 from core.test_outbox import add_notification, add_user, state_of
-from hostile_http import HostileServer, hostile_server, reply
+from hostile_http import HostileServer, hostile_server, json_reply, matrix_homeserver, reply
 
 from fmn_core.config import DeliveryConfig, MatrixConfig, PushConfig
 from fmn_core.db import Database
@@ -34,31 +33,10 @@ LINE = Rendered(subject="[bodhi] an update", text="an update", short="an update"
 SendAnswer = Callable[[socket.socket], None]
 
 
-def _json(conn: socket.socket, value: object, status: int = 200) -> None:
-    reply(conn, status, json.dumps(value).encode(), "Content-Type: application/json")
-
-
 def homeserver(send: SendAnswer) -> Callable[[socket.socket, bytes], None]:
     """A homeserver that logs the bot in and makes a room as Synapse would, and
     answers the message with ``send``."""
-
-    def answer(conn: socket.socket, request: bytes) -> None:
-        line = request.split(b"\r\n", 1)[0].decode()
-        if "/login " in line:
-            _json(conn, {"access_token": "t0k", "user_id": BOT, "device_id": "DEV"})
-        elif "/account_data/m.direct " in line:
-            if line.startswith("PUT"):
-                _json(conn, {})
-            else:
-                _json(conn, {"errcode": "M_NOT_FOUND", "error": "no data"}, 404)
-        elif "/createRoom " in line:
-            _json(conn, {"room_id": "!dm:localhost"})
-        elif "/send/m.room.message/" in line:
-            send(conn)
-        else:
-            _json(conn, {"errcode": "M_UNRECOGNIZED"}, 404)
-
-    return answer
+    return matrix_homeserver(BOT, send)
 
 
 def bot_config(server: HostileServer, **values: Any) -> MatrixConfig:
@@ -66,7 +44,7 @@ def bot_config(server: HostileServer, **values: Any) -> MatrixConfig:
 
 
 def _empty_object(conn: socket.socket) -> None:
-    _json(conn, {})
+    json_reply(conn, {})
 
 
 def _html_page(conn: socket.socket) -> None:
@@ -74,7 +52,7 @@ def _html_page(conn: socket.socket) -> None:
 
 
 def _event_id_not_a_string(conn: socket.socket) -> None:
-    _json(conn, {"event_id": 12})
+    json_reply(conn, {"event_id": 12})
 
 
 @pytest.mark.parametrize(

@@ -8,23 +8,19 @@ claim's lease. A push job to many slow destinations must end well inside its lea
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 from core.test_outbox import add_notification, add_user, state_of
-from hostile_http import hostile_server, reply
+from hostile_http import hostile_server, matrix_homeserver
 
 from daemon.test_push import answering, drip_body, ntfy_url
 from fmn_core.config import Config, DeliveryConfig, MatrixConfig, PushConfig
 from fmn_core.confirmation import MAX_DESTINATIONS_PER_CONTEXT
-from fmn_core.db import Database, make_engine
-from fmn_core.models import Base
+from fmn_core.db import Database
 from fmn_core.rendering import Links, Rendered
 from fmn_daemon import delivery as delivery_module
 from fmn_daemon.delivery import Senders
@@ -34,36 +30,6 @@ from fmn_daemon.transports.matrix import MatrixClient, MatrixTransport
 from fmn_daemon.transports.push import SEND_DEADLINE_TIMEOUTS, PushTransport
 
 BOT = "@fmn:localhost"
-
-
-@pytest.fixture
-def file_db(tmp_path: Path) -> Database:
-    url = f"sqlite:///{tmp_path / 'fmn.sqlite'}"
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    return Database(Config(database_url=url), engine)
-
-
-def _json(conn: socket.socket, value: object, status: int = 200) -> None:
-    reply(conn, status, json.dumps(value).encode(), "Content-Type: application/json")
-
-
-def _homeserver(conn: socket.socket, request: bytes) -> None:
-    """A homeserver that logs the bot in, makes rooms and takes every message."""
-    line = request.split(b"\r\n", 1)[0].decode()
-    if "/login " in line:
-        _json(conn, {"access_token": "t0k", "user_id": BOT, "device_id": "DEV"})
-    elif "/account_data/m.direct " in line:
-        if line.startswith("PUT"):
-            _json(conn, {})
-        else:
-            _json(conn, {"errcode": "M_NOT_FOUND", "error": "no data"}, 404)
-    elif "/createRoom " in line:
-        _json(conn, {"room_id": "!dm:localhost"})
-    elif "/send/m.room.message/" in line:
-        _json(conn, {"event_id": "$e"})
-    else:
-        _json(conn, {"errcode": "M_UNRECOGNIZED"}, 404)
 
 
 class _Recorded:
@@ -115,7 +81,7 @@ def test_transport_pacing_matrix_lines_waiting_their_turn_hold_up_no_other_conte
             await asyncio.wait_for(runner, 20)
         return push.sent["quick"] - started, time.monotonic() - started
 
-    with hostile_server(_homeserver) as server:
+    with hostile_server(matrix_homeserver(BOT)) as server:
         push_after, took = asyncio.run(scenario(server.url))
         sends = sum("/send/m.room.message/" in line for line in server.request_lines())
     assert push_after < 1.5, f"the push row waited {push_after:.1f}s behind Matrix pacing"
@@ -138,7 +104,7 @@ class _HeldClient(MatrixClient):
         await asyncio.Event().wait()
 
 
-class _Held:
+class Held:
     """A transport whose sends never end (until cancelled)."""
 
     def __init__(self) -> None:
@@ -175,7 +141,7 @@ def test_transport_pacing_a_full_matrix_backlog_claims_no_more_and_stops_no_othe
         matrix=matrix,
         delivery=DeliveryConfig(senders=2, batch_size=30, claim_lease_seconds=lease),
     )
-    push = _Held()
+    push = Held()
     transports: dict[str, Transport] = {
         "matrix": MatrixTransport(matrix, client=_HeldClient(matrix)),
         "push": push,
