@@ -133,8 +133,11 @@ def test_delivery_a_mail_sent_again_after_a_crash_keeps_its_message_id(
 
 
 def test_delivery_one_failing_destination_does_not_block_the_others(
-    db: Database, smtp_server: SmtpServer, push_receiver: PushReceiver
+    committed: Database, smtp_server: SmtpServer, push_receiver: PushReceiver
 ) -> None:
+    # E-mail and push record their outcomes at once from their own threads: the ``db``
+    # fixture's one PostgreSQL connection can't serve them both.
+    db = committed
     dead_end = f"json://127.0.0.1:{free_port()}/nobody"
     good = f"json://127.0.0.1:{push_receiver.port}/jo"
     with db.begin() as session:
