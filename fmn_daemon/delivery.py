@@ -33,8 +33,12 @@ a Matrix backlog never stops other contexts' rows from being claimed.
 Push (``push``, ``desktop``, ``android``) goes to the users' own servers, any of
 which may keep a send to its deadline: one user, or one slow push service, costs
 only itself and push. Push sends in slots of its own (as many as e-mail's), a
-user's jobs in at most a quarter of them at once (``_USER_SHARE_OF_SLOTS``; the
-user's others wait their turn holding no slot), and its jobs count against a
+user's jobs in at most a quarter of them at once (``_USER_SHARE_OF_SLOTS``), and
+the jobs to one push server (the URL's host and port, ``_push_host``) in at most
+half (``_HOST_SHARE_OF_SLOTS``): a service that hangs for all its users leaves
+the other servers' users the other half. Jobs beyond a share wait their turn
+holding no slot, and every job takes its turns in one order (its user's, then its
+servers' sorted), so no two wait for each other. Push jobs count against a
 claim-ahead room of their own, a quarter of the claim lease's worth of send
 deadlines (``_push_room``), a user's up to twice the user's slots: claims leave push
 out while more than half of it is taken. A claim keeps no more push jobs than that
@@ -100,14 +104,16 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+from urllib.parse import parse_qsl
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -133,6 +139,7 @@ from fmn_core.destinations import mask_address
 from fmn_core.errors import report_internal_error
 from fmn_core.models import utcnow
 from fmn_core.outbox import ClaimedNotification
+from fmn_core.push_urls import FIXED_ENDPOINT_SCHEMES, SCHEME_RE
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
 from fmn_core.views import OutgoingCode
@@ -197,6 +204,15 @@ _PUSH_CONTEXTS = frozenset({"push", "android", "desktop"})
 #: one): with a quarter, four users whose servers each keep every send to its deadline
 #: are needed to fill them, and one user's backlog leaves the other users three quarters.
 _USER_SHARE_OF_SLOTS = 4
+#: The push jobs to one host hold at most this share of the push send slots at once (at
+#: least one): a push service that hangs for all its users (every user's ntfy on one
+#: server) leaves the other hosts half the slots; two that hang at once are needed to
+#: fill them.
+_HOST_SHARE_OF_SLOTS = 2
+#: The host every Firebase device token (``fcm:TOKEN``) is sent to.
+_FCM_HOST = "fcm.googleapis.com"
+#: Where ntfy's cloud mode (``ntfy://topic``, ``?mode=cloud``) posts, whatever the URL's host.
+_NTFY_CLOUD_HOST = "ntfy.sh"
 
 
 @runtime_checkable
@@ -269,8 +285,9 @@ class Senders:
         self._paced_slots = {c: _Slots(config.delivery.senders) for c in self._paced}
         #: Push contexts: the users' own servers, each of which may keep a send to its
         #: deadline. They send in slots of their own (as many as the shared ones), a
-        #: user's jobs in at most ``_user_slots`` of them at once, the user's others
-        #: waiting their turn without a slot (``_Turns``). Their jobs do not count
+        #: user's jobs in at most ``_user_slots`` of them at once and the jobs to one
+        #: host in at most ``_host_slots``, the others waiting their turn without a
+        #: slot (``_Turns``). Their jobs do not count
         #: against the claim-ahead bound of the others but against a room of their own
         #: (``_push_room``, in send deadlines: ``_rounds``), each user's at most
         #: ``_user_cap`` of it, and a user's against the user's own room.
@@ -281,11 +298,13 @@ class Senders:
         )
         self._push_excluded = tuple(sorted(self._push))
         self._user_slots = max(1, config.delivery.senders // _USER_SHARE_OF_SLOTS)
+        self._host_slots = max(1, config.delivery.senders // _HOST_SHARE_OF_SLOTS)
         self._user_cap = self._user_slots * _CLAIM_AHEAD
         self._push_room = _push_room(config.delivery.senders, config)
         self._user_room = _push_room(self._user_slots, config)
         self._push_slots = _Slots(config.delivery.senders)
         self._turns = _Turns(self._user_slots)
+        self._host_turns = _Turns(self._host_slots)
         self._push_jobs = 0
         #: Send deadlines of push jobs in flight, per user id, and their sum with each
         #: user's counted up to ``_user_cap`` (what claims leave push out on).
@@ -447,6 +466,7 @@ class Senders:
         self._paced_slots = {c: _Slots(senders) for c in self._paced}
         self._push_slots = _Slots(senders)
         self._turns = _Turns(self._user_slots)
+        self._host_turns = _Turns(self._host_slots)
 
     async def _start_round(self, *, codes: bool, beside: bool = False) -> tuple[int, bool]:
         """Send pending codes (if ``codes``), claim and settle a batch, start its sends.
@@ -845,16 +865,31 @@ class Senders:
         """Send ``job`` on a transport that sends from the event loop, in a slot of its
         kind's: Matrix's own (its transport waits for the line's turn just before the
         message goes, after the room is found, and no other context's send waits
-        meanwhile), push's own once its user has fewer than ``_user_slots`` in use (a
-        user's jobs go in their order and hold no slot while they wait for the user's
-        turn), or the fast contexts'."""
+        meanwhile), push's own once its user has fewer than ``_user_slots`` in use and
+        each host it goes to fewer than ``_host_slots`` (a user's jobs go in their order
+        and hold no slot while they wait for the user's or a host's turn), or the fast
+        contexts'.
+
+        Turns are taken in one order by every job, the user's, then the hosts' sorted
+        by name, then the slot, so no two jobs each wait for what the other holds. The
+        user's comes first: taken after a host's, a user's backlog waiting for the
+        user's turn would hold that host's turns and keep its other users waiting;
+        this way one user holds at most the user's share of any host's turns."""
         context = job.head.context
         if context in self._push:
-            turns, user = self._turns, job.head.user_id
+            turns, host_turns, user = self._turns, self._host_turns, job.head.user_id
+            hosts = sorted({_push_host(context, d) for d in job.head.destinations})
+            taken: list[str] = []
             await turns.take(user)
             try:
+                for host in hosts:
+                    await host_turns.take(host)
+                    taken.append(host)
                 await self._send_in_slot(job, self._push_slots)
             finally:
+                # A forced stop cancels a job in any of these waits: what it took goes back.
+                for host in taken:
+                    host_turns.give(host)
                 turns.give(user)
             return
         await self._send_in_slot(job, self._paced_slots.get(context, self._fast_slots))
@@ -1167,32 +1202,33 @@ class _Slots:
 
 
 class _Turns:
-    """At most ``size`` sends of one user at once; the user's others wait in turn."""
+    """At most ``size`` sends of one user (or to one host) at once; the others wait in turn."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        #: Only users with a send in flight or waiting: dropped once the last is done.
-        self._users: dict[int, _Slots] = {}
+        #: Only users (hosts) with a send in flight or waiting: dropped once the last is
+        #: done, so many hosts seen once leave nothing behind.
+        self._turns: dict[Hashable, _Slots] = {}
 
-    async def take(self, user: int) -> None:
-        slots = self._users.get(user)
+    async def take(self, key: Hashable) -> None:
+        slots = self._turns.get(key)
         if slots is None:
-            slots = self._users[user] = _Slots(self.size)
+            slots = self._turns[key] = _Slots(self.size)
         try:
             await slots.take()
         except BaseException:
-            self._drop_if_idle(user, slots)
+            self._drop_if_idle(key, slots)
             raise
 
-    def give(self, user: int) -> None:
-        slots = self._users.get(user)
+    def give(self, key: Hashable) -> None:
+        slots = self._turns.get(key)
         if slots is not None:
             slots.give()
-            self._drop_if_idle(user, slots)
+            self._drop_if_idle(key, slots)
 
-    def _drop_if_idle(self, user: int, slots: _Slots) -> None:
-        if slots.free >= self.size and self._users.get(user) is slots:
-            del self._users[user]
+    def _drop_if_idle(self, key: Hashable, slots: _Slots) -> None:
+        if slots.free >= self.size and self._turns.get(key) is slots:
+            del self._turns[key]
 
 
 def _settle(sending: asyncio.Future[None], error: BaseException | None) -> None:
@@ -1308,6 +1344,34 @@ def _push_room(slots: int, config: Config) -> int:
 def _rounds(job: Job) -> int:
     """How many send deadlines a push job may take: one per ``DESTINATIONS_AT_ONCE``."""
     return max(1, -(-len(job.head.destinations) // DESTINATIONS_AT_ONCE))
+
+
+def _push_host(context: str, destination: str) -> str:
+    """The server a push destination's sends go to, for the host's turns: the URL's host
+    and port (lower case, no user info), the service's own for a scheme with a fixed
+    endpoint and for ntfy's cloud mode, and Google's for an Android device token.
+
+    Only a key for the turns, never connected to: a destination the transport will
+    refuse (not a URL) costs no turn's worth of time, whatever its key.
+    """
+    if "://" not in destination:
+        # ``fcm:TOKEN``, or a bare token: Android sends every one through FCM.
+        return _FCM_HOST if context == "android" else destination
+    match = SCHEME_RE.match(destination.strip())
+    if match is None:
+        return destination
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme in FIXED_ENDPOINT_SCHEMES:
+        return f"{scheme}://"
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if scheme in ("ntfy", "ntfys"):
+        # Apprise's ntfy posts to ntfy.sh when told so (``mode=``), or else when the URL
+        # names no topic after its host (the "host" is the topic then).
+        path, _, query = rest[len(authority) :].partition("#")[0].partition("?")
+        mode = dict(parse_qsl(query)).get("mode", "").strip().lower()
+        if mode == "cloud" or (not mode and not path.strip("/")):
+            return _NTFY_CLOUD_HOST
+    return authority.rpartition("@")[2].lower()
 
 
 def _lines(job: Job) -> int:
