@@ -51,7 +51,9 @@ from fmn_core.messages import (
     facts_of,
     loads_bounded,
     loads_strict,
+    may_hold_lone_surrogates,
     message_of,
+    replace_lone_surrogates,
 )
 from fmn_core.models import (
     ChangeEvent,
@@ -166,7 +168,9 @@ def read_delivery(
     """``decode_delivery``, plus the body's JSON text (decoded, bounded and parsed).
 
     The text is what the message's body was parsed from, so it is valid JSON
-    (without ``NaN`` or numbers beyond a float) and can be stored as it is.
+    (without ``NaN`` or numbers beyond a float) and can be stored as it is;
+    unless the body held lone surrogates (``replace_lone_surrogates``): the text
+    is then the cleaned body's.
     """
     limits = limits if limits is not None else IngestConfig()
     message_id = properties.message_id if isinstance(properties.message_id, str) else None
@@ -203,13 +207,25 @@ def read_delivery(
         # A UTF-8 body that decoded is already the text's UTF-8 encoding.
         if encoding == "utf-8" or encoding.lower().replace("-", "").replace("_", "") == "utf8":
             data = loads_bounded(text, body, max_depth=limits.max_depth)
+            suspect = may_hold_lone_surrogates(body)
         else:
             check_json_text(text, max_depth=limits.max_depth)
             data = loads_strict(text)
+            suspect = may_hold_lone_surrogates(text)
     except MalformedMessage as exc:
         raise MalformedMessage(str(exc), message_id=message_id) from None
     except ValueError as exc:
         raise MalformedMessage(f"the body is not JSON: {exc}", message_id=message_id) from exc
+    if suspect:
+        data, changed = replace_lone_surrogates(data)
+        if changed:
+            log.debug(
+                "message %s: %d text(s) with a lone surrogate, read with U+FFFD",
+                for_log(message_id),
+                changed,
+            )
+            # What is stored must be what was read: the cleaned body, written again.
+            text = json.dumps(data, ensure_ascii=False)
     # A new table (``json_safe``'s copy of a flat one): it becomes the message's
     # own, uncopied.
     headers = dict(raw_headers) if flat else json_safe(raw_headers)

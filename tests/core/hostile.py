@@ -31,8 +31,9 @@ HOSTILE_TITLE = (
     "fix\x1b]0;PWNED\x1b\\ clip\x1b]52;c;Y3VybCBldmlsfHNo\x07 wipe\x1b[2J"
     "\x1b[1A\x1b[2Kirc: notified by filter 'x' \x0301,01hidden\x0f \x02bold\x02 nul\x00end"
 )
-#: A lone surrogate (JSON ``"\\ud800"``): SQLite keeps it in the stored body, while
-#: PostgreSQL's ``json`` type refuses it, so it is only stored on SQLite.
+#: A lone surrogate (JSON ``"\\ud800"``). Ingest now reads one as U+FFFD, but bodies
+#: stored before it did may hold one on either database (PostgreSQL's ``json`` type
+#: keeps the escape as it is), so every view must still cope with it.
 LONE_SURROGATE = " lone\ud800surrogate"
 HOSTILE_AGENT = "zbyszek\x1b[2J\x03"
 HOSTILE_TOPIC = PAGURE_PR + "\x1b[1A\x1b[2K"
@@ -66,7 +67,7 @@ def store_hostile_message(db: Database, corpus: list[str]) -> HostileMessage:
         d for d in lines if d["topic"] == PAGURE_PR and "title" in d["body"].get("pullrequest", {})
     )
     data = copy.deepcopy({key: data[key] for key in ("id", "topic", "body", "headers")})
-    title = HOSTILE_TITLE + (LONE_SURROGATE if db.engine.dialect.name == "sqlite" else "")
+    title = HOSTILE_TITLE + LONE_SURROGATE
     data["body"]["pullrequest"]["title"] = title
     data["body"]["agent"] = HOSTILE_AGENT
     data["topic"] = HOSTILE_TOPIC
