@@ -40,12 +40,15 @@ the other servers' users the other half. Jobs beyond a share wait their turn
 holding no slot, and every job takes its turns in one order (its user's, then its
 servers' sorted), so no two wait for each other. Push jobs count against a
 claim-ahead room of their own, a quarter of the claim lease's worth of send
-deadlines (``_push_room``), a user's up to twice the user's slots: claims leave push
-out while more than half of it is taken. A claim keeps no more push jobs than that
-room, and no more of one user's than the user's slots send in that time; the rest
-go back to ``pending`` (no attempt counted), the user's put off by one send deadline
-so they are not claimed again, ahead of everyone's newer rows, by every claim until
-then.
+deadlines (``_push_room``), measured twice: by user, each user's up to twice the
+user's slots, and by server, each server's up to twice its slots (a job's on every
+server it goes to). Claims leave push out while more than half of it is taken by
+both measures, so neither a server that hangs for many users nor one user's jobs to
+many servers stops them. A claim keeps no more push jobs than that room, no more of
+one user's than the user's slots send in that time, and no more to one server than
+its slots do; the rest go back to ``pending`` (no attempt counted), the user's and
+the server's put off by one send deadline so they are not claimed again, ahead of
+everyone's newer rows, by every claim until then.
 
 What happens to a claimed group before anything is sent (muted, turned off, no
 confirmed destination, digest, rate limit) is the delivery policy's, shared with
@@ -178,6 +181,7 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 #: The bot delivers these.
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
@@ -290,7 +294,8 @@ class Senders:
         #: slot (``_Turns``). Their jobs do not count
         #: against the claim-ahead bound of the others but against a room of their own
         #: (``_push_room``, in send deadlines: ``_rounds``), each user's at most
-        #: ``_user_cap`` of it, and a user's against the user's own room.
+        #: ``_user_cap`` of it and each host's ``_host_cap``, and a user's (a host's)
+        #: against the user's (host's) own room.
         self._push = frozenset(
             c
             for c in self.transports
@@ -300,16 +305,22 @@ class Senders:
         self._user_slots = max(1, config.delivery.senders // _USER_SHARE_OF_SLOTS)
         self._host_slots = max(1, config.delivery.senders // _HOST_SHARE_OF_SLOTS)
         self._user_cap = self._user_slots * _CLAIM_AHEAD
+        self._host_cap = self._host_slots * _CLAIM_AHEAD
         self._push_room = _push_room(config.delivery.senders, config)
         self._user_room = _push_room(self._user_slots, config)
+        self._host_room = _push_room(self._host_slots, config)
         self._push_slots = _Slots(config.delivery.senders)
         self._turns = _Turns(self._user_slots)
         self._host_turns = _Turns(self._host_slots)
         self._push_jobs = 0
-        #: Send deadlines of push jobs in flight, per user id, and their sum with each
-        #: user's counted up to ``_user_cap`` (what claims leave push out on).
+        #: Send deadlines of push jobs in flight, per user id and per host (a job's on
+        #: every host it goes to), and their sums with each user's counted up to
+        #: ``_user_cap`` and each host's up to ``_host_cap`` (what claims leave push
+        #: out on: ``_push_full``).
         self._push_rounds: Counter[int] = Counter()
+        self._host_rounds: Counter[str] = Counter()
         self._push_counted = 0
+        self._host_counted = 0
         _warn_of_a_short_lease(config, self.transports)
         self._code_retry_at: dict[int, float] = {}
         self._new_rows = NewRowsListener(db)
@@ -516,7 +527,7 @@ class Senders:
                     self._paced_jobs += 1
                 elif job.head.context in self._push:
                     self._push_jobs += 1
-                    self._count_push(job.head.user_id, _rounds(job))
+                    self._count_push(job, 1)
                 sending = asyncio.create_task(self._deliver(job), name=f"deliver-{job.head.id}")
             self._inflight[sending] = job
             sending.add_done_callback(self._done)
@@ -573,7 +584,7 @@ class Senders:
             left_out += tuple(
                 c for c, room in self._paced_room.items() if self._paced_lines[c] * 2 > room
             )
-        if self._push and self._push_counted * 2 > self._push_room:
+        if self._push and self._push_full():
             left_out += self._push_excluded
         self._left_out = frozenset(left_out)
         self._mail_left_out = bool(self._blocking) and self._ahead() >= self._claim_ahead
@@ -589,24 +600,27 @@ class Senders:
         """Keep the jobs that can be sent before their lease ends, oldest first:
 
         - a paced context's while their lines fit its room (``_paced_room``);
-        - a push job while its user's send deadlines fit the user's room, and the
-          push contexts' (each user's counted up to ``_user_cap``) theirs
-          (``_push_room``).
+        - a push job while its user's send deadlines fit the user's room and each of
+          its hosts' the host's, and the push contexts' theirs (``_push_room``) by the
+          users' measure or by the hosts' (``_push_full``).
 
         Lines or jobs claimed beyond would wait their turn past their lease. The rest
         are given back at once (``outbox.release``: no attempt counted), and claims
-        leave their context out until its room is half free; but a user's push jobs
-        beyond the user's room are put off by a send deadline (``outbox.postpone``, no
-        attempt counted either), by when one of theirs in a slot has ended: given back
-        at once, they would be claimed again by every claim, ahead of everyone's
-        newer rows, until one had.
+        leave their context out until its room is half free; but push jobs beyond
+        their user's room or a host's are put off by a send deadline
+        (``outbox.postpone``, no attempt counted either), by when one of that user's
+        (host's) in a slot has ended: given back at once, they would be claimed again
+        by every claim, ahead of everyone's newer rows, until one had; and a server
+        that hangs for many users would have its jobs fill every claim, and push's
+        room.
 
-        A context or user with nothing in flight keeps at least one job.
+        A context, user or host with nothing in flight keeps at least one job.
         """
         taken = Counter(self._paced_lines)
         users = Counter(self._push_rounds)
-        counted = self._push_counted
-        cap = self._user_cap
+        hosts = Counter(self._host_rounds)
+        counted, hosts_counted = self._push_counted, self._host_counted
+        push_room = self._push_room
         jobs: list[Job] = []
         released: set[int] = set()
         put_off: set[int] = set()
@@ -620,18 +634,22 @@ class Senders:
                     continue
                 taken[context] += lines
             elif context in self._push:
-                user = job.head.user_id
-                rounds = _rounds(job)
-                before = users[user]
-                if before and before + rounds > self._user_room:
+                user, rounds, job_hosts = job.head.user_id, _rounds(job), _hosts(job)
+                if users[user] and users[user] + rounds > self._user_room:
                     put_off.update(job.ids)
                     continue
-                more = min(before + rounds, cap) - min(before, cap)
-                if counted and counted + more > self._push_room:
+                if any(hosts[h] and hosts[h] + rounds > self._host_room for h in job_hosts):
+                    put_off.update(job.ids)
+                    continue
+                more = _more(users[user], rounds, self._user_cap)
+                more_hosts = sum(_more(hosts[h], rounds, self._host_cap) for h in job_hosts)
+                full = counted + more > push_room and hosts_counted + more_hosts > push_room
+                if counted and full:
                     released.update(job.ids)
                     continue
-                users[user] = before + rounds
-                counted += more
+                counted += _count(users, user, rounds, self._user_cap)
+                for host in job_hosts:
+                    hosts_counted += _count(hosts, host, rounds, self._host_cap)
             jobs.append(job)
         if released:
             outbox.release(session, released, worker=self.worker)
@@ -641,7 +659,9 @@ class Senders:
                 seconds=self.config.push.timeout_seconds * SEND_DEADLINE_TIMEOUTS
             )
             outbox.postpone(session, put_off, until, worker=self.worker)
-            log.debug("delivery: %d push rows put off until their user's turn", len(put_off))
+            log.debug(
+                "delivery: %d push rows put off until their user's or server's turn", len(put_off)
+            )
         return Round(jobs=jobs, settled=plan.settled), released | put_off
 
     def _inflight_by_group(self) -> Counter[tuple[int, str]]:
@@ -723,8 +743,8 @@ class Senders:
                     self._nudge()
             elif context in self._push:
                 self._push_jobs -= 1
-                self._count_push(job.head.user_id, -_rounds(job))
-                if context in self._left_out and self._push_counted * 2 <= self._push_room:
+                self._count_push(job, -1)
+                if context in self._left_out and not self._push_full():
                     self._nudge()
             else:
                 if context in self._blocking:
@@ -745,16 +765,21 @@ class Senders:
                 error,
             )
 
-    def _count_push(self, user: int, rounds: int) -> None:
-        """Add ``rounds`` send deadlines (or take them off) to ``user``'s push jobs in flight."""
-        before = self._push_rounds[user]
-        after = before + rounds
-        if after:
-            self._push_rounds[user] = after
-        else:
-            del self._push_rounds[user]
-        cap = self._user_cap
-        self._push_counted += min(after, cap) - min(before, cap)
+    def _count_push(self, job: Job, sign: int) -> None:
+        """Add a push job's send deadlines (``sign`` 1) to those in flight of its user and
+        of each host it goes to, or take them off (-1)."""
+        rounds = sign * _rounds(job)
+        self._push_counted += _count(self._push_rounds, job.head.user_id, rounds, self._user_cap)
+        for host in _hosts(job):
+            self._host_counted += _count(self._host_rounds, host, rounds, self._host_cap)
+
+    def _push_full(self) -> bool:
+        """Whether claims leave push out: more than half its room taken both by the users'
+        jobs (each user's counted up to ``_user_cap``) and by the hosts' (each host's up
+        to ``_host_cap``). A server that hangs for many users fills the first alone, one
+        user's jobs to many servers the second: neither stops the claims of push."""
+        room = self._push_room
+        return self._push_counted * 2 > room and self._host_counted * 2 > room
 
     async def _await_inflight(self, stop: asyncio.Event | None) -> None:
         """Wait for this round's sends; return early (leaving them to ``_finish``) on stop."""
@@ -878,11 +903,10 @@ class Senders:
         context = job.head.context
         if context in self._push:
             turns, host_turns, user = self._turns, self._host_turns, job.head.user_id
-            hosts = sorted({_push_host(context, d) for d in job.head.destinations})
             taken: list[str] = []
             await turns.take(user)
             try:
-                for host in hosts:
+                for host in _hosts(job):
                     await host_turns.take(host)
                     taken.append(host)
                 await self._send_in_slot(job, self._push_slots)
@@ -1344,6 +1368,28 @@ def _push_room(slots: int, config: Config) -> int:
 def _rounds(job: Job) -> int:
     """How many send deadlines a push job may take: one per ``DESTINATIONS_AT_ONCE``."""
     return max(1, -(-len(job.head.destinations) // DESTINATIONS_AT_ONCE))
+
+
+def _hosts(job: Job) -> list[str]:
+    """The hosts a push job goes to (``_push_host``), each once, sorted."""
+    return sorted({_push_host(job.head.context, d) for d in job.head.destinations})
+
+
+def _more(before: int, rounds: int, cap: int) -> int:
+    """How much a sum that counts each entry up to ``cap`` grows when an entry at
+    ``before`` gets ``rounds`` more (less, if negative)."""
+    return min(before + rounds, cap) - min(before, cap)
+
+
+def _count(counter: Counter[K], key: K, rounds: int, cap: int) -> int:
+    """Add ``rounds`` to ``counter[key]``, an entry that falls to zero dropped (so many
+    users or hosts seen once leave nothing behind); returns ``_more``."""
+    before = counter[key]
+    if before + rounds:
+        counter[key] = before + rounds
+    else:
+        counter.pop(key, None)
+    return _more(before, rounds, cap)
 
 
 def _push_host(context: str, destination: str) -> str:

@@ -4,12 +4,16 @@ Many users may have their push URLs on one server (everybody's ntfy on one host)
 When it stops answering, each of its users' jobs waits within its user's share of the
 push slots, but together they would fill every slot and keep other hosts' pushes
 waiting a send deadline each. The jobs of one host hold at most a share of the push
-slots; the host's others wait their turn holding none, and go once it is free.
+slots; the host's others wait their turn holding none, and go once it is free. Nor do
+they fill push's claim-ahead room: a host's jobs beyond its own room are put off a
+send deadline, and claims leave push out only when it is full by the users' measure
+and by the hosts' both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import threading
 import time
@@ -22,12 +26,14 @@ from hostile_http import HostileServer, hostile_server, json_reply
 
 from daemon.conftest import PushReceiver
 from daemon.test_push import ntfy_url
+from daemon.test_transport_pacing import Held
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig
 from fmn_core.db import Database
+from fmn_core.models import utcnow
 from fmn_daemon import delivery as delivery_module
 from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
-from fmn_daemon.transports.push import PushTransport
+from fmn_daemon.transports.push import SEND_DEADLINE_TIMEOUTS, PushTransport
 
 #: Sends time out after 3 s unanswered: the held server answers before that.
 PUSH = PushConfig(allow_private_hosts=True, timeout_seconds=3)
@@ -132,6 +138,114 @@ def test_transport_hosts_a_held_host_fills_its_share_and_other_hosts_push_at_onc
     assert len(server.request_lines()) == len(held)
     assert all(state_of(db, i).attempts == 0 for i in held), "a held row failed on the way"
     assert not senders._host_turns._turns, "a host's bookkeeping outlived its jobs"
+
+
+def test_transport_hosts_a_held_host_for_many_users_stops_no_claim_of_other_hosts_push(
+    committed: Database, push_receiver: PushReceiver
+) -> None:
+    """A 72 s lease and 9 s deadlines: push's claim-ahead room is 8 send deadlines, a
+    host's 4, a user's counted up to 2. As many users as the room holds, one push row
+    each, all on one server that holds every request: 4 of their jobs are claimed, the
+    other 4 put off a deadline (pending, no attempt counted). A push row for a user of
+    another server, committed after them, is claimed and sent at once. The held users'
+    jobs used to fill push's room (each user within the cap), and claims left push out
+    until they ended. Once the server answers, each held row is sent once."""
+    db = committed
+    shift = [dt.timedelta(0)]
+    config = _config(db).replace(
+        delivery=DeliveryConfig(
+            senders=SENDERS,
+            claim_lease_seconds=72,
+            idle_poll_seconds=0.05,
+            shutdown_grace_seconds=0,
+        )
+    )
+    push = PushTransport(PUSH, threads=SENDERS * 5 + 1)
+    senders = Senders(
+        db, config, Metrics(), transports={"push": push}, clock=lambda: utcnow() + shift[0]
+    )
+    room, host_room = senders._push_room, senders._host_room
+    # Enough users to fill the room (more than half of it leaves push out), each within
+    # the user's cap; a host's room is at most half of it.
+    assert (room, host_room, senders._user_cap) == (8, 4, 2)
+    with held_server() as (server, release):
+        held = _held_rows(db, server, users=room, each=1)
+
+        async def scenario() -> tuple[float, list[tuple[str, int]]]:
+            stop = asyncio.Event()
+            runner = asyncio.create_task(senders.run(stop))
+            try:
+                assert await _until(lambda: len(server.request_lines()) >= 2, 5)
+                await asyncio.sleep(0.3)  # room for the claims to settle
+                good = await asyncio.to_thread(_good_row, db, push_receiver)
+                started = time.monotonic()
+                await asyncio.to_thread(push_receiver.wait_for, 1, PROMPT)
+                good_after = time.monotonic() - started
+                while_held = [(state_of(db, i).state, state_of(db, i).attempts) for i in held]
+                release.set()
+                first = held[:host_room]
+                assert await _until(
+                    lambda: all(state_of(db, i).state == "sent" for i in first), 10
+                ), [state_of(db, i).state for i in held]
+                # The put-off rows are due a deadline later: move the senders' clock there.
+                shift[0] = dt.timedelta(seconds=PUSH.timeout_seconds * SEND_DEADLINE_TIMEOUTS)
+                rows = [*held, good]
+                assert await _until(
+                    lambda: all(state_of(db, i).state == "sent" for i in rows), 10
+                ), [state_of(db, i).state for i in rows]
+                return good_after, while_held
+            finally:
+                release.set()
+                stop.set()
+                await asyncio.wait_for(runner, 30)
+
+        good_after, while_held = asyncio.run(scenario())
+    assert good_after < PROMPT, f"the push to the healthy host waited {good_after:.1f}s"
+    put_off = len(held) - host_room
+    assert while_held == [("sending", 0)] * host_room + [("pending", 0)] * put_off
+    assert len(server.request_lines()) == len(held), "a held row was sent more than once"
+    assert all(state_of(db, i).attempts == 0 for i in held)
+    assert not senders._push_rounds and not senders._host_rounds
+    assert (senders._push_counted, senders._host_counted) == (0, 0)
+    assert not senders._host_turns._turns, "a host's bookkeeping outlived its jobs"
+
+
+def test_transport_hosts_one_users_job_to_many_hosts_stops_no_claim_of_push(
+    db: Database,
+) -> None:
+    """A 24 s lease, 3 s deadlines, 4 slots: push's room is 8 send deadlines, a user's
+    counted up to 2, a host's up to 4. One user's job to 10 destinations on 9 hosts
+    (two deadlines: 5 go at once) counts its 2 on each host once: 18 by the hosts'
+    measure, 2 by the users'. Push is full only when both are over half the room, so
+    the next claim still takes another user's push row; once the jobs end, nothing is
+    left counted."""
+    urls = (*(f"json://h{n}.example/x" for n in range(9)), "json://h0.example/y")
+    with db.begin() as session:
+        add_notification(session, add_user(session, "wide", "push", urls), "push")
+    config = db.config.replace(
+        push=PushConfig(timeout_seconds=1),
+        delivery=DeliveryConfig(senders=SENDERS, claim_lease_seconds=24),
+    )
+    push = Held()
+    senders = Senders(db, config, Metrics(), transports={"push": push})
+    assert (senders._push_room, senders._user_cap, senders._host_cap) == (8, 2, 4)
+
+    async def scenario() -> None:
+        await senders._start_round(codes=False)
+        assert senders._host_rounds == {f"h{n}.example": 2 for n in range(9)}
+        assert (senders._push_counted, senders._host_counted) == (2, 18)
+        with db.begin() as session:
+            jo = add_user(session, "jo", "push", ("json://other.example/jo",))
+            row = add_notification(session, jo, "push").id
+        await senders._start_round(codes=False)
+        await asyncio.sleep(0.05)
+        assert state_of(db, row).state == "sending"
+        assert "json://other.example/jo" in push.started
+        await senders._finish(0.0)
+
+    asyncio.run(scenario())
+    assert not senders._push_rounds and not senders._host_rounds
+    assert (senders._push_counted, senders._host_counted) == (0, 0)
 
 
 def test_transport_hosts_a_host_that_never_answers_fails_each_of_its_rows_once(
