@@ -25,7 +25,7 @@ A paced context (Matrix: ``matrix.lines_per_second`` across all users) costs onl
 itself: a line waits for its turn before it takes a send slot, so no slot sleeps
 through the pacing; its lines do not count against the claim-ahead bound above but
 against one of their own, a quarter of the claim lease's worth of lines
-(``_paced_room``), so the last of them goes well before its lease ends (and it is
+(``paced_room``), so the last of them goes well before its lease ends (and it is
 not claimed and sent again). Lines claimed beyond that go back to ``pending`` at
 once, and claims leave the context out while more than half its room is taken, so
 a Matrix backlog never stops other contexts' rows from being claimed.
@@ -33,14 +33,14 @@ a Matrix backlog never stops other contexts' rows from being claimed.
 Push (``push``, ``desktop``, ``android``) goes to the users' own servers, any of
 which may keep a send to its deadline: one user, or one slow push service, costs
 only itself and push. Push sends in slots of its own (as many as e-mail's), a
-user's jobs in at most a quarter of them at once (``_USER_SHARE_OF_SLOTS``), and
-the jobs to one push server (the URL's host and port, ``_push_host``) in at most
-half (``_HOST_SHARE_OF_SLOTS``): a service that hangs for all its users leaves
+user's jobs in at most a quarter of them at once (``USER_SHARE_OF_SLOTS``), and
+the jobs to one push server (the URL's host and port, ``push_host``) in at most
+half (``HOST_SHARE_OF_SLOTS``): a service that hangs for all its users leaves
 the other servers' users the other half. Jobs beyond a share wait their turn
 holding no slot, and every job takes its turns in one order (its user's, then its
 servers' sorted), so no two wait for each other. Push jobs count against a
 claim-ahead room of their own, a quarter of the claim lease's worth of send
-deadlines (``_push_room``), measured twice: by user, each user's up to twice the
+deadlines (``push_room``), measured twice: by user, each user's up to twice the
 user's slots, and by server, each server's up to twice its slots (a job's on every
 server it goes to). Claims leave push out while more than half of it is taken by
 both measures, so neither a server that hangs for many users nor one user's jobs to
@@ -107,7 +107,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -116,7 +115,6 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
-from urllib.parse import parse_qsl
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -128,8 +126,7 @@ from fmn_core.chat import (
     digest_line,
     notification_line,
 )
-from fmn_core.config import Config, DeliveryConfig
-from fmn_core.confirmation import MAX_DESTINATIONS_PER_CONTEXT
+from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.delivery_policy import (
     COUNT_ONLY_MAX_WAIT,
@@ -142,7 +139,6 @@ from fmn_core.destinations import mask_address
 from fmn_core.errors import report_internal_error
 from fmn_core.models import utcnow
 from fmn_core.outbox import ClaimedNotification
-from fmn_core.push_urls import FIXED_ENDPOINT_SCHEMES, SCHEME_RE
 from fmn_core.rendering import Links, Rendered, render, render_confirmation, render_digest
 from fmn_core.text import for_log
 from fmn_core.views import OutgoingCode
@@ -153,6 +149,22 @@ from .metrics import Metrics
 from .new_rows import NewRowsListener, sleep_until_stopped
 from .outcomes import Outcome, OutcomeRecorder
 from .planning import Job, Round, RoundPlanner
+from .send_room import (
+    CLAIM_AHEAD,
+    HOST_SHARE_OF_SLOTS,
+    PUSH_CONTEXTS,
+    PUSH_JOB_TIMEOUTS,
+    USER_SHARE_OF_SLOTS,
+    Slots,
+    Turns,
+    capped_growth,
+    count_capped,
+    job_hosts,
+    job_lines,
+    job_rounds,
+    paced_room,
+    push_room,
+)
 from .transports import (
     DESTINATIONS_AT_ONCE,
     Blocking,
@@ -187,36 +199,8 @@ K = TypeVar("K", bound=Hashable)
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)
 CODE_RETRY_SECONDS = 60.0
 _DB_BACKOFF_MAX = 30.0
-#: ``run`` claims while fewer than this many times ``delivery.senders`` sends are in
-#: flight or waiting for a slot: a slot that frees up finds a claimed mail waiting
-#: rather than waiting for a claim (10-17 ms at 500 mails/s; claiming only once a
-#: slot was free gave p99 173-177 ms against 114-121 ms with the senders alone).
-_CLAIM_AHEAD = 2
 #: How often an idle sender looks for transport connections unused for too long.
 _IDLE_CHECK_SECONDS = 5.0
-#: A paced context (``_Paced``: Matrix) has at most this share of the claim lease in
-#: lines claimed ahead: the last of them waits its turn a quarter of the lease, well
-#: before the lease runs out and the row is claimed (and sent) again.
-_PACED_LEASE_SHARE = 0.25
-#: The longest a push job takes, in ``push.timeout_seconds``: a send's deadline for
-#: each round of a user's destinations.
-PUSH_JOB_TIMEOUTS = SEND_DEADLINE_TIMEOUTS * -(
-    -MAX_DESTINATIONS_PER_CONTEXT // DESTINATIONS_AT_ONCE
-)
-_PUSH_CONTEXTS = frozenset({"push", "android", "desktop"})
-#: One user's push jobs hold at most this share of the push send slots at once (at least
-#: one): with a quarter, four users whose servers each keep every send to its deadline
-#: are needed to fill them, and one user's backlog leaves the other users three quarters.
-_USER_SHARE_OF_SLOTS = 4
-#: The push jobs to one host hold at most this share of the push send slots at once (at
-#: least one): a push service that hangs for all its users (every user's ntfy on one
-#: server) leaves the other hosts half the slots; two that hang at once are needed to
-#: fill them.
-_HOST_SHARE_OF_SLOTS = 2
-#: The host every Firebase device token (``fcm:TOKEN``) is sent to.
-_FCM_HOST = "fcm.googleapis.com"
-#: Where ntfy's cloud mode (``ntfy://topic``, ``?mode=cloud``) posts, whatever the URL's host.
-_NTFY_CLOUD_HOST = "ntfy.sh"
 
 
 @runtime_checkable
@@ -259,12 +243,12 @@ class Senders:
         self.contexts = tuple(c for c in config.contexts if c not in DELIVERED_CONTEXTS_EXCLUDE)
         #: E-mail's send slots (its threads'), and the fast contexts' (rss, live): a mail
         #: server that keeps every mail to its timeout holds no slot of theirs.
-        self._slots = _Slots(config.delivery.senders)
-        self._fast_slots = _Slots(config.delivery.senders)
+        self._slots = Slots(config.delivery.senders)
+        self._fast_slots = Slots(config.delivery.senders)
         #: How many sends of e-mail and the fast contexts ``run`` claims ahead; while
         #: they fill it, claims leave e-mail out (``_mail_left_out``) as long as the
         #: fast contexts' alone do not.
-        self._claim_ahead = config.delivery.senders * _CLAIM_AHEAD
+        self._claim_ahead = config.delivery.senders * CLAIM_AHEAD
         #: Every send in flight or waiting for a slot: a task (``_deliver``), or for
         #: a ``Blocking`` transport the future its thread settles (``_queue_mail``).
         self._inflight: dict[asyncio.Future[None], Job] = {}
@@ -281,37 +265,37 @@ class Senders:
         #: counts their jobs apart, and claims leave out a context whose backlog is full).
         self._paced = {c: t for c, t in self.transports.items() if isinstance(t, _Paced)}
         self._paced_room = {
-            c: _paced_room(t.lines_per_second, config.delivery) for c, t in self._paced.items()
+            c: paced_room(t.lines_per_second, config.delivery) for c, t in self._paced.items()
         }
         self._paced_lines: Counter[str] = Counter()
         self._paced_jobs = 0
         #: A paced context's own send slots, as many as the shared ones.
-        self._paced_slots = {c: _Slots(config.delivery.senders) for c in self._paced}
+        self._paced_slots = {c: Slots(config.delivery.senders) for c in self._paced}
         #: Push contexts: the users' own servers, each of which may keep a send to its
         #: deadline. They send in slots of their own (as many as the shared ones), a
         #: user's jobs in at most ``_user_slots`` of them at once and the jobs to one
         #: host in at most ``_host_slots``, the others waiting their turn without a
-        #: slot (``_Turns``). Their jobs do not count
+        #: slot (``Turns``). Their jobs do not count
         #: against the claim-ahead bound of the others but against a room of their own
-        #: (``_push_room``, in send deadlines: ``_rounds``), each user's at most
+        #: (``push_room``, in send deadlines: ``job_rounds``), each user's at most
         #: ``_user_cap`` of it and each host's ``_host_cap``, and a user's (a host's)
         #: against the user's (host's) own room.
         self._push = frozenset(
             c
             for c in self.transports
-            if c in _PUSH_CONTEXTS and c not in self._blocking and c not in self._paced
+            if c in PUSH_CONTEXTS and c not in self._blocking and c not in self._paced
         )
         self._push_excluded = tuple(sorted(self._push))
-        self._user_slots = max(1, config.delivery.senders // _USER_SHARE_OF_SLOTS)
-        self._host_slots = max(1, config.delivery.senders // _HOST_SHARE_OF_SLOTS)
-        self._user_cap = self._user_slots * _CLAIM_AHEAD
-        self._host_cap = self._host_slots * _CLAIM_AHEAD
-        self._push_room = _push_room(config.delivery.senders, config)
-        self._user_room = _push_room(self._user_slots, config)
-        self._host_room = _push_room(self._host_slots, config)
-        self._push_slots = _Slots(config.delivery.senders)
-        self._turns = _Turns(self._user_slots)
-        self._host_turns = _Turns(self._host_slots)
+        self._user_slots = max(1, config.delivery.senders // USER_SHARE_OF_SLOTS)
+        self._host_slots = max(1, config.delivery.senders // HOST_SHARE_OF_SLOTS)
+        self._user_cap = self._user_slots * CLAIM_AHEAD
+        self._host_cap = self._host_slots * CLAIM_AHEAD
+        self._push_room = push_room(config.delivery.senders, config)
+        self._user_room = push_room(self._user_slots, config)
+        self._host_room = push_room(self._host_slots, config)
+        self._push_slots = Slots(config.delivery.senders)
+        self._turns = Turns(self._user_slots)
+        self._host_turns = Turns(self._host_slots)
         self._push_jobs = 0
         #: Send deadlines of push jobs in flight, per user id and per host (a job's on
         #: every host it goes to), and their sums with each user's counted up to
@@ -472,12 +456,12 @@ class Senders:
 
     def _fresh_slots(self) -> None:
         senders = self.config.delivery.senders
-        self._slots = _Slots(senders)
-        self._fast_slots = _Slots(senders)
-        self._paced_slots = {c: _Slots(senders) for c in self._paced}
-        self._push_slots = _Slots(senders)
-        self._turns = _Turns(self._user_slots)
-        self._host_turns = _Turns(self._host_slots)
+        self._slots = Slots(senders)
+        self._fast_slots = Slots(senders)
+        self._paced_slots = {c: Slots(senders) for c in self._paced}
+        self._push_slots = Slots(senders)
+        self._turns = Turns(self._user_slots)
+        self._host_turns = Turns(self._host_slots)
 
     async def _start_round(self, *, codes: bool, beside: bool = False) -> tuple[int, bool]:
         """Send pending codes (if ``codes``), claim and settle a batch, start its sends.
@@ -523,7 +507,7 @@ class Senders:
                 sending = self._queue_mail(job)
             else:
                 if job.head.context in self._paced:
-                    self._paced_lines[job.head.context] += _lines(job)
+                    self._paced_lines[job.head.context] += job_lines(job)
                     self._paced_jobs += 1
                 elif job.head.context in self._push:
                     self._push_jobs += 1
@@ -599,9 +583,9 @@ class Senders:
     def _within_room(self, session: Session, plan: Round) -> tuple[Round, set[int]]:
         """Keep the jobs that can be sent before their lease ends, oldest first:
 
-        - a paced context's while their lines fit its room (``_paced_room``);
+        - a paced context's while their lines fit its room (``paced_room``);
         - a push job while its user's send deadlines fit the user's room and each of
-          its hosts' the host's, and the push contexts' theirs (``_push_room``) by the
+          its hosts' the host's, and the push contexts' theirs (``push_room``) by the
           users' measure or by the hosts' (``_push_full``).
 
         Lines or jobs claimed beyond would wait their turn past their lease. The rest
@@ -620,7 +604,7 @@ class Senders:
         users = Counter(self._push_rounds)
         hosts = Counter(self._host_rounds)
         counted, hosts_counted = self._push_counted, self._host_counted
-        push_room = self._push_room
+        whole = self._push_room
         jobs: list[Job] = []
         released: set[int] = set()
         put_off: set[int] = set()
@@ -628,28 +612,28 @@ class Senders:
             context = job.head.context
             room = self._paced_room.get(context)
             if room is not None:
-                lines = _lines(job)
+                lines = job_lines(job)
                 if taken[context] and taken[context] + lines > room:
                     released.update(job.ids)
                     continue
                 taken[context] += lines
             elif context in self._push:
-                user, rounds, job_hosts = job.head.user_id, _rounds(job), _hosts(job)
+                user, rounds, servers = job.head.user_id, job_rounds(job), job_hosts(job)
                 if users[user] and users[user] + rounds > self._user_room:
                     put_off.update(job.ids)
                     continue
-                if any(hosts[h] and hosts[h] + rounds > self._host_room for h in job_hosts):
+                if any(hosts[h] and hosts[h] + rounds > self._host_room for h in servers):
                     put_off.update(job.ids)
                     continue
-                more = _more(users[user], rounds, self._user_cap)
-                more_hosts = sum(_more(hosts[h], rounds, self._host_cap) for h in job_hosts)
-                full = counted + more > push_room and hosts_counted + more_hosts > push_room
+                more = capped_growth(users[user], rounds, self._user_cap)
+                more_hosts = sum(capped_growth(hosts[h], rounds, self._host_cap) for h in servers)
+                full = counted + more > whole and hosts_counted + more_hosts > whole
                 if counted and full:
                     released.update(job.ids)
                     continue
-                counted += _count(users, user, rounds, self._user_cap)
-                for host in job_hosts:
-                    hosts_counted += _count(hosts, host, rounds, self._host_cap)
+                counted += count_capped(users, user, rounds, self._user_cap)
+                for host in servers:
+                    hosts_counted += count_capped(hosts, host, rounds, self._host_cap)
             jobs.append(job)
         if released:
             outbox.release(session, released, worker=self.worker)
@@ -734,7 +718,7 @@ class Senders:
             # the next poll.
             context = job.head.context
             if context in self._paced:
-                self._paced_lines[context] -= _lines(job)
+                self._paced_lines[context] -= job_lines(job)
                 self._paced_jobs -= 1
                 if (
                     context in self._left_out
@@ -768,10 +752,11 @@ class Senders:
     def _count_push(self, job: Job, sign: int) -> None:
         """Add a push job's send deadlines (``sign`` 1) to those in flight of its user and
         of each host it goes to, or take them off (-1)."""
-        rounds = sign * _rounds(job)
-        self._push_counted += _count(self._push_rounds, job.head.user_id, rounds, self._user_cap)
-        for host in _hosts(job):
-            self._host_counted += _count(self._host_rounds, host, rounds, self._host_cap)
+        rounds = sign * job_rounds(job)
+        user = job.head.user_id
+        self._push_counted += count_capped(self._push_rounds, user, rounds, self._user_cap)
+        for host in job_hosts(job):
+            self._host_counted += count_capped(self._host_rounds, host, rounds, self._host_cap)
 
     def _push_full(self) -> bool:
         """Whether claims leave push out: more than half its room taken both by the users'
@@ -906,7 +891,7 @@ class Senders:
             taken: list[str] = []
             await turns.take(user)
             try:
-                for host in _hosts(job):
+                for host in job_hosts(job):
                     await host_turns.take(host)
                     taken.append(host)
                 await self._send_in_slot(job, self._push_slots)
@@ -918,7 +903,7 @@ class Senders:
             return
         await self._send_in_slot(job, self._paced_slots.get(context, self._fast_slots))
 
-    async def _send_in_slot(self, job: Job, slots: _Slots) -> None:
+    async def _send_in_slot(self, job: Job, slots: Slots) -> None:
         await slots.take()
         try:
             outcome = await self._send(job)
@@ -957,10 +942,10 @@ class Senders:
             calls = self._loop_calls = _LoopCalls(loop)
         return calls
 
-    def _start_drain(self, slots: _Slots, calls: _LoopCalls) -> None:
+    def _start_drain(self, slots: Slots, calls: _LoopCalls) -> None:
         self._send_threads().submit(self._drain_mail, slots, calls)
 
-    def _slot_freed(self, slots: _Slots) -> None:
+    def _slot_freed(self, slots: Slots) -> None:
         """A send slot is free: to a thread for mails that wait, else to whoever waits."""
         if slots is not self._slots:
             return  # a slot of an earlier round's loop (``round`` from a new loop)
@@ -971,7 +956,7 @@ class Senders:
         else:
             slots.give()
 
-    def _drain_mail(self, slots: _Slots, calls: _LoopCalls) -> None:
+    def _drain_mail(self, slots: Slots, calls: _LoopCalls) -> None:
         """In a send thread, holding one slot: send and record mails until none waits.
 
         Each mail's outcome is committed before the thread takes the next, so a
@@ -1008,7 +993,7 @@ class Senders:
 
     def _drained(
         self,
-        slots: _Slots,
+        slots: Slots,
         last: tuple[asyncio.Future[None], BaseException | None] | None,
     ) -> None:
         """On the loop: a send thread found no more mail; its last job ended, its slot is free."""
@@ -1182,79 +1167,6 @@ class Senders:
         return True
 
 
-class _Slots:
-    """Send slots (``delivery.senders``): e-mail's (its send threads'), the fast
-    contexts' (their tasks'), a paced context's own, or push's own.
-
-    Taken on the event loop only: by a task before its send, or for a send thread
-    while mails wait for one (the thread gives it back, through the loop, once no
-    mail waits). Waiting tasks get a freed slot in turn.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def try_take(self) -> bool:
-        """Take a slot if one is free and no task waits for one."""
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        if self.try_take():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.give()  # handed over just as this task was cancelled: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
-            raise
-
-    def give(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.free += 1
-
-
-class _Turns:
-    """At most ``size`` sends of one user (or to one host) at once; the others wait in turn."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        #: Only users (hosts) with a send in flight or waiting: dropped once the last is
-        #: done, so many hosts seen once leave nothing behind.
-        self._turns: dict[Hashable, _Slots] = {}
-
-    async def take(self, key: Hashable) -> None:
-        slots = self._turns.get(key)
-        if slots is None:
-            slots = self._turns[key] = _Slots(self.size)
-        try:
-            await slots.take()
-        except BaseException:
-            self._drop_if_idle(key, slots)
-            raise
-
-    def give(self, key: Hashable) -> None:
-        slots = self._turns.get(key)
-        if slots is not None:
-            slots.give()
-            self._drop_if_idle(key, slots)
-
-    def _drop_if_idle(self, key: Hashable, slots: _Slots) -> None:
-        if slots.free >= self.size and self._turns.get(key) is slots:
-            del self._turns[key]
-
-
 def _settle(sending: asyncio.Future[None], error: BaseException | None) -> None:
     """On the event loop: a send thread is done with a job (cancelled meanwhile: nothing)."""
     if sending.done():
@@ -1331,7 +1243,7 @@ def _warn_of_a_short_lease(config: Config, transports: Mapping[str, Transport]) 
     Half is left for the wait for a send slot. A warning, not a refusal: a short
     lease recovers a dead sender's rows sooner, and the crash tests use one.
     """
-    if _PUSH_CONTEXTS.isdisjoint(transports):
+    if PUSH_CONTEXTS.isdisjoint(transports):
         return
     timeout = config.push.timeout_seconds
     lease = config.delivery.claim_lease_seconds
@@ -1348,81 +1260,6 @@ def _warn_of_a_short_lease(config: Config, transports: Mapping[str, Transport]) 
             2 * worst,
             lease / (2 * PUSH_JOB_TIMEOUTS),
         )
-
-
-def _paced_room(lines_per_second: float, delivery: DeliveryConfig) -> int:
-    """How many lines a paced context may have claimed ahead (``_PACED_LEASE_SHARE``)."""
-    room = int(lines_per_second * delivery.claim_lease_seconds * _PACED_LEASE_SHARE)
-    return max(1, min(room, delivery.batch_size))
-
-
-def _push_room(slots: int, config: Config) -> int:
-    """How many send deadlines of push jobs ``slots`` slots may have claimed ahead: a
-    quarter of the claim lease's worth (``_PACED_LEASE_SHARE``), so that the last of
-    them starts well before its lease ends, the slot waits of other users' included."""
-    deadline = config.push.timeout_seconds * SEND_DEADLINE_TIMEOUTS
-    room = int(slots * config.delivery.claim_lease_seconds * _PACED_LEASE_SHARE / deadline)
-    return max(1, min(room, config.delivery.batch_size))
-
-
-def _rounds(job: Job) -> int:
-    """How many send deadlines a push job may take: one per ``DESTINATIONS_AT_ONCE``."""
-    return max(1, -(-len(job.head.destinations) // DESTINATIONS_AT_ONCE))
-
-
-def _hosts(job: Job) -> list[str]:
-    """The hosts a push job goes to (``_push_host``), each once, sorted."""
-    return sorted({_push_host(job.head.context, d) for d in job.head.destinations})
-
-
-def _more(before: int, rounds: int, cap: int) -> int:
-    """How much a sum that counts each entry up to ``cap`` grows when an entry at
-    ``before`` gets ``rounds`` more (less, if negative)."""
-    return min(before + rounds, cap) - min(before, cap)
-
-
-def _count(counter: Counter[K], key: K, rounds: int, cap: int) -> int:
-    """Add ``rounds`` to ``counter[key]``, an entry that falls to zero dropped (so many
-    users or hosts seen once leave nothing behind); returns ``_more``."""
-    before = counter[key]
-    if before + rounds:
-        counter[key] = before + rounds
-    else:
-        counter.pop(key, None)
-    return _more(before, rounds, cap)
-
-
-def _push_host(context: str, destination: str) -> str:
-    """The server a push destination's sends go to, for the host's turns: the URL's host
-    and port (lower case, no user info), the service's own for a scheme with a fixed
-    endpoint and for ntfy's cloud mode, and Google's for an Android device token.
-
-    Only a key for the turns, never connected to: a destination the transport will
-    refuse (not a URL) costs no turn's worth of time, whatever its key.
-    """
-    if "://" not in destination:
-        # ``fcm:TOKEN``, or a bare token: Android sends every one through FCM.
-        return _FCM_HOST if context == "android" else destination
-    match = SCHEME_RE.match(destination.strip())
-    if match is None:
-        return destination
-    scheme, rest = match.group(1).lower(), match.group(2)
-    if scheme in FIXED_ENDPOINT_SCHEMES:
-        return f"{scheme}://"
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if scheme in ("ntfy", "ntfys"):
-        # Apprise's ntfy posts to ntfy.sh when told so (``mode=``), or else when the URL
-        # names no topic after its host (the "host" is the topic then).
-        path, _, query = rest[len(authority) :].partition("#")[0].partition("?")
-        mode = dict(parse_qsl(query)).get("mode", "").strip().lower()
-        if mode == "cloud" or (not mode and not path.strip("/")):
-            return _NTFY_CLOUD_HOST
-    return authority.rpartition("@")[2].lower()
-
-
-def _lines(job: Job) -> int:
-    """How many lines (turns of the pacing) a job takes: one per destination."""
-    return max(1, len(job.head.destinations))
 
 
 def _outcome(job: Job, accepted: int, errors: list[str], refused: list[str]) -> Outcome:

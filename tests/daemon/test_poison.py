@@ -487,11 +487,15 @@ def test_sender_marks_a_row_it_cannot_render_dead_and_sends_the_others(
 
 
 def test_sender_run_survives_a_round_that_raises(
-    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    committed: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A planning step that raises once costs no row: the group is planned again on its own."""
     from fmn_core import delivery_policy
 
+    # ``run`` claims again while the live send's outcome is being committed (once a
+    # commit takes longer than the poll interval, as on a loaded machine): two
+    # threads at once, which the ``db`` fixture's one PostgreSQL connection can't serve.
+    db = committed
     with db.begin() as session:
         user = add_user(session, "jo", "live", ("token-jo-0123456789abcdef",))
         row_id = add_notification(session, user, "live").id
@@ -512,8 +516,7 @@ def test_sender_run_survives_a_round_that_raises(
     async def run_until_sent() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(sender.run(stop))
-        # Watched through the counters, not the database: on PostgreSQL every session
-        # of this fixture shares one connection, which the sender's threads are using.
+        # Watched through the counter, which goes up once the outcome is committed.
         for _ in range(200):
             await asyncio.sleep(0.05)
             if metrics.get("notifications_sent"):

@@ -30,9 +30,9 @@ from daemon.test_transport_pacing import Held
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig
 from fmn_core.db import Database
 from fmn_core.models import utcnow
-from fmn_daemon import delivery as delivery_module
 from fmn_daemon.delivery import Senders
 from fmn_daemon.metrics import Metrics
+from fmn_daemon.send_room import push_host
 from fmn_daemon.transports.push import SEND_DEADLINE_TIMEOUTS, PushTransport
 
 #: Sends time out after 3 s unanswered: the held server answers before that.
@@ -400,4 +400,4 @@ def test_transport_hosts_jobs_to_two_hosts_in_opposite_orders_never_wait_for_eac
 def test_transport_hosts_a_destination_counts_against_the_host_it_goes_to(
     context: str, destination: str, host: str
 ) -> None:
-    assert delivery_module._push_host(context, destination) == host
+    assert push_host(context, destination) == host
