@@ -16,7 +16,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, Integer, String, and_, any_, bindparam, case, func, or_, select
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    String,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -244,29 +257,50 @@ def _stats_sql(dialect: Dialect) -> tuple[str, dict[str, Any]]:
     return expanded.statement, fixed
 
 
+#: A claimed row being sent counts as waiting: it is not in the hour's sends yet.
+_SENDING = NotificationState.SENDING.value
+
+
 def _stats_select(of_users: Any, of_contexts: Any) -> Any:
+    """Two counts in one statement: the rows waiting, by lane (the filter joined, to
+    tell a digest's rows), and the hour's sends, counted alone. One grouping of both
+    joined every sent row of the hour to its filter for nothing: at 500 mails a second
+    to ten users that was 5,000 rows joined per claim, and twice the time."""
     n = Notification.__table__.c
     f = Filter.__table__.c
     # Whether a row belongs to a digest: its filter sends digests, or it is gone.
     in_digest = case((or_(f.id.is_(None), f.delivery == "digest"), 1), else_=0)
-    is_waiting = n.state.in_((*WAITING_STATES, NotificationState.SENDING.value))
-    is_recent = and_(
-        n.state == NotificationState.SENT.value,
-        n.sent_at >= bindparam("since", type_=n.sent_at.type),
-    )
-    return (
+    waiting = (
         select(
             n.user_id,
             n.context,
-            in_digest,
-            func.sum(case((is_waiting, 1), else_=0)),
-            func.min(case((is_waiting, n.created_at), else_=None)),
-            func.sum(case((is_recent, 1), else_=0)),
+            in_digest.label("digest"),
+            func.count().label("waiting"),
+            func.min(n.created_at).label("oldest"),
+            literal(0).label("recent"),
         )
         .select_from(Notification.__table__.outerjoin(Filter.__table__, f.id == n.filter_id))
-        .where(of_users, of_contexts, or_(is_waiting, is_recent))
+        .where(of_users, of_contexts, n.state.in_((*WAITING_STATES, _SENDING)))
         .group_by(n.user_id, n.context, in_digest)
     )
+    recent = (
+        select(
+            n.user_id,
+            n.context,
+            literal(0),
+            literal(0),
+            null().cast(n.created_at.type),
+            func.count(),
+        )
+        .where(
+            of_users,
+            of_contexts,
+            n.state == NotificationState.SENT.value,
+            n.sent_at >= bindparam("since", type_=n.sent_at.type),
+        )
+        .group_by(n.user_id, n.context)
+    )
+    return union_all(waiting, recent)
 
 
 def _aware(value: Any) -> dt.datetime | None:
