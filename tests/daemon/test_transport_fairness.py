@@ -163,7 +163,7 @@ def test_transport_fairness_no_more_push_is_claimed_than_goes_before_the_lease(
         await senders._start_round(codes=False)
         first = [state_of(db, i).state for i in [*hostile, *others]]
         await senders._start_round(codes=False)
-        await asyncio.sleep(0.1)
+        await push.until_started(4)
         second = [state_of(db, i).state for i in [*hostile, *others]]
         await senders._finish(0.0)
         return first, second

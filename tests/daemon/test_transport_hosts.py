@@ -286,14 +286,6 @@ def test_transport_hosts_a_forced_stop_gives_every_turn_back(db: Database) -> No
     by a forced stop, leave no turn taken and no host's bookkeeping behind, and their
     rows go back to ``pending`` with no attempt counted."""
 
-    class Held:
-        def __init__(self) -> None:
-            self.started: list[str] = []
-
-        async def send(self, destination: str, rendered: object) -> None:
-            self.started.append(destination)
-            await asyncio.Event().wait()
-
     with db.begin() as session:
         rows = [
             add_notification(
@@ -309,7 +301,7 @@ def test_transport_hosts_a_forced_stop_gives_every_turn_back(db: Database) -> No
 
     async def scenario() -> None:
         await senders._start_round(codes=False)
-        await asyncio.sleep(0.1)
+        await push.until_started(4)
         turns = senders._host_turns
         # Two jobs at a time hold a turn of each host; the others wait for a.example's.
         assert len(push.started) == 4

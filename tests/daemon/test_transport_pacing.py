@@ -114,6 +114,14 @@ class Held:
         self.started.append(destination)
         await asyncio.Event().wait()
 
+    async def until_started(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` sends have started (a loaded machine starts them late),
+        then a moment more, in which a send too many would start too."""
+        deadline = time.monotonic() + timeout
+        while len(self.started) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+
 
 def test_transport_pacing_a_full_matrix_backlog_claims_no_more_and_stops_no_other_claim(
     db: Database,
@@ -152,7 +160,7 @@ def test_transport_pacing_a_full_matrix_backlog_claims_no_more_and_stops_no_othe
         await senders._start_round(codes=False)
         first = [state_of(db, i).state for i in matrix_rows]
         await senders._start_round(codes=False)
-        await asyncio.sleep(0.1)
+        await push.until_started(1)
         second = [state_of(db, i).state for i in [*matrix_rows, push_row]]
         await senders._finish(0.0)
         return first, second
