@@ -808,15 +808,27 @@ class Senders:
         if not self._inflight:
             await self._outcomes.settle()
             return
-        _, pending = (
-            await asyncio.wait(list(self._inflight), timeout=grace)
-            if grace > 0
-            else (set(), set(self._inflight))
-        )
+        forced = False
+        try:
+            _, pending = (
+                await asyncio.wait(list(self._inflight), timeout=grace)
+                if grace > 0
+                else (set(), set(self._inflight))
+            )
+        except asyncio.CancelledError:
+            # A forced stop while the sends had their grace: cancel and release them now,
+            # as a forced stop does, and be cancelled afterwards. Left running, their
+            # rows would stay ``sending`` until the lease ran out.
+            forced, pending = True, set(self._inflight)
         if not pending:
             await self._outcomes.settle()
             return
-        log.warning("delivery: cancelling %d sends still running after %.0fs", len(pending), grace)
+        if forced:
+            log.warning("delivery: stopping now; cancelling %d sends", len(pending))
+        else:
+            log.warning(
+                "delivery: cancelling %d sends still running after %.0fs", len(pending), grace
+            )
         with self._mail_lock:
             # Never started: no thread may take them now (their rows are released).
             self._mail.clear()
@@ -832,6 +844,8 @@ class Senders:
             log.info("delivery: released %d unsent rows", released)
         except SQLAlchemyError:
             log.warning("delivery: could not release %d rows; their lease will expire", len(ids))
+        if forced:
+            raise asyncio.CancelledError
 
     def _claim_one_by_one(self, exclude: tuple[str, ...]) -> list[ClaimedNotification]:
         """Claim due rows one per transaction; a row that fails is marked dead with the reason."""

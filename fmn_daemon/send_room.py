@@ -221,7 +221,23 @@ def push_host(context: str, destination: str) -> str:
         mode = dict(parse_qsl(query)).get("mode", "").strip().lower()
         if mode == "cloud" or (not mode and not path.strip("/")):
             return _NTFY_CLOUD_HOST
-    return authority.rpartition("@")[2].lower()
+    return _server(authority.rpartition("@")[2].lower(), scheme)
+
+
+def _server(hostport: str, scheme: str) -> str:
+    """``host[:port]`` as one server is named however its URL spells it: without a
+    trailing dot, and without the port its scheme goes to anyway (an Apprise scheme
+    ending in ``s`` is HTTPS, 443; the others HTTP, 80)."""
+    if hostport.startswith("["):  # an IPv6 literal: its colons are not the port's
+        host, _, after = hostport.partition("]")
+        host += "]"
+        port = after[1:] if after.startswith(":") else ""
+    else:
+        host, _, port = hostport.partition(":")
+        host = host.rstrip(".")
+    if port == ("443" if scheme.endswith("s") else "80"):
+        port = ""
+    return f"{host}:{port}" if port else host
 
 
 def job_lines(job: Job) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import random
 from typing import Any
 
 from sqlalchemy import select
@@ -10,7 +12,7 @@ from sqlalchemy import select
 from core.test_outbox import add_notification, add_user, state_of
 from fmn_core import delivery_policy, outbox
 from fmn_core.db import Database
-from fmn_core.models import utcnow
+from fmn_core.models import Filter, Preference, utcnow
 
 # -- decide: the delivery policy both senders share ------------------------------------
 
@@ -169,7 +171,6 @@ def test_group_stats_on_postgresql_reads_what_its_portable_statement_reads(
 ) -> None:
     # PostgreSQL runs group_stats as driver SQL (users and contexts as arrays): the
     # figures must be those of the statement SQLite runs, lanes and users apart.
-    from fmn_core.models import Filter, Preference
 
     now = utcnow()
     with db.begin() as session:
@@ -328,3 +329,88 @@ def test_mark_dead_counts_the_attempt_masks_the_reason_and_can_be_requeued(db: D
     with db.begin() as session:
         assert outbox.requeue_dead(session, [row_id]) == 1
     assert state_of(db, row_id).state == "pending"
+
+
+_STATES = ("pending", "failed", "sending", "sent", "dead")
+
+
+def test_group_stats_match_a_count_in_python_of_a_mix_of_rows_and_lanes(db: Database) -> None:
+    now = utcnow().replace(microsecond=0)
+    rng = random.Random(26)
+    rows: list[tuple[int, str, str | None, str, dt.datetime, dt.datetime | None]] = []
+    with db.begin() as session:
+        users = [add_user(session, f"u{n}") for n in range(3)]
+        for user in users:
+            add_user(session, user.name, "push", ("p",))
+        filters: dict[tuple[int, str], list[tuple[int | None, str | None]]] = {}
+        for user, context in itertools.product(users, ("email", "push")):
+            preference = session.scalars(
+                select(Preference).where(
+                    Preference.user_id == user.id, Preference.context == context
+                )
+            ).one()
+            made = [
+                Filter(preference_id=preference.id, name=f"{context}-{lane}", delivery=lane)
+                for lane in ("digest", "instant", "urgent")
+            ]
+            session.add_all(made)
+            session.flush()
+            filters[(user.id, context)] = [(f.id, f.delivery) for f in made] + [(None, None)]
+        for user, context in itertools.product(users, ("email", "push")):
+            for _ in range(rng.randrange(0, 12)):
+                filter_id, lane = rng.choice(filters[(user.id, context)])
+                state = rng.choice(_STATES)
+                created = now - dt.timedelta(minutes=rng.randrange(1, 300))
+                sent_at = (
+                    now - dt.timedelta(minutes=rng.choice((5, 59, 61, 200)))
+                    if state == "sent"
+                    else None
+                )
+                add_notification(
+                    session,
+                    user,
+                    context,
+                    filter_id=filter_id,
+                    state=state,
+                    created_at=created,
+                    sent_at=sent_at,
+                )
+                rows.append((user.id, context, lane, state, created, sent_at))
+        # A lane with nothing but sent rows: u2's push.
+        for minutes in (1, 30):
+            add_notification(
+                session, users[2], "push", state="sent", sent_at=now - dt.timedelta(minutes=minutes)
+            )
+            rows.append(
+                (users[2].id, "push", None, "sent", now, now - dt.timedelta(minutes=minutes))
+            )
+        user_ids = [u.id for u in users]
+    keys2 = [(u, c) for u in user_ids for c in ("email", "push", "sms")]
+    keys3 = [(u, c, lane) for u, c in keys2 for lane in ("digest", "instant", "urgent")]
+    with db.begin() as session:
+        got2 = delivery_policy.group_stats(session, keys2, now=now)
+        got3 = delivery_policy.group_stats(session, keys3, now=now)
+
+    def expected(user_id: int, context: str, lane: str | None) -> delivery_policy.GroupStats:
+        mine = [r for r in rows if r[0] == user_id and r[1] == context]
+        # A row whose filter is gone (None) belongs to the digest lane.
+        waiting = [
+            r
+            for r in mine
+            if r[3] in ("pending", "failed", "sending")
+            and (lane is None or (lane == "digest") == (r[2] in (None, "digest")))
+        ]
+        sent = [
+            r
+            for r in mine
+            if r[3] == "sent" and r[5] is not None and r[5] >= now - dt.timedelta(hours=1)
+        ]
+        return delivery_policy.GroupStats(
+            waiting=len(waiting),
+            oldest_waiting=min((r[4] for r in waiting), default=None),
+            sent_last_hour=len(sent),
+        )
+
+    assert got2 == {k: expected(k[0], k[1], None) for k in keys2}
+    assert got3 == {k: expected(k[0], k[1], k[2]) for k in keys3}
+    assert got2[(user_ids[2], "push")].sent_last_hour >= 2

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.conftest import WITH_JSON, CountingServer, PushReceiver, SmtpServer, free_port
 from daemon.test_push import answering, drip_body, ntfy_url
+from daemon.test_transport_pacing import Held
 from fmn_core import outbox, preferences
 from fmn_core.config import Config, DeliveryConfig, HttpConfig, PushConfig, SmtpConfig
 from fmn_core.db import Database, make_engine
@@ -1474,3 +1475,32 @@ def test_delivery_send_threads_wake_the_loop_once_for_calls_that_wait_together()
     assert seen == [1, 2, 3, 4]
     assert wakeups == 2  # three calls each time, one wake-up
     assert [str(e) for e in errors] == ["a callback's bug"] * 2
+
+
+def test_delivery_a_forced_stop_during_the_grace_period_cancels_and_releases_at_once(
+    file_db: Database,
+) -> None:
+    """A forced stop (the second Ctrl-C: ``Service.handle_exit`` cancels the delivery
+    task) while the sends have their grace cancels them and releases their rows at
+    once. It used to cancel only the wait: the sends ran on and their rows stayed
+    ``sending`` until the lease ran out."""
+    with file_db.begin() as session:
+        row_id = add_notification(session, add_user(session, "jo", "push", ("held",)), "push").id
+    push = Held()
+    config = make_config(file_db, shutdown_grace_seconds=60)
+    senders = Senders(file_db, config, Metrics(), transports={"push": push})
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(senders.run(stop))
+        await push.until_started(1)
+        stop.set()  # the first Ctrl-C: the sends get their 60 s of grace
+        await asyncio.sleep(0.3)
+        runner.cancel()  # the second: stop now
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(runner, 10)
+        return len(senders._inflight)
+
+    left_running = asyncio.run(scenario())
+    row = state_of(file_db, row_id)
+    assert (left_running, row.state, row.claimed_by) == (0, "pending", None)

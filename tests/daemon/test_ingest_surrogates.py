@@ -30,12 +30,12 @@ from fmn_core.outbox import claim_due
 from fmn_core.preferences import Actor
 from fmn_core.rendering import render
 from fmn_core.schema import upgrade
-from fmn_daemon.consumer import Consumer, load_broker_settings
 from fmn_daemon.ingest import read_delivery
 from fmn_daemon.metrics import Metrics
 
 from .conftest import RabbitMQ, publish
 from .test_consumer import Running, count, koji, wait_until
+from .test_poison import consumer_for
 
 PAGURE_PR = "org.fedoraproject.prod.pagure.pull-request.new"
 ALICE = Actor("alice")
@@ -223,15 +223,7 @@ def test_consumer_delivers_a_message_with_a_lone_surrogate_on_both_databases(
     headers = {"fedora_messaging_schema": "pagure.pull-request.new"}
     cut_id, whole_id = f"cut-{uuid.uuid4()}", f"whole-{uuid.uuid4()}"
     metrics = Metrics()
-    consumer = Consumer(
-        database,
-        load_broker_settings(rabbitmq.config_path),
-        metrics,
-        backoff_initial=0.05,
-        backoff_max=0.2,
-        batch_wait=0.2,
-    )
-    consumer.load_matcher()
+    consumer = consumer_for(database, rabbitmq, metrics)
     consumer.connect()
     # Batch-mates on either side, all in one batch.
     publish(rabbitmq, [koji(n) for n in range(3)])

@@ -393,3 +393,21 @@ def test_transport_hosts_a_destination_counts_against_the_host_it_goes_to(
     context: str, destination: str, host: str
 ) -> None:
     assert push_host(context, destination) == host
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        # The same server, spelled with its scheme's default port.
+        ("ntfys://ntfy.example.org/a", "ntfys://ntfy.example.org:443/b"),
+        ("ntfy://ntfy.example.org/a", "ntfy://ntfy.example.org:80/b"),
+        ("json://hooks.example.org/a", "json://hooks.example.org:80/b"),
+        # The same server, its name fully qualified (a trailing dot): check_push_url
+        # takes both, and both reach the same addresses.
+        ("ntfys://ntfy.example.org/a", "ntfys://ntfy.example.org./b"),
+    ],
+)
+def test_transport_hosts_one_server_spelled_two_ways_is_one_host(one: str, other: str) -> None:
+    """One server however its URL spells it: spelled two ways, it would have two halves
+    of push's slots, all of them when it hangs."""
+    assert push_host("push", one) == push_host("push", other)
