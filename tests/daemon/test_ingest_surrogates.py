@@ -14,7 +14,6 @@ import copy
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pika
@@ -22,14 +21,12 @@ import pytest
 from sqlalchemy import select, text
 
 from fmn_core import preferences
-from fmn_core.config import Config
 from fmn_core.db import Database
 from fmn_core.messages import loads_strict, parse_line, replace_lone_surrogates
 from fmn_core.models import Notification, StoredMessage
 from fmn_core.outbox import claim_due
 from fmn_core.preferences import Actor
 from fmn_core.rendering import render
-from fmn_core.schema import upgrade
 from fmn_daemon.ingest import read_delivery
 from fmn_daemon.metrics import Metrics
 
@@ -173,19 +170,10 @@ def test_read_delivery_replaces_a_lone_surrogate_another_encoding_decodes_to() -
 # Through the real consumer, on both databases.
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A committed database at the newest schema: the consumer runs its own transactions."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'surrogates.sqlite'}"
-    else:
-        url = request.getfixturevalue("empty_postgres_url")
-    upgrade(url)
-    db = Database(Config(database_url=url))
-    try:
-        yield db
-    finally:
-        db.dispose()
+@pytest.fixture
+def database(committed: Database) -> Database:
+    """A committed database: the consumer runs its own transactions."""
+    return committed
 
 
 def pagure_pr_body(corpus: list[str], title: str) -> bytes:
