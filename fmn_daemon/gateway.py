@@ -39,7 +39,9 @@ from fmn_core.preferences import Actor
 __all__ = [
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_ACCOUNT",
+    "REFUSAL_LOG_SECONDS",
     "GatewayServer",
+    "RefusalLog",
     "account_for_uid",
     "directory_resolver",
     "peer_uid",
@@ -56,6 +58,11 @@ MAX_CONNECTIONS = 512
 #: thread stuck where hanging up cannot reach it (a slow account directory) is a
 #: daemon thread and ends with the process; systemd's TimeoutStopSec is 15 s.
 STOP_GRACE_SECONDS = 5.0
+#: A caller's refusals are logged at most once in this many seconds, with a count of
+#: those in between: a local user connecting in a loop past their limit would
+#: otherwise write a line per attempt and reach journald's limit for the service,
+#: which then drops the gateway's other lines too.
+REFUSAL_LOG_SECONDS = 60.0
 #: Seconds the accept loop pauses when the process is out of descriptors or memory:
 #: connections already open go on being served and close, and accepting resumes.
 ACCEPT_BACKOFF_SECONDS = 0.1
@@ -91,6 +98,36 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
+class RefusalLog:
+    """Refused connections logged per caller: the first at once, then one line a
+    ``every`` seconds that counts those in between. Thread-safe; callers not refused
+    within ``every`` are forgotten (uids are few, but a loop must not grow the table)."""
+
+    def __init__(
+        self, every: float = REFUSAL_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = every
+        self.clock = clock
+        self._lock = threading.Lock()
+        #: uid -> (when its last line was logged, refusals since then not logged)
+        self._callers: dict[int, tuple[float, int]] = {}
+
+    def refused(self, uid: int, reason: object) -> None:
+        now = self.clock()
+        with self._lock:
+            logged, quiet = self._callers.get(uid, (None, 0))
+            if logged is not None and now - logged < self.every:
+                self._callers[uid] = (logged, quiet + 1)
+                return
+            if len(self._callers) >= 1024:
+                self._callers = {
+                    u: entry for u, entry in self._callers.items() if now - entry[0] < self.every
+                }
+            self._callers[uid] = (now, 0)
+        more = f" ({quiet:,} more refused since the last line)" if quiet else ""
+        log.warning("refused a connection from uid %d: %s%s", uid, reason, more)
+
+
 class GatewayServer:
     """The gateway on a Unix socket: one thread per connection, callers known by uid.
 
@@ -122,6 +159,7 @@ class GatewayServer:
         self._open: dict[int, int] = {}
         self._connections: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
+        self.refusals = RefusalLog()
         self._stopping = threading.Event()
 
     def bind(self) -> None:
@@ -189,7 +227,7 @@ class GatewayServer:
                 self._open[uid] = self._open.get(uid, 0) + 1
                 self._connections.add(conn)
         if refusal is not None:
-            log.warning("refused a connection from uid %d: %s", uid, refusal)
+            self.refusals.refused(uid, refusal)
             # From the accept loop: a client that does not read must not stall it
             # (the refusal fits in an empty socket buffer; if not, it is dropped).
             conn.setblocking(False)
@@ -202,7 +240,7 @@ class GatewayServer:
         try:
             thread.start()
         except RuntimeError:
-            log.warning("refused a connection from uid %d: cannot start a thread", uid)
+            self.refusals.refused(uid, "cannot start a thread")
             self._release(conn, uid, thread)
             conn.close()
 
@@ -220,7 +258,7 @@ class GatewayServer:
                 try:
                     account = self.resolve(uid)
                 except (LookupError, UserError) as error:
-                    log.warning("refused uid %d: %s", uid, error)
+                    self.refusals.refused(uid, error)
                     reply_refusal(
                         conn,
                         PermissionDenied(
@@ -231,7 +269,7 @@ class GatewayServer:
                 except AccountDirectoryUnavailable as error:
                     # Not the caller's fault and not a bug: say so, and hang up
                     # rather than leave the client waiting for a reply.
-                    log.warning("cannot check uid %d: %s", uid, error)
+                    self.refusals.refused(uid, f"cannot check who it is: {error}")
                     reply_refusal(
                         conn,
                         UserError(

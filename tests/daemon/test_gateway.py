@@ -6,6 +6,8 @@ here the calling uid is this process's, and the resolver maps it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pwd
 import socket
@@ -27,7 +29,7 @@ from fmn_core.gateway_serving import PreferenceGateway
 from fmn_core.models import Base
 from fmn_core.preferences import Actor
 from fmn_daemon import cli
-from fmn_daemon.gateway import GatewayServer, account_for_uid, peer_uid
+from fmn_daemon.gateway import GatewayServer, RefusalLog, account_for_uid, peer_uid
 
 
 @pytest.fixture
@@ -307,3 +309,77 @@ def test_gateway_server_outlives_running_out_of_descriptors(serve):
         assert client.hello().account == "alice"
     finally:
         client.close()
+
+
+def test_gateway_server_logs_a_caller_refused_in_a_loop_once(serve, caplog):
+    """A local user connecting in a loop past their limit gets a refusal each time, and
+    the journal one line: a line an attempt would reach journald's limit for the
+    service, which then drops the gateway's other lines too."""
+    caplog.set_level(logging.WARNING, logger="fmn_daemon.gateway")
+    server = serve(lambda uid: "alice", per_account=1)
+    holder = GatewayClient.connect(server.path)
+    try:
+        holder.hello()
+        for _ in range(40):
+            refused = GatewayClient.connect(server.path)
+            with pytest.raises((RateLimited, GatewayUnavailable)):
+                refused.hello()
+            refused.close()
+    finally:
+        holder.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "fmn_daemon.gateway"]
+    assert lines == [
+        f"refused a connection from uid {os.getuid()}: Too many fmn sessions are open for "
+        "this account; close one and try again."
+    ]
+
+
+def test_gateway_refusal_log_counts_what_it_did_not_log():
+    now = [1000.0]
+    log = RefusalLog(every=60.0, clock=lambda: now[0])
+    with _captured("fmn_daemon.gateway") as lines:
+        log.refused(1000, "too many")
+        for _ in range(5):
+            log.refused(1000, "too many")
+        log.refused(1001, "not an fmn account")  # another caller: a line of its own
+        now[0] += 61
+        log.refused(1000, "too many")
+        log.refused(1000, "too many")  # within the new minute: counted
+        now[0] += 61
+        log.refused(1000, "too many")
+    assert lines == [
+        "refused a connection from uid 1000: too many",
+        "refused a connection from uid 1001: not an fmn account",
+        "refused a connection from uid 1000: too many (5 more refused since the last line)",
+        "refused a connection from uid 1000: too many (1 more refused since the last line)",
+    ]
+
+
+def test_gateway_refusal_log_forgets_quiet_callers():
+    now = [0.0]
+    log = RefusalLog(every=60.0, clock=lambda: now[0])
+    with _captured("fmn_daemon.gateway"):
+        for uid in range(1024):
+            log.refused(uid, "x")
+        now[0] += 61
+        log.refused(5000, "x")
+    assert len(log._callers) == 1
+
+
+@contextlib.contextmanager
+def _captured(name: str) -> Iterator[list[str]]:
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger(name)
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
