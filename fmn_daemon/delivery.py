@@ -112,7 +112,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 
@@ -193,7 +193,6 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-K = TypeVar("K", bound=Hashable)
 
 #: The bot delivers these.
 DELIVERED_CONTEXTS_EXCLUDE: tuple[str, ...] = ("irc",)

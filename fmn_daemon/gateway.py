@@ -36,6 +36,8 @@ from fmn_core.errors import (
 from fmn_core.gateway_serving import PreferenceGateway, Principal, reply_refusal
 from fmn_core.preferences import Actor
 
+from .rate_limited_log import RateLimitedLog
+
 __all__ = [
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_ACCOUNT",
@@ -99,9 +101,11 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 class RefusalLog:
-    """Refused connections logged per caller: the first at once, then one line a
-    ``every`` seconds that counts those in between. Thread-safe; callers not refused
-    within ``every`` are forgotten (uids are few, but a loop must not grow the table)."""
+    """A caller's refused connections, logged as a ``RateLimitedLog`` of their own: the
+    first at once, then a line a ``every`` seconds that counts the others, so that
+    another caller's refusals are still seen. Counted from the accept loop and the
+    connections' threads, hence the lock; callers quiet for ``every`` are forgotten once
+    many are known (uids are few, but a loop over them must not grow the table)."""
 
     def __init__(
         self, every: float = REFUSAL_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
@@ -109,23 +113,21 @@ class RefusalLog:
         self.every = every
         self.clock = clock
         self._lock = threading.Lock()
-        #: uid -> (when its last line was logged, refusals since then not logged)
-        self._callers: dict[int, tuple[float, int]] = {}
+        self._callers: dict[int, RateLimitedLog] = {}
 
     def refused(self, uid: int, reason: object) -> None:
-        now = self.clock()
         with self._lock:
-            logged, quiet = self._callers.get(uid, (None, 0))
-            if logged is not None and now - logged < self.every:
-                self._callers[uid] = (logged, quiet + 1)
-                return
-            if len(self._callers) >= 1024:
-                self._callers = {
-                    u: entry for u, entry in self._callers.items() if now - entry[0] < self.every
-                }
-            self._callers[uid] = (now, 0)
-        more = f" ({quiet:,} more refused since the last line)" if quiet else ""
-        log.warning("refused a connection from uid %d: %s%s", uid, reason, more)
+            caller = self._callers.get(uid)
+            if caller is None:
+                if len(self._callers) >= 1024:
+                    now = self.clock()
+                    self._callers = {
+                        u: c
+                        for u, c in self._callers.items()
+                        if c.last_logged is not None and now - c.last_logged < self.every
+                    }
+                caller = self._callers[uid] = RateLimitedLog(self.every, self.clock, log)
+            caller.event("refused a connection from uid %d: %s", uid, reason)
 
 
 class GatewayServer:

@@ -32,9 +32,7 @@ import asyncio
 import errno
 import logging
 import resource
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -43,13 +41,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from fmn_core.config import HttpConfig
 from fmn_core.text import for_log
 
+from .rate_limited_log import RateLimitedLog
+
 __all__ = [
     "ACCEPT_BACKLOG",
     "DESCRIPTOR_RESERVE",
     "AcceptErrorLog",
     "ConnectionGuard",
     "LiveSlots",
-    "RateLimitedLog",
     "ServerErrorLog",
     "connection_cap",
 ]
@@ -90,30 +89,6 @@ def connection_cap(configured: int, soft_limit: int | None = None) -> int:
         return configured
     room = max(soft_limit - DESCRIPTOR_RESERVE, soft_limit // 2)
     return max(1, min(configured, room))
-
-
-class RateLimitedLog:
-    """One warning per interval for a recurring event, with how many were not logged."""
-
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self.total = 0
-        self._unlogged = 0
-        self._last: float | None = None
-
-    def event(self, message: str, *args: Any) -> bool:
-        """Count one event; log it (with the count held back) if the interval has passed."""
-        self.total += 1
-        now = self.clock()
-        if self._last is not None and now - self._last < self.interval:
-            self._unlogged += 1
-            return False
-        held, self._unlogged, self._last = self._unlogged, 0, now
-        log.warning(
-            message + " (%d more since the last such line, %d in all)", *args, held, self.total
-        )
-        return True
 
 
 class _GuardedConnection(asyncio.Protocol):
@@ -202,8 +177,8 @@ class ConnectionGuard:
         self.open = 0
         self.per_address: Counter[str] = Counter()
         self._by_handler: dict[asyncio.Protocol, _GuardedConnection] = {}
-        self.refused = RateLimitedLog(config.accept_error_log_seconds)
-        self.slow_heads = RateLimitedLog(config.accept_error_log_seconds)
+        self.refused = RateLimitedLog(config.accept_error_log_seconds, logger=log)
+        self.slow_heads = RateLimitedLog(config.accept_error_log_seconds, logger=log)
 
     def handler_factory(self) -> asyncio.Protocol:
         """aiohttp's request handler for one connection."""
@@ -280,7 +255,7 @@ class AcceptErrorLog:
     """The loop's exception handler while the server runs: accept errors rate-limited."""
 
     def __init__(self, interval: float) -> None:
-        self.errors = RateLimitedLog(interval)
+        self.errors = RateLimitedLog(interval, logger=log)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: Any = None
 
@@ -328,7 +303,7 @@ class ServerErrorLog(logging.LoggerAdapter[logging.Logger]):
 
     def __init__(self, logger: logging.Logger, interval: float) -> None:
         super().__init__(logger, {})
-        self.malformed = RateLimitedLog(interval)
+        self.malformed = RateLimitedLog(interval, logger=log)
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         """Log a handler failure with its traceback; a client's bad request as one line."""

@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import database_at  # tests/conftest.py (tests/ is on sys.path)
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from fmn_core.config import Config
-from fmn_core.db import Database, make_engine
+from fmn_core.db import Database
 from fmn_core.matcher import Matcher
-from fmn_core.models import Base, Filter, Preference, Rule, User, utcnow
+from fmn_core.models import Filter, Preference, Rule, User, utcnow
 from fmn_core.ownership import OwnershipCache
 from fmn_core.snapshots import SnapshotStream, UserSnapshot, load_snapshots
 
@@ -30,13 +30,10 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def committed(empty_postgres_url: str) -> Iterator[Database]:
-    """A fresh PostgreSQL database whose sessions commit for real, bound to an engine."""
-    engine = make_engine(empty_postgres_url)
-    Base.metadata.create_all(engine)
-    try:
-        yield Database(Config(database_url=empty_postgres_url), engine)
-    finally:
-        engine.dispose()
+    """A fresh PostgreSQL database whose sessions commit for real (the stream opens
+    connections of its own); PostgreSQL only, unlike the suite's ``committed``."""
+    with database_at(empty_postgres_url) as db:
+        yield db
 
 
 def _populate(db: Database) -> dict[str, int]:

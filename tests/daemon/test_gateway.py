@@ -330,7 +330,7 @@ def test_gateway_server_logs_a_caller_refused_in_a_loop_once(serve, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "fmn_daemon.gateway"]
     assert lines == [
         f"refused a connection from uid {os.getuid()}: Too many fmn sessions are open for "
-        "this account; close one and try again."
+        "this account; close one and try again. (0 more since the last such line, 1 in all)"
     ]
 
 
@@ -348,10 +348,11 @@ def test_gateway_refusal_log_counts_what_it_did_not_log():
         now[0] += 61
         log.refused(1000, "too many")
     assert lines == [
-        "refused a connection from uid 1000: too many",
-        "refused a connection from uid 1001: not an fmn account",
-        "refused a connection from uid 1000: too many (5 more refused since the last line)",
-        "refused a connection from uid 1000: too many (1 more refused since the last line)",
+        "refused a connection from uid 1000: too many (0 more since the last such line, 1 in all)",
+        "refused a connection from uid 1001: not an fmn account (0 more since the last such "
+        "line, 1 in all)",
+        "refused a connection from uid 1000: too many (5 more since the last such line, 7 in all)",
+        "refused a connection from uid 1000: too many (1 more since the last such line, 9 in all)",
     ]
 
 

@@ -23,7 +23,8 @@ from core.test_outbox import add_user
 from daemon.test_http import http_config, run, serving, sqlite_database
 from fmn_core.config import Config, HttpConfig
 from fmn_core.db import Database
-from fmn_daemon.limits import DESCRIPTOR_RESERVE, AcceptErrorLog, RateLimitedLog, connection_cap
+from fmn_daemon.limits import DESCRIPTOR_RESERVE, AcceptErrorLog, connection_cap
+from fmn_daemon.rate_limited_log import RateLimitedLog
 
 FEED = "feed-token-jo-aaaaaaaaaaaaaaaa"
 LIVE = "live-token-jo-aaaaaaaaaaaaaaaa"
